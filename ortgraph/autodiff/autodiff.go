@@ -1,0 +1,349 @@
+package autodiff
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// GradFunc builds the gradients of a node's inputs from the gradients of its outputs.
+// dy[i] is the gradient flowing into output i ("" when none does); need[i] says whether
+// input i needs a gradient. It returns one name per input ("" where none is needed).
+type GradFunc func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error)
+
+type opKey struct{ domain, op string }
+
+var table = map[opKey]GradFunc{}
+
+// register adds a rule; called from the init functions of the family files.
+func register(domain, op string, f GradFunc) {
+	k := opKey{domain, op}
+	if table[k] != nil {
+		panic("autodiff: duplicate gradient for " + domain + "." + op)
+	}
+	table[k] = f
+}
+
+// Supported lists the ops that have a gradient rule, as "domain.Op" (default domain bare).
+func Supported() []string {
+	var out []string
+	for k := range table {
+		if k.domain == "" {
+			out = append(out, k.op)
+		} else {
+			out = append(out, k.domain+"."+k.op)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Builder emits backward nodes into the graph; gradient rules use it and its helpers.
+type Builder struct {
+	*ortgraph.Graph
+	opset int64
+}
+
+// Options for Backward.
+type Options struct {
+	// Seed is the name of the tensor fed as the gradient of the loss (same shape as the
+	// loss). Empty means a constant 1.
+	Seed string
+}
+
+// Result of Backward.
+type Result struct {
+	// Grads maps each parameter to the name of its gradient value.
+	Grads map[string]string
+	// Active is the number of forward nodes that needed a gradient rule.
+	Active int
+}
+
+// Backward appends to g the nodes computing d(loss)/d(p) for every p in wrt and returns
+// the gradient value names. Parameters the loss does not depend on get a zero gradient
+// of their shape (so callers always receive every gradient).
+func Backward(g *ortgraph.Graph, loss string, wrt []string, opt Options) (*Result, error) {
+	b := &Builder{Graph: g, opset: g.M.OpsetVersion("")}
+	seed := opt.Seed
+	if seed == "" {
+		seed = b.Op("ConstantOfShape", []string{b.Op("Shape", []string{loss})}, ortgraph.ATensor("value", ortgraph.FloatTensor("one", g.ElemType(loss), []int64{1}, []float32{1})))
+	}
+	nodes := append([]*onnxpb.NodeProto(nil), g.P.Node...)
+	got, active, err := b.backprop(nodes, map[string]string{loss: seed}, wrt)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Grads: map[string]string{}, Active: active}
+	for _, p := range wrt {
+		if got[p] == "" {
+			// The loss does not depend on p: its gradient is zero.
+			got[p] = b.Op("Mul", []string{p, b.ConstLike(0, p)})
+		}
+		res.Grads[p] = got[p]
+	}
+	return res, nil
+}
+
+// backprop differentiates the given nodes (in topological order) from the seeded output
+// gradients back to wrt. Rules that expand an op into primitive ops call it recursively
+// on their expansion. It returns the gradient of each wrt value ("" when the seeds do not
+// depend on it) and the number of nodes that needed a rule.
+func (b *Builder) backprop(nodes []*onnxpb.NodeProto, seeds map[string]string, wrt []string) (map[string]string, int, error) {
+	// Forward activity: values that depend on a parameter.
+	varies := map[string]bool{}
+	for _, p := range wrt {
+		varies[p] = true
+	}
+	for _, n := range nodes {
+		if nonDifferentiable(n) {
+			continue
+		}
+		for _, in := range n.Input {
+			if varies[in] {
+				for _, o := range n.Output {
+					varies[o] = true
+				}
+				break
+			}
+		}
+	}
+	// Backward activity: values the seeded outputs depend on.
+	useful := map[string]bool{}
+	contrib := map[string][]string{}
+	anySeed := false
+	for v, s := range seeds {
+		if varies[v] {
+			useful[v] = true
+			contrib[v] = []string{s}
+			anySeed = true
+		}
+	}
+	if !anySeed {
+		var names []string
+		for v := range seeds {
+			names = append(names, v)
+		}
+		sort.Strings(names)
+		return nil, 0, fmt.Errorf("%v does not depend on any of the %d parameters", names, len(wrt))
+	}
+	for i := len(nodes) - 1; i >= 0; i-- {
+		n := nodes[i]
+		hit := false
+		for _, o := range n.Output {
+			if useful[o] {
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			continue
+		}
+		for _, in := range n.Input {
+			if varies[in] {
+				useful[in] = true
+			}
+		}
+	}
+	active := 0
+	for i := len(nodes) - 1; i >= 0; i-- {
+		n := nodes[i]
+		dy := make([]string, len(n.Output))
+		any := false
+		for j, o := range n.Output {
+			if o != "" && len(contrib[o]) > 0 && varies[o] {
+				dy[j] = b.total(o, contrib[o])
+				any = true
+			}
+		}
+		if !any {
+			continue
+		}
+		need := make([]bool, len(n.Input))
+		needAny := false
+		for j, in := range n.Input {
+			if in != "" && varies[in] && useful[in] {
+				need[j] = true
+				needAny = true
+			}
+		}
+		if !needAny {
+			continue
+		}
+		f := table[opKey{n.Domain, n.OpType}]
+		if f == nil {
+			return nil, 0, fmt.Errorf("node %q: op %s has no gradient rule in ortq's autodiff (supported: %v)", n.Name, opName(n), Supported())
+		}
+		active++
+		saved := b.Scope
+		b.Scope = "grad/" + n.Name
+		dx, err := f(b, n, dy, need)
+		b.Scope = saved
+		if err != nil {
+			return nil, 0, fmt.Errorf("node %q (%s): %w", n.Name, opName(n), err)
+		}
+		if len(dx) != len(n.Input) {
+			panic(fmt.Sprintf("gradient of %s returned %d grads for %d inputs", opName(n), len(dx), len(n.Input)))
+		}
+		for j := range n.Input {
+			if !need[j] {
+				continue
+			}
+			if dx[j] == "" {
+				panic(fmt.Sprintf("gradient of %s (node %q) gave no gradient for input %d (%q)", opName(n), n.Name, j, n.Input[j]))
+			}
+			if t := b.Type(n.Input[j]); t != nil && b.Type(dx[j]) == nil {
+				b.SetType(dx[j], t)
+			}
+			contrib[n.Input[j]] = append(contrib[n.Input[j]], dx[j])
+		}
+	}
+	out := map[string]string{}
+	for _, p := range wrt {
+		if len(contrib[p]) > 0 {
+			out[p] = b.total(p, contrib[p])
+		}
+	}
+	return out, active, nil
+}
+
+// expand differentiates a rule's primitive expansion: the rule has emitted nodes (taken
+// from index mark of the node list on) computing outs from ins; seeds are the gradients
+// of outs. It returns the gradient of every ins value ("" when none).
+func (b *Builder) expand(mark int, seeds map[string]string, ins []string) ([]string, error) {
+	nodes := append([]*onnxpb.NodeProto(nil), b.P.Node[mark:]...)
+	got, _, err := b.backprop(nodes, seeds, ins)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(ins))
+	for i, v := range ins {
+		out[i] = got[v]
+	}
+	return out, nil
+}
+
+// total sums the gradient contributions to v once and caches the sum.
+func (b *Builder) total(v string, parts []string) string {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	s := b.Op("Sum", parts)
+	if t := b.Type(v); t != nil {
+		b.SetType(s, t)
+	}
+	return s
+}
+
+func opName(n *onnxpb.NodeProto) string {
+	if n.Domain == "" {
+		return n.OpType
+	}
+	return n.Domain + "." + n.OpType
+}
+
+// nonDifferentiable ops produce outputs that carry no gradient whatever their inputs
+// (shapes, comparisons, integer indices).
+func nonDifferentiable(n *onnxpb.NodeProto) bool {
+	if n.Domain != "" {
+		return false
+	}
+	switch n.OpType {
+	case "Shape", "Size", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
+		"IsNaN", "IsInf", "ArgMax", "ArgMin", "NonZero", "Range", "ConstantOfShape", "Constant", "EyeLike",
+		"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Sign", "Floor", "Ceil", "Round":
+		return true
+	}
+	return false
+}
+
+// ConstLike returns a 0-d constant with v's element type (CastLike when the type is not
+// recorded, so rules work on graphs without value_info).
+func (b *Builder) ConstLike(v float32, like string) string {
+	if dt := b.ElemType(like); dt != 0 {
+		return b.ConstF(dt, v)
+	}
+	return b.Op("CastLike", []string{b.ConstF(ortgraph.Float, v), like})
+}
+
+// sameShape reports whether a and b statically have the same shape (every dim known and
+// equal, or the same symbolic name).
+func (b *Builder) sameShape(x, y string) bool {
+	dx, dy := b.SymDims(x), b.SymDims(y)
+	if dx == nil || dy == nil || len(dx) != len(dy) {
+		return false
+	}
+	for i := range dx {
+		if dx[i] == "?" || dx[i] != dy[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Unbroadcast reduces dy (the gradient of a broadcasting op's output) to the shape of its
+// input x: ∂L/∂x sums ∂L/∂y over every axis along which x was broadcast. When shapes are
+// not statically equal, the axes are found at run time: x's shape is left-padded with 1s
+// to dy's rank, the axes where the two differ are summed (keepdims), and the result is
+// reshaped to x's shape (which also drops the padded leading axes).
+func (b *Builder) Unbroadcast(dy, x string) string {
+	if b.sameShape(dy, x) {
+		return dy
+	}
+	if dx := b.Dims(x); dx != nil && len(dx) == 0 {
+		// x is a scalar: sum everything.
+		return b.Op("ReduceSum", []string{dy}, ortgraph.AInt("keepdims", 0))
+	}
+	rx, ry := b.Rank(x), b.Rank(dy)
+	if rx >= 0 && ry >= 0 {
+		// Static ranks: sum the leading axes x lacks, then the axes where x is statically 1
+		// and dy is not known to be 1. Unknown dims of x fall back to the dynamic path.
+		xd, yd := b.Dims(x), b.Dims(dy)
+		var axes []int64
+		static := true
+		for i := 0; i < ry; i++ {
+			j := i - (ry - rx)
+			switch {
+			case j < 0:
+				axes = append(axes, int64(i))
+			case xd[j] == 1 && yd[i] != 1:
+				axes = append(axes, int64(i))
+			case xd[j] == -1 && yd[i] != xd[j]:
+				// x dim unknown: can't decide statically unless symbolic names match.
+				xs, ys := b.SymDims(x), b.SymDims(dy)
+				if xs[j] == "?" || xs[j] != ys[i] {
+					static = false
+				}
+			}
+		}
+		if static {
+			if len(axes) == 0 {
+				return dy
+			}
+			s := b.Op("ReduceSum", []string{dy, b.ConstI64(axes...)}, ortgraph.AInt("keepdims", 1))
+			return b.Op("Reshape", []string{s, b.Op("Shape", []string{x})})
+		}
+	}
+	shx := b.Op("Shape", []string{x})
+	shy := b.Op("Shape", []string{dy})
+	// pad = ones(rank(dy) - rank(x)); padded = concat(pad, shape(x))
+	d := b.Op("Sub", []string{b.Op("Shape", []string{shy}), b.Op("Shape", []string{shx})})
+	ones := b.Op("ConstantOfShape", []string{d}, ortgraph.ATensor("value", ortgraph.Int64Tensor("one", []int64{1}, []int64{1})))
+	padded := b.Op("Concat", []string{ones, shx}, ortgraph.AInt("axis", 0))
+	diff := b.Op("Not", []string{b.Op("Equal", []string{padded, shy})})
+	axes := b.Op("Reshape", []string{b.Op("NonZero", []string{diff}), b.ConstI64(-1)})
+	s := b.Op("ReduceSum", []string{dy, axes}, ortgraph.AInt("keepdims", 1), ortgraph.AInt("noop_with_empty_axes", 1))
+	return b.Op("Reshape", []string{s, shx})
+}
+
+// in returns input i of n, or "" when absent.
+func in(n *onnxpb.NodeProto, i int) string {
+	if i < len(n.Input) {
+		return n.Input[i]
+	}
+	return ""
+}
+
+// grads is a helper to build the per-input result slice.
+func grads(n *onnxpb.NodeProto) []string { return make([]string, len(n.Input)) }

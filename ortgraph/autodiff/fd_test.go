@@ -1,0 +1,331 @@
+package autodiff
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/ortq/ortq/ortrun"
+	"google.golang.org/protobuf/proto"
+)
+
+// in is a graph input of a gradient test case.
+type tin struct {
+	name string
+	dt   int32
+	dims []int64
+	// ints (for integer inputs) or fixed values; nil means random normal values.
+	ints  []int64
+	vals  []float64
+	bools []bool
+	wrt   bool
+}
+
+// gradCase builds one op (or a tiny subgraph) whose output y feeds
+// loss = Σ(y²)/2 + 0.3·Σy, so dL/dy = y + 0.3 is non-trivial everywhere.
+type gradCase struct {
+	name  string
+	opset int64
+	ins   []tin
+	build func(g *ortgraph.Graph) string
+	tol   float64 // max |fd − analytic| / max |analytic|
+	h     float64
+}
+
+func newModel(opset int64) *ortgraph.Model {
+	m := &onnxpb.ModelProto{
+		IrVersion:   10,
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: opset}, {Domain: "com.microsoft", Version: 1}},
+		Graph:       &onnxpb.GraphProto{Name: "t"},
+	}
+	return &ortgraph.Model{P: m, Dir: "."}
+}
+
+// buildGradModel returns the serialised model with outputs loss and the gradient of each
+// wrt input (named "<input>_grad").
+func buildGradModel(t *testing.T, c gradCase) []byte {
+	t.Helper()
+	m := newModel(c.opset)
+	g := ortgraph.NewGraph(m)
+	var wrt []string
+	for _, in := range c.ins {
+		m.P.Graph.Input = append(m.P.Graph.Input, &onnxpb.ValueInfoProto{Name: in.name, Type: ortgraph.TensorType(in.dt, in.dims)})
+		if in.wrt {
+			wrt = append(wrt, in.name)
+		}
+	}
+	g.Reindex()
+	y := c.build(g)
+	dt := g.ElemType(c.ins[0].name)
+	for _, in := range c.ins {
+		if in.wrt {
+			dt = in.dt
+		}
+	}
+	sq := g.Op("Mul", []string{y, y})
+	l1 := g.Op("ReduceSum", []string{sq}, ortgraph.AInt("keepdims", 1))
+	l2 := g.Op("ReduceSum", []string{y}, ortgraph.AInt("keepdims", 1))
+	l := g.Op("Add", []string{g.Op("Mul", []string{l1, g.ConstF(dt, 0.5)}), g.Op("Mul", []string{l2, g.ConstF(dt, 0.3)})})
+	loss := g.Op("Reshape", []string{l, g.ConstI64(1)})
+	g.SetType(loss, ortgraph.TensorType(dt, []int64{1}))
+	res, err := Backward(g, loss, wrt, Options{})
+	if err != nil {
+		t.Fatalf("Backward: %v", err)
+	}
+	m.P.Graph.Output = append(m.P.Graph.Output, &onnxpb.ValueInfoProto{Name: "loss", Type: ortgraph.TensorType(dt, []int64{1})})
+	g.Op("Identity", []string{loss})
+	m.P.Graph.Node[len(m.P.Graph.Node)-1].Output[0] = "loss"
+	for _, p := range wrt {
+		n := g.Op("Identity", []string{res.Grads[p]})
+		m.P.Graph.Node[len(m.P.Graph.Node)-1].Output[0] = p + "_grad"
+		_ = n
+		m.P.Graph.Output = append(m.P.Graph.Output, &onnxpb.ValueInfoProto{Name: p + "_grad", Type: g.Type(p)})
+	}
+	buf, err := proto.Marshal(m.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf
+}
+
+func makeInputs(c gradCase, rng *rand.Rand) map[string]*ortrun.Tensor {
+	out := map[string]*ortrun.Tensor{}
+	for _, in := range c.ins {
+		n := int(ortgraph.NumElements(in.dims))
+		switch in.dt {
+		case ortgraph.Int64:
+			v := in.ints
+			if v == nil {
+				v = make([]int64, n)
+			}
+			out[in.name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: in.dims, Data: v}
+		case ortgraph.Bool:
+			out[in.name] = &ortrun.Tensor{DType: ortrun.Bool, Shape: in.dims, Data: in.bools}
+		case ortgraph.Double:
+			v := make([]float64, n)
+			for i := range v {
+				if in.vals != nil {
+					v[i] = in.vals[i]
+				} else {
+					v[i] = rng.NormFloat64()
+				}
+			}
+			out[in.name] = &ortrun.Tensor{DType: ortrun.Float64, Shape: in.dims, Data: v}
+		case ortgraph.Float:
+			v := make([]float32, n)
+			for i := range v {
+				if in.vals != nil {
+					v[i] = float32(in.vals[i])
+				} else {
+					v[i] = float32(rng.NormFloat64())
+				}
+			}
+			out[in.name] = &ortrun.Tensor{DType: ortrun.Float32, Shape: in.dims, Data: v}
+		}
+	}
+	return out
+}
+
+func asF64(t *ortrun.Tensor) []float64 {
+	switch d := t.Data.(type) {
+	case []float64:
+		return d
+	case []float32:
+		o := make([]float64, len(d))
+		for i, x := range d {
+			o[i] = float64(x)
+		}
+		return o
+	}
+	panic("not a float tensor")
+}
+
+func perturb(t *ortrun.Tensor, i int, delta float64) (restore func()) {
+	switch d := t.Data.(type) {
+	case []float64:
+		old := d[i]
+		d[i] += delta
+		return func() { d[i] = old }
+	case []float32:
+		old := d[i]
+		d[i] += float32(delta)
+		return func() { d[i] = old }
+	}
+	panic("not a float tensor")
+}
+
+// checkGradients runs the case's backward graph on ONNX Runtime (CPU) and compares each
+// analytic gradient with central finite differences of the loss.
+func checkGradients(t *testing.T, c gradCase) {
+	t.Helper()
+	buf := buildGradModel(t, c)
+	s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})
+	if err != nil {
+		t.Fatalf("session: %v", err)
+	}
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	inputs := makeInputs(c, rng)
+	var outs []string
+	for _, in := range c.ins {
+		if in.wrt {
+			outs = append(outs, in.name+"_grad")
+		}
+	}
+	res, err := s.Run(inputs, append([]string{"loss"}, outs...))
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	lossAt := func() float64 {
+		r, err := s.Run(inputs, []string{"loss"})
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		return asF64(r["loss"])[0]
+	}
+	h := c.h
+	if h == 0 {
+		h = 1e-6
+	}
+	tol := c.tol
+	if tol == 0 {
+		tol = 1e-6
+	}
+	for _, in := range c.ins {
+		if !in.wrt {
+			continue
+		}
+		an := asF64(res[in.name+"_grad"])
+		if len(an) != int(ortgraph.NumElements(in.dims)) {
+			t.Fatalf("%s: gradient has %d elements, input %d", in.name, len(an), ortgraph.NumElements(in.dims))
+		}
+		maxAbs, maxErr := 1e-12, 0.0
+		for _, v := range an {
+			maxAbs = math.Max(maxAbs, math.Abs(v))
+		}
+		// Check up to 48 elements spread over the tensor.
+		step := len(an)/48 + 1
+		for i := 0; i < len(an); i += step {
+			undo := perturb(inputs[in.name], i, h)
+			lp := lossAt()
+			undo()
+			undo = perturb(inputs[in.name], i, -h)
+			lm := lossAt()
+			undo()
+			fd := (lp - lm) / (2 * h)
+			maxErr = math.Max(maxErr, math.Abs(fd-an[i]))
+		}
+		if rel := maxErr / maxAbs; rel > tol {
+			t.Errorf("%s: d loss/d %s: max |fd − analytic| / max|analytic| = %.3g > %.3g", c.name, in.name, rel, tol)
+		} else {
+			t.Logf("%s: d/d %s rel err %.2g", c.name, in.name, rel)
+		}
+	}
+}
+
+func d64(name string, wrt bool, dims ...int64) tin {
+	return tin{name: name, dt: ortgraph.Double, dims: dims, wrt: wrt}
+}
+
+func TestGradients(t *testing.T) {
+	ortrun.TestLib(t)
+	one := func(op string, attrs ...ortgraph.Attr) func(g *ortgraph.Graph) string {
+		return func(g *ortgraph.Graph) string {
+			var ins []string
+			for _, in := range g.P.Input {
+				ins = append(ins, in.Name)
+			}
+			return g.Op(op, ins, attrs...)
+		}
+	}
+	pos := func(name string, dims ...int64) tin { // positive inputs for Sqrt/Log/Pow
+		n := ortgraph.NumElements(dims)
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = 0.5 + float64((i*37)%11)/7
+		}
+		return tin{name: name, dt: ortgraph.Double, dims: dims, vals: v, wrt: true}
+	}
+	cases := []gradCase{
+		{name: "Add/broadcast", opset: 21, ins: []tin{d64("a", true, 2, 3, 4), d64("b", true, 3, 1)}, build: one("Add")},
+		{name: "Sub/broadcast", opset: 21, ins: []tin{d64("a", true, 4), d64("b", true, 2, 3, 4)}, build: one("Sub")},
+		{name: "Mul/broadcast", opset: 21, ins: []tin{d64("a", true, 2, 3, 4), d64("b", true, 2, 1, 4)}, build: one("Mul")},
+		{name: "Div", opset: 21, ins: []tin{d64("a", true, 2, 3), pos("b", 2, 3)}, build: one("Div")},
+		{name: "Neg", opset: 21, ins: []tin{d64("a", true, 5)}, build: one("Neg")},
+		{name: "Sum", opset: 21, ins: []tin{d64("a", true, 2, 3), d64("b", true, 3), d64("c", true, 2, 1)}, build: one("Sum")},
+		{name: "Pow/2", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("Pow", []string{"a", g.ConstF(ortgraph.Double, 2)})
+		}},
+		{name: "Pow/var", opset: 21, ins: []tin{pos("a", 3, 4), d64("e", true, 4)}, build: one("Pow")},
+		{name: "Sqrt", opset: 21, ins: []tin{pos("a", 3, 4)}, build: one("Sqrt")},
+		{name: "Reciprocal", opset: 21, ins: []tin{pos("a", 3, 4)}, build: one("Reciprocal")},
+		{name: "Sigmoid", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: one("Sigmoid")},
+		{name: "Exp", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: one("Exp")},
+		{name: "Log", opset: 21, ins: []tin{pos("a", 3, 4)}, build: one("Log")},
+		{name: "Tanh", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: one("Tanh")},
+		{name: "Cast/f32-roundtrip", opset: 21, ins: []tin{d64("a", true, 3, 4)}, tol: 1e-4, h: 1e-3, build: func(g *ortgraph.Graph) string {
+			c := g.Op("Cast", []string{"a"}, ortgraph.AInt("to", int64(ortgraph.Float)))
+			g.SetType(c, ortgraph.TensorType(ortgraph.Float, []int64{3, 4}))
+			return g.Op("Cast", []string{c}, ortgraph.AInt("to", int64(ortgraph.Double)))
+		}},
+		{name: "Where", opset: 21, ins: []tin{{name: "c", dt: ortgraph.Bool, dims: []int64{3, 1}, bools: []bool{true, false, true}}, d64("a", true, 3, 4), d64("b", true, 4)}, build: one("Where")},
+		{name: "Max", opset: 21, ins: []tin{d64("a", true, 3, 4), d64("b", true, 4)}, build: one("Max")},
+		{name: "MatMul/3Dx2D", opset: 21, ins: []tin{d64("a", true, 2, 3, 4), d64("b", true, 4, 5)}, build: one("MatMul")},
+		{name: "MatMul/4Dx4D-broadcast", opset: 21, ins: []tin{d64("a", true, 2, 3, 4, 5), d64("b", true, 1, 3, 5, 2)}, build: one("MatMul")},
+		{name: "Gemm/transA", opset: 21, ins: []tin{d64("a", true, 4, 3), d64("b", true, 4, 5), d64("c", true, 5)}, build: one("Gemm", ortgraph.AInt("transA", 1), ortgraph.AFloat("alpha", 0.7), ortgraph.AFloat("beta", 1.3))},
+		{name: "Gemm/transB", opset: 21, ins: []tin{d64("a", true, 3, 4), d64("b", true, 5, 4)}, build: one("Gemm", ortgraph.AInt("transB", 1))},
+		{name: "Gemm/transAB", opset: 21, ins: []tin{d64("a", true, 4, 3), d64("b", true, 5, 4)}, build: one("Gemm", ortgraph.AInt("transA", 1), ortgraph.AInt("transB", 1))},
+		{name: "Reshape", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("Reshape", []string{"a", g.ConstI64(6, -1)})
+		}},
+		{name: "Unsqueeze+Squeeze", opset: 21, ins: []tin{d64("a", true, 2, 3)}, build: func(g *ortgraph.Graph) string {
+			u := g.Op("Unsqueeze", []string{"a", g.ConstI64(1)})
+			return g.Op("Mul", []string{g.Op("Squeeze", []string{u, g.ConstI64(1)}), "a"})
+		}},
+		{name: "Transpose", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: one("Transpose", ortgraph.AInts("perm", 2, 0, 1))},
+		{name: "Expand", opset: 21, ins: []tin{d64("a", true, 3, 1)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("Expand", []string{"a", g.ConstI64(2, 3, 4)})
+		}},
+		{name: "Concat", opset: 21, ins: []tin{d64("a", true, 2, 3), d64("b", true, 2, 5)}, build: one("Concat", ortgraph.AInt("axis", -1))},
+		{name: "Split", opset: 21, ins: []tin{d64("a", true, 2, 6)}, build: func(g *ortgraph.Graph) string {
+			o := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{"a", g.ConstI64(2, 4)}, NOut: 2, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 1)}})
+			return g.Op("Mul", []string{o[0], g.Op("Slice", []string{o[1], g.ConstI64(1), g.ConstI64(3), g.ConstI64(1)})})
+		}},
+		{name: "Slice/rotate-half", opset: 21, ins: []tin{d64("a", true, 2, 3, 8)}, build: func(g *ortgraph.Graph) string {
+			x1 := g.Op("Slice", []string{"a", g.ConstI64(0), g.ConstI64(4), g.ConstI64(-1), g.ConstI64(1)})
+			x2 := g.Op("Slice", []string{"a", g.ConstI64(4), g.ConstI64(math.MaxInt64), g.ConstI64(2), g.ConstI64(1)})
+			return g.Op("Concat", []string{g.Op("Neg", []string{x2}), x1}, ortgraph.AInt("axis", -1))
+		}},
+		{name: "Slice/negative-start", opset: 21, ins: []tin{d64("a", true, 5, 4)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("Slice", []string{"a", g.ConstI64(-3, 1), g.ConstI64(-1, 100), g.ConstI64(0, 1)})
+		}},
+		{name: "Gather/scalar", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("Gather", []string{"a", g.ScalarI64(-1)}, ortgraph.AInt("axis", 1))
+		}},
+		{name: "ReduceSum/keepdims0", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("ReduceSum", []string{"a", g.ConstI64(1)}, ortgraph.AInt("keepdims", 0))
+		}},
+		{name: "ReduceMean/last", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("Mul", []string{"a", g.Op("ReduceMean", []string{g.Op("Mul", []string{"a", "a"}), g.ConstI64(-1)}, ortgraph.AInt("keepdims", 1))})
+		}},
+		{name: "ReduceMean/opset17-attr", opset: 17, ins: []tin{d64("a", true, 2, 3, 4)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("ReduceMean", []string{"a"}, ortgraph.AInts("axes", 0, 2), ortgraph.AInt("keepdims", 0))
+		}},
+		{name: "Softmax", opset: 21, ins: []tin{d64("a", true, 2, 3, 5)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("Mul", []string{g.Op("Softmax", []string{"a"}, ortgraph.AInt("axis", -1)), g.ConstF(ortgraph.Double, 3)})
+		}},
+		{name: "LogSoftmax", opset: 21, ins: []tin{d64("a", true, 2, 3, 5)}, build: one("LogSoftmax", ortgraph.AInt("axis", -1))},
+		{name: "GatherElements", opset: 21, ins: []tin{d64("a", true, 2, 5), {name: "i", dt: ortgraph.Int64, dims: []int64{2, 3}, ints: []int64{0, 4, 4, 1, 1, 2}}}, build: one("GatherElements", ortgraph.AInt("axis", 1))},
+		{name: "RMSNorm/decomposed", opset: 21, ins: []tin{d64("x", true, 2, 3, 8), d64("w", false, 8)}, build: func(g *ortgraph.Graph) string {
+			p := g.Op("Pow", []string{"x", g.ConstF(ortgraph.Double, 2)})
+			m := g.Op("ReduceMean", []string{p, g.ConstI64(-1)}, ortgraph.AInt("keepdims", 1))
+			r := g.Op("Reciprocal", []string{g.Op("Sqrt", []string{g.Op("Add", []string{m, g.ConstF(ortgraph.Double, 1e-5)})})})
+			return g.Op("Mul", []string{"w", g.Op("Mul", []string{"x", r})})
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { checkGradients(t, c) })
+	}
+}

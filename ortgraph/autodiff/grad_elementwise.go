@@ -1,0 +1,215 @@
+package autodiff
+
+import (
+	"fmt"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+func init() {
+	register("", "Add", gradAdd)
+	register("", "Sub", gradSub)
+	register("", "Mul", gradMul)
+	register("", "Div", gradDiv)
+	register("", "Neg", gradNeg)
+	register("", "Sum", gradSum)
+	register("", "Identity", gradIdentity)
+	register("", "Cast", gradCast)
+	register("", "CastLike", gradCastLike)
+	register("", "Pow", gradPow)
+	register("", "Sqrt", gradSqrt)
+	register("", "Reciprocal", gradReciprocal)
+	register("", "Sigmoid", gradSigmoid)
+	register("", "Exp", gradExp)
+	register("", "Log", gradLog)
+	register("", "Tanh", gradTanh)
+	register("", "Where", gradWhere)
+	register("", "Max", gradMinMax)
+	register("", "Min", gradMinMax)
+}
+
+// Add: y = a + b ⇒ da = unbroadcast(dy), db = unbroadcast(dy).
+func gradAdd(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	for i := range n.Input {
+		if need[i] {
+			g[i] = b.Unbroadcast(dy[0], n.Input[i])
+		}
+	}
+	return g, nil
+}
+
+// Sub: y = a − b ⇒ da = dy, db = −dy (each unbroadcast).
+func gradSub(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	if need[0] {
+		g[0] = b.Unbroadcast(dy[0], n.Input[0])
+	}
+	if need[1] {
+		g[1] = b.Unbroadcast(b.Op("Neg", dy[:1]), n.Input[1])
+	}
+	return g, nil
+}
+
+// Mul: y = a·b ⇒ da = dy·b, db = dy·a (each unbroadcast).
+func gradMul(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	if need[0] {
+		g[0] = b.Unbroadcast(b.Op("Mul", []string{dy[0], n.Input[1]}), n.Input[0])
+	}
+	if need[1] {
+		g[1] = b.Unbroadcast(b.Op("Mul", []string{dy[0], n.Input[0]}), n.Input[1])
+	}
+	return g, nil
+}
+
+// Div: y = a/b ⇒ da = dy/b, db = −dy·a/b² = −dy·y/b.
+func gradDiv(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	if need[0] {
+		g[0] = b.Unbroadcast(b.Op("Div", []string{dy[0], n.Input[1]}), n.Input[0])
+	}
+	if need[1] {
+		t := b.Op("Div", []string{b.Op("Mul", []string{dy[0], n.Output[0]}), n.Input[1]})
+		g[1] = b.Unbroadcast(b.Op("Neg", []string{t}), n.Input[1])
+	}
+	return g, nil
+}
+
+// Neg: y = −x ⇒ dx = −dy.
+func gradNeg(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	return []string{b.Op("Neg", dy[:1])}, nil
+}
+
+// Sum: y = Σ xᵢ ⇒ dxᵢ = unbroadcast(dy).
+func gradSum(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	return gradAdd(b, n, dy, need)
+}
+
+// Identity: y = x ⇒ dx = dy.
+func gradIdentity(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	return []string{dy[0]}, nil
+}
+
+// Cast: y = cast(x) ⇒ dx = cast(dy) back to x's type (a gradient keeps its value's type).
+func gradCast(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	return []string{b.castBack(dy[0], n.Input[0])}, nil
+}
+
+// CastLike: y = cast(x as t) ⇒ dx = cast(dy) back to x's type; t carries no gradient.
+func gradCastLike(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	if need[0] {
+		g[0] = b.castBack(dy[0], n.Input[0])
+	}
+	if need[1] {
+		g[1] = b.Op("Mul", []string{n.Input[1], b.ConstLike(0, n.Input[1])})
+	}
+	return g, nil
+}
+
+func (b *Builder) castBack(dy, x string) string {
+	if dt := b.ElemType(x); dt != 0 {
+		if dt == b.ElemType(dy) {
+			return dy
+		}
+		return b.Op("Cast", []string{dy}, ortgraph.AInt("to", int64(dt)))
+	}
+	return b.Op("CastLike", []string{dy, x})
+}
+
+// Pow: y = xᵉ ⇒ dx = dy·e·xᵉ⁻¹ ; de = dy·y·ln x (only for x > 0).
+func gradPow(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	x, e := n.Input[0], n.Input[1]
+	if need[0] {
+		var t string
+		if ev, ok := b.ConstFloats(e); ok && len(ev) == 1 {
+			switch ev[0] {
+			case 2: // the common RMSNorm case: d(x²) = 2x
+				t = b.Op("Mul", []string{x, b.ConstLike(2, x)})
+			case 1:
+				t = b.Op("Mul", []string{x, b.ConstLike(0, x)})
+				t = b.Op("Add", []string{t, b.ConstLike(1, x)})
+			default:
+				t = b.Op("Mul", []string{b.Op("Pow", []string{x, b.ConstLike(ev[0]-1, x)}), b.ConstLike(ev[0], x)})
+			}
+		} else {
+			em1 := b.Op("Sub", []string{e, b.ConstLike(1, e)})
+			t = b.Op("Mul", []string{b.Op("Pow", []string{x, em1}), b.castBack(e, x)})
+		}
+		g[0] = b.Unbroadcast(b.Op("Mul", []string{dy[0], t}), x)
+	}
+	if need[1] {
+		t := b.Op("Mul", []string{dy[0], b.Op("Mul", []string{n.Output[0], b.Op("Log", []string{x})})})
+		g[1] = b.Unbroadcast(b.castBack(t, e), e)
+	}
+	return g, nil
+}
+
+// Sqrt: y = √x ⇒ dx = dy / (2y).
+func gradSqrt(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	y := n.Output[0]
+	return []string{b.Op("Div", []string{dy[0], b.Op("Mul", []string{y, b.ConstLike(2, y)})})}, nil
+}
+
+// Reciprocal: y = 1/x ⇒ dx = −dy·y².
+func gradReciprocal(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	y := n.Output[0]
+	return []string{b.Op("Neg", []string{b.Op("Mul", []string{dy[0], b.Op("Mul", []string{y, y})})})}, nil
+}
+
+// Sigmoid: y = σ(x) ⇒ dx = dy·y·(1−y).
+func gradSigmoid(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	y := n.Output[0]
+	oneMinus := b.Op("Sub", []string{b.ConstLike(1, y), y})
+	return []string{b.Op("Mul", []string{dy[0], b.Op("Mul", []string{y, oneMinus})})}, nil
+}
+
+// Exp: y = eˣ ⇒ dx = dy·y.
+func gradExp(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	return []string{b.Op("Mul", []string{dy[0], n.Output[0]})}, nil
+}
+
+// Log: y = ln x ⇒ dx = dy/x.
+func gradLog(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	return []string{b.Op("Div", []string{dy[0], n.Input[0]})}, nil
+}
+
+// Tanh: y = tanh x ⇒ dx = dy·(1−y²).
+func gradTanh(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	y := n.Output[0]
+	t := b.Op("Sub", []string{b.ConstLike(1, y), b.Op("Mul", []string{y, y})})
+	return []string{b.Op("Mul", []string{dy[0], t})}, nil
+}
+
+// Where: y = c ? a : b ⇒ da = c ? dy : 0, db = c ? 0 : dy (each unbroadcast); c has none.
+func gradWhere(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	if need[0] {
+		return nil, fmt.Errorf("the condition of Where has no gradient")
+	}
+	zero := b.ConstLike(0, dy[0])
+	if need[1] {
+		g[1] = b.Unbroadcast(b.Op("Where", []string{n.Input[0], dy[0], zero}), n.Input[1])
+	}
+	if need[2] {
+		g[2] = b.Unbroadcast(b.Op("Where", []string{n.Input[0], zero, dy[0]}), n.Input[2])
+	}
+	return g, nil
+}
+
+// Max/Min: y = max(a, b, …) ⇒ dxᵢ = dy where xᵢ == y (ties send the gradient to every
+// maximal input, as ONNX Runtime's training build did), unbroadcast.
+func gradMinMax(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	zero := b.ConstLike(0, dy[0])
+	for i, x := range n.Input {
+		if need[i] {
+			eq := b.Op("Equal", []string{x, n.Output[0]})
+			g[i] = b.Unbroadcast(b.Op("Where", []string{eq, dy[0], zero}), x)
+		}
+	}
+	return g, nil
+}

@@ -1,0 +1,195 @@
+package autodiff
+
+import (
+	"fmt"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+func init() {
+	register("", "MatMul", gradMatMul)
+	register("", "Gemm", gradGemm)
+	register("com.microsoft", "MatMulNBits", gradMatMulNBits)
+	register("", "DequantizeLinear", gradDequantizeLinear)
+}
+
+// swapLast transposes the last two axes of a rank-r value.
+func (b *Builder) swapLast(x string, r int) string {
+	perm := make([]int64, r)
+	for i := range perm {
+		perm[i] = int64(i)
+	}
+	perm[r-2], perm[r-1] = perm[r-1], perm[r-2]
+	return b.Op("Transpose", []string{x}, ortgraph.AInts("perm", perm...))
+}
+
+// MatMul: Y = A·B ⇒ dA = dY·Bᵀ, dB = Aᵀ·dY, each unbroadcast over batch axes. When B is a
+// matrix and A a batch of rows (the Linear case), dB folds the batch into one GEMM
+// (Aᵀ·dY over all rows) instead of a batched product followed by a reduction.
+func gradMatMul(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	A, B := n.Input[0], n.Input[1]
+	ra, rb := b.Rank(A), b.Rank(B)
+	if ra < 0 || rb < 0 {
+		return nil, fmt.Errorf("MatMul gradient needs the ranks of %q and %q; the graph carries no shape for them (run shape inference on the model)", A, B)
+	}
+	if ra < 2 || rb < 2 {
+		return nil, fmt.Errorf("MatMul gradient for 1-D operands (%q rank %d, %q rank %d) is not supported", A, ra, B, rb)
+	}
+	if need[0] {
+		g[0] = b.Unbroadcast(b.Op("MatMul", []string{dy[0], b.swapLast(B, rb)}), A)
+	}
+	if need[1] {
+		if rb == 2 && ra > 2 {
+			k := b.Op("Gather", []string{b.Op("Shape", []string{A}), b.ConstI64(-1)})
+			nn := b.Op("Gather", []string{b.Op("Shape", []string{dy[0]}), b.ConstI64(-1)})
+			a2 := b.Op("Reshape", []string{A, b.Op("Concat", []string{b.ConstI64(-1), k}, ortgraph.AInt("axis", 0))})
+			d2 := b.Op("Reshape", []string{dy[0], b.Op("Concat", []string{b.ConstI64(-1), nn}, ortgraph.AInt("axis", 0))})
+			g[1] = b.Op("Gemm", []string{a2, d2}, ortgraph.AInt("transA", 1))
+		} else {
+			g[1] = b.Unbroadcast(b.Op("MatMul", []string{b.swapLast(A, ra), dy[0]}), B)
+		}
+	}
+	return g, nil
+}
+
+// Gemm: Y = α·op(A)·op(B) + β·C ⇒ with op(X) = X or Xᵀ:
+// d op(A) = α·dY·op(B)ᵀ, d op(B) = α·op(A)ᵀ·dY, dC = β·unbroadcast(dY).
+func gradGemm(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	A, B := n.Input[0], n.Input[1]
+	alpha := ortgraph.AttrFloat(n, "alpha", 1)
+	beta := ortgraph.AttrFloat(n, "beta", 1)
+	ta, tb := ortgraph.AttrInt(n, "transA", 0), ortgraph.AttrInt(n, "transB", 0)
+	scale := func(v string, s float32) string {
+		if s == 1 {
+			return v
+		}
+		return b.Op("Mul", []string{v, b.ConstLike(s, v)})
+	}
+	if need[0] {
+		// dA = dY·op(B)ᵀ when A is not transposed; (dY·op(B)ᵀ)ᵀ = op(B)·dYᵀ otherwise.
+		if ta == 0 {
+			g[0] = b.Op("Gemm", []string{dy[0], B}, ortgraph.AInt("transB", 1-tb))
+		} else {
+			g[0] = b.Op("Gemm", []string{B, dy[0]}, ortgraph.AInt("transA", tb), ortgraph.AInt("transB", 1))
+		}
+		g[0] = scale(g[0], alpha)
+	}
+	if need[1] {
+		if tb == 0 {
+			g[1] = b.Op("Gemm", []string{A, dy[0]}, ortgraph.AInt("transA", 1-ta))
+		} else {
+			g[1] = b.Op("Gemm", []string{dy[0], A}, ortgraph.AInt("transA", 1), ortgraph.AInt("transB", ta))
+		}
+		g[1] = scale(g[1], alpha)
+	}
+	if len(n.Input) > 2 && need[2] {
+		g[2] = b.Unbroadcast(scale(dy[0], beta), n.Input[2])
+	}
+	return g, nil
+}
+
+// MatMulNBits: Y = A·Wᵀ with W [N, K] stored as 4-bit blocks ⇒ dA = dY·W, where W is
+// dequantized from the very same bytes through DequantizeLinear (UINT4, blocked along K),
+// so no second copy of the weight is stored; the 4-bit weight itself is frozen.
+func gradMatMulNBits(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	for i := 1; i < len(need); i++ {
+		if need[i] {
+			return nil, fmt.Errorf("MatMulNBits input %d (%q) is frozen 4-bit data and has no gradient", i, n.Input[i])
+		}
+	}
+	w, err := b.DequantizedWeight(n)
+	if err != nil {
+		return nil, err
+	}
+	g[0] = b.Op("MatMul", []string{dy[0], w})
+	return g, nil
+}
+
+// DequantizeLinear: quantized data is frozen; only the scale would carry a gradient and
+// ortq never trains scales, so asking for one is an error.
+func gradDequantizeLinear(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	return nil, fmt.Errorf("DequantizeLinear feeds frozen quantized weights; ortq does not train quantization scales")
+}
+
+// DequantizedWeight returns W [N, K] for a MatMulNBits node with 4-bit B, built with
+// DequantizeLinear (opset 21, UINT4, block_size) over a UINT4 view of B's bytes. Views of
+// the same initializer are shared between all readers.
+func (b *Builder) DequantizedWeight(n *onnxpb.NodeProto) (string, error) {
+	bits := ortgraph.AttrInt(n, "bits", 4)
+	if bits != 4 {
+		return "", fmt.Errorf("MatMulNBits with bits=%d: only 4-bit weights are supported", bits)
+	}
+	K := ortgraph.AttrInt(n, "K", 0)
+	N := ortgraph.AttrInt(n, "N", 0)
+	bs := ortgraph.AttrInt(n, "block_size", 0)
+	if K <= 0 || N <= 0 || bs <= 0 {
+		return "", fmt.Errorf("MatMulNBits without valid K, N, block_size attributes")
+	}
+	blocks := (K + bs - 1) / bs
+	Bname, scales := n.Input[1], n.Input[2]
+	Bt := b.Initializer(Bname)
+	if Bt == nil {
+		return "", fmt.Errorf("MatMulNBits weight %q is not an initializer", Bname)
+	}
+	view := Bname + "_uint4"
+	if b.Initializer(view) == nil {
+		raw, err := b.M.TensorBytes(Bt)
+		if err != nil {
+			return "", err
+		}
+		if int64(len(raw)) != N*blocks*bs/2 {
+			return "", fmt.Errorf("MatMulNBits weight %q has %d bytes, want N·blocks·block_size/2 = %d", Bname, len(raw), N*blocks*bs/2)
+		}
+		b.AddInitializer(ortgraph.BytesTensor(view, ortgraph.Uint4, []int64{N, blocks * bs}, raw))
+	}
+	zpView := Bname + "_zp_uint4"
+	if b.Initializer(zpView) == nil {
+		zp := make([]byte, (N*blocks+1)/2)
+		if zname := in(n, 3); zname != "" {
+			zt := b.Initializer(zname)
+			if zt == nil {
+				return "", fmt.Errorf("MatMulNBits zero points %q are not an initializer", zname)
+			}
+			raw, err := b.M.TensorBytes(zt)
+			if err != nil {
+				return "", err
+			}
+			if zt.DataType != ortgraph.Uint8 {
+				return "", fmt.Errorf("MatMulNBits zero points %q of type %s: only packed uint8 is supported", zname, ortgraph.DTypeName(zt.DataType))
+			}
+			rowBytes := (blocks + 1) / 2
+			if int64(len(raw)) != N*rowBytes {
+				return "", fmt.Errorf("MatMulNBits zero points %q have %d bytes, want %d", zname, len(raw), N*rowBytes)
+			}
+			// Repack rows of ceil(blocks/2) bytes into one contiguous UINT4 stream.
+			for r := int64(0); r < N; r++ {
+				for c := int64(0); c < blocks; c++ {
+					v := raw[r*rowBytes+c/2] >> (4 * (c % 2)) & 0xf
+					idx := r*blocks + c
+					zp[idx/2] |= v << (4 * (idx % 2))
+				}
+			}
+		} else {
+			for i := range zp {
+				zp[i] = 0x88 // symmetric: implicit zero point 8
+			}
+		}
+		b.AddInitializer(ortgraph.BytesTensor(zpView, ortgraph.Uint4, []int64{N, blocks}, zp))
+	}
+	sc := scales
+	if d := b.Dims(scales); len(d) != 2 {
+		sc = b.Op("Reshape", []string{scales, b.ConstI64(N, blocks)})
+	}
+	w := b.Op("DequantizeLinear", []string{view, sc, zpView}, ortgraph.AInt("axis", 1), ortgraph.AInt("block_size", bs))
+	if blocks*bs != K {
+		w = b.Op("Slice", []string{w, b.ConstI64(0), b.ConstI64(K), b.ConstI64(1)})
+	}
+	if dt := b.ElemType(n.Input[0]); dt != 0 {
+		b.SetType(w, ortgraph.TensorType(dt, []int64{N, K}))
+	}
+	return w, nil
+}

@@ -1,0 +1,158 @@
+package autodiff
+
+import (
+	"fmt"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+func init() {
+	register("", "Softmax", gradSoftmax)
+	register("", "LogSoftmax", gradLogSoftmax)
+	register("", "Dropout", gradDropout)
+	register("", "GatherElements", gradGatherElements)
+	register("", "RMSNormalization", gradRMSNormalization)
+}
+
+func (b *Builder) softmaxAxis(n *onnxpb.NodeProto) (int64, error) {
+	def := int64(-1)
+	if b.opset < 13 {
+		def = 1
+		if b.Rank(n.Input[0]) != 2 {
+			return 0, fmt.Errorf("%s before opset 13 flattens its input; only 2-D inputs are supported", n.OpType)
+		}
+	}
+	return ortgraph.AttrInt(n, "axis", def), nil
+}
+
+// Softmax: y = softmax(x) ⇒ dx = y ⊙ (dy − Σₐ(dy ⊙ y)).
+func gradSoftmax(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	axis, err := b.softmaxAxis(n)
+	if err != nil {
+		return nil, err
+	}
+	y := n.Output[0]
+	s := b.Op("ReduceSum", []string{b.Op("Mul", []string{dy[0], y}), b.ConstI64(axis)}, ortgraph.AInt("keepdims", 1))
+	return []string{b.Op("Mul", []string{y, b.Op("Sub", []string{dy[0], s})})}, nil
+}
+
+// LogSoftmax: y = x − log Σ eˣ ⇒ dx = dy − eʸ ⊙ Σₐ dy.
+func gradLogSoftmax(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	axis, err := b.softmaxAxis(n)
+	if err != nil {
+		return nil, err
+	}
+	s := b.Op("ReduceSum", []string{dy[0], b.ConstI64(axis)}, ortgraph.AInt("keepdims", 1))
+	p := b.Op("Exp", []string{n.Output[0]})
+	return []string{b.Op("Sub", []string{dy[0], b.Op("Mul", []string{p, s})})}, nil
+}
+
+// Dropout (training): y = x ⊙ m / (1 − p) ⇒ dx = dy ⊙ m / (1 − p), reusing the mask output.
+// In inference mode it is the identity.
+func gradDropout(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	for i := 1; i < len(need); i++ {
+		if need[i] {
+			return nil, fmt.Errorf("Dropout ratio/training_mode have no gradient")
+		}
+	}
+	training := false
+	if tm := in(n, 2); tm != "" {
+		training = true // a training_mode input means ortq emitted a training Dropout
+	}
+	if !training {
+		g[0] = dy[0]
+		return g, nil
+	}
+	if len(n.Output) < 2 || n.Output[1] == "" {
+		return nil, fmt.Errorf("training Dropout without a mask output cannot be differentiated; emit the mask")
+	}
+	ratio := in(n, 1)
+	var scale string
+	if ratio == "" {
+		scale = b.ConstLike(2, dy[0]) // default ratio 0.5
+	} else {
+		one := b.ConstLike(1, dy[0])
+		scale = b.Op("Div", []string{one, b.Op("Sub", []string{one, b.castLikeV(ratio, dy[0])})})
+	}
+	zero := b.ConstLike(0, dy[0])
+	g[0] = b.Op("Where", []string{n.Output[1], b.Op("Mul", []string{dy[0], scale}), zero})
+	return g, nil
+}
+
+// GatherElements: y = x[idx] along axis ⇒ dx = scatter-add(zeros(x), idx, dy).
+func gradGatherElements(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	if need[1] {
+		return nil, fmt.Errorf("GatherElements indices have no gradient")
+	}
+	x := n.Input[0]
+	axis := ortgraph.AttrInt(n, "axis", 0)
+	zeros := b.zerosLike(x)
+	g[0] = b.Op("ScatterElements", []string{zeros, n.Input[1], dy[0]}, ortgraph.AInt("axis", axis), ortgraph.AString("reduction", "add"))
+	return g, nil
+}
+
+// zerosLike returns zeros with x's shape and type.
+func (b *Builder) zerosLike(x string) string {
+	if dt := b.ElemType(x); dt != 0 {
+		return b.Op("ConstantOfShape", []string{b.Op("Shape", []string{x})}, ortgraph.ATensor("value", ortgraph.FloatTensor("zero", dt, []int64{1}, []float32{0})))
+	}
+	return b.Op("Mul", []string{x, b.ConstLike(0, x)})
+}
+
+// RMSNormalization (opset 23): y = x·r·s with r = (mean(x²) + ε)^-½ over the normalised
+// axes ⇒ with g = dy·s: dx = r·(g − x·r²·mean(g·x)), ds = unbroadcast(dy·x·r). Computed in
+// float32 when x is half precision (stash_type 1 semantics).
+func gradRMSNormalization(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	x, s := n.Input[0], n.Input[1]
+	axis := ortgraph.AttrInt(n, "axis", -1)
+	eps := ortgraph.AttrFloat(n, "epsilon", 1e-5)
+	rank := b.Rank(x)
+	if axis < 0 {
+		if rank < 0 && axis != -1 {
+			return nil, fmt.Errorf("RMSNormalization with axis %d needs the input rank", axis)
+		}
+		if rank >= 0 {
+			axis += int64(rank)
+		}
+	}
+	var axes []int64
+	if axis < 0 { // axis == -1 with unknown rank
+		axes = []int64{-1}
+	} else {
+		if rank < 0 {
+			return nil, fmt.Errorf("RMSNormalization needs the input rank")
+		}
+		for a := axis; a < int64(rank); a++ {
+			axes = append(axes, a)
+		}
+	}
+	ax := b.ConstI64(axes...)
+	xdt := b.ElemType(x)
+	xf, dyf, sf := x, dy[0], s
+	if xdt == ortgraph.Float16 || xdt == ortgraph.BF16 {
+		to := ortgraph.AInt("to", int64(ortgraph.Float))
+		xf, dyf, sf = b.Op("Cast", []string{x}, to), b.Op("Cast", []string{dy[0]}, to), b.Op("Cast", []string{s}, to)
+	}
+	ms := b.Op("ReduceMean", []string{b.Op("Mul", []string{xf, xf}), ax}, ortgraph.AInt("keepdims", 1))
+	r := b.Op("Reciprocal", []string{b.Op("Sqrt", []string{b.Op("Add", []string{ms, b.ConstLike(eps, xf)})})})
+	back := func(v, like string) string {
+		if xdt == ortgraph.Float16 || xdt == ortgraph.BF16 {
+			return b.castLikeV(v, like)
+		}
+		return v
+	}
+	if need[0] {
+		gg := b.Op("Mul", []string{dyf, sf})
+		m := b.Op("ReduceMean", []string{b.Op("Mul", []string{gg, xf}), ax}, ortgraph.AInt("keepdims", 1))
+		t := b.Op("Mul", []string{b.Op("Mul", []string{xf, b.Op("Mul", []string{r, r})}), m})
+		g[0] = back(b.Op("Mul", []string{r, b.Op("Sub", []string{gg, t})}), x)
+	}
+	if need[1] {
+		g[1] = b.Unbroadcast(back(b.Op("Mul", []string{dyf, b.Op("Mul", []string{xf, r})}), s), s)
+	}
+	return g, nil
+}

@@ -1,0 +1,58 @@
+package autodiff
+
+import (
+	"fmt"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+func init() {
+	register("", "ReduceSum", gradReduceSumMean)
+	register("", "ReduceMean", gradReduceSumMean)
+}
+
+// reduceAxes returns the axes of a Reduce* node as a value name ("" = all axes), from the
+// attribute (before opset 18, or ReduceSum before 13) or the second input.
+func (b *Builder) reduceAxes(n *onnxpb.NodeProto) string {
+	if ax, ok := ortgraph.AttrInts(n, "axes"); ok {
+		return b.ConstI64(ax...)
+	}
+	return in(n, 1)
+}
+
+// ReduceSum: y = Σₐ x ⇒ dx = broadcast(dy) over the reduced axes.
+// ReduceMean: y = Σₐ x / m ⇒ dx = broadcast(dy) / m, m = |x| / |y|.
+func gradReduceSumMean(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	for i := 1; i < len(need); i++ {
+		if need[i] {
+			return nil, fmt.Errorf("reduction axes have no gradient")
+		}
+	}
+	x := n.Input[0]
+	d := dy[0]
+	axes := b.reduceAxes(n)
+	if ortgraph.AttrInt(n, "keepdims", 1) == 0 && axes != "" {
+		d = b.Op("Unsqueeze", []string{d, axes})
+	}
+	if axes == "" && ortgraph.AttrInt(n, "noop_with_empty_axes", 0) == 1 {
+		g[0] = d
+		return g, nil
+	}
+	d = b.Op("Expand", []string{d, b.Op("Shape", []string{x})})
+	if n.OpType == "ReduceMean" {
+		m := b.Op("Div", []string{b.Op("Size", []string{x}), b.Op("Size", []string{n.Output[0]})})
+		d = b.Op("Div", []string{d, b.castLikeV(m, x)})
+	}
+	g[0] = d
+	return g, nil
+}
+
+// castLikeV casts v to the element type of like.
+func (b *Builder) castLikeV(v, like string) string {
+	if dt := b.ElemType(like); dt != 0 {
+		return b.Op("Cast", []string{v}, ortgraph.AInt("to", int64(dt)))
+	}
+	return b.Op("CastLike", []string{v, like})
+}

@@ -1,0 +1,13 @@
+// Package ortgraph holds ortq's view of an ONNX model: loading and saving with external
+// data, an index over a graph (who produces and who consumes each value, what type it has),
+// a small builder for emitting nodes, and the pass manager that runs rewrite passes.
+//
+// The rewrite passes themselves live in ortgraph/passes and the reverse-mode autodiff in
+// ortgraph/autodiff; both speak only in terms of this package, so a pass never touches the
+// protobuf index bookkeeping directly.
+//
+// Why not a full in-memory IR (as onnxscript has): ortq's passes are few and local, and the
+// protobuf messages are what ONNX Runtime consumes; keeping them as the single source of
+// truth avoids a lossy conversion and keeps every field we do not model (metadata, doc
+// strings, unknown fields) intact on the way back out.
+package ortgraph

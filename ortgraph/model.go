@@ -1,0 +1,396 @@
+package ortgraph
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// MaxModelProtoBytes bounds the protobuf part of a model we are willing to read. Protobuf
+// itself cannot exceed 2 GiB; anything bigger must keep its weights in external data.
+const MaxModelProtoBytes = 2<<30 - 1
+
+// ErrInvalidModel is wrapped by every error caused by the contents of a model file.
+var ErrInvalidModel = errors.New("invalid ONNX model")
+
+// Model is a loaded ONNX model and the directory its external data is resolved against.
+type Model struct {
+	P   *onnxpb.ModelProto
+	Dir string // directory of the .onnx file; external data locations are relative to it
+	// Path is the file the model came from ("" for models built in memory).
+	Path string
+	// SHA256 of the model file's bytes (not of its external data).
+	SHA256 string
+}
+
+// Load reads an ONNX model. External data is not read here: initializers keep their
+// external references and TensorBytes resolves them on demand, so a multi-GB model costs
+// only its protobuf part in memory until a pass needs a weight.
+func Load(path string) (*Model, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("model %q is a directory: pass the .onnx file", path)
+	}
+	if st.Size() > MaxModelProtoBytes {
+		return nil, fmt.Errorf("model %q: %w: protobuf part is %d bytes (limit 2 GiB); save weights as external data", path, ErrInvalidModel, st.Size())
+	}
+	buf, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read model %q: %w", path, err)
+	}
+	m := &onnxpb.ModelProto{}
+	if err := proto.Unmarshal(buf, m); err != nil {
+		return nil, fmt.Errorf("model %q: %w: not an ONNX protobuf (%v)", path, ErrInvalidModel, err)
+	}
+	if m.Graph == nil || len(m.Graph.Node) == 0 {
+		return nil, fmt.Errorf("model %q: %w: no graph or an empty graph", path, ErrInvalidModel)
+	}
+	sum := sha256.Sum256(buf)
+	abs, _ := filepath.Abs(path)
+	return &Model{P: m, Dir: filepath.Dir(abs), Path: abs, SHA256: hex.EncodeToString(sum[:])}, nil
+}
+
+// OpsetVersion returns the model's import version of a domain ("" = default ONNX domain).
+func (m *Model) OpsetVersion(domain string) int64 {
+	if domain == "ai.onnx" {
+		domain = ""
+	}
+	for _, o := range m.P.OpsetImport {
+		d := o.Domain
+		if d == "ai.onnx" {
+			d = ""
+		}
+		if d == domain {
+			return o.Version
+		}
+	}
+	return 0
+}
+
+// SetOpset sets (or adds) a domain's import version.
+func (m *Model) SetOpset(domain string, version int64) {
+	for _, o := range m.P.OpsetImport {
+		d := o.Domain
+		if d == "ai.onnx" {
+			d = ""
+		}
+		if d == domain {
+			o.Version = version
+			return
+		}
+	}
+	m.P.OpsetImport = append(m.P.OpsetImport, &onnxpb.OperatorSetIdProto{Domain: domain, Version: version})
+}
+
+// externalInfo parses a tensor's external_data entries.
+type externalInfo struct {
+	location       string
+	offset, length int64
+}
+
+func parseExternal(t *onnxpb.TensorProto) (externalInfo, error) {
+	var e externalInfo
+	e.length = -1
+	for _, kv := range t.ExternalData {
+		switch kv.Key {
+		case "location":
+			e.location = kv.Value
+		case "offset":
+			v, err := strconv.ParseInt(kv.Value, 10, 64)
+			if err != nil || v < 0 {
+				return e, fmt.Errorf("initializer %q: %w: bad external offset %q", t.Name, ErrInvalidModel, kv.Value)
+			}
+			e.offset = v
+		case "length":
+			v, err := strconv.ParseInt(kv.Value, 10, 64)
+			if err != nil || v < 0 {
+				return e, fmt.Errorf("initializer %q: %w: bad external length %q", t.Name, ErrInvalidModel, kv.Value)
+			}
+			e.length = v
+		}
+	}
+	if e.location == "" {
+		return e, fmt.Errorf("initializer %q: %w: external data without a location", t.Name, ErrInvalidModel)
+	}
+	return e, nil
+}
+
+// safeJoin resolves an external-data location inside dir. Locations that leave the
+// model's directory (absolute paths, "..", symlinks pointing out) are refused: a model file
+// is untrusted input and must not make us read arbitrary files.
+func safeJoin(dir, location string) (string, error) {
+	if filepath.IsAbs(location) || strings.HasPrefix(location, "/") {
+		return "", fmt.Errorf("external data location %q is absolute: only paths inside the model directory are allowed", location)
+	}
+	clean := filepath.Clean(filepath.FromSlash(location))
+	if clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("external data location %q leaves the model directory", location)
+	}
+	p := filepath.Join(dir, clean)
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("external data %q: %w", location, err)
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(realDir, real)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("external data location %q resolves outside the model directory", location)
+	}
+	return real, nil
+}
+
+// TensorBytes returns the little-endian raw bytes of an initializer, reading external data
+// when needed. Typed fields (float_data, int64_data, ...) are converted to raw form.
+func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
+	if t.DataLocation == onnxpb.TensorProto_EXTERNAL || len(t.ExternalData) > 0 {
+		e, err := parseExternal(t)
+		if err != nil {
+			return nil, err
+		}
+		p, err := safeJoin(m.Dir, e.location)
+		if err != nil {
+			return nil, fmt.Errorf("initializer %q: %w: %v", t.Name, ErrInvalidModel, err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("initializer %q: %w", t.Name, err)
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		want := ByteSize(t)
+		if e.length < 0 {
+			e.length = want
+		}
+		if want >= 0 && e.length != want {
+			return nil, fmt.Errorf("initializer %q: %w: external length %d, but dims/type need %d bytes", t.Name, ErrInvalidModel, e.length, want)
+		}
+		if e.offset+e.length > st.Size() {
+			return nil, fmt.Errorf("initializer %q: %w: external data %q is %d bytes, tensor needs [%d, %d)", t.Name, ErrInvalidModel, e.location, st.Size(), e.offset, e.offset+e.length)
+		}
+		buf := make([]byte, e.length)
+		if _, err := f.ReadAt(buf, e.offset); err != nil {
+			return nil, fmt.Errorf("initializer %q: read external data: %w", t.Name, err)
+		}
+		return buf, nil
+	}
+	return rawFromTyped(t)
+}
+
+// ByteSize is the number of bytes a tensor's data occupies in raw form, or -1 when the
+// element type has no fixed size (strings).
+func ByteSize(t *onnxpb.TensorProto) int64 {
+	n := NumElements(t.Dims)
+	switch onnxpb.TensorProto_DataType(t.DataType) {
+	case onnxpb.TensorProto_UINT4, onnxpb.TensorProto_INT4, onnxpb.TensorProto_FLOAT4E2M1:
+		return (n + 1) / 2
+	}
+	sz := ElemSize(t.DataType)
+	if sz < 0 {
+		return -1
+	}
+	return n * int64(sz)
+}
+
+// NumElements multiplies dims (1 for a scalar).
+func NumElements(dims []int64) int64 {
+	n := int64(1)
+	for _, d := range dims {
+		n *= d
+	}
+	return n
+}
+
+// ElemSize is the byte size of one element of an ONNX data type; -1 for strings and
+// sub-byte types.
+func ElemSize(dt int32) int {
+	switch onnxpb.TensorProto_DataType(dt) {
+	case onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_INT32, onnxpb.TensorProto_UINT32:
+		return 4
+	case onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_INT64, onnxpb.TensorProto_UINT64, onnxpb.TensorProto_COMPLEX64:
+		return 8
+	case onnxpb.TensorProto_FLOAT16, onnxpb.TensorProto_BFLOAT16, onnxpb.TensorProto_INT16, onnxpb.TensorProto_UINT16:
+		return 2
+	case onnxpb.TensorProto_UINT8, onnxpb.TensorProto_INT8, onnxpb.TensorProto_BOOL,
+		onnxpb.TensorProto_FLOAT8E4M3FN, onnxpb.TensorProto_FLOAT8E4M3FNUZ, onnxpb.TensorProto_FLOAT8E5M2, onnxpb.TensorProto_FLOAT8E5M2FNUZ:
+		return 1
+	case onnxpb.TensorProto_COMPLEX128:
+		return 16
+	}
+	return -1
+}
+
+// Save writes one model to path atomically with its large initializers in dataName.
+func (m *Model) Save(path, dataName string, minExternal int) (int64, error) {
+	return SaveShared(filepath.Dir(path), []string{filepath.Base(path)}, []*Model{m}, dataName, minExternal)
+}
+
+// SaveShared writes several models into dir (files[i] holds models[i]) with one shared
+// external data file: an initializer of the same name in several models is written once and
+// every model points at the same bytes, so a training and an evaluation graph of one base
+// model cost one copy of the weights on disk. Same-named initializers must have equal
+// bytes. Initializers of at least minExternal bytes go to dataName ("" keeps everything
+// inline); ones that already point at external data are always copied into the new file,
+// so the output never depends on the input's directory. Every file is written to a temp
+// path and renamed. It returns the size of the data file.
+func SaveShared(dir string, files []string, models []*Model, dataName string, minExternal int) (int64, error) {
+	var tmpData *os.File
+	var written int64
+	if dataName != "" {
+		var err error
+		tmpData, err = os.CreateTemp(dir, ".tmp-"+dataName+"-*")
+		if err != nil {
+			return 0, fmt.Errorf("save model: %w", err)
+		}
+		defer func() {
+			if tmpData != nil {
+				tmpData.Close()
+				os.Remove(tmpData.Name())
+			}
+		}()
+	}
+	type placed struct {
+		refs []*onnxpb.StringStringEntryProto
+		sum  [32]byte
+	}
+	done := map[string]placed{}
+	outs := make([][]byte, len(models))
+	for i, m := range models {
+		out := proto.Clone(m.P).(*onnxpb.ModelProto)
+		var visit func(g *onnxpb.GraphProto) error
+		visit = func(g *onnxpb.GraphProto) error {
+			for _, t := range g.Initializer {
+				external := t.DataLocation == onnxpb.TensorProto_EXTERNAL || len(t.ExternalData) > 0
+				if tmpData == nil || (!external && ByteSize(t) < int64(minExternal)) {
+					if external {
+						raw, err := m.TensorBytes(t)
+						if err != nil {
+							return err
+						}
+						t.ExternalData, t.DataLocation, t.RawData = nil, onnxpb.TensorProto_DEFAULT, raw
+					}
+					continue
+				}
+				raw, err := m.TensorBytes(t)
+				if err != nil {
+					return err
+				}
+				sum := sha256.Sum256(raw)
+				p, seen := done[t.Name]
+				if seen && p.sum != sum {
+					return fmt.Errorf("initializer %q differs between the models saved together", t.Name)
+				}
+				if !seen {
+					// Align each tensor to 64 bytes so ORT can map it without copies.
+					if pad := (64 - written%64) % 64; pad > 0 {
+						if _, err := tmpData.Write(make([]byte, pad)); err != nil {
+							return fmt.Errorf("write external data: %w", err)
+						}
+						written += pad
+					}
+					if _, err := tmpData.Write(raw); err != nil {
+						return fmt.Errorf("write external data: %w", err)
+					}
+					p = placed{sum: sum, refs: []*onnxpb.StringStringEntryProto{
+						{Key: "location", Value: dataName},
+						{Key: "offset", Value: strconv.FormatInt(written, 10)},
+						{Key: "length", Value: strconv.Itoa(len(raw))},
+					}}
+					written += int64(len(raw))
+					done[t.Name] = p
+				}
+				t.RawData, t.FloatData, t.Int64Data, t.Int32Data, t.DoubleData, t.Uint64Data = nil, nil, nil, nil, nil, nil
+				t.DataLocation = onnxpb.TensorProto_EXTERNAL
+				t.ExternalData = p.refs
+			}
+			for _, n := range g.Node {
+				for _, a := range n.Attribute {
+					if a.G != nil {
+						if err := visit(a.G); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			return nil
+		}
+		if err := visit(out.Graph); err != nil {
+			return 0, fmt.Errorf("save model %q: %w", files[i], err)
+		}
+		buf, err := proto.Marshal(out)
+		if err != nil {
+			return 0, fmt.Errorf("save model %q: %w", files[i], err)
+		}
+		outs[i] = buf
+	}
+	if tmpData != nil {
+		if err := tmpData.Sync(); err != nil {
+			return 0, err
+		}
+		if err := tmpData.Close(); err != nil {
+			return 0, err
+		}
+		if err := os.Rename(tmpData.Name(), filepath.Join(dir, dataName)); err != nil {
+			return 0, err
+		}
+		tmpData = nil
+	}
+	for i, buf := range outs {
+		if err := WriteFileAtomic(filepath.Join(dir, files[i]), buf); err != nil {
+			return 0, err
+		}
+	}
+	return written, nil
+}
+
+// WriteFileAtomic writes data to a temporary file beside path, syncs it and renames it
+// into place, so readers never see a half-written file.
+func WriteFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(name)
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(name)
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return err
+	}
+	if err := os.Rename(name, path); err != nil {
+		os.Remove(name)
+		return err
+	}
+	return nil
+}

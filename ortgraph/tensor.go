@@ -1,0 +1,248 @@
+package ortgraph
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// Data type shorthands used across ortq.
+const (
+	Float   = int32(onnxpb.TensorProto_FLOAT)
+	Float16 = int32(onnxpb.TensorProto_FLOAT16)
+	Double  = int32(onnxpb.TensorProto_DOUBLE)
+	Int64   = int32(onnxpb.TensorProto_INT64)
+	Int32   = int32(onnxpb.TensorProto_INT32)
+	Uint8   = int32(onnxpb.TensorProto_UINT8)
+	Bool    = int32(onnxpb.TensorProto_BOOL)
+	Uint4   = int32(onnxpb.TensorProto_UINT4)
+	BF16    = int32(onnxpb.TensorProto_BFLOAT16)
+)
+
+// DTypeName is the ONNX spelling of a data type, for messages and dumps.
+func DTypeName(dt int32) string {
+	if s, ok := onnxpb.TensorProto_DataType_name[dt]; ok {
+		return s
+	}
+	return fmt.Sprintf("dtype(%d)", dt)
+}
+
+// rawFromTyped converts the typed repeated fields of a tensor to little-endian raw bytes.
+func rawFromTyped(t *onnxpb.TensorProto) ([]byte, error) {
+	if len(t.RawData) > 0 {
+		return t.RawData, nil
+	}
+	n := NumElements(t.Dims)
+	var out []byte
+	switch t.DataType {
+	case Float:
+		out = make([]byte, 0, 4*len(t.FloatData))
+		for _, v := range t.FloatData {
+			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
+		}
+	case Double:
+		for _, v := range t.DoubleData {
+			out = binary.LittleEndian.AppendUint64(out, math.Float64bits(v))
+		}
+	case Int64:
+		for _, v := range t.Int64Data {
+			out = binary.LittleEndian.AppendUint64(out, uint64(v))
+		}
+	case Int32:
+		for _, v := range t.Int32Data {
+			out = binary.LittleEndian.AppendUint32(out, uint32(v))
+		}
+	case Float16, BF16, int32(onnxpb.TensorProto_UINT16), int32(onnxpb.TensorProto_INT16):
+		for _, v := range t.Int32Data {
+			out = binary.LittleEndian.AppendUint16(out, uint16(v))
+		}
+	case Bool, Uint8, int32(onnxpb.TensorProto_INT8):
+		for _, v := range t.Int32Data {
+			out = append(out, byte(v))
+		}
+	case Uint4, int32(onnxpb.TensorProto_INT4):
+		for _, v := range t.Int32Data {
+			out = append(out, byte(v))
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("initializer %q: %w: unsupported data type %s", t.Name, ErrInvalidModel, DTypeName(t.DataType))
+	}
+	if want := ByteSize(t); int64(len(out)) != want && n > 0 {
+		return nil, fmt.Errorf("initializer %q: %w: has %d bytes of data, dims %v need %d", t.Name, ErrInvalidModel, len(out), t.Dims, want)
+	}
+	return out, nil
+}
+
+// Floats decodes a FLOAT, FLOAT16, BFLOAT16 or DOUBLE initializer to float32.
+func (m *Model) Floats(t *onnxpb.TensorProto) ([]float32, error) {
+	raw, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	n := int(NumElements(t.Dims))
+	out := make([]float32, n)
+	switch t.DataType {
+	case Float:
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+	case Double:
+		for i := range out {
+			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:])))
+		}
+	case Float16:
+		for i := range out {
+			out[i] = HalfToFloat(binary.LittleEndian.Uint16(raw[2*i:]))
+		}
+	case BF16:
+		for i := range out {
+			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(raw[2*i:])) << 16)
+		}
+	default:
+		return nil, fmt.Errorf("initializer %q: expected a floating-point tensor, got %s", t.Name, DTypeName(t.DataType))
+	}
+	return out, nil
+}
+
+// Int64s decodes an INT64 or INT32 initializer.
+func (m *Model) Int64s(t *onnxpb.TensorProto) ([]int64, error) {
+	raw, err := m.TensorBytes(t)
+	if err != nil {
+		return nil, err
+	}
+	n := int(NumElements(t.Dims))
+	out := make([]int64, n)
+	switch t.DataType {
+	case Int64:
+		for i := range out {
+			out[i] = int64(binary.LittleEndian.Uint64(raw[8*i:]))
+		}
+	case Int32:
+		for i := range out {
+			out[i] = int64(int32(binary.LittleEndian.Uint32(raw[4*i:])))
+		}
+	default:
+		return nil, fmt.Errorf("initializer %q: expected an integer tensor, got %s", t.Name, DTypeName(t.DataType))
+	}
+	return out, nil
+}
+
+// FloatTensor builds a tensor of the given type (FLOAT, FLOAT16, DOUBLE) from float32 values.
+func FloatTensor(name string, dt int32, dims []int64, v []float32) *onnxpb.TensorProto {
+	if int64(len(v)) != NumElements(dims) {
+		panic(fmt.Sprintf("FloatTensor %q: %d values for dims %v", name, len(v), dims))
+	}
+	var raw []byte
+	switch dt {
+	case Float:
+		raw = make([]byte, 0, 4*len(v))
+		for _, x := range v {
+			raw = binary.LittleEndian.AppendUint32(raw, math.Float32bits(x))
+		}
+	case Float16:
+		raw = make([]byte, 0, 2*len(v))
+		for _, x := range v {
+			raw = binary.LittleEndian.AppendUint16(raw, FloatToHalf(x))
+		}
+	case Double:
+		raw = make([]byte, 0, 8*len(v))
+		for _, x := range v {
+			raw = binary.LittleEndian.AppendUint64(raw, math.Float64bits(float64(x)))
+		}
+	case BF16:
+		for _, x := range v {
+			raw = binary.LittleEndian.AppendUint16(raw, FloatToBF16(x))
+		}
+	default:
+		panic(fmt.Sprintf("FloatTensor %q: unsupported type %s", name, DTypeName(dt)))
+	}
+	return &onnxpb.TensorProto{Name: name, DataType: dt, Dims: append([]int64(nil), dims...), RawData: raw}
+}
+
+// Int64Tensor builds an INT64 tensor.
+func Int64Tensor(name string, dims []int64, v []int64) *onnxpb.TensorProto {
+	raw := make([]byte, 0, 8*len(v))
+	for _, x := range v {
+		raw = binary.LittleEndian.AppendUint64(raw, uint64(x))
+	}
+	return &onnxpb.TensorProto{Name: name, DataType: Int64, Dims: append([]int64(nil), dims...), RawData: raw}
+}
+
+// BytesTensor builds a tensor from raw bytes already in ONNX layout (used for packed
+// 4-bit data).
+func BytesTensor(name string, dt int32, dims []int64, raw []byte) *onnxpb.TensorProto {
+	return &onnxpb.TensorProto{Name: name, DataType: dt, Dims: append([]int64(nil), dims...), RawData: raw}
+}
+
+// HalfToFloat converts IEEE 754 binary16 bits to float32.
+func HalfToFloat(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h) & 0x3ff
+	switch {
+	case exp == 0:
+		if mant == 0 {
+			return math.Float32frombits(sign)
+		}
+		// subnormal: value = mant * 2^-24
+		f := float32(mant) * (1.0 / (1 << 24))
+		if sign != 0 {
+			return -f
+		}
+		return f
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
+	}
+	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
+}
+
+// FloatToHalf converts float32 to binary16 bits with round-to-nearest-even.
+func FloatToHalf(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int32(b>>23) & 0xff
+	mant := b & 0x7fffff
+	if exp == 0xff { // inf or NaN
+		if mant != 0 {
+			return sign | 0x7e00
+		}
+		return sign | 0x7c00
+	}
+	e := exp - 127 + 15
+	if e >= 0x1f {
+		return sign | 0x7c00
+	}
+	if e <= 0 {
+		if e < -10 {
+			return sign
+		}
+		mant |= 0x800000
+		shift := uint32(14 - e)
+		half := mant >> shift
+		rem := mant & (1<<shift - 1)
+		mid := uint32(1) << (shift - 1)
+		if rem > mid || (rem == mid && half&1 == 1) {
+			half++
+		}
+		return sign | uint16(half)
+	}
+	half := uint32(e)<<10 | mant>>13
+	rem := mant & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && half&1 == 1) {
+		half++ // may carry into the exponent, which is the correct rounding
+	}
+	return sign | uint16(half)
+}
+
+// FloatToBF16 converts float32 to bfloat16 bits with round-to-nearest-even.
+func FloatToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 {
+		return uint16(b>>16) | 0x40
+	}
+	b += 0x7fff + (b>>16)&1
+	return uint16(b >> 16)
+}
