@@ -441,6 +441,9 @@ func (g *Graph) ReplaceUses(old, new string, skip ...*onnxpb.NodeProto) {
 // TopoSort orders the nodes so that every node follows its producers; it fails on cycles
 // and on inputs that nothing produces.
 func (g *Graph) TopoSort() error {
+	if g.isSorted() {
+		return nil // keep the producer's order (it carries module order)
+	}
 	avail := map[string]bool{"": true}
 	for _, t := range g.P.Initializer {
 		avail[t.Name] = true
@@ -504,6 +507,27 @@ func (g *Graph) TopoSort() error {
 	}
 	g.P.Node = out
 	return nil
+}
+
+func (g *Graph) isSorted() bool {
+	avail := map[string]bool{"": true}
+	for _, t := range g.P.Initializer {
+		avail[t.Name] = true
+	}
+	for _, vi := range g.P.Input {
+		avail[vi.Name] = true
+	}
+	for _, n := range g.P.Node {
+		for _, in := range n.Input {
+			if !avail[in] {
+				return false
+			}
+		}
+		for _, o := range n.Output {
+			avail[o] = true
+		}
+	}
+	return true
 }
 
 // Prune removes nodes whose outputs reach no graph output, and initializers and value_info

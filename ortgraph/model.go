@@ -276,6 +276,9 @@ func SaveShared(dir string, files []string, models []*Model, dataName string, mi
 		sum  [32]byte
 	}
 	done := map[string]placed{}
+	// Identical bytes under different names (e.g. a 4-bit weight and its UINT4 view for the
+	// backward pass) are stored once and referenced twice.
+	byContent := map[[32]byte][]*onnxpb.StringStringEntryProto{}
 	outs := make([][]byte, len(models))
 	for i, m := range models {
 		out := proto.Clone(m.P).(*onnxpb.ModelProto)
@@ -302,9 +305,14 @@ func SaveShared(dir string, files []string, models []*Model, dataName string, mi
 				if seen && p.sum != sum {
 					return fmt.Errorf("initializer %q differs between the models saved together", t.Name)
 				}
+				if refs, ok := byContent[sum]; !seen && ok {
+					p, seen = placed{sum: sum, refs: refs}, true
+					done[t.Name] = p
+				}
 				if !seen {
-					// Align each tensor to 64 bytes so ORT can map it without copies.
-					if pad := (64 - written%64) % 64; pad > 0 {
+					// Align each tensor to 4096 bytes: ONNX Runtime memory-maps external
+					// data whose offset is page-aligned instead of copying it.
+					if pad := (4096 - written%4096) % 4096; pad > 0 {
 						if _, err := tmpData.Write(make([]byte, pad)); err != nil {
 							return fmt.Errorf("write external data: %w", err)
 						}
@@ -320,6 +328,7 @@ func SaveShared(dir string, files []string, models []*Model, dataName string, mi
 					}}
 					written += int64(len(raw))
 					done[t.Name] = p
+					byContent[sum] = p.refs
 				}
 				t.RawData, t.FloatData, t.Int64Data, t.Int32Data, t.DoubleData, t.Uint64Data = nil, nil, nil, nil, nil, nil
 				t.DataLocation = onnxpb.TensorProto_EXTERNAL

@@ -1,9 +1,6 @@
 package ortgraph
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // A Pass is one rewrite of a graph, declared as a value (in the style of
 // golang.org/x/tools/go/analysis): a name, a one-paragraph Doc, the passes whose results
@@ -39,41 +36,48 @@ func (c *Context) Result(p *Pass) any {
 // RunPasses runs the given passes and everything they require, each once, in dependency
 // order. Errors are wrapped with the failing pass's name.
 func RunPasses(g *Graph, config any, logf func(string, ...any), passes ...*Pass) (*Context, error) {
+	return RunPassesWith(g, config, logf, nil, passes...)
+}
+
+// RunPassesWith is RunPasses where some passes are substituted: a pass that requires X
+// runs after subst[X] and reads subst[X]'s result as X's. prepare uses it to share one
+// analysis (FindLinears, Quantize) between the graphs it builds from one base.
+func RunPassesWith(g *Graph, config any, logf func(string, ...any), subst map[*Pass]*Pass, passes ...*Pass) (*Context, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
 	ctx := &Context{G: g, Config: config, Logf: logf, results: map[*Pass]any{}}
-	var order []*Pass
-	state := map[*Pass]int{} // 1 visiting, 2 done
-	var visit func(p *Pass, path []string) error
-	visit = func(p *Pass, path []string) error {
-		switch state[p] {
+	done := map[*Pass]int{} // 1 running its requirements, 2 done
+	var run func(p *Pass) error
+	run = func(p *Pass) error {
+		switch done[p] {
 		case 1:
-			return fmt.Errorf("pass dependency cycle: %s -> %s", strings.Join(path, " -> "), p.Name)
+			panic(fmt.Sprintf("pass dependency cycle through %q", p.Name)) // a bug in the pass declarations
 		case 2:
 			return nil
 		}
-		state[p] = 1
+		done[p] = 1
 		for _, r := range p.Requires {
-			if err := visit(r, append(path, p.Name)); err != nil {
+			if err := run(r); err != nil {
 				return err
 			}
 		}
-		state[p] = 2
-		order = append(order, p)
+		actual := p
+		if s, ok := subst[p]; ok {
+			actual = s
+		}
+		r, err := actual.Run(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.Name, err)
+		}
+		ctx.results[p] = r
+		done[p] = 2
 		return nil
 	}
 	for _, p := range passes {
-		if err := visit(p, nil); err != nil {
-			panic(err) // a cycle is a programming error in the pass declarations
+		if err := run(p); err != nil {
+			return ctx, err
 		}
-	}
-	for _, p := range order {
-		r, err := p.Run(ctx)
-		if err != nil {
-			return ctx, fmt.Errorf("%s: %w", p.Name, err)
-		}
-		ctx.results[p] = r
 	}
 	return ctx, nil
 }

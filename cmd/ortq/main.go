@@ -1,0 +1,95 @@
+// Command ortq QLoRA-fine-tunes Llama-family ONNX models on a stock ONNX Runtime.
+//
+//	ortq prepare --model model.onnx --out artifacts/   # rewrite the graph once
+//	ortq train --artifacts artifacts/ --data corpus.txt --tokenizer tokenizer.json
+//
+// Every flag can also come from a YAML file (--config) or an ORTQ_* environment
+// variable (ORTQ_LORA_R=16); flags given on the command line win.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		// One line, no usage dump: errors name the file, node or flag at fault.
+		msg := err.Error()
+		msg = strings.ReplaceAll(msg, "\n", " ")
+		fmt.Fprintln(os.Stderr, "ortq:", msg)
+		os.Exit(exitCode(err))
+	}
+}
+
+// usageError marks errors in how ortq was called (exit status 2).
+type usageError struct{ error }
+
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "ortq",
+		Short:         "QLoRA fine-tuning of Llama ONNX graphs on a stock ONNX Runtime",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Long: `ortq rewrites a Llama ONNX graph for training (4-bit MatMulNBits base, LoRA adapters,
+causal-LM loss, a backward graph built by ortq's own autodiff) and fine-tunes it on ONNX
+Runtime 1.29's CPU or CUDA execution provider.
+
+Options come from flags, ORTQ_* environment variables (ORTQ_LORA_R=16) and a YAML file
+(--config, keys as flag names); flags win over the environment, which wins over the file.`,
+	}
+	root.PersistentFlags().String("config", "", "YAML file with option values (keys are flag names)")
+	root.PersistentFlags().String("ort-lib", "", "path of libonnxruntime.so.1 (default: $ORTQ_ORT_LIB, then ./.ort/)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newPrepare(), newTrain(), newEval(), newTokenize())
+	return root
+}
+
+// options binds a command's flags to viper with the ORTQ_ prefix and the --config file.
+func options(cmd *cobra.Command) (*viper.Viper, error) {
+	v := viper.New()
+	v.SetEnvPrefix("ORTQ")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.AutomaticEnv()
+	var bindErr error
+	bind := func(f *pflag.Flag) {
+		if err := v.BindPFlag(f.Name, f); err != nil && bindErr == nil {
+			bindErr = err
+		}
+	}
+	cmd.Flags().VisitAll(bind)
+	cmd.InheritedFlags().VisitAll(bind)
+	if bindErr != nil {
+		return nil, bindErr
+	}
+	if cfg, _ := cmd.Flags().GetString("config"); cfg != "" {
+		v.SetConfigFile(cfg)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, usageError{fmt.Errorf("--config %q: %w", cfg, err)}
+		}
+		known := map[string]bool{}
+		cmd.Flags().VisitAll(func(f *pflag.Flag) { known[f.Name] = true })
+		cmd.InheritedFlags().VisitAll(func(f *pflag.Flag) { known[f.Name] = true })
+		for _, k := range v.AllKeys() {
+			if !known[k] && !strings.Contains(k, ".") {
+				return nil, usageError{fmt.Errorf("--config %q: unknown option %q for `ortq %s`", cfg, k, cmd.Name())}
+			}
+		}
+	}
+	return v, nil
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/ortq/ortq/prepare"
+	"github.com/spf13/cobra"
+)
+
+func newPrepare() *cobra.Command {
+	d := prepare.DefaultOptions()
+	cmd := &cobra.Command{
+		Use:   "prepare --model MODEL.onnx --out DIR",
+		Short: "Rewrite a Llama ONNX graph into training artifacts (4-bit base, LoRA, loss, backward)",
+		Long: `prepare reads a Llama ONNX graph (stock torch.onnx dynamo export, opset 18-23, or a
+TorchScript/optimum-style export with named weights) and writes an artifacts directory:
+train.onnx (forward + backward), eval.onnx (forward + loss), weights.bin (the weights once,
+shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			if v.GetBool("list-targets") {
+				return listTargets(v.GetString("model"))
+			}
+			o := prepare.Options{
+				Model: v.GetString("model"), Out: v.GetString("out"), Force: v.GetBool("force"),
+				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
+				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
+				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
+			}
+			if err := o.Validate(); err != nil {
+				return usageError{err}
+			}
+			logf := func(f string, a ...any) {
+				if !v.GetBool("quiet") {
+					fmt.Fprintf(os.Stderr, f+"\n", a...)
+				}
+			}
+			res, err := prepare.Run(o, logf)
+			if err != nil {
+				return err
+			}
+			m := res.Manifest
+			fmt.Printf("wrote %s: %d layers, %d Linears (%s), %d quantized, %d LoRA tensors (%d parameters), train graph %d nodes, eval graph %d nodes\n",
+				o.Out, m.Model.Layers, m.Model.Linears, m.Model.FoundBy, len(m.Quant), len(m.Params), m.Counts.LoRAParams, m.Train.Nodes, m.Eval.Nodes)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("model", "", "Llama ONNX graph to fine-tune (weights inline or as external data beside it)")
+	f.String("out", "", "artifacts directory to write (created atomically)")
+	f.Bool("force", false, "replace an existing artifacts directory")
+	f.Bool("list-targets", false, "print the Linear layers found per decoder layer and exit")
+	f.StringSlice("targets", d.Targets, "LoRA target Linears: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head")
+	f.Int("lora-r", d.Rank, "LoRA rank r")
+	f.Float64("lora-alpha", d.Alpha, "LoRA alpha (updates are scaled by alpha/r, as PEFT does)")
+	f.Float64("lora-dropout", d.Dropout, "dropout on the LoRA input during training")
+	f.Int("bits", d.Bits, "4: quantize the base Linears to 4-bit MatMulNBits; 16: keep the base as it is")
+	f.Int("block-size", d.BlockSize, "4-bit quantization block size along the input dimension (16-256, power of two)")
+	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
+	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
+	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
+	f.Bool("quiet", false, "no progress messages")
+	return cmd
+}
+
+func listTargets(model string) error {
+	if model == "" {
+		return usageError{fmt.Errorf("--model is required")}
+	}
+	ls, err := prepare.Inspect(model)
+	if err != nil {
+		return err
+	}
+	byLayer := map[int][]string{}
+	for _, l := range ls.All {
+		byLayer[l.Layer] = append(byLayer[l.Layer], fmt.Sprintf("%s[%d→%d via %s]", l.Kind, l.In, l.Out, l.Source))
+	}
+	for i := 0; i < ls.Layers; i++ {
+		fmt.Printf("layer %d: %s\n", i, strings.Join(byLayer[i], " "))
+	}
+	if h := byLayer[-1]; len(h) > 0 {
+		fmt.Printf("head: %s\n", strings.Join(h, " "))
+	}
+	return nil
+}
+
+func splitList(v []string) []string {
+	var out []string
+	for _, s := range v {
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}

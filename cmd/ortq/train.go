@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/tokenize"
+	"github.com/ortq/ortq/train"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+func newTrain() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "train --artifacts DIR --data FILE... --tokenizer tokenizer.json",
+		Short: "Fine-tune the LoRA adapters of prepared artifacts; report perplexity before and after",
+		Long: `train tokenizes the data (plain text files: one document per file; JSONL: one document
+per line in the "text" field), packs it into --max-seq-len blocks joined by EOS (or one example
+per line with --no-pack), holds out a seeded 10 % eval split, measures the baseline eval
+perplexity, trains with AdamW and token-weighted gradient accumulation, evaluates again and
+writes the adapter (adapter_model.safetensors, adapter_config.json, PEFT names) and a run
+report (report.json, report.md) to --out.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			return runTrain(v)
+		},
+	}
+	f := cmd.Flags()
+	f.String("artifacts", "", "artifacts directory written by `ortq prepare`")
+	f.StringSlice("data", nil, "training text: .txt (one document per file) or .jsonl (field \"text\"); repeatable")
+	f.String("tokenizer", "", "Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS)")
+	f.String("out", "", "run directory for the adapter and the report (default: <artifacts>/run)")
+	addDataFlags(f)
+	f.Int("micro-batch", 7, "sequences per micro-batch")
+	f.Int("grad-accum", 1, "micro-batches per optimizer step (token-weighted)")
+	f.Float64("epochs", 1, "passes over the training split (ignored with --max-steps)")
+	f.Int("max-steps", 0, "optimizer steps to run (0: from --epochs)")
+	f.Float64("lr", 2e-4, "AdamW learning rate")
+	f.Float64("weight-decay", 0.01, "AdamW decoupled weight decay")
+	f.String("schedule", "linear", "learning-rate schedule after warmup: linear, cosine or constant")
+	f.Int("warmup-steps", 0, "linear warmup steps")
+	f.Int("eval-every", 0, "evaluate every N optimizer steps (0: only before and after)")
+	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
+	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
+	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
+	f.Bool("quiet", false, "no progress bar")
+	return cmd
+}
+
+// addDataFlags adds the flags shared by train and eval for building the dataset.
+func addDataFlags(f *pflag.FlagSet) {
+	f.Int("max-seq-len", data.DefaultMaxSeqLen, "tokens per packed block (the longest sequence with --no-pack)")
+	f.Bool("no-pack", false, "one example per line/document instead of packed blocks")
+	f.Float64("eval-fraction", data.DefaultEvalFraction, "share of examples held out for evaluation")
+	f.Int("pad-multiple", data.DefaultPadMultiple, "pad each micro-batch's length to a multiple of this")
+	f.Uint64("seed", 42, "seed for the split, shuffling and dropout")
+}
+
+// loadDataset reads, tokenizes and splits the data files.
+func loadDataset(v *viper.Viper, vocab int64) (*data.Dataset, error) {
+	tokPath := v.GetString("tokenizer")
+	if tokPath == "" {
+		return nil, usageError{fmt.Errorf("--tokenizer is required")}
+	}
+	files := splitList(v.GetStringSlice("data"))
+	if len(files) == 0 {
+		return nil, usageError{fmt.Errorf("--data is required")}
+	}
+	tok, err := tokenize.Load(tokPath)
+	if err != nil {
+		return nil, err
+	}
+	if vocab > 0 && int64(tok.VocabSize()) > vocab {
+		return nil, fmt.Errorf("tokenizer %q has %d tokens but the model's embedding has %d rows: use the model's own tokenizer", tokPath, tok.VocabSize(), vocab)
+	}
+	docs, err := data.ReadDocuments(files, data.ReadOptions{LinePerDocument: v.GetBool("no-pack")})
+	if err != nil {
+		return nil, err
+	}
+	o := data.DefaultOptions()
+	o.MaxSeqLen = v.GetInt("max-seq-len")
+	o.NoPack = v.GetBool("no-pack")
+	o.EvalFraction = v.GetFloat64("eval-fraction")
+	o.Seed = v.GetUint64("seed")
+	o.VocabSize = int(vocab)
+	eos, ok := tok.EOS()
+	if !ok {
+		return nil, fmt.Errorf("tokenizer %q defines no EOS token: documents cannot be separated", tokPath)
+	}
+	o.EOS = eos
+	if bos, ok := tok.BOS(); ok {
+		o.BOS, o.AddBOS = bos, true
+	} else {
+		o.AddBOS = false
+	}
+	return data.Build(docs, tok, o)
+}
+
+func sessionOptions(v *viper.Viper) (ortrun.Options, error) {
+	lib, err := ortrun.FindLibrary(v.GetString("ort-lib"))
+	if err != nil {
+		return ortrun.Options{}, err
+	}
+	if err := ortrun.Init(lib); err != nil {
+		return ortrun.Options{}, err
+	}
+	return ortrun.Options{Device: v.GetString("device"), IntraOpThreads: v.GetInt("threads")}, nil
+}
+
+func runTrain(v *viper.Viper) error {
+	dir := v.GetString("artifacts")
+	if dir == "" {
+		return usageError{fmt.Errorf("--artifacts is required")}
+	}
+	opts, err := sessionOptions(v)
+	if err != nil {
+		return err
+	}
+	eng, err := train.OpenEngine(dir, opts, true)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	ds, err := loadDataset(v, eng.Man.Model.Vocab)
+	if err != nil {
+		return err
+	}
+	if len(ds.Train) == 0 {
+		return fmt.Errorf("the training split is empty (%d examples in all): add data or lower --max-seq-len", ds.Stats.Examples)
+	}
+	out := v.GetString("out")
+	if out == "" {
+		out = filepath.Join(dir, "run")
+	}
+	cfg := train.Config{
+		Artifacts: dir, Out: out, Device: v.GetString("device"),
+		MicroBatch: v.GetInt("micro-batch"), GradAccum: v.GetInt("grad-accum"), Epochs: v.GetFloat64("epochs"),
+		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
+		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
+		MaxEvalBatches: v.GetInt("max-eval-batches"), PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"),
+		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"),
+	}
+	fmt.Fprintf(os.Stderr, "data: %d documents, %d tokens → %d train / %d eval examples\n", ds.Stats.Documents, ds.Stats.Tokens, len(ds.Train), len(ds.Eval))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := train.Run(ctx, eng, ds.Train, ds.Eval, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("baseline eval: loss %.4f, perplexity %.3f\n", float64(rep.Baseline.Loss), float64(rep.Baseline.Perplexity))
+	fmt.Printf("final eval:    loss %.4f, perplexity %.3f\n", float64(rep.Final.Loss), float64(rep.Final.Perplexity))
+	fmt.Printf("%d optimizer steps, %.0f tokens/s; adapter and report in %s\n", rep.OptimizerSteps, float64(rep.TokensPerSecond), out)
+	return nil
+}

@@ -1,0 +1,121 @@
+package manifest
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ortq/ortq/ortgraph/passes"
+)
+
+// FormatVersion is bumped whenever the artifacts layout changes incompatibly.
+const FormatVersion = 1
+
+// File names inside an artifacts directory.
+const (
+	ManifestFile = "manifest.json"
+	TrainFile    = "train.onnx"
+	EvalFile     = "eval.onnx"
+	WeightsFile  = "weights.bin"
+	LoRAInitFile = "lora_init.safetensors"
+)
+
+// Roles of graph inputs and outputs.
+const (
+	RoleInputIDs      = "input_ids"
+	RoleAttentionMask = "attention_mask"
+	RolePositionIDs   = "position_ids"
+	RoleLabels        = "labels"
+	RoleLossScale     = "loss_scale"
+	RoleLoRA          = "lora_param"
+	RoleLoss          = "loss"
+	RoleLossSum       = "loss_sum"
+	RoleTokenCount    = "token_count"
+	RoleGrad          = "grad"
+)
+
+// IO is one graph input or output.
+type IO struct {
+	Name  string   `json:"name"`
+	Role  string   `json:"role"`
+	DType string   `json:"dtype"`
+	Shape []string `json:"shape"`
+	// Param names the LoRA tensor a gradient belongs to.
+	Param string `json:"param,omitempty"`
+}
+
+// Graph describes one graph file.
+type Graph struct {
+	File    string `json:"file"`
+	Inputs  []IO   `json:"inputs"`
+	Outputs []IO   `json:"outputs"`
+	Nodes   int    `json:"nodes"`
+}
+
+// Manifest is manifest.json. Options records prepare's options as given.
+type Manifest struct {
+	Format  int    `json:"format"`
+	Source  Source `json:"source"`
+	Options any    `json:"options"`
+	Model   Model  `json:"model"`
+	Train   Graph  `json:"train"`
+	Eval    Graph  `json:"eval"`
+	Weights string `json:"weights"`
+	// LoRAInit is the safetensors file with the initial LoRA values (PEFT names).
+	LoRAInit string              `json:"lora_init"`
+	Params   []passes.LoRAParam  `json:"lora_params"`
+	Counts   Counts              `json:"counts"`
+	Quant    []passes.QuantLayer `json:"quantization,omitempty"`
+}
+
+// Source identifies the input graph.
+type Source struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+	Opset  int64  `json:"opset"`
+}
+
+// Model holds what prepare learned about the architecture.
+type Model struct {
+	Layers    int    `json:"layers"`
+	Hidden    int64  `json:"hidden"`
+	Vocab     int64  `json:"vocab"`
+	Linears   int    `json:"linears"`
+	FoundBy   string `json:"linears_found_by"`
+	Precision string `json:"precision"`
+}
+
+// Counts are parameter counts.
+type Counts struct {
+	BaseParams      int64 `json:"base_params"`
+	QuantizedParams int64 `json:"quantized_params"`
+	LoRAParams      int64 `json:"lora_params"`
+}
+
+// ReadManifest loads dir/manifest.json and checks its format version.
+func ReadManifest(dir string) (*Manifest, error) {
+	p := filepath.Join(dir, ManifestFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("artifacts %q: %w (run `ortq prepare` first)", dir, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: not a valid manifest: %w", p, err)
+	}
+	if m.Format != FormatVersion {
+		return nil, fmt.Errorf("%s: format %d, this ortq reads format %d: rerun `ortq prepare`", p, m.Format, FormatVersion)
+	}
+	return &m, nil
+}
+
+// Input returns the input with a role ("" when absent).
+func (g *Graph) Input(role string) string {
+	for _, io := range g.Inputs {
+		if io.Role == role {
+			return io.Name
+		}
+	}
+	return ""
+}

@@ -1,0 +1,32 @@
+package passes
+
+import "github.com/ortq/ortq/quantize"
+
+// Config is what the passes read from ctx.Config.
+type Config struct {
+	// Targets are Linear kinds to adapt: q_proj, k_proj, v_proj, o_proj, gate_proj,
+	// up_proj, down_proj, lm_head.
+	Targets []string
+	Rank    int
+	Alpha   float64
+	// Dropout is the LoRA dropout probability; 0 omits the Dropout node (evaluation).
+	Dropout float64
+	// Bits is 4 (quantize the base) or 16 (keep it as it is).
+	Bits  int
+	Quant quantize.Options
+	// QuantizeLMHead also quantizes lm_head (kept 16-bit by default, like bitsandbytes).
+	QuantizeLMHead bool
+	// LossScaleInput names the graph input that seeds the backward pass.
+	LossScaleInput string
+}
+
+// Kinds lists the Linear kinds of a Llama decoder, in module order.
+var Kinds = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+func cfg(ctxConfig any) *Config {
+	c, ok := ctxConfig.(*Config)
+	if !ok {
+		panic("passes: ctx.Config is not *passes.Config")
+	}
+	return c
+}

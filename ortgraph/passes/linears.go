@@ -1,0 +1,375 @@
+package passes
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// Linear is one nn.Linear of the decoder as it appears in the graph.
+type Linear struct {
+	Layer int    // decoder layer index; -1 for lm_head
+	Kind  string // q_proj … down_proj, lm_head
+	Node  *onnxpb.NodeProto
+	// Weight is the initializer holding the weight; In/Out its Linear shape.
+	Weight  string
+	In, Out int64
+	// WeightIsOutIn is true when the initializer is stored [out, in] (read through a
+	// Transpose node, TorchScript style) instead of the exporter's pre-transposed [in, out].
+	WeightIsOutIn bool
+	// Source says how the module path was found: metadata, name, or structure.
+	Source string
+}
+
+// Module is the Hugging Face module path, e.g. model.layers.0.self_attn.q_proj.
+func (l *Linear) Module() string {
+	switch l.Kind {
+	case "lm_head":
+		return "lm_head"
+	case "q_proj", "k_proj", "v_proj", "o_proj":
+		return fmt.Sprintf("model.layers.%d.self_attn.%s", l.Layer, l.Kind)
+	}
+	return fmt.Sprintf("model.layers.%d.mlp.%s", l.Layer, l.Kind)
+}
+
+// Linears is the result of FindLinears.
+type Linears struct {
+	All    []*Linear // decoder Linears in (layer, kind) order, then lm_head if found
+	Layers int
+	Hidden int64
+}
+
+// Get returns the Linear of a layer and kind, or nil.
+func (ls *Linears) Get(layer int, kind string) *Linear {
+	for _, l := range ls.All {
+		if l.Layer == layer && l.Kind == kind {
+			return l
+		}
+	}
+	return nil
+}
+
+// FindLinears locates the Linear layers. Module paths come, in order of preference, from
+// the exporter's node metadata (pkg.torch.onnx.name_scopes / fx_node), from node or
+// initializer names (TorchScript and optimum exports), and otherwise from the graph's
+// structure: a Llama layer's seven Linears are told apart by what their outputs feed
+// (attention scores, attention values, SiLU gate) and by their shapes.
+var FindLinears = &ortgraph.Pass{
+	Name: "find-linears",
+	Doc:  "locate the decoder's Linear layers (MatMul with a 2-D weight initializer) and name them by HF module path",
+	Run:  runFindLinears,
+}
+
+var (
+	reLayerKind = regexp.MustCompile(`layers[._/](\d+)[._/](?:self_attn|mlp)[._/](q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)`)
+	reLMHead    = regexp.MustCompile(`(^|[^a-z_])lm_head([^a-z_]|$)`)
+)
+
+// candidate is a MatMul that multiplies by a constant 2-D weight.
+type candidate struct {
+	node      *onnxpb.NodeProto
+	weight    string
+	in, out   int64
+	outIn     bool
+	layer     int
+	kind      string
+	source    string
+	transpose *onnxpb.NodeProto
+}
+
+func linearCandidates(g *ortgraph.Graph) []*candidate {
+	var cs []*candidate
+	for _, n := range g.P.Node {
+		if n.OpType != "MatMul" || n.Domain != "" || len(n.Input) != 2 {
+			continue
+		}
+		w := n.Input[1]
+		c := &candidate{node: n, layer: -1}
+		if t := g.Initializer(w); t != nil && len(t.Dims) == 2 {
+			c.weight, c.in, c.out = w, t.Dims[0], t.Dims[1]
+		} else if p := g.Producer(w); p != nil && p.OpType == "Transpose" && len(p.Input) == 1 {
+			t := g.Initializer(p.Input[0])
+			perm, _ := ortgraph.AttrInts(p, "perm")
+			if t == nil || len(t.Dims) != 2 || (perm != nil && !(len(perm) == 2 && perm[0] == 1 && perm[1] == 0)) {
+				continue
+			}
+			c.weight, c.in, c.out, c.outIn, c.transpose = p.Input[0], t.Dims[1], t.Dims[0], true, p
+		} else {
+			continue
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// labelByNames fills layer/kind from metadata and names.
+func labelByNames(g *ortgraph.Graph, c *candidate) {
+	texts := []struct{ s, src string }{
+		{lastScope(ortgraph.MetaValue(c.node, "pkg.torch.onnx.name_scopes")), "metadata"},
+		{ortgraph.MetaValue(c.node, "pkg.torch.onnx.fx_node"), "metadata"},
+		{c.weight, "name"},
+		{c.node.Name, "name"},
+	}
+	for _, t := range texts {
+		if t.s == "" {
+			continue
+		}
+		if m := reLayerKind.FindStringSubmatch(t.s); m != nil {
+			c.layer, _ = strconv.Atoi(m[1])
+			c.kind, c.source = m[2], t.src
+			return
+		}
+		if reLMHead.MatchString(t.s) {
+			c.kind, c.source = "lm_head", t.src
+			return
+		}
+	}
+}
+
+// lastScope returns the innermost module of a name_scopes list such as
+// "[”, 'm', 'm.model', 'm.model.layers.0', 'm.model.layers.0.self_attn.q_proj']".
+func lastScope(s string) string {
+	s = strings.Trim(s, "[] ")
+	if s == "" {
+		return ""
+	}
+	parts := strings.Split(s, ",")
+	return strings.Trim(parts[len(parts)-1], " '\"")
+}
+
+func runFindLinears(ctx *ortgraph.Context) (any, error) {
+	g := ctx.G
+	cs := linearCandidates(g)
+	if len(cs) == 0 {
+		return nil, fmt.Errorf("no Linear layers found (no MatMul with a 2-D weight initializer): is this a Llama decoder graph?")
+	}
+	named := 0
+	for _, c := range cs {
+		labelByNames(g, c)
+		if c.kind != "" {
+			named++
+		}
+	}
+	if named < len(cs) {
+		if err := labelByStructure(g, cs); err != nil {
+			return nil, err
+		}
+	}
+	res := &Linears{}
+	seen := map[string]*candidate{}
+	for _, c := range cs {
+		if c.kind == "" {
+			return nil, fmt.Errorf("node %q: MatMul with weight %q [%d×%d] could not be identified as a Llama Linear", c.node.Name, c.weight, c.in, c.out)
+		}
+		key := fmt.Sprintf("%d/%s", c.layer, c.kind)
+		if prev := seen[key]; prev != nil {
+			return nil, fmt.Errorf("nodes %q and %q both look like layer %d %s", prev.node.Name, c.node.Name, c.layer, c.kind)
+		}
+		seen[key] = c
+		res.All = append(res.All, &Linear{Layer: c.layer, Kind: c.kind, Node: c.node, Weight: c.weight, In: c.in, Out: c.out, WeightIsOutIn: c.outIn, Source: c.source})
+		if c.layer+1 > res.Layers {
+			res.Layers = c.layer + 1
+		}
+	}
+	order := map[string]int{"lm_head": 99}
+	for i, k := range Kinds {
+		order[k] = i
+	}
+	sort.Slice(res.All, func(i, j int) bool {
+		a, b := res.All[i], res.All[j]
+		if (a.Layer < 0) != (b.Layer < 0) {
+			return b.Layer < 0
+		}
+		if a.Layer != b.Layer {
+			return a.Layer < b.Layer
+		}
+		return order[a.Kind] < order[b.Kind]
+	})
+	// Every layer must have all seven Linears: anything else is not a Llama decoder.
+	for l := 0; l < res.Layers; l++ {
+		for _, k := range Kinds {
+			if res.Get(l, k) == nil {
+				return nil, fmt.Errorf("layer %d has no %s: not a Llama decoder graph (found %d Linears)", l, k, len(res.All))
+			}
+		}
+	}
+	if q := res.Get(0, "q_proj"); q != nil {
+		res.Hidden = q.In
+	}
+	ctx.Logf("find-linears: %d layers, %d Linears", res.Layers, len(res.All))
+	return res, nil
+}
+
+// labelByStructure names the Linears of graphs without usable names. Per layer, the
+// q/k/v Linears share their input; v's output reaches the MatMul that multiplies the
+// attention probabilities (a Softmax result), q's and k's reach the score MatMul as its
+// first and second operand; o reads the attention output; gate feeds a Sigmoid (SiLU) and
+// shares its input with up; down reads the product of the two. Layers are numbered in
+// graph order of their q Linear; a Linear after the last layer whose output dimension
+// differs from the hidden size is lm_head.
+func labelByStructure(g *ortgraph.Graph, cs []*candidate) error {
+	if err := g.TopoSort(); err != nil {
+		return err
+	}
+	cons := g.Consumers()
+	byNode := map[*onnxpb.NodeProto]*candidate{}
+	for _, c := range cs {
+		byNode[c.node] = c
+	}
+	// reach follows an output through shape/elementwise ops to the first MatMul, Softmax
+	// or Sigmoid and reports which it met and at which input.
+	type hit struct {
+		node *onnxpb.NodeProto
+		port int
+	}
+	var reach func(v string, depth int, seen map[string]bool) []hit
+	reach = func(v string, depth int, seen map[string]bool) []hit {
+		if depth > 40 || seen[v] {
+			return nil
+		}
+		seen[v] = true
+		var out []hit
+		for _, n := range cons[v] {
+			switch n.OpType {
+			case "MatMul", "Sigmoid", "Softmax", "Attention":
+				for i, in := range n.Input {
+					if in == v {
+						out = append(out, hit{n, i})
+					}
+				}
+				continue
+			}
+			if byNode[n] != nil {
+				continue
+			}
+			for _, o := range n.Output {
+				out = append(out, reach(o, depth+1, seen)...)
+			}
+		}
+		return out
+	}
+	// Group q/k/v by shared input, in graph order.
+	layer := -1
+	inputLayer := map[string]int{}
+	for _, n := range g.P.Node {
+		c := byNode[n]
+		if c == nil || c.kind != "" {
+			continue
+		}
+		x := c.node.Input[0]
+		hits := reach(c.node.Output[0], 0, map[string]bool{})
+		kind := ""
+		for _, h := range hits {
+			switch {
+			case h.node.OpType == "Attention":
+				kind = []string{"q_proj", "k_proj", "v_proj"}[min(h.port, 2)]
+			case h.node.OpType == "Sigmoid":
+				kind = "gate_proj"
+			case h.node.OpType == "MatMul" && byNode[h.node] == nil:
+				other := h.node.Input[1-h.port]
+				if fromSoftmax(g, other) {
+					kind = "v_proj"
+				} else if h.port == 0 {
+					kind = "q_proj"
+				} else {
+					kind = "k_proj"
+				}
+			}
+			if kind != "" {
+				break
+			}
+		}
+		if kind == "" {
+			// o_proj, up_proj, down_proj, lm_head: decided by inputs and shapes below.
+			continue
+		}
+		if kind == "q_proj" || kind == "k_proj" || kind == "v_proj" {
+			if l, ok := inputLayer[x]; ok {
+				c.layer = l
+			} else {
+				layer++
+				inputLayer[x] = layer
+				c.layer = layer
+			}
+		} else {
+			c.layer = layer
+		}
+		c.kind, c.source = kind, "structure"
+	}
+	// Second sweep: the remaining Linears in graph order. up shares gate's input; o is the
+	// first square Linear of a layer after its q/k/v; down follows with out = hidden.
+	gateIn := map[string]int{}
+	hidden := int64(-1)
+	for _, c := range cs {
+		if c.kind == "gate_proj" {
+			gateIn[c.node.Input[0]] = c.layer
+		}
+		if c.kind == "q_proj" {
+			hidden = c.in
+		}
+	}
+	layer = -1
+	for _, n := range g.P.Node {
+		c := byNode[n]
+		if c == nil {
+			continue
+		}
+		if c.kind != "" {
+			if c.layer >= 0 {
+				layer = c.layer
+			}
+			continue
+		}
+		if l, ok := gateIn[c.node.Input[0]]; ok {
+			c.layer, c.kind = l, "up_proj"
+		} else if layer >= 0 && c.out == hidden && !hasKind(cs, layer, "o_proj") {
+			c.layer, c.kind = layer, "o_proj"
+		} else if layer >= 0 && c.out == hidden && !hasKind(cs, layer, "down_proj") && hasKind(cs, layer, "o_proj") {
+			c.layer, c.kind = layer, "down_proj"
+		} else {
+			c.layer, c.kind = -1, "lm_head"
+		}
+		c.source = "structure"
+	}
+	return nil
+}
+
+func hasKind(cs []*candidate, layer int, kind string) bool {
+	for _, c := range cs {
+		if c.layer == layer && c.kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// fromSoftmax reports whether v is computed from a Softmax through elementwise ops.
+func fromSoftmax(g *ortgraph.Graph, v string) bool {
+	for depth := 0; depth < 6; depth++ {
+		p := g.Producer(v)
+		if p == nil {
+			return false
+		}
+		if p.OpType == "Softmax" {
+			return true
+		}
+		if len(p.Input) == 0 {
+			return false
+		}
+		// Follow the data input (Where's is input 1 or 2: the one that is not a condition).
+		next := p.Input[0]
+		if p.OpType == "Where" {
+			next = p.Input[2]
+			if q := g.Producer(p.Input[1]); q != nil && q.OpType == "Softmax" {
+				return true
+			}
+		}
+		v = next
+	}
+	return false
+}

@@ -1,0 +1,138 @@
+package passes
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// LoRAParam is one trainable LoRA tensor, a graph input named as in PEFT's state dict.
+type LoRAParam struct {
+	Name   string  `json:"name"`
+	Module string  `json:"module"`
+	Kind   string  `json:"kind"` // "A" [r, in] or "B" [out, r]
+	Shape  []int64 `json:"shape"`
+}
+
+// PEFTName is PEFT's state-dict name for a LoRA tensor of a module.
+func PEFTName(module, ab string) string {
+	return "base_model.model." + module + ".lora_" + ab + ".weight"
+}
+
+// LoRA adds y += (α/r)·B·A·dropout(x) beside every target Linear, as PEFT does. A [r, in]
+// and B [out, r] are fp32 graph inputs (master weights live outside the graph) cast to
+// the activation type inside it; dropout is a training-mode Dropout whose mask the
+// backward pass reuses.
+var LoRA = &ortgraph.Pass{
+	Name:     "lora",
+	Doc:      "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
+	Requires: []*ortgraph.Pass{FindLinears, Quantize},
+	Run:      runLoRA,
+}
+
+func runLoRA(ctx *ortgraph.Context) (any, error) {
+	c := cfg(ctx.Config)
+	g := ctx.G
+	ls := ctx.Result(FindLinears).(*Linears)
+	if c.Rank <= 0 {
+		return nil, fmt.Errorf("LoRA rank %d: must be positive", c.Rank)
+	}
+	if c.Dropout < 0 || c.Dropout >= 1 {
+		return nil, fmt.Errorf("LoRA dropout %g: must be in [0, 1)", c.Dropout)
+	}
+	want := map[string]bool{}
+	for _, t := range c.Targets {
+		t = strings.TrimSpace(t)
+		known := t == "lm_head"
+		for _, k := range Kinds {
+			known = known || k == t
+		}
+		if !known {
+			return nil, fmt.Errorf("target %q is not a Llama Linear (use %s or lm_head)", t, strings.Join(Kinds, ", "))
+		}
+		want[t] = true
+	}
+	var params []LoRAParam
+	r := int64(c.Rank)
+	scale := float32(c.Alpha / float64(c.Rank))
+	for _, l := range ls.All {
+		if !want[l.Kind] {
+			continue
+		}
+		n := l.Node
+		x, y := n.Input[0], n.Output[0]
+		dt := g.ElemType(x)
+		if dt == 0 {
+			return nil, fmt.Errorf("node %q: the input type of %s is unknown", n.Name, l.Module())
+		}
+		aName, bName := PEFTName(l.Module(), "A"), PEFTName(l.Module(), "B")
+		for _, p := range []struct {
+			name  string
+			shape []int64
+			kind  string
+		}{{aName, []int64{r, l.In}, "A"}, {bName, []int64{l.Out, r}, "B"}} {
+			if err := g.Reserve(p.name); err != nil {
+				return nil, fmt.Errorf("%s: %w", l.Module(), err)
+			}
+			g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: p.name, Type: ortgraph.TensorType(ortgraph.Float, p.shape)})
+			params = append(params, LoRAParam{Name: p.name, Module: l.Module(), Kind: p.kind, Shape: p.shape})
+		}
+		g.Reindex()
+		saved := g.Scope
+		g.Scope = "lora/" + l.Module()
+		a, b := aName, bName
+		if dt != ortgraph.Float {
+			a = g.Op("Cast", []string{a}, ortgraph.AInt("to", int64(dt)))
+			b = g.Op("Cast", []string{b}, ortgraph.AInt("to", int64(dt)))
+			g.SetType(a, ortgraph.TensorType(dt, []int64{r, l.In}))
+			g.SetType(b, ortgraph.TensorType(dt, []int64{l.Out, r}))
+		}
+		xin := x
+		if c.Dropout > 0 {
+			outs := g.Add(ortgraph.NodeSpec{Op: "Dropout", NOut: 2, Inputs: []string{x, g.ConstF(dt, float32(c.Dropout)), trueConst(g)}})
+			xin = outs[0]
+			g.SetType(xin, g.Type(x))
+		}
+		at := g.Op("Transpose", []string{a}, ortgraph.AInts("perm", 1, 0))
+		bt := g.Op("Transpose", []string{b}, ortgraph.AInts("perm", 1, 0))
+		g.SetType(at, ortgraph.TensorType(dt, []int64{l.In, r}))
+		g.SetType(bt, ortgraph.TensorType(dt, []int64{r, l.Out}))
+		h := g.Op("MatMul", []string{xin, at})
+		setLike(g, h, x, r)
+		d := g.Op("MatMul", []string{h, bt})
+		setLike(g, d, x, l.Out)
+		ds := g.Op("Mul", []string{d, g.ConstF(dt, scale)})
+		setLike(g, ds, x, l.Out)
+		sum := g.Op("Add", []string{y, ds})
+		setLike(g, sum, x, l.Out)
+		g.Scope = saved
+		// Readers of the base output now read base + LoRA (the Add itself excepted).
+		g.ReplaceUses(y, sum, g.Producer(sum))
+	}
+	if len(params) == 0 {
+		return nil, fmt.Errorf("targets %v matched no Linear in the graph", c.Targets)
+	}
+	ctx.Logf("lora: %d tensors on %d Linears (r=%d, alpha=%g, dropout=%g)", len(params), len(params)/2, c.Rank, c.Alpha, c.Dropout)
+	return params, nil
+}
+
+// setLike records v's type as x's with the last dim replaced.
+func setLike(g *ortgraph.Graph, v, x string, last int64) {
+	d := g.SymDims(x)
+	if d == nil {
+		return
+	}
+	d = append([]string(nil), d...)
+	d[len(d)-1] = fmt.Sprint(last)
+	g.SetType(v, ortgraph.SymTensorType(g.ElemType(x), d))
+}
+
+func trueConst(g *ortgraph.Graph) string {
+	const name = "const_bool_true"
+	if g.Initializer(name) == nil {
+		g.AddInitializer(ortgraph.BytesTensor(name, ortgraph.Bool, nil, []byte{1}))
+	}
+	return name
+}

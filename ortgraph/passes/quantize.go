@@ -1,0 +1,110 @@
+package passes
+
+import (
+	"fmt"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/ortq/ortq/quantize"
+)
+
+// QuantLayer records one quantized Linear and its error.
+type QuantLayer struct {
+	Module  string  `json:"module"`
+	Shape   [2]int  `json:"shape"` // [out, in]
+	RMS     float64 `json:"rms_error"`
+	RelRMS  float64 `json:"rel_rms_error"`
+	MaxAbs  float64 `json:"max_abs_error"`
+	Scales  string  `json:"-"`
+	Weights string  `json:"-"`
+}
+
+// Quantize replaces each decoder Linear's weight with 4-bit blocks read by
+// com.microsoft.MatMulNBits (Y = A·Bᵀ over the [out, in] weight). The fp weight is removed
+// so only one 4-bit copy exists; the backward pass dequantizes the same bytes (see
+// autodiff's MatMulNBits rule). lm_head (often tied to the embedding) stays 16-bit unless
+// Config.QuantizeLMHead is set.
+var Quantize = &ortgraph.Pass{
+	Name:     "quantize",
+	Doc:      "Linear weights → 4-bit com.microsoft.MatMulNBits (block-wise, symmetric or asymmetric)",
+	Requires: []*ortgraph.Pass{FindLinears},
+	Run:      runQuantize,
+}
+
+func runQuantize(ctx *ortgraph.Context) (any, error) {
+	c := cfg(ctx.Config)
+	if c.Bits == 16 {
+		return []QuantLayer(nil), nil
+	}
+	if c.Bits != 4 {
+		return nil, fmt.Errorf("bits = %d: use 4 (quantized base) or 16 (plain LoRA)", c.Bits)
+	}
+	g := ctx.G
+	ls := ctx.Result(FindLinears).(*Linears)
+	var out []QuantLayer
+	cons := g.Consumers()
+	for _, l := range ls.All {
+		if l.Kind == "lm_head" && !c.QuantizeLMHead {
+			continue
+		}
+		t := g.Initializer(l.Weight)
+		w, err := g.M.Floats(t)
+		if err != nil {
+			return nil, fmt.Errorf("%s weight %q: %w", l.Module(), l.Weight, err)
+		}
+		// Bring the weight to [out, in] (MatMulNBits' N×K) unless it is stored that way.
+		if !l.WeightIsOutIn {
+			w = transpose(w, int(l.In), int(l.Out))
+		}
+		p, err := quantize.Quantize(w, int(l.Out), int(l.In), c.Quant)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", l.Module(), err)
+		}
+		st := p.ErrorStats(w)
+		x := l.Node.Input[0]
+		dt := g.ElemType(x)
+		if dt == 0 {
+			dt = t.DataType
+		}
+		base := "q4." + l.Module()
+		bName := g.AddInitializer(ortgraph.BytesTensor(g.Fresh(base+".weight"), ortgraph.Uint8, []int64{int64(p.N), int64(p.Blocks), int64(p.BlockSize / 2)}, p.Data))
+		sName := g.AddInitializer(ortgraph.FloatTensor(g.Fresh(base+".scales"), dt, []int64{int64(p.N), int64(p.Blocks)}, p.Scales))
+		ins := []string{x, bName, sName}
+		if p.ZeroPoints != nil {
+			ins = append(ins, g.AddInitializer(ortgraph.BytesTensor(g.Fresh(base+".zero_points"), ortgraph.Uint8, []int64{int64(p.N), int64((p.Blocks + 1) / 2)}, p.ZeroPoints)))
+		}
+		// Rewrite the MatMul in place so its output name (and every reader) stays.
+		n := l.Node
+		n.OpType, n.Domain = "MatMulNBits", "com.microsoft"
+		n.Input = ins
+		n.Attribute = []*onnxpb.AttributeProto{
+			ortgraph.AInt("K", l.In), ortgraph.AInt("N", l.Out), ortgraph.AInt("bits", 4),
+			ortgraph.AInt("block_size", int64(p.BlockSize)), ortgraph.AInt("accuracy_level", 0),
+		}
+		// Drop the 16-bit weight when nothing else reads it (tied weights keep it).
+		readers := 0
+		for _, r := range cons[l.Weight] {
+			if r != n {
+				readers++
+			}
+		}
+		if readers == 0 {
+			g.RemoveInitializer(l.Weight)
+		}
+		out = append(out, QuantLayer{Module: l.Module(), Shape: [2]int{p.N, p.K}, RMS: st.RMS, RelRMS: st.RelRMS, MaxAbs: st.MaxAbs, Weights: bName, Scales: sName})
+	}
+	g.M.SetOpset("com.microsoft", 1)
+	g.Prune()
+	ctx.Logf("quantize: %d Linears to 4-bit, block %d", len(out), c.Quant.BlockSize)
+	return out, nil
+}
+
+func transpose(w []float32, rows, cols int) []float32 {
+	out := make([]float32, len(w))
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			out[c*rows+r] = w[r*cols+c]
+		}
+	}
+	return out
+}

@@ -1,0 +1,416 @@
+package prepare
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/ortq/ortq/train"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/ortq/ortq/ortgraph/passes"
+	"github.com/ortq/ortq/quantize"
+	"google.golang.org/protobuf/proto"
+)
+
+// Options of `ortq prepare`.
+type Options struct {
+	Model          string   `json:"model"`
+	Out            string   `json:"-"`
+	Force          bool     `json:"-"`
+	Targets        []string `json:"targets"`
+	Rank           int      `json:"lora_r"`
+	Alpha          float64  `json:"lora_alpha"`
+	Dropout        float64  `json:"lora_dropout"`
+	Bits           int      `json:"bits"`
+	BlockSize      int      `json:"block_size"`
+	Asymmetric     bool     `json:"asymmetric"`
+	QuantizeLMHead bool     `json:"quantize_lm_head"`
+	Seed           uint64   `json:"seed"`
+}
+
+// DefaultOptions are the reference recipe's settings.
+func DefaultOptions() Options {
+	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42}
+}
+
+// Validate checks option ranges, naming the flag at fault.
+func (o *Options) Validate() error {
+	if o.Model == "" {
+		return fmt.Errorf("--model is required")
+	}
+	if o.Out == "" {
+		return fmt.Errorf("--out is required")
+	}
+	if o.Rank <= 0 || o.Rank > 4096 {
+		return fmt.Errorf("--lora-r %d: must be in 1..4096", o.Rank)
+	}
+	if o.Alpha <= 0 || math.IsNaN(o.Alpha) {
+		return fmt.Errorf("--lora-alpha %g: must be positive", o.Alpha)
+	}
+	if o.Dropout < 0 || o.Dropout >= 1 {
+		return fmt.Errorf("--lora-dropout %g: must be in [0, 1)", o.Dropout)
+	}
+	if o.Bits != 4 && o.Bits != 16 {
+		return fmt.Errorf("--bits %d: use 4 (4-bit base) or 16 (unquantized base)", o.Bits)
+	}
+	if err := (quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}).Validate(); err != nil {
+		return fmt.Errorf("--block-size: %w", err)
+	}
+	if len(o.Targets) == 0 {
+		return fmt.Errorf("--targets is empty: name at least one of %s", strings.Join(passes.Kinds, ","))
+	}
+	return nil
+}
+
+func (o *Options) passConfig(dropout float64) *passes.Config {
+	return &passes.Config{
+		Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, Bits: o.Bits,
+		Quant:          quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric},
+		QuantizeLMHead: o.QuantizeLMHead,
+	}
+}
+
+// Result summarises a prepare run.
+type Result struct {
+	Manifest *manifest.Manifest
+	Linears  *passes.Linears
+}
+
+// Inspect loads a model and finds its Linears (for --list-targets).
+func Inspect(path string) (*passes.Linears, error) {
+	m, err := ortgraph.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSupported(m); err != nil {
+		return nil, err
+	}
+	g := ortgraph.NewGraph(m)
+	ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+	if err != nil {
+		return nil, err
+	}
+	return ctx.Result(passes.FindLinears).(*passes.Linears), nil
+}
+
+// checkSupported refuses graphs ortq cannot train, with a reason.
+func checkSupported(m *ortgraph.Model) error {
+	g := m.P.Graph
+	for _, in := range g.Input {
+		n := strings.ToLower(in.Name)
+		if strings.Contains(n, "past_key") || strings.Contains(n, "past_value") || strings.HasPrefix(n, "past.") {
+			return fmt.Errorf("model %q: input %q is a KV cache: export without cache (use_cache=False)", m.Path, in.Name)
+		}
+	}
+	hasIDs := false
+	for _, in := range g.Input {
+		if in.Name == "input_ids" {
+			hasIDs = true
+		}
+	}
+	if !hasIDs {
+		return fmt.Errorf("model %q: no input named \"input_ids\": not a decoder-only language model graph", m.Path)
+	}
+	if len(m.P.Functions) > 0 {
+		return fmt.Errorf("model %q: graphs with local functions are not supported: inline them (onnx.inliner) first", m.Path)
+	}
+	return nil
+}
+
+// Run performs `ortq prepare`.
+func Run(o Options, logf func(string, ...any)) (*Result, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if st, err := os.Stat(o.Out); err == nil {
+		if !o.Force {
+			return nil, fmt.Errorf("output %q exists: pass --force to replace it", o.Out)
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("output %q exists and is not a directory", o.Out)
+		}
+		if _, err := os.Stat(filepath.Join(o.Out, manifest.ManifestFile)); err != nil {
+			if entries, _ := os.ReadDir(o.Out); len(entries) > 0 {
+				return nil, fmt.Errorf("output %q is a non-empty directory without %s: refusing to replace it", o.Out, manifest.ManifestFile)
+			}
+		}
+	}
+	m, err := ortgraph.Load(o.Model)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSupported(m); err != nil {
+		return nil, err
+	}
+	// DequantizeLinear with UINT4 blocks needs opset 21 and IR version 10; ops in the
+	// exporter's graphs keep their semantics from opset 18 to 21.
+	srcOpset := m.OpsetVersion("")
+	if srcOpset < 18 {
+		return nil, fmt.Errorf("model %q imports opset %d: re-export with opset ≥ 18 (torch.onnx.export(..., dynamo=True))", o.Model, srcOpset)
+	}
+	if srcOpset < 21 {
+		m.SetOpset("", 21)
+	}
+	if m.P.IrVersion < 10 {
+		m.P.IrVersion = 10
+	}
+	base := ortgraph.NewGraph(m)
+	if err := base.TopoSort(); err != nil {
+		return nil, fmt.Errorf("model %q: %w", o.Model, err)
+	}
+	baseParams := countParams(m)
+	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout), logf, passes.Quantize)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", o.Model, err)
+	}
+	linears := ctx.Result(passes.FindLinears).(*passes.Linears)
+	quant := ctx.Result(passes.Quantize).([]passes.QuantLayer)
+
+	// The evaluation and training graphs start from the same quantized base.
+	evalM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
+	trainM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
+	done := passes.Linears{}
+	_ = done
+	evalCtx, err := runWithLinears(evalM, o.passConfig(0), linears, logf, passes.LoRA, passes.Loss)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
+	}
+	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout), linears, logf, passes.LoRA, passes.Loss, passes.Backward)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
+	}
+	params := trainCtx.Result(passes.LoRA).([]passes.LoRAParam)
+	_ = evalCtx
+
+	man := &manifest.Manifest{
+		Format:   manifest.FormatVersion,
+		Source:   manifest.Source{Path: m.Path, SHA256: m.SHA256, Opset: srcOpset},
+		Options:  o,
+		Weights:  manifest.WeightsFile,
+		LoRAInit: manifest.LoRAInitFile,
+		Params:   params,
+		Quant:    quant,
+	}
+	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: vocabSize(ortgraph.NewGraph(m)), Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(m)}
+	man.Counts.BaseParams = baseParams
+	for _, q := range quant {
+		man.Counts.QuantizedParams += int64(q.Shape[0]) * int64(q.Shape[1])
+	}
+	for _, p := range params {
+		man.Counts.LoRAParams += p.Shape[0] * p.Shape[1]
+	}
+	man.Train = describe(ortgraph.NewGraph(trainM), manifest.TrainFile)
+	man.Eval = describe(ortgraph.NewGraph(evalM), manifest.EvalFile)
+
+	// Write everything into a fresh temp directory and swap it in at the end, so a failed
+	// or interrupted prepare never leaves a half-written artifacts directory.
+	parent := filepath.Dir(filepath.Clean(o.Out))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(parent, ".tmp-"+filepath.Base(o.Out)+"-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := ortgraph.SaveShared(tmp, []string{manifest.TrainFile, manifest.EvalFile}, []*ortgraph.Model{trainM, evalM}, manifest.WeightsFile, 1024); err != nil {
+		return nil, err
+	}
+	if err := writeLoRAInit(filepath.Join(tmp, manifest.LoRAInitFile), params, o.Seed); err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(tmp, manifest.ManifestFile), man); err != nil {
+		return nil, err
+	}
+	if err := swapDir(tmp, o.Out); err != nil {
+		return nil, err
+	}
+	return &Result{Manifest: man, Linears: linears}, nil
+}
+
+// runWithLinears runs passes on a clone whose Linear nodes are looked up again by name
+// (the clone has its own node objects).
+func runWithLinears(m *ortgraph.Model, c *passes.Config, ls *passes.Linears, logf func(string, ...any), ps ...*ortgraph.Pass) (*ortgraph.Context, error) {
+	g := ortgraph.NewGraph(m)
+	byName := map[string]*onnxpb.NodeProto{}
+	for _, n := range g.P.Node {
+		byName[n.Name] = n
+	}
+	clone := &passes.Linears{Layers: ls.Layers, Hidden: ls.Hidden}
+	for _, l := range ls.All {
+		cp := *l
+		cp.Node = byName[l.Node.Name]
+		if cp.Node == nil {
+			panic("prepare: Linear node " + l.Node.Name + " missing from the clone")
+		}
+		clone.All = append(clone.All, &cp)
+	}
+	found := &ortgraph.Pass{Name: passes.FindLinears.Name, Run: func(*ortgraph.Context) (any, error) { return clone, nil }}
+	return ortgraph.RunPassesWith(g, c, logf, map[*ortgraph.Pass]*ortgraph.Pass{passes.FindLinears: found, passes.Quantize: noop(passes.Quantize)}, ps...)
+}
+
+func noop(p *ortgraph.Pass) *ortgraph.Pass {
+	return &ortgraph.Pass{Name: p.Name, Run: func(*ortgraph.Context) (any, error) { return []passes.QuantLayer(nil), nil }}
+}
+
+func foundBy(ls *passes.Linears) string {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range ls.All {
+		if !seen[l.Source] {
+			seen[l.Source] = true
+			out = append(out, l.Source)
+		}
+	}
+	return strings.Join(out, "+")
+}
+
+func precisionOf(m *ortgraph.Model) string {
+	for _, in := range m.P.Graph.Input {
+		_ = in
+	}
+	for _, t := range m.P.Graph.Initializer {
+		if len(t.Dims) == 2 {
+			return strings.ToLower(ortgraph.DTypeName(t.DataType))
+		}
+	}
+	return "float"
+}
+
+// vocabSize reads the embedding table's row count (the Gather reading input_ids).
+func vocabSize(g *ortgraph.Graph) int64 {
+	for _, n := range g.P.Node {
+		if n.OpType == "Gather" && len(n.Input) == 2 && n.Input[1] == "input_ids" {
+			if t := g.Initializer(n.Input[0]); t != nil && len(t.Dims) == 2 {
+				return t.Dims[0]
+			}
+		}
+	}
+	return 0
+}
+
+func countParams(m *ortgraph.Model) int64 {
+	var n int64
+	for _, t := range m.P.Graph.Initializer {
+		if t.DataType == ortgraph.Float || t.DataType == ortgraph.Float16 || t.DataType == ortgraph.BF16 {
+			n += ortgraph.NumElements(t.Dims)
+		}
+	}
+	return n
+}
+
+func describe(g *ortgraph.Graph, file string) manifest.Graph {
+	out := manifest.Graph{File: file, Nodes: len(g.P.Node)}
+	role := func(name string, isInput bool) (string, string) {
+		switch {
+		case name == "input_ids":
+			return manifest.RoleInputIDs, ""
+		case name == "attention_mask":
+			return manifest.RoleAttentionMask, ""
+		case name == "position_ids":
+			return manifest.RolePositionIDs, ""
+		case name == passes.LabelsInput:
+			return manifest.RoleLabels, ""
+		case name == passes.LossScaleInput:
+			return manifest.RoleLossScale, ""
+		case name == passes.LossOutput:
+			return manifest.RoleLoss, ""
+		case name == passes.LossSumOutput:
+			return manifest.RoleLossSum, ""
+		case name == passes.TokenCountOuput:
+			return manifest.RoleTokenCount, ""
+		case strings.HasPrefix(name, "grad."):
+			return manifest.RoleGrad, strings.TrimPrefix(name, "grad.")
+		case isInput && strings.Contains(name, ".lora_"):
+			return manifest.RoleLoRA, name
+		}
+		return "other", ""
+	}
+	for _, vi := range g.P.Input {
+		if g.Initializer(vi.Name) != nil {
+			continue
+		}
+		r, p := role(vi.Name, true)
+		out.Inputs = append(out.Inputs, manifest.IO{Name: vi.Name, Role: r, Param: p, DType: dtypeOf(vi), Shape: g.SymDims(vi.Name)})
+	}
+	for _, vi := range g.P.Output {
+		r, p := role(vi.Name, false)
+		out.Outputs = append(out.Outputs, manifest.IO{Name: vi.Name, Role: r, Param: p, DType: dtypeOf(vi), Shape: g.SymDims(vi.Name)})
+	}
+	return out
+}
+
+func dtypeOf(vi *onnxpb.ValueInfoProto) string {
+	if t := vi.GetType().GetTensorType(); t != nil {
+		return strings.ToLower(ortgraph.DTypeName(t.ElemType))
+	}
+	return "?"
+}
+
+// loraInit draws PEFT's initial values: A ~ kaiming_uniform(a=√5) = U(−1/√in, 1/√in),
+// B = 0, so the adapted model starts equal to the base model.
+func loraInit(params []passes.LoRAParam, seed uint64) map[string][]float32 {
+	rng := rand.New(rand.NewPCG(seed, 0x4c6f5241))
+	out := map[string][]float32{}
+	for _, p := range params {
+		v := make([]float32, p.Shape[0]*p.Shape[1])
+		if p.Kind == "A" {
+			bound := 1 / math.Sqrt(float64(p.Shape[1]))
+			for i := range v {
+				v[i] = float32((rng.Float64()*2 - 1) * bound)
+			}
+		}
+		out[p.Name] = v
+	}
+	return out
+}
+
+// swapDir moves a finished temp directory to dst, replacing an existing one.
+func swapDir(tmp, dst string) error {
+	old := ""
+	if _, err := os.Stat(dst); err == nil {
+		old = dst + ".old-" + filepath.Base(tmp)
+		if err := os.Rename(dst, old); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		if old != "" {
+			os.Rename(old, dst)
+		}
+		return err
+	}
+	if old != "" {
+		return os.RemoveAll(old)
+	}
+	return nil
+}
+
+func writeLoRAInit(path string, params []passes.LoRAParam, seed uint64) error {
+	vals := loraInit(params, seed)
+	ts := make([]train.Tensor, 0, len(params))
+	for _, p := range params {
+		ts = append(ts, train.F32Tensor(p.Name, p.Shape, vals[p.Name]))
+	}
+	return train.WriteSafetensors(path, ts, map[string]string{"format": "pt", "seed": fmt.Sprint(seed)})
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return ortgraph.WriteFileAtomic(path, append(b, '\n'))
+}
