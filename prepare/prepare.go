@@ -232,6 +232,15 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if err := writeJSON(filepath.Join(tmp, manifest.ManifestFile), man); err != nil {
 		return nil, err
 	}
+	// MkdirTemp/CreateTemp create owner-only entries; artifacts are ordinary files.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	if entries, err := os.ReadDir(tmp); err == nil {
+		for _, e := range entries {
+			os.Chmod(filepath.Join(tmp, e.Name()), 0o644)
+		}
+	}
 	if err := swapDir(tmp, o.Out); err != nil {
 		return nil, err
 	}

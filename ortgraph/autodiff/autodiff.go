@@ -66,6 +66,10 @@ type Result struct {
 // of their shape (so callers always receive every gradient).
 func Backward(g *ortgraph.Graph, loss string, wrt []string, opt Options) (*Result, error) {
 	b := &Builder{Graph: g, opset: g.M.OpsetVersion("")}
+	// Activity analysis walks the node list in order, so it must be topological.
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
 	seed := opt.Seed
 	if seed == "" {
 		seed = b.Op("ConstantOfShape", []string{b.Op("Shape", []string{loss})}, ortgraph.ATensor("value", ortgraph.FloatTensor("one", g.ElemType(loss), []int64{1}, []float32{1})))

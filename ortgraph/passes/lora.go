@@ -114,6 +114,9 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 	if len(params) == 0 {
 		return nil, fmt.Errorf("targets %v matched no Linear in the graph", c.Targets)
 	}
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
 	ctx.Logf("lora: %d tensors on %d Linears (r=%d, alpha=%g, dropout=%g)", len(params), len(params)/2, c.Rank, c.Alpha, c.Dropout)
 	return params, nil
 }

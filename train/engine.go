@@ -1,0 +1,188 @@
+package train
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortrun"
+)
+
+// Engine runs an artifacts directory's graphs on ONNX Runtime: a training step
+// (forward + backward of one micro-batch) and evaluation.
+type Engine struct {
+	Dir  string
+	Man  *manifest.Manifest
+	Opts ortrun.Options
+
+	train, eval *ortrun.Session
+}
+
+// OpenEngine loads the manifest and opens the evaluation graph, and the training graph
+// when withTrain is set.
+func OpenEngine(dir string, opts ortrun.Options, withTrain bool) (*Engine, error) {
+	man, err := manifest.ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{Dir: dir, Man: man, Opts: opts}
+	if e.eval, err = ortrun.NewSession(filepath.Join(dir, man.Eval.File), opts); err != nil {
+		return nil, fmt.Errorf("open %s: %w", man.Eval.File, err)
+	}
+	if withTrain {
+		if e.train, err = ortrun.NewSession(filepath.Join(dir, man.Train.File), opts); err != nil {
+			e.eval.Close()
+			return nil, fmt.Errorf("open %s: %w", man.Train.File, err)
+		}
+	}
+	return e, nil
+}
+
+// Close releases the sessions.
+func (e *Engine) Close() {
+	if e.train != nil {
+		e.train.Close()
+	}
+	if e.eval != nil {
+		e.eval.Close()
+	}
+}
+
+// feeds builds the graph inputs for a batch and the current LoRA values.
+func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossScale float32) (map[string]*ortrun.Tensor, error) {
+	in := map[string]*ortrun.Tensor{}
+	shape := b.Shape()
+	for _, io := range g.Inputs {
+		switch io.Role {
+		case manifest.RoleInputIDs:
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.InputIDs}
+		case manifest.RoleAttentionMask:
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.AttentionMask}
+		case manifest.RolePositionIDs:
+			pos := make([]int64, len(b.InputIDs))
+			for r := 0; r < b.Rows; r++ {
+				for c := 0; c < b.SeqLen; c++ {
+					pos[r*b.SeqLen+c] = int64(c)
+				}
+			}
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: pos}
+		case manifest.RoleLabels:
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.Labels}
+		case manifest.RoleLossScale:
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{1}, Data: []float32{lossScale}}
+		case manifest.RoleLoRA:
+			v, ok := params[io.Param]
+			if !ok {
+				return nil, fmt.Errorf("no value for LoRA parameter %q", io.Param)
+			}
+			s := make([]int64, len(io.Shape))
+			for i := range io.Shape {
+				fmt.Sscan(io.Shape[i], &s[i])
+			}
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Float32, Shape: s, Data: v}
+		default:
+			return nil, fmt.Errorf("graph %s input %q has role %q that ortq cannot feed", g.File, io.Name, io.Role)
+		}
+	}
+	return in, nil
+}
+
+func scalarOut(out map[string]*ortrun.Tensor, name string) (float64, error) {
+	t, ok := out[name]
+	if !ok {
+		return 0, fmt.Errorf("graph did not return %q", name)
+	}
+	v, ok := t.Data.([]float32)
+	if !ok || len(v) != 1 {
+		return 0, fmt.Errorf("output %q is not a 1-element float tensor", name)
+	}
+	return float64(v[0]), nil
+}
+
+// StepResult is one micro-batch's forward + backward.
+type StepResult struct {
+	LossSum float64
+	Tokens  int
+	// Grads are d(loss_sum · lossScale)/dθ by PEFT name.
+	Grads map[string][]float32
+}
+
+// Step runs the training graph on one micro-batch.
+func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float32) (*StepResult, error) {
+	if e.train == nil {
+		panic("Engine.Step without a training session")
+	}
+	g := &e.Man.Train
+	in, err := feeds(g, b, params, lossScale)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, io := range g.Outputs {
+		if io.Role == manifest.RoleGrad || io.Role == manifest.RoleLossSum || io.Role == manifest.RoleTokenCount {
+			names = append(names, io.Name)
+		}
+	}
+	out, err := e.train.Run(in, names)
+	if err != nil {
+		return nil, err
+	}
+	r := &StepResult{Grads: map[string][]float32{}}
+	for _, io := range g.Outputs {
+		switch io.Role {
+		case manifest.RoleGrad:
+			v, ok := out[io.Name].Data.([]float32)
+			if !ok {
+				return nil, fmt.Errorf("gradient output %q is not float32", io.Name)
+			}
+			r.Grads[io.Param] = v
+		case manifest.RoleLossSum:
+			if r.LossSum, err = scalarOut(out, io.Name); err != nil {
+				return nil, err
+			}
+		case manifest.RoleTokenCount:
+			c, err := scalarOut(out, io.Name)
+			if err != nil {
+				return nil, err
+			}
+			r.Tokens = int(c)
+		}
+	}
+	return r, nil
+}
+
+// Eval returns the summed loss and token count of the batches under params.
+func (e *Engine) Eval(batches []data.Batch, params map[string][]float32) (lossSum float64, tokens int64, err error) {
+	g := &e.Man.Eval
+	var sumName, cntName string
+	for _, io := range g.Outputs {
+		switch io.Role {
+		case manifest.RoleLossSum:
+			sumName = io.Name
+		case manifest.RoleTokenCount:
+			cntName = io.Name
+		}
+	}
+	for _, b := range batches {
+		in, err := feeds(g, b, params, 1)
+		if err != nil {
+			return 0, 0, err
+		}
+		out, err := e.eval.Run(in, []string{sumName, cntName})
+		if err != nil {
+			return 0, 0, err
+		}
+		s, err := scalarOut(out, sumName)
+		if err != nil {
+			return 0, 0, err
+		}
+		c, err := scalarOut(out, cntName)
+		if err != nil {
+			return 0, 0, err
+		}
+		lossSum += s
+		tokens += int64(c)
+	}
+	return lossSum, tokens, nil
+}
