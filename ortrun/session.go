@@ -1,0 +1,500 @@
+package ortrun
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"unsafe"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// Options configure a Session.
+type Options struct {
+	// Device is "cpu" (or ""), "cuda" (device 0) or "cuda:N".
+	Device string
+	// IntraOpThreads is the CPU thread pool size; 0 lets ONNX Runtime choose (one per core).
+	IntraOpThreads int
+	// DisableOptimizations turns every graph optimization off (overrides OptLevel).
+	DisableOptimizations bool
+	// OptLevel: 0 = ONNX Runtime's default (all), 1 = basic, 2 = extended, 3 = all.
+	OptLevel int
+	// ProfilePrefix, when set, enables ONNX Runtime's profiler; it writes
+	// <prefix>_<date>.json (Chrome trace format) when the session is closed.
+	ProfilePrefix string
+	// LogVerbose sets this session's ONNX Runtime log severity to verbose (to stderr).
+	LogVerbose bool
+}
+
+// ParseDevice splits "cpu", "cuda" or "cuda:N" into the provider and the CUDA device id.
+func ParseDevice(device string) (provider string, id int, err error) {
+	switch d := strings.ToLower(strings.TrimSpace(device)); {
+	case d == "" || d == "cpu":
+		return "cpu", 0, nil
+	case d == "cuda" || d == "gpu":
+		return "cuda", 0, nil
+	case strings.HasPrefix(d, "cuda:"):
+		n, err := strconv.Atoi(d[len("cuda:"):])
+		if err != nil || n < 0 {
+			return "", 0, fmt.Errorf("device %q: want cuda:N with N a device number ≥ 0", device)
+		}
+		return "cuda", n, nil
+	}
+	return "", 0, fmt.Errorf("device %q: want cpu, cuda or cuda:N", device)
+}
+
+func (o Options) sessionOptions() (*ort.SessionOptions, error) {
+	provider, devID, err := ParseDevice(o.Device)
+	if err != nil {
+		return nil, err
+	}
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("creating ONNX Runtime session options: %w", err)
+	}
+	fail := func(what string, err error) (*ort.SessionOptions, error) {
+		so.Destroy()
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if o.IntraOpThreads < 0 {
+		return fail("options", fmt.Errorf("IntraOpThreads %d is negative", o.IntraOpThreads))
+	}
+	if o.IntraOpThreads > 0 {
+		if err := so.SetIntraOpNumThreads(o.IntraOpThreads); err != nil {
+			return fail("setting intra-op threads", err)
+		}
+	}
+	level := ort.GraphOptimizationLevelEnableAll
+	switch {
+	case o.DisableOptimizations:
+		level = ort.GraphOptimizationLevelDisableAll
+	case o.OptLevel == 0 || o.OptLevel == 3:
+	case o.OptLevel == 1:
+		level = ort.GraphOptimizationLevelEnableBasic
+	case o.OptLevel == 2:
+		level = ort.GraphOptimizationLevelEnableExtended
+	default:
+		return fail("options", fmt.Errorf("OptLevel %d: want 0 (default), 1 (basic), 2 (extended) or 3 (all)", o.OptLevel))
+	}
+	if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevel(level)); err != nil {
+		return fail("setting the graph optimization level", err)
+	}
+	if o.ProfilePrefix != "" {
+		if err := so.EnableProfiling(o.ProfilePrefix); err != nil {
+			return fail("enabling profiling", err)
+		}
+	}
+	if o.LogVerbose {
+		if err := so.SetLogSeverityLevel(ort.LoggingLevelVerbose); err != nil {
+			return fail("setting the log level", err)
+		}
+	}
+	if provider == "cuda" {
+		if err := appendCUDA(so, devID); err != nil {
+			so.Destroy()
+			return nil, err
+		}
+	}
+	return so, nil
+}
+
+// Session runs one ONNX model. Run is safe for concurrent use.
+type Session struct {
+	mu       sync.RWMutex // Run holds it shared, Close exclusively
+	sess     *ort.DynamicAdvancedSession
+	inputs   []valueInfo
+	outputs  []valueInfo
+	inIndex  map[string]int
+	outIndex map[string]int
+	device   string
+}
+
+// NewSession loads an .onnx file (external data files are found relative to it).
+func NewSession(modelPath string, opts Options) (*Session, error) {
+	b, unmap, err := mapFile(modelPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading model %q: %w", modelPath, err)
+	}
+	ins, outs, err := graphIO(b)
+	unmap()
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", modelPath, err)
+	}
+	return newSession(modelPath, ins, outs, opts, func(in, out []string, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
+		return ort.NewDynamicAdvancedSession(modelPath, in, out, so)
+	})
+}
+
+// NewSessionFromBytes loads a serialized ModelProto (its external data, if any, is looked up
+// relative to the working directory).
+func NewSessionFromBytes(model []byte, opts Options) (*Session, error) {
+	if len(model) == 0 {
+		return nil, fmt.Errorf("model bytes are empty, not an ONNX model")
+	}
+	ins, outs, err := graphIO(model)
+	if err != nil {
+		return nil, fmt.Errorf("model bytes: %w", err)
+	}
+	return newSession("model bytes", ins, outs, opts, func(in, out []string, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error) {
+		return ort.NewDynamicAdvancedSessionWithONNXData(model, in, out, so)
+	})
+}
+
+func newSession(what string, ins, outs []valueInfo, opts Options,
+	create func(in, out []string, so *ort.SessionOptions) (*ort.DynamicAdvancedSession, error)) (*Session, error) {
+	if !ort.IsInitialized() {
+		return nil, fmt.Errorf("ONNX Runtime is not initialised: call ortrun.Init first")
+	}
+	if len(outs) == 0 {
+		return nil, fmt.Errorf("%s: the graph has no outputs", what)
+	}
+	s := &Session{inputs: ins, outputs: outs, inIndex: map[string]int{}, outIndex: map[string]int{}}
+	for i, v := range ins {
+		s.inIndex[v.name] = i
+	}
+	for i, v := range outs {
+		s.outIndex[v.name] = i
+		// Every Run computes every output, so an output Run could never return makes the
+		// session useless: refuse it now rather than on the first Run.
+		if v.dtype != Undefined && !v.dtype.supported() {
+			return nil, fmt.Errorf("%s: output %q has element type %s; ortrun returns only float32, float64, float16, int64, int32, uint8 and bool", what, v.name, v.dtype)
+		}
+		if v.rankKnown() && len(v.dims) == 0 && v.dtype == Float16 {
+			return nil, fmt.Errorf("%s: output %q is a float16 scalar, which onnxruntime_go cannot return; give it shape [1] (Reshape/Unsqueeze) in the graph", what, v.name)
+		}
+	}
+	so, err := opts.sessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer so.Destroy()
+	s.device, _, _ = ParseDevice(opts.Device)
+	s.sess, err = create(names(ins), names(outs), so)
+	if err != nil {
+		if s.device == "cuda" {
+			return nil, fmt.Errorf("%s: creating a CUDA session: %w%s", what, err, cudaDiagnosis())
+		}
+		return nil, fmt.Errorf("%s: ONNX Runtime could not load it: %w", what, err)
+	}
+	return s, nil
+}
+
+func names(vs []valueInfo) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.name
+	}
+	return out
+}
+
+// InputNames are the graph inputs Run requires, in graph order (initializers excluded).
+func (s *Session) InputNames() []string { return names(s.inputs) }
+
+// OutputNames are the graph outputs, in graph order.
+func (s *Session) OutputNames() []string { return names(s.outputs) }
+
+// Close releases the session. With profiling on, this is when ONNX Runtime writes the profile.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sess == nil {
+		return nil
+	}
+	err := s.sess.Destroy()
+	s.sess = nil
+	return err
+}
+
+// Run feeds every graph input by name and returns the requested outputs (all of them when
+// outputs is empty), copied into Go memory.
+//
+// onnxruntime_go fixes a session's output names when it is created, so every Run computes all
+// graph outputs and returns the ones asked for; build graphs whose outputs you want.
+// Float16 outputs and 0-d outputs are preallocated here, because onnxruntime_go v1.27.0 cannot
+// return them itself (it copies one byte per float16 element, and it cannot wrap a 0-d value);
+// a float16 output's shape must therefore be static or use dim_params that name input axes.
+func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*Tensor, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.sess == nil {
+		return nil, fmt.Errorf("run: session is closed")
+	}
+	if err := s.checkNames(inputs, outputs); err != nil {
+		return nil, err
+	}
+	if len(outputs) == 0 {
+		outputs = s.OutputNames()
+	}
+
+	var values []ort.Value
+	defer func() {
+		for _, v := range values {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+	}()
+	params := map[string]int64{} // dim_param → size, from the inputs fed
+	ins := make([]ort.Value, len(s.inputs))
+	for i, vi := range s.inputs {
+		t := inputs[vi.name]
+		if err := t.Validate(); err != nil {
+			return nil, fmt.Errorf("run: input %q: %w", vi.name, err)
+		}
+		if vi.dtype != Undefined && t.DType != vi.dtype {
+			return nil, fmt.Errorf("run: input %q: the model wants %s, got %s", vi.name, vi.dtype, t.DType)
+		}
+		if vi.rankKnown() {
+			if len(t.Shape) != len(vi.dims) {
+				return nil, fmt.Errorf("run: input %q: the model wants rank %d (%s), got shape %v", vi.name, len(vi.dims), dimString(vi), t.Shape)
+			}
+			for a, p := range vi.params {
+				if p != "" {
+					params[p] = t.Shape[a]
+				}
+			}
+		}
+		v, err := toValue(t)
+		if err != nil {
+			return nil, fmt.Errorf("run: input %q: %w", vi.name, err)
+		}
+		ins[i] = v
+		values = append(values, v)
+	}
+
+	outs := make([]ort.Value, len(s.outputs))
+	pre := make([]*Tensor, len(s.outputs)) // the Go side of preallocated outputs
+	for i, vi := range s.outputs {
+		if vi.dtype != Float16 && !(vi.rankKnown() && len(vi.dims) == 0) {
+			continue // onnxruntime_go allocates and copies these correctly
+		}
+		shape, err := resolveShape(vi, params)
+		if err != nil {
+			return nil, fmt.Errorf("run: output %q: %w", vi.name, err)
+		}
+		t := &Tensor{DType: vi.dtype, Shape: shape, Data: makeData(vi.dtype, shape)}
+		v, err := toValue(t)
+		if err != nil {
+			return nil, fmt.Errorf("run: output %q: %w", vi.name, err)
+		}
+		outs[i], pre[i] = v, t
+		values = append(values, v)
+	}
+
+	err := s.sess.Run(ins, outs)
+	for i, v := range outs {
+		if v != nil && pre[i] == nil {
+			values = append(values, v) // allocated by the run: free it on return
+		}
+	}
+	if err != nil {
+		if strings.Contains(err.Error(), "no dimensions") {
+			return nil, fmt.Errorf("run: %w (an output is 0-dimensional but the graph does not declare it so; declare its shape as [] or give it shape [1])", err)
+		}
+		return nil, fmt.Errorf("run: %w", err)
+	}
+
+	result := make(map[string]*Tensor, len(outputs))
+	for _, name := range outputs {
+		i := s.outIndex[name]
+		if pre[i] != nil {
+			if sc, ok := outs[i].(scalarValue); ok {
+				pre[i].Data = sc.data()
+			}
+			result[name] = pre[i]
+			continue
+		}
+		t, err := fromValue(outs[i])
+		if err != nil {
+			return nil, fmt.Errorf("run: output %q: %w", name, err)
+		}
+		result[name] = t
+	}
+	return result, nil
+}
+
+func (s *Session) checkNames(inputs map[string]*Tensor, outputs []string) error {
+	var missing, unknown, unknownOut []string
+	for _, vi := range s.inputs {
+		if inputs[vi.name] == nil {
+			missing = append(missing, vi.name)
+		}
+	}
+	for name := range inputs {
+		if _, ok := s.inIndex[name]; !ok {
+			unknown = append(unknown, name)
+		}
+	}
+	for _, name := range outputs {
+		if _, ok := s.outIndex[name]; !ok {
+			unknownOut = append(unknownOut, name)
+		}
+	}
+	if len(missing)+len(unknown)+len(unknownOut) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	var parts []string
+	if len(missing) > 0 {
+		parts = append(parts, fmt.Sprintf("missing inputs %q", missing))
+	}
+	if len(unknown) > 0 {
+		parts = append(parts, fmt.Sprintf("inputs %q are not graph inputs", unknown))
+	}
+	if len(unknownOut) > 0 {
+		parts = append(parts, fmt.Sprintf("outputs %q are not graph outputs (it has %q)", unknownOut, s.OutputNames()))
+	}
+	return fmt.Errorf("run: %s; the graph's inputs are %q", strings.Join(parts, "; "), s.InputNames())
+}
+
+func dimString(vi valueInfo) string {
+	parts := make([]string, len(vi.dims))
+	for i, d := range vi.dims {
+		switch {
+		case vi.params[i] != "":
+			parts[i] = vi.params[i]
+		case d >= 0:
+			parts[i] = strconv.FormatInt(d, 10)
+		default:
+			parts[i] = "?"
+		}
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+func resolveShape(vi valueInfo, params map[string]int64) ([]int64, error) {
+	if !vi.rankKnown() {
+		return nil, fmt.Errorf("%s output has no declared shape; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates itself, so declare the shape in the graph (static, or dim_params shared with inputs) or Cast it to float32", vi.dtype)
+	}
+	shape := make([]int64, len(vi.dims))
+	for i, d := range vi.dims {
+		switch n, ok := params[vi.params[i]]; {
+		case d >= 0:
+			shape[i] = d
+		case vi.params[i] != "" && ok:
+			shape[i] = n
+		default:
+			return nil, fmt.Errorf("%s output shape %s: axis %d is not static and names no input axis; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates itself, so make the axis static, name it like an input axis, or Cast the output to float32", vi.dtype, dimString(vi), i)
+		}
+	}
+	return shape, nil
+}
+
+func makeData(dt DType, shape []int64) any {
+	n := (&Tensor{Shape: shape}).NumElements()
+	switch dt {
+	case Float32:
+		return make([]float32, n)
+	case Float64:
+		return make([]float64, n)
+	case Float16:
+		return make([]uint16, n)
+	case Int64:
+		return make([]int64, n)
+	case Int32:
+		return make([]int32, n)
+	case Uint8:
+		return make([]uint8, n)
+	case Bool:
+		return make([]bool, n)
+	}
+	panic(fmt.Sprintf("ortrun: makeData(%v): unsupported dtype reached after validation", dt))
+}
+
+// toValue wraps t's Go memory (no copy) as an ONNX Runtime value; the caller keeps t alive and
+// Destroys the value.
+func toValue(t *Tensor) (ort.Value, error) {
+	if len(t.Shape) == 0 {
+		return toScalar(t)
+	}
+	shape := ort.NewShape(t.Shape...)
+	switch d := t.Data.(type) {
+	case []float32:
+		return ort.NewTensor(shape, d)
+	case []float64:
+		return ort.NewTensor(shape, d)
+	case []int64:
+		return ort.NewTensor(shape, d)
+	case []int32:
+		return ort.NewTensor(shape, d)
+	case []uint8:
+		return ort.NewTensor(shape, d)
+	case []bool:
+		return ort.NewTensor(shape, d)
+	case []uint16:
+		// onnxruntime_go's Tensor[uint16] would be UINT16; float16 goes through its
+		// custom-data tensor over the same bytes.
+		if len(d) == 0 {
+			return nil, fmt.Errorf("an empty float16 tensor (shape %v) cannot be passed through onnxruntime_go", t.Shape)
+		}
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&d[0])), 2*len(d))
+		return ort.NewCustomDataTensor(shape, b, ort.TensorElementDataTypeFloat16)
+	}
+	return nil, fmt.Errorf("unsupported data %T", t.Data)
+}
+
+// scalarValue is an onnxruntime_go Scalar[T] of any T, read back after a run.
+type scalarValue interface {
+	ort.Value
+	data() any
+}
+
+type scalar[T ort.TensorData] struct{ *ort.Scalar[T] }
+
+func (s scalar[T]) data() any { return []T{s.GetData()} }
+
+func newScalar[T ort.TensorData](v T) (ort.Value, error) {
+	sc, err := ort.NewScalar(v)
+	if err != nil {
+		return nil, err
+	}
+	return scalar[T]{sc}, nil
+}
+
+func toScalar(t *Tensor) (ort.Value, error) {
+	switch d := t.Data.(type) {
+	case []float32:
+		return newScalar(d[0])
+	case []float64:
+		return newScalar(d[0])
+	case []int64:
+		return newScalar(d[0])
+	case []int32:
+		return newScalar(d[0])
+	case []uint8:
+		return newScalar(d[0])
+	case []bool:
+		return newScalar(d[0])
+	}
+	return nil, fmt.Errorf("a 0-d %s tensor cannot be passed through onnxruntime_go; give it shape [1]", t.DType)
+}
+
+// fromValue converts an output onnxruntime_go allocated. Its data already lives in Go memory
+// (onnxruntime_go copies it there), so the slice is kept, not copied again.
+func fromValue(v ort.Value) (*Tensor, error) {
+	shape := []int64(v.GetShape())
+	switch x := v.(type) {
+	case *ort.Tensor[float32]:
+		return &Tensor{DType: Float32, Shape: shape, Data: x.GetData()}, nil
+	case *ort.Tensor[float64]:
+		return &Tensor{DType: Float64, Shape: shape, Data: x.GetData()}, nil
+	case *ort.Tensor[int64]:
+		return &Tensor{DType: Int64, Shape: shape, Data: x.GetData()}, nil
+	case *ort.Tensor[int32]:
+		return &Tensor{DType: Int32, Shape: shape, Data: x.GetData()}, nil
+	case *ort.Tensor[uint8]:
+		return &Tensor{DType: Uint8, Shape: shape, Data: x.GetData()}, nil
+	case *ort.Tensor[bool]:
+		return &Tensor{DType: Bool, Shape: shape, Data: x.GetData()}, nil
+	}
+	return nil, fmt.Errorf("ONNX Runtime returned a %T (%v), which ortrun does not convert", v, DType(v.DataType()))
+}
+
+// fileExists is used by the diagnostics.
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
