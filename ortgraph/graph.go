@@ -183,6 +183,14 @@ func (g *Graph) Fresh(base string) string {
 	}
 }
 
+// freshRaw is Fresh without the scope prefix (for names derived from scoped ones).
+func (g *Graph) freshRaw(base string) string {
+	saved := g.Scope
+	g.Scope = ""
+	defer func() { g.Scope = saved }()
+	return g.Fresh(base)
+}
+
 // Reserve marks a name as used (for names chosen by the caller, e.g. PEFT parameter names).
 func (g *Graph) Reserve(name string) error {
 	if g.used[name] {
@@ -232,7 +240,7 @@ func (g *Graph) Add(s NodeSpec) []string {
 	}
 	n := &onnxpb.NodeProto{OpType: s.Op, Domain: s.Domain, Input: s.Inputs, Name: g.Fresh(base), Attribute: s.Attrs}
 	for i := 0; i < s.NOut; i++ {
-		o := g.Fresh(n.Name + "_out" + strconv.Itoa(i))
+		o := g.freshRaw(n.Name + "_out" + strconv.Itoa(i))
 		n.Output = append(n.Output, o)
 		g.prod[o] = n
 	}

@@ -313,8 +313,9 @@ func (b *Builder) Unbroadcast(dy, x string) string {
 				axes = append(axes, int64(i))
 			case xd[j] == 1 && yd[i] != 1:
 				axes = append(axes, int64(i))
-			case xd[j] == -1 && yd[i] != xd[j]:
-				// x dim unknown: can't decide statically unless symbolic names match.
+			case xd[j] == -1:
+				// x dim unknown: x may be broadcast along it unless dy carries the same
+				// symbolic dim.
 				xs, ys := b.SymDims(x), b.SymDims(dy)
 				if xs[j] == "?" || xs[j] != ys[i] {
 					static = false

@@ -2,6 +2,7 @@ package autodiff
 
 import (
 	"math"
+	"os"
 	"math/rand/v2"
 	"testing"
 
@@ -83,6 +84,11 @@ func buildGradModel(t *testing.T, c gradCase) []byte {
 		_ = n
 		m.P.Graph.Output = append(m.P.Graph.Output, &onnxpb.ValueInfoProto{Name: p + "_grad", Type: g.Type(p)})
 	}
+	if testing.Verbose() && c.name == "x" {
+		for _, n := range m.P.Graph.Node {
+			t.Logf("%s %s %v -> %v", n.Name, n.OpType, n.Input, n.Output)
+		}
+	}
 	buf, err := proto.Marshal(m.P)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +167,7 @@ func perturb(t *ortrun.Tensor, i int, delta float64) (restore func()) {
 func checkGradients(t *testing.T, c gradCase) {
 	t.Helper()
 	buf := buildGradModel(t, c)
-	s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})
+	s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1, DisableOptimizations: os.Getenv("ORTQ_NOOPT") != ""})
 	if err != nil {
 		t.Fatalf("session: %v", err)
 	}
@@ -325,6 +331,20 @@ func TestGradients(t *testing.T) {
 			return g.Op("Mul", []string{"w", g.Op("Mul", []string{"x", r})})
 		}},
 	}
+	f32 := func(name string, dims ...int64) tin { return tin{name: name, dt: ortgraph.Float, dims: dims, wrt: true} }
+	mask := make([]bool, 5*5)
+	for i := range mask {
+		mask[i] = i%5 != 4 || i == 24 // last key hidden from all but the last query
+	}
+	cases = append(cases,
+		gradCase{name: "Attention/4D-GQA-causal", opset: 23, tol: 2e-2, h: 1e-2,
+			ins: []tin{f32("q", 2, 4, 5, 8), f32("k", 2, 2, 5, 8), f32("v", 2, 2, 5, 8)}, build: one("Attention", ortgraph.AInt("is_causal", 1))},
+		gradCase{name: "Attention/3D-mask-scale", opset: 23, tol: 2e-2, h: 1e-2,
+			ins: []tin{f32("q", 2, 5, 16), f32("k", 2, 5, 8), f32("v", 2, 5, 8), {name: "m", dt: ortgraph.Bool, dims: []int64{5, 5}, bools: mask}},
+			build: one("Attention", ortgraph.AInt("q_num_heads", 4), ortgraph.AInt("kv_num_heads", 2), ortgraph.AFloat("scale", 0.3))},
+		gradCase{name: "RMSNormalization", opset: 23, tol: 1e-2, h: 1e-2,
+			ins: []tin{f32("x", 2, 3, 8), f32("w", 8)}, build: one("RMSNormalization", ortgraph.AFloat("epsilon", 1e-5))},
+	)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { checkGradients(t, c) })
 	}
