@@ -114,7 +114,16 @@ func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float
 		panic("Engine.Step without a training session")
 	}
 	g := &e.Man.Train
-	in, err := feeds(g, b, params, lossScale)
+	// The graph differentiates loss_sum · loss_scale. Seeding with scale/tokens keeps the
+	// backward's magnitudes those of the mean loss (as PyTorch's are): a sum over
+	// thousands of tokens times a 2^16 loss scale would overflow fp16 activations.
+	// The gradients are multiplied back by the token count below, so callers still get
+	// d(loss_sum · lossScale)/dθ for exact token-weighted accumulation.
+	tokens := b.Tokens
+	if tokens <= 0 {
+		tokens = 1
+	}
+	in, err := feeds(g, b, params, lossScale/float32(tokens))
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +144,9 @@ func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float
 			v, ok := out[io.Name].Data.([]float32)
 			if !ok {
 				return nil, fmt.Errorf("gradient output %q is not float32", io.Name)
+			}
+			for i := range v {
+				v[i] *= float32(tokens)
 			}
 			r.Grads[io.Param] = v
 		case manifest.RoleLossSum:

@@ -151,3 +151,24 @@ func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
 	}
 	return y, nil
 }
+
+func init() {
+	register("", "RotaryEmbedding", gradRotaryEmbedding)
+}
+
+// RotaryEmbedding (opset 23): y = R(θ)·x, a rotation of each pair of channels by the
+// position's angle ⇒ dx = R(θ)ᵀ·dy = R(−θ)·dy, i.e. the same op with sin negated
+// (cos(−θ) = cos θ, sin(−θ) = −sin θ); channels beyond rotary_embedding_dim pass through.
+func gradRotaryEmbedding(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	for i := 1; i < len(need); i++ {
+		if need[i] {
+			return nil, fmt.Errorf("RotaryEmbedding input %d (cos/sin cache or positions) has no gradient", i)
+		}
+	}
+	ins := append([]string(nil), n.Input...)
+	ins[0] = dy[0]
+	ins[2] = b.Op("Neg", []string{n.Input[2]})
+	g[0] = b.Add(ortgraph.NodeSpec{Op: "RotaryEmbedding", Inputs: ins, Attrs: n.Attribute})[0]
+	return g, nil
+}

@@ -60,9 +60,10 @@ func (ls *Linears) Get(layer int, kind string) *Linear {
 // structure: a Llama layer's seven Linears are told apart by what their outputs feed
 // (attention scores, attention values, SiLU gate) and by their shapes.
 var FindLinears = &ortgraph.Pass{
-	Name: "find-linears",
-	Doc:  "locate the decoder's Linear layers (MatMul with a 2-D weight initializer) and name them by HF module path",
-	Run:  runFindLinears,
+	Name:     "find-linears",
+	Doc:      "locate the decoder's Linear layers (MatMul with a 2-D weight initializer) and name them by HF module path",
+	Requires: []*ortgraph.Pass{ORTCompat},
+	Run:      runFindLinears,
 }
 
 var (

@@ -1,0 +1,136 @@
+package train
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+)
+
+// ProgressOptions configures a Progress.
+type ProgressOptions struct {
+	// Total optimizer steps; ≤ 0 when unknown (a spinner, no ETA).
+	Total int
+	// Writer receives the bar; nil means os.Stderr, so stdout stays clean
+	// for piping.
+	Writer io.Writer
+	// Quiet disables all drawing (tests, --quiet, non-terminal CI logs); the
+	// last values are still kept for Last.
+	Quiet bool
+	// Throttle limits redraws (0 → 100 ms, negative → every update).
+	Throttle time.Duration
+}
+
+// Progress is the training progress line: step/total, loss, tokens/s and
+// the bar's own elapsed:remaining (ETA) estimate.
+type Progress struct {
+	bar   *progressbar.ProgressBar
+	quiet bool
+	w     io.Writer
+	last  ProgressUpdate
+}
+
+// ProgressUpdate is what the loop reports after each optimizer step.
+type ProgressUpdate struct {
+	Step         int
+	Loss         float64
+	TokensPerSec float64
+	LR           float64
+	LossScale    float32
+}
+
+// NewProgress creates the display.
+func NewProgress(opts ProgressOptions) *Progress {
+	p := &Progress{quiet: opts.Quiet, w: opts.Writer}
+	if p.w == nil {
+		p.w = os.Stderr
+	}
+	if p.quiet {
+		return p
+	}
+	throttle := opts.Throttle
+	if throttle == 0 {
+		throttle = 100 * time.Millisecond
+	} else if throttle < 0 {
+		throttle = 0
+	}
+	total := opts.Total
+	if total <= 0 {
+		total = -1
+	}
+	p.bar = progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(p.w),
+		progressbar.OptionSetDescription("training"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetWidth(24),
+		progressbar.OptionThrottle(throttle),
+		progressbar.OptionSetRenderBlankState(true),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(p.w) }),
+	)
+	return p
+}
+
+// Describe formats the description the bar shows for u.
+func (u ProgressUpdate) Describe() string {
+	s := fmt.Sprintf("loss %s | %s tok/s", fmtLoss(u.Loss), fmtRate(u.TokensPerSec))
+	if u.LR > 0 {
+		s += fmt.Sprintf(" | lr %.2e", u.LR)
+	}
+	if u.LossScale > 0 && u.LossScale != 1 {
+		s += fmt.Sprintf(" | scale %g", u.LossScale)
+	}
+	return s
+}
+
+func fmtLoss(l float64) string {
+	if math.IsNaN(l) || math.IsInf(l, 0) {
+		return fmt.Sprint(l)
+	}
+	return fmt.Sprintf("%.4f", l)
+}
+
+func fmtRate(r float64) string {
+	switch {
+	case r >= 1e4:
+		return fmt.Sprintf("%.0f", r)
+	default:
+		return fmt.Sprintf("%.1f", r)
+	}
+}
+
+// Update records a finished optimizer step and redraws (throttled).
+func (p *Progress) Update(u ProgressUpdate) {
+	p.last = u
+	if p.quiet {
+		return
+	}
+	p.bar.Describe(u.Describe())
+	_ = p.bar.Set(u.Step)
+}
+
+// Last returns the most recent update.
+func (p *Progress) Last() ProgressUpdate { return p.last }
+
+// Println prints a message (e.g. an eval result) on its own line without
+// tearing the bar.
+func (p *Progress) Println(msg string) {
+	if p.quiet {
+		return
+	}
+	_ = p.bar.Clear()
+	fmt.Fprintln(p.w, msg)
+	_ = p.bar.RenderBlank()
+}
+
+// Finish completes the bar (a no-op when quiet).
+func (p *Progress) Finish() {
+	if p.quiet {
+		return
+	}
+	_ = p.bar.Finish()
+}

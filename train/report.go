@@ -1,0 +1,272 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/montanaflynn/stats"
+)
+
+// Float is a float64 that encodes NaN and ±Inf as JSON null, so a report of a
+// diverged run (NaN loss, Inf perplexity) can still be written.
+type Float float64
+
+// MarshalJSON implements json.Marshaler.
+func (f Float) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON implements json.Unmarshaler (null reads back as NaN).
+func (f *Float) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*f = Float(math.NaN())
+		return nil
+	}
+	var v float64
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*f = Float(v)
+	return nil
+}
+
+// EvalResult is one evaluation pass.
+type EvalResult struct {
+	Step       int   `json:"step"`
+	Loss       Float `json:"loss"`       // mean loss per counted token
+	Perplexity Float `json:"perplexity"` // exp(Loss)
+	Tokens     int64 `json:"tokens"`
+}
+
+// NewEvalResult turns an eval pass's loss sum and token count (the graph's
+// outputs, summed over batches) into mean loss and perplexity.
+func NewEvalResult(step int, lossSum float64, tokens int64) EvalResult {
+	loss := math.NaN()
+	if tokens > 0 {
+		loss = lossSum / float64(tokens)
+	}
+	return EvalResult{Step: step, Loss: Float(loss), Perplexity: Float(math.Exp(loss)), Tokens: tokens}
+}
+
+// DurationStats summarises step times in milliseconds.
+type DurationStats struct {
+	Count  int   `json:"count"`
+	MeanMS Float `json:"mean_ms"`
+	P50MS  Float `json:"p50_ms"`
+	P95MS  Float `json:"p95_ms"`
+	MinMS  Float `json:"min_ms"`
+	MaxMS  Float `json:"max_ms"`
+}
+
+// SummarizeDurations computes mean and percentiles with montanaflynn/stats
+// (its Percentile interpolates between closest ranks, NumPy's default).
+func SummarizeDurations(ds []time.Duration) (DurationStats, error) {
+	if len(ds) == 0 {
+		return DurationStats{}, errors.New("no step times recorded")
+	}
+	ms := make(stats.Float64Data, len(ds))
+	for i, d := range ds {
+		ms[i] = float64(d) / float64(time.Millisecond)
+	}
+	var out DurationStats
+	out.Count = len(ds)
+	var err error
+	get := func(f func(stats.Float64Data) (float64, error)) Float {
+		v, e := f(ms)
+		if e != nil && err == nil {
+			err = e
+		}
+		return Float(v)
+	}
+	out.MeanMS = get(stats.Mean)
+	out.P50MS = get(func(d stats.Float64Data) (float64, error) { return stats.Percentile(d, 50) })
+	out.P95MS = get(func(d stats.Float64Data) (float64, error) { return stats.Percentile(d, 95) })
+	out.MinMS = get(stats.Min)
+	out.MaxMS = get(stats.Max)
+	return out, err
+}
+
+// Report is the run report written at the end of `ortq train`.
+type Report struct {
+	// Config is any JSON-encodable value (the resolved options); Markdown
+	// shows it flattened to dotted keys.
+	Config          any           `json:"config"`
+	StartedAt       time.Time     `json:"started_at"`
+	WallTime        time.Duration `json:"wall_time_ns"`
+	OptimizerSteps  int           `json:"optimizer_steps"`
+	SkippedSteps    int           `json:"skipped_steps"` // fp16 overflow skips
+	Epochs          Float         `json:"epochs"`
+	TrainTokens     int64         `json:"train_tokens"`
+	Baseline        EvalResult    `json:"baseline_eval"`
+	Final           EvalResult    `json:"final_eval"`
+	EvalHistory     []EvalResult  `json:"eval_history,omitempty"`
+	TokensPerSecond Float         `json:"tokens_per_second"`
+	StepTime        DurationStats `json:"step_time"`
+	PeakRSSBytes    uint64        `json:"peak_rss_bytes"`
+	Notes           []string      `json:"notes,omitempty"`
+}
+
+// WriteJSON writes the report as indented JSON, atomically.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	b = append(b, '\n')
+	return WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.Write(b); return err })
+}
+
+// WriteMarkdown writes Markdown(), atomically.
+func (r *Report) WriteMarkdown(path string) error {
+	md, err := r.Markdown()
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.WriteString(md); return err })
+}
+
+// Markdown renders the report for humans; deterministic for a given Report.
+func (r *Report) Markdown() (string, error) {
+	var b strings.Builder
+	b.WriteString("# ortq training report\n\n")
+	if !r.StartedAt.IsZero() {
+		fmt.Fprintf(&b, "Started %s, wall time %s.\n\n", r.StartedAt.UTC().Format(time.RFC3339), r.WallTime.Round(time.Second))
+	}
+	b.WriteString("## Evaluation\n\n")
+	b.WriteString("| | baseline | final | change |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| eval loss | %s | %s | %s |\n", fnum(r.Baseline.Loss, 4), fnum(r.Final.Loss, 4), fdelta(r.Baseline.Loss, r.Final.Loss))
+	fmt.Fprintf(&b, "| perplexity | %s | %s | %s |\n", fnum(r.Baseline.Perplexity, 3), fnum(r.Final.Perplexity, 3), fpct(r.Baseline.Perplexity, r.Final.Perplexity))
+	fmt.Fprintf(&b, "| eval tokens | %d | %d | |\n", r.Baseline.Tokens, r.Final.Tokens)
+	if len(r.EvalHistory) > 0 {
+		b.WriteString("\n| step | eval loss | perplexity |\n|---:|---:|---:|\n")
+		for _, e := range r.EvalHistory {
+			fmt.Fprintf(&b, "| %d | %s | %s |\n", e.Step, fnum(e.Loss, 4), fnum(e.Perplexity, 3))
+		}
+	}
+	b.WriteString("\n## Training\n\n| | |\n|---|---:|\n")
+	fmt.Fprintf(&b, "| optimizer steps | %d |\n", r.OptimizerSteps)
+	fmt.Fprintf(&b, "| skipped steps (overflow) | %d |\n", r.SkippedSteps)
+	fmt.Fprintf(&b, "| epochs | %s |\n", fnum(r.Epochs, 2))
+	fmt.Fprintf(&b, "| tokens trained | %d |\n", r.TrainTokens)
+	fmt.Fprintf(&b, "| tokens/s | %s |\n", fnum(r.TokensPerSecond, 1))
+	if r.StepTime.Count > 0 {
+		fmt.Fprintf(&b, "| step time p50 / p95 / mean (ms) | %s / %s / %s |\n", fnum(r.StepTime.P50MS, 1), fnum(r.StepTime.P95MS, 1), fnum(r.StepTime.MeanMS, 1))
+	} else {
+		b.WriteString("| step time p50 / p95 / mean (ms) | n/a |\n")
+	}
+	fmt.Fprintf(&b, "| peak host RSS | %s |\n", fbytes(r.PeakRSSBytes))
+	if len(r.Notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(n))
+		}
+	}
+	if r.Config != nil {
+		rows, err := flattenConfig(r.Config)
+		if err != nil {
+			return "", err
+		}
+		b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
+		for _, kv := range rows {
+			fmt.Fprintf(&b, "| %s | %s |\n", mdEscape(kv[0]), mdEscape(kv[1]))
+		}
+	}
+	return b.String(), nil
+}
+
+func fnum(f Float, prec int) string {
+	v := float64(f)
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.*f", prec, v)
+}
+
+func fdelta(a, b Float) string {
+	d := float64(b - a)
+	if math.IsNaN(d) || math.IsInf(d, 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%+.4f", d)
+}
+
+func fpct(a, b Float) string {
+	if !(a > 0) || math.IsInf(float64(a), 0) || math.IsNaN(float64(b)) || math.IsInf(float64(b), 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%+.1f %%", 100*float64(b-a)/float64(a))
+}
+
+func fbytes(n uint64) string {
+	if n == 0 {
+		return "n/a"
+	}
+	const gib, mib = 1 << 30, 1 << 20
+	if n >= gib {
+		return fmt.Sprintf("%.2f GiB", float64(n)/gib)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/mib)
+}
+
+func mdEscape(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// flattenConfig turns any JSON-encodable value into sorted dotted key/value rows.
+func flattenConfig(cfg any) ([][2]string, error) {
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode report config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // keep integers and exact decimals as written
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	var rows [][2]string
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch t := v.(type) {
+		case map[string]any:
+			if len(t) == 0 && prefix != "" {
+				rows = append(rows, [2]string{prefix, "{}"})
+			}
+			for k, sub := range t {
+				key := k
+				if prefix != "" {
+					key = prefix + "." + k
+				}
+				walk(key, sub)
+			}
+		case []any:
+			parts := make([]string, len(t))
+			for i, e := range t {
+				eb, _ := json.Marshal(e)
+				parts[i] = strings.Trim(string(eb), `"`)
+			}
+			rows = append(rows, [2]string{prefix, strings.Join(parts, ", ")})
+		case string:
+			rows = append(rows, [2]string{prefix, t})
+		case nil:
+			rows = append(rows, [2]string{prefix, "null"})
+		default:
+			rows = append(rows, [2]string{prefix, fmt.Sprint(t)})
+		}
+	}
+	walk("", v)
+	sort.Slice(rows, func(i, j int) bool { return rows[i][0] < rows[j][0] })
+	return rows, nil
+}
