@@ -61,7 +61,7 @@ define verify
 	  echo "error: $(1) does not have the pinned SHA-256 $(2); delete it and run make again" >&2; exit 1; }
 endef
 
-.PHONY: ort ort-gpu ort-gpu-bundle build test vet demo demo-data clean
+.PHONY: ort ort-gpu ort-gpu-bundle build test vet demo demo-data tokenizer-fixtures clean
 
 ## ort: ONNX Runtime $(ORT_VERSION) core library into .ort/ (skipped when already there)
 ort: $(ORT_LIB)
@@ -94,12 +94,17 @@ build:
 	$(GO) build -o bin/ortq ./cmd/ortq
 
 ## test: every test, with ONNX Runtime required (nothing that needs it may skip), then go vet
-test: ort
-	ORTQ_REQUIRE_ORT=1 ORTQ_ORT_LIB="$(abspath $(ORT_LIB))" $(GO) test -timeout $(GO_TEST_TIMEOUT) ./...
+test: ort demo-data tokenizer-fixtures
+	ORTQ_REQUIRE_ORT=1 ORTQ_REQUIRE_FIXTURES=1 ORTQ_ORT_LIB="$(abspath $(ORT_LIB))" ORTQ_DEMO_DATA="$(abspath $(DEMO_DATA))" \
+	  $(GO) test -timeout $(GO_TEST_TIMEOUT) ./...
 	$(GO) vet ./...
 
 vet:
 	$(GO) vet ./...
+
+## tokenizer-fixtures: the Llama 3 / Llama 2 tokenizer.json files and corpora the tokenizer tests compare against HF
+tokenizer-fixtures:
+	bash tokenize/testdata/fetch.sh
 
 ## demo-data: Brown corpus "learned" genre as plain text (POS tags stripped)
 demo-data: $(DEMO_DATA)
@@ -120,10 +125,11 @@ $(DEMO_DATA):
 	rm -rf "$$tmp"; mv $@.tmp $@; \
 	echo "$@: $$n texts, $$(wc -w < $@) words"
 
-## demo: prepare + train on the embedded default model (flags to be finalised)
+## demo: prepare + train on the embedded default model (QLoRA on Brown's "learned" genre)
 demo: ort build demo-data
-	bin/ortq prepare --model artifacts/default/model.onnx --out $(DEMO_DIR)/artifacts --force
-	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data $(DEMO_DATA) --tokenizer artifacts/default/tokenizer.json --out $(DEMO_DIR)/run
+	bin/ortq prepare --model default --out $(DEMO_DIR)/artifacts --force
+	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data $(DEMO_DATA) --tokenizer default --lr 1e-3 --out $(DEMO_DIR)/run
+	@echo "report: $(DEMO_DIR)/run/report.md"
 
 clean:
 	rm -rf bin $(DEMO_DIR)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/prepare"
 	"github.com/spf13/cobra"
 )
@@ -24,11 +25,15 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 			if err != nil {
 				return err
 			}
+			model, err := resolveModel(v.GetString("model"))
+			if err != nil {
+				return err
+			}
 			if v.GetBool("list-targets") {
-				return listTargets(v.GetString("model"))
+				return listTargets(model)
 			}
 			o := prepare.Options{
-				Model: v.GetString("model"), Out: v.GetString("out"), Force: v.GetBool("force"),
+				Model: model, Out: v.GetString("out"), Force: v.GetBool("force"),
 				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
 				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
 				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
@@ -52,7 +57,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		},
 	}
 	f := cmd.Flags()
-	f.String("model", "", "Llama ONNX graph to fine-tune (weights inline or as external data beside it)")
+	f.String("model", defaultmodel.Name, "Llama ONNX graph to fine-tune (weights inline or as external data beside it); \"default\" is the small pretrained Llama embedded in ortq")
 	f.String("out", "", "artifacts directory to write (created atomically)")
 	f.Bool("force", false, "replace an existing artifacts directory")
 	f.Bool("list-targets", false, "print the Linear layers found per decoder layer and exit")
@@ -67,6 +72,24 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
 	f.Bool("quiet", false, "no progress messages")
 	return cmd
+}
+
+// resolveModel maps "default" to the embedded model, extracted to the user cache.
+func resolveModel(m string) (string, error) {
+	if m != defaultmodel.Name {
+		return m, nil
+	}
+	model, _, err := defaultmodel.Extract(defaultmodel.Dir())
+	return model, err
+}
+
+// resolveTokenizer maps "default" to the embedded model's tokenizer.
+func resolveTokenizer(t string) (string, error) {
+	if t != defaultmodel.Name {
+		return t, nil
+	}
+	_, tok, err := defaultmodel.Extract(defaultmodel.Dir())
+	return tok, err
 }
 
 func listTargets(model string) error {

@@ -23,7 +23,10 @@ token ids. With --jsonl each line is a JSON string (so texts may contain newline
 			if err != nil {
 				return err
 			}
-			path := v.GetString("tokenizer")
+			path, err := resolveTokenizer(v.GetString("tokenizer"))
+			if err != nil {
+				return err
+			}
 			if path == "" {
 				return usageError{fmt.Errorf("--tokenizer is required")}
 			}

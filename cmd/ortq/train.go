@@ -39,7 +39,7 @@ report (report.json, report.md) to --out.`,
 	f := cmd.Flags()
 	f.String("artifacts", "", "artifacts directory written by `ortq prepare`")
 	f.StringSlice("data", nil, "training text: .txt (one document per file) or .jsonl (field \"text\"); repeatable")
-	f.String("tokenizer", "", "Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS)")
+	f.String("tokenizer", "", "Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS); \"default\": the embedded default model's")
 	f.String("out", "", "run directory for the adapter and the report (default: <artifacts>/run)")
 	addDataFlags(f)
 	f.Int("micro-batch", 7, "sequences per micro-batch")
@@ -69,7 +69,10 @@ func addDataFlags(f *pflag.FlagSet) {
 
 // loadDataset reads, tokenizes and splits the data files.
 func loadDataset(v *viper.Viper, vocab int64) (*data.Dataset, error) {
-	tokPath := v.GetString("tokenizer")
+	tokPath, err := resolveTokenizer(v.GetString("tokenizer"))
+	if err != nil {
+		return nil, err
+	}
 	if tokPath == "" {
 		return nil, usageError{fmt.Errorf("--tokenizer is required")}
 	}
@@ -137,7 +140,10 @@ func runTrain(v *viper.Viper) error {
 		return err
 	}
 	if len(ds.Train) == 0 {
-		return fmt.Errorf("the training split is empty (%d examples in all): add data or lower --max-seq-len", ds.Stats.Examples)
+		return fmt.Errorf("data too short: the training split is empty (%d examples in all): add data or lower --max-seq-len", ds.Stats.Examples)
+	}
+	if len(ds.Eval) == 0 && v.GetFloat64("eval-fraction") > 0 {
+		return fmt.Errorf("data too short: %d examples leave the eval split empty, so no perplexity can be measured: add data, lower --max-seq-len, or pass --eval-fraction 0", ds.Stats.Examples)
 	}
 	out := v.GetString("out")
 	if out == "" {

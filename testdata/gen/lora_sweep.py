@@ -2,13 +2,13 @@
 """LoRA learning-rate sweep on the embedded default model, in PyTorch+PEFT (fp32 base), to ground
 the demo's expected perplexity drop and its hyperparameters.
 
-Loads the weights back from artifacts/default/model.onnx (so it measures exactly the shipped
+Loads the weights back from internal/defaultmodel/model.onnx (so it measures exactly the shipped
 model): named initializers (`m.<hf name>`) map directly; the exporter's `val_NNN` linear weights
 ([in, out]) are mapped through the `pkg.torch.onnx.fx_node` metadata of the MatMul that reads them
 (`aten.linear.default(args = (..., %p_m_<hf name with _>))`) and transposed. The load is checked
 against onnx.reference logits. Fine-tunes on Brown J (files split 90/10 with seed 0, as
 make_default_model.py's check) and reports held-out J perplexity at several step counts, then
-writes the table into artifacts/default/README.md (section "LoRA sweep").
+writes the table into internal/defaultmodel/README.md (section "LoRA sweep").
 """
 import argparse
 import gzip
@@ -91,7 +91,7 @@ def eval_loss(model, stream, block, device):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model-dir", default="artifacts/default")
+    ap.add_argument("--model-dir", default="internal/defaultmodel")
     ap.add_argument("--corpus", default="testdata/gen/_corpus")
     ap.add_argument("--lrs", default="2e-3,5e-3,1e-2,2e-2")
     ap.add_argument("--evals", default="50,100,200,400")

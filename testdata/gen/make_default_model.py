@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The embedded default demo model (artifacts/default/): a small Llama pretrained on general English.
+"""The embedded default demo model (internal/defaultmodel/): a small Llama pretrained on general English.
 
 1. Tokenizer: HF `tokenizers` BPE with a Metaspace pre-tokenizer (sugarme/tokenizer v0.3.0 loads
    it; ByteLevel's HF regex uses a lookahead that Go's regexp lacks, and sugarme's ByteLevel
@@ -313,7 +313,7 @@ def write_readme(path, rep):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--corpus", default="testdata/gen/_corpus")
-    ap.add_argument("--out", default="artifacts/default")
+    ap.add_argument("--out", default="internal/defaultmodel")
     ap.add_argument("--scratch", default=".cache/default-scratch")
     ap.add_argument("--train-seconds", type=float, default=110)
     ap.add_argument("--long-frac", type=float, default=0.15)
