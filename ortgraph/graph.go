@@ -31,6 +31,15 @@ func NewGraph(m *Model) *Graph {
 	return g
 }
 
+// NewSubgraph indexes a subgraph (e.g. a Loop body) of m. Names are drawn from the same
+// pool as parent's so values stay unique across scopes, as ONNX Runtime expects.
+func NewSubgraph(parent *Graph, gp *onnxpb.GraphProto) *Graph {
+	g := &Graph{M: parent.M, P: gp}
+	g.Reindex()
+	g.used = parent.used
+	return g
+}
+
 // Reindex rebuilds the index after direct edits of the protobuf.
 func (g *Graph) Reindex() {
 	g.prod = map[string]*onnxpb.NodeProto{}

@@ -33,11 +33,14 @@ type Options struct {
 	Asymmetric     bool     `json:"asymmetric"`
 	QuantizeLMHead bool     `json:"quantize_lm_head"`
 	Seed           uint64   `json:"seed"`
+	// LossChunk: tokens per block of the chunked lm_head+loss (0 = plain loss on whole
+	// logits, -1 = automatic: 1024 when the vocabulary exceeds 16384 entries).
+	LossChunk int `json:"loss_chunk"`
 }
 
 // DefaultOptions are the reference recipe's settings.
 func DefaultOptions() Options {
-	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42}
+	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42, LossChunk: -1}
 }
 
 // Validate checks option ranges, naming the flag at fault.
@@ -63,14 +66,25 @@ func (o *Options) Validate() error {
 	if err := (quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}).Validate(); err != nil {
 		return fmt.Errorf("--block-size: %w", err)
 	}
+	if o.LossChunk < -1 {
+		return fmt.Errorf("--loss-chunk %d: use a positive block size, 0 (off) or -1 (automatic)", o.LossChunk)
+	}
 	if len(o.Targets) == 0 {
 		return fmt.Errorf("--targets is empty: name at least one of %s", strings.Join(passes.Kinds, ","))
 	}
 	return nil
 }
 
-func (o *Options) passConfig(dropout float64) *passes.Config {
+func (o *Options) passConfig(dropout float64, train bool, vocab int64) *passes.Config {
+	chunk := o.LossChunk
+	if chunk < 0 {
+		chunk = 0
+		if vocab > 16384 {
+			chunk = 1024
+		}
+	}
 	return &passes.Config{
+		Train: train, LossChunk: chunk,
 		Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, Bits: o.Bits,
 		Quant:          quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric},
 		QuantizeLMHead: o.QuantizeLMHead,
@@ -169,7 +183,8 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
 	baseParams := countParams(m)
-	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout), logf, passes.Quantize)
+	vocab := vocabSize(base)
+	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.Quantize)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
@@ -181,11 +196,11 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	trainM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
 	done := passes.Linears{}
 	_ = done
-	evalCtx, err := runWithLinears(evalM, o.passConfig(0), linears, logf, passes.LoRA, passes.Loss)
+	evalCtx, err := runWithLinears(evalM, o.passConfig(0, false, vocab), linears, logf, passes.LoRA, passes.Loss)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
 	}
-	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout), linears, logf, passes.LoRA, passes.Loss, passes.Backward)
+	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.LoRA, passes.Loss, passes.Backward)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
 	}
@@ -201,7 +216,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		Params:   params,
 		Quant:    quant,
 	}
-	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: vocabSize(ortgraph.NewGraph(m)), Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(m)}
+	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(m)}
 	man.Counts.BaseParams = baseParams
 	for _, q := range quant {
 		man.Counts.QuantizedParams += int64(q.Shape[0]) * int64(q.Shape[1])

@@ -109,10 +109,14 @@ func relErr(a, b []float32) float64 {
 	return num / den
 }
 
-func prepareFor(t *testing.T, model string, targets []string, bits int) string {
+func prepareFor(t *testing.T, model string, targets []string, bits int, lossChunk ...int) string {
 	t.Helper()
 	o := prepare.DefaultOptions()
 	o.Model, o.Out, o.Targets, o.Bits, o.Dropout = model, filepath.Join(t.TempDir(), "art"), targets, bits, 0
+	o.LossChunk = 0
+	if len(lossChunk) > 0 {
+		o.LossChunk = lossChunk[0]
+	}
 	if _, err := prepare.Run(o, t.Logf); err != nil {
 		t.Fatalf("prepare: %v", err)
 	}
@@ -122,77 +126,85 @@ func prepareFor(t *testing.T, model string, targets []string, bits int) string {
 func TestGradientsMatchPEFT(t *testing.T) {
 	ortrun.TestLib(t)
 	for _, c := range refCases(t) {
-		t.Run(c.variant+"/"+c.set, func(t *testing.T) {
-			ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_"+c.set+".safetensors"))
-			dir := prepareFor(t, filepath.Join(fixtures, c.variant, "model.onnx"), c.targets, 16)
-			eng, err := train.OpenEngine(dir, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, true)
-			if err != nil {
-				t.Fatal(err)
+		for _, chunk := range []int{0, 16} {
+			name := c.variant + "/" + c.set
+			if chunk > 0 {
+				// The chunked lm_head+loss (a Loop over 16-token blocks, 45 tokens → 3 blocks,
+				// the last padded) must give the same loss and gradients.
+				name += "/chunked"
 			}
-			defer eng.Close()
-			params := map[string][]float32{}
-			var ps []train.Param
-			for _, p := range eng.Man.Params {
-				v, ok := ref.tensor[p.Name]
-				if !ok {
-					t.Fatalf("reference lacks %s", p.Name)
+			t.Run(name, func(t *testing.T) {
+				ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_"+c.set+".safetensors"))
+				dir := prepareFor(t, filepath.Join(fixtures, c.variant, "model.onnx"), c.targets, 16, chunk)
+				eng, err := train.OpenEngine(dir, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, true)
+				if err != nil {
+					t.Fatal(err)
 				}
-				params[p.Name] = append([]float32(nil), v...)
-				ps = append(ps, train.Param{Name: p.Name, Data: params[p.Name]})
-			}
-			res, err := eng.Step(ref.batch, params, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			loss := res.LossSum / float64(res.Tokens)
-			if e := math.Abs(loss-ref.loss) / math.Abs(ref.loss); e > 1e-4 {
-				t.Errorf("loss %.7f, PyTorch %.7f (rel err %.2g > 1e-4)", loss, ref.loss, e)
-			}
-			if want := float64(ref.tensor["token_count"][0]); float64(res.Tokens) != want {
-				t.Errorf("token count %d, PyTorch %v", res.Tokens, want)
-			}
-			worst := 0.0
-			grads := map[string][]float32{}
-			for _, p := range eng.Man.Params {
-				g := res.Grads[p.Name]
-				mean := make([]float32, len(g))
-				for i, v := range g {
-					mean[i] = float32(float64(v) / float64(res.Tokens))
+				defer eng.Close()
+				params := map[string][]float32{}
+				var ps []train.Param
+				for _, p := range eng.Man.Params {
+					v, ok := ref.tensor[p.Name]
+					if !ok {
+						t.Fatalf("reference lacks %s", p.Name)
+					}
+					params[p.Name] = append([]float32(nil), v...)
+					ps = append(ps, train.Param{Name: p.Name, Data: params[p.Name]})
 				}
-				grads[p.Name] = mean
-				e := relErr(mean, ref.tensor[p.Name+".grad"])
-				worst = math.Max(worst, e)
-				if e > 1e-4 {
-					t.Errorf("gradient of %s: rel err %.3g > 1e-4", p.Name, e)
+				res, err := eng.Step(ref.batch, params, 1)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			t.Logf("loss %.6f vs %.6f; worst gradient rel err %.2g over %d tensors", loss, ref.loss, worst, len(grads))
-			// One AdamW step with the reference's hyper-parameters.
-			cfg := train.DefaultAdamWConfig()
-			cfg.LR, cfg.WeightDecay = 1e-2, 0.01
-			opt, err := train.NewAdamW(ps, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Step with PyTorch's own gradients so the 1e-6 bound measures the optimizer alone.
-			refGrads := map[string][]float32{}
-			for _, p := range eng.Man.Params {
-				refGrads[p.Name] = ref.tensor[p.Name+".grad"]
-			}
-			if err := opt.Step(refGrads, cfg.LR); err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range ps {
-				want := ref.tensor[p.Name+".step1"]
-				var worst float64
-				for i := range want {
-					worst = math.Max(worst, math.Abs(float64(p.Data[i])-float64(want[i])))
+				loss := res.LossSum / float64(res.Tokens)
+				if e := math.Abs(loss-ref.loss) / math.Abs(ref.loss); e > 1e-4 {
+					t.Errorf("loss %.7f, PyTorch %.7f (rel err %.2g > 1e-4)", loss, ref.loss, e)
 				}
-				if worst > 1e-6 {
-					t.Errorf("AdamW step of %s: max abs err %.3g > 1e-6", p.Name, worst)
+				if want := float64(ref.tensor["token_count"][0]); float64(res.Tokens) != want {
+					t.Errorf("token count %d, PyTorch %v", res.Tokens, want)
 				}
-			}
-		})
+				worst := 0.0
+				grads := map[string][]float32{}
+				for _, p := range eng.Man.Params {
+					g := res.Grads[p.Name]
+					mean := make([]float32, len(g))
+					for i, v := range g {
+						mean[i] = float32(float64(v) / float64(res.Tokens))
+					}
+					grads[p.Name] = mean
+					e := relErr(mean, ref.tensor[p.Name+".grad"])
+					worst = math.Max(worst, e)
+					if e > 1e-4 {
+						t.Errorf("gradient of %s: rel err %.3g > 1e-4", p.Name, e)
+					}
+				}
+				t.Logf("loss %.6f vs %.6f; worst gradient rel err %.2g over %d tensors", loss, ref.loss, worst, len(grads))
+				// One AdamW step with the reference's hyper-parameters.
+				cfg := train.DefaultAdamWConfig()
+				cfg.LR, cfg.WeightDecay = 1e-2, 0.01
+				opt, err := train.NewAdamW(ps, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Step with PyTorch's own gradients so the 1e-6 bound measures the optimizer alone.
+				refGrads := map[string][]float32{}
+				for _, p := range eng.Man.Params {
+					refGrads[p.Name] = ref.tensor[p.Name+".grad"]
+				}
+				if err := opt.Step(refGrads, cfg.LR); err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range ps {
+					want := ref.tensor[p.Name+".step1"]
+					var worst float64
+					for i := range want {
+						worst = math.Max(worst, math.Abs(float64(p.Data[i])-float64(want[i])))
+					}
+					if worst > 1e-6 {
+						t.Errorf("AdamW step of %s: max abs err %.3g > 1e-6", p.Name, worst)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -29,14 +29,16 @@ func runBackward(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	params := ctx.Result(LoRA).([]LoRAParam)
 	ln := ctx.Result(Loss).(*LossNames)
-	f1 := ortgraph.TensorType(ortgraph.Float, []int64{1})
-	g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: LossScaleInput, Type: f1})
-	g.Reindex()
+	addInput(g, LossScaleInput, ortgraph.TensorType(ortgraph.Float, []int64{1}))
 	wrt := make([]string, len(params))
 	for i, p := range params {
 		wrt[i] = p.Name
 	}
-	res, err := autodiff.Backward(g, ln.LossSum, wrt, autodiff.Options{Seed: LossScaleInput})
+	from, seed := ln.LossSum, LossScaleInput
+	if ln.SeedValue != "" {
+		from, seed = ln.SeedValue, ln.Seed
+	}
+	res, err := autodiff.Backward(g, from, wrt, autodiff.Options{Seed: seed})
 	if err != nil {
 		return nil, err
 	}
@@ -54,6 +56,7 @@ func runBackward(ctx *ortgraph.Context) (any, error) {
 		rename(g, id, out)
 		g.P.Output = append(g.P.Output, &onnxpb.ValueInfoProto{Name: out, Type: ortgraph.TensorType(ortgraph.Float, p.Shape)})
 	}
+	g.Prune()
 	if err := g.TopoSort(); err != nil {
 		return nil, err
 	}

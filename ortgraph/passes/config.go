@@ -16,8 +16,11 @@ type Config struct {
 	Quant quantize.Options
 	// QuantizeLMHead also quantizes lm_head (kept 16-bit by default, like bitsandbytes).
 	QuantizeLMHead bool
-	// LossScaleInput names the graph input that seeds the backward pass.
-	LossScaleInput string
+	// Train marks the training graph (as opposed to the evaluation graph).
+	Train bool
+	// LossChunk > 0 computes lm_head and the loss in a Loop over blocks of this many
+	// tokens (see chunked_loss.go); 0 appends the plain loss after the logits.
+	LossChunk int
 }
 
 // Kinds lists the Linear kinds of a Llama decoder, in module order.

@@ -20,6 +20,9 @@ const (
 // LossNames is the result of the Loss pass.
 type LossNames struct {
 	Logits, Labels, Loss, LossSum, Count string
+	// SeedValue and Seed, when set, start the backward pass at SeedValue with gradient
+	// Seed (already scaled by loss_scale) instead of at LossSum with loss_scale.
+	SeedValue, Seed string
 }
 
 // Loss appends Hugging Face's causal-LM loss: logits[:, :-1] against labels[:, 1:],
@@ -28,13 +31,15 @@ type LossNames struct {
 // tokens exactly) and their ratio loss. The logits output is dropped from the graph
 // outputs so ONNX Runtime can free it as soon as the loss is computed.
 var Loss = &ortgraph.Pass{
-	Name: "loss",
-	Doc:  "append the causal-LM loss (shift by one, ignore_index −100, fp32 cross-entropy) with sum and count outputs",
-	Run:  runLoss,
+	Name:     "loss",
+	Doc:      "append the causal-LM loss (shift by one, ignore_index −100, fp32 cross-entropy) with sum and count outputs",
+	Requires: []*ortgraph.Pass{FindLinears},
+	Run:      runLoss,
 }
 
 func runLoss(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
+	c := cfg(ctx.Config)
 	if len(g.P.Output) == 0 {
 		return nil, fmt.Errorf("graph has no outputs")
 	}
@@ -57,6 +62,9 @@ func runLoss(ctx *ortgraph.Context) (any, error) {
 	}
 	if g.Initializer(LabelsInput) != nil || g.Producer(LabelsInput) != nil {
 		return nil, fmt.Errorf("graph already has a value named %q", LabelsInput)
+	}
+	if c.LossChunk > 0 {
+		return chunkedLoss(ctx, c, logits)
 	}
 	batchSeq := []string{"batch", "seq"}
 	if d := g.SymDims(logits); len(d) == 3 {

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/ortq/ortq/hfimport"
+	"github.com/spf13/cobra"
+)
+
+func newImport() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "import --hf CHECKPOINT_DIR --out DIR",
+		Short: "Build the Llama ONNX graph of a Hugging Face checkpoint (config.json + *.safetensors), in Go",
+		Long: `import reads a Hugging Face LlamaForCausalLM checkpoint (config.json and model.safetensors,
+or shards listed in model.safetensors.index.json; F32, F16 or BF16) and writes DIR/model.onnx
+with its weights in DIR/model.onnx.data, plus config.json and the tokenizer files it finds.
+The graph (opset 21, inputs input_ids and attention_mask, output logits) is the one
+transformers computes, with Hugging Face names on every Linear, ready for 'ortq prepare'.
+Weights stream tensor by tensor; PyTorch pickles (*.bin, *.pt) are never read.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			o := hfimport.ImportOptions{HF: v.GetString("hf"), Common: commonOptions(v.GetString("out"), v.GetString("dtype"),
+				v.GetBool("force"), v.GetInt("min-external"), v.GetInt("workers"), v.GetBool("quiet"))}
+			if o.HF == "" {
+				return usageError{fmt.Errorf("--hf is required")}
+			}
+			if o.Out == "" {
+				return usageError{fmt.Errorf("--out is required")}
+			}
+			if _, err := hfimport.ParseDType(o.DType); err != nil {
+				return usageError{err}
+			}
+			res, err := hfimport.Import(o)
+			if err != nil {
+				return err
+			}
+			report(res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("hf", "", "Hugging Face checkpoint directory (config.json + *.safetensors)")
+	f.String("out", "", "output directory (created atomically)")
+	f.String("dtype", "float32", "graph precision: float32 or float16")
+	commonFlags(cmd)
+	return cmd
+}
+
+func newSynth() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "synth --preset NAME --out DIR",
+		Short: "Write a Llama ONNX graph with random weights (benchmarks, tests)",
+		Long: `synth writes the graph 'ortq import' would build for a known config, with weights drawn as
+Hugging Face initialises them (Linear and embedding N(0, 0.02), RMSNorm 1), generated in parallel
+straight into DIR/model.onnx.data. Presets: ` + strings.Join(hfimport.PresetNames(), ", ") + `.
+The same --seed gives the same bytes on any machine and core count. --layers cuts the decoder
+(embedding and lm_head stay whole). Default dtype: float16, float32 for presets under 100M
+parameters (tiny).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			o := hfimport.SynthOptions{Preset: v.GetString("preset"), Seed: v.GetUint64("seed"), Layers: v.GetInt("layers"),
+				Common: commonOptions(v.GetString("out"), v.GetString("dtype"), v.GetBool("force"), v.GetInt("min-external"), v.GetInt("workers"), v.GetBool("quiet"))}
+			if o.Preset == "" {
+				return usageError{fmt.Errorf("--preset is required: one of %s", strings.Join(hfimport.PresetNames(), ", "))}
+			}
+			if _, err := hfimport.Preset(o.Preset); err != nil {
+				return usageError{err}
+			}
+			if o.Out == "" {
+				return usageError{fmt.Errorf("--out is required")}
+			}
+			if o.DType != "" {
+				if _, err := hfimport.ParseDType(o.DType); err != nil {
+					return usageError{err}
+				}
+			}
+			if o.Layers < 0 {
+				return usageError{fmt.Errorf("--layers %d: must be ≥ 0", o.Layers)}
+			}
+			res, err := hfimport.Synth(o)
+			if err != nil {
+				return err
+			}
+			report(res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("preset", "", "model shape: "+strings.Join(hfimport.PresetNames(), ", "))
+	f.Uint64("seed", 0, "random seed of the weights")
+	f.String("out", "", "output directory (created atomically)")
+	f.String("dtype", "", "graph precision: float32 or float16 (default: float16, float32 for tiny)")
+	f.Int("layers", 0, "keep only the first N decoder layers (0: all)")
+	commonFlags(cmd)
+	return cmd
+}
+
+func commonFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.Bool("force", false, "replace an existing output directory written by import/synth")
+	f.Int("min-external", hfimport.DefaultMinExternal, "weights of at least this many bytes go to model.onnx.data")
+	f.Int("workers", 0, "parallel conversion/generation workers (0: one per core)")
+	f.Bool("quiet", false, "no progress bar")
+}
+
+func commonOptions(out, dtype string, force bool, minExt, workers int, quiet bool) hfimport.Common {
+	var progress io.Writer = os.Stderr
+	if quiet {
+		progress = nil
+	}
+	return hfimport.Common{Out: out, DType: dtype, Force: force, MinExternal: minExt, Workers: workers, Progress: progress}
+}
+
+func report(res *hfimport.Result) {
+	c := res.Config
+	fmt.Printf("wrote %s: %d layers, hidden %d, %d/%d heads, vocab %d, %s, %.3g M parameters, %d nodes, %.1f MB external data, %.1f s\n",
+		res.Model, c.NumLayers, c.HiddenSize, c.NumHeads, c.NumKVHeads, c.VocabSize, res.DType,
+		float64(res.Params)/1e6, res.Nodes, float64(res.DataBytes)/1e6, res.Elapsed.Seconds())
+}
