@@ -16,9 +16,11 @@ const FormatVersion = 1
 const (
 	ManifestFile = "manifest.json"
 	TrainFile    = "train.onnx"
-	EvalFile     = "eval.onnx"
-	WeightsFile  = "weights.bin"
-	LoRAInitFile = "lora_init.safetensors"
+	// TrainRecomputeFile is the training graph with per-layer recomputation.
+	TrainRecomputeFile = "train_recompute.onnx"
+	EvalFile           = "eval.onnx"
+	WeightsFile        = "weights.bin"
+	LoRAInitFile       = "lora_init.safetensors"
 )
 
 // Roles of graph inputs and outputs.
@@ -60,8 +62,11 @@ type Manifest struct {
 	Options any    `json:"options"`
 	Model   Model  `json:"model"`
 	Train   Graph  `json:"train"`
-	Eval    Graph  `json:"eval"`
-	Weights string `json:"weights"`
+	// TrainRecompute is the training graph that recomputes each decoder layer's
+	// activations in the backward pass (absent when prepare could not build it).
+	TrainRecompute *Graph `json:"train_recompute,omitempty"`
+	Eval           Graph  `json:"eval"`
+	Weights        string `json:"weights"`
 	// LoRAInit is the safetensors file with the initial LoRA values (PEFT names).
 	LoRAInit string              `json:"lora_init"`
 	Params   []passes.LoRAParam  `json:"lora_params"`

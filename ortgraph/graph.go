@@ -314,6 +314,15 @@ func (g *Graph) ConstF(dt int32, v float32) string {
 	return g.AddInitializer(FloatTensor(key, dt, nil, []float32{v}))
 }
 
+// ConstLikeF returns a 0-d constant with like's element type (CastLike when the type is
+// not recorded).
+func (g *Graph) ConstLikeF(v float32, like string) string {
+	if dt := g.ElemType(like); dt != 0 {
+		return g.ConstF(dt, v)
+	}
+	return g.Op("CastLike", []string{g.ConstF(Float, v), like})
+}
+
 func joinInts(v []int64) string {
 	s := make([]string, len(v))
 	for i, x := range v {
@@ -422,7 +431,7 @@ func (g *Graph) ConstFloats(v string) ([]float32, bool) {
 func (g *Graph) Consumers() map[string][]*onnxpb.NodeProto {
 	c := map[string][]*onnxpb.NodeProto{}
 	for _, n := range g.P.Node {
-		for _, in := range n.Input {
+		for _, in := range NodeInputs(n) {
 			if in != "" {
 				c[in] = append(c[in], n)
 			}
@@ -476,7 +485,7 @@ func (g *Graph) TopoSort() error {
 	var ready []int
 	for i, n := range pending {
 		seen := map[string]bool{}
-		for _, in := range n.Input {
+		for _, in := range NodeInputs(n) {
 			if !avail[in] && !seen[in] {
 				seen[in] = true
 				missing[i]++
@@ -509,7 +518,7 @@ func (g *Graph) TopoSort() error {
 		var stuck []string
 		for i, n := range pending {
 			if missing[i] > 0 {
-				for _, in := range n.Input {
+				for _, in := range NodeInputs(n) {
 					if !avail[in] {
 						stuck = append(stuck, fmt.Sprintf("node %q (%s) input %q", n.Name, n.OpType, in))
 						break
@@ -526,6 +535,57 @@ func (g *Graph) TopoSort() error {
 	return nil
 }
 
+// NodeInputs returns n's inputs including the outer-scope values its subgraphs (Loop,
+// If, Scan bodies) read implicitly: ordering and liveness must count those too.
+func NodeInputs(n *onnxpb.NodeProto) []string {
+	var sub []string
+	for _, a := range n.Attribute {
+		if a.G != nil {
+			sub = append(sub, outerRefs(a.G)...)
+		}
+		for _, sg := range a.Graphs {
+			sub = append(sub, outerRefs(sg)...)
+		}
+	}
+	if len(sub) == 0 {
+		return n.Input
+	}
+	return append(append([]string(nil), n.Input...), sub...)
+}
+
+// outerRefs lists the values a subgraph reads from enclosing scopes.
+func outerRefs(gp *onnxpb.GraphProto) []string {
+	local := map[string]bool{"": true}
+	for _, vi := range gp.Input {
+		local[vi.Name] = true
+	}
+	for _, t := range gp.Initializer {
+		local[t.Name] = true
+	}
+	for _, n := range gp.Node {
+		for _, o := range n.Output {
+			local[o] = true
+		}
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, n := range gp.Node {
+		for _, in := range NodeInputs(n) {
+			if !local[in] && !seen[in] {
+				seen[in] = true
+				out = append(out, in)
+			}
+		}
+	}
+	for _, o := range gp.Output {
+		if !local[o.Name] && !seen[o.Name] {
+			seen[o.Name] = true
+			out = append(out, o.Name)
+		}
+	}
+	return out
+}
+
 func (g *Graph) isSorted() bool {
 	avail := map[string]bool{"": true}
 	for _, t := range g.P.Initializer {
@@ -535,7 +595,7 @@ func (g *Graph) isSorted() bool {
 		avail[vi.Name] = true
 	}
 	for _, n := range g.P.Node {
-		for _, in := range n.Input {
+		for _, in := range NodeInputs(n) {
 			if !avail[in] {
 				return false
 			}
@@ -564,17 +624,8 @@ func (g *Graph) Prune() {
 			}
 		}
 		if keep[i] {
-			for _, in := range n.Input {
+			for _, in := range NodeInputs(n) {
 				live[in] = true
-			}
-			for _, a := range n.Attribute {
-				if a.G != nil {
-					for _, sn := range a.G.Node {
-						for _, in := range sn.Input {
-							live[in] = true
-						}
-					}
-				}
 			}
 		}
 	}

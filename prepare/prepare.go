@@ -84,7 +84,7 @@ func (o *Options) passConfig(dropout float64, train bool, vocab int64) *passes.C
 		}
 	}
 	return &passes.Config{
-		Train: train, LossChunk: chunk,
+		Train: train, LossChunk: chunk, Seed: o.Seed,
 		Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, Bits: o.Bits,
 		Quant:          quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric},
 		QuantizeLMHead: o.QuantizeLMHead,
@@ -200,9 +200,14 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
 	}
+	// The recomputing training graph starts from the same base; ortq train picks one.
+	recM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
 	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.LoRA, passes.Loss, passes.Backward)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
+	}
+	if _, err := runWithLinears(recM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
+		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
 	params := trainCtx.Result(passes.LoRA).([]passes.LoRAParam)
 	_ = evalCtx
@@ -226,6 +231,8 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	}
 	man.Train = describe(ortgraph.NewGraph(trainM), manifest.TrainFile)
 	man.Eval = describe(ortgraph.NewGraph(evalM), manifest.EvalFile)
+	rec := describe(ortgraph.NewGraph(recM), manifest.TrainRecomputeFile)
+	man.TrainRecompute = &rec
 
 	// Write everything into a fresh temp directory and swap it in at the end, so a failed
 	// or interrupted prepare never leaves a half-written artifacts directory.
@@ -238,7 +245,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	if _, err := ortgraph.SaveShared(tmp, []string{manifest.TrainFile, manifest.EvalFile}, []*ortgraph.Model{trainM, evalM}, manifest.WeightsFile, 1024); err != nil {
+	if _, err := ortgraph.SaveShared(tmp, []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.EvalFile}, []*ortgraph.Model{trainM, recM, evalM}, manifest.WeightsFile, 1024); err != nil {
 		return nil, err
 	}
 	if err := writeLoRAInit(filepath.Join(tmp, manifest.LoRAInitFile), params, o.Seed); err != nil {

@@ -126,17 +126,25 @@ func prepareFor(t *testing.T, model string, targets []string, bits int, lossChun
 func TestGradientsMatchPEFT(t *testing.T) {
 	ortrun.TestLib(t)
 	for _, c := range refCases(t) {
-		for _, chunk := range []int{0, 16} {
-			name := c.variant + "/" + c.set
-			if chunk > 0 {
-				// The chunked lm_head+loss (a Loop over 16-token blocks, 45 tokens → 3 blocks,
-				// the last padded) must give the same loss and gradients.
-				name += "/chunked"
-			}
+		modes := []struct {
+			name      string
+			chunk     int
+			recompute bool
+		}{
+			{"", 0, false},
+			// The chunked lm_head+loss (a Loop over 16-token blocks: 45 tokens → 3 blocks,
+			// the last padded) and per-layer recomputation must not change the loss or
+			// the gradients.
+			{"/chunked", 16, false},
+			{"/recompute", 0, true},
+			{"/chunked+recompute", 16, true},
+		}
+		for _, mode := range modes {
+			name := c.variant + "/" + c.set + mode.name
 			t.Run(name, func(t *testing.T) {
 				ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_"+c.set+".safetensors"))
-				dir := prepareFor(t, filepath.Join(fixtures, c.variant, "model.onnx"), c.targets, 16, chunk)
-				eng, err := train.OpenEngine(dir, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, true)
+				dir := prepareFor(t, filepath.Join(fixtures, c.variant, "model.onnx"), c.targets, 16, mode.chunk)
+				eng, err := train.OpenEngineWith(dir, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: mode.recompute})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -17,23 +17,42 @@ type Engine struct {
 	Opts ortrun.Options
 
 	train, eval *ortrun.Session
+	trainGraph  *manifest.Graph
 }
 
 // OpenEngine loads the manifest and opens the evaluation graph, and the training graph
-// when withTrain is set.
+// (without recomputation) when withTrain is set.
 func OpenEngine(dir string, opts ortrun.Options, withTrain bool) (*Engine, error) {
+	return OpenEngineWith(dir, opts, EngineOptions{Train: withTrain})
+}
+
+// EngineOptions selects the graphs an Engine opens.
+type EngineOptions struct {
+	Train bool
+	// Recompute selects the training graph with per-layer recomputation.
+	Recompute bool
+}
+
+// OpenEngineWith is OpenEngine with the choice of training graph.
+func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine, error) {
 	man, err := manifest.ReadManifest(dir)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{Dir: dir, Man: man, Opts: opts}
+	e := &Engine{Dir: dir, Man: man, Opts: opts, trainGraph: &man.Train}
+	if eo.Recompute {
+		if man.TrainRecompute == nil {
+			return nil, fmt.Errorf("artifacts %q have no recomputing training graph: rerun `ortq prepare`", dir)
+		}
+		e.trainGraph = man.TrainRecompute
+	}
 	if e.eval, err = ortrun.NewSession(filepath.Join(dir, man.Eval.File), opts); err != nil {
 		return nil, fmt.Errorf("open %s: %w", man.Eval.File, err)
 	}
-	if withTrain {
-		if e.train, err = ortrun.NewSession(filepath.Join(dir, man.Train.File), opts); err != nil {
+	if eo.Train {
+		if e.train, err = ortrun.NewSession(filepath.Join(dir, e.trainGraph.File), opts); err != nil {
 			e.eval.Close()
-			return nil, fmt.Errorf("open %s: %w", man.Train.File, err)
+			return nil, fmt.Errorf("open %s: %w", e.trainGraph.File, err)
 		}
 	}
 	return e, nil
@@ -113,7 +132,7 @@ func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float
 	if e.train == nil {
 		panic("Engine.Step without a training session")
 	}
-	g := &e.Man.Train
+	g := e.trainGraph
 	// The graph differentiates loss_sum · loss_scale. Seeding with scale/tokens keeps the
 	// backward's magnitudes those of the mean loss (as PyTorch's are): a sum over
 	// thousands of tokens times a 2^16 loss scale would overflow fp16 activations.

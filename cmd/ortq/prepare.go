@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/prepare"
 	"github.com/spf13/cobra"
@@ -21,6 +23,12 @@ train.onnx (forward + backward), eval.onnx (forward + loss), weights.bin (the we
 shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			defer func() {
+				for _, f := range cleanups {
+					f()
+				}
+				cleanups = nil
+			}()
 			v, err := options(cmd)
 			if err != nil {
 				return err
@@ -76,14 +84,34 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	return cmd
 }
 
-// resolveModel maps "default" to the embedded model, extracted to the user cache.
+// resolveModel maps "default" to the embedded model, extracted to the user cache, and a
+// Hugging Face checkpoint directory to an ONNX graph imported into a temp directory
+// (removed by the caller through cleanup).
 func resolveModel(m string) (string, error) {
-	if m != defaultmodel.Name {
-		return m, nil
+	if m == defaultmodel.Name {
+		model, _, err := defaultmodel.Extract(defaultmodel.Dir())
+		return model, err
 	}
-	model, _, err := defaultmodel.Extract(defaultmodel.Dir())
-	return model, err
+	if st, err := os.Stat(m); err == nil && st.IsDir() {
+		if _, err := os.Stat(filepath.Join(m, "config.json")); err != nil {
+			return "", fmt.Errorf("--model %q is a directory without config.json: pass an .onnx file or a Hugging Face checkpoint directory", m)
+		}
+		tmp, err := os.MkdirTemp("", "ortq-import-")
+		if err != nil {
+			return "", err
+		}
+		cleanups = append(cleanups, func() { os.RemoveAll(tmp) })
+		res, err := hfimport.Import(hfimport.ImportOptions{HF: m, Common: hfimport.Common{Out: filepath.Join(tmp, "onnx"), DType: "float32", Progress: os.Stderr}})
+		if err != nil {
+			return "", err
+		}
+		return res.Model, nil
+	}
+	return m, nil
 }
+
+// cleanups run when a command finishes (temporary imports).
+var cleanups []func()
 
 // resolveTokenizer maps "default" to the embedded model's tokenizer.
 func resolveTokenizer(t string) (string, error) {

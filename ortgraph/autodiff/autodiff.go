@@ -43,7 +43,8 @@ func Supported() []string {
 // Builder emits backward nodes into the graph; gradient rules use it and its helpers.
 type Builder struct {
 	*ortgraph.Graph
-	opset int64
+	opset      int64
+	valueGrads map[string]string
 }
 
 // Options for Backward.
@@ -57,6 +58,9 @@ type Options struct {
 type Result struct {
 	// Grads maps each parameter to the name of its gradient value.
 	Grads map[string]string
+	// ValueGrads maps every forward value that received a gradient to it (passes use it,
+	// e.g. recomputation orders work after the gradient of a layer's output).
+	ValueGrads map[string]string
 	// Active is the number of forward nodes that needed a gradient rule.
 	Active int
 }
@@ -75,11 +79,12 @@ func Backward(g *ortgraph.Graph, loss string, wrt []string, opt Options) (*Resul
 		seed = b.Op("ConstantOfShape", []string{b.Op("Shape", []string{loss})}, ortgraph.ATensor("value", ortgraph.FloatTensor("one", g.ElemType(loss), []int64{1}, []float32{1})))
 	}
 	nodes := append([]*onnxpb.NodeProto(nil), g.P.Node...)
+	b.valueGrads = map[string]string{}
 	got, active, err := b.backprop(nodes, map[string]string{loss: seed}, wrt)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Grads: map[string]string{}, Active: active}
+	res := &Result{Grads: map[string]string{}, Active: active, ValueGrads: b.valueGrads}
 	for _, p := range wrt {
 		if got[p] == "" {
 			// The loss does not depend on p: its gradient is zero.
@@ -158,6 +163,9 @@ func (b *Builder) backprop(nodes []*onnxpb.NodeProto, seeds map[string]string, w
 		for j, o := range n.Output {
 			if o != "" && len(contrib[o]) > 0 && varies[o] {
 				dy[j] = b.total(o, contrib[o])
+				if b.valueGrads != nil {
+					b.valueGrads[o] = dy[j]
+				}
 				any = true
 			}
 		}

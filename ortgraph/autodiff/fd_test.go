@@ -2,8 +2,8 @@ package autodiff
 
 import (
 	"math"
-	"os"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/ortq/ortq/ortgraph"
@@ -331,7 +331,9 @@ func TestGradients(t *testing.T) {
 			return g.Op("Mul", []string{"w", g.Op("Mul", []string{"x", r})})
 		}},
 	}
-	f32 := func(name string, dims ...int64) tin { return tin{name: name, dt: ortgraph.Float, dims: dims, wrt: true} }
+	f32 := func(name string, dims ...int64) tin {
+		return tin{name: name, dt: ortgraph.Float, dims: dims, wrt: true}
+	}
 	mask := make([]bool, 5*5)
 	for i := range mask {
 		mask[i] = i%5 != 4 || i == 24 // last key hidden from all but the last query
@@ -340,13 +342,13 @@ func TestGradients(t *testing.T) {
 		gradCase{name: "Attention/4D-GQA-causal", opset: 23, tol: 2e-2, h: 1e-2,
 			ins: []tin{f32("q", 2, 4, 5, 8), f32("k", 2, 2, 5, 8), f32("v", 2, 2, 5, 8)}, build: one("Attention", ortgraph.AInt("is_causal", 1))},
 		gradCase{name: "Attention/3D-mask-scale", opset: 23, tol: 2e-2, h: 1e-2,
-			ins: []tin{f32("q", 2, 5, 16), f32("k", 2, 5, 8), f32("v", 2, 5, 8), {name: "m", dt: ortgraph.Bool, dims: []int64{5, 5}, bools: mask}},
+			ins:   []tin{f32("q", 2, 5, 16), f32("k", 2, 5, 8), f32("v", 2, 5, 8), {name: "m", dt: ortgraph.Bool, dims: []int64{5, 5}, bools: mask}},
 			build: one("Attention", ortgraph.AInt("q_num_heads", 4), ortgraph.AInt("kv_num_heads", 2), ortgraph.AFloat("scale", 0.3))},
 		gradCase{name: "RotaryEmbedding/4D-partial", opset: 23, tol: 1e-2, h: 1e-2,
-			ins: []tin{f32("x", 2, 2, 3, 8), {name: "cos", dt: ortgraph.Float, dims: []int64{2, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1, 0.9, -0.8, 0.4, 0.6, -0.5, 0.3}}, {name: "sin", dt: ortgraph.Float, dims: []int64{2, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99, 0.4, 0.6, 0.9, 0.8, 0.86, 0.95}}},
+			ins:   []tin{f32("x", 2, 2, 3, 8), {name: "cos", dt: ortgraph.Float, dims: []int64{2, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1, 0.9, -0.8, 0.4, 0.6, -0.5, 0.3}}, {name: "sin", dt: ortgraph.Float, dims: []int64{2, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99, 0.4, 0.6, 0.9, 0.8, 0.86, 0.95}}},
 			build: one("RotaryEmbedding", ortgraph.AInt("rotary_embedding_dim", 4))},
 		gradCase{name: "RotaryEmbedding/3D-interleaved", opset: 23, tol: 1e-2, h: 1e-2,
-			ins: []tin{f32("x", 1, 3, 8), {name: "cos", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1}}, {name: "sin", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99}}},
+			ins:   []tin{f32("x", 1, 3, 8), {name: "cos", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1}}, {name: "sin", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99}}},
 			build: one("RotaryEmbedding", ortgraph.AInt("interleaved", 1), ortgraph.AInt("num_heads", 2))},
 		gradCase{name: "RMSNormalization", opset: 23, tol: 1e-2, h: 1e-2,
 			ins: []tin{f32("x", 2, 3, 8), f32("w", 8)}, build: one("RMSNormalization", ortgraph.AFloat("epsilon", 1e-5))},

@@ -16,6 +16,13 @@ const LossScaleInput = "loss_scale"
 // GradName is the graph output holding the gradient of a parameter.
 func GradName(param string) string { return "grad." + param }
 
+// BackwardResult is the result of the Backward pass.
+type BackwardResult struct {
+	*autodiff.Result
+	// Forward holds the nodes that existed before the backward pass was built.
+	Forward map[*onnxpb.NodeProto]bool
+}
+
 // Backward appends the gradients of loss_sum·loss_scale w.r.t. every LoRA tensor and
 // exposes them as outputs named grad.<PEFT name>.
 var Backward = &ortgraph.Pass{
@@ -37,6 +44,10 @@ func runBackward(ctx *ortgraph.Context) (any, error) {
 	from, seed := ln.LossSum, LossScaleInput
 	if ln.SeedValue != "" {
 		from, seed = ln.SeedValue, ln.Seed
+	}
+	forward := map[*onnxpb.NodeProto]bool{}
+	for _, n := range g.P.Node {
+		forward[n] = true
 	}
 	res, err := autodiff.Backward(g, from, wrt, autodiff.Options{Seed: seed})
 	if err != nil {
@@ -61,5 +72,5 @@ func runBackward(ctx *ortgraph.Context) (any, error) {
 		return nil, err
 	}
 	ctx.Logf("backward: %d forward nodes differentiated", res.Active)
-	return res, nil
+	return &BackwardResult{Result: res, Forward: forward}, nil
 }

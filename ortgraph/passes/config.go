@@ -16,6 +16,8 @@ type Config struct {
 	Quant quantize.Options
 	// QuantizeLMHead also quantizes lm_head (kept 16-bit by default, like bitsandbytes).
 	QuantizeLMHead bool
+	// Seed fixes the LoRA dropout masks' random streams.
+	Seed uint64
 	// Train marks the training graph (as opposed to the evaluation graph).
 	Train bool
 	// LossChunk > 0 computes lm_head and the loss in a Loop over blocks of this many

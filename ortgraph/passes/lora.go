@@ -91,7 +91,10 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		}
 		xin := x
 		if c.Dropout > 0 {
-			outs := g.Add(ortgraph.NodeSpec{Op: "Dropout", NOut: 2, Inputs: []string{x, g.ConstF(dt, float32(c.Dropout)), trueConst(g)}})
+			// A fixed per-module seed makes the masks reproducible for a given session.
+			seed := int64(c.Seed%1000003)*131 + int64(len(params))
+			outs := g.Add(ortgraph.NodeSpec{Op: "Dropout", NOut: 2, Inputs: []string{x, g.ConstF(dt, float32(c.Dropout)), trueConst(g)},
+				Attrs: []ortgraph.Attr{ortgraph.AInt("seed", seed)}})
 			xin = outs[0]
 			g.SetType(xin, g.Type(x))
 		}

@@ -1,0 +1,18 @@
+// Package hfimport builds ortq's Llama ONNX graph straight from a Hugging Face checkpoint
+// (config.json + *.safetensors) in Go, and synthesizes the same graph with random weights for
+// benchmarks and tests (`ortq import`, `ortq synth`).
+//
+// Why build the graph instead of exporting it: most users hold a checkpoint, not an ONNX
+// file, and the PyTorch exporter needs Python, PyTorch and minutes of tracing. A Llama
+// decoder is a small, fixed function of its config, so writing it out node by node is short,
+// gives every Linear its Hugging Face module path (node `/model/layers.0/self_attn/q_proj/MatMul`,
+// weight `model.layers.0.self_attn.q_proj.weight`) for passes.FindLinears, records the type and
+// rank of every value for the autodiff, and lets the weights stream from the safetensors
+// shards into one external data file without ever holding the checkpoint in memory.
+//
+// The graph computes what transformers' LlamaForCausalLM (eager attention, use_cache=False,
+// no position_ids given) computes: position ids are 0..seq-1 (Range), the attention mask is
+// causal + padding, additive with the dtype's lowest finite value. One deliberate difference:
+// a query always attends to its own position even when that key is padding, so a fully padded
+// query row never turns into NaN; outputs at unpadded positions are unchanged by this.
+package hfimport

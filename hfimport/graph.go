@@ -1,0 +1,301 @@
+package hfimport
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// Opset and IR version of the graphs built here (DequantizeLinear with UINT4 blocks, which
+// prepare adds later, needs opset 21 and IR 10).
+const (
+	Opset     = 21
+	IRVersion = 10
+)
+
+// initKind says how `synth` fills a weight (HF's _init_weights).
+type initKind int
+
+const (
+	initNormal initKind = iota // N(0, initializer_range): Linear and Embedding weights
+	initOnes                   // RMSNorm weights
+	initZeros                  // biases
+)
+
+// Weight is one checkpoint tensor as it appears in the graph.
+type Weight struct {
+	Name      string  // initializer name = Hugging Face state-dict name
+	HFShape   []int64 // shape in the checkpoint (Linear: [out, in])
+	Dims      []int64 // shape in the graph (Linear: [in, out])
+	Transpose bool    // graph layout is the transpose of the checkpoint's
+	init      initKind
+	T         *onnxpb.TensorProto
+}
+
+// NumElements of the weight.
+func (w *Weight) NumElements() int64 { return ortgraph.NumElements(w.Dims) }
+
+// lowest is the most negative finite value of a float type (torch.finfo(dtype).min).
+func lowest(dt int32) float32 {
+	if dt == ortgraph.Float16 {
+		return -65504
+	}
+	return -math.MaxFloat32
+}
+
+// builder emits the graph; every value gets its type recorded (the autodiff reads ranks from
+// value_info).
+type builder struct {
+	g       *ortgraph.Graph
+	c       *Config
+	dt      int32
+	weights []*Weight
+}
+
+func sym(elem int32, dims ...string) *onnxpb.TypeProto { return ortgraph.SymTensorType(elem, dims) }
+
+func itoa(v int) string { return strconv.Itoa(v) }
+
+// node adds a single-output node named name and records its output type.
+func (b *builder) node(name, op string, in []string, typ *onnxpb.TypeProto, attrs ...ortgraph.Attr) string {
+	out := b.g.Add(ortgraph.NodeSpec{Op: op, Inputs: in, Attrs: attrs, Name: name})[0]
+	b.g.SetType(out, typ)
+	return out
+}
+
+// weight declares a checkpoint tensor; its data is attached later (external or inline).
+func (b *builder) weight(name string, hfShape []int64, transpose bool, kind initKind) string {
+	dims := append([]int64(nil), hfShape...)
+	if transpose {
+		dims[0], dims[1] = hfShape[1], hfShape[0]
+	}
+	t := &onnxpb.TensorProto{Name: name, DataType: b.dt, Dims: dims}
+	b.g.AddInitializer(t)
+	b.weights = append(b.weights, &Weight{Name: name, HFShape: hfShape, Dims: dims, Transpose: transpose, init: kind, T: t})
+	return name
+}
+
+// Build returns the Llama graph for c in element type dt (ortgraph.Float or Float16) and the
+// weights it reads, in checkpoint order of use. The weights' TensorProtos carry no data yet.
+func Build(c *Config, dt int32) (*ortgraph.Model, []*Weight, error) {
+	if dt != ortgraph.Float && dt != ortgraph.Float16 {
+		return nil, nil, fmt.Errorf("graph dtype %s: float32 or float16 only", ortgraph.DTypeName(dt))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
+	}
+	mp := &onnxpb.ModelProto{
+		IrVersion:       IRVersion,
+		ProducerName:    "ortq hfimport",
+		ProducerVersion: "1",
+		OpsetImport:     []*onnxpb.OperatorSetIdProto{{Domain: "", Version: Opset}},
+		Graph:           &onnxpb.GraphProto{Name: "llama"},
+	}
+	m := &ortgraph.Model{P: mp}
+	b := &builder{g: ortgraph.NewGraph(m), c: c, dt: dt}
+	b.build()
+	return m, b.weights, nil
+}
+
+func (b *builder) build() {
+	g, c, dt := b.g, b.c, b.dt
+	H, V := int64(c.HiddenSize), int64(c.VocabSize)
+	hd := int64(c.HeadDim)
+	g.P.Input = []*onnxpb.ValueInfoProto{
+		{Name: "input_ids", Type: sym(ortgraph.Int64, "batch", "seq")},
+		{Name: "attention_mask", Type: sym(ortgraph.Int64, "batch", "seq")},
+	}
+	g.Reindex()
+
+	embed := b.weight("model.embed_tokens.weight", []int64{V, H}, false, initNormal)
+	h := b.node("/model/embed_tokens/Gather", "Gather", []string{embed, "input_ids"}, sym(dt, "batch", "seq", itoa(c.HiddenSize)), ortgraph.AInt("axis", 0))
+
+	// Positions 0..seq-1 (what LlamaModel uses when no position_ids are given).
+	shape := b.node("/model/rotary_emb/Shape", "Shape", []string{"input_ids"}, ortgraph.TensorType(ortgraph.Int64, []int64{2}))
+	seqLen := b.node("/model/rotary_emb/Gather", "Gather", []string{shape, g.ScalarI64(1)}, ortgraph.TensorType(ortgraph.Int64, []int64{}), ortgraph.AInt("axis", 0))
+	pos := b.node("/model/rotary_emb/Range", "Range", []string{g.ScalarI64(0), seqLen, g.ScalarI64(1)}, sym(ortgraph.Int64, "seq"))
+
+	// Rotary cos/sin [seq, head_dim], computed in float32 and cast to the graph dtype (HF).
+	invFreq := g.AddInitializer(ortgraph.FloatTensor("model.rotary_emb.inv_freq", ortgraph.Float, []int64{hd / 2}, InvFreq(c.HeadDim, c.Rope)))
+	posF := b.node("/model/rotary_emb/Cast", "Cast", []string{pos}, sym(ortgraph.Float, "seq"), ortgraph.AInt("to", int64(ortgraph.Float)))
+	posCol := b.node("/model/rotary_emb/Unsqueeze", "Unsqueeze", []string{posF, g.ConstI64(1)}, sym(ortgraph.Float, "seq", "1"))
+	freqs := b.node("/model/rotary_emb/Mul", "Mul", []string{posCol, invFreq}, sym(ortgraph.Float, "seq", itoa(int(hd/2))))
+	emb := b.node("/model/rotary_emb/Concat", "Concat", []string{freqs, freqs}, sym(ortgraph.Float, "seq", itoa(int(hd))), ortgraph.AInt("axis", -1))
+	cos := b.node("/model/rotary_emb/Cos", "Cos", []string{emb}, sym(ortgraph.Float, "seq", itoa(int(hd))))
+	sin := b.node("/model/rotary_emb/Sin", "Sin", []string{emb}, sym(ortgraph.Float, "seq", itoa(int(hd))))
+	if dt != ortgraph.Float {
+		cos = b.node("/model/rotary_emb/Cast_cos", "Cast", []string{cos}, sym(dt, "seq", itoa(int(hd))), ortgraph.AInt("to", int64(dt)))
+		sin = b.node("/model/rotary_emb/Cast_sin", "Cast", []string{sin}, sym(dt, "seq", itoa(int(hd))), ortgraph.AInt("to", int64(dt)))
+	}
+
+	// Additive mask [batch, 1, seq, seq]: 0 where key ≤ query and the key is not padding (or
+	// key = query, so no row is fully masked), the dtype's lowest finite value elsewhere.
+	qi := b.node("/model/mask/Unsqueeze_q", "Unsqueeze", []string{pos, g.ConstI64(1)}, sym(ortgraph.Int64, "seq", "1"))
+	ki := b.node("/model/mask/Unsqueeze_k", "Unsqueeze", []string{pos, g.ConstI64(0)}, sym(ortgraph.Int64, "1", "seq"))
+	causal := b.node("/model/mask/LessOrEqual", "LessOrEqual", []string{ki, qi}, sym(ortgraph.Bool, "seq", "seq"))
+	diag := b.node("/model/mask/Equal", "Equal", []string{ki, qi}, sym(ortgraph.Bool, "seq", "seq"))
+	keyOK := b.node("/model/mask/Cast", "Cast", []string{"attention_mask"}, sym(ortgraph.Bool, "batch", "seq"), ortgraph.AInt("to", int64(ortgraph.Bool)))
+	keyOK4 := b.node("/model/mask/Unsqueeze", "Unsqueeze", []string{keyOK, g.ConstI64(1, 2)}, sym(ortgraph.Bool, "batch", "1", "1", "seq"))
+	allowed := b.node("/model/mask/And", "And", []string{causal, keyOK4}, sym(ortgraph.Bool, "batch", "1", "seq", "seq"))
+	allowed = b.node("/model/mask/Or", "Or", []string{allowed, diag}, sym(ortgraph.Bool, "batch", "1", "seq", "seq"))
+	mask := b.node("/model/mask/Where", "Where", []string{allowed, g.ConstF(dt, 0), g.ConstF(dt, lowest(dt))}, sym(dt, "batch", "1", "seq", "seq"))
+
+	for l := 0; l < c.NumLayers; l++ {
+		h = b.layer(l, h, cos, sin, mask)
+	}
+	h = b.rmsNorm("/model/norm", "model.norm.weight", h)
+
+	var head string
+	if c.TieWordEmbeddings {
+		// lm_head reads the embedding through a Transpose: one copy of the table on disk;
+		// passes.FindLinears sees a Transpose-of-initializer Linear named by its node.
+		head = b.node("/lm_head/Transpose", "Transpose", []string{embed}, ortgraph.TensorType(dt, []int64{H, V}), ortgraph.AInts("perm", 1, 0))
+	} else {
+		head = b.weight("lm_head.weight", []int64{V, H}, true, initNormal)
+	}
+	out := g.Add(ortgraph.NodeSpec{Op: "MatMul", Inputs: []string{h, head}, Name: "/lm_head/MatMul"})
+	n := g.Producer(out[0])
+	n.Output[0] = "logits"
+	g.P.Output = []*onnxpb.ValueInfoProto{{Name: "logits", Type: sym(dt, "batch", "seq", itoa(c.VocabSize))}}
+	g.Reindex()
+}
+
+// linear emits MatMul(x, W[in,out]) (+ bias) for the HF module path mod.
+func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims ...string) string {
+	path := "/" + dots(mod)
+	w := b.weight(mod+".weight", []int64{out, in}, true, initNormal)
+	y := b.node(path+"/MatMul", "MatMul", []string{x, w}, sym(b.dt, outDims...))
+	if bias {
+		bb := b.weight(mod+".bias", []int64{out}, false, initZeros)
+		y = b.node(path+"/Add", "Add", []string{y, bb}, sym(b.dt, outDims...))
+	}
+	return y
+}
+
+// dots turns "model.layers.0.self_attn.q_proj" into the exporter-style node path
+// "model/layers.0/self_attn/q_proj".
+func dots(mod string) string {
+	out := []byte{}
+	parts := splitDots(mod)
+	for i, p := range parts {
+		if i > 0 {
+			if _, err := strconv.Atoi(p); err == nil {
+				out = append(out, '.')
+			} else {
+				out = append(out, '/')
+			}
+		}
+		out = append(out, p...)
+	}
+	return string(out)
+}
+
+func splitDots(s string) []string {
+	var parts []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' {
+			parts = append(parts, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, s[start:])
+}
+
+// rmsNorm is LlamaRMSNorm: in float32, x * 1/sqrt(mean(x²) + eps), cast back, times weight.
+func (b *builder) rmsNorm(path, wname, x string) string {
+	c, g, dt := b.c, b.g, b.dt
+	Hs := itoa(c.HiddenSize)
+	w := b.weight(wname, []int64{int64(c.HiddenSize)}, false, initOnes)
+	x32 := x
+	if dt != ortgraph.Float {
+		x32 = b.node(path+"/Cast", "Cast", []string{x}, sym(ortgraph.Float, "batch", "seq", Hs), ortgraph.AInt("to", int64(ortgraph.Float)))
+	}
+	sq := b.node(path+"/Pow", "Pow", []string{x32, g.ConstF(ortgraph.Float, 2)}, sym(ortgraph.Float, "batch", "seq", Hs))
+	mean := b.node(path+"/ReduceMean", "ReduceMean", []string{sq, g.ConstI64(-1)}, sym(ortgraph.Float, "batch", "seq", "1"), ortgraph.AInt("keepdims", 1))
+	v := b.node(path+"/Add", "Add", []string{mean, g.ConstF(ortgraph.Float, float32(c.RMSNormEps))}, sym(ortgraph.Float, "batch", "seq", "1"))
+	s := b.node(path+"/Sqrt", "Sqrt", []string{v}, sym(ortgraph.Float, "batch", "seq", "1"))
+	r := b.node(path+"/Reciprocal", "Reciprocal", []string{s}, sym(ortgraph.Float, "batch", "seq", "1"))
+	y := b.node(path+"/Mul", "Mul", []string{x32, r}, sym(ortgraph.Float, "batch", "seq", Hs))
+	if dt != ortgraph.Float {
+		y = b.node(path+"/Cast_1", "Cast", []string{y}, sym(dt, "batch", "seq", Hs), ortgraph.AInt("to", int64(dt)))
+	}
+	return b.node(path+"/Mul_1", "Mul", []string{w, y}, sym(dt, "batch", "seq", Hs))
+}
+
+// rotate applies q*cos + rotate_half(q)*sin to x [batch, heads, seq, hd].
+func (b *builder) rotate(path, x, cos, sin string, heads int64) string {
+	g, dt := b.g, b.dt
+	hd := int64(b.c.HeadDim)
+	full := sym(dt, "batch", itoa(int(heads)), "seq", itoa(int(hd)))
+	half := sym(dt, "batch", itoa(int(heads)), "seq", itoa(int(hd/2)))
+	x1 := b.node(path+"/Slice", "Slice", []string{x, g.ConstI64(0), g.ConstI64(hd / 2), g.ConstI64(3)}, half)
+	x2 := b.node(path+"/Slice_1", "Slice", []string{x, g.ConstI64(hd / 2), g.ConstI64(hd), g.ConstI64(3)}, half)
+	neg := b.node(path+"/Neg", "Neg", []string{x2}, half)
+	rot := b.node(path+"/Concat", "Concat", []string{neg, x1}, full, ortgraph.AInt("axis", -1))
+	a := b.node(path+"/Mul", "Mul", []string{x, cos}, full)
+	r := b.node(path+"/Mul_1", "Mul", []string{rot, sin}, full)
+	return b.node(path+"/Add", "Add", []string{a, r}, full)
+}
+
+func (b *builder) layer(l int, h, cos, sin, mask string) string {
+	c, g, dt := b.c, b.g, b.dt
+	H, I := int64(c.HiddenSize), int64(c.IntermediateSize)
+	nH, nKV, hd := int64(c.NumHeads), int64(c.NumKVHeads), int64(c.HeadDim)
+	Hs, Is := itoa(c.HiddenSize), itoa(c.IntermediateSize)
+	mod := "model.layers." + itoa(l)
+	path := "/model/layers." + itoa(l)
+	att := path + "/self_attn"
+
+	x := b.rmsNorm(path+"/input_layernorm", mod+".input_layernorm.weight", h)
+	q := b.linear(mod+".self_attn.q_proj", x, H, nH*hd, c.AttentionBias, "batch", "seq", itoa(int(nH*hd)))
+	k := b.linear(mod+".self_attn.k_proj", x, H, nKV*hd, c.AttentionBias, "batch", "seq", itoa(int(nKV*hd)))
+	v := b.linear(mod+".self_attn.v_proj", x, H, nKV*hd, c.AttentionBias, "batch", "seq", itoa(int(nKV*hd)))
+	heads := func(name, x string, n int64) string {
+		r := b.node(att+"/Reshape_"+name, "Reshape", []string{x, g.ConstI64(0, 0, n, hd)}, sym(dt, "batch", "seq", itoa(int(n)), itoa(int(hd))))
+		return b.node(att+"/Transpose_"+name, "Transpose", []string{r}, sym(dt, "batch", itoa(int(n)), "seq", itoa(int(hd))), ortgraph.AInts("perm", 0, 2, 1, 3))
+	}
+	q, k, v = heads("q", q, nH), heads("k", k, nKV), heads("v", v, nKV)
+	q = b.rotate(att+"/rotary_q", q, cos, sin, nH)
+	k = b.rotate(att+"/rotary_k", k, cos, sin, nKV)
+	if rep := nH / nKV; rep > 1 {
+		// repeat_kv: [b, kv, s, d] → [b, kv, 1, s, d] → expand [b, kv, rep, s, d] → [b, kv·rep, s, d].
+		repeat := func(name, x string) string {
+			u := b.node(att+"/repeat_kv/Unsqueeze_"+name, "Unsqueeze", []string{x, g.ConstI64(2)}, sym(dt, "batch", itoa(int(nKV)), "1", "seq", itoa(int(hd))))
+			e := b.node(att+"/repeat_kv/Expand_"+name, "Expand", []string{u, g.ConstI64(1, 1, rep, 1, 1)}, sym(dt, "batch", itoa(int(nKV)), itoa(int(rep)), "seq", itoa(int(hd))))
+			return b.node(att+"/repeat_kv/Reshape_"+name, "Reshape", []string{e, g.ConstI64(0, nH, -1, hd)}, sym(dt, "batch", itoa(int(nH)), "seq", itoa(int(hd))))
+		}
+		k, v = repeat("k", k), repeat("v", v)
+	}
+	kt := b.node(att+"/Transpose_kt", "Transpose", []string{k}, sym(dt, "batch", itoa(int(nH)), itoa(int(hd)), "seq"), ortgraph.AInts("perm", 0, 1, 3, 2))
+	scoresT := sym(dt, "batch", itoa(int(nH)), "seq", "seq")
+	s := b.node(att+"/MatMul", "MatMul", []string{q, kt}, scoresT)
+	s = b.node(att+"/Mul", "Mul", []string{s, g.ConstF(dt, float32(math.Pow(float64(hd), -0.5)))}, scoresT)
+	s = b.node(att+"/Add", "Add", []string{s, mask}, scoresT)
+	var p string
+	if dt == ortgraph.Float {
+		p = b.node(att+"/Softmax", "Softmax", []string{s}, scoresT, ortgraph.AInt("axis", -1))
+	} else {
+		// softmax(dtype=float32).to(q.dtype), as HF's eager attention.
+		s32 := b.node(att+"/Cast", "Cast", []string{s}, sym(ortgraph.Float, "batch", itoa(int(nH)), "seq", "seq"), ortgraph.AInt("to", int64(ortgraph.Float)))
+		p32 := b.node(att+"/Softmax", "Softmax", []string{s32}, sym(ortgraph.Float, "batch", itoa(int(nH)), "seq", "seq"), ortgraph.AInt("axis", -1))
+		p = b.node(att+"/Cast_1", "Cast", []string{p32}, scoresT, ortgraph.AInt("to", int64(dt)))
+	}
+	o := b.node(att+"/MatMul_1", "MatMul", []string{p, v}, sym(dt, "batch", itoa(int(nH)), "seq", itoa(int(hd))))
+	o = b.node(att+"/Transpose_o", "Transpose", []string{o}, sym(dt, "batch", "seq", itoa(int(nH)), itoa(int(hd))), ortgraph.AInts("perm", 0, 2, 1, 3))
+	o = b.node(att+"/Reshape_o", "Reshape", []string{o, g.ConstI64(0, 0, nH*hd)}, sym(dt, "batch", "seq", itoa(int(nH*hd))))
+	o = b.linear(mod+".self_attn.o_proj", o, nH*hd, H, c.AttentionBias, "batch", "seq", Hs)
+	h = b.node(path+"/Add", "Add", []string{h, o}, sym(dt, "batch", "seq", Hs))
+
+	x = b.rmsNorm(path+"/post_attention_layernorm", mod+".post_attention_layernorm.weight", h)
+	gate := b.linear(mod+".mlp.gate_proj", x, H, I, c.MLPBias, "batch", "seq", Is)
+	up := b.linear(mod+".mlp.up_proj", x, H, I, c.MLPBias, "batch", "seq", Is)
+	sg := b.node(path+"/mlp/act_fn/Sigmoid", "Sigmoid", []string{gate}, sym(dt, "batch", "seq", Is))
+	act := b.node(path+"/mlp/act_fn/Mul", "Mul", []string{gate, sg}, sym(dt, "batch", "seq", Is))
+	prod := b.node(path+"/mlp/Mul", "Mul", []string{act, up}, sym(dt, "batch", "seq", Is))
+	down := b.linear(mod+".mlp.down_proj", prod, I, H, c.MLPBias, "batch", "seq", Hs)
+	return b.node(path+"/Add_1", "Add", []string{h, down}, sym(dt, "batch", "seq", Hs))
+}

@@ -1,0 +1,559 @@
+package hfimport
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/sync/semaphore"
+	"google.golang.org/protobuf/proto"
+)
+
+// Output file names inside the output directory.
+const (
+	ModelFile = "model.onnx"
+	DataFile  = "model.onnx.data"
+)
+
+// DefaultMinExternal: weights of at least this many bytes go to the external data file.
+const DefaultMinExternal = 1024
+
+// Common options of Import and Synth.
+type Common struct {
+	Out string
+	// DType of the graph: "float32" or "float16" ("fp32", "fp16", "half" accepted).
+	DType string
+	Force bool
+	// MinExternal: weights of at least this many bytes are stored in DataFile (0 → 1024).
+	MinExternal int
+	// Progress receives a progress bar (nil: none).
+	Progress io.Writer
+	// Workers for synth's generation and import's conversion (0 → one per core).
+	Workers int
+}
+
+// ImportOptions of `ortq import`.
+type ImportOptions struct {
+	Common
+	HF string // checkpoint directory
+}
+
+// SynthOptions of `ortq synth`.
+type SynthOptions struct {
+	Common
+	Preset string
+	Seed   uint64
+	// Layers, when > 0, cuts the decoder to this many layers.
+	Layers int
+}
+
+// Result describes what was written.
+type Result struct {
+	Dir       string
+	Model     string // path of model.onnx
+	Config    *Config
+	DType     string
+	Params    int64
+	DataBytes int64
+	Nodes     int
+	Elapsed   time.Duration
+}
+
+// ParseDType maps a --dtype value to an ONNX element type.
+func ParseDType(s string) (int32, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "float32", "fp32", "float", "f32":
+		return ortgraph.Float, nil
+	case "float16", "fp16", "half", "f16":
+		return ortgraph.Float16, nil
+	}
+	return 0, fmt.Errorf("--dtype %q: use float32 or float16", s)
+}
+
+func dtypeName(dt int32) string {
+	if dt == ortgraph.Float16 {
+		return "float16"
+	}
+	return "float32"
+}
+
+// Import builds the graph of a Hugging Face checkpoint directory.
+func Import(o ImportOptions) (*Result, error) {
+	start := time.Now()
+	if o.HF == "" {
+		return nil, fmt.Errorf("--hf is required: the checkpoint directory (config.json + *.safetensors)")
+	}
+	if o.DType == "" {
+		o.DType = "float32"
+	}
+	dt, err := ParseDType(o.DType)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOut(o.Out, o.Force); err != nil {
+		return nil, err
+	}
+	if st, err := os.Stat(o.HF); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("checkpoint directory %q does not exist or is not a directory", o.HF)
+	}
+	cfgPath := filepath.Join(o.HF, "config.json")
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := openCheckpoint(o.HF)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	m, ws, err := Build(cfg, dt)
+	if err != nil {
+		return nil, fmt.Errorf("config %q: %w", cfgPath, err)
+	}
+	// Check every tensor before writing anything: present, float, right shape.
+	src := make([]*stTensor, len(ws))
+	for i, w := range ws {
+		t := ck.tensors[w.Name]
+		if t == nil {
+			return nil, fmt.Errorf("checkpoint %q: tensor %q is missing (config %s expects it)", o.HF, w.Name, cfgPath)
+		}
+		if err := t.checkFloat(); err != nil {
+			return nil, err
+		}
+		if !equalDims(t.shape, w.HFShape) {
+			return nil, fmt.Errorf("%s has shape %v, config.json implies %v", t.where(), t.shape, w.HFShape)
+		}
+		src[i] = t
+	}
+	fill := func(i int, w *Weight, from, n int64, dst []float32, scratch *[]byte) error {
+		return readWeight(src[i], w, from, n, dst, scratch)
+	}
+	extra := []string{"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}
+	res, err := write(o.Common, m, ws, dt, fill, true, func(tmp string) error {
+		for _, name := range extra {
+			if err := copySmall(filepath.Join(o.HF, name), filepath.Join(tmp, name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, "import "+filepath.Base(filepath.Clean(o.HF)))
+	if err != nil {
+		return nil, err
+	}
+	res.Config = cfg
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// Synth writes a preset's graph with random weights drawn like HF's _init_weights:
+// Linear/Embedding N(0, 0.02), RMSNorm 1, biases 0. The same seed gives the same bytes
+// whatever the number of workers (each chunk of each tensor has its own stream).
+func Synth(o SynthOptions) (*Result, error) {
+	start := time.Now()
+	cfg, err := Preset(o.Preset)
+	if err != nil {
+		return nil, err
+	}
+	if o.Layers < 0 {
+		return nil, fmt.Errorf("--layers %d: must be ≥ 0 (0 keeps the preset's %d)", o.Layers, cfg.NumLayers)
+	}
+	if o.Layers > 0 {
+		cfg.NumLayers = o.Layers
+	}
+	if o.DType == "" {
+		o.DType = "float16"
+		if cfg.Params() < 100e6 {
+			o.DType = "float32"
+		}
+	}
+	dt, err := ParseDType(o.DType)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DType = dtypeName(dt)
+	if err := checkOut(o.Out, o.Force); err != nil {
+		return nil, err
+	}
+	m, ws, err := Build(cfg, dt)
+	if err != nil {
+		return nil, err
+	}
+	std := cfg.InitializerRange
+	fill := func(i int, w *Weight, from, n int64, dst []float32, _ *[]byte) error {
+		switch w.init {
+		case initOnes:
+			for j := range dst[:n] {
+				dst[j] = 1
+			}
+		case initZeros:
+			clear(dst[:n])
+		default:
+			// One PCG stream per (seed, tensor, chunk): deterministic under any schedule.
+			rng := rand.New(rand.NewPCG(o.Seed, uint64(i)<<40|uint64(from/chunkElems)))
+			for j := range dst[:n] {
+				dst[j] = float32(rng.NormFloat64() * std)
+			}
+		}
+		return nil
+	}
+	res, err := write(o.Common, m, ws, dt, fill, false, func(tmp string) error {
+		return os.WriteFile(filepath.Join(tmp, "config.json"), cfg.JSON(), 0o644)
+	}, "synth "+o.Preset)
+	if err != nil {
+		return nil, err
+	}
+	res.Config = cfg
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+func equalDims(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// checkOut refuses to replace an existing output unless forced, and then only a directory
+// that looks like ours.
+func checkOut(out string, force bool) error {
+	if out == "" {
+		return fmt.Errorf("--out is required")
+	}
+	st, err := os.Stat(out)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !force {
+		return fmt.Errorf("output %q exists: pass --force to replace it", out)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("output %q exists and is not a directory", out)
+	}
+	if _, err := os.Stat(filepath.Join(out, ModelFile)); err != nil {
+		if entries, _ := os.ReadDir(out); len(entries) > 0 {
+			return fmt.Errorf("output %q is a non-empty directory without %s: refusing to replace it", out, ModelFile)
+		}
+	}
+	return nil
+}
+
+// chunkElems is the unit of work for conversion and generation (and of synth's random
+// streams, so changing it changes synth's weights).
+const chunkElems = 1 << 20
+
+// progressMin: smaller outputs are written without a progress bar (they take a blink).
+const progressMin = 64 << 20
+
+// wholeBudget bounds the memory of whole-tensor (transposed) import jobs in flight.
+const wholeBudget = 3 << 30
+
+// fillFunc produces elements [from, from+n) of weight i in the graph layout, as float32.
+type fillFunc func(i int, w *Weight, from, n int64, dst []float32, scratch *[]byte) error
+
+type job struct {
+	i        int
+	from, n  int64
+	off      int64 // file offset (external) or -1 (inline: whole tensor)
+	inlineTo []byte
+}
+
+// write lays out the weights (inline below MinExternal, else 4096-aligned in DataFile),
+// generates/converts them chunk by chunk on Workers goroutines straight into the data file,
+// saves the graph, lets extra add files, and renames the temp directory into place.
+//
+// wholeTransposed (import) makes a transposed weight one job: it is read whole and transposed
+// in memory; such jobs share a memory budget so 16 workers never hold 16 big Linears at once.
+func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, wholeTransposed bool, extra func(tmp string) error, what string) (*Result, error) {
+	minExt := int64(o.MinExternal)
+	if minExt <= 0 {
+		minExt = DefaultMinExternal
+	}
+	workers := o.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	es := int64(ortgraph.ElemSize(dt))
+	var jobs []job
+	var dataSize, params int64
+	for i, w := range ws {
+		n := w.NumElements()
+		params += n
+		size := n * es
+		if size < minExt {
+			buf := make([]byte, size)
+			w.T.RawData = buf
+			jobs = append(jobs, job{i: i, from: 0, n: n, off: -1, inlineTo: buf})
+			continue
+		}
+		dataSize += (4096 - dataSize%4096) % 4096
+		w.T.DataLocation = onnxpb.TensorProto_EXTERNAL
+		w.T.ExternalData = []*onnxpb.StringStringEntryProto{
+			{Key: "location", Value: DataFile},
+			{Key: "offset", Value: strconv.FormatInt(dataSize, 10)},
+			{Key: "length", Value: strconv.FormatInt(size, 10)},
+		}
+		if w.Transpose && wholeTransposed {
+			// A transposed weight is produced whole (it is one Linear, ≤ a few hundred MB).
+			jobs = append(jobs, job{i: i, from: 0, n: n, off: dataSize})
+		} else {
+			for from := int64(0); from < n; from += chunkElems {
+				jobs = append(jobs, job{i: i, from: from, n: min(chunkElems, n-from), off: dataSize + from*es})
+			}
+		}
+		dataSize += size
+	}
+
+	parent := filepath.Dir(filepath.Clean(o.Out))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(parent, ".tmp-"+filepath.Base(filepath.Clean(o.Out))+"-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(tmp, DataFile))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := f.Truncate(dataSize); err != nil {
+		return nil, fmt.Errorf("write %s: %w", DataFile, err)
+	}
+
+	var bar *progressbar.ProgressBar
+	if o.Progress != nil && dataSize >= progressMin {
+		bar = progressbar.NewOptions64(dataSize,
+			progressbar.OptionSetWriter(o.Progress),
+			progressbar.OptionSetDescription(what),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionSetWidth(24),
+			progressbar.OptionThrottle(200*time.Millisecond),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(o.Progress) }),
+		)
+	}
+	mem := semaphore.NewWeighted(wholeBudget)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		next     atomic.Int64
+		wg       sync.WaitGroup
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var vals []float32
+			var out, scratch []byte
+			for {
+				k := next.Add(1) - 1
+				if k >= int64(len(jobs)) {
+					return
+				}
+				mu.Lock()
+				stop := firstErr != nil
+				mu.Unlock()
+				if stop {
+					return
+				}
+				j := jobs[k]
+				w := ws[j.i]
+				cost := j.n * (8 + 4 + es) // dst + src float32s, raw bytes, encoded bytes
+				if j.n > chunkElems {
+					cost = min(cost, wholeBudget)
+					if err := mem.Acquire(context.Background(), cost); err != nil {
+						panic(err) // Background never cancels
+					}
+				}
+				if int64(cap(vals)) < j.n {
+					vals = make([]float32, j.n)
+				}
+				vals = vals[:j.n]
+				err := fill(j.i, w, j.from, j.n, vals, &scratch)
+				if err == nil {
+					dst := j.inlineTo
+					if dst == nil {
+						if int64(cap(out)) < j.n*es {
+							out = make([]byte, j.n*es)
+						}
+						dst = out[:j.n*es]
+					}
+					if err = encode(dt, vals, dst); err != nil {
+						err = fmt.Errorf("weight %q: %w", w.Name, err)
+					}
+					if err == nil && j.off >= 0 {
+						if _, e := f.WriteAt(dst, j.off); e != nil {
+							err = fmt.Errorf("write %s: %w", DataFile, e)
+						}
+						if bar != nil {
+							bar.Add64(int64(len(dst)))
+						}
+					}
+				}
+				if j.n > chunkElems {
+					mem.Release(cost)
+					vals, out, scratch = nil, nil, nil // let the big buffers go
+				}
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	buf, err := proto.Marshal(m.P)
+	if err != nil {
+		return nil, fmt.Errorf("save model: %w", err)
+	}
+	if len(buf) > ortgraph.MaxModelProtoBytes {
+		return nil, fmt.Errorf("save model: protobuf part is %d bytes: lower --min-external", len(buf))
+	}
+	if err := ortgraph.WriteFileAtomic(filepath.Join(tmp, ModelFile), buf); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(filepath.Join(tmp, ModelFile), 0o644); err != nil { // CreateTemp made it 0600
+		return nil, err
+	}
+	if extra != nil {
+		if err := extra(tmp); err != nil {
+			return nil, err
+		}
+	}
+	if err := swapDir(tmp, o.Out); err != nil {
+		return nil, err
+	}
+	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Params: params, DataBytes: dataSize, Nodes: len(m.P.Graph.Node)}, nil
+}
+
+// encode writes float32 values in the graph dtype; float16 overflow is an error (a weight
+// beyond ±65504 cannot be represented and would silently become ±Inf).
+func encode(dt int32, v []float32, dst []byte) error {
+	switch dt {
+	case ortgraph.Float:
+		for i, x := range v {
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(x))
+		}
+	case ortgraph.Float16:
+		for i, x := range v {
+			h := ortgraph.FloatToHalf(x)
+			if h&0x7c00 == 0x7c00 && !math.IsInf(float64(x), 0) && !math.IsNaN(float64(x)) {
+				return fmt.Errorf("value %g at element %d is outside the float16 range: use --dtype float32", x, i)
+			}
+			binary.LittleEndian.PutUint16(dst[2*i:], h)
+		}
+	default:
+		panic("hfimport: encode: unsupported dtype " + ortgraph.DTypeName(dt))
+	}
+	return nil
+}
+
+// readWeight converts elements [from, from+n) of a weight from the checkpoint. For a
+// transposed weight the whole tensor is read (n = all) and transposed from [out, in].
+func readWeight(t *stTensor, w *Weight, from, n int64, dst []float32, scratch *[]byte) error {
+	if !w.Transpose {
+		b, err := t.readRange(from, n, *scratch, dst)
+		*scratch = b
+		return err
+	}
+	rows, cols := w.HFShape[0], w.HFShape[1] // [out, in]
+	src := make([]float32, rows*cols)
+	b, err := t.readRange(0, rows*cols, *scratch, src)
+	*scratch = b
+	if err != nil {
+		return err
+	}
+	// dst[c*rows + r] = src[r*cols + c], in 64×64 tiles for cache locality.
+	const tile = 64
+	for r0 := int64(0); r0 < rows; r0 += tile {
+		for c0 := int64(0); c0 < cols; c0 += tile {
+			for r := r0; r < min(r0+tile, rows); r++ {
+				row := src[r*cols:]
+				for c := c0; c < min(c0+tile, cols); c++ {
+					dst[c*rows+r] = row[c]
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func copySmall(src, dst string) error {
+	b, err := readSmall(src, 64<<20)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("copy %q: %w", src, err)
+	}
+	return os.WriteFile(dst, b, 0o644)
+}
+
+// swapDir moves a finished temp directory to dst, replacing an existing one (the same
+// dance as prepare's: the old one is moved aside first and restored on failure).
+func swapDir(tmp, dst string) error {
+	old := ""
+	if _, err := os.Stat(dst); err == nil {
+		old = dst + ".old-" + filepath.Base(tmp)
+		if err := os.Rename(dst, old); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		if old != "" {
+			os.Rename(old, dst)
+		}
+		return err
+	}
+	if old != "" {
+		return os.RemoveAll(old)
+	}
+	return nil
+}

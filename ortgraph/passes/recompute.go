@@ -1,0 +1,218 @@
+package passes
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// RecomputeResult says what the Recompute pass did.
+type RecomputeResult struct {
+	Layers int // layers whose activations are recomputed
+	Cloned int // forward nodes re-emitted for the backward pass
+}
+
+// Recompute makes the backward pass of each decoder layer recompute that layer's
+// activations from its input instead of keeping them alive from the forward pass
+// (gradient checkpointing per layer). Only the layer inputs — the residual stream between
+// layers — and the LoRA dropout masks survive the forward pass.
+//
+// Pattern: forward nodes tagged with a layer (node name or the exporter's name_scopes
+// metadata contain "layers.N"); backward nodes reading values produced inside layer N.
+// Rewrite: those reads go to clones of the producing forward nodes. Two measures keep ONNX
+// Runtime from undoing it: the clones read values from outside the layer through
+// Where(isnan(dy[0]), x, x), where dy is the gradient of the layer's output, so they
+// cannot run before the backward
+// pass reaches the layer (no early hoisting); and since their inputs differ from the
+// forward nodes' inputs, common-subexpression elimination cannot merge them back.
+// Dropout is not re-drawn: its clone reuses the forward mask (x·mask/(1−p)), so forward
+// and backward see the same mask.
+var Recompute = &ortgraph.Pass{
+	Name:     "recompute",
+	Doc:      "per-layer activation recomputation in the backward pass (gradient checkpointing)",
+	Requires: []*ortgraph.Pass{Backward},
+	Run:      runRecompute,
+}
+
+var reLayer = regexp.MustCompile(`layers[./_](\d+)[./_'\]]`)
+
+// nodeLayer returns the decoder layer a forward node belongs to, or -1.
+func nodeLayer(n *onnxpb.NodeProto) int {
+	for _, s := range []string{lastScope(ortgraph.MetaValue(n, "pkg.torch.onnx.name_scopes")) + ".", n.Name + "/"} {
+		if m := reLayer.FindStringSubmatch(s); m != nil {
+			l, _ := strconv.Atoi(m[1])
+			return l
+		}
+	}
+	return -1
+}
+
+func runRecompute(ctx *ortgraph.Context) (any, error) {
+	g := ctx.G
+	br := ctx.Result(Backward).(*BackwardResult)
+	layerOf := map[string]int{} // forward value → layer of its producer
+	var fwd []*onnxpb.NodeProto
+	for _, n := range g.P.Node {
+		if !br.Forward[n] {
+			continue
+		}
+		fwd = append(fwd, n)
+		l := nodeLayer(n)
+		for _, o := range n.Output {
+			layerOf[o] = l
+		}
+	}
+	// Layer boundaries: values of layer L read by forward nodes outside L (the residual
+	// stream) stay alive; they are the checkpoints.
+	boundary := map[string]bool{}
+	for _, n := range fwd {
+		ln := nodeLayer(n)
+		for _, in := range n.Input {
+			if l, ok := layerOf[in]; ok && l >= 0 && l != ln {
+				boundary[in] = true
+			}
+		}
+	}
+	for _, o := range g.P.Output {
+		boundary[o.Name] = true
+	}
+	// dep[L]: a gradient that exists only once the backward pass has reached layer L.
+	dep := map[int]string{}
+	var bnames []string
+	for v := range boundary {
+		bnames = append(bnames, v)
+	}
+	sort.Strings(bnames)
+	for _, v := range bnames {
+		if l, ok := layerOf[v]; ok && l >= 0 && dep[l] == "" && br.ValueGrads[v] != "" {
+			dep[l] = br.ValueGrads[v]
+		}
+	}
+	producer := map[string]*onnxpb.NodeProto{}
+	for _, n := range fwd {
+		for _, o := range n.Output {
+			producer[o] = n
+		}
+	}
+	clones := map[string]string{}
+	gated := map[string]string{} // (layer input) → gated copy, per layer
+	cond := map[int]string{}
+	cloned := 0
+	var clone func(v string, l int) (string, error)
+	clone = func(v string, l int) (string, error) {
+		if c, ok := clones[v]; ok {
+			return c, nil
+		}
+		p := producer[v]
+		if p == nil || layerOf[v] != l || boundary[v] {
+			// Outside the layer: the layer input (gated so recomputation waits for the
+			// backward pass), a shared value, a parameter or a constant.
+			if p != nil && layerOf[v] != l && dep[l] != "" && isActivation(g, v) {
+				key := strconv.Itoa(l) + "|" + v
+				if gv, ok := gated[key]; ok {
+					return gv, nil
+				}
+				if cond[l] == "" {
+					// A one-element test on dy: false unless dy is NaN, and both branches
+					// are v anyway; it only adds the data dependency.
+					first := g.Op("Slice", []string{g.Op("Reshape", []string{dep[l], g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
+					cond[l] = g.Op("IsNaN", []string{first})
+				}
+				gv := g.Op("Where", []string{cond[l], v, v})
+				if t := g.Type(v); t != nil {
+					g.SetType(gv, t)
+				}
+				gated[key] = gv
+				return gv, nil
+			}
+			return v, nil
+		}
+		if p.OpType == "Dropout" && p.Domain == "" {
+			// Reuse the forward mask: y = x·mask/(1−p).
+			if v != p.Output[0] {
+				return v, nil // the mask itself stays alive
+			}
+			if len(p.Output) < 2 || p.Output[1] == "" {
+				return "", fmt.Errorf("dropout node %q has no mask output to reuse", p.Name)
+			}
+			x, err := clone(p.Input[0], l)
+			if err != nil {
+				return "", err
+			}
+			ratio := p.Input[1]
+			one := g.ConstLikeF(1, x)
+			scale := g.Op("Div", []string{one, g.Op("Sub", []string{one, ratio})})
+			y := g.Op("Where", []string{p.Output[1], g.Op("Mul", []string{x, scale}), g.ConstLikeF(0, x)})
+			if t := g.Type(v); t != nil {
+				g.SetType(y, t)
+			}
+			clones[v] = y
+			cloned++
+			return y, nil
+		}
+		ins := make([]string, len(p.Input))
+		for i, in := range p.Input {
+			if in == "" {
+				continue
+			}
+			c, err := clone(in, l)
+			if err != nil {
+				return "", err
+			}
+			ins[i] = c
+		}
+		outs := g.Add(ortgraph.NodeSpec{Op: p.OpType, Domain: p.Domain, Inputs: ins, NOut: len(p.Output), Attrs: p.Attribute, Name: "recompute/" + p.Name})
+		for i, o := range p.Output {
+			if o == "" {
+				continue
+			}
+			clones[o] = outs[i]
+			if t := g.Type(o); t != nil {
+				g.SetType(outs[i], t)
+			}
+		}
+		cloned++
+		return clones[v], nil
+	}
+	layers := map[int]bool{}
+	for _, n := range append([]*onnxpb.NodeProto(nil), g.P.Node...) {
+		if br.Forward[n] || len(n.Name) >= 10 && n.Name[:10] == "recompute/" {
+			continue
+		}
+		for i, in := range n.Input {
+			l, ok := layerOf[in]
+			if !ok || l < 0 || boundary[in] {
+				continue
+			}
+			c, err := clone(in, l)
+			if err != nil {
+				return nil, err
+			}
+			n.Input[i] = c
+			layers[l] = true
+		}
+	}
+	if len(layers) == 0 {
+		return nil, fmt.Errorf("no decoder layer found to recompute (nodes carry no layers.N scope)")
+	}
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
+	g.Prune()
+	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass", len(layers), cloned)
+	return &RecomputeResult{Layers: len(layers), Cloned: cloned}, nil
+}
+
+// isActivation reports whether v is a floating-point tensor computed by the graph (worth
+// gating), as opposed to an integer shape or index value.
+func isActivation(g *ortgraph.Graph, v string) bool {
+	switch g.ElemType(v) {
+	case ortgraph.Float, ortgraph.Float16, ortgraph.BF16, ortgraph.Double:
+		return g.Initializer(v) == nil
+	}
+	return false
+}
