@@ -55,6 +55,7 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	br := ctx.Result(Backward).(*BackwardResult)
 	layerOf := map[string]int{} // forward value → layer of its producer
+	nl := map[*onnxpb.NodeProto]int{}
 	var fwd []*onnxpb.NodeProto
 	for _, n := range g.P.Node {
 		if !br.Forward[n] {
@@ -62,16 +63,66 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 		}
 		fwd = append(fwd, n)
 		l := nodeLayer(n)
+		if l < 0 {
+			// Untagged nodes (exporter decompositions without a scope) join the layer
+			// their inputs come from, when that is a single layer.
+			seen := -1
+			for _, in := range ortgraph.NodeInputs(n) {
+				if il, ok := layerOf[in]; ok && il >= 0 {
+					if seen >= 0 && seen != il {
+						seen = -2
+						break
+					}
+					seen = il
+				}
+			}
+			if seen >= 0 {
+				l = seen
+			}
+		}
+		nl[n] = l
 		for _, o := range n.Output {
 			layerOf[o] = l
+		}
+	}
+	// A propagated tag sticks only if the node feeds an explicitly tagged node of the same
+	// layer: nodes after the last layer (final norm, head, loss) stay shared.
+	keep := map[*onnxpb.NodeProto]bool{}
+	cons := map[string][]*onnxpb.NodeProto{}
+	for _, n := range fwd {
+		for _, in := range ortgraph.NodeInputs(n) {
+			cons[in] = append(cons[in], n)
+		}
+	}
+	for i := len(fwd) - 1; i >= 0; i-- {
+		n := fwd[i]
+		if nl[n] < 0 {
+			continue
+		}
+		if nodeLayer(n) >= 0 {
+			keep[n] = true
+			continue
+		}
+		for _, o := range n.Output {
+			for _, c := range cons[o] {
+				if nl[c] == nl[n] && keep[c] {
+					keep[n] = true
+				}
+			}
+		}
+		if !keep[n] {
+			nl[n] = -1
+			for _, o := range n.Output {
+				layerOf[o] = -1
+			}
 		}
 	}
 	// Layer boundaries: values of layer L read by forward nodes outside L (the residual
 	// stream) stay alive; they are the checkpoints.
 	boundary := map[string]bool{}
 	for _, n := range fwd {
-		ln := nodeLayer(n)
-		for _, in := range n.Input {
+		ln := nl[n]
+		for _, in := range ortgraph.NodeInputs(n) {
 			if l, ok := layerOf[in]; ok && l >= 0 && l != ln {
 				boundary[in] = true
 			}
