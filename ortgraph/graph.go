@@ -18,6 +18,7 @@ type Graph struct {
 	prod  map[string]*onnxpb.NodeProto
 	inits map[string]*onnxpb.TensorProto
 	types map[string]*onnxpb.TypeProto
+	vinfo map[string]*onnxpb.ValueInfoProto // value_info entries by name
 	used  map[string]bool
 	seq   int
 	// Scope, when set, prefixes the names of emitted nodes (e.g. "lora/layers.0/q_proj").
@@ -55,8 +56,10 @@ func (g *Graph) Reindex() {
 		g.used[vi.Name] = true
 		g.types[vi.Name] = vi.Type
 	}
+	g.vinfo = map[string]*onnxpb.ValueInfoProto{}
 	for _, vi := range g.P.ValueInfo {
 		g.types[vi.Name] = vi.Type
+		g.vinfo[vi.Name] = vi
 	}
 	for _, vi := range g.P.Output {
 		g.types[vi.Name] = vi.Type
@@ -86,10 +89,31 @@ func (g *Graph) SetType(v string, t *onnxpb.TypeProto) {
 	if t == nil {
 		return
 	}
-	if _, ok := g.types[v]; !ok && g.inits[v] == nil {
-		g.P.ValueInfo = append(g.P.ValueInfo, &onnxpb.ValueInfoProto{Name: v, Type: t})
-	}
 	g.types[v] = t
+	if g.inits[v] != nil || g.isGraphIO(v) {
+		return
+	}
+	if vi := g.vinfo[v]; vi != nil {
+		vi.Type = t
+		return
+	}
+	vi := &onnxpb.ValueInfoProto{Name: v, Type: t}
+	g.P.ValueInfo = append(g.P.ValueInfo, vi)
+	g.vinfo[v] = vi
+}
+
+func (g *Graph) isGraphIO(v string) bool {
+	for _, x := range g.P.Input {
+		if x.Name == v {
+			return true
+		}
+	}
+	for _, x := range g.P.Output {
+		if x.Name == v {
+			return true
+		}
+	}
+	return false
 }
 
 // ElemType returns the element type of v, or 0 when unknown.
@@ -254,6 +278,7 @@ func (g *Graph) Add(s NodeSpec) []string {
 		g.prod[o] = n
 	}
 	g.P.Node = append(g.P.Node, n)
+	g.inferTypes(n)
 	return n.Output
 }
 
@@ -645,7 +670,7 @@ func (g *Graph) Prune() {
 	g.P.Initializer = inits
 	vis := g.P.ValueInfo[:0]
 	for _, v := range g.P.ValueInfo {
-		if live[v.Name] {
+		if live[v.Name] && g.prod[v.Name] != nil {
 			vis = append(vis, v)
 		}
 	}

@@ -82,6 +82,10 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 	if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevel(level)); err != nil {
 		return fail("setting the graph optimization level", err)
 	}
+	if o.ProfilePrefix == "" {
+		// ORTQ_PROFILE=prefix turns ONNX Runtime's profiler on for every session.
+		o.ProfilePrefix = os.Getenv("ORTQ_PROFILE")
+	}
 	if o.ProfilePrefix != "" {
 		if err := so.EnableProfiling(o.ProfilePrefix); err != nil {
 			return fail("enabling profiling", err)

@@ -221,7 +221,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		Params:   params,
 		Quant:    quant,
 	}
-	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(m)}
+	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(base, linears)}
 	man.Counts.BaseParams = baseParams
 	for _, q := range quant {
 		man.Counts.QuantizedParams += int64(q.Shape[0]) * int64(q.Shape[1])
@@ -306,13 +306,11 @@ func foundBy(ls *passes.Linears) string {
 	return strings.Join(out, "+")
 }
 
-func precisionOf(m *ortgraph.Model) string {
-	for _, in := range m.P.Graph.Input {
-		_ = in
-	}
-	for _, t := range m.P.Graph.Initializer {
-		if len(t.Dims) == 2 {
-			return strings.ToLower(ortgraph.DTypeName(t.DataType))
+// precisionOf is the activation type the Linears compute in ("float", "float16").
+func precisionOf(g *ortgraph.Graph, ls *passes.Linears) string {
+	if len(ls.All) > 0 {
+		if dt := g.ElemType(ls.All[0].Node.Input[0]); dt != 0 {
+			return strings.ToLower(ortgraph.DTypeName(dt))
 		}
 	}
 	return "float"

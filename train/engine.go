@@ -18,6 +18,7 @@ type Engine struct {
 
 	train, eval *ortrun.Session
 	trainGraph  *manifest.Graph
+	lazyEval    bool
 }
 
 // OpenEngine loads the manifest and opens the evaluation graph, and the training graph
@@ -31,6 +32,10 @@ type EngineOptions struct {
 	Train bool
 	// Recompute selects the training graph with per-layer recomputation.
 	Recompute bool
+	// LazyEval opens the evaluation graph only while evaluating. On a GPU each session
+	// holds its own copy of the weights and its own memory arena, so keeping the
+	// evaluation session open through training would double the weights' footprint.
+	LazyEval bool
 }
 
 // OpenEngineWith is OpenEngine with the choice of training graph.
@@ -46,16 +51,31 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 		}
 		e.trainGraph = man.TrainRecompute
 	}
-	if e.eval, err = ortrun.NewSession(filepath.Join(dir, man.Eval.File), opts); err != nil {
-		return nil, fmt.Errorf("open %s: %w", man.Eval.File, err)
+	e.lazyEval = eo.LazyEval
+	if !eo.LazyEval {
+		if err := e.openEval(); err != nil {
+			return nil, err
+		}
 	}
 	if eo.Train {
 		if e.train, err = ortrun.NewSession(filepath.Join(dir, e.trainGraph.File), opts); err != nil {
-			e.eval.Close()
+			e.Close()
 			return nil, fmt.Errorf("open %s: %w", e.trainGraph.File, err)
 		}
 	}
 	return e, nil
+}
+
+func (e *Engine) openEval() error {
+	if e.eval != nil {
+		return nil
+	}
+	s, err := ortrun.NewSession(filepath.Join(e.Dir, e.Man.Eval.File), e.Opts)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", e.Man.Eval.File, err)
+	}
+	e.eval = s
+	return nil
 }
 
 // Close releases the sessions.
@@ -65,6 +85,7 @@ func (e *Engine) Close() {
 	}
 	if e.eval != nil {
 		e.eval.Close()
+		e.eval = nil
 	}
 }
 
@@ -185,6 +206,15 @@ func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float
 
 // Eval returns the summed loss and token count of the batches under params.
 func (e *Engine) Eval(batches []data.Batch, params map[string][]float32) (lossSum float64, tokens int64, err error) {
+	if err := e.openEval(); err != nil {
+		return 0, 0, err
+	}
+	if e.lazyEval {
+		defer func() {
+			e.eval.Close()
+			e.eval = nil
+		}()
+	}
 	g := &e.Man.Eval
 	var sumName, cntName string
 	for _, io := range g.Outputs {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/internal/defaultmodel"
+	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
 	"github.com/spf13/cobra"
 )
@@ -59,6 +60,11 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 			if err != nil {
 				return err
 			}
+			if v.GetBool("check-placement") {
+				if err := checkPlacement(v, o.Out); err != nil {
+					return err
+				}
+			}
 			m := res.Manifest
 			fmt.Printf("wrote %s: %d layers, %d Linears (%s), %d quantized, %d LoRA tensors (%d parameters), train graph %d nodes, eval graph %d nodes\n",
 				o.Out, m.Model.Layers, m.Model.Linears, m.Model.FoundBy, len(m.Quant), len(m.Params), m.Counts.LoRAParams, m.Train.Nodes, m.Eval.Nodes)
@@ -81,6 +87,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
 	f.Int("loss-chunk", d.LossChunk, "compute lm_head + loss in blocks of this many tokens so the [tokens, vocab] logits never exist whole (0: off; -1: 1024 when vocab > 16384)")
 	f.Bool("quiet", false, "no progress messages")
+	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")
+	f.String("device", "cuda", "execution provider for --check-placement: cuda or cuda:N")
 	return cmd
 }
 
@@ -120,6 +128,38 @@ func resolveTokenizer(t string) (string, error) {
 	}
 	_, tok, err := defaultmodel.Extract(defaultmodel.Dir())
 	return tok, err
+}
+
+func checkPlacement(v interface{ GetString(string) string }, dir string) error {
+	lib, err := ortrun.FindLibrary(v.GetString("ort-lib"))
+	if err != nil {
+		return err
+	}
+	if err := ortrun.Init(lib); err != nil {
+		return err
+	}
+	reps, err := prepare.CheckPlacement(dir, ortrun.Options{Device: v.GetString("device")})
+	if err != nil {
+		return err
+	}
+	bad := 0
+	for _, r := range reps {
+		fmt.Printf("%s: %v; on CPU by design (integer/bool shape math): %d nodes; inserted by ORT: %d\n", r.File, r.ByProvider, len(r.ShapeOnCPU), len(r.Inserted))
+		for _, n := range r.ShapeOnCPU {
+			fmt.Printf("  shape-only on CPU: %s\n", n)
+		}
+		for _, n := range r.Inserted {
+			fmt.Printf("  inserted on CPU: %s\n", n)
+		}
+		for _, n := range r.ComputeOnCPU {
+			fmt.Printf("  COMPUTE ON CPU: %s\n", n)
+		}
+		bad += len(r.ComputeOnCPU)
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d compute nodes run on the CPU instead of %s (listed above)", bad, v.GetString("device"))
+	}
+	return nil
 }
 
 func listTargets(model string) error {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/ortq/ortq/data"
@@ -53,9 +54,23 @@ report (report.json, report.md) to --out.`,
 	f.Int("eval-every", 0, "evaluate every N optimizer steps (0: only before and after)")
 	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
+	f.String("recompute", "auto", "per-layer activation recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
 	return cmd
+}
+
+// recomputeFlag resolves --recompute for a device.
+func recomputeFlag(v, device string) (bool, error) {
+	switch v {
+	case "layer":
+		return true, nil
+	case "none":
+		return false, nil
+	case "auto", "":
+		return strings.HasPrefix(device, "cuda"), nil
+	}
+	return false, usageError{fmt.Errorf("--recompute %q: use layer, none or auto", v)}
 }
 
 // addDataFlags adds the flags shared by train and eval for building the dataset.
@@ -130,7 +145,11 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
-	eng, err := train.OpenEngine(dir, opts, true)
+	rec, err := recomputeFlag(v.GetString("recompute"), opts.Device)
+	if err != nil {
+		return err
+	}
+	eng, err := train.OpenEngineWith(dir, opts, train.EngineOptions{Train: true, Recompute: rec, LazyEval: strings.HasPrefix(opts.Device, "cuda")})
 	if err != nil {
 		return err
 	}

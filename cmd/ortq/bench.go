@@ -1,0 +1,212 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ortq/ortq/bench"
+	"github.com/ortq/ortq/hfimport"
+	"github.com/ortq/ortq/internal/defaultmodel"
+	"github.com/ortq/ortq/prepare"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+)
+
+func newBench() *cobra.Command {
+	d := prepare.DefaultOptions()
+	b := bench.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "bench --model M.onnx|--preset NAME|--artifacts DIR [--device cuda] [--sweep OPTION=V1,V2]... [--peer peer.json] --out DIR",
+		Short: "Measure fine-tuning speed and memory (tokens/s, step time, peak GPU/host memory, MFU, perplexity)",
+		Long: `bench runs optimizer steps (forward + backward + AdamW) on seeded synthetic token batches —
+every position a real token — and measures, after --warmup steps, --steps steps: step time
+p50/p95, tokens/s, peak GPU memory (NVML, sampled every ~10 ms and at each step), peak host
+RSS, MFU against the GPU's dense fp16 peak, and with --eval-batches the eval perplexity before
+and after the steps. The model is prepared first (--model, or a random-weight --preset
+synthesized like 'ortq synth'), or taken as prepared (--artifacts).
+
+--sweep measures the cartesian product of option values: micro-batch, seq-len, bits, recompute,
+targets (lists joined with +, or all), e.g.
+  ortq bench --preset llama-3.2-3b --device cuda --sweep micro-batch=1,7,14 --sweep recompute=none,layer --sweep bits=4,16
+Options that change the graph (bits, targets) prepare again per value into a temporary directory.
+
+--out gets report.json, report.md, memory.jsonl (the memory timeline) and plots (PNG + SVG).
+--peer adds results of bench/peer/torch_peft.py (same JSON schema) to the table, with
+ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			return runBench(v)
+		},
+	}
+	f := cmd.Flags()
+	f.String("model", "", `Llama ONNX graph to prepare and measure ("default": the small model embedded in ortq)`)
+	f.String("preset", "", "synthesize a random-weight Llama of this shape first ("+strings.Join(hfimport.PresetNames(), ", ")+")")
+	f.Int("preset-layers", 0, "with --preset: keep only the first N decoder layers (0: all)")
+	f.String("preset-dtype", "", "with --preset: float16 or float32 (default: synth's — float16, float32 for tiny)")
+	f.String("artifacts", "", "prepared artifacts directory to measure as is")
+	f.String("device", b.Device, "execution provider: cpu, cuda or cuda:N")
+	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
+	f.Int("micro-batch", b.MicroBatch, "sequences per step")
+	f.Int("seq-len", b.SeqLen, "tokens per sequence")
+	f.Int("steps", b.Steps, "measured optimizer steps")
+	f.Int("warmup", b.Warmup, "warm-up optimizer steps (not measured)")
+	f.Float64("lr", b.LR, "AdamW learning rate")
+	f.Uint64("seed", b.Seed, "seed of the token batches (and of --preset's weights)")
+	f.Int("eval-batches", 0, "measure eval perplexity on N held-out micro-batches before and after the steps (0: off)")
+	f.String("recompute", "auto", "per-layer recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
+	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets (repeatable: cartesian product)")
+	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable)")
+	f.String("out", "bench-out", "directory for report.json, report.md, memory.jsonl and the plots")
+	f.Float64("peak-flops", 0, "dense fp16 peak FLOP/s for MFU (0: from the GPU's name: H100 SXM/H200 989e12, H100 PCIe 756e12)")
+	f.Int("sample-ms", 10, "memory sampling period in milliseconds")
+	f.String("profile", "", "write ONNX Runtime profiles of each point's training session into this directory (timings include the profiler)")
+	f.String("work-dir", "", "keep prepared artifacts (and a synthesized --preset model) here instead of a temporary directory")
+	// prepare's options, used when bench prepares the model
+	f.StringSlice("targets", d.Targets, "LoRA target Linears (when preparing)")
+	f.Int("lora-r", d.Rank, "LoRA rank r (when preparing)")
+	f.Float64("lora-alpha", d.Alpha, "LoRA alpha (when preparing)")
+	f.Float64("lora-dropout", d.Dropout, "LoRA dropout (when preparing)")
+	f.Int("bits", d.Bits, "base weights: 4 (MatMulNBits) or 16 (when preparing)")
+	f.Int("block-size", d.BlockSize, "4-bit block size (when preparing)")
+	f.Bool("quiet", false, "no progress lines")
+	cmd.AddCommand(newBenchCompare())
+	return cmd
+}
+
+func runBench(v *viper.Viper) error {
+	cfg := bench.DefaultConfig()
+	cfg.Model, cfg.Artifacts, cfg.Preset = v.GetString("model"), v.GetString("artifacts"), v.GetString("preset")
+	cfg.PresetLayers, cfg.PresetDType = v.GetInt("preset-layers"), v.GetString("preset-dtype")
+	if cfg.Model == defaultmodel.Name {
+		m, _, err := defaultmodel.Extract(defaultmodel.Dir())
+		if err != nil {
+			return err
+		}
+		cfg.Model = m
+	}
+	cfg.Device, cfg.Threads = v.GetString("device"), v.GetInt("threads")
+	cfg.MicroBatch, cfg.SeqLen, cfg.Steps, cfg.Warmup = v.GetInt("micro-batch"), v.GetInt("seq-len"), v.GetInt("steps"), v.GetInt("warmup")
+	cfg.LR, cfg.Seed, cfg.EvalBatches = v.GetFloat64("lr"), v.GetUint64("seed"), v.GetInt("eval-batches")
+	cfg.Recompute = v.GetString("recompute")
+	cfg.PeakFLOPS = v.GetFloat64("peak-flops")
+	cfg.SampleInterval = time.Duration(v.GetInt("sample-ms")) * time.Millisecond
+	cfg.ProfileDir, cfg.WorkDir = v.GetString("profile"), v.GetString("work-dir")
+	p := prepare.DefaultOptions()
+	p.Targets, p.Rank, p.Alpha = splitList(v.GetStringSlice("targets")), v.GetInt("lora-r"), v.GetFloat64("lora-alpha")
+	p.Dropout, p.Bits, p.BlockSize = v.GetFloat64("lora-dropout"), v.GetInt("bits"), v.GetInt("block-size")
+	cfg.Prepare = p
+	var err error
+	// viper hands a string array back split at commas; ParseSweep rejoins the pieces.
+	if cfg.Sweep, err = bench.ParseSweep(v.GetStringSlice("sweep")); err != nil {
+		return usageError{err}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	if cfg.Model != "" || cfg.Preset != "" {
+		o := p
+		o.Model, o.Out = "x", "x" // Validate wants them; bench sets both per point
+		if err := o.Validate(); err != nil {
+			return usageError{err}
+		}
+	}
+	var peers bench.Peers
+	for _, path := range splitList(v.GetStringSlice("peer")) {
+		r, err := bench.ReadResult(path)
+		if err != nil {
+			return err
+		}
+		peers = append(peers, r)
+	}
+	out := v.GetString("out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	if !v.GetBool("quiet") {
+		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	}
+	// Load ONNX Runtime from --ort-lib / config as the other commands do.
+	if _, err := sessionOptions(v); err != nil {
+		return err
+	}
+	res, err := bench.Run(cfg)
+	if err != nil {
+		return err
+	}
+	if err := res.WriteJSON(filepath.Join(out, "report.json")); err != nil {
+		return err
+	}
+	if err := bench.WriteTimeline(filepath.Join(out, "memory.jsonl"), res.Timeline); err != nil {
+		return err
+	}
+	figs, err := bench.WritePlots(out, res, peers)
+	if errors.Is(err, bench.ErrNoPlots) {
+		fmt.Fprintf(os.Stderr, "note: %v\n", err)
+	} else if err != nil {
+		return err
+	}
+	if err := bench.WriteMarkdown(filepath.Join(out, "report.md"), res, bench.MarkdownOptions{Peers: peers, Figures: figs}); err != nil {
+		return err
+	}
+	fmt.Print(bench.Summary(res, peers))
+	fmt.Printf("report: %s (report.json, memory.jsonl", filepath.Join(out, "report.md"))
+	if len(figs) > 0 {
+		fmt.Printf(", %d plots", len(figs))
+	}
+	fmt.Println(")")
+	return nil
+}
+
+func newBenchCompare() *cobra.Command {
+	t := bench.DefaultThresholds()
+	cmd := &cobra.Command{
+		Use:   "compare OLD.json NEW.json",
+		Short: "Print the change between two bench results and fail past thresholds (CI regression gate)",
+		Long: `compare matches points by label and prints tokens/s, peak memory (GPU when both measured it,
+else host RSS) and final eval perplexity, old → new. It exits with status 1 when throughput
+falls by more than --max-slowdown, memory grows by more than --max-memory-growth, final
+perplexity rises by more than --max-ppl-increase (fractions), or an old point is missing.
+On the CPU, throughput is first scaled by each run's reference_ms (a fixed pure-Go matmul
+timed in the same process), so a slower CI machine does not read as a regression.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			th := bench.Thresholds{MaxSlowdown: v.GetFloat64("max-slowdown"), MaxMemoryGrowth: v.GetFloat64("max-memory-growth"),
+				MaxPPLIncrease: v.GetFloat64("max-ppl-increase"), Normalize: v.GetString("normalize")}
+			oldR, err := bench.ReadResult(args[0])
+			if err != nil {
+				return err
+			}
+			newR, err := bench.ReadResult(args[1])
+			if err != nil {
+				return err
+			}
+			c, err := bench.Compare(oldR, newR, th)
+			if err != nil {
+				return usageError{err}
+			}
+			fmt.Print(c.Text())
+			if !c.OK() {
+				return fmt.Errorf("bench compare: %d regression(s) past the thresholds", len(c.Failures))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.Float64("max-slowdown", t.MaxSlowdown, "largest allowed fall in tokens/s (fraction)")
+	f.Float64("max-memory-growth", t.MaxMemoryGrowth, "largest allowed growth in peak memory (fraction)")
+	f.Float64("max-ppl-increase", t.MaxPPLIncrease, "largest allowed rise in final eval perplexity (fraction)")
+	f.String("normalize", t.Normalize, "scale throughput by reference_ms: auto (CPU runs), on or off")
+	return cmd
+}
