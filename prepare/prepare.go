@@ -34,7 +34,7 @@ type Options struct {
 	QuantizeLMHead bool     `json:"quantize_lm_head"`
 	Seed           uint64   `json:"seed"`
 	// LossChunk: tokens per block of the chunked lm_head+loss (0 = plain loss on whole
-	// logits, -1 = automatic: 1024 when the vocabulary exceeds 16384 entries).
+	// logits, -1 = automatic: 512 when the vocabulary exceeds 16384 entries).
 	LossChunk int `json:"loss_chunk"`
 }
 
@@ -80,7 +80,7 @@ func (o *Options) passConfig(dropout float64, train bool, vocab int64) *passes.C
 	if chunk < 0 {
 		chunk = 0
 		if vocab > 16384 {
-			chunk = 1024
+			chunk = 512
 		}
 	}
 	return &passes.Config{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -148,9 +147,7 @@ func runBench(v *viper.Viper) error {
 		return err
 	}
 	figs, err := bench.WritePlots(out, res, peers)
-	if errors.Is(err, bench.ErrNoPlots) {
-		fmt.Fprintf(os.Stderr, "note: %v\n", err)
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
 	if err := bench.WriteMarkdown(filepath.Join(out, "report.md"), res, bench.MarkdownOptions{Peers: peers, Figures: figs}); err != nil {

@@ -85,7 +85,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
 	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
-	f.Int("loss-chunk", d.LossChunk, "compute lm_head + loss in blocks of this many tokens so the [tokens, vocab] logits never exist whole (0: off; -1: 1024 when vocab > 16384)")
+	f.Int("loss-chunk", d.LossChunk, "compute lm_head + loss in blocks of this many tokens so the [tokens, vocab] logits never exist whole (0: off; -1: 512 when vocab > 16384)")
 	f.Bool("quiet", false, "no progress messages")
 	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")
 	f.String("device", "cuda", "execution provider for --check-placement: cuda or cuda:N")

@@ -106,12 +106,19 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	} else {
 		lg = bg.Op("MatMul", []string{hc, wHV})
 	}
+	// Loss: nll = logsumexp(logits) − logits[label], in float32. Only one fp32 copy of
+	// the chunk's logits exists (the Cast feeding the reduction).
+	lgF := lg
 	if dt != ortgraph.Float {
-		lg = bg.Op("Cast", []string{lg}, ortgraph.AInt("to", int64(ortgraph.Float)))
+		lgF = bg.Op("Cast", []string{lg}, ortgraph.AInt("to", int64(ortgraph.Float)))
 	}
-	lsm := bg.Op("LogSoftmax", []string{lg}, ortgraph.AInt("axis", 1))
+	lse := bg.Op("ReduceLogSumExp", []string{lgF, bi64(1)}, ortgraph.AInt("keepdims", 1))
 	idx := bg.Op("Unsqueeze", []string{yc, bi64(1)})
-	picked := bg.Op("GatherElements", []string{lsm, idx}, ortgraph.AInt("axis", 1))
+	pickedLogit := bg.Op("GatherElements", []string{lg, idx}, ortgraph.AInt("axis", 1))
+	if dt != ortgraph.Float {
+		pickedLogit = bg.Op("Cast", []string{pickedLogit}, ortgraph.AInt("to", int64(ortgraph.Float)))
+	}
+	picked := bg.Op("Sub", []string{pickedLogit, lse}) // log p(label), [C, 1]
 	nll := bg.Op("ReduceSum", []string{bg.Op("Mul", []string{bg.Op("Squeeze", []string{picked, bi64(1)}), vc})}, ortgraph.AInt("keepdims", 1))
 	accOut := bg.Op("Sub", []string{accIn, nll})
 	condOut := bg.Op("Identity", []string{condIn})
@@ -121,15 +128,19 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	}
 	nOut := 1
 	if c.Train {
-		// d loss_sum/d logits = softmax − onehot on counted rows, times the seed.
-		p := bg.Op("Exp", []string{lsm})
-		pl := bg.Op("Sub", []string{bg.Op("Exp", []string{picked}), bg.Add(ortgraph.NodeSpec{Op: "Constant", Attrs: []ortgraph.Attr{ortgraph.ATensor("value", ortgraph.FloatTensor("one", ortgraph.Float, []int64{1}, []float32{1}))}})[0]})
+		// d loss_sum/d logits = softmax − onehot on counted rows, times the seed, computed
+		// in the activation type: Softmax accumulates in float32 inside the kernel, and the
+		// result feeds a half-precision GEMM anyway (as under PyTorch autocast).
+		p := bg.Op("Softmax", []string{lg}, ortgraph.AInt("axis", 1))
+		oneT := ortgraph.FloatTensor("one", dt, []int64{1}, []float32{1})
+		pl := bg.Op("Sub", []string{bg.Op("GatherElements", []string{p, idx}, ortgraph.AInt("axis", 1)),
+			bg.Add(ortgraph.NodeSpec{Op: "Constant", Attrs: []ortgraph.Attr{ortgraph.ATensor("value", oneT)}})[0]})
 		d := bg.Op("ScatterElements", []string{p, idx, pl}, ortgraph.AInt("axis", 1))
 		w := bg.Op("Mul", []string{bg.Op("Unsqueeze", []string{vc, bi64(1)}), LossScaleInput})
-		d = bg.Op("Mul", []string{d, w})
 		if dt != ortgraph.Float {
-			d = bg.Op("Cast", []string{d}, ortgraph.AInt("to", int64(dt)))
+			w = bg.Op("Cast", []string{w}, ortgraph.AInt("to", int64(dt)))
 		}
+		d = bg.Op("Mul", []string{d, w})
 		var dh string
 		if wVH != "" {
 			dh = bg.Op("MatMul", []string{d, wVH})

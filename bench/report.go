@@ -1,0 +1,378 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ortq/ortq/train"
+)
+
+// Peers are other tools' results shown beside ortq's.
+type Peers []*Result
+
+// MatchPeer returns the peer point to hold p against: same micro-batch and sequence
+// length, preferring the same recompute setting, then the same bits (ok=false if none).
+// Peers usually run a 16-bit base; the 4-bit ortq point is compared with it on purpose
+// (QLoRA's claim is the memory it saves for the speed it costs).
+func (ps Peers) MatchPeer(p Point) (*Result, *Point, bool) {
+	var bestR *Result
+	var bestP *Point
+	bestScore := -1
+	for _, r := range ps {
+		for i := range r.Points {
+			q := &r.Points[i]
+			if q.Params.MicroBatch != p.Params.MicroBatch || q.Params.SeqLen != p.Params.SeqLen {
+				continue
+			}
+			score := 0
+			if orNone(q.Params.Recompute) == orNone(p.Params.Recompute) {
+				score += 2
+			}
+			if q.Params.Bits == p.Params.Bits {
+				score++
+			}
+			if score > bestScore {
+				bestR, bestP, bestScore = r, q, score
+			}
+		}
+	}
+	return bestR, bestP, bestP != nil
+}
+
+// Ratio is an ortq/peer comparison of one point.
+type Ratio struct {
+	Point, Peer string
+	PeerTool    string
+	Throughput  Float  // ortq tokens/s ÷ peer tokens/s
+	Memory      Float  // ortq peak ÷ peer peak
+	MemoryBasis string // what was compared
+}
+
+// Ratios pairs every ortq point with its peer point.
+func Ratios(r *Result, peers Peers) []Ratio {
+	var out []Ratio
+	for _, p := range r.Points {
+		pr, q, ok := peers.MatchPeer(p)
+		if !ok {
+			continue
+		}
+		x := Ratio{Point: p.Label, Peer: q.Label, PeerTool: pr.Tool, Throughput: ratio(p.TokensPerSec, q.TokensPerSec), Memory: Float(math.NaN())}
+		a, aSrc := p.PeakGPUBytes, p.GPUSource
+		b, bSrc := peerGPUPeak(q)
+		switch {
+		case a > 0 && b > 0:
+			x.Memory, x.MemoryBasis = Float(float64(a)/float64(b)), fmt.Sprintf("GPU: %s vs %s", aSrc, bSrc)
+		case p.PeakRSSBytes > 0 && q.PeakRSSBytes > 0 && a == 0 && b == 0:
+			x.Memory, x.MemoryBasis = Float(float64(p.PeakRSSBytes)/float64(q.PeakRSSBytes)), "host RSS"
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// peerGPUPeak is a peer point's GPU peak: its NVML figure where it measured one, else
+// torch's reserved (what the caching allocator holds, the closest to what NVML sees
+// short of the CUDA context), else allocated.
+func peerGPUPeak(q *Point) (uint64, string) {
+	switch {
+	case q.PeakGPUBytes > 0:
+		return q.PeakGPUBytes, orDefault(q.GPUSource, "peak")
+	case q.PeakGPUReservedBytes > 0:
+		return q.PeakGPUReservedBytes, "torch reserved"
+	case q.PeakGPUAllocatedBytes > 0:
+		return q.PeakGPUAllocatedBytes, "torch allocated"
+	}
+	return 0, ""
+}
+
+func ratio(a, b Float) Float {
+	if !(b > 0) || math.IsNaN(float64(a)) || math.IsInf(float64(a), 0) {
+		return Float(math.NaN())
+	}
+	return a / b
+}
+
+// MarkdownOptions adds what is not in the Result itself.
+type MarkdownOptions struct {
+	Peers Peers
+	// Figures are image files written beside report.md (shown in this order).
+	Figures []string
+}
+
+// Markdown renders the report; deterministic for a given Result and options.
+func Markdown(r *Result, o MarkdownOptions) (string, error) {
+	var b strings.Builder
+	m := r.Machine
+	b.WriteString("# ortq bench\n\n| | |\n|---|---|\n")
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(&b, "| %s | %s |\n", k, mdEscape(v))
+		}
+	}
+	row("ortq commit", m.Commit)
+	row("runtime", m.Runtime)
+	dev := ""
+	if len(r.Points) > 0 {
+		dev = r.Points[0].Device
+	}
+	if len(m.GPUs) > 0 {
+		var gs []string
+		for _, g := range m.GPUs {
+			gs = append(gs, fmt.Sprintf("%d: %s (%s)", g.Index, g.Name, fbytes(g.Memory)))
+		}
+		drv := ""
+		if m.Driver != "" {
+			drv = ", driver " + m.Driver
+			if m.CUDADriver != "" {
+				drv += " (CUDA " + m.CUDADriver + ")"
+			}
+		}
+		row("GPUs", strings.Join(gs, "; ")+drv)
+	}
+	row("device", dev)
+	host := m.Hostname
+	if m.CPU != "" {
+		host += ": " + m.CPU
+	}
+	if m.Cores > 0 || m.Threads > 0 {
+		host += fmt.Sprintf(", %d cores / %d threads", m.Cores, m.Threads)
+	}
+	if m.HostMemory > 0 {
+		host += ", " + fbytes(m.HostMemory)
+	}
+	row("host", strings.TrimPrefix(host, ": "))
+	if !r.CreatedAt.IsZero() {
+		row("created", r.CreatedAt.UTC().Format(time.RFC3339))
+	}
+	if r.ReferenceMS > 0 {
+		row("reference", fmt.Sprintf("%.2f ms (256×256 float32 matmul in pure Go, fastest of 7; `compare` scales throughput by it)", float64(r.ReferenceMS)))
+	}
+	if len(r.Points) > 0 {
+		p := r.Points[0]
+		row("workload", fmt.Sprintf("synthetic tokens (seeded; every position real, labels = ids), warm-up %d + %d measured optimizer steps, one micro-batch per step, AdamW", p.Warmup, p.Steps))
+	}
+
+	all := append([]*Result{r}, o.Peers...)
+	b.WriteString("\n## Results\n\n")
+	b.WriteString(Summary(r, o.Peers))
+	b.WriteString("\n## Per point\n\n| tool | point | FLOPs/step (model / with recompute) | achieved TFLOP/s | MFU / HFU | steps skipped | final loss | prepare (s) |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, res := range all {
+		for _, p := range res.Points {
+			fl, tf := "n/a", "n/a"
+			if p.FLOPs != nil {
+				fl = fmt.Sprintf("%s / %s", fsci(p.FLOPs.ModelPerStep), fsci(p.FLOPs.HardwarePerStep))
+				if p.StepTime.MeanMS > 0 && p.TokensPerSec > 0 {
+					// achieved = FLOPs per token × tokens per second
+					tf = fmt.Sprintf("%.2f", p.FLOPs.ModelPerStep/float64(p.TokensPerStep)*float64(p.TokensPerSec)/1e12)
+				}
+			}
+			final := "n/a"
+			if n := len(p.Losses); n > 0 {
+				final = fnum(p.Losses[n-1], 4)
+			}
+			prep := "–" // artifacts reused
+			if p.PrepareSeconds > 0 {
+				prep = fnum(p.PrepareSeconds, 1)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s / %s | %d | %s | %s |\n", mdEscape(res.Tool), mdEscape(p.Label), fl, tf,
+				fpct(p.MFU), fpct(p.HFU), p.SkippedSteps, final, prep)
+		}
+	}
+
+	if len(o.Figures) > 0 {
+		b.WriteString("\n## Figures\n\n")
+		for _, f := range o.Figures {
+			fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(f, ".png"), f)
+		}
+	}
+
+	b.WriteString("\n## Method\n\n")
+	b.WriteString("- tokens/s = micro-batch × seq-len × measured steps ÷ their summed wall time; a step is one micro-batch's forward + backward on ONNX Runtime, loss-scale unscaling and the AdamW update (host).\n")
+	b.WriteString("- FLOPs (bench/flops.go): N = Linear weights incl. lm_head, P = LoRA weights, A = 2·L·T·S·d (causal attention); model FLOPs = 4·N·T + 6·P·T + 3·A (frozen base: no weight gradients); with recompute add one decoder forward. MFU = model FLOPs/s ÷ dense fp16 peak; HFU counts the recompute.\n")
+	b.WriteString("- peak GPU: nvml-process = NVML's used memory of this process (CUDA context included); nvml-device-delta = device used minus before the run (when the driver hides per-process use, e.g. in containers); sampled every ~10 ms and at every step boundary, over session creation and the training steps (evaluation excluded). Peers: NVML where they measured it, else torch's reserved.\n")
+	b.WriteString("- peak host RSS: the kernel's high-water mark (VmHWM, reset before each point's training phase) and 10 ms samples; memory the allocators kept from earlier points stays counted.\n")
+	var notes []string
+	for _, res := range all {
+		for _, n := range res.Notes {
+			notes = append(notes, res.Tool+": "+n)
+		}
+		for _, p := range res.Points {
+			for _, n := range p.Notes {
+				notes = append(notes, fmt.Sprintf("%s %s: %s", res.Tool, p.Label, n))
+			}
+		}
+	}
+	if len(notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range notes {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(n))
+		}
+	}
+	if r.Config != nil {
+		rows, err := flatten(r.Config)
+		if err != nil {
+			return "", err
+		}
+		b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
+		for _, kv := range rows {
+			fmt.Fprintf(&b, "| %s | %s |\n", mdEscape(kv[0]), mdEscape(kv[1]))
+		}
+	}
+	return b.String(), nil
+}
+
+// Summary is the results table (ortq's points, then the peers') and, with peers, the
+// ortq ÷ peer ratios: what `ortq bench` prints and report.md opens with.
+func Summary(r *Result, peers Peers) string {
+	var b strings.Builder
+	all := append([]*Result{r}, peers...)
+	b.WriteString("| tool | micro-batch | seq | bits | recompute | targets | tokens/s | step p50 / p95 (ms) | peak GPU | peak host RSS | MFU | eval ppl before → after |\n")
+	b.WriteString("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, res := range all {
+		for _, p := range res.Points {
+			gpu := "n/a"
+			if v, src := peerGPUPeak(&p); v > 0 {
+				gpu = fmt.Sprintf("%s (%s)", fbytes(v), src)
+			}
+			ppl := "n/a"
+			if p.Eval != nil {
+				ppl = fmt.Sprintf("%s → %s", fnum(p.Eval.Before.Perplexity, 2), fnum(p.Eval.After.Perplexity, 2))
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %s | %s / %s | %s | %s | %s | %s |\n",
+				mdEscape(res.Tool), p.Params.MicroBatch, p.Params.SeqLen, p.Params.Bits, orNone(p.Params.Recompute),
+				mdEscape(joinComma(p.Params.Targets)), ftps(p.TokensPerSec), fnum(p.StepTime.P50MS, 1), fnum(p.StepTime.P95MS, 1),
+				gpu, fbytes(p.PeakRSSBytes), fpct(p.MFU), ppl)
+		}
+	}
+
+	if rs := Ratios(r, peers); len(rs) > 0 {
+		b.WriteString("\n| ortq point | peer point | tokens/s ortq ÷ peer | peak memory ortq ÷ peer | memory compared |\n|---|---|---:|---:|---|\n")
+		for _, x := range rs {
+			fmt.Fprintf(&b, "| %s | %s: %s | %s | %s | %s |\n", mdEscape(x.Point), mdEscape(x.PeerTool), mdEscape(x.Peer),
+				fx(x.Throughput), fx(x.Memory), mdEscape(orDefault(x.MemoryBasis, "n/a")))
+		}
+	}
+
+	return b.String()
+}
+
+// WriteMarkdown writes Markdown(r, o) to path, atomically.
+func WriteMarkdown(path string, r *Result, o MarkdownOptions) error {
+	md, err := Markdown(r, o)
+	if err != nil {
+		return err
+	}
+	return train.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.WriteString(md); return err })
+}
+
+func fnum(f Float, prec int) string {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.*f", prec, v)
+}
+
+// ftps formats tokens/s: thousands separators above 1000, one decimal below.
+func ftps(f Float) string {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
+		return "n/a"
+	}
+	if v < 1000 {
+		return fmt.Sprintf("%.1f", v)
+	}
+	s := fmt.Sprintf("%.0f", v)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+func fpct(f Float) string {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f %%", 100*v)
+}
+
+func fx(f Float) string {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", v)
+}
+
+func fsci(v float64) string {
+	if v <= 0 || math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3g", v)
+}
+
+func fbytes(n uint64) string {
+	if n == 0 {
+		return "n/a"
+	}
+	const gib, mib = 1 << 30, 1 << 20
+	if n >= gib {
+		return fmt.Sprintf("%.2f GiB", float64(n)/gib)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/mib)
+}
+
+func mdEscape(s string) string {
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// flatten turns any JSON-encodable value into sorted dotted key/value rows (empty values
+// left out).
+func flatten(cfg any) ([][2]string, error) {
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	var rows [][2]string
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				key := k
+				if prefix != "" {
+					key = prefix + "." + k
+				}
+				walk(key, e)
+			}
+		case nil:
+		default:
+			b, _ := json.Marshal(x)
+			s := strings.Trim(string(b), `"`)
+			if s != "" && s != "[]" && s != "{}" {
+				rows = append(rows, [2]string{prefix, s})
+			}
+		}
+	}
+	walk("", v)
+	sort.Slice(rows, func(i, j int) bool { return rows[i][0] < rows[j][0] })
+	return rows, nil
+}

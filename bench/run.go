@@ -1,0 +1,504 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/hfimport"
+	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph/passes"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/train"
+)
+
+// Run measures every sweep point of cfg and returns the result (memory timeline included).
+// ONNX Runtime must be loadable (ortrun.Init is called with the default library when the
+// caller has not loaded one).
+func Run(cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logf := cfg.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if err := ortrun.Init(""); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	res := &Result{Schema: Schema, Tool: ToolOrtq, CreatedAt: start.UTC().Truncate(time.Second), Config: cfg}
+	res.Machine = DescribeMachine()
+	refBefore := MeasureReference(7)
+
+	r := &runner{cfg: cfg, logf: logf, res: res, dirs: map[string]*graphDir{}, shapes: map[string]*ModelShape{}}
+	defer func() {
+		if r.cleanup != nil {
+			r.cleanup()
+		}
+	}()
+	base, err := r.resolveBase()
+	if err != nil {
+		return nil, err
+	}
+	pts, err := expand(base, cfg.Sweep)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pts {
+		if p.graphKey() != r.baseKey && r.source == "" {
+			return nil, fmt.Errorf("point %s needs the graph prepared with %s, but artifacts %q name no source model that exists (%q): pass --model instead of --artifacts",
+				p.Label(), p.graphKey(), cfg.Artifacts, r.sourceNamed)
+		}
+	}
+
+	gpu, gerr := openGPU(cfg.Device)
+	if gerr != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf("GPU memory not measured: %v", gerr))
+	}
+	r.peak, r.peakNote = cfg.PeakFLOPS, "--peak-flops"
+	if r.peak == 0 && gpu != nil {
+		p, row, err := PeakFLOPS(gpu.name())
+		if err != nil {
+			res.Notes = append(res.Notes, err.Error())
+		} else {
+			r.peak, r.peakNote = p, row+" dense fp16 peak"
+		}
+	}
+	if r.peak > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("MFU against %.0f TFLOP/s (%s)", r.peak/1e12, r.peakNote))
+	}
+	r.mon = newMonitor(start, cfg.SampleInterval, gpu)
+	if err := resetPeakRSS(); err != nil {
+		res.Notes = append(res.Notes, fmt.Sprintf("cannot reset the kernel's peak-RSS mark (%v): peak host RSS may include work done before a point (prepare, earlier points)", err))
+		r.noHWMReset = true
+	}
+
+	for i, p := range pts {
+		logf("point %d/%d: %s", i+1, len(pts), p.Label())
+		pt, err := r.point(p)
+		if err != nil {
+			return nil, fmt.Errorf("point %s: %w", p.Label(), err)
+		}
+		logf("  %.1f tokens/s, step p50 %.1f ms, peak GPU %s, peak host RSS %s",
+			float64(pt.TokensPerSec), float64(pt.StepTime.P50MS), fbytes(pt.PeakGPUBytes), fbytes(pt.PeakRSSBytes))
+		res.Points = append(res.Points, *pt)
+	}
+	res.ReferenceMS = Float(min(refBefore, MeasureReference(7)))
+	res.Timeline = r.mon.timeline()
+	if gpu != nil {
+		res.Notes = append(res.Notes, "ONNX Runtime's arena use is not reported: onnxruntime_go exposes no allocator statistics; peak GPU memory is NVML's")
+	}
+	return res, nil
+}
+
+// graphDir is one prepared artifacts directory.
+type graphDir struct {
+	dir        string
+	prepareSec float64
+	linears    *passes.Linears // from prepare, when it ran here
+}
+
+type runner struct {
+	cfg  Config
+	logf func(string, ...any)
+	res  *Result
+	mon  *monitor
+
+	// source is the model to prepare points from ("" when only the artifacts exist).
+	source, sourceNamed string
+	prep                prepare.Options
+	baseKey             string
+	dirs                map[string]*graphDir
+	shapes              map[string]*ModelShape // by graph key
+	workDir             string
+	cleanup             func()
+	peak                float64
+	peakNote            string
+	noHWMReset          bool
+}
+
+// resolveBase works out the base point and where its graph comes from.
+func (r *runner) resolveBase() (Params, error) {
+	c := r.cfg
+	rec := c.Recompute
+	if rec == "" || rec == "auto" {
+		rec = "none"
+		if provider, _, err := ortrun.ParseDevice(c.Device); err == nil && provider == "cuda" {
+			rec = "layer"
+		}
+	}
+	if c.Preset != "" {
+		dir, err := r.work()
+		if err != nil {
+			return Params{}, err
+		}
+		o := hfimport.SynthOptions{Preset: c.Preset, Seed: c.Seed, Layers: c.PresetLayers,
+			Common: hfimport.Common{Out: filepath.Join(dir, "synth-"+unsafeChars.ReplaceAllString(c.Preset, "_")), DType: c.PresetDType, Force: true}}
+		r.logf("synthesize %s → %s", c.Preset, o.Out)
+		sr, err := hfimport.Synth(o)
+		if err != nil {
+			return Params{}, fmt.Errorf("--preset %s: %w", c.Preset, err)
+		}
+		c.Model = sr.Model
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("model: preset %s synthesized with random weights (%s, %d parameters, seed %d)", c.Preset, sr.DType, sr.Params, c.Seed))
+		debug.FreeOSMemory()
+	}
+	if c.Model != "" {
+		r.source, r.sourceNamed = c.Model, c.Model
+		r.prep = c.Prepare
+		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec, Targets: slices.Clone(c.Prepare.Targets)}
+		r.baseKey = "" // nothing prepared yet
+		return p, nil
+	}
+	man, err := manifest.ReadManifest(c.Artifacts)
+	if err != nil {
+		return Params{}, err
+	}
+	// The manifest stores prepare's options as written; read them back as such.
+	raw, _ := json.Marshal(man.Options)
+	r.prep = prepare.DefaultOptions()
+	if err := json.Unmarshal(raw, &r.prep); err != nil {
+		return Params{}, fmt.Errorf("artifacts %q: manifest options: %w", c.Artifacts, err)
+	}
+	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec, Targets: slices.Clone(r.prep.Targets)}
+	r.baseKey = p.graphKey()
+	r.dirs[r.baseKey] = &graphDir{dir: c.Artifacts}
+	r.sourceNamed = man.Source.Path
+	if st, err := os.Stat(man.Source.Path); err == nil && st.Mode().IsRegular() {
+		r.source = man.Source.Path
+	}
+	return p, nil
+}
+
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.=-]+`)
+
+// graph returns the artifacts for a point, preparing them on first use.
+func (r *runner) graph(p Params) (*graphDir, error) {
+	key := p.graphKey()
+	if g, ok := r.dirs[key]; ok {
+		return g, nil
+	}
+	workDir, err := r.work()
+	if err != nil {
+		return nil, err
+	}
+	o := r.prep
+	o.Model, o.Force = r.source, true
+	o.Bits, o.Targets = p.Bits, slices.Clone(p.Targets)
+	o.Out = filepath.Join(workDir, unsafeChars.ReplaceAllString(key, "_"))
+	r.logf("  prepare %s → %s", key, o.Out)
+	t0 := time.Now()
+	pr, err := prepare.Run(o, nil)
+	if err != nil {
+		return nil, fmt.Errorf("prepare (%s): %w", key, err)
+	}
+	g := &graphDir{dir: o.Out, prepareSec: time.Since(t0).Seconds(), linears: pr.Linears}
+	r.dirs[key] = g
+	// prepare holds the whole model while it runs; give that memory back before measuring.
+	debug.FreeOSMemory()
+	return g, nil
+}
+
+// work returns the directory for synthesized models and prepared artifacts.
+func (r *runner) work() (string, error) {
+	if r.workDir != "" {
+		return r.workDir, nil
+	}
+	if r.cfg.WorkDir != "" {
+		if err := os.MkdirAll(r.cfg.WorkDir, 0o755); err != nil {
+			return "", err
+		}
+		r.workDir = r.cfg.WorkDir
+		return r.workDir, nil
+	}
+	d, err := os.MkdirTemp("", "ortq-bench-")
+	if err != nil {
+		return "", err
+	}
+	r.workDir, r.cleanup = d, func() { os.RemoveAll(d) }
+	return d, nil
+}
+
+// shape returns what the FLOP count needs, from prepare's Linears when prepare ran here,
+// else from the source model (passes.FindLinears), else from the manifest's quantized
+// layers (nil when none of these can say).
+func (r *runner) shape(g *graphDir, man *manifest.Manifest) (*ModelShape, string) {
+	ls := g.linears
+	if ls == nil && r.source != "" {
+		if s, ok := r.shapes["source"]; ok {
+			return withLoRA(s, man), ""
+		}
+		var err error
+		if ls, err = prepare.Inspect(r.source); err != nil {
+			ls = nil
+		}
+		debug.FreeOSMemory()
+	}
+	var s *ModelShape
+	if ls != nil {
+		s = &ModelShape{Layers: ls.Layers, AttnWidth: ls.Hidden}
+		head := false
+		for _, l := range ls.All {
+			s.LinearParams += l.In * l.Out
+			if l.Kind == "lm_head" {
+				head, s.LMHeadParams = true, l.In*l.Out
+			}
+			if l.Kind == "q_proj" && l.Layer == 0 {
+				s.AttnWidth = l.Out
+			}
+		}
+		if !head {
+			// Not a MatMul with a weight initializer of its own (e.g. a Gemm on the tied
+			// embedding): it is still hidden×vocab of arithmetic.
+			s.LMHeadParams = ls.Hidden * man.Model.Vocab
+			s.LinearParams += s.LMHeadParams
+		}
+		if r.source != "" {
+			r.shapes["source"] = s
+		}
+		return withLoRA(s, man), ""
+	}
+	if len(man.Quant) == 0 {
+		return nil, "FLOPs (and MFU) unknown: the artifacts' source model is gone and its Linears were not quantized; pass --model"
+	}
+	s = &ModelShape{Layers: man.Model.Layers, AttnWidth: man.Model.Hidden}
+	head := false
+	for _, q := range man.Quant {
+		s.LinearParams += int64(q.Shape[0]) * int64(q.Shape[1])
+		if q.Module == "lm_head" {
+			head, s.LMHeadParams = true, int64(q.Shape[0])*int64(q.Shape[1])
+		}
+		if strings.HasSuffix(q.Module, "layers.0.self_attn.q_proj") {
+			s.AttnWidth = int64(q.Shape[0])
+		}
+	}
+	if !head {
+		s.LMHeadParams = man.Model.Hidden * man.Model.Vocab
+		s.LinearParams += s.LMHeadParams
+	}
+	return withLoRA(s, man), ""
+}
+
+func withLoRA(s *ModelShape, man *manifest.Manifest) *ModelShape {
+	c := *s
+	c.LoRAParams = man.Counts.LoRAParams
+	return &c
+}
+
+// point measures one sweep point.
+func (r *runner) point(p Params) (*Point, error) {
+	c := r.cfg
+	g, err := r.graph(p)
+	if err != nil {
+		return nil, err
+	}
+	man, err := manifest.ReadManifest(g.dir)
+	if err != nil {
+		return nil, err
+	}
+	label := p.Label()
+	pt := &Point{Label: label, Params: p, Device: orDefault(c.Device, "cpu"), Precision: man.Model.Precision,
+		Warmup: c.Warmup, Steps: c.Steps, TokensPerStep: p.MicroBatch * p.SeqLen, PrepareSeconds: Float(g.prepareSec),
+		MFU: Float(math.NaN()), HFU: Float(math.NaN()), PeakFLOPS: Float(math.NaN())}
+	g.prepareSec = 0 // reported once, on the point that prepared it
+	shape, note := r.shape(g, man)
+	if note != "" {
+		pt.Notes = append(pt.Notes, note)
+	}
+	opts := ortrun.Options{Device: c.Device, IntraOpThreads: c.Threads}
+	vocab := int(man.Model.Vocab)
+	if vocab <= 0 {
+		return nil, fmt.Errorf("artifacts %q: manifest has no vocabulary size", g.dir)
+	}
+	params, err := train.LoadParams(filepath.Join(g.dir, man.LoRAInit), man)
+	if err != nil {
+		return nil, err
+	}
+	values := map[string][]float32{}
+	for _, q := range params {
+		values[q.Name] = q.Data
+	}
+
+	evalStream := NewSynthetic(vocab, c.Seed, 2)
+	evalSet := make([]data.Batch, c.EvalBatches)
+	for i := range evalSet {
+		evalSet[i] = evalStream.Batch(p.MicroBatch, p.SeqLen)
+	}
+	evaluate := func(step int) (train.EvalResult, error) {
+		eng, err := train.OpenEngine(g.dir, opts, false)
+		if err != nil {
+			return train.EvalResult{}, err
+		}
+		defer eng.Close()
+		s, n, err := eng.Eval(evalSet, values)
+		if err != nil {
+			return train.EvalResult{}, fmt.Errorf("eval: %w", err)
+		}
+		return train.NewEvalResult(step, s, n), nil
+	}
+
+	r.mon.begin(label, "eval_before")
+	ended := false
+	defer func() {
+		if !ended {
+			r.mon.end()
+		}
+	}()
+	if c.EvalBatches > 0 {
+		ev, err := evaluate(0)
+		if err != nil {
+			return nil, err
+		}
+		pt.Eval = &EvalSummary{Batches: c.EvalBatches, Before: ev}
+	}
+
+	// Training phases: the point's peaks are taken from here to the trainer's Close.
+	debug.FreeOSMemory()
+	if !r.noHWMReset {
+		_ = resetPeakRSS()
+	}
+	rss := train.NewRSSMonitor(max(c.SampleInterval, 10*time.Millisecond), nil)
+	rss.Start()
+	r.mon.mark("open", 0)
+	if c.ProfileDir != "" {
+		if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
+			return nil, err
+		}
+		opts.ProfilePrefix = filepath.Join(c.ProfileDir, unsafeChars.ReplaceAllString(label, "_"))
+	}
+	graph := &man.Train
+	if p.Recompute == "layer" {
+		if graph = man.TrainRecompute; graph == nil {
+			rss.Stop()
+			return nil, fmt.Errorf("recompute layer is not supported by artifacts %q (no %s): rerun `ortq prepare`", g.dir, manifest.TrainRecomputeFile)
+		}
+	}
+	tr, err := openTrainer(g.dir, graph, opts)
+	if err != nil {
+		rss.Stop()
+		return nil, err
+	}
+	opts.ProfilePrefix = ""
+	adamCfg := train.DefaultAdamWConfig()
+	adamCfg.LR, adamCfg.WeightDecay = c.LR, c.WeightDecay
+	opt, err := train.NewAdamW(params, adamCfg)
+	if err != nil {
+		tr.Close()
+		rss.Stop()
+		return nil, err
+	}
+	scfg := train.DefaultGradScalerConfig()
+	scfg.Disabled = man.Model.Precision != "float16"
+	scaler, err := train.NewGradScaler(scfg)
+	if err != nil {
+		tr.Close()
+		rss.Stop()
+		return nil, err
+	}
+	// Batches are drawn before the clock starts: the harness times ortq, not the RNG.
+	trainStream := NewSynthetic(vocab, c.Seed, 1)
+	total := c.Warmup + c.Steps
+	batches := make([]data.Batch, total)
+	for i := range batches {
+		batches[i] = trainStream.Batch(p.MicroBatch, p.SeqLen)
+	}
+	var times []time.Duration
+	for i, b := range batches {
+		phase := "measure"
+		if i < c.Warmup {
+			phase = "warmup"
+		}
+		r.mon.mark(phase, i+1)
+		t0 := time.Now()
+		out, err := tr.step(b, values, scaler.Scale())
+		if err != nil {
+			tr.Close()
+			rss.Stop()
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		inf := scaler.UnscaleMap(out.grads)
+		loss := math.NaN()
+		if out.tokens > 0 {
+			loss = out.lossSum / float64(out.tokens)
+		}
+		if inf || math.IsNaN(loss) || math.IsInf(loss, 0) {
+			if !scaler.Enabled() {
+				tr.Close()
+				rss.Stop()
+				return nil, fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: lower --lr", i+1, loss)
+			}
+			pt.SkippedSteps++
+		} else if err := opt.Step(out.grads, c.LR); err != nil {
+			tr.Close()
+			rss.Stop()
+			return nil, err
+		}
+		scaler.Update(inf)
+		dt := time.Since(t0)
+		if i >= c.Warmup {
+			times = append(times, dt)
+		}
+		pt.Losses = append(pt.Losses, Float(loss))
+	}
+	r.mon.mark("close", total)
+	tr.Close()
+	pt.PeakRSSBytes = rss.Stop()
+	if err := rss.Err(); err != nil {
+		pt.Notes = append(pt.Notes, fmt.Sprintf("host RSS: %v", err))
+	}
+
+	if c.EvalBatches > 0 {
+		r.mon.mark("eval_after", total)
+		ev, err := evaluate(total)
+		if err != nil {
+			return nil, err
+		}
+		pt.Eval.After = ev
+	}
+	gp := r.mon.end()
+	ended = true
+	pt.PeakGPUBytes, pt.PeakGPUDeviceBytes, pt.GPUSource = gp.bytes, gp.device, gp.source
+	if gp.err != nil {
+		pt.Notes = append(pt.Notes, fmt.Sprintf("GPU sampling: %v", gp.err))
+	}
+
+	if pt.StepTime, err = train.SummarizeDurations(times); err != nil {
+		return nil, err
+	}
+	var sum time.Duration
+	for _, d := range times {
+		sum += d
+	}
+	secs := sum.Seconds()
+	pt.TokensPerSec = Float(float64(pt.TokensPerStep*len(times)) / secs)
+	if shape != nil {
+		pt.FLOPs = CountFLOPs(*shape, p.MicroBatch, p.SeqLen, p.Recompute == "layer")
+		if r.peak > 0 {
+			perStep := secs / float64(len(times))
+			pt.PeakFLOPS = Float(r.peak)
+			pt.MFU = Float(pt.FLOPs.ModelPerStep / perStep / r.peak)
+			pt.HFU = Float(pt.FLOPs.HardwarePerStep / perStep / r.peak)
+		}
+	}
+	if pt.SkippedSteps > 0 {
+		pt.Notes = append(pt.Notes, fmt.Sprintf("%d steps skipped by the loss scaler (fp16 overflow); they are timed like the others", pt.SkippedSteps))
+	}
+	return pt, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
