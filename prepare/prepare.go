@@ -202,11 +202,11 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	}
 	// The recomputing training graph starts from the same base; ortq train picks one.
 	recM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.LoRA, passes.Loss, passes.Backward)
+	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
 	}
-	if _, err := runWithLinears(recM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
+	if _, err := runWithLinears(recM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
 	params := trainCtx.Result(passes.LoRA).([]passes.LoRAParam)

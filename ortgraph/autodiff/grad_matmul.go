@@ -193,3 +193,11 @@ func (b *Builder) DequantizedWeight(n *onnxpb.NodeProto) (string, error) {
 	}
 	return w, nil
 }
+
+// DequantizedWeight returns W [N, K] of a MatMulNBits node, dequantized by a
+// DequantizeLinear over a UINT4 view of the node's own 4-bit bytes (see Builder's method).
+// Passes use it to express a 4-bit Linear with standard ops.
+func DequantizedWeight(g *ortgraph.Graph, n *onnxpb.NodeProto) (string, error) {
+	b := &Builder{Graph: g, opset: g.M.OpsetVersion("")}
+	return b.DequantizedWeight(n)
+}

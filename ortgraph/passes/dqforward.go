@@ -1,0 +1,58 @@
+package passes
+
+import (
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/autodiff"
+)
+
+// DQForward rewrites every 4-bit MatMulNBits of a training graph as
+// MatMul(x, Transpose(DequantizeLinear(W₄))) over a UINT4 view of the same bytes.
+//
+// Why: the backward pass needs W (dx = dy·W), which MatMulNBits cannot give, so it reads
+// the 4-bit bytes through DequantizeLinear. If the forward kept MatMulNBits, ONNX Runtime
+// would hold two initializers of the same bytes (MatMulNBits' uint8 B and the UINT4 view):
+// two copies of every 4-bit weight in GPU memory. With DequantizeLinear on both sides only
+// the UINT4 view remains. The cost is small: MatMulNBits' CUDA kernel itself dequantizes to
+// an fp16 scratch buffer and calls cuBLAS at training batch sizes, which is what this
+// expresses (ONNX Runtime fuses the Transpose into the GEMM). ONNX Runtime does not
+// constant-fold DequantizeLinear (it keeps QDQ units), so no fp16 copy of the weights is
+// made at load time. The evaluation graph keeps MatMulNBits.
+var DQForward = &ortgraph.Pass{
+	Name:     "dq-forward",
+	Doc:      "4-bit Linears as DequantizeLinear(UINT4) + MatMul so the training graph holds one copy of each 4-bit weight",
+	Requires: []*ortgraph.Pass{Quantize},
+	Run:      runDQForward,
+}
+
+func runDQForward(ctx *ortgraph.Context) (any, error) {
+	g := ctx.G
+	n := 0
+	for _, node := range append(g.P.Node[:0:0], g.P.Node...) {
+		if node.OpType != "MatMulNBits" || node.Domain != "com.microsoft" {
+			continue
+		}
+		saved := g.Scope
+		g.Scope = node.Name + "/dq"
+		w, err := autodiff.DequantizedWeight(g, node)
+		if err != nil {
+			g.Scope = saved
+			return nil, err
+		}
+		wt := g.Op("Transpose", []string{w}, ortgraph.AInts("perm", 1, 0))
+		g.Scope = saved
+		// Rewrite in place: the node keeps its name and output, so every reader and the
+		// Linear records of FindLinears stay valid.
+		node.OpType, node.Domain = "MatMul", ""
+		node.Input = []string{node.Input[0], wt}
+		node.Attribute = nil
+		n++
+	}
+	if n > 0 {
+		if err := g.TopoSort(); err != nil {
+			return nil, err
+		}
+		g.Prune()
+		ctx.Logf("dq-forward: %d 4-bit Linears as DequantizeLinear + MatMul", n)
+	}
+	return n, nil
+}
