@@ -38,7 +38,11 @@ func gradMatMul(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]st
 		return nil, fmt.Errorf("MatMul gradient for 1-D operands (%q rank %d, %q rank %d) is not supported", A, ra, B, rb)
 	}
 	if need[0] {
-		g[0] = b.Unbroadcast(b.Op("MatMul", []string{dy[0], b.swapLast(B, rb)}), A)
+		if w := b.redequantize(B, dy[0]); w != "" {
+			g[0] = b.Unbroadcast(b.Op("MatMul", []string{dy[0], w}), A)
+		} else {
+			g[0] = b.Unbroadcast(b.Op("MatMul", []string{dy[0], b.swapLast(B, rb)}), A)
+		}
 	}
 	if need[1] {
 		if rb == 2 && ra > 2 {
@@ -200,4 +204,39 @@ func (b *Builder) DequantizedWeight(n *onnxpb.NodeProto) (string, error) {
 func DequantizedWeight(g *ortgraph.Graph, n *onnxpb.NodeProto) (string, error) {
 	b := &Builder{Graph: g, opset: g.M.OpsetVersion("")}
 	return b.DequantizedWeight(n)
+}
+
+// redequantize handles B = Transpose(DequantizeLinear(W₄)) with constant inputs, a frozen
+// 4-bit weight (see passes.DQForward): instead of reading the forward pass's fp16 W — which
+// would keep every layer's dequantized weight alive from the forward to the backward pass —
+// it dequantizes again right where the gradient needs it. The scales pass through
+// Where(isnan(dy[0]), s, s), a no-op that makes the node depend on dy, so ONNX Runtime can
+// neither run it early nor merge it with the forward node (common-subexpression
+// elimination). It returns Bᵀ = W, or "" when B is not such a weight.
+func (b *Builder) redequantize(B, dy string) string {
+	t := b.Producer(B)
+	if t == nil || t.OpType != "Transpose" || t.Domain != "" {
+		return ""
+	}
+	if perm, ok := ortgraph.AttrInts(t, "perm"); !ok || len(perm) != 2 || perm[0] != 1 || perm[1] != 0 {
+		return ""
+	}
+	dq := b.Producer(t.Input[0])
+	if dq == nil || dq.OpType != "DequantizeLinear" || dq.Domain != "" {
+		return ""
+	}
+	for _, in := range dq.Input {
+		if in != "" && b.Initializer(in) == nil {
+			return ""
+		}
+	}
+	first := b.Op("Slice", []string{b.Op("Reshape", []string{dy, b.ConstI64(-1)}), b.ConstI64(0), b.ConstI64(1)})
+	cond := b.Op("IsNaN", []string{first})
+	ins := append([]string(nil), dq.Input...)
+	ins[1] = b.Op("Where", []string{cond, ins[1], ins[1]})
+	w := b.Add(ortgraph.NodeSpec{Op: "DequantizeLinear", Inputs: ins, Attrs: dq.Attribute})[0]
+	if tt := b.Type(t.Input[0]); tt != nil {
+		b.SetType(w, tt)
+	}
+	return w
 }

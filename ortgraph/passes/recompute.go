@@ -3,7 +3,6 @@ package passes
 import (
 	"fmt"
 	"regexp"
-	"sort"
 	"strconv"
 
 	"github.com/ortq/ortq/ortgraph"
@@ -131,16 +130,20 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	for _, o := range g.P.Output {
 		boundary[o.Name] = true
 	}
-	// dep[L]: a gradient that exists only once the backward pass has reached layer L.
+	// dep[L]: a gradient that exists only once the backward pass has reached layer L: the
+	// gradient of the layer's last boundary value in forward order (its output). Every
+	// backward node of the layer runs after it, so gating on it cannot form a cycle.
 	dep := map[int]string{}
-	var bnames []string
-	for v := range boundary {
-		bnames = append(bnames, v)
-	}
-	sort.Strings(bnames)
-	for _, v := range bnames {
-		if l, ok := layerOf[v]; ok && l >= 0 && dep[l] == "" && br.ValueGrads[v] != "" {
-			dep[l] = br.ValueGrads[v]
+	depAt := map[int]int{}
+	for i, n := range fwd {
+		for _, o := range n.Output {
+			l, ok := layerOf[o]
+			if !ok || l < 0 || !boundary[o] || br.ValueGrads[o] == "" {
+				continue
+			}
+			if at, seen := depAt[l]; !seen || i > at {
+				dep[l], depAt[l] = br.ValueGrads[o], i
+			}
 		}
 	}
 	producer := map[string]*onnxpb.NodeProto{}

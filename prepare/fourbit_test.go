@@ -1,0 +1,104 @@
+package prepare_test
+
+import (
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/passes"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/quantize"
+	"github.com/ortq/ortq/train"
+)
+
+// TestFourBitGradientsEqualDequantizedBase checks the 4-bit training graph (forward and
+// backward through DequantizeLinear over the 4-bit bytes) against a 16-bit graph whose
+// Linear weights were replaced, in Go, by the dequantized 4-bit values: the two must give
+// the same loss and LoRA gradients, with and without recomputation.
+func TestFourBitGradientsEqualDequantizedBase(t *testing.T) {
+	ortrun.TestLib(t)
+	for _, c := range refCases(t) {
+		if c.set != "all" {
+			continue
+		}
+		t.Run(c.variant, func(t *testing.T) {
+			ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_all.safetensors"))
+			src := filepath.Join(fixtures, c.variant, "model.onnx")
+			m, err := ortgraph.Load(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := ortgraph.NewGraph(m)
+			ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range ctx.Result(passes.FindLinears).(*passes.Linears).All {
+				if l.Kind == "lm_head" {
+					continue
+				}
+				tt := g.Initializer(l.Weight)
+				w, err := m.Floats(tt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The exporter stores [in, out]; quantization works on [out, in].
+				in, out := int(l.In), int(l.Out)
+				wt := make([]float32, len(w))
+				for i := 0; i < in; i++ {
+					for o := 0; o < out; o++ {
+						wt[o*in+i] = w[i*out+o]
+					}
+				}
+				p, err := quantize.Quantize(wt, out, in, quantize.Options{BlockSize: 32})
+				if err != nil {
+					t.Fatal(err)
+				}
+				d := p.Dequantize()
+				for i := 0; i < in; i++ {
+					for o := 0; o < out; o++ {
+						w[i*out+o] = d[o*in+i]
+					}
+				}
+				*tt = *ortgraph.FloatTensor(tt.Name, tt.DataType, tt.Dims, w)
+			}
+			dqModel := filepath.Join(t.TempDir(), "dequantized.onnx")
+			if _, err := m.Save(dqModel, "", 0); err != nil {
+				t.Fatal(err)
+			}
+			step := func(model string, bits int, rec bool) *train.StepResult {
+				dir := prepareFor(t, model, c.targets, bits)
+				eng, err := train.OpenEngineWith(dir, ortrun.Options{IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: rec})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer eng.Close()
+				params := map[string][]float32{}
+				for _, p := range eng.Man.Params {
+					params[p.Name] = ref.tensor[p.Name]
+				}
+				r, err := eng.Step(ref.batch, params, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			want := step(dqModel, 16, false)
+			for _, rec := range []bool{false, true} {
+				got := step(src, 4, rec)
+				if d := math.Abs(got.LossSum-want.LossSum) / math.Abs(want.LossSum); d > 1e-5 {
+					t.Errorf("recompute=%v: 4-bit loss sum %.6f, dequantized 16-bit %.6f", rec, got.LossSum, want.LossSum)
+				}
+				worst := 0.0
+				for name, g := range want.Grads {
+					worst = math.Max(worst, relErr(got.Grads[name], g))
+				}
+				t.Logf("recompute=%v: loss sum %.6f vs %.6f, worst gradient rel err %.2g", rec, got.LossSum, want.LossSum, worst)
+				if worst > 1e-4 {
+					t.Errorf("recompute=%v: 4-bit gradients differ from the dequantized 16-bit graph's by %.3g > 1e-4", rec, worst)
+				}
+			}
+		})
+	}
+}
