@@ -64,7 +64,7 @@ func newEval() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.String("artifacts", "", "artifacts directory written by `ortq prepare`")
+	f.String("artifacts", "", "artifacts directory written by ortq prepare")
 	f.StringSlice("data", nil, "text files (.txt or .jsonl); the same seeded eval split as train is used")
 	f.String("tokenizer", "", "Hugging Face tokenizer.json")
 	f.String("adapter", "", "adapter_model.safetensors to evaluate (default: the untrained initial adapter = base model)")

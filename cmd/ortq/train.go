@@ -38,7 +38,7 @@ report (report.json, report.md) to --out.`,
 		},
 	}
 	f := cmd.Flags()
-	f.String("artifacts", "", "artifacts directory written by `ortq prepare`")
+	f.String("artifacts", "", "artifacts directory written by ortq prepare")
 	f.StringSlice("data", nil, "training text: .txt (one document per file) or .jsonl (field \"text\"); repeatable")
 	f.String("tokenizer", "", "Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS); \"default\": the embedded default model's")
 	f.String("out", "", "run directory for the adapter and the report (default: <artifacts>/run)")
