@@ -307,6 +307,11 @@ func TestGradients(t *testing.T) {
 		{name: "Slice/negative-start", opset: 21, ins: []tin{d64("a", true, 5, 4)}, build: func(g *ortgraph.Graph) string {
 			return g.Op("Slice", []string{"a", g.ConstI64(-3, 1), g.ConstI64(-1, 100), g.ConstI64(0, 1)})
 		}},
+		{name: "Slice/dynamic-dims", opset: 21, ins: []tin{d64("a", true, 5, 4), d64("b", true, 4, 6)}, build: func(g *ortgraph.Graph) string {
+			// Gemm's output dims are unknown statically, so the run-time pad computation is used.
+			x := g.Op("Gemm", []string{"a", "b"})
+			return g.Op("Slice", []string{x, g.ConstI64(-4, 1), g.ConstI64(-1, 100), g.ConstI64(0, 1)})
+		}},
 		{name: "Gather/scalar", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: func(g *ortgraph.Graph) string {
 			return g.Op("Gather", []string{"a", g.ScalarI64(-1)}, ortgraph.AInt("axis", 1))
 		}},

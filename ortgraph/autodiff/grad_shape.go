@@ -131,6 +131,11 @@ func gradSlice(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]str
 	if b.opset < 18 {
 		return nil, fmt.Errorf("Slice gradient uses Pad with axes (opset ≥ 18); the model imports opset %d", b.opset)
 	}
+	if pads, ax, ok := b.staticSlicePads(x, starts, ends, axes); ok {
+		// Constant indices on statically sized axes (rotary's half-splits): one Pad.
+		g[0] = b.Op("Pad", []string{dy[0], b.ConstI64(pads...), "", b.ConstI64(ax...)})
+		return g, nil
+	}
 	// Normalise negative axes: axes' = axes + rank·(axes < 0).
 	rank := b.Op("Shape", []string{b.Op("Shape", []string{x})})
 	zeroI := b.ConstI64(0)
@@ -174,4 +179,38 @@ func gradGather(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]st
 		return g, nil
 	}
 	return nil, fmt.Errorf("Gather gradient for non-scalar indices is not supported (embeddings are frozen in ortq)")
+}
+
+// staticSlicePads computes Slice's gradient padding at build time when starts, ends and
+// axes are constants and the sliced dims of x are known.
+func (b *Builder) staticSlicePads(x, starts, ends, axes string) (pads, ax []int64, ok bool) {
+	sv, ok1 := b.ConstInts(starts)
+	ev, ok2 := b.ConstInts(ends)
+	av, ok3 := b.ConstInts(axes)
+	dims := b.Dims(x)
+	if !ok1 || !ok2 || !ok3 || dims == nil || len(sv) != len(av) || len(ev) != len(av) {
+		return nil, nil, false
+	}
+	clamp := func(v, d int64) int64 {
+		if v < 0 {
+			v += d
+		}
+		return min(max(v, 0), d)
+	}
+	begin := make([]int64, len(av))
+	end := make([]int64, len(av))
+	for i, a := range av {
+		if a < 0 {
+			a += int64(len(dims))
+		}
+		if a < 0 || int(a) >= len(dims) || dims[a] < 0 {
+			return nil, nil, false
+		}
+		d := dims[a]
+		s, e := clamp(sv[i], d), clamp(ev[i], d)
+		e = max(e, s)
+		begin[i], end[i] = s, d-e
+		ax = append(ax, a)
+	}
+	return append(begin, end...), ax, true
 }
