@@ -156,6 +156,16 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	gated := map[string]string{} // (layer input) → gated copy, per layer
 	cond := map[int]string{}
 	cloned := 0
+	// gateCond is a one-element test on the layer's output gradient: false unless it is
+	// NaN, and both branches of the Where it feeds are the same value anyway; it only adds
+	// the data dependency that keeps recomputation from running early.
+	gateCond := func(l int) string {
+		if cond[l] == "" {
+			first := g.Op("Slice", []string{g.Op("Reshape", []string{dep[l], g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
+			cond[l] = g.Op("IsNaN", []string{first})
+		}
+		return cond[l]
+	}
 	var clone func(v string, l int) (string, error)
 	clone = func(v string, l int) (string, error) {
 		if c, ok := clones[v]; ok {
@@ -170,13 +180,7 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 				if gv, ok := gated[key]; ok {
 					return gv, nil
 				}
-				if cond[l] == "" {
-					// A one-element test on dy: false unless dy is NaN, and both branches
-					// are v anyway; it only adds the data dependency.
-					first := g.Op("Slice", []string{g.Op("Reshape", []string{dep[l], g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
-					cond[l] = g.Op("IsNaN", []string{first})
-				}
-				gv := g.Op("Where", []string{cond[l], v, v})
+				gv := g.Op("Where", []string{gateCond(l), v, v})
 				if t := g.Type(v); t != nil {
 					g.SetType(gv, t)
 				}
@@ -209,6 +213,7 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 			return y, nil
 		}
 		ins := make([]string, len(p.Input))
+		dependent := false
 		for i, in := range p.Input {
 			if in == "" {
 				continue
@@ -218,6 +223,26 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 				return "", err
 			}
 			ins[i] = c
+			dependent = dependent || c != in
+		}
+		if !dependent && dep[l] != "" {
+			// Inputs are all constants (e.g. DequantizeLinear of a 4-bit weight): without a
+			// dependency ONNX Runtime could run the clone at any time and keep its output
+			// (a whole fp16 weight) alive until the backward pass needs it. Route one
+			// floating-point input through the layer's gate.
+			for i, in := range ins {
+				if in == "" {
+					continue
+				}
+				switch g.ElemType(in) {
+				case ortgraph.Float, ortgraph.Float16, ortgraph.BF16:
+					ins[i] = g.Op("Where", []string{gateCond(l), in, in})
+					g.SetType(ins[i], g.Type(in))
+				default:
+					continue
+				}
+				break
+			}
 		}
 		outs := g.Add(ortgraph.NodeSpec{Op: p.OpType, Domain: p.Domain, Inputs: ins, NOut: len(p.Output), Attrs: p.Attribute, Name: "recompute/" + p.Name})
 		for i, o := range p.Output {
