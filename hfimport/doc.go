@@ -15,4 +15,15 @@
 // causal + padding, additive with the dtype's lowest finite value. One deliberate difference:
 // a query always attends to its own position even when that key is padding, so a fully padded
 // query row never turns into NaN; outputs at unpadded positions are unchanged by this.
+//
+// Two spellings of the same function (Ops, `--ops`): decomposed (opset 21 primitives: RMSNorm
+// as Pow/ReduceMean/Add/Sqrt/Reciprocal/Mul in float32, rotary as Slice/Neg/Concat, attention
+// as MatMul/Softmax/MatMul with an explicit GQA repeat), the default of `import` because every
+// runtime has every op and it is node for node transformers' eager code; and fused (opset 23:
+// RMSNormalization with stash_type 1, RotaryEmbedding in its position_ids form, Attention on
+// 4-D [batch, heads, seq, head_dim] Q/K/V with GQA by head count and the same additive mask),
+// the default of `synth` for the benchmark presets because ORT runs the fused forward faster
+// (fewer nodes, no [batch, heads, seq, seq] tensor in the forward). Both declare the same
+// weights in the same order and agree within float rounding (fused_test.go); the autodiff
+// differentiates either.
 package hfimport

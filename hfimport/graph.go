@@ -4,17 +4,55 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-// Opset and IR version of the graphs built here (DequantizeLinear with UINT4 blocks, which
-// prepare adds later, needs opset 21 and IR 10).
+// Opset and IR version of the decomposed graphs built here (DequantizeLinear with UINT4
+// blocks, which prepare adds later, needs opset 21 and IR 10), and of the fused ones
+// (Attention, RMSNormalization and RotaryEmbedding are opset 23, which goes with IR 11).
 const (
-	Opset     = 21
-	IRVersion = 10
+	Opset          = 21
+	IRVersion      = 10
+	FusedOpset     = 23
+	FusedIRVersion = 11
 )
+
+// Ops says how the graph spells RMSNorm, rotary and attention.
+type Ops int
+
+const (
+	// Decomposed: opset 21 primitives, node for node what transformers' eager code does
+	// (RMSNorm as Pow/ReduceMean/Add/Sqrt/Reciprocal/Mul in float32, rotary as
+	// Slice/Neg/Concat/Mul/Add, attention as MatMul/Softmax/MatMul with an explicit GQA
+	// repeat). The reference form: every op is in every runtime, exact to the reference.
+	Decomposed Ops = iota
+	// Fused: opset 23 RMSNormalization (stash_type 1: float32 inside, like LlamaRMSNorm),
+	// RotaryEmbedding (position_ids form) and Attention (4-D Q/K/V, GQA by head count,
+	// the same additive causal+padding mask). About a third of the nodes per layer and no
+	// [batch, heads, seq, seq] tensor in the forward; ORT runs the three ops on CUDA.
+	Fused
+)
+
+func (o Ops) String() string {
+	if o == Fused {
+		return "fused"
+	}
+	return "decomposed"
+}
+
+// ParseOps maps an --ops value to Ops.
+func ParseOps(s string) (Ops, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "fused", "opset23", "23":
+		return Fused, nil
+	case "decomposed", "opset21", "21":
+		return Decomposed, nil
+	}
+	return 0, fmt.Errorf("--ops %q: use fused (opset-23 Attention, RMSNormalization, RotaryEmbedding) or decomposed (opset-21 primitives)", s)
+}
 
 // initKind says how `synth` fills a weight (HF's _init_weights).
 type initKind int
@@ -52,6 +90,8 @@ type builder struct {
 	g       *ortgraph.Graph
 	c       *Config
 	dt      int32
+	fused   bool
+	posIDs  string // fused: RotaryEmbedding's position_ids [batch, seq]
 	weights []*Weight
 }
 
@@ -78,24 +118,35 @@ func (b *builder) weight(name string, hfShape []int64, transpose bool, kind init
 	return name
 }
 
-// Build returns the Llama graph for c in element type dt (ortgraph.Float or Float16) and the
-// weights it reads, in checkpoint order of use. The weights' TensorProtos carry no data yet.
+// Build returns the decomposed Llama graph for c in element type dt (ortgraph.Float or
+// Float16) and the weights it reads, in checkpoint order of use. The weights'
+// TensorProtos carry no data yet.
 func Build(c *Config, dt int32) (*ortgraph.Model, []*Weight, error) {
+	return BuildOps(c, dt, Decomposed)
+}
+
+// BuildOps is Build with the choice of op set. Both forms declare the same weights in the
+// same order (synth's per-tensor random streams, and so its bytes, do not depend on ops).
+func BuildOps(c *Config, dt int32, ops Ops) (*ortgraph.Model, []*Weight, error) {
 	if dt != ortgraph.Float && dt != ortgraph.Float16 {
 		return nil, nil, fmt.Errorf("graph dtype %s: float32 or float16 only", ortgraph.DTypeName(dt))
 	}
 	if err := c.Validate(); err != nil {
 		return nil, nil, err
 	}
+	ir, opset := int64(IRVersion), int64(Opset)
+	if ops == Fused {
+		ir, opset = FusedIRVersion, FusedOpset
+	}
 	mp := &onnxpb.ModelProto{
-		IrVersion:       IRVersion,
+		IrVersion:       ir,
 		ProducerName:    "ortq hfimport",
 		ProducerVersion: "1",
-		OpsetImport:     []*onnxpb.OperatorSetIdProto{{Domain: "", Version: Opset}},
+		OpsetImport:     []*onnxpb.OperatorSetIdProto{{Domain: "", Version: opset}},
 		Graph:           &onnxpb.GraphProto{Name: "llama"},
 	}
 	m := &ortgraph.Model{P: mp}
-	b := &builder{g: ortgraph.NewGraph(m), c: c, dt: dt}
+	b := &builder{g: ortgraph.NewGraph(m), c: c, dt: dt, fused: ops == Fused}
 	b.build()
 	return m, b.weights, nil
 }
@@ -118,17 +169,28 @@ func (b *builder) build() {
 	seqLen := b.node("/model/rotary_emb/Gather", "Gather", []string{shape, g.ScalarI64(1)}, ortgraph.TensorType(ortgraph.Int64, []int64{}), ortgraph.AInt("axis", 0))
 	pos := b.node("/model/rotary_emb/Range", "Range", []string{g.ScalarI64(0), seqLen, g.ScalarI64(1)}, sym(ortgraph.Int64, "seq"))
 
-	// Rotary cos/sin [seq, head_dim], computed in float32 and cast to the graph dtype (HF).
+	// Rotary cos/sin, computed in float32 and cast to the graph dtype (HF). Decomposed:
+	// [seq, head_dim] (cos(cat(freqs, freqs)), as HF). Fused: RotaryEmbedding's position_ids
+	// form, a [seq, head_dim/2] table indexed by position_ids [batch, seq]; with no
+	// position_ids the op wants [batch, seq, head_dim/2] caches, which ORT 1.29 insists be
+	// batch-sized (see passes.ORTCompat), costing an Expand per cache per node.
 	invFreq := g.AddInitializer(ortgraph.FloatTensor("model.rotary_emb.inv_freq", ortgraph.Float, []int64{hd / 2}, InvFreq(c.HeadDim, c.Rope)))
 	posF := b.node("/model/rotary_emb/Cast", "Cast", []string{pos}, sym(ortgraph.Float, "seq"), ortgraph.AInt("to", int64(ortgraph.Float)))
 	posCol := b.node("/model/rotary_emb/Unsqueeze", "Unsqueeze", []string{posF, g.ConstI64(1)}, sym(ortgraph.Float, "seq", "1"))
 	freqs := b.node("/model/rotary_emb/Mul", "Mul", []string{posCol, invFreq}, sym(ortgraph.Float, "seq", itoa(int(hd/2))))
-	emb := b.node("/model/rotary_emb/Concat", "Concat", []string{freqs, freqs}, sym(ortgraph.Float, "seq", itoa(int(hd))), ortgraph.AInt("axis", -1))
-	cos := b.node("/model/rotary_emb/Cos", "Cos", []string{emb}, sym(ortgraph.Float, "seq", itoa(int(hd))))
-	sin := b.node("/model/rotary_emb/Sin", "Sin", []string{emb}, sym(ortgraph.Float, "seq", itoa(int(hd))))
+	emb, width := freqs, hd/2
+	if !b.fused {
+		emb, width = b.node("/model/rotary_emb/Concat", "Concat", []string{freqs, freqs}, sym(ortgraph.Float, "seq", itoa(int(hd))), ortgraph.AInt("axis", -1)), hd
+	}
+	cos := b.node("/model/rotary_emb/Cos", "Cos", []string{emb}, sym(ortgraph.Float, "seq", itoa(int(width))))
+	sin := b.node("/model/rotary_emb/Sin", "Sin", []string{emb}, sym(ortgraph.Float, "seq", itoa(int(width))))
 	if dt != ortgraph.Float {
-		cos = b.node("/model/rotary_emb/Cast_cos", "Cast", []string{cos}, sym(dt, "seq", itoa(int(hd))), ortgraph.AInt("to", int64(dt)))
-		sin = b.node("/model/rotary_emb/Cast_sin", "Cast", []string{sin}, sym(dt, "seq", itoa(int(hd))), ortgraph.AInt("to", int64(dt)))
+		cos = b.node("/model/rotary_emb/Cast_cos", "Cast", []string{cos}, sym(dt, "seq", itoa(int(width))), ortgraph.AInt("to", int64(dt)))
+		sin = b.node("/model/rotary_emb/Cast_sin", "Cast", []string{sin}, sym(dt, "seq", itoa(int(width))), ortgraph.AInt("to", int64(dt)))
+	}
+	if b.fused {
+		row := b.node("/model/rotary_emb/Unsqueeze_pos", "Unsqueeze", []string{pos, g.ConstI64(0)}, sym(ortgraph.Int64, "1", "seq"))
+		b.posIDs = b.node("/model/rotary_emb/Expand_pos", "Expand", []string{row, shape}, sym(ortgraph.Int64, "batch", "seq"))
 	}
 
 	// Additive mask [batch, 1, seq, seq]: 0 where key ≤ query and the key is not padding (or
@@ -210,6 +272,12 @@ func (b *builder) rmsNorm(path, wname, x string) string {
 	c, g, dt := b.c, b.g, b.dt
 	Hs := itoa(c.HiddenSize)
 	w := b.weight(wname, []int64{int64(c.HiddenSize)}, false, initOnes)
+	if b.fused {
+		// stash_type 1: mean(x²), the reciprocal root and the product with x in float32,
+		// cast to T before the weight is applied, which is LlamaRMSNorm's order.
+		return b.node(path+"/RMSNormalization", "RMSNormalization", []string{x, w}, sym(dt, "batch", "seq", Hs),
+			ortgraph.AInt("axis", -1), ortgraph.AFloat("epsilon", float32(c.RMSNormEps)), ortgraph.AInt("stash_type", 1))
+	}
 	x32 := x
 	if dt != ortgraph.Float {
 		x32 = b.node(path+"/Cast", "Cast", []string{x}, sym(ortgraph.Float, "batch", "seq", Hs), ortgraph.AInt("to", int64(ortgraph.Float)))
@@ -243,9 +311,8 @@ func (b *builder) rotate(path, x, cos, sin string, heads int64) string {
 
 func (b *builder) layer(l int, h, cos, sin, mask string) string {
 	c, g, dt := b.c, b.g, b.dt
-	H, I := int64(c.HiddenSize), int64(c.IntermediateSize)
+	H := int64(c.HiddenSize)
 	nH, nKV, hd := int64(c.NumHeads), int64(c.NumKVHeads), int64(c.HeadDim)
-	Hs, Is := itoa(c.HiddenSize), itoa(c.IntermediateSize)
 	mod := "model.layers." + itoa(l)
 	path := "/model/layers." + itoa(l)
 	att := path + "/self_attn"
@@ -259,6 +326,19 @@ func (b *builder) layer(l int, h, cos, sin, mask string) string {
 		return b.node(att+"/Transpose_"+name, "Transpose", []string{r}, sym(dt, "batch", itoa(int(n)), "seq", itoa(int(hd))), ortgraph.AInts("perm", 0, 2, 1, 3))
 	}
 	q, k, v = heads("q", q, nH), heads("k", k, nKV), heads("v", v, nKV)
+	if b.fused {
+		// RotaryEmbedding on [batch, heads, seq, hd]; interleaved 0 is rotate_half.
+		rot := func(name, x string, n int64) string {
+			return b.node(att+"/"+name+"/RotaryEmbedding", "RotaryEmbedding", []string{x, cos, sin, b.posIDs},
+				sym(dt, "batch", itoa(int(n)), "seq", itoa(int(hd))), ortgraph.AInt("interleaved", 0))
+		}
+		q, k = rot("rotary_q", q, nH), rot("rotary_k", k, nKV)
+		// GQA by head count (K/V keep nKV heads); the mask is the same additive
+		// causal+padding mask as the decomposed graph's, so both agree row for row.
+		o := b.node(att+"/Attention", "Attention", []string{q, k, v, mask}, sym(dt, "batch", itoa(int(nH)), "seq", itoa(int(hd))),
+			ortgraph.AFloat("scale", float32(math.Pow(float64(hd), -0.5))))
+		return b.finishLayer(l, h, o)
+	}
 	q = b.rotate(att+"/rotary_q", q, cos, sin, nH)
 	k = b.rotate(att+"/rotary_k", k, cos, sin, nKV)
 	if rep := nH / nKV; rep > 1 {
@@ -285,12 +365,25 @@ func (b *builder) layer(l int, h, cos, sin, mask string) string {
 		p = b.node(att+"/Cast_1", "Cast", []string{p32}, scoresT, ortgraph.AInt("to", int64(dt)))
 	}
 	o := b.node(att+"/MatMul_1", "MatMul", []string{p, v}, sym(dt, "batch", itoa(int(nH)), "seq", itoa(int(hd))))
+	return b.finishLayer(l, h, o)
+}
+
+// finishLayer takes the attention output o [batch, heads, seq, hd] through o_proj, the
+// residual and the MLP.
+func (b *builder) finishLayer(l int, h, o string) string {
+	c, g, dt := b.c, b.g, b.dt
+	H, I := int64(c.HiddenSize), int64(c.IntermediateSize)
+	nH, hd := int64(c.NumHeads), int64(c.HeadDim)
+	Hs, Is := itoa(c.HiddenSize), itoa(c.IntermediateSize)
+	mod := "model.layers." + itoa(l)
+	path := "/model/layers." + itoa(l)
+	att := path + "/self_attn"
 	o = b.node(att+"/Transpose_o", "Transpose", []string{o}, sym(dt, "batch", "seq", itoa(int(nH)), itoa(int(hd))), ortgraph.AInts("perm", 0, 2, 1, 3))
 	o = b.node(att+"/Reshape_o", "Reshape", []string{o, g.ConstI64(0, 0, nH*hd)}, sym(dt, "batch", "seq", itoa(int(nH*hd))))
 	o = b.linear(mod+".self_attn.o_proj", o, nH*hd, H, c.AttentionBias, "batch", "seq", Hs)
 	h = b.node(path+"/Add", "Add", []string{h, o}, sym(dt, "batch", "seq", Hs))
 
-	x = b.rmsNorm(path+"/post_attention_layernorm", mod+".post_attention_layernorm.weight", h)
+	x := b.rmsNorm(path+"/post_attention_layernorm", mod+".post_attention_layernorm.weight", h)
 	gate := b.linear(mod+".mlp.gate_proj", x, H, I, c.MLPBias, "batch", "seq", Is)
 	up := b.linear(mod+".mlp.up_proj", x, H, I, c.MLPBias, "batch", "seq", Is)
 	sg := b.node(path+"/mlp/act_fn/Sigmoid", "Sigmoid", []string{gate}, sym(dt, "batch", "seq", Is))

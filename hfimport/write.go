@@ -45,6 +45,12 @@ type Common struct {
 	Progress io.Writer
 	// Workers for synth's generation and import's conversion (0 → one per core).
 	Workers int
+	// Ops: "fused" (opset-23 Attention, RMSNormalization, RotaryEmbedding) or "decomposed"
+	// (opset-21 primitives). "" → decomposed for import (the exact reference form: every
+	// op in every runtime), and for synth fused for presets of 100M parameters or more
+	// (the benchmark shapes, where the fused forward is the faster one on ORT CUDA) and
+	// decomposed below (tiny, the test preset).
+	Ops string
 }
 
 // ImportOptions of `ortq import`.
@@ -68,6 +74,7 @@ type Result struct {
 	Model     string // path of model.onnx
 	Config    *Config
 	DType     string
+	Ops       string // "fused" or "decomposed"
 	Params    int64
 	DataBytes int64
 	Nodes     int
@@ -105,6 +112,14 @@ func Import(o ImportOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Ops == "" {
+		o.Ops = Decomposed.String()
+	}
+	ops, err := ParseOps(o.Ops)
+	if err != nil {
+		return nil, err
+	}
+	o.Ops = ops.String()
 	if err := checkOut(o.Out, o.Force); err != nil {
 		return nil, err
 	}
@@ -121,7 +136,7 @@ func Import(o ImportOptions) (*Result, error) {
 		return nil, err
 	}
 	defer ck.Close()
-	m, ws, err := Build(cfg, dt)
+	m, ws, err := BuildOps(cfg, dt, ops)
 	if err != nil {
 		return nil, fmt.Errorf("config %q: %w", cfgPath, err)
 	}
@@ -185,11 +200,22 @@ func Synth(o SynthOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Ops == "" {
+		o.Ops = Fused.String()
+		if cfg.Params() < 100e6 {
+			o.Ops = Decomposed.String()
+		}
+	}
+	ops, err := ParseOps(o.Ops)
+	if err != nil {
+		return nil, err
+	}
+	o.Ops = ops.String()
 	cfg.DType = dtypeName(dt)
 	if err := checkOut(o.Out, o.Force); err != nil {
 		return nil, err
 	}
-	m, ws, err := Build(cfg, dt)
+	m, ws, err := BuildOps(cfg, dt, ops)
 	if err != nil {
 		return nil, err
 	}
@@ -468,7 +494,7 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 	if err := swapDir(tmp, o.Out); err != nil {
 		return nil, err
 	}
-	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Params: params, DataBytes: dataSize, Nodes: len(m.P.Graph.Node)}, nil
+	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Ops: o.Ops, Params: params, DataBytes: dataSize, Nodes: len(m.P.Graph.Node)}, nil
 }
 
 // encode writes float32 values in the graph dtype; float16 overflow is an error (a weight

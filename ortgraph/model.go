@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -180,14 +181,22 @@ func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		want := ByteSize(t)
+		// dims and the length field are untrusted: check them (overflow included) against
+		// the file before allocating anything from them.
+		want, err := checkedByteSize(t)
+		if err != nil {
+			return nil, err
+		}
 		if e.length < 0 {
 			e.length = want
+		}
+		if e.length < 0 {
+			return nil, fmt.Errorf("initializer %q: %w: external data of type %s needs a length field", t.Name, ErrInvalidModel, DTypeName(t.DataType))
 		}
 		if want >= 0 && e.length != want {
 			return nil, fmt.Errorf("initializer %q: %w: external length %d, but dims/type need %d bytes", t.Name, ErrInvalidModel, e.length, want)
 		}
-		if e.offset+e.length > st.Size() {
+		if e.offset > st.Size() || e.length > st.Size()-e.offset {
 			return nil, fmt.Errorf("initializer %q: %w: external data %q is %d bytes, tensor needs [%d, %d)", t.Name, ErrInvalidModel, e.location, st.Size(), e.offset, e.offset+e.length)
 		}
 		buf := make([]byte, e.length)
@@ -197,6 +206,30 @@ func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
 		return buf, nil
 	}
 	return rawFromTyped(t)
+}
+
+// checkedByteSize is ByteSize for untrusted dims: negative dimensions and products that
+// overflow int64 are errors instead of wrapping.
+func checkedByteSize(t *onnxpb.TensorProto) (int64, error) {
+	n := int64(1)
+	for _, d := range t.Dims {
+		if d < 0 || (d != 0 && n > math.MaxInt64/d) {
+			return 0, fmt.Errorf("initializer %q: %w: dims %v are negative or overflow", t.Name, ErrInvalidModel, t.Dims)
+		}
+		n *= d
+	}
+	switch onnxpb.TensorProto_DataType(t.DataType) {
+	case onnxpb.TensorProto_UINT4, onnxpb.TensorProto_INT4, onnxpb.TensorProto_FLOAT4E2M1:
+		return n/2 + n%2, nil
+	}
+	sz := ElemSize(t.DataType)
+	if sz < 0 {
+		return -1, nil
+	}
+	if n > math.MaxInt64/int64(sz) {
+		return 0, fmt.Errorf("initializer %q: %w: dims %v overflow", t.Name, ErrInvalidModel, t.Dims)
+	}
+	return n * int64(sz), nil
 }
 
 // ByteSize is the number of bytes a tensor's data occupies in raw form, or -1 when the

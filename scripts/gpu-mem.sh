@@ -16,7 +16,7 @@ for chunk in ${CHUNKS:-1024 256}; do
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 20 > "$OUT/mem_${chunk}_$rec.txt" &
     P=$!
     ORTQ_PROFILE=${PROFILE:+/tmp/prof_${chunk}_$rec} timeout 300 $Q train --artifacts /tmp/a$chunk --data /tmp/data.txt --tokenizer default --device cuda --recompute $rec \
-      --max-steps ${STEPS:-4} --micro-batch ${MB:-7} --max-seq-len 512 --max-eval-batches 1 --quiet --out /tmp/run > "$OUT/train_${chunk}_$rec.txt" 2>&1
+      --max-steps ${STEPS:-4} --micro-batch ${MB:-7} --max-seq-len 512 --max-eval-batches 1 --quiet --force --out /tmp/run > "$OUT/train_${chunk}_$rec.txt" 2>&1
     echo "rc $?" >> "$OUT/train_${chunk}_$rec.txt"
     kill $P
     echo "chunk=$chunk rec=$rec peak $(sort -n "$OUT/mem_${chunk}_$rec.txt" | tail -1) MiB; $(grep 'tokens/s' "$OUT/train_${chunk}_$rec.txt")" | tee -a "$OUT/summary.txt"

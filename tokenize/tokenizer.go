@@ -105,6 +105,11 @@ func build(f *fileJSON, cfg *configJSON) (*Tokenizer, error) {
 	for _, a := range f.AddedTokens {
 		maxID = max(maxID, a.ID)
 	}
+	// Ids must be contiguous (checked below), so an id beyond the number of tokens is an
+	// error; checking it first keeps a hostile id from sizing the tables below.
+	if n := len(f.Model.Vocab) + len(f.AddedTokens); maxID >= n {
+		return nil, fmt.Errorf("ids are not contiguous: id %d, but only %d tokens are defined", maxID, n)
+	}
 	t.vocabSize = maxID + 1
 	t.idToToken = make([]string, t.vocabSize)
 	t.special = make([]bool, t.vocabSize)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ortq/ortq/data"
@@ -33,11 +34,46 @@ type Config struct {
 	PadMultiple    int    `json:"pad_multiple"`
 	Seed           uint64 `json:"seed"`
 	// FP16 enables dynamic loss scaling (GradScaler); fp32 graphs train unscaled.
-	FP16  bool `json:"fp16"`
-	Quiet bool `json:"-"`
+	FP16 bool `json:"fp16"`
+	// SaveEvery writes a checkpoint every N loop steps (0: only at the end and on
+	// interruption); Keep is how many step directories stay (0 = all).
+	SaveEvery int `json:"save_every"`
+	Keep      int `json:"keep"`
+	// MaxSkips stops an fp16 run after this many consecutive overflow-skipped steps
+	// (0 = DefaultMaxSkips).
+	MaxSkips int `json:"max_skips"`
+	// Resume continues from a checkpoint directory, or "latest" for the newest under
+	// Out/checkpoints ("" = a fresh run, which refuses an Out that has checkpoints).
+	Resume string `json:"-"`
+	// Inputs are caller-known facts a resume must match (data file hashes, --max-seq-len,
+	// tokenizer hash), keyed by the option that sets them.
+	Inputs map[string]string `json:"inputs,omitempty"`
+	Quiet  bool              `json:"-"`
 	// Log receives one line per event (evaluations, skipped steps); nil = stderr.
 	Log io.Writer `json:"-"`
+
+	// Fault-injection hooks for tests (nil in normal runs). GradHook sees the unscaled
+	// gradients of each loop step before the finiteness check and may change them.
+	GradHook       func(step int, grads map[string][]float32) `json:"-"`
+	CheckpointHook CheckpointHook                             `json:"-"`
 }
+
+// DefaultMaxSkips is Config.MaxSkips's default.
+const DefaultMaxSkips = 10
+
+// InterruptedError is what Run returns when ctx is cancelled (SIGINT/SIGTERM): the
+// current optimizer step was abandoned and the state after Step saved to Checkpoint.
+type InterruptedError struct {
+	Step       int
+	Checkpoint string
+	Cause      error
+}
+
+func (e *InterruptedError) Error() string {
+	return fmt.Sprintf("interrupted at step %d (%v); checkpoint %s", e.Step, e.Cause, e.Checkpoint)
+}
+
+func (e *InterruptedError) Unwrap() error { return e.Cause }
 
 // Run is the fine-tuning loop: baseline evaluation, optimizer steps of GradAccum
 // token-weighted micro-batches with AdamW and a warmup schedule, periodic and final
@@ -95,10 +131,46 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	if err != nil {
 		return nil, err
 	}
+	maxSkips := cfg.MaxSkips
+	if maxSkips <= 0 {
+		maxSkips = DefaultMaxSkips
+	}
 	values := map[string][]float32{}
 	for _, p := range params {
 		values[p.Name] = p.Data
 	}
+
+	// Checkpoint bookkeeping: what a resume must match, and the newest checkpoint known
+	// to be good (named when the run has to stop).
+	ckRoot := filepath.Join(cfg.Out, CheckpointsDir)
+	manSHA, err := fileSHA256(filepath.Join(e.Dir, manifest.ManifestFile))
+	if err != nil {
+		return nil, fmt.Errorf("artifacts %q: %w", e.Dir, err)
+	}
+	compat := compatFingerprint(cfg, manSHA, total, trainSet)
+	if removed, err := CleanCheckpointTemp(ckRoot); err != nil {
+		return nil, err
+	} else if len(removed) > 0 {
+		logf("removed %d unfinished checkpoint write(s) in %s (%s)", len(removed), ckRoot, strings.Join(removed, ", "))
+	}
+	var resumed *Checkpoint
+	switch cfg.Resume {
+	case "":
+		if dirs, err := ListCheckpoints(ckRoot); err != nil {
+			return nil, err
+		} else if len(dirs) > 0 {
+			return nil, fmt.Errorf("%q already holds checkpoints (newest %s): pass --resume latest to continue that run, --force to discard them, or choose another --out", ckRoot, filepath.Base(dirs[len(dirs)-1]))
+		}
+	case "latest":
+		if resumed, err = LatestCheckpoint(ckRoot, logf); err != nil {
+			return nil, err
+		}
+	default:
+		if resumed, err = LoadCheckpoint(cfg.Resume); err != nil {
+			return nil, err
+		}
+	}
+
 	rep := &Report{Config: cfg, StartedAt: time.Now()}
 	mon := NewRSSMonitor(200*time.Millisecond, nil)
 	mon.Start()
@@ -116,25 +188,102 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		logf("eval @ step %d: loss %.4f, perplexity %.3f (%d tokens)", step, float64(r.Loss), float64(r.Perplexity), r.Tokens)
 		return r, nil
 	}
-	if rep.Baseline, err = evaluate(0); err != nil {
-		return nil, fmt.Errorf("baseline evaluation: %w", err)
+
+	var losses []Float
+	var stepTimes []time.Duration
+	var trainTime time.Duration
+	first := 1
+	lastGood := "none written yet"
+	if resumed != nil {
+		if err := checkCompat(resumed.Dir, resumed.Compat, compat); err != nil {
+			return nil, err
+		}
+		for i := range params {
+			v, ok := resumed.Params[params[i].Name]
+			if !ok || len(v) != len(params[i].Data) {
+				return nil, fmt.Errorf("checkpoint %q: LoRA tensor %q missing or of the wrong size", resumed.Dir, params[i].Name)
+			}
+			copy(params[i].Data, v)
+		}
+		if err := opt.LoadState(resumed.Adam); err != nil {
+			return nil, fmt.Errorf("checkpoint %q: %w", resumed.Dir, err)
+		}
+		if err := scaler.LoadState(resumed.Scaler); err != nil {
+			return nil, fmt.Errorf("checkpoint %q: %w", resumed.Dir, err)
+		}
+		if err := it.SetPosition(resumed.Data); err != nil {
+			return nil, fmt.Errorf("checkpoint %q: %w", resumed.Dir, err)
+		}
+		rep.Baseline = resumed.Baseline
+		rep.EvalHistory = append(rep.EvalHistory, resumed.EvalHistory...)
+		rep.OptimizerSteps, rep.SkippedSteps, rep.TrainTokens = resumed.OptimizerSteps, resumed.SkippedSteps, resumed.TrainTokens
+		losses = append(losses, resumed.Losses...)
+		for _, ms := range resumed.StepTimesMS {
+			stepTimes = append(stepTimes, time.Duration(ms*float64(time.Millisecond)))
+		}
+		trainTime = time.Duration(resumed.TrainTimeNS)
+		first = resumed.Step + 1
+		lastGood = resumed.Dir
+		rep.Notes = append(rep.Notes, fmt.Sprintf("resumed from %s after step %d", resumed.Dir, resumed.Step))
+		logf("resuming from %s: step %d of %d", resumed.Dir, resumed.Step, total)
+	} else {
+		if rep.Baseline, err = evaluate(0); err != nil {
+			return nil, fmt.Errorf("baseline evaluation: %w", err)
+		}
+		rep.EvalHistory = append(rep.EvalHistory, rep.Baseline)
 	}
-	rep.EvalHistory = append(rep.EvalHistory, rep.Baseline)
+
+	// save writes the state after `step` loop steps, the data iterator being at pos.
+	lastSaved := -1
+	if resumed != nil {
+		lastSaved = resumed.Step
+	}
+	save := func(step int, pos data.Position) error {
+		if step == lastSaved {
+			return nil
+		}
+		ck := &Checkpoint{
+			Step: step, Total: total, OptimizerSteps: rep.OptimizerSteps, SkippedSteps: rep.SkippedSteps,
+			TrainTokens: rep.TrainTokens, Data: pos, Seed: cfg.Seed, Scaler: scaler.State(),
+			Losses: losses, Baseline: rep.Baseline, EvalHistory: rep.EvalHistory,
+			TrainTimeNS: int64(trainTime), Compat: compat, ManifestSHA256: manSHA, Config: cfg,
+		}
+		for _, d := range stepTimes {
+			ck.StepTimesMS = append(ck.StepTimesMS, float64(d)/float64(time.Millisecond))
+		}
+		dir, err := WriteCheckpoint(ckRoot, ck, params, opt.State(), cfg.Keep, cfg.CheckpointHook)
+		if dir != "" {
+			lastGood, lastSaved = dir, step
+		}
+		if err != nil {
+			return fmt.Errorf("%w; the last good checkpoint is %s (resume with --resume latest once the output is writable)", err, lastGood)
+		}
+		return nil
+	}
 
 	acc := NewGradAccumulator(params)
 	grads := map[string][]float32{}
 	prog := NewProgress(ProgressOptions{Total: total, Quiet: cfg.Quiet, Writer: log})
-	var stepTimes []time.Duration
-	var trainTime time.Duration
 	start := time.Now()
-	for step := 1; step <= total; step++ {
-		if err := ctx.Err(); err != nil {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("stopped at step %d: %v", step-1, err))
-			break
-		}
+	for step := first; step <= total; step++ {
 		t0 := time.Now()
 		acc.Reset()
+		// A cancelled ctx (SIGINT/SIGTERM) abandons this step before its next micro-batch:
+		// nothing has changed but the iterator and the accumulator, so rewinding the
+		// iterator gives exactly the state after step-1.
+		pos := it.Position()
+		tokens := int64(0)
 		for k := 0; k < cfg.GradAccum; k++ {
+			if cerr := ctx.Err(); cerr != nil {
+				prog.Finish()
+				if err := it.SetPosition(pos); err != nil {
+					panic("train: rewinding the data iterator: " + err.Error())
+				}
+				if err := save(step-1, pos); err != nil {
+					return nil, fmt.Errorf("interrupted at step %d, and the checkpoint failed: %w", step-1, err)
+				}
+				return nil, &InterruptedError{Step: step - 1, Checkpoint: lastGood, Cause: cerr}
+			}
 			b := it.Next()
 			r, err := e.Step(b, values, scaler.Scale())
 			if err != nil {
@@ -143,28 +292,39 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 			if err := acc.Add(r.Grads, r.LossSum, r.Tokens); err != nil {
 				return nil, err
 			}
-			rep.TrainTokens += int64(b.Tokens)
+			tokens += int64(b.Tokens)
 		}
+		rep.TrainTokens += tokens
 		loss, err := acc.Finish(grads)
-		if errors.Is(err, ErrNoTokens) {
-			continue
-		} else if err != nil {
+		noTokens := errors.Is(err, ErrNoTokens)
+		if err != nil && !noTokens {
 			return nil, err
 		}
-		inf := scaler.UnscaleMap(grads)
-		if inf || math.IsNaN(loss) || math.IsInf(loss, 0) {
-			if !scaler.Enabled() {
-				return nil, fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: lower --lr", step, loss)
+		if !noTokens {
+			inf := scaler.UnscaleMap(grads)
+			if cfg.GradHook != nil {
+				cfg.GradHook(step, grads)
+				inf = inf || !allFinite(grads)
 			}
-			rep.SkippedSteps++
-			logf("step %d: non-finite gradients at loss scale %g: step skipped, scale halved", step, scaler.Scale())
-		} else {
-			if err := opt.Step(grads, cfg.LR*sched(step-1)); err != nil {
-				return nil, err
+			if inf || math.IsNaN(loss) || math.IsInf(loss, 0) {
+				if !scaler.Enabled() {
+					return nil, fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: training stopped; the last good checkpoint is %s (lower --lr and start a new run, or inspect the data)", step, loss, lastGood)
+				}
+				rep.SkippedSteps++
+				logf("step %d: non-finite gradients at loss scale %g: step skipped, scale halved", step, scaler.Scale())
+				inf = true
+			} else {
+				if err := opt.Step(grads, cfg.LR*sched(step-1)); err != nil {
+					return nil, err
+				}
+				rep.OptimizerSteps++
 			}
-			rep.OptimizerSteps++
+			scaler.Update(inf)
+			if scaler.ConsecutiveSkips() >= maxSkips {
+				return nil, fmt.Errorf("step %d: %d consecutive steps skipped for non-finite loss or gradients (loss scale now %g): training stopped; the last good checkpoint is %s (lower --lr or check the data)", step, scaler.ConsecutiveSkips(), scaler.Scale(), lastGood)
+			}
 		}
-		scaler.Update(inf)
+		losses = append(losses, Float(loss))
 		dt := time.Since(t0)
 		stepTimes = append(stepTimes, dt)
 		trainTime += dt
@@ -177,8 +337,16 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 			}
 			rep.EvalHistory = append(rep.EvalHistory, r)
 		}
+		if cfg.SaveEvery > 0 && step%cfg.SaveEvery == 0 {
+			if err := save(step, it.Position()); err != nil {
+				return nil, err
+			}
+		}
 	}
 	prog.Finish()
+	if err := save(total, it.Position()); err != nil {
+		return nil, err
+	}
 	rep.Epochs = Float(float64(it.Position().Epoch) + float64(it.Position().Index)/float64(max(1, it.BatchesPerEpoch())))
 	if rep.Final, err = evaluate(rep.OptimizerSteps); err != nil {
 		return nil, fmt.Errorf("final evaluation: %w", err)
@@ -207,6 +375,17 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		return nil, err
 	}
 	return rep, nil
+}
+
+func allFinite(grads map[string][]float32) bool {
+	for _, g := range grads {
+		for _, v := range g {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // LoadParams reads LoRA values (PEFT names) from a safetensors file and checks them

@@ -17,8 +17,11 @@ func newImport() *cobra.Command {
 		Long: `import reads a Hugging Face LlamaForCausalLM checkpoint (config.json and model.safetensors,
 or shards listed in model.safetensors.index.json; F32, F16 or BF16) and writes DIR/model.onnx
 with its weights in DIR/model.onnx.data, plus config.json and the tokenizer files it finds.
-The graph (opset 21, inputs input_ids and attention_mask, output logits) is the one
-transformers computes, with Hugging Face names on every Linear, ready for 'ortq prepare'.
+The graph (inputs input_ids and attention_mask, output logits) is the one transformers
+computes, with Hugging Face names on every Linear, ready for 'ortq prepare'.
+--ops decomposed (default): opset 21 primitives, node for node transformers' eager code.
+--ops fused: opset 23 RMSNormalization, RotaryEmbedding and Attention (same outputs within
+float rounding, about a third of the nodes per layer, faster on ORT CUDA).
 Weights stream tensor by tensor; PyTorch pickles (*.bin, *.pt) are never read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -26,7 +29,7 @@ Weights stream tensor by tensor; PyTorch pickles (*.bin, *.pt) are never read.`,
 			if err != nil {
 				return err
 			}
-			o := hfimport.ImportOptions{HF: v.GetString("hf"), Common: commonOptions(v.GetString("out"), v.GetString("dtype"),
+			o := hfimport.ImportOptions{HF: v.GetString("hf"), Common: commonOptions(v.GetString("out"), v.GetString("dtype"), v.GetString("ops"),
 				v.GetBool("force"), v.GetInt("min-external"), v.GetInt("workers"), v.GetBool("quiet"))}
 			if o.HF == "" {
 				return usageError{fmt.Errorf("--hf is required")}
@@ -35,6 +38,9 @@ Weights stream tensor by tensor; PyTorch pickles (*.bin, *.pt) are never read.`,
 				return usageError{fmt.Errorf("--out is required")}
 			}
 			if _, err := hfimport.ParseDType(o.DType); err != nil {
+				return usageError{err}
+			}
+			if _, err := hfimport.ParseOps(o.Ops); err != nil {
 				return usageError{err}
 			}
 			res, err := hfimport.Import(o)
@@ -49,6 +55,7 @@ Weights stream tensor by tensor; PyTorch pickles (*.bin, *.pt) are never read.`,
 	f.String("hf", "", "Hugging Face checkpoint directory (config.json + *.safetensors)")
 	f.String("out", "", "output directory (created atomically)")
 	f.String("dtype", "float32", "graph precision: float32 or float16")
+	f.String("ops", "decomposed", "graph ops: decomposed (opset-21 primitives) or fused (opset-23 Attention, RMSNormalization, RotaryEmbedding)")
 	commonFlags(cmd)
 	return cmd
 }
@@ -62,7 +69,9 @@ Hugging Face initialises them (Linear and embedding N(0, 0.02), RMSNorm 1), gene
 straight into DIR/model.onnx.data. Presets: ` + strings.Join(hfimport.PresetNames(), ", ") + `.
 The same --seed gives the same bytes on any machine and core count. --layers cuts the decoder
 (embedding and lm_head stay whole). Default dtype: float16, float32 for presets under 100M
-parameters (tiny).`,
+parameters (tiny). Default --ops: fused (opset-23 Attention, RMSNormalization,
+RotaryEmbedding, the faster forward on ORT CUDA), decomposed (opset-21 primitives, exactly
+'ortq import's default graph) for presets under 100M parameters (tiny).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, err := options(cmd)
@@ -70,7 +79,7 @@ parameters (tiny).`,
 				return err
 			}
 			o := hfimport.SynthOptions{Preset: v.GetString("preset"), Seed: v.GetUint64("seed"), Layers: v.GetInt("layers"),
-				Common: commonOptions(v.GetString("out"), v.GetString("dtype"), v.GetBool("force"), v.GetInt("min-external"), v.GetInt("workers"), v.GetBool("quiet"))}
+				Common: commonOptions(v.GetString("out"), v.GetString("dtype"), v.GetString("ops"), v.GetBool("force"), v.GetInt("min-external"), v.GetInt("workers"), v.GetBool("quiet"))}
 			if o.Preset == "" {
 				return usageError{fmt.Errorf("--preset is required: one of %s", strings.Join(hfimport.PresetNames(), ", "))}
 			}
@@ -82,6 +91,11 @@ parameters (tiny).`,
 			}
 			if o.DType != "" {
 				if _, err := hfimport.ParseDType(o.DType); err != nil {
+					return usageError{err}
+				}
+			}
+			if o.Ops != "" {
+				if _, err := hfimport.ParseOps(o.Ops); err != nil {
 					return usageError{err}
 				}
 			}
@@ -102,6 +116,7 @@ parameters (tiny).`,
 	f.String("out", "", "output directory (created atomically)")
 	f.String("dtype", "", "graph precision: float32 or float16 (default: float16, float32 for tiny)")
 	f.Int("layers", 0, "keep only the first N decoder layers (0: all)")
+	f.String("ops", "", "graph ops: fused (opset-23 Attention, RMSNormalization, RotaryEmbedding) or decomposed (opset-21 primitives) (default: fused, decomposed for tiny)")
 	commonFlags(cmd)
 	return cmd
 }
@@ -114,17 +129,17 @@ func commonFlags(cmd *cobra.Command) {
 	f.Bool("quiet", false, "no progress bar")
 }
 
-func commonOptions(out, dtype string, force bool, minExt, workers int, quiet bool) hfimport.Common {
+func commonOptions(out, dtype, ops string, force bool, minExt, workers int, quiet bool) hfimport.Common {
 	var progress io.Writer = os.Stderr
 	if quiet {
 		progress = nil
 	}
-	return hfimport.Common{Out: out, DType: dtype, Force: force, MinExternal: minExt, Workers: workers, Progress: progress}
+	return hfimport.Common{Out: out, DType: dtype, Ops: ops, Force: force, MinExternal: minExt, Workers: workers, Progress: progress}
 }
 
 func report(res *hfimport.Result) {
 	c := res.Config
-	fmt.Printf("wrote %s: %d layers, hidden %d, %d/%d heads, vocab %d, %s, %.3g M parameters, %d nodes, %.1f MB external data, %.1f s\n",
-		res.Model, c.NumLayers, c.HiddenSize, c.NumHeads, c.NumKVHeads, c.VocabSize, res.DType,
+	fmt.Printf("wrote %s: %d layers, hidden %d, %d/%d heads, vocab %d, %s, %s ops, %.3g M parameters, %d nodes, %.1f MB external data, %.1f s\n",
+		res.Model, c.NumLayers, c.HiddenSize, c.NumHeads, c.NumKVHeads, c.VocabSize, res.DType, res.Ops,
 		float64(res.Params)/1e6, res.Nodes, float64(res.DataBytes)/1e6, res.Elapsed.Seconds())
 }

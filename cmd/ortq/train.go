@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -27,7 +28,15 @@ per line in the "text" field), packs it into --max-seq-len blocks joined by EOS 
 per line with --no-pack), holds out a seeded 10 % eval split, measures the baseline eval
 perplexity, trains with AdamW and token-weighted gradient accumulation, evaluates again and
 writes the adapter (adapter_model.safetensors, adapter_config.json, PEFT names) and a run
-report (report.json, report.md) to --out.`,
+report (report.json, report.md) to --out.
+
+Checkpoints (LoRA weights, optimizer moments, loss scale, data position, counters) go to
+<out>/checkpoints/step-N every --save-every steps, at the end, and on SIGINT/SIGTERM, which
+stop the run at the next micro-batch and exit 0 (a second signal exits at once, status 130).
+--resume latest continues exactly where the newest checkpoint left off; it refuses other
+artifacts, data or trajectory options, naming the one that differs. With --lora-dropout > 0
+the dropout masks after a resume are fresh draws (ONNX Runtime's generator restarts with
+each session), so only dropout-free runs resume bit for bit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, err := options(cmd)
@@ -57,6 +66,11 @@ report (report.json, report.md) to --out.`,
 	f.String("recompute", "auto", "per-layer activation recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
+	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
+	f.Int("keep", 3, "checkpoints to keep (0: all)")
+	f.String("resume", "", "continue an interrupted run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the interrupted run's")
+	f.Bool("force", false, "start afresh even though --out holds checkpoints of an earlier run (they are deleted)")
+	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
 	return cmd
 }
 
@@ -175,11 +189,32 @@ func runTrain(v *viper.Viper) error {
 		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
 		MaxEvalBatches: v.GetInt("max-eval-batches"), PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"),
 		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"),
+		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
+		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
+	}
+	if cfg.SaveEvery < 0 || cfg.Keep < 0 || cfg.MaxSkips < 0 {
+		return usageError{fmt.Errorf("--save-every, --keep and --max-skips must be ≥ 0")}
+	}
+	if cfg.Inputs, err = resumeInputs(v); err != nil {
+		return err
+	}
+	if v.GetBool("force") {
+		if cfg.Resume != "" {
+			return usageError{fmt.Errorf("--force discards checkpoints; it cannot be combined with --resume")}
+		}
+		if err := os.RemoveAll(filepath.Join(out, train.CheckpointsDir)); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(os.Stderr, "data: %d documents, %d tokens → %d train / %d eval examples\n", ds.Stats.Documents, ds.Stats.Tokens, len(ds.Train), len(ds.Eval))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptContext()
 	defer stop()
 	rep, err := train.Run(ctx, eng, ds.Train, ds.Eval, cfg)
+	var intr *train.InterruptedError
+	if errors.As(err, &intr) {
+		fmt.Fprintf(os.Stderr, "interrupted at step %d; resume with: %s\n(checkpoint %s)\n", intr.Step, resumeCommand(os.Args[1:]), intr.Checkpoint)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -187,4 +222,102 @@ func runTrain(v *viper.Viper) error {
 	fmt.Printf("final eval:    loss %.4f, perplexity %.3f\n", float64(rep.Final.Loss), float64(rep.Final.Perplexity))
 	fmt.Printf("%d optimizer steps, %.0f tokens/s; adapter and report in %s\n", rep.OptimizerSteps, float64(rep.TokensPerSecond), out)
 	return nil
+}
+
+// checkpointHook is nil in ortq; the reliability tests set it in a re-executed child to
+// slow or fail checkpoint writes.
+var checkpointHook train.CheckpointHook
+
+// exitNow ends the process on a second signal (a variable so the reason is greppable).
+var exitNow = os.Exit
+
+// interruptContext is cancelled by the first SIGINT/SIGTERM, which makes train.Run stop
+// at the next micro-batch boundary, write a checkpoint and return; a second signal exits
+// at once with status 130 (128+SIGINT, what a shell reports for Ctrl-C), leaving the
+// newest complete checkpoint as it is.
+func interruptContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "\nortq: %v: stopping after this optimizer step's current micro-batch and writing a checkpoint; signal again to exit at once\n", s)
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "ortq: second signal (%v): exiting now; the newest complete checkpoint is kept\n", s)
+			exitNow(130)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
+}
+
+// resumeCommand is the command line to continue this run: the same arguments with
+// --resume latest.
+func resumeCommand(args []string) string {
+	out := []string{"ortq"}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--resume" {
+			i++
+			continue
+		}
+		if strings.HasPrefix(a, "--resume=") {
+			continue
+		}
+		out = append(out, shellQuote(a))
+	}
+	return strings.Join(append(out, "--resume", "latest"), " ")
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '-' || r == '_' || r == '.' || r == '/' || r == ',' || r == '=' || r == ':' || r == '+' ||
+			('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') || ('0' <= r && r <= '9'))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// resumeInputs fingerprints the inputs train.Run cannot see (it gets tokenized
+// examples): each data file's size and hash, the tokenizer's hash and the options that
+// shape the examples, so a resume with other inputs is refused naming the flag.
+func resumeInputs(v *viper.Viper) (map[string]string, error) {
+	m := map[string]string{
+		"--max-seq-len":   fmt.Sprint(v.GetInt("max-seq-len")),
+		"--no-pack":       fmt.Sprint(v.GetBool("no-pack")),
+		"--eval-fraction": fmt.Sprint(v.GetFloat64("eval-fraction")),
+	}
+	files := splitList(v.GetStringSlice("data"))
+	m["--data (file count)"] = fmt.Sprint(len(files))
+	for i, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			return nil, err
+		}
+		sum, err := train.FileSHA256(f)
+		if err != nil {
+			return nil, err
+		}
+		m[fmt.Sprintf("--data[%d] (%s)", i, filepath.Base(f))] = fmt.Sprintf("%d bytes, sha256 %s", st.Size(), sum)
+	}
+	if tok, err := resolveTokenizer(v.GetString("tokenizer")); err == nil && tok != "" {
+		sum, err := train.FileSHA256(tok)
+		if err != nil {
+			return nil, err
+		}
+		m["--tokenizer (sha256)"] = sum
+	}
+	return m, nil
 }

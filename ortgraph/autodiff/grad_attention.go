@@ -3,6 +3,7 @@ package autodiff
 import (
 	"fmt"
 	"math"
+	"strconv"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -70,6 +71,16 @@ func (b *Builder) rankType(v string, dt int32, rank int) string {
 	return v
 }
 
+func (b *Builder) symType(v string, dt int32, dims ...string) string {
+	for _, d := range dims {
+		if d == "" {
+			return b.rankType(v, dt, len(dims))
+		}
+	}
+	b.SetType(v, ortgraph.SymTensorType(dt, dims))
+	return v
+}
+
 // attentionExpansion emits Attention's forward in primitive ops and returns Y.
 func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
 	q, k, v := n.Input[0], n.Input[1], n.Input[2]
@@ -110,8 +121,32 @@ func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
 		return b.rankType(b.Op("Reshape", []string{e, b.Op("Concat", []string{bsz, hq, ld}, ortgraph.AInt("axis", 0))}), dt, 4)
 	}
 	kr, vr := repeat(k4), repeat(v4)
-	kt := b.rankType(b.Op("Transpose", []string{kr}, ortgraph.AInts("perm", 0, 1, 3, 2)), dt, 4)
-	s := b.rankType(b.Op("MatMul", []string{q4, kt}), dt, 4)
+	qs, ks, vs := b.SymDims(q4), b.SymDims(k4), b.SymDims(v4)
+	if len(qs) == 4 && len(ks) == 4 && len(vs) == 4 {
+		if kr != k4 {
+			b.symType(kr, dt, ks[0], qs[1], ks[2], ks[3])
+			b.symType(vr, dt, vs[0], qs[1], vs[2], vs[3])
+			// the Unsqueeze/Expand inputs of the repeat
+			for _, x := range []struct {
+				r, src string
+				d      []string
+			}{{kr, k4, ks}, {vr, v4, vs}} {
+				e := b.Producer(x.r).Input[0]
+				u := b.Producer(e).Input[0]
+				grp := "?"
+				if qd, xd := b.Dims(q4), b.Dims(x.src); qd != nil && xd != nil && qd[1] > 0 && xd[1] > 0 {
+					grp = strconv.FormatInt(qd[1]/xd[1], 10)
+				}
+				b.symType(u, dt, x.d[0], x.d[1], "1", x.d[2], x.d[3])
+				b.symType(e, dt, x.d[0], x.d[1], grp, x.d[2], x.d[3])
+			}
+		}
+	} else {
+		qs, ks, vs = []string{"", "", "", ""}, []string{"", "", "", ""}, []string{"", "", "", ""}
+	}
+	kt := b.symType(b.Op("Transpose", []string{kr}, ortgraph.AInts("perm", 0, 1, 3, 2)), dt, ks[0], qs[1], ks[3], ks[2])
+	sd := []string{qs[0], qs[1], qs[2], ks[2]}
+	s := b.symType(b.Op("MatMul", []string{q4, kt}), dt, sd...)
 	var scale string
 	if ortgraph.HasAttr(n, "scale") {
 		scale = b.ConstLike(ortgraph.AttrFloat(n, "scale", 1), q4)
@@ -121,16 +156,16 @@ func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
 		d := b.Op("Slice", []string{b.Op("Shape", []string{q4}), b.ConstI64(3), b.ConstI64(4)})
 		scale = b.Op("Reciprocal", []string{b.Op("Sqrt", []string{b.castLikeV(d, q4)})})
 	}
-	s = b.rankType(b.Op("Mul", []string{s, scale}), dt, 4)
+	s = b.symType(b.Op("Mul", []string{s, scale}), dt, sd...)
 	lowest := b.ConstLike(-65504, q4) // the most negative fp16; softmax weight 0 in any float type
 	if dt == ortgraph.Float || dt == ortgraph.Double {
 		lowest = b.ConstLike(-3.4e38, q4)
 	}
 	if m := in(n, 3); m != "" {
 		if b.ElemType(m) == ortgraph.Bool {
-			s = b.rankType(b.Op("Where", []string{m, s, lowest}), dt, 4)
+			s = b.symType(b.Op("Where", []string{m, s, lowest}), dt, sd...)
 		} else {
-			s = b.rankType(b.Op("Add", []string{s, m}), dt, 4)
+			s = b.symType(b.Op("Add", []string{s, m}), dt, sd...)
 		}
 	}
 	if ortgraph.AttrInt(n, "is_causal", 0) != 0 {
@@ -143,8 +178,8 @@ func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
 		mask := b.Op("Cast", []string{tri}, ortgraph.AInt("to", int64(ortgraph.Bool)))
 		s = b.rankType(b.Op("Where", []string{mask, s, lowest}), dt, 4)
 	}
-	p := b.rankType(b.Op("Softmax", []string{s}, ortgraph.AInt("axis", -1)), dt, 4)
-	y := b.rankType(b.Op("MatMul", []string{p, vr}), dt, 4)
+	p := b.symType(b.Op("Softmax", []string{s}, ortgraph.AInt("axis", -1)), dt, sd...)
+	y := b.symType(b.Op("MatMul", []string{p, vr}), dt, qs[0], qs[1], qs[2], vs[3])
 	if rq == 3 {
 		t := b.rankType(b.Op("Transpose", []string{y}, ortgraph.AInts("perm", 0, 2, 1, 3)), dt, 4)
 		y = b.rankType(b.Op("Reshape", []string{t, b.ConstI64(0, 0, -1)}), dt, 3)

@@ -93,7 +93,10 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		if c.Dropout > 0 {
 			// A fixed per-module seed makes the masks reproducible for a given session.
 			seed := int64(c.Seed%1000003)*131 + int64(len(params))
-			outs := g.Add(ortgraph.NodeSpec{Op: "Dropout", NOut: 2, Inputs: []string{x, g.ConstF(dt, float32(c.Dropout)), trueConst(g)},
+			// The ratio is float32 whatever the data type: ONNX Runtime's CUDA Dropout kernel
+			// takes only a float ratio, and with a float16 one the node runs on the CPU
+			// (measured: every LoRA input copied to the host and back).
+			outs := g.Add(ortgraph.NodeSpec{Op: "Dropout", NOut: 2, Inputs: []string{x, g.ConstF(ortgraph.Float, float32(c.Dropout)), trueConst(g)},
 				Attrs: []ortgraph.Attr{ortgraph.AInt("seed", seed)}})
 			xin = outs[0]
 			g.SetType(xin, g.Type(x))

@@ -202,6 +202,9 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 				return "", err
 			}
 			ratio := p.Input[1]
+			if rt, xt := g.ElemType(ratio), g.ElemType(x); rt != 0 && xt != 0 && rt != xt {
+				ratio = g.Op("Cast", []string{ratio}, ortgraph.AInt("to", int64(xt)))
+			}
 			one := g.ConstLikeF(1, x)
 			scale := g.Op("Div", []string{one, g.Op("Sub", []string{one, ratio})})
 			y := g.Op("Where", []string{p.Output[1], g.Op("Mul", []string{x, scale}), g.ConstLikeF(0, x)})
