@@ -91,14 +91,17 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		}
 		xin := x
 		if c.Dropout > 0 {
-			// A fixed per-module seed makes the masks reproducible for a given session.
-			seed := int64(c.Seed%1000003)*131 + int64(len(params))
-			// The ratio is float32 whatever the data type: ONNX Runtime's CUDA Dropout kernel
-			// takes only a float ratio, and with a float16 one the node runs on the CPU
-			// (measured: every LoRA input copied to the host and back).
-			outs := g.Add(ortgraph.NodeSpec{Op: "Dropout", NOut: 2, Inputs: []string{x, g.ConstF(ortgraph.Float, float32(c.Dropout)), trueConst(g)},
-				Attrs: []ortgraph.Attr{ortgraph.AInt("seed", seed)}})
-			xin = outs[0]
+			// Dropout written out as keep = U(0,1) ≥ p; y = keep ? x/(1−p) : 0. ONNX Runtime
+			// 1.29's CUDA provider does not take the Dropout op (measured: it ran on the CPU
+			// with casts to float32 around it), while RandomUniformLike, GreaterOrEqual and
+			// Where are GPU kernels. A fixed per-module seed makes a session's masks
+			// reproducible; the recompute pass keeps the forward mask instead of redrawing it.
+			seed := float32(int64(c.Seed%1000003)*131 + int64(len(params)))
+			u := g.Op("RandomUniformLike", []string{x}, ortgraph.AFloat("seed", seed), ortgraph.AInt("dtype", int64(ortgraph.Float)))
+			g.SetType(u, ortgraph.SymTensorType(ortgraph.Float, g.SymDims(x)))
+			keep := g.Op("GreaterOrEqual", []string{u, g.ConstF(ortgraph.Float, float32(c.Dropout))})
+			scaled := g.Op("Mul", []string{x, g.ConstF(dt, float32(1/(1-c.Dropout)))})
+			xin = g.Op("Where", []string{keep, scaled, g.ConstF(dt, 0)})
 			g.SetType(xin, g.Type(x))
 		}
 		at := g.Op("Transpose", []string{a}, ortgraph.AInts("perm", 1, 0))
@@ -138,10 +141,4 @@ func setLike(g *ortgraph.Graph, v, x string, last int64) {
 	g.SetType(v, ortgraph.SymTensorType(g.ElemType(x), d))
 }
 
-func trueConst(g *ortgraph.Graph) string {
-	const name = "const_bool_true"
-	if g.Initializer(name) == nil {
-		g.AddInitializer(ortgraph.BytesTensor(name, ortgraph.Bool, nil, []byte{1}))
-	}
-	return name
-}
+

@@ -147,9 +147,33 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 		}
 	}
 	producer := map[string]*onnxpb.NodeProto{}
+	// Random draws (dropout masks) and values computed only from them and constants must
+	// not be recomputed: a second draw would differ from the forward pass's.
+	random := map[string]bool{}
 	for _, n := range fwd {
 		for _, o := range n.Output {
 			producer[o] = n
+		}
+		isRandom := false
+		switch n.OpType {
+		case "RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal", "Bernoulli", "Multinomial":
+			isRandom = true
+		default:
+			fromRandom, other := false, false
+			for _, in := range n.Input {
+				switch {
+				case random[in]:
+					fromRandom = true
+				case in != "" && g.Initializer(in) == nil && producer[in] != nil && producer[in].OpType != "Constant":
+					other = true
+				}
+			}
+			isRandom = fromRandom && !other
+		}
+		if isRandom {
+			for _, o := range n.Output {
+				random[o] = true
+			}
 		}
 	}
 	clones := map[string]string{}
@@ -172,6 +196,9 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 			return c, nil
 		}
 		p := producer[v]
+		if random[v] {
+			return v, nil // the forward pass's mask stays alive
+		}
 		if p == nil || layerOf[v] != l || boundary[v] {
 			// Outside the layer: the layer input (gated so recomputation waits for the
 			// backward pass), a shared value, a parameter or a constant.
