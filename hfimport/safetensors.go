@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/ortq/ortq/internal/fsutil"
 	"math"
 	"os"
 	"path/filepath"
@@ -58,7 +58,7 @@ const IndexFile = "model.safetensors.index.json"
 func openCheckpoint(dir string) (*checkpoint, error) {
 	var names []string
 	idxPath := filepath.Join(dir, IndexFile)
-	if b, err := readSmall(idxPath, 64<<20); err == nil {
+	if b, err := fsutil.ReadBounded(idxPath, 64<<20); err == nil {
 		var idx struct {
 			WeightMap map[string]string `json:"weight_map"`
 		}
@@ -128,22 +128,6 @@ func openCheckpoint(dir string) (*checkpoint, error) {
 		}
 	}
 	return openShards(dir, names)
-}
-
-func readSmall(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("larger than %d bytes", limit)
-	}
-	return b, nil
 }
 
 func openShards(dir string, names []string) (*checkpoint, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/ortq/ortq/internal/fsutil"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -491,7 +492,7 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 			return nil, err
 		}
 	}
-	if err := swapDir(tmp, o.Out); err != nil {
+	if err := fsutil.ReplaceDir(tmp, o.Out); err != nil {
 		return nil, err
 	}
 	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Ops: o.Ops, Params: params, DataBytes: dataSize, Nodes: len(m.P.Graph.Node)}, nil
@@ -550,7 +551,7 @@ func readWeight(t *stTensor, w *Weight, from, n int64, dst []float32, scratch *[
 }
 
 func copySmall(src, dst string) error {
-	b, err := readSmall(src, 64<<20)
+	b, err := fsutil.ReadBounded(src, 64<<20)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -558,28 +559,4 @@ func copySmall(src, dst string) error {
 		return fmt.Errorf("copy %q: %w", src, err)
 	}
 	return os.WriteFile(dst, b, 0o644)
-}
-
-// swapDir moves a finished temp directory to dst, replacing an existing one (the same
-// dance as prepare's: the old one is moved aside first and restored on failure).
-func swapDir(tmp, dst string) error {
-	old := ""
-	if _, err := os.Stat(dst); err == nil {
-		old = dst + ".old-" + filepath.Base(tmp)
-		if err := os.Rename(dst, old); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		if old != "" {
-			os.Rename(old, dst)
-		}
-		return err
-	}
-	if old != "" {
-		return os.RemoveAll(old)
-	}
-	return nil
 }

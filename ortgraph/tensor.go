@@ -3,6 +3,7 @@ package ortgraph
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/ortq/ortq/internal/half"
 	"math"
 
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -177,72 +178,10 @@ func BytesTensor(name string, dt int32, dims []int64, raw []byte) *onnxpb.Tensor
 	return &onnxpb.TensorProto{Name: name, DataType: dt, Dims: append([]int64(nil), dims...), RawData: raw}
 }
 
-// HalfToFloat converts IEEE 754 binary16 bits to float32.
-func HalfToFloat(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h) & 0x3ff
-	switch {
-	case exp == 0:
-		if mant == 0 {
-			return math.Float32frombits(sign)
-		}
-		// subnormal: value = mant * 2^-24
-		f := float32(mant) * (1.0 / (1 << 24))
-		if sign != 0 {
-			return -f
-		}
-		return f
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | mant<<13)
-}
-
-// FloatToHalf converts float32 to binary16 bits with round-to-nearest-even.
-func FloatToHalf(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int32(b>>23) & 0xff
-	mant := b & 0x7fffff
-	if exp == 0xff { // inf or NaN
-		if mant != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	}
-	e := exp - 127 + 15
-	if e >= 0x1f {
-		return sign | 0x7c00
-	}
-	if e <= 0 {
-		if e < -10 {
-			return sign
-		}
-		mant |= 0x800000
-		shift := uint32(14 - e)
-		half := mant >> shift
-		rem := mant & (1<<shift - 1)
-		mid := uint32(1) << (shift - 1)
-		if rem > mid || (rem == mid && half&1 == 1) {
-			half++
-		}
-		return sign | uint16(half)
-	}
-	half := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || (rem == 0x1000 && half&1 == 1) {
-		half++ // may carry into the exponent, which is the correct rounding
-	}
-	return sign | uint16(half)
-}
-
-// FloatToBF16 converts float32 to bfloat16 bits with round-to-nearest-even.
-func FloatToBF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	if b&0x7fffffff > 0x7f800000 {
-		return uint16(b>>16) | 0x40
-	}
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
-}
+// HalfToFloat, FloatToHalf and FloatToBF16 convert half-precision bit patterns (round to
+// nearest even); internal/half holds the implementation.
+var (
+	HalfToFloat = half.Float16ToFloat32
+	FloatToHalf = half.Float32ToFloat16
+	FloatToBF16 = half.Float32ToBFloat16
+)

@@ -2,7 +2,7 @@ package ortrun
 
 import (
 	"fmt"
-	"math"
+	"github.com/ortq/ortq/internal/half"
 
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
@@ -122,61 +122,9 @@ func (t *Tensor) Validate() error {
 	return nil
 }
 
-// Float32ToFloat16 converts to IEEE 754 binary16 bits, rounding to nearest even, as numpy's
-// astype(float16) does. Hand-written: no dependency in go.mod provides half floats.
-func Float32ToFloat16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int32(b>>23) & 0xff
-	man := b & 0x7fffff
-	switch {
-	case exp == 0xff: // Inf or NaN (keep NaN quiet and non-zero)
-		if man != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	case exp-127 > 15: // overflow
-		return sign | 0x7c00
-	case exp-127 >= -14: // normal half
-		e := uint32(exp-127+15) << 10
-		m := man >> 13
-		rest := man & 0x1fff
-		h := e | m
-		if rest > 0x1000 || (rest == 0x1000 && h&1 == 1) {
-			h++ // may carry into the exponent, which is the right result (up to Inf)
-		}
-		return sign | uint16(h)
-	case exp-127 >= -25: // subnormal half
-		man |= 0x800000
-		shift := uint32(-14-(exp-127)) + 13
-		m := man >> shift
-		rest := man & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rest > half || (rest == half && m&1 == 1) {
-			m++
-		}
-		return sign | uint16(m)
-	}
-	return sign // underflow to ±0
-}
-
-// Float16ToFloat32 converts IEEE 754 binary16 bits to float32 (exact).
-func Float16ToFloat32(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	case exp != 0:
-		return math.Float32frombits(sign | (exp+127-15)<<23 | man<<13)
-	case man == 0:
-		return math.Float32frombits(sign)
-	}
-	// subnormal: value = man · 2^-24
-	f := float32(man) * (1.0 / (1 << 24))
-	if sign != 0 {
-		f = -f
-	}
-	return f
-}
+// Float32ToFloat16 and Float16ToFloat32 convert IEEE half-precision bit patterns (round to
+// nearest even); internal/half holds the implementation.
+var (
+	Float32ToFloat16 = half.Float32ToFloat16
+	Float16ToFloat32 = half.Float16ToFloat32
+)

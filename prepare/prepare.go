@@ -2,8 +2,8 @@ package prepare
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/train"
 	"math"
 	"math/rand/v2"
@@ -263,7 +263,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 			os.Chmod(filepath.Join(tmp, e.Name()), 0o644)
 		}
 	}
-	if err := swapDir(tmp, o.Out); err != nil {
+	if err := fsutil.ReplaceDir(tmp, o.Out); err != nil {
 		return nil, err
 	}
 	return &Result{Manifest: man, Linears: linears}, nil
@@ -402,29 +402,6 @@ func loraInit(params []passes.LoRAParam, seed uint64) map[string][]float32 {
 		out[p.Name] = v
 	}
 	return out
-}
-
-// swapDir moves a finished temp directory to dst, replacing an existing one.
-func swapDir(tmp, dst string) error {
-	old := ""
-	if _, err := os.Stat(dst); err == nil {
-		old = dst + ".old-" + filepath.Base(tmp)
-		if err := os.Rename(dst, old); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		if old != "" {
-			os.Rename(old, dst)
-		}
-		return err
-	}
-	if old != "" {
-		return os.RemoveAll(old)
-	}
-	return nil
 }
 
 func writeLoRAInit(path string, params []passes.LoRAParam, seed uint64) error {

@@ -7,12 +7,7 @@
 # Prerequisites: ~/ort holds ONNX Runtime 1.29 + CUDA provider (../shared/device/ort-gpu-env.sh),
 # bin/ortq.xz is the ortq binary (built with Go elsewhere; there is no Go on the GPU machine).
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export ORTQ_ORT_LIB=$HOME/ort/libonnxruntime.so.1
-cuda=$(dirname "$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libcublas.so.13 2>/dev/null | head -1)")
-export LD_LIBRARY_PATH=$HOME/ort:$cuda:${LD_LIBRARY_PATH:-}
-xz -dc bin/ortq.xz > /tmp/ortq && chmod +x /tmp/ortq
-Q=/tmp/ortq
+. "$(dirname "$0")/device-env.sh"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/progress.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
 log "start"

@@ -4,12 +4,7 @@
 # and the PyTorch+PEFT peer beside it in the same run, most important first. Each point
 # writes its own report.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export ORTQ_ORT_LIB=$HOME/ort/libonnxruntime.so.1
-cuda=$(dirname "$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libcublas.so.13 2>/dev/null | head -1)")
-export LD_LIBRARY_PATH=$HOME/ort:$cuda:${LD_LIBRARY_PATH:-}
-xz -dc bin/ortq.xz > /tmp/ortq && chmod +x /tmp/ortq
-Q=/tmp/ortq
+. "$(dirname "$0")/device-env.sh"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/progress.txt"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
 log start

@@ -2,12 +2,7 @@
 # Memory investigation on the GPU machine: one 2-layer Llama-3.2-3B-shaped model, the
 # recomputing training graph, loss chunks 1024 and 256, ONNX Runtime's profiler on.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export ORTQ_ORT_LIB=$HOME/ort/libonnxruntime.so.1
-cuda=$(dirname "$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libcublas.so.13 2>/dev/null | head -1)")
-export LD_LIBRARY_PATH=$HOME/ort:$cuda:${LD_LIBRARY_PATH:-}
-xz -dc bin/ortq.xz > /tmp/ortq && chmod +x /tmp/ortq
-Q=/tmp/ortq
+. "$(dirname "$0")/device-env.sh"
 find . -name '*.go' -print0 | xargs -0 cat > /tmp/data.txt
 [ -f /tmp/m/model.onnx ] || $Q synth --preset llama-3.2-3b --layers 2 --out /tmp/m --quiet --force
 for chunk in ${CHUNKS:-1024 256}; do

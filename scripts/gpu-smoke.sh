@@ -5,12 +5,7 @@
 #   LAYERS=2 STEPS=6 bash scripts/gpu-smoke.sh
 # Writes logs and reports to $OUT.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export ORTQ_ORT_LIB=$HOME/ort/libonnxruntime.so.1
-cuda=$(dirname "$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libcublas.so.13 2>/dev/null | head -1)")
-export LD_LIBRARY_PATH=$HOME/ort:$cuda:${LD_LIBRARY_PATH:-}
-xz -dc bin/ortq.xz > /tmp/ortq && chmod +x /tmp/ortq
-Q=/tmp/ortq
+. "$(dirname "$0")/device-env.sh"
 L=${LAYERS:-2}; STEPS=${STEPS:-6}; MB=${MB:-7}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 find . -name '*.go' -print0 | xargs -0 cat > /tmp/data.txt

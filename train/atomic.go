@@ -1,53 +1,7 @@
 package train
 
-import (
-	"bufio"
-	"fmt"
-	"os"
-	"path/filepath"
-)
+import "github.com/ortq/ortq/internal/fsutil"
 
-// WriteFileAtomic writes path through write so that readers (and a crash at
-// any moment) see either the old file or the complete new one: data goes to a
-// temp file in the same directory, is flushed and fsynced, renamed over path,
-// and the directory is fsynced so the rename itself survives power loss.
-// On any error the temp file is removed and path is untouched.
-func WriteFileAtomic(path string, perm os.FileMode, write func(w *bufio.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	w := bufio.NewWriterSize(f, 1<<20)
-	if err = write(w); err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err = w.Flush(); err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %q: fsync: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		// Best effort: some filesystems refuse fsync on directories.
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
+// WriteFileAtomic writes path through write so that readers (and a crash at any moment)
+// see either the old file or the complete new one (see internal/fsutil).
+var WriteFileAtomic = fsutil.WriteFileAtomic

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ortq/ortq/internal/fsutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -177,7 +178,7 @@ func LatestCheckpoint(root string, warn func(string, ...any)) (*Checkpoint, erro
 // LoadCheckpoint reads and verifies one checkpoint directory.
 func LoadCheckpoint(dir string) (*Checkpoint, error) {
 	sp := filepath.Join(dir, ckStateFile)
-	b, err := readBounded(sp, maxCheckpointState)
+	b, err := fsutil.ReadBounded(sp, maxCheckpointState)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %q: %w", dir, err)
 	}
@@ -375,22 +376,6 @@ func fileSHA256(path string) (string, error) {
 
 // FileSHA256 is the hex SHA-256 of a file's contents (resume fingerprints).
 func FileSHA256(path string) (string, error) { return fileSHA256(path) }
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return b, nil
-}
 
 // examplesSHA256 fingerprints the tokenized training set: any change of data files,
 // tokenizer, packing or split shows up here even when no option names it.

@@ -140,5 +140,3 @@ func setLike(g *ortgraph.Graph, v, x string, last int64) {
 	d[len(d)-1] = fmt.Sprint(last)
 	g.SetType(v, ortgraph.SymTensorType(g.ElemType(x), d))
 }
-
-

@@ -1,0 +1,109 @@
+// Package fsutil holds the file-system primitives ortq's commands share: atomic file
+// writes, replacing a directory by a finished temporary one, and size-bounded reads of
+// untrusted files. One implementation, so every writer gets the same crash guarantees.
+package fsutil
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// WriteFileAtomic writes path through write so that readers (and a crash at
+// any moment) see either the old file or the complete new one: data goes to a
+// temp file in the same directory, is flushed and fsynced, renamed over path,
+// and the directory is fsynced so the rename itself survives power loss.
+// On any error the temp file is removed and path is untouched.
+func WriteFileAtomic(path string, perm os.FileMode, write func(w *bufio.Writer) error) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	w := bufio.NewWriterSize(f, 1<<20)
+	if err = write(w); err != nil {
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	if err = w.Flush(); err != nil {
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	if err = f.Chmod(perm); err != nil {
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("write %q: fsync: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %q: %w", path, err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		// Best effort: some filesystems refuse fsync on directories.
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// WriteFile is WriteFileAtomic for data already in memory.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return WriteFileAtomic(path, perm, func(w *bufio.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// ReplaceDir moves a finished temporary directory to dst. An existing dst is moved aside
+// first and restored if the move fails, so dst is always either the old or the new
+// directory, never a mix.
+func ReplaceDir(tmp, dst string) error {
+	old := ""
+	if _, err := os.Stat(dst); err == nil {
+		old = dst + ".old-" + filepath.Base(tmp)
+		if err := os.Rename(dst, old); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		if old != "" {
+			os.Rename(old, dst)
+		}
+		return err
+	}
+	if old != "" {
+		return os.RemoveAll(old)
+	}
+	return nil
+}
+
+// ReadBounded reads a whole file that must not exceed limit bytes, without allocating
+// more than limit+1 bytes whatever the file's size: for untrusted inputs.
+func ReadBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}

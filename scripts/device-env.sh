@@ -1,0 +1,10 @@
+# Sourced by the scripts/gpu-*.sh drivers on the GPU machine: library paths for ONNX Runtime
+# 1.29 + its CUDA provider in ~/ort (unpacked from the bundle by ../shared/device/ort-gpu-env.sh
+# or by hand) and CUDA 13, the prebuilt ortq from bin/ortq.xz as $Q, and an output dir $OUT.
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export ORTQ_ORT_LIB=$HOME/ort/libonnxruntime.so.1
+_cuda=$(dirname "$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libcublas.so.13 2>/dev/null | head -1)")
+export LD_LIBRARY_PATH=$HOME/ort:$_cuda:${LD_LIBRARY_PATH:-}
+unset _cuda
+xz -dc bin/ortq.xz > /tmp/ortq && chmod +x /tmp/ortq
+Q=/tmp/ortq
