@@ -222,6 +222,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		Quant:    quant,
 	}
 	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(base, linears)}
+	man.Model.MaxPositions = maxPositions(filepath.Join(filepath.Dir(m.Path), "config.json"))
 	man.Counts.BaseParams = baseParams
 	for _, q := range quant {
 		man.Counts.QuantizedParams += int64(q.Shape[0]) * int64(q.Shape[1])
@@ -419,4 +420,19 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return ortgraph.WriteFileAtomic(path, append(b, '\n'))
+}
+
+// maxPositions reads max_position_embeddings from a Hugging Face config.json (0 if absent).
+func maxPositions(path string) int {
+	b, err := fsutil.ReadBounded(path, 1<<20)
+	if err != nil {
+		return 0
+	}
+	var c struct {
+		MaxPositions int `json:"max_position_embeddings"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return 0
+	}
+	return c.MaxPositions
 }

@@ -32,7 +32,7 @@ func newEval() *cobra.Command {
 				return err
 			}
 			defer eng.Close()
-			ds, err := loadDataset(v, eng.Man.Model.Vocab)
+			ds, err := loadDataset(v, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
 			if err != nil {
 				return err
 			}

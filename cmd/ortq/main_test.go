@@ -86,6 +86,7 @@ func TestBadInput(t *testing.T) {
 	os.WriteFile(empty, nil, 0o644)
 	short := filepath.Join(dir, "short.txt")
 	os.WriteFile(short, []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("lora_rank: 4\n"), 0o644)
 	keep := filepath.Join(dir, "keep")
 	os.MkdirAll(keep, 0o755)
 	os.WriteFile(filepath.Join(keep, "precious.txt"), []byte("x"), 0o644)
@@ -105,6 +106,8 @@ func TestBadInput(t *testing.T) {
 		{"empty data", []string{"train", "--artifacts", art, "--data", empty, "--tokenizer", "default"}, "empty"},
 		{"too-short data", []string{"train", "--artifacts", art, "--data", short, "--tokenizer", "default"}, "short"},
 		{"no artifacts", []string{"train", "--artifacts", filepath.Join(dir, "none"), "--data", short, "--tokenizer", "default"}, "ortq prepare"},
+		{"max-seq-len beyond the model", []string{"train", "--artifacts", art, "--data", short, "--tokenizer", "default", "--max-seq-len", "1024"}, "exceeds the model's maximum sequence length 512"},
+		{"bad config file", []string{"prepare", "--config", filepath.Join(dir, "bad.yaml"), "--out", filepath.Join(dir, "o5")}, "unknown option \"lora_rank\""},
 		{"tokenizer larger than embedding", []string{"train", "--artifacts", art, "--data", short, "--tokenizer", big}, "embedding has 3072 rows"},
 	}
 	for _, c := range cases {
@@ -134,5 +137,35 @@ func TestBadInput(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, o)); err == nil {
 			t.Errorf("failed prepare left %s behind", o)
 		}
+	}
+}
+
+// TestOptionPrecedence: flags beat ORTQ_* environment variables, which beat the YAML file.
+func TestOptionPrecedence(t *testing.T) {
+	ortrun.TestLib(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ortq.yaml")
+	os.WriteFile(cfg, []byte("lora-r: 4\nlora-alpha: 8\nbits: 16\n"), 0o644)
+	read := func(out string) map[string]any {
+		b, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Options map[string]any `json:"options"`
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.Options
+	}
+	t.Setenv("ORTQ_LORA_ALPHA", "12")
+	out := filepath.Join(dir, "a")
+	if err := run(t, "prepare", "--config", cfg, "--out", out, "--quiet", "--lora-r", "2"); err != nil {
+		t.Fatal(err)
+	}
+	o := read(out)
+	if o["lora_r"] != 2.0 || o["lora_alpha"] != 12.0 || o["bits"] != 16.0 {
+		t.Errorf("options r=%v (flag 2), alpha=%v (env 12), bits=%v (file 16)", o["lora_r"], o["lora_alpha"], o["bits"])
 	}
 }

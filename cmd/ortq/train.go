@@ -97,7 +97,7 @@ func addDataFlags(f *pflag.FlagSet) {
 }
 
 // loadDataset reads, tokenizes and splits the data files.
-func loadDataset(v *viper.Viper, vocab int64) (*data.Dataset, error) {
+func loadDataset(v *viper.Viper, vocab int64, maxPositions int) (*data.Dataset, error) {
 	tokPath, err := resolveTokenizer(v.GetString("tokenizer"))
 	if err != nil {
 		return nil, err
@@ -126,6 +126,7 @@ func loadDataset(v *viper.Viper, vocab int64) (*data.Dataset, error) {
 	o.EvalFraction = v.GetFloat64("eval-fraction")
 	o.Seed = v.GetUint64("seed")
 	o.VocabSize = int(vocab)
+	o.ModelMaxLen = maxPositions
 	eos, ok := tok.EOS()
 	if !ok {
 		return nil, fmt.Errorf("tokenizer %q defines no EOS token: documents cannot be separated", tokPath)
@@ -168,7 +169,7 @@ func runTrain(v *viper.Viper) error {
 		return err
 	}
 	defer eng.Close()
-	ds, err := loadDataset(v, eng.Man.Model.Vocab)
+	ds, err := loadDataset(v, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
 	if err != nil {
 		return err
 	}
