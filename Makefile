@@ -61,7 +61,7 @@ define verify
 	  echo "error: $(1) does not have the pinned SHA-256 $(2); delete it and run make again" >&2; exit 1; }
 endef
 
-.PHONY: ort ort-gpu ort-gpu-bundle build test vet demo demo-data tokenizer-fixtures clean
+.PHONY: ort ort-gpu ort-gpu-bundle build test vet demo demo-data tokenizer-fixtures bench-gate fuzz clean
 
 ## ort: ONNX Runtime $(ORT_VERSION) core library into .ort/ (skipped when already there)
 ort: $(ORT_LIB)
@@ -101,6 +101,16 @@ test: ort demo-data tokenizer-fixtures
 
 vet:
 	$(GO) vet ./...
+
+## bench-gate: the CPU regression gate on the default model against the committed baseline
+## (throughput normalised by a reference computation timed in the same process)
+bench-gate: ort build
+	bin/ortq bench --model default --seq-len 64 --micro-batch 4 --steps 20 --warmup 3 --eval-batches 2 --lr 1e-2 --quiet --out $(CACHE)/bench-gate
+	bin/ortq bench compare bench/baseline/cpu-default.json $(CACHE)/bench-gate/report.json --max-slowdown 0.5 --max-memory-growth 0.5 --max-ppl-increase 0.05
+
+## fuzz: every fuzz target for FUZZTIME each (default 10s here; scripts/fuzz.sh defaults to 60s)
+fuzz:
+	FUZZTIME=$${FUZZTIME:-10s} bash scripts/fuzz.sh
 
 ## tokenizer-fixtures: the Llama 3 / Llama 2 tokenizer.json files and corpora the tokenizer tests compare against HF
 tokenizer-fixtures:

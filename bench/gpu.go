@@ -149,3 +149,24 @@ func visibleDevice(env string, id int) string {
 	}
 	return strconv.Itoa(id)
 }
+
+// GPUMemorySampler returns a function reporting this process's GPU memory (or the device's
+// used memory where the driver hides per-process figures) and the device total, for an
+// ortrun device string; nil when the device is the CPU or NVML is unavailable. `ortq train`
+// uses it for its memory log.
+func GPUMemorySampler(device string) func() (used, total uint64, ok bool) {
+	p, err := openGPU(device)
+	if err != nil || p == nil {
+		return nil
+	}
+	return func() (uint64, uint64, bool) {
+		proc, procOK, devUsed, total, err := p.sample()
+		if err != nil {
+			return 0, 0, false
+		}
+		if procOK {
+			return proc, total, true
+		}
+		return devUsed, total, true
+	}
+}

@@ -16,6 +16,7 @@ targets=(
   tokenize:FuzzLoad
   hfimport:FuzzParseHeader
   train:FuzzParseSafetensors
+  data:FuzzParseDocuments
 )
 if [ $# -gt 0 ]; then targets=("$@"); fi
 status=0

@@ -49,6 +49,10 @@ type Config struct {
 	// tokenizer hash), keyed by the option that sets them.
 	Inputs map[string]string `json:"inputs,omitempty"`
 	Quiet  bool              `json:"-"`
+	// LogEvery writes a line to Out/run.jsonl every N optimizer steps and at memory peaks
+	// (0 = no run log). GPUMemory, when set, adds GPU memory to it.
+	LogEvery  int                                  `json:"log_every"`
+	GPUMemory func() (used, total uint64, ok bool) `json:"-"`
 	// Log receives one line per event (evaluations, skipped steps); nil = stderr.
 	Log io.Writer `json:"-"`
 
@@ -264,6 +268,17 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	acc := NewGradAccumulator(params)
 	grads := map[string][]float32{}
 	prog := NewProgress(ProgressOptions{Total: total, Quiet: cfg.Quiet, Writer: log})
+	var rlog *runLog
+	if cfg.LogEvery > 0 {
+		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+			return nil, err
+		}
+		if rlog, err = openRunLog(filepath.Join(cfg.Out, "run.jsonl"), cfg.LogEvery, cfg.GPUMemory, cfg.Resume != ""); err != nil {
+			return nil, err
+		}
+		defer rlog.close()
+		rlog.record(first-1, "start", 0, 0, 0)
+	}
 	start := time.Now()
 	for step := first; step <= total; step++ {
 		t0 := time.Now()
@@ -330,6 +345,7 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		trainTime += dt
 		tps := float64(rep.TrainTokens) / trainTime.Seconds()
 		prog.Update(ProgressUpdate{Step: step, Loss: loss, TokensPerSec: tps, LR: cfg.LR * sched(step-1), LossScale: scaler.Scale()})
+		rlog.record(step, "step", loss, cfg.LR*sched(step-1), tps)
 		if cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0 && step != total {
 			r, err := evaluate(step)
 			if err != nil {

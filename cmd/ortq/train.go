@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ortq/ortq/bench"
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/tokenize"
@@ -66,6 +67,7 @@ each session), so only dropout-free runs resume bit for bit.`,
 	f.String("recompute", "auto", "per-layer activation recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
+	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
 	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
 	f.Int("keep", 3, "checkpoints to keep (0: all)")
 	f.String("resume", "", "continue an interrupted run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the interrupted run's")
@@ -189,7 +191,7 @@ func runTrain(v *viper.Viper) error {
 		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
 		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
 		MaxEvalBatches: v.GetInt("max-eval-batches"), PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"),
-		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"),
+		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: bench.GPUMemorySampler(opts.Device),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
 		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
 	}

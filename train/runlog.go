@@ -1,0 +1,89 @@
+package train
+
+import (
+	"encoding/json"
+	"os"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/mem"
+)
+
+// MemRecord is one line of a run's memory and progress log (run.jsonl): written every
+// LogEvery optimizer steps and whenever host or GPU memory reaches a new peak — the
+// PyTorch recipe's memory callback, with the peaks it would miss between steps.
+type MemRecord struct {
+	Time       time.Time `json:"time"`
+	Step       int       `json:"step"`
+	Event      string    `json:"event"` // "step", "peak", "eval"
+	Loss       float64   `json:"loss,omitempty"`
+	LR         float64   `json:"lr,omitempty"`
+	TokensPerS float64   `json:"tokens_per_s,omitempty"`
+	HostRSS    uint64    `json:"host_rss_bytes"`
+	SysUsed    uint64    `json:"sys_used_bytes"`
+	SysTotal   uint64    `json:"sys_total_bytes"`
+	GPUUsed    uint64    `json:"gpu_used_bytes,omitempty"`
+	GPUTotal   uint64    `json:"gpu_total_bytes,omitempty"`
+}
+
+// runLog writes MemRecords as JSON lines.
+type runLog struct {
+	f       *os.File
+	enc     *json.Encoder
+	every   int
+	gpu     func() (uint64, uint64, bool)
+	peakRSS uint64
+	peakGPU uint64
+}
+
+// openRunLog starts a run log; a resumed run appends to the one it continues.
+func openRunLog(path string, every int, gpu func() (uint64, uint64, bool), resume bool) (*runLog, error) {
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if resume {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &runLog{f: f, enc: json.NewEncoder(f), every: every, gpu: gpu}, nil
+}
+
+// record samples memory and writes a line when the step is due or a peak is new.
+func (l *runLog) record(step int, event string, loss, lr, tps float64) {
+	if l == nil {
+		return
+	}
+	r := MemRecord{Time: time.Now().UTC(), Step: step, Event: event, Loss: loss, LR: lr, TokensPerS: tps}
+	if rss, _, err := DefaultRSSSampler(); err == nil {
+		r.HostRSS = rss
+	}
+	if vm, err := mem.VirtualMemory(); err == nil {
+		r.SysUsed, r.SysTotal = vm.Used, vm.Total
+	}
+	if l.gpu != nil {
+		if u, t, ok := l.gpu(); ok {
+			r.GPUUsed, r.GPUTotal = u, t
+		}
+	}
+	due := event != "step" || (l.every > 0 && step%l.every == 0)
+	// A new peak is logged when it exceeds the last logged peak by 2 % (and 16 MiB), so
+	// allocator noise does not turn the log into one line per step.
+	newPeak := func(v, peak uint64) bool { return v > peak+max(peak/50, 16<<20) }
+	if newPeak(r.HostRSS, l.peakRSS) || newPeak(r.GPUUsed, l.peakGPU) {
+		if !due {
+			r.Event, due = "peak", true
+		}
+	}
+	if due {
+		l.peakRSS, l.peakGPU = max(l.peakRSS, r.HostRSS), max(l.peakGPU, r.GPUUsed)
+	}
+	if due {
+		_ = l.enc.Encode(r) // the log is diagnostic: a full disk must not stop training here
+	}
+}
+
+func (l *runLog) close() {
+	if l != nil {
+		l.f.Close()
+	}
+}
