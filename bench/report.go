@@ -322,22 +322,6 @@ func fsci(v float64) string {
 	return fmt.Sprintf("%.3g", v)
 }
 
-func fbytes(n uint64) string {
-	if n == 0 {
-		return "n/a"
-	}
-	const gib, mib = 1 << 30, 1 << 20
-	if n >= gib {
-		return fmt.Sprintf("%.2f GiB", float64(n)/gib)
-	}
-	return fmt.Sprintf("%.1f MiB", float64(n)/mib)
-}
-
-func mdEscape(s string) string {
-	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.ReplaceAll(s, "\n", " ")
-}
-
 // flatten turns any JSON-encodable value into sorted dotted key/value rows (empty values
 // left out).
 func flatten(cfg any) ([][2]string, error) {
@@ -376,3 +360,9 @@ func flatten(cfg any) ([][2]string, error) {
 	sort.Slice(rows, func(i, j int) bool { return rows[i][0] < rows[j][0] })
 	return rows, nil
 }
+
+// Byte sizes and Markdown cells are formatted as in the training report.
+var (
+	fbytes   = train.FormatBytes
+	mdEscape = train.MarkdownEscape
+)

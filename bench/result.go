@@ -13,7 +13,6 @@ import (
 // Schema names the JSON layout of Result; bench/peer/torch_peft.py writes the same.
 const Schema = "ortq-bench/1"
 
-
 // ToolOrtq is Result.Tool for ortq's own runs.
 const ToolOrtq = "ortq"
 

@@ -165,11 +165,11 @@ func (r *Report) Markdown() (string, error) {
 	} else {
 		b.WriteString("| step time p50 / p95 / mean (ms) | n/a |\n")
 	}
-	fmt.Fprintf(&b, "| peak host RSS | %s |\n", fbytes(r.PeakRSSBytes))
+	fmt.Fprintf(&b, "| peak host RSS | %s |\n", FormatBytes(r.PeakRSSBytes))
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
 		for _, n := range r.Notes {
-			fmt.Fprintf(&b, "- %s\n", mdEscape(n))
+			fmt.Fprintf(&b, "- %s\n", MarkdownEscape(n))
 		}
 	}
 	if r.Config != nil {
@@ -179,7 +179,7 @@ func (r *Report) Markdown() (string, error) {
 		}
 		b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
 		for _, kv := range rows {
-			fmt.Fprintf(&b, "| %s | %s |\n", mdEscape(kv[0]), mdEscape(kv[1]))
+			fmt.Fprintf(&b, "| %s | %s |\n", MarkdownEscape(kv[0]), MarkdownEscape(kv[1]))
 		}
 	}
 	return b.String(), nil
@@ -208,7 +208,8 @@ func fpct(a, b Float) string {
 	return fmt.Sprintf("%+.1f %%", 100*float64(b-a)/float64(a))
 }
 
-func fbytes(n uint64) string {
+// FormatBytes renders a byte count as GiB or MiB ("n/a" for 0), for reports.
+func FormatBytes(n uint64) string {
 	if n == 0 {
 		return "n/a"
 	}
@@ -219,7 +220,8 @@ func fbytes(n uint64) string {
 	return fmt.Sprintf("%.1f MiB", float64(n)/mib)
 }
 
-func mdEscape(s string) string {
+// MarkdownEscape makes s safe inside a Markdown table cell.
+func MarkdownEscape(s string) string {
 	s = strings.ReplaceAll(s, "|", `\|`)
 	return strings.ReplaceAll(s, "\n", " ")
 }
