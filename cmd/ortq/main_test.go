@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,5 +168,39 @@ func TestOptionPrecedence(t *testing.T) {
 	o := read(out)
 	if o["lora_r"] != 2.0 || o["lora_alpha"] != 12.0 || o["bits"] != 16.0 {
 		t.Errorf("options r=%v (flag 2), alpha=%v (env 12), bits=%v (file 16)", o["lora_r"], o["lora_alpha"], o["bits"])
+	}
+}
+
+// TestTokenizeRoundTrip runs `ortq tokenize` and `ortq tokenize --decode` on the embedded
+// default tokenizer through files, as a user would.
+func TestTokenizeRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.txt")
+	os.WriteFile(in, []byte("the study of learned texts\nanother line\n"), 0o644)
+	capture := func(args ...string) string {
+		t.Helper()
+		r, w, _ := os.Pipe()
+		old := os.Stdout
+		os.Stdout = w
+		err := run(t, args...)
+		w.Close()
+		os.Stdout = old
+		b, _ := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	ids := capture("tokenize", "--tokenizer", "default", in)
+	lines := strings.Split(strings.TrimSpace(ids), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "[") {
+		t.Fatalf("tokenize printed %q", ids)
+	}
+	idsFile := filepath.Join(dir, "ids.jsonl")
+	os.WriteFile(idsFile, []byte(ids), 0o644)
+	text := capture("tokenize", "--tokenizer", "default", "--decode", idsFile)
+	want := "\"the study of learned texts\"\n\"another line\"\n"
+	if text != want {
+		t.Errorf("decode(encode(x)) = %q, want %q", text, want)
 	}
 }
