@@ -27,13 +27,13 @@ func (ps Peers) MatchPeer(p Point) (*Result, *Point, bool) {
 	for _, r := range ps {
 		for i := range r.Points {
 			q := &r.Points[i]
-			if q.Params.MicroBatch != p.Params.MicroBatch || q.Params.SeqLen != p.Params.SeqLen {
+			// Same batch shape and the same recomputation choice: a peer run with
+			// checkpointing is no yardstick for an ortq point without it, or the reverse.
+			if q.Params.MicroBatch != p.Params.MicroBatch || q.Params.SeqLen != p.Params.SeqLen ||
+				orNone(q.Params.Recompute) != orNone(p.Params.Recompute) {
 				continue
 			}
 			score := 0
-			if orNone(q.Params.Recompute) == orNone(p.Params.Recompute) {
-				score += 2
-			}
 			if q.Params.Bits == p.Params.Bits {
 				score++
 			}
