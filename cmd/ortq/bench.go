@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,7 +64,9 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.Int("eval-batches", 0, "measure eval perplexity on N held-out micro-batches before and after the steps (0: off)")
 	f.String("recompute", "auto", "per-layer recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
 	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets (repeatable: cartesian product)")
-	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable)")
+	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable); \"torch\" runs that script now, same workload (needs --preset, Python with torch+peft)")
+	f.String("peer-script", "bench/peer/torch_peft.py", "the PyTorch+PEFT peer script --peer torch runs")
+	f.String("python", "python3", "Python interpreter for --peer torch")
 	f.String("out", "bench-out", "directory for report.json, report.md, memory.jsonl and the plots")
 	f.Float64("peak-flops", 0, "dense fp16 peak FLOP/s for MFU (0: from the GPU's name: H100 SXM/H200 989e12, H100 PCIe 756e12)")
 	f.Int("sample-ms", 10, "memory sampling period in milliseconds")
@@ -118,7 +122,12 @@ func runBench(v *viper.Viper) error {
 		}
 	}
 	var peers bench.Peers
+	runTorch := false
 	for _, path := range splitList(v.GetStringSlice("peer")) {
+		if path == "torch" {
+			runTorch = true
+			continue
+		}
 		r, err := bench.ReadResult(path)
 		if err != nil {
 			return err
@@ -128,6 +137,13 @@ func runBench(v *viper.Viper) error {
 	out := v.GetString("out")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
+	}
+	if runTorch {
+		r, err := runTorchPeer(v, cfg, out)
+		if err != nil {
+			return err
+		}
+		peers = append(peers, r)
 	}
 	if !v.GetBool("quiet") {
 		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
@@ -206,4 +222,30 @@ timed in the same process), so a slower CI machine does not read as a regression
 	f.Float64("max-ppl-increase", t.MaxPPLIncrease, "largest allowed rise in final eval perplexity (fraction)")
 	f.String("normalize", t.Normalize, "scale throughput by reference_ms: auto (CPU runs), on or off")
 	return cmd
+}
+
+// runTorchPeer runs the PyTorch+PEFT peer script on the same workload (preset, micro-batch,
+// sequence length, steps, recomputation) and reads its result. Python is only ever used for
+// this comparison, never by ortq's own commands.
+func runTorchPeer(v *viper.Viper, cfg bench.Config, out string) (*bench.Result, error) {
+	if cfg.Preset == "" {
+		return nil, usageError{fmt.Errorf("--peer torch needs --preset: the peer script synthesizes the same model shape itself")}
+	}
+	rec := "layer"
+	if r := cfg.Recompute; r == "none" || (r == "auto" && !strings.HasPrefix(cfg.Device, "cuda")) {
+		rec = "none"
+	}
+	path := filepath.Join(out, "peer-torch.json")
+	args := []string{v.GetString("peer-script"), "--preset", cfg.Preset, "--micro-batch", strconv.Itoa(cfg.MicroBatch),
+		"--seq-len", strconv.Itoa(cfg.SeqLen), "--steps", strconv.Itoa(cfg.Steps), "--warmup", strconv.Itoa(cfg.Warmup),
+		"--recompute", rec, "--out", path}
+	if cfg.PresetLayers > 0 {
+		args = append(args, "--layers", strconv.Itoa(cfg.PresetLayers))
+	}
+	cmd := exec.Command(v.GetString("python"), args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("--peer torch: %s %s: %w", v.GetString("python"), strings.Join(args, " "), err)
+	}
+	return bench.ReadResult(path)
 }

@@ -204,3 +204,38 @@ func TestTokenizeRoundTrip(t *testing.T) {
 		t.Errorf("decode(encode(x)) = %q, want %q", text, want)
 	}
 }
+
+// TestBenchRunsTorchPeer: --peer torch runs the peer script with the bench's workload and
+// merges its JSON into the report. A stand-in interpreter records its arguments and writes
+// a recorded peer result, so no torch is needed here.
+func TestBenchRunsTorchPeer(t *testing.T) {
+	ortrun.TestLib(t)
+	dir := t.TempDir()
+	fixture, err := filepath.Abs("../../bench/testdata/peer_fixture.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(dir, "python")
+	script := "#!/bin/sh\necho \"$@\" > " + filepath.Join(dir, "args") + "\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --out ]; then cp " + fixture + " \"$2\"; fi; shift; done\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "bench")
+	if err := run(t, "bench", "--preset", "tiny", "--seq-len", "32", "--micro-batch", "2", "--steps", "2", "--warmup", "1",
+		"--quiet", "--peer", "torch", "--python", fake, "--peer-script", "peer.py", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	args, _ := os.ReadFile(filepath.Join(dir, "args"))
+	for _, want := range []string{"peer.py", "--preset tiny", "--micro-batch 2", "--seq-len 32", "--recompute none"} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("peer invoked with %q, missing %q", args, want)
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(out, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "fixture") {
+		t.Errorf("report.md does not show the peer's row")
+	}
+}
