@@ -49,9 +49,11 @@ func golden(t *testing.T, name, got string) {
 
 const fixture = "../../testdata/llama/gqa_tied_llama3/model.onnx"
 
-func load(t *testing.T) *ortgraph.Graph {
+func load(t *testing.T) *ortgraph.Graph { return loadFrom(t, fixture) }
+
+func loadFrom(t *testing.T, path string) *ortgraph.Graph {
 	t.Helper()
-	m, err := ortgraph.Load(fixture)
+	m, err := ortgraph.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +63,12 @@ func load(t *testing.T) *ortgraph.Graph {
 // TestFindLinearsByEveryMeans finds the same Linears from the exporter's metadata and,
 // with metadata and names stripped, from the graph's structure alone.
 func TestFindLinearsByEveryMeans(t *testing.T) {
+	for _, v := range []string{"gqa_tied_llama3", "mask_untied", "opset23_gqa"} {
+		t.Run(v, func(t *testing.T) { findLinearsByEveryMeans(t, "../../testdata/llama/"+v+"/model.onnx", v) })
+	}
+}
+
+func findLinearsByEveryMeans(t *testing.T, path, variant string) {
 	list := func(g *ortgraph.Graph) string {
 		ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
 		if err != nil {
@@ -72,9 +80,9 @@ func TestFindLinearsByEveryMeans(t *testing.T) {
 		}
 		return b.String()
 	}
-	byMeta := list(load(t))
-	golden(t, "linears.txt", byMeta)
-	g := load(t)
+	byMeta := list(loadFrom(t, path))
+	golden(t, "linears_"+variant+".txt", byMeta)
+	g := loadFrom(t, path)
 	for i, n := range g.P.Node {
 		n.MetadataProps = nil
 		n.Name = "n" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
