@@ -378,6 +378,9 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		}
 	}
 	rep.PeakRSSBytes = mon.Stop()
+	if rlog != nil {
+		rep.PeakGPUBytes, rep.RunLog = rlog.peakGPU, "run.jsonl"
+	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
 	}

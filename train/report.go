@@ -114,6 +114,10 @@ type Report struct {
 	TokensPerSecond Float         `json:"tokens_per_second"`
 	StepTime        DurationStats `json:"step_time"`
 	PeakRSSBytes    uint64        `json:"peak_rss_bytes"`
+	// PeakGPUBytes is the highest GPU memory the run log sampled (0 without a GPU).
+	PeakGPUBytes uint64 `json:"peak_gpu_bytes,omitempty"`
+	// RunLog names the JSONL memory and progress log, when one was written.
+	RunLog string `json:"run_log,omitempty"`
 	Notes           []string      `json:"notes,omitempty"`
 }
 
@@ -166,6 +170,12 @@ func (r *Report) Markdown() (string, error) {
 		b.WriteString("| step time p50 / p95 / mean (ms) | n/a |\n")
 	}
 	fmt.Fprintf(&b, "| peak host RSS | %s |\n", FormatBytes(r.PeakRSSBytes))
+	if r.PeakGPUBytes > 0 {
+		fmt.Fprintf(&b, "| peak GPU memory (sampled) | %s |\n", FormatBytes(r.PeakGPUBytes))
+	}
+	if r.RunLog != "" {
+		fmt.Fprintf(&b, "| memory and progress log | %s |\n", MarkdownEscape(r.RunLog))
+	}
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
 		for _, n := range r.Notes {
