@@ -25,13 +25,13 @@ for t in "${targets[@]}"; do
   echo "== ./$pkg $name ($FUZZTIME)"
   # -run '^$' skips the package's ordinary tests; the target's seed corpus runs first.
   corpus="$pkg/testdata/fuzz/$name"
-  before=$(ls "$corpus" 2>/dev/null | wc -l)
+  before=$( (ls "$corpus" 2>/dev/null || true) | wc -l)
   log=$(mktemp)
   rc=0
   $GO test "./$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -parallel "${FUZZ_PARALLEL:-$(nproc)}" > "$log" 2>&1 || rc=$?
   cat "$log"
   if [ "$rc" -ne 0 ]; then
-    after=$(ls "$corpus" 2>/dev/null | wc -l)
+    after=$( (ls "$corpus" 2>/dev/null || true) | wc -l)
     if [ "$after" -eq "$before" ] && grep -q 'context deadline exceeded' "$log"; then
       # Go's fuzzer can report its own -fuzztime deadline as a failure when a worker is
       # slow to stop (no input is saved); that is not a finding.
