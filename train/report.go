@@ -117,8 +117,8 @@ type Report struct {
 	// PeakGPUBytes is the highest GPU memory the run log sampled (0 without a GPU).
 	PeakGPUBytes uint64 `json:"peak_gpu_bytes,omitempty"`
 	// RunLog names the JSONL memory and progress log, when one was written.
-	RunLog string `json:"run_log,omitempty"`
-	Notes           []string      `json:"notes,omitempty"`
+	RunLog string   `json:"run_log,omitempty"`
+	Notes  []string `json:"notes,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON, atomically.
