@@ -43,12 +43,16 @@ func (o Ops) String() string {
 	return "decomposed"
 }
 
-// ParseOps maps an --ops value to Ops.
+// ParseOps maps an --ops value to Ops; "" is Decomposed, the default of both import and
+// synth. Measured on an H200 (Llama-3.2-3B shape, micro-batch 7 × 512, 4-bit, recompute),
+// ortq trains the fused graph at 677 tokens/s against 7,460 for the decomposed one: the
+// fused forward is faster, but ONNX Runtime 1.29's CUDA path for the opset-23 ops (attention
+// with a mask and GQA) made the training step ten times slower.
 func ParseOps(s string) (Ops, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "fused", "opset23", "23":
 		return Fused, nil
-	case "decomposed", "opset21", "21":
+	case "", "decomposed", "opset21", "21":
 		return Decomposed, nil
 	}
 	return 0, fmt.Errorf("--ops %q: use fused (opset-23 Attention, RMSNormalization, RotaryEmbedding) or decomposed (opset-21 primitives)", s)

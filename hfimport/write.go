@@ -111,9 +111,6 @@ func Import(o ImportOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Ops == "" {
-		o.Ops = Decomposed.String()
-	}
 	ops, err := ParseOps(o.Ops)
 	if err != nil {
 		return nil, err
@@ -199,15 +196,7 @@ func Synth(o SynthOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Ops == "" {
-		// Decomposed everywhere by default: measured on an H200 (Llama-3.2-3B shape,
-		// micro-batch 7 × 512, 4-bit, recompute), ortq trains the fused graph at 677
-		// tokens/s against 7,460 for the decomposed one; the fused forward is faster but
-		// ONNX Runtime 1.29's CUDA path for the opset-23 ops (attention with a mask and
-		// GQA) made the step ten times slower. --ops fused remains available.
-		o.Ops = Decomposed.String()
-	}
-	ops, err := ParseOps(o.Ops)
+	ops, err := ParseOps(o.Ops) // "" → decomposed (see ParseOps for why)
 	if err != nil {
 		return nil, err
 	}
