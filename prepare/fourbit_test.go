@@ -45,22 +45,12 @@ func TestFourBitGradientsEqualDequantizedBase(t *testing.T) {
 				}
 				// The exporter stores [in, out]; quantization works on [out, in].
 				in, out := int(l.In), int(l.Out)
-				wt := make([]float32, len(w))
-				for i := 0; i < in; i++ {
-					for o := 0; o < out; o++ {
-						wt[o*in+i] = w[i*out+o]
-					}
-				}
+				wt := transposed(w, in, out)
 				p, err := quantize.Quantize(wt, out, in, quantize.Options{BlockSize: 32})
 				if err != nil {
 					t.Fatal(err)
 				}
-				d := p.Dequantize()
-				for i := 0; i < in; i++ {
-					for o := 0; o < out; o++ {
-						w[i*out+o] = d[o*in+i]
-					}
-				}
+				w = transposed(p.Dequantize(), out, in)
 				*tt = *ortgraph.FloatTensor(tt.Name, tt.DataType, tt.Dims, w)
 			}
 			dqModel := filepath.Join(t.TempDir(), "dequantized.onnx")
