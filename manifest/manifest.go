@@ -30,6 +30,7 @@ const (
 	RolePositionIDs   = "position_ids"
 	RoleLabels        = "labels"
 	RoleLossScale     = "loss_scale"
+	RoleDropoutSeed   = "dropout_seed"
 	RoleLoRA          = "lora_param"
 	RoleLoss          = "loss"
 	RoleLossSum       = "loss_sum"

@@ -84,7 +84,7 @@ func (o *Options) passConfig(dropout float64, train bool, vocab int64) *passes.C
 		}
 	}
 	return &passes.Config{
-		Train: train, LossChunk: chunk, Seed: o.Seed,
+		Train: train, LossChunk: chunk,
 		Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, Bits: o.Bits,
 		Quant:          quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric},
 		QuantizeLMHead: o.QuantizeLMHead,
@@ -194,8 +194,6 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	// The evaluation and training graphs start from the same quantized base.
 	evalM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
 	trainM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	done := passes.Linears{}
-	_ = done
 	evalCtx, err := runWithLinears(evalM, o.passConfig(0, false, vocab), linears, logf, passes.LoRA, passes.Loss)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
@@ -353,6 +351,8 @@ func describe(g *ortgraph.Graph, file string) manifest.Graph {
 			return manifest.RoleLabels, ""
 		case name == passes.LossScaleInput:
 			return manifest.RoleLossScale, ""
+		case name == passes.DropoutSeedInput:
+			return manifest.RoleDropoutSeed, ""
 		case name == passes.LossOutput:
 			return manifest.RoleLoss, ""
 		case name == passes.LossSumOutput:

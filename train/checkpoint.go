@@ -37,12 +37,9 @@ import (
 //
 // What a resume replays exactly: the LoRA weights, the optimizer (moments and step), the
 // loss scale and its growth tracker, the data order (a pure function of seed and epoch,
-// see data.Position) and the step counters, so an fp32 run on the CPU interrupted and
-// resumed reproduces the uninterrupted run's losses bit for bit. What it does not: ONNX
-// Runtime's Dropout kernels draw from a generator seeded by the graph's seed attribute
-// that starts afresh in each session and whose state ORT does not expose, so with
-// --lora-dropout > 0 the masks after a resume differ from those the uninterrupted run
-// would have drawn (same distribution, different draws).
+// see data.Position), the step counters and the LoRA dropout masks (a hash of a seed that
+// is a function of --seed, the step and the micro-batch; see microSeed), so a run on the
+// CPU interrupted and resumed reproduces the uninterrupted run's losses bit for bit.
 
 // CheckpointsDir is the directory of checkpoints inside a run's --out.
 const CheckpointsDir = "checkpoints"

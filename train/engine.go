@@ -6,6 +6,7 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 )
 
@@ -15,6 +16,11 @@ type Engine struct {
 	Dir  string
 	Man  *manifest.Manifest
 	Opts ortrun.Options
+	// DropoutSeed selects the LoRA dropout masks of the next Step. The masks are a pure
+	// function of it (ortgraph/passes/dropout.go), so a loop that sets it from its step
+	// counter draws the same masks after a resume. Step advances it by one, so callers
+	// that never set it still get fresh masks for every micro-batch.
+	DropoutSeed uint64
 
 	train, eval *ortrun.Session
 	trainGraph  *manifest.Graph
@@ -90,7 +96,7 @@ func (e *Engine) Close() {
 }
 
 // feeds builds the graph inputs for a batch and the current LoRA values.
-func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossScale float32) (map[string]*ortrun.Tensor, error) {
+func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossScale float32, dropoutSeed uint64) (map[string]*ortrun.Tensor, error) {
 	in := map[string]*ortrun.Tensor{}
 	shape := b.Shape()
 	for _, io := range g.Inputs {
@@ -111,6 +117,8 @@ func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossSca
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.Labels}
 		case manifest.RoleLossScale:
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{1}, Data: []float32{lossScale}}
+		case manifest.RoleDropoutSeed:
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{int64(dropoutSeed % passes.DropoutPrime)}}
 		case manifest.RoleLoRA:
 			v, ok := params[io.Param]
 			if !ok {
@@ -163,7 +171,8 @@ func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float
 	if tokens <= 0 {
 		tokens = 1
 	}
-	in, err := feeds(g, b, params, lossScale/float32(tokens))
+	in, err := feeds(g, b, params, lossScale/float32(tokens), e.DropoutSeed)
+	e.DropoutSeed++
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +235,7 @@ func (e *Engine) Eval(batches []data.Batch, params map[string][]float32) (lossSu
 		}
 	}
 	for _, b := range batches {
-		in, err := feeds(g, b, params, 1)
+		in, err := feeds(g, b, params, 1, 0)
 		if err != nil {
 			return 0, 0, err
 		}

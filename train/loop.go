@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -300,6 +301,7 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 				return nil, &InterruptedError{Step: step - 1, Checkpoint: lastGood, Cause: cerr}
 			}
 			b := it.Next()
+			e.DropoutSeed = microSeed(cfg.Seed, step, k)
 			r, err := e.Step(b, values, scaler.Scale())
 			if err != nil {
 				return nil, fmt.Errorf("step %d micro-batch %d: %w", step, k, err)
@@ -447,4 +449,11 @@ func SaveAdapter(dir string, man *manifest.Manifest, params []Param) error {
 		return err
 	}
 	return writeAdapterConfig(filepath.Join(dir, "adapter_config.json"), man)
+}
+
+// microSeed is the LoRA dropout seed of micro-batch k of optimizer step `step`: a function
+// of the run's seed and that position only, so a resumed run draws the masks the
+// uninterrupted run drew.
+func microSeed(seed uint64, step, k int) uint64 {
+	return rand.New(rand.NewPCG(seed, uint64(step)<<32|uint64(k))).Uint64()
 }

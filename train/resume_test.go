@@ -18,8 +18,9 @@ import (
 	"github.com/ortq/ortq/train"
 )
 
-// loopFixture prepares the embedded default model without LoRA dropout (so a resume
-// replays every random draw; see checkpoint.go) and makes a synthetic dataset.
+// loopFixture prepares the embedded default model with the default LoRA dropout (0.1: a
+// resume must replay the dropout masks too; see checkpoint.go) and makes a synthetic
+// dataset.
 func loopFixture(t *testing.T) (art string, trainSet, evalSet []data.Example) {
 	t.Helper()
 	ortrun.TestLib(t)
@@ -28,7 +29,7 @@ func loopFixture(t *testing.T) (art string, trainSet, evalSet []data.Example) {
 		t.Fatal(err)
 	}
 	o := prepare.DefaultOptions()
-	o.Model, o.Out, o.Dropout = model, filepath.Join(t.TempDir(), "art"), 0
+	o.Model, o.Out = model, filepath.Join(t.TempDir(), "art")
 	if _, err := prepare.Run(o, func(string, ...any) {}); err != nil {
 		t.Fatal(err)
 	}

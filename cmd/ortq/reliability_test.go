@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// relFixture prepares dropout-free artifacts of the default model and a small slice of
+// relFixture prepares artifacts of the default model (default LoRA dropout 0.1) and a small slice of
 // the demo text, and returns the train arguments shared by every run (all but --out).
 func relFixture(t *testing.T, steps int) (dir string, args []string) {
 	t.Helper()
@@ -63,7 +63,7 @@ func relFixture(t *testing.T, steps int) (dir string, args []string) {
 	demo := demoData(t)
 	dir = t.TempDir()
 	art := filepath.Join(dir, "art")
-	if err := run(t, "prepare", "--out", art, "--quiet", "--lora-dropout", "0"); err != nil {
+	if err := run(t, "prepare", "--out", art, "--quiet"); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(demo)

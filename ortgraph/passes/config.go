@@ -9,15 +9,13 @@ type Config struct {
 	Targets []string
 	Rank    int
 	Alpha   float64
-	// Dropout is the LoRA dropout probability; 0 omits the Dropout node (evaluation).
+	// Dropout is the LoRA dropout probability; 0 omits the dropout (evaluation).
 	Dropout float64
 	// Bits is 4 (quantize the base) or 16 (keep it as it is).
 	Bits  int
 	Quant quantize.Options
 	// QuantizeLMHead also quantizes lm_head (kept 16-bit by default, like bitsandbytes).
 	QuantizeLMHead bool
-	// Seed fixes the LoRA dropout masks' random streams.
-	Seed uint64
 	// Train marks the training graph (as opposed to the evaluation graph).
 	Train bool
 	// LossChunk > 0 computes lm_head and the loss in a Loop over blocks of this many

@@ -23,8 +23,9 @@ func PEFTName(module, ab string) string {
 
 // LoRA adds y += (α/r)·B·A·dropout(x) beside every target Linear, as PEFT does. A [r, in]
 // and B [out, r] are fp32 graph inputs (master weights live outside the graph) cast to
-// the activation type inside it; dropout is a training-mode Dropout whose mask the
-// backward pass reuses.
+// the activation type inside it; dropout masks are a hash of the graph's seed input,
+// the module and the position (dropout.go), so forward, recomputation and a resumed run
+// all see the same masks.
 var LoRA = &ortgraph.Pass{
 	Name:     "lora",
 	Doc:      "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
@@ -57,6 +58,7 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 	var params []LoRAParam
 	r := int64(c.Rank)
 	scale := float32(c.Alpha / float64(c.Rank))
+	hash := newDropoutHash(g)
 	for _, l := range ls.All {
 		if !want[l.Kind] {
 			continue
@@ -91,15 +93,14 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		}
 		xin := x
 		if c.Dropout > 0 {
-			// Dropout written out as keep = U(0,1) ≥ p; y = keep ? x/(1−p) : 0. ONNX Runtime
-			// 1.29's CUDA provider does not take the Dropout op (measured: it ran on the CPU
-			// with casts to float32 around it), while RandomUniformLike, GreaterOrEqual and
-			// Where are GPU kernels. A fixed per-module seed makes a session's masks
-			// reproducible; the recompute pass keeps the forward mask instead of redrawing it.
-			seed := float32(int64(c.Seed%1000003)*131 + int64(len(params)))
-			u := g.Op("RandomUniformLike", []string{x}, ortgraph.AFloat("seed", seed), ortgraph.AInt("dtype", int64(ortgraph.Float)))
-			g.SetType(u, ortgraph.SymTensorType(ortgraph.Float, g.SymDims(x)))
-			keep := g.Op("GreaterOrEqual", []string{u, g.ConstF(ortgraph.Float, float32(c.Dropout))})
+			// Dropout written out as keep ? x/(1−p) : 0 with a hashed mask (dropout.go):
+			// ONNX Runtime 1.29's CUDA provider does not take the Dropout op (measured: it
+			// ran on the CPU with casts to float32 around it), and its random ops keep
+			// their state in the session, which a resumed run cannot restore.
+			keep, err := hash.keep(x, l.In, len(params)/2-1, c.Dropout)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", l.Module(), err)
+			}
 			scaled := g.Op("Mul", []string{x, g.ConstF(dt, float32(1/(1-c.Dropout)))})
 			xin = g.Op("Where", []string{keep, scaled, g.ConstF(dt, 0)})
 			g.SetType(xin, g.Type(x))
