@@ -362,7 +362,7 @@ func (r *runner) point(p Params) (*Point, error) {
 		pt.Eval = &EvalSummary{Batches: c.EvalBatches, Before: ev}
 	}
 
-	// Training phases: the point's peaks are taken from here to the trainer's Close.
+	// Training phases: the point's peaks are taken from here to the engine's Close.
 	debug.FreeOSMemory()
 	if !r.noHWMReset {
 		_ = resetPeakRSS()
@@ -376,14 +376,15 @@ func (r *runner) point(p Params) (*Point, error) {
 		}
 		opts.ProfilePrefix = filepath.Join(c.ProfileDir, unsafeChars.ReplaceAllString(label, "_"))
 	}
-	graph := &man.Train
-	if p.Recompute == "layer" {
-		if graph = man.TrainRecompute; graph == nil {
-			rss.Stop()
-			return nil, fmt.Errorf("recompute layer is not supported by artifacts %q (no %s): rerun `ortq prepare`", g.dir, manifest.TrainRecomputeFile)
-		}
+	if p.Recompute == "layer" && man.TrainRecompute == nil {
+		rss.Stop()
+		return nil, fmt.Errorf("recompute layer is not supported by artifacts %q (no %s): rerun `ortq prepare`", g.dir, manifest.TrainRecomputeFile)
 	}
-	tr, err := openTrainer(g.dir, graph, opts)
+	// LazyEval and no Eval call: only the training session exists while it is measured.
+	// ONNX Runtime gives each session its own copy of the initializers, so an open
+	// evaluation session would add the model's size (≈2 GiB for a 4-bit 3B on CUDA) to the
+	// measured peak; perplexity uses a separate eval-only Engine between the phases.
+	tr, err := train.OpenEngineWith(g.dir, opts, train.EngineOptions{Train: true, Recompute: p.Recompute == "layer", LazyEval: true})
 	if err != nil {
 		rss.Stop()
 		return nil, err
@@ -420,16 +421,16 @@ func (r *runner) point(p Params) (*Point, error) {
 		}
 		r.mon.mark(phase, i+1)
 		t0 := time.Now()
-		out, err := tr.step(b, values, scaler.Scale())
+		out, err := tr.Step(b, values, scaler.Scale())
 		if err != nil {
 			tr.Close()
 			rss.Stop()
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
-		inf := scaler.UnscaleMap(out.grads)
+		inf := scaler.UnscaleMap(out.Grads)
 		loss := math.NaN()
-		if out.tokens > 0 {
-			loss = out.lossSum / float64(out.tokens)
+		if out.Tokens > 0 {
+			loss = out.LossSum / float64(out.Tokens)
 		}
 		if inf || math.IsNaN(loss) || math.IsInf(loss, 0) {
 			if !scaler.Enabled() {
@@ -438,7 +439,7 @@ func (r *runner) point(p Params) (*Point, error) {
 				return nil, fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: lower --lr", i+1, loss)
 			}
 			pt.SkippedSteps++
-		} else if err := opt.Step(out.grads, c.LR); err != nil {
+		} else if err := opt.Step(out.Grads, c.LR); err != nil {
 			tr.Close()
 			rss.Stop()
 			return nil, err

@@ -2,17 +2,13 @@ package bench
 
 import (
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/internal/defaultmodel"
-	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
-	"github.com/ortq/ortq/prepare"
-	"github.com/ortq/ortq/train"
 )
 
 // defaultModel extracts the embedded small Llama (4 layers, hidden 128, FFN 256, 4 heads /
@@ -130,82 +126,6 @@ func TestRunCPU(t *testing.T) {
 	}
 	if testing.Verbose() {
 		t.Logf("\n%s", md)
-	}
-}
-
-// TestTrainerMatchesEngine holds bench's train-only session to train.Engine.Step.
-func TestTrainerMatchesEngine(t *testing.T) {
-	ortrun.TestLib(t)
-	o := prepare.DefaultOptions()
-	o.Model, o.Out, o.Dropout = defaultModel(t), filepath.Join(t.TempDir(), "art"), 0 // no dropout: deterministic
-	if _, err := prepare.Run(o, nil); err != nil {
-		t.Fatal(err)
-	}
-	man, err := manifest.ReadManifest(o.Out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	params, err := train.LoadParams(filepath.Join(o.Out, man.LoRAInit), man)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// B ≠ 0, or every A gradient is 0 and the comparison proves little.
-	rng := rand.New(rand.NewPCG(1, 2))
-	values := map[string][]float32{}
-	for _, p := range params {
-		if strings.Contains(p.Name, "lora_B") {
-			for i := range p.Data {
-				p.Data[i] = float32(rng.NormFloat64() * 0.02)
-			}
-		}
-		values[p.Name] = p.Data
-	}
-	b := NewSynthetic(int(man.Model.Vocab), 7, 1).Batch(2, 32)
-	for _, recompute := range []bool{false, true} {
-		eng, err := train.OpenEngineWith(o.Out, ortrun.Options{}, train.EngineOptions{Train: true, Recompute: recompute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := eng.Step(b, values, 1024)
-		eng.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		g := &man.Train
-		if recompute {
-			g = man.TrainRecompute
-		}
-		tr, err := openTrainer(o.Out, g, ortrun.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := tr.step(b, values, 1024)
-		tr.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.tokens != want.Tokens || math.Abs(got.lossSum-want.LossSum) > 1e-6*math.Abs(want.LossSum) {
-			t.Fatalf("recompute %v: loss %v/%d tokens, engine %v/%d", recompute, got.lossSum, got.tokens, want.LossSum, want.Tokens)
-		}
-		if len(got.grads) != len(want.Grads) || len(got.grads) == 0 {
-			t.Fatalf("recompute %v: %d gradients, engine %d", recompute, len(got.grads), len(want.Grads))
-		}
-		for name, w := range want.Grads {
-			g := got.grads[name]
-			if len(g) != len(w) {
-				t.Fatalf("%s: %d values, engine %d", name, len(g), len(w))
-			}
-			nonzero := false
-			for i := range w {
-				if d := math.Abs(float64(g[i] - w[i])); d > 1e-5*(1+math.Abs(float64(w[i]))) {
-					t.Fatalf("recompute %v: %s[%d] = %v, engine %v", recompute, name, i, g[i], w[i])
-				}
-				nonzero = nonzero || w[i] != 0
-			}
-			if !nonzero {
-				t.Errorf("%s: all zero", name)
-			}
-		}
 	}
 }
 
