@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -337,7 +338,7 @@ func TestSynthTiny(t *testing.T) {
 	ortrun.TestLib(t)
 	r := &ref{b: 2, s: 5, ids: []int64{1, 2, 3, 4, 5, 6, 7, 8, 0, 0}, mask: []int64{1, 1, 1, 1, 1, 1, 1, 1, 0, 0}}
 	out := runLogits(t, a.Model, r)
-	if want := []int64{2, 5, int64(cfg.VocabSize)}; !equal(out.Shape, want) {
+	if want := []int64{2, 5, int64(cfg.VocabSize)}; !slices.Equal(out.Shape, want) {
 		t.Fatalf("logits shape %v, want %v", out.Shape, want)
 	}
 	for _, x := range out.Data.([]float32) {
@@ -350,18 +351,6 @@ func TestSynthTiny(t *testing.T) {
 	if _, err := prepare.Run(o, t.Logf); err != nil {
 		t.Fatalf("prepare of synth tiny: %v", err)
 	}
-}
-
-func equal(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // copyDir copies a test checkpoint so a case can damage it.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,7 +147,7 @@ func Import(o ImportOptions) (*Result, error) {
 		if err := t.checkFloat(); err != nil {
 			return nil, err
 		}
-		if !equalDims(t.shape, w.HFShape) {
+		if !slices.Equal(t.shape, w.HFShape) {
 			return nil, fmt.Errorf("%s has shape %v, config.json implies %v", t.where(), t.shape, w.HFShape)
 		}
 		src[i] = t
@@ -236,18 +237,6 @@ func Synth(o SynthOptions) (*Result, error) {
 	res.Config = cfg
 	res.Elapsed = time.Since(start)
 	return res, nil
-}
-
-func equalDims(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // checkOut refuses to replace an existing output unless forced, and then only a directory

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -208,10 +209,10 @@ func TestHardCases(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !equal(ids, h.IDs) {
+				if !slices.Equal(ids, h.IDs) {
 					t.Errorf("case %d %q: ids\n got %v\nwant %v", i, h.Text, ids, h.IDs)
 				}
-				if !equal(idsSp, h.IDsSpecial) {
+				if !slices.Equal(idsSp, h.IDsSpecial) {
 					t.Errorf("case %d %q: ids with special\n got %v\nwant %v", i, h.Text, idsSp, h.IDsSpecial)
 				}
 				if dec != h.Decoded {
@@ -227,18 +228,6 @@ func TestHardCases(t *testing.T) {
 			t.Logf("%d hard cases identical; %d round-trip (where HF does)", len(refs.Hard), roundTrips)
 		})
 	}
-}
-
-func equal(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestCorpus(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,7 +105,7 @@ func TestLoadErrors(t *testing.T) {
 					t.Fatal(err)
 				}
 				ids, err := tok.Encode("ab<s>ba", true)
-				if err != nil || !equal(ids, []int{2, 3, 1, 0}) {
+				if err != nil || !slices.Equal(ids, []int{2, 3, 1, 0}) {
 					t.Fatalf("Encode = %v, %v", ids, err)
 				}
 				if _, err := tok.Decode([]int{9}, false); err == nil || !strings.Contains(err.Error(), "ids[0] = 9") {
