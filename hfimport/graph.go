@@ -148,6 +148,10 @@ func BuildOps(c *Config, dt int32, ops Ops) (*ortgraph.Model, []*Weight, error) 
 		ProducerVersion: "1",
 		OpsetImport:     []*onnxpb.OperatorSetIdProto{{Domain: "", Version: opset}},
 		Graph:           &onnxpb.GraphProto{Name: "llama"},
+		// The graph itself has no position limit (rotary angles are computed from the
+		// positions), so the model's context length travels in its metadata too: prepare
+		// bounds --max-seq-len with it when no config.json sits beside the graph.
+		MetadataProps: []*onnxpb.StringStringEntryProto{{Key: ortgraph.MetaMaxPositions, Value: strconv.Itoa(c.MaxPositions)}},
 	}
 	m := &ortgraph.Model{P: mp}
 	b := &builder{g: ortgraph.NewGraph(m), c: c, dt: dt, fused: ops == Fused}

@@ -346,10 +346,19 @@ func TestSynthTiny(t *testing.T) {
 			t.Fatal("non-finite logits")
 		}
 	}
+	// Without the config.json beside it, the context length still reaches the manifest
+	// (from the graph's metadata), so train can refuse a --max-seq-len beyond it.
+	if err := os.Remove(filepath.Join(a.Dir, "config.json")); err != nil {
+		t.Fatal(err)
+	}
 	o := prepare.DefaultOptions()
 	o.Model, o.Out, o.Targets, o.Bits, o.Dropout = a.Model, filepath.Join(dir, "art"), []string{"q_proj", "v_proj"}, 16, 0
-	if _, err := prepare.Run(o, t.Logf); err != nil {
+	res, err := prepare.Run(o, t.Logf)
+	if err != nil {
 		t.Fatalf("prepare of synth tiny: %v", err)
+	}
+	if got := res.Manifest.Model.MaxPositions; got != cfg.MaxPositions || got <= 0 {
+		t.Errorf("manifest max_positions %d without config.json, want %d from the graph metadata", got, cfg.MaxPositions)
 	}
 }
 

@@ -90,8 +90,8 @@ type Model struct {
 	Linears   int    `json:"linears"`
 	FoundBy   string `json:"linears_found_by"`
 	Precision string `json:"precision"`
-	// MaxPositions is max_position_embeddings from a config.json beside the source graph
-	// (0 when there is none): train refuses --max-seq-len beyond it.
+	// MaxPositions is max_position_embeddings from a config.json beside the source graph,
+	// else from its metadata (0 when neither has it): train refuses --max-seq-len beyond it.
 	MaxPositions int `json:"max_positions,omitempty"`
 }
 

@@ -37,6 +37,10 @@ type Model struct {
 // Load reads an ONNX model. External data is not read here: initializers keep their
 // external references and TensorBytes resolves them on demand, so a multi-GB model costs
 // only its protobuf part in memory until a pass needs a weight.
+// MetaMaxPositions is the model metadata key under which `ortq import` and `ortq synth`
+// record the model's context length (Hugging Face max_position_embeddings).
+const MetaMaxPositions = "max_position_embeddings"
+
 func Load(path string) (*Model, error) {
 	f, err := os.Open(path)
 	if err != nil {

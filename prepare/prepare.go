@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/ortq/ortq/manifest"
@@ -220,7 +221,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		Quant:    quant,
 	}
 	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(base, linears)}
-	man.Model.MaxPositions = maxPositions(filepath.Join(filepath.Dir(m.Path), "config.json"))
+	man.Model.MaxPositions = maxPositions(filepath.Join(filepath.Dir(m.Path), "config.json"), m.P)
 	man.Counts.BaseParams = baseParams
 	for _, q := range quant {
 		man.Counts.QuantizedParams += int64(q.Shape[0]) * int64(q.Shape[1])
@@ -422,17 +423,24 @@ func writeJSON(path string, v any) error {
 	return ortgraph.WriteFileAtomic(path, append(b, '\n'))
 }
 
-// maxPositions reads max_position_embeddings from a Hugging Face config.json (0 if absent).
-func maxPositions(path string) int {
-	b, err := fsutil.ReadBounded(path, 1<<20)
-	if err != nil {
-		return 0
+// maxPositions is max_position_embeddings from a Hugging Face config.json beside the graph,
+// else from the graph's metadata (0 if neither has it).
+func maxPositions(configPath string, mp *onnxpb.ModelProto) int {
+	if b, err := fsutil.ReadBounded(configPath, 1<<20); err == nil {
+		var c struct {
+			MaxPositions int `json:"max_position_embeddings"`
+		}
+		if json.Unmarshal(b, &c) == nil && c.MaxPositions > 0 {
+			return c.MaxPositions
+		}
 	}
-	var c struct {
-		MaxPositions int `json:"max_position_embeddings"`
+	// No config.json: graphs written by `ortq import`/`synth` carry it in their metadata.
+	for _, kv := range mp.GetMetadataProps() {
+		if kv.GetKey() == ortgraph.MetaMaxPositions {
+			if n, err := strconv.Atoi(kv.GetValue()); err == nil && n > 0 {
+				return n
+			}
+		}
 	}
-	if json.Unmarshal(b, &c) != nil {
-		return 0
-	}
-	return c.MaxPositions
+	return 0
 }
