@@ -27,4 +27,10 @@
 // (677 vs 7,460 tokens/s at the Llama-3.2-3B shape), so both commands default to decomposed. Both declare the same
 // weights in the same order and agree within float rounding (fused_test.go); the autodiff
 // differentiates either.
+//
+// `synth --quantize` writes each decoder Linear as com.microsoft.MatMulNBits with the packed
+// 4-bit bytes and scales that prepare's quantize pass would make from the same weights (the
+// writer generates a Linear whole, transposes it to [out, in] and packs it with package
+// quantize), so a Llama-3.2-3B is 2.4 GB on disk instead of 6.4 GB and never has a
+// full-precision copy; passes.FindLinears takes such nodes as prequantized Linears.
 package hfimport

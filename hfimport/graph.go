@@ -8,6 +8,7 @@ import (
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/ortq/ortq/quantize"
 )
 
 // Opset and IR version of the decomposed graphs built here (DequantizeLinear with UINT4
@@ -75,6 +76,11 @@ type Weight struct {
 	Transpose bool    // graph layout is the transpose of the checkpoint's
 	init      initKind
 	T         *onnxpb.TensorProto
+	// Quant, when set, stores the Linear weight 4-bit for com.microsoft.MatMulNBits: T is
+	// then the packed B (uint8 [N, blocks, block/2]) and Scales its scales ([N, blocks]);
+	// Dims and NumElements still describe the full-precision values the writer generates.
+	Quant  *quantize.Options
+	Scales *onnxpb.TensorProto
 }
 
 // NumElements of the weight.
@@ -97,6 +103,7 @@ type builder struct {
 	fused   bool
 	posIDs  string // fused: RotaryEmbedding's position_ids [batch, seq]
 	weights []*Weight
+	quant   *quantize.Options // decoder Linears as 4-bit MatMulNBits (synth --quantize)
 }
 
 func sym(elem int32, dims ...string) *onnxpb.TypeProto { return ortgraph.SymTensorType(elem, dims) }
@@ -132,6 +139,11 @@ func Build(c *Config, dt int32) (*ortgraph.Model, []*Weight, error) {
 // BuildOps is Build with the choice of op set. Both forms declare the same weights in the
 // same order (synth's per-tensor random streams, and so its bytes, do not depend on ops).
 func BuildOps(c *Config, dt int32, ops Ops) (*ortgraph.Model, []*Weight, error) {
+	return buildOps(c, dt, ops, nil)
+}
+
+// buildOps is BuildOps with the decoder Linears optionally 4-bit (quant non-nil).
+func buildOps(c *Config, dt int32, ops Ops, quant *quantize.Options) (*ortgraph.Model, []*Weight, error) {
 	if dt != ortgraph.Float && dt != ortgraph.Float16 {
 		return nil, nil, fmt.Errorf("graph dtype %s: float32 or float16 only", ortgraph.DTypeName(dt))
 	}
@@ -154,7 +166,10 @@ func BuildOps(c *Config, dt int32, ops Ops) (*ortgraph.Model, []*Weight, error) 
 		MetadataProps: []*onnxpb.StringStringEntryProto{{Key: ortgraph.MetaMaxPositions, Value: strconv.Itoa(c.MaxPositions)}},
 	}
 	m := &ortgraph.Model{P: mp}
-	b := &builder{g: ortgraph.NewGraph(m), c: c, dt: dt, fused: ops == Fused}
+	b := &builder{g: ortgraph.NewGraph(m), c: c, dt: dt, fused: ops == Fused, quant: quant}
+	if quant != nil {
+		m.SetOpset("com.microsoft", 1)
+	}
 	b.build()
 	return m, b.weights, nil
 }
@@ -236,8 +251,28 @@ func (b *builder) build() {
 // linear emits MatMul(x, W[in,out]) (+ bias) for the HF module path mod.
 func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims ...string) string {
 	path := "/" + dots(mod)
-	w := b.weight(mod+".weight", []int64{out, in}, true, initNormal)
-	y := b.node(path+"/MatMul", "MatMul", []string{x, w}, sym(b.dt, outDims...))
+	var y string
+	if b.quant != nil {
+		// What prepare's quantize pass would write (same packing, same names' module
+		// paths in the node name), so prepare takes it as is and no full-precision copy
+		// of the weight is ever on disk.
+		w := b.weight(mod+".weight", []int64{out, in}, true, initNormal)
+		wt := b.weights[len(b.weights)-1]
+		bs := int64(b.quant.BlockSize)
+		blocks := (in + bs - 1) / bs
+		b.g.RemoveInitializer(w)
+		wt.Quant = b.quant
+		wt.T = &onnxpb.TensorProto{Name: mod + ".weight_q4", DataType: ortgraph.Uint8, Dims: []int64{out, blocks, bs / 2}}
+		wt.Scales = &onnxpb.TensorProto{Name: mod + ".weight_scales", DataType: b.dt, Dims: []int64{out, blocks}}
+		b.g.AddInitializer(wt.T)
+		b.g.AddInitializer(wt.Scales)
+		y = b.g.Add(ortgraph.NodeSpec{Op: "MatMulNBits", Domain: "com.microsoft", Name: path + "/MatMulNBits", Inputs: []string{x, wt.T.Name, wt.Scales.Name},
+			Attrs: []ortgraph.Attr{ortgraph.AInt("K", in), ortgraph.AInt("N", out), ortgraph.AInt("bits", 4), ortgraph.AInt("block_size", bs), ortgraph.AInt("accuracy_level", 0)}})[0]
+		b.g.SetType(y, sym(b.dt, outDims...))
+	} else {
+		w := b.weight(mod+".weight", []int64{out, in}, true, initNormal)
+		y = b.node(path+"/MatMul", "MatMul", []string{x, w}, sym(b.dt, outDims...))
+	}
 	if bias {
 		bb := b.weight(mod+".bias", []int64{out}, false, initZeros)
 		y = b.node(path+"/Add", "Add", []string{y, bb}, sym(b.dt, outDims...))

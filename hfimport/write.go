@@ -21,6 +21,7 @@ import (
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/ortq/ortq/quantize"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/protobuf/proto"
@@ -66,6 +67,11 @@ type SynthOptions struct {
 	Seed   uint64
 	// Layers, when > 0, cuts the decoder to this many layers.
 	Layers int
+	// Quantize writes the decoder Linears as 4-bit com.microsoft.MatMulNBits with
+	// BlockSize (0 → 32), exactly as prepare would quantize them, so a large model never
+	// needs its full-precision copy on disk. Embeddings and lm_head stay in DType.
+	Quantize  bool
+	BlockSize int
 }
 
 // Result describes what was written.
@@ -206,7 +212,17 @@ func Synth(o SynthOptions) (*Result, error) {
 	if err := checkOut(o.Out, o.Force); err != nil {
 		return nil, err
 	}
-	m, ws, err := BuildOps(cfg, dt, ops)
+	var quant *quantize.Options
+	if o.Quantize {
+		quant = &quantize.Options{BlockSize: o.BlockSize}
+		if quant.BlockSize == 0 {
+			quant.BlockSize = quantize.DefaultBlockSize
+		}
+		if err := quant.Validate(); err != nil {
+			return nil, fmt.Errorf("--block-size %d: %w", o.BlockSize, err)
+		}
+	}
+	m, ws, err := buildOps(cfg, dt, ops, quant)
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +300,10 @@ type job struct {
 	from, n  int64
 	off      int64 // file offset (external) or -1 (inline: whole tensor)
 	inlineTo []byte
+	// A 4-bit weight (Weight.Quant) is one job: its packed bytes and scales go to their
+	// own places (sOff/sInline as off/inlineTo).
+	sOff    int64
+	sInline []byte
 }
 
 // write lays out the weights (inline below MinExternal, else 4096-aligned in DataFile),
@@ -304,9 +324,35 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 	es := int64(ortgraph.ElemSize(dt))
 	var jobs []job
 	var dataSize, params int64
+	// place lays a tensor of size bytes out inline or in the data file; it returns the
+	// file offset (or -1) and the inline buffer.
+	place := func(t *onnxpb.TensorProto, size int64) (int64, []byte) {
+		if size < minExt {
+			buf := make([]byte, size)
+			t.RawData = buf
+			return -1, buf
+		}
+		dataSize += (4096 - dataSize%4096) % 4096
+		off := dataSize
+		t.DataLocation = onnxpb.TensorProto_EXTERNAL
+		t.ExternalData = []*onnxpb.StringStringEntryProto{
+			{Key: "location", Value: DataFile},
+			{Key: "offset", Value: strconv.FormatInt(off, 10)},
+			{Key: "length", Value: strconv.FormatInt(size, 10)},
+		}
+		dataSize += size
+		return off, nil
+	}
 	for i, w := range ws {
 		n := w.NumElements()
 		params += n
+		if w.Quant != nil {
+			j := job{i: i, from: 0, n: n}
+			j.off, j.inlineTo = place(w.T, ortgraph.NumElements(w.T.Dims))
+			j.sOff, j.sInline = place(w.Scales, ortgraph.NumElements(w.Scales.Dims)*es)
+			jobs = append(jobs, j)
+			continue
+		}
 		size := n * es
 		if size < minExt {
 			buf := make([]byte, size)
@@ -403,8 +449,25 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 					vals = make([]float32, j.n)
 				}
 				vals = vals[:j.n]
-				err := fill(j.i, w, j.from, j.n, vals, &scratch)
-				if err == nil {
+				var err error
+				if w.Quant != nil {
+					err = writeQuantized(w, j, vals, dt, f, bar, func(from, n int64) error {
+						if wholeTransposed {
+							return fill(j.i, w, from, n, vals[from:from+n], &scratch)
+						}
+						for c := from; c < from+n; c += chunkElems {
+							// Chunk by chunk: synth's random streams are per chunk, so the
+							// values equal those of the full-precision graph.
+							if err := fill(j.i, w, c, min(chunkElems, from+n-c), vals[c:], &scratch); err != nil {
+								return err
+							}
+						}
+						return nil
+					})
+				} else {
+					err = fill(j.i, w, j.from, j.n, vals, &scratch)
+				}
+				if err == nil && w.Quant == nil {
 					dst := j.inlineTo
 					if dst == nil {
 						if int64(cap(out)) < j.n*es {
@@ -537,4 +600,47 @@ func copySmall(src, dst string) error {
 		return fmt.Errorf("copy %q: %w", src, err)
 	}
 	return os.WriteFile(dst, b, 0o644)
+}
+
+// writeQuantized generates a Linear weight whole (fillAll), brings it to [out, in] and
+// writes its 4-bit packing and scales where job j placed them.
+func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar *progressbar.ProgressBar, fillAll func(from, n int64) error) error {
+	if err := fillAll(0, j.n); err != nil {
+		return err
+	}
+	out, in := int(w.HFShape[0]), int(w.HFShape[1])
+	v := vals
+	if w.Transpose {
+		v = make([]float32, len(vals))
+		for r := 0; r < in; r++ {
+			for c := 0; c < out; c++ {
+				v[c*in+r] = vals[r*out+c]
+			}
+		}
+	}
+	p, err := quantize.Quantize(v, out, in, *w.Quant)
+	if err != nil {
+		return fmt.Errorf("weight %q: %w", w.Name, err)
+	}
+	scales := make([]byte, len(p.Scales)*ortgraph.ElemSize(dt))
+	if err := encode(dt, p.Scales, scales); err != nil {
+		return fmt.Errorf("weight %q scales: %w", w.Name, err)
+	}
+	for _, part := range []struct {
+		data   []byte
+		off    int64
+		inline []byte
+	}{{p.Data, j.off, j.inlineTo}, {scales, j.sOff, j.sInline}} {
+		if part.off < 0 {
+			copy(part.inline, part.data)
+			continue
+		}
+		if _, err := f.WriteAt(part.data, part.off); err != nil {
+			return fmt.Errorf("write %s: %w", DataFile, err)
+		}
+		if bar != nil {
+			bar.Add64(int64(len(part.data)))
+		}
+	}
+	return nil
 }

@@ -330,9 +330,21 @@ func vocabSize(g *ortgraph.Graph) int64 {
 
 func countParams(m *ortgraph.Model) int64 {
 	var n int64
+	floats := map[string]int64{}
 	for _, t := range m.P.Graph.Initializer {
 		if t.DataType == ortgraph.Float || t.DataType == ortgraph.Float16 || t.DataType == ortgraph.BF16 {
-			n += ortgraph.NumElements(t.Dims)
+			floats[t.Name] = ortgraph.NumElements(t.Dims)
+			n += floats[t.Name]
+		}
+	}
+	// A source graph's 4-bit Linears hold K·N weights in packed bytes; their scales,
+	// counted above, are not parameters of the model.
+	for _, nd := range m.P.Graph.Node {
+		if nd.OpType == "MatMulNBits" && nd.Domain == "com.microsoft" {
+			n += ortgraph.AttrInt(nd, "K", 0) * ortgraph.AttrInt(nd, "N", 0)
+			if len(nd.Input) > 2 {
+				n -= floats[nd.Input[2]]
+			}
 		}
 	}
 	return n

@@ -68,7 +68,8 @@ func newSynth() *cobra.Command {
 Hugging Face initialises them (Linear and embedding N(0, 0.02), RMSNorm 1), generated in parallel
 straight into DIR/model.onnx.data. Presets: ` + strings.Join(hfimport.PresetNames(), ", ") + `.
 The same --seed gives the same bytes on any machine and core count. --layers cuts the decoder
-(embedding and lm_head stay whole). Default dtype: float16, float32 for presets under 100M
+(embedding and lm_head stay whole). --quantize writes the decoder Linears 4-bit directly, the
+packing prepare would make, so a large model never has a full-precision copy on disk. Default dtype: float16, float32 for presets under 100M
 parameters (tiny). Default --ops: decomposed (opset-21 primitives, exactly 'ortq import's
 default graph); fused (opset-23 Attention, RMSNormalization, RotaryEmbedding) trained ten
 times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
@@ -79,6 +80,7 @@ times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 				return err
 			}
 			o := hfimport.SynthOptions{Preset: v.GetString("preset"), Seed: v.GetUint64("seed"), Layers: v.GetInt("layers"),
+				Quantize: v.GetBool("quantize"), BlockSize: v.GetInt("block-size"),
 				Common: commonOptions(v.GetString("out"), v.GetString("dtype"), v.GetString("ops"), v.GetBool("force"), v.GetInt("min-external"), v.GetInt("workers"), v.GetBool("quiet"))}
 			if o.Preset == "" {
 				return usageError{fmt.Errorf("--preset is required: one of %s", strings.Join(hfimport.PresetNames(), ", "))}
@@ -102,6 +104,9 @@ times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 			if o.Layers < 0 {
 				return usageError{fmt.Errorf("--layers %d: must be ≥ 0", o.Layers)}
 			}
+			if cmd.Flags().Changed("block-size") && !o.Quantize {
+				return usageError{fmt.Errorf("--block-size applies only with --quantize")}
+			}
 			res, err := hfimport.Synth(o)
 			if err != nil {
 				return err
@@ -117,6 +122,8 @@ times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 	f.String("dtype", "", "graph precision: float32 or float16 (default: float16, float32 for tiny)")
 	f.Int("layers", 0, "keep only the first N decoder layers (0: all)")
 	f.String("ops", "", "graph ops: fused (opset-23 Attention, RMSNormalization, RotaryEmbedding) or decomposed (opset-21 primitives) (default: decomposed)")
+	f.Bool("quantize", false, "write the decoder Linears 4-bit (com.microsoft.MatMulNBits, symmetric, as prepare quantizes): no full-precision copy on disk; prepare takes them as they are")
+	f.Int("block-size", 32, "with --quantize: elements per 4-bit block (16–256, power of two)")
 	commonFlags(cmd)
 	return cmd
 }

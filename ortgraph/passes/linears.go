@@ -22,6 +22,9 @@ type Linear struct {
 	// WeightIsOutIn is true when the initializer is stored [out, in] (read through a
 	// Transpose node, TorchScript style) instead of the exporter's pre-transposed [in, out].
 	WeightIsOutIn bool
+	// Prequantized marks a Linear the source graph already holds as 4-bit
+	// com.microsoft.MatMulNBits (e.g. `ortq synth --quantize`); Weight is then its packed B.
+	Prequantized bool
 	// Source says how the module path was found: metadata, name, or structure.
 	Source string
 }
@@ -77,6 +80,7 @@ type candidate struct {
 	weight    string
 	in, out   int64
 	outIn     bool
+	prequant  bool
 	layer     int
 	kind      string
 	source    string
@@ -86,6 +90,14 @@ type candidate struct {
 func linearCandidates(g *ortgraph.Graph) []*candidate {
 	var cs []*candidate
 	for _, n := range g.P.Node {
+		if n.OpType == "MatMulNBits" && n.Domain == "com.microsoft" && len(n.Input) >= 3 && g.Initializer(n.Input[1]) != nil {
+			// Already 4-bit: K and N are the Linear's in and out.
+			k, n2 := ortgraph.AttrInt(n, "K", 0), ortgraph.AttrInt(n, "N", 0)
+			if k > 0 && n2 > 0 {
+				cs = append(cs, &candidate{node: n, layer: -1, weight: n.Input[1], in: k, out: n2, prequant: true})
+			}
+			continue
+		}
 		if n.OpType != "MatMul" || n.Domain != "" || len(n.Input) != 2 {
 			continue
 		}
@@ -172,7 +184,7 @@ func runFindLinears(ctx *ortgraph.Context) (any, error) {
 			return nil, fmt.Errorf("nodes %q and %q both look like layer %d %s", prev.node.Name, c.node.Name, c.layer, c.kind)
 		}
 		seen[key] = c
-		res.All = append(res.All, &Linear{Layer: c.layer, Kind: c.kind, Node: c.node, Weight: c.weight, In: c.in, Out: c.out, WeightIsOutIn: c.outIn, Source: c.source})
+		res.All = append(res.All, &Linear{Layer: c.layer, Kind: c.kind, Node: c.node, Weight: c.weight, In: c.in, Out: c.out, WeightIsOutIn: c.outIn, Prequantized: c.prequant, Source: c.source})
 		if c.layer+1 > res.Layers {
 			res.Layers = c.layer + 1
 		}

@@ -10,13 +10,16 @@ import (
 
 // QuantLayer records one quantized Linear and its error.
 type QuantLayer struct {
-	Module  string  `json:"module"`
-	Shape   [2]int  `json:"shape"` // [out, in]
-	RMS     float64 `json:"rms_error"`
-	RelRMS  float64 `json:"rel_rms_error"`
-	MaxAbs  float64 `json:"max_abs_error"`
-	Scales  string  `json:"-"`
-	Weights string  `json:"-"`
+	Module string  `json:"module"`
+	Shape  [2]int  `json:"shape"` // [out, in]
+	RMS    float64 `json:"rms_error"`
+	RelRMS float64 `json:"rel_rms_error"`
+	MaxAbs float64 `json:"max_abs_error"`
+	// Prequantized: the source graph held this Linear as 4-bit already, so there is no
+	// full-precision weight to measure the error against (the error fields are 0).
+	Prequantized bool   `json:"prequantized,omitempty"`
+	Scales       string `json:"-"`
+	Weights      string `json:"-"`
 }
 
 // Quantize replaces each decoder Linear's weight with 4-bit blocks read by
@@ -33,18 +36,33 @@ var Quantize = &ortgraph.Pass{
 
 func runQuantize(ctx *ortgraph.Context) (any, error) {
 	c := cfg(ctx.Config)
+	g := ctx.G
+	ls := ctx.Result(FindLinears).(*Linears)
+	if c.Bits != 4 && c.Bits != 16 {
+		return nil, fmt.Errorf("bits = %d: use 4 (quantized base) or 16 (plain LoRA)", c.Bits)
+	}
+	var out []QuantLayer
+	pre := 0
+	for _, l := range ls.All {
+		if !l.Prequantized {
+			continue
+		}
+		n := l.Node
+		if c.Bits == 16 {
+			return nil, fmt.Errorf("node %q (%s) is already 4-bit MatMulNBits: --bits 16 needs a 16-bit source model", n.Name, l.Module())
+		}
+		if b := ortgraph.AttrInt(n, "bits", 4); b != 4 {
+			return nil, fmt.Errorf("node %q (%s): MatMulNBits with bits=%d; ortq trains 4-bit bases only", n.Name, l.Module(), b)
+		}
+		out = append(out, QuantLayer{Module: l.Module(), Shape: [2]int{int(l.Out), int(l.In)}, Prequantized: true, Weights: n.Input[1], Scales: n.Input[2]})
+		pre++
+	}
 	if c.Bits == 16 {
 		return []QuantLayer(nil), nil
 	}
-	if c.Bits != 4 {
-		return nil, fmt.Errorf("bits = %d: use 4 (quantized base) or 16 (plain LoRA)", c.Bits)
-	}
-	g := ctx.G
-	ls := ctx.Result(FindLinears).(*Linears)
-	var out []QuantLayer
 	cons := g.Consumers()
 	for _, l := range ls.All {
-		if l.Kind == "lm_head" && !c.QuantizeLMHead {
+		if l.Prequantized || (l.Kind == "lm_head" && !c.QuantizeLMHead) {
 			continue
 		}
 		t := g.Initializer(l.Weight)
@@ -95,7 +113,10 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 	}
 	g.M.SetOpset("com.microsoft", 1)
 	g.Prune()
-	ctx.Logf("quantize: %d Linears to 4-bit, block %d", len(out), c.Quant.BlockSize)
+	if pre > 0 {
+		ctx.Logf("quantize: %d Linears already 4-bit in the source graph", pre)
+	}
+	ctx.Logf("quantize: %d Linears to 4-bit, block %d", len(out)-pre, c.Quant.BlockSize)
 	return out, nil
 }
 

@@ -1,0 +1,138 @@
+package hfimport_test
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/hfimport"
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/train"
+)
+
+// TestSynthQuantize: `synth --quantize` writes the 4-bit packing prepare would make from
+// the full-precision synth of the same seed, so the two prepared artifacts train
+// identically — same loss, same gradients, bit for bit — while the quantized model's data
+// file holds no full-precision Linear. prepare takes the MatMulNBits as they are and
+// refuses --bits 16 on them.
+func TestSynthQuantize(t *testing.T) {
+	ortrun.TestLib(t)
+	dir := t.TempDir()
+	synth := func(name string, quant bool) *hfimport.Result {
+		res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 11, Quantize: quant, Common: hfimport.Common{Out: filepath.Join(dir, name), Workers: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	full, q4 := synth("full", false), synth("q4", true)
+	size := func(r *hfimport.Result) int64 {
+		st, err := os.Stat(filepath.Join(r.Dir, hfimport.DataFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	t.Logf("data file: full precision %d bytes, --quantize %d bytes", size(full), size(q4))
+	if size(q4) >= size(full) {
+		t.Errorf("--quantize data file is %d bytes, full precision %d", size(q4), size(full))
+	}
+	m, err := ortgraph.Load(q4.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, init := range m.P.Graph.Initializer {
+		if strings.HasSuffix(init.Name, "_proj.weight") {
+			t.Errorf("--quantize kept the full-precision Linear weight %q", init.Name)
+		}
+	}
+	nbits := 0
+	for _, n := range m.P.Graph.Node {
+		if n.OpType == "MatMulNBits" {
+			nbits++
+		}
+	}
+	if want := 7 * full.Config.NumLayers; nbits != want {
+		t.Errorf("%d MatMulNBits nodes, want %d (7 per layer)", nbits, want)
+	}
+
+	prep := func(r *hfimport.Result, bits int) (*prepare.Result, string, error) {
+		o := prepare.DefaultOptions()
+		o.Model, o.Out, o.Bits, o.Dropout = r.Model, filepath.Join(dir, filepath.Base(r.Dir)+"-art"), bits, 0
+		res, err := prepare.Run(o, t.Logf)
+		return res, o.Out, err
+	}
+	if _, _, err := prep(q4, 16); err == nil || !strings.Contains(err.Error(), "already 4-bit") {
+		t.Errorf("prepare --bits 16 of a 4-bit graph: err = %v, want a refusal naming the MatMulNBits node", err)
+	}
+	resF, artF, err := prep(full, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resQ, artQ, err := prep(q4, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resQ.Manifest.Quant) != len(resF.Manifest.Quant) || len(resQ.Manifest.Quant) == 0 {
+		t.Fatalf("quantized Linears: %d from --quantize, %d from prepare", len(resQ.Manifest.Quant), len(resF.Manifest.Quant))
+	}
+	for _, q := range resQ.Manifest.Quant {
+		if !q.Prequantized {
+			t.Errorf("%s: not marked prequantized", q.Module)
+		}
+	}
+	if resQ.Manifest.Counts != resF.Manifest.Counts {
+		t.Errorf("parameter counts %+v, from the full-precision source %+v", resQ.Manifest.Counts, resF.Manifest.Counts)
+	}
+
+	// Same batch, same non-zero LoRA values on both.
+	rng := rand.New(rand.NewPCG(3, 4))
+	rows, seq := 2, 12
+	ids := make([]int64, rows*seq)
+	mask := make([]int64, rows*seq)
+	for i := range ids {
+		ids[i], mask[i] = rng.Int64N(resF.Manifest.Model.Vocab-1)+1, 1
+	}
+	batch := data.Batch{Rows: rows, SeqLen: seq, InputIDs: ids, AttentionMask: mask, Labels: ids, Tokens: rows*seq - rows}
+	params := map[string][]float32{}
+	for _, p := range resF.Manifest.Params {
+		v := make([]float32, p.Shape[0]*p.Shape[1])
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 0.05)
+		}
+		params[p.Name] = v
+	}
+	step := func(art string) *train.StepResult {
+		eng, err := train.OpenEngine(art, ortrun.Options{IntraOpThreads: 1}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer eng.Close()
+		r, err := eng.Step(batch, params, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, b := step(artF), step(artQ)
+	if a.LossSum != b.LossSum {
+		t.Errorf("loss sum %v from --quantize, %v from prepare's quantization", b.LossSum, a.LossSum)
+	}
+	diff := 0
+	for name, g := range a.Grads {
+		for i := range g {
+			if g[i] != b.Grads[name][i] {
+				diff++
+			}
+		}
+	}
+	t.Logf("loss sum %.6f vs %.6f; %d gradient values differ", a.LossSum, b.LossSum, diff)
+	if diff > 0 {
+		t.Errorf("%d gradient values differ between --quantize and prepare's quantization", diff)
+	}
+}
