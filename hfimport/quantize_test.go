@@ -13,6 +13,7 @@ import (
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestSynthQuantize: `synth --quantize` writes the 4-bit packing prepare would make from
@@ -88,6 +89,34 @@ func TestSynthQuantize(t *testing.T) {
 	}
 	if resQ.Manifest.Counts != resF.Manifest.Counts {
 		t.Errorf("parameter counts %+v, from the full-precision source %+v", resQ.Manifest.Counts, resF.Manifest.Counts)
+	}
+
+	// A MatMulNBits of another width is refused, naming the node.
+	bad := synth("q4-bits8", true)
+	mb, err := ortgraph.Load(bad.Model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim string
+	for _, n := range mb.P.Graph.Node {
+		if n.OpType == "MatMulNBits" {
+			for _, a := range n.Attribute {
+				if a.Name == "bits" {
+					a.I, victim = 8, n.Name
+				}
+			}
+			break
+		}
+	}
+	buf, err := proto.Marshal(mb.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad.Model, buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := prep(bad, 4); err == nil || !strings.Contains(err.Error(), victim) || !strings.Contains(err.Error(), "bits=8") {
+		t.Errorf("prepare of a bits=8 MatMulNBits: err = %v, want a refusal naming %q", err, victim)
 	}
 
 	// Same batch, same non-zero LoRA values on both.
