@@ -353,29 +353,18 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 			jobs = append(jobs, j)
 			continue
 		}
-		size := n * es
-		if size < minExt {
-			buf := make([]byte, size)
-			w.T.RawData = buf
+		off, buf := place(w.T, n*es)
+		switch {
+		case buf != nil:
 			jobs = append(jobs, job{i: i, from: 0, n: n, off: -1, inlineTo: buf})
-			continue
-		}
-		dataSize += (4096 - dataSize%4096) % 4096
-		w.T.DataLocation = onnxpb.TensorProto_EXTERNAL
-		w.T.ExternalData = []*onnxpb.StringStringEntryProto{
-			{Key: "location", Value: DataFile},
-			{Key: "offset", Value: strconv.FormatInt(dataSize, 10)},
-			{Key: "length", Value: strconv.FormatInt(size, 10)},
-		}
-		if w.Transpose && wholeTransposed {
+		case w.Transpose && wholeTransposed:
 			// A transposed weight is produced whole (it is one Linear, ≤ a few hundred MB).
-			jobs = append(jobs, job{i: i, from: 0, n: n, off: dataSize})
-		} else {
+			jobs = append(jobs, job{i: i, from: 0, n: n, off: off})
+		default:
 			for from := int64(0); from < n; from += chunkElems {
-				jobs = append(jobs, job{i: i, from: from, n: min(chunkElems, n-from), off: dataSize + from*es})
+				jobs = append(jobs, job{i: i, from: from, n: min(chunkElems, n-from), off: off + from*es})
 			}
 		}
-		dataSize += size
 	}
 
 	parent := filepath.Dir(filepath.Clean(o.Out))
@@ -611,12 +600,7 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 	out, in := int(w.HFShape[0]), int(w.HFShape[1])
 	v := vals
 	if w.Transpose {
-		v = make([]float32, len(vals))
-		for r := 0; r < in; r++ {
-			for c := 0; c < out; c++ {
-				v[c*in+r] = vals[r*out+c]
-			}
-		}
+		v = quantize.Transpose(vals, in, out)
 	}
 	p, err := quantize.Quantize(v, out, in, *w.Quant)
 	if err != nil {

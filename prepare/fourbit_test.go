@@ -45,12 +45,12 @@ func TestFourBitGradientsEqualDequantizedBase(t *testing.T) {
 				}
 				// The exporter stores [in, out]; quantization works on [out, in].
 				in, out := int(l.In), int(l.Out)
-				wt := transposed(w, in, out)
+				wt := quantize.Transpose(w, in, out)
 				p, err := quantize.Quantize(wt, out, in, quantize.Options{BlockSize: 32})
 				if err != nil {
 					t.Fatal(err)
 				}
-				w = transposed(p.Dequantize(), out, in)
+				w = quantize.Transpose(p.Dequantize(), out, in)
 				*tt = *ortgraph.FloatTensor(tt.Name, tt.DataType, tt.Dims, w)
 			}
 			dqModel := filepath.Join(t.TempDir(), "dequantized.onnx")

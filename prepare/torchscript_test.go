@@ -8,6 +8,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/quantize"
 	"github.com/ortq/ortq/train"
 )
 
@@ -44,7 +45,7 @@ func TestTorchScriptStyleGraph(t *testing.T) {
 			t.Fatal(err)
 		}
 		in, out := int(l.In), int(l.Out)
-		wt := transposed(w, in, out)
+		wt := quantize.Transpose(w, in, out)
 		name := l.Module() + ".weight"
 		g.RemoveInitializer(l.Weight)
 		g.AddInitializer(ortgraph.FloatTensor(name, tt.DataType, []int64{l.Out, l.In}, wt))
@@ -95,16 +96,4 @@ func TestTorchScriptStyleGraph(t *testing.T) {
 			t.Errorf("bits %d: gradients differ by %.3g", bits, worst)
 		}
 	}
-}
-
-// transposed returns the [cols, rows] transpose of a row-major [rows, cols] matrix (the
-// exporter stores Linear weights [in, out]; quantization and TorchScript use [out, in]).
-func transposed(w []float32, rows, cols int) []float32 {
-	t := make([]float32, len(w))
-	for r := 0; r < rows; r++ {
-		for c := 0; c < cols; c++ {
-			t[c*rows+r] = w[r*cols+c]
-		}
-	}
-	return t
 }

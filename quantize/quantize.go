@@ -315,3 +315,16 @@ func errorStats(w, d []float32) Stats {
 	}
 	return s
 }
+
+// Transpose returns the [cols, rows] transpose of a row-major [rows, cols] matrix. Graphs
+// store Linear weights [in, out] (y = x·W) while MatMulNBits packs [out, in] (N×K), so
+// every caller of Quantize on a graph weight needs it.
+func Transpose(w []float32, rows, cols int) []float32 {
+	t := make([]float32, len(w))
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			t[c*rows+r] = w[r*cols+c]
+		}
+	}
+	return t
+}

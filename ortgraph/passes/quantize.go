@@ -72,7 +72,7 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 		}
 		// Bring the weight to [out, in] (MatMulNBits' N×K) unless it is stored that way.
 		if !l.WeightIsOutIn {
-			w = transpose(w, int(l.In), int(l.Out))
+			w = quantize.Transpose(w, int(l.In), int(l.Out))
 		}
 		p, err := quantize.Quantize(w, int(l.Out), int(l.In), c.Quant)
 		if err != nil {
@@ -118,14 +118,4 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 	}
 	ctx.Logf("quantize: %d Linears to 4-bit, block %d", len(out)-pre, c.Quant.BlockSize)
 	return out, nil
-}
-
-func transpose(w []float32, rows, cols int) []float32 {
-	out := make([]float32, len(w))
-	for r := 0; r < rows; r++ {
-		for c := 0; c < cols; c++ {
-			out[c*rows+r] = w[r*cols+c]
-		}
-	}
-	return out
 }
