@@ -16,21 +16,36 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// TestSynthQuantize: `synth --quantize` writes the 4-bit packing prepare would make from
-// the full-precision synth of the same seed, so the two prepared artifacts train
-// identically — same loss, same gradients, bit for bit — while the quantized model's data
-// file holds no full-precision Linear. prepare takes the MatMulNBits as they are and
-// refuses --bits 16 on them.
-func TestSynthQuantize(t *testing.T) {
+// TestQuantize: `synth --quantize` and `import --quantize` write the 4-bit packing prepare
+// would make from the full-precision graph of the same weights, so the two prepared
+// artifacts train identically — same loss, same gradients, bit for bit — while the
+// quantized model's data file holds no full-precision Linear. prepare takes the MatMulNBits
+// as they are, refuses --bits 16 on them, and refuses a MatMulNBits of another width.
+func TestQuantize(t *testing.T) {
 	ortrun.TestLib(t)
-	dir := t.TempDir()
-	synth := func(name string, quant bool) *hfimport.Result {
-		res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 11, Quantize: quant, Common: hfimport.Common{Out: filepath.Join(dir, name), Workers: 2}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
+	for _, src := range []string{"synth", "import"} {
+		t.Run(src, func(t *testing.T) {
+			testQuantize(t, func(name string, quant bool) *hfimport.Result {
+				c := hfimport.Common{Out: filepath.Join(t.TempDir(), name), Workers: 2, Quantize: quant}
+				var res *hfimport.Result
+				var err error
+				if src == "synth" {
+					res, err = hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 11, Common: c})
+				} else {
+					// llama32: GQA, tied embeddings (lm_head stays full precision), llama3 rope.
+					res, err = hfimport.Import(hfimport.ImportOptions{HF: filepath.Join(hfData, "llama32"), Common: c})
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			})
+		})
 	}
+}
+
+func testQuantize(t *testing.T, synth func(name string, quant bool) *hfimport.Result) {
+	dir := t.TempDir()
 	full, q4 := synth("full", false), synth("q4", true)
 	size := func(r *hfimport.Result) int64 {
 		st, err := os.Stat(filepath.Join(r.Dir, hfimport.DataFile))

@@ -52,6 +52,26 @@ type Common struct {
 	// (opset-21 primitives). "" → decomposed (for import the exact reference form: every
 	// op in every runtime; for synth the faster one to train on ORT CUDA, measured).
 	Ops string
+	// Quantize writes the decoder Linears as 4-bit com.microsoft.MatMulNBits (symmetric)
+	// with BlockSize (0 → 32), exactly as prepare would quantize them, so a large model
+	// never needs its full-precision copy on disk. Embeddings and lm_head stay in DType.
+	Quantize  bool
+	BlockSize int
+}
+
+// quantOptions is Quantize/BlockSize as the builder takes them (nil: full precision).
+func (o Common) quantOptions() (*quantize.Options, error) {
+	if !o.Quantize {
+		return nil, nil
+	}
+	q := &quantize.Options{BlockSize: o.BlockSize}
+	if q.BlockSize == 0 {
+		q.BlockSize = quantize.DefaultBlockSize
+	}
+	if err := q.Validate(); err != nil {
+		return nil, fmt.Errorf("--block-size %d: %w", o.BlockSize, err)
+	}
+	return q, nil
 }
 
 // ImportOptions of `ortq import`.
@@ -67,11 +87,6 @@ type SynthOptions struct {
 	Seed   uint64
 	// Layers, when > 0, cuts the decoder to this many layers.
 	Layers int
-	// Quantize writes the decoder Linears as 4-bit com.microsoft.MatMulNBits with
-	// BlockSize (0 → 32), exactly as prepare would quantize them, so a large model never
-	// needs its full-precision copy on disk. Embeddings and lm_head stay in DType.
-	Quantize  bool
-	BlockSize int
 }
 
 // Result describes what was written.
@@ -123,6 +138,10 @@ func Import(o ImportOptions) (*Result, error) {
 		return nil, err
 	}
 	o.Ops = ops.String()
+	quant, err := o.quantOptions()
+	if err != nil {
+		return nil, err
+	}
 	if err := checkOut(o.Out, o.Force); err != nil {
 		return nil, err
 	}
@@ -139,7 +158,7 @@ func Import(o ImportOptions) (*Result, error) {
 		return nil, err
 	}
 	defer ck.Close()
-	m, ws, err := BuildOps(cfg, dt, ops)
+	m, ws, err := buildOps(cfg, dt, ops, quant)
 	if err != nil {
 		return nil, fmt.Errorf("config %q: %w", cfgPath, err)
 	}
@@ -212,15 +231,9 @@ func Synth(o SynthOptions) (*Result, error) {
 	if err := checkOut(o.Out, o.Force); err != nil {
 		return nil, err
 	}
-	var quant *quantize.Options
-	if o.Quantize {
-		quant = &quantize.Options{BlockSize: o.BlockSize}
-		if quant.BlockSize == 0 {
-			quant.BlockSize = quantize.DefaultBlockSize
-		}
-		if err := quant.Validate(); err != nil {
-			return nil, fmt.Errorf("--block-size %d: %w", o.BlockSize, err)
-		}
+	quant, err := o.quantOptions()
+	if err != nil {
+		return nil, err
 	}
 	m, ws, err := buildOps(cfg, dt, ops, quant)
 	if err != nil {

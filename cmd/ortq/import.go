@@ -8,6 +8,7 @@ import (
 
 	"github.com/ortq/ortq/hfimport"
 	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
 )
 
 func newImport() *cobra.Command {
@@ -29,8 +30,11 @@ Weights stream tensor by tensor; PyTorch pickles (*.bin, *.pt) are never read.`,
 			if err != nil {
 				return err
 			}
-			o := hfimport.ImportOptions{HF: v.GetString("hf"), Common: commonOptions(v.GetString("out"), v.GetString("dtype"), v.GetString("ops"),
-				v.GetBool("force"), v.GetInt("min-external"), v.GetInt("workers"), v.GetBool("quiet"))}
+			common, err := commonOptions(v, cmd)
+			if err != nil {
+				return err
+			}
+			o := hfimport.ImportOptions{HF: v.GetString("hf"), Common: common}
 			if o.HF == "" {
 				return usageError{fmt.Errorf("--hf is required")}
 			}
@@ -79,9 +83,11 @@ times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 			if err != nil {
 				return err
 			}
-			o := hfimport.SynthOptions{Preset: v.GetString("preset"), Seed: v.GetUint64("seed"), Layers: v.GetInt("layers"),
-				Quantize: v.GetBool("quantize"), BlockSize: v.GetInt("block-size"),
-				Common: commonOptions(v.GetString("out"), v.GetString("dtype"), v.GetString("ops"), v.GetBool("force"), v.GetInt("min-external"), v.GetInt("workers"), v.GetBool("quiet"))}
+			common, err := commonOptions(v, cmd)
+			if err != nil {
+				return err
+			}
+			o := hfimport.SynthOptions{Preset: v.GetString("preset"), Seed: v.GetUint64("seed"), Layers: v.GetInt("layers"), Common: common}
 			if o.Preset == "" {
 				return usageError{fmt.Errorf("--preset is required: one of %s", strings.Join(hfimport.PresetNames(), ", "))}
 			}
@@ -104,9 +110,6 @@ times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 			if o.Layers < 0 {
 				return usageError{fmt.Errorf("--layers %d: must be ≥ 0", o.Layers)}
 			}
-			if cmd.Flags().Changed("block-size") && !o.Quantize {
-				return usageError{fmt.Errorf("--block-size applies only with --quantize")}
-			}
 			res, err := hfimport.Synth(o)
 			if err != nil {
 				return err
@@ -122,8 +125,6 @@ times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 	f.String("dtype", "", "graph precision: float32 or float16 (default: float16, float32 for tiny)")
 	f.Int("layers", 0, "keep only the first N decoder layers (0: all)")
 	f.String("ops", "", "graph ops: fused (opset-23 Attention, RMSNormalization, RotaryEmbedding) or decomposed (opset-21 primitives) (default: decomposed)")
-	f.Bool("quantize", false, "write the decoder Linears 4-bit (com.microsoft.MatMulNBits, symmetric, as prepare quantizes): no full-precision copy on disk; prepare takes them as they are")
-	f.Int("block-size", 32, "with --quantize: elements per 4-bit block (16–256, power of two)")
 	commonFlags(cmd)
 	return cmd
 }
@@ -134,14 +135,22 @@ func commonFlags(cmd *cobra.Command) {
 	f.Int("min-external", hfimport.DefaultMinExternal, "weights of at least this many bytes go to model.onnx.data")
 	f.Int("workers", 0, "parallel conversion/generation workers (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
+	f.Bool("quantize", false, "write the decoder Linears 4-bit (com.microsoft.MatMulNBits, symmetric, the bytes prepare would make): no full-precision copy on disk; prepare takes them as they are")
+	f.Int("block-size", 32, "with --quantize: elements per 4-bit block (16–256, power of two)")
 }
 
-func commonOptions(out, dtype, ops string, force bool, minExt, workers int, quiet bool) hfimport.Common {
+// commonOptions reads the flags import and synth share.
+func commonOptions(v *viper.Viper, cmd *cobra.Command) (hfimport.Common, error) {
+	if cmd.Flags().Changed("block-size") && !v.GetBool("quantize") {
+		return hfimport.Common{}, usageError{fmt.Errorf("--block-size applies only with --quantize")}
+	}
 	var progress io.Writer = os.Stderr
-	if quiet {
+	if v.GetBool("quiet") {
 		progress = nil
 	}
-	return hfimport.Common{Out: out, DType: dtype, Ops: ops, Force: force, MinExternal: minExt, Workers: workers, Progress: progress}
+	return hfimport.Common{Out: v.GetString("out"), DType: v.GetString("dtype"), Ops: v.GetString("ops"), Force: v.GetBool("force"),
+		MinExternal: v.GetInt("min-external"), Workers: v.GetInt("workers"), Progress: progress,
+		Quantize: v.GetBool("quantize"), BlockSize: v.GetInt("block-size")}, nil
 }
 
 func report(res *hfimport.Result) {

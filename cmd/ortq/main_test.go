@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
 )
@@ -237,5 +238,42 @@ func TestBenchRunsTorchPeer(t *testing.T) {
 	}
 	if !strings.Contains(string(md), "fixture") {
 		t.Errorf("report.md does not show the peer's row")
+	}
+}
+
+// TestPrepareFromCheckpoint: `prepare --model HF_DIR` imports the checkpoint itself; for a
+// symmetric 4-bit base the import packs the Linears (no full-precision copy in the temp
+// directory) and the manifest says so; --bits 16 and --asymmetric import full precision
+// and quantize (or not) in prepare as usual.
+func TestPrepareFromCheckpoint(t *testing.T) {
+	ortrun.TestLib(t)
+	ck := filepath.Join("..", "..", "hfimport", "testdata", "hf", "llama32")
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name         string
+		args         []string
+		quantized    int // Linears quantized (prepare's pass or the import)
+		prequantized bool
+	}{
+		{"4-bit", nil, 14, true},
+		{"asymmetric", []string{"--asymmetric"}, 14, false},
+		{"16-bit", []string{"--bits", "16"}, 0, false},
+	} {
+		out := filepath.Join(dir, c.name)
+		if err := run(t, append([]string{"prepare", "--model", ck, "--out", out, "--quiet"}, c.args...)...); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		man, err := manifest.ReadManifest(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(man.Quant) != c.quantized {
+			t.Errorf("%s: %d quantized Linears, want %d", c.name, len(man.Quant), c.quantized)
+		}
+		for _, q := range man.Quant {
+			if q.Prequantized != c.prequantized {
+				t.Errorf("%s: %s prequantized = %v, want %v", c.name, q.Module, q.Prequantized, c.prequantized)
+			}
+		}
 	}
 }

@@ -34,23 +34,29 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 			if err != nil {
 				return err
 			}
-			model, err := resolveModel(v.GetString("model"))
+			o := prepare.Options{
+				Model: v.GetString("model"), Out: v.GetString("out"), Force: v.GetBool("force"),
+				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
+				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
+				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
+				LossChunk: v.GetInt("loss-chunk"),
+			}
+			if !v.GetBool("list-targets") {
+				if err := o.Validate(); err != nil {
+					return usageError{err}
+				}
+			}
+			// A Hugging Face checkpoint headed for a symmetric 4-bit base is imported with
+			// its Linears already packed (the bytes the quantize pass would make), so no
+			// full-precision copy of them is written to the temporary directory.
+			model, err := resolveModel(o.Model, o.Bits == 4 && !o.Asymmetric && !v.GetBool("list-targets"), o.BlockSize)
 			if err != nil {
 				return err
 			}
 			if v.GetBool("list-targets") {
 				return listTargets(model)
 			}
-			o := prepare.Options{
-				Model: model, Out: v.GetString("out"), Force: v.GetBool("force"),
-				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
-				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
-				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
-				LossChunk: v.GetInt("loss-chunk"),
-			}
-			if err := o.Validate(); err != nil {
-				return usageError{err}
-			}
+			o.Model = model
 			logf := func(f string, a ...any) {
 				if !v.GetBool("quiet") {
 					fmt.Fprintf(os.Stderr, f+"\n", a...)
@@ -94,8 +100,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 
 // resolveModel maps "default" to the embedded model, extracted to the user cache, and a
 // Hugging Face checkpoint directory to an ONNX graph imported into a temp directory
-// (removed by the caller through cleanup).
-func resolveModel(m string) (string, error) {
+// (removed by the caller through cleanup), its decoder Linears 4-bit when quantize is set.
+func resolveModel(m string, quantize bool, blockSize int) (string, error) {
 	if m == defaultmodel.Name {
 		model, _, err := defaultmodel.Extract(defaultmodel.Dir())
 		return model, err
@@ -109,7 +115,8 @@ func resolveModel(m string) (string, error) {
 			return "", err
 		}
 		cleanups = append(cleanups, func() { os.RemoveAll(tmp) })
-		res, err := hfimport.Import(hfimport.ImportOptions{HF: m, Common: hfimport.Common{Out: filepath.Join(tmp, "onnx"), DType: "float32", Progress: os.Stderr}})
+		res, err := hfimport.Import(hfimport.ImportOptions{HF: m, Common: hfimport.Common{Out: filepath.Join(tmp, "onnx"), DType: "float32", Progress: os.Stderr,
+			Quantize: quantize, BlockSize: blockSize}})
 		if err != nil {
 			return "", err
 		}
