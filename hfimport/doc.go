@@ -28,10 +28,10 @@
 // weights in the same order and agree within float rounding (fused_test.go); the autodiff
 // differentiates either.
 //
-// `synth --quantize` and `import --quantize` (and so `prepare --model HF_DIR` for a symmetric
-// 4-bit base) write each decoder Linear as com.microsoft.MatMulNBits with the packed
-// 4-bit bytes and scales that prepare's quantize pass would make from the same weights (the
-// writer generates a Linear whole, transposes it to [out, in] and packs it with package
-// quantize), so a Llama-3.2-3B is 2.4 GB on disk instead of 6.4 GB and never has a
+// `synth --quantize` and `import --quantize` (and so `prepare --model HF_DIR` for a 4-bit
+// base) write each decoder Linear as com.microsoft.MatMulNBits with the packed 4-bit bytes,
+// scales and zero points that prepare's quantize pass would make from the same weights and
+// flags (the writer generates a Linear whole, transposes it to [out, in] and packs it with
+// package quantize), so a Llama-3.2-3B is 2.4 GB on disk instead of 6.4 GB and never has a
 // full-precision copy; passes.FindLinears takes such nodes as prequantized Linears.
 package hfimport

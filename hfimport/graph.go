@@ -77,10 +77,12 @@ type Weight struct {
 	init      initKind
 	T         *onnxpb.TensorProto
 	// Quant, when set, stores the Linear weight 4-bit for com.microsoft.MatMulNBits: T is
-	// then the packed B (uint8 [N, blocks, block/2]) and Scales its scales ([N, blocks]);
+	// then the packed B (uint8 [N, blocks, block/2]), Scales its scales ([N, blocks]) and
+	// ZeroPoints, when asymmetric, its packed zero points ([N, ⌈blocks/2⌉]);
 	// Dims and NumElements still describe the full-precision values the writer generates.
-	Quant  *quantize.Options
-	Scales *onnxpb.TensorProto
+	Quant      *quantize.Options
+	Scales     *onnxpb.TensorProto
+	ZeroPoints *onnxpb.TensorProto // asymmetric only
 }
 
 // NumElements of the weight.
@@ -266,7 +268,14 @@ func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims
 		wt.Scales = &onnxpb.TensorProto{Name: mod + ".weight_scales", DataType: b.dt, Dims: []int64{out, blocks}}
 		b.g.AddInitializer(wt.T)
 		b.g.AddInitializer(wt.Scales)
-		y = b.g.Add(ortgraph.NodeSpec{Op: "MatMulNBits", Domain: "com.microsoft", Name: path + "/MatMulNBits", Inputs: []string{x, wt.T.Name, wt.Scales.Name},
+		ins := []string{x, wt.T.Name, wt.Scales.Name}
+		if b.quant.Asymmetric {
+			// Packed uint8 zero points, two blocks per byte (MatMulNBits' layout).
+			wt.ZeroPoints = &onnxpb.TensorProto{Name: mod + ".weight_zero_points", DataType: ortgraph.Uint8, Dims: []int64{out, (blocks + 1) / 2}}
+			b.g.AddInitializer(wt.ZeroPoints)
+			ins = append(ins, wt.ZeroPoints.Name)
+		}
+		y = b.g.Add(ortgraph.NodeSpec{Op: "MatMulNBits", Domain: "com.microsoft", Name: path + "/MatMulNBits", Inputs: ins,
 			Attrs: []ortgraph.Attr{ortgraph.AInt("K", in), ortgraph.AInt("N", out), ortgraph.AInt("bits", 4), ortgraph.AInt("block_size", bs), ortgraph.AInt("accuracy_level", 0)}})[0]
 		b.g.SetType(y, sym(b.dt, outDims...))
 	} else {

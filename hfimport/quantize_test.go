@@ -1,6 +1,7 @@
 package hfimport_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/quantize"
 	"github.com/ortq/ortq/train"
 	"google.golang.org/protobuf/proto"
 )
@@ -24,27 +26,29 @@ import (
 func TestQuantize(t *testing.T) {
 	ortrun.TestLib(t)
 	for _, src := range []string{"synth", "import"} {
-		t.Run(src, func(t *testing.T) {
-			testQuantize(t, func(name string, quant bool) *hfimport.Result {
-				c := hfimport.Common{Out: filepath.Join(t.TempDir(), name), Workers: 2, Quantize: quant}
-				var res *hfimport.Result
-				var err error
-				if src == "synth" {
-					res, err = hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 11, Common: c})
-				} else {
-					// llama32: GQA, tied embeddings (lm_head stays full precision), llama3 rope.
-					res, err = hfimport.Import(hfimport.ImportOptions{HF: filepath.Join(hfData, "llama32"), Common: c})
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				return res
+		for _, q := range []quantize.Options{{BlockSize: 32}, {BlockSize: 64, Asymmetric: true}} {
+			t.Run(fmt.Sprintf("%s/block%d-asym%v", src, q.BlockSize, q.Asymmetric), func(t *testing.T) {
+				testQuantize(t, q, func(name string, quant bool) *hfimport.Result {
+					c := hfimport.Common{Out: filepath.Join(t.TempDir(), name), Workers: 2, Quantize: quant, BlockSize: q.BlockSize, Asymmetric: q.Asymmetric}
+					var res *hfimport.Result
+					var err error
+					if src == "synth" {
+						res, err = hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 11, Common: c})
+					} else {
+						// llama32: GQA, tied embeddings (lm_head stays full precision), llama3 rope.
+						res, err = hfimport.Import(hfimport.ImportOptions{HF: filepath.Join(hfData, "llama32"), Common: c})
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					return res
+				})
 			})
-		})
+		}
 	}
 }
 
-func testQuantize(t *testing.T, synth func(name string, quant bool) *hfimport.Result) {
+func testQuantize(t *testing.T, q quantize.Options, synth func(name string, quant bool) *hfimport.Result) {
 	dir := t.TempDir()
 	full, q4 := synth("full", false), synth("q4", true)
 	size := func(r *hfimport.Result) int64 {
@@ -80,12 +84,24 @@ func testQuantize(t *testing.T, synth func(name string, quant bool) *hfimport.Re
 	prep := func(r *hfimport.Result, bits int) (*prepare.Result, string, error) {
 		o := prepare.DefaultOptions()
 		o.Model, o.Out, o.Bits, o.Dropout = r.Model, filepath.Join(dir, filepath.Base(r.Dir)+"-art"), bits, 0
+		o.BlockSize, o.Asymmetric = q.BlockSize, q.Asymmetric
 		res, err := prepare.Run(o, t.Logf)
 		return res, o.Out, err
 	}
 	if _, _, err := prep(q4, 16); err == nil || !strings.Contains(err.Error(), "already 4-bit") {
 		t.Errorf("prepare --bits 16 of a 4-bit graph: err = %v, want a refusal naming the MatMulNBits node", err)
 	}
+	// Options that contradict the packing are refused, naming the flag to pass.
+	q.BlockSize *= 2
+	if _, _, err := prep(q4, 4); err == nil || !strings.Contains(err.Error(), "--block-size") {
+		t.Errorf("prepare with another --block-size: err = %v, want a refusal naming --block-size", err)
+	}
+	q.BlockSize /= 2
+	q.Asymmetric = !q.Asymmetric
+	if _, _, err := prep(q4, 4); err == nil || !strings.Contains(err.Error(), "asymmetric") {
+		t.Errorf("prepare with the other --asymmetric: err = %v, want a refusal naming --asymmetric", err)
+	}
+	q.Asymmetric = !q.Asymmetric
 	resF, artF, err := prep(full, 4)
 	if err != nil {
 		t.Fatal(err)

@@ -52,11 +52,13 @@ type Common struct {
 	// (opset-21 primitives). "" → decomposed (for import the exact reference form: every
 	// op in every runtime; for synth the faster one to train on ORT CUDA, measured).
 	Ops string
-	// Quantize writes the decoder Linears as 4-bit com.microsoft.MatMulNBits (symmetric)
-	// with BlockSize (0 → 32), exactly as prepare would quantize them, so a large model
-	// never needs its full-precision copy on disk. Embeddings and lm_head stay in DType.
-	Quantize  bool
-	BlockSize int
+	// Quantize writes the decoder Linears as 4-bit com.microsoft.MatMulNBits with
+	// BlockSize (0 → 32) and Asymmetric zero points or not, exactly as prepare would
+	// quantize them, so a large model never needs its full-precision copy on disk.
+	// Embeddings and lm_head stay in DType.
+	Quantize   bool
+	BlockSize  int
+	Asymmetric bool
 }
 
 // quantOptions is Quantize/BlockSize as the builder takes them (nil: full precision).
@@ -64,7 +66,7 @@ func (o Common) quantOptions() (*quantize.Options, error) {
 	if !o.Quantize {
 		return nil, nil
 	}
-	q := &quantize.Options{BlockSize: o.BlockSize}
+	q := &quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}
 	if q.BlockSize == 0 {
 		q.BlockSize = quantize.DefaultBlockSize
 	}
@@ -317,6 +319,8 @@ type job struct {
 	// own places (sOff/sInline as off/inlineTo).
 	sOff    int64
 	sInline []byte
+	zOff    int64
+	zInline []byte
 }
 
 // write lays out the weights (inline below MinExternal, else 4096-aligned in DataFile),
@@ -363,6 +367,9 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 			j := job{i: i, from: 0, n: n}
 			j.off, j.inlineTo = place(w.T, ortgraph.NumElements(w.T.Dims))
 			j.sOff, j.sInline = place(w.Scales, ortgraph.NumElements(w.Scales.Dims)*es)
+			if w.ZeroPoints != nil {
+				j.zOff, j.zInline = place(w.ZeroPoints, ortgraph.NumElements(w.ZeroPoints.Dims))
+			}
 			jobs = append(jobs, j)
 			continue
 		}
@@ -605,7 +612,7 @@ func copySmall(src, dst string) error {
 }
 
 // writeQuantized generates a Linear weight whole (fillAll), brings it to [out, in] and
-// writes its 4-bit packing and scales where job j placed them.
+// writes its 4-bit packing, scales and zero points where job j placed them.
 func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar *progressbar.ProgressBar, fillAll func(from, n int64) error) error {
 	if err := fillAll(0, j.n); err != nil {
 		return err
@@ -623,11 +630,19 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 	if err := encode(dt, p.Scales, scales); err != nil {
 		return fmt.Errorf("weight %q scales: %w", w.Name, err)
 	}
-	for _, part := range []struct {
+	type part struct {
 		data   []byte
 		off    int64
 		inline []byte
-	}{{p.Data, j.off, j.inlineTo}, {scales, j.sOff, j.sInline}} {
+	}
+	parts := []part{{p.Data, j.off, j.inlineTo}, {scales, j.sOff, j.sInline}}
+	if w.ZeroPoints != nil {
+		if int64(len(p.ZeroPoints)) != ortgraph.NumElements(w.ZeroPoints.Dims) {
+			panic(fmt.Sprintf("hfimport: %d zero-point bytes for %v", len(p.ZeroPoints), w.ZeroPoints.Dims))
+		}
+		parts = append(parts, part{p.ZeroPoints, j.zOff, j.zInline})
+	}
+	for _, part := range parts {
 		if part.off < 0 {
 			copy(part.inline, part.data)
 			continue

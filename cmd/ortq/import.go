@@ -135,14 +135,17 @@ func commonFlags(cmd *cobra.Command) {
 	f.Int("min-external", hfimport.DefaultMinExternal, "weights of at least this many bytes go to model.onnx.data")
 	f.Int("workers", 0, "parallel conversion/generation workers (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
-	f.Bool("quantize", false, "write the decoder Linears 4-bit (com.microsoft.MatMulNBits, symmetric, the bytes prepare would make): no full-precision copy on disk; prepare takes them as they are")
+	f.Bool("quantize", false, "write the decoder Linears 4-bit (com.microsoft.MatMulNBits, the bytes prepare would make): no full-precision copy on disk; prepare takes them as they are")
 	f.Int("block-size", 32, "with --quantize: elements per 4-bit block (16–256, power of two)")
+	f.Bool("asymmetric", false, "with --quantize: per-block zero points (min/max), as prepare --asymmetric")
 }
 
 // commonOptions reads the flags import and synth share.
 func commonOptions(v *viper.Viper, cmd *cobra.Command) (hfimport.Common, error) {
-	if cmd.Flags().Changed("block-size") && !v.GetBool("quantize") {
-		return hfimport.Common{}, usageError{fmt.Errorf("--block-size applies only with --quantize")}
+	for _, f := range []string{"block-size", "asymmetric"} {
+		if cmd.Flags().Changed(f) && !v.GetBool("quantize") {
+			return hfimport.Common{}, usageError{fmt.Errorf("--%s applies only with --quantize", f)}
+		}
 	}
 	var progress io.Writer = os.Stderr
 	if v.GetBool("quiet") {
@@ -150,7 +153,7 @@ func commonOptions(v *viper.Viper, cmd *cobra.Command) (hfimport.Common, error) 
 	}
 	return hfimport.Common{Out: v.GetString("out"), DType: v.GetString("dtype"), Ops: v.GetString("ops"), Force: v.GetBool("force"),
 		MinExternal: v.GetInt("min-external"), Workers: v.GetInt("workers"), Progress: progress,
-		Quantize: v.GetBool("quantize"), BlockSize: v.GetInt("block-size")}, nil
+		Quantize: v.GetBool("quantize"), BlockSize: v.GetInt("block-size"), Asymmetric: v.GetBool("asymmetric")}, nil
 }
 
 func report(res *hfimport.Result) {

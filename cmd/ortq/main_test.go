@@ -242,9 +242,8 @@ func TestBenchRunsTorchPeer(t *testing.T) {
 }
 
 // TestPrepareFromCheckpoint: `prepare --model HF_DIR` imports the checkpoint itself; for a
-// symmetric 4-bit base the import packs the Linears (no full-precision copy in the temp
-// directory) and the manifest says so; --bits 16 and --asymmetric import full precision
-// and quantize (or not) in prepare as usual.
+// 4-bit base the import packs the Linears (no full-precision copy in the temp directory),
+// symmetric or asymmetric, and the manifest says so; --bits 16 imports full precision.
 func TestPrepareFromCheckpoint(t *testing.T) {
 	ortrun.TestLib(t)
 	ck := filepath.Join("..", "..", "hfimport", "testdata", "hf", "llama32")
@@ -256,7 +255,8 @@ func TestPrepareFromCheckpoint(t *testing.T) {
 		prequantized bool
 	}{
 		{"4-bit", nil, 14, true},
-		{"asymmetric", []string{"--asymmetric"}, 14, false},
+		{"asymmetric", []string{"--asymmetric"}, 14, true},
+		{"block 64", []string{"--block-size", "64"}, 14, true},
 		{"16-bit", []string{"--bits", "16"}, 0, false},
 	} {
 		out := filepath.Join(dir, c.name)

@@ -46,10 +46,10 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 					return usageError{err}
 				}
 			}
-			// A Hugging Face checkpoint headed for a symmetric 4-bit base is imported with
-			// its Linears already packed (the bytes the quantize pass would make), so no
-			// full-precision copy of them is written to the temporary directory.
-			model, err := resolveModel(o.Model, o.Bits == 4 && !o.Asymmetric && !v.GetBool("list-targets"), o.BlockSize)
+			// A Hugging Face checkpoint headed for a 4-bit base is imported with its Linears
+			// already packed (the bytes the quantize pass would make), so no full-precision
+			// copy of them is written to the temporary directory.
+			model, err := resolveModel(o, o.Bits == 4 && !v.GetBool("list-targets"))
 			if err != nil {
 				return err
 			}
@@ -100,8 +100,10 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 
 // resolveModel maps "default" to the embedded model, extracted to the user cache, and a
 // Hugging Face checkpoint directory to an ONNX graph imported into a temp directory
-// (removed by the caller through cleanup), its decoder Linears 4-bit when quantize is set.
-func resolveModel(m string, quantize bool, blockSize int) (string, error) {
+// (removed by the caller through cleanup), its decoder Linears packed as o asks when
+// quantize is set.
+func resolveModel(o prepare.Options, quantize bool) (string, error) {
+	m := o.Model
 	if m == defaultmodel.Name {
 		model, _, err := defaultmodel.Extract(defaultmodel.Dir())
 		return model, err
@@ -116,7 +118,7 @@ func resolveModel(m string, quantize bool, blockSize int) (string, error) {
 		}
 		cleanups = append(cleanups, func() { os.RemoveAll(tmp) })
 		res, err := hfimport.Import(hfimport.ImportOptions{HF: m, Common: hfimport.Common{Out: filepath.Join(tmp, "onnx"), DType: "float32", Progress: os.Stderr,
-			Quantize: quantize, BlockSize: blockSize}})
+			Quantize: quantize, BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}})
 		if err != nil {
 			return "", err
 		}

@@ -54,6 +54,17 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 		if b := ortgraph.AttrInt(n, "bits", 4); b != 4 {
 			return nil, fmt.Errorf("node %q (%s): MatMulNBits with bits=%d; ortq trains 4-bit bases only", n.Name, l.Module(), b)
 		}
+		// The options must say what the graph holds: the manifest records them as the
+		// quantization of the base.
+		if bs := ortgraph.AttrInt(n, "block_size", 0); bs != int64(c.Quant.BlockSize) {
+			return nil, fmt.Errorf("node %q (%s) is already 4-bit with block_size %d: pass --block-size %d", n.Name, l.Module(), bs, bs)
+		}
+		if asym := len(n.Input) > 3 && n.Input[3] != ""; asym != c.Quant.Asymmetric {
+			if asym {
+				return nil, fmt.Errorf("node %q (%s) is already 4-bit with zero points: pass --asymmetric", n.Name, l.Module())
+			}
+			return nil, fmt.Errorf("node %q (%s) is already 4-bit without zero points: drop --asymmetric", n.Name, l.Module())
+		}
 		out = append(out, QuantLayer{Module: l.Module(), Shape: [2]int{int(l.Out), int(l.In)}, Prequantized: true, Weights: n.Input[1], Scales: n.Input[2]})
 		pre++
 	}
