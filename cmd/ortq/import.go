@@ -73,8 +73,8 @@ Hugging Face initialises them (Linear and embedding N(0, 0.02), RMSNorm 1), gene
 straight into DIR/model.onnx.data. Presets: ` + strings.Join(hfimport.PresetNames(), ", ") + `.
 The same --seed gives the same bytes on any machine and core count. --layers cuts the decoder
 (embedding and lm_head stay whole). --quantize writes the decoder Linears 4-bit directly, the
-packing prepare would make, so a large model never has a full-precision copy on disk. Default dtype: float16, float32 for presets under 100M
-parameters (tiny). Default --ops: decomposed (opset-21 primitives, exactly 'ortq import's
+packing prepare would make, so a large model never has a full-precision copy on disk.
+Default dtype: float16, float32 for presets under 100M parameters (tiny). Default --ops: decomposed (opset-21 primitives, exactly 'ortq import's
 default graph); fused (opset-23 Attention, RMSNormalization, RotaryEmbedding) trained ten
 times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 		Args: cobra.NoArgs,
