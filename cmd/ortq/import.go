@@ -22,15 +22,12 @@ The graph (inputs input_ids and attention_mask, output logits) is the one transf
 computes, with Hugging Face names on every Linear, ready for 'ortq prepare'.
 --ops decomposed (default): opset 21 primitives, node for node transformers' eager code.
 --ops fused: opset 23 RMSNormalization, RotaryEmbedding and Attention (same outputs within
-float rounding, about a third of the nodes per layer, faster on ORT CUDA).
+float rounding, about a third of the nodes per layer; its training step measured ten times
+slower on ORT 1.29 CUDA, H200, Llama-3.2-3B shape).
 Weights stream tensor by tensor; PyTorch pickles (*.bin, *.pt) are never read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := options(cmd)
-			if err != nil {
-				return err
-			}
-			common, err := commonOptions(v, cmd)
+			v, common, err := commonOptions(cmd)
 			if err != nil {
 				return err
 			}
@@ -79,11 +76,7 @@ default graph); fused (opset-23 Attention, RMSNormalization, RotaryEmbedding) tr
 times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := options(cmd)
-			if err != nil {
-				return err
-			}
-			common, err := commonOptions(v, cmd)
+			v, common, err := commonOptions(cmd)
 			if err != nil {
 				return err
 			}
@@ -140,18 +133,22 @@ func commonFlags(cmd *cobra.Command) {
 	f.Bool("asymmetric", false, "with --quantize: per-block zero points (min/max), as prepare --asymmetric")
 }
 
-// commonOptions reads the flags import and synth share.
-func commonOptions(v *viper.Viper, cmd *cobra.Command) (hfimport.Common, error) {
+// commonOptions reads the command's options and the part import and synth share.
+func commonOptions(cmd *cobra.Command) (*viper.Viper, hfimport.Common, error) {
+	v, err := options(cmd)
+	if err != nil {
+		return nil, hfimport.Common{}, err
+	}
 	for _, f := range []string{"block-size", "asymmetric"} {
 		if cmd.Flags().Changed(f) && !v.GetBool("quantize") {
-			return hfimport.Common{}, usageError{fmt.Errorf("--%s applies only with --quantize", f)}
+			return nil, hfimport.Common{}, usageError{fmt.Errorf("--%s applies only with --quantize", f)}
 		}
 	}
 	var progress io.Writer = os.Stderr
 	if v.GetBool("quiet") {
 		progress = nil
 	}
-	return hfimport.Common{Out: v.GetString("out"), DType: v.GetString("dtype"), Ops: v.GetString("ops"), Force: v.GetBool("force"),
+	return v, hfimport.Common{Out: v.GetString("out"), DType: v.GetString("dtype"), Ops: v.GetString("ops"), Force: v.GetBool("force"),
 		MinExternal: v.GetInt("min-external"), Workers: v.GetInt("workers"), Progress: progress,
 		Quantize: v.GetBool("quantize"), BlockSize: v.GetInt("block-size"), Asymmetric: v.GetBool("asymmetric")}, nil
 }
