@@ -70,34 +70,6 @@ func TestFusedMatchesDecomposed(t *testing.T) {
 	}
 }
 
-// TestFusedFloat16 runs the fused fp16 graph on the CPU EP: close to the fp32 reference, as
-// the decomposed fp16 graph is (TestImportFloat16).
-func TestFusedFloat16(t *testing.T) {
-	ortrun.TestLib(t)
-	r := loadRef(t, "llama32")
-	out := runLogits(t, importOps(t, "llama32", "float16", "fused").Model, r)
-	if out.DType != ortrun.Float16 {
-		t.Fatalf("logits dtype %v, want float16", out.DType)
-	}
-	h := out.Data.([]uint16)
-	want := r.f["logits"]
-	vocab := int(r.shape["logits"][2])
-	worst := 0.0
-	for i := 0; i < r.b*r.s; i++ {
-		if r.mask[i] == 0 {
-			continue
-		}
-		for j := 0; j < vocab; j++ {
-			k := i*vocab + j
-			worst = math.Max(worst, math.Abs(float64(ortgraph.HalfToFloat(h[k]))-float64(want[k])))
-		}
-	}
-	if worst > 5e-3 || math.IsNaN(worst) {
-		t.Errorf("fused fp16 logits: max abs diff %.3g vs fp32 reference > 5e-3", worst)
-	}
-	t.Logf("fused fp16 vs transformers fp64: max abs diff %.2g", worst)
-}
-
 // TestFusedGraphStructure: opset 23; one Attention, two RotaryEmbedding and two
 // RMSNormalization per layer (plus the final norm), no Softmax; every value typed; every
 // layer node named under /model/layers.N/ (the recompute pass's tag); Linears found by name.

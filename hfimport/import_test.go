@@ -65,11 +65,7 @@ func loadRef(t *testing.T, variant string) *ref {
 
 func importVariant(t *testing.T, variant, dtype string) *hfimport.Result {
 	t.Helper()
-	res, err := hfimport.Import(hfimport.ImportOptions{HF: filepath.Join(hfData, variant), Common: hfimport.Common{Out: filepath.Join(t.TempDir(), variant), DType: dtype}})
-	if err != nil {
-		t.Fatalf("import %s: %v", variant, err)
-	}
-	return res
+	return importOps(t, variant, dtype, "decomposed") // import's default ops
 }
 
 func runLogits(t *testing.T, model string, r *ref) *ortrun.Tensor {
@@ -125,33 +121,34 @@ func TestImportMatchesTransformers(t *testing.T) {
 	}
 }
 
-// TestImportFloat16 runs the fp16 graph on the CPU EP: it must be close to the fp32 logits
-// (fp16 rounding of weights and activations only).
+// TestImportFloat16 runs the fp16 graph, decomposed and fused, on the CPU EP: it must be
+// close to the fp32 logits (fp16 rounding of weights and activations only).
 func TestImportFloat16(t *testing.T) {
 	ortrun.TestLib(t)
 	r := loadRef(t, "llama32")
-	res := importVariant(t, "llama32", "float16")
-	out := runLogits(t, res.Model, r)
-	if out.DType != ortrun.Float16 {
-		t.Fatalf("logits dtype %v, want float16", out.DType)
-	}
-	h := out.Data.([]uint16)
-	want := r.f["logits"]
-	vocab := int(r.shape["logits"][2])
-	worst := 0.0
-	for i := 0; i < r.b*r.s; i++ {
-		if r.mask[i] == 0 {
-			continue
+	for _, ops := range []string{"decomposed", "fused"} {
+		out := runLogits(t, importOps(t, "llama32", "float16", ops).Model, r)
+		if out.DType != ortrun.Float16 {
+			t.Fatalf("%s: logits dtype %v, want float16", ops, out.DType)
 		}
-		for j := 0; j < vocab; j++ {
-			k := i*vocab + j
-			worst = math.Max(worst, math.Abs(float64(ortgraph.HalfToFloat(h[k]))-float64(want[k])))
+		h := out.Data.([]uint16)
+		want := r.f["logits"]
+		vocab := int(r.shape["logits"][2])
+		worst := 0.0
+		for i := 0; i < r.b*r.s; i++ {
+			if r.mask[i] == 0 {
+				continue
+			}
+			for j := 0; j < vocab; j++ {
+				k := i*vocab + j
+				worst = math.Max(worst, math.Abs(float64(ortgraph.HalfToFloat(h[k]))-float64(want[k])))
+			}
 		}
+		if worst > 5e-3 || math.IsNaN(worst) {
+			t.Errorf("%s fp16 logits: max abs diff %.3g vs fp32 reference > 5e-3", ops, worst)
+		}
+		t.Logf("%s fp16 vs transformers fp64: max abs diff %.2g", ops, worst)
 	}
-	if worst > 5e-3 || math.IsNaN(worst) {
-		t.Errorf("fp16 logits: max abs diff %.3g vs fp32 reference > 5e-3", worst)
-	}
-	t.Logf("fp16 vs transformers fp64: max abs diff %.2g", worst)
 }
 
 // TestGraphStructure: every value has a recorded type, Linears are found by name with HF
