@@ -35,9 +35,9 @@ Checkpoints (LoRA weights, optimizer moments, loss scale, data position, counter
 <out>/checkpoints/step-N every --save-every steps, at the end, and on SIGINT/SIGTERM, which
 stop the run at the next micro-batch and exit 0 (a second signal exits at once, status 130).
 --resume latest continues exactly where the newest checkpoint left off; it refuses other
-artifacts, data or trajectory options, naming the one that differs. With --lora-dropout > 0
-the dropout masks after a resume are fresh draws (ONNX Runtime's generator restarts with
-each session), so only dropout-free runs resume bit for bit.`,
+artifacts, data or trajectory options, naming the one that differs. LoRA dropout masks are a
+function of --seed, the step and the micro-batch, so a resumed run draws the masks the
+uninterrupted run drew and, on the CPU, reproduces it bit for bit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, err := options(cmd)

@@ -18,7 +18,8 @@ type RecomputeResult struct {
 // Recompute makes the backward pass of each decoder layer recompute that layer's
 // activations from its input instead of keeping them alive from the forward pass
 // (gradient checkpointing per layer). Only the layer inputs — the residual stream between
-// layers — and the LoRA dropout masks survive the forward pass.
+// layers — survive the forward pass. LoRA dropout masks are a deterministic hash of the
+// seed input (dropout.go), so they are recomputed like any other activation.
 //
 // Pattern: forward nodes tagged with a layer (node name or the exporter's name_scopes
 // metadata contain "layers.N"); backward nodes reading values produced inside layer N.
@@ -28,8 +29,9 @@ type RecomputeResult struct {
 // cannot run before the backward
 // pass reaches the layer (no early hoisting); and since their inputs differ from the
 // forward nodes' inputs, common-subexpression elimination cannot merge them back.
-// Dropout is not re-drawn: its clone reuses the forward mask (x·mask/(1−p)), so forward
-// and backward see the same mask.
+// Random draws in the source graph are not re-drawn: a Dropout node's clone reuses the
+// forward mask (x·mask/(1−p)), and values computed only from random ops keep their forward
+// values, so forward and backward see the same draw.
 var Recompute = &ortgraph.Pass{
 	Name:     "recompute",
 	Doc:      "per-layer activation recomputation in the backward pass (gradient checkpointing)",
