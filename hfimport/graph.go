@@ -119,16 +119,25 @@ func (b *builder) node(name, op string, in []string, typ *onnxpb.TypeProto, attr
 	return out
 }
 
-// weight declares a checkpoint tensor; its data is attached later (external or inline).
+// weight declares a checkpoint tensor as a graph initializer; its data is attached later
+// (external or inline).
 func (b *builder) weight(name string, hfShape []int64, transpose bool, kind initKind) string {
+	w := b.declare(name, hfShape, transpose, kind)
+	w.T = &onnxpb.TensorProto{Name: name, DataType: b.dt, Dims: w.Dims}
+	b.g.AddInitializer(w.T)
+	return name
+}
+
+// declare records a checkpoint tensor the writer will generate or read; the caller gives it
+// its graph tensor(s).
+func (b *builder) declare(name string, hfShape []int64, transpose bool, kind initKind) *Weight {
 	dims := append([]int64(nil), hfShape...)
 	if transpose {
 		dims[0], dims[1] = hfShape[1], hfShape[0]
 	}
-	t := &onnxpb.TensorProto{Name: name, DataType: b.dt, Dims: dims}
-	b.g.AddInitializer(t)
-	b.weights = append(b.weights, &Weight{Name: name, HFShape: hfShape, Dims: dims, Transpose: transpose, init: kind, T: t})
-	return name
+	w := &Weight{Name: name, HFShape: hfShape, Dims: dims, Transpose: transpose, init: kind}
+	b.weights = append(b.weights, w)
+	return w
 }
 
 // Build returns the decomposed Llama graph for c in element type dt (ortgraph.Float or
@@ -258,11 +267,9 @@ func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims
 		// What prepare's quantize pass would write (same packing, same names' module
 		// paths in the node name), so prepare takes it as is and no full-precision copy
 		// of the weight is ever on disk.
-		w := b.weight(mod+".weight", []int64{out, in}, true, initNormal)
-		wt := b.weights[len(b.weights)-1]
+		wt := b.declare(mod+".weight", []int64{out, in}, true, initNormal)
 		bs := int64(b.quant.BlockSize)
 		blocks := (in + bs - 1) / bs
-		b.g.RemoveInitializer(w)
 		wt.Quant = b.quant
 		wt.T = &onnxpb.TensorProto{Name: mod + ".weight_q4", DataType: ortgraph.Uint8, Dims: []int64{out, blocks, bs / 2}}
 		wt.Scales = &onnxpb.TensorProto{Name: mod + ".weight_scales", DataType: b.dt, Dims: []int64{out, blocks}}

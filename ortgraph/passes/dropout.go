@@ -31,13 +31,12 @@ const DropoutPrime = 536870909
 // (Weil's bound), so masks of different rows, columns and modules decorrelate;
 // TestDropoutHashStatistics measures the keep rate and the pairwise agreement.
 type dropoutHash struct {
-	g        *ortgraph.Graph
-	seed     string            // the seed input
-	rows     string            // mixed row vector [rows], built from the first module's x
-	cols     map[int64]string  // mixed column vector per input width
-	targets  map[string]string // x → the shape [..., 1] R is reshaped to
-	offC     string
-	reserved bool
+	g       *ortgraph.Graph
+	seed    string            // the seed input as a scalar ("" until the first module)
+	rows    string            // mixed row vector [rows], built from the first module's x
+	cols    map[int64]string  // mixed column vector per input width
+	targets map[string]string // x → the shape [..., 1] R is reshaped to
+	offC    string            // the seed's column offset
 }
 
 func newDropoutHash(g *ortgraph.Graph) *dropoutHash {
@@ -76,15 +75,14 @@ func (h *dropoutHash) indices(n, off string) string {
 	return h.mix(h.modP(g.Op("Add", []string{r, off})))
 }
 
-// seedInput adds the graph input once.
+// seedInput adds the graph input once and returns it as a scalar.
 func (h *dropoutHash) seedInput() (string, error) {
-	if !h.reserved {
+	if h.seed == "" {
 		if err := h.g.Reserve(DropoutSeedInput); err != nil {
 			return "", err
 		}
 		h.g.P.Input = append(h.g.P.Input, &onnxpb.ValueInfoProto{Name: DropoutSeedInput, Type: ortgraph.TensorType(ortgraph.Int64, []int64{1})})
 		h.g.Reindex()
-		h.reserved = true
 		h.seed = h.g.Op("Squeeze", []string{DropoutSeedInput, h.g.ConstI64(0)})
 	}
 	return h.seed, nil
