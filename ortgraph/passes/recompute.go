@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -13,6 +16,7 @@ import (
 type RecomputeResult struct {
 	Layers int // layers whose activations are recomputed
 	Cloned int // forward nodes re-emitted for the backward pass
+	Reused int // backward dequantizations of 4-bit weights replaced by the recomputed forward's
 }
 
 // Recompute makes the backward pass of each decoder layer recompute that layer's
@@ -32,6 +36,12 @@ type RecomputeResult struct {
 // Random draws in the source graph are not re-drawn: a Dropout node's clone reuses the
 // forward mask (x·mask/(1−p)), and values computed only from random ops keep their forward
 // values, so forward and backward see the same draw.
+//
+// 4-bit weights: a recomputed 4-bit Linear dequantizes its weight again (a clone of the
+// forward DequantizeLinear, gated like every clone), and the backward pass's dx = dy·W has
+// its own gated DequantizeLinear of the same bytes (autodiff's redequantize). Both run while
+// the backward pass is inside the layer, so dx reads the recomputed W instead: one
+// dequantization fewer per recomputed Linear (see reuseRecomputedWeights).
 var Recompute = &ortgraph.Pass{
 	Name:     "recompute",
 	Doc:      "per-layer activation recomputation in the backward pass (gradient checkpointing)",
@@ -310,12 +320,102 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	if len(layers) == 0 {
 		return nil, fmt.Errorf("no decoder layer found to recompute (nodes carry no layers.N scope)")
 	}
+	reused := reuseRecomputedWeights(g, fwd, br.Forward, clones)
 	if err := g.TopoSort(); err != nil {
 		return nil, err
 	}
 	g.Prune()
-	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass", len(layers), cloned)
-	return &RecomputeResult{Layers: len(layers), Cloned: cloned}, nil
+	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d backward weight dequantizations replaced by the recomputed ones", len(layers), cloned, reused)
+	return &RecomputeResult{Layers: len(layers), Cloned: cloned, Reused: reused}, nil
+}
+
+// reuseRecomputedWeights rewires the backward pass's own DequantizeLinear of a 4-bit weight
+// (autodiff's redequantize, which feeds dx = dy·W) to the recomputation's clone of the forward
+// DequantizeLinear of the same weight, where the layer's recomputation re-emitted one, and
+// returns how many it rewired; Prune then drops the backward copies and their gates.
+//
+// Why: without this a recomputed 4-bit Linear dequantizes its weight three times per step
+// (forward, recomputation, backward), each a full pass writing the fp16 weight; the second
+// and third run within the same layer's backward pass, so the recomputed W can serve both.
+// Cost: the layer's recomputed fp16 weights stay alive from the recomputation to their dx
+// product, within one layer's backward pass (≈ 150 MB for a Llama-3.2-3B layer). The
+// no-early-hoisting property holds: the clone is gated on the layer's output gradient (it
+// reads its scale through Where(isnan(dy)…)), so it cannot run in the forward pass, and
+// only gated clones are reused. The values are identical — same op, same bytes, same scales
+// — so gradients do not change by a bit. Linears that are not recomputed keep their own
+// gated dequantization.
+func reuseRecomputedWeights(g *ortgraph.Graph, fwd []*onnxpb.NodeProto, isFwd map[*onnxpb.NodeProto]bool, clones map[string]string) int {
+	byData := map[string]*onnxpb.NodeProto{} // quantized initializer → forward DequantizeLinear
+	for _, n := range fwd {
+		if isDQ(n) && g.Initializer(n.Input[0]) != nil {
+			byData[n.Input[0]] = n
+		}
+	}
+	if len(byData) == 0 {
+		return 0
+	}
+	reused := 0
+	for _, n := range g.P.Node {
+		if isFwd[n] || !isDQ(n) || strings.HasPrefix(n.Name, "recompute/") {
+			continue
+		}
+		f := byData[n.Input[0]]
+		if f == nil {
+			continue
+		}
+		w, ok := clones[f.Output[0]]
+		if !ok || !sameDequantization(g, f, n) {
+			continue
+		}
+		// Only a gated clone: its scale must come through a Where, not straight from the
+		// initializer (a clone of a layer without an output gradient is not gated).
+		c := g.Producer(w)
+		if c == nil || !isDQ(c) || len(c.Input) < 2 || c.Input[1] == f.Input[1] {
+			continue
+		}
+		g.ReplaceUses(n.Output[0], w)
+		reused++
+	}
+	return reused
+}
+
+func isDQ(n *onnxpb.NodeProto) bool {
+	return n.OpType == "DequantizeLinear" && n.Domain == "" && len(n.Input) >= 2 && len(n.Output) == 1
+}
+
+// sameDequantization reports whether the backward node b dequantizes exactly what the
+// forward node f does: the same data and zero point, the same attributes, and f's scale
+// either directly or through a no-op gate Where(cond, s, s).
+func sameDequantization(g *ortgraph.Graph, f, b *onnxpb.NodeProto) bool {
+	in := func(n *onnxpb.NodeProto, i int) string {
+		if i < len(n.Input) {
+			return n.Input[i]
+		}
+		return ""
+	}
+	for i := 0; i < max(len(f.Input), len(b.Input)); i++ {
+		if i == 1 {
+			continue
+		}
+		if in(f, i) != in(b, i) {
+			return false
+		}
+	}
+	if s := b.Input[1]; s != f.Input[1] {
+		w := g.Producer(s)
+		if w == nil || w.OpType != "Where" || w.Domain != "" || len(w.Input) != 3 || w.Input[1] != f.Input[1] || w.Input[2] != f.Input[1] {
+			return false
+		}
+	}
+	if len(f.Attribute) != len(b.Attribute) {
+		return false
+	}
+	for i := range f.Attribute {
+		if !proto.Equal(f.Attribute[i], b.Attribute[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // isActivation reports whether v is a floating-point tensor computed by the graph (worth
