@@ -2,7 +2,9 @@ package passes
 
 import (
 	"math"
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/ortgraph"
@@ -12,12 +14,14 @@ import (
 )
 
 // TestDropoutHashMatchesReference: the masks ONNX Runtime computes from the emitted graph
-// equal DropoutKeepRef element for element, for two modules sharing an input and one of
-// another width, at several seeds — so the graph's int64 arithmetic never overflows and
-// the hash is what the statistics below measure.
+// equal DropoutKeepRef element for element, for modules sharing an input and a column
+// table, a module of another width (a later module number, so the column index crosses
+// the module stride) and another dropout rate, at several seeds — so the graph's int64
+// arithmetic never overflows, its int32 product wraps as Go's does, and the hash is what
+// the statistics below measure.
 func TestDropoutHashMatchesReference(t *testing.T) {
 	ortrun.TestLib(t)
-	const rows, seq, wide, narrow, p = 3, 37, 96, 40, 0.1
+	const rows, seq, wide, narrow = 3, 37, 96, 40
 	m := &onnxpb.ModelProto{
 		IrVersion:   10,
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 18}},
@@ -31,19 +35,26 @@ func TestDropoutHashMatchesReference(t *testing.T) {
 		m.Graph.Input = append(m.Graph.Input, &onnxpb.ValueInfoProto{Name: in.name, Type: ortgraph.SymTensorType(ortgraph.Float16, []string{"b", "s", itoa(in.w)})})
 	}
 	g.Reindex()
-	h := newDropoutHash(g)
+	// Modules 0, 1 and 3 read x; 2 and 4 read y (2 is planned but never masked).
+	h := newDropoutHash(g, []int64{wide, wide, narrow, wide, narrow})
+	cases := []struct {
+		x string
+		m int
+		w int64
+		p float64
+	}{{"x", 0, wide, 0.1}, {"x", 1, wide, 0.1}, {"y", 4, narrow, 0.1}, {"x", 3, wide, 0.5}}
 	var outs []string
-	for i, c := range []struct {
-		x  string
-		in int64
-	}{{"x", wide}, {"x", wide}, {"y", narrow}} {
-		keep, err := h.keep(c.x, c.in, i, p)
+	for i, c := range cases {
+		keep, err := h.keep(c.x, c.m, c.p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out := g.Op("Cast", []string{keep}, ortgraph.AInt("to", int64(ortgraph.Int64)))
 		m.Graph.Output = append(m.Graph.Output, &onnxpb.ValueInfoProto{Name: out, Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"b", "s", "w" + itoa(int64(i))})})
 		outs = append(outs, out)
+	}
+	if err := g.TopoSort(); err != nil {
+		t.Fatal(err)
 	}
 	buf, err := proto.Marshal(m)
 	if err != nil {
@@ -64,69 +75,281 @@ func TestDropoutHashMatchesReference(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, w := range []int64{wide, wide, narrow} {
+		for i, c := range cases {
 			v := got[outs[i]].Data.([]int64)
-			bad := 0
+			bad, kept := 0, 0
 			for j, k := range v {
-				want := DropoutKeepRef(seed, i, int64(j)/w, int64(j)%w, p)
+				want := DropoutKeepRef(seed, c.m, int64(j)/c.w, int64(j)%c.w, c.p)
 				if (k == 1) != want {
 					bad++
 				}
+				kept += int(k)
 			}
 			if bad > 0 {
-				t.Errorf("seed %d module %d: %d of %d mask elements differ from DropoutKeepRef", seed, i, bad, len(v))
+				t.Errorf("seed %d module %d: %d of %d mask elements differ from DropoutKeepRef", seed, c.m, bad, len(v))
+			}
+			if f := float64(kept) / float64(len(v)); math.Abs(f-(1-c.p)) > 0.05 {
+				t.Errorf("seed %d module %d: kept %.3f of the elements, want about %.2f", seed, c.m, f, 1-c.p)
 			}
 		}
 	}
 }
 
-// TestDropoutHashStatistics measures the reference hash over a Llama-3B-sized input row
-// block: the kept fraction is 1−p, and the masks of neighbouring rows, neighbouring
-// columns, two modules and two seeds agree as often as independent Bernoulli(1−p) draws
-// would (q² + (1−q)²).
+// TestDropoutHashStatistics measures the reference hash over a Llama-3B-sized block of
+// 512 rows × 3072 columns: the kept fraction is 1−p; the masks of neighbouring and far
+// rows, neighbouring and far columns, pairs of modules (adjacent and far apart) and pairs
+// of seeds agree as often as independent Bernoulli(1−p) draws would (q² + (1−q)²); the
+// parity of 2×2 blocks (adjacent and spread out) is that of four independent draws; and
+// the kept fraction of each row and column, and the agreement of each pair of neighbouring
+// rows, neighbouring columns and modules, spread like binomial counts. The last two catch
+// what the averages cannot: a hash additive in row and column (keep = R[r] + C[c] ≥ T)
+// has the right averages but per-row kept fractions spread 1.5 times and neighbouring-row
+// agreements 40 times as much as independent draws.
 func TestDropoutHashStatistics(t *testing.T) {
 	const rows, cols, p = 512, 3072, 0.1
+	const farRow, farCol = 1000, cols / 2
 	indep := p*p + (1-p)*(1-p)
+	parity := (1 + math.Pow(1-2*p, 4)) / 2
 	n := float64(rows * cols)
 	// Four standard deviations of a mean of n Bernoulli draws: the bound is loose enough
 	// for a fixed seed never to flake, tight enough to catch a biased or correlated hash.
 	tol := 4 * math.Sqrt(0.25/n)
+	type stat struct {
+		what   string
+		want   float64
+		same   func(k bool, r, c int64) bool
+		spread bool   // also check the spread over rows and over columns
+		chain  string // "rows"/"columns": pairs of neighbours along that axis overlap
+		got    float64
+		perRow []float64
+		perCol []float64
+	}
 	for _, seed := range []int64{7, 123456789} {
-		kept, sameRow, sameCol, sameMod, sameSeed := 0.0, 0.0, 0.0, 0.0, 0.0
+		key := func(m int, r, c int64) bool { return DropoutKeepRef(seed, m, r, c, p) }
+		stats := []*stat{
+			{what: "kept fraction", want: 1 - p, spread: true, same: func(k bool, r, c int64) bool { return k }},
+			{what: "agreement with the next row", want: indep, spread: true, chain: "rows", same: func(k bool, r, c int64) bool { return k == key(0, r+1, c) }},
+			{what: "agreement with a far row", want: indep, same: func(k bool, r, c int64) bool { return k == key(0, r+farRow, c) }},
+			{what: "agreement with the next column", want: indep, spread: true, chain: "columns", same: func(k bool, r, c int64) bool { return k == key(0, r, c+1) }},
+			{what: "agreement with a far column", want: indep, same: func(k bool, r, c int64) bool { return k == key(0, r, (c+farCol)%cols) }},
+			{what: "agreement of modules 0 and 1", want: indep, spread: true, same: func(k bool, r, c int64) bool { return k == key(1, r, c) }},
+			{what: "agreement of modules 1 and 30", want: indep, same: func(_ bool, r, c int64) bool { return key(1, r, c) == key(30, r, c) }},
+			{what: "agreement of modules 0 and 55", want: indep, same: func(k bool, r, c int64) bool { return k == key(55, r, c) }},
+			{what: "agreement with the next seed", want: indep, same: func(k bool, r, c int64) bool { return k == DropoutKeepRef(seed+1, 0, r, c, p) }},
+			{what: "agreement with a far seed", want: indep, same: func(k bool, r, c int64) bool {
+				return k == DropoutKeepRef((seed+DropoutPrime/2)%DropoutPrime, 0, r, c, p)
+			}},
+			{what: "even parity of adjacent 2×2 blocks", want: parity, same: func(k bool, r, c int64) bool {
+				return k != key(0, r+1, c) == (key(0, r, c+1) != key(0, r+1, c+1))
+			}},
+			{what: "even parity of spread-out 2×2 blocks", want: parity, same: func(k bool, r, c int64) bool {
+				c2 := (c + farCol) % cols
+				return k != key(0, r+farRow, c) == (key(0, r, c2) != key(0, r+farRow, c2))
+			}},
+		}
+		for _, s := range stats {
+			s.perRow, s.perCol = make([]float64, rows), make([]float64, cols)
+		}
 		for r := int64(0); r < rows; r++ {
 			for c := int64(0); c < cols; c++ {
-				k := DropoutKeepRef(seed, 0, r, c, p)
-				eq := func(o bool) float64 {
-					if o == k {
-						return 1
+				k := key(0, r, c)
+				for _, s := range stats {
+					if s.same(k, r, c) {
+						s.got++
+						s.perRow[r]++
+						s.perCol[c]++
 					}
-					return 0
 				}
-				if k {
-					kept++
-				}
-				sameRow += eq(DropoutKeepRef(seed, 0, r+1, c, p))
-				sameCol += eq(DropoutKeepRef(seed, 0, r, c+1, p))
-				sameMod += eq(DropoutKeepRef(seed, 1, r, c, p))
-				sameSeed += eq(DropoutKeepRef(seed+1, 0, r, c, p))
 			}
 		}
-		for _, c := range []struct {
-			what      string
-			got, want float64
-		}{
-			{"kept fraction", kept / n, 1 - p},
-			{"agreement with the next row", sameRow / n, indep},
-			{"agreement with the next column", sameCol / n, indep},
-			{"agreement with the next module", sameMod / n, indep},
-			{"agreement with the next seed", sameSeed / n, indep},
-		} {
-			t.Logf("seed %d: %s %.5f (independent draws: %.5f, bound ±%.5f)", seed, c.what, c.got, c.want, tol)
-			if math.Abs(c.got-c.want) > tol {
-				t.Errorf("seed %d: %s is %.5f, want %.5f ± %.5f", seed, c.what, c.got, c.want, tol)
+		for _, s := range stats {
+			s.got /= n
+			t.Logf("seed %d: %s %.5f (independent draws: %.5f, bound ±%.5f)", seed, s.what, s.got, s.want, tol)
+			if math.Abs(s.got-s.want) > tol {
+				t.Errorf("seed %d: %s is %.5f, want %.5f ± %.5f", seed, s.what, s.got, s.want, tol)
+			}
+			if !s.spread {
+				continue
+			}
+			// The sample variance of k binomial(m, q) fractions is q(1−q)/m with a
+			// relative standard error of √(2/(k−1)); allow four of those. Along a chain
+			// (row r with r+1, r+1 with r+2, …) neighbouring pairs share an element, and
+			// for independent draws the variance of the mean of m is (v + 2·cov)/m, with
+			// cov = P(three equal) − q² = (1−p)³ + p³ − q².
+			for _, sp := range []struct {
+				per, over string // one count per row, summed over the columns, and vice versa
+				counts    []float64
+				m         float64
+			}{{"row", "columns", s.perRow, cols}, {"column", "rows", s.perCol, rows}} {
+				mean, v := 0.0, 0.0
+				for _, x := range sp.counts {
+					mean += x / sp.m
+				}
+				mean /= float64(len(sp.counts))
+				for _, x := range sp.counts {
+					v += (x/sp.m - mean) * (x/sp.m - mean)
+				}
+				want := s.want * (1 - s.want)
+				if s.chain == sp.over {
+					want += 2 * (math.Pow(1-p, 3) + math.Pow(p, 3) - s.want*s.want)
+				}
+				ratio := v / float64(len(sp.counts)-1) / (want / sp.m)
+				bound := 4 * math.Sqrt(2/float64(len(sp.counts)-1))
+				t.Logf("seed %d: %s per %s: variance / that of independent draws = %.3f (bound 1 ± %.3f)", seed, s.what, sp.per, ratio, bound)
+				if math.Abs(ratio-1) > bound {
+					t.Errorf("seed %d: the %s per %s varies %.3f times as much as for independent draws (bound 1 ± %.3f)", seed, s.what, sp.per, ratio, bound)
+				}
 			}
 		}
 	}
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// TestLoRADropoutIsPEFTs: on a real Llama graph with dropout p, the LoRA branch of a
+// module (layer 0's v_proj, module 1) computes PEFT's (α/r)·B·A·x̃ with x̃ = mask⊙x/(1−p)
+// and the mask of DropoutKeepRef at the element's (row, column) — although the graph
+// applies the mask as Where(keep, x, 0) and folds 1/(1−p) into the scale — and the
+// gradients of A and B are PEFT's for that mask: dB = s·dyᵀ(x̃Aᵀ), dA = s·(dy B)ᵀx̃.
+func TestLoRADropoutIsPEFTs(t *testing.T) {
+	ortrun.TestLib(t)
+	const p, rank, alpha, seed, module = 0.3, 4, 8.0, 99, "model.layers.0.self_attn.v_proj"
+	const batch, seq = 2, 5
+	md, err := ortgraph.Load("../../testdata/llama/gqa_tied_llama3/model.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := ortgraph.NewGraph(md)
+	cfg := &Config{Targets: []string{"q_proj", "v_proj"}, Rank: rank, Alpha: alpha, Bits: 16, Dropout: p, Train: true}
+	ctx, err := ortgraph.RunPasses(g, cfg, nil, LoRA, Loss, Backward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// x is the Where's data input, ds = scale·B·A·x the Add's second input.
+	var x, ds string
+	for _, n := range g.P.Node {
+		if !strings.HasPrefix(n.Name, "lora/"+module+"/") {
+			continue
+		}
+		switch n.OpType {
+		case "Where":
+			x = n.Input[1]
+		case "Add":
+			ds = n.Input[1]
+		}
+	}
+	dds := ctx.Result(Backward).(*BackwardResult).ValueGrads[ds]
+	if x == "" || ds == "" || dds == "" {
+		t.Fatalf("LoRA branch of %s not found (x %q, delta %q, its gradient %q)", module, x, ds, dds)
+	}
+	for _, v := range []string{x, ds, dds} {
+		md.P.Graph.Output = append(md.P.Graph.Output, &onnxpb.ValueInfoProto{Name: v, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ortgraph.Float}}}})
+	}
+	buf, err := proto.Marshal(md.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	ids := make([]int64, batch*seq)
+	for i := range ids {
+		ids[i] = rng.Int64N(256)
+	}
+	in := map[string]*ortrun.Tensor{
+		"input_ids":      {DType: ortrun.Int64, Shape: []int64{batch, seq}, Data: ids},
+		"labels":         {DType: ortrun.Int64, Shape: []int64{batch, seq}, Data: ids},
+		"loss_scale":     {DType: ortrun.Float32, Shape: []int64{1}, Data: []float32{1}},
+		DropoutSeedInput: {DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{seed}},
+	}
+	params := map[string][]float32{}
+	for _, vi := range md.P.Graph.Input {
+		if !strings.HasPrefix(vi.Name, "base_model.") {
+			continue
+		}
+		d := g.Dims(vi.Name)
+		v := make([]float32, d[0]*d[1])
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * 0.1)
+		}
+		params[vi.Name] = v
+		in[vi.Name] = &ortrun.Tensor{DType: ortrun.Float32, Shape: d, Data: v}
+	}
+	aName, bName := PEFTName(module, "A"), PEFTName(module, "B")
+	outs := []string{x, ds, dds, "grad." + aName, "grad." + bName}
+	got, err := s.Run(in, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xv, dsv, ddsv := got[x].Data.([]float32), got[ds].Data.([]float32), got[dds].Data.([]float32)
+	gA, gB := got[outs[3]].Data.([]float32), got[outs[4]].Data.([]float32)
+	A, B := params[aName], params[bName]
+	nIn, nOut, rows := len(A)/rank, len(B)/rank, batch*seq
+	// PEFT in float64: x̃ = dropout(x), h = x̃Aᵀ, ds = s·hBᵀ.
+	sc := alpha / rank
+	xt := make([]float64, rows*nIn)
+	dropped := 0
+	for r := 0; r < rows; r++ {
+		for i := 0; i < nIn; i++ {
+			if DropoutKeepRef(seed, 1, int64(r), int64(i), p) {
+				xt[r*nIn+i] = float64(xv[r*nIn+i]) / (1 - p)
+			} else {
+				dropped++
+			}
+		}
+	}
+	h := make([]float64, rows*rank)
+	for r := 0; r < rows; r++ {
+		for j := 0; j < rank; j++ {
+			for i := 0; i < nIn; i++ {
+				h[r*rank+j] += xt[r*nIn+i] * float64(A[j*nIn+i])
+			}
+		}
+	}
+	worst := 0.0
+	check := func(what string, got []float32, want []float64) {
+		scale := 0.0
+		for _, w := range want {
+			scale = math.Max(scale, math.Abs(w))
+		}
+		for i := range want {
+			if e := math.Abs(float64(got[i])-want[i]) / scale; e > worst {
+				worst = e
+			}
+			if math.Abs(float64(got[i])-want[i]) > 1e-5*scale {
+				t.Fatalf("%s[%d] = %g, PEFT's dropout-then-scale gives %g", what, i, got[i], want[i])
+			}
+		}
+	}
+	want := make([]float64, rows*nOut)
+	for r := 0; r < rows; r++ {
+		for o := 0; o < nOut; o++ {
+			for j := 0; j < rank; j++ {
+				want[r*nOut+o] += sc * h[r*rank+j] * float64(B[o*rank+j])
+			}
+		}
+	}
+	check("LoRA output", dsv, want)
+	wantB := make([]float64, nOut*rank)
+	wantA := make([]float64, rank*nIn)
+	for r := 0; r < rows; r++ {
+		for o := 0; o < nOut; o++ {
+			dy := float64(ddsv[r*nOut+o])
+			for j := 0; j < rank; j++ {
+				wantB[o*rank+j] += sc * dy * h[r*rank+j]
+				for i := 0; i < nIn; i++ {
+					wantA[j*nIn+i] += sc * dy * float64(B[o*rank+j]) * xt[r*nIn+i]
+				}
+			}
+		}
+	}
+	check("dB", gB, wantB)
+	check("dA", gA, wantA)
+	t.Logf("%d of %d inputs dropped; worst deviation from PEFT %.2g of the largest value", dropped, rows*nIn, worst)
+	if dropped == 0 || dropped == rows*nIn {
+		t.Fatalf("%d of %d inputs dropped: the mask is not applied", dropped, rows*nIn)
+	}
+}

@@ -25,7 +25,8 @@ func PEFTName(module, ab string) string {
 // and B [out, r] are fp32 graph inputs (master weights live outside the graph) cast to
 // the activation type inside it; dropout masks are a hash of the graph's seed input,
 // the module and the position (dropout.go), so forward, recomputation and a resumed run
-// all see the same masks.
+// all see the same masks. With dropout the graph computes ((α/r)/(1−p))·B·A·(mask⊙x):
+// dropout's 1/(1−p) rides on the scale multiply after B instead of a multiply of x.
 var LoRA = &ortgraph.Pass{
 	Name:     "lora",
 	Doc:      "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
@@ -57,8 +58,22 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 	}
 	var params []LoRAParam
 	r := int64(c.Rank)
-	scale := float32(c.Alpha / float64(c.Rank))
-	hash := newDropoutHash(g)
+	// PEFT computes scale·B·A·(mask⊙x/(1−p)); the 1/(1−p) of dropout is folded into the
+	// constant scale applied after B, so the mask is applied as Where(keep, x, 0) and no
+	// full-size multiply by 1/(1−p) runs. The product is the same linear map of x, so the
+	// gradients of A, B and x (Where passes dy where kept, the scale multiplies dy) are
+	// PEFT's: dA = s'·(Bᵀdy)(mask⊙x)ᵀ, dx = mask⊙(s'·AᵀBᵀdy) with s' = (α/r)/(1−p).
+	scale := c.Alpha / float64(c.Rank)
+	var widths []int64 // input width of each LoRA module, by module number
+	if c.Dropout > 0 {
+		scale /= 1 - c.Dropout
+		for _, l := range ls.All {
+			if want[l.Kind] {
+				widths = append(widths, l.In)
+			}
+		}
+	}
+	hash := newDropoutHash(g, widths)
 	for _, l := range ls.All {
 		if !want[l.Kind] {
 			continue
@@ -93,16 +108,16 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		}
 		xin := x
 		if c.Dropout > 0 {
-			// Dropout written out as keep ? x/(1−p) : 0 with a hashed mask (dropout.go):
-			// ONNX Runtime 1.29's CUDA provider does not take the Dropout op (measured: it
-			// ran on the CPU with casts to float32 around it), and its random ops keep
-			// their state in the session, which a resumed run cannot restore.
-			keep, err := hash.keep(x, l.In, len(params)/2-1, c.Dropout)
+			// Dropout written out as keep ? x : 0 with a hashed mask (dropout.go; the
+			// 1/(1−p) is in scale): ONNX Runtime 1.29's CUDA provider does not take the
+			// Dropout op (measured: it ran on the CPU with casts to float32 around it), and
+			// its random ops keep their state in the session, which a resumed run cannot
+			// restore.
+			keep, err := hash.keep(x, len(params)/2-1, c.Dropout)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", l.Module(), err)
 			}
-			scaled := g.Op("Mul", []string{x, g.ConstF(dt, float32(1/(1-c.Dropout)))})
-			xin = g.Op("Where", []string{keep, scaled, g.ConstF(dt, 0)})
+			xin = g.Op("Where", []string{keep, x, g.ConstF(dt, 0)})
 			g.SetType(xin, g.Type(x))
 		}
 		at := g.Op("Transpose", []string{a}, ortgraph.AInts("perm", 1, 0))
@@ -113,7 +128,7 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		setLike(g, h, x, r)
 		d := g.Op("MatMul", []string{h, bt})
 		setLike(g, d, x, l.Out)
-		ds := g.Op("Mul", []string{d, g.ConstF(dt, scale)})
+		ds := g.Op("Mul", []string{d, g.ConstF(dt, float32(scale))})
 		setLike(g, ds, x, l.Out)
 		sum := g.Op("Add", []string{y, ds})
 		setLike(g, sum, x, l.Out)
