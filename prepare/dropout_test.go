@@ -22,7 +22,7 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 	grads := func(dropout float64, rec bool, seed uint64) map[string][]float32 {
 		o := prepare.DefaultOptions()
 		o.Model, o.Out = filepath.Join(fixtures, c.variant, "model.onnx"), filepath.Join(t.TempDir(), "art")
-		o.Targets, o.Bits, o.Dropout, o.LossChunk = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, 16, dropout, 0
+		o.Targets, o.Bits, o.Dropout, o.LossChunks = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, 16, dropout, 0
 		if _, err := prepare.Run(o, nil); err != nil {
 			t.Fatal(err)
 		}

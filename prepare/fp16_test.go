@@ -29,7 +29,7 @@ func TestFloat16MatchesFloat32(t *testing.T) {
 			t.Fatal(err)
 		}
 		o := prepare.DefaultOptions()
-		o.Model, o.Out, o.Dropout, o.LossChunk, o.Bits = res.Model, filepath.Join(dir, dtype+"-art"), 0, 32, 16
+		o.Model, o.Out, o.Dropout, o.LossChunks, o.Bits = res.Model, filepath.Join(dir, dtype+"-art"), 0, 3, 16
 		o.Targets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 		if _, err := prepare.Run(o, nil); err != nil {
 			t.Fatal(err)

@@ -34,14 +34,15 @@ type Options struct {
 	Asymmetric     bool     `json:"asymmetric"`
 	QuantizeLMHead bool     `json:"quantize_lm_head"`
 	Seed           uint64   `json:"seed"`
-	// LossChunk: tokens per block of the chunked lm_head+loss (0 = plain loss on whole
-	// logits, -1 = automatic: 512 when the vocabulary exceeds 16384 entries).
-	LossChunk int `json:"loss_chunk"`
+	// LossChunks: blocks of the sequence the chunked lm_head+loss computes one after the
+	// other (0 = plain loss on the whole logits, -1 = automatic: 8 when the vocabulary
+	// exceeds 16384 entries).
+	LossChunks int `json:"loss_chunks"`
 }
 
 // DefaultOptions are the reference recipe's settings.
 func DefaultOptions() Options {
-	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42, LossChunk: -1}
+	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42, LossChunks: -1}
 }
 
 // Validate checks option ranges, naming the flag at fault.
@@ -67,8 +68,8 @@ func (o *Options) Validate() error {
 	if err := (quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}).Validate(); err != nil {
 		return fmt.Errorf("--block-size: %w", err)
 	}
-	if o.LossChunk < -1 {
-		return fmt.Errorf("--loss-chunk %d: use a positive block size, 0 (off) or -1 (automatic)", o.LossChunk)
+	if o.LossChunks < -1 || o.LossChunks > 1024 {
+		return fmt.Errorf("--loss-chunks %d: use a number of blocks in 1..1024, 0 (off) or -1 (automatic)", o.LossChunks)
 	}
 	if len(o.Targets) == 0 {
 		return fmt.Errorf("--targets is empty: name at least one of %s", strings.Join(passes.Kinds, ","))
@@ -77,15 +78,15 @@ func (o *Options) Validate() error {
 }
 
 func (o *Options) passConfig(dropout float64, train bool, vocab int64) *passes.Config {
-	chunk := o.LossChunk
-	if chunk < 0 {
-		chunk = 0
+	chunks := o.LossChunks
+	if chunks < 0 {
+		chunks = 0
 		if vocab > 16384 {
-			chunk = 512
+			chunks = 8
 		}
 	}
 	return &passes.Config{
-		Train: train, LossChunk: chunk,
+		Train: train, LossChunks: chunks,
 		Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, Bits: o.Bits,
 		Quant:          quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric},
 		QuantizeLMHead: o.QuantizeLMHead,

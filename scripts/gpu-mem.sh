@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Memory investigation on the GPU machine: one 2-layer Llama-3.2-3B-shaped model, the
-# recomputing training graph, loss chunks 1024 and 256, ONNX Runtime's profiler on.
+# recomputing training graph, loss in 4 and 16 blocks (--loss-chunks), ONNX Runtime's profiler on.
 set -u
 . "$(dirname "$0")/device-env.sh"
 find . -name '*.go' -print0 | xargs -0 cat > /tmp/data.txt
 [ -f /tmp/m/model.onnx ] || $Q synth --preset llama-3.2-3b --layers 2 --out /tmp/m --quiet --force
-for chunk in ${CHUNKS:-1024 256}; do
-  $Q prepare --model /tmp/m/model.onnx --out /tmp/a$chunk --quiet --force --loss-chunk $chunk ${PREP_ARGS:-} > "$OUT/prepare_$chunk.txt" 2>&1
+for chunk in ${CHUNKS:-4 16}; do
+  $Q prepare --model /tmp/m/model.onnx --out /tmp/a$chunk --quiet --force --loss-chunks $chunk ${PREP_ARGS:-} > "$OUT/prepare_$chunk.txt" 2>&1
   for rec in ${RECS:-layer}; do
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 20 > "$OUT/mem_${chunk}_$rec.txt" &
     P=$!

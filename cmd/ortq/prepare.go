@@ -39,7 +39,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
 				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
 				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
-				LossChunk: v.GetInt("loss-chunk"),
+				LossChunks: v.GetInt("loss-chunks"),
 			}
 			if !v.GetBool("list-targets") {
 				if err := o.Validate(); err != nil {
@@ -91,7 +91,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
 	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
-	f.Int("loss-chunk", d.LossChunk, "compute lm_head + loss in blocks of this many tokens so the [tokens, vocab] logits never exist whole (0: off; -1: 512 when vocab > 16384)")
+	f.Int("loss-chunks", d.LossChunks, "compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when vocab > 16384)")
 	f.Bool("quiet", false, "no progress messages")
 	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")
 	f.String("device", "cuda", "execution provider for --check-placement: cuda or cuda:N")

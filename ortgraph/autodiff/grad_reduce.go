@@ -42,8 +42,14 @@ func gradReduceSumMean(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool
 	}
 	d = b.Op("Expand", []string{d, b.Op("Shape", []string{x})})
 	if n.OpType == "ReduceMean" {
-		m := b.Op("Div", []string{b.Op("Size", []string{x}), b.Op("Size", []string{n.Output[0]})})
-		d = b.Op("Div", []string{d, b.castLikeV(m, x)})
+		if m, ok := b.reducedCount(x, axes); ok {
+			// A constant m: computing it from Size at run time would put a float Cast
+			// on the CPU (ONNX Runtime keeps shape arithmetic there) and copy it over.
+			d = b.Op("Div", []string{d, b.ConstLike(float32(m), x)})
+		} else {
+			m := b.Op("Div", []string{b.Op("Size", []string{x}), b.Op("Size", []string{n.Output[0]})})
+			d = b.Op("Div", []string{d, b.castLikeV(m, x)})
+		}
 	}
 	g[0] = d
 	return g, nil
@@ -55,4 +61,34 @@ func (b *Builder) castLikeV(v, like string) string {
 		return b.Op("Cast", []string{v}, ortgraph.AInt("to", int64(dt)))
 	}
 	return b.Op("CastLike", []string{v, like})
+}
+
+// reducedCount returns the number of elements a reduction over axes averages, when x's
+// dims along those axes are static ("" axes: every axis).
+func (b *Builder) reducedCount(x, axes string) (int64, bool) {
+	dims := b.Dims(x)
+	if dims == nil {
+		return 0, false
+	}
+	var ax []int64
+	if axes == "" {
+		for i := range dims {
+			ax = append(ax, int64(i))
+		}
+	} else if v, ok := b.ConstInts(axes); ok {
+		ax = v
+	} else {
+		return 0, false
+	}
+	m := int64(1)
+	for _, a := range ax {
+		if a < 0 {
+			a += int64(len(dims))
+		}
+		if a < 0 || a >= int64(len(dims)) || dims[a] < 0 {
+			return 0, false
+		}
+		m *= dims[a]
+	}
+	return m, true
 }

@@ -18,9 +18,9 @@ type Config struct {
 	QuantizeLMHead bool
 	// Train marks the training graph (as opposed to the evaluation graph).
 	Train bool
-	// LossChunk > 0 computes lm_head and the loss in a Loop over blocks of this many
-	// tokens (see chunked_loss.go); 0 appends the plain loss after the logits.
-	LossChunk int
+	// LossChunks > 0 computes lm_head and the loss in that many blocks along the
+	// sequence (see chunked_loss.go); 0 appends the plain loss after the logits.
+	LossChunks int
 }
 
 // Kinds lists the Linear kinds of a Llama decoder, in module order.

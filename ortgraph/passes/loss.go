@@ -63,7 +63,7 @@ func runLoss(ctx *ortgraph.Context) (any, error) {
 	if g.Initializer(LabelsInput) != nil || g.Producer(LabelsInput) != nil {
 		return nil, fmt.Errorf("graph already has a value named %q", LabelsInput)
 	}
-	if c.LossChunk > 0 {
+	if c.LossChunks > 0 {
 		return chunkedLoss(ctx, c, logits)
 	}
 	batchSeq := []string{"batch", "seq"}

@@ -110,10 +110,10 @@ func TestPassGoldens(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		chunk int
-	}{{"eval_lora_qv.txt", 0}, {"eval_lora_qv_chunked.txt", 16}} {
+	}{{"eval_lora_qv.txt", 0}, {"eval_lora_qv_chunked.txt", 3}} {
 		t.Run(c.name, func(t *testing.T) {
 			g := load(t)
-			cfg := &passes.Config{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Bits: 16, LossChunk: c.chunk}
+			cfg := &passes.Config{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Bits: 16, LossChunks: c.chunk}
 			if _, err := ortgraph.RunPasses(g, cfg, nil, passes.LoRA, passes.Loss); err != nil {
 				t.Fatal(err)
 			}
