@@ -91,6 +91,20 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 			return fail("enabling profiling", err)
 		}
 	}
+	// ORTQ_SESSION_CONFIG="key=value,key=value" adds ONNX Runtime session config entries and
+	// ORTQ_MEM_PATTERN=0 turns memory patterns off (for experiments, like ORTQ_CUDA_OPTIONS).
+	for _, kv := range strings.Split(os.Getenv("ORTQ_SESSION_CONFIG"), ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+			if err := so.AddSessionConfigEntry(k, v); err != nil {
+				return fail("ORTQ_SESSION_CONFIG entry "+k, err)
+			}
+		}
+	}
+	if os.Getenv("ORTQ_MEM_PATTERN") == "0" {
+		if err := so.SetMemPattern(false); err != nil {
+			return fail("ORTQ_MEM_PATTERN=0", err)
+		}
+	}
 	if o.LogVerbose {
 		if err := so.SetLogSeverityLevel(ort.LoggingLevelVerbose); err != nil {
 			return fail("setting the log level", err)
