@@ -1,7 +1,8 @@
 // Package quantize turns float32 Linear weights into 4-bit block-quantized tensors that ONNX
 // Runtime consumes directly, so that `ortq prepare` can keep exactly one 4-bit copy of each base
-// weight and feed it both to com.microsoft.MatMulNBits (forward) and to DequantizeLinear opset 21
-// (UINT4, blocked, for the W·x the backward pass needs).
+// weight and feed it both to com.microsoft.MatMulNBits (evaluation graph) and to DequantizeLinear
+// opset 21 (UINT4, one scale per block; training graphs, forward and the dy·W of the backward
+// pass).
 //
 // Layout. A weight W [N, K] (torch Linear [out, in]) is cut into blocks of BlockSize along K; the
 // last block is padded with zeros when K is not a multiple of BlockSize (MatMulNBits'
@@ -9,14 +10,19 @@
 // point. Codes are unsigned 0..15 and dequantize as (code − zero_point) · scale.
 //
 //   - Packed.Data is MatMulNBits' B input, uint8 [N, Blocks, BlockSize/2], two codes a byte,
-//     the even K index in the low nibble. Because every row holds an even number of codes the
-//     same bytes are also an ONNX UINT4 tensor [N, Blocks·BlockSize] (ONNX packs 4-bit tensors
-//     low nibble first over the flattened tensor).
-//   - Packed.Scales is [N, Blocks], MatMulNBits' scales and DequantizeLinear's x_scale.
+//     the even K index in the low nibble. Because every block holds an even number of codes
+//     the same bytes are also an ONNX UINT4 tensor (ONNX packs 4-bit tensors low nibble first
+//     over the flattened tensor) of shape [N, Blocks·BlockSize] (DequantizeLinear blocked
+//     along axis 1) or [N·Blocks, BlockSize], one row per block (DequantizeLinear per axis 0,
+//     then a Reshape to [N, Blocks·BlockSize]). The training graphs use the second: the same
+//     values, and ONNX Runtime's per-axis kernel is the faster one (BenchmarkDequant).
+//   - Packed.Scales is [N, Blocks], MatMulNBits' scales; the same values flattened, [N·Blocks],
+//     are the per-axis DequantizeLinear's x_scale (blocked: [N, Blocks] as they are).
 //   - Packed.ZeroPoints is MatMulNBits' packed uint8 zero_points [N, ceil(Blocks/2)] (each row
 //     padded to whole bytes), nil when symmetric: MatMulNBits' default zero point is 8.
-//     DequantizeLinear needs a UINT4 [N, Blocks] zero point instead (its default is 0, and its
-//     rows are not byte-aligned when Blocks is odd): Packed.ZeroPointsUINT4.
+//     DequantizeLinear needs UINT4 zero points instead (its default is 0, and its rows are not
+//     byte-aligned when Blocks is odd): Packed.ZeroPointsUINT4, one contiguous stream that is
+//     [N, Blocks] (blocked) or [N·Blocks] (per axis).
 //
 // Scale choice (symmetric). ONNX Runtime's own blockwise quantizer (MLAS range2scale) takes
 // the block's value of largest magnitude, v, and uses scale = v / −8: v lands exactly on code 0

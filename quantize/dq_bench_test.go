@@ -240,8 +240,8 @@ type dqCase struct {
 
 func dqCases() []dqCase {
 	// dq: DequantizeLinear-21 over the UINT4 view [N, K] blocked along K (axis 1), what the
-	// training graph does now; zp: explicit UINT4 zero points of 8 (the symmetric weights need
-	// them: DequantizeLinear's default zero point is 0).
+	// training graphs did before they switched to perAxis; zp: explicit UINT4 zero points of
+	// 8 (the symmetric weights need them: DequantizeLinear's default zero point is 0).
 	dq := func(g *bgraph, w *dqWeight, p *Packed, r int, zp bool) string {
 		nb := int64(p.Blocks)
 		ins := []string{
@@ -255,7 +255,8 @@ func dqCases() []dqCase {
 	}
 	// perAxis: the same bytes as a UINT4 tensor [N·Blocks, BlockSize], quantized per axis 0
 	// (one scale per row = per block), then reshaped to [N, K]: identical values, but ONNX
-	// Runtime's per-axis kernel instead of the blocked one.
+	// Runtime's per-axis kernel instead of the blocked one. What the training graphs do
+	// (autodiff.DequantizedWeight; they add a Slice when K is padded).
 	perAxis := func(g *bgraph, w *dqWeight, p *Packed, r int, zp bool) string {
 		rows := int64(p.N * p.Blocks)
 		ins := []string{
@@ -298,6 +299,10 @@ func dqCases() []dqCase {
 		}},
 		dqCase{name: "peraxis_T_matmul_fwd", bs: 32, gemm: true, copies: 1, build: func(g *bgraph, w *dqWeight, p *Packed, r int) string {
 			return g.op("MatMul", "", []string{x(g, w), g.op("Transpose", "", []string{perAxis(g, w, p, r, true)}, intsAttr("perm", 1, 0))})
+		}},
+		dqCase{name: "matmul_peraxis_bwd", bs: 32, gemm: true, copies: 1, build: func(g *bgraph, w *dqWeight, p *Packed, r int) string {
+			dy := g.gated(g.init("dy", f16, []int64{int64(w.M), int64(w.N)}, w.dy))
+			return g.op("MatMul", "", []string{dy, perAxis(g, w, p, r, true)})
 		}},
 	)
 	// (c) DequantizeLinear alone: block sizes, with/without zero points, blocked vs per-axis.
@@ -470,10 +475,22 @@ func median(d []time.Duration) time.Duration {
 
 // TestDequantViews: the views BenchmarkDequant times must give DequantizeLinear's values bit
 // for bit (the training graph's gradients are exact against a base of those values): the
-// per-axis view of the UINT4 bytes, GatherBlockQuantized over MatMulNBits' uint8 B and over
-// the UINT4 view; and MatMulNBits (the evaluation graph's op, fed an identity) must give the
-// same weights up to the sign of zero. Runs on the CPU by default; -dq.device cuda checks the
-// CUDA kernels.
+// per-axis view of the UINT4 bytes (what the training graphs use, see
+// autodiff.DequantizedWeight), GatherBlockQuantized over MatMulNBits' uint8 B and over the
+// UINT4 view. MatMulNBits (the evaluation graph's op, fed an identity) is checked against the
+// same values with what holds for it, measured on the CPU and on an H200 (CUDA):
+//   - symmetric weights: equal up to the sign of zero, on both;
+//   - asymmetric weights: equal up to the sign of zero on the CPU; on CUDA within
+//     ulp(|code·s|) + ulp(|zp·s|) + ulp(|w|) of w = fp16((code − zp)·s), ulp being the fp16
+//     spacing at that magnitude. CUDA's kernel rounds zp·s to fp16 before subtracting it
+//     from code·s instead of rounding (code − zp)·s once: the measured W[1,0] = −0.00036621094
+//     where w = 0 is code = zp = 14, s = 0.08807373: 14·s = 1.2330322 exactly, minus its fp16
+//     rounding 1.2333984 (666 of the 1632 values differed). That error is at most
+//     ½ulp(zp·s) + ½ulp(w); the bound allows twice as much and any rounding of code·s.
+//     The evaluation graph is not compared bit for bit with the training graph anywhere, so
+//     this is documented, not fixed.
+//
+// Runs on the CPU by default; -dq.device cuda checks the CUDA kernels.
 func TestDequantViews(t *testing.T) {
 	ortrun.TestLib(t)
 	device := dqDeviceFor("cpu")
@@ -538,29 +555,61 @@ func TestDequantViews(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := p.DequantizeWith(DequantizeOptions{FP16Values: true})
-			check := func(name string, at func(r, col int) float32, exact bool) {
+			scales := p.ScalesFP16()
+			// tol: the allowed |got − want| of element (r, col); 0 = equal (up to the sign of
+			// zero unless exact).
+			check := func(name string, at func(r, col int) float32, exact bool, tol func(r, col int) float32) (inexact int) {
 				bad := 0
 				for r := range c.n {
 					for col := range c.k {
 						gv, wv := at(r, col), want[r*c.k+col]
-						if same := math.Float32bits(gv) == math.Float32bits(wv) || !exact && gv == wv; !same {
-							if bad++; bad <= 3 {
-								t.Errorf("%s: W[%d,%d] = %g, want %g", name, r, col, gv, wv)
-							}
+						if math.Float32bits(gv) == math.Float32bits(wv) || !exact && gv == wv {
+							continue
+						}
+						inexact++
+						if tol != nil && math.Abs(float64(gv-wv)) <= float64(tol(r, col)) {
+							continue
+						}
+						if bad++; bad <= 3 {
+							t.Errorf("%s: W[%d,%d] = %g, want %g", name, r, col, gv, wv)
 						}
 					}
 				}
 				if bad > 0 {
 					t.Errorf("%s: %d of %d values differ", name, bad, c.n*c.k)
 				}
+				return inexact
 			}
 			for i, n := range names {
 				got := floats(t, res[outs[i]])
-				check(n, func(r, col int) float32 { return got[r*int(kp)+col] }, true)
+				check(n, func(r, col int) float32 { return got[r*int(kp)+col] }, true, nil)
 			}
 			wt := floats(t, res[mnb])
-			check("MatMulNBits(I)", func(r, col int) float32 { return wt[col*c.n+r] }, false)
-			t.Logf("%s: %s equal Dequantize (fp16) bit for bit; MatMulNBits(I) up to the sign of zero", device, strings.Join(names, ", "))
+			var tol func(r, col int) float32
+			if p.ZeroPoints != nil && device != "cpu" {
+				tol = func(r, col int) float32 {
+					b := col / p.BlockSize
+					s := halfToFloat32(scales[r*p.Blocks+b])
+					return ulp16(float32(p.code(r, col))*s) + ulp16(float32(p.zeroPoint(r, b))*s) + ulp16(want[r*c.k+col])
+				}
+			}
+			inexact := check("MatMulNBits(I)", func(r, col int) float32 { return wt[col*c.n+r] }, false, tol)
+			mnbSays := "up to the sign of zero"
+			if tol != nil {
+				mnbSays = fmt.Sprintf("within ulp(code·s)+ulp(zp·s)+ulp(w) (%d of %d values not equal)", inexact, c.n*c.k)
+			}
+			t.Logf("%s: %s equal Dequantize (fp16) bit for bit; MatMulNBits(I) %s", device, strings.Join(names, ", "), mnbSays)
 		})
 	}
+}
+
+// ulp16 returns the spacing of fp16 values at |x|: 2^(e−10) for |x| in [2^e, 2^(e+1)), and
+// 2^−24 (the subnormal spacing) below 2^−14.
+func ulp16(x float32) float32 {
+	a := math.Abs(float64(x))
+	if a < 0x1p-14 {
+		return 0x1p-24
+	}
+	_, e := math.Frexp(a) // a = f·2^e, f in [0.5, 1)
+	return float32(math.Ldexp(1, e-1-10))
 }

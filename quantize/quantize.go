@@ -13,7 +13,8 @@ type Packed struct {
 	BlockSize int // elements per block along K
 	Blocks    int // ceil(K / BlockSize)
 	// Data is MatMulNBits' B, uint8 [N, Blocks, BlockSize/2], low nibble = even K index; the
-	// same bytes are an ONNX UINT4 tensor [N, Blocks·BlockSize]. Padding codes dequantize to 0.
+	// same bytes are an ONNX UINT4 tensor [N, Blocks·BlockSize] or [N·Blocks, BlockSize] (one
+	// row per block, the training graphs' per-axis view). Padding codes dequantize to 0.
 	Data []byte
 	// Scales is [N, Blocks]. Symmetric scales may be negative (see the package comment).
 	Scales []float32
@@ -268,9 +269,10 @@ func (p *Packed) ScalesFP16() []uint16 {
 	return h
 }
 
-// ZeroPointsUINT4 returns the zero points as an ONNX UINT4 tensor [N, Blocks], packed two a
-// byte over the flattened tensor, low nibble first (rows are not byte-aligned when Blocks is
-// odd). Symmetric weights get a tensor of 8s: DequantizeLinear's default zero point is 0.
+// ZeroPointsUINT4 returns the zero points as an ONNX UINT4 tensor [N, Blocks] (or, the same
+// bytes, [N·Blocks] for the per-axis view), packed two a byte over the flattened tensor, low
+// nibble first (rows are not byte-aligned when Blocks is odd). Symmetric weights get a tensor
+// of 8s: DequantizeLinear's default zero point is 0.
 func (p *Packed) ZeroPointsUINT4() []byte {
 	out := make([]byte, (p.N*p.Blocks+1)/2)
 	for r := range p.N {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/autodiff"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
@@ -38,10 +39,11 @@ type RecomputeResult struct {
 // values, so forward and backward see the same draw.
 //
 // 4-bit weights: a recomputed 4-bit Linear dequantizes its weight again (a clone of the
-// forward DequantizeLinear, gated like every clone), and the backward pass's dx = dy·W has
-// its own gated DequantizeLinear of the same bytes (autodiff's redequantize). Both run while
-// the backward pass is inside the layer, so dx reads the recomputed W instead: one
-// dequantization fewer per recomputed Linear (see reuseRecomputedWeights).
+// forward DequantizeLinear → Reshape chain, gated like every clone), and the backward pass's
+// dx = dy·W has its own gated chain over the same bytes (autodiff's redequantize). Both run
+// while the backward pass is inside the layer, so dx reads the recomputed W (the chain's
+// Reshape output, not the DequantizeLinear's) instead: one dequantization fewer per
+// recomputed Linear (see reuseRecomputedWeights).
 var Recompute = &ortgraph.Pass{
 	Name:     "recompute",
 	Doc:      "per-layer activation recomputation in the backward pass (gradient checkpointing)",
@@ -329,9 +331,9 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	return &RecomputeResult{Layers: len(layers), Cloned: cloned, Reused: reused}, nil
 }
 
-// reuseRecomputedWeights rewires the backward pass's own DequantizeLinear of a 4-bit weight
+// reuseRecomputedWeights rewires the backward pass's own dequantization of a 4-bit weight
 // (autodiff's redequantize, which feeds dx = dy·W) to the recomputation's clone of the forward
-// DequantizeLinear of the same weight, where the layer's recomputation re-emitted one, and
+// dequantization of the same weight, where the layer's recomputation re-emitted one, and
 // returns how many it rewired; Prune then drops the backward copies and their gates.
 //
 // Why: without this a recomputed 4-bit Linear dequantizes its weight three times per step
@@ -344,6 +346,15 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 // only gated clones are reused. The values are identical — same op, same bytes, same scales
 // — so gradients do not change by a bit. Linears that are not recomputed keep their own
 // gated dequantization.
+//
+// What is shared is the end of the dequantization chain — the Reshape (and Slice) after the
+// DequantizeLinear that autodiff.DequantizedWeight emits — never a DequantizeLinear's own
+// output: ONNX Runtime's EnsureUniqueDQForNodeUnit (a level-1 transformer, on whenever
+// optimizations are) gives every reader of a DequantizeLinear output its own copy of the
+// node, so a DequantizeLinear read by both the recomputed MatMul and the dx MatMul would run
+// twice again (measured: 20 DequantizeLinear kernels per layer instead of 14 on the synth
+// graphs, with a graph that held 14). A bare DequantizeLinear (no chain after it) is left
+// alone for that reason.
 func reuseRecomputedWeights(g *ortgraph.Graph, fwd []*onnxpb.NodeProto, isFwd map[*onnxpb.NodeProto]bool, clones map[string]string) int {
 	byData := map[string]*onnxpb.NodeProto{} // quantized initializer → forward DequantizeLinear
 	for _, n := range fwd {
@@ -354,26 +365,54 @@ func reuseRecomputedWeights(g *ortgraph.Graph, fwd []*onnxpb.NodeProto, isFwd ma
 	if len(byData) == 0 {
 		return 0
 	}
+	cons := g.Consumers()
 	reused := 0
-	for _, n := range g.P.Node {
+	for _, n := range append([]*onnxpb.NodeProto(nil), g.P.Node...) {
 		if isFwd[n] || !isDQ(n) || strings.HasPrefix(n.Name, "recompute/") {
 			continue
 		}
 		f := byData[n.Input[0]]
-		if f == nil {
+		if f == nil || !sameDequantization(g, f, n) {
 			continue
 		}
-		w, ok := clones[f.Output[0]]
-		if !ok || !sameDequantization(g, f, n) {
+		// Follow the backward chain (DequantizeLinear → Reshape → Slice, one reader each)
+		// and the forward one in step, as far as they are the same ops on the same operands.
+		bv, fv := n.Output[0], f.Output[0]
+		for {
+			bc := cons[bv]
+			if len(bc) != 1 || !autodiff.IsShapeOnly(g, bc[0]) || bc[0].Input[0] != bv {
+				break
+			}
+			var match *onnxpb.NodeProto
+			for _, fc := range cons[fv] {
+				if isFwd[fc] && fc.Input[0] == fv && sameOp(fc, bc[0], 1) {
+					match = fc
+					break
+				}
+			}
+			if match == nil {
+				break
+			}
+			bv, fv = bc[0].Output[0], match.Output[0]
+		}
+		if bv == n.Output[0] {
+			continue // a bare DequantizeLinear: ONNX Runtime would duplicate it again
+		}
+		w, ok := clones[fv]
+		if !ok {
 			continue
 		}
-		// Only a gated clone: its scale must come through a Where, not straight from the
-		// initializer (a clone of a layer without an output gradient is not gated).
+		// Only a gated clone: its DequantizeLinear's scale must come through a Where, not
+		// straight from the initializer (a clone of a layer without an output gradient is not
+		// gated).
 		c := g.Producer(w)
-		if c == nil || !isDQ(c) || len(c.Input) < 2 || c.Input[1] == f.Input[1] {
+		for c != nil && autodiff.IsShapeOnly(g, c) {
+			c = g.Producer(c.Input[0])
+		}
+		if c == nil || !isDQ(c) || c.Input[1] == f.Input[1] {
 			continue
 		}
-		g.ReplaceUses(n.Output[0], w)
+		g.ReplaceUses(bv, w)
 		reused++
 	}
 	return reused
@@ -407,11 +446,29 @@ func sameDequantization(g *ortgraph.Graph, f, b *onnxpb.NodeProto) bool {
 			return false
 		}
 	}
-	if len(f.Attribute) != len(b.Attribute) {
+	return sameAttrs(f, b)
+}
+
+// sameOp reports whether a and b are the same op with the same attributes and the same
+// inputs from index from on.
+func sameOp(a, b *onnxpb.NodeProto, from int) bool {
+	if a.OpType != b.OpType || a.Domain != b.Domain || len(a.Input) != len(b.Input) {
 		return false
 	}
-	for i := range f.Attribute {
-		if !proto.Equal(f.Attribute[i], b.Attribute[i]) {
+	for i := from; i < len(a.Input); i++ {
+		if a.Input[i] != b.Input[i] {
+			return false
+		}
+	}
+	return sameAttrs(a, b)
+}
+
+func sameAttrs(a, b *onnxpb.NodeProto) bool {
+	if len(a.Attribute) != len(b.Attribute) {
+		return false
+	}
+	for i := range a.Attribute {
+		if !proto.Equal(a.Attribute[i], b.Attribute[i]) {
 			return false
 		}
 	}
