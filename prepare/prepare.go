@@ -187,7 +187,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	baseParams := countParams(m)
 	vocab := vocabSize(base)
 	// Graph-wide rewrites every graph shares run on the base, before it is cloned.
-	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.Quantize)
+	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.Quantize, passes.RMSNorm)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}

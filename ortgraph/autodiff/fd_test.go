@@ -357,8 +357,82 @@ func TestGradients(t *testing.T) {
 			build: one("RotaryEmbedding", ortgraph.AInt("interleaved", 1), ortgraph.AInt("num_heads", 2))},
 		gradCase{name: "RMSNormalization", opset: 23, tol: 1e-2, h: 1e-2,
 			ins: []tin{f32("x", 2, 3, 8), f32("w", 8)}, build: one("RMSNormalization", ortgraph.AFloat("epsilon", 1e-5))},
+		// ORT 1.29's double kernel writes inv_std_var as float whatever the declared type, so
+		// the double case (the precise one) recomputes r; the float case reads it.
+		gradCase{name: "SimplifiedLayerNormalization/double-recomputed-r", opset: 21,
+			ins: []tin{d64("x", true, 2, 3, 8), d64("w", true, 8)}, build: simplifiedLayerNorm(ortgraph.Double, 1)},
+		gradCase{name: "SimplifiedLayerNormalization/float-inv_std_var", opset: 21, tol: 1e-2, h: 1e-2,
+			ins: []tin{f32("x", 2, 3, 8), f32("w", 8)}, build: simplifiedLayerNorm(ortgraph.Float, 2)},
 	)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { checkGradients(t, c) })
+	}
+}
+
+// simplifiedLayerNorm builds SimplifiedLayerNormalization(x, w) of the given element type
+// with nout outputs (2: with inv_std_var, which the gradient rule then reads); x and w are
+// cast from the graph inputs when dt differs from theirs.
+func simplifiedLayerNorm(dt int32, nout int) func(g *ortgraph.Graph) string {
+	return func(g *ortgraph.Graph) string {
+		x, w := "x", "w"
+		in := g.ElemType("x")
+		dims := g.Dims("x")
+		if in != dt {
+			to := ortgraph.AInt("to", int64(dt))
+			x, w = g.Op("Cast", []string{x}, to), g.Op("Cast", []string{w}, to)
+		}
+		o := g.Add(ortgraph.NodeSpec{Op: "SimplifiedLayerNormalization", Inputs: []string{x, w}, NOut: nout,
+			Attrs: []ortgraph.Attr{ortgraph.AInt("axis", -1), ortgraph.AFloat("epsilon", 1e-5), ortgraph.AInt("stash_type", 1)}})
+		g.SetType(o[0], ortgraph.TensorType(dt, dims))
+		if nout > 1 {
+			rd := append([]int64(nil), dims...)
+			rd[len(rd)-1] = 1
+			g.SetType(o[1], ortgraph.TensorType(ortgraph.Float, rd))
+		}
+		if in != dt {
+			y := g.Op("Cast", []string{o[0]}, ortgraph.AInt("to", int64(in)))
+			g.SetType(y, ortgraph.TensorType(in, dims))
+			return y
+		}
+		return o[0]
+	}
+}
+
+// TestSimplifiedLayerNormHalf: the float16 rule (float32 mean, half-precision tail) gives
+// the gradients of the float32 rule within half precision, with and without the saved
+// inv_std_var. Finite differences of a float16 forward are too noisy to test it directly.
+func TestSimplifiedLayerNormHalf(t *testing.T) {
+	ortrun.TestLib(t)
+	run := func(c gradCase) map[string][]float64 {
+		buf := buildGradModel(t, c)
+		s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})
+		if err != nil {
+			t.Fatalf("%s: session: %v", c.name, err)
+		}
+		defer s.Close()
+		res, err := s.Run(makeInputs(c, rand.New(rand.NewPCG(3, 4))), []string{"x_grad", "w_grad"})
+		if err != nil {
+			t.Fatalf("%s: run: %v", c.name, err)
+		}
+		return map[string][]float64{"x": asF64(res["x_grad"]), "w": asF64(res["w_grad"])}
+	}
+	ins := func() []tin {
+		return []tin{{name: "x", dt: ortgraph.Float, dims: []int64{3, 5, 64}, wrt: true}, {name: "w", dt: ortgraph.Float, dims: []int64{64}, wrt: true}}
+	}
+	ref := run(gradCase{name: "float", opset: 21, ins: ins(), build: simplifiedLayerNorm(ortgraph.Float, 2)})
+	for _, nout := range []int{1, 2} {
+		got := run(gradCase{name: "float16", opset: 21, ins: ins(), build: simplifiedLayerNorm(ortgraph.Float16, nout)})
+		for _, v := range []string{"x", "w"} {
+			maxAbs, maxErr := 1e-12, 0.0
+			for i := range ref[v] {
+				maxAbs = math.Max(maxAbs, math.Abs(ref[v][i]))
+				maxErr = math.Max(maxErr, math.Abs(got[v][i]-ref[v][i]))
+			}
+			if rel := maxErr / maxAbs; rel > 5e-3 {
+				t.Errorf("outputs %d: d/d%s float16 vs float32: max rel err %.3g > 5e-3", nout, v, rel)
+			} else {
+				t.Logf("outputs %d: d/d%s float16 vs float32: max rel err %.2g", nout, v, rel)
+			}
+		}
 	}
 }

@@ -13,6 +13,7 @@ func init() {
 	register("", "Dropout", gradDropout)
 	register("", "GatherElements", gradGatherElements)
 	register("", "RMSNormalization", gradRMSNormalization)
+	register("", "SimplifiedLayerNormalization", gradSimplifiedLayerNorm)
 }
 
 func (b *Builder) softmaxAxis(n *onnxpb.NodeProto) (int64, error) {
@@ -153,6 +154,98 @@ func gradRMSNormalization(b *Builder, n *onnxpb.NodeProto, dy []string, need []b
 	}
 	if need[1] {
 		g[1] = b.Unbroadcast(back(b.Op("Mul", []string{dyf, b.Op("Mul", []string{xf, r})}), s), s)
+	}
+	return g, nil
+}
+
+// SimplifiedLayerNormalization (ONNX Runtime's RMSNorm over the last axis): y = w·x̂ with
+// x̂ = x·r, r = (mean(x²) + ε)^-½ ⇒ with g = dy·w: dx = r·(g − x̂·mean(g·x̂)),
+// dw = Σ over the leading axes of dy·x̂.
+//
+// r is the node's inv_std_var output (index 1) when present, else recomputed. Since
+// mean(g·x̂) = r·mean(g·x), x̂ is not needed for the mean. Full-size ops (the rest are
+// [.., 1]): float/double 6 — g, g·x, its mean, x·(r²·mean(g·x)), the Sub, ·r; float16 9 —
+// g, the two Casts and the float32 product g·x for the mean (g·x itself can overflow half
+// precision, x being unnormalised), the mean, then x̂ = x·r, x̂·m, the Sub and ·r in half
+// precision, where m and r are the float32 [.., 1] values rounded (x̂ is normalised and
+// |x̂·m| ≤ |x̂|·rms(g), so nothing there grows past what dx holds anyway).
+func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	g := grads(n)
+	if len(dy) > 1 && dy[1] != "" {
+		return nil, fmt.Errorf("the inv_std_var output is read by differentiated nodes; only Y carries a gradient")
+	}
+	if len(n.Input) != 2 {
+		return nil, fmt.Errorf("expected inputs X and scale, got %d inputs", len(n.Input))
+	}
+	x, w := n.Input[0], n.Input[1]
+	rank := b.Rank(x)
+	if axis := ortgraph.AttrInt(n, "axis", -1); axis != -1 && (rank < 0 || axis != int64(rank-1)) {
+		return nil, fmt.Errorf("axis %d: only normalisation over the last axis is supported", axis)
+	}
+	// Shape check: the scale is one weight per element of the last axis.
+	if wd := b.Dims(w); wd != nil {
+		xd := b.Dims(x)
+		if len(wd) != 1 {
+			return nil, fmt.Errorf("scale %q has shape %v; expected [hidden]", w, wd)
+		}
+		if len(xd) > 0 && xd[len(xd)-1] >= 0 && wd[0] >= 0 && xd[len(xd)-1] != wd[0] {
+			return nil, fmt.Errorf("scale %q has %d elements and the last axis of %q %d", w, wd[0], x, xd[len(xd)-1])
+		}
+	}
+	xdt := b.ElemType(x)
+	half := xdt == ortgraph.Float16 || xdt == ortgraph.BF16
+	if xdt == 0 {
+		return nil, fmt.Errorf("the element type of %q is not recorded", x)
+	}
+	ax := b.ConstI64(-1)
+	keep := ortgraph.AInt("keepdims", 1)
+	f32 := ortgraph.AInt("to", int64(ortgraph.Float))
+	xf := x // x in the precision r is computed in
+	if half {
+		xf = b.Op("Cast", []string{x}, f32)
+	}
+	r := ""
+	if len(n.Output) > 1 && n.Output[1] != "" {
+		r = n.Output[1]
+	} else {
+		eps := ortgraph.AttrFloat(n, "epsilon", 1e-5)
+		ms := b.Op("ReduceMean", []string{b.Op("Mul", []string{xf, xf}), ax}, keep)
+		r = b.Op("Reciprocal", []string{b.Op("Sqrt", []string{b.Op("Add", []string{ms, b.ConstLike(eps, xf)})})})
+	}
+	if need[0] {
+		gg := b.Op("Mul", []string{dy[0], w})
+		if half {
+			to := ortgraph.AInt("to", int64(xdt))
+			s := b.Op("ReduceMean", []string{b.Op("Mul", []string{b.Op("Cast", []string{gg}, f32), xf}), ax}, keep)
+			m := b.Op("Cast", []string{b.Op("Mul", []string{s, r})}, to) // mean(g·x̂)
+			rh := b.Op("Cast", []string{r}, to)
+			xh := b.Op("Mul", []string{x, rh})
+			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{xh, m})}), rh})
+		} else {
+			s := b.Op("ReduceMean", []string{b.Op("Mul", []string{gg, x}), ax}, keep)
+			k := b.Op("Mul", []string{b.Op("Mul", []string{r, r}), s}) // r·mean(g·x̂)
+			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{x, k})}), r})
+		}
+		// dx has x's type; inference through the [.., 1] statistics may not know it, and
+		// without it the readers' Unbroadcast falls back to run-time shape arithmetic.
+		if t := b.Type(x); t != nil {
+			b.SetType(g[0], t)
+		}
+	}
+	if need[1] {
+		// Σ over B·S products: accumulated in float32 for half inputs.
+		d := dy[0]
+		if half {
+			d = b.Op("Cast", []string{d}, f32)
+		}
+		p := b.Op("Mul", []string{d, b.Op("Mul", []string{xf, r})})
+		g[1] = b.Unbroadcast(p, w)
+		if half {
+			g[1] = b.castLikeV(g[1], w)
+		}
+		if t := b.Type(w); t != nil {
+			b.SetType(g[1], t)
+		}
 	}
 	return g, nil
 }
