@@ -30,4 +30,4 @@ print("  cpu :", " ".join(f"{a[s]:.5f}" for s in steps))
 print("  cuda:", " ".join(f"{b[s]:.5f}" for s in steps))
 print("PASS" if worst[0] <= 1e-3 and len(steps) >= 20 else "FAIL (want ≤ 1e-3 at each of 20 steps)")
 PY
-grep -h "eval" "$OUT/cvc-cpu.txt" "$OUT/cvc-cuda.txt"
+grep -h "final eval" "$OUT/cvc-cpu.txt" "$OUT/cvc-cuda.txt"

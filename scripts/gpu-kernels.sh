@@ -37,6 +37,7 @@ for mb in $MBS; do
     log "peer mb$mb rc $?"
   fi
 done
+rm -f "$OUT"/*/*.png "$OUT"/*/*.svg
 python3 - "$OUT" $MBS <<'PY' | tee -a "$OUT/progress.txt"
 import json, sys, os
 out = sys.argv[1]

@@ -14,7 +14,9 @@
 set -u
 . "$(dirname "$0")/device-env.sh"
 MB=${MB:-7}; SEQ=${SEQ:-512}
-SHARED=../shared; [ -d "$SHARED/device" ] || SHARED=./shared
+NCUK=../shared/device/ncu-kernels.py
+[ -f "$NCUK" ] || NCUK=./shared/device/ncu-kernels.py
+[ -f "$NCUK" ] || NCUK=$(dirname "$0")/ncu-kernels.py  # a copy carried to the GPU machine
 NCU=(ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv --target-processes all)
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/progress.txt"; }
 layers="1 2"; [ "${SKIP_FULL:-0}" = 1 ] || layers="1 2 28"
@@ -32,8 +34,8 @@ for L in 1 2; do
   log "peer ncu L$L rc $?"
 done
 for who in ortq peer; do
-  python3 $SHARED/device/ncu-kernels.py "$OUT/$who-L1.csv" "$OUT/$who-L2.csv" > "$OUT/$who-layer.txt" 2>&1
-  python3 $SHARED/device/ncu-kernels.py "$OUT/$who-L1.csv" > "$OUT/$who-L1-step.txt" 2>&1
+  python3 "$NCUK" "$OUT/$who-L1.csv" "$OUT/$who-L2.csv" > "$OUT/$who-layer.txt" 2>&1
+  python3 "$NCUK" "$OUT/$who-L1.csv" > "$OUT/$who-L1-step.txt" 2>&1
   echo "=== $who: one decoder layer (2-layer minus 1-layer step)"; head -40 "$OUT/$who-layer.txt"
   echo "=== $who: whole 1-layer step"; head -25 "$OUT/$who-L1-step.txt"
 done
@@ -43,6 +45,7 @@ for L in 2 28; do
     --recompute layer --quiet ${BENCH_ARGS:-} --out "$OUT/wall-L$L" > "$OUT/wall-L$L.txt" 2>&1
   log "ortq wall L$L rc $?"
 done
+rm -f "$OUT"/*/*.png "$OUT"/*/*.svg
 python3 - "$OUT" <<'PY'
 import json, sys, os
 out = sys.argv[1]
