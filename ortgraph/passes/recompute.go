@@ -54,14 +54,65 @@ var Recompute = &ortgraph.Pass{
 var reLayer = regexp.MustCompile(`layers[./_](\d+)[./_'\]]`)
 
 // nodeLayer returns the decoder layer a forward node belongs to, or -1.
+//
+// Stock torch.onnx dynamo exports list the node's module path in the
+// pkg.torch.onnx.name_scopes metadata, outermost first, and end it with the node's own fx
+// name (…, 'm.model', 'm.model.layers.0', 'm.model.layers.0.input_layernorm', 'mul_111'):
+// the layer is read from the innermost entry that names one, not from the last entry. The namespace key ("m.model.layers.0: LlamaDecoderLayer/…/mul_111: aten.mul.Tensor")
+// is the fallback, then the node name (ortq's synth and import graphs and the nodes ortq's
+// passes add are named /model/layers.N/…).
 func nodeLayer(n *onnxpb.NodeProto) int {
-	for _, s := range []string{lastScope(ortgraph.MetaValue(n, "pkg.torch.onnx.name_scopes")) + ".", n.Name + "/"} {
-		if m := reLayer.FindStringSubmatch(s); m != nil {
+	if l := scopeLayer(scopeEntries(ortgraph.MetaValue(n, "pkg.torch.onnx.name_scopes"))); l >= 0 {
+		return l
+	}
+	if l := scopeLayer(namespaceEntries(ortgraph.MetaValue(n, "namespace"))); l >= 0 {
+		return l
+	}
+	if m := reLayer.FindStringSubmatch(n.Name + "/"); m != nil {
+		l, _ := strconv.Atoi(m[1])
+		return l
+	}
+	return -1
+}
+
+// scopeLayer returns the layer named by the innermost (last) entry that names one, or -1.
+func scopeLayer(entries []string) int {
+	for i := len(entries) - 1; i >= 0; i-- {
+		if m := reLayer.FindStringSubmatch(entries[i] + "."); m != nil {
 			l, _ := strconv.Atoi(m[1])
 			return l
 		}
 	}
 	return -1
+}
+
+// scopeEntries splits a name_scopes value ("[…, 'm.model.layers.0', 'mul_111']").
+func scopeEntries(s string) []string {
+	s = strings.Trim(s, "[] ")
+	if s == "" {
+		return nil
+	}
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		parts[i] = strings.Trim(p, " '\"")
+	}
+	return parts
+}
+
+// namespaceEntries returns the module paths of a namespace value
+// ("m.model.layers.0: transformers…LlamaDecoderLayer/mul_111: aten.mul.Tensor").
+func namespaceEntries(s string) []string {
+	if s == "" {
+		return nil
+	}
+	parts := strings.Split(s, "/")
+	for i, p := range parts {
+		if j := strings.Index(p, ":"); j >= 0 {
+			p = p[:j]
+		}
+		parts[i] = strings.TrimSpace(p)
+	}
+	return parts
 }
 
 func runRecompute(ctx *ortgraph.Context) (any, error) {
