@@ -3,6 +3,7 @@ package ortrun
 import (
 	"fmt"
 	"os"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -250,7 +251,7 @@ func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*
 	var values []ort.Value
 	defer func() {
 		for _, v := range values {
-			if v != nil {
+			if !isNilValue(v) {
 				v.Destroy()
 			}
 		}
@@ -303,12 +304,32 @@ func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*
 	}
 
 	err := s.sess.Run(ins, outs)
+	failed := -1 // the output onnxruntime_go allocated but could not convert
 	for i, v := range outs {
-		if v != nil && pre[i] == nil {
-			values = append(values, v) // allocated by the run: free it on return
+		if pre[i] != nil {
+			continue
 		}
+		if isNilValue(v) {
+			// onnxruntime_go converts the outputs it allocates in order and stops at the
+			// first it cannot convert, leaving a nil (or a nil *CustomDataTensor, for an
+			// element type it has no Go type for) there and nil after it.
+			outs[i] = nil
+			if err != nil && failed < 0 {
+				failed = i
+			}
+			continue
+		}
+		values = append(values, v) // allocated by the run: free it on return
 	}
 	if err != nil {
+		if failed >= 0 && strings.Contains(err.Error(), "creating tensor from ort") {
+			vi := s.outputs[failed]
+			declared := "its element type is not declared in the graph"
+			if vi.dtype != Undefined {
+				declared = "the graph declares it " + vi.dtype.String()
+			}
+			return nil, fmt.Errorf("run: output %q: onnxruntime_go cannot return the tensor ONNX Runtime computed (%s): %w; declare it in the graph as float32, float64, float16, int64, int32, uint8 or bool (Cast it if needed)", vi.name, declared, err)
+		}
 		if strings.Contains(err.Error(), "no dimensions") {
 			return nil, fmt.Errorf("run: %w (an output is 0-dimensional but the graph does not declare it so; declare its shape as [] or give it shape [1])", err)
 		}
@@ -509,6 +530,17 @@ func fromValue(v ort.Value) (*Tensor, error) {
 		return &Tensor{DType: Bool, Shape: shape, Data: x.GetData()}, nil
 	}
 	return nil, fmt.Errorf("ONNX Runtime returned a %T (%v), which ortrun does not convert", v, DType(v.DataType()))
+}
+
+// isNilValue reports whether v is nil or holds a nil pointer (onnxruntime_go returns a
+// (*CustomDataTensor)(nil) as a Value when it fails to wrap an output; calling Destroy on it
+// panics).
+func isNilValue(v ort.Value) bool {
+	if v == nil {
+		return true
+	}
+	r := reflect.ValueOf(v)
+	return r.Kind() == reflect.Pointer && r.IsNil()
 }
 
 // fileExists is used by the diagnostics.
