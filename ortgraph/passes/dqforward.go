@@ -3,6 +3,7 @@ package passes
 import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/autodiff"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
 // DQForward rewrites every 4-bit MatMulNBits of a training graph as
@@ -39,6 +40,7 @@ func runDQForward(ctx *ortgraph.Context) (any, error) {
 		}
 		saved := g.Scope
 		g.Scope = node.Name + "/dq"
+		first := len(g.P.Node)
 		w, err := autodiff.DequantizedWeight(g, node)
 		if err != nil {
 			g.Scope = saved
@@ -46,6 +48,16 @@ func runDQForward(ctx *ortgraph.Context) (any, error) {
 		}
 		wt := g.Op("Transpose", []string{w}, ortgraph.AInts("perm", 1, 0))
 		g.Scope = saved
+		// The dequantization belongs to the Linear's module: it carries the exporter's
+		// scope metadata, so Recompute puts it in the Linear's layer (and re-dequantizes
+		// instead of keeping the forward's fp16 weight alive until the backward pass).
+		for _, d := range g.P.Node[first:] {
+			for _, kv := range node.MetadataProps {
+				if kv.Key == "pkg.torch.onnx.name_scopes" || kv.Key == "namespace" {
+					d.MetadataProps = append(d.MetadataProps, &onnxpb.StringStringEntryProto{Key: kv.Key, Value: kv.Value})
+				}
+			}
+		}
 		// Rewrite in place: the node keeps its name and output, so every reader and the
 		// Linear records of FindLinears stay valid.
 		node.OpType, node.Domain = "MatMul", ""

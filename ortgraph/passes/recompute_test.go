@@ -111,6 +111,13 @@ func checkRecomputeLayers(t *testing.T, g *ortgraph.Graph, fwd map[*onnxpb.NodeP
 			continue
 		}
 		if strings.HasPrefix(n.Name, "recompute/") {
+			// A recomputed 4-bit Linear dequantizes its weight again: reading the forward
+			// pass's dequantized weight would keep it alive until the backward pass.
+			for _, in := range n.Input {
+				if p := dqRoot(g, in); p != nil && fwd[p] {
+					bad = append(bad, fmt.Sprintf("clone %s %q reads the forward dequantized weight %s (%q)", n.OpType, n.Name, in, p.Name))
+				}
+			}
 			if o := byName[strings.TrimPrefix(n.Name, "recompute/")]; o != nil && moduleLayer(o) >= 0 {
 				l := moduleLayer(o)
 				clones[l]++
@@ -152,4 +159,22 @@ func checkRecomputeLayers(t *testing.T, g *ortgraph.Graph, fwd map[*onnxpb.NodeP
 		}
 		t.Errorf("backward reads a forward activation of its layer kept from the forward pass: %s", b)
 	}
+}
+
+// dqRoot returns the DequantizeLinear v is a (reshaped, transposed, sliced or gated:
+// Where(c, x, x)) view of, or nil.
+func dqRoot(g *ortgraph.Graph, v string) *onnxpb.NodeProto {
+	for p := g.Producer(v); p != nil; p = g.Producer(v) {
+		switch {
+		case p.OpType == "DequantizeLinear":
+			return p
+		case p.OpType == "Reshape" || p.OpType == "Transpose" || p.OpType == "Slice":
+			v = p.Input[0]
+		case p.OpType == "Where" && p.Input[1] == p.Input[2]:
+			v = p.Input[1]
+		default:
+			return nil
+		}
+	}
+	return nil
 }
