@@ -92,8 +92,8 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 			return fail("enabling profiling", err)
 		}
 	}
-	// ORTQ_SESSION_CONFIG="key=value,key=value" adds ONNX Runtime session config entries and
-	// ORTQ_MEM_PATTERN=0 turns memory patterns off (for experiments, like ORTQ_CUDA_OPTIONS).
+	// ORTQ_SESSION_CONFIG="key=value,key=value" adds ONNX Runtime session config entries (for
+	// experiments, like ORTQ_CUDA_OPTIONS).
 	for _, kv := range strings.Split(os.Getenv("ORTQ_SESSION_CONFIG"), ",") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
 			if err := so.AddSessionConfigEntry(k, v); err != nil {
@@ -101,9 +101,21 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 			}
 		}
 	}
-	if os.Getenv("ORTQ_MEM_PATTERN") == "0" {
+	// Memory patterns are off on CUDA: with them ONNX Runtime lays out a run's intermediate
+	// tensors by a plan recorded on an earlier run of the same shapes, which for a training
+	// step reserved far more than its live tensors need (measured on an H200, Llama-3.2-3B
+	// shape, micro-batch 7: peak 12.36 GiB with patterns, 8.11 GiB without, step time +2 %).
+	// ORTQ_MEM_PATTERN=1 or 0 overrides.
+	memPattern := provider != "cuda"
+	switch os.Getenv("ORTQ_MEM_PATTERN") {
+	case "0":
+		memPattern = false
+	case "1":
+		memPattern = true
+	}
+	if !memPattern {
 		if err := so.SetMemPattern(false); err != nil {
-			return fail("ORTQ_MEM_PATTERN=0", err)
+			return fail("turning memory patterns off", err)
 		}
 	}
 	if o.LogVerbose {

@@ -216,13 +216,13 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 		gg := b.Op("Mul", []string{dy[0], w})
 		if half {
 			to := ortgraph.AInt("to", int64(xdt))
-			s := b.Op("ReduceMean", []string{b.Op("Mul", []string{b.Op("Cast", []string{gg}, f32), xf}), ax}, keep)
+			s := b.meanLastAxis(b.Op("Mul", []string{b.Op("Cast", []string{gg}, f32), xf}), x)
 			m := b.Op("Cast", []string{b.Op("Mul", []string{s, r})}, to) // mean(g·x̂)
 			rh := b.Op("Cast", []string{r}, to)
 			xh := b.Op("Mul", []string{x, rh})
 			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{xh, m})}), rh})
 		} else {
-			s := b.Op("ReduceMean", []string{b.Op("Mul", []string{gg, x}), ax}, keep)
+			s := b.meanLastAxis(b.Op("Mul", []string{gg, x}), x)
 			k := b.Op("Mul", []string{b.Op("Mul", []string{r, r}), s}) // r·mean(g·x̂)
 			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{x, k})}), r})
 		}
@@ -248,4 +248,18 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 		}
 	}
 	return g, nil
+}
+
+// meanLastAxis is the mean of v over its last axis (keepdims), where x has v's shape. With a
+// static last dimension it is ReduceSum ÷ H: ONNX Runtime's CUDA provider runs ReduceSum
+// over the last axis as a fast matrix reduction but hands ReduceMean to cuDNN (measured on an
+// H200: 0.12 ms instead of ≈0.04 ms for a [3584, 3072] float32 tensor).
+func (b *Builder) meanLastAxis(v, x string) string {
+	ax := b.ConstI64(-1)
+	keep := ortgraph.AInt("keepdims", 1)
+	if d := b.Dims(x); len(d) > 0 && d[len(d)-1] > 0 {
+		sum := b.Op("ReduceSum", []string{v, ax}, keep)
+		return b.Op("Div", []string{sum, b.ConstLike(float32(d[len(d)-1]), v)})
+	}
+	return b.Op("ReduceMean", []string{v, ax}, keep)
 }
