@@ -315,7 +315,7 @@ func (r *runner) point(p Params) (*Point, error) {
 	if note != "" {
 		pt.Notes = append(pt.Notes, note)
 	}
-	opts := ortrun.Options{Device: c.Device, IntraOpThreads: c.Threads}
+	opts := ortrun.Options{Device: c.Device, IntraOpThreads: c.Threads, BatchTokens: p.MicroBatch * p.SeqLen}
 	vocab := int(man.Model.Vocab)
 	if vocab <= 0 {
 		return nil, fmt.Errorf("artifacts %q: manifest has no vocabulary size", g.dir)

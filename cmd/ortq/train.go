@@ -166,6 +166,7 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
+	opts.BatchTokens = v.GetInt("micro-batch") * v.GetInt("max-seq-len")
 	eng, err := train.OpenEngineWith(dir, opts, train.EngineOptions{Train: true, Recompute: rec, LazyEval: strings.HasPrefix(opts.Device, "cuda")})
 	if err != nil {
 		return err
