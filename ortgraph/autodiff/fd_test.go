@@ -294,6 +294,12 @@ func TestGradients(t *testing.T) {
 		{name: "Expand", opset: 21, ins: []tin{d64("a", true, 3, 1)}, build: func(g *ortgraph.Graph) string {
 			return g.Op("Expand", []string{"a", g.ConstI64(2, 3, 4)})
 		}},
+		// repeat_kv: a short middle axis, summed by Split + Sum instead of ReduceSum.
+		{name: "Expand/middle-axis", opset: 21, ins: []tin{d64("a", true, 2, 2, 1, 3, 4)}, build: func(g *ortgraph.Graph) string {
+			e := g.Op("Expand", []string{"a", g.ConstI64(1, 1, 3, 1, 1)})
+			g.SetType(e, ortgraph.TensorType(ortgraph.Double, []int64{2, 2, 3, 3, 4})) // as the importers declare it
+			return e
+		}},
 		{name: "Concat", opset: 21, ins: []tin{d64("a", true, 2, 3), d64("b", true, 2, 5)}, build: one("Concat", ortgraph.AInt("axis", -1))},
 		{name: "Split", opset: 21, ins: []tin{d64("a", true, 2, 6)}, build: func(g *ortgraph.Graph) string {
 			o := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{"a", g.ConstI64(2, 4)}, NOut: 2, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 1)}})
