@@ -239,6 +239,9 @@ func (b *Builder) expand(mark int, seeds map[string]string, ins []string) ([]str
 
 // total sums the gradient contributions to v once and caches the sum.
 func (b *Builder) total(v string, parts []string) string {
+	if len(parts) > 1 {
+		parts = b.concatTiledPads(v, parts)
+	}
 	if len(parts) == 1 {
 		return parts[0]
 	}
@@ -247,6 +250,75 @@ func (b *Builder) total(v string, parts []string) string {
 		b.SetType(s, t)
 	}
 	return s
+}
+
+// concatTiledPads replaces contributions that are zero-padded pieces of v tiling one of its
+// axes — Slice gradients, e.g. of rotary's rotate_half, which slices x into halves — by one
+// Concat of the pieces: the same sum without writing each piece at full size and adding them.
+func (b *Builder) concatTiledPads(v string, parts []string) []string {
+	dims := b.Dims(v)
+	if dims == nil {
+		return parts
+	}
+	type piece struct {
+		begin, size int64
+		in          string
+		part        int
+	}
+	byAxis := map[int64][]piece{}
+	for i, p := range parts {
+		n := b.Producer(p)
+		if n == nil || n.OpType != "Pad" || n.Domain != "" || len(n.Input) != 4 || n.Input[2] != "" ||
+			ortgraph.AttrString(n, "mode", "constant") != "constant" {
+			continue
+		}
+		pads, ok1 := b.ConstInts(n.Input[1])
+		axes, ok2 := b.ConstInts(n.Input[3])
+		if !ok1 || !ok2 || len(axes) != 1 || len(pads) != 2 {
+			continue
+		}
+		a := axes[0]
+		if a < 0 {
+			a += int64(len(dims))
+		}
+		if a < 0 || int(a) >= len(dims) || dims[a] <= 0 {
+			continue
+		}
+		byAxis[a] = append(byAxis[a], piece{begin: pads[0], size: dims[a] - pads[0] - pads[1], in: n.Input[0], part: i})
+	}
+	for a, ps := range byAxis {
+		if len(ps) < 2 {
+			continue
+		}
+		slices.SortFunc(ps, func(x, y piece) int { return int(x.begin - y.begin) })
+		pos, ins := int64(0), make([]string, len(ps))
+		for i, p := range ps {
+			if p.begin != pos || p.size <= 0 {
+				break
+			}
+			pos += p.size
+			ins[i] = p.in
+		}
+		if pos != dims[a] {
+			continue
+		}
+		c := b.Op("Concat", ins, ortgraph.AInt("axis", a))
+		if t := b.Type(v); t != nil {
+			b.SetType(c, t)
+		}
+		drop := map[int]bool{}
+		for _, p := range ps {
+			drop[p.part] = true
+		}
+		rest := []string{c}
+		for i, p := range parts {
+			if !drop[i] {
+				rest = append(rest, p)
+			}
+		}
+		return rest
+	}
+	return parts
 }
 
 func opName(n *onnxpb.NodeProto) string {
