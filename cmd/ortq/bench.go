@@ -12,6 +12,7 @@ import (
 	"github.com/ortq/ortq/bench"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/internal/defaultmodel"
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/prepare"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -135,9 +136,11 @@ func runBench(v *viper.Viper) error {
 		peers = append(peers, r)
 	}
 	out := v.GetString("out")
-	if err := os.MkdirAll(out, 0o755); err != nil {
+	lock, err := fsutil.LockDir(out) // one writer per --out; creates it
+	if err != nil {
 		return err
 	}
+	defer lock.Release()
 	if runTorch {
 		r, err := runTorchPeer(v, cfg, out)
 		if err != nil {

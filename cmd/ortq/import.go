@@ -44,6 +44,11 @@ Weights stream tensor by tensor; PyTorch pickles (*.bin, *.pt) are never read.`,
 			if _, err := hfimport.ParseOps(o.Ops); err != nil {
 				return usageError{err}
 			}
+			release, err := lockReplaced(o.Out, v.GetBool("quiet"))
+			if err != nil {
+				return err
+			}
+			defer release()
 			res, err := hfimport.Import(o)
 			if err != nil {
 				return err
@@ -103,6 +108,11 @@ times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 			if o.Layers < 0 {
 				return usageError{fmt.Errorf("--layers %d: must be ≥ 0", o.Layers)}
 			}
+			release, err := lockReplaced(o.Out, v.GetBool("quiet"))
+			if err != nil {
+				return err
+			}
+			defer release()
 			res, err := hfimport.Synth(o)
 			if err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/internal/defaultmodel"
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
 	"github.com/spf13/cobra"
@@ -45,6 +46,13 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 				if err := o.Validate(); err != nil {
 					return usageError{err}
 				}
+			}
+			if !v.GetBool("list-targets") {
+				release, err := lockReplaced(o.Out, v.GetBool("quiet"))
+				if err != nil {
+					return err
+				}
+				defer release()
 			}
 			// A Hugging Face checkpoint headed for a 4-bit base is imported with its Linears
 			// already packed (the bytes the quantize pass would make), so no full-precision
@@ -125,6 +133,19 @@ func resolveModel(o prepare.Options, quantize bool) (string, error) {
 		return res.Model, nil
 	}
 	return m, nil
+}
+
+// lockReplaced takes the lock of an output that is replaced as a whole (prepare,
+// import, synth).
+func lockReplaced(out string, quiet bool) (release func(), err error) {
+	if out == "" {
+		return nil, usageError{fmt.Errorf("--out is required")}
+	}
+	lock, err := fsutil.LockReplaced(out)
+	if err != nil {
+		return nil, err
+	}
+	return lock.Release, nil
 }
 
 // cleanups run when a command finishes (temporary imports).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ortq/ortq/bench"
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/tokenize"
 	"github.com/ortq/ortq/train"
@@ -158,6 +159,17 @@ func runTrain(v *viper.Viper) error {
 	if dir == "" {
 		return usageError{fmt.Errorf("--artifacts is required")}
 	}
+	out := v.GetString("out")
+	if out == "" {
+		out = filepath.Join(dir, "run")
+	}
+	// One writer per run directory, taken before anything is read or written there (an
+	// unwritable --out is reported here, before tokenizing and the baseline evaluation).
+	lock, err := fsutil.LockDir(out)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	opts, err := sessionOptions(v)
 	if err != nil {
 		return err
@@ -181,10 +193,6 @@ func runTrain(v *viper.Viper) error {
 	}
 	if len(ds.Eval) == 0 && v.GetFloat64("eval-fraction") > 0 {
 		return fmt.Errorf("data too short: %d examples leave the eval split empty, so no perplexity can be measured: add data, lower --max-seq-len, or pass --eval-fraction 0", ds.Stats.Examples)
-	}
-	out := v.GetString("out")
-	if out == "" {
-		out = filepath.Join(dir, "run")
 	}
 	cfg := train.Config{
 		Artifacts: dir, Out: out, Device: v.GetString("device"),

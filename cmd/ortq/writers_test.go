@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/train"
+)
+
+// TestTwoTrainsOneOutput (issue 13 item 1): a second `ortq train` into the --out of a
+// running one is refused at once with one line naming the other process and the
+// directory, whether fresh or --resume; once the first is killed (kill -9: its lock
+// file stays, naming a dead pid) a resume runs, and run.jsonl has no torn lines.
+func TestTwoTrainsOneOutput(t *testing.T) {
+	dir, args := relFixture(t, 30)
+	out := filepath.Join(dir, "run")
+	ckLog := filepath.Join(dir, "ck.log")
+	first, firstLog := child(t, []string{"ORTQ_TEST_CK_LOG=" + ckLog, "ORTQ_TEST_CK_SLEEP=1s"}, with(args, "--out", out)...)
+	defer first.Process.Kill()
+	waitFor(t, "the first checkpoint", func() bool { return exists(filepath.Join(out, train.CheckpointsDir, "step-00000001")) })
+	for _, extra := range [][]string{nil, {"--resume", "latest"}, {"--force"}} {
+		second, log := child(t, nil, with(with(args, "--out", out), extra...)...)
+		code := exitCodeOf(second.Wait())
+		msg := strings.TrimSpace(log.String())
+		if code != 1 || strings.Count(msg, "\n") > 0 || !strings.Contains(msg, "pid "+strconv.Itoa(first.Process.Pid)) || !strings.Contains(msg, out) {
+			t.Errorf("second train %v: exit %d, want 1 with one line naming pid %d and %s:\n%s", extra, code, first.Process.Pid, out, msg)
+		}
+	}
+	if first.ProcessState != nil {
+		t.Fatalf("the first run ended early:\n%s", firstLog)
+	}
+	first.Process.Kill()
+	first.Wait()
+	if !exists(filepath.Join(out, fsutil.LockFile)) {
+		t.Errorf("expected the killed run's lock file to stay behind")
+	}
+	if err := run(t, with(args, "--out", out, "--resume", "latest")...); err != nil {
+		t.Fatalf("resume after kill -9: %v", err)
+	}
+	if exists(filepath.Join(out, fsutil.LockFile)) {
+		t.Errorf("lock file left after a finished run")
+	}
+	f, err := os.Open(filepath.Join(out, "run.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for n := 1; s.Scan(); n++ {
+		var m map[string]any
+		if err := json.Unmarshal(s.Bytes(), &m); err != nil {
+			t.Errorf("run.jsonl line %d torn: %q", n, s.Text())
+		}
+	}
+}
+
+// TestOneWriterOtherCommands: prepare, import, synth and bench refuse an output another
+// process holds (here the test process), naming it, before doing any work.
+func TestOneWriterOtherCommands(t *testing.T) {
+	dir := t.TempDir()
+	replaced := filepath.Join(dir, "replaced")
+	l, err := fsutil.LockReplaced(replaced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	benchOut := filepath.Join(dir, "bench")
+	lb, err := fsutil.LockDir(benchOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Release()
+	for _, c := range []struct {
+		out  string
+		args []string
+	}{
+		{replaced, []string{"prepare", "--out", replaced, "--force", "--quiet"}},
+		{replaced, []string{"import", "--hf", filepath.Join(dir, "nohf"), "--out", replaced}},
+		{replaced, []string{"synth", "--preset", "tiny", "--out", replaced, "--quiet"}},
+		{benchOut, []string{"bench", "--preset", "tiny", "--steps", "1", "--out", benchOut}},
+	} {
+		cmd, log := child(t, nil, c.args...)
+		code := exitCodeOf(cmd.Wait())
+		msg := log.String()
+		if code != 1 || !strings.Contains(msg, "pid "+strconv.Itoa(os.Getpid())) || !strings.Contains(msg, c.out) {
+			t.Errorf("%s: exit %d, want 1 naming pid %d and %s:\n%s", c.args[0], code, os.Getpid(), c.out, msg)
+		}
+	}
+}
