@@ -1,172 +1,38 @@
 package bench
 
-import (
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
-	"sync"
+import "github.com/ortq/ortq/internal/gpumem"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/ortq/ortq/ortrun"
-)
-
-// NVML is reached through go-nvml, which dlopens libnvidia-ml.so.1 at Init: on a machine
-// without an NVIDIA driver Init fails and everything GPU-related is left out (host only,
-// no error), as issue 6 asks.
-var (
-	nvmlOnce sync.Once
-	nvmlErr  error
-)
-
-func nvmlInit() error {
-	nvmlOnce.Do(func() {
-		defer func() {
-			// go-nvml panics on some broken installs (symbol lookup); treat as absent.
-			if r := recover(); r != nil {
-				nvmlErr = fmt.Errorf("NVML: %v", r)
-			}
-		}()
-		if ret := nvml.Init(); ret != nvml.SUCCESS {
-			nvmlErr = fmt.Errorf("NVML: %s", nvml.ErrorString(ret))
-		}
-		// Never Shutdown: the library stays loaded for the process's life, and a later
-		// Init in the same process would otherwise pay the load again.
-	})
-	return nvmlErr
-}
-
-// gpuInventory lists the devices NVML sees and the driver versions.
+// gpuInventory lists the devices NVML sees and the driver versions (none without NVML).
 func gpuInventory() (gpus []GPU, driver, cuda string) {
-	if nvmlInit() != nil {
-		return nil, "", ""
-	}
-	if v, ret := nvml.SystemGetDriverVersion(); ret == nvml.SUCCESS {
-		driver = v
-	}
-	if v, ret := nvml.SystemGetCudaDriverVersion(); ret == nvml.SUCCESS {
-		cuda = fmt.Sprintf("%d.%d", v/1000, v%1000/10)
-	}
-	n, ret := nvml.DeviceGetCount()
-	if ret != nvml.SUCCESS {
-		return nil, driver, cuda
-	}
-	for i := 0; i < n; i++ {
-		d, ret := nvml.DeviceGetHandleByIndex(i)
-		if ret != nvml.SUCCESS {
-			continue
-		}
-		g := GPU{Index: i}
-		g.Name, _ = d.GetName()
-		g.UUID, _ = d.GetUUID()
-		if mi, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
-			g.Memory = mi.Total
-		}
-		gpus = append(gpus, g)
+	infos, driver, cuda := gpumem.Inventory()
+	for _, g := range infos {
+		gpus = append(gpus, GPU{Index: g.Index, Name: g.Name, UUID: g.UUID, Memory: g.Memory})
 	}
 	return gpus, driver, cuda
 }
 
-// gpuProbe reads one device's memory use.
+// gpuProbe reads one device's memory use; the monitor takes it as an interface so that
+// its tests run against a fake device.
 type gpuProbe interface {
 	// sample returns this process's used memory (ok=false when the driver does not
-	// report it for our PID, e.g. in a container with its own PID namespace) and the
-	// device's used and total memory.
+	// report it for our PID) and the device's used and total memory.
 	sample() (proc uint64, procOK bool, used, total uint64, err error)
 	name() string
 }
 
-type nvmlGPU struct {
-	dev   nvml.Device
-	pid   uint32
-	label string
-}
+type nvmlGPU struct{ d *gpumem.Device }
 
-func (g *nvmlGPU) name() string { return g.label }
-
-func (g *nvmlGPU) sample() (uint64, bool, uint64, uint64, error) {
-	mi, ret := g.dev.GetMemoryInfo()
-	if ret != nvml.SUCCESS {
-		return 0, false, 0, 0, fmt.Errorf("NVML memory info: %s", nvml.ErrorString(ret))
-	}
-	var proc uint64
-	ok := false
-	if ps, ret := g.dev.GetComputeRunningProcesses(); ret == nvml.SUCCESS {
-		for _, p := range ps {
-			// NVML_VALUE_NOT_AVAILABLE (all ones) is what drivers report without the
-			// permission to see per-process use.
-			if p.Pid == g.pid && p.UsedGpuMemory != ^uint64(0) {
-				proc += p.UsedGpuMemory
-				ok = true
-			}
-		}
-	}
-	return proc, ok, mi.Used, mi.Total, nil
+func (g nvmlGPU) name() string { return g.d.Name() }
+func (g nvmlGPU) sample() (uint64, bool, uint64, uint64, error) {
+	return g.d.Sample()
 }
 
 // openGPU returns the NVML device behind an ortrun device string ("cuda", "cuda:N"), or
 // nil (and the reason) when the device is the CPU or NVML is unavailable.
 func openGPU(device string) (gpuProbe, error) {
-	provider, id, err := ortrun.ParseDevice(device)
-	if err != nil {
+	d, err := gpumem.Open(device)
+	if err != nil || d == nil {
 		return nil, err
 	}
-	if provider != "cuda" {
-		return nil, nil
-	}
-	if err := nvmlInit(); err != nil {
-		return nil, err
-	}
-	// CUDA numbers the devices CUDA_VISIBLE_DEVICES lets it see; NVML numbers them all.
-	var d nvml.Device
-	var ret nvml.Return
-	sel := visibleDevice(os.Getenv("CUDA_VISIBLE_DEVICES"), id)
-	switch {
-	case strings.HasPrefix(sel, "GPU-") || strings.HasPrefix(sel, "MIG-"):
-		d, ret = nvml.DeviceGetHandleByUUID(sel)
-	default:
-		idx, convErr := strconv.Atoi(sel)
-		if convErr != nil {
-			return nil, fmt.Errorf("CUDA_VISIBLE_DEVICES entry %q: not an index or UUID", sel)
-		}
-		d, ret = nvml.DeviceGetHandleByIndex(idx)
-	}
-	if ret != nvml.SUCCESS {
-		return nil, fmt.Errorf("NVML device for %s: %s", device, nvml.ErrorString(ret))
-	}
-	name, _ := d.GetName()
-	return &nvmlGPU{dev: d, pid: uint32(os.Getpid()), label: name}, nil
-}
-
-// visibleDevice maps CUDA device id to the CUDA_VISIBLE_DEVICES entry naming it.
-func visibleDevice(env string, id int) string {
-	if strings.TrimSpace(env) == "" {
-		return strconv.Itoa(id)
-	}
-	parts := strings.Split(env, ",")
-	if id < len(parts) {
-		return strings.TrimSpace(parts[id])
-	}
-	return strconv.Itoa(id)
-}
-
-// GPUMemorySampler returns a function reporting this process's GPU memory (or the device's
-// used memory where the driver hides per-process figures) and the device total, for an
-// ortrun device string; nil when the device is the CPU or NVML is unavailable. `ortq train`
-// uses it for its memory log.
-func GPUMemorySampler(device string) func() (used, total uint64, ok bool) {
-	p, err := openGPU(device)
-	if err != nil || p == nil {
-		return nil
-	}
-	return func() (uint64, uint64, bool) {
-		proc, procOK, devUsed, total, err := p.sample()
-		if err != nil {
-			return 0, 0, false
-		}
-		if procOK {
-			return proc, total, true
-		}
-		return devUsed, total, true
-	}
+	return nvmlGPU{d}, nil
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/ortq/ortq/internal/fsutil"
 	"os"
 	"sync"
 	"time"
@@ -184,7 +185,7 @@ func (m *monitor) timeline() []MemSample {
 
 // WriteTimeline writes samples as JSON lines, atomically.
 func WriteTimeline(path string, samples []MemSample) error {
-	return train.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
+	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
 		enc := json.NewEncoder(w)
 		for _, s := range samples {
 			if err := enc.Encode(s); err != nil {

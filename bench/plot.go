@@ -3,12 +3,12 @@ package bench
 import (
 	"bufio"
 	"fmt"
+	"github.com/ortq/ortq/internal/fsutil"
 	"image/color"
 	"math"
 	"path/filepath"
 	"strings"
 
-	"github.com/ortq/ortq/train"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -31,7 +31,7 @@ func WritePlots(dir string, r *Result, peers Peers) ([]string, error) {
 				return fmt.Errorf("plot %s: %w", name, err)
 			}
 			path := filepath.Join(dir, name+"."+ext)
-			if err := train.WriteFileAtomic(path, 0o644, func(bw *bufio.Writer) error { _, err := wt.WriteTo(bw); return err }); err != nil {
+			if err := fsutil.WriteFileAtomic(path, 0o644, func(bw *bufio.Writer) error { _, err := wt.WriteTo(bw); return err }); err != nil {
 				return err
 			}
 		}

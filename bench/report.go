@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/ortq/ortq/internal/fsutil"
 	"math"
 	"sort"
 	"strings"
@@ -268,7 +269,7 @@ func WriteMarkdown(path string, r *Result, o MarkdownOptions) error {
 	if err != nil {
 		return err
 	}
-	return train.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.WriteString(md); return err })
+	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.WriteString(md); return err })
 }
 
 func fnum(f Float, prec int) string {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/ortq/ortq/internal/fsutil"
 	"os"
 	"time"
 
@@ -127,7 +128,7 @@ func (r *Result) WriteJSON(path string) error {
 	if err != nil {
 		return err
 	}
-	return train.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.Write(b); return err })
+	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.Write(b); return err })
 }
 
 // JSON encodes r as written to report.json.

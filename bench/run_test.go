@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/internal/defaultmodel"
-	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 )
 
 // defaultModel extracts the embedded small Llama (4 layers, hidden 128, FFN 256, 4 heads /
@@ -28,7 +28,7 @@ func defaultModel(t *testing.T) string {
 const defaultLinearParams = 4*(128*128+128*64+128*64+128*128+3*128*256) + 128*3072
 
 func TestRunCPU(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	cfg := DefaultConfig()
 	cfg.Model = defaultModel(t)
 	cfg.SeqLen, cfg.MicroBatch, cfg.Warmup, cfg.Steps, cfg.EvalBatches = 64, 2, 1, 3, 2
@@ -150,7 +150,7 @@ func TestRunErrors(t *testing.T) {
 			tc.edit(&c)
 			var err error
 			if err = c.Validate(); err == nil {
-				ortrun.TestLib(t)
+				ortruntest.Lib(t)
 				_, err = Run(c)
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -13,6 +13,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
@@ -34,7 +35,7 @@ func importOps(t *testing.T, variant, dtype, ops string) *hfimport.Result {
 // 1e-4 of the decomposed graph's at every position (both use the same mask, so padded rows
 // agree too) and of transformers' at every unpadded position, for every variant.
 func TestFusedMatchesDecomposed(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, v := range variants {
 		t.Run(v, func(t *testing.T) {
 			r := loadRef(t, v)
@@ -138,7 +139,7 @@ func TestFusedGraphStructure(t *testing.T) {
 // LoRA gradients within 1e-5 relative, on a padded batch and random LoRA values (A and B
 // non-zero so every LoRA tensor has a gradient).
 func TestFusedGradientsMatchDecomposed(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	r := loadRef(t, "llama32")
 	labels := make([]int64, len(r.ids))
 	for i, id := range r.ids {

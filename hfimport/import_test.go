@@ -15,6 +15,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
@@ -89,7 +90,7 @@ func runLogits(t *testing.T, model string, r *ref) *ortrun.Tensor {
 // TestImportMatchesTransformers: the imported fp32 graph's logits on the CPU EP are within
 // 1e-4 (absolute) of transformers' at every unpadded position, for every variant.
 func TestImportMatchesTransformers(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, v := range variants {
 		t.Run(v, func(t *testing.T) {
 			r := loadRef(t, v)
@@ -124,7 +125,7 @@ func TestImportMatchesTransformers(t *testing.T) {
 // TestImportFloat16 runs the fp16 graph, decomposed and fused, on the CPU EP: it must be
 // close to the fp32 logits (fp16 rounding of weights and activations only).
 func TestImportFloat16(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	r := loadRef(t, "llama32")
 	for _, ops := range []string{"decomposed", "fused"} {
 		out := runLogits(t, importOps(t, "llama32", "float16", ops).Model, r)
@@ -224,7 +225,7 @@ func TestImportThenPrepare(t *testing.T) {
 // TestGradientsMatchPEFT (bonus): after prepare, the LoRA gradients of the summed loss
 // equal PEFT's (transformers float64 reference) on the padded batch.
 func TestGradientsMatchPEFT(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	r := loadRef(t, "llama32")
 	res := importVariant(t, "llama32", "float32")
 	o := prepare.DefaultOptions()
@@ -332,7 +333,7 @@ func TestSynthTiny(t *testing.T) {
 	if n, err := m.Floats(g.Initializer("model.norm.weight")); err != nil || n[0] != 1 || n[len(n)-1] != 1 {
 		t.Errorf("model.norm.weight = %v (%v), want ones", n, err)
 	}
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	r := &ref{b: 2, s: 5, ids: []int64{1, 2, 3, 4, 5, 6, 7, 8, 0, 0}, mask: []int64{1, 1, 1, 1, 1, 1, 1, 1, 0, 0}}
 	out := runLogits(t, a.Model, r)
 	if want := []int64{2, 5, int64(cfg.VocabSize)}; !slices.Equal(out.Shape, want) {

@@ -12,6 +12,7 @@ import (
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/quantize"
 	"github.com/ortq/ortq/train"
@@ -24,7 +25,7 @@ import (
 // quantized model's data file holds no full-precision Linear. prepare takes the MatMulNBits
 // as they are, refuses --bits 16 on them, and refuses a MatMulNBits of another width.
 func TestQuantize(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, src := range []string{"synth", "import"} {
 		for _, q := range []quantize.Options{{BlockSize: 32}, {BlockSize: 64, Asymmetric: true}} {
 			t.Run(fmt.Sprintf("%s/block%d-asym%v", src, q.BlockSize, q.Asymmetric), func(t *testing.T) {

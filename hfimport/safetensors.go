@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/half"
 	"math"
 	"os"
 	"path/filepath"
@@ -269,11 +270,11 @@ func decode(dt train.DType, b []byte, out []float32) {
 		}
 	case train.F16:
 		for i := range out {
-			out[i] = train.Float16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
+			out[i] = half.Float16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
 		}
 	case train.BF16:
 		for i := range out {
-			out[i] = train.BFloat16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
+			out[i] = half.BFloat16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
 		}
 	}
 }

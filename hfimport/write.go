@@ -531,7 +531,7 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 	if len(buf) > ortgraph.MaxModelProtoBytes {
 		return nil, fmt.Errorf("save model: protobuf part is %d bytes: lower --min-external", len(buf))
 	}
-	if err := ortgraph.WriteFileAtomic(filepath.Join(tmp, ModelFile), buf); err != nil {
+	if err := fsutil.WriteFile(filepath.Join(tmp, ModelFile), buf, 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.Chmod(filepath.Join(tmp, ModelFile), 0o644); err != nil { // CreateTemp made it 0600

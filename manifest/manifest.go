@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	"github.com/ortq/ortq/ortgraph/passes"
 )
 
 // FormatVersion is bumped whenever the artifacts layout changes incompatibly.
@@ -69,10 +67,42 @@ type Manifest struct {
 	Eval           Graph  `json:"eval"`
 	Weights        string `json:"weights"`
 	// LoRAInit is the safetensors file with the initial LoRA values (PEFT names).
-	LoRAInit string              `json:"lora_init"`
-	Params   []passes.LoRAParam  `json:"lora_params"`
-	Counts   Counts              `json:"counts"`
-	Quant    []passes.QuantLayer `json:"quantization,omitempty"`
+	LoRAInit string       `json:"lora_init"`
+	Params   []LoRAParam  `json:"lora_params"`
+	Counts   Counts       `json:"counts"`
+	Quant    []QuantLayer `json:"quantization,omitempty"`
+}
+
+// DropoutSeedModulus bounds the training graph's dropout_seed input: the graph builds its
+// LoRA dropout masks from small hashes modulo this prime (ortgraph/passes/dropout.go), so a
+// caller feeds its seed reduced modulo DropoutSeedModulus, a value in [0, DropoutSeedModulus).
+// It is the largest prime below 2^29, so that a product of two residues stays below 2^63 in
+// int64 arithmetic and eight times a residue, offset by −2^31, fits in int32. Changing it
+// changes every mask: it is part of the artifacts contract like FormatVersion.
+const DropoutSeedModulus = 536870909
+
+// LoRAParam is one trainable LoRA tensor, a graph input named as in PEFT's state dict.
+type LoRAParam struct {
+	Name   string  `json:"name"`
+	Module string  `json:"module"`
+	Kind   string  `json:"kind"` // "A" [r, in] or "B" [out, r]
+	Shape  []int64 `json:"shape"`
+}
+
+// QuantLayer records one quantized Linear and its error.
+type QuantLayer struct {
+	Module string  `json:"module"`
+	Shape  [2]int  `json:"shape"` // [out, in]
+	RMS    float64 `json:"rms_error"`
+	RelRMS float64 `json:"rel_rms_error"`
+	MaxAbs float64 `json:"max_abs_error"`
+	// Prequantized: the source graph held this Linear as 4-bit already, so there is no
+	// full-precision weight to measure the error against (the error fields are 0).
+	Prequantized bool `json:"prequantized,omitempty"`
+	// Scales and Weights name the graph initializers the quantize pass wrote (its result
+	// carries them for later passes; they are not part of manifest.json).
+	Scales  string `json:"-"`
+	Weights string `json:"-"`
 }
 
 // Source identifies the input graph.

@@ -405,15 +405,9 @@ func SaveShared(dir string, files []string, models []*Model, dataName string, mi
 		tmpData = nil
 	}
 	for i, buf := range outs {
-		if err := WriteFileAtomic(filepath.Join(dir, files[i]), buf); err != nil {
+		if err := fsutil.WriteFile(filepath.Join(dir, files[i]), buf, 0o644); err != nil {
 			return 0, err
 		}
 	}
 	return written, nil
-}
-
-// WriteFileAtomic writes data to a temporary file beside path, syncs it and renames it
-// into place, so readers never see a half-written file.
-func WriteFileAtomic(path string, data []byte) error {
-	return fsutil.WriteFile(path, data, 0o644)
 }

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -19,7 +18,7 @@ const (
 	LibName = "libonnxruntime.so.1"
 	// EnvLib names the environment variable holding the library path.
 	EnvLib = "ORTQ_ORT_LIB"
-	// EnvRequire, when set (and not "0"), makes TestLib fail instead of skip without a library.
+	// EnvRequire, when set (and not "0"), makes tests fail instead of skip without a library.
 	EnvRequire = "ORTQ_REQUIRE_ORT"
 )
 
@@ -169,24 +168,10 @@ func Version() string {
 	return ort.GetVersion()
 }
 
-// TestLib makes ONNX Runtime available to a test: it Inits the library FindLibrary("") finds.
-// Without one the test is skipped, unless $ORTQ_REQUIRE_ORT is set (as `make test` and CI do),
-// in which case it fails, so that nothing silently skips there.
-func TestLib(t testing.TB) {
-	t.Helper()
-	p, err := FindLibrary("")
-	if err != nil {
-		if required() {
-			t.Fatalf("%s is set but ONNX Runtime is unavailable: %v", EnvRequire, err)
-		}
-		t.Skipf("skipping: %v (set %s=1 to make this a failure)", err, EnvRequire)
-	}
-	if err := Init(p); err != nil {
-		t.Fatalf("ONNX Runtime: %v", err)
-	}
-}
-
-func required() bool {
+// Required reports whether $ORTQ_REQUIRE_ORT is set (and not "0" or "false"): tests that
+// need ONNX Runtime then fail instead of skipping without it (ortruntest.Lib), as
+// `make test` and CI ask, so that nothing silently skips there.
+func Required() bool {
 	v := os.Getenv(EnvRequire)
 	return v != "" && v != "0" && !strings.EqualFold(v, "false")
 }

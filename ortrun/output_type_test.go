@@ -11,7 +11,7 @@ import (
 // that ONNX Runtime computes in a type onnxruntime_go or ortrun cannot return makes Run
 // fail with an error naming that output, not panic; the session stays usable.
 func TestRunUndeclaredOutputType(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	untyped := func(name string) *onnxpb.ValueInfoProto { return &onnxpb.ValueInfoProto{Name: name} }
 	tests := []struct {
 		name string

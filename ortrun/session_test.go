@@ -39,7 +39,7 @@ func mustRun(t *testing.T, s *Session, in map[string]*Tensor, outs ...string) ma
 func f32(shape []int64, v ...float32) *Tensor { return &Tensor{DType: Float32, Shape: shape, Data: v} }
 
 func TestRunAddFloat32(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	// y = (a + b) * b with a dynamic batch axis; z = a + b also returned.
 	m := newTiny().in("a", Float32, "batch", 3).in("b", Float32, "batch", 3).
 		out("y", Float32, "batch", 3).out("z", Float32, "batch", 3).
@@ -79,7 +79,7 @@ func TestRunAddFloat32(t *testing.T) {
 }
 
 func TestRunMatMul(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	// float32 against an initializer (as the training graphs hold weights).
 	w := []float32{1, 2, 3, 4, 5, 6} // [3, 2]
 	m := newTiny().in("x", Float32, "n", 3).out("y", Float32, "n", 2).
@@ -105,7 +105,7 @@ func TestRunMatMul(t *testing.T) {
 }
 
 func TestRunFloat16(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	// x (float32) → Cast → h (float16, dynamic axis named like the input's) and back.
 	m := newTiny().in("x", Float32, "n").in("hin", Float16, 4).
 		out("h", Float16, "n").out("back", Float32, 4).
@@ -134,7 +134,7 @@ func TestRunFloat16(t *testing.T) {
 }
 
 func TestRunIntegerAndBool(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	m := newTiny().in("ids", Int64, "b", "s").in("off", Int64, 1).in("i32", Int32, 2).in("u8", Uint8, 2).
 		out("sum", Int64, "b", "s").out("shape", Int64, 2).out("pos", Bool, "b", "s").
 		out("i32x2", Int32, 2).out("u8x2", Uint8, 2).
@@ -164,7 +164,7 @@ func TestRunIntegerAndBool(t *testing.T) {
 }
 
 func TestRunScalars(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	// A 0-d input and a 0-d output (ReduceSum over everything, keepdims=0), which
 	// onnxruntime_go cannot allocate itself.
 	m := newTiny().in("x", Float32, 2, 2).in("k", Float32).out("total", Float32).out("scaled", Float32, 2, 2).
@@ -181,7 +181,7 @@ func TestRunScalars(t *testing.T) {
 }
 
 func TestRunConcurrent(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	m := newTiny().in("a", Float32, "n").out("y", Float32, "n").
 		node("Add", "add", []string{"a", "a"}, []string{"y"}).bytes(t)
 	s := mustSession(t, m, Options{IntraOpThreads: 1})
@@ -213,7 +213,7 @@ func TestRunConcurrent(t *testing.T) {
 }
 
 func TestExternalDataFromPath(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	// Weights in a side file next to the model, as prepare writes them.
 	dir := t.TempDir()
 	w := []float32{2, 3}
@@ -247,7 +247,7 @@ func TestExternalDataFromPath(t *testing.T) {
 }
 
 func TestProfiling(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	dir := t.TempDir()
 	m := newTiny().in("a", Float32, 1).out("y", Float32, 1).node("Neg", "neg", []string{"a"}, []string{"y"}).bytes(t)
 	s, err := NewSessionFromBytes(m, Options{ProfilePrefix: filepath.Join(dir, "prof")})
@@ -269,7 +269,7 @@ func TestProfiling(t *testing.T) {
 }
 
 func TestRunErrors(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	m := newTiny().in("a", Float32, "n", 2).in("b", Float32, "n", 2).out("y", Float32, "n", 2).
 		node("Add", "add", []string{"a", "b"}, []string{"y"}).bytes(t)
 	s := mustSession(t, m, Options{})
@@ -313,7 +313,7 @@ func TestRunErrors(t *testing.T) {
 }
 
 func TestFloat16DynamicOutputNeedsNamedAxes(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	// The output's axis "m" names no input axis, so its size is unknown before the run.
 	m := newTiny().in("x", Float32, "n").out("h", Float16, "m").
 		node("Cast", "c", []string{"x"}, []string{"h"}, intAttr("to", int64(Float16))).bytes(t)
@@ -325,7 +325,7 @@ func TestFloat16DynamicOutputNeedsNamedAxes(t *testing.T) {
 }
 
 func TestNewSessionErrors(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	good := newTiny().in("a", Float32, 1).out("y", Float32, 1).node("Neg", "neg", []string{"a"}, []string{"y"}).bytes(t)
 	badOp := newTiny().in("a", Float32, 1).out("y", Float32, 1).node("NoSuchOp", "bad", []string{"a"}, []string{"y"}).bytes(t)
 	dir := t.TempDir()
@@ -371,7 +371,7 @@ func TestNewSessionErrors(t *testing.T) {
 }
 
 func TestCUDAUnavailableIsAnError(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	if fileExists(filepath.Join(filepath.Dir(LoadedLibrary()), "libonnxruntime_providers_cuda.so")) {
 		t.Skip("the CUDA provider is installed here; this test covers machines without it")
 	}
@@ -389,7 +389,7 @@ func TestCUDAUnavailableIsAnError(t *testing.T) {
 }
 
 func TestPlacementCPU(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	path := filepath.Join(t.TempDir(), "m.onnx")
 	m := newTiny().in("a", Float32, 2).out("y", Float32, 2).
 		node("Add", "add0", []string{"a", "a"}, []string{"t"}).node("Neg", "", []string{"t"}, []string{"y"}).bytes(t)
@@ -490,7 +490,7 @@ func TestInitBadPaths(t *testing.T) {
 // TestCUDA runs on a machine with the CUDA provider, CUDA 13 and a GPU (the GPU machine after
 // `. ../shared/device/ort-gpu-env.sh`); elsewhere it skips, unless ORTQ_REQUIRE_CUDA=1.
 func TestCUDA(t *testing.T) {
-	TestLib(t)
+	testLib(t)
 	if d := cudaDiagnosis(); d != "" || !fileExists(filepath.Join(filepath.Dir(LoadedLibrary()), "libonnxruntime_providers_cuda.so")) {
 		if os.Getenv("ORTQ_REQUIRE_CUDA") == "1" {
 			t.Fatalf("ORTQ_REQUIRE_CUDA=1 but CUDA is unavailable:%s", d)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
@@ -16,7 +17,7 @@ import (
 // session with the same seed reproduces the gradients bit for bit (what exact resume needs),
 // and another seed draws other masks.
 func TestRecomputeKeepsDropoutMasks(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	c := refCases(t)[0]
 	ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_all.safetensors"))
 	grads := func(dropout float64, rec bool, seed uint64) map[string][]float32 {

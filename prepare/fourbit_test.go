@@ -8,6 +8,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/quantize"
 	"github.com/ortq/ortq/train"
 )
@@ -17,7 +18,7 @@ import (
 // Linear weights were replaced, in Go, by the dequantized 4-bit values: the two must give
 // the same loss and LoRA gradients, with and without recomputation.
 func TestFourBitGradientsEqualDequantizedBase(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, c := range refCases(t) {
 		if c.set != "all" {
 			continue

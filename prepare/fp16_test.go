@@ -8,6 +8,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
@@ -21,7 +22,7 @@ import (
 // code boundaries (measured: 2.7 % gradient difference with --bits 4, 0.38 % without), which
 // would measure quantization rather than fp16 arithmetic.
 func TestFloat16MatchesFloat32(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	dir := t.TempDir()
 	step := func(dtype string) *train.StepResult {
 		res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 7, Common: hfimport.Common{Out: filepath.Join(dir, dtype), DType: dtype}})

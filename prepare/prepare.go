@@ -192,7 +192,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
 	linears := ctx.Result(passes.FindLinears).(*passes.Linears)
-	quant := ctx.Result(passes.Quantize).([]passes.QuantLayer)
+	quant := ctx.Result(passes.Quantize).([]manifest.QuantLayer)
 
 	// The evaluation and training graphs start from the same quantized base.
 	evalM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
@@ -210,7 +210,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if _, err := runWithLinears(recM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
-	params := trainCtx.Result(passes.LoRA).([]passes.LoRAParam)
+	params := trainCtx.Result(passes.LoRA).([]manifest.LoRAParam)
 	_ = evalCtx
 
 	man := &manifest.Manifest{
@@ -293,7 +293,7 @@ func runWithLinears(m *ortgraph.Model, c *passes.Config, ls *passes.Linears, log
 }
 
 func noop(p *ortgraph.Pass) *ortgraph.Pass {
-	return &ortgraph.Pass{Name: p.Name, Run: func(*ortgraph.Context) (any, error) { return []passes.QuantLayer(nil), nil }}
+	return &ortgraph.Pass{Name: p.Name, Run: func(*ortgraph.Context) (any, error) { return []manifest.QuantLayer(nil), nil }}
 }
 
 func foundBy(ls *passes.Linears) string {
@@ -404,7 +404,7 @@ func dtypeOf(vi *onnxpb.ValueInfoProto) string {
 
 // loraInit draws PEFT's initial values: A ~ kaiming_uniform(a=√5) = U(−1/√in, 1/√in),
 // B = 0, so the adapted model starts equal to the base model.
-func loraInit(params []passes.LoRAParam, seed uint64) map[string][]float32 {
+func loraInit(params []manifest.LoRAParam, seed uint64) map[string][]float32 {
 	rng := rand.New(rand.NewPCG(seed, 0x4c6f5241))
 	out := map[string][]float32{}
 	for _, p := range params {
@@ -420,7 +420,7 @@ func loraInit(params []passes.LoRAParam, seed uint64) map[string][]float32 {
 	return out
 }
 
-func writeLoRAInit(path string, params []passes.LoRAParam, seed uint64) error {
+func writeLoRAInit(path string, params []manifest.LoRAParam, seed uint64) error {
 	vals := loraInit(params, seed)
 	ts := make([]train.Tensor, 0, len(params))
 	for _, p := range params {
@@ -434,7 +434,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return ortgraph.WriteFileAtomic(path, append(b, '\n'))
+	return fsutil.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // maxPositions is max_position_embeddings from a Hugging Face config.json beside the graph,

@@ -13,6 +13,7 @@ import (
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
@@ -37,7 +38,7 @@ import (
 // the reuse when it shared the DequantizeLinear's own output (20 kernels per layer for a
 // graph holding 14); so no DequantizeLinear output may have more than one reader either.
 func TestRecomputeReusesDequantizedWeights(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, c := range []struct {
 		name   string
 		common hfimport.Common

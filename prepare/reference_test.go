@@ -10,6 +10,7 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
@@ -124,7 +125,7 @@ func prepareFor(t *testing.T, model string, targets []string, bits int, lossChun
 }
 
 func TestGradientsMatchPEFT(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, c := range refCases(t) {
 		modes := []struct {
 			name      string
@@ -219,7 +220,7 @@ func TestGradientsMatchPEFT(t *testing.T) {
 // TestAccumulationEqualsBatch: accumulating micro-batches (token-weighted) gives the
 // gradient of the whole batch.
 func TestAccumulationEqualsBatch(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	c := refCases(t)[0]
 	for _, rc := range refCases(t) {
 		if strings.Contains(rc.variant, "mask") {
@@ -276,7 +277,7 @@ func TestAccumulationEqualsBatch(t *testing.T) {
 // TestFourBitLossNearSixteenBit bounds the loss change that 4-bit quantization causes on
 // the reference batch (random N(0, 0.02) weights, block 32).
 func TestFourBitLossNearSixteenBit(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, c := range refCases(t) {
 		if c.set != "qv" {
 			continue

@@ -8,6 +8,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -15,7 +16,7 @@ import (
 // pass, which ONNX Runtime needs for the opset-23 RotaryEmbedding at batch > 1) and
 // compares its logits with transformers' on the unpadded positions.
 func TestExportsMatchTransformers(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, c := range refCases(t) {
 		if c.set != "qv" {
 			continue

@@ -8,6 +8,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/quantize"
 	"github.com/ortq/ortq/train"
 )
@@ -17,7 +18,7 @@ import (
 // Transpose node, no exporter metadata — and checks that prepare finds the Linears by name
 // and that loss and gradients are unchanged, for the 16-bit and the 4-bit base.
 func TestTorchScriptStyleGraph(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	c := refCases(t)[0]
 	for _, rc := range refCases(t) {
 		if rc.variant == "mask_untied" && rc.set == "all" {

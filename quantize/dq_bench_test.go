@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"github.com/ortq/ortq/internal/half"
 	"math"
 	"os"
 	"slices"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 )
 
 // Dequantization micro-benchmark (BenchmarkDequant) and the exactness check of the
@@ -110,7 +112,7 @@ func dqWeightFor(tb testing.TB, s dqShape) *dqWeight {
 func halfBytes(v []float32) []byte {
 	b := make([]byte, 2*len(v))
 	for i, x := range v {
-		binary.LittleEndian.PutUint16(b[2*i:], float32ToHalf(x))
+		binary.LittleEndian.PutUint16(b[2*i:], half.Float32ToFloat16(x))
 	}
 	return b
 }
@@ -405,7 +407,7 @@ func dqSessionsFor(b *testing.B, key string, device string, build func(reps int)
 // produce W); TFLOP/s = 2·M·N·K per second (products); copies = 4-bit copies of the weight
 // a training graph would keep next to DequantizeLinear's UINT4 view (1 = the same bytes).
 func BenchmarkDequant(b *testing.B) {
-	ortrun.TestLib(b)
+	ortruntest.Lib(b)
 	device := dqDeviceFor("cuda")
 	if *dqReps < 2 {
 		b.Fatalf("-dq.reps %d: need at least 2", *dqReps)
@@ -492,7 +494,7 @@ func median(d []time.Duration) time.Duration {
 //
 // Runs on the CPU by default; -dq.device cuda checks the CUDA kernels.
 func TestDequantViews(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	device := dqDeviceFor("cpu")
 	for _, c := range []ortCase{
 		{"sym", 24, 128, Options{BlockSize: 32}},
@@ -589,7 +591,7 @@ func TestDequantViews(t *testing.T) {
 			if p.ZeroPoints != nil && device != "cpu" {
 				tol = func(r, col int) float32 {
 					b := col / p.BlockSize
-					s := halfToFloat32(scales[r*p.Blocks+b])
+					s := half.Float16ToFloat32(scales[r*p.Blocks+b])
 					return ulp16(float32(p.code(r, col))*s) + ulp16(float32(p.zeroPoint(r, b))*s) + ulp16(want[r*c.k+col])
 				}
 			}

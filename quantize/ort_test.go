@@ -2,10 +2,12 @@ package quantize
 
 import (
 	"fmt"
+	"github.com/ortq/ortq/internal/half"
 	"math"
 	"testing"
 
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 )
 
 // TestAgainstORT runs ONNX Runtime's own dequantization of Packed bytes — MatMulNBits with an
@@ -14,7 +16,7 @@ import (
 // must match bit for bit; MatMulNBits up to the sign of zero, because its output is a sum
 // A·Bᵀ (+0 where a negative symmetric scale makes the weight −0).
 func TestAgainstORT(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, fp16 := range []bool{false, true} {
 		for _, c := range ortCases {
 			t.Run(fmt.Sprintf("%s/fp16=%v", c.name, fp16), func(t *testing.T) {
@@ -32,7 +34,7 @@ func TestAgainstORT(t *testing.T) {
 					id := identity(c.k)
 					h := make([]uint16, len(id))
 					for i, v := range id {
-						h[i] = float32ToHalf(v)
+						h[i] = half.Float32ToFloat16(v)
 					}
 					a = &ortrun.Tensor{DType: ortrun.Float16, Shape: a.Shape, Data: h}
 					s = &ortrun.Tensor{DType: ortrun.Float16, Shape: s.Shape, Data: p.ScalesFP16()}
@@ -86,7 +88,7 @@ func floats(t *testing.T, x *ortrun.Tensor) []float32 {
 	case []uint16:
 		f := make([]float32, len(d))
 		for i, h := range d {
-			f[i] = halfToFloat32(h)
+			f[i] = half.Float16ToFloat32(h)
 		}
 		return f
 	}

@@ -2,6 +2,7 @@ package quantize
 
 import (
 	"fmt"
+	"github.com/ortq/ortq/internal/half"
 	"math"
 	"runtime"
 	"sync"
@@ -241,7 +242,7 @@ func (p *Packed) DequantizeWith(o DequantizeOptions) []float32 {
 	if o.FP16Scales || o.FP16Values {
 		scales = make([]float32, len(p.Scales))
 		for i, s := range p.Scales {
-			scales[i] = roundToHalf(s)
+			scales[i] = half.RoundFloat16(s)
 		}
 	}
 	out := make([]float32, p.N*p.K)
@@ -250,7 +251,7 @@ func (p *Packed) DequantizeWith(o DequantizeOptions) []float32 {
 			b := c / p.BlockSize
 			v := float32(p.code(r, c)-p.zeroPoint(r, b)) * scales[r*p.Blocks+b]
 			if o.FP16Values {
-				v = roundToHalf(v)
+				v = half.RoundFloat16(v)
 			}
 			out[r*p.K+c] = v
 		}
@@ -264,7 +265,7 @@ func (p *Packed) DequantizeWith(o DequantizeOptions) []float32 {
 func (p *Packed) ScalesFP16() []uint16 {
 	h := make([]uint16, len(p.Scales))
 	for i, s := range p.Scales {
-		h[i] = float32ToHalf(s)
+		h[i] = half.Float32ToFloat16(s)
 	}
 	return h
 }

@@ -3,6 +3,7 @@ package quantize
 import (
 	"bytes"
 	"fmt"
+	"github.com/ortq/ortq/internal/half"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -433,12 +434,12 @@ func TestDequantizeFP16(t *testing.T) {
 		for r := range n {
 			for c := range k {
 				b := c / 32
-				s16 := halfToFloat32(h[r*p.Blocks+b])
+				s16 := half.Float16ToFloat32(h[r*p.Blocks+b])
 				q := float32(p.code(r, c) - p.zeroPoint(r, b))
 				if ds[r*k+c] != q*s16 {
 					t.Fatalf("FP16Scales (%d,%d) = %g want %g", r, c, ds[r*k+c], q*s16)
 				}
-				if want := roundToHalf(q * s16); dv[r*k+c] != want {
+				if want := half.RoundFloat16(q * s16); dv[r*k+c] != want {
 					t.Fatalf("FP16Values (%d,%d) = %g want %g", r, c, dv[r*k+c], want)
 				}
 				// fp16 scale rounding moves a value by at most 2^−11 relative

@@ -3,6 +3,7 @@ package train
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/ortq/ortq/internal/fsutil"
 
 	"github.com/ortq/ortq/manifest"
 )
@@ -36,7 +37,7 @@ func writeAdapterConfig(path string, man *manifest.Manifest) error {
 			}
 		}
 	}
-	return WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
+	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(c)

@@ -281,7 +281,7 @@ func WriteCheckpoint(root string, ck *Checkpoint, params []Param, adam AdamWStat
 		return fail(err)
 	}
 	js = append(js, '\n')
-	if err := WriteFileAtomic(filepath.Join(tmp, ckStateFile), 0o644, func(w *bufio.Writer) error { _, err := w.Write(js); return err }); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(tmp, ckStateFile), 0o644, func(w *bufio.Writer) error { _, err := w.Write(js); return err }); err != nil {
 		return fail(err)
 	}
 	if err := hook("state", ck.Step); err != nil {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
-	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 )
 
@@ -118,7 +117,7 @@ func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossSca
 		case manifest.RoleLossScale:
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{1}, Data: []float32{lossScale}}
 		case manifest.RoleDropoutSeed:
-			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{int64(dropoutSeed % passes.DropoutPrime)}}
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{int64(dropoutSeed % manifest.DropoutSeedModulus)}}
 		case manifest.RoleLoRA:
 			v, ok := params[io.Param]
 			if !ok {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ortq/ortq/internal/fsutil"
 	"math"
 	"sort"
 	"strings"
@@ -128,7 +129,7 @@ func (r *Report) WriteJSON(path string) error {
 		return fmt.Errorf("encode report: %w", err)
 	}
 	b = append(b, '\n')
-	return WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.Write(b); return err })
+	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.Write(b); return err })
 }
 
 // WriteMarkdown writes Markdown(), atomically.
@@ -137,7 +138,7 @@ func (r *Report) WriteMarkdown(path string) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.WriteString(md); return err })
+	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.WriteString(md); return err })
 }
 
 // Markdown renders the report for humans; deterministic for a given Report.

@@ -14,6 +14,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
@@ -23,7 +24,7 @@ import (
 // dataset.
 func loopFixture(t *testing.T) (art string, trainSet, evalSet []data.Example) {
 	t.Helper()
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	model, _, err := defaultmodel.Extract(filepath.Join(t.TempDir(), "model"))
 	if err != nil {
 		t.Fatal(err)

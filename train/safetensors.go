@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/half"
 	"io"
 	"math"
 	"os"
@@ -92,12 +94,12 @@ func F32Tensor(name string, shape []int64, v []float32) Tensor {
 
 // F16Tensor rounds values to binary16 (nearest even), e.g. for a 16-bit adapter.
 func F16Tensor(name string, shape []int64, v []float32) Tensor {
-	return halfTensor(name, F16, shape, EncodeFloat16(v))
+	return halfTensor(name, F16, shape, half.EncodeFloat16(v))
 }
 
 // BF16Tensor rounds values to bfloat16 (nearest even).
 func BF16Tensor(name string, shape []int64, v []float32) Tensor {
-	return halfTensor(name, BF16, shape, EncodeBFloat16(v))
+	return halfTensor(name, BF16, shape, half.EncodeBFloat16(v))
 }
 
 func halfTensor(name string, dt DType, shape []int64, h []uint16) Tensor {
@@ -131,9 +133,9 @@ func (t Tensor) Float32s() ([]float32, error) {
 		for i := range out {
 			h := binary.LittleEndian.Uint16(t.Data[2*i:])
 			if t.DType == F16 {
-				out[i] = Float16ToFloat32(h)
+				out[i] = half.Float16ToFloat32(h)
 			} else {
-				out[i] = BFloat16ToFloat32(h)
+				out[i] = half.BFloat16ToFloat32(h)
 			}
 		}
 		return out, nil
@@ -211,7 +213,7 @@ func WriteSafetensors(path string, tensors []Tensor, metadata map[string]string)
 	if len(metadata) > 0 {
 		meta = metadata
 	}
-	return WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
+	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
 		return safetensors.SerializeToWriter(views, meta, w)
 	})
 }

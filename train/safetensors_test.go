@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/half"
 	"math"
 	"os"
 	"path/filepath"
@@ -52,7 +54,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 		t.Errorf("F32 values %v, want %v", v, f32)
 	}
 	h, _ := got.Get("half")
-	if v, _ := h.Float32s(); v[0] != 1 || v[1] != Float16ToFloat32(Float32ToFloat16(0.1)) || v[2] != -65504 {
+	if v, _ := h.Float32s(); v[0] != 1 || v[1] != half.Float16ToFloat32(half.Float32ToFloat16(0.1)) || v[2] != -65504 {
 		t.Errorf("F16 values %v", v)
 	}
 	ids, _ := got.Get("ids")
@@ -168,7 +170,7 @@ func TestWriteFileAtomicKeepsOldOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("disk full")
-	err := WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
+	err := fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
 		_, _ = w.WriteString("partial new content")
 		return boom
 	})
@@ -181,7 +183,7 @@ func TestWriteFileAtomicKeepsOldOnError(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Errorf("temp file left: %v", entries)
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, "missing", "x"), 0o644, func(*bufio.Writer) error { return nil }); err == nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, "missing", "x"), 0o644, func(*bufio.Writer) error { return nil }); err == nil {
 		t.Error("write into a missing directory succeeded")
 	}
 }

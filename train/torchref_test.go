@@ -2,6 +2,7 @@ package train
 
 import (
 	"encoding/json"
+	"github.com/ortq/ortq/internal/half"
 	"math"
 	"os"
 	"testing"
@@ -137,14 +138,14 @@ func TestHalfMatchesTorch(t *testing.T) {
 	bad16, badBF := 0, 0
 	for i, b := range h.Inputs {
 		f := math.Float32frombits(b)
-		if got := Float32ToFloat16(f); got != h.F16[i] {
+		if got := half.Float32ToFloat16(f); got != h.F16[i] {
 			if bad16++; bad16 < 5 {
-				t.Errorf("Float32ToFloat16(%g [%08x]) = %04x, torch %04x", f, b, got, h.F16[i])
+				t.Errorf("half.Float32ToFloat16(%g [%08x]) = %04x, torch %04x", f, b, got, h.F16[i])
 			}
 		}
-		if got := Float32ToBFloat16(f); got != h.BF16[i] {
+		if got := half.Float32ToBFloat16(f); got != h.BF16[i] {
 			if badBF++; badBF < 5 {
-				t.Errorf("Float32ToBFloat16(%g [%08x]) = %04x, torch %04x", f, b, got, h.BF16[i])
+				t.Errorf("half.Float32ToBFloat16(%g [%08x]) = %04x, torch %04x", f, b, got, h.BF16[i])
 			}
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/manifest"
-	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/train"
 )
 
@@ -42,7 +42,7 @@ func demoData(t *testing.T) string {
 // (4-bit, LoRA q/v) and a short fine-tune on Brown's "learned" genre on the CPU must lower
 // the held-out perplexity by at least 15 % (measured: 93 → 64 in the full demo).
 func TestDemoLowersPerplexity(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	data := demoData(t)
 	dir := t.TempDir()
 	art, out := filepath.Join(dir, "art"), filepath.Join(dir, "run")
@@ -76,7 +76,7 @@ func TestDemoLowersPerplexity(t *testing.T) {
 // TestBadInput: every bad input is a one-line error naming the culprit, and nothing is
 // written where it should not be.
 func TestBadInput(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	dir := t.TempDir()
 	art := filepath.Join(dir, "art")
 	if err := run(t, "prepare", "--out", art, "--quiet", "--bits", "16"); err != nil {
@@ -144,7 +144,7 @@ func TestBadInput(t *testing.T) {
 
 // TestOptionPrecedence: flags beat ORTQ_* environment variables, which beat the YAML file.
 func TestOptionPrecedence(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "ortq.yaml")
 	os.WriteFile(cfg, []byte("lora-r: 4\nlora-alpha: 8\nbits: 16\n"), 0o644)
@@ -210,7 +210,7 @@ func TestTokenizeRoundTrip(t *testing.T) {
 // merges its JSON into the report. A stand-in interpreter records its arguments and writes
 // a recorded peer result, so no torch is needed here.
 func TestBenchRunsTorchPeer(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	dir := t.TempDir()
 	fixture, err := filepath.Abs("../../bench/testdata/peer_fixture.json")
 	if err != nil {
@@ -245,7 +245,7 @@ func TestBenchRunsTorchPeer(t *testing.T) {
 // 4-bit base the import packs the Linears (no full-precision copy in the temp directory),
 // symmetric or asymmetric, and the manifest says so; --bits 16 imports full precision.
 func TestPrepareFromCheckpoint(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	ck := filepath.Join("..", "..", "hfimport", "testdata", "hf", "llama32")
 	dir := t.TempDir()
 	for _, c := range []struct {

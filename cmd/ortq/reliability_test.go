@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/ortq/ortq/internal/defaultmodel"
-	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/train"
 )
 
@@ -59,7 +59,7 @@ func TestMain(m *testing.M) {
 // the demo text, and returns the train arguments shared by every run (all but --out).
 func relFixture(t *testing.T, steps int) (dir string, args []string) {
 	t.Helper()
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	demo := demoData(t)
 	dir = t.TempDir()
 	art := filepath.Join(dir, "art")

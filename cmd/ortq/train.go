@@ -10,9 +10,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/ortq/ortq/bench"
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/gpumem"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/tokenize"
 	"github.com/ortq/ortq/train"
@@ -200,7 +200,7 @@ func runTrain(v *viper.Viper) error {
 		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
 		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
 		MaxEvalBatches: v.GetInt("max-eval-batches"), PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"),
-		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: bench.GPUMemorySampler(opts.Device),
+		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpumem.Sampler(opts.Device),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
 		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
 	}

@@ -98,3 +98,7 @@ func EncodeBFloat16(src []float32) []uint16 {
 	}
 	return out
 }
+
+// RoundFloat16 rounds f to the nearest binary16 value and back: the float32 that an fp16
+// tensor would hold (ONNX Runtime's fp16 activations and scales).
+func RoundFloat16(f float32) float32 { return Float16ToFloat32(Float32ToFloat16(f)) }

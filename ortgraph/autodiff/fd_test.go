@@ -9,6 +9,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -236,7 +237,7 @@ func d64(name string, wrt bool, dims ...int64) tin {
 }
 
 func TestGradients(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	one := func(op string, attrs ...ortgraph.Attr) func(g *ortgraph.Graph) string {
 		return func(g *ortgraph.Graph) string {
 			var ins []string
@@ -408,7 +409,7 @@ func simplifiedLayerNorm(dt int32, nout int) func(g *ortgraph.Graph) string {
 // the gradients of the float32 rule within half precision, with and without the saved
 // inv_std_var. Finite differences of a float16 forward are too noisy to test it directly.
 func TestSimplifiedLayerNormHalf(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	run := func(c gradCase) map[string][]float64 {
 		buf := buildGradModel(t, c)
 		s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})

@@ -3,6 +3,7 @@ package passes
 import (
 	"fmt"
 
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/autodiff"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -34,7 +35,7 @@ var Backward = &ortgraph.Pass{
 
 func runBackward(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
-	params := ctx.Result(LoRA).([]LoRAParam)
+	params := ctx.Result(LoRA).([]manifest.LoRAParam)
 	ln := ctx.Result(Loss).(*LossNames)
 	addInput(g, LossScaleInput, ortgraph.TensorType(ortgraph.Float, []int64{1}))
 	wrt := make([]string, len(params))

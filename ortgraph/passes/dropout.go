@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
@@ -14,10 +15,10 @@ import (
 // masks of one run of the graph; a value in [0, DropoutPrime).
 const DropoutSeedInput = "lora_dropout_seed"
 
-// DropoutPrime is the modulus of the small hashes the masks are built from: the largest
-// prime below 2^29, so that a product of two residues stays below 2^63 in int64 arithmetic
-// and eight times a residue, offset by −2^31, fits in int32.
-const DropoutPrime = 536870909
+// DropoutPrime is the modulus of the small hashes the masks are built from. The training
+// loop feeds the seed input reduced by it, so its value is the artifacts contract's
+// manifest.DropoutSeedModulus (which says why this prime).
+const DropoutPrime = manifest.DropoutSeedModulus
 
 // dropoutColStride separates the modules in the column hash's index: column c of module m
 // hashes index m·stride + c, so widths up to the stride and modules up to P/stride never

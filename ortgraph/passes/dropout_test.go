@@ -10,6 +10,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -20,7 +21,7 @@ import (
 // arithmetic never overflows, its int32 product wraps as Go's does, and the hash is what
 // the statistics below measure.
 func TestDropoutHashMatchesReference(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	const rows, seq, wide, narrow = 3, 37, 96, 40
 	m := &onnxpb.ModelProto{
 		IrVersion:   10,
@@ -212,7 +213,7 @@ func itoa(v int64) string { return strconv.FormatInt(v, 10) }
 // applies the mask as Where(keep, x, 0) and folds 1/(1−p) into the scale — and the
 // gradients of A and B are PEFT's for that mask: dB = s·dyᵀ(x̃Aᵀ), dA = s·(dy B)ᵀx̃.
 func TestLoRADropoutIsPEFTs(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	const p, rank, alpha, seed, module = 0.3, 4, 8.0, 99, "model.layers.0.self_attn.v_proj"
 	const batch, seq = 2, 5
 	md, err := ortgraph.Load("../../testdata/llama/gqa_tied_llama3/model.onnx")

@@ -8,6 +8,7 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -37,7 +38,7 @@ func halfSoftmaxGraph(variant string) (*ortgraph.Graph, *onnxpb.ModelProto) {
 // TestHalfSoftmax: the sandwich becomes one fp16 Softmax whose output equals the original
 // graph's on ONNX Runtime within one fp16 rounding; near misses are left alone.
 func TestHalfSoftmax(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	for _, c := range []struct {
 		variant string
 		folded  int

@@ -4,17 +4,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
-
-// LoRAParam is one trainable LoRA tensor, a graph input named as in PEFT's state dict.
-type LoRAParam struct {
-	Name   string  `json:"name"`
-	Module string  `json:"module"`
-	Kind   string  `json:"kind"` // "A" [r, in] or "B" [out, r]
-	Shape  []int64 `json:"shape"`
-}
 
 // PEFTName is PEFT's state-dict name for a LoRA tensor of a module.
 func PEFTName(module, ab string) string {
@@ -56,7 +49,7 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		}
 		want[t] = true
 	}
-	var params []LoRAParam
+	var params []manifest.LoRAParam
 	r := int64(c.Rank)
 	// PEFT computes scale·B·A·(mask⊙x/(1−p)); the 1/(1−p) of dropout is folded into the
 	// constant scale applied after B, so the mask is applied as Where(keep, x, 0) and no
@@ -94,7 +87,7 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 				return nil, fmt.Errorf("%s: %w", l.Module(), err)
 			}
 			g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: p.name, Type: ortgraph.TensorType(ortgraph.Float, p.shape)})
-			params = append(params, LoRAParam{Name: p.name, Module: l.Module(), Kind: p.kind, Shape: p.shape})
+			params = append(params, manifest.LoRAParam{Name: p.name, Module: l.Module(), Kind: p.kind, Shape: p.shape})
 		}
 		g.Reindex()
 		saved := g.Scope

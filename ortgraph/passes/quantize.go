@@ -3,24 +3,11 @@ package passes
 import (
 	"fmt"
 
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/quantize"
 )
-
-// QuantLayer records one quantized Linear and its error.
-type QuantLayer struct {
-	Module string  `json:"module"`
-	Shape  [2]int  `json:"shape"` // [out, in]
-	RMS    float64 `json:"rms_error"`
-	RelRMS float64 `json:"rel_rms_error"`
-	MaxAbs float64 `json:"max_abs_error"`
-	// Prequantized: the source graph held this Linear as 4-bit already, so there is no
-	// full-precision weight to measure the error against (the error fields are 0).
-	Prequantized bool   `json:"prequantized,omitempty"`
-	Scales       string `json:"-"`
-	Weights      string `json:"-"`
-}
 
 // Quantize replaces each decoder Linear's weight with 4-bit blocks read by
 // com.microsoft.MatMulNBits (Y = A·Bᵀ over the [out, in] weight). The fp weight is removed
@@ -41,7 +28,7 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 	if c.Bits != 4 && c.Bits != 16 {
 		return nil, fmt.Errorf("bits = %d: use 4 (quantized base) or 16 (plain LoRA)", c.Bits)
 	}
-	var out []QuantLayer
+	var out []manifest.QuantLayer
 	pre := 0
 	for _, l := range ls.All {
 		if !l.Prequantized {
@@ -65,11 +52,11 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 			}
 			return nil, fmt.Errorf("node %q (%s) is already 4-bit without zero points: drop --asymmetric", n.Name, l.Module())
 		}
-		out = append(out, QuantLayer{Module: l.Module(), Shape: [2]int{int(l.Out), int(l.In)}, Prequantized: true, Weights: n.Input[1], Scales: n.Input[2]})
+		out = append(out, manifest.QuantLayer{Module: l.Module(), Shape: [2]int{int(l.Out), int(l.In)}, Prequantized: true, Weights: n.Input[1], Scales: n.Input[2]})
 		pre++
 	}
 	if c.Bits == 16 {
-		return []QuantLayer(nil), nil
+		return []manifest.QuantLayer(nil), nil
 	}
 	cons := g.Consumers()
 	for _, l := range ls.All {
@@ -120,7 +107,7 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 		if readers == 0 {
 			g.RemoveInitializer(l.Weight)
 		}
-		out = append(out, QuantLayer{Module: l.Module(), Shape: [2]int{p.N, p.K}, RMS: st.RMS, RelRMS: st.RelRMS, MaxAbs: st.MaxAbs, Weights: bName, Scales: sName})
+		out = append(out, manifest.QuantLayer{Module: l.Module(), Shape: [2]int{p.N, p.K}, RMS: st.RMS, RelRMS: st.RelRMS, MaxAbs: st.MaxAbs, Weights: bName, Scales: sName})
 	}
 	g.M.SetOpset("com.microsoft", 1)
 	g.Prune()

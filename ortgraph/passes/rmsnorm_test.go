@@ -16,6 +16,7 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
 )
 
 // rmsGraph is a tiny graph holding one decomposed RMSNorm of x [2, 3, 8] in the given
@@ -172,7 +173,7 @@ func relDiff(a, b []float64) float64 {
 // left with the reason in the log), the rewritten graphs are kept as a golden, and on ORT's
 // CPU provider they compute what the decomposed graphs computed.
 func TestRMSNormPass(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	var dump strings.Builder
 	for _, c := range rmsGraphs() {
 		before := newRMSModel(c)
@@ -218,7 +219,7 @@ func TestRMSNormPass(t *testing.T) {
 // fused nodes keep the names of the weight Muls (or RMSNormalization nodes) they replace,
 // which carry their layer, and the logits are unchanged.
 func TestRMSNormPassModels(t *testing.T) {
-	ortrun.TestLib(t)
+	ortruntest.Lib(t)
 	dir := t.TempDir()
 	paths := map[string]string{}
 	for _, v := range []string{"gqa_tied_llama3", "mask_untied", "opset23_gqa"} {

@@ -1,4 +1,4 @@
-package quantize
+package half
 
 import (
 	"math"
@@ -43,15 +43,15 @@ func TestFloat32ToHalfEdgeCases(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := float32ToHalf(tt.in); got != tt.want {
-				t.Errorf("float32ToHalf(%g) = %#04x, want %#04x", tt.in, got, tt.want)
+			if got := Float32ToFloat16(tt.in); got != tt.want {
+				t.Errorf("Float32ToFloat16(%g) = %#04x, want %#04x", tt.in, got, tt.want)
 			}
 		})
 	}
 	for _, nan := range []float32{float32(math.NaN()), math.Float32frombits(0x7f800001), math.Float32frombits(0xffc00000)} {
-		h := float32ToHalf(nan)
+		h := Float32ToFloat16(nan)
 		if h&0x7c00 != 0x7c00 || h&0x03ff == 0 {
-			t.Errorf("float32ToHalf(NaN %#08x) = %#04x, not a NaN", math.Float32bits(nan), h)
+			t.Errorf("Float32ToFloat16(NaN %#08x) = %#04x, not a NaN", math.Float32bits(nan), h)
 		}
 	}
 }
@@ -60,22 +60,22 @@ func TestFloat32ToHalfEdgeCases(t *testing.T) {
 // between neighbours (and the floats just either side of them) round as IEEE requires.
 func TestHalfExhaustive(t *testing.T) {
 	for h := 0; h < 0x10000; h++ {
-		f := halfToFloat32(uint16(h))
+		f := Float16ToFloat32(uint16(h))
 		if math.IsNaN(float64(f)) {
 			if h&0x7c00 != 0x7c00 || h&0x3ff == 0 {
-				t.Fatalf("halfToFloat32(%#04x) = NaN", h)
+				t.Fatalf("Float16ToFloat32(%#04x) = NaN", h)
 			}
 			continue
 		}
-		if got := float32ToHalf(f); got != uint16(h) {
+		if got := Float32ToFloat16(f); got != uint16(h) {
 			t.Fatalf("round trip %#04x -> %g -> %#04x", h, f, got)
 		}
 	}
 	for a := uint16(0); a < 0x7c00; a++ {
-		lo := halfToFloat32(a)
+		lo := Float16ToFloat32(a)
 		hi := float32(65536) // what the next code up, +Inf, stands in for when rounding
 		if a+1 < 0x7c00 {
-			hi = halfToFloat32(a + 1)
+			hi = Float16ToFloat32(a + 1)
 		}
 		mid := lo + (hi-lo)/2 // exact: float32 has 13 more mantissa bits
 		even := a
@@ -87,15 +87,15 @@ func TestHalfExhaustive(t *testing.T) {
 			if sign != 0 {
 				s = -1
 			}
-			if got := float32ToHalf(s * mid); got != sign|even {
+			if got := Float32ToFloat16(s * mid); got != sign|even {
 				t.Fatalf("tie %g: got %#04x want %#04x", s*mid, got, sign|even)
 			}
 			below := math.Nextafter32(mid, lo)
-			if got := float32ToHalf(s * below); got != sign|a {
+			if got := Float32ToFloat16(s * below); got != sign|a {
 				t.Fatalf("below tie %g: got %#04x want %#04x", s*below, got, sign|a)
 			}
 			above := math.Nextafter32(mid, hi)
-			if got := float32ToHalf(s * above); got != sign|(a+1) {
+			if got := Float32ToFloat16(s * above); got != sign|(a+1) {
 				t.Fatalf("above tie %g: got %#04x want %#04x", s*above, got, sign|(a+1))
 			}
 		}
