@@ -53,3 +53,6 @@ require (
 	golang.org/x/image v0.30.0 // indirect
 	golang.org/x/term v0.44.0 // indirect
 )
+
+// The fork adds device memory, allocator statistics and the rest of IoBinding (third_party/onnxruntime_go/README.md).
+replace github.com/yalue/onnxruntime_go => ./third_party/onnxruntime_go

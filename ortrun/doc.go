@@ -4,5 +4,17 @@
 // (Session.Run, Tensor). It exists so that the rest of ortq never touches cgo values, and so that
 // the binding's gaps (no float16 or 0-d outputs, fixed output lists, one process-wide
 // environment) are handled in one place. Placement reports which execution provider ONNX
-// Runtime assigned each node to.
+// Runtime assigned each node to; Session.AllocatorStats what ONNX Runtime's arena holds.
+//
+// onnxruntime_go is used from a fork kept in third_party/onnxruntime_go (go.mod's replace
+// directive; its README lists what changed). v1.27.0 binds only host tensors and exposes no
+// allocator statistics, and a device-resident training step needs device memory infos, session
+// allocators and the tensors they allocate, device IoBinding, run config entries and
+// AllocatorGetStats. A small cgo package of our own on the same OrtApi was the alternative; the
+// fork won because onnxruntime_go keeps the process-wide OrtEnv and the OrtSession and OrtValue
+// pointers unexported, so an outside package could not bind a device tensor to a session that
+// onnxruntime_go created, nor pass its values to ours, without either duplicating the whole
+// session API or reaching into unexported fields. In the fork the additions are ordinary methods
+// on upstream's types, written in upstream's style with their own tests, and can be offered
+// upstream as they are.
 package ortrun

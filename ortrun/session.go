@@ -150,6 +150,7 @@ type Session struct {
 	inIndex  map[string]int
 	outIndex map[string]int
 	device   string
+	deviceID int // the CUDA device number when device is "cuda"
 }
 
 // NewSession loads an .onnx file (external data files are found relative to it).
@@ -211,7 +212,7 @@ func newSession(what string, ins, outs []valueInfo, opts Options,
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer so.Destroy()
-	s.device, _, _ = ParseDevice(opts.Device)
+	s.device, s.deviceID, _ = ParseDevice(opts.Device)
 	s.sess, err = create(names(ins), names(outs), so)
 	if err != nil {
 		if s.device == "cuda" {
