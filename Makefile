@@ -138,7 +138,7 @@ $(DEMO_DATA):
 ## demo: prepare + train on the embedded default model (QLoRA on Brown's "learned" genre)
 demo: ort build demo-data
 	bin/ortq prepare --model default --out $(DEMO_DIR)/artifacts --force
-	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data $(DEMO_DATA) --tokenizer default --lr 1e-3 --out $(DEMO_DIR)/run
+	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data $(DEMO_DATA) --tokenizer default --lr 1e-3 --out $(DEMO_DIR)/run --force
 	@echo "report: $(DEMO_DIR)/run/report.md"
 
 clean:

@@ -72,7 +72,7 @@ uninterrupted run drew and, on the CPU, reproduces it bit for bit.`,
 	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
 	f.Int("keep", 3, "checkpoints to keep (0: all)")
 	f.String("resume", "", "continue an interrupted run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the interrupted run's")
-	f.Bool("force", false, "start afresh even though --out holds checkpoints of an earlier run (they are deleted)")
+	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
 	return cmd
 }
@@ -170,6 +170,9 @@ func runTrain(v *viper.Viper) error {
 		return err
 	}
 	defer lock.Release()
+	if err := checkFinishedRun(out, v.GetString("resume"), v.GetBool("force")); err != nil {
+		return err
+	}
 	opts, err := sessionOptions(v)
 	if err != nil {
 		return err
@@ -217,6 +220,12 @@ func runTrain(v *viper.Viper) error {
 		if err := os.RemoveAll(filepath.Join(out, train.CheckpointsDir)); err != nil {
 			return err
 		}
+		// The earlier run's results go too, so an interrupted new run does not sit beside them.
+		for _, f := range finishedRunFiles {
+			if err := os.Remove(filepath.Join(out, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
 	}
 	fmt.Fprintf(os.Stderr, "data: %d documents, %d tokens → %d train / %d eval examples\n", ds.Stats.Documents, ds.Stats.Tokens, len(ds.Train), len(ds.Eval))
 	ctx, stop := interruptContext()
@@ -234,6 +243,37 @@ func runTrain(v *viper.Viper) error {
 	fmt.Printf("final eval:    loss %.4f, perplexity %.3f\n", float64(rep.Final.Loss), float64(rep.Final.Perplexity))
 	fmt.Printf("%d optimizer steps, %.0f tokens/s; adapter and report in %s\n", rep.OptimizerSteps, float64(rep.TokensPerSecond), out)
 	return nil
+}
+
+// finishedRunFiles are what a finished run leaves in --out besides its checkpoints.
+var finishedRunFiles = []string{"adapter_model.safetensors", "adapter_config.json", "report.json", "report.md", "run.jsonl"}
+
+// checkFinishedRun refuses a fresh run into an --out that holds an earlier run's
+// results but no checkpoints (with checkpoints, train.Run refuses and offers --resume).
+func checkFinishedRun(out, resume string, force bool) error {
+	if resume != "" || force {
+		return nil
+	}
+	if exists, _ := pathExists(filepath.Join(out, train.CheckpointsDir)); exists {
+		return nil
+	}
+	for _, f := range finishedRunFiles[:4] {
+		p := filepath.Join(out, f)
+		if exists, err := pathExists(p); err != nil {
+			return err
+		} else if exists {
+			return fmt.Errorf("--out %q holds a finished run (%s): pass --force to overwrite it, or choose another --out", out, p)
+		}
+	}
+	return nil
+}
+
+func pathExists(p string) (bool, error) {
+	_, err := os.Lstat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // checkpointHook is nil in ortq; the reliability tests set it in a re-executed child to

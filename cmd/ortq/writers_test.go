@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -91,5 +92,32 @@ func TestOneWriterOtherCommands(t *testing.T) {
 		if code != 1 || !strings.Contains(msg, "pid "+strconv.Itoa(os.Getpid())) || !strings.Contains(msg, c.out) {
 			t.Errorf("%s: exit %d, want 1 naming pid %d and %s:\n%s", c.args[0], code, os.Getpid(), c.out, msg)
 		}
+	}
+}
+
+// TestFinishedRunNotOverwritten (issue 13 item 2): a fresh train into an --out that holds
+// a finished run's adapter and report but no checkpoints is refused naming the file and
+// --force, and leaves the adapter as it was; --force overwrites it.
+func TestFinishedRunNotOverwritten(t *testing.T) {
+	dir, args := relFixture(t, 2)
+	out := filepath.Join(dir, "run")
+	if err := run(t, with(args, "--out", out)...); err != nil {
+		t.Fatal(err)
+	}
+	adapter := filepath.Join(out, "adapter_model.safetensors")
+	before, _ := os.ReadFile(adapter)
+	os.RemoveAll(filepath.Join(out, train.CheckpointsDir))
+	err := run(t, with(setFlag(args, "--seed", "7"), "--out", out)...)
+	if err == nil || !strings.Contains(err.Error(), adapter) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("fresh run over a finished one: %v", err)
+	}
+	if after, _ := os.ReadFile(adapter); !bytes.Equal(before, after) {
+		t.Error("the finished run's adapter was changed")
+	}
+	if err := run(t, with(setFlag(args, "--seed", "7"), "--out", out, "--force")...); err != nil {
+		t.Fatalf("--force: %v", err)
+	}
+	if after, _ := os.ReadFile(adapter); bytes.Equal(before, after) {
+		t.Error("--force did not overwrite the adapter")
 	}
 }
