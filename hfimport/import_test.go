@@ -2,6 +2,7 @@ package hfimport_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
+	"github.com/ortq/ortq/internal/safetensors"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
@@ -35,14 +37,14 @@ type ref struct {
 
 func loadRef(t *testing.T, variant string) *ref {
 	t.Helper()
-	f, err := train.ReadSafetensors(filepath.Join(hfData, variant, "ref.safetensors"))
+	f, err := safetensors.ReadFile(filepath.Join(hfData, variant, "ref.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &ref{f: map[string][]float32{}, shape: map[string][]int64{}}
 	for _, tt := range f.Tensors {
 		r.shape[tt.Name] = tt.Shape
-		if tt.DType == train.I64 {
+		if tt.DType == safetensors.I64 {
 			v, _ := tt.Int64s()
 			switch tt.Name {
 			case "input_ids":
@@ -444,6 +446,12 @@ func TestBadInput(t *testing.T) {
 			b = bytes.Replace(b, []byte(`"model.norm.weight":{"dtype":"F32"`), []byte(`"model.norm.weight":{"dtype":"I32"`), 1)
 			os.WriteFile(p, b, 0o644)
 		}, []string{"model.norm.weight", "I32"}},
+		// Issue 13: aliased tensors are refused as the checkpoint reader refuses them.
+		{"overlapping data_offsets", "llama2", func(t *testing.T, d string) {
+			rewriteHeader(t, filepath.Join(d, "model.safetensors"), func(h map[string]any) {
+				h["model.layers.0.post_attention_layernorm.weight"].(map[string]any)["data_offsets"] = h["model.layers.0.input_layernorm.weight"].(map[string]any)["data_offsets"]
+			})
+		}, []string{"model.safetensors", `tensor "model.layers.0.post_attention_layernorm.weight"`, "data_offsets", "overlap"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -529,25 +537,25 @@ func TestImportRoundTrip(t *testing.T) {
 	os.MkdirAll(ck, 0o755)
 	os.WriteFile(filepath.Join(ck, "config.json"), []byte(cfgJSON), 0o644)
 	src := map[string][]float32{}
-	var tensors []train.Tensor
+	var tensors []safetensors.Tensor
 	for i, w := range ws {
 		v := make([]float32, w.NumElements())
 		for j := range v {
 			v[j] = float32(math.Sin(float64(i*7919+j))) * 0.5 // exactly representable after rounding below
 		}
-		var tt train.Tensor
+		var tt safetensors.Tensor
 		switch i % 3 {
 		case 0:
-			tt = train.F32Tensor(w.Name, w.HFShape, v)
+			tt = safetensors.F32Tensor(w.Name, w.HFShape, v)
 		case 1:
-			tt = train.F16Tensor(w.Name, w.HFShape, v)
+			tt = safetensors.F16Tensor(w.Name, w.HFShape, v)
 		default:
-			tt = train.BF16Tensor(w.Name, w.HFShape, v)
+			tt = safetensors.BF16Tensor(w.Name, w.HFShape, v)
 		}
 		src[w.Name], _ = tt.Float32s()
 		tensors = append(tensors, tt)
 	}
-	if err := train.WriteSafetensors(filepath.Join(ck, "model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
+	if err := safetensors.Write(filepath.Join(ck, "model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, dt := range []string{"float32", "float16"} {
@@ -586,5 +594,29 @@ func TestImportRoundTrip(t *testing.T) {
 				t.Errorf("%s %s: %d of %d values differ from the checkpoint", dt, w.Name, bad, len(got))
 			}
 		}
+	}
+}
+
+// rewriteHeader edits the JSON header of a safetensors file in place, keeping its data.
+func rewriteHeader(t *testing.T, path string, edit func(map[string]any)) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(b)
+	var h map[string]any
+	if err := json.Unmarshal(b[8:8+n], &h); err != nil {
+		t.Fatal(err)
+	}
+	edit(h)
+	hdr, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := binary.LittleEndian.AppendUint64(nil, uint64(len(hdr)))
+	out = append(append(out, hdr...), b[8+n:]...)
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

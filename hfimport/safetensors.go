@@ -1,31 +1,29 @@
 package hfimport
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
-	"github.com/ortq/ortq/internal/half"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
-	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/safetensors"
 )
 
-// Checkpoint reading. train.ReadSafetensors reads a whole file into memory, which is right
-// for adapters but not for a 5 GB shard: here only the header is read (bounded by
-// train.MaxSafetensorsHeader and checked before any allocation), and tensors are read
-// later one at a time with ReadAt, so at most one tensor of the checkpoint is in memory.
+// Checkpoint reading. safetensors.ReadFile reads a whole file into memory, which is right
+// for adapters but not for a 5 GB shard: here only the header is read and validated
+// (safetensors.ReadHeader: bounded and checked before any allocation, the tensors tiling
+// the data section), and tensors are read later one at a time with ReadAt, so at most one
+// tensor of the checkpoint is in memory.
 
 // stTensor is one tensor of a shard: where its bytes are and what they hold.
 type stTensor struct {
 	file  *stFile
 	name  string
-	dtype train.DType
+	dtype safetensors.DType
 	shape []int64
 	off   int64 // absolute file offset
 	size  int64
@@ -173,62 +171,13 @@ func parseHeader(path string, f *os.File) (*stFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := st.Size()
-	var lenBuf [8]byte
-	if _, err := f.ReadAt(lenBuf[:], 0); err != nil {
-		return nil, fmt.Errorf("file too short for a header (%d bytes)", size)
+	h, err := safetensors.ReadHeader(f, st.Size())
+	if err != nil {
+		return nil, err
 	}
-	n := binary.LittleEndian.Uint64(lenBuf[:])
-	if n > train.MaxSafetensorsHeader {
-		return nil, fmt.Errorf("header length %d exceeds the %d-byte limit: not a safetensors file or corrupt", n, train.MaxSafetensorsHeader)
-	}
-	if n < 2 || int64(n) > size-8 {
-		return nil, fmt.Errorf("header length %d does not fit the file's %d bytes: truncated or corrupt", n, size)
-	}
-	hdr := make([]byte, n)
-	if _, err := f.ReadAt(hdr, 8); err != nil {
-		return nil, fmt.Errorf("reading header: %w", err)
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(hdr, &raw); err != nil {
-		return nil, fmt.Errorf("header is not a JSON object: %w", err)
-	}
-	dataStart := int64(8 + n)
-	dataLen := size - dataStart
 	sf := &stFile{path: path, f: f, tensors: map[string]*stTensor{}}
-	for name, msg := range raw {
-		if name == "__metadata__" {
-			continue
-		}
-		var e struct {
-			DType       string   `json:"dtype"`
-			Shape       []int64  `json:"shape"`
-			DataOffsets []uint64 `json:"data_offsets"`
-		}
-		if err := json.Unmarshal(msg, &e); err != nil {
-			return nil, fmt.Errorf("tensor %q: bad header entry: %w", name, err)
-		}
-		if len(e.DataOffsets) != 2 {
-			return nil, fmt.Errorf("tensor %q: data_offsets must be [begin, end]", name)
-		}
-		dt := train.DType(e.DType)
-		numel := uint64(1)
-		for _, d := range e.Shape {
-			if d < 0 || (d != 0 && numel > math.MaxInt64/uint64(d)) {
-				return nil, fmt.Errorf("tensor %q: bad shape %v", name, e.Shape)
-			}
-			numel *= uint64(d)
-		}
-		begin, end := e.DataOffsets[0], e.DataOffsets[1]
-		if end < begin || end > uint64(dataLen) {
-			return nil, fmt.Errorf("tensor %q: data_offsets [%d, %d] outside the %d data bytes", name, begin, end, dataLen)
-		}
-		// Only validate the byte count for dtypes we know; an unsupported dtype is an
-		// error only if the tensor is actually used (the caller checks).
-		if sz := dt.Size(); sz > 0 && (numel > math.MaxInt64/uint64(sz) || end-begin != numel*uint64(sz)) {
-			return nil, fmt.Errorf("tensor %q: data_offsets [%d, %d] hold %d bytes, shape %v of %s needs %d", name, begin, end, end-begin, e.Shape, e.DType, numel*uint64(sz))
-		}
-		sf.tensors[name] = &stTensor{file: sf, name: name, dtype: dt, shape: e.Shape, off: dataStart + int64(begin), size: int64(end - begin)}
+	for _, e := range h.Entries {
+		sf.tensors[e.Name] = &stTensor{file: sf, name: e.Name, dtype: e.DType, shape: e.Shape, off: h.DataStart + e.Begin, size: e.End - e.Begin}
 	}
 	return sf, nil
 }
@@ -241,7 +190,7 @@ func (t *stTensor) where() string {
 // checkFloat refuses dtypes the converter cannot read.
 func (t *stTensor) checkFloat() error {
 	switch t.dtype {
-	case train.F32, train.F16, train.BF16:
+	case safetensors.F32, safetensors.F16, safetensors.BF16:
 		return nil
 	}
 	return fmt.Errorf("%s has dtype %s: only F32, F16 and BF16 weights are supported", t.where(), strings.ToUpper(string(t.dtype)))
@@ -258,23 +207,6 @@ func (t *stTensor) readRange(from, n int64, buf []byte, out []float32) ([]byte, 
 	if _, err := t.file.f.ReadAt(buf, t.off+from*es); err != nil {
 		return buf, fmt.Errorf("%s: read: %w", t.where(), err)
 	}
-	decode(t.dtype, buf, out[:n])
+	safetensors.DecodeFloat32s(t.dtype, buf, out[:n])
 	return buf, nil
-}
-
-func decode(dt train.DType, b []byte, out []float32) {
-	switch dt {
-	case train.F32:
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-	case train.F16:
-		for i := range out {
-			out[i] = half.Float16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
-		}
-	case train.BF16:
-		for i := range out {
-			out[i] = half.BFloat16ToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
-		}
-	}
 }

@@ -16,13 +16,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/quantize"
 	"github.com/schollz/progressbar/v3"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/protobuf/proto"
 )
@@ -422,98 +422,38 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 		)
 	}
 	mem := semaphore.NewWeighted(wholeBudget)
-	var (
-		mu       sync.Mutex
-		firstErr error
-		next     atomic.Int64
-		wg       sync.WaitGroup
-	)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var vals []float32
-			var out, scratch []byte
-			for {
-				k := next.Add(1) - 1
-				if k >= int64(len(jobs)) {
-					return
-				}
-				mu.Lock()
-				stop := firstErr != nil
-				mu.Unlock()
-				if stop {
-					return
-				}
-				j := jobs[k]
-				w := ws[j.i]
-				cost := j.n * (8 + 4 + es) // dst + src float32s, raw bytes, encoded bytes
-				if j.n > chunkElems {
-					cost = min(cost, wholeBudget)
-					if err := mem.Acquire(context.Background(), cost); err != nil {
-						panic(err) // Background never cancels
-					}
-				}
-				if int64(cap(vals)) < j.n {
-					vals = make([]float32, j.n)
-				}
-				vals = vals[:j.n]
-				var err error
-				if w.Quant != nil {
-					err = writeQuantized(w, j, vals, dt, f, bar, func(from, n int64) error {
-						if wholeTransposed {
-							return fill(j.i, w, from, n, vals[from:from+n], &scratch)
-						}
-						for c := from; c < from+n; c += chunkElems {
-							// Chunk by chunk: synth's random streams are per chunk, so the
-							// values equal those of the full-precision graph.
-							if err := fill(j.i, w, c, min(chunkElems, from+n-c), vals[c:], &scratch); err != nil {
-								return err
-							}
-						}
-						return nil
-					})
-				} else {
-					err = fill(j.i, w, j.from, j.n, vals, &scratch)
-				}
-				if err == nil && w.Quant == nil {
-					dst := j.inlineTo
-					if dst == nil {
-						if int64(cap(out)) < j.n*es {
-							out = make([]byte, j.n*es)
-						}
-						dst = out[:j.n*es]
-					}
-					if err = encode(dt, vals, dst); err != nil {
-						err = fmt.Errorf("weight %q: %w", w.Name, err)
-					}
-					if err == nil && j.off >= 0 {
-						if _, e := f.WriteAt(dst, j.off); e != nil {
-							err = fmt.Errorf("write %s: %w", DataFile, e)
-						}
-						if bar != nil {
-							bar.Add64(int64(len(dst)))
-						}
-					}
-				}
-				if j.n > chunkElems {
-					mem.Release(cost)
-					vals, out, scratch = nil, nil, nil // let the big buffers go
-				}
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
+	// Each job converts one chunk (or one whole transposed weight) on at most `workers`
+	// goroutines; the first error cancels the jobs not yet started. Buffers are reused
+	// across jobs through a pool, except a big job's, which are let go.
+	g, ctx := errgroup.WithContext(context.Background())
+	g.SetLimit(workers)
+	bufs := sync.Pool{New: func() any { return new(jobBuffers) }}
+	for _, j := range jobs {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				return nil // another job failed; g.Wait returns its error
 			}
-		}()
+			w := ws[j.i]
+			cost := j.n * (8 + 4 + es) // dst + src float32s, raw bytes, encoded bytes
+			if j.n > chunkElems {
+				cost = min(cost, wholeBudget)
+				if err := mem.Acquire(ctx, cost); err != nil {
+					return nil // cancelled by another job's error
+				}
+				defer mem.Release(cost)
+			}
+			b := bufs.Get().(*jobBuffers)
+			if j.n <= chunkElems {
+				defer bufs.Put(b)
+			}
+			return convertJob(j, w, b, dt, es, f, bar, fill, wholeTransposed)
+		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	if bar != nil {
 		bar.Finish()
@@ -546,6 +486,59 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 		return nil, err
 	}
 	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Ops: o.Ops, Params: params, DataBytes: dataSize, Nodes: len(m.P.Graph.Node)}, nil
+}
+
+// jobBuffers are one job's reusable buffers: the float32 values, the encoded bytes and
+// fill's scratch space.
+type jobBuffers struct {
+	vals         []float32
+	out, scratch []byte
+}
+
+// convertJob fills one job's values, encodes them and writes them to the data file (or to
+// the tensor's inline bytes).
+func convertJob(j job, w *Weight, b *jobBuffers, dt int32, es int64, f *os.File, bar *progressbar.ProgressBar, fill fillFunc, wholeTransposed bool) error {
+	if int64(cap(b.vals)) < j.n {
+		b.vals = make([]float32, j.n)
+	}
+	vals := b.vals[:j.n]
+	if w.Quant != nil {
+		return writeQuantized(w, j, vals, dt, f, bar, func(from, n int64) error {
+			if wholeTransposed {
+				return fill(j.i, w, from, n, vals[from:from+n], &b.scratch)
+			}
+			for c := from; c < from+n; c += chunkElems {
+				// Chunk by chunk: synth's random streams are per chunk, so the
+				// values equal those of the full-precision graph.
+				if err := fill(j.i, w, c, min(chunkElems, from+n-c), vals[c:], &b.scratch); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := fill(j.i, w, j.from, j.n, vals, &b.scratch); err != nil {
+		return err
+	}
+	dst := j.inlineTo
+	if dst == nil {
+		if int64(cap(b.out)) < j.n*es {
+			b.out = make([]byte, j.n*es)
+		}
+		dst = b.out[:j.n*es]
+	}
+	if err := encode(dt, vals, dst); err != nil {
+		return fmt.Errorf("weight %q: %w", w.Name, err)
+	}
+	if j.off >= 0 {
+		if _, err := f.WriteAt(dst, j.off); err != nil {
+			return fmt.Errorf("write %s: %w", DataFile, err)
+		}
+		if bar != nil {
+			bar.Add64(int64(len(dst)))
+		}
+	}
+	return nil
 }
 
 // encode writes float32 values in the graph dtype; float16 overflow is an error (a weight

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/ortq/ortq/internal/fsutil"
-	"github.com/ortq/ortq/train"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ortq/ortq/internal/safetensors"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -422,11 +422,11 @@ func loraInit(params []manifest.LoRAParam, seed uint64) map[string][]float32 {
 
 func writeLoRAInit(path string, params []manifest.LoRAParam, seed uint64) error {
 	vals := loraInit(params, seed)
-	ts := make([]train.Tensor, 0, len(params))
+	ts := make([]safetensors.Tensor, 0, len(params))
 	for _, p := range params {
-		ts = append(ts, train.F32Tensor(p.Name, p.Shape, vals[p.Name]))
+		ts = append(ts, safetensors.F32Tensor(p.Name, p.Shape, vals[p.Name]))
 	}
-	return train.WriteSafetensors(path, ts, map[string]string{"format": "pt", "seed": fmt.Sprint(seed)})
+	return safetensors.Write(path, ts, map[string]string{"format": "pt", "seed": fmt.Sprint(seed)})
 }
 
 func writeJSON(path string, v any) error {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/internal/safetensors"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
@@ -62,7 +63,7 @@ type reference struct {
 }
 
 func loadRef(t *testing.T, path string) *reference {
-	f, err := train.ReadSafetensors(path)
+	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func loadRef(t *testing.T, path string) *reference {
 	ints := map[string][]int64{}
 	for _, tt := range f.Tensors {
 		r.shape[tt.Name] = tt.Shape
-		if tt.DType == train.I64 {
+		if tt.DType == safetensors.I64 {
 			v, err := tt.Int64s()
 			if err != nil {
 				t.Fatal(err)

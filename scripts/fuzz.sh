@@ -15,7 +15,7 @@ targets=(
   ortgraph:FuzzTensorBytes
   tokenize:FuzzLoad
   hfimport:FuzzParseHeader
-  train:FuzzParseSafetensors
+  internal/safetensors:FuzzParseSafetensors
   data:FuzzParseDocuments
 )
 if [ $# -gt 0 ]; then targets=("$@"); fi

@@ -3,6 +3,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"github.com/ortq/ortq/internal/safetensors"
 	"math"
 	"math/big"
 	"sort"
@@ -283,22 +284,22 @@ const (
 
 // Tensors encodes the state for a safetensors checkpoint: F32 tensors
 // "exp_avg.<name>" and "exp_avg_sq.<name>" plus the step in the metadata.
-func (s AdamWState) Tensors() ([]Tensor, map[string]string) {
+func (s AdamWState) Tensors() ([]safetensors.Tensor, map[string]string) {
 	names := make([]string, 0, len(s.ExpAvg))
 	for n := range s.ExpAvg {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var ts []Tensor
+	var ts []safetensors.Tensor
 	for _, n := range names {
-		ts = append(ts, F32Tensor(expAvgPrefix+n, []int64{int64(len(s.ExpAvg[n]))}, s.ExpAvg[n]))
-		ts = append(ts, F32Tensor(expAvgSqPrefix+n, []int64{int64(len(s.ExpAvgSq[n]))}, s.ExpAvgSq[n]))
+		ts = append(ts, safetensors.F32Tensor(expAvgPrefix+n, []int64{int64(len(s.ExpAvg[n]))}, s.ExpAvg[n]))
+		ts = append(ts, safetensors.F32Tensor(expAvgSqPrefix+n, []int64{int64(len(s.ExpAvgSq[n]))}, s.ExpAvgSq[n]))
 	}
 	return ts, map[string]string{adamStepKey: fmt.Sprint(s.Step)}
 }
 
-// AdamWStateFromTensors decodes what Tensors wrote (e.g. from ReadSafetensors).
-func AdamWStateFromTensors(tensors []Tensor, meta map[string]string) (AdamWState, error) {
+// AdamWStateFromTensors decodes what Tensors wrote (e.g. from safetensors.ReadFile).
+func AdamWStateFromTensors(tensors []safetensors.Tensor, meta map[string]string) (AdamWState, error) {
 	s := AdamWState{ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}
 	if _, err := fmt.Sscan(meta[adamStepKey], &s.Step); err != nil {
 		return s, fmt.Errorf("AdamW state: metadata %q missing or not an integer", adamStepKey)

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"github.com/ortq/ortq/internal/safetensors"
 	"math"
 	"math/big"
 	"math/rand/v2"
@@ -125,10 +126,10 @@ func TestAdamWStateResume(t *testing.T) {
 	}
 	ts, meta := o2.State().Tensors()
 	path := t.TempDir() + "/opt.safetensors"
-	if err := WriteSafetensors(path, ts, meta); err != nil {
+	if err := safetensors.Write(path, ts, meta); err != nil {
 		t.Fatal(err)
 	}
-	f, err := ReadSafetensors(path)
+	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/internal/safetensors"
 )
 
 // Checkpoints. A checkpoint is a directory <out>/checkpoints/step-NNNNNNNN holding
@@ -197,7 +198,7 @@ func LoadCheckpoint(dir string) (*Checkpoint, error) {
 	if sum != ck.TensorsSHA256 {
 		return nil, fmt.Errorf("checkpoint %q: %s has SHA-256 %s, %s records %s: the file is damaged", dir, ckTensorsFile, sum, ckStateFile, ck.TensorsSHA256)
 	}
-	f, err := ReadSafetensors(tp)
+	f, err := safetensors.ReadFile(tp)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %q: %w", dir, err)
 	}
@@ -258,10 +259,10 @@ func WriteCheckpoint(root string, ck *Checkpoint, params []Param, adam AdamWStat
 	}
 	ts, meta := adam.Tensors()
 	for _, p := range params {
-		ts = append(ts, F32Tensor(loraTensorPrefix+p.Name, []int64{int64(len(p.Data))}, p.Data))
+		ts = append(ts, safetensors.F32Tensor(loraTensorPrefix+p.Name, []int64{int64(len(p.Data))}, p.Data))
 	}
 	tp := filepath.Join(tmp, ckTensorsFile)
-	if err := WriteSafetensors(tp, ts, meta); err != nil {
+	if err := safetensors.Write(tp, ts, meta); err != nil {
 		return fail(err)
 	}
 	if err := hook("tensors", ck.Step); err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/internal/safetensors"
 	"github.com/ortq/ortq/manifest"
 )
 
@@ -412,7 +413,7 @@ func allFinite(grads map[string][]float32) bool {
 // LoadParams reads LoRA values (PEFT names) from a safetensors file and checks them
 // against the manifest.
 func LoadParams(path string, man *manifest.Manifest) ([]Param, error) {
-	f, err := ReadSafetensors(path)
+	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -441,11 +442,11 @@ func SaveAdapter(dir string, man *manifest.Manifest, params []Param) error {
 	for _, p := range man.Params {
 		shapes[p.Name] = p.Shape
 	}
-	ts := make([]Tensor, 0, len(params))
+	ts := make([]safetensors.Tensor, 0, len(params))
 	for _, p := range params {
-		ts = append(ts, F32Tensor(p.Name, shapes[p.Name], p.Data))
+		ts = append(ts, safetensors.F32Tensor(p.Name, shapes[p.Name], p.Data))
 	}
-	if err := WriteSafetensors(filepath.Join(dir, "adapter_model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
+	if err := safetensors.Write(filepath.Join(dir, "adapter_model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
 	return writeAdapterConfig(filepath.Join(dir, "adapter_config.json"), man)

@@ -1,4 +1,4 @@
-package train
+package safetensors
 
 import (
 	"bufio"
@@ -27,10 +27,10 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 		F32Tensor("empty", []int64{0, 3}, nil),
 	}
 	meta := map[string]string{"format": "pt", "ortq.step": "12"}
-	if err := WriteSafetensors(path, tensors, meta); err != nil {
+	if err := Write(path, tensors, meta); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadSafetensors(path)
+	got, err := ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestSafetensorsRoundTrip(t *testing.T) {
 // what the Python safetensors package writes for {"a": tensor([1.])}.
 func TestSafetensorsExactBytes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a.safetensors")
-	if err := WriteSafetensors(path, []Tensor{F32Tensor("a", []int64{1}, []float32{1})}, nil); err != nil {
+	if err := Write(path, []Tensor{F32Tensor("a", []int64{1}, []float32{1})}, nil); err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := os.ReadFile(path)
@@ -129,7 +129,7 @@ func TestSafetensorsCorrupt(t *testing.T) {
 			if err := os.WriteFile(path, tc.file, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := ReadSafetensors(path)
+			_, err := ReadFile(path)
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -154,8 +154,8 @@ func TestWriteSafetensorsErrors(t *testing.T) {
 		{[]Tensor{{Name: "a", DType: "F64", Shape: []int64{1}, Data: make([]byte, 8)}}, "unsupported dtype"},
 		{[]Tensor{F32Tensor("__metadata__", []int64{1}, []float32{1})}, "invalid tensor name"},
 	} {
-		if err := WriteSafetensors(path, tc.ts, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("WriteSafetensors error %v, want %q", err, tc.want)
+		if err := Write(path, tc.ts, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Write error %v, want %q", err, tc.want)
 		}
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
@@ -194,7 +194,7 @@ func FuzzParseSafetensors(f *testing.F) {
 	f.Add(buildFile(`{"__metadata__":{"k":"v"},"b":{"dtype":"I64","shape":[],"data_offsets":[0,8]}}`, make([]byte, 8)))
 	f.Add(binary.LittleEndian.AppendUint64(nil, 1<<62))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		st, err := ParseSafetensors(b)
+		st, err := Parse(b)
 		if err != nil {
 			return
 		}
