@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
 )
 
@@ -71,6 +72,48 @@ func TestGoldenReports(t *testing.T) {
 	}
 	if !strings.Contains(md, "| mb=2 seq=64 bits=4 recompute=layer targets=q_proj,v_proj | peer (fixture): mb=2 seq=64 bits=16 recompute=layer") {
 		t.Error("the peer was not matched to the mb=2 recompute=layer point")
+	}
+}
+
+// TestArenaTable: the arena section appears only for points with ONNX Runtime's figures, with
+// NVML's peak beside them.
+func TestArenaTable(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		arena     *ortrun.ArenaStats
+		want      []string
+		wantNoSec bool
+	}{
+		{"none (recorded before the fork, or peers)", nil, nil, true},
+		{"cuda", &ortrun.ArenaStats{Device: "cuda:0", InUse: 3 << 30, PeakInUse: 6 << 30, Reserved: 7 << 30, NumAllocs: 12345, NumArenaExtensions: 9, MaxAllocSize: 1 << 30},
+			[]string{"## ONNX Runtime's arena", "| cuda:0 | 3.00 GiB | 6.00 GiB | 7.00 GiB | 8.00 GiB (nvml-process) | 12345 | 9 | 1.00 GiB |", "- ONNX Runtime's arena: AllocatorGetStats"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := recorded(t)
+			for i := range r.Points {
+				r.Points[i].ORTArena = tc.arena
+				r.Points[i].PeakGPUBytes, r.Points[i].GPUSource = 8<<30, "nvml-process"
+			}
+			md, err := Markdown(r, MarkdownOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantNoSec && strings.Contains(md, "ONNX Runtime's arena") {
+				t.Errorf("arena section without figures:\n%s", md)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(md, w) {
+					t.Errorf("markdown lacks %q:\n%s", w, md)
+				}
+			}
+			js, err := r.JSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := bytes.Contains(js, []byte(`"ort_arena"`)); got != (tc.arena != nil) {
+				t.Errorf("report.json has ort_arena: %v, want %v", got, tc.arena != nil)
+			}
+		})
 	}
 }
 

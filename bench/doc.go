@@ -1,6 +1,7 @@
 // Package bench is the benchmark harness behind `ortq bench`: it runs optimizer steps of
 // prepared artifacts on random token batches and measures what a fine-tune costs and buys
-// (step time p50/p95, tokens/s, peak GPU memory through NVML, peak host RSS, MFU, and
+// (step time p50/p95, tokens/s, peak GPU memory through NVML beside ONNX Runtime's own arena
+// figures (Session.AllocatorStats: in use, peak in use, reserved), peak host RSS, MFU, and
 // optionally eval perplexity before and after the steps), over a sweep of options, and
 // writes JSON + Markdown reports, plots and a memory timeline.
 //

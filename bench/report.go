@@ -186,6 +186,27 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 		}
 	}
 
+	arena := false
+	for _, p := range r.Points {
+		arena = arena || p.ORTArena != nil
+	}
+	if arena {
+		b.WriteString("\n## ONNX Runtime's arena\n\n| point | device | in use after the last step | peak in use | reserved | peak GPU (NVML) | allocations | arena extensions | largest allocation |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, p := range r.Points {
+			a := p.ORTArena
+			if a == nil {
+				continue
+			}
+			nvml := "n/a"
+			if p.PeakGPUBytes > 0 {
+				nvml = fmt.Sprintf("%s (%s)", fbytes(p.PeakGPUBytes), p.GPUSource)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %d | %s |\n", mdEscape(p.Label), a.Device,
+				fbytes(nonNeg(a.InUse)), fbytes(nonNeg(a.PeakInUse)), fbytes(nonNeg(a.Reserved)), nvml,
+				a.NumAllocs, a.NumArenaExtensions, fbytes(nonNeg(a.MaxAllocSize)))
+		}
+	}
+
 	if len(o.Figures) > 0 {
 		b.WriteString("\n## Figures\n\n")
 		for _, f := range o.Figures {
@@ -197,6 +218,9 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 	b.WriteString("- tokens/s = micro-batch × seq-len × measured steps ÷ their summed wall time; a step is one micro-batch's forward + backward on ONNX Runtime, loss-scale unscaling and the AdamW update (host).\n")
 	b.WriteString("- FLOPs (bench/flops.go): N = Linear weights incl. lm_head, P = LoRA weights, A = 2·L·T·S·d (causal attention); model FLOPs = 4·N·T + 6·P·T + 3·A (frozen base: no weight gradients); with recompute add one decoder forward. MFU = model FLOPs/s ÷ dense fp16 peak; HFU counts the recompute.\n")
 	b.WriteString("- peak GPU: nvml-process = NVML's used memory of this process (CUDA context included); nvml-device-delta = device used minus before the run (when the driver hides per-process use, e.g. in containers); sampled every ~10 ms and at every step boundary, over session creation and the training steps (evaluation excluded). Peers: NVML where they measured it, else torch's reserved.\n")
+	if arena {
+		b.WriteString("- ONNX Runtime's arena: AllocatorGetStats of the training session's allocator for its device (the CUDA arena on CUDA, the CPU arena on the CPU), read after the last measured step: in use = what the arena hands out then, peak in use = its high-water mark since the session opened (initializers included), reserved = what the arena holds from the device (TotalAllocated). NVML's peak is larger by the CUDA context, cuBLAS/cuDNN workspaces and memory outside the arena.\n")
+	}
 	b.WriteString("- peak host RSS: the kernel's high-water mark (VmHWM, reset before each point's training phase) and 10 ms samples; memory the allocators kept from earlier points stays counted.\n")
 	var notes []string
 	for _, res := range all {
@@ -367,3 +391,11 @@ var (
 	fbytes   = train.FormatBytes
 	mdEscape = train.MarkdownEscape
 )
+
+// nonNeg converts an ONNX Runtime byte count (int64) for fbytes; negative counts read as 0.
+func nonNeg(n int64) uint64 {
+	if n < 0 {
+		return 0
+	}
+	return uint64(n)
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
 )
 
@@ -101,6 +102,11 @@ type Point struct {
 	PeakGPUAllocatedBytes uint64 `json:"peak_gpu_allocated_bytes,omitempty"`
 	PeakGPUReservedBytes  uint64 `json:"peak_gpu_reserved_bytes,omitempty"`
 	PeakRSSBytes          uint64 `json:"peak_rss_bytes,omitempty"`
+	// ORTArena is ONNX Runtime's own account of the training session's memory after the last
+	// measured step (AllocatorGetStats of its arena: the CUDA arena on CUDA, the CPU arena on
+	// the CPU): in use, peak in use and reserved, beside NVML's process peak. nil for peers and
+	// where the allocator keeps no statistics.
+	ORTArena *ortrun.ArenaStats `json:"ort_arena,omitempty"`
 
 	FLOPs *FLOPs `json:"flops,omitempty"`
 	// MFU is model FLOPs/s (FLOPs.ModelPerStep, no recompute) ÷ PeakFLOPS; HFU counts

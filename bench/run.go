@@ -89,15 +89,16 @@ func Run(cfg Config) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("point %s: %w", p.Label(), err)
 		}
-		logf("  %.1f tokens/s, step p50 %.1f ms, peak GPU %s, peak host RSS %s",
-			float64(pt.TokensPerSec), float64(pt.StepTime.P50MS), fbytes(pt.PeakGPUBytes), fbytes(pt.PeakRSSBytes))
+		arena := ""
+		if a := pt.ORTArena; a != nil {
+			arena = fmt.Sprintf(", ONNX Runtime arena (%s) peak in use %s of %s reserved", a.Device, fbytes(nonNeg(a.PeakInUse)), fbytes(nonNeg(a.Reserved)))
+		}
+		logf("  %.1f tokens/s, step p50 %.1f ms, peak GPU %s, peak host RSS %s%s",
+			float64(pt.TokensPerSec), float64(pt.StepTime.P50MS), fbytes(pt.PeakGPUBytes), fbytes(pt.PeakRSSBytes), arena)
 		res.Points = append(res.Points, *pt)
 	}
 	res.ReferenceMS = Float(min(refBefore, MeasureReference(7)))
 	res.Timeline = r.mon.timeline()
-	if gpu != nil {
-		res.Notes = append(res.Notes, "ONNX Runtime's arena use is not reported: onnxruntime_go exposes no allocator statistics; peak GPU memory is NVML's")
-	}
 	return res, nil
 }
 
@@ -452,6 +453,12 @@ func (r *runner) point(p Params) (*Point, error) {
 		pt.Losses = append(pt.Losses, Float(loss))
 	}
 	r.mon.mark("close", total)
+	// Read before Close: the arena's figures die with the session.
+	if st, ok, err := tr.TrainAllocatorStats(); err != nil {
+		pt.Notes = append(pt.Notes, fmt.Sprintf("ONNX Runtime allocator statistics: %v", err))
+	} else if ok {
+		pt.ORTArena = &st
+	}
 	tr.Close()
 	pt.PeakRSSBytes = rss.Stop()
 	if err := rss.Err(); err != nil {

@@ -61,6 +61,11 @@ func TestRunCPU(t *testing.T) {
 		if p.PeakGPUBytes != 0 || p.GPUSource != "" {
 			t.Errorf("point %s: GPU memory %d (%s) on the CPU", p.Label, p.PeakGPUBytes, p.GPUSource)
 		}
+		// ONNX Runtime's CPU arena keeps statistics: the training session's peak holds at
+		// least the initializers and the step's activations.
+		if a := p.ORTArena; a == nil || a.Device != "cpu" || a.PeakInUse <= 0 || a.Reserved < a.PeakInUse || a.NumAllocs == 0 {
+			t.Errorf("point %s: ONNX Runtime arena %+v", p.Label, a)
+		}
 		if p.FLOPs == nil || p.FLOPs.LinearParams != defaultLinearParams || p.FLOPs.Layers != 4 || p.FLOPs.AttnWidth != 128 || p.FLOPs.LoRAParams != 4*(8*128+128*8+8*128+64*8) {
 			t.Errorf("point %s: FLOPs %+v, want N=%d", p.Label, p.FLOPs, defaultLinearParams)
 		}
@@ -120,6 +125,9 @@ func TestRunCPU(t *testing.T) {
 	md, err := Markdown(res, MarkdownOptions{Figures: figs})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(md, "## ONNX Runtime's arena") || !strings.Contains(md, "| mb=2 seq=64 bits=4 recompute=layer targets=q_proj,v_proj | cpu |") {
+		t.Errorf("markdown lacks the arena table:\n%s", md)
 	}
 	if !strings.Contains(md, "| ortq | 2 | 64 | 4 | none | q_proj,v_proj |") {
 		t.Errorf("markdown lacks the mb=2 row:\n%s", md)

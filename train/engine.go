@@ -94,6 +94,16 @@ func (e *Engine) Close() {
 	}
 }
 
+// TrainAllocatorStats is ONNX Runtime's allocator statistics of the training session (the
+// CUDA arena on CUDA, the CPU arena on the CPU; see ortrun.Session.AllocatorStats); ok is false
+// when no training session is open or its allocator keeps none.
+func (e *Engine) TrainAllocatorStats() (stats ortrun.ArenaStats, ok bool, err error) {
+	if e.train == nil {
+		return ortrun.ArenaStats{}, false, nil
+	}
+	return e.train.AllocatorStats()
+}
+
 // feeds builds the graph inputs for a batch and the current LoRA values.
 func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossScale float32, dropoutSeed uint64) (map[string]*ortrun.Tensor, error) {
 	in := map[string]*ortrun.Tensor{}
