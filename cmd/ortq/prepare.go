@@ -136,7 +136,8 @@ func resolveModel(o prepare.Options, quantize bool) (string, error) {
 }
 
 // lockReplaced takes the lock of an output that is replaced as a whole (prepare,
-// import, synth).
+// import, synth) and recovers what killed writers left beside it: an old directory
+// moved aside is put back, unfinished temporary directories are removed.
 func lockReplaced(out string, quiet bool) (release func(), err error) {
 	if out == "" {
 		return nil, usageError{fmt.Errorf("--out is required")}
@@ -144,6 +145,14 @@ func lockReplaced(out string, quiet bool) (release func(), err error) {
 	lock, err := fsutil.LockReplaced(out)
 	if err != nil {
 		return nil, err
+	}
+	did, err := fsutil.RecoverReplaced(out)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	if len(did) > 0 && !quiet {
+		fmt.Fprintf(os.Stderr, "left by an interrupted earlier run: %s\n", strings.Join(did, "; "))
 	}
 	return lock.Release, nil
 }

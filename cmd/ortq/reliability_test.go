@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ortq/ortq/internal/defaultmodel"
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/train"
 )
@@ -49,6 +50,18 @@ func TestMain(m *testing.M) {
 			}
 			return nil
 		}
+		// ORTQ_TEST_REPLACE_KILL=STEP: SIGKILL this process right after that step of
+		// fsutil.ReplaceDir (a kill -9 at an exact point); ORTQ_TEST_NO_EXCHANGE=1: take
+		// ReplaceDir's two-rename fallback.
+		if step := os.Getenv("ORTQ_TEST_REPLACE_KILL"); step != "" {
+			fsutil.ReplaceHook = func(s string) {
+				if s == step {
+					syscall.Kill(os.Getpid(), syscall.SIGKILL)
+					select {}
+				}
+			}
+		}
+		fsutil.ReplaceNoExchange = os.Getenv("ORTQ_TEST_NO_EXCHANGE") == "1"
 		main()
 		os.Exit(0)
 	}

@@ -170,6 +170,11 @@ func runTrain(v *viper.Viper) error {
 		return err
 	}
 	defer lock.Release()
+	if removed, err := fsutil.RemoveStaleTemps(out); err != nil {
+		return err
+	} else if len(removed) > 0 {
+		fmt.Fprintf(os.Stderr, "removed %d unfinished write(s) of an earlier run in %s (%s)\n", len(removed), out, strings.Join(removed, ", "))
+	}
 	if err := checkFinishedRun(out, v.GetString("resume"), v.GetBool("force")); err != nil {
 		return err
 	}

@@ -121,3 +121,80 @@ func TestFinishedRunNotOverwritten(t *testing.T) {
 		t.Error("--force did not overwrite the adapter")
 	}
 }
+
+// TestPrepareForceKill9 (issue 13 item 3): `prepare --force` killed with SIGKILL right
+// after each step of the replacement leaves the old or the new artifacts at --out
+// (renameat2 exchange), or, in the two-rename fallback for filesystems without it, an old
+// copy that the next prepare puts back before anything else; the next prepare removes
+// every temporary and old directory the killed one left.
+func TestPrepareForceKill9(t *testing.T) {
+	for _, c := range []struct {
+		step       string
+		noExchange bool
+	}{{"exchanged", false}, {"moved-old", true}} {
+		t.Run(c.step, func(t *testing.T) {
+			dir := t.TempDir()
+			art := filepath.Join(dir, "art")
+			if err := run(t, "prepare", "--out", art, "--quiet", "--lora-r", "4"); err != nil {
+				t.Fatal(err)
+			}
+			oldMan, _ := os.ReadFile(filepath.Join(art, "manifest.json"))
+			env := []string{"ORTQ_TEST_REPLACE_KILL=" + c.step}
+			if c.noExchange {
+				env = append(env, "ORTQ_TEST_NO_EXCHANGE=1")
+			}
+			cmd, log := child(t, env, "prepare", "--out", art, "--force", "--quiet")
+			if code := exitCodeOf(cmd.Wait()); code != -9 {
+				t.Fatalf("exit %d, want SIGKILL at %s:\n%s", code, c.step, log)
+			}
+			left, _ := filepath.Glob(filepath.Join(dir, "*art*"))
+			t.Logf("after the kill: %v", left)
+			if c.noExchange {
+				if exists(art) {
+					t.Fatal("the fallback was expected to leave no --out between its renames")
+				}
+				if old, _ := filepath.Glob(art + ".old-*"); len(old) != 1 {
+					t.Fatalf("no old copy beside --out: %v", left)
+				}
+				// The next prepare puts the old artifacts back first: without --force it
+				// refuses to replace them, and they are the old ones.
+				if err := run(t, "prepare", "--out", art, "--quiet"); err == nil || !strings.Contains(err.Error(), "--force") {
+					t.Fatalf("prepare after the kill: %v", err)
+				}
+				if man, _ := os.ReadFile(filepath.Join(art, "manifest.json")); !bytes.Equal(man, oldMan) {
+					t.Error("the restored artifacts are not the old ones")
+				}
+			} else {
+				man, err := os.ReadFile(filepath.Join(art, "manifest.json"))
+				if err != nil || bytes.Equal(man, oldMan) {
+					t.Fatalf("after the exchange --out should hold the new artifacts: %v", err)
+				}
+			}
+			if err := run(t, "prepare", "--out", art, "--force", "--quiet"); err != nil {
+				t.Fatal(err)
+			}
+			es, _ := os.ReadDir(dir)
+			for _, e := range es {
+				if e.Name() != "art" {
+					t.Errorf("left beside --out: %s", e.Name())
+				}
+			}
+		})
+	}
+}
+
+// TestTrainRemovesStaleTemps: the temporary file a kill during the final adapter write
+// leaves in --out is removed by the next run.
+func TestTrainRemovesStaleTemps(t *testing.T) {
+	dir, args := relFixture(t, 2)
+	out := filepath.Join(dir, "run")
+	os.MkdirAll(out, 0o755)
+	stale := filepath.Join(out, ".adapter_model.safetensors.tmp-1234567")
+	os.WriteFile(stale, []byte("half an adapter"), 0o644)
+	if err := run(t, with(args, "--out", out)...); err != nil {
+		t.Fatal(err)
+	}
+	if exists(stale) {
+		t.Errorf("%s not removed", stale)
+	}
+}

@@ -2,7 +2,6 @@ package fsutil
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,31 +59,6 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		_, err := w.Write(data)
 		return err
 	})
-}
-
-// ReplaceDir moves a finished temporary directory to dst. An existing dst is moved aside
-// first and restored if the move fails, so dst is always either the old or the new
-// directory, never a mix.
-func ReplaceDir(tmp, dst string) error {
-	old := ""
-	if _, err := os.Stat(dst); err == nil {
-		old = dst + ".old-" + filepath.Base(tmp)
-		if err := os.Rename(dst, old); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		if old != "" {
-			os.Rename(old, dst)
-		}
-		return err
-	}
-	if old != "" {
-		return os.RemoveAll(old)
-	}
-	return nil
 }
 
 // ReadBounded reads a whole file that must not exceed limit bytes, without allocating
