@@ -1,5 +1,8 @@
-// Package manifest describes an artifacts directory (manifest.json): which graph files it
-// holds and what each graph input and output means. `prepare` writes it and `train`,
-// `eval` and `bench` read it; keeping it apart from both avoids an import cycle and makes
-// the contract between them one small file.
+// Package manifest is the artifacts contract (manifest.json): which graph files an
+// artifacts directory holds, what each graph input and output means (by role), the LoRA
+// parameters (LoRAParam), the quantized Linears and their error (QuantLayer), and the
+// modulus the dropout_seed input is fed under (DropoutSeedModulus). `prepare` writes it
+// (the passes in ortgraph/passes produce its LoRAParam and QuantLayer values) and `train`,
+// `eval` and `bench` read it. It imports no ortq package, so that reading artifacts never
+// links the graph rewriter and the contract stays one small file.
 package manifest

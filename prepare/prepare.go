@@ -372,7 +372,7 @@ func describe(g *ortgraph.Graph, file string) manifest.Graph {
 			return manifest.RoleLoss, ""
 		case name == passes.LossSumOutput:
 			return manifest.RoleLossSum, ""
-		case name == passes.TokenCountOuput:
+		case name == passes.TokenCountOutput:
 			return manifest.RoleTokenCount, ""
 		case strings.HasPrefix(name, "grad."):
 			return manifest.RoleGrad, strings.TrimPrefix(name, "grad.")

@@ -1,8 +1,13 @@
-// Package train holds the pure-Go building blocks of `ortq train`: the
-// optimizer, learning-rate schedules, loss scaling, token-weighted gradient
-// accumulation, safetensors I/O, fp16/bf16 conversion, the run report and the
-// progress display. The loop that ties them to ONNX Runtime sessions lives
-// with the CLI; everything here is deterministic and testable without ORT.
+// Package train is `ortq train`'s training loop and its building blocks: the Engine
+// (engine.go: the artifacts' ONNX Runtime sessions, one forward+backward step per
+// micro-batch), Run (loop.go: baseline and periodic evaluation, token-weighted gradient
+// accumulation, GradScaler, AdamW, learning-rate schedules, checkpoints and resume,
+// a checkpoint and a clean stop when its context is cancelled, the adapter and the run
+// report), checkpoints (checkpoint.go), the memory log (runlog.go, rss.go) and the
+// progress display. The CLI (cmd/ortq/train.go) parses options, tokenizes the data,
+// cancels the context on SIGINT/SIGTERM and calls Run. The optimizer, schedules, scaler and
+// accumulator are pure Go, deterministic and tested without ONNX Runtime; safetensors
+// I/O lives in internal/safetensors and fp16/bf16 conversion in internal/half.
 //
 // Everything that PyTorch also does is done the PyTorch way, because the
 // project's proof compares against PyTorch+PEFT to 1e-6:

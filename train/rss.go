@@ -14,17 +14,10 @@ import (
 // one, the kernel's high-water mark (0 if unknown), both in bytes.
 type RSSSampler func() (rss, hwm uint64, err error)
 
-// DefaultRSSSampler is used by NewRSSMonitor.
-//
-// The intended implementation is gopsutil's process.MemoryInfo (see
-// rss_gopsutil.go), but building github.com/shirou/gopsutil/v4/process needs
-// modules that go.mod does not list yet (tklauser/go-sysconf,
-// tklauser/numcpus, ebitengine/purego, …; `go build` says "go mod tidy"), and
-// go.mod is not this package's to edit. Until then this reads
-// /proc/self/status, which gopsutil itself parses on Linux, and which also
-// gives VmHWM, the kernel's exact peak that sampling alone can miss.
-// rss_gopsutil.go (build tag ortq_gopsutil) switches to gopsutil once
-// `go mod tidy` has added those modules.
+// DefaultRSSSampler is used by NewRSSMonitor. rss_gopsutil.go sets it at init to
+// gopsutil's process.MemoryInfo (portable beyond Linux), combined with the VmHWM of
+// /proc/self/status: the kernel's exact peak, which sampling alone can miss and gopsutil
+// does not report. procStatusSampler (/proc/self/status alone) is its starting value.
 var DefaultRSSSampler RSSSampler = procStatusSampler
 
 func procStatusSampler() (rss, hwm uint64, err error) {

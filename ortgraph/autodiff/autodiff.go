@@ -160,17 +160,17 @@ func (b *Builder) backprop(nodes []*onnxpb.NodeProto, seeds map[string]string, w
 	for i := len(nodes) - 1; i >= 0; i-- {
 		n := nodes[i]
 		dy := make([]string, len(n.Output))
-		any := false
+		hasGrad := false
 		for j, o := range n.Output {
 			if o != "" && len(contrib[o]) > 0 && varies[o] {
 				dy[j] = b.total(o, contrib[o])
 				if b.valueGrads != nil {
 					b.valueGrads[o] = dy[j]
 				}
-				any = true
+				hasGrad = true
 			}
 		}
-		if !any {
+		if !hasGrad {
 			continue
 		}
 		need := make([]bool, len(n.Input))

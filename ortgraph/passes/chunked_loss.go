@@ -100,7 +100,7 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	nll := g.Op("ReduceSum", []string{g.Op("Mul", []string{all, validF})}, ortgraph.AInt("keepdims", 0))
 	lossSum := g.Op("Neg", []string{g.Op("Reshape", []string{nll, g.ConstI64(1)})})
 	loss := g.Op("Div", []string{lossSum, g.Op("Max", []string{count, g.ConstF(ortgraph.Float, 1)})})
-	res := &LossNames{Logits: logits, Labels: LabelsInput, Loss: LossOutput, LossSum: LossSumOutput, Count: TokenCountOuput}
+	res := &LossNames{Logits: logits, Labels: LabelsInput, Loss: LossOutput, LossSum: LossSumOutput, Count: TokenCountOutput}
 	if c.Train {
 		dhp := g.Op("Concat", dhs, ortgraph.AInt("axis", 1)) // [B, K·c, H]
 		dh := g.Op("Slice", []string{dhp, g.ConstI64(0), blk.seq, g.ConstI64(1)})
@@ -109,10 +109,10 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	}
 	// lm_head's output is no longer needed: drop it from the outputs.
 	rename(g, lossSum, LossSumOutput)
-	rename(g, count, TokenCountOuput)
+	rename(g, count, TokenCountOutput)
 	rename(g, loss, LossOutput)
 	f1 := ortgraph.TensorType(ortgraph.Float, []int64{1})
-	g.P.Output = []*onnxpb.ValueInfoProto{{Name: LossOutput, Type: f1}, {Name: LossSumOutput, Type: f1}, {Name: TokenCountOuput, Type: f1}}
+	g.P.Output = []*onnxpb.ValueInfoProto{{Name: LossOutput, Type: f1}, {Name: LossSumOutput, Type: f1}, {Name: TokenCountOutput, Type: f1}}
 	if !c.Train {
 		g.Prune() // the training graph is pruned after the backward pass reads dh
 	}

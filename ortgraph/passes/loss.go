@@ -10,11 +10,11 @@ import (
 
 // Graph names of the loss inputs and outputs.
 const (
-	LabelsInput     = "labels"
-	LossOutput      = "loss"
-	LossSumOutput   = "loss_sum"
-	TokenCountOuput = "token_count"
-	IgnoreIndex     = -100
+	LabelsInput      = "labels"
+	LossOutput       = "loss"
+	LossSumOutput    = "loss_sum"
+	TokenCountOutput = "token_count"
+	IgnoreIndex      = -100
 )
 
 // LossNames is the result of the Loss pass.
@@ -105,12 +105,12 @@ func runLoss(ctx *ortgraph.Context) (any, error) {
 	count := g.Op("Reshape", []string{g.Op("ReduceSum", []string{validF, g.ConstI64(0, 1)}, ortgraph.AInt("keepdims", 0)), g.ConstI64(1)})
 	loss := g.Op("Div", []string{lossSum, g.Op("Max", []string{count, g.ConstF(ortgraph.Float, 1)})})
 	rename(g, lossSum, LossSumOutput)
-	rename(g, count, TokenCountOuput)
+	rename(g, count, TokenCountOutput)
 	rename(g, loss, LossOutput)
 	f1 := ortgraph.TensorType(ortgraph.Float, []int64{1})
-	g.P.Output = []*onnxpb.ValueInfoProto{{Name: LossOutput, Type: f1}, {Name: LossSumOutput, Type: f1}, {Name: TokenCountOuput, Type: f1}}
+	g.P.Output = []*onnxpb.ValueInfoProto{{Name: LossOutput, Type: f1}, {Name: LossSumOutput, Type: f1}, {Name: TokenCountOutput, Type: f1}}
 	g.Reindex()
-	return &LossNames{Logits: logits, Labels: LabelsInput, Loss: LossOutput, LossSum: LossSumOutput, Count: TokenCountOuput}, nil
+	return &LossNames{Logits: logits, Labels: LabelsInput, Loss: LossOutput, LossSum: LossSumOutput, Count: TokenCountOutput}, nil
 }
 
 // rename gives a node output a fixed public name.
