@@ -225,6 +225,9 @@ func parseRope(m map[string]any, rp *Rope) error {
 	return err
 }
 
+// maxConfigSize bounds every size in config.json.
+const maxConfigSize = 1 << 24
+
 // Validate checks sizes and the supported feature set; errors name the field.
 func (c *Config) Validate() error {
 	pos := []struct {
@@ -233,11 +236,13 @@ func (c *Config) Validate() error {
 	}{
 		{"vocab_size", c.VocabSize}, {"hidden_size", c.HiddenSize}, {"intermediate_size", c.IntermediateSize},
 		{"num_hidden_layers", c.NumLayers}, {"num_attention_heads", c.NumHeads}, {"num_key_value_heads", c.NumKVHeads},
-		{"head_dim", c.HeadDim},
+		{"head_dim", c.HeadDim}, {"max_position_embeddings", c.MaxPositions},
 	}
+	// The upper bound (2^24, 16M) is far above any Llama's sizes and keeps every product
+	// of two of them (a weight's element count) well inside int64.
 	for _, p := range pos {
-		if p.v <= 0 || p.v > 1<<24 {
-			return fmt.Errorf("%s = %d: must be positive", p.name, p.v)
+		if p.v <= 0 || p.v > maxConfigSize {
+			return fmt.Errorf("%s = %d: must be between 1 and %d", p.name, p.v, maxConfigSize)
 		}
 	}
 	if c.NumHeads%c.NumKVHeads != 0 {

@@ -19,6 +19,9 @@ func newEval() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := checkDataFlags(v); err != nil {
+				return err
+			}
 			dir := v.GetString("artifacts")
 			if dir == "" {
 				return usageError{fmt.Errorf("--artifacts is required")}

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -84,5 +86,60 @@ func options(cmd *cobra.Command) (*viper.Viper, error) {
 			}
 		}
 	}
+	if err := checkValues(cmd, v); err != nil {
+		return nil, err
+	}
 	return v, nil
+}
+
+// checkValues parses every typed option where it was given (flag, ORTQ_* variable or
+// --config file) as its flag would, so a bad value is refused naming where it came from
+// instead of becoming viper's silent zero; float options must be finite.
+func checkValues(cmd *cobra.Command, v *viper.Viper) error {
+	cfg, _ := cmd.Flags().GetString("config")
+	var err error
+	check := func(f *pflag.Flag) {
+		if err != nil {
+			return
+		}
+		var raw, where string
+		env := "ORTQ_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if f.Changed {
+			raw, where = f.Value.String(), "--"+f.Name
+		} else if e, ok := os.LookupEnv(env); ok {
+			raw, where = e, fmt.Sprintf("%s (for --%s)", env, f.Name)
+		} else if cfg != "" && v.InConfig(f.Name) {
+			raw, where = fmt.Sprint(v.Get(f.Name)), fmt.Sprintf("--config %q: %s", cfg, f.Name)
+		} else {
+			return
+		}
+		var perr error
+		what := ""
+		switch f.Value.Type() {
+		case "int", "int64", "int32":
+			_, perr = strconv.ParseInt(strings.TrimSpace(raw), 10, 64)
+			what = "an integer"
+		case "uint", "uint64", "uint32":
+			_, perr = strconv.ParseUint(strings.TrimSpace(raw), 10, 64)
+			what = "a non-negative integer"
+		case "float64", "float32":
+			var x float64
+			x, perr = strconv.ParseFloat(strings.TrimSpace(raw), 64)
+			if perr == nil && (math.IsNaN(x) || math.IsInf(x, 0)) {
+				perr = errors.New("not finite")
+			}
+			what = "a finite number"
+		case "bool":
+			_, perr = strconv.ParseBool(strings.TrimSpace(raw))
+			what = "true or false"
+		default:
+			return
+		}
+		if perr != nil {
+			err = usageError{fmt.Errorf("%s = %q: must be %s", where, raw, what)}
+		}
+	}
+	cmd.Flags().VisitAll(check)
+	cmd.InheritedFlags().VisitAll(check)
+	return err
 }

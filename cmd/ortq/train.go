@@ -92,7 +92,7 @@ func recomputeFlag(v, device string) (bool, error) {
 
 // addDataFlags adds the flags shared by train and eval for building the dataset.
 func addDataFlags(f *pflag.FlagSet) {
-	f.Int("max-seq-len", data.DefaultMaxSeqLen, "tokens per packed block (the longest sequence with --no-pack)")
+	f.Int("max-seq-len", data.DefaultMaxSeqLen, "tokens per packed block (the longest sequence with --no-pack); at least 1")
 	f.Bool("no-pack", false, "one example per line/document instead of packed blocks")
 	f.Float64("eval-fraction", data.DefaultEvalFraction, "share of examples held out for evaluation")
 	f.Int("pad-multiple", data.DefaultPadMultiple, "pad each micro-batch's length to a multiple of this")
@@ -101,6 +101,9 @@ func addDataFlags(f *pflag.FlagSet) {
 
 // loadDataset reads, tokenizes and splits the data files.
 func loadDataset(v *viper.Viper, vocab int64, maxPositions int) (*data.Dataset, error) {
+	if err := checkDataFlags(v); err != nil {
+		return nil, err
+	}
 	tokPath, err := resolveTokenizer(v.GetString("tokenizer"))
 	if err != nil {
 		return nil, err
@@ -158,6 +161,9 @@ func runTrain(v *viper.Viper) error {
 	dir := v.GetString("artifacts")
 	if dir == "" {
 		return usageError{fmt.Errorf("--artifacts is required")}
+	}
+	if err := checkTrainFlags(v); err != nil {
+		return err
 	}
 	out := v.GetString("out")
 	if out == "" {
@@ -247,6 +253,42 @@ func runTrain(v *viper.Viper) error {
 	fmt.Printf("baseline eval: loss %.4f, perplexity %.3f\n", float64(rep.Baseline.Loss), float64(rep.Baseline.Perplexity))
 	fmt.Printf("final eval:    loss %.4f, perplexity %.3f\n", float64(rep.Final.Loss), float64(rep.Final.Perplexity))
 	fmt.Printf("%d optimizer steps, %.0f tokens/s; adapter and report in %s\n", rep.OptimizerSteps, float64(rep.TokensPerSecond), out)
+	return nil
+}
+
+// checkTrainFlags refuses out-of-range values before anything is read or written.
+func checkTrainFlags(v *viper.Viper) error {
+	if err := checkDataFlags(v); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		flag string
+		min  int
+	}{{"micro-batch", 1}, {"grad-accum", 1}, {"max-steps", 0}, {"warmup-steps", 0}, {"eval-every", 0}, {"max-eval-batches", 0}, {"threads", 0}, {"log-every", 0}} {
+		if n := v.GetInt(c.flag); n < c.min {
+			return usageError{fmt.Errorf("--%s %d: must be ≥ %d", c.flag, n, c.min)}
+		}
+	}
+	if ep := v.GetFloat64("epochs"); v.GetInt("max-steps") == 0 && !(ep > 0) {
+		return usageError{fmt.Errorf("--epochs %g: must be > 0 (or set --max-steps)", ep)}
+	}
+	if lr := v.GetFloat64("lr"); !(lr > 0) {
+		return usageError{fmt.Errorf("--lr %g: must be > 0", lr)}
+	}
+	return nil
+}
+
+// checkDataFlags refuses out-of-range values of the dataset flags (train and eval).
+func checkDataFlags(v *viper.Viper) error {
+	if n := v.GetInt("max-seq-len"); n < 1 {
+		return usageError{fmt.Errorf("--max-seq-len %d: must be ≥ 1", n)}
+	}
+	if n := v.GetInt("pad-multiple"); n < 0 {
+		return usageError{fmt.Errorf("--pad-multiple %d: must be ≥ 0", n)}
+	}
+	if f := v.GetFloat64("eval-fraction"); !(f >= 0 && f < 1) {
+		return usageError{fmt.Errorf("--eval-fraction %g: must be in [0, 1)", f)}
+	}
 	return nil
 }
 

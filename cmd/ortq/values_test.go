@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBadValues (issue 13 item 5): bad option values, from a flag, an ORTQ_* variable or
+// the --config file, are refused with one line naming the flag and where the value came
+// from, with a usage exit status, before anything is written.
+func TestBadValues(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(cfg, []byte("lora-r: \"sixteen\"\n"), 0o644)
+	cfgF := filepath.Join(dir, "frac.yaml")
+	os.WriteFile(cfgF, []byte("micro-batch: 2.5\n"), 0o644)
+	out := filepath.Join(dir, "out")
+	trainArgs := []string{"train", "--artifacts", filepath.Join(dir, "art"), "--data", filepath.Join(dir, "d.txt"), "--tokenizer", "default", "--out", out}
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		want []string
+	}{
+		{"dropout NaN", nil, []string{"prepare", "--out", out, "--lora-dropout", "NaN"}, []string{"--lora-dropout", "finite"}},
+		{"dropout Inf", nil, []string{"prepare", "--out", out, "--lora-dropout", "+Inf"}, []string{"--lora-dropout", "finite"}},
+		{"env lora-r", []string{"ORTQ_LORA_R", "abc"}, []string{"prepare", "--out", out}, []string{"ORTQ_LORA_R", "--lora-r", "abc", "integer"}},
+		{"config lora-r", nil, []string{"prepare", "--out", out, "--config", cfg}, []string{cfg, "lora-r", "sixteen"}},
+		{"config fraction", nil, append([]string{"--config", cfgF}, trainArgs...), []string{cfgF, "micro-batch", "2.5"}},
+		{"max-steps", nil, append(trainArgs, "--max-steps", "-5"), []string{"--max-steps -5", "≥ 0"}},
+		{"max-seq-len", nil, append(trainArgs, "--max-seq-len", "0"), []string{"--max-seq-len 0", "≥ 1"}},
+		{"epochs NaN", nil, append(trainArgs, "--epochs", "NaN"), []string{"--epochs", "finite"}},
+		{"epochs 0", nil, append(trainArgs, "--epochs", "0"), []string{"--epochs 0", "> 0"}},
+		{"micro-batch", nil, append(trainArgs, "--micro-batch", "0"), []string{"--micro-batch 0"}},
+		{"env epochs", []string{"ORTQ_EPOCHS", "NaN"}, trainArgs, []string{"ORTQ_EPOCHS", "--epochs"}},
+		{"eval max-seq-len", nil, []string{"eval", "--artifacts", filepath.Join(dir, "art"), "--data", "x", "--tokenizer", "default", "--max-seq-len", "-1"}, []string{"--max-seq-len -1"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env != nil {
+				t.Setenv(c.env[0], c.env[1])
+			}
+			err := run(t, c.args...)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not name %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("more than one line: %q", msg)
+			}
+			if exitCode(err) != 2 {
+				t.Errorf("exit status %d, want 2 (usage)", exitCode(err))
+			}
+			if es, _ := os.ReadDir(dir); len(es) != 2 {
+				t.Errorf("something was written: %v", es)
+			}
+		})
+	}
+}
