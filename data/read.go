@@ -114,14 +114,45 @@ func ParseDocuments(r io.Reader, name string, opts ReadOptions) ([]Document, err
 	if maxBytes <= 0 {
 		maxBytes = defaultMaxFileBytes
 	}
+	g := &textGuard{r: r, name: name}
+	var docs []Document
+	var err error
 	switch format {
 	case FormatJSONL:
-		return parseJSONL(r, name, opts.TextField, maxBytes)
+		docs, err = parseJSONL(g, name, opts.TextField, maxBytes)
 	case FormatText:
-		return parseText(r, name, opts.LinePerDocument, maxBytes)
+		docs, err = parseText(g, name, opts.LinePerDocument, maxBytes)
 	default:
 		return nil, fmt.Errorf("data file %q: unknown format %d", name, format)
 	}
+	if g.err != nil {
+		return nil, g.err // the cause, not the reader's wrapping of it
+	}
+	return docs, err
+}
+
+// textGuard passes text through one read (at most the caller's buffer) at a time and
+// stops at the first NUL byte, which no UTF-8 text or JSONL file holds: a binary file or
+// a device such as /dev/zero is refused after its first piece instead of being buffered
+// up to the size limit.
+type textGuard struct {
+	r    io.Reader
+	name string
+	off  int64
+	err  error
+}
+
+func (g *textGuard) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
+	n, err := g.r.Read(p)
+	if i := bytes.IndexByte(p[:n], 0); i >= 0 {
+		g.err = fmt.Errorf("data file %q has a NUL byte at offset %d: it is binary, not text (pass UTF-8 .txt or .jsonl files)", g.name, g.off+int64(i))
+		return 0, g.err
+	}
+	g.off += int64(n)
+	return n, err
 }
 
 func parseText(r io.Reader, name string, perLine bool, maxBytes int64) ([]Document, error) {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -62,5 +64,36 @@ func TestBadValues(t *testing.T) {
 				t.Errorf("something was written: %v", es)
 			}
 		})
+	}
+}
+
+// TestMemoryLimits (issue 13 item 4): a micro-batch whose CPU step cannot fit in the
+// machine's memory (here a pretended 1 GiB, then 260 MiB) is refused before the first
+// step, naming the flag and the largest value that could fit, which is then accepted;
+// --data /dev/zero is refused at once naming the file.
+func TestMemoryLimits(t *testing.T) {
+	dir, args := relFixture(t, 1)
+	defer func(f func() (uint64, error)) { hostMemory = f }(hostMemory)
+	hostMemory = func() (uint64, error) { return 1 << 30, nil }
+	out := filepath.Join(dir, "run")
+	err := run(t, with(setFlag(args, "--micro-batch", "100000000"), "--out", out)...)
+	m := regexp.MustCompile(`largest --micro-batch that could fit is (\d+)`).FindStringSubmatch(fmt.Sprint(err))
+	if m == nil || !strings.Contains(err.Error(), "--micro-batch 100000000") {
+		t.Fatalf("micro-batch 1e8: %v", err)
+	}
+	if exists(out) {
+		t.Error("the refused run wrote its --out")
+	}
+	if err := run(t, with(setFlag(args, "--micro-batch", m[1]), "--out", out)...); err != nil {
+		t.Fatalf("--micro-batch %s (named as fitting): %v", m[1], err)
+	}
+	hostMemory = func() (uint64, error) { return 260 << 20, nil }
+	err = run(t, with(setFlag(args, "--max-seq-len", "512"), "--out", filepath.Join(dir, "run2"))...)
+	if err == nil || !regexp.MustCompile(`largest --max-seq-len that could is \d+`).MatchString(err.Error()) {
+		t.Fatalf("max-seq-len: %v", err)
+	}
+	err = run(t, with(setFlag(args, "--data", "/dev/zero"), "--out", filepath.Join(dir, "run3"))...)
+	if err == nil || !strings.Contains(err.Error(), "/dev/zero") || !strings.Contains(err.Error(), "NUL") {
+		t.Fatalf("/dev/zero: %v", err)
 	}
 }
