@@ -366,7 +366,8 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	if err := save(total, it.Position()); err != nil {
 		return nil, err
 	}
-	rep.Epochs = Float(float64(it.Position().Epoch) + float64(it.Position().Index)/float64(max(1, it.BatchesPerEpoch())))
+	// Position.Index counts examples (not micro-batches) into the current epoch.
+	rep.Epochs = Float(float64(it.Position().Epoch) + float64(it.Position().Index)/float64(max(1, len(trainSet))))
 	if rep.Final, err = evaluate(rep.OptimizerSteps); err != nil {
 		return nil, fmt.Errorf("final evaluation: %w", err)
 	}
