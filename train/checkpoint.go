@@ -170,6 +170,9 @@ func LatestCheckpoint(root string, warn func(string, ...any)) (*Checkpoint, erro
 			warn("skipping damaged checkpoint: %v", err)
 		}
 	}
+	if len(dirs) > 0 {
+		return nil, fmt.Errorf("no complete checkpoint in %q to resume from (%d damaged): start afresh with --force instead of --resume, which deletes them", root, len(dirs))
+	}
 	return nil, fmt.Errorf("no complete checkpoint in %q to resume from: start without --resume", root)
 }
 

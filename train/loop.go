@@ -199,7 +199,7 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	var stepTimes []time.Duration
 	var trainTime time.Duration
 	first := 1
-	lastGood := "none written yet"
+	lastGood := "none (no checkpoint was written yet)"
 	if resumed != nil {
 		if err := checkCompat(resumed.Dir, resumed.Compat, compat); err != nil {
 			return nil, err
@@ -269,7 +269,7 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 
 	acc := NewGradAccumulator(params)
 	grads := map[string][]float32{}
-	prog := NewProgress(ProgressOptions{Total: total, Quiet: cfg.Quiet, Writer: log})
+	prog := NewProgress(ProgressOptions{Total: total, Quiet: cfg.Quiet, Writer: log, Start: first - 1})
 	var rlog *runLog
 	if cfg.LogEvery > 0 {
 		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
@@ -292,7 +292,7 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		tokens := int64(0)
 		for k := 0; k < cfg.GradAccum; k++ {
 			if cerr := ctx.Err(); cerr != nil {
-				prog.Finish()
+				prog.Stop()
 				if err := it.SetPosition(pos); err != nil {
 					panic("train: rewinding the data iterator: " + err.Error())
 				}

@@ -22,6 +22,8 @@ type ProgressOptions struct {
 	Quiet bool
 	// Throttle limits redraws (0 → 100 ms, negative → every update).
 	Throttle time.Duration
+	// Start is the step the bar starts at (a resumed run's checkpoint step).
+	Start int
 }
 
 // Progress is the training progress line: step/total, loss, tokens/s and
@@ -72,6 +74,9 @@ func NewProgress(opts ProgressOptions) *Progress {
 		progressbar.OptionSetRenderBlankState(true),
 		progressbar.OptionOnCompletion(func() { fmt.Fprintln(p.w) }),
 	)
+	if opts.Start > 0 {
+		_ = p.bar.Set(opts.Start)
+	}
 	return p
 }
 
@@ -125,6 +130,15 @@ func (p *Progress) Println(msg string) {
 	_ = p.bar.Clear()
 	fmt.Fprintln(p.w, msg)
 	_ = p.bar.RenderBlank()
+}
+
+// Stop ends the display where it is (an interrupted run: the bar keeps its step instead
+// of jumping to 100 %).
+func (p *Progress) Stop() {
+	if p.quiet {
+		return
+	}
+	_ = p.bar.Exit()
 }
 
 // Finish completes the bar (a no-op when quiet).

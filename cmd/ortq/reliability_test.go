@@ -62,6 +62,13 @@ func TestMain(m *testing.M) {
 			}
 		}
 		fsutil.ReplaceNoExchange = os.Getenv("ORTQ_TEST_NO_EXCHANGE") == "1"
+		// ORTQ_TEST_EARLY_SIGINT=1: SIGINT to itself as train starts loading.
+		if os.Getenv("ORTQ_TEST_EARLY_SIGINT") == "1" {
+			startupHook = func() {
+				syscall.Kill(os.Getpid(), syscall.SIGINT)
+				time.Sleep(100 * time.Millisecond) // let the handler see it
+			}
+		}
 		main()
 		os.Exit(0)
 	}

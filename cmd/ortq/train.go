@@ -158,6 +158,13 @@ func sessionOptions(v *viper.Viper) (ortrun.Options, error) {
 }
 
 func runTrain(v *viper.Viper) error {
+	// Signals are handled from the start, so one during loading (ONNX Runtime, the
+	// tokenizer, the data) is reported instead of killing the process unannounced.
+	ctx, stop := interruptContext()
+	defer stop()
+	if startupHook != nil {
+		startupHook()
+	}
 	dir := v.GetString("artifacts")
 	if dir == "" {
 		return usageError{fmt.Errorf("--artifacts is required")}
@@ -245,8 +252,9 @@ func runTrain(v *viper.Viper) error {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "data: %d documents, %d tokens → %d train / %d eval examples\n", ds.Stats.Documents, ds.Stats.Tokens, len(ds.Train), len(ds.Eval))
-	ctx, stop := interruptContext()
-	defer stop()
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted before training started: nothing was trained or checkpointed")
+	}
 	rep, err := train.Run(ctx, eng, ds.Train, ds.Eval, cfg)
 	var intr *train.InterruptedError
 	if errors.As(err, &intr) {
@@ -328,6 +336,10 @@ func pathExists(p string) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// startupHook is nil in ortq; a reliability test sets it to signal the process while it
+// is still loading.
+var startupHook func()
 
 // checkpointHook is nil in ortq; the reliability tests set it in a re-executed child to
 // slow or fail checkpoint writes.
