@@ -17,6 +17,7 @@ targets=(
   hfimport:FuzzParseHeader
   internal/safetensors:FuzzParseSafetensors
   data:FuzzParseDocuments
+  cmd/ortq:FuzzOptionValues
 )
 if [ $# -gt 0 ]; then targets=("$@"); fi
 status=0
