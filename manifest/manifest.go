@@ -66,6 +66,10 @@ type Manifest struct {
 	TrainRecompute *Graph `json:"train_recompute,omitempty"`
 	Eval           Graph  `json:"eval"`
 	Weights        string `json:"weights"`
+	// DataFiles records the size and SHA-256 of every external data file the graphs
+	// share (weights.bin), so a truncated or damaged copy is refused naming the file
+	// (absent in manifests written before ortq recorded them: those files go unchecked).
+	DataFiles []DataFile `json:"data_files,omitempty"`
 	// LoRAInit is the safetensors file with the initial LoRA values (PEFT names).
 	LoRAInit string       `json:"lora_init"`
 	Params   []LoRAParam  `json:"lora_params"`
@@ -145,6 +149,11 @@ func ReadManifest(dir string) (*Manifest, error) {
 	}
 	if m.Format != FormatVersion {
 		return nil, fmt.Errorf("%s: format %d, this ortq reads format %d: rerun `ortq prepare`", p, m.Format, FormatVersion)
+	}
+	// A stat per data file: every command that opens artifacts refuses a truncated or
+	// replaced weights.bin here, before ONNX Runtime reads it.
+	if err := m.CheckSizes(dir); err != nil {
+		return nil, err
 	}
 	return &m, nil
 }

@@ -294,14 +294,30 @@ func (m *Model) Save(path, dataName string, minExternal int) (int64, error) {
 // so the output never depends on the input's directory. Every file is written to a temp
 // path and renamed. It returns the size of the data file.
 func SaveShared(dir string, files []string, models []*Model, dataName string, minExternal int) (int64, error) {
+	d, err := SaveSharedData(dir, files, models, dataName, minExternal)
+	return d.Size, err
+}
+
+// DataSum is the size and SHA-256 (hex) of the external data file SaveSharedData wrote.
+type DataSum struct {
+	Size   int64
+	SHA256 string
+}
+
+// SaveSharedData is SaveShared that also returns the data file's SHA-256, computed while
+// the bytes are written (no second pass over a file of gigabytes).
+func SaveSharedData(dir string, files []string, models []*Model, dataName string, minExternal int) (DataSum, error) {
 	var tmpData *os.File
 	var written int64
+	fileSum := sha256.New()
+	var dataW io.Writer
 	if dataName != "" {
 		var err error
 		tmpData, err = os.CreateTemp(dir, ".tmp-"+dataName+"-*")
 		if err != nil {
-			return 0, fmt.Errorf("save model: %w", err)
+			return DataSum{}, fmt.Errorf("save model: %w", err)
 		}
+		dataW = io.MultiWriter(tmpData, fileSum)
 		defer func() {
 			if tmpData != nil {
 				tmpData.Close()
@@ -351,12 +367,12 @@ func SaveShared(dir string, files []string, models []*Model, dataName string, mi
 					// Align each tensor to 4096 bytes: ONNX Runtime memory-maps external
 					// data whose offset is page-aligned instead of copying it.
 					if pad := (4096 - written%4096) % 4096; pad > 0 {
-						if _, err := tmpData.Write(make([]byte, pad)); err != nil {
+						if _, err := dataW.Write(make([]byte, pad)); err != nil {
 							return fmt.Errorf("write external data: %w", err)
 						}
 						written += pad
 					}
-					if _, err := tmpData.Write(raw); err != nil {
+					if _, err := dataW.Write(raw); err != nil {
 						return fmt.Errorf("write external data: %w", err)
 					}
 					p = placed{sum: sum, refs: []*onnxpb.StringStringEntryProto{
@@ -384,30 +400,35 @@ func SaveShared(dir string, files []string, models []*Model, dataName string, mi
 			return nil
 		}
 		if err := visit(out.Graph); err != nil {
-			return 0, fmt.Errorf("save model %q: %w", files[i], err)
+			return DataSum{}, fmt.Errorf("save model %q: %w", files[i], err)
 		}
 		buf, err := proto.Marshal(out)
 		if err != nil {
-			return 0, fmt.Errorf("save model %q: %w", files[i], err)
+			return DataSum{}, fmt.Errorf("save model %q: %w", files[i], err)
 		}
 		outs[i] = buf
 	}
 	if tmpData != nil {
 		if err := tmpData.Sync(); err != nil {
-			return 0, err
+			return DataSum{}, err
 		}
 		if err := tmpData.Close(); err != nil {
-			return 0, err
+			return DataSum{}, err
 		}
 		if err := os.Rename(tmpData.Name(), filepath.Join(dir, dataName)); err != nil {
-			return 0, err
+			return DataSum{}, err
 		}
 		tmpData = nil
 	}
 	for i, buf := range outs {
 		if err := fsutil.WriteFile(filepath.Join(dir, files[i]), buf, 0o644); err != nil {
-			return 0, err
+			return DataSum{}, err
 		}
 	}
-	return written, nil
+	sum := DataSum{Size: written}
+	if dataName == "" {
+		return sum, nil
+	}
+	sum.SHA256 = hex.EncodeToString(fileSum.Sum(nil))
+	return sum, nil
 }

@@ -247,13 +247,22 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	if _, err := ortgraph.SaveShared(tmp, []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.EvalFile}, []*ortgraph.Model{trainM, recM, evalM}, manifest.WeightsFile, 1024); err != nil {
+	sum, err := ortgraph.SaveSharedData(tmp, []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.EvalFile}, []*ortgraph.Model{trainM, recM, evalM}, manifest.WeightsFile, 1024)
+	if err != nil {
 		return nil, err
 	}
+	// Size and hash of weights.bin, hashed as it was written: every command refuses a
+	// truncated copy, `ortq verify` and `ortq train` a damaged one.
+	man.DataFiles = []manifest.DataFile{{File: manifest.WeightsFile, Size: sum.Size, SHA256: sum.SHA256}}
 	if err := writeLoRAInit(filepath.Join(tmp, manifest.LoRAInitFile), params, o.Seed); err != nil {
 		return nil, err
 	}
 	if err := writeJSON(filepath.Join(tmp, manifest.ManifestFile), man); err != nil {
+		return nil, err
+	}
+	// The hash was computed from the bytes just written, so the file is verified as it
+	// stands; train reads it whole only once it changes (or is copied elsewhere).
+	if err := man.RecordVerified(tmp); err != nil {
 		return nil, err
 	}
 	// MkdirTemp/CreateTemp create owner-only entries; artifacts are ordinary files.
