@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ortq/ortq/internal/gpumem"
 	"github.com/ortq/ortq/manifest"
 	"github.com/shirou/gopsutil/v4/mem"
 )
@@ -48,11 +49,69 @@ func checkHostMemory(artifacts string, m manifest.Model, microBatch, rows, seqLe
 	if st, err := os.Stat(filepath.Join(artifacts, manifest.WeightsFile)); err == nil {
 		base += float64(st.Size())
 	}
-	need := func(rows, seqLen int) float64 {
-		return base + float64(rows)*float64(seqLen)*stepBytesPerToken(m, seqLen)
+	s := stepMemory{kind: "host memory", where: "this machine's", avail: float64(total), base: base,
+		perToken: func(seqLen int) float64 { return stepBytesPerToken(m, seqLen) }}
+	return s.check(microBatch, rows, seqLen)
+}
+
+// deviceFree is the free memory of a CUDA device after the sessions are open (their weights
+// are resident by then); a variable so tests can pretend a smaller GPU.
+var deviceFree = func(device string) (uint64, error) {
+	d, err := gpumem.Open(device)
+	if err != nil || d == nil {
+		return 0, err
 	}
-	avail := float64(total)
-	if need(rows, seqLen) <= avail {
+	_, _, used, total, err := d.Sample()
+	if err != nil || used > total {
+		return 0, err
+	}
+	return total - used, nil
+}
+
+// deviceBytesPerToken is a deliberately low estimate of the GPU memory a CUDA training
+// step's activations take per token, with the weights already resident: the layer
+// checkpoints (one fp16 hidden vector per layer; every layer's activations without
+// recomputation), one layer's activations (≈24 hidden vectors, ≈10 score rows of ≈hidden/128
+// heads), and the chunked loss's block (≈14 bytes a vocabulary entry over 8 blocks). It is
+// 0.6 times the formula, so it refuses only what cannot fit: for the Llama-3.2-3B shape at
+// --max-seq-len 512 it gives 0.47 MB per token with recomputation, where the step measured
+// ≈1.4 MB per token beyond micro-batch 1 on an H200 (4.2 GiB at micro-batch 1, 8.3 GiB at 7).
+func deviceBytesPerToken(m manifest.Model, seqLen int, recompute bool) float64 {
+	h, l := float64(m.Hidden), float64(m.Layers)
+	layer := 2 * (24*h + 10*float64(seqLen)*max(h/128, 1))
+	perToken := 2*l*h + layer + 14*float64(m.Vocab)/8
+	if !recompute {
+		perToken += (l - 1) * layer
+	}
+	return 0.6 * perToken
+}
+
+// checkDeviceMemory is checkHostMemory for a CUDA step: the activations of one micro-batch
+// against the GPU's free memory once the weights are loaded.
+func checkDeviceMemory(device string, m manifest.Model, recompute bool, microBatch, rows, seqLen int) error {
+	free, err := deviceFree(device)
+	if err != nil || free == 0 {
+		return nil // no figure to compare with: leave it to the run
+	}
+	s := stepMemory{kind: "GPU memory", where: device + "'s free", avail: float64(free),
+		perToken: func(seqLen int) float64 { return deviceBytesPerToken(m, seqLen, recompute) }}
+	return s.check(microBatch, rows, seqLen)
+}
+
+// stepMemory is what one training step needs against what a memory holds: base bytes
+// whatever the batch, perToken bytes for each token of the micro-batch.
+type stepMemory struct {
+	kind, where string // "host memory", "this machine's"
+	avail, base float64
+	perToken    func(seqLen int) float64
+}
+
+// check refuses the step when it cannot fit, naming the flag and the largest value that fits.
+func (s stepMemory) check(microBatch, rows, seqLen int) error {
+	need := func(rows, seqLen int) float64 {
+		return s.base + float64(rows)*float64(seqLen)*s.perToken(seqLen)
+	}
+	if need(rows, seqLen) <= s.avail {
 		return nil
 	}
 	gib := func(b float64) string { return fmt.Sprintf("%.1f GiB", b/(1<<30)) }
@@ -60,17 +119,17 @@ func checkHostMemory(artifacts string, m manifest.Model, microBatch, rows, seqLe
 	if rows < microBatch {
 		what += fmt.Sprintf(" (%d sequences, all the data holds)", rows)
 	}
-	if fit := int((avail - base) / (float64(seqLen) * stepBytesPerToken(m, seqLen))); fit >= 1 {
-		return usageError{fmt.Errorf("%s needs about %s of host memory per step, more than this machine's %s: the largest --micro-batch that could fit is %d", what, gib(need(rows, seqLen)), gib(avail), fit)}
+	if fit := int((s.avail - s.base) / (float64(seqLen) * s.perToken(seqLen))); fit >= 1 {
+		return usageError{fmt.Errorf("%s needs about %s of %s per step, more than %s %s: the largest --micro-batch that could fit is %d", what, gib(need(rows, seqLen)), s.kind, s.where, gib(s.avail), fit)}
 	}
 	lo, hi := 0, seqLen // largest sequence length that fits one row
 	for lo < hi {
 		mid := (lo + hi + 1) / 2
-		if need(1, mid) <= avail {
+		if need(1, mid) <= s.avail {
 			lo = mid
 		} else {
 			hi = mid - 1
 		}
 	}
-	return usageError{fmt.Errorf("%s needs about %s of host memory per step, more than this machine's %s: even --micro-batch 1 does not fit; the largest --max-seq-len that could is %d", what, gib(need(rows, seqLen)), gib(avail), lo)}
+	return usageError{fmt.Errorf("%s needs about %s of %s per step, more than %s %s: even --micro-batch 1 does not fit; the largest --max-seq-len that could is %d", what, gib(need(rows, seqLen)), s.kind, s.where, gib(s.avail), lo)}
 }

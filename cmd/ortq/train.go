@@ -232,11 +232,13 @@ func runTrain(v *viper.Viper) error {
 	if len(ds.Eval) == 0 && v.GetFloat64("eval-fraction") > 0 {
 		return fmt.Errorf("data too short: %d examples leave the eval split empty, so no perplexity can be measured: add data, lower --max-seq-len, or pass --eval-fraction 0", ds.Stats.Examples)
 	}
+	rows := min(v.GetInt("micro-batch"), max(len(ds.Train), len(ds.Eval)))
 	if !strings.HasPrefix(opts.Device, "cuda") {
-		rows := min(v.GetInt("micro-batch"), max(len(ds.Train), len(ds.Eval)))
 		if err := checkHostMemory(dir, eng.Man.Model, v.GetInt("micro-batch"), rows, v.GetInt("max-seq-len")); err != nil {
 			return err
 		}
+	} else if err := checkDeviceMemory(opts.Device, eng.Man.Model, rec, v.GetInt("micro-batch"), rows, v.GetInt("max-seq-len")); err != nil {
+		return err
 	}
 	cfg := train.Config{
 		Artifacts: dir, Out: out, Device: v.GetString("device"),
