@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
@@ -44,25 +43,8 @@ func TestFloat16MatchesFloat32(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		values := map[string][]float32{}
-		for i, p := range params {
-			// Non-zero B so every gradient is exercised (PEFT starts B at 0).
-			for j := range p.Data {
-				if p.Data[j] == 0 {
-					p.Data[j] = float32(math.Sin(float64(i*131+j))) * 0.05
-				}
-			}
-			values[p.Name] = p.Data
-		}
-		const rows, seq = 3, 48
-		b := data.Batch{Rows: rows, SeqLen: seq}
-		for i := 0; i < rows*seq; i++ {
-			id := int64((i*7919 + 13) % 3000)
-			b.InputIDs = append(b.InputIDs, id)
-			b.Labels = append(b.Labels, id)
-			b.AttentionMask = append(b.AttentionMask, 1)
-		}
-		b.Tokens = rows * (seq - 1)
+		values := nonZeroValues(params)
+		b := tokenBatch(3, 48)
 		r, err := eng.Step(b, values, 65536)
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun"
@@ -81,24 +80,8 @@ func TestRecomputeReusesDequantizedWeights(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				values := map[string][]float32{}
-				for i, p := range params {
-					for j := range p.Data {
-						if p.Data[j] == 0 { // non-zero B so every gradient, and every dx, is exercised
-							p.Data[j] = float32(math.Sin(float64(i*131+j))) * 0.05
-						}
-					}
-					values[p.Name] = p.Data
-				}
-				const rows, seq = 2, 40
-				b := data.Batch{Rows: rows, SeqLen: seq}
-				for i := 0; i < rows*seq; i++ {
-					id := int64((i*7919 + 13) % 3000)
-					b.InputIDs = append(b.InputIDs, id)
-					b.Labels = append(b.Labels, id)
-					b.AttentionMask = append(b.AttentionMask, 1)
-				}
-				b.Tokens = rows * (seq - 1)
+				values := nonZeroValues(params)
+				b := tokenBatch(2, 40)
 				r, err := eng.Step(b, values, 1)
 				if err != nil {
 					t.Fatal(err)
