@@ -1,0 +1,5 @@
+package passes
+
+// HalfSoftmaxGraph lets the external golden tests (package passes_test) build the same
+// attention-idiom graphs as TestHalfSoftmax.
+var HalfSoftmaxGraph = halfSoftmaxGraph

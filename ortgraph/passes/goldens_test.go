@@ -1,0 +1,324 @@
+package passes_test
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/ortq/ortq/ortgraph/passes"
+)
+
+// Per-pass goldens: each pass runs on the smallest hand-built graph that shows its rewrite
+// (a one-layer, one-head Llama-like decoder from tinyLlama, or a few nodes), and the
+// rewritten graph (ortgraph.Dump), the pass's log and what it returns are kept as text in
+// testdata/<pass>.txt, one "# case" section per table row. go test -update rewrites them.
+
+// tinyLlamaOpts varies tinyLlama.
+type tinyLlamaOpts struct {
+	// outIn stores the decoder weights [out, in] behind a Transpose (TorchScript style)
+	// instead of the exporter's pre-transposed [in, out].
+	outIn bool
+	// anonymous names nodes n0, n1, … so only the structure identifies the Linears.
+	anonymous bool
+}
+
+// tinyLlama is a one-layer Llama-like decoder in float32: embedding, single-head attention
+// without rotary or mask (q, k, v, o), residual, SiLU MLP (gate, up, down) and an untied
+// lm_head; hidden 16, intermediate 24 (not a whole number of 16-blocks), vocabulary 32.
+// Node names follow the exporter's module paths (/model/layers.0/self_attn/q_proj/MatMul),
+// which is how FindLinears and Recompute read modules and layers.
+func tinyLlama(o tinyLlamaOpts) *ortgraph.Graph {
+	const H, I, V = 16, 24, 32
+	m := &ortgraph.Model{P: &onnxpb.ModelProto{
+		IrVersion:   10,
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 18}},
+		Graph:       &onnxpb.GraphProto{Name: "tiny-llama"},
+	}, Dir: "."}
+	gp := m.P.Graph
+	gp.Input = []*onnxpb.ValueInfoProto{{Name: "input_ids", Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"batch", "seq"})}}
+	types := map[string]*onnxpb.TypeProto{}
+	seq := 0
+	weight := func(name string, rows, cols int64) string {
+		v := make([]float32, rows*cols)
+		seq++
+		for i := range v {
+			v[i] = float32(math.Sin(float64(i)*0.61+float64(seq)*1.3)) * 0.25
+		}
+		gp.Initializer = append(gp.Initializer, ortgraph.FloatTensor(name, ortgraph.Float, []int64{rows, cols}, v))
+		return name
+	}
+	f32 := func(dims ...string) *onnxpb.TypeProto { return ortgraph.SymTensorType(ortgraph.Float, dims) }
+	node := func(name, op string, in []string, out string, t *onnxpb.TypeProto, attrs ...ortgraph.Attr) string {
+		if o.anonymous {
+			name = fmt.Sprintf("n%d", len(gp.Node))
+		}
+		gp.Node = append(gp.Node, &onnxpb.NodeProto{Name: name, OpType: op, Input: in, Output: []string{out}, Attribute: attrs})
+		types[out] = t
+		return out
+	}
+	bsd := func(d int) *onnxpb.TypeProto { return f32("batch", "seq", fmt.Sprint(d)) }
+	linear := func(mod, kind, x, out string, in, n int64) string {
+		path := "/model/layers.0/" + mod + "/" + kind
+		name := "model.layers.0." + mod + "." + kind + ".weight"
+		if o.anonymous {
+			name = fmt.Sprintf("w%d", seq)
+		}
+		if !o.outIn {
+			return node(path+"/MatMul", "MatMul", []string{x, weight(name, in, n)}, out, bsd(int(n)))
+		}
+		wt := node(path+"/Transpose", "Transpose", []string{weight(name, n, in)}, out+".wT", ortgraph.TensorType(ortgraph.Float, []int64{in, n}), ortgraph.AInts("perm", 1, 0))
+		return node(path+"/MatMul", "MatMul", []string{x, wt}, out, bsd(int(n)))
+	}
+	embedName, headName := "model.embed_tokens.weight", "lm_head.weight"
+	if o.anonymous {
+		embedName, headName = "emb", "head"
+	}
+	h := node("/model/embed_tokens/Gather", "Gather", []string{weight(embedName, V, H), "input_ids"}, "embed", bsd(H), ortgraph.AInt("axis", 0))
+	q := linear("self_attn", "q_proj", h, "q", H, H)
+	k := linear("self_attn", "k_proj", h, "k", H, H)
+	v := linear("self_attn", "v_proj", h, "v", H, H)
+	att := "/model/layers.0/self_attn/"
+	kt := node(att+"Transpose_kt", "Transpose", []string{k}, "kt", f32("batch", fmt.Sprint(H), "seq"), ortgraph.AInts("perm", 0, 2, 1))
+	gp.Initializer = append(gp.Initializer, ortgraph.FloatTensor("scale", ortgraph.Float, nil, []float32{0.25}))
+	s := node(att+"MatMul", "MatMul", []string{q, kt}, "scores", f32("batch", "seq", "seq"))
+	s = node(att+"Mul", "Mul", []string{s, "scale"}, "scaled", f32("batch", "seq", "seq"))
+	p := node(att+"Softmax", "Softmax", []string{s}, "probs", f32("batch", "seq", "seq"), ortgraph.AInt("axis", -1))
+	a := node(att+"MatMul_1", "MatMul", []string{p, v}, "attn", bsd(H))
+	a = linear("self_attn", "o_proj", a, "o", H, H)
+	h = node("/model/layers.0/Add", "Add", []string{h, a}, "h1", bsd(H))
+	gate := linear("mlp", "gate_proj", h, "gate", H, I)
+	up := linear("mlp", "up_proj", h, "up", H, I)
+	sg := node("/model/layers.0/mlp/act_fn/Sigmoid", "Sigmoid", []string{gate}, "sig", bsd(I))
+	act := node("/model/layers.0/mlp/act_fn/Mul", "Mul", []string{gate, sg}, "silu", bsd(I))
+	prod := node("/model/layers.0/mlp/Mul", "Mul", []string{act, up}, "prod", bsd(I))
+	down := linear("mlp", "down_proj", prod, "down", I, H)
+	h = node("/model/layers.0/Add_1", "Add", []string{h, down}, "h2", bsd(H))
+	var head string
+	if o.outIn {
+		head = node("/lm_head/Transpose", "Transpose", []string{weight(headName, V, H)}, "lm_head.wT", ortgraph.TensorType(ortgraph.Float, []int64{H, V}), ortgraph.AInts("perm", 1, 0))
+	} else {
+		head = weight(headName, H, V)
+	}
+	node("/lm_head/MatMul", "MatMul", []string{h, head}, "logits", bsd(V))
+	gp.Output = []*onnxpb.ValueInfoProto{{Name: "logits", Type: bsd(V)}}
+	g := ortgraph.NewGraph(m)
+	for _, n := range gp.Node {
+		if n.Output[0] != "logits" {
+			g.SetType(n.Output[0], types[n.Output[0]])
+		}
+	}
+	return g
+}
+
+// passRun runs passes over g with cfg and returns the context and a golden section opened
+// with "# name" and the passes' log lines.
+func passRun(t *testing.T, name string, g *ortgraph.Graph, cfg *passes.Config, ps ...*ortgraph.Pass) (*ortgraph.Context, *strings.Builder) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s\n", name)
+	ctx, err := ortgraph.RunPasses(g, cfg, func(f string, a ...any) { fmt.Fprintf(&b, "# "+f+"\n", a...) }, ps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, &b
+}
+
+// initializers lists g's initializers (name, type, and an FNV-1a hash of their bytes) in
+// name order, for passes that write weights.
+func initializers(t *testing.T, g *ortgraph.Graph) string {
+	t.Helper()
+	var lines []string
+	for _, in := range g.P.Initializer {
+		raw, err := g.M.TensorBytes(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := fnv.New32a()
+		h.Write(raw)
+		lines = append(lines, fmt.Sprintf("init %s: %s%v fnv=%08x\n", in.Name, strings.ToLower(ortgraph.DTypeName(in.DataType)), in.Dims, h.Sum32()))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "")
+}
+
+// TestFindLinearsGolden keeps FindLinears' result on the tiny decoder found by names, by
+// structure alone, through Transpose-read [out, in] weights, and in a graph already 4-bit.
+func TestFindLinearsGolden(t *testing.T) {
+	var out strings.Builder
+	for _, c := range []struct {
+		name     string
+		opts     tinyLlamaOpts
+		prequant bool
+	}{
+		{"names", tinyLlamaOpts{}, false},
+		{"structure", tinyLlamaOpts{anonymous: true}, false},
+		{"out-in-transposed", tinyLlamaOpts{outIn: true}, false},
+		{"prequantized", tinyLlamaOpts{}, true},
+	} {
+		g := tinyLlama(c.opts)
+		if c.prequant {
+			cfg := &passes.Config{Bits: 4}
+			cfg.Quant.BlockSize = 16
+			if _, err := ortgraph.RunPasses(g, cfg, nil, passes.Quantize); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, b := passRun(t, c.name, g, &passes.Config{}, passes.FindLinears)
+		ls := ctx.Result(passes.FindLinears).(*passes.Linears)
+		fmt.Fprintf(b, "layers=%d hidden=%d\n", ls.Layers, ls.Hidden)
+		for _, l := range ls.All {
+			fmt.Fprintf(b, "%s layer=%d kind=%s node=%s weight=%s in=%d out=%d outIn=%v prequantized=%v source=%s\n",
+				l.Module(), l.Layer, l.Kind, l.Node.Name, l.Weight, l.In, l.Out, l.WeightIsOutIn, l.Prequantized, l.Source)
+		}
+		out.WriteString(b.String())
+	}
+	golden(t, "findlinears.txt", out.String())
+}
+
+// TestQuantizeGolden keeps the tiny decoder after Quantize: symmetric with lm_head kept
+// 16-bit, and asymmetric (zero points) with lm_head quantized; with the initializers (a
+// hash of the packed bytes) and the manifest records.
+func TestQuantizeGolden(t *testing.T) {
+	var out strings.Builder
+	for _, c := range []struct {
+		name   string
+		asym   bool
+		lmHead bool
+	}{{"symmetric", false, false}, {"asymmetric-lm_head", true, true}} {
+		g := tinyLlama(tinyLlamaOpts{})
+		cfg := &passes.Config{Bits: 4, QuantizeLMHead: c.lmHead}
+		cfg.Quant.BlockSize, cfg.Quant.Asymmetric = 16, c.asym
+		ctx, b := passRun(t, c.name, g, cfg, passes.Quantize)
+		b.WriteString(ortgraph.Dump(g))
+		b.WriteString(initializers(t, g))
+		for _, q := range ctx.Result(passes.Quantize).([]manifest.QuantLayer) {
+			fmt.Fprintf(b, "layer %s %v weights=%s scales=%s rms=%.4g rel=%.4g max=%.4g\n", q.Module, q.Shape, q.Weights, q.Scales, q.RMS, q.RelRMS, q.MaxAbs)
+		}
+		out.WriteString(b.String())
+	}
+	golden(t, "quantize.txt", out.String())
+}
+
+// TestDQForwardGolden keeps the tiny decoder's 4-bit Linears rewritten as DequantizeLinear
+// + MatMul, symmetric and asymmetric (down_proj's K of 24 is padded to two blocks: Slice).
+func TestDQForwardGolden(t *testing.T) {
+	var out strings.Builder
+	for _, c := range []struct {
+		name string
+		asym bool
+	}{{"symmetric", false}, {"asymmetric", true}} {
+		g := tinyLlama(tinyLlamaOpts{})
+		cfg := &passes.Config{Bits: 4, Train: true}
+		cfg.Quant.BlockSize, cfg.Quant.Asymmetric = 16, c.asym
+		_, b := passRun(t, c.name, g, cfg, passes.DQForward)
+		b.WriteString(ortgraph.Dump(g))
+		b.WriteString(initializers(t, g))
+		out.WriteString(b.String())
+	}
+	golden(t, "dqforward.txt", out.String())
+}
+
+// TestBackwardGolden keeps the training graph of the tiny decoder with LoRA on q (whose
+// gradient runs back through the attention's Softmax): gradients from the plain loss and
+// from the chunked loss's seed.
+func TestBackwardGolden(t *testing.T) {
+	var out strings.Builder
+	for _, c := range []struct {
+		name   string
+		chunks int
+	}{{"lora_q", 0}, {"lora_q_chunked", 2}} {
+		g := tinyLlama(tinyLlamaOpts{})
+		cfg := &passes.Config{Train: true, Targets: []string{"q_proj"}, Rank: 2, Alpha: 4, Bits: 16, LossChunks: c.chunks}
+		_, b := passRun(t, c.name, g, cfg, passes.Backward)
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+	}
+	golden(t, "backward.txt", out.String())
+}
+
+// TestRecomputeGolden keeps the tiny decoder's training graph (LoRA on q) with layer 0
+// recomputed in the backward pass, 16-bit and 4-bit (where the backward pass's dx reads the
+// recomputed dequantized weights).
+func TestRecomputeGolden(t *testing.T) {
+	var out strings.Builder
+	for _, c := range []struct {
+		name string
+		bits int
+	}{{"16bit_q", 16}, {"4bit_q", 4}} {
+		g := tinyLlama(tinyLlamaOpts{})
+		cfg := &passes.Config{Train: true, Targets: []string{"q_proj"}, Rank: 2, Alpha: 4, Bits: c.bits}
+		cfg.Quant.BlockSize = 16
+		ps := []*ortgraph.Pass{passes.LoRA, passes.Loss, passes.Backward, passes.Recompute}
+		if c.bits == 4 {
+			ps = append([]*ortgraph.Pass{passes.DQForward}, ps...)
+		}
+		ctx, b := passRun(t, c.name, g, cfg, ps...)
+		r := ctx.Result(passes.Recompute).(*passes.RecomputeResult)
+		fmt.Fprintf(b, "# layers=%d cloned=%d reused=%d\n", r.Layers, r.Cloned, r.Reused)
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+	}
+	golden(t, "recompute.txt", out.String())
+}
+
+// TestORTCompatGolden keeps a RotaryEmbedding without position_ids (its batch-1 cos/sin
+// caches expanded to x's batch) and one with position_ids (left as it is).
+func TestORTCompatGolden(t *testing.T) {
+	var out strings.Builder
+	for _, c := range []struct {
+		name   string
+		posIDs bool
+	}{{"caches", false}, {"position_ids", true}} {
+		m := &ortgraph.Model{P: &onnxpb.ModelProto{
+			IrVersion:   11,
+			OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 23}},
+			Graph:       &onnxpb.GraphProto{Name: "rope"},
+		}, Dir: "."}
+		f := ortgraph.Float
+		m.P.Graph.Input = []*onnxpb.ValueInfoProto{
+			{Name: "x", Type: ortgraph.SymTensorType(f, []string{"batch", "2", "seq", "8"})},
+			{Name: "cos", Type: ortgraph.SymTensorType(f, []string{"1", "seq", "4"})},
+			{Name: "sin", Type: ortgraph.SymTensorType(f, []string{"1", "seq", "4"})},
+		}
+		ins := []string{"x", "cos", "sin"}
+		if c.posIDs {
+			m.P.Graph.Input[1].Type = ortgraph.SymTensorType(f, []string{"64", "4"})
+			m.P.Graph.Input[2].Type = ortgraph.SymTensorType(f, []string{"64", "4"})
+			m.P.Graph.Input = append(m.P.Graph.Input, &onnxpb.ValueInfoProto{Name: "position_ids", Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"batch", "seq"})})
+			ins = append(ins, "position_ids")
+		}
+		m.P.Graph.Node = []*onnxpb.NodeProto{{Name: "rope", OpType: "RotaryEmbedding", Input: ins, Output: []string{"y"}}}
+		m.P.Graph.Output = []*onnxpb.ValueInfoProto{{Name: "y", Type: ortgraph.SymTensorType(f, []string{"batch", "2", "seq", "8"})}}
+		g := ortgraph.NewGraph(m)
+		ctx, b := passRun(t, c.name, g, &passes.Config{}, passes.ORTCompat)
+		fmt.Fprintf(b, "# fixed %d\n", ctx.Result(passes.ORTCompat).(int))
+		b.WriteString(ortgraph.Dump(g))
+		for _, n := range g.P.Node {
+			if n.OpType == "Expand" {
+				fmt.Fprintf(b, "type %s: %s\n", n.Output[0], strings.Join(g.SymDims(n.Output[0]), ","))
+			}
+		}
+		out.WriteString(b.String())
+	}
+	golden(t, "ortcompat.txt", out.String())
+}
+
+// TestHalfSoftmaxGolden keeps the graph text of TestHalfSoftmax's cases: the folded
+// sandwich and the two near misses left alone.
+func TestHalfSoftmaxGolden(t *testing.T) {
+	var out strings.Builder
+	for _, variant := range []string{"", "cast-to-float", "float-probabilities-read"} {
+		g, _ := passes.HalfSoftmaxGraph(variant)
+		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.HalfSoftmax)
+		fmt.Fprintf(b, "# folded %d\n", ctx.Result(passes.HalfSoftmax).(int))
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+	}
+	golden(t, "halfsoftmax.txt", out.String())
+}
