@@ -116,7 +116,10 @@ func TestBadInput(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			if strings.Contains(strings.Join(c.args, " "), "tokenizers/llama2") {
 				if _, err := os.Stat(big); err != nil {
-					t.Skip("Llama 2 tokenizer not fetched (make tokenizer-fixtures)")
+					if os.Getenv("ORTQ_REQUIRE_FIXTURES") != "" {
+						t.Fatalf("Llama 2 tokenizer %s missing (ORTQ_REQUIRE_FIXTURES is set): run make tokenizer-fixtures", big)
+					}
+					t.Skip("Llama 2 tokenizer not fetched (make tokenizer-fixtures; set ORTQ_REQUIRE_FIXTURES=1 to fail instead)")
 				}
 			}
 			err := run(t, c.args...)
