@@ -94,9 +94,10 @@ ort-gpu-bundle:
 	elif [ -x shared/device/pack-ort-gpu ]; then shared/device/pack-ort-gpu .ort-gpu; \
 	else echo "error: ort-gpu-bundle needs the project's shared folder (../shared/device/pack-ort-gpu); it is not here" >&2; exit 1; fi
 
-## build: bin/ortq
+## build: bin/ortq (-buildvcs=auto: stamped with its commit, which `bench` reports, even where
+## GOFLAGS turns stamping off)
 build:
-	$(GO) build -o bin/ortq ./cmd/ortq
+	$(GO) build -buildvcs=auto -o bin/ortq ./cmd/ortq
 
 ## test: every test, with ONNX Runtime required (nothing that needs it may skip), then go vet
 test: ort demo-data tokenizer-fixtures

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -41,32 +40,30 @@ func DescribeMachine() Machine {
 	return m
 }
 
-// commit is the git revision ortq was built from (Go stamps it into binaries built from a
-// checkout), else that of the working directory (go test, go run).
+// commit is the git revision the running binary was built from, as Go stamps it into a
+// binary built inside a checkout (vcs.revision, "+dirty" when vcs.modified): the build's own,
+// never that of whatever repository the current directory is in. Empty when the build has no
+// VCS stamp (go test, go run, -buildvcs=false, a build outside a checkout).
 func commit() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		rev, dirty := "", false
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-		if rev != "" {
-			if dirty {
-				rev += "+dirty"
-			}
-			return rev
-		}
-	}
-	out, err := exec.Command("git", "rev-parse", "HEAD").Output()
-	if err != nil {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
 		return ""
 	}
-	rev := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+	return commitOf(bi)
+}
+
+// commitOf reads the revision from a binary's build info.
+func commitOf(bi *debug.BuildInfo) string {
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev != "" && dirty {
 		rev += "+dirty"
 	}
 	return rev
