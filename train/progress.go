@@ -24,6 +24,13 @@ type ProgressOptions struct {
 	Throttle time.Duration
 	// Start is the step the bar starts at (a resumed run's checkpoint step).
 	Start int
+	// Bar forces the redrawn bar even when Writer is not a terminal. Otherwise a Writer
+	// that is not a terminal (a CI log, `make demo | tee`, a buffer) gets a plain line
+	// every LineEvery steps (and at the last step) instead of one endless line of redraws.
+	Bar bool
+	// LineEvery is the step interval of the plain lines (0 → a tenth of Total, at least 1;
+	// 10 when Total is unknown).
+	LineEvery int
 }
 
 // Progress is the training progress line: step/total, loss, tokens/s and
@@ -33,6 +40,12 @@ type Progress struct {
 	quiet bool
 	w     io.Writer
 	last  ProgressUpdate
+	// plain: no bar, a line every `every` steps (Writer is not a terminal).
+	plain   bool
+	every   int
+	total   int
+	printed int // the step of the last plain line
+	start   time.Time
 }
 
 // ProgressUpdate is what the loop reports after each optimizer step.
@@ -51,6 +64,17 @@ func NewProgress(opts ProgressOptions) *Progress {
 		p.w = os.Stderr
 	}
 	if p.quiet {
+		return p
+	}
+	if !opts.Bar && !isTerminal(p.w) {
+		p.plain, p.total, p.start = true, opts.Total, time.Now()
+		p.every = opts.LineEvery
+		if p.every <= 0 {
+			p.every = 10
+			if opts.Total > 0 {
+				p.every = max(1, opts.Total/10)
+			}
+		}
 		return p
 	}
 	throttle := opts.Throttle
@@ -78,6 +102,17 @@ func NewProgress(opts ProgressOptions) *Progress {
 		_ = p.bar.Set(opts.Start)
 	}
 	return p
+}
+
+// isTerminal reports whether w is a character device (a terminal), where the bar's
+// carriage-return redraws make sense.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // Describe formats the description the bar shows for u.
@@ -114,8 +149,31 @@ func (p *Progress) Update(u ProgressUpdate) {
 	if p.quiet {
 		return
 	}
+	if p.plain {
+		if u.Step%p.every == 0 || u.Step == p.total || u.Step == 1 {
+			p.line(u)
+		}
+		return
+	}
 	p.bar.Describe(u.Describe())
 	_ = p.bar.Set(u.Step)
+}
+
+// line prints one plain progress line: step/total, the description, elapsed time.
+func (p *Progress) line(u ProgressUpdate) {
+	p.printed = u.Step
+	step := fmt.Sprint(u.Step)
+	if p.total > 0 {
+		step += fmt.Sprintf("/%d", p.total)
+	}
+	fmt.Fprintf(p.w, "training step %s | %s | %s\n", step, u.Describe(), time.Since(p.start).Round(time.Second))
+}
+
+// flush prints the last update's plain line unless it is already printed.
+func (p *Progress) flush() {
+	if p.last.Step > p.printed {
+		p.line(p.last)
+	}
 }
 
 // Last returns the most recent update.
@@ -125,6 +183,10 @@ func (p *Progress) Last() ProgressUpdate { return p.last }
 // tearing the bar.
 func (p *Progress) Println(msg string) {
 	if p.quiet {
+		return
+	}
+	if p.plain {
+		fmt.Fprintln(p.w, msg)
 		return
 	}
 	_ = p.bar.Clear()
@@ -138,12 +200,20 @@ func (p *Progress) Stop() {
 	if p.quiet {
 		return
 	}
+	if p.plain {
+		p.flush()
+		return
+	}
 	_ = p.bar.Exit()
 }
 
 // Finish completes the bar (a no-op when quiet).
 func (p *Progress) Finish() {
 	if p.quiet {
+		return
+	}
+	if p.plain {
+		p.flush()
 		return
 	}
 	_ = p.bar.Finish()
