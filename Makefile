@@ -99,14 +99,19 @@ ort-gpu-bundle:
 build:
 	$(GO) build -buildvcs=auto -o bin/ortq ./cmd/ortq
 
-## test: every test, with ONNX Runtime required (nothing that needs it may skip), then go vet
+## test: every test, with ONNX Runtime required (nothing that needs it may skip), then make vet
 test: ort demo-data tokenizer-fixtures
 	ORTQ_REQUIRE_ORT=1 ORTQ_REQUIRE_FIXTURES=1 ORTQ_ORT_LIB="$(abspath $(ORT_LIB))" ORTQ_DEMO_DATA="$(abspath $(DEMO_DATA))" \
 	  $(GO) test -timeout $(GO_TEST_TIMEOUT) ./...
-	$(GO) vet ./...
+	@$(MAKE) --no-print-directory vet
 
+## vet: go vet, and gofmt -l on every Go file of the project (tracked or new, not third_party/):
+## any file listed fails
 vet:
 	$(GO) vet ./...
+	@unformatted=$$(git ls-files --cached --others --exclude-standard -- '*.go' ':!:third_party/**' | xargs -r gofmt -l); \
+	if [ -n "$$unformatted" ]; then echo "error: not gofmt-formatted (run gofmt -w on them):" >&2; echo "$$unformatted" >&2; exit 1; fi
+	@echo "go vet and gofmt: OK"
 
 ## bench-gate: the CPU regression gate on the default model against the committed baseline
 ## (throughput normalised by a reference computation timed in the same process)
