@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -20,14 +18,7 @@ func TestReportEpochs(t *testing.T) {
 	if err := run(t, with(args, "--out", out)...); err != nil {
 		t.Fatal(err)
 	}
-	var rep train.Report
-	b, err := os.ReadFile(filepath.Join(out, "report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := readReport(t, out)
 	ck, err := train.LatestCheckpoint(filepath.Join(out, train.CheckpointsDir), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -53,14 +53,7 @@ func TestDemoLowersPerplexity(t *testing.T) {
 		"--max-seq-len", "256", "--micro-batch", "8", "--lr", "2e-3", "--max-eval-batches", "16", "--quiet", "--out", out); err != nil {
 		t.Fatal(err)
 	}
-	var rep train.Report
-	b, err := os.ReadFile(filepath.Join(out, "report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := readReport(t, out)
 	before, after := float64(rep.Baseline.Perplexity), float64(rep.Final.Perplexity)
 	t.Logf("perplexity %.2f → %.2f after %d steps", before, after, rep.OptimizerSteps)
 	if !(after < 0.85*before) {
@@ -279,4 +272,18 @@ func TestPrepareFromCheckpoint(t *testing.T) {
 			}
 		}
 	}
+}
+
+// readReport reads the report.json a train run wrote into out.
+func readReport(t *testing.T, out string) train.Report {
+	t.Helper()
+	var rep train.Report
+	b, err := os.ReadFile(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }
