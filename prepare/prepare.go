@@ -38,6 +38,9 @@ type Options struct {
 	// other (0 = plain loss on the whole logits, -1 = automatic: 8 when the vocabulary
 	// exceeds 16384 entries).
 	LossChunks int `json:"loss_chunks"`
+	// BaseModel is the model as the user named it (a checkpoint directory or an .onnx
+	// path), which adapter_config.json records: Model may be a temporary import.
+	BaseModel string `json:"base_model_name_or_path,omitempty"`
 }
 
 // DefaultOptions are the reference recipe's settings.

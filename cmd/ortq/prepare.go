@@ -11,6 +11,7 @@ import (
 	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/train"
 	"github.com/spf13/cobra"
 )
 
@@ -42,6 +43,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
 				LossChunks: v.GetInt("loss-chunks"),
 			}
+			// adapter_config.json's base_model_name_or_path: what the user named, not a temporary import.
+			o.BaseModel = train.BaseModelOf(o.Model, v.GetString("base-model-name"))
 			if !v.GetBool("list-targets") {
 				if err := o.Validate(); err != nil {
 					return usageError{err}
@@ -101,6 +104,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
 	f.Int("loss-chunks", d.LossChunks, "compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when vocab > 16384)")
 	f.Bool("quiet", false, "no progress messages")
+	f.String("base-model-name", "", "base_model_name_or_path for the adapters trained on these artifacts (default: the --model path, made absolute)")
 	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")
 	f.String("device", "cuda", "execution provider for --check-placement: cuda or cuda:N")
 	return cmd

@@ -105,6 +105,7 @@ func addDataFlags(f *pflag.FlagSet) {
 	f.Float64("eval-fraction", data.DefaultEvalFraction, "share of examples held out for evaluation")
 	f.Int("pad-multiple", data.DefaultPadMultiple, "pad each micro-batch's length to a multiple of this")
 	f.Uint64("seed", 42, "seed for the split, shuffling and dropout")
+	f.String("base-model-name", "", "base_model_name_or_path written to adapter_config.json (default: what prepare recorded, the model given to `ortq prepare`)")
 }
 
 // loadDataset reads, tokenizes and splits the data files.
@@ -222,6 +223,7 @@ func runTrain(v *viper.Viper) error {
 		return err
 	}
 	defer eng.Close()
+	train.SetBaseModelName(eng.Man, v.GetString("base-model-name"))
 	ds, err := loadDataset(v, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
 	if err != nil {
 		return err
