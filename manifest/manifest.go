@@ -16,9 +16,13 @@ const (
 	TrainFile    = "train.onnx"
 	// TrainRecomputeFile is the training graph with per-layer recomputation.
 	TrainRecomputeFile = "train_recompute.onnx"
-	EvalFile           = "eval.onnx"
-	WeightsFile        = "weights.bin"
-	LoRAInitFile       = "lora_init.safetensors"
+	// TrainStepFile is the recomputing training graph as a device-resident step: LoRA
+	// weights, AdamW moments, accumulated gradients and loss statistics enter and leave it as
+	// flat fp32 state vectors (StepLayout), so they can stay in GPU memory between runs.
+	TrainStepFile = "train_step.onnx"
+	EvalFile      = "eval.onnx"
+	WeightsFile   = "weights.bin"
+	LoRAInitFile  = "lora_init.safetensors"
 )
 
 // Roles of graph inputs and outputs.
@@ -34,7 +38,55 @@ const (
 	RoleLossSum       = "loss_sum"
 	RoleTokenCount    = "token_count"
 	RoleGrad          = "grad"
+	// RoleStepScalars is the device step's float32 vector of per-run scalars (StepScalar*).
+	RoleStepScalars = "step_scalars"
+	// RoleState and RoleStateNext are the device step's state vectors before and after the
+	// run; IO.Param names which (StateParams, ...).
+	RoleState     = "state"
+	RoleStateNext = "state_next"
 )
+
+// The device step's state vectors (IO.Param of RoleState/RoleStateNext inputs and outputs).
+// All are float32; params, exp_avg, exp_avg_sq and grad_sum have StepLayout's total size.
+const (
+	StateParams   = "params"     // the LoRA weights, flat in StepLayout order
+	StateExpAvg   = "exp_avg"    // AdamW's first moment
+	StateExpAvgSq = "exp_avg_sq" // AdamW's second moment
+	StateGradSum  = "grad_sum"   // gradients accumulated over the optimizer step's micro-batches
+	// StateStats is [loss sum, token count, non-finite flag] of the micro-batches
+	// accumulated so far; the flag (1 or 0) is set by the run that applies the update.
+	StateStats = "stats"
+)
+
+// Indices into the device step's step_scalars input. The trainer computes them on the host in
+// float64 and rounds them to float32 once, as torch does with Python scalars.
+const (
+	// StepScalarSeed seeds the backward: loss scale ÷ the optimizer step's counted tokens,
+	// so the accumulated gradient is that of the mean loss times the loss scale.
+	StepScalarSeed = iota
+	// StepScalarKeep is 0 on an optimizer step's first micro-batch (the accumulators
+	// restart) and 1 on the others.
+	StepScalarKeep
+	// StepScalarApply is 1 on the last micro-batch: the run unscales the accumulated
+	// gradients and, when they are all finite, applies AdamW.
+	StepScalarApply
+	StepScalarInvScale // 1 / loss scale
+	StepScalarDecay    // 1 − lr·weight_decay
+	StepScalarW1       // 1 − β1 (the lerp weight of exp_avg)
+	StepScalarBeta2    // β2
+	StepScalarC2       // 1 − β2
+	StepScalarNegStep  // −lr / (1 − β1^t)
+	StepScalarBC2Sqrt  // √(1 − β2^t)
+	StepScalarEps      // ε
+	StepScalars        // the vector's length
+)
+
+// FlatParam places one LoRA tensor in the device step's flat state vectors.
+type FlatParam struct {
+	Name   string `json:"name"`
+	Offset int64  `json:"offset"`
+	Size   int64  `json:"size"`
+}
 
 // IO is one graph input or output.
 type IO struct {
@@ -64,8 +116,13 @@ type Manifest struct {
 	// TrainRecompute is the training graph that recomputes each decoder layer's
 	// activations in the backward pass (absent when prepare could not build it).
 	TrainRecompute *Graph `json:"train_recompute,omitempty"`
-	Eval           Graph  `json:"eval"`
-	Weights        string `json:"weights"`
+	// TrainStep is TrainRecompute as a device-resident step (TrainStepFile), and StepLayout
+	// where each LoRA tensor lies in its flat state vectors; both absent in artifacts
+	// prepared before ortq built it.
+	TrainStep  *Graph      `json:"train_step,omitempty"`
+	StepLayout []FlatParam `json:"step_layout,omitempty"`
+	Eval       Graph       `json:"eval"`
+	Weights    string      `json:"weights"`
 	// DataFiles records the size and SHA-256 of every external data file the graphs
 	// share (weights.bin), so a truncated or damaged copy is refused naming the file
 	// (absent in manifests written before ortq recorded them: those files go unchecked).

@@ -20,7 +20,7 @@ var (
 	cudaDriverLib    = "libcuda.so.1"
 )
 
-func appendCUDA(so *ort.SessionOptions, deviceID int) error {
+func appendCUDA(so *ort.SessionOptions, deviceID int, cudaGraph bool) error {
 	co, err := ort.NewCUDAProviderOptions()
 	if err != nil {
 		return fmt.Errorf("CUDA execution provider: %w%s", err, cudaDiagnosis())
@@ -32,6 +32,9 @@ func appendCUDA(so *ort.SessionOptions, deviceID int) error {
 		// a training step's peak is a few large activations, and doubling strategies
 		// leave gigabytes reserved but unused (measured on an H200).
 		"arena_extend_strategy": "kSameAsRequested",
+	}
+	if cudaGraph {
+		opts["enable_cuda_graph"] = "1"
 	}
 	// ORTQ_CUDA_OPTIONS="key=value,key=value" overrides CUDA provider options (for
 	// experiments, e.g. gpu_mem_limit or cudnn_conv_algo_search).

@@ -31,6 +31,11 @@ type Options struct {
 	// BatchTokens is the number of tokens one run processes (micro-batch × sequence), a
 	// hint for memory planning; 0 when unknown. See MemPatternTokens.
 	BatchTokens int
+	// CUDAGraph asks the CUDA provider to capture each Binding's run in a CUDA graph and
+	// replay it (enable_cuda_graph): one launch instead of one per kernel. ONNX Runtime
+	// refuses it at session creation unless every compute node runs on CUDA and the graph has
+	// no control flow; only Binding runs may be used, on buffers that never move.
+	CUDAGraph bool
 }
 
 // MemPatternTokens is the largest BatchTokens for which CUDA sessions keep ONNX Runtime's
@@ -133,7 +138,7 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 		}
 	}
 	if provider == "cuda" {
-		if err := appendCUDA(so, devID); err != nil {
+		if err := appendCUDA(so, devID, o.CUDAGraph); err != nil {
 			so.Destroy()
 			return nil, err
 		}
@@ -151,6 +156,10 @@ type Session struct {
 	outIndex map[string]int
 	device   string
 	deviceID int // the CUDA device number when device is "cuda"
+	// cudaGraph: the session was created with Options.CUDAGraph on CUDA.
+	cudaGraph bool
+	// alloc is the session's device allocator, made by the first NewBuffer.
+	alloc *ort.Allocator
 }
 
 // NewSession loads an .onnx file (external data files are found relative to it).
@@ -213,6 +222,7 @@ func newSession(what string, ins, outs []valueInfo, opts Options,
 	}
 	defer so.Destroy()
 	s.device, s.deviceID, _ = ParseDevice(opts.Device)
+	s.cudaGraph = opts.CUDAGraph && s.device == "cuda"
 	s.sess, err = create(names(ins), names(outs), so)
 	if err != nil {
 		if s.device == "cuda" {
@@ -243,6 +253,10 @@ func (s *Session) Close() error {
 	defer s.mu.Unlock()
 	if s.sess == nil {
 		return nil
+	}
+	if s.alloc != nil {
+		s.alloc.Destroy()
+		s.alloc = nil
 	}
 	err := s.sess.Destroy()
 	s.sess = nil

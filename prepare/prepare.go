@@ -213,6 +213,12 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if _, err := runWithLinears(recM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
+	// The device-resident step is the recomputing graph with its state flattened.
+	stepM := &ortgraph.Model{P: proto.Clone(recM.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
+	stepCtx, err := ortgraph.RunPasses(ortgraph.NewGraph(stepM), o.passConfig(o.Dropout, true, vocab), logf, passes.DeviceStep)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: device step graph: %w", o.Model, err)
+	}
 	params := trainCtx.Result(passes.LoRA).([]manifest.LoRAParam)
 	_ = evalCtx
 
@@ -238,6 +244,9 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	man.Eval = describe(ortgraph.NewGraph(evalM), manifest.EvalFile)
 	rec := describe(ortgraph.NewGraph(recM), manifest.TrainRecomputeFile)
 	man.TrainRecompute = &rec
+	step := describe(ortgraph.NewGraph(stepM), manifest.TrainStepFile)
+	man.TrainStep = &step
+	man.StepLayout = stepCtx.Result(passes.DeviceStep).(*passes.DeviceStepResult).Layout
 
 	// Write everything into a fresh temp directory and swap it in at the end, so a failed
 	// or interrupted prepare never leaves a half-written artifacts directory.
@@ -250,7 +259,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	sum, err := ortgraph.SaveSharedData(tmp, []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.EvalFile}, []*ortgraph.Model{trainM, recM, evalM}, manifest.WeightsFile, 1024)
+	sum, err := ortgraph.SaveSharedData(tmp, []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.TrainStepFile, manifest.EvalFile}, []*ortgraph.Model{trainM, recM, stepM, evalM}, manifest.WeightsFile, 1024)
 	if err != nil {
 		return nil, err
 	}
@@ -386,10 +395,15 @@ func describe(g *ortgraph.Graph, file string) manifest.Graph {
 			return manifest.RoleLossSum, ""
 		case name == passes.TokenCountOutput:
 			return manifest.RoleTokenCount, ""
+		case name == passes.StepScalarsInput:
+			return manifest.RoleStepScalars, ""
 		case strings.HasPrefix(name, "grad."):
 			return manifest.RoleGrad, strings.TrimPrefix(name, "grad.")
 		case isInput && strings.Contains(name, ".lora_"):
 			return manifest.RoleLoRA, name
+		}
+		if r, state, ok := passes.StateRole(name); ok {
+			return r, state
 		}
 		return "other", ""
 	}

@@ -322,3 +322,17 @@ func TestHalfSoftmaxGolden(t *testing.T) {
 	}
 	golden(t, "halfsoftmax.txt", out.String())
 }
+
+// TestDeviceStepGolden keeps the tiny decoder's training graph (LoRA on q and v) as a
+// device-resident step: flat state in and out, accumulation, overflow check and AdamW.
+func TestDeviceStepGolden(t *testing.T) {
+	g := tinyLlama(tinyLlamaOpts{})
+	cfg := &passes.Config{Train: true, Targets: []string{"q_proj", "v_proj"}, Rank: 2, Alpha: 4, Bits: 16}
+	ctx, b := passRun(t, "lora_qv", g, cfg, passes.LoRA, passes.Loss, passes.Backward, passes.DeviceStep)
+	r := ctx.Result(passes.DeviceStep).(*passes.DeviceStepResult)
+	for _, l := range r.Layout {
+		fmt.Fprintf(b, "# layout %s offset=%d size=%d\n", l.Name, l.Offset, l.Size)
+	}
+	b.WriteString(ortgraph.Dump(g))
+	golden(t, "device_step.txt", b.String())
+}

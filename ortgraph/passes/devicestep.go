@@ -1,0 +1,260 @@
+package passes
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// Graph names of the device step's inputs and outputs. The state inputs are StateInput(x),
+// the outputs StateOutput(x), for x among manifest.StateParams … manifest.StateStats.
+const (
+	StepScalarsInput = "step_scalars"
+	statePrefix      = "state."
+	stateNextSuffix  = ".next"
+)
+
+// StateInput and StateOutput name the device step's state vectors.
+func StateInput(state string) string  { return statePrefix + state }
+func StateOutput(state string) string { return statePrefix + state + stateNextSuffix }
+
+// States lists the device step's state vectors in graph order.
+var States = []string{manifest.StateParams, manifest.StateExpAvg, manifest.StateExpAvgSq, manifest.StateGradSum, manifest.StateStats}
+
+// StateRole returns the manifest role and state of a device-step input or output name
+// (ok false for other names).
+func StateRole(name string) (role, state string, ok bool) {
+	if !strings.HasPrefix(name, statePrefix) {
+		return "", "", false
+	}
+	s := strings.TrimPrefix(name, statePrefix)
+	if base, next := strings.CutSuffix(s, stateNextSuffix); next {
+		return manifest.RoleStateNext, base, true
+	}
+	return manifest.RoleState, s, true
+}
+
+// DeviceStepResult is the result of the DeviceStep pass: where each LoRA tensor lies in
+// the flat state vectors.
+type DeviceStepResult struct {
+	Layout []manifest.FlatParam
+	// Size is the state vectors' length (the LoRA parameter count).
+	Size int64
+}
+
+// DeviceStep turns a training graph (Backward's outputs: loss_sum, token_count and
+// grad.<p> for each LoRA input p) into one run of a device-resident optimizer step. The
+// LoRA inputs become slices of one flat fp32 parameter vector; the gradients are summed into
+// a flat accumulator; on the run that applies the step, the accumulated gradients are
+// unscaled, checked for Inf/NaN and, when finite, AdamW (torch's expressions: decoupled
+// decay, lerp of exp_avg, exp_avg_sq·β2 + (1−β2)·g², bias corrections as host scalars)
+// updates parameters and moments. Every state vector enters as state.<x> and leaves as
+// state.<x>.next, so a caller keeps two copies in device memory and swaps them between
+// runs; the graph has no control flow, so ONNX Runtime can capture it in a CUDA graph.
+var DeviceStep = &ortgraph.Pass{
+	Name: "device-step",
+	Doc:  "flat LoRA/AdamW/accumulator state in and out, gradient accumulation and AdamW inside the graph",
+	Run:  runDeviceStep,
+}
+
+// stepParam is one LoRA input of the training graph and its gradient output.
+type stepParam struct {
+	name, grad string
+	shape      []int64
+}
+
+func runDeviceStep(ctx *ortgraph.Context) (any, error) {
+	g := ctx.G
+	params, err := stepParams(g)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{StepScalarsInput, StateInput(manifest.StateParams)} {
+		if g.Producer(name) != nil || g.Initializer(name) != nil || isInput(g, name) {
+			return nil, fmt.Errorf("graph already has a value named %q", name)
+		}
+	}
+	saved := g.Scope
+	g.Scope = "device_step"
+	defer func() { g.Scope = saved }()
+
+	res := &DeviceStepResult{}
+	for _, p := range params {
+		n := ortgraph.NumElements(p.shape)
+		res.Layout = append(res.Layout, manifest.FlatParam{Name: p.name, Offset: res.Size, Size: n})
+		res.Size += n
+	}
+	vec := ortgraph.TensorType(ortgraph.Float, []int64{res.Size})
+	in := map[string]string{}
+	for _, s := range States {
+		t := vec
+		if s == manifest.StateStats {
+			t = ortgraph.TensorType(ortgraph.Float, []int64{3})
+		}
+		in[s] = StateInput(s)
+		g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: in[s], Type: t})
+	}
+	g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: StepScalarsInput, Type: ortgraph.TensorType(ortgraph.Float, []int64{manifest.StepScalars})})
+	g.Reindex()
+	sc := splitScalars(g)
+	feedParams(g, params, res.Layout, in[manifest.StateParams])
+	// The loss scale input now comes from the scalars: loss scale ÷ the step's tokens.
+	if isInput(g, LossScaleInput) {
+		g.ReplaceUses(LossScaleInput, sc[manifest.StepScalarSeed])
+		removeInput(g, LossScaleInput)
+	}
+	out := optimizerStep(g, params, in, sc)
+	g.P.Output = nil
+	for _, s := range States {
+		rename(g, out[s], StateOutput(s))
+		t := vec
+		if s == manifest.StateStats {
+			t = ortgraph.TensorType(ortgraph.Float, []int64{3})
+		}
+		g.P.Output = append(g.P.Output, &onnxpb.ValueInfoProto{Name: StateOutput(s), Type: t})
+	}
+	// Prune walks the nodes backwards and so needs them in order first.
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
+	g.Prune()
+	ctx.Logf("device step: %d LoRA tensors, %d parameters in flat state", len(params), res.Size)
+	return res, nil
+}
+
+// stepParams pairs each grad.<p> output with its LoRA input p (fp32, static shape).
+func stepParams(g *ortgraph.Graph) ([]stepParam, error) {
+	outs := map[string]bool{}
+	for _, o := range g.P.Output {
+		outs[o.Name] = true
+	}
+	for _, need := range []string{LossSumOutput, TokenCountOutput} {
+		if !outs[need] {
+			return nil, fmt.Errorf("graph has no %q output: run the Loss and Backward passes first", need)
+		}
+	}
+	var ps []stepParam
+	for _, vi := range g.P.Input {
+		grad := GradName(vi.Name)
+		if !outs[grad] {
+			continue
+		}
+		dims := g.Dims(vi.Name)
+		if g.ElemType(vi.Name) != ortgraph.Float || len(dims) == 0 || ortgraph.NumElements(dims) <= 0 {
+			return nil, fmt.Errorf("LoRA input %q: want a float32 tensor of static shape, have %s %v", vi.Name, ortgraph.DTypeName(g.ElemType(vi.Name)), g.SymDims(vi.Name))
+		}
+		ps = append(ps, stepParam{name: vi.Name, grad: grad, shape: dims})
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("graph has no gradient outputs (grad.<input>): run the Backward pass first")
+	}
+	return ps, nil
+}
+
+// splitScalars splits step_scalars into one [1] value per StepScalar index (one kernel).
+func splitScalars(g *ortgraph.Graph) []string {
+	ones := make([]int64, manifest.StepScalars)
+	for i := range ones {
+		ones[i] = 1
+	}
+	outs := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{StepScalarsInput, g.ConstI64(ones...)}, NOut: manifest.StepScalars, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
+	for _, o := range outs {
+		g.SetType(o, ortgraph.TensorType(ortgraph.Float, []int64{1}))
+	}
+	return outs
+}
+
+// feedParams replaces each LoRA input by its slice of the flat parameter vector (one Split
+// kernel, then free Reshapes).
+func feedParams(g *ortgraph.Graph, ps []stepParam, layout []manifest.FlatParam, flat string) {
+	sizes := make([]int64, len(layout))
+	for i, l := range layout {
+		sizes[i] = l.Size
+	}
+	parts := []string{flat}
+	if len(ps) > 1 {
+		parts = g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{flat, g.ConstI64(sizes...)}, NOut: len(ps), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
+	}
+	for i, p := range ps {
+		g.SetType(parts[i], ortgraph.TensorType(ortgraph.Float, []int64{sizes[i]}))
+		v := g.Op("Reshape", []string{parts[i], g.ConstI64(p.shape...)})
+		g.SetType(v, ortgraph.TensorType(ortgraph.Float, p.shape))
+		g.ReplaceUses(p.name, v)
+		removeInput(g, p.name)
+	}
+}
+
+// optimizerStep appends accumulation, the overflow check and AdamW; it returns the value of
+// each next state.
+func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc []string) map[string]string {
+	f := func(v string, dims ...int64) string {
+		g.SetType(v, ortgraph.TensorType(ortgraph.Float, dims))
+		return v
+	}
+	n := ortgraph.NumElements(g.Dims(in[manifest.StateParams]))
+	flat := make([]string, len(ps))
+	for i, p := range ps {
+		// The backward's gradient, before the Identity that names the output.
+		gv := p.grad
+		if id := g.Producer(gv); id != nil && id.OpType == "Identity" {
+			gv = id.Input[0]
+		}
+		flat[i] = f(g.Op("Reshape", []string{gv, g.ConstI64(-1)}), ortgraph.NumElements(p.shape))
+	}
+	grads := flat[0]
+	if len(flat) > 1 {
+		grads = f(g.Op("Concat", flat, ortgraph.AInt("axis", 0)), n)
+	}
+	zero := g.ConstF(ortgraph.Float, 0)
+	keep := g.Op("Cast", []string{sc[manifest.StepScalarKeep]}, ortgraph.AInt("to", int64(ortgraph.Bool)))
+	// Where, not a multiply by keep: a skipped step leaves Inf/NaN in the accumulator.
+	gsum := f(g.Op("Add", []string{g.Op("Where", []string{keep, in[manifest.StateGradSum], zero}), grads}), n)
+	stats := f(g.Op("Slice", []string{in[manifest.StateStats], g.ConstI64(0), g.ConstI64(2), g.ConstI64(0)}), 2)
+	micro := f(g.Op("Concat", []string{LossSumOutput, TokenCountOutput}, ortgraph.AInt("axis", 0)), 2)
+	stats = f(g.Op("Add", []string{g.Op("Where", []string{keep, stats, zero}), micro}), 2)
+
+	gu := f(g.Op("Mul", []string{gsum, sc[manifest.StepScalarInvScale]}), n)
+	// Σ(0·g)² is NaN exactly when some g is Inf or NaN: one GEMV, no reduction kernel.
+	z := g.Op("Mul", []string{gu, zero})
+	dot := g.Op("MatMul", []string{g.Op("Reshape", []string{z, g.ConstI64(1, n)}), g.Op("Reshape", []string{z, g.ConstI64(n, 1)})})
+	inf := g.Op("Reshape", []string{g.Op("IsNaN", []string{dot}), g.ConstI64(1)})
+	apply := g.Op("And", []string{g.Op("Cast", []string{sc[manifest.StepScalarApply]}, ortgraph.AInt("to", int64(ortgraph.Bool))), g.Op("Not", []string{inf})})
+
+	p, m, v := in[manifest.StateParams], in[manifest.StateExpAvg], in[manifest.StateExpAvgSq]
+	pd := f(g.Op("Mul", []string{p, sc[manifest.StepScalarDecay]}), n)
+	m1 := f(g.Op("Add", []string{m, g.Op("Mul", []string{sc[manifest.StepScalarW1], g.Op("Sub", []string{gu, m})})}), n)
+	v1 := f(g.Op("Add", []string{g.Op("Mul", []string{v, sc[manifest.StepScalarBeta2]}), g.Op("Mul", []string{g.Op("Mul", []string{sc[manifest.StepScalarC2], gu}), gu})}), n)
+	denom := g.Op("Add", []string{g.Op("Div", []string{g.Op("Sqrt", []string{v1}), sc[manifest.StepScalarBC2Sqrt]}), sc[manifest.StepScalarEps]})
+	p1 := f(g.Op("Add", []string{pd, g.Op("Div", []string{g.Op("Mul", []string{sc[manifest.StepScalarNegStep], m1}), denom})}), n)
+
+	return map[string]string{
+		manifest.StateParams:   f(g.Op("Where", []string{apply, p1, p}), n),
+		manifest.StateExpAvg:   f(g.Op("Where", []string{apply, m1, m}), n),
+		manifest.StateExpAvgSq: f(g.Op("Where", []string{apply, v1, v}), n),
+		manifest.StateGradSum:  gsum,
+		manifest.StateStats:    f(g.Op("Concat", []string{stats, g.Op("Cast", []string{inf}, ortgraph.AInt("to", int64(ortgraph.Float)))}, ortgraph.AInt("axis", 0)), 3),
+	}
+}
+
+func isInput(g *ortgraph.Graph, name string) bool {
+	for _, in := range g.P.Input {
+		if in.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func removeInput(g *ortgraph.Graph, name string) {
+	ins := g.P.Input[:0]
+	for _, in := range g.P.Input {
+		if in.Name != name {
+			ins = append(ins, in)
+		}
+	}
+	g.P.Input = ins
+	g.Reindex()
+}

@@ -1,0 +1,296 @@
+package ortrun
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// Buffer is a tensor in a session's device memory: GPU memory for a CUDA session, host
+// memory otherwise, allocated by the session's own allocator. Go code never touches its
+// bytes; a Copier moves data between it and the host. Close every Buffer before its session.
+type Buffer struct {
+	t     *ort.AllocatedTensor
+	DType DType
+	Shape []int64
+}
+
+// NewBuffer allocates an uninitialized tensor in the session's device memory.
+func (s *Session) NewBuffer(dt DType, shape []int64) (*Buffer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sess == nil {
+		return nil, fmt.Errorf("new buffer: session is closed")
+	}
+	if s.alloc == nil {
+		mi, _, err := s.memoryInfo()
+		if err != nil {
+			return nil, fmt.Errorf("new buffer: %w", err)
+		}
+		defer mi.Destroy()
+		if s.alloc, err = s.sess.CreateAllocator(mi); err != nil {
+			return nil, fmt.Errorf("new buffer: the session's allocator: %w", err)
+		}
+	}
+	t, err := ort.NewAllocatedTensor(s.alloc, ort.NewShape(shape...), ort.TensorElementDataType(dt))
+	if err != nil {
+		return nil, fmt.Errorf("new %s buffer %v: %w", dt, shape, err)
+	}
+	return &Buffer{t: t, DType: dt, Shape: append([]int64(nil), shape...)}, nil
+}
+
+// Close frees the buffer's memory.
+func (b *Buffer) Close() {
+	if b != nil && b.t != nil {
+		b.t.Destroy()
+		b.t = nil
+	}
+}
+
+// Binding fixes the buffers one kind of run reads and writes, so that repeated runs move no
+// data between host and device. With a CUDA graph (Options.CUDAGraph) every run of a binding
+// replays the graph captured for its GraphID, so the buffers' addresses must not change:
+// a Binding never rebinds.
+type Binding struct {
+	s    *Session
+	b    *ort.IoBinding
+	opts *ort.RunOptions
+}
+
+// Bind binds every graph input and output to a buffer. graphID selects the CUDA graph the
+// runs capture and replay (ONNX Runtime's gpu_graph_id: ≥ 1 for one graph per binding, −1 for
+// none); it is ignored without Options.CUDAGraph.
+func (s *Session) Bind(inputs, outputs map[string]*Buffer, graphID int) (*Binding, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.sess == nil {
+		return nil, fmt.Errorf("bind: session is closed")
+	}
+	if err := s.checkBound(inputs, outputs); err != nil {
+		return nil, err
+	}
+	ib, err := s.sess.CreateIoBinding()
+	if err != nil {
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	bd := &Binding{s: s, b: ib}
+	fail := func(err error) (*Binding, error) {
+		bd.Close()
+		return nil, fmt.Errorf("bind: %w", err)
+	}
+	for _, v := range s.inputs {
+		if err := ib.BindInput(v.name, inputs[v.name].t); err != nil {
+			return fail(fmt.Errorf("input %q: %w", v.name, err))
+		}
+	}
+	for _, v := range s.outputs {
+		if err := ib.BindOutput(v.name, outputs[v.name].t); err != nil {
+			return fail(fmt.Errorf("output %q: %w", v.name, err))
+		}
+	}
+	if s.cudaGraph {
+		if bd.opts, err = ort.NewRunOptions(); err != nil {
+			return fail(err)
+		}
+		if err := bd.opts.AddConfigEntry("gpu_graph_id", strconv.Itoa(graphID)); err != nil {
+			return fail(err)
+		}
+	}
+	return bd, nil
+}
+
+// checkBound requires a live buffer for every graph input and output and no other names.
+func (s *Session) checkBound(inputs, outputs map[string]*Buffer) error {
+	for _, side := range []struct {
+		what  string
+		vis   []valueInfo
+		index map[string]int
+		bufs  map[string]*Buffer
+	}{{"input", s.inputs, s.inIndex, inputs}, {"output", s.outputs, s.outIndex, outputs}} {
+		for _, v := range side.vis {
+			if b := side.bufs[v.name]; b == nil || b.t == nil {
+				return fmt.Errorf("bind: graph %s %q has no buffer", side.what, v.name)
+			}
+		}
+		for name := range side.bufs {
+			if _, ok := side.index[name]; !ok {
+				return fmt.Errorf("bind: the graph has no %s %q", side.what, name)
+			}
+		}
+	}
+	return nil
+}
+
+// Run runs the session on the bound buffers and returns when the outputs are written.
+func (b *Binding) Run() error {
+	b.s.mu.RLock()
+	defer b.s.mu.RUnlock()
+	if b.s.sess == nil {
+		return fmt.Errorf("run: session is closed")
+	}
+	if err := b.s.sess.RunWithBindingAndOptions(b.b, b.opts); err != nil {
+		return err
+	}
+	return b.b.SynchronizeBoundOutputs()
+}
+
+// Close releases the binding (not the buffers).
+func (b *Binding) Close() {
+	if b.opts != nil {
+		b.opts.Destroy()
+		b.opts = nil
+	}
+	if b.b != nil {
+		b.b.Destroy()
+		b.b = nil
+	}
+}
+
+// Copier moves tensors between Go memory and the Buffers of one device. ONNX Runtime 1.29
+// offers no copy outside a run unless an execution provider library is registered with the
+// environment (CopyTensors), so the Copier runs one-node Identity graphs: a host tensor bound
+// as the input of a device session is copied to the device by the run and the Identity
+// writes it into the bound buffer; the other way, a host tensor bound as the output receives
+// the device's result. One session per element type and rank, made on first use.
+type Copier struct {
+	opts     Options
+	mu       sync.Mutex
+	sessions map[copyKey]*Session
+}
+
+type copyKey struct {
+	dt   DType
+	rank int
+}
+
+// NewCopier returns a Copier for the device of opts (only Device matters).
+func NewCopier(opts Options) *Copier {
+	return &Copier{opts: Options{Device: opts.Device, IntraOpThreads: 1}, sessions: map[copyKey]*Session{}}
+}
+
+// Close releases the Copier's sessions.
+func (c *Copier) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, s := range c.sessions {
+		s.Close()
+		delete(c.sessions, k)
+	}
+}
+
+func (c *Copier) session(dt DType, rank int) (*Session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := copyKey{dt, rank}
+	if s := c.sessions[k]; s != nil {
+		return s, nil
+	}
+	model, err := identityModel(dt, rank)
+	if err != nil {
+		return nil, err
+	}
+	s, err := NewSessionFromBytes(model, c.opts)
+	if err != nil {
+		return nil, fmt.Errorf("copy session for %s rank %d: %w", dt, rank, err)
+	}
+	c.sessions[k] = s
+	return s, nil
+}
+
+// Upload copies src into dst (same element type and shape).
+func (c *Copier) Upload(dst *Buffer, src *Tensor) error {
+	if err := src.Validate(); err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	if src.DType != dst.DType || !sameShape(src.Shape, dst.Shape) {
+		return fmt.Errorf("upload: a %s %v tensor into a %s %v buffer", src.DType, src.Shape, dst.DType, dst.Shape)
+	}
+	v, err := toValue(src)
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	defer v.Destroy()
+	return c.run(dst.DType, len(dst.Shape), v, dst.t)
+}
+
+// Download copies src into a new Go tensor.
+func (c *Copier) Download(src *Buffer) (*Tensor, error) {
+	out := &Tensor{DType: src.DType, Shape: append([]int64(nil), src.Shape...), Data: makeData(src.DType, src.Shape)}
+	v, err := toValue(out)
+	if err != nil {
+		return nil, fmt.Errorf("download: %w", err)
+	}
+	defer v.Destroy()
+	if err := c.run(src.DType, len(src.Shape), src.t, v); err != nil {
+		return nil, err
+	}
+	got, err := fromValue(v)
+	if err != nil {
+		return nil, fmt.Errorf("download: %w", err)
+	}
+	return got, nil
+}
+
+func (c *Copier) run(dt DType, rank int, in, out ort.Value) error {
+	s, err := c.session(dt, rank)
+	if err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ib, err := s.sess.CreateIoBinding()
+	if err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	defer ib.Destroy()
+	if err := ib.BindInput("x", in); err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	if err := ib.BindOutput("y", out); err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	if err := s.sess.RunWithBinding(ib); err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	return ib.SynchronizeBoundOutputs()
+}
+
+// identityModel is y = Identity(x) for one element type and rank (symbolic dimensions).
+func identityModel(dt DType, rank int) ([]byte, error) {
+	dims := make([]*onnxpb.TensorShapeProto_Dimension, rank)
+	for i := range dims {
+		dims[i] = &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "d" + strconv.Itoa(i)}}
+	}
+	vi := func(name string) *onnxpb.ValueInfoProto {
+		return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+			TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(dt), Shape: &onnxpb.TensorShapeProto{Dim: dims}}}}}
+	}
+	m := &onnxpb.ModelProto{
+		IrVersion:   10,
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}},
+		Graph: &onnxpb.GraphProto{
+			Name:   "ortq_copy",
+			Node:   []*onnxpb.NodeProto{{OpType: "Identity", Input: []string{"x"}, Output: []string{"y"}, Name: "copy"}},
+			Input:  []*onnxpb.ValueInfoProto{vi("x")},
+			Output: []*onnxpb.ValueInfoProto{vi("y")},
+		},
+	}
+	return proto.Marshal(m)
+}
+
+func sameShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
