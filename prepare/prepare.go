@@ -116,7 +116,7 @@ func Inspect(path string) (*passes.Linears, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ctx.Result(passes.FindLinears).(*passes.Linears), nil
+	return ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears), nil
 }
 
 // checkSupported refuses graphs ortq cannot train, with a reason.
@@ -194,8 +194,8 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
-	linears := ctx.Result(passes.FindLinears).(*passes.Linears)
-	quant := ctx.Result(passes.Quantize).([]manifest.QuantLayer)
+	linears := ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears)
+	quant := ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize)
 
 	// The evaluation and training graphs start from the same quantized base.
 	evalM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
@@ -219,7 +219,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model %q: device step graph: %w", o.Model, err)
 	}
-	params := trainCtx.Result(passes.LoRA).([]manifest.LoRAParam)
+	params := ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
 	_ = evalCtx
 
 	man := &manifest.Manifest{
@@ -246,7 +246,7 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	man.TrainRecompute = &rec
 	step := describe(ortgraph.NewGraph(stepM), manifest.TrainStepFile)
 	man.TrainStep = &step
-	man.StepLayout = stepCtx.Result(passes.DeviceStep).(*passes.DeviceStepResult).Layout
+	man.StepLayout = ortgraph.ResultOf[*passes.DeviceStepResult](stepCtx, passes.DeviceStep).Layout
 
 	// Write everything into a fresh temp directory and swap it in at the end, so a failed
 	// or interrupted prepare never leaves a half-written artifacts directory.

@@ -36,7 +36,7 @@ func TestTorchScriptStyleGraph(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range ctx.Result(passes.FindLinears).(*passes.Linears).All {
+	for _, l := range ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears).All {
 		if l.Kind == "lm_head" || l.WeightIsOutIn {
 			continue
 		}

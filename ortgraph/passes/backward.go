@@ -35,8 +35,8 @@ var Backward = &ortgraph.Pass{
 
 func runBackward(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
-	params := ctx.Result(LoRA).([]manifest.LoRAParam)
-	ln := ctx.Result(Loss).(*LossNames)
+	params := ortgraph.ResultOf[[]manifest.LoRAParam](ctx, LoRA)
+	ln := ortgraph.ResultOf[*LossNames](ctx, Loss)
 	addInput(g, LossScaleInput, ortgraph.TensorType(ortgraph.Float, []int64{1}))
 	wrt := make([]string, len(params))
 	for i, p := range params {

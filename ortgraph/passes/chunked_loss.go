@@ -126,7 +126,7 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 // chunkableHead returns lm_head when the chunked loss can replace it.
 func chunkableHead(ctx *ortgraph.Context, c *Config, logits string) (*Linear, error) {
 	var head *Linear
-	for _, l := range ctx.Result(FindLinears).(*Linears).All {
+	for _, l := range ortgraph.ResultOf[*Linears](ctx, FindLinears).All {
 		if l.Kind == "lm_head" {
 			head = l
 		}

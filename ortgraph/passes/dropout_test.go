@@ -239,7 +239,7 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 			ds = n.Input[1]
 		}
 	}
-	dds := ctx.Result(Backward).(*BackwardResult).ValueGrads[ds]
+	dds := ortgraph.ResultOf[*BackwardResult](ctx, Backward).ValueGrads[ds]
 	if x == "" || ds == "" || dds == "" {
 		t.Fatalf("LoRA branch of %s not found (x %q, delta %q, its gradient %q)", module, x, ds, dds)
 	}

@@ -170,7 +170,7 @@ func TestFindLinearsGolden(t *testing.T) {
 			}
 		}
 		ctx, b := passRun(t, c.name, g, &passes.Config{}, passes.FindLinears)
-		ls := ctx.Result(passes.FindLinears).(*passes.Linears)
+		ls := ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears)
 		fmt.Fprintf(b, "layers=%d hidden=%d\n", ls.Layers, ls.Hidden)
 		for _, l := range ls.All {
 			fmt.Fprintf(b, "%s layer=%d kind=%s node=%s weight=%s in=%d out=%d outIn=%v prequantized=%v source=%s\n",
@@ -197,7 +197,7 @@ func TestQuantizeGolden(t *testing.T) {
 		ctx, b := passRun(t, c.name, g, cfg, passes.Quantize)
 		b.WriteString(ortgraph.Dump(g))
 		b.WriteString(initializers(t, g))
-		for _, q := range ctx.Result(passes.Quantize).([]manifest.QuantLayer) {
+		for _, q := range ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize) {
 			fmt.Fprintf(b, "layer %s %v weights=%s scales=%s rms=%.4g rel=%.4g max=%.4g\n", q.Module, q.Shape, q.Weights, q.Scales, q.RMS, q.RelRMS, q.MaxAbs)
 		}
 		out.WriteString(b.String())
@@ -259,7 +259,7 @@ func TestRecomputeGolden(t *testing.T) {
 			ps = append([]*ortgraph.Pass{passes.DQForward}, ps...)
 		}
 		ctx, b := passRun(t, c.name, g, cfg, ps...)
-		r := ctx.Result(passes.Recompute).(*passes.RecomputeResult)
+		r := ortgraph.ResultOf[*passes.RecomputeResult](ctx, passes.Recompute)
 		fmt.Fprintf(b, "# layers=%d cloned=%d reused=%d\n", r.Layers, r.Cloned, r.Reused)
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
@@ -297,7 +297,7 @@ func TestORTCompatGolden(t *testing.T) {
 		m.P.Graph.Output = []*onnxpb.ValueInfoProto{{Name: "y", Type: ortgraph.SymTensorType(f, []string{"batch", "2", "seq", "8"})}}
 		g := ortgraph.NewGraph(m)
 		ctx, b := passRun(t, c.name, g, &passes.Config{}, passes.ORTCompat)
-		fmt.Fprintf(b, "# fixed %d\n", ctx.Result(passes.ORTCompat).(int))
+		fmt.Fprintf(b, "# fixed %d\n", ortgraph.ResultOf[int](ctx, passes.ORTCompat))
 		b.WriteString(ortgraph.Dump(g))
 		for _, n := range g.P.Node {
 			if n.OpType == "Expand" {
@@ -316,7 +316,7 @@ func TestHalfSoftmaxGolden(t *testing.T) {
 	for _, variant := range []string{"", "cast-to-float", "float-probabilities-read"} {
 		g, _ := passes.HalfSoftmaxGraph(variant)
 		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.HalfSoftmax)
-		fmt.Fprintf(b, "# folded %d\n", ctx.Result(passes.HalfSoftmax).(int))
+		fmt.Fprintf(b, "# folded %d\n", ortgraph.ResultOf[int](ctx, passes.HalfSoftmax))
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
 	}
@@ -329,7 +329,7 @@ func TestDeviceStepGolden(t *testing.T) {
 	g := tinyLlama(tinyLlamaOpts{})
 	cfg := &passes.Config{Train: true, Targets: []string{"q_proj", "v_proj"}, Rank: 2, Alpha: 4, Bits: 16}
 	ctx, b := passRun(t, "lora_qv", g, cfg, passes.LoRA, passes.Loss, passes.Backward, passes.DeviceStep)
-	r := ctx.Result(passes.DeviceStep).(*passes.DeviceStepResult)
+	r := ortgraph.ResultOf[*passes.DeviceStepResult](ctx, passes.DeviceStep)
 	for _, l := range r.Layout {
 		fmt.Fprintf(b, "# layout %s offset=%d size=%d\n", l.Name, l.Offset, l.Size)
 	}

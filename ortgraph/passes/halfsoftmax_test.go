@@ -51,7 +51,7 @@ func TestHalfSoftmax(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n := ctx.Result(HalfSoftmax).(int); n != c.folded {
+			if n := ortgraph.ResultOf[int](ctx, HalfSoftmax); n != c.folded {
 				t.Fatalf("folded %d softmaxes, want %d:\n%s", n, c.folded, ortgraph.Dump(g))
 			}
 			if c.folded == 0 {

@@ -30,7 +30,7 @@ var LoRA = &ortgraph.Pass{
 func runLoRA(ctx *ortgraph.Context) (any, error) {
 	c := cfg(ctx.Config)
 	g := ctx.G
-	ls := ctx.Result(FindLinears).(*Linears)
+	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
 	if c.Rank <= 0 {
 		return nil, fmt.Errorf("LoRA rank %d: must be positive", c.Rank)
 	}

@@ -75,7 +75,7 @@ func findLinearsByEveryMeans(t *testing.T, path, variant string) {
 			t.Fatal(err)
 		}
 		var b strings.Builder
-		for _, l := range ctx.Result(passes.FindLinears).(*passes.Linears).All {
+		for _, l := range ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears).All {
 			b.WriteString(l.Module() + " " + l.Node.Output[0] + "\n")
 		}
 		return b.String()

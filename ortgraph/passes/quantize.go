@@ -24,7 +24,7 @@ var Quantize = &ortgraph.Pass{
 func runQuantize(ctx *ortgraph.Context) (any, error) {
 	c := cfg(ctx.Config)
 	g := ctx.G
-	ls := ctx.Result(FindLinears).(*Linears)
+	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
 	if c.Bits != 4 && c.Bits != 16 {
 		return nil, fmt.Errorf("bits = %d: use 4 (quantized base) or 16 (plain LoRA)", c.Bits)
 	}

@@ -117,7 +117,7 @@ func namespaceEntries(s string) []string {
 
 func runRecompute(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
-	br := ctx.Result(Backward).(*BackwardResult)
+	br := ortgraph.ResultOf[*BackwardResult](ctx, Backward)
 	layerOf := map[string]int{} // forward value → layer of its producer
 	nl := map[*onnxpb.NodeProto]int{}
 	var fwd []*onnxpb.NodeProto

@@ -61,7 +61,7 @@ func TestRecomputeLayerForward(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				fwd := ctx.Result(passes.Backward).(*passes.BackwardResult).Forward
+				fwd := ortgraph.ResultOf[*passes.BackwardResult](ctx, passes.Backward).Forward
 				checkRecomputeLayers(t, g, fwd)
 			})
 		}

@@ -184,7 +184,7 @@ func TestRMSNormPass(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
-		res := ctx.Result(passes.RMSNorm).(*passes.RMSNormResult)
+		res := ortgraph.ResultOf[*passes.RMSNormResult](ctx, passes.RMSNorm)
 		g.Prune()
 		fmt.Fprintf(&dump, "# %s: fused %d\n", c.name, res.Fused)
 		for _, l := range logs {
@@ -250,7 +250,7 @@ func TestRMSNormPassModels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := ctx.Result(passes.RMSNorm).(*passes.RMSNormResult)
+			res := ortgraph.ResultOf[*passes.RMSNormResult](ctx, passes.RMSNorm)
 			after.Prune()
 			if res.Fused == 0 || res.Fused != len(names) || len(res.Skipped) > 0 {
 				t.Errorf("fused %d of %d norms; skipped %v", res.Fused, len(names), res.Skipped)
