@@ -53,3 +53,71 @@ func TestResultOf(t *testing.T) {
 		})
 	}
 }
+
+func TestValidate(t *testing.T) {
+	run := func(*Context) (any, error) { return nil, nil }
+	ok := &Pass{Name: "ok", Doc: "fine", Run: run}
+	cyc1 := &Pass{Name: "cyc1", Doc: "part of a cycle", Run: run}
+	cyc2 := &Pass{Name: "cyc2", Doc: "part of a cycle", Run: run, Requires: []*Pass{cyc1}}
+	cyc1.Requires = []*Pass{ok, cyc2}
+	for _, c := range []struct {
+		name   string
+		passes []*Pass
+		want   string
+	}{
+		{"fine", []*Pass{ok, {Name: "b", Doc: "needs ok", Run: run, Requires: []*Pass{ok}}}, ""},
+		{"no name", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{{Doc: "d", Run: run}}}}, `pass required by "top" has no Name`},
+		{"no doc", []*Pass{{Name: "top", Doc: " ", Run: run}}, `pass "top" has no Doc`},
+		{"no run", []*Pass{{Name: "top", Doc: "d"}}, `pass "top" has no Run`},
+		{"nil requirement", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{nil}}}, `pass required by "top": nil in Requires`},
+		{"duplicate name", []*Pass{ok, {Name: "top", Doc: "d", Run: run, Requires: []*Pass{{Name: "ok", Doc: "another", Run: run}}}}, `pass "ok": two different passes have this name`},
+		{"cycle", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{cyc1}}}, `pass "cyc1": Requires cycle cyc1 → cyc2 → cyc1`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := Validate(c.passes...)
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatal(err)
+			case c.want != "" && (err == nil || err.Error() != c.want):
+				t.Fatalf("error %v, want %q", err, c.want)
+			}
+			// RunPasses refuses the same set before running anything.
+			ran := false
+			top := &Pass{Name: "probe", Doc: "records that it ran", Run: func(*Context) (any, error) { ran = true; return nil, nil }}
+			_, err = RunPasses(nil, nil, nil, append([]*Pass{top}, c.passes...)...)
+			if c.want != "" && (err == nil || ran) {
+				t.Fatalf("RunPasses: error %v, ran %v; want the validation error before any pass runs", err, ran)
+			}
+		})
+	}
+}
+
+// TestProvide: a provided result is what the passes requiring it read, and neither the
+// provided pass nor its own requirements run.
+func TestProvide(t *testing.T) {
+	var ran []string
+	pass := func(name string, req ...*Pass) *Pass {
+		return &Pass{Name: name, Doc: name, Requires: req, Run: func(*Context) (any, error) {
+			ran = append(ran, name)
+			return name + " ran", nil
+		}}
+	}
+	base := pass("base")
+	analysis := pass("analysis", base)
+	var got string
+	user := &Pass{Name: "user", Doc: "reads analysis", Requires: []*Pass{analysis}, Run: func(ctx *Context) (any, error) {
+		got = ResultOf[string](ctx, analysis)
+		return nil, nil
+	}}
+	ctx := NewContext(nil, nil, nil)
+	ctx.Provide(analysis, "provided")
+	if err := ctx.Run(user); err != nil {
+		t.Fatal(err)
+	}
+	if got != "provided" || len(ran) != 0 {
+		t.Fatalf("user read %q, passes run %v; want the provided value and none run", got, ran)
+	}
+	if msg := mustPanic(t, func() { ctx.Provide(analysis, "again") }); !strings.Contains(msg, `pass "analysis" already has a result`) {
+		t.Fatalf("second Provide: %q", msg)
+	}
+}

@@ -189,8 +189,9 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	}
 	baseParams := countParams(m)
 	vocab := vocabSize(base)
-	// Graph-wide rewrites every graph shares run on the base, before it is cloned.
-	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.Quantize, passes.RMSNorm)
+	// Graph-wide rewrites every graph shares run on the base, before it is cloned;
+	// Quantize brings FindLinears, whose result the clones are given.
+	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.ORTCompat, passes.Quantize, passes.RMSNorm)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
@@ -200,17 +201,17 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	// The evaluation and training graphs start from the same quantized base.
 	evalM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
 	trainM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	evalCtx, err := runWithLinears(evalM, o.passConfig(0, false, vocab), linears, logf, passes.LoRA, passes.Loss)
+	evalCtx, err := runWithLinears(evalM, o.passConfig(0, false, vocab), linears, quant, logf, passes.LoRA, passes.Loss)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
 	}
 	// The recomputing training graph starts from the same base; ortq train picks one.
 	recM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward)
+	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout, true, vocab), linears, quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
 	}
-	if _, err := runWithLinears(recM, o.passConfig(o.Dropout, true, vocab), linears, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
+	if _, err := runWithLinears(recM, o.passConfig(o.Dropout, true, vocab), linears, quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
 	// The device-resident step is the recomputing graph with its state flattened.
@@ -292,9 +293,11 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	return &Result{Manifest: man, Linears: linears}, nil
 }
 
-// runWithLinears runs passes on a clone whose Linear nodes are looked up again by name
-// (the clone has its own node objects).
-func runWithLinears(m *ortgraph.Model, c *passes.Config, ls *passes.Linears, logf func(string, ...any), ps ...*ortgraph.Pass) (*ortgraph.Context, error) {
+// runWithLinears runs passes on a clone of the base graph, giving them the base's
+// FindLinears and Quantize results (provided, so neither runs again: the clone is already
+// quantized) with the Linear nodes looked up again by name (the clone has its own node
+// objects).
+func runWithLinears(m *ortgraph.Model, c *passes.Config, ls *passes.Linears, quant []manifest.QuantLayer, logf func(string, ...any), ps ...*ortgraph.Pass) (*ortgraph.Context, error) {
 	g := ortgraph.NewGraph(m)
 	byName := map[string]*onnxpb.NodeProto{}
 	for _, n := range g.P.Node {
@@ -309,12 +312,10 @@ func runWithLinears(m *ortgraph.Model, c *passes.Config, ls *passes.Linears, log
 		}
 		clone.All = append(clone.All, &cp)
 	}
-	found := &ortgraph.Pass{Name: passes.FindLinears.Name, Run: func(*ortgraph.Context) (any, error) { return clone, nil }}
-	return ortgraph.RunPassesWith(g, c, logf, map[*ortgraph.Pass]*ortgraph.Pass{passes.FindLinears: found, passes.Quantize: noop(passes.Quantize)}, ps...)
-}
-
-func noop(p *ortgraph.Pass) *ortgraph.Pass {
-	return &ortgraph.Pass{Name: p.Name, Run: func(*ortgraph.Context) (any, error) { return []manifest.QuantLayer(nil), nil }}
+	ctx := ortgraph.NewContext(g, c, logf)
+	ctx.Provide(passes.FindLinears, clone)
+	ctx.Provide(passes.Quantize, quant)
+	return ctx, ctx.Run(ps...)
 }
 
 func foundBy(ls *passes.Linears) string {

@@ -62,11 +62,14 @@ func (ls *Linears) Get(layer int, kind string) *Linear {
 // initializer names (TorchScript and optimum exports), and otherwise from the graph's
 // structure: a Llama layer's seven Linears are told apart by what their outputs feed
 // (attention scores, attention values, SiLU gate) and by their shapes.
+//
+// FindLinears only reads the graph, so --list-targets and the callers that want the
+// Linears of a graph change nothing by running it; rewrites a graph needs before it can
+// run (ORTCompat) are passes of their own in the caller's list.
 var FindLinears = &ortgraph.Pass{
-	Name:     "find-linears",
-	Doc:      "locate the decoder's Linear layers (MatMul with a 2-D weight initializer) and name them by HF module path",
-	Requires: []*ortgraph.Pass{ORTCompat},
-	Run:      runFindLinears,
+	Name: "find-linears",
+	Doc:  "locate the decoder's Linear layers (MatMul with a 2-D weight initializer) and name them by HF module path",
+	Run:  runFindLinears,
 }
 
 var (
