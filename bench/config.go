@@ -23,6 +23,9 @@ type Config struct {
 	// Recompute is the base point's per-layer recomputation: "none", "layer", or "auto"/""
 	// (layer on CUDA, none on the CPU, as `ortq train` chooses).
 	Recompute string `json:"recompute,omitempty"`
+	// Step is the base point's optimizer step: StepHost, StepDevice, StepGraph, or
+	// "auto"/"" (StepGraph on CUDA with per-layer recomputation, else StepHost).
+	Step string `json:"step,omitempty"`
 	// Preset, instead of Model or Artifacts, synthesizes a random-weight Llama of that
 	// shape first (hfimport.Synth, as `ortq synth`): PresetLayers cuts the decoder (0: all),
 	// PresetDType is "float16"/"float32" ("": synth's default).
@@ -88,6 +91,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--recompute: %w", err)
 		}
 	}
+	if err := checkStep(c.Step, true); err != nil {
+		return fmt.Errorf("--step: %w", err)
+	}
 	seen := map[string]bool{}
 	for _, a := range c.Sweep {
 		if seen[a.Name] {
@@ -105,7 +111,7 @@ type Axis struct {
 }
 
 // SweepNames are the options --sweep accepts.
-var SweepNames = []string{"micro-batch", "seq-len", "bits", "recompute", "targets"}
+var SweepNames = []string{"micro-batch", "seq-len", "bits", "recompute", "targets", "step"}
 
 // ParseSweep parses --sweep values ("micro-batch=1,7,14"). Items without "=" continue the
 // previous option's values, so flag layers that split on commas (viper reads a string
@@ -202,6 +208,30 @@ func checkRecompute(v string) error {
 	return fmt.Errorf("recompute %q: use none or layer", v)
 }
 
+// checkStep accepts the optimizer steps a point can use ("auto" and "" only as the base's).
+func checkStep(v string, base bool) error {
+	switch v {
+	case StepHost, StepDevice, StepGraph:
+		return nil
+	case "", "auto":
+		if base {
+			return nil
+		}
+	}
+	return fmt.Errorf("step %q: use host, device or graph", v)
+}
+
+// resolveStep turns the base point's "auto" into a step for its device and recomputation.
+func resolveStep(step, device, recompute string) string {
+	if step != "" && step != "auto" {
+		return step
+	}
+	if strings.HasPrefix(device, "cuda") && recompute == "layer" {
+		return StepGraph
+	}
+	return StepHost
+}
+
 // expand returns the cartesian product of the axes applied to base, first axis outermost.
 func expand(base Params, axes []Axis) ([]Params, error) {
 	pts := []Params{base}
@@ -220,6 +250,11 @@ func expand(base Params, axes []Axis) ([]Params, error) {
 					q.Bits, _ = strconv.Atoi(v)
 				case "recompute":
 					q.Recompute = v
+				case "step":
+					if err := checkStep(v, false); err != nil {
+						return nil, fmt.Errorf("--sweep step: %w", err)
+					}
+					q.Step = v
 				case "targets":
 					t, err := parseTargets(v)
 					if err != nil {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -157,7 +158,7 @@ func (r *runner) resolveBase() (Params, error) {
 	if c.Model != "" {
 		r.source, r.sourceNamed = c.Model, c.Model
 		r.prep = c.Prepare
-		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec, Targets: slices.Clone(c.Prepare.Targets)}
+		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec, Targets: slices.Clone(c.Prepare.Targets), Step: resolveStep(c.Step, c.Device, rec)}
 		r.baseKey = "" // nothing prepared yet
 		return p, nil
 	}
@@ -171,7 +172,7 @@ func (r *runner) resolveBase() (Params, error) {
 	if err := json.Unmarshal(raw, &r.prep); err != nil {
 		return Params{}, fmt.Errorf("artifacts %q: manifest options: %w", c.Artifacts, err)
 	}
-	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec, Targets: slices.Clone(r.prep.Targets)}
+	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec, Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, c.Device, rec)}
 	r.baseKey = p.graphKey()
 	r.dirs[r.baseKey] = &graphDir{dir: c.Artifacts}
 	r.sourceNamed = man.Source.Path
@@ -385,23 +386,25 @@ func (r *runner) point(p Params) (*Point, error) {
 	// ONNX Runtime gives each session its own copy of the initializers, so an open
 	// evaluation session would add the model's size (≈2 GiB for a 4-bit 3B on CUDA) to the
 	// measured peak; perplexity uses a separate eval-only Engine between the phases.
-	tr, err := train.OpenEngineWith(g.dir, opts, train.EngineOptions{Train: true, Recompute: p.Recompute == "layer", LazyEval: true})
+	eo := train.EngineOptions{Train: true, Recompute: p.Recompute == "layer", LazyEval: true}
+	if p.Step == StepDevice || p.Step == StepGraph {
+		if p.Recompute != "layer" {
+			rss.Stop()
+			return nil, fmt.Errorf("point %s: the device step recomputes per layer: use recompute=layer with step=%s", label, p.Step)
+		}
+		eo = train.EngineOptions{DeviceStep: true, CUDAGraph: p.Step == StepGraph, LazyEval: true}
+	}
+	tr, err := train.OpenEngineWith(g.dir, opts, eo)
 	if err != nil {
 		rss.Stop()
 		return nil, err
 	}
+	pt.Notes = append(pt.Notes, tr.Notes...)
 	opts.ProfilePrefix = ""
-	adamCfg := train.DefaultAdamWConfig()
-	adamCfg.LR, adamCfg.WeightDecay = c.LR, c.WeightDecay
-	opt, err := train.NewAdamW(params, adamCfg)
-	if err != nil {
-		tr.Close()
-		rss.Stop()
-		return nil, err
-	}
-	scfg := train.DefaultGradScalerConfig()
-	scfg.Disabled = man.Model.Precision != "float16"
-	scaler, err := train.NewGradScaler(scfg)
+	sc := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	sc.AdamW.LR, sc.AdamW.WeightDecay = c.LR, c.WeightDecay
+	sc.Scaler.Disabled = man.Model.Precision != "float16"
+	stepper, err := tr.NewStepper(params, sc, p.MicroBatch, p.SeqLen)
 	if err != nil {
 		tr.Close()
 		rss.Stop()
@@ -414,43 +417,16 @@ func (r *runner) point(p Params) (*Point, error) {
 	for i := range batches {
 		batches[i] = trainStream.Batch(p.MicroBatch, p.SeqLen)
 	}
-	var times []time.Duration
-	for i, b := range batches {
-		phase := "measure"
-		if i < c.Warmup {
-			phase = "warmup"
-		}
-		r.mon.mark(phase, i+1)
-		t0 := time.Now()
-		out, err := tr.Step(b, values, scaler.Scale())
-		if err != nil {
-			tr.Close()
-			rss.Stop()
-			return nil, fmt.Errorf("step %d: %w", i+1, err)
-		}
-		inf := scaler.UnscaleMap(out.Grads)
-		loss := math.NaN()
-		if out.Tokens > 0 {
-			loss = out.LossSum / float64(out.Tokens)
-		}
-		if inf || math.IsNaN(loss) || math.IsInf(loss, 0) {
-			if !scaler.Enabled() {
-				tr.Close()
-				rss.Stop()
-				return nil, fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: lower --lr", i+1, loss)
-			}
-			pt.SkippedSteps++
-		} else if err := opt.Step(out.Grads, c.LR); err != nil {
-			tr.Close()
-			rss.Stop()
-			return nil, err
-		}
-		scaler.Update(inf)
-		dt := time.Since(t0)
-		if i >= c.Warmup {
-			times = append(times, dt)
-		}
-		pt.Losses = append(pt.Losses, Float(loss))
+	times, err := r.timeSteps(pt, stepper, batches, c.Warmup)
+	if err == nil {
+		// The benchmark's adapter is what evaluation after the steps uses.
+		values, err = stepper.Params()
+	}
+	stepper.Close()
+	if err != nil {
+		tr.Close()
+		rss.Stop()
+		return nil, err
 	}
 	r.mon.mark("close", total)
 	// Read before Close: the arena's figures die with the session.
@@ -502,6 +478,36 @@ func (r *runner) point(p Params) (*Point, error) {
 		pt.Notes = append(pt.Notes, fmt.Sprintf("%d steps skipped by the loss scaler (fp16 overflow); they are timed like the others", pt.SkippedSteps))
 	}
 	return pt, nil
+}
+
+// timeSteps runs one optimizer step (one micro-batch) per batch and returns the times of
+// those after the warm-up; losses and overflow skips go into pt.
+func (r *runner) timeSteps(pt *Point, st train.Stepper, batches []data.Batch, warmup int) ([]time.Duration, error) {
+	var times []time.Duration
+	for i, b := range batches {
+		phase := "measure"
+		if i < warmup {
+			phase = "warmup"
+		}
+		r.mon.mark(phase, i+1)
+		t0 := time.Now()
+		out, err := st.Step(context.Background(), train.StepInput{Step: i + 1, Batches: []data.Batch{b}, Seeds: []uint64{uint64(i)}, LR: r.cfg.LR})
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", i+1, err)
+		}
+		if out.NonFinite {
+			return nil, fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: lower --lr", i+1, out.Loss)
+		}
+		if out.Skipped {
+			pt.SkippedSteps++
+		}
+		dt := time.Since(t0)
+		if i >= warmup {
+			times = append(times, dt)
+		}
+		pt.Losses = append(pt.Losses, Float(out.Loss))
+	}
+	return times, nil
 }
 
 func orDefault(s, d string) string {

@@ -54,6 +54,12 @@ func (a *GradAccumulator) Reset() {
 // its counted token number. A micro-batch with 0 tokens is allowed (it adds
 // nothing).
 func (a *GradAccumulator) Add(grads map[string][]float32, lossSum float64, tokens int) error {
+	return a.AddScaled(grads, 1, lossSum, tokens)
+}
+
+// AddScaled is Add for gradients that are the loss sum's divided by factor (the training
+// graph's, seeded with loss scale ÷ tokens): they are multiplied by factor in float64.
+func (a *GradAccumulator) AddScaled(grads map[string][]float32, factor float64, lossSum float64, tokens int) error {
 	if tokens < 0 {
 		return fmt.Errorf("grad accumulation: negative token count %d", tokens)
 	}
@@ -72,7 +78,7 @@ func (a *GradAccumulator) Add(grads map[string][]float32, lossSum float64, token
 	for name, g := range grads {
 		s := a.sums[name]
 		for i, v := range g {
-			s[i] += float64(v)
+			s[i] += float64(v) * factor
 		}
 	}
 	a.lossSum += lossSum

@@ -144,17 +144,9 @@ func (o *AdamW) Step(grads map[string][]float32, lr float64) error {
 		}
 	}
 	o.step++
-	step := o.step
 	c := o.cfg
-	decay := float32(1 - float64(lr*c.WeightDecay))
-	w1 := float32(1 - c.Beta1)
-	b2 := float32(c.Beta2)
-	c2 := float32(1 - c.Beta2)
-	bc1 := 1 - powInt(c.Beta1, step)
-	bc2 := 1 - powInt(c.Beta2, step)
-	negStepSize := float32(-(lr / bc1))
-	bc2Sqrt := float32(math.Sqrt(bc2))
-	eps := float32(c.Eps)
+	sc := c.scalars(lr, o.step)
+	decay, w1, b2, c2, negStepSize, bc2Sqrt, eps := sc.decay, sc.w1, sc.beta2, sc.c2, sc.negStepSize, sc.bc2Sqrt, sc.eps
 	for i, p := range o.params {
 		g := grads[p.Name]
 		m, v, x := o.expAvg[i], o.expAvgSq[i], p.Data
@@ -171,6 +163,33 @@ func (o *AdamW) Step(grads map[string][]float32, lr float64) error {
 		}
 	}
 	return nil
+}
+
+// adamScalars are the per-step scalars of torch's AdamW update, each computed in float64
+// and rounded to float32 once (as TensorIterator does with Python scalars). AdamW.Step uses
+// them on the host and the device-resident step feeds them to its graph, so both apply the
+// same arithmetic.
+type adamScalars struct {
+	decay       float32 // 1 − lr·weight_decay
+	w1          float32 // 1 − β1, exp_avg's lerp weight
+	beta2, c2   float32 // β2 and 1 − β2
+	negStepSize float32 // −lr / (1 − β1^step)
+	bc2Sqrt     float32 // √(1 − β2^step)
+	eps         float32
+}
+
+func (c AdamWConfig) scalars(lr float64, step int64) adamScalars {
+	bc1 := 1 - powInt(c.Beta1, step)
+	bc2 := 1 - powInt(c.Beta2, step)
+	return adamScalars{
+		decay:       float32(1 - float64(lr*c.WeightDecay)),
+		w1:          float32(1 - c.Beta1),
+		beta2:       float32(c.Beta2),
+		c2:          float32(1 - c.Beta2),
+		negStepSize: float32(-(lr / bc1)),
+		bc2Sqrt:     float32(math.Sqrt(bc2)),
+		eps:         float32(c.Eps),
+	}
 }
 
 func sqrt32(x float32) float32 {

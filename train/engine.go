@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
@@ -21,9 +22,15 @@ type Engine struct {
 	// that never set it still get fresh masks for every micro-batch.
 	DropoutSeed uint64
 
+	// Notes says how the engine departed from what was asked (a CUDA graph it could not
+	// capture), for the run's report.
+	Notes []string
+
 	train, eval *ortrun.Session
-	trainGraph  *manifest.Graph
-	lazyEval    bool
+	// step is the device-resident step session (EngineOptions.DeviceStep).
+	step       *ortrun.Session
+	trainGraph *manifest.Graph
+	lazyEval   bool
 }
 
 // OpenEngine loads the manifest and opens the evaluation graph, and the training graph
@@ -41,6 +48,12 @@ type EngineOptions struct {
 	// holds its own copy of the weights and its own memory arena, so keeping the
 	// evaluation session open through training would double the weights' footprint.
 	LazyEval bool
+	// DeviceStep opens the device-resident step graph (manifest.TrainStep, which recomputes
+	// per layer) instead of a training graph, for NewDeviceStepper.
+	DeviceStep bool
+	// CUDAGraph captures the device step in CUDA graphs (CUDA only). Where ONNX Runtime
+	// refuses, the step runs without them and Notes says so.
+	CUDAGraph bool
 }
 
 // OpenEngineWith is OpenEngine with the choice of training graph.
@@ -62,6 +75,13 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 			return nil, err
 		}
 	}
+	if eo.DeviceStep {
+		if err := e.openStep(eo.CUDAGraph); err != nil {
+			e.Close()
+			return nil, err
+		}
+		return e, nil
+	}
 	if eo.Train {
 		if e.train, err = ortrun.NewSession(filepath.Join(dir, e.trainGraph.File), opts); err != nil {
 			e.Close()
@@ -69,6 +89,37 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 		}
 	}
 	return e, nil
+}
+
+// openStep opens the device step graph, with CUDA graphs when asked and possible.
+func (e *Engine) openStep(cudaGraph bool) error {
+	g := e.Man.TrainStep
+	if g == nil || len(e.Man.StepLayout) == 0 {
+		return fmt.Errorf("artifacts %q have no device step graph (%s): rerun `ortq prepare`", e.Dir, manifest.TrainStepFile)
+	}
+	path := filepath.Join(e.Dir, g.File)
+	opts := e.Opts
+	opts.CUDAGraph = cudaGraph && strings.HasPrefix(opts.Device, "cuda")
+	s, err := ortrun.NewSession(path, opts)
+	if err != nil && opts.CUDAGraph {
+		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: ONNX Runtime refused to capture %s (%v)", g.File, err))
+		opts.CUDAGraph = false
+		s, err = ortrun.NewSession(path, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", g.File, err)
+	}
+	e.step = s
+	return nil
+}
+
+// NewStepper returns the Stepper of the engine's training session: the device-resident
+// one when the engine opened the device step (batches up to rows × seq), else the host one.
+func (e *Engine) NewStepper(init []Param, cfg StepConfig, rows, seq int) (Stepper, error) {
+	if e.step != nil {
+		return NewDeviceStepper(e, init, cfg, rows, seq)
+	}
+	return NewHostStepper(e, init, cfg)
 }
 
 func (e *Engine) openEval() error {
@@ -88,6 +139,9 @@ func (e *Engine) Close() {
 	if e.train != nil {
 		e.train.Close()
 	}
+	if e.step != nil {
+		e.step.Close()
+	}
 	if e.eval != nil {
 		e.eval.Close()
 		e.eval = nil
@@ -98,7 +152,10 @@ func (e *Engine) Close() {
 // CUDA arena on CUDA, the CPU arena on the CPU; see ortrun.Session.AllocatorStats); ok is false
 // when no training session is open or its allocator keeps none.
 func (e *Engine) TrainAllocatorStats() (stats ortrun.ArenaStats, ok bool, err error) {
-	if e.train == nil {
+	switch {
+	case e.step != nil:
+		return e.step.AllocatorStats()
+	case e.train == nil:
 		return ortrun.ArenaStats{}, false, nil
 	}
 	return e.train.AllocatorStats()
@@ -167,6 +224,22 @@ type StepResult struct {
 
 // Step runs the training graph on one micro-batch.
 func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float32) (*StepResult, error) {
+	r, tokens, err := e.stepMean(b, params, lossScale)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range r.Grads {
+		for i := range v {
+			v[i] *= float32(tokens)
+		}
+	}
+	return r, nil
+}
+
+// stepMean is Step with the gradients as the graph returns them: d(loss_sum·lossScale/
+// tokens)/dθ, and that token divisor (multiplying back in float32, as Step does, can
+// overflow where the graph did not; the host stepper multiplies in float64).
+func (e *Engine) stepMean(b data.Batch, params map[string][]float32, lossScale float32) (*StepResult, int, error) {
 	if e.train == nil {
 		panic("Engine.Step without a training session")
 	}
@@ -183,7 +256,7 @@ func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float
 	in, err := feeds(g, b, params, lossScale/float32(tokens), e.DropoutSeed)
 	e.DropoutSeed++
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var names []string
 	for _, io := range g.Outputs {
@@ -193,7 +266,7 @@ func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float
 	}
 	out, err := e.train.Run(in, names)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	r := &StepResult{Grads: map[string][]float32{}}
 	for _, io := range g.Outputs {
@@ -201,25 +274,22 @@ func (e *Engine) Step(b data.Batch, params map[string][]float32, lossScale float
 		case manifest.RoleGrad:
 			v, ok := out[io.Name].Data.([]float32)
 			if !ok {
-				return nil, fmt.Errorf("gradient output %q is not float32", io.Name)
-			}
-			for i := range v {
-				v[i] *= float32(tokens)
+				return nil, 0, fmt.Errorf("gradient output %q is not float32", io.Name)
 			}
 			r.Grads[io.Param] = v
 		case manifest.RoleLossSum:
 			if r.LossSum, err = scalarOut(out, io.Name); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 		case manifest.RoleTokenCount:
 			c, err := scalarOut(out, io.Name)
 			if err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			r.Tokens = int(c)
 		}
 	}
-	return r, nil
+	return r, tokens, nil
 }
 
 // Eval returns the summed loss and token count of the batches under params.

@@ -2,7 +2,6 @@ package train
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -121,29 +120,18 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	if err != nil {
 		return nil, err
 	}
-	adamCfg := DefaultAdamWConfig()
-	adamCfg.LR, adamCfg.WeightDecay = cfg.LR, cfg.WeightDecay
-	opt, err := NewAdamW(params, adamCfg)
-	if err != nil {
-		return nil, err
-	}
 	sched, err := NewSchedule(cfg.Schedule, cfg.Warmup, total)
 	if err != nil {
 		return nil, err
 	}
-	scfg := DefaultGradScalerConfig()
-	scfg.Disabled = !cfg.FP16
-	scaler, err := NewGradScaler(scfg)
+	stepper, err := e.NewStepper(params, cfg.stepConfig(), cfg.MicroBatch, maxBatchSeq(trainSet, cfg.PadMultiple))
 	if err != nil {
 		return nil, err
 	}
+	defer stepper.Close()
 	maxSkips := cfg.MaxSkips
 	if maxSkips <= 0 {
 		maxSkips = DefaultMaxSkips
-	}
-	values := map[string][]float32{}
-	for _, p := range params {
-		values[p.Name] = p.Data
 	}
 
 	// Checkpoint bookkeeping: what a resume must match, and the newest checkpoint known
@@ -177,7 +165,10 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		}
 	}
 
-	rep := &Report{Config: cfg, StartedAt: time.Now()}
+	rep := &Report{Config: cfg, StartedAt: time.Now(), Notes: append([]string(nil), e.Notes...)}
+	for _, n := range e.Notes {
+		logf("%s", n)
+	}
 	mon := NewRSSMonitor(200*time.Millisecond, nil)
 	mon.Start()
 	defer mon.Stop()
@@ -185,6 +176,10 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	evaluate := func(step int) (EvalResult, error) {
 		if len(evalBatches) == 0 {
 			return EvalResult{Step: step, Loss: Float(math.NaN()), Perplexity: Float(math.NaN())}, nil
+		}
+		values, err := stepper.Params()
+		if err != nil {
+			return EvalResult{}, err
 		}
 		s, n, err := e.Eval(evalBatches, values)
 		if err != nil {
@@ -204,17 +199,11 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		if err := checkCompat(resumed.Dir, resumed.Compat, compat); err != nil {
 			return nil, err
 		}
-		for i := range params {
-			v, ok := resumed.Params[params[i].Name]
-			if !ok || len(v) != len(params[i].Data) {
-				return nil, fmt.Errorf("checkpoint %q: LoRA tensor %q missing or of the wrong size", resumed.Dir, params[i].Name)
-			}
-			copy(params[i].Data, v)
+		st := StepState{Adam: resumed.Adam, Scaler: resumed.Scaler}
+		for _, p := range params {
+			st.Params = append(st.Params, Param{Name: p.Name, Data: resumed.Params[p.Name]})
 		}
-		if err := opt.LoadState(resumed.Adam); err != nil {
-			return nil, fmt.Errorf("checkpoint %q: %w", resumed.Dir, err)
-		}
-		if err := scaler.LoadState(resumed.Scaler); err != nil {
+		if err := stepper.Restore(st); err != nil {
 			return nil, fmt.Errorf("checkpoint %q: %w", resumed.Dir, err)
 		}
 		if err := it.SetPosition(resumed.Data); err != nil {
@@ -248,16 +237,20 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		if step == lastSaved {
 			return nil
 		}
+		st, err := stepper.State()
+		if err != nil {
+			return err
+		}
 		ck := &Checkpoint{
 			Step: step, Total: total, OptimizerSteps: rep.OptimizerSteps, SkippedSteps: rep.SkippedSteps,
-			TrainTokens: rep.TrainTokens, Data: pos, Seed: cfg.Seed, Scaler: scaler.State(),
+			TrainTokens: rep.TrainTokens, Data: pos, Seed: cfg.Seed, Scaler: st.Scaler,
 			Losses: losses, Baseline: rep.Baseline, EvalHistory: rep.EvalHistory,
 			TrainTimeNS: int64(trainTime), Compat: compat, ManifestSHA256: manSHA, Config: cfg,
 		}
 		for _, d := range stepTimes {
 			ck.StepTimesMS = append(ck.StepTimesMS, float64(d)/float64(time.Millisecond))
 		}
-		dir, err := WriteCheckpoint(ckRoot, ck, params, opt.State(), cfg.Keep, cfg.CheckpointHook)
+		dir, err := WriteCheckpoint(ckRoot, ck, inManifestOrder(params, st.Params), st.Adam, cfg.Keep, cfg.CheckpointHook)
 		if dir != "" {
 			lastGood, lastSaved = dir, step
 		}
@@ -267,8 +260,6 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		return nil
 	}
 
-	acc := NewGradAccumulator(params)
-	grads := map[string][]float32{}
 	prog := NewProgress(ProgressOptions{Total: total, Quiet: cfg.Quiet, Writer: log, Start: first - 1})
 	var rlog *runLog
 	if cfg.LogEvery > 0 {
@@ -284,70 +275,52 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	start := time.Now()
 	for step := first; step <= total; step++ {
 		t0 := time.Now()
-		acc.Reset()
 		// A cancelled ctx (SIGINT/SIGTERM) abandons this step before its next micro-batch:
-		// nothing has changed but the iterator and the accumulator, so rewinding the
-		// iterator gives exactly the state after step-1.
+		// the stepper's state is untouched, so rewinding the iterator gives exactly the
+		// state after step-1.
 		pos := it.Position()
+		in := StepInput{Step: step, LR: cfg.LR * sched(step-1)}
 		tokens := int64(0)
 		for k := 0; k < cfg.GradAccum; k++ {
-			if cerr := ctx.Err(); cerr != nil {
-				prog.Stop()
-				if err := it.SetPosition(pos); err != nil {
-					panic("train: rewinding the data iterator: " + err.Error())
-				}
-				if err := save(step-1, pos); err != nil {
-					return nil, fmt.Errorf("interrupted at step %d, and the checkpoint failed: %w", step-1, err)
-				}
-				return nil, &InterruptedError{Step: step - 1, Checkpoint: lastGood, Cause: cerr}
-			}
 			b := it.Next()
-			e.DropoutSeed = microSeed(cfg.Seed, step, k)
-			r, err := e.Step(b, values, scaler.Scale())
-			if err != nil {
-				return nil, fmt.Errorf("step %d micro-batch %d: %w", step, k, err)
-			}
-			if err := acc.Add(r.Grads, r.LossSum, r.Tokens); err != nil {
-				return nil, err
-			}
+			in.Batches = append(in.Batches, b)
+			in.Seeds = append(in.Seeds, microSeed(cfg.Seed, step, k))
 			tokens += int64(b.Tokens)
 		}
-		rep.TrainTokens += tokens
-		loss, err := acc.Finish(grads)
-		noTokens := errors.Is(err, ErrNoTokens)
-		if err != nil && !noTokens {
-			return nil, err
+		out, err := stepper.Step(ctx, in)
+		if cerr := ctx.Err(); err != nil && cerr != nil {
+			prog.Stop()
+			if err := it.SetPosition(pos); err != nil {
+				panic("train: rewinding the data iterator: " + err.Error())
+			}
+			if err := save(step-1, pos); err != nil {
+				return nil, fmt.Errorf("interrupted at step %d, and the checkpoint failed: %w", step-1, err)
+			}
+			return nil, &InterruptedError{Step: step - 1, Checkpoint: lastGood, Cause: cerr}
 		}
-		if !noTokens {
-			inf := scaler.UnscaleMap(grads)
-			if cfg.GradHook != nil {
-				cfg.GradHook(step, grads)
-				inf = inf || !allFinite(grads)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
+		}
+		rep.TrainTokens += tokens
+		loss := out.Loss
+		switch {
+		case out.NonFinite:
+			return nil, fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: training stopped; the last good checkpoint is %s (lower --lr and start a new run, or inspect the data)", step, loss, lastGood)
+		case out.Skipped:
+			rep.SkippedSteps++
+			logf("step %d: non-finite gradients at loss scale %g: step skipped, scale halved", step, out.Scale)
+			if out.ConsecutiveSkips >= maxSkips {
+				return nil, fmt.Errorf("step %d: %d consecutive steps skipped for non-finite loss or gradients (loss scale now %g): training stopped; the last good checkpoint is %s (lower --lr or check the data)", step, out.ConsecutiveSkips, stepper.Scale(), lastGood)
 			}
-			if inf || math.IsNaN(loss) || math.IsInf(loss, 0) {
-				if !scaler.Enabled() {
-					return nil, fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: training stopped; the last good checkpoint is %s (lower --lr and start a new run, or inspect the data)", step, loss, lastGood)
-				}
-				rep.SkippedSteps++
-				logf("step %d: non-finite gradients at loss scale %g: step skipped, scale halved", step, scaler.Scale())
-				inf = true
-			} else {
-				if err := opt.Step(grads, cfg.LR*sched(step-1)); err != nil {
-					return nil, err
-				}
-				rep.OptimizerSteps++
-			}
-			scaler.Update(inf)
-			if scaler.ConsecutiveSkips() >= maxSkips {
-				return nil, fmt.Errorf("step %d: %d consecutive steps skipped for non-finite loss or gradients (loss scale now %g): training stopped; the last good checkpoint is %s (lower --lr or check the data)", step, scaler.ConsecutiveSkips(), scaler.Scale(), lastGood)
-			}
+		case !out.NoTokens:
+			rep.OptimizerSteps++
 		}
 		losses = append(losses, Float(loss))
 		dt := time.Since(t0)
 		stepTimes = append(stepTimes, dt)
 		trainTime += dt
 		tps := float64(rep.TrainTokens) / trainTime.Seconds()
-		prog.Update(ProgressUpdate{Step: step, Loss: loss, TokensPerSec: tps, LR: cfg.LR * sched(step-1), LossScale: scaler.Scale()})
+		prog.Update(ProgressUpdate{Step: step, Loss: loss, TokensPerSec: tps, LR: cfg.LR * sched(step-1), LossScale: stepper.Scale()})
 		rlog.record(step, "step", loss, cfg.LR*sched(step-1), tps)
 		if cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0 && step != total {
 			r, err := evaluate(step)
@@ -388,7 +361,11 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
 	}
-	if err := SaveAdapter(cfg.Out, e.Man, params); err != nil {
+	final, err := stepper.State()
+	if err != nil {
+		return nil, err
+	}
+	if err := SaveAdapter(cfg.Out, e.Man, inManifestOrder(params, final.Params)); err != nil {
 		return nil, err
 	}
 	if err := rep.WriteJSON(filepath.Join(cfg.Out, "report.json")); err != nil {
@@ -458,4 +435,42 @@ func SaveAdapter(dir string, man *manifest.Manifest, params []Param) error {
 // uninterrupted run drew.
 func microSeed(seed uint64, step, k int) uint64 {
 	return rand.New(rand.NewPCG(seed, uint64(step)<<32|uint64(k))).Uint64()
+}
+
+// stepConfig is the Stepper configuration of a run: torch's AdamW with the run's learning
+// rate and weight decay, and dynamic loss scaling for fp16.
+func (cfg Config) stepConfig() StepConfig {
+	sc := StepConfig{AdamW: DefaultAdamWConfig(), Scaler: DefaultGradScalerConfig(), GradHook: cfg.GradHook}
+	sc.AdamW.LR, sc.AdamW.WeightDecay = cfg.LR, cfg.WeightDecay
+	sc.Scaler.Disabled = !cfg.FP16
+	return sc
+}
+
+// maxBatchSeq is the longest batch the examples make: the longest example rounded up to
+// the pad multiple, as data.MakeBatch pads.
+func maxBatchSeq(examples []data.Example, padMultiple int) int {
+	n := 2
+	for _, e := range examples {
+		n = max(n, len(e))
+	}
+	if padMultiple > 1 {
+		n = (n + padMultiple - 1) / padMultiple * padMultiple
+	}
+	return n
+}
+
+// inManifestOrder returns values' tensors in the order of order (the manifest's), so that
+// checkpoints and adapters list them alike whichever stepper produced them.
+func inManifestOrder(order, values []Param) []Param {
+	by := make(map[string]Param, len(values))
+	for _, p := range values {
+		by[p.Name] = p
+	}
+	out := make([]Param, 0, len(order))
+	for _, p := range order {
+		if v, ok := by[p.Name]; ok {
+			out = append(out, v)
+		}
+	}
+	return out
 }

@@ -64,7 +64,8 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.Uint64("seed", b.Seed, "seed of the token batches (and of --preset's weights)")
 	f.Int("eval-batches", 0, "measure eval perplexity on N held-out micro-batches before and after the steps (0: off)")
 	f.String("recompute", "auto", "per-layer recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
-	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets (repeatable: cartesian product)")
+	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (kept in the session's device memory), graph (device, captured in CUDA graphs), or auto (graph on CUDA with recompute layer, else host)")
+	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets, step (repeatable: cartesian product)")
 	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable); \"torch\" runs that script now, same workload (needs --preset, Python with torch+peft)")
 	f.String("peer-script", "bench/peer/torch_peft.py", "the PyTorch+PEFT peer script --peer torch runs")
 	f.String("python", "python3", "Python interpreter for --peer torch")
@@ -99,7 +100,7 @@ func runBench(v *viper.Viper) error {
 	cfg.Device, cfg.Threads = v.GetString("device"), v.GetInt("threads")
 	cfg.MicroBatch, cfg.SeqLen, cfg.Steps, cfg.Warmup = v.GetInt("micro-batch"), v.GetInt("seq-len"), v.GetInt("steps"), v.GetInt("warmup")
 	cfg.LR, cfg.Seed, cfg.EvalBatches = v.GetFloat64("lr"), v.GetUint64("seed"), v.GetInt("eval-batches")
-	cfg.Recompute = v.GetString("recompute")
+	cfg.Recompute, cfg.Step = v.GetString("recompute"), v.GetString("step")
 	cfg.PeakFLOPS = v.GetFloat64("peak-flops")
 	cfg.SampleInterval = time.Duration(v.GetInt("sample-ms")) * time.Millisecond
 	cfg.ProfileDir, cfg.WorkDir = v.GetString("profile"), v.GetString("work-dir")

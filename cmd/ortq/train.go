@@ -74,6 +74,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
 	f.String("recompute", "auto", "per-layer activation recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
+	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs), or auto (graph on CUDA with --recompute layer, else host)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
@@ -83,6 +84,32 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
 	return cmd
+}
+
+// engineOptions resolves --step: the device-resident step needs the recomputing graph and
+// artifacts that have it (auto falls back to the host step where they do not).
+func engineOptions(step, device string, recompute bool, man *manifest.Manifest) (train.EngineOptions, error) {
+	cuda := strings.HasPrefix(device, "cuda")
+	host := train.EngineOptions{Train: true, Recompute: recompute, LazyEval: cuda}
+	switch step {
+	case "host":
+		return host, nil
+	case "auto", "":
+		if !cuda || !recompute || man.TrainStep == nil {
+			return host, nil
+		}
+		step = "graph"
+	case "device", "graph":
+		if !recompute {
+			return host, usageError{fmt.Errorf("--step %s recomputes per layer: pass --recompute layer (or auto on CUDA)", step)}
+		}
+		if man.TrainStep == nil {
+			return host, fmt.Errorf("--step %s: the artifacts have no device step graph (%s): rerun `ortq prepare`", step, manifest.TrainStepFile)
+		}
+	default:
+		return host, usageError{fmt.Errorf("--step %q: use host, device, graph or auto", step)}
+	}
+	return train.EngineOptions{DeviceStep: true, CUDAGraph: step == "graph", LazyEval: cuda}, nil
 }
 
 // recomputeFlag resolves --recompute for a device.
@@ -218,7 +245,11 @@ func runTrain(v *viper.Viper) error {
 	if _, err := man.VerifyHashesOnce(dir); err != nil {
 		return err
 	}
-	eng, err := train.OpenEngineWith(dir, opts, train.EngineOptions{Train: true, Recompute: rec, LazyEval: strings.HasPrefix(opts.Device, "cuda")})
+	eo, err := engineOptions(v.GetString("step"), opts.Device, rec, man)
+	if err != nil {
+		return err
+	}
+	eng, err := train.OpenEngineWith(dir, opts, eo)
 	if err != nil {
 		return err
 	}

@@ -220,7 +220,9 @@ func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc [
 	// Σ(0·g)² is NaN exactly when some g is Inf or NaN: one GEMV, no reduction kernel.
 	z := g.Op("Mul", []string{gu, zero})
 	dot := g.Op("MatMul", []string{g.Op("Reshape", []string{z, g.ConstI64(1, n)}), g.Op("Reshape", []string{z, g.ConstI64(n, 1)})})
-	inf := g.Op("Reshape", []string{g.Op("IsNaN", []string{dot}), g.ConstI64(1)})
+	// A non-finite loss sum counts as an overflow too (0·loss joins the dot product).
+	lossZ := g.Op("Mul", []string{g.Op("Slice", []string{stats, g.ConstI64(0), g.ConstI64(1), g.ConstI64(0)}), zero})
+	inf := g.Op("Reshape", []string{g.Op("IsNaN", []string{g.Op("Add", []string{dot, lossZ})}), g.ConstI64(1)})
 	apply := g.Op("And", []string{g.Op("Cast", []string{sc[manifest.StepScalarApply]}, ortgraph.AInt("to", int64(ortgraph.Bool))), g.Op("Not", []string{inf})})
 
 	p, m, v := in[manifest.StateParams], in[manifest.StateExpAvg], in[manifest.StateExpAvgSq]

@@ -1,0 +1,212 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/ortq/ortq/data"
+)
+
+// Stepper is one optimizer step of the fine-tuning loop, whatever runs it: the micro-batches'
+// forward and backward with token-weighted gradient accumulation, the loss scaler's overflow
+// check, and AdamW. The loop (Run) and the benchmark drive the same Stepper; NewHostStepper
+// keeps parameters and optimizer state in Go memory, NewDeviceStepper keeps them in the
+// training session's device memory.
+type Stepper interface {
+	// Step runs one optimizer step over in.Batches. A cancelled ctx abandons it between
+	// micro-batches with ctx's error; the parameters, the optimizer and the scaler are then
+	// as they were before the call.
+	Step(ctx context.Context, in StepInput) (StepOutcome, error)
+	// Params returns a copy of the LoRA values by PEFT name.
+	Params() (map[string][]float32, error)
+	// State and Restore are the checkpointable state: parameters, AdamW and the scaler.
+	State() (StepState, error)
+	Restore(StepState) error
+	// Scale is the loss scale the next step uses.
+	Scale() float32
+	Close()
+}
+
+// StepInput is one optimizer step's work.
+type StepInput struct {
+	// Step is the loop's optimizer step number (from 1), for fault-injection hooks.
+	Step    int
+	Batches []data.Batch
+	// Seeds are the LoRA dropout seeds of the micro-batches (microSeed), one per batch.
+	Seeds []uint64
+	// LR is the learning rate of this step (the schedule applied).
+	LR float64
+}
+
+// StepOutcome is what one optimizer step did.
+type StepOutcome struct {
+	// Loss is the mean loss over the step's counted tokens (NaN when none).
+	Loss float64
+	// NoTokens: no micro-batch had a counted label; nothing was updated.
+	NoTokens bool
+	// Skipped: fp16 gradients overflowed; AdamW did not run and the scale was backed off.
+	Skipped bool
+	// NonFinite: fp32 (unscaled) training met an Inf/NaN loss or gradient; nothing was
+	// updated and the loop must stop.
+	NonFinite bool
+	// Scale is the loss scale the step ran with; ConsecutiveSkips counts overflow skips in a
+	// row, this one included.
+	Scale            float32
+	ConsecutiveSkips int
+}
+
+// StepState is a Stepper's checkpointable state.
+type StepState struct {
+	Params []Param
+	Adam   AdamWState
+	Scaler GradScalerState
+}
+
+// StepConfig configures a Stepper.
+type StepConfig struct {
+	AdamW  AdamWConfig
+	Scaler GradScalerConfig
+	// GradHook, when set, sees the unscaled gradients of each step before the finiteness
+	// check and may change them (fault injection for tests; the host stepper only).
+	GradHook func(step int, grads map[string][]float32)
+}
+
+func (in StepInput) check() error {
+	if len(in.Batches) == 0 || len(in.Seeds) != len(in.Batches) {
+		return fmt.Errorf("optimizer step %d: %d micro-batches and %d dropout seeds", in.Step, len(in.Batches), len(in.Seeds))
+	}
+	return nil
+}
+
+// hostStepper runs the training graph once per micro-batch, brings the gradients back to Go
+// memory, accumulates them in float64 and applies the Go AdamW (torch's arithmetic to the
+// last ulp).
+type hostStepper struct {
+	e      *Engine
+	params []Param
+	values map[string][]float32
+	opt    *AdamW
+	scaler *GradScaler
+	acc    *GradAccumulator
+	grads  map[string][]float32
+	hook   func(int, map[string][]float32)
+}
+
+// NewHostStepper returns the host-memory Stepper over e's training graph, starting from init
+// (which it updates in place).
+func NewHostStepper(e *Engine, init []Param, cfg StepConfig) (Stepper, error) {
+	if e.train == nil {
+		return nil, errors.New("host stepper: the engine has no training session")
+	}
+	opt, err := NewAdamW(init, cfg.AdamW)
+	if err != nil {
+		return nil, err
+	}
+	scaler, err := NewGradScaler(cfg.Scaler)
+	if err != nil {
+		return nil, err
+	}
+	s := &hostStepper{e: e, params: init, values: map[string][]float32{}, opt: opt, scaler: scaler,
+		acc: NewGradAccumulator(init), grads: map[string][]float32{}, hook: cfg.GradHook}
+	for _, p := range init {
+		s.values[p.Name] = p.Data
+	}
+	return s, nil
+}
+
+func (s *hostStepper) Step(ctx context.Context, in StepInput) (StepOutcome, error) {
+	if err := in.check(); err != nil {
+		return StepOutcome{}, err
+	}
+	s.acc.Reset()
+	for k, b := range in.Batches {
+		if err := ctx.Err(); err != nil {
+			return StepOutcome{}, err
+		}
+		s.e.DropoutSeed = in.Seeds[k]
+		r, div, err := s.e.stepMean(b, s.values, s.scaler.Scale())
+		if err != nil {
+			return StepOutcome{}, fmt.Errorf("micro-batch %d: %w", k, err)
+		}
+		if err := s.acc.AddScaled(r.Grads, float64(div), r.LossSum, r.Tokens); err != nil {
+			return StepOutcome{}, err
+		}
+	}
+	out := StepOutcome{Scale: s.scaler.Scale()}
+	loss, err := s.acc.Finish(s.grads)
+	out.Loss = loss
+	if errors.Is(err, ErrNoTokens) {
+		out.NoTokens = true
+		return out, nil
+	}
+	if err != nil {
+		return out, err
+	}
+	inf := s.scaler.UnscaleMap(s.grads)
+	if s.hook != nil {
+		s.hook(in.Step, s.grads)
+		inf = inf || !allFinite(s.grads)
+	}
+	inf = inf || math.IsNaN(loss) || math.IsInf(loss, 0)
+	if inf && !s.scaler.Enabled() {
+		out.NonFinite = true
+		return out, nil
+	}
+	if inf {
+		out.Skipped = true
+	} else if err := s.opt.Step(s.grads, in.LR); err != nil {
+		return out, err
+	}
+	s.scaler.Update(inf)
+	out.ConsecutiveSkips = s.scaler.ConsecutiveSkips()
+	return out, nil
+}
+
+func (s *hostStepper) Params() (map[string][]float32, error) {
+	out := make(map[string][]float32, len(s.params))
+	for _, p := range s.params {
+		out[p.Name] = append([]float32(nil), p.Data...)
+	}
+	return out, nil
+}
+
+func (s *hostStepper) State() (StepState, error) {
+	ps := make([]Param, len(s.params))
+	for i, p := range s.params {
+		ps[i] = Param{Name: p.Name, Data: append([]float32(nil), p.Data...), NoDecay: p.NoDecay}
+	}
+	return StepState{Params: ps, Adam: s.opt.State(), Scaler: s.scaler.State()}, nil
+}
+
+func (s *hostStepper) Restore(st StepState) error {
+	if err := copyParams(s.params, st.Params); err != nil {
+		return err
+	}
+	if err := s.opt.LoadState(st.Adam); err != nil {
+		return err
+	}
+	return s.scaler.LoadState(st.Scaler)
+}
+
+func (s *hostStepper) Scale() float32 { return s.scaler.Scale() }
+
+func (s *hostStepper) Close() {}
+
+// copyParams copies src's values into dst by name; every dst tensor must be in src with
+// its length.
+func copyParams(dst, src []Param) error {
+	by := make(map[string][]float32, len(src))
+	for _, p := range src {
+		by[p.Name] = p.Data
+	}
+	for _, p := range dst {
+		v, ok := by[p.Name]
+		if !ok || len(v) != len(p.Data) {
+			return fmt.Errorf("LoRA tensor %q missing or of the wrong size", p.Name)
+		}
+		copy(p.Data, v)
+	}
+	return nil
+}
