@@ -51,6 +51,7 @@ Options come from flags, ORTQ_* environment variables (ORTQ_LORA_R=16) and a YAM
 	root.PersistentFlags().String("ort-lib", "", "path of libonnxruntime.so.1 (default: $ORTQ_ORT_LIB, then ./.ort/)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newPrepare(), newTrain(), newEval(), newVerify(), newTokenize(), newImport(), newSynth(), newBench())
+	root.AddCommand(newExport(), newGenerate())
 	return root
 }
 

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/ortq/ortq/export"
+	"github.com/spf13/cobra"
+)
+
+func newExport() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "export --artifacts DIR [--adapter RUN/adapter_model.safetensors] --out DIR",
+		Short: "Write an ONNX Runtime inference model with a KV cache (int4 base, LoRA), genai_config.json and the tokenizer",
+		Long: `export builds a Llama decoder with a KV cache from prepared artifacts, in the layout
+onnxruntime-genai's Llama models use (inputs input_ids, attention_mask, position_ids,
+past_key_values.{i}.key/value; outputs logits, present.{i}.key/value), and writes it to --out
+with genai_config.json, config.json and the tokenizer files. The base Linears are the 4-bit
+MatMulNBits the model was trained on (copied, not re-quantized). With --adapter the LoRA
+update is two low-rank MatMuls beside each target Linear (exact), or, with --merge, folded
+into full-precision weights. --format onnx-adapter writes the base model with the LoRA
+tensors as optional inputs and the adapter as ONNX Runtime's adapter.onnx_adapter, for its
+LoRA adapter API.
+
+Heads, head size and rotary frequencies come from the model's Hugging Face config.json: the
+one beside the source graph or in the checkpoint directory given to prepare, or --hf-config.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			o := export.Options{Artifacts: v.GetString("artifacts"), Adapter: v.GetString("adapter"), Out: v.GetString("out"),
+				Merge: v.GetBool("merge"), Format: v.GetString("format"), HFConfig: v.GetString("hf-config"), Force: v.GetBool("force")}
+			if o.Artifacts == "" {
+				return usageError{fmt.Errorf("--artifacts is required")}
+			}
+			if o.Tokenizer, err = resolveTokenizer(v.GetString("tokenizer")); err != nil {
+				return err
+			}
+			release, err := lockReplaced(o.Out, v.GetBool("quiet"))
+			if err != nil {
+				return err
+			}
+			defer release()
+			res, err := export.Run(o)
+			if err != nil {
+				return err
+			}
+			for _, w := range res.Warnings {
+				fmt.Fprintln(os.Stderr, "warning:", w)
+			}
+			fmt.Printf("wrote %s: %s\n", res.Dir, strings.Join(res.Files, ", "))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.String("artifacts", "", "artifacts directory written by ortq prepare")
+	f.String("adapter", "", "adapter_model.safetensors written by ortq train (PEFT names); none: the base model")
+	f.String("out", "", "directory to write (replaced atomically with --force)")
+	f.Bool("merge", false, "fold the adapter into the weights (full precision) instead of separate low-rank MatMuls")
+	f.String("format", export.FormatONNX, "onnx: one model; onnx-adapter: base model with LoRA inputs + adapter.onnx_adapter")
+	f.String("hf-config", "", "the model's Hugging Face config.json (default: found beside the model given to prepare)")
+	f.String("tokenizer", "", "tokenizer.json to ship (default: the one beside config.json; \"default\": the embedded model's)")
+	f.Bool("force", false, "replace an existing --out")
+	f.Bool("quiet", false, "no messages but errors")
+	return cmd
+}

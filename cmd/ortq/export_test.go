@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ortq/ortq/export"
+	"github.com/ortq/ortq/ortrun/ortruntest"
+)
+
+// runOut runs the CLI in-process and returns what it printed to standard output.
+func runOut(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	root.SetArgs(args)
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetIn(strings.NewReader(stdin))
+	err := root.Execute()
+	return out.String(), err
+}
+
+// TestExportGenerateCLI: prepare → export (base, LoRA from lora_init, merged) → generate
+// prints text; greedy output is the same from --prompt and from standard input.
+func TestExportGenerateCLI(t *testing.T) {
+	ortruntest.Lib(t)
+	dir := t.TempDir()
+	art := filepath.Join(dir, "art")
+	if err := run(t, "prepare", "--out", art, "--quiet"); err != nil {
+		t.Fatal(err)
+	}
+	init := filepath.Join(art, "lora_init.safetensors")
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"base", nil},
+		{"lora", []string{"--adapter", init}},
+		{"merged", []string{"--adapter", init, "--merge"}},
+	} {
+		out := filepath.Join(dir, c.name)
+		if err := run(t, append([]string{"export", "--artifacts", art, "--out", out, "--quiet"}, c.args...)...); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for _, f := range []string{export.ModelFile, export.DataFile, export.GenAIConfigFile, "tokenizer.json", "config.json"} {
+			if !exists(filepath.Join(out, f)) {
+				t.Errorf("%s: %s missing", c.name, f)
+			}
+		}
+		a, err := runOut(t, "", "generate", "--model", out, "--prompt", "The history of", "--max-new-tokens", "12", "--threads", "1", "--quiet")
+		if err != nil {
+			t.Fatalf("%s: generate: %v", c.name, err)
+		}
+		b, err := runOut(t, "The history of\n", "generate", "--model", out, "--max-new-tokens", "12", "--threads", "1", "--quiet")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(a) == "" || a != b {
+			t.Errorf("%s: --prompt gave %q, stdin %q", c.name, a, b)
+		}
+	}
+}
+
+// TestExportBadInput: wrong input is refused in one line naming the flag or file, and
+// nothing is written.
+func TestExportBadInput(t *testing.T) {
+	ortruntest.Lib(t)
+	dir := t.TempDir()
+	art := filepath.Join(dir, "art")
+	if err := run(t, "prepare", "--out", art, "--quiet"); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.safetensors")
+	os.WriteFile(bad, []byte("not a safetensors file"), 0o644)
+	existing := filepath.Join(dir, "existing")
+	os.MkdirAll(existing, 0o755)
+	out := filepath.Join(dir, "out")
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no artifacts", []string{"export", "--out", out}, "--artifacts"},
+		{"no out", []string{"export", "--artifacts", art}, "--out"},
+		{"bad format", []string{"export", "--artifacts", art, "--out", out, "--format", "gguf"}, "--format"},
+		{"merge without adapter", []string{"export", "--artifacts", art, "--out", out, "--merge"}, "--merge"},
+		{"damaged adapter", []string{"export", "--artifacts", art, "--out", out, "--adapter", bad}, bad},
+		{"missing adapter", []string{"export", "--artifacts", art, "--out", out, "--adapter", filepath.Join(dir, "none.safetensors")}, "none.safetensors"},
+		{"bad hf config", []string{"export", "--artifacts", art, "--out", out, "--hf-config", filepath.Join(dir, "nope.json")}, "--hf-config"},
+		{"out exists", []string{"export", "--artifacts", art, "--out", existing}, "--force"},
+		{"generate no model", []string{"generate", "--prompt", "x"}, "--model"},
+		{"generate not an export", []string{"generate", "--model", art, "--prompt", "x"}, art},
+		{"generate bad top-p", []string{"generate", "--model", art, "--prompt", "x", "--top-p", "2"}, "--top-p"},
+	} {
+		err := run(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error %v, want one line naming %s", c.name, err, c.want)
+		}
+		if exists(out) {
+			t.Fatalf("%s: %s written", c.name, out)
+		}
+	}
+}

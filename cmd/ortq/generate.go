@@ -1,0 +1,137 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ortq/ortq/generate"
+	"github.com/ortq/ortq/tokenize"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+)
+
+func newGenerate() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "generate --model EXPORT_DIR --prompt TEXT",
+		Short: "Generate text with a model written by ortq export (KV cache, CPU or CUDA)",
+		Long: `generate tokenizes the prompt (--prompt, or standard input when it is absent or "-") with
+the tokenizer.json in --model (the tokenizer training used; BOS is prepended when the
+tokenizer has one, as train does), runs the prompt through the exported decoder in one
+prefill, then decodes one token per run with the KV cache, printing the text as it grows.
+Greedy by default; --temperature > 0 samples, restricted by --top-k and --top-p, seeded by
+--seed. It stops at EOS or after --max-new-tokens, and prints the prefill and decode speed
+(tokens/s) to standard error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			return runGenerate(v, cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.String("model", "", "directory written by ortq export")
+	f.String("prompt", "", "prompt text (default or \"-\": read standard input)")
+	f.Int("max-new-tokens", 64, "most tokens to generate")
+	f.Float64("temperature", 0, "0: greedy; > 0: sample from softmax(logits / temperature)")
+	f.Int("top-k", 0, "sample among the k most likely tokens only (0: all)")
+	f.Float64("top-p", 1, "sample among the most likely tokens whose probability reaches p (1: all)")
+	f.Uint64("seed", 42, "seed for sampling")
+	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
+	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
+	f.Bool("quiet", false, "no speed line on standard error")
+	return cmd
+}
+
+func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
+	dir := v.GetString("model")
+	if dir == "" {
+		return usageError{fmt.Errorf("--model is required: a directory written by ortq export")}
+	}
+	if v.GetInt("max-new-tokens") < 1 {
+		return usageError{fmt.Errorf("--max-new-tokens %d: must be at least 1", v.GetInt("max-new-tokens"))}
+	}
+	sampler, err := generate.NewSampler(v.GetFloat64("temperature"), v.GetInt("top-k"), v.GetFloat64("top-p"), v.GetUint64("seed"))
+	if err != nil {
+		return usageError{err}
+	}
+	tok, err := tokenize.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return fmt.Errorf("--model %q: %w (export with --tokenizer to ship one)", dir, err)
+	}
+	prompt := v.GetString("prompt")
+	if prompt == "" || prompt == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+		if err != nil {
+			return fmt.Errorf("reading the prompt from standard input: %w", err)
+		}
+		prompt = strings.TrimRight(string(b), "\n")
+	}
+	ids, err := promptIDs(tok, prompt)
+	if err != nil {
+		return err
+	}
+	opts, err := sessionOptions(v)
+	if err != nil {
+		return err
+	}
+	m, err := generate.Open(dir, opts)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	eos := append([]int(nil), m.Config.Model.EOS...)
+	if e, ok := tok.EOS(); ok {
+		eos = append(eos, e)
+	}
+	var text []int
+	printed := ""
+	_, st, err := m.Generate(ids, generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler, EOS: eos,
+		OnToken: func(id int) error {
+			// Decode the whole continuation and print what it adds: tokenizers join pieces
+			// (Metaspace, byte fallback) so one token's text alone can be wrong.
+			text = append(text, id)
+			s, err := tok.Decode(text, true)
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(s, printed) {
+				fmt.Fprint(stdout, s[len(printed):])
+				printed = s
+			}
+			return nil
+		}})
+	fmt.Fprintln(stdout)
+	if err != nil {
+		return err
+	}
+	if !v.GetBool("quiet") {
+		fmt.Fprintf(os.Stderr, "prompt %d tokens, prefill %.1f tokens/s; %d new tokens, decode %.1f tokens/s%s\n",
+			st.PromptTokens, st.PrefillPerSecond(), st.NewTokens, st.DecodePerSecond(), map[bool]string{true: " (stopped at EOS)"}[st.StoppedAtEOS])
+	}
+	return nil
+}
+
+// promptIDs tokenizes the prompt as train tokenizes a document: BOS first when the
+// tokenizer has one.
+func promptIDs(tok *tokenize.Tokenizer, prompt string) ([]int64, error) {
+	enc, err := tok.Encode(prompt, true)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
+	if bos, ok := tok.BOS(); ok && (len(enc) == 0 || enc[0] != bos) {
+		ids = append(ids, int64(bos))
+	}
+	for _, id := range enc {
+		ids = append(ids, int64(id))
+	}
+	if len(ids) == 0 {
+		return nil, usageError{fmt.Errorf("--prompt is empty: give some text")}
+	}
+	return ids, nil
+}

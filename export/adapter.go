@@ -1,0 +1,124 @@
+package export
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ortq/ortq/internal/safetensors"
+	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/ortq/ortq/ortgraph/passes"
+	"github.com/ortq/ortq/quantize"
+)
+
+// Adapter is a PEFT LoRA adapter checked against the artifacts' manifest: A [r, in] and
+// B [out, r] per target module, fp32, and the scale α/r.
+type Adapter struct {
+	Path  string
+	A, B  map[string][]float32 // by module path
+	Shape map[string][2][]int64
+	Scale float64
+	// Modules in the manifest's order.
+	Modules []string
+}
+
+// Has reports whether the adapter adapts module mod.
+func (a *Adapter) Has(mod string) bool { return a != nil && a.A[mod] != nil }
+
+// LoadAdapter reads a PEFT adapter_model.safetensors and checks every tensor the manifest
+// lists (name and shape), and, when adapter_config.json sits beside it, its r and α.
+func LoadAdapter(path string, man *manifest.Manifest) (*Adapter, error) {
+	f, err := safetensors.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	r, alpha := loraOptions(man)
+	if r <= 0 {
+		return nil, fmt.Errorf("manifest: no lora_r recorded: rerun `ortq prepare`")
+	}
+	ad := &Adapter{Path: path, A: map[string][]float32{}, B: map[string][]float32{}, Shape: map[string][2][]int64{}, Scale: alpha / float64(r)}
+	if err := checkAdapterConfig(filepath.Join(filepath.Dir(path), "adapter_config.json"), r, alpha); err != nil {
+		return nil, err
+	}
+	for _, p := range man.Params {
+		t, ok := f.Get(p.Name)
+		if !ok {
+			return nil, fmt.Errorf("%s: tensor %q missing (the artifacts adapt %s): pass an adapter trained on these artifacts", path, p.Name, p.Module)
+		}
+		v, err := t.Float32s()
+		if err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: %w", path, p.Name, err)
+		}
+		if int64(len(v)) != p.Shape[0]*p.Shape[1] {
+			return nil, fmt.Errorf("%s: tensor %q has %d values, the artifacts want shape %v", path, p.Name, len(v), p.Shape)
+		}
+		sh := ad.Shape[p.Module]
+		if p.Kind == "A" {
+			ad.A[p.Module], sh[0] = v, p.Shape
+			ad.Modules = append(ad.Modules, p.Module)
+		} else {
+			ad.B[p.Module], sh[1] = v, p.Shape
+		}
+		ad.Shape[p.Module] = sh
+	}
+	return ad, nil
+}
+
+// loraOptions reads lora_r and lora_alpha from the manifest's prepare options.
+func loraOptions(man *manifest.Manifest) (r int, alpha float64) {
+	if o, ok := man.Options.(map[string]any); ok {
+		if v, ok := o["lora_r"].(float64); ok {
+			r = int(v)
+		}
+		alpha, _ = o["lora_alpha"].(float64)
+	}
+	return r, alpha
+}
+
+// checkAdapterConfig refuses an adapter_config.json whose r or α differ from the artifacts'
+// (a missing file is fine: the safetensors alone carry no scale, the manifest's applies).
+func checkAdapterConfig(path string, r int, alpha float64) error {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var c struct {
+		R     int     `json:"r"`
+		Alpha float64 `json:"lora_alpha"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if c.R != r || c.Alpha != alpha {
+		return fmt.Errorf("%s: r %d, lora_alpha %g; the artifacts were prepared with r %d, alpha %g", path, c.R, c.Alpha, r, alpha)
+	}
+	return nil
+}
+
+// inputs returns the graph values holding Aᵀ [in, r] and Bᵀ [r, out] of mod in the graph's
+// type: initializers (LoRASeparate), or Transposes of optional graph inputs named as PEFT
+// names whose default is zero (LoRAInputs).
+func (a *Adapter) inputs(b *builder, mod string) (at, bt string) {
+	g, sh := b.g, a.Shape[mod]
+	r, in, out := sh[0][0], sh[0][1], sh[1][0]
+	if b.mode == LoRAInputs {
+		for _, p := range []struct {
+			name  string
+			shape []int64
+		}{{passes.PEFTName(mod, "A"), sh[0]}, {passes.PEFTName(mod, "B"), sh[1]}} {
+			g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: p.name, Type: ortgraph.TensorType(b.dt, p.shape)})
+			g.AddInitializer(ortgraph.FloatTensor(p.name, b.dt, p.shape, make([]float32, p.shape[0]*p.shape[1])))
+		}
+		at = g.Op("Transpose", []string{passes.PEFTName(mod, "A")}, ortgraph.AInts("perm", 1, 0))
+		bt = g.Op("Transpose", []string{passes.PEFTName(mod, "B")}, ortgraph.AInts("perm", 1, 0))
+		return at, bt
+	}
+	at = g.AddInitializer(ortgraph.FloatTensor(passes.PEFTName(mod, "A")+".T", b.dt, []int64{in, r}, quantize.Transpose(a.A[mod], int(r), int(in))))
+	bt = g.AddInitializer(ortgraph.FloatTensor(passes.PEFTName(mod, "B")+".T", b.dt, []int64{r, out}, quantize.Transpose(a.B[mod], int(out), int(r))))
+	return at, bt
+}

@@ -1,0 +1,12 @@
+// Package generate runs a model written by `ortq export` token by token (`ortq generate`):
+// one prefill run over the prompt, then one run per new token that feeds the previous run's
+// present.{i}.key/value back as past_key_values.{i}.key/value, with greedy decoding or
+// sampling (temperature, top-k, top-p, seeded), stopping at EOS or --max-new-tokens.
+//
+// Why not onnxruntime-genai: it is a separate C++ library with its own release cadence; the
+// exported folder stays loadable by it (genai_config.json), but ortq itself needs nothing
+// beyond the ONNX Runtime it already drives. The cache lives in Go memory between runs
+// (ortrun's sessions take and return host tensors): on CUDA each step copies it to the
+// device and back, which costs time proportional to the context but keeps this package
+// free of device buffers.
+package generate
