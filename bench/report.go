@@ -257,8 +257,8 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 func Summary(r *Result, peers Peers) string {
 	var b strings.Builder
 	all := append([]*Result{r}, peers...)
-	b.WriteString("| tool | micro-batch | seq | bits | recompute | targets | tokens/s | step p50 / p95 (ms) | peak GPU | peak host RSS | MFU | eval ppl before → after |\n")
-	b.WriteString("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| tool | micro-batch | seq | bits | recompute | targets | step | tokens/s | step p50 / p95 (ms) | peak GPU | peak host RSS | MFU | eval ppl before → after |\n")
+	b.WriteString("|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, res := range all {
 		for _, p := range res.Points {
 			gpu := "n/a"
@@ -269,9 +269,9 @@ func Summary(r *Result, peers Peers) string {
 			if p.Eval != nil {
 				ppl = fmt.Sprintf("%s → %s", fnum(p.Eval.Before.Perplexity, 2), fnum(p.Eval.After.Perplexity, 2))
 			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %s | %s / %s | %s | %s | %s | %s |\n",
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s |\n",
 				mdEscape(res.Tool), p.Params.MicroBatch, p.Params.SeqLen, p.Params.Bits, orNone(p.Params.Recompute),
-				mdEscape(joinComma(p.Params.Targets)), ftps(p.TokensPerSec), fnum(p.StepTime.P50MS, 1), fnum(p.StepTime.P95MS, 1),
+				mdEscape(joinComma(p.Params.Targets)), orDefault(p.Params.Step, "–"), ftps(p.TokensPerSec), fnum(p.StepTime.P50MS, 1), fnum(p.StepTime.P95MS, 1),
 				gpu, fbytes(p.PeakRSSBytes), fpct(p.MFU), ppl)
 		}
 	}
