@@ -118,18 +118,77 @@ func namespaceEntries(s string) []string {
 func runRecompute(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	br := ortgraph.ResultOf[*BackwardResult](ctx, Backward)
-	layerOf := map[string]int{} // forward value → layer of its producer
-	nl := map[*onnxpb.NodeProto]int{}
-	var fwd []*onnxpb.NodeProto
+	r := newRecomputer(g, br)
+	layers, err := r.rewireBackward()
+	if err != nil {
+		return nil, err
+	}
+	if len(layers) == 0 {
+		return nil, fmt.Errorf("no decoder layer found to recompute (nodes carry no layers.N scope)")
+	}
+	reused := reuseRecomputedWeights(g, r.fwd, br.Forward, r.clones)
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
+	g.Prune()
+	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d backward weight dequantizations replaced by the recomputed ones", len(layers), r.cloned, reused)
+	return &RecomputeResult{Layers: len(layers), Cloned: r.cloned, Reused: reused}, nil
+}
+
+// recomputer holds what the Recompute pass learns about the forward graph (phases 1-4 in
+// newRecomputer) and the clones it emits while rewiring the backward pass.
+type recomputer struct {
+	g     *ortgraph.Graph
+	isFwd map[*onnxpb.NodeProto]bool // the nodes before the backward pass (BackwardResult.Forward)
+	fwd   []*onnxpb.NodeProto        // those nodes in graph (topological) order
+	// layerOf maps a forward value to the layer of its producer (-1: shared).
+	layerOf map[string]int
+	// boundary holds the checkpoints: values of a layer read outside it, graph outputs.
+	boundary map[string]bool
+	// dep[L] is the gradient that gates layer L's recomputation (layerGates).
+	dep map[int]string
+	// producer maps a forward value to its node; random marks values drawn at random.
+	producer map[string]*onnxpb.NodeProto
+	random   map[string]bool
+
+	clones map[string]string // forward value → its recomputed clone
+	gated  map[string]string // "layer|value" → the value gated on the layer's gradient
+	cond   map[int]string    // layer → its gate condition
+	cloned int
+}
+
+// newRecomputer runs the analysis phases: layer tags, layer boundaries, the gradient
+// each layer's recomputation waits for, and the random values that are never recomputed.
+func newRecomputer(g *ortgraph.Graph, br *BackwardResult) *recomputer {
+	r := &recomputer{g: g, isFwd: br.Forward, clones: map[string]string{}, gated: map[string]string{}, cond: map[int]string{}}
 	for _, n := range g.P.Node {
-		if !br.Forward[n] {
-			continue
+		if br.Forward[n] {
+			r.fwd = append(r.fwd, n)
 		}
-		fwd = append(fwd, n)
+	}
+	var outputs []string
+	for _, o := range g.P.Output {
+		outputs = append(outputs, o.Name)
+	}
+	var nl map[*onnxpb.NodeProto]int
+	nl, r.layerOf = tagLayers(r.fwd)
+	r.boundary = layerBoundaries(r.fwd, nl, r.layerOf, outputs)
+	r.dep = layerGates(r.fwd, r.layerOf, r.boundary, br.ValueGrads)
+	r.producer, r.random = randomValues(g, r.fwd)
+	return r
+}
+
+// tagLayers assigns each forward node its decoder layer (nodeLayer) and returns the node
+// tags and the layer of every forward value (-1: shared, e.g. embedding, final norm, head).
+// Untagged nodes (exporter decompositions without a scope) join the layer their inputs come
+// from, when that is a single layer; such a propagated tag sticks only if the node feeds an
+// explicitly tagged node of the same layer, so nodes after the last layer stay shared.
+func tagLayers(fwd []*onnxpb.NodeProto) (map[*onnxpb.NodeProto]int, map[string]int) {
+	layerOf := map[string]int{}
+	nl := map[*onnxpb.NodeProto]int{}
+	for _, n := range fwd {
 		l := nodeLayer(n)
 		if l < 0 {
-			// Untagged nodes (exporter decompositions without a scope) join the layer
-			// their inputs come from, when that is a single layer.
 			seen := -1
 			for _, in := range ortgraph.NodeInputs(n) {
 				if il, ok := layerOf[in]; ok && il >= 0 {
@@ -149,8 +208,13 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 			layerOf[o] = l
 		}
 	}
-	// A propagated tag sticks only if the node feeds an explicitly tagged node of the same
-	// layer: nodes after the last layer (final norm, head, loss) stay shared.
+	dropStrayTags(fwd, nl, layerOf)
+	return nl, layerOf
+}
+
+// dropStrayTags clears the propagated tags of nodes that feed no explicitly tagged node of
+// their layer (walking backwards, so a chain of untagged nodes keeps its tag as a whole).
+func dropStrayTags(fwd []*onnxpb.NodeProto, nl map[*onnxpb.NodeProto]int, layerOf map[string]int) {
 	keep := map[*onnxpb.NodeProto]bool{}
 	cons := map[string][]*onnxpb.NodeProto{}
 	for _, n := range fwd {
@@ -181,8 +245,11 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 			}
 		}
 	}
-	// Layer boundaries: values of layer L read by forward nodes outside L (the residual
-	// stream) stay alive; they are the checkpoints.
+}
+
+// layerBoundaries returns the checkpoints: values of layer L read by forward nodes outside
+// L (the residual stream) and the graph outputs stay alive instead of being recomputed.
+func layerBoundaries(fwd []*onnxpb.NodeProto, nl map[*onnxpb.NodeProto]int, layerOf map[string]int, outputs []string) map[string]bool {
 	boundary := map[string]bool{}
 	for _, n := range fwd {
 		ln := nl[n]
@@ -192,28 +259,37 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 			}
 		}
 	}
-	for _, o := range g.P.Output {
-		boundary[o.Name] = true
+	for _, o := range outputs {
+		boundary[o] = true
 	}
-	// dep[L]: a gradient that exists only once the backward pass has reached layer L: the
-	// gradient of the layer's last boundary value in forward order (its output). Every
-	// backward node of the layer runs after it, so gating on it cannot form a cycle.
+	return boundary
+}
+
+// layerGates returns dep[L]: a gradient that exists only once the backward pass has reached
+// layer L: the gradient of the layer's last boundary value in forward order (its output).
+// Every backward node of the layer runs after it, so gating on it cannot form a cycle.
+func layerGates(fwd []*onnxpb.NodeProto, layerOf map[string]int, boundary map[string]bool, valueGrads map[string]string) map[int]string {
 	dep := map[int]string{}
 	depAt := map[int]int{}
 	for i, n := range fwd {
 		for _, o := range n.Output {
 			l, ok := layerOf[o]
-			if !ok || l < 0 || !boundary[o] || br.ValueGrads[o] == "" {
+			if !ok || l < 0 || !boundary[o] || valueGrads[o] == "" {
 				continue
 			}
 			if at, seen := depAt[l]; !seen || i > at {
-				dep[l], depAt[l] = br.ValueGrads[o], i
+				dep[l], depAt[l] = valueGrads[o], i
 			}
 		}
 	}
+	return dep
+}
+
+// randomValues returns the producer of every forward value and the values that are random
+// draws (dropout masks) or computed only from them and constants: those must not be
+// recomputed, since a second draw would differ from the forward pass's.
+func randomValues(g *ortgraph.Graph, fwd []*onnxpb.NodeProto) (map[string]*onnxpb.NodeProto, map[string]bool) {
 	producer := map[string]*onnxpb.NodeProto{}
-	// Random draws (dropout masks) and values computed only from them and constants must
-	// not be recomputed: a second draw would differ from the forward pass's.
 	random := map[string]bool{}
 	for _, n := range fwd {
 		for _, o := range n.Output {
@@ -241,128 +317,23 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 			}
 		}
 	}
-	clones := map[string]string{}
-	gated := map[string]string{} // (layer input) → gated copy, per layer
-	cond := map[int]string{}
-	cloned := 0
-	// gateCond is a one-element test on the layer's output gradient: false unless it is
-	// NaN, and both branches of the Where it feeds are the same value anyway; it only adds
-	// the data dependency that keeps recomputation from running early.
-	gateCond := func(l int) string {
-		if cond[l] == "" {
-			first := g.Op("Slice", []string{g.Op("Reshape", []string{dep[l], g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
-			cond[l] = g.Op("IsNaN", []string{first})
-		}
-		return cond[l]
-	}
-	var clone func(v string, l int) (string, error)
-	clone = func(v string, l int) (string, error) {
-		if c, ok := clones[v]; ok {
-			return c, nil
-		}
-		p := producer[v]
-		if random[v] {
-			return v, nil // the forward pass's mask stays alive
-		}
-		if p == nil || layerOf[v] != l || boundary[v] {
-			// Outside the layer: the layer input (gated so recomputation waits for the
-			// backward pass), a shared value, a parameter or a constant.
-			if p != nil && layerOf[v] != l && dep[l] != "" && isActivation(g, v) {
-				key := strconv.Itoa(l) + "|" + v
-				if gv, ok := gated[key]; ok {
-					return gv, nil
-				}
-				gv := g.Op("Where", []string{gateCond(l), v, v})
-				if t := g.Type(v); t != nil {
-					g.SetType(gv, t)
-				}
-				gated[key] = gv
-				return gv, nil
-			}
-			return v, nil
-		}
-		if p.OpType == "Dropout" && p.Domain == "" {
-			// Reuse the forward mask: y = x·mask/(1−p).
-			if v != p.Output[0] {
-				return v, nil // the mask itself stays alive
-			}
-			if len(p.Output) < 2 || p.Output[1] == "" {
-				return "", fmt.Errorf("dropout node %q has no mask output to reuse", p.Name)
-			}
-			x, err := clone(p.Input[0], l)
-			if err != nil {
-				return "", err
-			}
-			ratio := p.Input[1]
-			if rt, xt := g.ElemType(ratio), g.ElemType(x); rt != 0 && xt != 0 && rt != xt {
-				ratio = g.Op("Cast", []string{ratio}, ortgraph.AInt("to", int64(xt)))
-			}
-			one := g.ConstLikeF(1, x)
-			scale := g.Op("Div", []string{one, g.Op("Sub", []string{one, ratio})})
-			y := g.Op("Where", []string{p.Output[1], g.Op("Mul", []string{x, scale}), g.ConstLikeF(0, x)})
-			if t := g.Type(v); t != nil {
-				g.SetType(y, t)
-			}
-			clones[v] = y
-			cloned++
-			return y, nil
-		}
-		ins := make([]string, len(p.Input))
-		dependent := false
-		for i, in := range p.Input {
-			if in == "" {
-				continue
-			}
-			c, err := clone(in, l)
-			if err != nil {
-				return "", err
-			}
-			ins[i] = c
-			dependent = dependent || c != in
-		}
-		if !dependent && dep[l] != "" {
-			// Inputs are all constants (e.g. DequantizeLinear of a 4-bit weight): without a
-			// dependency ONNX Runtime could run the clone at any time and keep its output
-			// (a whole fp16 weight) alive until the backward pass needs it. Route one
-			// floating-point input through the layer's gate.
-			for i, in := range ins {
-				if in == "" {
-					continue
-				}
-				switch g.ElemType(in) {
-				case ortgraph.Float, ortgraph.Float16, ortgraph.BF16:
-					ins[i] = g.Op("Where", []string{gateCond(l), in, in})
-					g.SetType(ins[i], g.Type(in))
-				default:
-					continue
-				}
-				break
-			}
-		}
-		outs := g.Add(ortgraph.NodeSpec{Op: p.OpType, Domain: p.Domain, Inputs: ins, NOut: len(p.Output), Attrs: p.Attribute, Name: "recompute/" + p.Name})
-		for i, o := range p.Output {
-			if o == "" {
-				continue
-			}
-			clones[o] = outs[i]
-			if t := g.Type(o); t != nil {
-				g.SetType(outs[i], t)
-			}
-		}
-		cloned++
-		return clones[v], nil
-	}
+	return producer, random
+}
+
+// rewireBackward points every backward read of a value computed inside a layer (not a
+// checkpoint) at its recomputed clone, and returns the layers it recomputes.
+func (r *recomputer) rewireBackward() (map[int]bool, error) {
 	layers := map[int]bool{}
-	for _, n := range append([]*onnxpb.NodeProto(nil), g.P.Node...) {
-		if br.Forward[n] || len(n.Name) >= 10 && n.Name[:10] == "recompute/" {
+	for _, n := range append([]*onnxpb.NodeProto(nil), r.g.P.Node...) {
+		if r.isFwd[n] || len(n.Name) >= 10 && n.Name[:10] == "recompute/" {
 			continue
 		}
 		for i, in := range n.Input {
-			l, ok := layerOf[in]
-			if !ok || l < 0 || boundary[in] {
+			l, ok := r.layerOf[in]
+			if !ok || l < 0 || r.boundary[in] {
 				continue
 			}
-			c, err := clone(in, l)
+			c, err := r.clone(in, l)
 			if err != nil {
 				return nil, err
 			}
@@ -370,16 +341,138 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 			layers[l] = true
 		}
 	}
-	if len(layers) == 0 {
-		return nil, fmt.Errorf("no decoder layer found to recompute (nodes carry no layers.N scope)")
+	return layers, nil
+}
+
+// gateCond is a one-element test on the layer's output gradient: false unless it is NaN,
+// and both branches of the Where it feeds are the same value anyway; it only adds the data
+// dependency that keeps recomputation from running early.
+func (r *recomputer) gateCond(l int) string {
+	if r.cond[l] == "" {
+		g := r.g
+		first := g.Op("Slice", []string{g.Op("Reshape", []string{r.dep[l], g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
+		r.cond[l] = g.Op("IsNaN", []string{first})
 	}
-	reused := reuseRecomputedWeights(g, fwd, br.Forward, clones)
-	if err := g.TopoSort(); err != nil {
-		return nil, err
+	return r.cond[l]
+}
+
+// clone returns the value to read in place of forward value v in layer l's backward pass:
+// v itself (random draws, parameters, constants, shared values), v gated on the layer's
+// gradient (the layer input), or a clone of v's producer, recursively.
+func (r *recomputer) clone(v string, l int) (string, error) {
+	if c, ok := r.clones[v]; ok {
+		return c, nil
 	}
-	g.Prune()
-	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d backward weight dequantizations replaced by the recomputed ones", len(layers), cloned, reused)
-	return &RecomputeResult{Layers: len(layers), Cloned: cloned, Reused: reused}, nil
+	p := r.producer[v]
+	if r.random[v] {
+		return v, nil // the forward pass's mask stays alive
+	}
+	if p == nil || r.layerOf[v] != l || r.boundary[v] {
+		return r.outside(v, p, l), nil
+	}
+	if p.OpType == "Dropout" && p.Domain == "" {
+		return r.cloneDropout(v, p, l)
+	}
+	return r.cloneNode(v, p, l)
+}
+
+// outside handles a value from outside the layer: the layer input (gated so recomputation
+// waits for the backward pass), a shared value, a parameter or a constant.
+func (r *recomputer) outside(v string, p *onnxpb.NodeProto, l int) string {
+	g := r.g
+	if p == nil || r.layerOf[v] == l || r.dep[l] == "" || !isActivation(g, v) {
+		return v
+	}
+	key := strconv.Itoa(l) + "|" + v
+	if gv, ok := r.gated[key]; ok {
+		return gv
+	}
+	gv := g.Op("Where", []string{r.gateCond(l), v, v})
+	if t := g.Type(v); t != nil {
+		g.SetType(gv, t)
+	}
+	r.gated[key] = gv
+	return gv
+}
+
+// cloneDropout recomputes a Dropout's output from the forward mask: y = x·mask/(1−p).
+func (r *recomputer) cloneDropout(v string, p *onnxpb.NodeProto, l int) (string, error) {
+	g := r.g
+	if v != p.Output[0] {
+		return v, nil // the mask itself stays alive
+	}
+	if len(p.Output) < 2 || p.Output[1] == "" {
+		return "", fmt.Errorf("dropout node %q has no mask output to reuse", p.Name)
+	}
+	x, err := r.clone(p.Input[0], l)
+	if err != nil {
+		return "", err
+	}
+	ratio := p.Input[1]
+	if rt, xt := g.ElemType(ratio), g.ElemType(x); rt != 0 && xt != 0 && rt != xt {
+		ratio = g.Op("Cast", []string{ratio}, ortgraph.AInt("to", int64(xt)))
+	}
+	one := g.ConstLikeF(1, x)
+	scale := g.Op("Div", []string{one, g.Op("Sub", []string{one, ratio})})
+	y := g.Op("Where", []string{p.Output[1], g.Op("Mul", []string{x, scale}), g.ConstLikeF(0, x)})
+	if t := g.Type(v); t != nil {
+		g.SetType(y, t)
+	}
+	r.clones[v] = y
+	r.cloned++
+	return y, nil
+}
+
+// cloneNode re-emits v's producer p on cloned inputs ("recompute/<name>").
+func (r *recomputer) cloneNode(v string, p *onnxpb.NodeProto, l int) (string, error) {
+	g := r.g
+	ins := make([]string, len(p.Input))
+	dependent := false
+	for i, in := range p.Input {
+		if in == "" {
+			continue
+		}
+		c, err := r.clone(in, l)
+		if err != nil {
+			return "", err
+		}
+		ins[i] = c
+		dependent = dependent || c != in
+	}
+	if !dependent && r.dep[l] != "" {
+		r.gateConstantInputs(ins, l)
+	}
+	outs := g.Add(ortgraph.NodeSpec{Op: p.OpType, Domain: p.Domain, Inputs: ins, NOut: len(p.Output), Attrs: p.Attribute, Name: "recompute/" + p.Name})
+	for i, o := range p.Output {
+		if o == "" {
+			continue
+		}
+		r.clones[o] = outs[i]
+		if t := g.Type(o); t != nil {
+			g.SetType(outs[i], t)
+		}
+	}
+	r.cloned++
+	return r.clones[v], nil
+}
+
+// gateConstantInputs routes the first floating-point input of a clone whose inputs are all
+// constants (e.g. DequantizeLinear of a 4-bit weight) through the layer's gate: without a
+// dependency ONNX Runtime could run the clone at any time and keep its output (a whole fp16
+// weight) alive until the backward pass needs it.
+func (r *recomputer) gateConstantInputs(ins []string, l int) {
+	g := r.g
+	for i, in := range ins {
+		if in == "" {
+			continue
+		}
+		switch g.ElemType(in) {
+		case ortgraph.Float, ortgraph.Float16, ortgraph.BF16:
+			ins[i] = g.Op("Where", []string{r.gateCond(l), in, in})
+			g.SetType(ins[i], g.Type(in))
+			return
+		}
+	}
 }
 
 // reuseRecomputedWeights rewires the backward pass's own dequantization of a 4-bit weight
