@@ -37,6 +37,9 @@ func CheckPlacement(dir string, opts ortrun.Options) ([]PlacementReport, error) 
 	if man.TrainRecompute != nil {
 		files = append(files, man.TrainRecompute.File)
 	}
+	if man.TrainStep != nil {
+		files = append(files, man.TrainStep.File)
+	}
 	var out []PlacementReport
 	for _, f := range files {
 		path := filepath.Join(dir, f)
