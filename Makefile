@@ -151,6 +151,8 @@ demo: ort build demo-data
 	bin/ortq prepare --model default --out $(DEMO_DIR)/artifacts --force
 	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data $(DEMO_DATA) --tokenizer default --lr 1e-3 --out $(DEMO_DIR)/run --force
 	@echo "report: $(DEMO_DIR)/run/report.md"
+	bin/ortq export --artifacts $(DEMO_DIR)/artifacts --adapter $(DEMO_DIR)/run/adapter_model.safetensors --out $(DEMO_DIR)/export --force --quiet
+	bin/ortq generate --model $(DEMO_DIR)/export --prompt "The study of" --max-new-tokens 64 --temperature 0.7 --top-k 40 --seed 1
 
 clean:
 	rm -rf bin $(DEMO_DIR)

@@ -136,7 +136,7 @@ func (s *Source) findPieces(evalPath string) error {
 	if want := 2*s.Man.Model.Layers + 1; len(s.Norms) != want {
 		return fmt.Errorf("%s: %d RMSNorm nodes, a %d-layer Llama has %d: rerun `ortq prepare` with this ortq", evalPath, len(s.Norms), s.Man.Model.Layers, want)
 	}
-	// FindLinears reads the graph only; it Requires ORTCompat, which it runs on a copy.
+	// FindLinears runs on a copy, so nothing it might normalise touches the graph read here.
 	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(&ortgraph.Model{P: cloneModel(s.Eval.P), Dir: s.Eval.Dir}), &passes.Config{}, nil, passes.FindLinears)
 	if err != nil {
 		return fmt.Errorf("%s: %w", evalPath, err)

@@ -88,12 +88,21 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 	if e, ok := tok.EOS(); ok {
 		eos = append(eos, e)
 	}
+	// The prompt is printed first, then the text as it grows (decoded with the prompt, so
+	// the first new word gets its separating space).
 	var text []int
-	printed := ""
+	for _, id := range ids {
+		text = append(text, int(id))
+	}
+	printed, err := tok.Decode(text, true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, printed)
 	_, st, err := m.Generate(ids, generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler, EOS: eos,
 		OnToken: func(id int) error {
-			// Decode the whole continuation and print what it adds: tokenizers join pieces
-			// (Metaspace, byte fallback) so one token's text alone can be wrong.
+			// Decode the whole text and print what it adds: tokenizers join pieces
+			// (Metaspace, byte fallback), so one token's text alone can be wrong.
 			text = append(text, id)
 			s, err := tok.Decode(text, true)
 			if err != nil {
