@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -101,60 +102,9 @@ func Backward(g *ortgraph.Graph, loss string, wrt []string, opt Options) (*Resul
 // on their expansion. It returns the gradient of each wrt value ("" when the seeds do not
 // depend on it) and the number of nodes that needed a rule.
 func (b *Builder) backprop(nodes []*onnxpb.NodeProto, seeds map[string]string, wrt []string) (map[string]string, int, error) {
-	// Forward activity: values that depend on a parameter.
-	varies := map[string]bool{}
-	for _, p := range wrt {
-		varies[p] = true
-	}
-	for _, n := range nodes {
-		if nonDifferentiable(n) {
-			continue
-		}
-		for _, in := range n.Input {
-			if varies[in] {
-				for _, o := range n.Output {
-					varies[o] = true
-				}
-				break
-			}
-		}
-	}
-	// Backward activity: values the seeded outputs depend on.
-	useful := map[string]bool{}
-	contrib := map[string][]string{}
-	anySeed := false
-	for v, s := range seeds {
-		if varies[v] {
-			useful[v] = true
-			contrib[v] = []string{s}
-			anySeed = true
-		}
-	}
-	if !anySeed {
-		var names []string
-		for v := range seeds {
-			names = append(names, v)
-		}
-		sort.Strings(names)
-		return nil, 0, fmt.Errorf("%v does not depend on any of the %d parameters", names, len(wrt))
-	}
-	for i := len(nodes) - 1; i >= 0; i-- {
-		n := nodes[i]
-		hit := false
-		for _, o := range n.Output {
-			if useful[o] {
-				hit = true
-				break
-			}
-		}
-		if !hit {
-			continue
-		}
-		for _, in := range n.Input {
-			if varies[in] {
-				useful[in] = true
-			}
-		}
+	varies, useful, contrib, err := activity(nodes, seeds, wrt)
+	if err != nil {
+		return nil, 0, err
 	}
 	active := 0
 	for i := len(nodes) - 1; i >= 0; i-- {
@@ -184,32 +134,15 @@ func (b *Builder) backprop(nodes []*onnxpb.NodeProto, seeds map[string]string, w
 		if !needAny {
 			continue
 		}
-		f := table[opKey{n.Domain, n.OpType}]
-		if f == nil {
-			return nil, 0, fmt.Errorf("node %q: op %s has no gradient rule in ortq's autodiff (supported: %v)", n.Name, opName(n), Supported())
-		}
 		active++
-		saved := b.Scope
-		b.Scope = "grad/" + n.Name
-		dx, err := f(b, n, dy, need)
-		b.Scope = saved
+		dx, err := b.differentiate(n, dy, need)
 		if err != nil {
-			return nil, 0, fmt.Errorf("node %q (%s): %w", n.Name, opName(n), err)
-		}
-		if len(dx) != len(n.Input) {
-			panic(fmt.Sprintf("gradient of %s returned %d grads for %d inputs", opName(n), len(dx), len(n.Input)))
+			return nil, 0, err
 		}
 		for j := range n.Input {
-			if !need[j] {
-				continue
+			if need[j] {
+				contrib[n.Input[j]] = append(contrib[n.Input[j]], dx[j])
 			}
-			if dx[j] == "" {
-				panic(fmt.Sprintf("gradient of %s (node %q) gave no gradient for input %d (%q)", opName(n), n.Name, j, n.Input[j]))
-			}
-			if t := b.Type(n.Input[j]); t != nil && b.Type(dx[j]) == nil {
-				b.SetType(dx[j], t)
-			}
-			contrib[n.Input[j]] = append(contrib[n.Input[j]], dx[j])
 		}
 	}
 	out := map[string]string{}
@@ -219,6 +152,115 @@ func (b *Builder) backprop(nodes []*onnxpb.NodeProto, seeds map[string]string, w
 		}
 	}
 	return out, active, nil
+}
+
+// activity returns the values that depend on a parameter (varies), those the seeded
+// outputs depend on (useful), and the seeds as the first gradient contributions.
+func activity(nodes []*onnxpb.NodeProto, seeds map[string]string, wrt []string) (varies, useful map[string]bool, contrib map[string][]string, err error) {
+	varies = map[string]bool{}
+	for _, p := range wrt {
+		varies[p] = true
+	}
+	for _, n := range nodes {
+		if nonDifferentiable(n) {
+			continue
+		}
+		for _, in := range n.Input {
+			if varies[in] {
+				for _, o := range n.Output {
+					varies[o] = true
+				}
+				break
+			}
+		}
+	}
+	useful = map[string]bool{}
+	contrib = map[string][]string{}
+	anySeed := false
+	for v, s := range seeds {
+		if varies[v] {
+			useful[v] = true
+			contrib[v] = []string{s}
+			anySeed = true
+		}
+	}
+	if !anySeed {
+		var names []string
+		for v := range seeds {
+			names = append(names, v)
+		}
+		sort.Strings(names)
+		return nil, nil, nil, fmt.Errorf("%v does not depend on any of the %d parameters", names, len(wrt))
+	}
+	for i := len(nodes) - 1; i >= 0; i-- {
+		n := nodes[i]
+		if !slices.ContainsFunc(n.Output, func(o string) bool { return useful[o] }) {
+			continue
+		}
+		for _, in := range n.Input {
+			if varies[in] {
+				useful[in] = true
+			}
+		}
+	}
+	return varies, useful, contrib, nil
+}
+
+// differentiate runs n's gradient rule and checks what it returns: one gradient per input
+// that needs one, each with the input's shape and element type where both are statically
+// known. Rules unbroadcast their gradients themselves (unbroadcast), so a gradient of
+// another shape is a broken rule, reported with the node, op and input instead of being
+// summed into a wrong-shaped total. An untyped gradient (an op type inference does not
+// cover) stays untyped, and the rules reading it take their dynamic-shape paths: the driver
+// never copies the input's type onto it, which would hide a wrong shape.
+func (b *Builder) differentiate(n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	f := table[opKey{n.Domain, n.OpType}]
+	if f == nil {
+		return nil, fmt.Errorf("node %q: op %s has no gradient rule in ortq's autodiff (supported: %v)", n.Name, opName(n), Supported())
+	}
+	saved := b.Scope
+	b.Scope = "grad/" + n.Name
+	dx, err := f(b, n, dy, need)
+	b.Scope = saved
+	if err != nil {
+		return nil, fmt.Errorf("node %q (%s): %w", n.Name, opName(n), err)
+	}
+	if len(dx) != len(n.Input) {
+		panic(fmt.Sprintf("gradient of %s returned %d grads for %d inputs", opName(n), len(dx), len(n.Input)))
+	}
+	for j, x := range n.Input {
+		if !need[j] {
+			continue
+		}
+		if dx[j] == "" {
+			panic(fmt.Sprintf("gradient of %s (node %q) gave no gradient for input %d (%q)", opName(n), n.Name, j, x))
+		}
+		if err := b.checkGradType(x, dx[j]); err != nil {
+			return nil, fmt.Errorf("node %q (%s): gradient of input %d (%q): %w", n.Name, opName(n), j, x, err)
+		}
+	}
+	return dx, nil
+}
+
+// checkGradType compares the static type of gradient dx with that of its input x: the
+// element types when both are known, the ranks when both are known, and every dimension
+// that both give as a number (symbolic dimensions may be equal under different names).
+func (b *Builder) checkGradType(x, dx string) error {
+	if xt, gt := b.ElemType(x), b.ElemType(dx); xt != 0 && gt != 0 && xt != gt {
+		return fmt.Errorf("element type %s, the input's is %s", ortgraph.DTypeName(gt), ortgraph.DTypeName(xt))
+	}
+	xd, gd := b.Dims(x), b.Dims(dx)
+	if xd == nil || gd == nil {
+		return nil
+	}
+	mismatch := len(xd) != len(gd)
+	for i := 0; !mismatch && i < len(xd); i++ {
+		mismatch = xd[i] >= 0 && gd[i] >= 0 && xd[i] != gd[i]
+	}
+	if mismatch {
+		return fmt.Errorf("shape [%s], the input's is [%s] (a rule must return its input's shape, unbroadcast)", strings.Join(b.SymDims(dx), ","), strings.Join(b.SymDims(x), ","))
+	}
+	return nil
 }
 
 // expand differentiates a rule's primitive expansion: the rule has emitted nodes (taken

@@ -205,5 +205,10 @@ func gradRotaryEmbedding(b *Builder, n *onnxpb.NodeProto, dy []string, need []bo
 	ins[0] = dy[0]
 	ins[2] = b.Op("Neg", []string{n.Input[2]})
 	g[0] = b.Add(ortgraph.NodeSpec{Op: "RotaryEmbedding", Inputs: ins, Attrs: n.Attribute})[0]
+	// Type inference does not cover RotaryEmbedding; its output has its input's type, so
+	// the gradient (a rotation of dy) has x's.
+	if t := b.Type(n.Input[0]); t != nil {
+		b.SetType(g[0], t)
+	}
 	return g, nil
 }
