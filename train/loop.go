@@ -46,6 +46,8 @@ type Config struct {
 	// Resume continues from a checkpoint directory, or "latest" for the newest under
 	// Out/checkpoints ("" = a fresh run, which refuses an Out that has checkpoints).
 	Resume string `json:"-"`
+	// InitAdapter is a PEFT adapter directory the LoRA weights start from ("" = lora_init).
+	InitAdapter string `json:"init_adapter,omitempty"`
 	// Inputs are caller-known facts a resume must match (data file hashes, --max-seq-len,
 	// tokenizer hash), keyed by the option that sets them.
 	Inputs map[string]string `json:"inputs,omitempty"`
@@ -117,6 +119,9 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 		return nil, fmt.Errorf("no optimizer steps to run: %d training examples", len(trainSet))
 	}
 	params, err := LoadParams(filepath.Join(e.Dir, e.Man.LoRAInit), e.Man)
+	if err == nil && cfg.InitAdapter != "" {
+		params, err = LoadInitParams(cfg.InitAdapter, e.Man) // --init-adapter: start from a PEFT adapter
+	}
 	if err != nil {
 		return nil, err
 	}

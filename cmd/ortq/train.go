@@ -132,6 +132,7 @@ func addDataFlags(f *pflag.FlagSet) {
 	f.Float64("eval-fraction", data.DefaultEvalFraction, "share of examples held out for evaluation")
 	f.Int("pad-multiple", data.DefaultPadMultiple, "pad each micro-batch's length to a multiple of this")
 	f.Uint64("seed", 42, "seed for the split, shuffling and dropout")
+	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, alpha, targets and shapes must match the artifacts")
 	f.String("base-model-name", "", "base_model_name_or_path written to adapter_config.json (default: what prepare recorded, the model given to `ortq prepare`)")
 }
 
@@ -255,6 +256,11 @@ func runTrain(v *viper.Viper) error {
 	}
 	defer eng.Close()
 	train.SetBaseModelName(eng.Man, v.GetString("base-model-name"))
+	if ia := v.GetString("init-adapter"); ia != "" { // checked before the data is read
+		if _, err := train.LoadInitAdapter(ia, eng.Man); err != nil {
+			return err
+		}
+	}
 	ds, err := loadDataset(v, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
 	if err != nil {
 		return err
@@ -282,6 +288,7 @@ func runTrain(v *viper.Viper) error {
 		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpumem.Sampler(opts.Device),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
 		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
+		InitAdapter: v.GetString("init-adapter"),
 	}
 	if cfg.SaveEvery < 0 || cfg.Keep < 0 || cfg.MaxSkips < 0 {
 		return usageError{fmt.Errorf("--save-every, --keep and --max-skips must be ≥ 0")}
