@@ -143,7 +143,8 @@ func checkSupported(m *ortgraph.Model) error {
 	return nil
 }
 
-// Run performs `ortq prepare`.
+// Run performs `ortq prepare`: it checks the options and the output directory, loads the
+// model, builds the graphs, describes them in the manifest and writes the artifacts.
 func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -151,31 +152,59 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	if st, err := os.Stat(o.Out); err == nil {
-		if !o.Force {
-			return nil, fmt.Errorf("output %q exists: pass --force to replace it", o.Out)
-		}
-		if !st.IsDir() {
-			return nil, fmt.Errorf("output %q exists and is not a directory", o.Out)
-		}
-		if _, err := os.Stat(filepath.Join(o.Out, manifest.ManifestFile)); err != nil {
-			if entries, _ := os.ReadDir(o.Out); len(entries) > 0 {
-				return nil, fmt.Errorf("output %q is a non-empty directory without %s: refusing to replace it", o.Out, manifest.ManifestFile)
-			}
-		}
+	if err := checkOut(o); err != nil {
+		return nil, err
 	}
-	m, err := ortgraph.Load(o.Model)
+	m, srcOpset, err := loadModel(o.Model)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSupported(m); err != nil {
+	gs, err := buildGraphs(o, m, logf)
+	if err != nil {
 		return nil, err
 	}
-	// DequantizeLinear with UINT4 blocks needs opset 21 and IR version 10; ops in the
-	// exporter's graphs keep their semantics from opset 18 to 21.
+	man := buildManifest(o, m, srcOpset, gs)
+	if err := writeArtifacts(o, man, gs); err != nil {
+		return nil, err
+	}
+	return &Result{Manifest: man, Linears: gs.linears}, nil
+}
+
+// checkOut refuses an output that exists, unless --force is given and it is a directory
+// that holds artifacts or nothing.
+func checkOut(o Options) error {
+	st, err := os.Stat(o.Out)
+	if err != nil {
+		return nil
+	}
+	if !o.Force {
+		return fmt.Errorf("output %q exists: pass --force to replace it", o.Out)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("output %q exists and is not a directory", o.Out)
+	}
+	if _, err := os.Stat(filepath.Join(o.Out, manifest.ManifestFile)); err != nil {
+		if entries, _ := os.ReadDir(o.Out); len(entries) > 0 {
+			return fmt.Errorf("output %q is a non-empty directory without %s: refusing to replace it", o.Out, manifest.ManifestFile)
+		}
+	}
+	return nil
+}
+
+// loadModel loads a supported model and returns it with its source opset, raised to opset
+// 21 and IR version 10: DequantizeLinear with UINT4 blocks needs them, and ops in the
+// exporter's graphs keep their semantics from opset 18 to 21.
+func loadModel(path string) (*ortgraph.Model, int64, error) {
+	m, err := ortgraph.Load(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := checkSupported(m); err != nil {
+		return nil, 0, err
+	}
 	srcOpset := m.OpsetVersion("")
 	if srcOpset < 18 {
-		return nil, fmt.Errorf("model %q imports opset %d: re-export with opset ≥ 18 (torch.onnx.export(..., dynamo=True))", o.Model, srcOpset)
+		return nil, 0, fmt.Errorf("model %q imports opset %d: re-export with opset ≥ 18 (torch.onnx.export(..., dynamo=True))", path, srcOpset)
 	}
 	if srcOpset < 21 {
 		m.SetOpset("", 21)
@@ -183,114 +212,137 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 	if m.P.IrVersion < 10 {
 		m.P.IrVersion = 10
 	}
+	return m, srcOpset, nil
+}
+
+// graphs is what buildGraphs makes from one base model.
+type graphs struct {
+	base                   *ortgraph.Graph // the rewritten base every graph is cloned from
+	eval, train, rec, step *ortgraph.Model
+	linears                *passes.Linears
+	quant                  []manifest.QuantLayer
+	params                 []manifest.LoRAParam
+	layout                 []manifest.FlatParam
+	baseParams, vocab      int64
+}
+
+// buildGraphs runs the graph-wide passes on the base, then builds the evaluation graph, the
+// training graph, the recomputing training graph and the device step from clones of it.
+func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*graphs, error) {
 	base := ortgraph.NewGraph(m)
 	if err := base.TopoSort(); err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
-	baseParams := countParams(m)
-	vocab := vocabSize(base)
+	gs := &graphs{base: base, baseParams: countParams(m), vocab: vocabSize(base)}
+	vocab := gs.vocab
 	// Graph-wide rewrites every graph shares run on the base, before it is cloned;
 	// Quantize brings FindLinears, whose result the clones are given.
 	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.ORTCompat, passes.Quantize, passes.RMSNorm)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
-	linears := ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears)
-	quant := ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize)
+	gs.linears = ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears)
+	gs.quant = ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize)
+	clone := func(from *ortgraph.Model) *ortgraph.Model {
+		return &ortgraph.Model{P: proto.Clone(from.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
+	}
 
 	// The evaluation and training graphs start from the same quantized base.
-	evalM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	trainM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	evalCtx, err := runWithLinears(evalM, o.passConfig(0, false, vocab), linears, quant, logf, passes.LoRA, passes.Loss)
-	if err != nil {
+	gs.eval, gs.train = clone(m), clone(m)
+	if _, err := runWithLinears(gs.eval, o.passConfig(0, false, vocab), gs.linears, gs.quant, logf, passes.LoRA, passes.Loss); err != nil {
 		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
 	}
 	// The recomputing training graph starts from the same base; ortq train picks one.
-	recM := &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	trainCtx, err := runWithLinears(trainM, o.passConfig(o.Dropout, true, vocab), linears, quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward)
+	gs.rec = clone(m)
+	trainCtx, err := runWithLinears(gs.train, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
 	}
-	if _, err := runWithLinears(recM, o.passConfig(o.Dropout, true, vocab), linears, quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
+	if _, err := runWithLinears(gs.rec, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
 	// The device-resident step is the recomputing graph with its state flattened.
-	stepM := &ortgraph.Model{P: proto.Clone(recM.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	stepCtx, err := ortgraph.RunPasses(ortgraph.NewGraph(stepM), o.passConfig(o.Dropout, true, vocab), logf, passes.DeviceStep)
+	gs.step = clone(gs.rec)
+	stepCtx, err := ortgraph.RunPasses(ortgraph.NewGraph(gs.step), o.passConfig(o.Dropout, true, vocab), logf, passes.DeviceStep)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: device step graph: %w", o.Model, err)
 	}
-	params := ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
-	_ = evalCtx
+	gs.params = ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
+	gs.layout = ortgraph.ResultOf[*passes.DeviceStepResult](stepCtx, passes.DeviceStep).Layout
+	return gs, nil
+}
 
+// buildManifest describes the model, the options and every graph's inputs and outputs.
+func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *manifest.Manifest {
 	man := &manifest.Manifest{
 		Format:   manifest.FormatVersion,
 		Source:   manifest.Source{Path: m.Path, SHA256: m.SHA256, Opset: srcOpset},
 		Options:  o,
 		Weights:  manifest.WeightsFile,
 		LoRAInit: manifest.LoRAInitFile,
-		Params:   params,
-		Quant:    quant,
+		Params:   gs.params,
+		Quant:    gs.quant,
 	}
-	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(base, linears)}
+	linears := gs.linears
+	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: gs.vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(gs.base, linears)}
 	man.Model.MaxPositions = maxPositions(filepath.Join(filepath.Dir(m.Path), "config.json"), m.P)
-	man.Counts.BaseParams = baseParams
-	for _, q := range quant {
+	man.Counts.BaseParams = gs.baseParams
+	for _, q := range gs.quant {
 		man.Counts.QuantizedParams += int64(q.Shape[0]) * int64(q.Shape[1])
 	}
-	for _, p := range params {
+	for _, p := range gs.params {
 		man.Counts.LoRAParams += p.Shape[0] * p.Shape[1]
 	}
-	man.Train = describe(ortgraph.NewGraph(trainM), manifest.TrainFile)
-	man.Eval = describe(ortgraph.NewGraph(evalM), manifest.EvalFile)
-	rec := describe(ortgraph.NewGraph(recM), manifest.TrainRecomputeFile)
+	man.Train = describe(ortgraph.NewGraph(gs.train), manifest.TrainFile)
+	man.Eval = describe(ortgraph.NewGraph(gs.eval), manifest.EvalFile)
+	rec := describe(ortgraph.NewGraph(gs.rec), manifest.TrainRecomputeFile)
 	man.TrainRecompute = &rec
-	step := describe(ortgraph.NewGraph(stepM), manifest.TrainStepFile)
+	step := describe(ortgraph.NewGraph(gs.step), manifest.TrainStepFile)
 	man.TrainStep = &step
-	man.StepLayout = ortgraph.ResultOf[*passes.DeviceStepResult](stepCtx, passes.DeviceStep).Layout
+	man.StepLayout = gs.layout
+	return man
+}
 
-	// Write everything into a fresh temp directory and swap it in at the end, so a failed
-	// or interrupted prepare never leaves a half-written artifacts directory.
+// writeArtifacts writes everything into a fresh temp directory and swaps it in at the end,
+// so a failed or interrupted prepare never leaves a half-written artifacts directory.
+func writeArtifacts(o Options, man *manifest.Manifest, gs *graphs) error {
 	parent := filepath.Dir(filepath.Clean(o.Out))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	tmp, err := os.MkdirTemp(parent, ".tmp-"+filepath.Base(o.Out)+"-")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.RemoveAll(tmp)
-	sum, err := ortgraph.SaveSharedData(tmp, []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.TrainStepFile, manifest.EvalFile}, []*ortgraph.Model{trainM, recM, stepM, evalM}, manifest.WeightsFile, 1024)
+	sum, err := ortgraph.SaveSharedData(tmp, []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.TrainStepFile, manifest.EvalFile}, []*ortgraph.Model{gs.train, gs.rec, gs.step, gs.eval}, manifest.WeightsFile, 1024)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Size and hash of weights.bin, hashed as it was written: every command refuses a
 	// truncated copy, `ortq verify` and `ortq train` a damaged one.
 	man.DataFiles = []manifest.DataFile{{File: manifest.WeightsFile, Size: sum.Size, SHA256: sum.SHA256}}
-	if err := writeLoRAInit(filepath.Join(tmp, manifest.LoRAInitFile), params, o.Seed); err != nil {
-		return nil, err
+	if err := writeLoRAInit(filepath.Join(tmp, manifest.LoRAInitFile), gs.params, o.Seed); err != nil {
+		return err
 	}
 	if err := writeJSON(filepath.Join(tmp, manifest.ManifestFile), man); err != nil {
-		return nil, err
+		return err
 	}
 	// The hash was computed from the bytes just written, so the file is verified as it
 	// stands; train reads it whole only once it changes (or is copied elsewhere).
 	if err := man.RecordVerified(tmp); err != nil {
-		return nil, err
+		return err
 	}
 	// MkdirTemp/CreateTemp create owner-only entries; artifacts are ordinary files.
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	if entries, err := os.ReadDir(tmp); err == nil {
 		for _, e := range entries {
 			os.Chmod(filepath.Join(tmp, e.Name()), 0o644)
 		}
 	}
-	if err := fsutil.ReplaceDir(tmp, o.Out); err != nil {
-		return nil, err
-	}
-	return &Result{Manifest: man, Linears: linears}, nil
+	return fsutil.ReplaceDir(tmp, o.Out)
 }
 
 // runWithLinears runs passes on a clone of the base graph, giving them the base's
