@@ -232,74 +232,90 @@ func labelByStructure(g *ortgraph.Graph, cs []*candidate) error {
 	if err := g.TopoSort(); err != nil {
 		return err
 	}
-	cons := g.Consumers()
-	byNode := map[*onnxpb.NodeProto]*candidate{}
+	st := &structure{g: g, cons: g.Consumers(), byNode: map[*onnxpb.NodeProto]*candidate{}}
 	for _, c := range cs {
-		byNode[c.node] = c
+		st.byNode[c.node] = c
 	}
-	// reach follows an output through shape/elementwise ops to the first MatMul, Softmax
-	// or Sigmoid and reports which it met and at which input.
-	type hit struct {
-		node *onnxpb.NodeProto
-		port int
+	st.labelByReach()
+	st.labelRest(cs)
+	return nil
+}
+
+// structure is what labelByStructure reads: the graph, its consumers and the candidates.
+type structure struct {
+	g      *ortgraph.Graph
+	cons   map[string][]*onnxpb.NodeProto
+	byNode map[*onnxpb.NodeProto]*candidate
+}
+
+// hit is a MatMul, Softmax, Sigmoid or Attention node an output reaches, at input port.
+type hit struct {
+	node *onnxpb.NodeProto
+	port int
+}
+
+// reach follows an output through shape/elementwise ops to the first MatMul, Softmax,
+// Sigmoid or Attention and reports which it met and at which input.
+func (st *structure) reach(v string, depth int, seen map[string]bool) []hit {
+	if depth > 40 || seen[v] {
+		return nil
 	}
-	var reach func(v string, depth int, seen map[string]bool) []hit
-	reach = func(v string, depth int, seen map[string]bool) []hit {
-		if depth > 40 || seen[v] {
-			return nil
-		}
-		seen[v] = true
-		var out []hit
-		for _, n := range cons[v] {
-			switch n.OpType {
-			case "MatMul", "Sigmoid", "Softmax", "Attention":
-				for i, in := range n.Input {
-					if in == v {
-						out = append(out, hit{n, i})
-					}
+	seen[v] = true
+	var out []hit
+	for _, n := range st.cons[v] {
+		switch n.OpType {
+		case "MatMul", "Sigmoid", "Softmax", "Attention":
+			for i, in := range n.Input {
+				if in == v {
+					out = append(out, hit{n, i})
 				}
-				continue
 			}
-			if byNode[n] != nil {
-				continue
-			}
-			for _, o := range n.Output {
-				out = append(out, reach(o, depth+1, seen)...)
-			}
+			continue
 		}
-		return out
+		if st.byNode[n] != nil {
+			continue
+		}
+		for _, o := range n.Output {
+			out = append(out, st.reach(o, depth+1, seen)...)
+		}
 	}
-	// Group q/k/v by shared input, in graph order.
+	return out
+}
+
+// kindByReach names a Linear by what its output reaches: q/k/v (the score and value
+// MatMuls, or Attention's ports), gate (a Sigmoid); "" for the others.
+func (st *structure) kindByReach(c *candidate) string {
+	for _, h := range st.reach(c.node.Output[0], 0, map[string]bool{}) {
+		switch {
+		case h.node.OpType == "Attention":
+			return []string{"q_proj", "k_proj", "v_proj"}[min(h.port, 2)]
+		case h.node.OpType == "Sigmoid":
+			return "gate_proj"
+		case h.node.OpType == "MatMul" && st.byNode[h.node] == nil:
+			other := h.node.Input[1-h.port]
+			if fromSoftmax(st.g, other) {
+				return "v_proj"
+			} else if h.port == 0 {
+				return "q_proj"
+			}
+			return "k_proj"
+		}
+	}
+	return ""
+}
+
+// labelByReach is the first sweep: q/k/v and gate in graph order, q/k/v grouped into
+// layers by their shared input, gate in the layer of the q/k/v before it.
+func (st *structure) labelByReach() {
 	layer := -1
 	inputLayer := map[string]int{}
-	for _, n := range g.P.Node {
-		c := byNode[n]
+	for _, n := range st.g.P.Node {
+		c := st.byNode[n]
 		if c == nil || c.kind != "" {
 			continue
 		}
 		x := c.node.Input[0]
-		hits := reach(c.node.Output[0], 0, map[string]bool{})
-		kind := ""
-		for _, h := range hits {
-			switch {
-			case h.node.OpType == "Attention":
-				kind = []string{"q_proj", "k_proj", "v_proj"}[min(h.port, 2)]
-			case h.node.OpType == "Sigmoid":
-				kind = "gate_proj"
-			case h.node.OpType == "MatMul" && byNode[h.node] == nil:
-				other := h.node.Input[1-h.port]
-				if fromSoftmax(g, other) {
-					kind = "v_proj"
-				} else if h.port == 0 {
-					kind = "q_proj"
-				} else {
-					kind = "k_proj"
-				}
-			}
-			if kind != "" {
-				break
-			}
-		}
+		kind := st.kindByReach(c)
 		if kind == "" {
 			// o_proj, up_proj, down_proj, lm_head: decided by inputs and shapes below.
 			continue
@@ -317,8 +333,12 @@ func labelByStructure(g *ortgraph.Graph, cs []*candidate) error {
 		}
 		c.kind, c.source = kind, "structure"
 	}
-	// Second sweep: the remaining Linears in graph order. up shares gate's input; o is the
-	// first square Linear of a layer after its q/k/v; down follows with out = hidden.
+}
+
+// labelRest is the second sweep: the remaining Linears in graph order. up shares gate's
+// input; o is the first square Linear of a layer after its q/k/v; down follows with
+// out = hidden; anything else is lm_head.
+func (st *structure) labelRest(cs []*candidate) {
 	gateIn := map[string]int{}
 	hidden := int64(-1)
 	for _, c := range cs {
@@ -329,9 +349,9 @@ func labelByStructure(g *ortgraph.Graph, cs []*candidate) error {
 			hidden = c.in
 		}
 	}
-	layer = -1
-	for _, n := range g.P.Node {
-		c := byNode[n]
+	layer := -1
+	for _, n := range st.g.P.Node {
+		c := st.byNode[n]
 		if c == nil {
 			continue
 		}
@@ -352,7 +372,6 @@ func labelByStructure(g *ortgraph.Graph, cs []*candidate) error {
 		}
 		c.source = "structure"
 	}
-	return nil
 }
 
 func hasKind(cs []*candidate, layer int, kind string) bool {

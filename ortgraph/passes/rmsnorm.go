@@ -135,25 +135,62 @@ func runRMSNorm(ctx *ortgraph.Context) (any, error) {
 // ReduceMean is not a mean of squares (not an RMSNorm at all) and (nil, reason) when it is
 // one that cannot be fused.
 func matchRMSNorm(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, rm *onnxpb.NodeProto) (*rmsMatch, string) {
+	sq, xs := meanOfSquares(g, rm)
+	if sq == nil {
+		return nil, ""
+	}
+	// From here on it is a mean of squares: failures say why.
+	if why := lastAxisMean(g, rm, xs); why != "" {
+		return nil, why
+	}
+	r := soleReaders{cons: cons, outputs: map[string]bool{}}
+	for _, o := range g.P.Output {
+		r.outputs[o.Name] = true
+	}
+	m, why := matchRMSCore(g, r, sq, rm, xs)
+	if m == nil {
+		return nil, why
+	}
+	xType, why := rmsInputType(g, m)
+	if why != "" {
+		return nil, why
+	}
+	if why := matchRMSTail(g, r, m, xType); why != "" {
+		return nil, why
+	}
+	if m.outType != xType {
+		return nil, fmt.Sprintf("output type %s differs from the input's %s", ortgraph.DTypeName(m.outType), ortgraph.DTypeName(xType))
+	}
+	if wt := g.ElemType(m.w); wt != xType {
+		return nil, fmt.Sprintf("weight %q is %s and the activations %s (fusing would round the weight)", m.w, ortgraph.DTypeName(wt), ortgraph.DTypeName(xType))
+	}
+	return m, ""
+}
+
+// meanOfSquares returns the node squaring x (Pow(x, 2) or Mul(x, x)) that the ReduceMean
+// reads, and x; nil when the ReduceMean reads anything else.
+func meanOfSquares(g *ortgraph.Graph, rm *onnxpb.NodeProto) (*onnxpb.NodeProto, string) {
 	sq := g.Producer(rm.Input[0])
 	if sq == nil || sq.Domain != "" {
 		return nil, ""
 	}
-	var xs string
 	switch {
 	case sq.OpType == "Pow" && len(sq.Input) == 2:
 		if v, ok := g.ConstFloats(sq.Input[1]); !ok || len(v) != 1 || v[0] != 2 {
 			return nil, ""
 		}
-		xs = sq.Input[0]
+		return sq, sq.Input[0]
 	case sq.OpType == "Mul" && len(sq.Input) == 2 && sq.Input[0] == sq.Input[1]:
-		xs = sq.Input[0]
-	default:
-		return nil, ""
+		return sq, sq.Input[0]
 	}
-	// From here on it is a mean of squares: failures say why.
+	return nil, ""
+}
+
+// lastAxisMean says why the ReduceMean is not a keepdims mean over x's last axis alone
+// ("" when it is).
+func lastAxisMean(g *ortgraph.Graph, rm *onnxpb.NodeProto, xs string) string {
 	if ortgraph.AttrInt(rm, "keepdims", 1) != 1 {
-		return nil, "keepdims 0"
+		return "keepdims 0"
 	}
 	axes, ok := ortgraph.AttrInts(rm, "axes")
 	if !ok && len(rm.Input) > 1 {
@@ -161,23 +198,31 @@ func matchRMSNorm(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, rm *on
 	}
 	rank := g.Rank(xs)
 	if !ok || len(axes) != 1 || !(axes[0] == -1 || (rank > 0 && axes[0] == int64(rank-1))) {
-		return nil, fmt.Sprintf("reduces over axes %v, not the last axis alone", axes)
+		return fmt.Sprintf("reduces over axes %v, not the last axis alone", axes)
 	}
-	outputs := map[string]bool{}
-	for _, o := range g.P.Output {
-		outputs[o.Name] = true
+	return ""
+}
+
+// soleReaders finds the one node reading a value that is not a graph output.
+type soleReaders struct {
+	cons    map[string][]*onnxpb.NodeProto
+	outputs map[string]bool
+}
+
+func (r soleReaders) single(v string) (*onnxpb.NodeProto, bool) {
+	c := r.cons[v]
+	if len(c) != 1 || r.outputs[v] {
+		return nil, false
 	}
-	single := func(v string) (*onnxpb.NodeProto, bool) {
-		c := cons[v]
-		if len(c) != 1 || outputs[v] {
-			return nil, false
-		}
-		return c[0], true
-	}
-	if outputs[sq.Output[0]] || !onlyReadBy(cons[sq.Output[0]], []*onnxpb.NodeProto{rm}) {
+	return c[0], true
+}
+
+// matchRMSCore matches x·Reciprocal(Sqrt(mean(x²) + ε)), each step read by the next alone.
+func matchRMSCore(g *ortgraph.Graph, r soleReaders, sq, rm *onnxpb.NodeProto, xs string) (*rmsMatch, string) {
+	if r.outputs[sq.Output[0]] || !onlyReadBy(r.cons[sq.Output[0]], []*onnxpb.NodeProto{rm}) {
 		return nil, "x² is read outside the norm"
 	}
-	add, ok := single(rm.Output[0])
+	add, ok := r.single(rm.Output[0])
 	if !ok || add.OpType != "Add" || add.Domain != "" {
 		return nil, "mean(x²) is not read by one Add"
 	}
@@ -189,23 +234,26 @@ func matchRMSNorm(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, rm *on
 	if !ok || len(eps) != 1 {
 		return nil, "ε is not a one-element constant"
 	}
-	sqrt, ok := single(add.Output[0])
+	sqrt, ok := r.single(add.Output[0])
 	if !ok || sqrt.OpType != "Sqrt" || sqrt.Domain != "" {
 		return nil, "mean(x²)+ε is not read by one Sqrt"
 	}
-	rec, ok := single(sqrt.Output[0])
+	rec, ok := r.single(sqrt.Output[0])
 	if !ok || rec.OpType != "Reciprocal" || rec.Domain != "" {
 		return nil, "the Sqrt is not read by one Reciprocal"
 	}
-	norm, ok := single(rec.Output[0])
+	norm, ok := r.single(rec.Output[0])
 	if !ok || norm.OpType != "Mul" || norm.Domain != "" || !sameSet(norm.Input, xs, rec.Output[0]) {
 		return nil, "the reciprocal root is not read by one Mul with x"
 	}
-	m := &rmsMatch{eps: eps[0], inner: []*onnxpb.NodeProto{sq, rm, add, sqrt, rec, norm}}
-	// The input, through an optional Cast to float32.
-	m.x = xs
-	xType := g.ElemType(xs)
-	if p := g.Producer(xs); p != nil && p.OpType == "Cast" && p.Domain == "" {
+	return &rmsMatch{eps: eps[0], x: xs, inner: []*onnxpb.NodeProto{sq, rm, add, sqrt, rec, norm}}, ""
+}
+
+// rmsInputType takes the input through an optional Cast from float16 to float32 (m.inCast)
+// and returns its element type, or why the kernels cannot take it.
+func rmsInputType(g *ortgraph.Graph, m *rmsMatch) (int32, string) {
+	xType := g.ElemType(m.x)
+	if p := g.Producer(m.x); p != nil && p.OpType == "Cast" && p.Domain == "" {
 		from := g.ElemType(p.Input[0])
 		if ortgraph.AttrInt(p, "to", 0) == int64(ortgraph.Float) && from == ortgraph.Float16 {
 			m.inCast, m.x, xType = p, p.Input[0], from
@@ -213,18 +261,22 @@ func matchRMSNorm(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, rm *on
 	}
 	switch xType {
 	case ortgraph.Float, ortgraph.Float16, ortgraph.Double:
+		return xType, ""
 	case 0:
-		return nil, fmt.Sprintf("the element type of %q is not recorded", m.x)
-	default:
-		// BFloat16 has a CUDA kernel but no CPU one in ORT 1.29.
-		return nil, fmt.Sprintf("input type %s: SimplifiedLayerNormalization kernels take float, float16 and double", ortgraph.DTypeName(xType))
+		return 0, fmt.Sprintf("the element type of %q is not recorded", m.x)
 	}
-	// The tail: [Cast] Mul(w, ·) [Cast]: one Cast back to x's type where the input was cast
-	// to float32, none otherwise.
-	cur, castBack := norm, m.inCast != nil
+	// BFloat16 has a CUDA kernel but no CPU one in ORT 1.29.
+	return 0, fmt.Sprintf("input type %s: SimplifiedLayerNormalization kernels take float, float16 and double", ortgraph.DTypeName(xType))
+}
+
+// matchRMSTail matches the tail after x·r: [Cast] Mul(w, ·) [Cast], with one Cast back to
+// x's type where the input was cast to float32 and none otherwise; it records the weight,
+// the final node (rewritten, not removed) and its output type in m.
+func matchRMSTail(g *ortgraph.Graph, r soleReaders, m *rmsMatch, xType int32) string {
+	cur, castBack := m.inner[len(m.inner)-1], m.inCast != nil
 	var wMul *onnxpb.NodeProto
 	for step := 0; step < 3; step++ {
-		next, ok := single(cur.Output[0])
+		next, ok := r.single(cur.Output[0])
 		if !ok || next.Domain != "" {
 			break
 		}
@@ -250,18 +302,12 @@ func matchRMSNorm(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, rm *on
 		break
 	}
 	if wMul == nil {
-		return nil, "x·r is not multiplied by a 1-D weight of the hidden size"
+		return "x·r is not multiplied by a 1-D weight of the hidden size"
 	}
 	m.final = cur
 	m.inner = m.inner[:len(m.inner)-1] // the final node is rewritten, not removed
 	m.outType = g.ElemType(cur.Output[0])
-	if m.outType != xType {
-		return nil, fmt.Sprintf("output type %s differs from the input's %s", ortgraph.DTypeName(m.outType), ortgraph.DTypeName(xType))
-	}
-	if wt := g.ElemType(m.w); wt != xType {
-		return nil, fmt.Sprintf("weight %q is %s and the activations %s (fusing would round the weight)", m.w, ortgraph.DTypeName(wt), ortgraph.DTypeName(xType))
-	}
-	return m, ""
+	return ""
 }
 
 // matchRMSNormalization takes an opset-23 RMSNormalization over the last axis as it is:
