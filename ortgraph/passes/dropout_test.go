@@ -226,8 +226,46 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// x is the Where's data input, ds = scale·B·A·x the Add's second input.
-	var x, ds string
+	x, ds, dds := loraBranch(t, g, ctx, module)
+	aName, bName := PEFTName(module, "A"), PEFTName(module, "B")
+	outs := []string{x, ds, dds, "grad." + aName, "grad." + bName}
+	got, params := runLoRABranch(t, g, seed, batch, seq, outs)
+	xv, dsv, ddsv := got[x].Data.([]float32), got[ds].Data.([]float32), got[dds].Data.([]float32)
+	gA, gB := got[outs[3]].Data.([]float32), got[outs[4]].Data.([]float32)
+	A, B := params[aName], params[bName]
+	nIn, nOut, rows := len(A)/rank, len(B)/rank, batch*seq
+	// PEFT in float64: x̃ = dropout(x), h = x̃Aᵀ, ds = s·hBᵀ.
+	ref := peftDropout(xv, A, rows, nIn, rank, seed, p)
+	want, wantA, wantB := ref.lora(B, ddsv, nOut, alpha/rank)
+	worst := 0.0
+	check := func(what string, got []float32, want []float64) {
+		scale := 0.0
+		for _, w := range want {
+			scale = math.Max(scale, math.Abs(w))
+		}
+		for i := range want {
+			if e := math.Abs(float64(got[i])-want[i]) / scale; e > worst {
+				worst = e
+			}
+			if math.Abs(float64(got[i])-want[i]) > 1e-5*scale {
+				t.Fatalf("%s[%d] = %g, PEFT's dropout-then-scale gives %g", what, i, got[i], want[i])
+			}
+		}
+	}
+	check("LoRA output", dsv, want)
+	check("dB", gB, wantB)
+	check("dA", gA, wantA)
+	dropped := ref.dropped
+	t.Logf("%d of %d inputs dropped; worst deviation from PEFT %.2g of the largest value", dropped, rows*nIn, worst)
+	if dropped == 0 || dropped == rows*nIn {
+		t.Fatalf("%d of %d inputs dropped: the mask is not applied", dropped, rows*nIn)
+	}
+}
+
+// loraBranch finds module's LoRA branch: x is the Where's data input, ds = scale·B·A·x the
+// Add's second input, dds its gradient.
+func loraBranch(t *testing.T, g *ortgraph.Graph, ctx *ortgraph.Context, module string) (x, ds, dds string) {
+	t.Helper()
 	for _, n := range g.P.Node {
 		if !strings.HasPrefix(n.Name, "lora/"+module+"/") {
 			continue
@@ -239,11 +277,20 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 			ds = n.Input[1]
 		}
 	}
-	dds := ortgraph.ResultOf[*BackwardResult](ctx, Backward).ValueGrads[ds]
+	dds = ortgraph.ResultOf[*BackwardResult](ctx, Backward).ValueGrads[ds]
 	if x == "" || ds == "" || dds == "" {
 		t.Fatalf("LoRA branch of %s not found (x %q, delta %q, its gradient %q)", module, x, ds, dds)
 	}
-	for _, v := range []string{x, ds, dds} {
+	return x, ds, dds
+}
+
+// runLoRABranch runs the training graph on ONNX Runtime's CPU provider with random token
+// ids and random LoRA parameters (returned by name), fetching outs (the first three are
+// intermediate values, made graph outputs here).
+func runLoRABranch(t *testing.T, g *ortgraph.Graph, seed int64, batch, seq int64, outs []string) (map[string]*ortrun.Tensor, map[string][]float32) {
+	t.Helper()
+	md := g.M
+	for _, v := range outs[:3] {
 		md.P.Graph.Output = append(md.P.Graph.Output, &onnxpb.ValueInfoProto{Name: v, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ortgraph.Float}}}})
 	}
 	buf, err := proto.Marshal(md.P)
@@ -279,78 +326,66 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 		params[vi.Name] = v
 		in[vi.Name] = &ortrun.Tensor{DType: ortrun.Float32, Shape: d, Data: v}
 	}
-	aName, bName := PEFTName(module, "A"), PEFTName(module, "B")
-	outs := []string{x, ds, dds, "grad." + aName, "grad." + bName}
 	got, err := s.Run(in, outs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	xv, dsv, ddsv := got[x].Data.([]float32), got[ds].Data.([]float32), got[dds].Data.([]float32)
-	gA, gB := got[outs[3]].Data.([]float32), got[outs[4]].Data.([]float32)
-	A, B := params[aName], params[bName]
-	nIn, nOut, rows := len(A)/rank, len(B)/rank, batch*seq
-	// PEFT in float64: x̃ = dropout(x), h = x̃Aᵀ, ds = s·hBᵀ.
-	sc := alpha / rank
-	xt := make([]float64, rows*nIn)
-	dropped := 0
+	return got, params
+}
+
+// peftRef is PEFT's LoRA dropout in float64: x̃ = mask⊙x/(1−p) with DropoutKeepRef's mask
+// (module 1), h = x̃Aᵀ.
+type peftRef struct {
+	xt, h           []float64
+	rows, nIn, rank int
+	dropped         int
+}
+
+func peftDropout(xv, A []float32, rows, nIn, rank int, seed int64, p float64) *peftRef {
+	ref := &peftRef{xt: make([]float64, rows*nIn), h: make([]float64, rows*rank), rows: rows, nIn: nIn, rank: rank}
 	for r := 0; r < rows; r++ {
 		for i := 0; i < nIn; i++ {
 			if DropoutKeepRef(seed, 1, int64(r), int64(i), p) {
-				xt[r*nIn+i] = float64(xv[r*nIn+i]) / (1 - p)
+				ref.xt[r*nIn+i] = float64(xv[r*nIn+i]) / (1 - p)
 			} else {
-				dropped++
+				ref.dropped++
 			}
 		}
 	}
-	h := make([]float64, rows*rank)
 	for r := 0; r < rows; r++ {
 		for j := 0; j < rank; j++ {
 			for i := 0; i < nIn; i++ {
-				h[r*rank+j] += xt[r*nIn+i] * float64(A[j*nIn+i])
+				ref.h[r*rank+j] += ref.xt[r*nIn+i] * float64(A[j*nIn+i])
 			}
 		}
 	}
-	worst := 0.0
-	check := func(what string, got []float32, want []float64) {
-		scale := 0.0
-		for _, w := range want {
-			scale = math.Max(scale, math.Abs(w))
-		}
-		for i := range want {
-			if e := math.Abs(float64(got[i])-want[i]) / scale; e > worst {
-				worst = e
-			}
-			if math.Abs(float64(got[i])-want[i]) > 1e-5*scale {
-				t.Fatalf("%s[%d] = %g, PEFT's dropout-then-scale gives %g", what, i, got[i], want[i])
-			}
-		}
-	}
-	want := make([]float64, rows*nOut)
+	return ref
+}
+
+// lora returns PEFT's LoRA output ds = s·hBᵀ and, for its gradient dds, dA = s·(dds B)ᵀx̃
+// and dB = s·ddsᵀh.
+func (ref *peftRef) lora(B, ddsv []float32, nOut int, sc float64) (want, wantA, wantB []float64) {
+	rows, nIn, rank := ref.rows, ref.nIn, ref.rank
+	want = make([]float64, rows*nOut)
 	for r := 0; r < rows; r++ {
 		for o := 0; o < nOut; o++ {
 			for j := 0; j < rank; j++ {
-				want[r*nOut+o] += sc * h[r*rank+j] * float64(B[o*rank+j])
+				want[r*nOut+o] += sc * ref.h[r*rank+j] * float64(B[o*rank+j])
 			}
 		}
 	}
-	check("LoRA output", dsv, want)
-	wantB := make([]float64, nOut*rank)
-	wantA := make([]float64, rank*nIn)
+	wantB = make([]float64, nOut*rank)
+	wantA = make([]float64, rank*nIn)
 	for r := 0; r < rows; r++ {
 		for o := 0; o < nOut; o++ {
 			dy := float64(ddsv[r*nOut+o])
 			for j := 0; j < rank; j++ {
-				wantB[o*rank+j] += sc * dy * h[r*rank+j]
+				wantB[o*rank+j] += sc * dy * ref.h[r*rank+j]
 				for i := 0; i < nIn; i++ {
-					wantA[j*nIn+i] += sc * dy * float64(B[o*rank+j]) * xt[r*nIn+i]
+					wantA[j*nIn+i] += sc * dy * float64(B[o*rank+j]) * ref.xt[r*nIn+i]
 				}
 			}
 		}
 	}
-	check("dB", gB, wantB)
-	check("dA", gA, wantA)
-	t.Logf("%d of %d inputs dropped; worst deviation from PEFT %.2g of the largest value", dropped, rows*nIn, worst)
-	if dropped == 0 || dropped == rows*nIn {
-		t.Fatalf("%d of %d inputs dropped: the mask is not applied", dropped, rows*nIn)
-	}
+	return want, wantA, wantB
 }
