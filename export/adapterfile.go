@@ -1,8 +1,92 @@
 package export
 
-import "fmt"
+import (
+	"bufio"
+	"encoding/binary"
+	"math"
 
-// WriteAdapterFile writes ad as ONNX Runtime's .onnx_adapter file.
+	flatbuffers "github.com/google/flatbuffers/go"
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/half"
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/passes"
+)
+
+// ONNX Runtime's adapter format (onnxruntime/lora/adapter_format/adapter_schema.fbs):
+// root table Adapter {format_version, adapter_version, model_version, parameters:[Parameter]},
+// Parameter {name, dims:[int64], data_type (the ONNX TensorProto enum), raw_data:[uint8]
+// aligned to 8}, file identifier "TORT". ONNX Runtime 1.29 reads format version 1. There is
+// no generated Go code for the schema upstream, so the two tables are written here with the
+// flatbuffers builder, field by field in schema order.
+const (
+	adapterFormatVersion = 1
+	adapterIdentifier    = "TORT"
+)
+
+// WriteAdapterFile writes ad's A [r, in] and B [out, r] under their PEFT names (the names of
+// the optional inputs of a LoRAInputs graph) in the graph's float type dt, atomically.
 func WriteAdapterFile(path string, ad *Adapter, dt int32) error {
-	return fmt.Errorf("%s: .onnx_adapter not written yet", path)
+	b := flatbuffers.NewBuilder(1 << 16)
+	var params []flatbuffers.UOffsetT
+	for _, mod := range ad.Modules {
+		sh := ad.Shape[mod]
+		params = append(params,
+			adapterParam(b, passes.PEFTName(mod, "A"), sh[0], ad.A[mod], dt),
+			adapterParam(b, passes.PEFTName(mod, "B"), sh[1], ad.B[mod], dt))
+	}
+	b.StartVector(4, len(params), 4)
+	for i := len(params) - 1; i >= 0; i-- {
+		b.PrependUOffsetT(params[i])
+	}
+	vec := b.EndVector(len(params))
+	b.StartObject(4)
+	b.PrependInt32Slot(0, adapterFormatVersion, 0)
+	b.PrependInt32Slot(1, 1, 0) // adapter_version
+	b.PrependInt32Slot(2, 1, 0) // model_version
+	b.PrependUOffsetTSlot(3, vec, 0)
+	b.FinishWithFileIdentifier(b.EndObject(), []byte(adapterIdentifier))
+	out := b.FinishedBytes()
+	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error {
+		_, err := w.Write(out)
+		return err
+	})
+}
+
+// adapterParam adds one Parameter table and returns its offset.
+func adapterParam(b *flatbuffers.Builder, name string, dims []int64, v []float32, dt int32) flatbuffers.UOffsetT {
+	raw := encodeFloats(v, dt)
+	nameOff := b.CreateString(name)
+	b.StartVector(8, len(dims), 8)
+	for i := len(dims) - 1; i >= 0; i-- {
+		b.PrependInt64(dims[i])
+	}
+	dimsOff := b.EndVector(len(dims))
+	// raw_data has force_align 8 (ONNX Runtime maps tensors onto it in place).
+	b.StartVector(1, len(raw), 8)
+	for i := len(raw) - 1; i >= 0; i-- {
+		b.PlaceByte(raw[i])
+	}
+	rawOff := b.EndVector(len(raw))
+	b.StartObject(4)
+	b.PrependUOffsetTSlot(0, nameOff, 0)
+	b.PrependUOffsetTSlot(1, dimsOff, 0)
+	b.PrependInt32Slot(2, dt, 0)
+	b.PrependUOffsetTSlot(3, rawOff, 0)
+	return b.EndObject()
+}
+
+// encodeFloats is v as little-endian float32 or float16 bytes.
+func encodeFloats(v []float32, dt int32) []byte {
+	if dt == ortgraph.Float16 {
+		out := make([]byte, 2*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint16(out[2*i:], half.Float32ToFloat16(x))
+		}
+		return out
+	}
+	out := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(x))
+	}
+	return out
 }
