@@ -11,7 +11,9 @@
 //     a one-line derivation comment;
 //   - one shared unbroadcast helper for numpy-style broadcasting;
 //   - the driver checks that every rule returned a gradient for every input that needs one,
-//     and an active op without a rule is an error naming the node.
+//     with the input's element type and static shape wherever both are known (a mismatch
+//     is an error naming the node, op and input; the driver never copies the input's type
+//     onto a gradient), and an active op without a rule is an error naming the node.
 //
 // Shapes are handled dynamically (Shape/Reshape on the fly) where the static type is
 // unknown, so the backward graph keeps the forward graph's dynamic batch and sequence axes.

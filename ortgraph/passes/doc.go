@@ -1,18 +1,30 @@
 // Package passes holds the rewrite passes `ortq prepare` runs over a Llama ONNX graph, one
-// pass per file, each a value in the style of golang.org/x/tools/go/analysis:
+// pass per file, each a value in the style of golang.org/x/tools/go/analysis (its
+// requirements in brackets):
 //
-//	FindLinears  locate the decoder's Linear layers and name them by module path
-//	Quantize     Linear weights → 4-bit com.microsoft.MatMulNBits
+//	FindLinears  locate the decoder's Linear layers and name them by module path (reads only)
+//	ORTCompat    adapt exporter output to ONNX Runtime 1.29 kernels (RotaryEmbedding caches)
+//	Quantize     Linear weights → 4-bit com.microsoft.MatMulNBits [FindLinears]
 //	HalfSoftmax  Cast(fp16→fp32) → Softmax → Cast(→fp16) → one fp16 Softmax
 //	RMSNorm      decomposed RMSNorm → one SimplifiedLayerNormalization (ORT's RMSNorm kernel)
-//	DQForward    4-bit Linears of training graphs → DequantizeLinear (per axis) + MatMul
-//	LoRA         add PEFT-compatible LoRA adapters on the target Linears (hashed dropout masks)
-//	Loss         append Hugging Face's causal-LM loss (sum, count and mean), or the chunked
-//	             lm_head + loss in a fixed number of sequence blocks (no Loop)
-//	Backward     reverse-mode gradients of the loss sum w.r.t. the LoRA tensors
-//	Recompute    per-layer recomputation of activations in the backward pass
-//	ORTCompat    adapt exporter output to ONNX Runtime 1.29 kernels
+//	DQForward    4-bit Linears of training graphs → DequantizeLinear (per axis) + MatMul [Quantize]
+//	LoRA         PEFT-compatible LoRA adapters on the target Linears, with dropout masks
+//	             hashed from a seed input (dropout.go) [FindLinears, Quantize]
+//	Loss         Hugging Face's causal-LM loss (sum, count and mean), or the chunked lm_head
+//	             + loss in a fixed number of sequence blocks, no Loop (chunked_loss.go) [FindLinears]
+//	Backward     reverse-mode gradients of the loss sum w.r.t. the LoRA tensors [LoRA, Loss]
+//	Recompute    per-layer recomputation of activations in the backward pass [Backward]
+//	DeviceStep   a training graph as one device-resident optimizer step: flat LoRA/AdamW/
+//	             accumulator state in and out, accumulation, overflow check and AdamW inside
 //
-// Passes are run by ortgraph.RunPasses, which orders them by Requires and wraps their
-// errors with the pass name.
+// prepare runs HalfSoftmax, ORTCompat, Quantize and RMSNorm on the base graph, then LoRA,
+// Loss (and DQForward, Backward, Recompute for training) on clones of it, to which it
+// provides the base's FindLinears and Quantize results; DeviceStep runs on a copy of the
+// recomputing training graph.
+//
+// Passes are run by ortgraph.RunPasses (or a Context's Run), which validates the
+// declarations first, orders the passes by Requires and wraps their errors with the pass
+// name; a pass reads the results of its requirements with ortgraph.ResultOf. Each pass has
+// a golden of its own in testdata/ (goldens_test.go, rmsnorm_test.go, passes_test.go), most
+// on a hand-built one-layer decoder or a few nodes.
 package passes
