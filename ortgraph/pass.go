@@ -2,6 +2,7 @@ package ortgraph
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -36,25 +37,15 @@ type Context struct {
 // bug in the pass declarations, not in the input graph, so it panics naming both passes
 // and types instead of returning an error.
 func ResultOf[T any](ctx *Context, p *Pass) T {
-	if cur := ctx.current; cur != nil && !requires(cur, p) {
+	if cur := ctx.current; cur != nil && !slices.Contains(cur.Requires, p) {
 		panic(fmt.Sprintf("pass %q reads the result of %q, which is not in its Requires", cur.Name, p.Name))
 	}
 	r := ctx.Result(p)
 	v, ok := r.(T)
 	if !ok {
-		var want T
-		panic(fmt.Sprintf("pass %q result is %T, not the %T its reader expects", p.Name, r, want))
+		panic(fmt.Sprintf("pass %q result is %T, not the %v its reader expects", p.Name, r, reflect.TypeFor[T]()))
 	}
 	return v
-}
-
-func requires(p, dep *Pass) bool {
-	for _, r := range p.Requires {
-		if r == dep {
-			return true
-		}
-	}
-	return false
 }
 
 // Result returns the result of a pass that already ran or was provided, untyped;
@@ -146,7 +137,7 @@ func Validate(passes ...*Pass) error {
 	visit = func(p *Pass, by string) error {
 		switch {
 		case p == nil:
-			return fmt.Errorf("pass %s: nil in Requires", by)
+			return fmt.Errorf("pass %s is nil", by)
 		case state[p] == done:
 			return nil
 		case state[p] == visiting:

@@ -69,7 +69,7 @@ func TestValidate(t *testing.T) {
 		{"no name", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{{Doc: "d", Run: run}}}}, `pass required by "top" has no Name`},
 		{"no doc", []*Pass{{Name: "top", Doc: " ", Run: run}}, `pass "top" has no Doc`},
 		{"no run", []*Pass{{Name: "top", Doc: "d"}}, `pass "top" has no Run`},
-		{"nil requirement", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{nil}}}, `pass required by "top": nil in Requires`},
+		{"nil requirement", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{nil}}}, `pass required by "top" is nil`},
 		{"duplicate name", []*Pass{ok, {Name: "top", Doc: "d", Run: run, Requires: []*Pass{{Name: "ok", Doc: "another", Run: run}}}}, `pass "ok": two different passes have this name`},
 		{"cycle", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{cyc1}}}, `pass "cyc1": Requires cycle cyc1 → cyc2 → cyc1`},
 	} {
