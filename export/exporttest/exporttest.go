@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
@@ -30,6 +31,10 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// Llama32 is the llama32 checkpoint fixture's directory (a 2-layer Llama-3.2-style model:
+// GQA, tied embeddings, llama3 rotary scaling; vocabulary 128).
+func Llama32() string { return filepath.Join(RepoRoot(), "hfimport", "testdata", "hf", "llama32") }
+
 // fixture is prepared artifacts shared by the tests of one model.
 type fixture struct {
 	once sync.Once
@@ -37,13 +42,25 @@ type fixture struct {
 	err  error
 }
 
-var fixtures = map[string]*fixture{"default": {}, "llama32": {}}
+var (
+	fixturesMu sync.Mutex
+	fixtures   = map[string]*fixture{}
+)
 
-// Artifacts prepares (once per test binary) the default model or the llama32 checkpoint
-// fixture (imported 4-bit, LoRA on every Linear kind) into a temporary directory.
+// Artifacts prepares (once per test binary) into a temporary directory: "default", the
+// embedded default model; "llama32", the llama32 checkpoint fixture imported 4-bit with
+// LoRA on every Linear kind; "VARIANT-fp32", a checkpoint of hfimport/testdata/hf (llama32,
+// llama2, ...) with its float32 weights as they are (--bits 16), which Hugging Face
+// references compare against.
 func Artifacts(t testing.TB, name string) string {
 	t.Helper()
+	fixturesMu.Lock()
 	f := fixtures[name]
+	if f == nil {
+		f = &fixture{}
+		fixtures[name] = f
+	}
+	fixturesMu.Unlock()
 	f.once.Do(func() {
 		dir, err := os.MkdirTemp("", "ortq-export-test-")
 		if err != nil {
@@ -55,10 +72,14 @@ func Artifacts(t testing.TB, name string) string {
 		switch name {
 		case "default":
 			o.Model, _, f.err = defaultmodel.Extract(filepath.Join(dir, "model"))
-		case "llama32":
-			ck := filepath.Join(RepoRoot(), "hfimport", "testdata", "hf", "llama32")
+		default:
+			variant, fp32 := strings.CutSuffix(name, "-fp32")
+			ck := filepath.Join(RepoRoot(), "hfimport", "testdata", "hf", variant)
+			if fp32 {
+				o.Bits = 16
+			}
 			var res *hfimport.Result
-			res, f.err = hfimport.Import(hfimport.ImportOptions{HF: ck, Common: hfimport.Common{Out: filepath.Join(dir, "onnx"), DType: "float32", Quantize: true, BlockSize: 32}})
+			res, f.err = hfimport.Import(hfimport.ImportOptions{HF: ck, Common: hfimport.Common{Out: filepath.Join(dir, "onnx"), DType: "float32", Quantize: !fp32, BlockSize: 32}})
 			if f.err == nil {
 				o.Model, o.BaseModel = res.Model, ck
 				o.Targets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
