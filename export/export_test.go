@@ -143,3 +143,22 @@ func TestKVCacheMatchesEval(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkedLossExport: artifacts prepared with a chunked loss (lm_head computed block by
+// block inside the loss, no whole logits in the eval graph) export the same model as
+// without: the same logits, bit for bit.
+func TestChunkedLossExport(t *testing.T) {
+	ortruntest.Lib(t)
+	ids := []int64{1, 17, 99, 4, 127}
+	var logits [2][]float32
+	for i, name := range []string{"llama32", "llama32-chunked"} {
+		out := filepath.Join(t.TempDir(), "export")
+		if _, err := Run(Options{Artifacts: exporttest.Artifacts(t, name), Out: out}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		logits[i] = decodeLogits(t, filepath.Join(out, ModelFile), 2, 2, 16, ids, []int{2, 1, 1, 1})
+	}
+	if d := maxAbsDiff(logits[0], logits[1]); d != 0 {
+		t.Errorf("chunked-loss artifacts export other logits: max |Δ| %.3g", d)
+	}
+}

@@ -152,7 +152,29 @@ func (s *Source) findPieces(evalPath string) error {
 		s.Linears[l.Module()] = &cp
 	}
 	if s.Linears["lm_head"] == nil {
+		s.Linears["lm_head"] = s.chunkedHead()
+	}
+	if s.Linears["lm_head"] == nil {
 		return fmt.Errorf("%s: no lm_head Linear found", evalPath)
+	}
+	return nil
+}
+
+// chunkedHead finds lm_head in an eval graph whose loss is chunked (prepare --loss-chunks):
+// there the head is one Gemm (transB 1) or MatMulNBits per block of the sequence, all on
+// the same [vocab, hidden] weight, which FindLinears does not take for a Linear. The first
+// one stands for all.
+func (s *Source) chunkedHead() *passes.Linear {
+	g, V, H := s.G, s.Man.Model.Vocab, s.Man.Model.Hidden
+	for _, n := range g.P.Node {
+		switch {
+		case n.OpType == "Gemm" && len(n.Input) == 2 && ortgraph.AttrInt(n, "transB", 0) == 1 && ortgraph.AttrInt(n, "transA", 0) == 0:
+			if t := g.Initializer(n.Input[1]); t != nil && len(t.Dims) == 2 && t.Dims[0] == V && t.Dims[1] == H {
+				return &passes.Linear{Layer: -1, Kind: "lm_head", Node: n, Weight: n.Input[1], In: H, Out: V, WeightIsOutIn: true}
+			}
+		case n.OpType == "MatMulNBits" && ortgraph.AttrInt(n, "N", 0) == V && ortgraph.AttrInt(n, "K", 0) == H:
+			return &passes.Linear{Layer: -1, Kind: "lm_head", Node: n, Weight: n.Input[1], In: H, Out: V, Prequantized: true}
+		}
 	}
 	return nil
 }

@@ -51,7 +51,7 @@ var (
 // embedded default model; "llama32", the llama32 checkpoint fixture imported 4-bit with
 // LoRA on every Linear kind; "VARIANT-fp32", a checkpoint of hfimport/testdata/hf (llama32,
 // llama2, ...) with its float32 weights as they are (--bits 16), which Hugging Face
-// references compare against.
+// references compare against; a "-chunked" suffix prepares with --loss-chunks 4.
 func Artifacts(t testing.TB, name string) string {
 	t.Helper()
 	fixturesMu.Lock()
@@ -73,7 +73,11 @@ func Artifacts(t testing.TB, name string) string {
 		case "default":
 			o.Model, _, f.err = defaultmodel.Extract(filepath.Join(dir, "model"))
 		default:
-			variant, fp32 := strings.CutSuffix(name, "-fp32")
+			variant, chunked := strings.CutSuffix(name, "-chunked")
+			if chunked {
+				o.LossChunks = 4
+			}
+			variant, fp32 := strings.CutSuffix(variant, "-fp32")
 			ck := filepath.Join(RepoRoot(), "hfimport", "testdata", "hf", variant)
 			if fp32 {
 				o.Bits = 16
