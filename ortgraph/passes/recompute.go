@@ -44,6 +44,10 @@ type RecomputeResult struct {
 // while the backward pass is inside the layer, so dx reads the recomputed W (the chain's
 // Reshape output, not the DequantizeLinear's) instead: one dequantization fewer per
 // recomputed Linear (see reuseRecomputedWeights).
+//
+// Phases: tagLayers (with dropStrayTags), layerBoundaries, layerGates and randomValues
+// analyse the forward graph (newRecomputer); rewireBackward emits the clones; then
+// reuseRecomputedWeights, a topological sort and Prune.
 var Recompute = &ortgraph.Pass{
 	Name:     "recompute",
 	Doc:      "per-layer activation recomputation in the backward pass (gradient checkpointing)",
