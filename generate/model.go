@@ -67,25 +67,30 @@ func (m *Model) Close() error { return m.sess.Close() }
 type State struct {
 	past map[string]*ortrun.Tensor
 	pos  int
+	// pad is the number of masked slots at the cache's start (see NewState).
+	pad int
 }
 
-// NewState returns an empty cache.
+// NewState returns an empty cache. A float16 cache starts with one masked slot instead of
+// none: onnxruntime_go cannot pass an empty float16 tensor, and a key whose attention_mask is
+// 0 gets exactly zero weight in the exported graph, so the slot changes nothing.
 func (m *Model) NewState() *State {
 	st := &State{past: map[string]*ortrun.Tensor{}}
+	if m.dt == ortrun.Float16 {
+		st.pad = 1
+	}
+	shape := []int64{1, m.kvHeads, int64(st.pad), m.headDim}
+	n := int(m.kvHeads*m.headDim) * st.pad
 	for i := 0; i < m.layers; i++ {
-		for _, n := range []string{export.PastKey(i), export.PastValue(i)} {
-			st.past[n] = m.empty()
+		for _, name := range []string{export.PastKey(i), export.PastValue(i)} {
+			if m.dt == ortrun.Float16 {
+				st.past[name] = &ortrun.Tensor{DType: m.dt, Shape: shape, Data: make([]uint16, n)}
+			} else {
+				st.past[name] = &ortrun.Tensor{DType: m.dt, Shape: shape, Data: make([]float32, n)}
+			}
 		}
 	}
 	return st
-}
-
-func (m *Model) empty() *ortrun.Tensor {
-	shape := []int64{1, m.kvHeads, 0, m.headDim}
-	if m.dt == ortrun.Float16 {
-		return &ortrun.Tensor{DType: m.dt, Shape: shape, Data: []uint16{}}
-	}
-	return &ortrun.Tensor{DType: m.dt, Shape: shape, Data: []float32{}}
 }
 
 // Len is the number of positions in the cache.
@@ -98,9 +103,9 @@ func (m *Model) Forward(st *State, ids []int64) ([]float32, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("generate: no tokens to run")
 	}
-	mask := make([]int64, total)
+	mask := make([]int64, st.pad+total)
 	pos := make([]int64, n)
-	for i := range mask {
+	for i := st.pad; i < len(mask); i++ {
 		mask[i] = 1
 	}
 	for i := range pos {
@@ -108,7 +113,7 @@ func (m *Model) Forward(st *State, ids []int64) ([]float32, error) {
 	}
 	in := map[string]*ortrun.Tensor{
 		export.InputIDs:      {DType: ortrun.Int64, Shape: []int64{1, n}, Data: ids},
-		export.AttentionMask: {DType: ortrun.Int64, Shape: []int64{1, int64(total)}, Data: mask},
+		export.AttentionMask: {DType: ortrun.Int64, Shape: []int64{1, int64(len(mask))}, Data: mask},
 		export.PositionIDs:   {DType: ortrun.Int64, Shape: []int64{1, n}, Data: pos},
 	}
 	for k, v := range st.past {

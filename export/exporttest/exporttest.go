@@ -51,7 +51,9 @@ var (
 // embedded default model; "llama32", the llama32 checkpoint fixture imported 4-bit with
 // LoRA on every Linear kind; "VARIANT-fp32", a checkpoint of hfimport/testdata/hf (llama32,
 // llama2, ...) with its float32 weights as they are (--bits 16), which Hugging Face
-// references compare against; a "-chunked" suffix prepares with --loss-chunks 4.
+// references compare against; "-fp16" imports the checkpoint as float16 (then "-fp32" is
+// not given: the weights are 4-bit, activations float16); a "-chunked" suffix prepares with
+// --loss-chunks 4.
 func Artifacts(t testing.TB, name string) string {
 	t.Helper()
 	fixturesMu.Lock()
@@ -77,13 +79,15 @@ func Artifacts(t testing.TB, name string) string {
 			if chunked {
 				o.LossChunks = 4
 			}
+			variant, fp16 := strings.CutSuffix(variant, "-fp16")
+			dtype := map[bool]string{false: "float32", true: "float16"}[fp16]
 			variant, fp32 := strings.CutSuffix(variant, "-fp32")
 			ck := filepath.Join(RepoRoot(), "hfimport", "testdata", "hf", variant)
 			if fp32 {
 				o.Bits = 16
 			}
 			var res *hfimport.Result
-			res, f.err = hfimport.Import(hfimport.ImportOptions{HF: ck, Common: hfimport.Common{Out: filepath.Join(dir, "onnx"), DType: "float32", Quantize: !fp32, BlockSize: 32}})
+			res, f.err = hfimport.Import(hfimport.ImportOptions{HF: ck, Common: hfimport.Common{Out: filepath.Join(dir, "onnx"), DType: dtype, Quantize: !fp32, BlockSize: 32}})
 			if f.err == nil {
 				o.Model, o.BaseModel = res.Model, ck
 				o.Targets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
