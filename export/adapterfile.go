@@ -3,7 +3,9 @@ package export
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"math"
+	"os"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 	"github.com/ortq/ortq/internal/fsutil"
@@ -16,8 +18,8 @@ import (
 // root table Adapter {format_version, adapter_version, model_version, parameters:[Parameter]},
 // Parameter {name, dims:[int64], data_type (the ONNX TensorProto enum), raw_data:[uint8]
 // aligned to 8}, file identifier "TORT". ONNX Runtime 1.29 reads format version 1. There is
-// no generated Go code for the schema upstream, so the two tables are written here with the
-// flatbuffers builder, field by field in schema order.
+// no generated Go code for the schema upstream, so the two tables are written and read here
+// with the flatbuffers runtime's builder and table accessors, field by field in schema order.
 const (
 	adapterFormatVersion = 1
 	adapterIdentifier    = "TORT"
@@ -89,4 +91,61 @@ func encodeFloats(v []float32, dt int32) []byte {
 		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(x))
 	}
 	return out
+}
+
+// AdapterParam is one parameter of an .onnx_adapter file.
+type AdapterParam struct {
+	Name  string
+	Dims  []int64
+	DType int32 // ONNX TensorProto data type
+	Raw   []byte
+}
+
+// ReadAdapterFile reads an .onnx_adapter file's parameters. The flatbuffers Go runtime reads
+// without bounds checks (there is no Go verifier), so sizes are checked here and a file
+// that still sends a read out of range is reported as damaged instead of panicking.
+func ReadAdapterFile(path string) (params []AdapterParam, err error) {
+	buf, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(buf) < 8 || string(buf[4:8]) != adapterIdentifier {
+		return nil, fmt.Errorf("%s: not an ONNX Runtime adapter file (no %q identifier)", path, adapterIdentifier)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			params, err = nil, fmt.Errorf("%s: damaged adapter file (%v)", path, r)
+		}
+	}()
+	root := &flatbuffers.Table{Bytes: buf, Pos: flatbuffers.GetUOffsetT(buf)}
+	if v := root.GetInt32Slot(4, 0); v != adapterFormatVersion {
+		return nil, fmt.Errorf("%s: adapter format version %d, ortq reads %d", path, v, adapterFormatVersion)
+	}
+	o := flatbuffers.UOffsetT(root.Offset(10))
+	if o == 0 {
+		return nil, nil
+	}
+	vec, n := root.Vector(o), root.VectorLen(o)
+	for i := 0; i < n; i++ {
+		p := &flatbuffers.Table{Bytes: buf, Pos: root.Indirect(vec + flatbuffers.UOffsetT(4*i))}
+		var ap AdapterParam
+		if f := flatbuffers.UOffsetT(p.Offset(4)); f != 0 {
+			ap.Name = p.String(f + p.Pos)
+		}
+		if f := flatbuffers.UOffsetT(p.Offset(6)); f != 0 {
+			dv, dn := p.Vector(f), p.VectorLen(f)
+			for k := 0; k < dn; k++ {
+				ap.Dims = append(ap.Dims, p.GetInt64(dv+flatbuffers.UOffsetT(8*k)))
+			}
+		}
+		ap.DType = p.GetInt32Slot(8, 0)
+		if f := flatbuffers.UOffsetT(p.Offset(10)); f != 0 {
+			ap.Raw = p.ByteVector(f + p.Pos)
+		}
+		if want := ortgraph.NumElements(ap.Dims) * int64(ortgraph.ElemSize(ap.DType)); want != int64(len(ap.Raw)) || ap.Name == "" {
+			return nil, fmt.Errorf("%s: parameter %q: %d bytes for dims %v of type %d", path, ap.Name, len(ap.Raw), ap.Dims, ap.DType)
+		}
+		params = append(params, ap)
+	}
+	return params, nil
 }

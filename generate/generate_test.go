@@ -3,6 +3,7 @@ package generate
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/export"
@@ -158,4 +159,74 @@ func abs32(x float32) float32 {
 		return -x
 	}
 	return x
+}
+
+// TestONNXAdapterInputs: generate feeds an onnx-adapter export zeros (the base model) until
+// UseAdapter reads the .onnx_adapter, and then gives the separate-MatMul export's logits;
+// an adapter for another model is refused naming the file.
+func TestONNXAdapterInputs(t *testing.T) {
+	ortruntest.Lib(t)
+	art := exporttest.Artifacts(t, "llama32")
+	man, err := manifest.ReadManifest(art)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapter, _ := exporttest.RandomAdapter(t, man, filepath.Join(t.TempDir(), "run"), 4)
+	prompt := []int64{1, 17, 99, 4}
+	logits := func(o export.Options, adapterFile string) []float32 {
+		o.Artifacts, o.Out = art, filepath.Join(t.TempDir(), "export")
+		if _, err := export.Run(o); err != nil {
+			t.Fatal(err)
+		}
+		m, err := Open(o.Out, ortrun.Options{IntraOpThreads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if adapterFile != "" {
+			if err := m.UseAdapter(filepath.Join(o.Out, adapterFile)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := m.Forward(m.NewState(), prompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	base, separate := logits(export.Options{}, ""), logits(export.Options{Adapter: adapter}, "")
+	zeros := logits(export.Options{Adapter: adapter, Format: export.FormatONNXAdapter}, "")
+	applied := logits(export.Options{Adapter: adapter, Format: export.FormatONNXAdapter}, export.AdapterFile)
+	for _, c := range []struct {
+		name      string
+		got, want []float32
+	}{{"no adapter = base", zeros, base}, {"adapter = separate MatMuls", applied, separate}} {
+		for i := range c.got {
+			if d := abs32(c.got[i] - c.want[i]); d > 1e-6 {
+				t.Fatalf("%s: logit %d differs by %g", c.name, i, d)
+			}
+		}
+	}
+	// The default model's adapter does not fit llama32's inputs.
+	dart := exporttest.Artifacts(t, "default")
+	dman, _ := manifest.ReadManifest(dart)
+	dad, _ := exporttest.RandomAdapter(t, dman, filepath.Join(t.TempDir(), "drun"), 4)
+	dout := filepath.Join(t.TempDir(), "dexport")
+	if _, err := export.Run(export.Options{Artifacts: dart, Adapter: dad, Format: export.FormatONNXAdapter, Out: dout}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(filepath.Join(t.TempDir(), "none"), ortrun.Options{})
+	if err == nil {
+		m.Close()
+		t.Fatal("opened a missing export")
+	}
+	out := filepath.Join(t.TempDir(), "export")
+	export.Run(export.Options{Artifacts: art, Adapter: adapter, Format: export.FormatONNXAdapter, Out: out})
+	if m, err = Open(out, ortrun.Options{IntraOpThreads: 1}); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.UseAdapter(filepath.Join(dout, export.AdapterFile)); err == nil || !strings.Contains(err.Error(), dout) {
+		t.Errorf("another model's adapter: %v", err)
+	}
 }

@@ -1,12 +1,16 @@
 package generate
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
+	"os"
 	"path/filepath"
 
 	"github.com/ortq/ortq/export"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun"
+	"google.golang.org/protobuf/proto"
 )
 
 // Model is an exported decoder opened for generation.
@@ -19,6 +23,8 @@ type Model struct {
 	kvHeads int64
 	headDim int64
 	vocab   int
+	extra   map[string]*ortrun.Tensor // LoRA inputs of an onnx-adapter export
+	tmp     string                    // temporary copy of such a graph, removed by Close
 }
 
 // Open reads dir/genai_config.json and opens its decoder with opts.
@@ -29,39 +35,174 @@ func Open(dir string, opts ortrun.Options) (*Model, error) {
 	}
 	d := cfg.Model.Decoder
 	path := filepath.Join(dir, d.Filename)
-	dt, err := cacheType(path)
+	m := &Model{Dir: dir, Config: cfg, layers: d.Layers, kvHeads: int64(d.KVHeads), headDim: int64(d.HeadSize), vocab: cfg.Model.VocabSize}
+	g, err := m.readInputs(path)
 	if err != nil {
 		return nil, err
 	}
-	sess, err := ortrun.NewSession(path, opts)
-	if err != nil {
-		return nil, err
-	}
-	return &Model{Dir: dir, Config: cfg, sess: sess, dt: dt, layers: d.Layers, kvHeads: int64(d.KVHeads), headDim: int64(d.HeadSize), vocab: cfg.Model.VocabSize}, nil
-}
-
-// cacheType reads the element type of past_key_values.0.key from the graph (the protobuf
-// part only; the weights stay on disk).
-func cacheType(path string) (ortrun.DType, error) {
-	m, err := ortgraph.Load(path)
-	if err != nil {
-		return 0, err
-	}
-	for _, in := range m.P.Graph.Input {
-		if in.Name == export.PastKey(0) {
-			switch dt := ortrun.DType(in.GetType().GetTensorType().GetElemType()); dt {
-			case ortrun.Float32, ortrun.Float16:
-				return dt, nil
-			default:
-				return 0, fmt.Errorf("%s: %s is %s: want float32 or float16", path, in.Name, dt)
-			}
+	if len(m.extra) > 0 {
+		// ortrun feeds only inputs without a default (an input that is also an
+		// initializer keeps its initializer), so the session opens a copy of the graph
+		// whose LoRA inputs have none, beside a link to the same weights file.
+		if path, err = m.withoutDefaults(g, dir); err != nil {
+			m.removeTemp()
+			return nil, err
 		}
 	}
-	return 0, fmt.Errorf("%s: no input %s: not a model written by `ortq export`", path, export.PastKey(0))
+	if m.sess, err = ortrun.NewSession(path, opts); err != nil {
+		m.removeTemp()
+		return nil, err
+	}
+	return m, nil
 }
 
-// Close releases the session.
-func (m *Model) Close() error { return m.sess.Close() }
+// withoutDefaults writes g without the initializers of its LoRA inputs and returns the
+// copy's path: in a temporary directory beside a hard link to the export's weights file
+// (ONNX Runtime refuses external data reached through a symbolic link), or, where the link
+// cannot be made (another filesystem), as a hidden file in the export directory itself.
+func (m *Model) withoutDefaults(g *ortgraph.Model, dir string) (string, error) {
+	keep := g.P.Graph.Initializer[:0]
+	for _, t := range g.P.Graph.Initializer {
+		if m.extra[t.Name] == nil {
+			keep = append(keep, t)
+		}
+	}
+	g.P.Graph.Initializer = keep
+	b, err := proto.Marshal(g.P)
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp("", "ortq-generate-")
+	if err != nil {
+		return "", err
+	}
+	if err := os.Link(filepath.Join(dir, export.DataFile), filepath.Join(tmp, export.DataFile)); err == nil {
+		m.tmp = tmp
+		p := filepath.Join(tmp, export.ModelFile)
+		return p, os.WriteFile(p, b, 0o644)
+	}
+	os.RemoveAll(tmp)
+	f, err := os.CreateTemp(dir, ".ortq-generate-*.onnx")
+	if err != nil {
+		return "", fmt.Errorf("%s: a LoRA-input export needs a temporary copy of its graph: %w", dir, err)
+	}
+	m.tmp = f.Name()
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return "", err
+	}
+	return f.Name(), f.Close()
+}
+
+func (m *Model) removeTemp() {
+	if m.tmp != "" {
+		os.RemoveAll(m.tmp)
+	}
+}
+
+// readInputs reads the graph's inputs (the protobuf part only; the weights stay on disk):
+// the cache's element type from past_key_values.0.key, and the inputs beyond the decoder's
+// own — the LoRA tensors of an `--format onnx-adapter` export — which are fed zeros (the
+// graph's defaults: the base model) until UseAdapter.
+func (m *Model) readInputs(path string) (*ortgraph.Model, error) {
+	g, err := ortgraph.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	own := map[string]bool{export.InputIDs: true, export.AttentionMask: true, export.PositionIDs: true}
+	for i := 0; i < m.layers; i++ {
+		own[export.PastKey(i)], own[export.PastValue(i)] = true, true
+	}
+	m.extra = map[string]*ortrun.Tensor{}
+	for _, in := range g.P.Graph.Input {
+		tt := in.GetType().GetTensorType()
+		dt := ortrun.DType(tt.GetElemType())
+		if in.Name == export.PastKey(0) {
+			m.dt = dt
+		}
+		if own[in.Name] {
+			continue
+		}
+		var dims []int64
+		for _, d := range tt.GetShape().GetDim() {
+			if d.GetDimParam() != "" || d.GetDimValue() <= 0 {
+				return nil, fmt.Errorf("%s: input %q has a dynamic shape: not a model written by `ortq export`", path, in.Name)
+			}
+			dims = append(dims, d.GetDimValue())
+		}
+		if m.extra[in.Name], err = zeros(dt, dims); err != nil {
+			return nil, fmt.Errorf("%s: input %q: %w", path, in.Name, err)
+		}
+	}
+	if m.dt != ortrun.Float32 && m.dt != ortrun.Float16 {
+		return nil, fmt.Errorf("%s: no float32 or float16 input %s: not a model written by `ortq export`", path, export.PastKey(0))
+	}
+	return g, nil
+}
+
+// zeros is a tensor of zeros of a float type.
+func zeros(dt ortrun.DType, dims []int64) (*ortrun.Tensor, error) {
+	n := ortgraph.NumElements(dims)
+	switch dt {
+	case ortrun.Float32:
+		return &ortrun.Tensor{DType: dt, Shape: dims, Data: make([]float32, n)}, nil
+	case ortrun.Float16:
+		return &ortrun.Tensor{DType: dt, Shape: dims, Data: make([]uint16, n)}, nil
+	}
+	return nil, fmt.Errorf("element type %s: want float32 or float16", dt)
+}
+
+// UseAdapter feeds the parameters of an .onnx_adapter file (`ortq export --format
+// onnx-adapter`) as the model's LoRA inputs; each must name one, with its shape and type.
+func (m *Model) UseAdapter(path string) error {
+	ps, err := export.ReadAdapterFile(path)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		cur := m.extra[p.Name]
+		if cur == nil {
+			return fmt.Errorf("%s: parameter %q is not an input of %s: use the adapter made for this export", path, p.Name, m.Dir)
+		}
+		if ortrun.DType(p.DType) != cur.DType || !sameDims(p.Dims, cur.Shape) {
+			return fmt.Errorf("%s: parameter %q is %v of type %d, the model wants %v of %s", path, p.Name, p.Dims, p.DType, cur.Shape, cur.DType)
+		}
+		t, _ := zeros(cur.DType, cur.Shape)
+		switch d := t.Data.(type) {
+		case []float32:
+			for i := range d {
+				d[i] = math.Float32frombits(binary.LittleEndian.Uint32(p.Raw[4*i:]))
+			}
+		case []uint16:
+			for i := range d {
+				d[i] = binary.LittleEndian.Uint16(p.Raw[2*i:])
+			}
+		}
+		m.extra[p.Name] = t
+	}
+	return nil
+}
+
+// AdapterInputs is the number of inputs beyond the decoder's own (LoRA tensors).
+func (m *Model) AdapterInputs() int { return len(m.extra) }
+
+func sameDims(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Close releases the session (and the temporary copy of an onnx-adapter graph).
+func (m *Model) Close() error {
+	defer m.removeTemp()
+	return m.sess.Close()
+}
 
 // State is one sequence's KV cache and position.
 type State struct {
@@ -117,6 +258,9 @@ func (m *Model) Forward(st *State, ids []int64) ([]float32, error) {
 		export.PositionIDs:   {DType: ortrun.Int64, Shape: []int64{1, n}, Data: pos},
 	}
 	for k, v := range st.past {
+		in[k] = v
+	}
+	for k, v := range m.extra {
 		in[k] = v
 	}
 	out, err := m.sess.Run(in, nil)

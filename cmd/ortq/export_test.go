@@ -41,6 +41,7 @@ func TestExportGenerateCLI(t *testing.T) {
 		{"base", nil},
 		{"lora", []string{"--adapter", init}},
 		{"merged", []string{"--adapter", init, "--merge"}},
+		{"onnx-adapter", []string{"--adapter", init, "--format", "onnx-adapter"}},
 	} {
 		out := filepath.Join(dir, c.name)
 		if err := run(t, append([]string{"export", "--artifacts", art, "--out", out, "--quiet"}, c.args...)...); err != nil {
@@ -61,6 +62,18 @@ func TestExportGenerateCLI(t *testing.T) {
 		}
 		if strings.TrimSpace(a) == "" || a != b {
 			t.Errorf("%s: --prompt gave %q, stdin %q", c.name, a, b)
+		}
+		if c.name == "base" {
+			_, err := runOut(t, "", "generate", "--model", out, "--prompt", "x", "--adapter", init)
+			if err == nil || !strings.Contains(err.Error(), "--format onnx-adapter") {
+				t.Errorf("--adapter on a model without LoRA inputs: %v", err)
+			}
+		}
+		if c.name == "onnx-adapter" { // lora_init's B is zero: the adapter changes nothing
+			n, err := runOut(t, "", "generate", "--model", out, "--prompt", "The history of", "--max-new-tokens", "12", "--threads", "1", "--quiet", "--adapter", "none")
+			if err != nil || n != a {
+				t.Errorf("--adapter none: %q (%v), with the adapter %q", n, err, a)
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ortq/ortq/export"
 	"github.com/ortq/ortq/generate"
 	"github.com/ortq/ortq/tokenize"
 	"github.com/spf13/cobra"
@@ -43,6 +44,7 @@ Greedy by default; --temperature > 0 samples, restricted by --top-k and --top-p,
 	f.Uint64("seed", 42, "seed for sampling")
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
+	f.String("adapter", "", "with a --format onnx-adapter export: the .onnx_adapter to apply (default: the export's adapter.onnx_adapter; \"none\": the base model)")
 	f.Bool("quiet", false, "no speed line on standard error")
 	return cmd
 }
@@ -84,6 +86,9 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	defer m.Close()
+	if err := useAdapter(m, dir, v.GetString("adapter")); err != nil {
+		return err
+	}
 	eos := append([]int(nil), m.Config.Model.EOS...)
 	if e, ok := tok.EOS(); ok {
 		eos = append(eos, e)
@@ -143,4 +148,22 @@ func promptIDs(tok *tokenize.Tokenizer, prompt string) ([]int64, error) {
 		return nil, usageError{fmt.Errorf("--prompt is empty: give some text")}
 	}
 	return ids, nil
+}
+
+// useAdapter applies an .onnx_adapter to a model exported with --format onnx-adapter: the
+// one named, else the export's own; "none" keeps the base model.
+func useAdapter(m *generate.Model, dir, adapter string) error {
+	if adapter == "none" {
+		return nil
+	}
+	if adapter == "" {
+		adapter = filepath.Join(dir, export.AdapterFile)
+		if _, err := os.Stat(adapter); err != nil {
+			return nil
+		}
+	}
+	if m.AdapterInputs() == 0 {
+		return usageError{fmt.Errorf("--adapter %q: the model in %s has no LoRA inputs: export it with --format onnx-adapter", adapter, dir)}
+	}
+	return m.UseAdapter(adapter)
 }
