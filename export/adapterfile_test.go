@@ -1,7 +1,9 @@
 package export
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/export/exporttest"
@@ -133,4 +135,40 @@ func runPrefill(t *testing.T, model string, man *manifest.Manifest, ids []int64,
 	}
 	defer out[0].Destroy()
 	return append([]float32(nil), out[0].(*ort.Tensor[float32]).GetData()...)
+}
+
+// TestReadAdapterFile: ortq reads back what it wrote (names, dims, type, bytes), and a
+// damaged file is an error naming it, never a panic.
+func TestReadAdapterFile(t *testing.T) {
+	dir := t.TempDir()
+	ad := &Adapter{Modules: []string{"m"}, A: map[string][]float32{"m": {1, 2, 3, 4, 5, 6}}, B: map[string][]float32{"m": {7, 8, 9, 10}},
+		Shape: map[string][2][]int64{"m": {{2, 3}, {2, 2}}}}
+	good := filepath.Join(dir, "a.onnx_adapter")
+	if err := WriteAdapterFile(good, ad, 1); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := ReadAdapterFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 2 || ps[0].Name != "base_model.model.m.lora_A.weight" || len(ps[0].Dims) != 2 || ps[0].Dims[1] != 3 || ps[1].DType != 1 || len(ps[1].Raw) != 16 {
+		t.Fatalf("read back %+v", ps)
+	}
+	b, _ := os.ReadFile(good)
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"truncated", b[:len(b)/2]},
+		{"identifier", append([]byte{0, 0, 0, 0, 'X', 'X', 'X', 'X'}, b[8:]...)},
+		{"root offset out of range", append([]byte{0xff, 0xff, 0xff, 0x7f}, b[4:]...)},
+		{"zeroed tail", append(append([]byte(nil), b[:40]...), make([]byte, len(b)-40)...)},
+	} {
+		p := filepath.Join(dir, c.name)
+		os.WriteFile(p, c.data, 0o644)
+		if _, err := ReadAdapterFile(p); err == nil || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: error %v does not name %s", c.name, err, p)
+		}
+	}
 }
