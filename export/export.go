@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/ortgraph"
 )
 
 // File names in an exported directory.
@@ -50,17 +51,8 @@ func Run(o Options) (*Result, error) {
 	if o.Format == "" {
 		o.Format = FormatONNX
 	}
-	if o.Format != FormatONNX && o.Format != FormatONNXAdapter {
-		return nil, fmt.Errorf("--format %q: use onnx or onnx-adapter", o.Format)
-	}
-	if o.Format == FormatONNXAdapter && (o.Adapter == "" || o.Merge) {
-		return nil, fmt.Errorf("--format onnx-adapter needs --adapter and cannot be combined with --merge")
-	}
-	if o.Merge && o.Adapter == "" {
-		return nil, fmt.Errorf("--merge needs --adapter")
-	}
-	if st, err := os.Stat(o.Out); err == nil && (!o.Force || !st.IsDir()) {
-		return nil, fmt.Errorf("output %q exists: pass --force to replace it", o.Out)
+	if err := o.check(); err != nil {
+		return nil, err
 	}
 	s, err := Open(o.Artifacts, o.HFConfig)
 	if err != nil {
@@ -85,6 +77,28 @@ func Run(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return write(o, s, ad, mode, m)
+}
+
+// check refuses option combinations that make no sense, naming the flags.
+func (o *Options) check() error {
+	switch {
+	case o.Format != FormatONNX && o.Format != FormatONNXAdapter:
+		return fmt.Errorf("--format %q: use onnx or onnx-adapter", o.Format)
+	case o.Format == FormatONNXAdapter && (o.Adapter == "" || o.Merge):
+		return fmt.Errorf("--format onnx-adapter needs --adapter and cannot be combined with --merge")
+	case o.Merge && o.Adapter == "":
+		return fmt.Errorf("--merge needs --adapter")
+	}
+	if st, err := os.Stat(o.Out); err == nil && (!o.Force || !st.IsDir()) {
+		return fmt.Errorf("output %q exists: pass --force to replace it", o.Out)
+	}
+	return nil
+}
+
+// write fills a temporary sibling of o.Out (model, adapter file, genai_config.json,
+// tokenizer) and swaps it into place.
+func write(o Options, s *Source, ad *Adapter, mode LoRAMode, m *ortgraph.Model) (*Result, error) {
 	parent := filepath.Dir(filepath.Clean(o.Out))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
@@ -117,8 +131,7 @@ func Run(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res.Files = append(res.Files, copied...)
-	res.Warnings = append(res.Warnings, warn...)
+	res.Files, res.Warnings = append(res.Files, copied...), warn
 	// MkdirTemp/CreateTemp make owner-only entries; an exported model is ordinary files.
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, err

@@ -93,32 +93,11 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 	if e, ok := tok.EOS(); ok {
 		eos = append(eos, e)
 	}
-	// The prompt is printed first, then the text as it grows (decoded with the prompt, so
-	// the first new word gets its separating space).
-	var text []int
-	for _, id := range ids {
-		text = append(text, int(id))
-	}
-	printed, err := tok.Decode(text, true)
+	printer, err := newPrinter(tok, ids, stdout)
 	if err != nil {
 		return err
 	}
-	fmt.Fprint(stdout, printed)
-	_, st, err := m.Generate(ids, generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler, EOS: eos,
-		OnToken: func(id int) error {
-			// Decode the whole text and print what it adds: tokenizers join pieces
-			// (Metaspace, byte fallback), so one token's text alone can be wrong.
-			text = append(text, id)
-			s, err := tok.Decode(text, true)
-			if err != nil {
-				return err
-			}
-			if strings.HasPrefix(s, printed) {
-				fmt.Fprint(stdout, s[len(printed):])
-				printed = s
-			}
-			return nil
-		}})
+	_, st, err := m.Generate(ids, generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler, EOS: eos, OnToken: printer})
 	fmt.Fprintln(stdout)
 	if err != nil {
 		return err
@@ -166,4 +145,32 @@ func useAdapter(m *generate.Model, dir, adapter string) error {
 		return usageError{fmt.Errorf("--adapter %q: the model in %s has no LoRA inputs: export it with --format onnx-adapter", adapter, dir)}
 	}
 	return m.UseAdapter(adapter)
+}
+
+// newPrinter prints the prompt and returns the OnToken callback that prints the text as it
+// grows: the whole text is decoded again each time and what it adds is printed, because
+// tokenizers join pieces (Metaspace spaces, byte fallback), so one token's text alone can
+// be wrong; decoding with the prompt gives the first new word its separating space.
+func newPrinter(tok *tokenize.Tokenizer, prompt []int64, w io.Writer) (func(int) error, error) {
+	var text []int
+	for _, id := range prompt {
+		text = append(text, int(id))
+	}
+	printed, err := tok.Decode(text, true)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprint(w, printed)
+	return func(id int) error {
+		text = append(text, id)
+		s, err := tok.Decode(text, true)
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(s, printed) {
+			fmt.Fprint(w, s[len(printed):])
+			printed = s
+		}
+		return nil
+	}, nil
 }
