@@ -104,6 +104,7 @@ func TestExportBadInput(t *testing.T) {
 		{"damaged adapter", []string{"export", "--artifacts", art, "--out", out, "--adapter", bad}, bad},
 		{"missing adapter", []string{"export", "--artifacts", art, "--out", out, "--adapter", filepath.Join(dir, "none.safetensors")}, "none.safetensors"},
 		{"bad hf config", []string{"export", "--artifacts", art, "--out", out, "--hf-config", filepath.Join(dir, "nope.json")}, "--hf-config"},
+		{"other model's config", []string{"export", "--artifacts", art, "--out", out, "--hf-config", filepath.Join("..", "..", "hfimport", "testdata", "hf", "llama32", "config.json")}, "num_hidden_layers 2, the artifacts have 4"},
 		{"out exists", []string{"export", "--artifacts", art, "--out", existing}, "--force"},
 		{"generate no model", []string{"generate", "--prompt", "x"}, "--model"},
 		{"generate not an export", []string{"generate", "--model", art, "--prompt", "x"}, art},
