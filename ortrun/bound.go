@@ -60,7 +60,19 @@ type Binding struct {
 	s    *Session
 	b    *ort.IoBinding
 	opts *ort.RunOptions
+	// warm holds the options of the runs before capture (gpu_graph_id −1) and warmLeft how
+	// many remain: see GraphWarmupRuns.
+	warm     *ort.RunOptions
+	warmLeft int
 }
+
+// GraphWarmupRuns is how many runs of each Binding go uncaptured before its CUDA graph is
+// captured. A capture records the kernels without running them and fails on anything a
+// stream may not do while capturing: a cudaMalloc when the memory arena grows, the creation
+// of a cuBLAS workspace, a pinned host buffer. Plain runs first leave all of that allocated,
+// so the capture only reuses it (measured on an H200: capturing the first run fails with
+// "operation failed due to a previous error during capture").
+const GraphWarmupRuns = 2
 
 // Bind binds every graph input and output to a buffer. graphID selects the CUDA graph the
 // runs capture and replay (ONNX Runtime's gpu_graph_id: ≥ 1 for one graph per binding, −1 for
@@ -100,6 +112,13 @@ func (s *Session) Bind(inputs, outputs map[string]*Buffer, graphID int) (*Bindin
 		if err := bd.opts.AddConfigEntry("gpu_graph_id", strconv.Itoa(graphID)); err != nil {
 			return fail(err)
 		}
+		if bd.warm, err = ort.NewRunOptions(); err != nil {
+			return fail(err)
+		}
+		if err := bd.warm.AddConfigEntry("gpu_graph_id", "-1"); err != nil {
+			return fail(err)
+		}
+		bd.warmLeft = GraphWarmupRuns
 	}
 	return bd, nil
 }
@@ -133,7 +152,12 @@ func (b *Binding) Run() error {
 	if b.s.sess == nil {
 		return fmt.Errorf("run: session is closed")
 	}
-	if err := b.s.sess.RunWithBindingAndOptions(b.b, b.opts); err != nil {
+	opts := b.opts
+	if b.warmLeft > 0 {
+		opts = b.warm
+		b.warmLeft--
+	}
+	if err := b.s.sess.RunWithBindingAndOptions(b.b, opts); err != nil {
 		return err
 	}
 	return b.b.SynchronizeBoundOutputs()
@@ -141,9 +165,11 @@ func (b *Binding) Run() error {
 
 // Close releases the binding (not the buffers).
 func (b *Binding) Close() {
-	if b.opts != nil {
-		b.opts.Destroy()
-		b.opts = nil
+	for _, o := range []**ort.RunOptions{&b.opts, &b.warm} {
+		if *o != nil {
+			(*o).Destroy()
+			*o = nil
+		}
 	}
 	if b.b != nil {
 		b.b.Destroy()

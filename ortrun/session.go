@@ -132,6 +132,9 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 			return fail("turning memory patterns off", err)
 		}
 	}
+	if os.Getenv("ORTQ_ORT_VERBOSE") == "1" {
+		o.LogVerbose = true // ORTQ_ORT_VERBOSE=1: every session logs verbosely (experiments)
+	}
 	if o.LogVerbose {
 		if err := so.SetLogSeverityLevel(ort.LoggingLevelVerbose); err != nil {
 			return fail("setting the log level", err)

@@ -4,7 +4,7 @@
 # PyTorch+PEFT peer in the same call:
 #   1. synth (4-bit) + prepare --check-placement (all four graphs) unless /tmp/k-a exists
 #      (REUSE=1 keeps it from an earlier call on the same warm machine);
-#   2. per micro-batch in MBS: `ortq bench --sweep step=$STEPKINDS` and the peer;
+#   2. per micro-batch in MBS: `ortq bench --step X` for each X in STEPKINDS, and the peer;
 #   3. a summary: median step, peak GPU (NVML), ONNX Runtime's arena, notes, ratios to the
 #      peer, and the largest relative difference of each point's per-step losses from the
 #      host step's (same batches, same dropout seeds).
@@ -22,9 +22,11 @@ if [ "${REUSE:-0}" != 1 ] || [ ! -f /tmp/k-a/manifest.json ]; then
   log "prepare + check-placement rc $?: $(grep -c 'COMPUTE ON CPU' "$OUT/placement.txt") compute nodes on the CPU"
 fi
 for mb in $MBS; do
-  timeout 330 $Q bench --artifacts /tmp/k-a --device cuda --micro-batch $mb --seq-len 512 --steps $STEPS --warmup 3 \
-    --recompute layer --sweep step=$STEPKINDS --quiet ${BENCH_ARGS:-} --out "$OUT/ortq-mb$mb" > "$OUT/ortq-mb$mb.txt" 2>&1
-  log "ortq mb$mb rc $?"
+  for st in ${STEPKINDS//,/ }; do
+    timeout 200 $Q bench --artifacts /tmp/k-a --device cuda --micro-batch $mb --seq-len 512 --steps $STEPS --warmup 3 \
+      --recompute layer --step $st --quiet ${BENCH_ARGS:-} --out "$OUT/ortq-mb$mb-$st" > "$OUT/ortq-mb$mb-$st.txt" 2>&1
+    log "ortq mb$mb $st rc $?"
+  done
   if [ "${SKIP_PEER:-0}" != 1 ]; then
     timeout 200 python3 bench/peer/torch_peft.py --preset $PRESET --micro-batch $mb --seq-len 512 --steps $STEPS --warmup 3 \
       --recompute layer --out "$OUT/peer-mb$mb.json" > "$OUT/peer-mb$mb.txt" 2>&1
@@ -44,10 +46,11 @@ for mb in sys.argv[2:]:
         p = d["points"][0] if "points" in d else d
         peer = p["step_time"]["p50_ms"]
         print(f"mb{mb} peer: p50 {peer:.1f} ms, peak {p.get('peak_gpu_bytes', 0) / G:.2f} GiB")
-    f = os.path.join(out, f"ortq-mb{mb}", "report.json")
-    if not os.path.exists(f):
-        print(f"mb{mb}: no ortq report"); continue
-    pts = json.load(open(f))["points"]
+    pts = []
+    for d in sorted(os.listdir(out)):
+        f = os.path.join(out, d, "report.json")
+        if d.startswith(f"ortq-mb{mb}-") and os.path.exists(f):
+            pts += json.load(open(f))["points"]
     host = next((p for p in pts if p["params"].get("step", "host") == "host"), None)
     for p in pts:
         st = p["params"].get("step", "host")

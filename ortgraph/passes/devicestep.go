@@ -174,17 +174,76 @@ func feedParams(g *ortgraph.Graph, ps []stepParam, layout []manifest.FlatParam, 
 	for i, l := range layout {
 		sizes[i] = l.Size
 	}
-	parts := []string{flat}
-	if len(ps) > 1 {
-		parts = g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{flat, g.ConstI64(sizes...)}, NOut: len(ps), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
-	}
+	parts := splitTree(g, flat, sizes)
 	for i, p := range ps {
-		g.SetType(parts[i], ortgraph.TensorType(ortgraph.Float, []int64{sizes[i]}))
 		v := g.Op("Reshape", []string{parts[i], g.ConstI64(p.shape...)})
 		g.SetType(v, ortgraph.TensorType(ortgraph.Float, p.shape))
 		g.ReplaceUses(p.name, v)
 		removeInput(g, p.name)
 	}
+}
+
+// maxKernelArgs is the most inputs (Concat) or outputs (Split) whose pointers ONNX Runtime's
+// CUDA kernels take as kernel arguments; beyond it they copy a pointer table from pinned host
+// memory, which a captured CUDA graph would replay from a buffer freed after the capture.
+const maxKernelArgs = 32
+
+// splitTree splits the vector flat into parts of the given sizes with Splits of at most
+// maxKernelArgs outputs (a second level of Splits when there are more parts).
+func splitTree(g *ortgraph.Graph, flat string, sizes []int64) []string {
+	return splitTreeTyped(g, flat, sizes, func(n int64) *onnxpb.TypeProto { return ortgraph.TensorType(ortgraph.Float, []int64{n}) })
+}
+
+// splitTreeTyped is splitTree along axis 0 of any tensor; typeOf gives the type of a part
+// of n rows.
+func splitTreeTyped(g *ortgraph.Graph, flat string, sizes []int64, typeOf func(n int64) *onnxpb.TypeProto) []string {
+	if len(sizes) == 1 {
+		return []string{flat}
+	}
+	if len(sizes) <= maxKernelArgs {
+		outs := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{flat, g.ConstI64(sizes...)}, NOut: len(sizes), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
+		for i, o := range outs {
+			g.SetType(o, typeOf(sizes[i]))
+		}
+		return outs
+	}
+	groups := chunks(len(sizes))
+	sums := make([]int64, len(groups))
+	for i, gr := range groups {
+		for _, n := range sizes[gr[0]:gr[1]] {
+			sums[i] += n
+		}
+	}
+	var out []string
+	for i, part := range splitTreeTyped(g, flat, sums, typeOf) {
+		out = append(out, splitTreeTyped(g, part, sizes[groups[i][0]:groups[i][1]], typeOf)...)
+	}
+	return out
+}
+
+// concatTree concatenates vectors with Concats of at most maxKernelArgs inputs.
+func concatTree(g *ortgraph.Graph, parts []string) string {
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	if len(parts) <= maxKernelArgs {
+		return g.Op("Concat", parts, ortgraph.AInt("axis", 0))
+	}
+	var level []string
+	for _, gr := range chunks(len(parts)) {
+		level = append(level, concatTree(g, parts[gr[0]:gr[1]]))
+	}
+	return concatTree(g, level)
+}
+
+// chunks cuts n items into ⌈n / maxKernelArgs⌉ runs of nearly equal length, as [start, end).
+func chunks(n int) [][2]int {
+	k := (n + maxKernelArgs - 1) / maxKernelArgs
+	out := make([][2]int, k)
+	for i := range out {
+		out[i] = [2]int{i * n / k, (i + 1) * n / k}
+	}
+	return out
 }
 
 // optimizerStep appends accumulation, the overflow check and AdamW; it returns the value of
@@ -204,10 +263,7 @@ func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc [
 		}
 		flat[i] = f(g.Op("Reshape", []string{gv, g.ConstI64(-1)}), ortgraph.NumElements(p.shape))
 	}
-	grads := flat[0]
-	if len(flat) > 1 {
-		grads = f(g.Op("Concat", flat, ortgraph.AInt("axis", 0)), n)
-	}
+	grads := concatTree(g, flat)
 	zero := g.ConstF(ortgraph.Float, 0)
 	keep := g.Op("Cast", []string{sc[manifest.StepScalarKeep]}, ortgraph.AInt("to", int64(ortgraph.Bool)))
 	// Where, not a multiply by keep: a skipped step leaves Inf/NaN in the accumulator.

@@ -137,16 +137,14 @@ func (h *dropoutHash) columns(in int64) {
 	idx := g.Op("Add", []string{start, g.Op("Range", []string{g.ScalarI64(0), g.ScalarI64(in), g.ScalarI64(1)})}) // [modules, in]: m·stride + c
 	table := h.factor(h.mix(h.modP(g.Op("Add", []string{idx, h.offC}))))
 	g.SetType(table, ortgraph.TensorType(ortgraph.Int32, []int64{int64(len(mods)), in}))
-	outs := []string{table}
-	if len(mods) > 1 {
-		ones := make([]int64, len(mods))
-		for i := range ones {
-			ones[i] = 1
-		}
-		outs = g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{table, g.ConstI64(ones...)}, NOut: len(mods), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
+	ones := make([]int64, len(mods))
+	for i := range ones {
+		ones[i] = 1
 	}
+	// At most maxKernelArgs outputs per Split, so that a CUDA graph can capture it (a
+	// 28-layer q/v model has 56 modules of one width).
+	outs := splitTreeTyped(g, table, ones, func(n int64) *onnxpb.TypeProto { return ortgraph.TensorType(ortgraph.Int32, []int64{n, in}) })
 	for i, m := range mods {
-		g.SetType(outs[i], ortgraph.TensorType(ortgraph.Int32, []int64{1, in}))
 		h.cols[int(m)] = outs[i]
 	}
 }
