@@ -45,6 +45,7 @@ Greedy by default; --temperature > 0 samples, restricted by --top-k and --top-p,
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.String("adapter", "", "with a --format onnx-adapter export: the .onnx_adapter to apply (default: the export's adapter.onnx_adapter; \"none\": the base model)")
+	f.Bool("ignore-eos", false, "do not stop at EOS: always --max-new-tokens tokens (benchmarks)")
 	f.Bool("quiet", false, "no speed line on standard error")
 	return cmd
 }
@@ -89,9 +90,12 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 	if err := useAdapter(m, dir, v.GetString("adapter")); err != nil {
 		return err
 	}
-	eos := append([]int(nil), m.Config.Model.EOS...)
-	if e, ok := tok.EOS(); ok {
-		eos = append(eos, e)
+	var eos []int
+	if !v.GetBool("ignore-eos") {
+		eos = append(eos, m.Config.Model.EOS...)
+		if e, ok := tok.EOS(); ok {
+			eos = append(eos, e)
+		}
 	}
 	printer, err := newPrinter(tok, ids, stdout)
 	if err != nil {
