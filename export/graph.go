@@ -101,7 +101,10 @@ func (b *builder) build() error {
 			g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: n, Type: sym(dt, "batch_size", kv, "past_sequence_length", hd)})
 		}
 	}
-	g.P.Output = []*onnxpb.ValueInfoProto{{Name: Logits, Type: sym(dt, "batch_size", "sequence_length", strconv.Itoa(c.VocabSize))}}
+	// Logits are float32 whatever the graph's type (a float16 graph casts them, exactly):
+	// sampling reads them as float32, and onnxruntime_go returns no float16 tensor it
+	// allocated itself (a device-resident run's logits are such a tensor).
+	g.P.Output = []*onnxpb.ValueInfoProto{{Name: Logits, Type: sym(ortgraph.Float, "batch_size", "sequence_length", strconv.Itoa(c.VocabSize))}}
 	g.Reindex()
 
 	h := g.Add(ortgraph.NodeSpec{Op: "Gather", Inputs: []string{b.copyInit(b.s.Embed), InputIDs}, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}, Name: "/model/embed_tokens/Gather"})[0]
@@ -119,6 +122,9 @@ func (b *builder) build() error {
 	y, err := b.linear("lm_head", h)
 	if err != nil {
 		return err
+	}
+	if dt != ortgraph.Float {
+		y = g.Op("Cast", []string{y}, ortgraph.AInt("to", int64(ortgraph.Float)))
 	}
 	g.Add(ortgraph.NodeSpec{Op: "Identity", Inputs: []string{y}, Name: "/lm_head/Identity"})
 	g.P.Node[len(g.P.Node)-1].Output[0] = Logits

@@ -5,8 +5,7 @@
 //
 // Why not onnxruntime-genai: it is a separate C++ library with its own release cadence; the
 // exported folder stays loadable by it (genai_config.json), but ortq itself needs nothing
-// beyond the ONNX Runtime it already drives. The cache lives in Go memory between runs
-// (ortrun's sessions take and return host tensors): on CUDA each step copies it to the
-// device and back, which costs time proportional to the context but keeps this package
-// free of device buffers.
+// beyond the ONNX Runtime it already drives. On the CPU the cache lives in Go memory between
+// runs (ortrun's sessions take and return host tensors); on CUDA it stays in the session's
+// device memory (resident.go), so a step moves only its ids in and its logits out.
 package generate

@@ -55,6 +55,7 @@ func (m *Model) Generate(prompt []int64, o Options) ([]int64, Stats, error) {
 		eos[e] = true
 	}
 	state := m.NewState()
+	defer state.Close()
 	var out []int64
 	in := prompt
 	for len(out) < o.MaxNewTokens {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/ortq/ortq/export"
 	"github.com/ortq/ortq/ortgraph"
@@ -25,10 +26,22 @@ type Model struct {
 	vocab   int
 	extra   map[string]*ortrun.Tensor // LoRA inputs of an onnx-adapter export
 	tmp     string                    // temporary copy of such a graph, removed by Close
+	// resident: the cache stays in the session's device memory (resident.go).
+	resident bool
+	copier   *ortrun.Copier
+	extraBuf map[string]*ortrun.Buffer
 }
 
-// Open reads dir/genai_config.json and opens its decoder with opts.
+// Open reads dir/genai_config.json and opens its decoder with opts; on CUDA the KV cache
+// stays in device memory between steps (OpenWith).
 func Open(dir string, opts ortrun.Options) (*Model, error) {
+	return OpenWith(dir, opts, strings.HasPrefix(strings.ToLower(opts.Device), "cuda"))
+}
+
+// OpenWith is Open with the choice of a device-resident cache (resident.go) or one that
+// goes through Go memory every step (the better choice on the CPU, where both are host
+// memory and the resident path only adds binding work).
+func OpenWith(dir string, opts ortrun.Options, resident bool) (*Model, error) {
 	cfg, err := export.ReadGenAIConfig(filepath.Join(dir, export.GenAIConfigFile))
 	if err != nil {
 		return nil, err
@@ -52,6 +65,13 @@ func Open(dir string, opts ortrun.Options) (*Model, error) {
 	if m.sess, err = ortrun.NewSession(path, opts); err != nil {
 		m.removeTemp()
 		return nil, err
+	}
+	if resident {
+		m.resident, m.copier, m.extraBuf = true, ortrun.NewCopier(opts), map[string]*ortrun.Buffer{}
+		if err := m.uploadExtra(); err != nil {
+			m.Close()
+			return nil, err
+		}
 	}
 	return m, nil
 }
@@ -180,6 +200,9 @@ func (m *Model) UseAdapter(path string) error {
 		}
 		m.extra[p.Name] = t
 	}
+	if m.resident {
+		return m.uploadExtra()
+	}
 	return nil
 }
 
@@ -201,15 +224,27 @@ func sameDims(a, b []int64) bool {
 // Close releases the session (and the temporary copy of an onnx-adapter graph).
 func (m *Model) Close() error {
 	defer m.removeTemp()
+	if m.copier != nil {
+		closeAll(m.extraBuf)
+		m.copier.Close()
+	}
 	return m.sess.Close()
 }
 
-// State is one sequence's KV cache and position.
+// State is one sequence's KV cache and position. Close it when done (a resident cache
+// holds device memory).
 type State struct {
 	past map[string]*ortrun.Tensor
+	bufs map[string]*ortrun.Buffer // resident cache (allocated by the first Forward)
 	pos  int
 	// pad is the number of masked slots at the cache's start (see NewState).
 	pad int
+}
+
+// Close frees a resident cache.
+func (st *State) Close() {
+	closeAll(st.bufs)
+	st.bufs = nil
 }
 
 // NewState returns an empty cache. A float16 cache starts with one masked slot instead of
@@ -244,6 +279,11 @@ func (m *Model) Forward(st *State, ids []int64) ([]float32, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("generate: no tokens to run")
 	}
+	if m.resident && st.bufs == nil {
+		if err := m.residentPast(st); err != nil {
+			return nil, err
+		}
+	}
 	mask := make([]int64, st.pad+total)
 	pos := make([]int64, n)
 	for i := st.pad; i < len(mask); i++ {
@@ -256,6 +296,13 @@ func (m *Model) Forward(st *State, ids []int64) ([]float32, error) {
 		export.InputIDs:      {DType: ortrun.Int64, Shape: []int64{1, n}, Data: ids},
 		export.AttentionMask: {DType: ortrun.Int64, Shape: []int64{1, int64(len(mask))}, Data: mask},
 		export.PositionIDs:   {DType: ortrun.Int64, Shape: []int64{1, n}, Data: pos},
+	}
+	if m.resident {
+		logits, err := m.forwardResident(st, in, n, int64(len(mask)))
+		if err == nil {
+			st.pos = total
+		}
+		return logits, err
 	}
 	for k, v := range st.past {
 		in[k] = v
