@@ -126,6 +126,9 @@ func ReadAdapterFile(path string) (params []AdapterParam, err error) {
 		return nil, nil
 	}
 	vec, n := root.Vector(o), root.VectorLen(o)
+	if n < 0 || n > len(buf)/4 {
+		return nil, fmt.Errorf("%s: damaged adapter file (%d parameters in %d bytes)", path, n, len(buf))
+	}
 	for i := 0; i < n; i++ {
 		p := &flatbuffers.Table{Bytes: buf, Pos: root.Indirect(vec + flatbuffers.UOffsetT(4*i))}
 		var ap AdapterParam
@@ -134,6 +137,9 @@ func ReadAdapterFile(path string) (params []AdapterParam, err error) {
 		}
 		if f := flatbuffers.UOffsetT(p.Offset(6)); f != 0 {
 			dv, dn := p.Vector(f), p.VectorLen(f)
+			if dn < 0 || dn > 8 {
+				return nil, fmt.Errorf("%s: damaged adapter file (parameter %q has %d dims)", path, ap.Name, dn)
+			}
 			for k := 0; k < dn; k++ {
 				ap.Dims = append(ap.Dims, p.GetInt64(dv+flatbuffers.UOffsetT(8*k)))
 			}

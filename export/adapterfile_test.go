@@ -172,3 +172,23 @@ func TestReadAdapterFile(t *testing.T) {
 		}
 	}
 }
+
+// FuzzReadAdapterFile: any bytes give parameters or an error, never a panic or a hang.
+func FuzzReadAdapterFile(f *testing.F) {
+	dir := f.TempDir()
+	good := filepath.Join(dir, "seed.onnx_adapter")
+	ad := &Adapter{Modules: []string{"m"}, A: map[string][]float32{"m": {1, 2}}, B: map[string][]float32{"m": {3, 4}},
+		Shape: map[string][2][]int64{"m": {{1, 2}, {2, 1}}}}
+	if err := WriteAdapterFile(good, ad, 1); err != nil {
+		f.Fatal(err)
+	}
+	b, _ := os.ReadFile(good)
+	f.Add(b)
+	f.Add(b[:len(b)-3])
+	f.Add([]byte("\x10\x00\x00\x00TORT"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "a.onnx_adapter")
+		os.WriteFile(p, data, 0o644)
+		ReadAdapterFile(p)
+	})
+}
