@@ -2,6 +2,7 @@ package export
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/export/exporttest"
@@ -13,12 +14,14 @@ import (
 // token at a time through its KV cache, gives the logits transformers' own fp32 forward gave
 // (ref.safetensors' logits_fp32, eager attention, committed with the checkpoint fixtures by
 // testdata/gen/make_hf_checkpoints.py) for the batch's unpadded 10-token row, within 1e-4:
-// llama32 (GQA, tied embeddings, llama3 rotary scaling, head_dim ≠ hidden/heads) and llama2
-// (multi-head, untied).
+// llama32 (GQA, tied embeddings, llama3 rotary scaling, head_dim ≠ hidden/heads), llama2
+// (multi-head, untied), and llama32 imported with the opset-23 fused ops (its norms are
+// RMSNormalization nodes).
 func TestDecodeMatchesTransformers(t *testing.T) {
 	ortruntest.Lib(t)
-	for _, variant := range []string{"llama32", "llama2"} {
-		art := exporttest.Artifacts(t, variant+"-fp32")
+	for _, fixture := range []string{"llama32-fp32", "llama2-fp32", "llama32-fp32-fused"} {
+		variant := strings.Split(fixture, "-")[0]
+		art := exporttest.Artifacts(t, fixture)
 		ref, err := safetensors.ReadFile(filepath.Join(exporttest.RepoRoot(), "hfimport", "testdata", "hf", variant, "ref.safetensors"))
 		if err != nil {
 			t.Fatal(err)
@@ -44,9 +47,9 @@ func TestDecodeMatchesTransformers(t *testing.T) {
 		}
 		got := decodeLogits(t, filepath.Join(out, d.Filename), d.Layers, d.KVHeads, d.HeadSize, ids, pieces)
 		diff := maxAbsDiff(want, got)
-		t.Logf("%s: max |Δlogit| vs transformers %.3g over %d tokens", variant, diff, seq)
+		t.Logf("%s: max |Δlogit| vs transformers %.3g over %d tokens", fixture, diff, seq)
 		if diff > 1e-4 {
-			t.Errorf("%s: max |Δlogit| vs transformers %.3g > 1e-4", variant, diff)
+			t.Errorf("%s: max |Δlogit| vs transformers %.3g > 1e-4", fixture, diff)
 		}
 	}
 }

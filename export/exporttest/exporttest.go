@@ -53,7 +53,8 @@ var (
 // llama2, ...) with its float32 weights as they are (--bits 16), which Hugging Face
 // references compare against; "-fp16" imports the checkpoint as float16 (then "-fp32" is
 // not given: the weights are 4-bit, activations float16); a "-chunked" suffix prepares with
-// --loss-chunks 4.
+// --loss-chunks 4, "-fused" imports with the opset-23 ops (RMSNormalization, RotaryEmbedding,
+// Attention). Suffixes go in that order: llama32-fp32-fused.
 func Artifacts(t testing.TB, name string) string {
 	t.Helper()
 	fixturesMu.Lock()
@@ -75,7 +76,9 @@ func Artifacts(t testing.TB, name string) string {
 		case "default":
 			o.Model, _, f.err = defaultmodel.Extract(filepath.Join(dir, "model"))
 		default:
-			variant, chunked := strings.CutSuffix(name, "-chunked")
+			variant, fused := strings.CutSuffix(name, "-fused")
+			ops := map[bool]string{false: "decomposed", true: "fused"}[fused]
+			variant, chunked := strings.CutSuffix(variant, "-chunked")
 			if chunked {
 				o.LossChunks = 4
 			}
@@ -87,7 +90,7 @@ func Artifacts(t testing.TB, name string) string {
 				o.Bits = 16
 			}
 			var res *hfimport.Result
-			res, f.err = hfimport.Import(hfimport.ImportOptions{HF: ck, Common: hfimport.Common{Out: filepath.Join(dir, "onnx"), DType: dtype, Quantize: !fp32, BlockSize: 32}})
+			res, f.err = hfimport.Import(hfimport.ImportOptions{HF: ck, Common: hfimport.Common{Out: filepath.Join(dir, "onnx"), DType: dtype, Quantize: !fp32, BlockSize: 32, Ops: ops}})
 			if f.err == nil {
 				o.Model, o.BaseModel = res.Model, ck
 				o.Targets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
