@@ -119,3 +119,36 @@ func TestExportBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestExportAfterCheckpointPrepare: `prepare --model HF_DIR` imports into a temporary
+// directory that is gone afterwards; export finds config.json in the checkpoint directory
+// prepare recorded, and genai_config.json carries its sizes and special tokens.
+func TestExportAfterCheckpointPrepare(t *testing.T) {
+	ortruntest.Lib(t)
+	dir := t.TempDir()
+	ck := filepath.Join("..", "..", "hfimport", "testdata", "hf", "llama32")
+	art, out := filepath.Join(dir, "art"), filepath.Join(dir, "export")
+	if err := run(t, "prepare", "--model", ck, "--out", art, "--quiet"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(t, "export", "--artifacts", art, "--out", out, "--tokenizer", "default", "--quiet"); err != nil {
+		t.Fatal(err)
+	}
+	gc, err := export.ReadGenAIConfig(filepath.Join(out, export.GenAIConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, d := gc.Model, gc.Model.Decoder
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"vocab", m.VocabSize, 128}, {"context", m.ContextLength, 128}, {"bos", m.BOS, 1}, {"eos", len(m.EOS) == 1 && m.EOS[0] == 2, true},
+		{"layers", d.Layers, 2}, {"heads", d.Heads, 4}, {"kv heads", d.KVHeads, 2}, {"head size", d.HeadSize, 16}, {"hidden", d.HiddenSize, 32},
+		{"past names", d.Inputs["past_key_names"], "past_key_values.%d.key"}, {"present names", d.Outputs["present_value_names"], "present.%d.value"},
+	} {
+		if c.got != c.want {
+			t.Errorf("genai_config.json %s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
