@@ -142,6 +142,11 @@ type Manifest struct {
 // changes every mask: it is part of the artifacts contract like FormatVersion.
 const DropoutSeedModulus = 536870909
 
+// DropoutMaxRows bounds the tokens of one micro-batch (rows × sequence) that the training
+// graphs' LoRA dropout masks: their row indices are the first entries of a constant table of
+// this length (ortgraph/passes/dropout.go).
+const DropoutMaxRows = 1 << 18
+
 // LoRAParam is one trainable LoRA tensor, a graph input named as in PEFT's state dict.
 type LoRAParam struct {
 	Name   string  `json:"name"`

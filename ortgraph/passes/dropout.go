@@ -172,7 +172,7 @@ func (h *dropoutHash) keep(x string, m int, p float64) (string, error) {
 		n := g.Op("Div", []string{g.Op("Size", []string{x}), g.ScalarI64(in)})
 		offR := h.mix(h.affine(s, 69069, 1))
 		h.offC = h.mix(h.affine(s, 1103515245%DropoutPrime, 12345))
-		r := g.Op("Range", []string{g.ScalarI64(0), n, g.ScalarI64(1)})
+		r := h.rowIndices(n)
 		h.rows = h.factor(h.mix(h.modP(g.Op("Add", []string{r, offR}))))
 		g.SetType(h.rows, ortgraph.SymTensorType(ortgraph.Int32, []string{"?"}))
 	}
@@ -190,6 +190,25 @@ func (h *dropoutHash) keep(x string, m int, p float64) (string, error) {
 	keep := g.Op("GreaterOrEqual", []string{u, h.threshold(p)})
 	g.SetType(keep, ortgraph.SymTensorType(ortgraph.Bool, g.SymDims(x)))
 	return keep, nil
+}
+
+// rowIndices is the int64 vector 0, 1, …, n−1, sliced from a constant int32 table rather
+// than made by Range: a Range whose limit is computed at run time keeps ONNX Runtime from
+// capturing the step in a CUDA graph (measured on an H200: CUDA failure 901 at the end of
+// the capture; with the row indices constant the same step captures).
+func (h *dropoutHash) rowIndices(n string) string {
+	g := h.g
+	name := "lora_dropout_row_index"
+	if g.Initializer(name) == nil {
+		v := make([]byte, 4*manifest.DropoutMaxRows)
+		for i := 0; i < manifest.DropoutMaxRows; i++ {
+			binary.LittleEndian.PutUint32(v[4*i:], uint32(i))
+		}
+		g.AddInitializer(ortgraph.BytesTensor(name, ortgraph.Int32, []int64{manifest.DropoutMaxRows}, v))
+	}
+	end := g.Op("Reshape", []string{n, g.ConstI64(1)})
+	r := g.Op("Slice", []string{name, g.ConstI64(0), end, g.ConstI64(0)})
+	return g.Op("Cast", []string{r}, ortgraph.AInt("to", int64(ortgraph.Int64)))
 }
 
 // threshold is T(p) as a 0-d int32 constant (shared when identical).
