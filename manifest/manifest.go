@@ -33,11 +33,14 @@ const (
 	RoleLabels        = "labels"
 	RoleLossScale     = "loss_scale"
 	RoleDropoutSeed   = "dropout_seed"
-	RoleLoRA          = "lora_param"
-	RoleLoss          = "loss"
-	RoleLossSum       = "loss_sum"
-	RoleTokenCount    = "token_count"
-	RoleGrad          = "grad"
+	// RoleDropoutRows is the int32 [batch, seq] input of LoRA dropout row factors,
+	// DropoutRowFactors(seed, batch·seq) for the run's dropout seed.
+	RoleDropoutRows = "dropout_rows"
+	RoleLoRA        = "lora_param"
+	RoleLoss        = "loss"
+	RoleLossSum     = "loss_sum"
+	RoleTokenCount  = "token_count"
+	RoleGrad        = "grad"
 	// RoleStepScalars is the device step's float32 vector of per-run scalars (StepScalar*).
 	RoleStepScalars = "step_scalars"
 	// RoleState and RoleStateNext are the device step's state vectors before and after the
@@ -141,11 +144,6 @@ type Manifest struct {
 // int64 arithmetic and eight times a residue, offset by −2^31, fits in int32. Changing it
 // changes every mask: it is part of the artifacts contract like FormatVersion.
 const DropoutSeedModulus = 536870909
-
-// DropoutMaxRows bounds the tokens of one micro-batch (rows × sequence) that the training
-// graphs' LoRA dropout masks: their row indices are the first entries of a constant table of
-// this length (ortgraph/passes/dropout.go).
-const DropoutMaxRows = 1 << 18
 
 // LoRAParam is one trainable LoRA tensor, a graph input named as in PEFT's state dict.
 type LoRAParam struct {

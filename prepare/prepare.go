@@ -442,6 +442,8 @@ func describe(g *ortgraph.Graph, file string) manifest.Graph {
 			return manifest.RoleLossScale, ""
 		case name == passes.DropoutSeedInput:
 			return manifest.RoleDropoutSeed, ""
+		case name == passes.DropoutRowsInput:
+			return manifest.RoleDropoutRows, ""
 		case name == passes.LossOutput:
 			return manifest.RoleLoss, ""
 		case name == passes.LossSumOutput:

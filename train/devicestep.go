@@ -145,6 +145,8 @@ func (s *deviceStepper) feedBuffer(io manifest.IO) (*ortrun.Buffer, error) {
 		return s.sess.NewBuffer(ortrun.Int64, []int64{int64(s.rows), int64(s.seq)})
 	case manifest.RoleDropoutSeed:
 		return s.sess.NewBuffer(ortrun.Int64, []int64{1})
+	case manifest.RoleDropoutRows:
+		return s.sess.NewBuffer(ortrun.Int32, []int64{int64(s.rows), int64(s.seq)})
 	case manifest.RoleStepScalars:
 		return s.sess.NewBuffer(ortrun.Float32, []int64{manifest.StepScalars})
 	}
@@ -251,6 +253,8 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: positions(s.rows, s.seq)}
 		case manifest.RoleDropoutSeed:
 			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{int64(seed % manifest.DropoutSeedModulus)}}
+		case manifest.RoleDropoutRows:
+			t = &ortrun.Tensor{DType: ortrun.Int32, Shape: shape, Data: manifest.DropoutRowFactors(int64(seed%manifest.DropoutSeedModulus), s.rows*s.seq)}
 		case manifest.RoleStepScalars:
 			t = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{manifest.StepScalars}, Data: sc}
 		}

@@ -185,6 +185,8 @@ func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossSca
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{1}, Data: []float32{lossScale}}
 		case manifest.RoleDropoutSeed:
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{int64(dropoutSeed % manifest.DropoutSeedModulus)}}
+		case manifest.RoleDropoutRows:
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int32, Shape: shape, Data: manifest.DropoutRowFactors(int64(dropoutSeed%manifest.DropoutSeedModulus), len(b.InputIDs))}
 		case manifest.RoleLoRA:
 			v, ok := params[io.Param]
 			if !ok {

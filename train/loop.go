@@ -125,9 +125,6 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	if err != nil {
 		return nil, err
 	}
-	if n := cfg.MicroBatch * maxBatchSeq(trainSet, cfg.PadMultiple); n > manifest.DropoutMaxRows {
-		return nil, fmt.Errorf("--micro-batch %d × sequence %d = %d tokens per micro-batch: the training graphs take at most %d; lower --micro-batch or --max-seq-len", cfg.MicroBatch, n/cfg.MicroBatch, n, manifest.DropoutMaxRows)
-	}
 	sched, err := NewSchedule(cfg.Schedule, cfg.Warmup, total)
 	if err != nil {
 		return nil, err

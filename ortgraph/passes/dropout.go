@@ -15,6 +15,10 @@ import (
 // masks of one run of the graph; a value in [0, DropoutPrime).
 const DropoutSeedInput = "lora_dropout_seed"
 
+// DropoutRowsInput is the training graph's int32 [batch, seq] input of row factors R
+// (manifest.DropoutRowFactors of the seed), one per token in row-major order.
+const DropoutRowsInput = "lora_dropout_rows"
+
 // DropoutPrime is the modulus of the small hashes the masks are built from. The training
 // loop feeds the seed input reduced by it, so its value is the artifacts contract's
 // manifest.DropoutSeedModulus (which says why this prime).
@@ -42,9 +46,10 @@ const dropoutColStride = 1 << 16
 // where mix is two rounds of multiply and square mod P = DropoutPrime, and offR, offC are
 // mix of affine maps of the seed. Only the product and the comparison touch every element
 // (two full-size int32 ops; int32 halves the traffic of int64), so a module costs
-// Mul + GreaterOrEqual + the Where that applies the mask. R (one per graph run) and the
+// Mul + GreaterOrEqual + the Where that applies the mask. R (one per token of the run) is
+// the graph's dropout_rows input, computed by the trainer (manifest.DropoutRowFactors); the
 // column table of all modules of one input width (one per width, handed to the modules by
-// a single Split) are small vectors computed with int64 ops mod P and cast to int32.
+// Splits) is computed in the graph with int64 ops mod P and cast to int32.
 //
 // Why a product: for an odd column factor C, R ↦ R·C permutes the odd residues mod 2^32,
 // so with R uniform over its range each column (and each module) keeps 1−p of the rows,
@@ -169,12 +174,13 @@ func (h *dropoutHash) keep(x string, m int, p float64) (string, error) {
 		return "", err
 	}
 	if h.rows == "" {
-		n := g.Op("Div", []string{g.Op("Size", []string{x}), g.ScalarI64(in)})
-		offR := h.mix(h.affine(s, 69069, 1))
 		h.offC = h.mix(h.affine(s, 1103515245%DropoutPrime, 12345))
-		r := h.rowIndices(n)
-		h.rows = h.factor(h.mix(h.modP(g.Op("Add", []string{r, offR}))))
-		g.SetType(h.rows, ortgraph.SymTensorType(ortgraph.Int32, []string{"?"}))
+		rows, err := h.rowsInput()
+		if err != nil {
+			g.Scope = saved
+			return "", err
+		}
+		h.rows = rows
 	}
 	if h.cols[m] == "" {
 		h.columns(in)
@@ -192,23 +198,18 @@ func (h *dropoutHash) keep(x string, m int, p float64) (string, error) {
 	return keep, nil
 }
 
-// rowIndices is the int64 vector 0, 1, …, n−1, sliced from a constant int32 table rather
-// than made by Range: a Range whose limit is computed at run time keeps ONNX Runtime from
-// capturing the step in a CUDA graph (measured on an H200: CUDA failure 901 at the end of
-// the capture; with the row indices constant the same step captures).
-func (h *dropoutHash) rowIndices(n string) string {
-	g := h.g
-	name := "lora_dropout_row_index"
-	if g.Initializer(name) == nil {
-		v := make([]byte, 4*manifest.DropoutMaxRows)
-		for i := 0; i < manifest.DropoutMaxRows; i++ {
-			binary.LittleEndian.PutUint32(v[4*i:], uint32(i))
-		}
-		g.AddInitializer(ortgraph.BytesTensor(name, ortgraph.Int32, []int64{manifest.DropoutMaxRows}, v))
+// rowsInput adds the row factors' graph input. The trainer computes R on the host: the
+// graph would need the token count (a Size or Shape read on the host) and a Range of that
+// length, and measured on an H200 that part of the mask is what kept ONNX Runtime from
+// capturing the step in a CUDA graph (CUDA failure 901 at the end of the capture; with R
+// an input, the same step captures).
+func (h *dropoutHash) rowsInput() (string, error) {
+	if err := h.g.Reserve(DropoutRowsInput); err != nil {
+		return "", err
 	}
-	end := g.Op("Reshape", []string{n, g.ConstI64(1)})
-	r := g.Op("Slice", []string{name, g.ConstI64(0), end, g.ConstI64(0)})
-	return g.Op("Cast", []string{r}, ortgraph.AInt("to", int64(ortgraph.Int64)))
+	h.g.P.Input = append(h.g.P.Input, &onnxpb.ValueInfoProto{Name: DropoutRowsInput, Type: ortgraph.SymTensorType(ortgraph.Int32, []string{"batch", "seq"})})
+	h.g.Reindex()
+	return DropoutRowsInput, nil
 }
 
 // threshold is T(p) as a 0-d int32 constant (shared when identical).
@@ -232,23 +233,13 @@ func dropoutThreshold(p float64) int32 {
 }
 
 // dropoutMix is mix in Go.
-func dropoutMix(v int64) int64 {
-	const P = DropoutPrime
-	v = v * 48271 % P
-	v = (v*v + 12345) % P
-	v = (v*69621 + 11) % P
-	return (v*v + 777) % P
-}
+func dropoutMix(v int64) int64 { return manifest.DropoutMix(v) }
 
 // dropoutFactor is F in Go.
-func dropoutFactor(h int64) int32 { return int32(8*h + 1 - 1<<31) }
+func dropoutFactor(h int64) int32 { return manifest.DropoutFactor(h) }
 
 // dropoutRowFactor and dropoutColFactor are R[row] and C[m][col] under seed.
-func dropoutRowFactor(seed, row int64) int32 {
-	const P = DropoutPrime
-	off := dropoutMix((seed*69069 + 1) % P)
-	return dropoutFactor(dropoutMix((row + off) % P))
-}
+func dropoutRowFactor(seed, row int64) int32 { return manifest.DropoutRowFactor(seed, row) }
 
 func dropoutColFactor(seed int64, m int, col int64) int32 {
 	const P = DropoutPrime

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortrun"
@@ -71,6 +72,7 @@ func TestDropoutHashMatchesReference(t *testing.T) {
 			"x":              {DType: ortrun.Float16, Shape: []int64{rows, seq, wide}, Data: make([]uint16, rows*seq*wide)},
 			"y":              {DType: ortrun.Float16, Shape: []int64{rows, seq, narrow}, Data: make([]uint16, rows*seq*narrow)},
 			DropoutSeedInput: {DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{seed}},
+			DropoutRowsInput: {DType: ortrun.Int32, Shape: []int64{rows, seq}, Data: manifest.DropoutRowFactors(seed, int(rows*seq))},
 		}
 		got, err := s.Run(in, outs)
 		if err != nil {
@@ -312,6 +314,7 @@ func runLoRABranch(t *testing.T, g *ortgraph.Graph, seed int64, batch, seq int64
 		"labels":         {DType: ortrun.Int64, Shape: []int64{batch, seq}, Data: ids},
 		"loss_scale":     {DType: ortrun.Float32, Shape: []int64{1}, Data: []float32{1}},
 		DropoutSeedInput: {DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{seed}},
+		DropoutRowsInput: {DType: ortrun.Int32, Shape: []int64{batch, seq}, Data: manifest.DropoutRowFactors(seed, int(batch*seq))},
 	}
 	params := map[string][]float32{}
 	for _, vi := range md.P.Graph.Input {
