@@ -24,7 +24,7 @@ type Config struct {
 	// (layer on CUDA, none on the CPU, as `ortq train` chooses).
 	Recompute string `json:"recompute,omitempty"`
 	// Step is the base point's optimizer step: StepHost, StepDevice, StepGraph, or
-	// "auto"/"" (StepGraph on CUDA with per-layer recomputation, else StepHost).
+	// "auto"/"" (StepDevice on CUDA with per-layer recomputation, else StepHost).
 	Step string `json:"step,omitempty"`
 	// Preset, instead of Model or Artifacts, synthesizes a random-weight Llama of that
 	// shape first (hfimport.Synth, as `ortq synth`): PresetLayers cuts the decoder (0: all),
@@ -227,7 +227,7 @@ func resolveStep(step, device, recompute string) string {
 		return step
 	}
 	if strings.HasPrefix(device, "cuda") && recompute == "layer" {
-		return StepGraph
+		return StepDevice // StepGraph is opt-in until every model's capture is sound
 	}
 	return StepHost
 }
