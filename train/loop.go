@@ -62,6 +62,10 @@ type Config struct {
 	// Fault-injection hooks for tests (nil in normal runs). GradHook sees the unscaled
 	// gradients of each loop step before the finiteness check and may change them.
 	GradHook       func(step int, grads map[string][]float32) `json:"-"`
+	// NewStepper, when set, makes the run's Stepper instead of the engine's own
+	// (Engine.NewStepper): how a run spreads its micro-batches over several devices, or a
+	// test drives the loop without ONNX Runtime.
+	NewStepper func(init []Param, sc StepConfig, rows, seq int) (Stepper, error) `json:"-"`
 	CheckpointHook CheckpointHook                             `json:"-"`
 }
 
@@ -129,7 +133,11 @@ func Run(ctx context.Context, e *Engine, trainSet, evalSet []data.Example, cfg C
 	if err != nil {
 		return nil, err
 	}
-	stepper, err := e.NewStepper(params, cfg.stepConfig(), cfg.MicroBatch, maxBatchSeq(trainSet, cfg.PadMultiple))
+	newStepper := e.NewStepper
+	if cfg.NewStepper != nil {
+		newStepper = cfg.NewStepper
+	}
+	stepper, err := newStepper(params, cfg.stepConfig(), cfg.MicroBatch, maxBatchSeq(trainSet, cfg.PadMultiple))
 	if err != nil {
 		return nil, err
 	}
