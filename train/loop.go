@@ -61,12 +61,12 @@ type Config struct {
 
 	// Fault-injection hooks for tests (nil in normal runs). GradHook sees the unscaled
 	// gradients of each loop step before the finiteness check and may change them.
-	GradHook       func(step int, grads map[string][]float32) `json:"-"`
+	GradHook func(step int, grads map[string][]float32) `json:"-"`
 	// NewStepper, when set, makes the run's Stepper instead of the engine's own
 	// (Engine.NewStepper): how a run spreads its micro-batches over several devices, or a
 	// test drives the loop without ONNX Runtime.
-	NewStepper func(init []Param, sc StepConfig, rows, seq int) (Stepper, error) `json:"-"`
-	CheckpointHook CheckpointHook                             `json:"-"`
+	NewStepper     func(init []Param, sc StepConfig, rows, seq int) (Stepper, error) `json:"-"`
+	CheckpointHook CheckpointHook                                                    `json:"-"`
 }
 
 // DefaultMaxSkips is Config.MaxSkips's default.
