@@ -6,6 +6,14 @@
 // environment) are handled in one place. Placement reports which execution provider ONNX
 // Runtime assigned each node to; Session.AllocatorStats what ONNX Runtime's arena holds.
 //
+// For a training step that keeps its state on the device, Session.NewBuffer allocates tensors
+// in the session's own device memory, Session.Bind fixes which buffers every run reads and
+// writes (with Options.CUDAGraph, each Binding is captured in a CUDA graph after
+// GraphWarmupRuns plain runs and replayed), and a Copier moves data between Go memory and
+// buffers through one-node Identity sessions (ONNX Runtime 1.29's CopyTensors needs an
+// execution provider library registered with the environment, which appending the CUDA
+// provider to session options does not do).
+//
 // onnxruntime_go is used from a fork kept in third_party/onnxruntime_go (go.mod's replace
 // directive; its README lists what changed). v1.27.0 binds only host tensors and exposes no
 // allocator statistics, and a device-resident training step needs device memory infos, session
