@@ -179,24 +179,21 @@ func (b *Binding) Close() {
 
 // Copier moves tensors between Go memory and the Buffers of one device. ONNX Runtime 1.29
 // offers no copy outside a run unless an execution provider library is registered with the
-// environment (CopyTensors), so the Copier runs one-node Identity graphs: a host tensor bound
-// as the input of a device session is copied to the device by the run and the Identity
-// writes it into the bound buffer; the other way, a host tensor bound as the output receives
-// the device's result. One session per element type and rank, made on first use.
+// environment (CopyTensors), so the Copier runs Identity graphs: a host tensor bound as the
+// input of a device session is copied to the device by the run and the Identity writes it into
+// the bound buffer; the other way, a host tensor bound as the output receives the device's
+// result. UploadAll and DownloadAll move several tensors in one run; each distinct list of
+// element types and ranks gets one session (each a CUDA execution provider of its own), made
+// on first use.
 type Copier struct {
 	opts     Options
 	mu       sync.Mutex
-	sessions map[copyKey]*Session
-}
-
-type copyKey struct {
-	dt   DType
-	rank int
+	sessions map[string]*Session
 }
 
 // NewCopier returns a Copier for the device of opts (only Device matters).
 func NewCopier(opts Options) *Copier {
-	return &Copier{opts: Options{Device: opts.Device, IntraOpThreads: 1}, sessions: map[copyKey]*Session{}}
+	return &Copier{opts: Options{Device: opts.Device, IntraOpThreads: 1}, sessions: map[string]*Session{}}
 }
 
 // Close releases the Copier's sessions.
@@ -209,61 +206,105 @@ func (c *Copier) Close() {
 	}
 }
 
-func (c *Copier) session(dt DType, rank int) (*Session, error) {
+// session returns the copy session for tensors of these types and ranks.
+func (c *Copier) session(bufs []*Buffer) (*Session, error) {
+	key := ""
+	for _, b := range bufs {
+		key += fmt.Sprintf("%d/%d,", b.DType, len(b.Shape))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k := copyKey{dt, rank}
-	if s := c.sessions[k]; s != nil {
+	if s := c.sessions[key]; s != nil {
 		return s, nil
 	}
-	model, err := identityModel(dt, rank)
+	model, err := identityModel(bufs)
 	if err != nil {
 		return nil, err
 	}
 	s, err := NewSessionFromBytes(model, c.opts)
 	if err != nil {
-		return nil, fmt.Errorf("copy session for %s rank %d: %w", dt, rank, err)
+		return nil, fmt.Errorf("copy session for %s: %w", key, err)
 	}
-	c.sessions[k] = s
+	c.sessions[key] = s
 	return s, nil
 }
 
 // Upload copies src into dst (same element type and shape).
 func (c *Copier) Upload(dst *Buffer, src *Tensor) error {
-	if err := src.Validate(); err != nil {
-		return fmt.Errorf("upload: %w", err)
+	return c.UploadAll([]*Buffer{dst}, []*Tensor{src})
+}
+
+// UploadAll copies srcs[i] into dsts[i] (same element types and shapes), in one run.
+func (c *Copier) UploadAll(dsts []*Buffer, srcs []*Tensor) error {
+	if len(dsts) != len(srcs) || len(dsts) == 0 {
+		return fmt.Errorf("upload: %d buffers for %d tensors", len(dsts), len(srcs))
 	}
-	if src.DType != dst.DType || !sameShape(src.Shape, dst.Shape) {
-		return fmt.Errorf("upload: a %s %v tensor into a %s %v buffer", src.DType, src.Shape, dst.DType, dst.Shape)
+	ins := make([]ort.Value, len(srcs))
+	outs := make([]ort.Value, len(dsts))
+	defer destroyAll(ins)
+	for i, src := range srcs {
+		dst := dsts[i]
+		if err := src.Validate(); err != nil {
+			return fmt.Errorf("upload: %w", err)
+		}
+		if src.DType != dst.DType || !sameShape(src.Shape, dst.Shape) {
+			return fmt.Errorf("upload: a %s %v tensor into a %s %v buffer", src.DType, src.Shape, dst.DType, dst.Shape)
+		}
+		v, err := toValue(src)
+		if err != nil {
+			return fmt.Errorf("upload: %w", err)
+		}
+		ins[i], outs[i] = v, dst.t
 	}
-	v, err := toValue(src)
-	if err != nil {
-		return fmt.Errorf("upload: %w", err)
-	}
-	defer v.Destroy()
-	return c.run(dst.DType, len(dst.Shape), v, dst.t)
+	return c.run(dsts, ins, outs)
 }
 
 // Download copies src into a new Go tensor.
 func (c *Copier) Download(src *Buffer) (*Tensor, error) {
-	out := &Tensor{DType: src.DType, Shape: append([]int64(nil), src.Shape...), Data: makeData(src.DType, src.Shape)}
-	v, err := toValue(out)
+	ts, err := c.DownloadAll([]*Buffer{src})
 	if err != nil {
-		return nil, fmt.Errorf("download: %w", err)
-	}
-	defer v.Destroy()
-	if err := c.run(src.DType, len(src.Shape), src.t, v); err != nil {
 		return nil, err
 	}
-	got, err := fromValue(v)
-	if err != nil {
-		return nil, fmt.Errorf("download: %w", err)
+	return ts[0], nil
+}
+
+// DownloadAll copies each buffer into a new Go tensor, in one run.
+func (c *Copier) DownloadAll(srcs []*Buffer) ([]*Tensor, error) {
+	ins := make([]ort.Value, len(srcs))
+	outs := make([]ort.Value, len(srcs))
+	defer destroyAll(outs)
+	for i, src := range srcs {
+		v, err := toValue(&Tensor{DType: src.DType, Shape: append([]int64(nil), src.Shape...), Data: makeData(src.DType, src.Shape)})
+		if err != nil {
+			return nil, fmt.Errorf("download: %w", err)
+		}
+		ins[i], outs[i] = src.t, v
+	}
+	if err := c.run(srcs, ins, outs); err != nil {
+		return nil, err
+	}
+	got := make([]*Tensor, len(outs))
+	for i, v := range outs {
+		t, err := fromValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("download: %w", err)
+		}
+		got[i] = t
 	}
 	return got, nil
 }
 
-func (c *Copier) run(dt DType, rank int, in, out ort.Value) error {
-	s, err := c.session(dt, rank)
+func destroyAll(vs []ort.Value) {
+	for _, v := range vs {
+		if v != nil {
+			v.Destroy()
+		}
+	}
+}
+
+// run copies ins[i] to outs[i] with the session for bufs' types and ranks.
+func (c *Copier) run(bufs []*Buffer, ins, outs []ort.Value) error {
+	s, err := c.session(bufs)
 	if err != nil {
 		return err
 	}
@@ -274,11 +315,13 @@ func (c *Copier) run(dt DType, rank int, in, out ort.Value) error {
 		return fmt.Errorf("copy: %w", err)
 	}
 	defer ib.Destroy()
-	if err := ib.BindInput("x", in); err != nil {
-		return fmt.Errorf("copy: %w", err)
-	}
-	if err := ib.BindOutput("y", out); err != nil {
-		return fmt.Errorf("copy: %w", err)
+	for i := range ins {
+		if err := ib.BindInput("x"+strconv.Itoa(i), ins[i]); err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
+		if err := ib.BindOutput("y"+strconv.Itoa(i), outs[i]); err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
 	}
 	if err := s.sess.RunWithBinding(ib); err != nil {
 		return fmt.Errorf("copy: %w", err)
@@ -286,26 +329,25 @@ func (c *Copier) run(dt DType, rank int, in, out ort.Value) error {
 	return ib.SynchronizeBoundOutputs()
 }
 
-// identityModel is y = Identity(x) for one element type and rank (symbolic dimensions).
-func identityModel(dt DType, rank int) ([]byte, error) {
-	dims := make([]*onnxpb.TensorShapeProto_Dimension, rank)
-	for i := range dims {
-		dims[i] = &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "d" + strconv.Itoa(i)}}
+// identityModel is y_i = Identity(x_i) for the element types and ranks of bufs (symbolic
+// dimensions).
+func identityModel(bufs []*Buffer) ([]byte, error) {
+	g := &onnxpb.GraphProto{Name: "ortq_copy"}
+	for i, b := range bufs {
+		dims := make([]*onnxpb.TensorShapeProto_Dimension, len(b.Shape))
+		for j := range dims {
+			dims[j] = &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: fmt.Sprintf("d%d_%d", i, j)}}
+		}
+		vi := func(name string) *onnxpb.ValueInfoProto {
+			return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+				TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(b.DType), Shape: &onnxpb.TensorShapeProto{Dim: dims}}}}}
+		}
+		x, y := "x"+strconv.Itoa(i), "y"+strconv.Itoa(i)
+		g.Node = append(g.Node, &onnxpb.NodeProto{OpType: "Identity", Input: []string{x}, Output: []string{y}, Name: "copy" + strconv.Itoa(i)})
+		g.Input = append(g.Input, vi(x))
+		g.Output = append(g.Output, vi(y))
 	}
-	vi := func(name string) *onnxpb.ValueInfoProto {
-		return &onnxpb.ValueInfoProto{Name: name, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
-			TensorType: &onnxpb.TypeProto_Tensor{ElemType: int32(dt), Shape: &onnxpb.TensorShapeProto{Dim: dims}}}}}
-	}
-	m := &onnxpb.ModelProto{
-		IrVersion:   10,
-		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}},
-		Graph: &onnxpb.GraphProto{
-			Name:   "ortq_copy",
-			Node:   []*onnxpb.NodeProto{{OpType: "Identity", Input: []string{"x"}, Output: []string{"y"}, Name: "copy"}},
-			Input:  []*onnxpb.ValueInfoProto{vi("x")},
-			Output: []*onnxpb.ValueInfoProto{vi("y")},
-		},
-	}
+	m := &onnxpb.ModelProto{IrVersion: 10, OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}}, Graph: g}
 	return proto.Marshal(m)
 }
 

@@ -34,9 +34,12 @@ type deviceStepper struct {
 	rows   int
 	seq    int
 	feeds  map[string]*ortrun.Buffer // per-run inputs by role
-	state  [2]map[string]*ortrun.Buffer
-	binds  [2]*ortrun.Binding
-	cur    int // the state set holding the current values
+	// feedRoles orders feeds, so that every micro-batch's upload is one run of one copy
+	// session.
+	feedRoles []string
+	state     [2]map[string]*ortrun.Buffer
+	binds     [2]*ortrun.Binding
+	cur       int // the state set holding the current values
 }
 
 // NewDeviceStepper returns the device-resident Stepper of an engine opened with
@@ -117,6 +120,7 @@ func (s *deviceStepper) allocate(g *manifest.Graph) error {
 			return err
 		}
 		s.feeds[io.Role] = b
+		s.feedRoles = append(s.feedRoles, io.Role)
 		for i := range ins {
 			ins[i][io.Name] = b
 		}
@@ -240,7 +244,10 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 	}
 	p := padBatch(b, s.rows, s.seq)
 	shape := []int64{int64(s.rows), int64(s.seq)}
-	for role, buf := range s.feeds {
+	var bufs []*ortrun.Buffer
+	var ts []*ortrun.Tensor
+	for _, role := range s.feedRoles {
+		buf := s.feeds[role]
 		var t *ortrun.Tensor
 		switch role {
 		case manifest.RoleInputIDs:
@@ -258,11 +265,9 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 		case manifest.RoleStepScalars:
 			t = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{manifest.StepScalars}, Data: sc}
 		}
-		if err := s.cp.Upload(buf, t); err != nil {
-			return fmt.Errorf("%s: %w", role, err)
-		}
+		bufs, ts = append(bufs, buf), append(ts, t)
 	}
-	return nil
+	return s.cp.UploadAll(bufs, ts)
 }
 
 // padBatch returns b as rows × seq: padded rows attend to their first position only and
@@ -338,13 +343,14 @@ func (s *deviceStepper) Params() (map[string][]float32, error) {
 
 func (s *deviceStepper) State() (StepState, error) {
 	st := StepState{Adam: AdamWState{Step: s.step}, Scaler: s.scaler.State()}
+	names := []string{manifest.StateParams, manifest.StateExpAvg, manifest.StateExpAvgSq}
+	ts, err := s.cp.DownloadAll([]*ortrun.Buffer{s.state[s.cur][names[0]], s.state[s.cur][names[1]], s.state[s.cur][names[2]]})
+	if err != nil {
+		return StepState{}, fmt.Errorf("reading the device step's state: %w", err)
+	}
 	vals := map[string]map[string][]float32{}
-	for _, name := range []string{manifest.StateParams, manifest.StateExpAvg, manifest.StateExpAvgSq} {
-		v, err := s.download(name)
-		if err != nil {
-			return StepState{}, err
-		}
-		vals[name] = s.unflat(v)
+	for i, name := range names {
+		vals[name] = s.unflat(ts[i].Data.([]float32))
 	}
 	for _, l := range s.layout {
 		st.Params = append(st.Params, Param{Name: l.Name, Data: vals[manifest.StateParams][l.Name]})
@@ -364,15 +370,21 @@ func (s *deviceStepper) Restore(st StepState) error {
 	if len(params) != len(s.layout) {
 		return fmt.Errorf("state has %d LoRA tensors, the device step %d", len(params), len(s.layout))
 	}
-	uploads := map[string]map[string][]float32{manifest.StateParams: params, manifest.StateExpAvg: st.Adam.ExpAvg, manifest.StateExpAvgSq: st.Adam.ExpAvgSq}
-	for name, vals := range uploads {
-		v, err := s.flat(vals, name)
+	var bufs []*ortrun.Buffer
+	var ts []*ortrun.Tensor
+	for _, u := range []struct {
+		name string
+		vals map[string][]float32
+	}{{manifest.StateParams, params}, {manifest.StateExpAvg, st.Adam.ExpAvg}, {manifest.StateExpAvgSq, st.Adam.ExpAvgSq}} {
+		v, err := s.flat(u.vals, u.name)
 		if err != nil {
 			return err
 		}
-		if err := s.cp.Upload(s.state[s.cur][name], &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{s.size}, Data: v}); err != nil {
-			return err
-		}
+		bufs = append(bufs, s.state[s.cur][u.name])
+		ts = append(ts, &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{s.size}, Data: v})
+	}
+	if err := s.cp.UploadAll(bufs, ts); err != nil {
+		return err
 	}
 	if err := s.scaler.LoadState(st.Scaler); err != nil {
 		return err
