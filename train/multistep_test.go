@@ -1,0 +1,195 @@
+package train_test
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/train"
+)
+
+// runMulti is runStepper for the multi-device stepper over `devices` CPU sessions, each
+// standing in for one GPU; with resumeAt > 0 the stepper (and its engines) are replaced by
+// new ones restored from its state after that many steps, as a resumed process would.
+func runMulti(t *testing.T, art string, devices int, cfg train.StepConfig, steps [][]data.Batch, resumeAt int) stepRun {
+	t.Helper()
+	var engines []*train.Engine
+	closeAll := func() {
+		for _, e := range engines {
+			e.Close()
+		}
+		engines = nil
+	}
+	defer func() { closeAll() }()
+	open := func() train.Stepper {
+		for range devices {
+			e, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: true, LazyEval: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			engines = append(engines, e)
+		}
+		init, err := train.LoadParams(filepath.Join(art, engines[0].Man.LoRAInit), engines[0].Man)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := train.NewMultiStepper(engines, init, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	st := open()
+	var r stepRun
+	for i, bs := range steps {
+		if i == resumeAt && resumeAt > 0 {
+			state, err := st.State()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+			closeAll()
+			st = open()
+			if err := st.Restore(state); err != nil {
+				t.Fatal(err)
+			}
+		}
+		in := train.StepInput{Step: i + 1, Batches: bs, LR: 1e-2 * float64(i+1) / float64(len(steps))}
+		for k := range bs {
+			in.Seeds = append(in.Seeds, uint64(100*i+k))
+		}
+		out, err := st.Step(context.Background(), in)
+		if err != nil {
+			t.Fatalf("step %d: %v", i+1, err)
+		}
+		r.losses = append(r.losses, out.Loss)
+		r.skipped = append(r.skipped, out.Skipped)
+	}
+	var err error
+	if r.params, err = st.Params(); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	return r
+}
+
+// compareRuns fails when the runs' skips differ, or their losses or LoRA weights differ by
+// more than tol relative; it returns the largest relative differences found.
+func compareRuns(t *testing.T, what string, want, got stepRun, tol float64) (dLoss, dParam float64) {
+	t.Helper()
+	for i := range want.losses {
+		if want.skipped[i] != got.skipped[i] {
+			t.Fatalf("%s: step %d skipped %v, want %v", what, i+1, got.skipped[i], want.skipped[i])
+		}
+		dLoss = math.Max(dLoss, math.Abs(got.losses[i]-want.losses[i])/math.Abs(want.losses[i]))
+	}
+	for name, w := range want.params {
+		g := got.params[name]
+		if len(g) != len(w) {
+			t.Fatalf("%s: %s has %d values, want %d", what, name, len(g), len(w))
+		}
+		scale := 0.0
+		for _, v := range w {
+			scale = math.Max(scale, math.Abs(float64(v)))
+		}
+		for i, v := range w {
+			dParam = math.Max(dParam, math.Abs(float64(g[i]-v))/scale)
+		}
+	}
+	if !(dLoss <= tol) || !(dParam <= tol) {
+		t.Errorf("%s: losses differ by up to %.3g relative, LoRA weights by %.3g (of each tensor's largest value); want ≤ %g", what, dLoss, dParam, tol)
+	}
+	return dLoss, dParam
+}
+
+// TestMultiDeviceMatchesOneDevice: two CPU sessions standing in for two GPUs give the one-
+// session host stepper's losses and final adapter for the same global batch — with dropout
+// and an odd number of micro-batches per step (3 on 2 devices), with fp16 loss-scale
+// overflows (skipped on every device at once), with ragged batches on 3 devices (one idle
+// in a step of 2), and a multi-device run restored midway equals the uninterrupted one.
+func TestMultiDeviceMatchesOneDevice(t *testing.T) {
+	const rows, seq = 2, 24
+	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	base.Scaler.Disabled = true
+	overflow := base
+	overflow.Scaler = train.DefaultGradScalerConfig()
+	overflow.Scaler.InitScale = 0x1p22 // the float16 backward overflows at 2^22 … 2^19 (measured)
+	for _, c := range []struct {
+		name           string
+		dropout        float64
+		ragged, fp16   bool
+		k, devices, at int
+		cfg            train.StepConfig
+	}{
+		{"dropout, 3 micro-batches on 2 devices", 0.1, false, false, 3, 2, 2, base},
+		{"fp16 overflow skips on 2 devices", 0, false, true, 2, 2, 3, overflow},
+		{"ragged, 2 micro-batches on 3 devices", 0, true, false, 2, 3, 0, base},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			art := stepFixture(t, c.dropout, c.fp16)
+			steps := stepBatches(5, c.k, rows, seq, c.ragged)
+			one := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
+			multi := runMulti(t, art, c.devices, c.cfg, steps, 0)
+			dl, dp := compareRuns(t, "multi vs one device", one, multi, 1e-6)
+			skips := 0
+			for _, s := range one.skipped {
+				if s {
+					skips++
+				}
+			}
+			if c.fp16 && (skips == 0 || skips == len(steps)) {
+				t.Fatalf("%d of %d steps skipped: the overflow case tests nothing", skips, len(steps))
+			}
+			t.Logf("losses %v; %d skipped; multi vs one: loss rel %.3g, LoRA rel %.3g", one.losses, skips, dl, dp)
+			if c.at > 0 {
+				resumed := runMulti(t, art, c.devices, c.cfg, steps, c.at)
+				compareRuns(t, "resumed vs uninterrupted", multi, resumed, 0)
+			}
+		})
+	}
+}
+
+// TestMultiDeviceCancel: a cancelled step returns ctx's error and leaves the state as it was.
+func TestMultiDeviceCancel(t *testing.T) {
+	art := stepFixture(t, 0, false)
+	var engines []*train.Engine
+	for range 2 {
+		e, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{Train: true, LazyEval: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		engines = append(engines, e)
+	}
+	init, err := train.LoadParams(filepath.Join(art, engines[0].Man.LoRAInit), engines[0].Man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	st, err := train.NewMultiStepper(engines, init, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := st.State()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	bs := stepBatches(1, 3, 2, 16, false)[0]
+	_, err = st.Step(ctx, train.StepInput{Step: 1, Batches: bs, Seeds: []uint64{1, 2, 3}, LR: 1e-2})
+	if err != context.Canceled {
+		t.Fatalf("cancelled step: %v, want context.Canceled", err)
+	}
+	after, _ := st.State()
+	for i, p := range before.Params {
+		for j, v := range p.Data {
+			if after.Params[i].Data[j] != v {
+				t.Fatalf("%s changed by a cancelled step", p.Name)
+			}
+		}
+	}
+	if _, err := train.NewMultiStepper(nil, init, cfg); err == nil {
+		t.Error("no engines: accepted")
+	}
+}
