@@ -12,7 +12,6 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/internal/fsutil"
-	"github.com/ortq/ortq/internal/gpumem"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/tokenize"
@@ -72,7 +71,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("warmup-steps", 0, "linear warmup steps")
 	f.Int("eval-every", 0, "evaluate every N optimizer steps (0: only before and after)")
 	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
-	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
+	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all (cpu,cpu: CPU sessions standing in for GPUs, for testing)")
 	f.String("recompute", "auto", "per-layer activation recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
 	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs; experimental), or auto (device on CUDA with --recompute layer, else host)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
@@ -234,6 +233,12 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
+	devs, err := parseDevices(opts.Device) // several: one session per device (devices.go)
+	if err != nil {
+		return err
+	}
+	opts.Device = devs[0]
+	multiDeviceThreads(&opts, devs)
 	rec, err := recomputeFlag(v.GetString("recompute"), opts.Device)
 	if err != nil {
 		return err
@@ -248,7 +253,7 @@ func runTrain(v *viper.Viper) error {
 	if _, err := man.VerifyHashesOnce(dir); err != nil {
 		return err
 	}
-	eo, err := engineOptions(v.GetString("step"), opts.Device, rec, man)
+	eo, err := devicesEngineOptions(v.GetString("step"), devs, rec, man)
 	if err != nil {
 		return err
 	}
@@ -257,6 +262,11 @@ func runTrain(v *viper.Viper) error {
 		return err
 	}
 	defer eng.Close()
+	peers, err := openPeerEngines(dir, opts, eo, devs)
+	if err != nil {
+		return err
+	}
+	defer closeEngines(peers)
 	train.SetBaseModelName(eng.Man, v.GetString("base-model-name"))
 	if ia := v.GetString("init-adapter"); ia != "" { // checked before the data is read
 		if _, err := train.LoadInitAdapter(ia, eng.Man); err != nil {
@@ -278,16 +288,16 @@ func runTrain(v *viper.Viper) error {
 		if err := checkHostMemory(dir, eng.Man.Model, v.GetInt("micro-batch"), rows, v.GetInt("max-seq-len")); err != nil {
 			return err
 		}
-	} else if err := checkDeviceMemory(opts.Device, eng.Man.Model, rec, v.GetInt("micro-batch"), rows, v.GetInt("max-seq-len")); err != nil {
+	} else if err := checkDevicesMemory(devs, eng.Man.Model, rec, v.GetInt("micro-batch"), rows, v.GetInt("max-seq-len")); err != nil {
 		return err
 	}
 	cfg := train.Config{
-		Artifacts: dir, Out: out, Device: v.GetString("device"),
+		Artifacts: dir, Out: out, Device: strings.Join(devs, ","), NewStepper: multiStepper(eng, peers),
 		MicroBatch: v.GetInt("micro-batch"), GradAccum: v.GetInt("grad-accum"), Epochs: v.GetFloat64("epochs"),
 		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
 		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
 		MaxEvalBatches: v.GetInt("max-eval-batches"), PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"),
-		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpumem.Sampler(opts.Device),
+		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpuMemory(devs),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
 		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
 		InitAdapter: v.GetString("init-adapter"),
@@ -334,6 +344,9 @@ func runTrain(v *viper.Viper) error {
 // checkTrainFlags refuses out-of-range values before anything is read or written.
 func checkTrainFlags(v *viper.Viper) error {
 	if err := checkDataFlags(v); err != nil {
+		return err
+	}
+	if _, err := parseDevices(v.GetString("device")); err != nil {
 		return err
 	}
 	for _, c := range []struct {
