@@ -207,6 +207,8 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 		}
 	}
 
+	writeBreakdown(&b, r.Points)
+
 	if len(o.Figures) > 0 {
 		b.WriteString("\n## Figures\n\n")
 		for _, f := range o.Figures {
@@ -398,4 +400,21 @@ func nonNeg(n int64) uint64 {
 		return 0
 	}
 	return uint64(n)
+}
+
+// writeBreakdown adds the peak-memory breakdown table of the points that have one.
+func writeBreakdown(b *strings.Builder, pts []Point) {
+	head := false
+	for _, p := range pts {
+		m := p.Memory
+		if m == nil {
+			continue
+		}
+		if !head {
+			b.WriteString("\n## Where the peak GPU memory goes\n\n| point | peak GPU (NVML) | weights | LoRA + optimizer state | activations and workspace (arena peak) | arena slack | outside the arena |\n|---|---:|---:|---:|---:|---:|---:|\n")
+			head = true
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s |\n", mdEscape(p.Label), fbytes(p.PeakGPUBytes),
+			fbytes(uint64(m.Weights)), fbytes(uint64(m.StepState)), fbytes(uint64(m.Activations)), fbytes(uint64(m.ArenaSlack)), fbytes(uint64(m.OutsideArena)))
+	}
 }
