@@ -297,7 +297,8 @@ func withLoRA(s *ModelShape, man *manifest.Manifest) *ModelShape {
 	return &c
 }
 
-// point measures one sweep point.
+// point measures one sweep point: evaluation of the starting adapter, the timed steps on a
+// training engine of their own, evaluation of the trained adapter, then throughput and MFU.
 func (r *runner) point(p Params) (*Point, error) {
 	c := r.cfg
 	g, err := r.graph(p)
@@ -326,28 +327,7 @@ func (r *runner) point(p Params) (*Point, error) {
 	if err != nil {
 		return nil, err
 	}
-	values := map[string][]float32{}
-	for _, q := range params {
-		values[q.Name] = q.Data
-	}
-
-	evalStream := NewSynthetic(vocab, c.Seed, 2)
-	evalSet := make([]data.Batch, c.EvalBatches)
-	for i := range evalSet {
-		evalSet[i] = evalStream.Batch(p.MicroBatch, p.SeqLen)
-	}
-	evaluate := func(step int) (train.EvalResult, error) {
-		eng, err := train.OpenEngine(g.dir, opts, false)
-		if err != nil {
-			return train.EvalResult{}, err
-		}
-		defer eng.Close()
-		s, n, err := eng.Eval(evalSet, values)
-		if err != nil {
-			return train.EvalResult{}, fmt.Errorf("eval: %w", err)
-		}
-		return train.NewEvalResult(step, s, n), nil
-	}
+	evaluate := r.evaluator(g.dir, opts, vocab, p)
 
 	r.mon.begin(label, "eval_before")
 	ended := false
@@ -357,93 +337,20 @@ func (r *runner) point(p Params) (*Point, error) {
 		}
 	}()
 	if c.EvalBatches > 0 {
-		ev, err := evaluate(0)
+		ev, err := evaluate(0, paramValues(params))
 		if err != nil {
 			return nil, err
 		}
 		pt.Eval = &EvalSummary{Batches: c.EvalBatches, Before: ev}
 	}
-
-	// Training phases: the point's peaks are taken from here to the engine's Close.
-	debug.FreeOSMemory()
-	if !r.noHWMReset {
-		_ = resetPeakRSS()
-	}
-	rss := train.NewRSSMonitor(max(c.SampleInterval, 10*time.Millisecond), nil)
-	rss.Start()
-	r.mon.mark("open", 0)
-	if c.ProfileDir != "" {
-		if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
-			return nil, err
-		}
-		opts.ProfilePrefix = filepath.Join(c.ProfileDir, unsafeChars.ReplaceAllString(label, "_"))
-	}
-	if p.Recompute == "layer" && man.TrainRecompute == nil {
-		rss.Stop()
-		return nil, fmt.Errorf("recompute layer is not supported by artifacts %q (no %s): rerun `ortq prepare`", g.dir, manifest.TrainRecomputeFile)
-	}
-	// LazyEval and no Eval call: only the training session exists while it is measured.
-	// ONNX Runtime gives each session its own copy of the initializers, so an open
-	// evaluation session would add the model's size (≈2 GiB for a 4-bit 3B on CUDA) to the
-	// measured peak; perplexity uses a separate eval-only Engine between the phases.
-	eo := train.EngineOptions{Train: true, Recompute: p.Recompute == "layer", LazyEval: true}
-	if p.Step == StepDevice || p.Step == StepGraph {
-		if p.Recompute != "layer" {
-			rss.Stop()
-			return nil, fmt.Errorf("point %s: the device step recomputes per layer: use recompute=layer with step=%s", label, p.Step)
-		}
-		eo = train.EngineOptions{DeviceStep: true, CUDAGraph: p.Step == StepGraph, LazyEval: true}
-	}
-	tr, err := train.OpenEngineWith(g.dir, opts, eo)
+	values, times, err := r.measure(pt, p, g.dir, man, opts, params)
 	if err != nil {
-		rss.Stop()
 		return nil, err
 	}
-	pt.Notes = append(pt.Notes, tr.Notes...)
-	opts.ProfilePrefix = ""
-	sc := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
-	sc.AdamW.LR, sc.AdamW.WeightDecay = c.LR, c.WeightDecay
-	sc.Scaler.Disabled = man.Model.Precision != "float16"
-	stepper, err := tr.NewStepper(params, sc, p.MicroBatch, p.SeqLen)
-	if err != nil {
-		tr.Close()
-		rss.Stop()
-		return nil, err
-	}
-	// Batches are drawn before the clock starts: the harness times ortq, not the RNG.
-	trainStream := NewSynthetic(vocab, c.Seed, 1)
 	total := c.Warmup + c.Steps
-	batches := make([]data.Batch, total)
-	for i := range batches {
-		batches[i] = trainStream.Batch(p.MicroBatch, p.SeqLen)
-	}
-	times, err := r.timeSteps(pt, stepper, batches, c.Warmup)
-	if err == nil {
-		// The benchmark's adapter is what evaluation after the steps uses.
-		values, err = stepper.Params()
-	}
-	stepper.Close()
-	if err != nil {
-		tr.Close()
-		rss.Stop()
-		return nil, err
-	}
-	r.mon.mark("close", total)
-	// Read before Close: the arena's figures die with the session.
-	if st, ok, err := tr.TrainAllocatorStats(); err != nil {
-		pt.Notes = append(pt.Notes, fmt.Sprintf("ONNX Runtime allocator statistics: %v", err))
-	} else if ok {
-		pt.ORTArena = &st
-	}
-	tr.Close()
-	pt.PeakRSSBytes = rss.Stop()
-	if err := rss.Err(); err != nil {
-		pt.Notes = append(pt.Notes, fmt.Sprintf("host RSS: %v", err))
-	}
-
 	if c.EvalBatches > 0 {
 		r.mon.mark("eval_after", total)
-		ev, err := evaluate(total)
+		ev, err := evaluate(total, values)
 		if err != nil {
 			return nil, err
 		}
@@ -455,9 +362,150 @@ func (r *runner) point(p Params) (*Point, error) {
 	if gp.err != nil {
 		pt.Notes = append(pt.Notes, fmt.Sprintf("GPU sampling: %v", gp.err))
 	}
-
-	if pt.StepTime, err = train.SummarizeDurations(times); err != nil {
+	if err := r.rates(pt, p, times, shape); err != nil {
 		return nil, err
+	}
+	return pt, nil
+}
+
+// paramValues is params by name (the slices themselves, not copies).
+func paramValues(params []train.Param) map[string][]float32 {
+	values := make(map[string][]float32, len(params))
+	for _, q := range params {
+		values[q.Name] = q.Data
+	}
+	return values
+}
+
+// evaluator returns the point's evaluation over EvalBatches synthetic batches. Each call
+// opens an eval-only engine of its own and closes it, so that no evaluation session exists
+// while the steps are measured.
+func (r *runner) evaluator(dir string, opts ortrun.Options, vocab int, p Params) func(step int, values map[string][]float32) (train.EvalResult, error) {
+	stream := NewSynthetic(vocab, r.cfg.Seed, 2)
+	set := make([]data.Batch, r.cfg.EvalBatches)
+	for i := range set {
+		set[i] = stream.Batch(p.MicroBatch, p.SeqLen)
+	}
+	return func(step int, values map[string][]float32) (train.EvalResult, error) {
+		eng, err := train.OpenEngine(dir, opts, false)
+		if err != nil {
+			return train.EvalResult{}, err
+		}
+		defer eng.Close()
+		s, n, err := eng.Eval(set, values)
+		if err != nil {
+			return train.EvalResult{}, fmt.Errorf("eval: %w", err)
+		}
+		return train.NewEvalResult(step, s, n), nil
+	}
+}
+
+// measure times the point's steps on a training engine opened for them: the point's host
+// RSS and ONNX Runtime arena peaks are those from here to that engine's Close. It returns
+// the adapter after the steps (what the evaluation after them uses) and the step times
+// after the warm-up.
+func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest, opts ortrun.Options, params []train.Param) (map[string][]float32, []time.Duration, error) {
+	c := r.cfg
+	debug.FreeOSMemory()
+	if !r.noHWMReset {
+		_ = resetPeakRSS()
+	}
+	rss := train.NewRSSMonitor(max(c.SampleInterval, 10*time.Millisecond), nil)
+	rss.Start()
+	// Deferred first, so it runs last: after the engine's Close.
+	defer func() {
+		pt.PeakRSSBytes = rss.Stop()
+		if err := rss.Err(); err != nil {
+			pt.Notes = append(pt.Notes, fmt.Sprintf("host RSS: %v", err))
+		}
+	}()
+	r.mon.mark("open", 0)
+	if c.ProfileDir != "" {
+		if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
+			return nil, nil, err
+		}
+		// Only the training session is profiled (opts is this function's copy).
+		opts.ProfilePrefix = filepath.Join(c.ProfileDir, unsafeChars.ReplaceAllString(pt.Label, "_"))
+	}
+	eo, err := engineOptions(p, dir, man)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, err := train.OpenEngineWith(dir, opts, eo)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tr.Close()
+	pt.Notes = append(pt.Notes, tr.Notes...)
+	values, times, err := r.steps(pt, tr, p, man, params)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.mon.mark("close", c.Warmup+c.Steps)
+	// Read before Close: the arena's figures die with the session.
+	if st, ok, err := tr.TrainAllocatorStats(); err != nil {
+		pt.Notes = append(pt.Notes, fmt.Sprintf("ONNX Runtime allocator statistics: %v", err))
+	} else if ok {
+		pt.ORTArena = &st
+	}
+	return values, times, nil
+}
+
+// engineOptions selects point p's training graph: with or without per-layer recomputation,
+// or the device-resident step (which recomputes per layer), with CUDA graphs for step=graph.
+func engineOptions(p Params, dir string, man *manifest.Manifest) (train.EngineOptions, error) {
+	if p.Recompute == "layer" && man.TrainRecompute == nil {
+		return train.EngineOptions{}, fmt.Errorf("recompute layer is not supported by artifacts %q (no %s): rerun `ortq prepare`", dir, manifest.TrainRecomputeFile)
+	}
+	// LazyEval and no Eval call: only the training session exists while it is measured.
+	// ONNX Runtime gives each session its own copy of the initializers, so an open
+	// evaluation session would add the model's size (≈2 GiB for a 4-bit 3B on CUDA) to the
+	// measured peak; perplexity uses a separate eval-only Engine between the phases.
+	if p.Step == StepDevice || p.Step == StepGraph {
+		if p.Recompute != "layer" {
+			return train.EngineOptions{}, fmt.Errorf("point %s: the device step recomputes per layer: use recompute=layer with step=%s", p.Label(), p.Step)
+		}
+		return train.EngineOptions{DeviceStep: true, CUDAGraph: p.Step == StepGraph, LazyEval: true}, nil
+	}
+	return train.EngineOptions{Train: true, Recompute: p.Recompute == "layer", LazyEval: true}, nil
+}
+
+// steps makes the point's Stepper on tr (the run's own, as `ortq train` makes it) and times
+// one optimizer step per synthetic batch; the adapter after them comes back with the times.
+func (r *runner) steps(pt *Point, tr *train.Engine, p Params, man *manifest.Manifest, params []train.Param) (map[string][]float32, []time.Duration, error) {
+	c := r.cfg
+	sc := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	sc.AdamW.LR, sc.AdamW.WeightDecay = c.LR, c.WeightDecay
+	sc.Scaler.Disabled = man.Model.Precision != "float16"
+	stepper, err := tr.NewStepper(params, sc, p.MicroBatch, p.SeqLen)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer stepper.Close()
+	// Batches are drawn before the clock starts: the harness times ortq, not the RNG.
+	trainStream := NewSynthetic(int(man.Model.Vocab), c.Seed, 1)
+	batches := make([]data.Batch, c.Warmup+c.Steps)
+	for i := range batches {
+		batches[i] = trainStream.Batch(p.MicroBatch, p.SeqLen)
+	}
+	times, err := r.timeSteps(pt, stepper, batches, c.Warmup)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The benchmark's adapter is what evaluation after the steps uses.
+	values, err := stepper.Params()
+	if err != nil {
+		return nil, nil, err
+	}
+	return values, times, nil
+}
+
+// rates fills in the point's step-time summary, throughput, FLOPs and MFU/HFU from the
+// measured step times.
+func (r *runner) rates(pt *Point, p Params, times []time.Duration, shape *ModelShape) error {
+	var err error
+	if pt.StepTime, err = train.SummarizeDurations(times); err != nil {
+		return err
 	}
 	var sum time.Duration
 	for _, d := range times {
@@ -477,7 +525,7 @@ func (r *runner) point(p Params) (*Point, error) {
 	if pt.SkippedSteps > 0 {
 		pt.Notes = append(pt.Notes, fmt.Sprintf("%d steps skipped by the loss scaler (fp16 overflow); they are timed like the others", pt.SkippedSteps))
 	}
-	return pt, nil
+	return nil
 }
 
 // timeSteps runs one optimizer step (one micro-batch) per batch and returns the times of

@@ -1,0 +1,40 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/train"
+)
+
+// TestEngineOptions: each point's step and recomputation select the training graph, and the
+// combinations the artifacts or the device step cannot serve are refused naming why.
+func TestEngineOptions(t *testing.T) {
+	withRec := &manifest.Manifest{TrainRecompute: &manifest.Graph{File: manifest.TrainRecomputeFile}}
+	for _, c := range []struct {
+		name    string
+		p       Params
+		man     *manifest.Manifest
+		want    train.EngineOptions
+		wantErr string
+	}{
+		{"host", Params{Recompute: "none", Step: StepHost}, &manifest.Manifest{}, train.EngineOptions{Train: true, LazyEval: true}, ""},
+		{"host recompute", Params{Recompute: "layer", Step: StepHost}, withRec, train.EngineOptions{Train: true, Recompute: true, LazyEval: true}, ""},
+		{"device", Params{Recompute: "layer", Step: StepDevice}, withRec, train.EngineOptions{DeviceStep: true, LazyEval: true}, ""},
+		{"graph", Params{Recompute: "layer", Step: StepGraph}, withRec, train.EngineOptions{DeviceStep: true, CUDAGraph: true, LazyEval: true}, ""},
+		{"no recompute graph", Params{Recompute: "layer", Step: StepHost}, &manifest.Manifest{}, train.EngineOptions{}, "recompute layer is not supported by artifacts \"art\""},
+		{"device without recompute", Params{Recompute: "none", Step: StepDevice}, withRec, train.EngineOptions{}, "the device step recomputes per layer: use recompute=layer with step=device"},
+	} {
+		got, err := engineOptions(c.p, "art", c.man)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%s: error %v, want %q", c.name, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: %+v, %v; want %+v", c.name, got, err, c.want)
+		}
+	}
+}
