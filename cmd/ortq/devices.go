@@ -11,6 +11,7 @@ import (
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
+	"golang.org/x/sync/errgroup"
 )
 
 // deviceHelp is what a bad --device value is told to use.
@@ -115,28 +116,55 @@ func multiDeviceThreads(opts *ortrun.Options, devs []string) {
 	}
 }
 
-// openPeerEngines opens the training sessions of devs[1:] (the first device's engine is the
-// run's own, which also evaluates); the peers never evaluate.
-func openPeerEngines(dir string, opts ortrun.Options, eo train.EngineOptions, devs []string) ([]*train.Engine, error) {
-	var peers []*train.Engine
+// startPeerEngines opens the training sessions of devs[1:] in the background, while the
+// caller opens the first device's (the run's own engine, which also evaluates; the peers
+// never evaluate): on GPUs most of a run's start is each session's weight upload and graph
+// optimisation, which the devices can do at the same time. wait returns the peers, or the
+// first error with every peer that opened closed.
+func startPeerEngines(dir string, opts ortrun.Options, eo train.EngineOptions, devs []string) (wait func() ([]*train.Engine, error)) {
+	peers := make([]*train.Engine, len(devs)-1)
+	var g errgroup.Group
 	eo.LazyEval = true
-	for _, d := range devs[1:] {
-		o := opts
-		o.Device = d
-		e, err := train.OpenEngineWith(dir, o, eo)
-		if err != nil {
-			closeEngines(peers)
-			return nil, fmt.Errorf("--device %s: %w", d, err)
-		}
-		peers = append(peers, e)
+	for i, d := range devs[1:] {
+		g.Go(func() error {
+			o := opts
+			o.Device = d
+			e, err := train.OpenEngineWith(dir, o, eo)
+			if err != nil {
+				return fmt.Errorf("--device %s: %w", d, err)
+			}
+			peers[i] = e
+			return nil
+		})
 	}
-	return peers, nil
+	return func() ([]*train.Engine, error) {
+		if err := g.Wait(); err != nil {
+			closeEngines(peers)
+			return nil, err
+		}
+		return peers, nil
+	}
 }
 
 func closeEngines(es []*train.Engine) {
 	for _, e := range es {
-		e.Close()
+		if e != nil {
+			e.Close()
+		}
 	}
+}
+
+// idleDevicesNote says when --grad-accum (the micro-batches of one optimizer step, whatever
+// the device count, so that results do not depend on it) leaves devices idle.
+func idleDevicesNote(devs []string, gradAccum int) string {
+	n := len(devs)
+	switch {
+	case n < 2 || gradAccum%n == 0:
+		return ""
+	case gradAccum < n:
+		return fmt.Sprintf("note: --grad-accum %d gives each optimizer step %d micro-batch(es) for %d devices, so %d stay idle: pass --grad-accum %d (or a multiple) to use them all", gradAccum, gradAccum, n, n-gradAccum, n)
+	}
+	return fmt.Sprintf("note: --grad-accum %d is not a multiple of the %d devices: %d of them idle through each step's last round of micro-batches", gradAccum, n, n-gradAccum%n)
 }
 
 // multiStepper is train.Config.NewStepper for a run over eng and its peers.

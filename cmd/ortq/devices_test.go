@@ -99,3 +99,22 @@ func TestTrainDeviceList(t *testing.T) {
 		t.Errorf("--step device on two sessions: %v", err)
 	}
 }
+
+// TestIdleDevicesNote: a --grad-accum that leaves devices idle is said, naming the flag.
+func TestIdleDevicesNote(t *testing.T) {
+	two := []string{"cuda:0", "cuda:1"}
+	for _, c := range []struct {
+		devs  []string
+		accum int
+		want  string
+	}{
+		{[]string{"cuda:0"}, 1, ""}, {two, 2, ""}, {two, 4, ""},
+		{two, 1, "1 stay idle: pass --grad-accum 2"},
+		{two, 3, "--grad-accum 3 is not a multiple of the 2 devices: 1 of them idle"},
+	} {
+		got := idleDevicesNote(c.devs, c.accum)
+		if (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("%v, --grad-accum %d: %q, want %q", c.devs, c.accum, got, c.want)
+		}
+	}
+}

@@ -257,16 +257,17 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
+	waitPeers := startPeerEngines(dir, opts, eo, devs) // several devices: their sessions open meanwhile
 	eng, err := train.OpenEngineWith(dir, opts, eo)
+	peers, perr := waitPeers()
+	defer closeEngines(peers)
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
-	peers, err := openPeerEngines(dir, opts, eo, devs)
-	if err != nil {
-		return err
+	if perr != nil {
+		return perr
 	}
-	defer closeEngines(peers)
 	train.SetBaseModelName(eng.Man, v.GetString("base-model-name"))
 	if ia := v.GetString("init-adapter"); ia != "" { // checked before the data is read
 		if _, err := train.LoadInitAdapter(ia, eng.Man); err != nil {
@@ -321,6 +322,9 @@ func runTrain(v *viper.Viper) error {
 				return err
 			}
 		}
+	}
+	if note := idleDevicesNote(devs, cfg.GradAccum); note != "" {
+		fmt.Fprintln(os.Stderr, note)
 	}
 	fmt.Fprintf(os.Stderr, "data: %d documents, %d tokens → %d train / %d eval examples\n", ds.Stats.Documents, ds.Stats.Tokens, len(ds.Train), len(ds.Eval))
 	if ctx.Err() != nil {
