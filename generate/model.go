@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ortq/ortq/export"
@@ -184,7 +185,7 @@ func (m *Model) UseAdapter(path string) error {
 		if cur == nil {
 			return fmt.Errorf("%s: parameter %q is not an input of %s: use the adapter made for this export", path, p.Name, m.Dir)
 		}
-		if ortrun.DType(p.DType) != cur.DType || !sameDims(p.Dims, cur.Shape) {
+		if ortrun.DType(p.DType) != cur.DType || !slices.Equal(p.Dims, cur.Shape) {
 			return fmt.Errorf("%s: parameter %q is %v of type %d, the model wants %v of %s", path, p.Name, p.Dims, p.DType, cur.Shape, cur.DType)
 		}
 		t, _ := zeros(cur.DType, cur.Shape)
@@ -208,18 +209,6 @@ func (m *Model) UseAdapter(path string) error {
 
 // AdapterInputs is the number of inputs beyond the decoder's own (LoRA tensors).
 func (m *Model) AdapterInputs() int { return len(m.extra) }
-
-func sameDims(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 // Close releases the session (and the temporary copy of an onnx-adapter graph).
 func (m *Model) Close() error {

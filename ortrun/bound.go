@@ -2,6 +2,7 @@ package ortrun
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -247,7 +248,7 @@ func (c *Copier) UploadAll(dsts []*Buffer, srcs []*Tensor) error {
 		if err := src.Validate(); err != nil {
 			return fmt.Errorf("upload: %w", err)
 		}
-		if src.DType != dst.DType || !sameShape(src.Shape, dst.Shape) {
+		if src.DType != dst.DType || !slices.Equal(src.Shape, dst.Shape) {
 			return fmt.Errorf("upload: a %s %v tensor into a %s %v buffer", src.DType, src.Shape, dst.DType, dst.Shape)
 		}
 		v, err := toValue(src)
@@ -349,16 +350,4 @@ func identityModel(bufs []*Buffer) ([]byte, error) {
 	}
 	m := &onnxpb.ModelProto{IrVersion: 10, OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}}, Graph: g}
 	return proto.Marshal(m)
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
