@@ -18,6 +18,7 @@ targets=(
   internal/safetensors:FuzzParseSafetensors
   data:FuzzParseDocuments
   cmd/ortq:FuzzOptionValues
+  export:FuzzReadAdapterFile
 )
 if [ $# -gt 0 ]; then targets=("$@"); fi
 status=0
