@@ -136,7 +136,8 @@ func (s *Source) findPieces(evalPath string) error {
 	if want := 2*s.Man.Model.Layers + 1; len(s.Norms) != want {
 		return fmt.Errorf("%s: %d RMSNorm nodes, a %d-layer Llama has %d: rerun `ortq prepare` with this ortq", evalPath, len(s.Norms), s.Man.Model.Layers, want)
 	}
-	// FindLinears runs on a copy, so nothing it might normalise touches the graph read here.
+	// FindLinears only reads a graph; it runs on a copy so that the Linears it returns are
+	// looked up again by name in g below, whatever a later pass might do to that copy.
 	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(&ortgraph.Model{P: cloneModel(s.Eval.P), Dir: s.Eval.Dir}), &passes.Config{}, nil, passes.FindLinears)
 	if err != nil {
 		return fmt.Errorf("%s: %w", evalPath, err)
@@ -146,7 +147,7 @@ func (s *Source) findPieces(evalPath string) error {
 	for _, n := range g.P.Node {
 		byName[n.Name] = n
 	}
-	for _, l := range ctx.Result(passes.FindLinears).(*passes.Linears).All {
+	for _, l := range ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears).All {
 		cp := *l
 		cp.Node = byName[l.Node.Name]
 		s.Linears[l.Module()] = &cp
