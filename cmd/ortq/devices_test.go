@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ortq/ortq/train"
 )
 
 // pretendGPUs makes visibleGPUs report n for the test.
@@ -78,7 +80,8 @@ func TestBadDeviceRefusedEarly(t *testing.T) {
 
 // TestTrainDeviceList: `--device cpu,cpu` (two CPU sessions standing in for two GPUs) trains
 // exactly as `--device cpu` with the same global batch — losses and adapter bit for bit, 3
-// micro-batches per step on 2 sessions — and refuses the device-resident step.
+// micro-batches per step on 2 sessions — also when it resumes the one-session run's step-1
+// checkpoint, and refuses the device-resident step.
 func TestTrainDeviceList(t *testing.T) {
 	dir, args := relFixture(t, 3)
 	args = setFlag(args, "--grad-accum", "3")
@@ -94,7 +97,20 @@ func TestTrainDeviceList(t *testing.T) {
 	if c, _ := rep.Config.(map[string]any); c["device"] != "cpu,cpu" || rep.OptimizerSteps != 3 {
 		t.Errorf("report: config %v, %d steps", rep.Config, rep.OptimizerSteps)
 	}
-	err := run(t, with(args, "--out", filepath.Join(dir, "three"), "--device", "cpu,cpu", "--step", "device")...)
+	// A checkpoint of the one-session run, resumed on two sessions, ends where both ended.
+	dirs, err := train.ListCheckpoints(filepath.Join(one, train.CheckpointsDir))
+	if err != nil || len(dirs) != 3 {
+		t.Fatalf("checkpoints %v, %v", dirs, err)
+	}
+	for _, d := range dirs[1:] {
+		os.RemoveAll(d)
+	}
+	want := readFinal(t, two)
+	if err := run(t, with(args, "--out", one, "--device", "cpu,cpu", "--resume", "latest")...); err != nil {
+		t.Fatal(err)
+	}
+	sameRun(t, want, readFinal(t, one))
+	err = run(t, with(args, "--out", filepath.Join(dir, "three"), "--device", "cpu,cpu", "--step", "device")...)
 	if err == nil || !strings.Contains(err.Error(), "--step device") {
 		t.Errorf("--step device on two sessions: %v", err)
 	}
