@@ -4,6 +4,8 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/data"
@@ -152,7 +154,8 @@ func TestMultiDeviceMatchesOneDevice(t *testing.T) {
 	}
 }
 
-// TestMultiDeviceCancel: a cancelled step returns ctx's error and leaves the state as it was.
+// TestMultiDeviceCancel: a cancelled step returns ctx's error, a failing micro-batch its own,
+// and either leaves the state as it was.
 func TestMultiDeviceCancel(t *testing.T) {
 	art := stepFixture(t, 0, false)
 	var engines []*train.Engine
@@ -187,6 +190,22 @@ func TestMultiDeviceCancel(t *testing.T) {
 			if after.Params[i].Data[j] != v {
 				t.Fatalf("%s changed by a cancelled step", p.Name)
 			}
+		}
+	}
+	// A failing micro-batch on the second device ends the step with its error, and nothing
+	// is updated.
+	bad := stepBatches(1, 3, 2, 16, false)[0]
+	bad[1].InputIDs = slices.Clone(bad[1].InputIDs)
+	bad[1].InputIDs[0] = 1 << 30 // beyond the embedding
+	_, err = st.Step(context.Background(), train.StepInput{Step: 1, Batches: bad, Seeds: []uint64{1, 2, 3}, LR: 1e-2})
+	if err == nil || !strings.Contains(err.Error(), "micro-batch 1 on cpu") {
+		t.Fatalf("failing micro-batch: %v", err)
+	}
+	t.Logf("failing micro-batch: %v", err)
+	after, _ = st.State()
+	for i, p := range before.Params {
+		if !slices.Equal(after.Params[i].Data, p.Data) {
+			t.Fatalf("%s changed by a failed step", p.Name)
 		}
 	}
 	if _, err := train.NewMultiStepper(nil, init, cfg); err == nil {
