@@ -36,6 +36,9 @@ GO        ?= go
 CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 export CGO_CFLAGS
 GO_TEST_TIMEOUT ?= 60m
+# staticcheck for `make vet`, run with `go run pkg@version`: pinned here, not in go.mod, so the
+# module's dependencies stay those of ortq itself.
+STATICCHECK_VERSION := v0.8.2
 
 # npm-tgz PKG: path of the cached tarball of an (unscoped) npm package NAME@VERSION.
 npm-tgz = $(NPM_CACHE)/$(subst @,-,$(1)).tgz
@@ -105,13 +108,15 @@ test: ort demo-data tokenizer-fixtures
 	  $(GO) test -timeout $(GO_TEST_TIMEOUT) ./...
 	@$(MAKE) --no-print-directory vet
 
-## vet: go vet, and gofmt -l on every Go file of the project (tracked or new, not third_party/):
-## any file listed fails
+## vet: go vet, staticcheck (pinned, fetched through the Go module proxy; its checks are set in
+## staticcheck.conf), and gofmt -l on every Go file of the project (tracked or new, not
+## third_party/): any file listed fails
 vet:
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	@unformatted=$$(git ls-files --cached --others --exclude-standard -- '*.go' ':!:third_party/**' | xargs -r gofmt -l); \
 	if [ -n "$$unformatted" ]; then echo "error: not gofmt-formatted (run gofmt -w on them):" >&2; echo "$$unformatted" >&2; exit 1; fi
-	@echo "go vet and gofmt: OK"
+	@echo "go vet, staticcheck and gofmt: OK"
 
 ## bench-gate: the CPU regression gate on the default model against the committed baseline
 ## (throughput normalised by a reference computation timed in the same process)
