@@ -10,4 +10,15 @@
 // position a real token, warm-up excluded — and it must be repeatable enough for CI to gate
 // regressions on (`ortq bench compare`). Results are one JSON schema (Result) for ortq and
 // peers alike, so a peer's file merges into the same table.
+//
+// How a point is measured (run.go): Run resolves the base point and its artifacts (prepared
+// here from --model or a --preset, or given as --artifacts), expands the sweep, and for each
+// point (runner.point) evaluates the starting adapter on an eval-only engine, then opens a
+// training engine of its own and times one optimizer step per synthetic batch through the
+// same train.Stepper `ortq train` uses (the host step, or the device-resident step with or
+// without CUDA graphs: --step), so the optimizer step exists once. The point's peak host
+// RSS and ONNX Runtime arena figures cover that engine's life only; the evaluation after
+// the steps uses another eval-only engine, so no evaluation session inflates the peaks.
+// Throughput, FLOPs (flops.go) and MFU against the GPU's dense fp16 peak follow from the
+// step times after the warm-up.
 package bench

@@ -28,9 +28,10 @@ var ErrLibraryNotFound = errors.New("ONNX Runtime library not found")
 // FindLibrary returns the path of libonnxruntime.so.1, looking in order at: explicit (a flag
 // or config value), $ORTQ_ORT_LIB, .ort/libonnxruntime.so.1 in the working directory or any
 // directory above it (the repository when run from inside it), the same beside the executable
-// and above it (bin/ortq → <repo>/.ort), and ~/ort/libonnxruntime.so.1 (where
-// ../shared/device/ort-gpu-env.sh unpacks it on the GPU machine). An explicit or environment
-// path that does not exist is an error, not a reason to look further.
+// and above it (bin/ortq → <repo>/.ort), and ~/ort/libonnxruntime.so.1 (a per-user install,
+// as on a GPU machine where the CUDA bundle of `make ort-gpu-bundle` is unpacked into ~/ort).
+// An explicit or environment path that does not exist is an error, not a reason to look
+// further.
 func FindLibrary(explicit string) (string, error) {
 	if explicit != "" {
 		return checkLib(explicit, "the given path")

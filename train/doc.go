@@ -1,13 +1,30 @@
-// Package train is `ortq train`'s training loop and its building blocks: the Engine
-// (engine.go: the artifacts' ONNX Runtime sessions, one forward+backward step per
-// micro-batch), Run (loop.go: baseline and periodic evaluation, token-weighted gradient
-// accumulation, GradScaler, AdamW, learning-rate schedules, checkpoints and resume,
-// a checkpoint and a clean stop when its context is cancelled, the adapter and the run
-// report), checkpoints (checkpoint.go), the memory log (runlog.go, rss.go) and the
-// progress display. The CLI (cmd/ortq/train.go) parses options, tokenizes the data,
-// cancels the context on SIGINT/SIGTERM and calls Run. The optimizer, schedules, scaler and
-// accumulator are pure Go, deterministic and tested without ONNX Runtime; safetensors
-// I/O lives in internal/safetensors and fp16/bf16 conversion in internal/half.
+// Package train is `ortq train`'s training loop and its building blocks.
+//
+//   - The Trainer (trainer.go; Run in loop.go wraps it for an Engine) is the loop: baseline
+//     and periodic evaluation, a learning-rate schedule, optimizer steps of GradAccum
+//     micro-batches, overflow-skip accounting (--max-skips) and the stop on a non-finite
+//     fp32 step, checkpoints every SaveEvery steps (Keep of them) and resume, a checkpoint
+//     and a clean stop (InterruptedError) when its context is cancelled, then the adapter
+//     and the run report. It reads its artifacts and evaluates through a Backend, which
+//     *Engine is; its tests (loop_fake_test.go) drive a Go fake instead, in milliseconds.
+//   - A Stepper (step.go) is one optimizer step, whatever runs it: token-weighted gradient
+//     accumulation, the GradScaler's overflow check and AdamW. NewHostStepper runs the
+//     training graph once per micro-batch and keeps parameters, gradients and optimizer
+//     state in Go memory (torch's AdamW arithmetic to the last ulp); NewDeviceStepper
+//     (devicestep.go) runs the device-resident step graph, which keeps them in the session's
+//     device memory, with one fixed batch shape that CUDA graphs can capture;
+//     NewMultiStepper (multistep.go) spreads each step's micro-batches over one engine per
+//     device and reduces their gradients on the host. Config.NewStepper picks another
+//     Stepper than the engine's own; `ortq bench` times the same Steppers.
+//   - The Engine (engine.go) holds the artifacts' ONNX Runtime sessions: the training graph
+//     (or the device step graph) and evaluation.
+//   - Checkpoints (checkpoint.go: atomic, fsynced, with what a resume must match), the memory
+//     log (runlog.go, rss.go), the progress display (progress.go) and the report (report.go).
+//
+// The CLI (cmd/ortq/train.go) parses options, tokenizes the data, cancels the context on
+// SIGINT/SIGTERM and calls Run. The optimizer, schedules, scaler and accumulator are pure
+// Go, deterministic and tested without ONNX Runtime; safetensors I/O lives in
+// internal/safetensors and fp16/bf16 conversion in internal/half.
 //
 // Everything that PyTorch also does is done the PyTorch way, because the
 // project's proof compares against PyTorch+PEFT to 1e-6:
@@ -21,7 +38,7 @@
 //     steps, ×0.5 and skip on inf/NaN, unscale by multiplying with the
 //     float32 reciprocal computed in float64).
 //
-// One optimizer step of the loop is meant to read:
+// One optimizer step of the host Stepper reads:
 //
 //	acc.Reset()
 //	for each micro-batch: lossSum, tokens, grads := run graph(scale = scaler.Scale())
