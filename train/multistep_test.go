@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -111,7 +112,8 @@ func compareRuns(t *testing.T, what string, want, got stepRun, tol float64) (dLo
 // session host stepper's losses and final adapter for the same global batch — with dropout
 // and an odd number of micro-batches per step (3 on 2 devices), with fp16 loss-scale
 // overflows (skipped on every device at once), with ragged batches on 3 devices (one idle
-// in a step of 2), and a multi-device run restored midway equals the uninterrupted one.
+// in a step of 2), whatever the number of shards the host update is split into; and a
+// multi-device run restored midway equals the uninterrupted one.
 func TestMultiDeviceMatchesOneDevice(t *testing.T) {
 	const rows, seq = 2, 24
 	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
@@ -125,12 +127,16 @@ func TestMultiDeviceMatchesOneDevice(t *testing.T) {
 		ragged, fp16   bool
 		k, devices, at int
 		cfg            train.StepConfig
+		procs          int // GOMAXPROCS: how many shards the host update is split into
 	}{
-		{"dropout, 3 micro-batches on 2 devices", 0.1, false, false, 3, 2, 2, base},
-		{"fp16 overflow skips on 2 devices", 0, false, true, 2, 2, 3, overflow},
-		{"ragged, 2 micro-batches on 3 devices", 0, true, false, 2, 3, 0, base},
+		{"dropout, 3 micro-batches on 2 devices", 0.1, false, false, 3, 2, 2, base, 0},
+		{"fp16 overflow skips on 2 devices", 0, false, true, 2, 2, 3, overflow, 1},
+		{"ragged, 2 micro-batches on 3 devices, 5 update shards", 0, true, false, 2, 3, 0, base, 5},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			if c.procs > 0 {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(c.procs))
+			}
 			art := stepFixture(t, c.dropout, c.fp16)
 			steps := stepBatches(5, c.k, rows, seq, c.ragged)
 			one := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
@@ -155,7 +161,7 @@ func TestMultiDeviceMatchesOneDevice(t *testing.T) {
 }
 
 // TestMultiDeviceCancel: a cancelled step returns ctx's error, a failing micro-batch its own,
-// and either leaves the state as it was.
+// and either leaves the state as it was; a NaN from the gradient hook stops an fp32 run.
 func TestMultiDeviceCancel(t *testing.T) {
 	art := stepFixture(t, 0, false)
 	var engines []*train.Engine
@@ -207,6 +213,22 @@ func TestMultiDeviceCancel(t *testing.T) {
 		if !slices.Equal(after.Params[i].Data, p.Data) {
 			t.Fatalf("%s changed by a failed step", p.Name)
 		}
+	}
+	// A gradient hook's non-finite value stops an unscaled (fp32) run, as on the host stepper.
+	hooked := cfg
+	hooked.Scaler.Disabled = true
+	hooked.GradHook = func(step int, grads map[string][]float32) {
+		for _, g := range grads {
+			g[0] = float32(math.NaN())
+			return
+		}
+	}
+	st2, err := train.NewMultiStepper(engines, init, hooked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := st2.Step(context.Background(), train.StepInput{Step: 1, Batches: bs, Seeds: []uint64{1, 2, 3}, LR: 1e-2}); err != nil || !out.NonFinite {
+		t.Errorf("NaN from the gradient hook: %+v, %v; want NonFinite", out, err)
 	}
 	if _, err := train.NewMultiStepper(nil, init, cfg); err == nil {
 		t.Error("no engines: accepted")
