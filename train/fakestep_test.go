@@ -31,10 +31,24 @@ type fakeBackend struct {
 	evals int
 }
 
+// fastTempDir is a temp directory in memory (/dev/shm) where there is one: the loop
+// fsyncs every checkpoint file, which costs milliseconds each on a disk and nothing on
+// tmpfs, and durability is not what the fake-step tests check. Elsewhere, t.TempDir().
+func fastTempDir(t testing.TB) string {
+	t.Helper()
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "ortq-train-test-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
 // newFakeBackend writes manifest.json and the LoRA init tensors into a temp directory.
 func newFakeBackend(t testing.TB) *fakeBackend {
 	t.Helper()
-	dir := t.TempDir()
+	dir := fastTempDir(t)
 	man := &manifest.Manifest{LoRAInit: manifest.LoRAInitFile, Params: []manifest.LoRAParam{
 		{Name: "base_model.model.layers.0.q_proj.lora_A.weight", Module: "layers.0.q_proj", Kind: "A", Shape: []int64{2, 3}},
 		{Name: "base_model.model.layers.0.q_proj.lora_B.weight", Module: "layers.0.q_proj", Kind: "B", Shape: []int64{3, 2}},

@@ -104,7 +104,7 @@ func TestFakeLoopResumeIsExact(t *testing.T) {
 				}
 				return cfg
 			}
-			dir := t.TempDir()
+			dir := fastTempDir(t)
 			sb := newFakeBackend(t)
 			sb.fault = c.fault
 			straight := cfgFor(filepath.Join(dir, "straight"))
@@ -243,7 +243,7 @@ func TestFakeLoopNonFinite(t *testing.T) {
 			b := newFakeBackend(t)
 			b.fault = c.fault
 			log := &bytes.Buffer{}
-			cfg := fakeConfig(filepath.Join(t.TempDir(), "out"))
+			cfg := fakeConfig(filepath.Join(fastTempDir(t), "out"))
 			cfg.Log = log
 			if c.edit != nil {
 				c.edit(&cfg)
@@ -285,7 +285,7 @@ func TestFakeLoopCheckpointCadence(t *testing.T) {
 		{6, 2, 1, []string{"step-00000006"}},
 		{3, 1, 0, []string{"step-00000001", "step-00000002", "step-00000003"}},
 	} {
-		cfg := fakeConfig(filepath.Join(t.TempDir(), "out"))
+		cfg := fakeConfig(filepath.Join(fastTempDir(t), "out"))
 		cfg.MaxSteps, cfg.SaveEvery, cfg.Keep = c.steps, c.saveEvery, c.keep
 		if _, err := runFake(context.Background(), newFakeBackend(t), cfg); err != nil {
 			t.Fatal(err)
@@ -308,14 +308,24 @@ func TestFakeLoopCheckpointCadence(t *testing.T) {
 }
 
 // TestFakeLoopEvaluations: the baseline, every EvalEvery steps but the last, and the final
-// evaluation, each of the adapter at its step; the report and adapter are written.
+// evaluation, each of the adapter at its step; the report and adapter are written; the
+// Stepper comes from Config.NewStepper when set.
 func TestFakeLoopEvaluations(t *testing.T) {
 	b := newFakeBackend(t)
-	cfg := fakeConfig(filepath.Join(t.TempDir(), "out"))
+	cfg := fakeConfig(filepath.Join(fastTempDir(t), "out"))
 	cfg.EvalEvery, cfg.MaxSteps = 2, 6
+	// Config.NewStepper, when set, makes the Stepper instead of the backend.
+	made := 0
+	cfg.NewStepper = func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+		made++
+		return b.NewStepper(init, sc, rows, seq)
+	}
 	rep, err := runFake(context.Background(), b, cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if made != 1 {
+		t.Errorf("Config.NewStepper called %d times, want 1", made)
 	}
 	var steps []int
 	for _, e := range rep.EvalHistory {
