@@ -167,12 +167,18 @@ func idleDevicesNote(devs []string, gradAccum int) string {
 	return fmt.Sprintf("note: --grad-accum %d is not a multiple of the %d devices: %d of them idle through each step's last round of micro-batches", gradAccum, n, n-gradAccum%n)
 }
 
-// multiStepper is train.Config.NewStepper for a run over eng and its peers.
+// multiStepper is train.Config.NewStepper for a run over eng and its peers; the run's
+// report says how it ran (eng's notes go into it).
 func multiStepper(eng *train.Engine, peers []*train.Engine) func([]train.Param, train.StepConfig, int, int) (train.Stepper, error) {
 	if len(peers) == 0 {
 		return nil
 	}
 	engines := append([]*train.Engine{eng}, peers...)
+	devs := make([]string, len(engines))
+	for i, e := range engines {
+		devs[i] = e.Opts.Device
+	}
+	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): host step, gradients reduced token-weighted in Go memory; GPU memory in the run log is the busiest GPU's", len(devs), strings.Join(devs, ",")))
 	return func(init []train.Param, sc train.StepConfig, _, _ int) (train.Stepper, error) {
 		return train.NewMultiStepper(engines, init, sc)
 	}

@@ -97,6 +97,9 @@ func TestTrainDeviceList(t *testing.T) {
 	if c, _ := rep.Config.(map[string]any); c["device"] != "cpu,cpu" || rep.OptimizerSteps != 3 {
 		t.Errorf("report: config %v, %d steps", rep.Config, rep.OptimizerSteps)
 	}
+	if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.HasPrefix(n, "data-parallel over 2 devices (cpu,cpu)") }) {
+		t.Errorf("report notes %q do not say the run was data-parallel", rep.Notes)
+	}
 	// A checkpoint of the one-session run, resumed on two sessions, ends where both ended.
 	dirs, err := train.ListCheckpoints(filepath.Join(one, train.CheckpointsDir))
 	if err != nil || len(dirs) != 3 {
