@@ -346,3 +346,99 @@ func TestFakeLoopEvaluations(t *testing.T) {
 		}
 	}
 }
+
+// TestFakeLoopRefusals: what stops a run before or during its steps, each error naming the
+// cause: a failed checkpoint write (naming the last good one, which stays), a resume whose
+// options or artifacts changed, invalid options; and a crashed writer's leftovers are
+// removed (and said so) on resume.
+func TestFakeLoopRefusals(t *testing.T) {
+	// A finished 6-step run to resume from (checkpoints at steps 2, 4, 6).
+	done := fakeConfig(filepath.Join(fastTempDir(t), "done"))
+	if _, err := runFake(context.Background(), newFakeBackend(t), done); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		// edit changes the configuration and may change the backend.
+		edit    func(*train.Config, *fakeBackend)
+		wantErr []string
+		check   func(t *testing.T, cfg train.Config, log string)
+	}{
+		{name: "checkpoint write fails", wantErr: []string{"no space left", "the last good checkpoint is", "step-00000002"},
+			edit: func(c *train.Config, _ *fakeBackend) {
+				c.CheckpointHook = func(stage string, step int) error {
+					if step == 4 && stage == "tensors" {
+						return &os.PathError{Op: "write", Path: "state.json", Err: errors.New("no space left on device")}
+					}
+					return nil
+				}
+			},
+			check: func(t *testing.T, cfg train.Config, _ string) {
+				if got := checkpointSteps(t, cfg.Out); !slices.Equal(got, []string{"step-00000002"}) {
+					t.Errorf("checkpoints %v after a failed write", got)
+				}
+				es, _ := os.ReadDir(filepath.Join(cfg.Out, train.CheckpointsDir))
+				if len(es) != 1 {
+					t.Errorf("checkpoints dir holds %v", es)
+				}
+			}},
+		{name: "resume with another --lr", wantErr: []string{"--lr"},
+			edit: func(c *train.Config, _ *fakeBackend) { c.Out, c.Resume, c.LR = done.Out, "latest", 2e-2 }},
+		{name: "resume with another --grad-accum", wantErr: []string{"--grad-accum"},
+			edit: func(c *train.Config, _ *fakeBackend) {
+				c.Out, c.Resume, c.GradAccum = done.Out, filepath.Join(done.Out, train.CheckpointsDir, "step-00000004"), 1
+			}},
+		{name: "resume over changed artifacts", wantErr: []string{"manifest.json sha256"},
+			edit: func(c *train.Config, b *fakeBackend) {
+				c.Out, c.Resume = done.Out, "latest"
+				mp := filepath.Join(b.dir, "manifest.json")
+				mb, _ := os.ReadFile(mp)
+				os.WriteFile(mp, append(mb, ' '), 0o644)
+			}},
+		{name: "unfinished write removed on resume",
+			edit: func(c *train.Config, _ *fakeBackend) {
+				c.Out, c.Resume = fastTempDir(t), "latest"
+				// A copy of the finished run, with a crashed writer's temp directory.
+				root := filepath.Join(c.Out, train.CheckpointsDir)
+				for _, s := range []string{"step-00000004", ".tmp-123"} {
+					os.MkdirAll(filepath.Join(root, s), 0o755)
+				}
+				src := filepath.Join(done.Out, train.CheckpointsDir, "step-00000004")
+				es, _ := os.ReadDir(src)
+				for _, e := range es {
+					b, _ := os.ReadFile(filepath.Join(src, e.Name()))
+					os.WriteFile(filepath.Join(root, "step-00000004", e.Name()), b, 0o644)
+				}
+			},
+			check: func(t *testing.T, cfg train.Config, log string) {
+				if !strings.Contains(log, "removed 1 unfinished checkpoint write(s)") || !strings.Contains(log, "resuming from") {
+					t.Errorf("log:\n%s", log)
+				}
+				if got := checkpointSteps(t, cfg.Out); !slices.Equal(got, []string{"step-00000004", "step-00000006"}) {
+					t.Errorf("checkpoints %v", got)
+				}
+			}},
+		{name: "micro-batch 0", wantErr: []string{"--micro-batch and --grad-accum must be positive"},
+			edit: func(c *train.Config, _ *fakeBackend) { c.MicroBatch = 0 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newFakeBackend(t)
+			log := &bytes.Buffer{}
+			cfg := fakeConfig(filepath.Join(fastTempDir(t), "out"))
+			cfg.Log = log
+			c.edit(&cfg, b)
+			_, err := runFake(context.Background(), b, cfg)
+			if c.wantErr == nil && err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range c.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Fatalf("error %v, want it to say %q", err, w)
+				}
+			}
+			if c.check != nil {
+				c.check(t, cfg, log.String())
+			}
+		})
+	}
+}
