@@ -94,7 +94,7 @@ type run struct {
 	evals   []data.Batch
 	total   int
 	sched   Schedule
-	params  []Param // the initial values, in manifest order
+	params  []Param // the LoRA tensors in manifest order, which checkpoints and the adapter follow
 	stepper Stepper
 	maxSkip int
 
