@@ -1,5 +1,12 @@
 package bench
 
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/ortq/ortq/manifest"
+)
+
 // MemoryBreakdown splits a point's peak GPU memory into what ortq can account for, from
 // sizes it knows (the weights file, the step's state vectors) and ONNX Runtime's arena
 // statistics. Figures are bytes; a part that cannot be told apart is folded into the next
@@ -42,4 +49,19 @@ func stepStateBytes(step string, n int64) int64 {
 		return 2 * (4*n + 3) * 4 // two sets of params, exp_avg, exp_avg_sq, grad_sum, stats
 	}
 	return 2 * n * 4 // the LoRA inputs and the gradients of one run
+}
+
+// weightsBytes is the size of the artifacts' external weights (manifest.DataFiles, or
+// weights.bin's size for manifests that do not record it).
+func weightsBytes(dir string, man *manifest.Manifest) int64 {
+	var n int64
+	for _, f := range man.DataFiles {
+		n += f.Size
+	}
+	if n == 0 {
+		if st, err := os.Stat(filepath.Join(dir, man.Weights)); err == nil {
+			n = st.Size()
+		}
+	}
+	return n
 }

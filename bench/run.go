@@ -359,6 +359,7 @@ func (r *runner) point(p Params) (*Point, error) {
 	gp := r.mon.end()
 	ended = true
 	pt.PeakGPUBytes, pt.PeakGPUDeviceBytes, pt.GPUSource = gp.bytes, gp.device, gp.source
+	pt.Memory = breakDown(pt, weightsBytes(g.dir, man), stepStateBytes(p.Step, man.Counts.LoRAParams))
 	if gp.err != nil {
 		pt.Notes = append(pt.Notes, fmt.Sprintf("GPU sampling: %v", gp.err))
 	}
