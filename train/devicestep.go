@@ -194,19 +194,10 @@ func (s *deviceStepper) Step(ctx context.Context, in StepInput) (StepOutcome, er
 		return StepOutcome{}, fmt.Errorf("device step counted %g tokens, the batches %d", v[1], total)
 	}
 	out.Loss = float64(v[0]) / float64(v[1])
-	inf := v[2] != 0
-	if inf && !s.scaler.Enabled() {
-		out.NonFinite = true
-		return out, nil
-	}
-	if inf {
-		out.Skipped = true
-	} else {
-		s.step++
-	}
-	s.scaler.Update(inf)
-	out.ConsecutiveSkips = s.scaler.ConsecutiveSkips()
-	return out, nil
+	// The graph has already applied AdamW where the step was finite (it checks the loss too);
+	// the host counts the step.
+	err = finishStep(s.scaler, &out, v[2] != 0, func() error { s.step++; return nil })
+	return out, err
 }
 
 // scalars is the step_scalars vector of an optimizer step with lr over total counted

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"runtime"
 	"slices"
 	"sort"
@@ -256,19 +255,10 @@ func (s *multiStepper) update(in StepInput) (StepOutcome, error) {
 			}
 		}
 	}
-	inf = inf || math.IsNaN(out.Loss) || math.IsInf(out.Loss, 0)
-	if inf && !s.scaler.Enabled() {
-		out.NonFinite = true
-		return out, nil
-	}
-	if inf {
-		out.Skipped = true
-	} else if err := s.eachShard(func(_ int, sh *updateShard) error { return sh.opt.Step(sh.grads, in.LR) }); err != nil {
-		return out, err
-	}
-	s.scaler.Update(inf)
-	out.ConsecutiveSkips = s.scaler.ConsecutiveSkips()
-	return out, nil
+	err = finishStep(s.scaler, &out, inf, func() error {
+		return s.eachShard(func(_ int, sh *updateShard) error { return sh.opt.Step(sh.grads, in.LR) })
+	})
+	return out, err
 }
 
 func (s *multiStepper) Params() (map[string][]float32, error) {

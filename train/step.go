@@ -149,19 +149,28 @@ func (s *hostStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 		s.hook(in.Step, s.grads)
 		inf = inf || !allFinite(s.grads)
 	}
-	inf = inf || math.IsNaN(loss) || math.IsInf(loss, 0)
-	if inf && !s.scaler.Enabled() {
+	err = finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
+	return out, err
+}
+
+// finishStep is the loss scaler's verdict on a step whose unscaled gradients hold a
+// non-finite value (inf) or whose mean loss out.Loss is not finite: in fp32 training the
+// step is NonFinite and nothing changes (the loop stops); in fp16 it is Skipped and the scale
+// backs off; otherwise apply runs the update. Every stepper ends its step here.
+func finishStep(scaler *GradScaler, out *StepOutcome, inf bool, apply func() error) error {
+	inf = inf || math.IsNaN(out.Loss) || math.IsInf(out.Loss, 0)
+	if inf && !scaler.Enabled() {
 		out.NonFinite = true
-		return out, nil
+		return nil
 	}
 	if inf {
 		out.Skipped = true
-	} else if err := s.opt.Step(s.grads, in.LR); err != nil {
-		return out, err
+	} else if err := apply(); err != nil {
+		return err
 	}
-	s.scaler.Update(inf)
-	out.ConsecutiveSkips = s.scaler.ConsecutiveSkips()
-	return out, nil
+	scaler.Update(inf)
+	out.ConsecutiveSkips = scaler.ConsecutiveSkips()
+	return nil
 }
 
 func (s *hostStepper) Params() (map[string][]float32, error) {
