@@ -45,38 +45,7 @@ func runMulti(t *testing.T, art string, devices int, cfg train.StepConfig, steps
 		}
 		return st
 	}
-	st := open()
-	var r stepRun
-	for i, bs := range steps {
-		if i == resumeAt && resumeAt > 0 {
-			state, err := st.State()
-			if err != nil {
-				t.Fatal(err)
-			}
-			st.Close()
-			closeAll()
-			st = open()
-			if err := st.Restore(state); err != nil {
-				t.Fatal(err)
-			}
-		}
-		in := train.StepInput{Step: i + 1, Batches: bs, LR: 1e-2 * float64(i+1) / float64(len(steps))}
-		for k := range bs {
-			in.Seeds = append(in.Seeds, uint64(100*i+k))
-		}
-		out, err := st.Step(context.Background(), in)
-		if err != nil {
-			t.Fatalf("step %d: %v", i+1, err)
-		}
-		r.losses = append(r.losses, out.Loss)
-		r.skipped = append(r.skipped, out.Skipped)
-	}
-	var err error
-	if r.params, err = st.Params(); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	return r
+	return driveSteps(t, open, closeAll, steps, resumeAt)
 }
 
 // compareRuns fails when the runs' skips differ, or their losses or LoRA weights differ by

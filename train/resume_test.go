@@ -65,6 +65,26 @@ func runLoop(t *testing.T, art string, ctx context.Context, trainSet, evalSet []
 	return train.Run(ctx, eng, trainSet, evalSet, cfg)
 }
 
+// sameRun fails unless two finished runs have the same steps' losses bit for bit and the
+// same adapter bytes.
+func sameRun(t *testing.T, straight, resumed string, steps int) {
+	t.Helper()
+	a, b := lastLosses(t, straight), lastLosses(t, resumed)
+	if len(a) != steps || len(b) != steps {
+		t.Fatalf("losses %v / %v", a, b)
+	}
+	for i := range a {
+		if math.Float64bits(float64(a[i])) != math.Float64bits(float64(b[i])) {
+			t.Errorf("step %d loss %v straight, %v resumed", i+1, a[i], b[i])
+		}
+	}
+	fa, _ := os.ReadFile(filepath.Join(straight, "adapter_model.safetensors"))
+	fb, _ := os.ReadFile(filepath.Join(resumed, "adapter_model.safetensors"))
+	if len(fa) == 0 || !bytes.Equal(fa, fb) {
+		t.Error("adapter bytes differ between the straight and the resumed run")
+	}
+}
+
 func lastLosses(t *testing.T, out string) []train.Float {
 	t.Helper()
 	ck, err := train.LatestCheckpoint(filepath.Join(out, train.CheckpointsDir), nil)
@@ -110,20 +130,7 @@ func TestResumeIsExact(t *testing.T) {
 	if rep.OptimizerSteps != 6 {
 		t.Errorf("%d optimizer steps after resume, want 6", rep.OptimizerSteps)
 	}
-	a, b := lastLosses(t, straight), lastLosses(t, resumed)
-	if len(a) != 6 || len(b) != 6 {
-		t.Fatalf("losses %v / %v", a, b)
-	}
-	for i := range a {
-		if math.Float64bits(float64(a[i])) != math.Float64bits(float64(b[i])) {
-			t.Errorf("step %d loss %v straight, %v resumed", i+1, a[i], b[i])
-		}
-	}
-	fa, _ := os.ReadFile(filepath.Join(straight, "adapter_model.safetensors"))
-	fb, _ := os.ReadFile(filepath.Join(resumed, "adapter_model.safetensors"))
-	if len(fa) == 0 || !bytes.Equal(fa, fb) {
-		t.Error("adapter bytes differ between the straight and the resumed run")
-	}
+	sameRun(t, straight, resumed, 6)
 
 	// A resume that changes the trajectory is refused naming the field.
 	for _, c := range []struct {
