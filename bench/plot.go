@@ -85,36 +85,56 @@ func WritePlots(dir string, r *Result, peers Peers) ([]string, error) {
 		return nil, err
 	}
 
-	// memory over time
-	if len(r.Timeline) > 0 {
-		p := plot.New()
-		p.Title.Text = "memory over time"
-		p.X.Label.Text = "seconds since start"
-		p.Y.Label.Text = "GiB"
-		host := make(plotter.XYs, 0, len(r.Timeline))
-		var gpu plotter.XYs
-		for _, s := range r.Timeline {
-			host = append(host, plotter.XY{X: s.TMS / 1000, Y: gib(s.HostRSS)})
-			if v := s.GPUProcess; v > 0 {
-				gpu = append(gpu, plotter.XY{X: s.TMS / 1000, Y: gib(v)})
-			} else if s.GPUUsed > 0 {
-				gpu = append(gpu, plotter.XY{X: s.TMS / 1000, Y: gib(s.GPUUsed)})
+	// memory over time, loss per step
+	for _, f := range []struct {
+		name string
+		make func() (*plot.Plot, error)
+	}{{"memory_timeline", func() (*plot.Plot, error) { return timelinePlot(r) }}, {"loss", func() (*plot.Plot, error) { return lossPlot(r, labels) }}} {
+		p, err := f.make()
+		if err != nil {
+			return nil, err
+		}
+		if p != nil {
+			if err := save(p, f.name, 8*vg.Inch); err != nil {
+				return nil, err
 			}
 		}
-		args := []any{"host RSS", host}
-		if len(gpu) > 0 {
-			args = append(args, "GPU used", gpu)
-		}
-		if err := plotutil.AddLines(p, args...); err != nil {
-			return nil, err
-		}
-		p.Legend.Top = true
-		if err := save(p, "memory_timeline", 8*vg.Inch); err != nil {
-			return nil, err
+	}
+	return files, nil
+}
+
+// timelinePlot is host RSS and GPU memory over the run (nil without a timeline).
+func timelinePlot(r *Result) (*plot.Plot, error) {
+	if len(r.Timeline) == 0 {
+		return nil, nil
+	}
+	p := plot.New()
+	p.Title.Text = "memory over time"
+	p.X.Label.Text = "seconds since start"
+	p.Y.Label.Text = "GiB"
+	host := make(plotter.XYs, 0, len(r.Timeline))
+	var gpu plotter.XYs
+	for _, s := range r.Timeline {
+		host = append(host, plotter.XY{X: s.TMS / 1000, Y: gib(s.HostRSS)})
+		if v := s.GPUProcess; v > 0 {
+			gpu = append(gpu, plotter.XY{X: s.TMS / 1000, Y: gib(v)})
+		} else if s.GPUUsed > 0 {
+			gpu = append(gpu, plotter.XY{X: s.TMS / 1000, Y: gib(s.GPUUsed)})
 		}
 	}
+	args := []any{"host RSS", host}
+	if len(gpu) > 0 {
+		args = append(args, "GPU used", gpu)
+	}
+	if err := plotutil.AddLines(p, args...); err != nil {
+		return nil, err
+	}
+	p.Legend.Top = true
+	return p, nil
+}
 
-	// loss per step
+// lossPlot is every point's loss per step (nil when no point has a finite loss).
+func lossPlot(r *Result, labels []string) (*plot.Plot, error) {
 	p := plot.New()
 	p.Title.Text = "training loss per step (warm-up included)"
 	p.X.Label.Text = "step"
@@ -131,16 +151,14 @@ func WritePlots(dir string, r *Result, peers Peers) ([]string, error) {
 			args = append(args, labels[i], xy)
 		}
 	}
-	if len(args) > 0 {
-		if err := plotutil.AddLinePoints(p, args...); err != nil {
-			return nil, err
-		}
-		p.Legend.Top = true
-		if err := save(p, "loss", 8*vg.Inch); err != nil {
-			return nil, err
-		}
+	if len(args) == 0 {
+		return nil, nil
 	}
-	return files, nil
+	if err := plotutil.AddLinePoints(p, args...); err != nil {
+		return nil, err
+	}
+	p.Legend.Top = true
+	return p, nil
 }
 
 func bars(title, ylabel string, labels []string, ours, theirs plotter.Values, havePeer bool, peerName string) *plot.Plot {

@@ -109,11 +109,41 @@ type MarkdownOptions struct {
 // Markdown renders the report; deterministic for a given Result and options.
 func Markdown(r *Result, o MarkdownOptions) (string, error) {
 	var b strings.Builder
+	writeMachine(&b, r)
+	all := append([]*Result{r}, o.Peers...)
+	b.WriteString("\n## Results\n\n")
+	b.WriteString(Summary(r, o.Peers))
+	writePerPoint(&b, all)
+	arena := writeArena(&b, r.Points)
+	writeBreakdown(&b, r.Points)
+	if len(o.Figures) > 0 {
+		b.WriteString("\n## Figures\n\n")
+		for _, f := range o.Figures {
+			fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(f, ".png"), f)
+		}
+	}
+	writeMethod(&b, arena)
+	writeNotes(&b, all)
+	if r.Config != nil {
+		rows, err := flatten(r.Config)
+		if err != nil {
+			return "", err
+		}
+		b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
+		for _, kv := range rows {
+			fmt.Fprintf(&b, "| %s | %s |\n", mdEscape(kv[0]), mdEscape(kv[1]))
+		}
+	}
+	return b.String(), nil
+}
+
+// writeMachine opens the report with the machine, runtime and workload.
+func writeMachine(b *strings.Builder, r *Result) {
 	m := r.Machine
 	b.WriteString("# ortq bench\n\n| | |\n|---|---|\n")
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(&b, "| %s | %s |\n", k, mdEscape(v))
+			fmt.Fprintf(b, "| %s | %s |\n", k, mdEscape(v))
 		}
 	}
 	row("ortq commit", m.Commit)
@@ -158,10 +188,10 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 		p := r.Points[0]
 		row("workload", fmt.Sprintf("synthetic tokens (seeded; every position real, labels = ids), warm-up %d + %d measured optimizer steps, one micro-batch per step, AdamW", p.Warmup, p.Steps))
 	}
+}
 
-	all := append([]*Result{r}, o.Peers...)
-	b.WriteString("\n## Results\n\n")
-	b.WriteString(Summary(r, o.Peers))
+// writePerPoint is the FLOPs, MFU, skips and final loss of every point.
+func writePerPoint(b *strings.Builder, all []*Result) {
 	b.WriteString("\n## Per point\n\n| tool | point | FLOPs/step (model / with recompute) | achieved TFLOP/s | MFU / HFU | steps skipped | final loss | prepare (s) |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, res := range all {
 		for _, p := range res.Points {
@@ -181,49 +211,53 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 			if p.PrepareSeconds > 0 {
 				prep = fnum(p.PrepareSeconds, 1)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s / %s | %d | %s | %s |\n", mdEscape(res.Tool), mdEscape(p.Label), fl, tf,
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s / %s | %d | %s | %s |\n", mdEscape(res.Tool), mdEscape(p.Label), fl, tf,
 				fpct(p.MFU), fpct(p.HFU), p.SkippedSteps, final, prep)
 		}
 	}
+}
 
+// writeArena is ONNX Runtime's arena statistics of the points that have them; it reports
+// whether there were any.
+func writeArena(b *strings.Builder, pts []Point) bool {
 	arena := false
-	for _, p := range r.Points {
+	for _, p := range pts {
 		arena = arena || p.ORTArena != nil
 	}
-	if arena {
-		b.WriteString("\n## ONNX Runtime's arena\n\n| point | device | in use after the last step | peak in use | reserved | peak GPU (NVML) | allocations | arena extensions | largest allocation |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, p := range r.Points {
-			a := p.ORTArena
-			if a == nil {
-				continue
-			}
-			nvml := "n/a"
-			if p.PeakGPUBytes > 0 {
-				nvml = fmt.Sprintf("%s (%s)", fbytes(p.PeakGPUBytes), p.GPUSource)
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %d | %s |\n", mdEscape(p.Label), a.Device,
-				fbytes(nonNeg(a.InUse)), fbytes(nonNeg(a.PeakInUse)), fbytes(nonNeg(a.Reserved)), nvml,
-				a.NumAllocs, a.NumArenaExtensions, fbytes(nonNeg(a.MaxAllocSize)))
-		}
+	if !arena {
+		return false
 	}
-
-	writeBreakdown(&b, r.Points)
-
-	if len(o.Figures) > 0 {
-		b.WriteString("\n## Figures\n\n")
-		for _, f := range o.Figures {
-			fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(f, ".png"), f)
+	b.WriteString("\n## ONNX Runtime's arena\n\n| point | device | in use after the last step | peak in use | reserved | peak GPU (NVML) | allocations | arena extensions | largest allocation |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, p := range pts {
+		a := p.ORTArena
+		if a == nil {
+			continue
 		}
+		nvml := "n/a"
+		if p.PeakGPUBytes > 0 {
+			nvml = fmt.Sprintf("%s (%s)", fbytes(p.PeakGPUBytes), p.GPUSource)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %d | %d | %s |\n", mdEscape(p.Label), a.Device,
+			fbytes(nonNeg(a.InUse)), fbytes(nonNeg(a.PeakInUse)), fbytes(nonNeg(a.Reserved)), nvml,
+			a.NumAllocs, a.NumArenaExtensions, fbytes(nonNeg(a.MaxAllocSize)))
 	}
+	return true
+}
 
+// writeMethod says how every figure was measured.
+func writeMethod(b *strings.Builder, arena bool) {
 	b.WriteString("\n## Method\n\n")
-	b.WriteString("- tokens/s = micro-batch × seq-len × measured steps ÷ their summed wall time; a step is one micro-batch's forward + backward on ONNX Runtime, loss-scale unscaling and the AdamW update (host).\n")
+	b.WriteString("- tokens/s = micro-batch × seq-len × measured steps ÷ their summed wall time; a step is one micro-batch's forward + backward on ONNX Runtime, loss-scale unscaling and the AdamW update (in Go memory with step host; inside the step graph, in device memory, with step device or graph).\n")
 	b.WriteString("- FLOPs (bench/flops.go): N = Linear weights incl. lm_head, P = LoRA weights, A = 2·L·T·S·d (causal attention); model FLOPs = 4·N·T + 6·P·T + 3·A (frozen base: no weight gradients); with recompute add one decoder forward. MFU = model FLOPs/s ÷ dense fp16 peak; HFU counts the recompute.\n")
 	b.WriteString("- peak GPU: nvml-process = NVML's used memory of this process (CUDA context included); nvml-device-delta = device used minus before the run (when the driver hides per-process use, e.g. in containers); sampled every ~10 ms and at every step boundary, over session creation and the training steps (evaluation excluded). Peers: NVML where they measured it, else torch's reserved.\n")
 	if arena {
 		b.WriteString("- ONNX Runtime's arena: AllocatorGetStats of the training session's allocator for its device (the CUDA arena on CUDA, the CPU arena on the CPU), read after the last measured step: in use = what the arena hands out then, peak in use = its high-water mark since the session opened (initializers included), reserved = what the arena holds from the device (TotalAllocated). NVML's peak is larger by the CUDA context, cuBLAS/cuDNN workspaces and memory outside the arena.\n")
 	}
 	b.WriteString("- peak host RSS: the kernel's high-water mark (VmHWM, reset before each point's training phase) and 10 ms samples; memory the allocators kept from earlier points stays counted.\n")
+}
+
+// writeNotes lists the results' and points' notes.
+func writeNotes(b *strings.Builder, all []*Result) {
 	var notes []string
 	for _, res := range all {
 		for _, n := range res.Notes {
@@ -238,20 +272,9 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 	if len(notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
 		for _, n := range notes {
-			fmt.Fprintf(&b, "- %s\n", mdEscape(n))
+			fmt.Fprintf(b, "- %s\n", mdEscape(n))
 		}
 	}
-	if r.Config != nil {
-		rows, err := flatten(r.Config)
-		if err != nil {
-			return "", err
-		}
-		b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
-		for _, kv := range rows {
-			fmt.Fprintf(&b, "| %s | %s |\n", mdEscape(kv[0]), mdEscape(kv[1]))
-		}
-	}
-	return b.String(), nil
 }
 
 // Summary is the results table (ortq's points, then the peers') and, with peers, the
