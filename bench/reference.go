@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"runtime"
 	"time"
 )
 
@@ -39,8 +40,6 @@ func ReferenceWork() float32 {
 	return s
 }
 
-var referenceSink float32
-
 // MeasureReference times ReferenceWork `reps` times and returns the fastest, in
 // milliseconds: the minimum is the least noisy estimate of what the machine can do.
 func MeasureReference(reps int) float64 {
@@ -48,10 +47,12 @@ func MeasureReference(reps int) float64 {
 		reps = 7
 	}
 	best := time.Duration(1<<63 - 1)
+	var sink float32 // kept alive so that the work cannot be dropped as unused
 	for i := 0; i < reps; i++ {
 		t0 := time.Now()
-		referenceSink += ReferenceWork()
+		sink += ReferenceWork()
 		best = min(best, time.Since(t0))
 	}
+	runtime.KeepAlive(sink)
 	return float64(best) / float64(time.Millisecond)
 }
