@@ -8,7 +8,8 @@ SHELL := bash
 .DEFAULT_GOAL := build
 
 # ONNX Runtime core: onnxruntime-node's libonnxruntime.so.1 is built with the CUDA bridge
-# (see ../shared/NOTES.md), so the same core serves the CPU and the CUDA execution providers.
+# (it loads libonnxruntime_providers_cuda.so when asked for CUDA), so the same core serves the
+# CPU and the CUDA execution providers.
 ORT_VERSION       := 1.29.0
 ORT_CORE_PKG      := onnxruntime-node@$(ORT_VERSION)
 ORT_CORE_MEMBER   := package/bin/napi-v6/linux/x64/libonnxruntime.so.1

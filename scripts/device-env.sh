@@ -1,5 +1,5 @@
 # Sourced by the scripts/gpu-*.sh drivers on the GPU machine: library paths for ONNX Runtime
-# 1.29 + its CUDA provider in ~/ort (unpacked from the bundle by ../shared/device/ort-gpu-env.sh
+# 1.29 + its CUDA provider in ~/ort (unpacked from the `make ort-gpu-bundle` bundle
 # or by hand) and CUDA 13, the prebuilt ortq from bin/ortq.xz as $Q, and an output dir $OUT.
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export ORTQ_ORT_LIB=$HOME/ort/libonnxruntime.so.1

@@ -4,7 +4,7 @@
 #   2. ortq on Llama-3.2-3B shape (28 layers), 4-bit, micro-batch 7 x 512, recompute per layer
 #   3. the PyTorch+PEFT peer on the same GPU, same workload
 #   4. ortq rows: recompute none, micro-batch 1 and 14, 16-bit base
-# Prerequisites: ~/ort holds ONNX Runtime 1.29 + CUDA provider (../shared/device/ort-gpu-env.sh),
+# Prerequisites: ~/ort holds ONNX Runtime 1.29 + CUDA provider (the `make ort-gpu-bundle` bundle, unpacked),
 # bin/ortq.xz is the ortq binary (built with Go elsewhere; there is no Go on the GPU machine).
 set -u
 . "$(dirname "$0")/device-env.sh"

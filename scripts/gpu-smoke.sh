@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU smoke/benchmark driver for the device machine (no Go there): runs the prebuilt
 # bin/ortq.xz on a synthesized Llama-3.2-3B-shaped model. Usage (on the GPU machine, after
-# the ONNX Runtime bundle has been unpacked into ~/ort by ../shared/device/ort-gpu-env.sh):
+# the ONNX Runtime bundle (make ort-gpu-bundle) has been unpacked into ~/ort):
 #   LAYERS=2 STEPS=6 bash scripts/gpu-smoke.sh
 # Writes logs and reports to $OUT.
 set -u
