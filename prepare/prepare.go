@@ -428,49 +428,15 @@ func countParams(m *ortgraph.Model) int64 {
 
 func describe(g *ortgraph.Graph, file string) manifest.Graph {
 	out := manifest.Graph{File: file, Nodes: len(g.P.Node)}
-	role := func(name string, isInput bool) (string, string) {
-		switch {
-		case name == "input_ids":
-			return manifest.RoleInputIDs, ""
-		case name == "attention_mask":
-			return manifest.RoleAttentionMask, ""
-		case name == "position_ids":
-			return manifest.RolePositionIDs, ""
-		case name == passes.LabelsInput:
-			return manifest.RoleLabels, ""
-		case name == passes.LossScaleInput:
-			return manifest.RoleLossScale, ""
-		case name == passes.DropoutSeedInput:
-			return manifest.RoleDropoutSeed, ""
-		case name == passes.DropoutRowsInput:
-			return manifest.RoleDropoutRows, ""
-		case name == passes.LossOutput:
-			return manifest.RoleLoss, ""
-		case name == passes.LossSumOutput:
-			return manifest.RoleLossSum, ""
-		case name == passes.TokenCountOutput:
-			return manifest.RoleTokenCount, ""
-		case name == passes.StepScalarsInput:
-			return manifest.RoleStepScalars, ""
-		case strings.HasPrefix(name, "grad."):
-			return manifest.RoleGrad, strings.TrimPrefix(name, "grad.")
-		case isInput && strings.Contains(name, ".lora_"):
-			return manifest.RoleLoRA, name
-		}
-		if r, state, ok := passes.StateRole(name); ok {
-			return r, state
-		}
-		return "other", ""
-	}
 	for _, vi := range g.P.Input {
 		if g.Initializer(vi.Name) != nil {
 			continue
 		}
-		r, p := role(vi.Name, true)
+		r, p := passes.Role(vi.Name, true)
 		out.Inputs = append(out.Inputs, manifest.IO{Name: vi.Name, Role: r, Param: p, DType: dtypeOf(vi), Shape: g.SymDims(vi.Name)})
 	}
 	for _, vi := range g.P.Output {
-		r, p := role(vi.Name, false)
+		r, p := passes.Role(vi.Name, false)
 		out.Outputs = append(out.Outputs, manifest.IO{Name: vi.Name, Role: r, Param: p, DType: dtypeOf(vi), Shape: g.SymDims(vi.Name)})
 	}
 	return out
