@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/shirou/gopsutil/v4/mem"
+
+	"github.com/ortq/ortq/ortrun"
 )
 
 // MemRecord is one line of a run's memory and progress log (run.jsonl): written every
@@ -23,6 +25,15 @@ type MemRecord struct {
 	SysTotal   uint64    `json:"sys_total_bytes"`
 	GPUUsed    uint64    `json:"gpu_used_bytes,omitempty"`
 	GPUTotal   uint64    `json:"gpu_total_bytes,omitempty"`
+	// Arena is ONNX Runtime's account of the training session's memory (its allocator's
+	// in use, peak in use and reserved bytes), beside NVML's GPU figure; absent where the
+	// session keeps no arena statistics.
+	Arena *ortrun.ArenaStats `json:"ort_arena,omitempty"`
+}
+
+// arenaSource is what can report its training session's allocator statistics (*Engine).
+type arenaSource interface {
+	TrainAllocatorStats() (ortrun.ArenaStats, bool, error)
 }
 
 // runLog writes MemRecords as JSON lines.
@@ -31,6 +42,7 @@ type runLog struct {
 	enc     *json.Encoder
 	every   int
 	gpu     func() (uint64, uint64, bool)
+	arena   arenaSource // nil: no arena figures
 	peakRSS uint64
 	peakGPU uint64
 }
@@ -63,6 +75,11 @@ func (l *runLog) record(step int, event string, loss, lr, tps float64) {
 	if l.gpu != nil {
 		if u, t, ok := l.gpu(); ok {
 			r.GPUUsed, r.GPUTotal = u, t
+		}
+	}
+	if l.arena != nil {
+		if st, ok, err := l.arena.TrainAllocatorStats(); err == nil && ok {
+			r.Arena = &st
 		}
 	}
 	due := event != "step" || (l.every > 0 && step%l.every == 0)

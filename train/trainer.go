@@ -260,6 +260,9 @@ func (l *run) openRunLog() error {
 	if l.rlog, err = openRunLog(filepath.Join(l.cfg.Out, "run.jsonl"), l.cfg.LogEvery, l.cfg.GPUMemory, l.cfg.Resume != ""); err != nil {
 		return err
 	}
+	if a, ok := l.b.(arenaSource); ok {
+		l.rlog.arena = a
+	}
 	l.rlog.record(l.first-1, "start", 0, 0, 0)
 	return nil
 }
