@@ -107,6 +107,9 @@ type Graph struct {
 	Inputs  []IO   `json:"inputs"`
 	Outputs []IO   `json:"outputs"`
 	Nodes   int    `json:"nodes"`
+	// CaptureBlockers are the graph's ops whose CUDA kernels a CUDA graph cannot replay
+	// safely (set for the device step; the trainer then runs it without CUDA graphs).
+	CaptureBlockers []string `json:"capture_blockers,omitempty"`
 }
 
 // Manifest is manifest.json. Options records prepare's options as given.

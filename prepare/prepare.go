@@ -297,7 +297,9 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 	man.Eval = describe(ortgraph.NewGraph(gs.eval), manifest.EvalFile)
 	rec := describe(ortgraph.NewGraph(gs.rec), manifest.TrainRecomputeFile)
 	man.TrainRecompute = &rec
-	step := describe(ortgraph.NewGraph(gs.step), manifest.TrainStepFile)
+	stepG := ortgraph.NewGraph(gs.step)
+	step := describe(stepG, manifest.TrainStepFile)
+	step.CaptureBlockers = passes.CaptureBlockers(stepG)
 	man.TrainStep = &step
 	man.StepLayout = gs.layout
 	return man

@@ -11,6 +11,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/internal/defaultmodel"
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
@@ -39,6 +40,19 @@ func stepFixture(t *testing.T, dropout float64, fp16 bool) string {
 		t.Fatal(err)
 	}
 	return o.Out
+}
+
+// TestCaptureBlockersRecorded: prepare records the default model's GatherND (its
+// attention-mask construction) as what keeps its device step out of CUDA graphs.
+func TestCaptureBlockersRecorded(t *testing.T) {
+	art := stepFixture(t, 0, false)
+	man, err := manifest.ReadManifest(art)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := man.TrainStep.CaptureBlockers; len(b) != 1 || b[0] != "GatherND" {
+		t.Errorf("capture blockers %v, want [GatherND]", b)
+	}
 }
 
 // stepBatches draws optimizer steps of k micro-batches; with ragged, rows and lengths vary

@@ -100,6 +100,10 @@ func (e *Engine) openStep(cudaGraph bool) error {
 	path := filepath.Join(e.Dir, g.File)
 	opts := e.Opts
 	opts.CUDAGraph = cudaGraph && strings.HasPrefix(opts.Device, "cuda")
+	if opts.CUDAGraph && len(g.CaptureBlockers) > 0 {
+		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: %s holds %s, whose CUDA kernels a captured graph cannot replay safely", g.File, strings.Join(g.CaptureBlockers, ", ")))
+		opts.CUDAGraph = false
+	}
 	s, err := ortrun.NewSession(path, opts)
 	if err != nil && opts.CUDAGraph {
 		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: ONNX Runtime refused to capture %s (%v)", g.File, err))

@@ -98,7 +98,9 @@ func engineOptions(step, device string, recompute bool, man *manifest.Manifest) 
 			return host, nil
 		}
 		// Not "graph" yet: measured on an H200, the captured step of the embedded default
-		// model (fp32) fails with an illegal memory access, while the 3B fp16 shape's runs.
+		// model failed with an illegal memory access (its GatherND, now refused for capture
+		// by name, see passes.CaptureBlockers), while the 3B shape's replays correctly; other
+		// ops of other models may hide the same fault.
 		step = "device"
 	case "device", "graph":
 		if !recompute {

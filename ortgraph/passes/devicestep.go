@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/ortq/ortq/manifest"
@@ -181,6 +182,29 @@ func feedParams(g *ortgraph.Graph, ps []stepParam, layout []manifest.FlatParam, 
 		g.ReplaceUses(p.name, v)
 		removeInput(g, p.name)
 	}
+}
+
+// captureUnsafe are ops whose ONNX Runtime CUDA kernels copy host memory that lives only
+// during the kernel's launch: a CUDA graph records the copy's source address and replays it
+// after the memory is gone. GatherND copies its slice sizes from a std::vector with
+// cudaMemcpyAsync (measured on an H200: the embedded default model, whose attention-mask
+// construction holds one GatherND, fails with an illegal memory access once its captured
+// step is replayed; the 3B graph, without GatherND, replays correctly).
+var captureUnsafe = map[string]bool{"GatherND": true}
+
+// CaptureBlockers lists the ops of g that keep its runs from being captured in a CUDA graph
+// safely (sorted, each once; nil when there are none).
+func CaptureBlockers(g *ortgraph.Graph) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range g.P.Node {
+		if n.Domain == "" && captureUnsafe[n.OpType] && !seen[n.OpType] {
+			seen[n.OpType] = true
+			out = append(out, n.OpType)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // maxKernelArgs is the most inputs (Concat) or outputs (Split) whose pointers ONNX Runtime's

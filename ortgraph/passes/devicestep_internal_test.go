@@ -64,3 +64,17 @@ func TestSplitConcatTrees(t *testing.T) {
 		}
 	}
 }
+
+// TestCaptureBlockers: GatherND is reported once, other ops are not.
+func TestCaptureBlockers(t *testing.T) {
+	g := ortgraph.NewGraph(&ortgraph.Model{P: &onnxpb.ModelProto{Graph: &onnxpb.GraphProto{}}})
+	if b := CaptureBlockers(g); b != nil {
+		t.Errorf("empty graph: %v", b)
+	}
+	for _, op := range []string{"MatMul", "GatherND", "Gather", "GatherND"} {
+		g.P.Node = append(g.P.Node, &onnxpb.NodeProto{OpType: op, Name: op})
+	}
+	if b := CaptureBlockers(g); len(b) != 1 || b[0] != "GatherND" {
+		t.Errorf("blockers %v, want [GatherND]", b)
+	}
+}
