@@ -22,8 +22,8 @@ type Engine struct {
 	// that never set it still get fresh masks for every micro-batch.
 	DropoutSeed uint64
 
-	// Notes says how the engine departed from what was asked (a CUDA graph it could not
-	// capture), for the run's report.
+	// Notes say which optimizer step the engine runs and how it departed from what was
+	// asked (CUDA graphs it could not use), for the run's report.
 	Notes []string
 
 	train, eval *ortrun.Session
@@ -114,6 +114,11 @@ func (e *Engine) openStep(cudaGraph bool) error {
 		return fmt.Errorf("open %s: %w", g.File, err)
 	}
 	e.step = s
+	how := "without CUDA graphs"
+	if opts.CUDAGraph {
+		how = "captured in CUDA graphs"
+	}
+	e.Notes = append(e.Notes, fmt.Sprintf("optimizer step: device-resident (%s: LoRA weights, AdamW state and gradients in the session's memory), %s", g.File, how))
 	return nil
 }
 
