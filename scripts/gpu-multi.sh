@@ -7,7 +7,8 @@
 #      layer, STEPS steps, all in this call:
 #        one-host   one GPU, --step host,   --grad-accum 2 (the two-GPU run's global batch)
 #        one-device one GPU, --step device, --grad-accum 2 (today's default on CUDA)
-#        two        cuda:0,cuda:1 (host step),  --grad-accum 2
+#        two-host   cuda:0,cuda:1, --step host,   --grad-accum 2
+#        two-device cuda:0,cuda:1, --step device, --grad-accum 2 (the default on CUDA)
 #   3. a summary: tokens/s and its ratio to each one-GPU run (target ≥ 1.9×), peak GPU
 #      memory (the busiest GPU; target within 5 % of one GPU), and the largest relative
 #      difference of the per-step losses from the one-GPU host run's (target ≤ 1 %).
@@ -33,7 +34,8 @@ run() { # name, args...
 }
 run one-host --device cuda:0 --step host
 run one-device --device cuda:0 --step device
-run two --device cuda:0,cuda:1
+run two-host --device cuda:0,cuda:1 --step host
+run two-device --device cuda:0,cuda:1 --step device
 python3 - "$OUT" <<'PY' | tee -a "$OUT/progress.txt"
 import json, os, sys, glob
 out, G = sys.argv[1], 2**30
@@ -45,14 +47,14 @@ def load(name):
     ck = sorted(glob.glob(os.path.join(d, "checkpoints", "step-*", "state.json")))
     r["losses"] = json.load(open(ck[-1]))["losses"] if ck else []
     return r
-runs = {n: load(n) for n in ("one-host", "one-device", "two")}
+runs = {n: load(n) for n in ("one-host", "one-device", "two-host", "two-device")}
 base = runs["one-host"]
 for n, r in runs.items():
     if r is None:
         print(f"{n}: no report"); continue
     s = f"{n}: {r['tokens_per_second']:.0f} tokens/s, step p50 {r['step_time']['p50_ms']:.1f} ms, peak GPU {r.get('peak_gpu_bytes', 0) / G:.2f} GiB"
     for m in ("one-host", "one-device"):
-        if n == "two" and runs[m]:
+        if n.startswith("two") and runs[m]:
             s += f", {r['tokens_per_second'] / runs[m]['tokens_per_second']:.2f}x {m}"
             s += f" (peak {r.get('peak_gpu_bytes', 0) / max(1, runs[m].get('peak_gpu_bytes', 0)):.3f}x)"
     if base and r is not base and r["losses"] and base["losses"]:

@@ -166,20 +166,8 @@ func (s *deviceStepper) Step(ctx context.Context, in StepInput) (StepOutcome, er
 		total += b.Tokens
 	}
 	out := StepOutcome{Scale: s.scaler.Scale()}
-	sc := s.scalars(in.LR, total)
-	for k, b := range in.Batches {
-		if err := ctx.Err(); err != nil {
-			return StepOutcome{}, err
-		}
-		sc[manifest.StepScalarKeep] = b2f(k > 0)
-		sc[manifest.StepScalarApply] = b2f(k == len(in.Batches)-1 && total > 0)
-		if err := s.feed(b, in.Seeds[k], sc); err != nil {
-			return StepOutcome{}, fmt.Errorf("micro-batch %d: %w", k, err)
-		}
-		if err := s.binds[s.cur].Run(); err != nil {
-			return StepOutcome{}, fmt.Errorf("micro-batch %d: %w", k, err)
-		}
-		s.cur = 1 - s.cur
+	if err := s.run(ctx, in.Batches, in.Seeds, s.scalars(in.LR, total), total > 0); err != nil {
+		return StepOutcome{}, err
 	}
 	st, err := s.cp.Download(s.state[s.cur][manifest.StateStats])
 	if err != nil {
@@ -198,6 +186,26 @@ func (s *deviceStepper) Step(ctx context.Context, in StepInput) (StepOutcome, er
 	// the host counts the step.
 	err = finishStep(s.scaler, &out, v[2] != 0, func() error { s.step++; return nil })
 	return out, err
+}
+
+// run runs the micro-batches with the scalars sc, accumulating from zero; with apply the
+// last run applies AdamW.
+func (s *deviceStepper) run(ctx context.Context, batches []data.Batch, seeds []uint64, sc []float32, apply bool) error {
+	for k, b := range batches {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		sc[manifest.StepScalarKeep] = b2f(k > 0)
+		sc[manifest.StepScalarApply] = b2f(k == len(batches)-1 && apply)
+		if err := s.feed(b, seeds[k], sc); err != nil {
+			return fmt.Errorf("micro-batch %d: %w", k, err)
+		}
+		if err := s.binds[s.cur].Run(); err != nil {
+			return fmt.Errorf("micro-batch %d: %w", k, err)
+		}
+		s.cur = 1 - s.cur
+	}
+	return nil
 }
 
 // scalars is the step_scalars vector of an optimizer step with lr over total counted

@@ -122,6 +122,9 @@ func (e *Engine) openStep(cudaGraph bool) error {
 	return nil
 }
 
+// DeviceStep reports whether the engine opened the device-resident step graph.
+func (e *Engine) DeviceStep() bool { return e.step != nil }
+
 // NewStepper returns the Stepper of the engine's training session: the device-resident
 // one when the engine opened the device step (batches up to rows × seq), else the host one.
 func (e *Engine) NewStepper(init []Param, cfg StepConfig, rows, seq int) (Stepper, error) {

@@ -203,3 +203,95 @@ func TestMultiDeviceCancel(t *testing.T) {
 		t.Error("no engines: accepted")
 	}
 }
+
+// TestMultiDeviceStepMatchesHost: two CPU sessions running the device-resident step graph,
+// each accumulating its share of the micro-batches in its own memory with the host reducing
+// and running AdamW, give one host stepper's losses and weights (dropout on, an odd number of
+// micro-batches so one device idles through the last round; and fp16 overflow skips); a run
+// restored midway equals the uninterrupted one bit for bit.
+func TestMultiDeviceStepMatchesHost(t *testing.T) {
+	const rows, seq = 2, 24
+	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	base.Scaler.Disabled = true
+	overflow := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	overflow.Scaler.InitScale = 0x1p22
+	for _, c := range []struct {
+		name    string
+		dropout float64
+		fp16    bool
+		k       int
+		cfg     train.StepConfig
+	}{
+		{"dropout, 3 micro-batches on 2 devices", 0.1, false, 3, base},
+		{"fp16 overflow skips", 0, true, 1, overflow},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			art := stepFixture(t, c.dropout, c.fp16)
+			steps := stepBatches(5, c.k, rows, seq, false)
+			host := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
+			multi := runMultiDevice(t, art, 2, c.cfg, steps, rows, seq, 0)
+			worst := 0.0
+			for i := range host.losses {
+				if host.skipped[i] != multi.skipped[i] {
+					t.Fatalf("step %d: skipped %v on the host, %v on two devices", i+1, host.skipped[i], multi.skipped[i])
+				}
+				if d := math.Abs(host.losses[i]-multi.losses[i]) / math.Abs(host.losses[i]); !(d <= 2e-6) {
+					t.Errorf("step %d: loss %.9g host, %.9g two devices (rel %.2g)", i+1, host.losses[i], multi.losses[i], d)
+				}
+			}
+			for name, h := range host.params {
+				for i, v := range h {
+					worst = math.Max(worst, math.Abs(float64(v-multi.params[name][i])))
+				}
+			}
+			t.Logf("losses %v, skipped %v; max |Δθ| host vs two devices %.3g", host.losses, host.skipped, worst)
+			if worst > 2e-5 {
+				t.Errorf("LoRA weights differ by up to %g", worst)
+			}
+			resumed := runMultiDevice(t, art, 2, c.cfg, steps, rows, seq, 2)
+			for i := range multi.losses {
+				if resumed.losses[i] != multi.losses[i] {
+					t.Fatalf("step %d: loss %v resumed, %v uninterrupted", i+1, resumed.losses[i], multi.losses[i])
+				}
+			}
+			for name, v := range multi.params {
+				if !slices.Equal(resumed.params[name], v) {
+					t.Fatalf("%s differs between the resumed and the uninterrupted run", name)
+				}
+			}
+		})
+	}
+}
+
+// runMultiDevice is runStepper for NewMultiDeviceStepper over `devices` CPU sessions of the
+// device step graph.
+func runMultiDevice(t *testing.T, art string, devices int, cfg train.StepConfig, steps [][]data.Batch, rows, seq, resumeAt int) stepRun {
+	t.Helper()
+	var engines []*train.Engine
+	closeAll := func() {
+		for _, e := range engines {
+			e.Close()
+		}
+		engines = nil
+	}
+	defer func() { closeAll() }()
+	open := func() train.Stepper {
+		for range devices {
+			e, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{DeviceStep: true, LazyEval: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			engines = append(engines, e)
+		}
+		init, err := train.LoadParams(filepath.Join(art, engines[0].Man.LoRAInit), engines[0].Man)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := train.NewMultiDeviceStepper(engines, init, cfg, rows, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	return driveSteps(t, open, closeAll, steps, resumeAt)
+}

@@ -94,18 +94,11 @@ var visibleGPUs = func() int {
 	return n
 }
 
-// devicesEngineOptions is engineOptions for one device; several devices share one host-side
-// reduction, so they run the host step (the device-resident step keeps AdamW in one
-// session's memory).
+// devicesEngineOptions is engineOptions for every device of the list: the same step on each
+// (host: train.NewMultiStepper; device or graph: train.NewMultiDeviceStepper, which keeps
+// each device's accumulation in its memory and reduces on the host).
 func devicesEngineOptions(step string, devs []string, recompute bool, man *manifest.Manifest) (train.EngineOptions, error) {
-	if len(devs) == 1 {
-		return engineOptions(step, devs[0], recompute, man)
-	}
-	switch step {
-	case "auto", "", "host":
-		return train.EngineOptions{Train: true, Recompute: recompute, LazyEval: strings.HasPrefix(devs[0], "cuda")}, nil
-	}
-	return train.EngineOptions{}, usageError{fmt.Errorf("--step %s: with several --device entries the step runs on the host (gradients reduced in Go memory): pass --step host or auto", step)}
+	return engineOptions(step, devs[0], recompute, man)
 }
 
 // multiDeviceThreads splits the cores between the CPU sessions of a cpu list when --threads
@@ -178,8 +171,15 @@ func multiStepper(eng *train.Engine, peers []*train.Engine) func([]train.Param, 
 	for i, e := range engines {
 		devs[i] = e.Opts.Device
 	}
-	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): host step, gradients reduced token-weighted in Go memory; GPU memory in the run log is the busiest GPU's", len(devs), strings.Join(devs, ",")))
-	return func(init []train.Param, sc train.StepConfig, _, _ int) (train.Stepper, error) {
+	how := "host step"
+	if eng.DeviceStep() {
+		how = "device-resident steps accumulating on each device"
+	}
+	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): %s, gradients reduced token-weighted in Go memory, one AdamW on the host; GPU memory in the run log is the busiest GPU's", len(devs), strings.Join(devs, ","), how))
+	return func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+		if eng.DeviceStep() {
+			return train.NewMultiDeviceStepper(engines, init, sc, rows, seq)
+		}
 		return train.NewMultiStepper(engines, init, sc)
 	}
 }
