@@ -161,10 +161,7 @@ func (s *deviceStepper) Step(ctx context.Context, in StepInput) (StepOutcome, er
 	if err := in.check(); err != nil {
 		return StepOutcome{}, err
 	}
-	total := 0
-	for _, b := range in.Batches {
-		total += b.Tokens
-	}
+	total := in.tokens()
 	out := StepOutcome{Scale: s.scaler.Scale()}
 	if err := s.run(ctx, in.Batches, in.Seeds, s.scalars(in.LR, total), total > 0); err != nil {
 		return StepOutcome{}, err

@@ -25,11 +25,9 @@ import (
 // the devices' sums add up to the step's mean-loss gradient times the scale, as on one
 // device; they are added in float64 in device order.
 type multiDeviceStepper struct {
-	devs   []*deviceStepper
-	params []Param // the master copy, updated by opt
-	opt    *AdamW
-	scaler *GradScaler
-	grads  map[string][]float32
+	hostState
+	devs  []*deviceStepper
+	grads map[string][]float32
 }
 
 // NewMultiDeviceStepper returns the Stepper over engines opened with EngineOptions.DeviceStep
@@ -41,15 +39,11 @@ func NewMultiDeviceStepper(engines []*Engine, init []Param, cfg StepConfig, rows
 	if cfg.GradHook != nil {
 		return nil, errors.New("multi-device step: gradient hooks need the host stepper")
 	}
-	opt, err := NewAdamW(init, cfg.AdamW)
+	hs, err := newHostState(init, cfg)
 	if err != nil {
 		return nil, err
 	}
-	scaler, err := NewGradScaler(cfg.Scaler)
-	if err != nil {
-		return nil, err
-	}
-	s := &multiDeviceStepper{params: init, opt: opt, scaler: scaler, grads: map[string][]float32{}}
+	s := &multiDeviceStepper{hostState: hs, grads: map[string][]float32{}}
 	for i, e := range engines {
 		d, err := NewDeviceStepper(e, init, cfg, rows, seq)
 		if err != nil {
@@ -65,10 +59,7 @@ func (s *multiDeviceStepper) Step(ctx context.Context, in StepInput) (StepOutcom
 	if err := in.check(); err != nil {
 		return StepOutcome{}, err
 	}
-	total := 0
-	for _, b := range in.Batches {
-		total += b.Tokens
-	}
+	total := in.tokens()
 	out := StepOutcome{Scale: s.scaler.Scale()}
 	active, err := s.accumulate(ctx, in, total)
 	if err != nil {
@@ -173,34 +164,6 @@ func (s *multiDeviceStepper) reduce(active []*deviceStepper) (lossSum, tokens fl
 	}
 	return lossSum, tokens, nil
 }
-
-func (s *multiDeviceStepper) Params() (map[string][]float32, error) {
-	out := make(map[string][]float32, len(s.params))
-	for _, p := range s.params {
-		out[p.Name] = append([]float32(nil), p.Data...)
-	}
-	return out, nil
-}
-
-func (s *multiDeviceStepper) State() (StepState, error) {
-	ps := make([]Param, len(s.params))
-	for i, p := range s.params {
-		ps[i] = Param{Name: p.Name, Data: append([]float32(nil), p.Data...), NoDecay: p.NoDecay}
-	}
-	return StepState{Params: ps, Adam: s.opt.State(), Scaler: s.scaler.State()}, nil
-}
-
-func (s *multiDeviceStepper) Restore(st StepState) error {
-	if err := copyParams(s.params, st.Params); err != nil {
-		return err
-	}
-	if err := s.opt.LoadState(st.Adam); err != nil {
-		return err
-	}
-	return s.scaler.LoadState(st.Scaler)
-}
-
-func (s *multiDeviceStepper) Scale() float32 { return s.scaler.Scale() }
 
 // Close frees every device's buffers and copy sessions (the sessions are the engines').
 func (s *multiDeviceStepper) Close() {

@@ -19,6 +19,16 @@ import (
 // new ones restored from its state after that many steps, as a resumed process would.
 func runMulti(t *testing.T, art string, devices int, cfg train.StepConfig, steps [][]data.Batch, resumeAt int) stepRun {
 	t.Helper()
+	eo := train.EngineOptions{Train: true, Recompute: true, LazyEval: true}
+	return runOnEngines(t, art, devices, eo, steps, resumeAt, func(es []*train.Engine, init []train.Param) (train.Stepper, error) {
+		return train.NewMultiStepper(es, init, cfg)
+	})
+}
+
+// runOnEngines drives the stepper mk makes over `devices` CPU engines opened with eo.
+func runOnEngines(t *testing.T, art string, devices int, eo train.EngineOptions, steps [][]data.Batch, resumeAt int,
+	mk func([]*train.Engine, []train.Param) (train.Stepper, error)) stepRun {
+	t.Helper()
 	var engines []*train.Engine
 	closeAll := func() {
 		for _, e := range engines {
@@ -29,7 +39,7 @@ func runMulti(t *testing.T, art string, devices int, cfg train.StepConfig, steps
 	defer func() { closeAll() }()
 	open := func() train.Stepper {
 		for range devices {
-			e, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: true, LazyEval: true})
+			e, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, eo)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,7 +49,7 @@ func runMulti(t *testing.T, art string, devices int, cfg train.StepConfig, steps
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := train.NewMultiStepper(engines, init, cfg)
+		st, err := mk(engines, init)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,31 +277,8 @@ func TestMultiDeviceStepMatchesHost(t *testing.T) {
 // device step graph.
 func runMultiDevice(t *testing.T, art string, devices int, cfg train.StepConfig, steps [][]data.Batch, rows, seq, resumeAt int) stepRun {
 	t.Helper()
-	var engines []*train.Engine
-	closeAll := func() {
-		for _, e := range engines {
-			e.Close()
-		}
-		engines = nil
-	}
-	defer func() { closeAll() }()
-	open := func() train.Stepper {
-		for range devices {
-			e, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{DeviceStep: true, LazyEval: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			engines = append(engines, e)
-		}
-		init, err := train.LoadParams(filepath.Join(art, engines[0].Man.LoRAInit), engines[0].Man)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := train.NewMultiDeviceStepper(engines, init, cfg, rows, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
-	return driveSteps(t, open, closeAll, steps, resumeAt)
+	eo := train.EngineOptions{DeviceStep: true, LazyEval: true}
+	return runOnEngines(t, art, devices, eo, steps, resumeAt, func(es []*train.Engine, init []train.Param) (train.Stepper, error) {
+		return train.NewMultiDeviceStepper(es, init, cfg, rows, seq)
+	})
 }

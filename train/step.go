@@ -73,6 +73,15 @@ type StepConfig struct {
 	GradHook func(step int, grads map[string][]float32)
 }
 
+// tokens is the step's counted labels over all its micro-batches.
+func (in StepInput) tokens() int {
+	n := 0
+	for _, b := range in.Batches {
+		n += b.Tokens
+	}
+	return n
+}
+
 func (in StepInput) check() error {
 	if len(in.Batches) == 0 || len(in.Seeds) != len(in.Batches) {
 		return fmt.Errorf("optimizer step %d: %d micro-batches and %d dropout seeds", in.Step, len(in.Batches), len(in.Seeds))
@@ -84,11 +93,9 @@ func (in StepInput) check() error {
 // memory, accumulates them in float64 and applies the Go AdamW (torch's arithmetic to the
 // last ulp).
 type hostStepper struct {
+	hostState
 	e      *Engine
-	params []Param
 	values map[string][]float32
-	opt    *AdamW
-	scaler *GradScaler
 	acc    *GradAccumulator
 	grads  map[string][]float32
 	hook   func(int, map[string][]float32)
@@ -100,15 +107,11 @@ func NewHostStepper(e *Engine, init []Param, cfg StepConfig) (Stepper, error) {
 	if e.train == nil {
 		return nil, errors.New("host stepper: the engine has no training session")
 	}
-	opt, err := NewAdamW(init, cfg.AdamW)
+	hs, err := newHostState(init, cfg)
 	if err != nil {
 		return nil, err
 	}
-	scaler, err := NewGradScaler(cfg.Scaler)
-	if err != nil {
-		return nil, err
-	}
-	s := &hostStepper{e: e, params: init, values: map[string][]float32{}, opt: opt, scaler: scaler,
+	s := &hostStepper{hostState: hs, e: e, values: map[string][]float32{},
 		acc: NewGradAccumulator(init), grads: map[string][]float32{}, hook: cfg.GradHook}
 	for _, p := range init {
 		s.values[p.Name] = p.Data
@@ -173,7 +176,29 @@ func finishStep(scaler *GradScaler, out *StepOutcome, inf bool, apply func() err
 	return nil
 }
 
-func (s *hostStepper) Params() (map[string][]float32, error) {
+// hostState is the optimizer state a Stepper keeps in Go memory: the LoRA weights (the
+// master copy AdamW updates in place), AdamW and the loss scaler. It gives those steppers
+// their Params, State, Restore and Scale.
+type hostState struct {
+	params []Param
+	opt    *AdamW
+	scaler *GradScaler
+}
+
+// newHostState starts AdamW and the scaler over init (updated in place).
+func newHostState(init []Param, cfg StepConfig) (hostState, error) {
+	opt, err := NewAdamW(init, cfg.AdamW)
+	if err != nil {
+		return hostState{}, err
+	}
+	scaler, err := NewGradScaler(cfg.Scaler)
+	if err != nil {
+		return hostState{}, err
+	}
+	return hostState{params: init, opt: opt, scaler: scaler}, nil
+}
+
+func (s *hostState) Params() (map[string][]float32, error) {
 	out := make(map[string][]float32, len(s.params))
 	for _, p := range s.params {
 		out[p.Name] = append([]float32(nil), p.Data...)
@@ -181,7 +206,7 @@ func (s *hostStepper) Params() (map[string][]float32, error) {
 	return out, nil
 }
 
-func (s *hostStepper) State() (StepState, error) {
+func (s *hostState) State() (StepState, error) {
 	ps := make([]Param, len(s.params))
 	for i, p := range s.params {
 		ps[i] = Param{Name: p.Name, Data: append([]float32(nil), p.Data...), NoDecay: p.NoDecay}
@@ -189,7 +214,7 @@ func (s *hostStepper) State() (StepState, error) {
 	return StepState{Params: ps, Adam: s.opt.State(), Scaler: s.scaler.State()}, nil
 }
 
-func (s *hostStepper) Restore(st StepState) error {
+func (s *hostState) Restore(st StepState) error {
 	if err := copyParams(s.params, st.Params); err != nil {
 		return err
 	}
@@ -199,8 +224,9 @@ func (s *hostStepper) Restore(st StepState) error {
 	return s.scaler.LoadState(st.Scaler)
 }
 
-func (s *hostStepper) Scale() float32 { return s.scaler.Scale() }
+func (s *hostState) Scale() float32 { return s.scaler.Scale() }
 
+// Close releases nothing: the training session is the engine's.
 func (s *hostStepper) Close() {}
 
 // copyParams copies src's values into dst by name; every dst tensor must be in src with
