@@ -207,6 +207,14 @@ func (c *Copier) Close() {
 	}
 }
 
+// Sessions is the number of copy sessions the Copier holds (each, on a GPU, an execution
+// provider with memory of its own).
+func (c *Copier) Sessions() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sessions)
+}
+
 // session returns the copy session for tensors of these types and ranks.
 func (c *Copier) session(bufs []*Buffer) (*Session, error) {
 	key := ""

@@ -37,9 +37,13 @@ type deviceStepper struct {
 	// feedRoles orders feeds, so that every micro-batch's upload is one run of one copy
 	// session.
 	feedRoles []string
-	state     [2]map[string]*ortrun.Buffer
-	binds     [2]*ortrun.Binding
-	cur       int // the state set holding the current values
+	// pad are two one-element float32 buffers that fill the state transfers up to three
+	// vectors, so that every state transfer uses the same copy session (each copy session is
+	// an execution provider with its own memory on the GPU).
+	pad   [2]*ortrun.Buffer
+	state [2]map[string]*ortrun.Buffer
+	binds [2]*ortrun.Binding
+	cur   int // the state set holding the current values
 }
 
 // NewDeviceStepper returns the device-resident Stepper of an engine opened with
@@ -133,6 +137,13 @@ func (s *deviceStepper) allocate(g *manifest.Graph) error {
 			outs[i][io.Name] = s.state[1-i][io.Param]
 		}
 	}
+	for i := range s.pad {
+		b, err := s.sess.NewBuffer(ortrun.Float32, []int64{1})
+		if err != nil {
+			return err
+		}
+		s.pad[i] = b
+	}
 	for i := range s.binds {
 		b, err := s.sess.Bind(ins[i], outs[i], i+1)
 		if err != nil {
@@ -166,11 +177,11 @@ func (s *deviceStepper) Step(ctx context.Context, in StepInput) (StepOutcome, er
 	if err := s.run(ctx, in.Batches, in.Seeds, s.scalars(in.LR, total), total > 0); err != nil {
 		return StepOutcome{}, err
 	}
-	st, err := s.cp.Download(s.state[s.cur][manifest.StateStats])
+	st, err := s.downloadState(manifest.StateStats)
 	if err != nil {
 		return StepOutcome{}, err
 	}
-	v := st.Data.([]float32)
+	v := st[0]
 	if total == 0 {
 		out.Loss, out.NoTokens = math.NaN(), true
 		return out, nil
@@ -266,6 +277,39 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 	return s.cp.UploadAll(bufs, ts)
 }
 
+// downloadState reads one to three of the current state vectors in one run of the state
+// copy session.
+func (s *deviceStepper) downloadState(names ...string) ([][]float32, error) {
+	bufs := []*ortrun.Buffer{}
+	for _, n := range names {
+		bufs = append(bufs, s.state[s.cur][n])
+	}
+	bufs = append(bufs, s.pad[:3-len(bufs)]...)
+	ts, err := s.cp.DownloadAll(bufs)
+	if err != nil {
+		return nil, fmt.Errorf("reading the device step's state: %w", err)
+	}
+	out := make([][]float32, len(names))
+	for i := range names {
+		out[i] = ts[i].Data.([]float32)
+	}
+	return out, nil
+}
+
+// uploadState writes one to three state vectors in one run of the state copy session.
+func (s *deviceStepper) uploadState(names []string, vals [][]float32) error {
+	var bufs []*ortrun.Buffer
+	var ts []*ortrun.Tensor
+	for i, n := range names {
+		b := s.state[s.cur][n]
+		bufs, ts = append(bufs, b), append(ts, &ortrun.Tensor{DType: ortrun.Float32, Shape: b.Shape, Data: vals[i]})
+	}
+	for _, b := range s.pad[:3-len(bufs)] {
+		bufs, ts = append(bufs, b), append(ts, &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{1}, Data: []float32{0}})
+	}
+	return s.cp.UploadAll(bufs, ts)
+}
+
 // padBatch returns b as rows × seq: padded rows attend to their first position only and
 // padded positions to nothing; neither has a label.
 func padBatch(b data.Batch, rows, seq int) data.Batch {
@@ -322,11 +366,11 @@ func (s *deviceStepper) unflat(v []float32) map[string][]float32 {
 }
 
 func (s *deviceStepper) download(state string) ([]float32, error) {
-	t, err := s.cp.Download(s.state[s.cur][state])
+	vs, err := s.downloadState(state)
 	if err != nil {
-		return nil, fmt.Errorf("reading the device step's %s: %w", state, err)
+		return nil, err
 	}
-	return t.Data.([]float32), nil
+	return vs[0], nil
 }
 
 func (s *deviceStepper) Params() (map[string][]float32, error) {
@@ -340,13 +384,13 @@ func (s *deviceStepper) Params() (map[string][]float32, error) {
 func (s *deviceStepper) State() (StepState, error) {
 	st := StepState{Adam: AdamWState{Step: s.step}, Scaler: s.scaler.State()}
 	names := []string{manifest.StateParams, manifest.StateExpAvg, manifest.StateExpAvgSq}
-	ts, err := s.cp.DownloadAll([]*ortrun.Buffer{s.state[s.cur][names[0]], s.state[s.cur][names[1]], s.state[s.cur][names[2]]})
+	ts, err := s.downloadState(names...)
 	if err != nil {
-		return StepState{}, fmt.Errorf("reading the device step's state: %w", err)
+		return StepState{}, err
 	}
 	vals := map[string]map[string][]float32{}
 	for i, name := range names {
-		vals[name] = s.unflat(ts[i].Data.([]float32))
+		vals[name] = s.unflat(ts[i])
 	}
 	for _, l := range s.layout {
 		st.Params = append(st.Params, Param{Name: l.Name, Data: vals[manifest.StateParams][l.Name]})
@@ -366,8 +410,8 @@ func (s *deviceStepper) Restore(st StepState) error {
 	if len(params) != len(s.layout) {
 		return fmt.Errorf("state has %d LoRA tensors, the device step %d", len(params), len(s.layout))
 	}
-	var bufs []*ortrun.Buffer
-	var ts []*ortrun.Tensor
+	var names []string
+	var vals [][]float32
 	for _, u := range []struct {
 		name string
 		vals map[string][]float32
@@ -376,10 +420,9 @@ func (s *deviceStepper) Restore(st StepState) error {
 		if err != nil {
 			return err
 		}
-		bufs = append(bufs, s.state[s.cur][u.name])
-		ts = append(ts, &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{s.size}, Data: v})
+		names, vals = append(names, u.name), append(vals, v)
 	}
-	if err := s.cp.UploadAll(bufs, ts); err != nil {
+	if err := s.uploadState(names, vals); err != nil {
 		return err
 	}
 	if err := s.scaler.LoadState(st.Scaler); err != nil {
@@ -407,6 +450,10 @@ func (s *deviceStepper) Close() {
 	}
 	for _, b := range s.feeds {
 		b.Close()
+	}
+	for i := range s.pad {
+		s.pad[i].Close()
+		s.pad[i] = nil
 	}
 	s.feeds = map[string]*ortrun.Buffer{}
 	s.cp.Close()

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
-	"github.com/ortq/ortq/ortrun"
 )
 
 // multiDeviceStepper is data parallelism over device-resident steps: each device's step
@@ -107,7 +106,7 @@ func (s *multiDeviceStepper) accumulate(ctx context.Context, in StepInput, total
 		}
 		active = append(active, dev)
 		g.Go(func() error {
-			if err := dev.cp.Upload(dev.state[dev.cur][manifest.StateParams], &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{dev.size}, Data: flat}); err != nil {
+			if err := dev.uploadState([]string{manifest.StateParams}, [][]float32{flat}); err != nil {
 				return fmt.Errorf("device %d: %w", d, err)
 			}
 			if err := dev.run(gctx, batches, seeds, s.scalars(total), false); err != nil {
@@ -135,11 +134,11 @@ func (s *multiDeviceStepper) scalars(total int) []float32 {
 func (s *multiDeviceStepper) reduce(active []*deviceStepper) (lossSum, tokens float64, err error) {
 	var sum []float64
 	for i, dev := range active {
-		ts, err := dev.cp.DownloadAll([]*ortrun.Buffer{dev.state[dev.cur][manifest.StateGradSum], dev.state[dev.cur][manifest.StateStats]})
+		vs, err := dev.downloadState(manifest.StateGradSum, manifest.StateStats)
 		if err != nil {
-			return 0, 0, fmt.Errorf("device %d: reading its gradient sum: %w", i, err)
+			return 0, 0, fmt.Errorf("device %d: %w", i, err)
 		}
-		g, st := ts[0].Data.([]float32), ts[1].Data.([]float32)
+		g, st := vs[0], vs[1]
 		if sum == nil {
 			sum = make([]float64, len(g))
 		}

@@ -1,0 +1,61 @@
+package train
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/internal/defaultmodel"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
+	"github.com/ortq/ortq/prepare"
+)
+
+// TestDeviceStepCopySessions: a device step's transfers (micro-batch uploads, the stats after
+// a step, weights for evaluation, checkpoint state both ways) go through two copy sessions,
+// each of which is an execution provider with memory of its own on a GPU.
+func TestDeviceStepCopySessions(t *testing.T) {
+	ortruntest.Lib(t)
+	model, _, err := defaultmodel.Extract(filepath.Join(t.TempDir(), "model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := prepare.DefaultOptions()
+	o.Model, o.Out = model, filepath.Join(t.TempDir(), "art")
+	if _, err := prepare.Run(o, func(string, ...any) {}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := OpenEngineWith(o.Out, ortrun.Options{IntraOpThreads: 1}, EngineOptions{DeviceStep: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	init, err := LoadParams(filepath.Join(o.Out, e.Man.LoRAInit), e.Man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.NewStepper(init, StepConfig{AdamW: DefaultAdamWConfig(), Scaler: GradScalerConfig{Disabled: true}}, 1, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ids := []int64{1, 2, 3, 4, 5, 6, 7, 8}
+	b := data.Batch{Rows: 1, SeqLen: 8, InputIDs: ids, AttentionMask: []int64{1, 1, 1, 1, 1, 1, 1, 1}, Labels: ids, Tokens: 7}
+	if _, err := st.Step(context.Background(), StepInput{Step: 1, Batches: []data.Batch{b}, Seeds: []uint64{1}, LR: 1e-3}); err != nil {
+		t.Fatal(err)
+	}
+	state, err := st.State()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Params(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Restore(state); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.(*deviceStepper).cp.Sessions(); n != 2 {
+		t.Errorf("%d copy sessions, want 2 (micro-batch feed, state vectors)", n)
+	}
+}
