@@ -14,8 +14,12 @@
 //     (devicestep.go) runs the device-resident step graph, which keeps them in the session's
 //     device memory, with one fixed batch shape that CUDA graphs can capture;
 //     NewMultiStepper (multistep.go) spreads each step's micro-batches over one engine per
-//     device and reduces their gradients on the host. Config.NewStepper picks another
-//     Stepper than the engine's own; `ortq bench` times the same Steppers.
+//     device and reduces their gradients on the host; NewMultiDeviceStepper
+//     (multidevicestep.go) does the same over device-resident steps, each device keeping its
+//     accumulation in its memory and the host adding the devices' sums and running AdamW.
+//     All of them end a step in finishStep (the scaler's verdict), and the host-state ones
+//     share hostState. Config.NewStepper picks another Stepper than the engine's own;
+//     `ortq bench` times the same Steppers.
 //   - The Engine (engine.go) holds the artifacts' ONNX Runtime sessions: the training graph
 //     (or the device step graph) and evaluation.
 //   - Checkpoints (checkpoint.go: atomic, fsynced, with what a resume must match), the memory
