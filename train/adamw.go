@@ -3,10 +3,14 @@ package train
 import (
 	"errors"
 	"fmt"
-	"github.com/ortq/ortq/internal/safetensors"
 	"math"
 	"math/big"
+	"runtime"
 	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ortq/ortq/internal/safetensors"
 )
 
 // AdamWConfig holds torch.optim.AdamW's hyper-parameters.
@@ -144,25 +148,52 @@ func (o *AdamW) Step(grads map[string][]float32, lr float64) error {
 		}
 	}
 	o.step++
-	c := o.cfg
-	sc := c.scalars(lr, o.step)
-	decay, w1, b2, c2, negStepSize, bc2Sqrt, eps := sc.decay, sc.w1, sc.beta2, sc.c2, sc.negStepSize, sc.bc2Sqrt, sc.eps
-	for i, p := range o.params {
-		g := grads[p.Name]
-		m, v, x := o.expAvg[i], o.expAvgSq[i], p.Data
-		doDecay := c.WeightDecay != 0 && !p.NoDecay
-		for j := range x {
-			if doDecay {
-				x[j] = float32(x[j] * decay)
-			}
-			gj := g[j]
-			m[j] = fma32(w1, float32(gj-m[j]), m[j])
-			v[j] = fma32(float32(c2*gj), gj, float32(v[j]*b2))
-			denom := float32(sqrt32(v[j])/bc2Sqrt) + eps
-			x[j] = x[j] + float32(float32(negStepSize*m[j])/denom)
-		}
+	sc := o.cfg.scalars(lr, o.step)
+	// Every element's update reads only that element (and the step's scalars), so the
+	// tensors are updated in parallel when there is enough work, with the same result.
+	n := 0
+	for _, p := range o.params {
+		n += len(p.Data)
 	}
+	workers := 1
+	if n >= parallelAdamWMin {
+		workers = min(runtime.GOMAXPROCS(0), len(o.params))
+	}
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(o.params); i = int(next.Add(1) - 1) {
+				p := o.params[i]
+				o.update(sc, p, grads[p.Name], o.expAvg[i], o.expAvgSq[i])
+			}
+		}()
+	}
+	wg.Wait()
 	return nil
+}
+
+// parallelAdamWMin is the parameter count from which AdamW.Step spreads its tensors over
+// the cores (a 3B q/v r=8 adapter has 2.3 M; one core updates ≈ 100 M values per second).
+var parallelAdamWMin = 1 << 18
+
+// update applies one step's arithmetic to one tensor x with gradient g and moments m, v.
+func (o *AdamW) update(sc adamScalars, p Param, g, m, v []float32) {
+	x := p.Data
+	decay, w1, b2, c2, negStepSize, bc2Sqrt, eps := sc.decay, sc.w1, sc.beta2, sc.c2, sc.negStepSize, sc.bc2Sqrt, sc.eps
+	doDecay := o.cfg.WeightDecay != 0 && !p.NoDecay
+	for j := range x {
+		if doDecay {
+			x[j] = float32(x[j] * decay)
+		}
+		gj := g[j]
+		m[j] = fma32(w1, float32(gj-m[j]), m[j])
+		v[j] = fma32(float32(c2*gj), gj, float32(v[j]*b2))
+		denom := float32(sqrt32(v[j])/bc2Sqrt) + eps
+		x[j] = x[j] + float32(float32(negStepSize*m[j])/denom)
+	}
 }
 
 // adamScalars are the per-step scalars of torch's AdamW update, each computed in float64
