@@ -91,6 +91,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--recompute: %w", err)
 		}
 	}
+	if _, err := devices(c.Device); err != nil {
+		return err
+	}
 	if err := checkStep(c.Step, true); err != nil {
 		return fmt.Errorf("--step: %w", err)
 	}

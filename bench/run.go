@@ -62,7 +62,12 @@ func Run(cfg Config) (*Result, error) {
 		}
 	}
 
-	gpu, gerr := openGPU(cfg.Device)
+	devs, err := devices(cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	// With several GPUs, memory is sampled on the first (they hold the same graphs and state).
+	gpu, gerr := openGPU(devs[0])
 	if gerr != nil {
 		res.Notes = append(res.Notes, fmt.Sprintf("GPU memory not measured: %v", gerr))
 	}
@@ -135,7 +140,7 @@ func (r *runner) resolveBase() (Params, error) {
 	rec := c.Recompute
 	if rec == "" || rec == "auto" {
 		rec = "none"
-		if provider, _, err := ortrun.ParseDevice(c.Device); err == nil && provider == "cuda" {
+		if provider, _, err := ortrun.ParseDevice(strings.Split(c.Device, ",")[0]); err == nil && provider == "cuda" {
 			rec = "layer"
 		}
 	}
@@ -310,15 +315,19 @@ func (r *runner) point(p Params) (*Point, error) {
 		return nil, err
 	}
 	label := p.Label()
-	pt := &Point{Label: label, Params: p, Device: orDefault(c.Device, "cpu"), Precision: man.Model.Precision,
-		Warmup: c.Warmup, Steps: c.Steps, TokensPerStep: p.MicroBatch * p.SeqLen, PrepareSeconds: Float(g.prepareSec),
+	devs, err := devices(c.Device)
+	if err != nil {
+		return nil, err
+	}
+	pt := &Point{Label: label, Params: p, Device: strings.Join(devs, ","), Precision: man.Model.Precision,
+		Warmup: c.Warmup, Steps: c.Steps, TokensPerStep: len(devs) * p.MicroBatch * p.SeqLen, PrepareSeconds: Float(g.prepareSec),
 		MFU: Float(math.NaN()), HFU: Float(math.NaN()), PeakFLOPS: Float(math.NaN())}
 	g.prepareSec = 0 // reported once, on the point that prepared it
 	shape, note := r.shape(g, man)
 	if note != "" {
 		pt.Notes = append(pt.Notes, note)
 	}
-	opts := ortrun.Options{Device: c.Device, IntraOpThreads: c.Threads, BatchTokens: p.MicroBatch * p.SeqLen}
+	opts := ortrun.Options{Device: devs[0], IntraOpThreads: c.Threads, BatchTokens: p.MicroBatch * p.SeqLen}
 	vocab := int(man.Model.Vocab)
 	if vocab <= 0 {
 		return nil, fmt.Errorf("artifacts %q: manifest has no vocabulary size", g.dir)
@@ -432,13 +441,28 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 	if err != nil {
 		return nil, nil, err
 	}
-	tr, err := train.OpenEngineWith(dir, opts, eo)
-	if err != nil {
-		return nil, nil, err
+	var engines []*train.Engine
+	defer func() {
+		for _, e := range engines {
+			e.Close()
+		}
+	}()
+	devs, _ := devices(r.cfg.Device) // validated by Config.Validate
+	for _, d := range devs {
+		o := opts
+		o.Device = d
+		e, err := train.OpenEngineWith(dir, o, eo)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--device %s: %w", d, err)
+		}
+		engines = append(engines, e)
 	}
-	defer tr.Close()
+	tr := engines[0]
 	pt.Notes = append(pt.Notes, tr.Notes...)
-	values, times, err := r.steps(pt, tr, p, man, params)
+	if len(engines) > 1 {
+		pt.Notes = append(pt.Notes, fmt.Sprintf("data-parallel over %s: one micro-batch per device per step; GPU memory sampled on %s", strings.Join(devs, ","), devs[0]))
+	}
+	values, times, err := r.steps(pt, engines, p, man, params)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -473,21 +497,24 @@ func engineOptions(p Params, dir string, man *manifest.Manifest) (train.EngineOp
 
 // steps makes the point's Stepper on tr (the run's own, as `ortq train` makes it) and times
 // one optimizer step per synthetic batch; the adapter after them comes back with the times.
-func (r *runner) steps(pt *Point, tr *train.Engine, p Params, man *manifest.Manifest, params []train.Param) (map[string][]float32, []time.Duration, error) {
+func (r *runner) steps(pt *Point, engines []*train.Engine, p Params, man *manifest.Manifest, params []train.Param) (map[string][]float32, []time.Duration, error) {
 	c := r.cfg
 	sc := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
 	sc.AdamW.LR, sc.AdamW.WeightDecay = c.LR, c.WeightDecay
 	sc.Scaler.Disabled = man.Model.Precision != "float16"
-	stepper, err := tr.NewStepper(params, sc, p.MicroBatch, p.SeqLen)
+	stepper, err := newStepper(engines, params, sc, p)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer stepper.Close()
-	// Batches are drawn before the clock starts: the harness times ortq, not the RNG.
+	// Batches are drawn before the clock starts: the harness times ortq, not the RNG. A
+	// step holds one micro-batch per device.
 	trainStream := NewSynthetic(int(man.Model.Vocab), c.Seed, 1)
-	batches := make([]data.Batch, c.Warmup+c.Steps)
+	batches := make([][]data.Batch, c.Warmup+c.Steps)
 	for i := range batches {
-		batches[i] = trainStream.Batch(p.MicroBatch, p.SeqLen)
+		for range engines {
+			batches[i] = append(batches[i], trainStream.Batch(p.MicroBatch, p.SeqLen))
+		}
 	}
 	times, err := r.timeSteps(pt, stepper, batches, c.Warmup)
 	if err != nil {
@@ -515,12 +542,14 @@ func (r *runner) rates(pt *Point, p Params, times []time.Duration, shape *ModelS
 	secs := sum.Seconds()
 	pt.TokensPerSec = Float(float64(pt.TokensPerStep*len(times)) / secs)
 	if shape != nil {
-		pt.FLOPs = CountFLOPs(*shape, p.MicroBatch, p.SeqLen, p.Recompute == "layer")
+		// Every device's micro-batch counts; MFU is against the peak of all the devices.
+		n := pt.TokensPerStep / max(1, p.MicroBatch*p.SeqLen)
+		pt.FLOPs = CountFLOPs(*shape, n*p.MicroBatch, p.SeqLen, p.Recompute == "layer")
 		if r.peak > 0 {
 			perStep := secs / float64(len(times))
-			pt.PeakFLOPS = Float(r.peak)
-			pt.MFU = Float(pt.FLOPs.ModelPerStep / perStep / r.peak)
-			pt.HFU = Float(pt.FLOPs.HardwarePerStep / perStep / r.peak)
+			pt.PeakFLOPS = Float(r.peak * float64(n))
+			pt.MFU = Float(pt.FLOPs.ModelPerStep / perStep / float64(pt.PeakFLOPS))
+			pt.HFU = Float(pt.FLOPs.HardwarePerStep / perStep / float64(pt.PeakFLOPS))
 		}
 	}
 	if pt.SkippedSteps > 0 {
@@ -529,18 +558,34 @@ func (r *runner) rates(pt *Point, p Params, times []time.Duration, shape *ModelS
 	return nil
 }
 
-// timeSteps runs one optimizer step (one micro-batch) per batch and returns the times of
-// those after the warm-up; losses and overflow skips go into pt.
-func (r *runner) timeSteps(pt *Point, st train.Stepper, batches []data.Batch, warmup int) ([]time.Duration, error) {
+// newStepper is the point's Stepper: the engine's own on one device, else the data-parallel
+// one for its kind of step.
+func newStepper(engines []*train.Engine, params []train.Param, sc train.StepConfig, p Params) (train.Stepper, error) {
+	switch {
+	case len(engines) == 1:
+		return engines[0].NewStepper(params, sc, p.MicroBatch, p.SeqLen)
+	case engines[0].DeviceStep():
+		return train.NewMultiDeviceStepper(engines, params, sc, p.MicroBatch, p.SeqLen)
+	}
+	return train.NewMultiStepper(engines, params, sc)
+}
+
+// timeSteps runs one optimizer step per entry of steps (one micro-batch per device) and
+// returns the times of those after the warm-up; losses and overflow skips go into pt.
+func (r *runner) timeSteps(pt *Point, st train.Stepper, steps [][]data.Batch, warmup int) ([]time.Duration, error) {
 	var times []time.Duration
-	for i, b := range batches {
+	for i, bs := range steps {
 		phase := "measure"
 		if i < warmup {
 			phase = "warmup"
 		}
 		r.mon.mark(phase, i+1)
 		t0 := time.Now()
-		out, err := st.Step(context.Background(), train.StepInput{Step: i + 1, Batches: []data.Batch{b}, Seeds: []uint64{uint64(i)}, LR: r.cfg.LR})
+		in := train.StepInput{Step: i + 1, Batches: bs, LR: r.cfg.LR}
+		for k := range bs {
+			in.Seeds = append(in.Seeds, uint64(i*len(bs)+k))
+		}
+		out, err := st.Step(context.Background(), in)
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", i+1, err)
 		}
