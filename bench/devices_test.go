@@ -17,11 +17,11 @@ func TestDevices(t *testing.T) {
 		err  string
 	}{
 		{"", "cpu", ""},
-		{"cuda", "cuda:0", ""},
+		{"cuda", "cuda", ""},
 		{"cuda:0, cuda:1", "cuda:0,cuda:1", ""},
 		{"cpu,cpu", "cpu,cpu", ""},
-		{"cuda:0,cuda", "", "names cuda:0 twice"},
-		{"cpu,cuda:1", "", "mixes the CPU with GPUs"},
+		{"cuda:0,cuda", "", "cuda:0 is named twice"},
+		{"cpu,cuda:1", "", "mixes the CPU and GPUs"},
 		{"tpu", "", "--device"},
 	} {
 		got, err := devices(c.in)

@@ -54,7 +54,7 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.Int("preset-layers", 0, "with --preset: keep only the first N decoder layers (0: all)")
 	f.String("preset-dtype", "", "with --preset: float16 or float32 (default: synth's — float16, float32 for tiny)")
 	f.String("artifacts", "", "prepared artifacts directory to measure as is")
-	f.String("device", b.Device, "execution provider: cpu, cuda or cuda:N; a list (cuda:0,cuda:1) trains data-parallel, one micro-batch per device per step (cpu,cpu stands in for two GPUs)")
+	f.String("device", b.Device, "execution provider: cpu, cuda or cuda:N; a list (cuda:0,cuda:1, or cuda:all) trains data-parallel, one micro-batch per device per step (cpu,cpu stands in for two GPUs)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Int("micro-batch", b.MicroBatch, "sequences per step")
 	f.Int("seq-len", b.SeqLen, "tokens per sequence")

@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
 	"strings"
 
 	"github.com/ortq/ortq/internal/gpumem"
@@ -14,85 +12,18 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// deviceHelp is what a bad --device value is told to use.
-const deviceHelp = "use cpu, cuda, cuda:N, a list such as cuda:0,cuda:1, or cuda:all"
-
-// parseDevices resolves --device into one ONNX Runtime device per training session. One
-// device is returned as given (today's single-session path). A list names several GPUs of
-// this host, each once; cuda:all is every GPU CUDA can see. Repeated cpu entries are
-// allowed on purpose: each is one more CPU session standing in for a GPU, which tests the
-// multi-device path on any machine (it splits the cores, it does not add speed).
+// parseDevices resolves --device into one ONNX Runtime device per training session
+// (ortrun.ParseDevices over the GPUs CUDA can see); a bad value is a usage error.
 func parseDevices(value string) ([]string, error) {
-	bad := func(format string, a ...any) error {
-		return usageError{fmt.Errorf("--device %q: %s", value, fmt.Sprintf(format, a...))}
-	}
-	v := strings.ToLower(strings.TrimSpace(value))
-	if v == "cuda:all" {
-		n := visibleGPUs()
-		if n == 0 {
-			return nil, bad("no GPU visible (NVML finds none, or CUDA_VISIBLE_DEVICES hides them all): list devices as cuda:0,cuda:1, or use cpu")
-		}
-		devs := make([]string, n)
-		for i := range devs {
-			devs[i] = "cuda:" + strconv.Itoa(i)
-		}
-		return devs, nil
-	}
-	parts := strings.Split(v, ",")
-	if len(parts) == 1 {
-		if _, _, err := ortrun.ParseDevice(value); err != nil {
-			return nil, bad("%s", deviceHelp)
-		}
-		return []string{value}, nil
-	}
-	var devs []string
-	seen := map[string]bool{}
-	for _, p := range parts {
-		p = strings.TrimSpace(p)
-		if p == "cuda:all" {
-			return nil, bad("cuda:all stands alone, not in a list")
-		}
-		provider, id, err := ortrun.ParseDevice(p)
-		if p == "" || err != nil {
-			return nil, bad("entry %q: %s", p, deviceHelp)
-		}
-		d := provider
-		if provider == "cuda" {
-			d = "cuda:" + strconv.Itoa(id)
-			if n := visibleGPUs(); n > 0 && id >= n {
-				return nil, bad("%s: only %d GPU(s) visible (cuda:0 … cuda:%d)", d, n, n-1)
-			}
-			if seen[d] {
-				return nil, bad("%s is named twice: one training session per GPU", d)
-			}
-		}
-		if len(devs) > 0 && (provider == "cpu") != (devs[0] == "cpu") {
-			return nil, bad("mixes the CPU and GPUs: list GPUs only (or cpu entries only, for testing)")
-		}
-		seen[d] = true
-		devs = append(devs, d)
+	devs, err := ortrun.ParseDevices(value, visibleGPUs)
+	if err != nil {
+		return nil, usageError{err}
 	}
 	return devs, nil
 }
 
-// visibleGPUs is the number of GPUs CUDA numbers: NVML's count, cut to the entries of
-// CUDA_VISIBLE_DEVICES when it is set (CUDA stops at the first empty entry). 0 when NVML
-// is unavailable. A variable so tests can pretend GPUs.
-var visibleGPUs = func() int {
-	gpus, _, _ := gpumem.Inventory()
-	n := len(gpus)
-	if env, ok := os.LookupEnv("CUDA_VISIBLE_DEVICES"); ok {
-		k := 0
-		for _, e := range strings.Split(env, ",") {
-			if strings.TrimSpace(e) == "" {
-				break
-			}
-			k++
-		}
-		n = min(n, k)
-	}
-	return n
-}
+// visibleGPUs counts the GPUs CUDA can see; a variable so tests can pretend GPUs.
+var visibleGPUs = gpumem.Visible
 
 // devicesEngineOptions is engineOptions for every device of the list: the same step on each
 // (host: train.NewMultiStepper; device or graph: train.NewMultiDeviceStepper, which keeps

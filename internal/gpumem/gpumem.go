@@ -171,3 +171,22 @@ func visibleDevice(env string, id int) string {
 	}
 	return strconv.Itoa(id)
 }
+
+// Visible is the number of GPUs CUDA numbers: NVML's count, cut to the entries of
+// CUDA_VISIBLE_DEVICES when it is set (CUDA stops at the first empty entry). 0 when NVML is
+// unavailable.
+func Visible() int {
+	gpus, _, _ := Inventory()
+	n := len(gpus)
+	if env, ok := os.LookupEnv("CUDA_VISIBLE_DEVICES"); ok {
+		k := 0
+		for _, e := range strings.Split(env, ",") {
+			if strings.TrimSpace(e) == "" {
+				break
+			}
+			k++
+		}
+		n = min(n, k)
+	}
+	return n
+}
