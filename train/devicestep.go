@@ -33,10 +33,11 @@ type deviceStepper struct {
 	scaler *GradScaler
 	rows   int
 	seq    int
-	feeds  map[string]*ortrun.Buffer // per-run inputs by role
-	// feedRoles orders feeds, so that every micro-batch's upload is one run of one copy
-	// session.
-	feedRoles []string
+	// feeds are the per-run inputs, in graph order: every micro-batch's upload is one run of
+	// one copy session.
+	feeds []feedSlot
+	// positions are the position ids of every batch (one shape, so computed once).
+	positions []int64
 	// pad are two one-element float32 buffers that fill the state transfers up to three
 	// vectors, so that every state transfer uses the same copy session (each copy session is
 	// an execution provider with its own memory on the GPU).
@@ -44,6 +45,12 @@ type deviceStepper struct {
 	state [2]map[string]*ortrun.Buffer
 	binds [2]*ortrun.Binding
 	cur   int // the state set holding the current values
+}
+
+// feedSlot is one per-run input of the device step and the buffer it is uploaded to.
+type feedSlot struct {
+	role string
+	buf  *ortrun.Buffer
 }
 
 // NewDeviceStepper returns the device-resident Stepper of an engine opened with
@@ -66,7 +73,7 @@ func NewDeviceStepper(e *Engine, init []Param, cfg StepConfig, rows, seq int) (S
 		return nil, err
 	}
 	s := &deviceStepper{sess: e.step, cp: ortrun.NewCopier(e.Opts), layout: e.Man.StepLayout, adam: cfg.AdamW,
-		scaler: scaler, rows: rows, seq: seq, feeds: map[string]*ortrun.Buffer{}}
+		scaler: scaler, rows: rows, seq: seq, positions: positions(rows, seq)}
 	for _, l := range s.layout {
 		s.size += l.Size
 	}
@@ -123,8 +130,7 @@ func (s *deviceStepper) allocate(g *manifest.Graph) error {
 		if err != nil {
 			return err
 		}
-		s.feeds[io.Role] = b
-		s.feedRoles = append(s.feedRoles, io.Role)
+		s.feeds = append(s.feeds, feedSlot{role: io.Role, buf: b})
 		for i := range ins {
 			ins[i][io.Name] = b
 		}
@@ -253,10 +259,9 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 	shape := []int64{int64(s.rows), int64(s.seq)}
 	var bufs []*ortrun.Buffer
 	var ts []*ortrun.Tensor
-	for _, role := range s.feedRoles {
-		buf := s.feeds[role]
+	for _, f := range s.feeds {
 		var t *ortrun.Tensor
-		switch role {
+		switch f.role {
 		case manifest.RoleInputIDs:
 			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: p.InputIDs}
 		case manifest.RoleAttentionMask:
@@ -264,7 +269,7 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 		case manifest.RoleLabels:
 			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: p.Labels}
 		case manifest.RolePositionIDs:
-			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: positions(s.rows, s.seq)}
+			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: s.positions}
 		case manifest.RoleDropoutSeed:
 			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{int64(seed % manifest.DropoutSeedModulus)}}
 		case manifest.RoleDropoutRows:
@@ -272,7 +277,7 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 		case manifest.RoleStepScalars:
 			t = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{manifest.StepScalars}, Data: sc}
 		}
-		bufs, ts = append(bufs, buf), append(ts, t)
+		bufs, ts = append(bufs, f.buf), append(ts, t)
 	}
 	return s.cp.UploadAll(bufs, ts)
 }
@@ -448,13 +453,13 @@ func (s *deviceStepper) Close() {
 		}
 		s.state[i] = nil
 	}
-	for _, b := range s.feeds {
-		b.Close()
+	for _, f := range s.feeds {
+		f.buf.Close()
 	}
 	for i := range s.pad {
 		s.pad[i].Close()
 		s.pad[i] = nil
 	}
-	s.feeds = map[string]*ortrun.Buffer{}
+	s.feeds = nil
 	s.cp.Close()
 }

@@ -184,13 +184,7 @@ func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossSca
 		case manifest.RoleAttentionMask:
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.AttentionMask}
 		case manifest.RolePositionIDs:
-			pos := make([]int64, len(b.InputIDs))
-			for r := 0; r < b.Rows; r++ {
-				for c := 0; c < b.SeqLen; c++ {
-					pos[r*b.SeqLen+c] = int64(c)
-				}
-			}
-			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: pos}
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: positions(b.Rows, b.SeqLen)}
 		case manifest.RoleLabels:
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.Labels}
 		case manifest.RoleLossScale:
