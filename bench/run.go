@@ -62,12 +62,11 @@ func Run(cfg Config) (*Result, error) {
 		}
 	}
 
-	devs, err := devices(cfg.Device)
-	if err != nil {
+	if r.devs, err = devices(cfg.Device); err != nil {
 		return nil, err
 	}
 	// With several GPUs, memory is sampled on the first (they hold the same graphs and state).
-	gpu, gerr := openGPU(devs[0])
+	gpu, gerr := openGPU(r.devs[0])
 	if gerr != nil {
 		res.Notes = append(res.Notes, fmt.Sprintf("GPU memory not measured: %v", gerr))
 	}
@@ -117,6 +116,7 @@ type graphDir struct {
 
 type runner struct {
 	cfg  Config
+	devs []string // cfg.Device resolved: the devices every point trains on
 	logf func(string, ...any)
 	res  *Result
 	mon  *monitor
@@ -315,10 +315,7 @@ func (r *runner) point(p Params) (*Point, error) {
 		return nil, err
 	}
 	label := p.Label()
-	devs, err := devices(c.Device)
-	if err != nil {
-		return nil, err
-	}
+	devs := r.devs
 	pt := &Point{Label: label, Params: p, Device: strings.Join(devs, ","), Precision: man.Model.Precision,
 		Warmup: c.Warmup, Steps: c.Steps, TokensPerStep: len(devs) * p.MicroBatch * p.SeqLen, PrepareSeconds: Float(g.prepareSec),
 		MFU: Float(math.NaN()), HFU: Float(math.NaN()), PeakFLOPS: Float(math.NaN())}
@@ -447,7 +444,7 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 			e.Close()
 		}
 	}()
-	devs, _ := devices(r.cfg.Device) // validated by Config.Validate
+	devs := r.devs
 	for _, d := range devs {
 		o := opts
 		o.Device = d
