@@ -196,45 +196,58 @@ func TestDeviceStepMatchesHost(t *testing.T) {
 			steps := stepBatches(5, k, rows, seq, c.ragged)
 			host := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
 			dev := runStepper(t, art, true, c.cfg, steps, rows, seq, 0)
-			skips := 0
-			for i := range host.losses {
-				if host.skipped[i] != dev.skipped[i] {
-					t.Fatalf("step %d: skipped %v on the host, %v on the device", i+1, host.skipped[i], dev.skipped[i])
-				}
-				if host.skipped[i] {
-					skips++
-				}
-				if d := math.Abs(host.losses[i]-dev.losses[i]) / math.Abs(host.losses[i]); !(d <= 2e-6) {
-					t.Errorf("step %d: loss %.9g on the host, %.9g on the device (rel %.2g)", i+1, host.losses[i], dev.losses[i], d)
-				}
-			}
+			skips := matchesHost(t, "the device", host, dev)
 			if c.fp16 && (skips == 0 || skips == len(steps)) {
 				t.Fatalf("%d of %d steps skipped: the overflow case tests nothing", skips, len(steps))
 			}
-			worst := 0.0
-			for name, h := range host.params {
-				for i, v := range h {
-					worst = math.Max(worst, math.Abs(float64(v-dev.params[name][i])))
-				}
-			}
-			t.Logf("losses %v; %d skipped; max |Δθ| host vs device %.3g", host.losses, skips, worst)
-			if worst > 2e-5 {
-				t.Errorf("LoRA weights differ by up to %g between host and device", worst)
-			}
-			resumed := runStepper(t, art, true, c.cfg, steps, rows, seq, 2)
-			for i := range dev.losses {
-				if resumed.losses[i] != dev.losses[i] {
-					t.Fatalf("step %d: loss %v resumed, %v uninterrupted", i+1, resumed.losses[i], dev.losses[i])
-				}
-			}
-			for name, v := range dev.params {
-				for i := range v {
-					if resumed.params[name][i] != v[i] {
-						t.Fatalf("%s[%d]: %v resumed, %v uninterrupted", name, i, resumed.params[name][i], v[i])
-					}
-				}
-			}
+			sameRunSteps(t, dev, runStepper(t, art, true, c.cfg, steps, rows, seq, 2))
 		})
+	}
+}
+
+// matchesHost fails unless a run skipped the host stepper's steps, its losses are within
+// 2e-6 relative of the host's and its LoRA weights within 2e-5; it returns the skip count.
+func matchesHost(t *testing.T, what string, host, got stepRun) (skips int) {
+	t.Helper()
+	for i := range host.losses {
+		if host.skipped[i] != got.skipped[i] {
+			t.Fatalf("step %d: skipped %v on the host, %v on %s", i+1, host.skipped[i], got.skipped[i], what)
+		}
+		if host.skipped[i] {
+			skips++
+		}
+		if d := math.Abs(host.losses[i]-got.losses[i]) / math.Abs(host.losses[i]); !(d <= 2e-6) {
+			t.Errorf("step %d: loss %.9g on the host, %.9g on %s (rel %.2g)", i+1, host.losses[i], got.losses[i], what, d)
+		}
+	}
+	worst := 0.0
+	for name, h := range host.params {
+		for i, v := range h {
+			worst = math.Max(worst, math.Abs(float64(v-got.params[name][i])))
+		}
+	}
+	t.Logf("losses %v; %d skipped; max |Δθ| host vs %s %.3g", host.losses, skips, what, worst)
+	if worst > 2e-5 {
+		t.Errorf("LoRA weights differ by up to %g between the host and %s", worst, what)
+	}
+	return skips
+}
+
+// sameRunSteps fails unless a resumed run's losses and LoRA weights equal the uninterrupted
+// run's bit for bit.
+func sameRunSteps(t *testing.T, straight, resumed stepRun) {
+	t.Helper()
+	for i := range straight.losses {
+		if resumed.losses[i] != straight.losses[i] {
+			t.Fatalf("step %d: loss %v resumed, %v uninterrupted", i+1, resumed.losses[i], straight.losses[i])
+		}
+	}
+	for name, v := range straight.params {
+		for i := range v {
+			if resumed.params[name][i] != v[i] {
+				t.Fatalf("%s[%d]: %v resumed, %v uninterrupted", name, i, resumed.params[name][i], v[i])
+			}
+		}
 	}
 }
 

@@ -240,35 +240,8 @@ func TestMultiDeviceStepMatchesHost(t *testing.T) {
 			steps := stepBatches(5, c.k, rows, seq, false)
 			host := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
 			multi := runMultiDevice(t, art, 2, c.cfg, steps, rows, seq, 0)
-			worst := 0.0
-			for i := range host.losses {
-				if host.skipped[i] != multi.skipped[i] {
-					t.Fatalf("step %d: skipped %v on the host, %v on two devices", i+1, host.skipped[i], multi.skipped[i])
-				}
-				if d := math.Abs(host.losses[i]-multi.losses[i]) / math.Abs(host.losses[i]); !(d <= 2e-6) {
-					t.Errorf("step %d: loss %.9g host, %.9g two devices (rel %.2g)", i+1, host.losses[i], multi.losses[i], d)
-				}
-			}
-			for name, h := range host.params {
-				for i, v := range h {
-					worst = math.Max(worst, math.Abs(float64(v-multi.params[name][i])))
-				}
-			}
-			t.Logf("losses %v, skipped %v; max |Δθ| host vs two devices %.3g", host.losses, host.skipped, worst)
-			if worst > 2e-5 {
-				t.Errorf("LoRA weights differ by up to %g", worst)
-			}
-			resumed := runMultiDevice(t, art, 2, c.cfg, steps, rows, seq, 2)
-			for i := range multi.losses {
-				if resumed.losses[i] != multi.losses[i] {
-					t.Fatalf("step %d: loss %v resumed, %v uninterrupted", i+1, resumed.losses[i], multi.losses[i])
-				}
-			}
-			for name, v := range multi.params {
-				if !slices.Equal(resumed.params[name], v) {
-					t.Fatalf("%s differs between the resumed and the uninterrupted run", name)
-				}
-			}
+			matchesHost(t, "two devices", host, multi)
+			sameRunSteps(t, multi, runMultiDevice(t, art, 2, c.cfg, steps, rows, seq, 2))
 		})
 	}
 }
