@@ -35,6 +35,20 @@ type BatchOptions struct {
 	DropLast bool
 }
 
+// PaddedLen is the sequence length of a batch whose longest example has longest tokens:
+// rounded up to PadMultiple, capped at MaxLen but never below longest.
+func (o BatchOptions) PaddedLen(longest int) int {
+	mult := o.PadMultiple
+	if mult == 0 {
+		mult = DefaultPadMultiple
+	}
+	s := (longest + mult - 1) / mult * mult
+	if o.MaxLen > 0 && s > o.MaxLen {
+		s = max(o.MaxLen, longest)
+	}
+	return s
+}
+
 func (o BatchOptions) validate() error {
 	if o.BatchSize <= 0 {
 		return fmt.Errorf("micro-batch size %d must be positive", o.BatchSize)
@@ -82,14 +96,7 @@ func MakeBatch(examples []Example, idx []int, opts BatchOptions) (Batch, error) 
 	if longest == 0 {
 		return Batch{}, errors.New("MakeBatch: all examples are empty")
 	}
-	mult := opts.PadMultiple
-	if mult == 0 {
-		mult = DefaultPadMultiple
-	}
-	s := (longest + mult - 1) / mult * mult
-	if opts.MaxLen > 0 && s > opts.MaxLen {
-		s = max(opts.MaxLen, longest)
-	}
+	s := opts.PaddedLen(longest)
 	b := Batch{
 		Rows:          len(idx),
 		SeqLen:        s,

@@ -59,3 +59,19 @@ func TestDeviceStepCopySessions(t *testing.T) {
 		t.Errorf("%d copy sessions, want 2 (micro-batch feed, state vectors)", n)
 	}
 }
+
+// TestMaxBatchSeq: the device step's batch length is data.MakeBatch's for the longest
+// example, PadMultiple 0 meaning data.DefaultPadMultiple (not "no rounding").
+func TestMaxBatchSeq(t *testing.T) {
+	ex := []data.Example{make(data.Example, 5), make(data.Example, 17)}
+	for _, c := range []struct{ mult, want int }{{0, 2 * data.DefaultPadMultiple}, {1, 17}, {8, 24}} {
+		o := data.BatchOptions{BatchSize: 2, PadMultiple: c.mult}
+		b, err := data.MakeBatch(ex, []int{0, 1}, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := maxBatchSeq(ex, o); got != c.want || got != b.SeqLen {
+			t.Errorf("pad multiple %d: maxBatchSeq %d, MakeBatch %d, want %d", c.mult, got, b.SeqLen, c.want)
+		}
+	}
+}

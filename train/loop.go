@@ -159,17 +159,13 @@ func (cfg Config) stepConfig() StepConfig {
 	return sc
 }
 
-// maxBatchSeq is the longest batch the examples make: the longest example rounded up to
-// the pad multiple, as data.MakeBatch pads.
-func maxBatchSeq(examples []data.Example, padMultiple int) int {
+// maxBatchSeq is the longest batch the examples make under opts (data.MakeBatch's length).
+func maxBatchSeq(examples []data.Example, opts data.BatchOptions) int {
 	n := 2
 	for _, e := range examples {
 		n = max(n, len(e))
 	}
-	if padMultiple > 1 {
-		n = (n + padMultiple - 1) / padMultiple * padMultiple
-	}
-	return n
+	return opts.PaddedLen(n)
 }
 
 // inManifestOrder returns values' tensors in the order of order (the manifest's), so that

@@ -164,7 +164,7 @@ func (t *Trainer) setup() (*run, error) {
 	if cfg.NewStepper != nil {
 		newStepper = cfg.NewStepper
 	}
-	if l.stepper, err = newStepper(l.params, cfg.stepConfig(), cfg.MicroBatch, maxBatchSeq(t.Train, cfg.PadMultiple)); err != nil {
+	if l.stepper, err = newStepper(l.params, cfg.stepConfig(), cfg.MicroBatch, maxBatchSeq(t.Train, bopts)); err != nil {
 		return nil, err
 	}
 	l.maxSkip = cfg.MaxSkips
