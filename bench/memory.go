@@ -51,17 +51,11 @@ func stepStateBytes(step string, n int64) int64 {
 	return 2 * n * 4 // the LoRA inputs and the gradients of one run
 }
 
-// weightsBytes is the size of the artifacts' external weights (manifest.DataFiles, or
-// weights.bin's size for manifests that do not record it).
+// weightsBytes is the size of the artifacts' external weights file (manifest.ReadManifest
+// has already checked it against the size manifest.json records).
 func weightsBytes(dir string, man *manifest.Manifest) int64 {
-	var n int64
-	for _, f := range man.DataFiles {
-		n += f.Size
+	if st, err := os.Stat(filepath.Join(dir, man.Weights)); err == nil {
+		return st.Size()
 	}
-	if n == 0 {
-		if st, err := os.Stat(filepath.Join(dir, man.Weights)); err == nil {
-			n = st.Size()
-		}
-	}
-	return n
+	return 0
 }
