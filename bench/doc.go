@@ -16,7 +16,9 @@
 // point (runner.point) evaluates the starting adapter on an eval-only engine, then opens a
 // training engine of its own and times one optimizer step per synthetic batch through the
 // same train.Stepper `ortq train` uses (the host step, or the device-resident step with or
-// without CUDA graphs: --step), so the optimizer step exists once. The point's peak host
+// without CUDA graphs: --step), so the optimizer step exists once. With a --device list it
+// opens one training engine per device and each step runs one micro-batch on each, through
+// the data-parallel Steppers; GPU memory is sampled on the first device. The point's peak host
 // RSS and ONNX Runtime arena figures cover that engine's life only; the evaluation after
 // the steps uses another eval-only engine, so no evaluation session inflates the peaks.
 // Throughput, FLOPs (flops.go) and MFU against the GPU's dense fp16 peak follow from the
