@@ -27,7 +27,8 @@ import (
 // the batch (the sequence is padded to a multiple of K inside the graph), so memory is
 // bounded by one block of logits whatever the micro-batch. Block k+1 reads h through
 // Where(isnan(done_k[0]), h_k+1, h_k+1), where done_k is block k's last result: without
-// that dependency ONNX Runtime may run every block's lm_head first and hold all logits.
+// that dependency ONNX Runtime may run every block's lm_head first and hold all logits; and
+// a block's gradient waits the same way for its own loss value (lossBlock.build).
 func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, error) {
 	g := ctx.G
 	head, err := chunkableHead(ctx, c, logits)
@@ -211,6 +212,12 @@ func (b lossBlock) build(h, y, w string) (picked, dh string) {
 	if w == "" {
 		return picked, ""
 	}
+	// The gradient waits for this block's loss value: w is read through
+	// Where(isnan(picked[0]), w, w). Without that dependency ONNX Runtime runs the value's
+	// LogSoftmax after the whole backward pass (it only feeds the final outputs) and holds
+	// every block's logits until then (8 × 110 MB on the Llama-3.2-3B shape at micro-batch 7).
+	first := g.Op("Slice", []string{g.Op("Reshape", []string{picked, g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
+	w = g.Op("Where", []string{g.Op("IsNaN", []string{first}), w, w})
 	// softmax − onehot in the activation type: Softmax accumulates in float32 inside the
 	// kernel, and the result feeds a half-precision GEMM anyway.
 	p := g.Op("Softmax", []string{lg}, ortgraph.AInt("axis", -1))
