@@ -44,8 +44,13 @@ def load(name):
     if not os.path.exists(os.path.join(d, "report.json")):
         return None
     r = json.load(open(os.path.join(d, "report.json")))
-    ck = sorted(glob.glob(os.path.join(d, "checkpoints", "step-*", "state.json")))
-    r["losses"] = json.load(open(ck[-1]))["losses"] if ck else []
+    # Per-step losses from run.jsonl (--log-every 1: one line per optimizer step).
+    steps = {}
+    for line in open(os.path.join(d, "run.jsonl")):
+        e = json.loads(line)
+        if e.get("loss") is not None and e.get("step"):
+            steps[e["step"]] = e["loss"]
+    r["losses"] = [steps[k] for k in sorted(steps)]
     return r
 runs = {n: load(n) for n in ("one-host", "one-device", "two-host", "two-device")}
 base = runs["one-host"]
