@@ -9,6 +9,7 @@ import (
 
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/train"
 )
 
 // Config is everything Run needs.
@@ -24,7 +25,7 @@ type Config struct {
 	// (layer on CUDA, none on the CPU, as `ortq train` chooses).
 	Recompute string `json:"recompute,omitempty"`
 	// Step is the base point's optimizer step: StepHost, StepDevice, StepGraph, or
-	// "auto"/"" (StepDevice on CUDA with per-layer recomputation, else StepHost).
+	// "auto"/"" (train.AutoStep: StepGraph on CUDA with per-layer recomputation, else StepHost).
 	Step string `json:"step,omitempty"`
 	// Preset, instead of Model or Artifacts, synthesizes a random-weight Llama of that
 	// shape first (hfimport.Synth, as `ortq synth`): PresetLayers cuts the decoder (0: all),
@@ -229,10 +230,7 @@ func resolveStep(step, device, recompute string) string {
 	if step != "" && step != "auto" {
 		return step
 	}
-	if strings.HasPrefix(device, "cuda") && recompute == "layer" {
-		return StepDevice // StepGraph is opt-in until every model's capture is sound
-	}
-	return StepHost
+	return train.AutoStep(device, recompute == "layer")
 }
 
 // expand returns the cartesian product of the axes applied to base, first axis outermost.

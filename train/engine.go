@@ -125,6 +125,18 @@ func (e *Engine) openStep(cudaGraph bool) error {
 // DeviceStep reports whether the engine opened the device-resident step graph.
 func (e *Engine) DeviceStep() bool { return e.step != nil }
 
+// AutoStep is the optimizer step `--step auto` runs: "graph" (the device-resident step,
+// captured in CUDA graphs where the step graph allows it, see Engine's notes) on CUDA with
+// per-layer recomputation, else "host". Measured on an H200 (Llama-3.2-3B shape,
+// micro-batch 7): graph 225 ms, device 238 ms, host 300 ms per step; a CUDA-graph run of the
+// default model interrupted and resumed equals the uninterrupted one bit for bit.
+func AutoStep(device string, recompute bool) string {
+	if strings.HasPrefix(device, "cuda") && recompute {
+		return "graph"
+	}
+	return "host"
+}
+
 // NewStepper returns the Stepper of the engine's training session: the device-resident
 // one when the engine opened the device step (batches up to rows × seq), else the host one.
 func (e *Engine) NewStepper(init []Param, cfg StepConfig, rows, seq int) (Stepper, error) {
