@@ -3,8 +3,10 @@
 # (no Go there: the prebuilt bin/ortq.xz). The Llama-3.2-3B shape with random weights:
 # ortq synth --dtype float16 --quantize (int4 base, fp16 activations) → prepare (LoRA q_proj,v_proj r 8) → export with the
 # LoRA as separate MatMuls → generate on CUDA, batch 1, a 128-token prompt, 256 new tokens,
-# EOS ignored; then scripts/hf_generate_bench.py times transformers' generate (fp16, SDPA,
-# same shape, random weights, same prompt and length) in the same call. Usage:
+# EOS ignored, printing ids (--ids: the model's vocabulary, 128256, is larger than the default
+# tokenizer's 3072, so its ids have no text; they are kept in $OUT/ortq_ids_N.json); then
+# scripts/hf_generate_bench.py times transformers' generate (fp16, SDPA, same shape, random
+# weights, same prompt and length) in the same call. Usage:
 #   LAYERS=28 bash scripts/gpu-generate.sh        # results in $OUT/generate.txt
 set -u
 . "$(dirname "$0")/device-env.sh"
@@ -26,8 +28,8 @@ print(json.loads(run(["--decode"], json.dumps(ids))))
 P
 )
 for i in 1 2; do  # the first run includes CUDA start-up
-  timeout 600 $Q generate --model /tmp/g/e --prompt "$PROMPT" --device cuda --max-new-tokens "$NEW" --ignore-eos \
-    > /dev/null 2> "$OUT/ortq_generate_$i.txt"
+  timeout 600 $Q generate --model /tmp/g/e --prompt "$PROMPT" --device cuda --max-new-tokens "$NEW" --ignore-eos --ids \
+    > "$OUT/ortq_ids_$i.json" 2> "$OUT/ortq_generate_$i.txt"
 done
 echo "ortq (int4 + LoRA, ORT CUDA): $(tail -1 "$OUT/ortq_generate_2.txt")" | tee "$OUT/generate.txt"
 python3 scripts/hf_generate_bench.py --config /tmp/g/m/config.json --prompt-tokens 128 --new-tokens "$NEW" \

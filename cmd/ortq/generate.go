@@ -24,7 +24,12 @@ tokenizer has one, as train does), runs the prompt through the exported decoder 
 prefill, then decodes one token per run with the KV cache, printing the text as it grows.
 Greedy by default; --temperature > 0 samples, restricted by --top-k and --top-p, seeded by
 --seed. It stops at EOS or after --max-new-tokens, and prints the prefill and decode speed
-(tokens/s) to standard error.`,
+(tokens/s) to standard error.
+
+With --ids it prints the new token ids instead of text: one JSON array on standard output,
+written id by id as they are drawn, with the EOS that ends it (as transformers' generate
+returns it). A model whose vocabulary is larger than its tokenizer.json's (vocab_size in
+genai_config.json) can draw ids that have no text, so without --ids it is refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, err := options(cmd)
@@ -46,6 +51,7 @@ Greedy by default; --temperature > 0 samples, restricted by --top-k and --top-p,
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.String("adapter", "", "with a --format onnx-adapter export: the .onnx_adapter to apply (default: the export's adapter.onnx_adapter; \"none\": the base model)")
 	f.Bool("ignore-eos", false, "do not stop at EOS: always --max-new-tokens tokens (benchmarks)")
+	f.Bool("ids", false, "print the new token ids (a JSON array, streamed) instead of text")
 	f.Bool("quiet", false, "no speed line on standard error")
 	return cmd
 }
@@ -65,6 +71,14 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 	tok, err := tokenize.Load(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		return fmt.Errorf("--model %q: %w (export with --tokenizer to ship one)", dir, err)
+	}
+	cfg, err := export.ReadGenAIConfig(filepath.Join(dir, export.GenAIConfigFile))
+	if err != nil {
+		return fmt.Errorf("--model %q: %w", dir, err)
+	}
+	asIDs := v.GetBool("ids")
+	if n, tn := cfg.Model.VocabSize, tok.VocabSize(); n > tn && !asIDs {
+		return usageError{fmt.Errorf("--model %q: the model's vocabulary (%d tokens, %s) is larger than its tokenizer.json's (%d), so ids from %d on have no text: pass --ids to print token ids, or export with the model's own tokenizer", dir, n, export.GenAIConfigFile, tn, tn)}
 	}
 	prompt := v.GetString("prompt")
 	if prompt == "" || prompt == "-" {
@@ -97,11 +111,20 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 			eos = append(eos, e)
 		}
 	}
-	printer, err := newPrinter(tok, ids, stdout)
-	if err != nil {
+	var printer func(int) error
+	if asIDs {
+		fmt.Fprint(stdout, "[")
+		printer = newIDPrinter(stdout)
+	} else if printer, err = newPrinter(tok, ids, stdout); err != nil {
 		return err
 	}
-	_, st, err := m.Generate(ids, generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler, EOS: eos, OnToken: printer})
+	out, st, err := m.Generate(ids, generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler, EOS: eos, OnToken: printer})
+	if asIDs {
+		if st.StoppedAtEOS {
+			printer(int(out[len(out)-1]))
+		}
+		fmt.Fprint(stdout, "]")
+	}
 	fmt.Fprintln(stdout)
 	if err != nil {
 		return err
@@ -149,6 +172,20 @@ func useAdapter(m *generate.Model, dir, adapter string) error {
 		return usageError{fmt.Errorf("--adapter %q: the model in %s has no LoRA inputs: export it with --format onnx-adapter", adapter, dir)}
 	}
 	return m.UseAdapter(adapter)
+}
+
+// newIDPrinter returns the OnToken callback of --ids: each id after the opening "[" the
+// caller printed, comma-separated, so the output is what json.Marshal writes for the ids.
+func newIDPrinter(w io.Writer) func(int) error {
+	first := true
+	return func(id int) error {
+		if !first {
+			fmt.Fprint(w, ",")
+		}
+		first = false
+		_, err := fmt.Fprint(w, id)
+		return err
+	}
 }
 
 // newPrinter prints the prompt and returns the OnToken callback that prints the text as it
