@@ -38,7 +38,11 @@ func (s *Session) NewBuffer(dt DType, shape []int64) (*Buffer, error) {
 			return nil, fmt.Errorf("new buffer: the session's allocator: %w", err)
 		}
 	}
-	t, err := ort.NewAllocatedTensor(s.alloc, ort.NewShape(shape...), ort.TensorElementDataType(dt))
+	var t *ort.AllocatedTensor
+	err := s.onDevice(false, func() (err error) {
+		t, err = ort.NewAllocatedTensor(s.alloc, ort.NewShape(shape...), ort.TensorElementDataType(dt))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("new %s buffer %v: %w", dt, shape, err)
 	}
@@ -65,6 +69,8 @@ type Binding struct {
 	// many remain: see GraphWarmupRuns.
 	warm     *ort.RunOptions
 	warmLeft int
+	// captured: the run that captures the CUDA graph has happened (later runs replay it).
+	captured bool
 }
 
 // GraphWarmupRuns is how many runs of each Binding go uncaptured before its CUDA graph is
@@ -158,10 +164,17 @@ func (b *Binding) Run() error {
 		opts = b.warm
 		b.warmLeft--
 	}
-	if err := b.s.sess.RunWithBindingAndOptions(b.b, opts); err != nil {
-		return err
+	capture := b.s.cudaGraph && opts == b.opts && !b.captured
+	err := b.s.onDevice(capture, func() error {
+		if err := b.s.sess.RunWithBindingAndOptions(b.b, opts); err != nil {
+			return err
+		}
+		return b.b.SynchronizeBoundOutputs()
+	})
+	if err == nil && capture {
+		b.captured = true
 	}
-	return b.b.SynchronizeBoundOutputs()
+	return err
 }
 
 // Close releases the binding (not the buffers).
@@ -332,10 +345,12 @@ func (c *Copier) run(bufs []*Buffer, ins, outs []ort.Value) error {
 			return fmt.Errorf("copy: %w", err)
 		}
 	}
-	if err := s.sess.RunWithBinding(ib); err != nil {
-		return fmt.Errorf("copy: %w", err)
-	}
-	return ib.SynchronizeBoundOutputs()
+	return s.onDevice(false, func() error {
+		if err := s.sess.RunWithBinding(ib); err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
+		return ib.SynchronizeBoundOutputs()
+	})
 }
 
 // identityModel is y_i = Identity(x_i) for the element types and ranks of bufs (symbolic

@@ -342,7 +342,7 @@ func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*
 		values = append(values, v)
 	}
 
-	err := s.sess.Run(ins, outs)
+	err := s.onDevice(false, func() error { return s.sess.Run(ins, outs) })
 	failed := -1 // the output onnxruntime_go allocated but could not convert
 	for i, v := range outs {
 		if pre[i] != nil {

@@ -6,9 +6,10 @@
 #   2. `ortq train` on the Llama-3.2-3B shape, micro-batch 7 per GPU, seq 512, recompute per
 #      layer, STEPS steps, all in this call:
 #        one-host   one GPU, --step host,   --grad-accum 2 (the two-GPU run's global batch)
-#        one-device one GPU, --step device, --grad-accum 2 (today's default on CUDA)
+#        one-device one GPU, --step device, --grad-accum 2
 #        two-host   cuda:0,cuda:1, --step host,   --grad-accum 2
-#        two-device cuda:0,cuda:1, --step device, --grad-accum 2 (the default on CUDA)
+#        two-device cuda:0,cuda:1, --step device, --grad-accum 2
+#        one-graph / two-graph: the same with --step graph (the default on CUDA)
 #   3. a summary: tokens/s and its ratio to each one-GPU run (target ≥ 1.9×), peak GPU
 #      memory (the busiest GPU; target within 5 % of one GPU), and the largest relative
 #      difference of the per-step losses from the one-GPU host run's (target ≤ 1 %).
@@ -36,6 +37,8 @@ run one-host --device cuda:0 --step host
 run one-device --device cuda:0 --step device
 run two-host --device cuda:0,cuda:1 --step host
 run two-device --device cuda:0,cuda:1 --step device
+run one-graph --device cuda:0 --step graph
+run two-graph --device cuda:0,cuda:1 --step graph
 python3 - "$OUT" <<'PY' | tee -a "$OUT/progress.txt"
 import json, os, sys, glob
 out, G = sys.argv[1], 2**30
@@ -52,13 +55,13 @@ def load(name):
             steps[e["step"]] = e["loss"]
     r["losses"] = [steps[k] for k in sorted(steps)]
     return r
-runs = {n: load(n) for n in ("one-host", "one-device", "two-host", "two-device")}
+runs = {n: load(n) for n in ("one-host", "one-device", "one-graph", "two-host", "two-device", "two-graph")}
 base = runs["one-host"]
 for n, r in runs.items():
     if r is None:
         print(f"{n}: no report"); continue
     s = f"{n}: {r['tokens_per_second']:.0f} tokens/s, step p50 {r['step_time']['p50_ms']:.1f} ms, peak GPU {r.get('peak_gpu_bytes', 0) / G:.2f} GiB"
-    for m in ("one-host", "one-device"):
+    for m in ("one-host", "one-device", "one-graph"):
         if n.startswith("two") and runs[m]:
             s += f", {r['tokens_per_second'] / runs[m]['tokens_per_second']:.2f}x {m}"
             s += f" (peak {r.get('peak_gpu_bytes', 0) / max(1, runs[m].get('peak_gpu_bytes', 0)):.3f}x)"
