@@ -332,20 +332,22 @@ func (c *Copier) run(bufs []*Buffer, ins, outs []ort.Value) error {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	ib, err := s.sess.CreateIoBinding()
-	if err != nil {
-		return fmt.Errorf("copy: %w", err)
-	}
-	defer ib.Destroy()
-	for i := range ins {
-		if err := ib.BindInput("x"+strconv.Itoa(i), ins[i]); err != nil {
-			return fmt.Errorf("copy: %w", err)
-		}
-		if err := ib.BindOutput("y"+strconv.Itoa(i), outs[i]); err != nil {
-			return fmt.Errorf("copy: %w", err)
-		}
-	}
+	// All of it on the device's thread: binding a host tensor to a device input already
+	// copies it (ONNX Runtime copies inputs across devices at bind time).
 	return s.onDevice(false, func() error {
+		ib, err := s.sess.CreateIoBinding()
+		if err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
+		defer ib.Destroy()
+		for i := range ins {
+			if err := ib.BindInput("x"+strconv.Itoa(i), ins[i]); err != nil {
+				return fmt.Errorf("copy: %w", err)
+			}
+			if err := ib.BindOutput("y"+strconv.Itoa(i), outs[i]); err != nil {
+				return fmt.Errorf("copy: %w", err)
+			}
+		}
 		if err := s.sess.RunWithBinding(ib); err != nil {
 			return fmt.Errorf("copy: %w", err)
 		}

@@ -226,7 +226,12 @@ func newSession(what string, ins, outs []valueInfo, opts Options,
 	defer so.Destroy()
 	s.device, s.deviceID, _ = ParseDevice(opts.Device)
 	s.cudaGraph = opts.CUDAGraph && s.device == "cuda"
-	s.sess, err = create(names(ins), names(outs), so)
+	// Created on the device's thread too: the CUDA provider may set up per-thread state
+	// while the session initialises (see onDevice).
+	err = s.onDevice(false, func() (err error) {
+		s.sess, err = create(names(ins), names(outs), so)
+		return err
+	})
 	if err != nil {
 		if s.device == "cuda" {
 			return nil, fmt.Errorf("%s: creating a CUDA session: %w%s", what, err, cudaDiagnosis())
