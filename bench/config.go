@@ -230,7 +230,11 @@ func resolveStep(step, device, recompute string) string {
 	if step != "" && step != "auto" {
 		return step
 	}
-	return train.AutoStep(device, recompute == "layer")
+	devs, err := devices(device)
+	if err != nil {
+		devs = strings.Split(device, ",") // Validate reports the bad list
+	}
+	return train.AutoStep(devs, recompute == "layer")
 }
 
 // expand returns the cartesian product of the axes applied to base, first axis outermost.

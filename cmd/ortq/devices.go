@@ -27,8 +27,12 @@ var visibleGPUs = gpumem.Visible
 
 // devicesEngineOptions is engineOptions for every device of the list: the same step on each
 // (host: train.NewMultiStepper; device or graph: train.NewMultiDeviceStepper, which keeps
-// each device's accumulation in its memory and reduces on the host).
+// each device's accumulation in its memory and reduces on the host). auto over several
+// devices is the host step (train.AutoStep).
 func devicesEngineOptions(step string, devs []string, recompute bool, man *manifest.Manifest) (train.EngineOptions, error) {
+	if (step == "auto" || step == "") && len(devs) > 1 {
+		step = train.AutoStep(devs, recompute)
+	}
 	return engineOptions(step, devs[0], recompute, man)
 }
 

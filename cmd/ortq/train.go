@@ -73,7 +73,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all (cpu,cpu: CPU sessions standing in for GPUs, for testing)")
 	f.String("recompute", "auto", "per-layer activation recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
-	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on CUDA with --recompute layer, else host)")
+	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device with --recompute layer; host otherwise, several devices included)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
@@ -94,7 +94,7 @@ func engineOptions(step, device string, recompute bool, man *manifest.Manifest) 
 	case "host":
 		return host, nil
 	case "auto", "":
-		if step = train.AutoStep(device, recompute); step == "host" || man.TrainStep == nil {
+		if step = train.AutoStep([]string{device}, recompute); step == "host" || man.TrainStep == nil {
 			return host, nil
 		}
 	case "device", "graph":
