@@ -61,6 +61,9 @@ for n, r in runs.items():
     if r is None:
         print(f"{n}: no report"); continue
     s = f"{n}: {r['tokens_per_second']:.0f} tokens/s, step p50 {r['step_time']['p50_ms']:.1f} ms, peak GPU {r.get('peak_gpu_bytes', 0) / G:.2f} GiB"
+    per = r.get("peak_gpu_per_device_bytes") or {}
+    if per:
+        s += " (" + ", ".join(f"{d} {v / G:.2f}" for d, v in sorted(per.items())) + ")"
     for m in ("one-host", "one-device", "one-graph"):
         if n.startswith("two") and runs[m]:
             s += f", {r['tokens_per_second'] / runs[m]['tokens_per_second']:.2f}x {m}"

@@ -50,9 +50,12 @@ type Config struct {
 	Inputs map[string]string `json:"inputs,omitempty"`
 	Quiet  bool              `json:"-"`
 	// LogEvery writes a line to Out/run.jsonl every N optimizer steps and at memory peaks
-	// (0 = no run log). GPUMemory, when set, adds GPU memory to it.
-	LogEvery  int                                  `json:"log_every"`
-	GPUMemory func() (used, total uint64, ok bool) `json:"-"`
+	// (0 = no run log). GPUMemory, when set, adds GPU memory to it (over several devices,
+	// the busiest one's), and GPUDevices, when set, every device's: the run log's lines and
+	// the report then list each device's figure and peak.
+	LogEvery   int                                  `json:"log_every"`
+	GPUMemory  func() (used, total uint64, ok bool) `json:"-"`
+	GPUDevices []GPUSampler                         `json:"-"`
 	// Log receives one line per event (evaluations, skipped steps); nil = stderr.
 	Log io.Writer `json:"-"`
 

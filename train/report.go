@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"github.com/ortq/ortq/internal/fsutil"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -117,6 +119,9 @@ type Report struct {
 	PeakRSSBytes    uint64        `json:"peak_rss_bytes"`
 	// PeakGPUBytes is the highest GPU memory the run log sampled (0 without a GPU).
 	PeakGPUBytes uint64 `json:"peak_gpu_bytes,omitempty"`
+	// PeakGPUPerDevice is each device's highest sampled GPU memory, by device name, when the
+	// run spans several devices.
+	PeakGPUPerDevice map[string]uint64 `json:"peak_gpu_per_device_bytes,omitempty"`
 	// RunLog names the JSONL memory and progress log, when one was written.
 	RunLog string   `json:"run_log,omitempty"`
 	Notes  []string `json:"notes,omitempty"`
@@ -173,6 +178,13 @@ func (r *Report) Markdown() (string, error) {
 	fmt.Fprintf(&b, "| peak host RSS | %s |\n", FormatBytes(r.PeakRSSBytes))
 	if r.PeakGPUBytes > 0 {
 		fmt.Fprintf(&b, "| peak GPU memory (sampled) | %s |\n", FormatBytes(r.PeakGPUBytes))
+	}
+	if len(r.PeakGPUPerDevice) > 0 {
+		var per []string
+		for _, d := range slices.Sorted(maps.Keys(r.PeakGPUPerDevice)) {
+			per = append(per, d+" "+FormatBytes(r.PeakGPUPerDevice[d]))
+		}
+		fmt.Fprintf(&b, "| peak GPU memory per device (sampled) | %s |\n", MarkdownEscape(strings.Join(per, ", ")))
 	}
 	if r.RunLog != "" {
 		fmt.Fprintf(&b, "| memory and progress log | %s |\n", MarkdownEscape(r.RunLog))

@@ -25,10 +25,19 @@ type MemRecord struct {
 	SysTotal   uint64    `json:"sys_total_bytes"`
 	GPUUsed    uint64    `json:"gpu_used_bytes,omitempty"`
 	GPUTotal   uint64    `json:"gpu_total_bytes,omitempty"`
+	// GPUPerDevice is each device's GPU memory when the run spans several (Config.GPUDevices),
+	// by device name; GPUUsed is then the largest.
+	GPUPerDevice map[string]uint64 `json:"gpu_used_per_device_bytes,omitempty"`
 	// Arena is ONNX Runtime's account of the training session's memory (its allocator's
 	// in use, peak in use and reserved bytes), beside NVML's GPU figure; absent where the
 	// session keeps no arena statistics.
 	Arena *ortrun.ArenaStats `json:"ort_arena,omitempty"`
+}
+
+// GPUSampler samples one device's GPU memory for the run log (Config.GPUDevices).
+type GPUSampler struct {
+	Device string
+	Sample func() (used, total uint64, ok bool)
 }
 
 // arenaSource is what can report its training session's allocator statistics (*Engine).
@@ -45,6 +54,9 @@ type runLog struct {
 	arena   arenaSource // nil: no arena figures
 	peakRSS uint64
 	peakGPU uint64
+	devices []GPUSampler
+	// peakPerDevice is each device's highest sample (every sample, logged or not).
+	peakPerDevice map[string]uint64
 }
 
 // openRunLog starts a run log; a resumed run appends to the one it continues.
@@ -77,6 +89,7 @@ func (l *runLog) record(step int, event string, loss, lr, tps float64) {
 			r.GPUUsed, r.GPUTotal = u, t
 		}
 	}
+	l.sampleDevices(&r)
 	if l.arena != nil {
 		if st, ok, err := l.arena.TrainAllocatorStats(); err == nil && ok {
 			r.Arena = &st
@@ -96,6 +109,24 @@ func (l *runLog) record(step int, event string, loss, lr, tps float64) {
 	}
 	if due {
 		_ = l.enc.Encode(r) // the log is diagnostic: a full disk must not stop training here
+	}
+}
+
+// sampleDevices fills r.GPUPerDevice from the per-device samplers and keeps each device's peak.
+func (l *runLog) sampleDevices(r *MemRecord) {
+	for _, d := range l.devices {
+		u, _, ok := d.Sample()
+		if !ok {
+			continue
+		}
+		if r.GPUPerDevice == nil {
+			r.GPUPerDevice = map[string]uint64{}
+		}
+		if l.peakPerDevice == nil {
+			l.peakPerDevice = map[string]uint64{}
+		}
+		r.GPUPerDevice[d.Device] = u
+		l.peakPerDevice[d.Device] = max(l.peakPerDevice[d.Device], u)
 	}
 }
 

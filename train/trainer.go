@@ -263,6 +263,7 @@ func (l *run) openRunLog() error {
 	if a, ok := l.b.(arenaSource); ok {
 		l.rlog.arena = a
 	}
+	l.rlog.devices = l.cfg.GPUDevices
 	l.rlog.record(l.first-1, "start", 0, 0, 0)
 	return nil
 }
@@ -424,6 +425,7 @@ func (l *run) finish(start time.Time, mon *RSSMonitor) (*Report, error) {
 	rep.PeakRSSBytes = mon.Stop()
 	if l.rlog != nil {
 		rep.PeakGPUBytes, rep.RunLog = l.rlog.peakGPU, "run.jsonl"
+		rep.PeakGPUPerDevice = l.rlog.peakPerDevice
 	}
 	if err := os.MkdirAll(l.cfg.Out, 0o755); err != nil {
 		return nil, err

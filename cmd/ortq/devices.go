@@ -110,7 +110,7 @@ func multiStepper(eng *train.Engine, peers []*train.Engine) func([]train.Param, 
 	if eng.DeviceStep() {
 		how = "device-resident steps accumulating on each device"
 	}
-	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): %s, gradients reduced token-weighted in Go memory, one AdamW on the host; GPU memory in the run log is the busiest GPU's", len(devs), strings.Join(devs, ","), how))
+	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): %s, gradients reduced token-weighted in Go memory, one AdamW on the host; the run log and the report give each GPU's memory, and as gpu_used_bytes the busiest GPU's", len(devs), strings.Join(devs, ","), how))
 	return func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
 		if eng.DeviceStep() {
 			return train.NewMultiDeviceStepper(engines, init, sc, rows, seq)
@@ -120,8 +120,8 @@ func multiStepper(eng *train.Engine, peers []*train.Engine) func([]train.Param, 
 }
 
 // gpuMemory is the run log's GPU memory sampler over the devices: the GPU that uses the
-// most, with its total. That is the per-GPU peak a data-parallel run is sized by; the log
-// has one GPU column, so the other GPUs are not recorded separately.
+// most, with its total, the per-GPU peak a data-parallel run is sized by (gpuDevices adds
+// every GPU's own figure).
 func gpuMemory(devs []string) func() (used, total uint64, ok bool) {
 	if len(devs) == 1 {
 		return gpumem.Sampler(devs[0])
@@ -143,6 +143,21 @@ func gpuMemory(devs []string) func() (used, total uint64, ok bool) {
 		}
 		return used, total, ok
 	}
+}
+
+// gpuDevices is the run log's per-device GPU memory samplers when the run spans several GPUs
+// (nil for one device, or where NVML is unavailable).
+func gpuDevices(devs []string) []train.GPUSampler {
+	if len(devs) < 2 {
+		return nil
+	}
+	var out []train.GPUSampler
+	for _, d := range devs {
+		if s := gpumem.Sampler(d); s != nil {
+			out = append(out, train.GPUSampler{Device: d, Sample: s})
+		}
+	}
+	return out
 }
 
 // checkDevicesMemory is checkDeviceMemory on every GPU of the run: each runs micro-batches
