@@ -191,9 +191,10 @@ func (b *Binding) Close() {
 	}
 }
 
-// Copier moves tensors between Go memory and the Buffers of one device. ONNX Runtime 1.29
-// offers no copy outside a run unless an execution provider library is registered with the
-// environment (CopyTensors), so the Copier runs Identity graphs: a host tensor bound as the
+// Copier moves tensors between Go memory and the Buffers of one device. On CUDA it first
+// tries ONNX Runtime's CopyTensors with the CUDA provider registered as an execution provider
+// library (directcopy.go). ONNX Runtime 1.29 offers no copy outside a run otherwise, so the
+// Copier then runs Identity graphs: a host tensor bound as the
 // input of a device session is copied to the device by the run and the Identity writes it into
 // the bound buffer; the other way, a host tensor bound as the output receives the device's
 // result. UploadAll and DownloadAll move several tensors in one run; each distinct list of
@@ -203,6 +204,9 @@ type Copier struct {
 	opts     Options
 	mu       sync.Mutex
 	sessions map[string]*Session
+	// directState and note: whether copies go through CopyTensors on CUDA (directcopy.go).
+	directState int
+	note        string
 }
 
 // NewCopier returns a Copier for the device of opts (only Device matters).
@@ -278,6 +282,11 @@ func (c *Copier) UploadAll(dsts []*Buffer, srcs []*Tensor) error {
 		}
 		ins[i], outs[i] = v, dst.t
 	}
+	if c.direct() {
+		if ok, err := c.uploadDirect(dsts, srcs, ins, outs); ok || err != nil {
+			return err
+		}
+	}
 	return c.run(dsts, ins, outs)
 }
 
@@ -292,6 +301,13 @@ func (c *Copier) Download(src *Buffer) (*Tensor, error) {
 
 // DownloadAll copies each buffer into a new Go tensor, in one run.
 func (c *Copier) DownloadAll(srcs []*Buffer) ([]*Tensor, error) {
+	if c.direct() {
+		ts, err := c.downloadDirect(srcs)
+		if err == nil {
+			return ts, nil
+		}
+		c.fallBack(err)
+	}
 	ins := make([]ort.Value, len(srcs))
 	outs := make([]ort.Value, len(srcs))
 	defer destroyAll(outs)
@@ -305,8 +321,13 @@ func (c *Copier) DownloadAll(srcs []*Buffer) ([]*Tensor, error) {
 	if err := c.run(srcs, ins, outs); err != nil {
 		return nil, err
 	}
-	got := make([]*Tensor, len(outs))
-	for i, v := range outs {
+	return valuesToTensors(outs)
+}
+
+// valuesToTensors converts host values into Go tensors.
+func valuesToTensors(vs []ort.Value) ([]*Tensor, error) {
+	got := make([]*Tensor, len(vs))
+	for i, v := range vs {
 		t, err := fromValue(v)
 		if err != nil {
 			return nil, fmt.Errorf("download: %w", err)

@@ -30,10 +30,15 @@ var (
 // onDevice runs f on the device thread of the session's CUDA device, holding captureMu
 // (exclusively when capture is set); on the CPU it runs f directly.
 func (s *Session) onDevice(capture bool, f func() error) error {
-	if s.device != "cuda" {
+	return runOn(s.device, s.deviceID, capture, f)
+}
+
+// runOn is onDevice for a provider ("cuda" or "cpu") and device number.
+func runOn(provider string, id int, capture bool, f func() error) error {
+	if provider != "cuda" {
 		return f()
 	}
-	jobs := deviceThread(s.deviceID)
+	jobs := deviceThread(id)
 	done := make(chan error, 1)
 	jobs <- func() {
 		if capture {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
@@ -89,6 +90,10 @@ func NewDeviceStepper(e *Engine, init []Param, cfg StepConfig, rows, seq int) (S
 	if err := s.Restore(st); err != nil {
 		s.Close()
 		return nil, err
+	}
+	// Restore's upload settled how the copier copies on CUDA (ortrun.Copier.Note).
+	if n := s.cp.Note(); n != "" && !slices.Contains(e.Notes, n) {
+		e.Notes = append(e.Notes, n)
 	}
 	return s, nil
 }
