@@ -308,6 +308,11 @@ func (c *Copier) DownloadAll(srcs []*Buffer) ([]*Tensor, error) {
 		}
 		c.fallBack(err)
 	}
+	return download(srcs, func(ins, outs []ort.Value) error { return c.run(srcs, ins, outs) })
+}
+
+// download copies the buffers into new host tensors with transfer(buffers' values, host values).
+func download(srcs []*Buffer, transfer func(ins, outs []ort.Value) error) ([]*Tensor, error) {
 	ins := make([]ort.Value, len(srcs))
 	outs := make([]ort.Value, len(srcs))
 	defer destroyAll(outs)
@@ -318,7 +323,7 @@ func (c *Copier) DownloadAll(srcs []*Buffer) ([]*Tensor, error) {
 		}
 		ins[i], outs[i] = src.t, v
 	}
-	if err := c.run(srcs, ins, outs); err != nil {
+	if err := transfer(ins, outs); err != nil {
 		return nil, err
 	}
 	return valuesToTensors(outs)

@@ -111,20 +111,7 @@ func (c *Copier) uploadDirect(dsts []*Buffer, srcs []*Tensor, ins, outs []ort.Va
 
 // downloadDirect is DownloadAll through CopyTensors.
 func (c *Copier) downloadDirect(srcs []*Buffer) ([]*Tensor, error) {
-	ins := make([]ort.Value, len(srcs))
-	outs := make([]ort.Value, len(srcs))
-	defer destroyAll(outs)
-	for i, src := range srcs {
-		v, err := toValue(&Tensor{DType: src.DType, Shape: append([]int64(nil), src.Shape...), Data: makeData(src.DType, src.Shape)})
-		if err != nil {
-			return nil, fmt.Errorf("download: %w", err)
-		}
-		ins[i], outs[i] = src.t, v
-	}
-	if err := c.copyDirect(ins, outs); err != nil {
-		return nil, err
-	}
-	return valuesToTensors(outs)
+	return download(srcs, c.copyDirect)
 }
 
 // fallBack turns direct copies off after err and returns false.

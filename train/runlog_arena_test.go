@@ -21,22 +21,32 @@ func TestRunLogArena(t *testing.T) {
 	if _, err := runLoop(t, art, context.Background(), trainSet, evalSet, cfg); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(out, "run.jsonl"))
+	recs := readRunLog(t, filepath.Join(out, "run.jsonl"))
+	for i, r := range recs {
+		if a := r.Arena; a == nil || a.PeakInUse <= 0 || a.PeakInUse < a.InUse {
+			t.Errorf("line %d (%s, step %d): arena figures %+v", i+1, r.Event, r.Step, a)
+		}
+	}
+	if len(recs) < 3 {
+		t.Errorf("run.jsonl has %d lines, want start + 2 steps", len(recs))
+	}
+}
+
+// readRunLog reads run.jsonl's records.
+func readRunLog(t *testing.T, path string) []train.MemRecord {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	lines := 0
-	for s := bufio.NewScanner(f); s.Scan(); lines++ {
+	var recs []train.MemRecord
+	for s := bufio.NewScanner(f); s.Scan(); {
 		var r train.MemRecord
 		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
 			t.Fatal(err)
 		}
-		if a := r.Arena; a == nil || a.PeakInUse <= 0 || a.PeakInUse < a.InUse {
-			t.Errorf("line %d (%s, step %d): arena figures %+v", lines+1, r.Event, r.Step, a)
-		}
+		recs = append(recs, r)
 	}
-	if lines < 3 {
-		t.Errorf("run.jsonl has %d lines, want start + 2 steps", lines)
-	}
+	return recs
 }

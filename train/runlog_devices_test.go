@@ -1,9 +1,7 @@
 package train_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,23 +41,14 @@ func TestRunLogPerDevice(t *testing.T) {
 			t.Errorf("report: peak of %s %d, want %d (all: %v)", d, rep.PeakGPUPerDevice[d], w, rep.PeakGPUPerDevice)
 		}
 	}
-	f, err := os.Open(filepath.Join(out, "run.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	lines := 0
-	for s := bufio.NewScanner(f); s.Scan(); lines++ {
-		var r train.MemRecord
-		if err := json.Unmarshal(s.Bytes(), &r); err != nil {
-			t.Fatal(err)
-		}
+	recs := readRunLog(t, filepath.Join(out, "run.jsonl"))
+	for i, r := range recs {
 		if len(r.GPUPerDevice) != 2 || r.GPUPerDevice["cuda:0"] == 0 || r.GPUPerDevice["cuda:1"] == 0 {
-			t.Errorf("line %d (%s, step %d): per-device memory %v", lines+1, r.Event, r.Step, r.GPUPerDevice)
+			t.Errorf("line %d (%s, step %d): per-device memory %v", i+1, r.Event, r.Step, r.GPUPerDevice)
 		}
 	}
-	if lines < 7 {
-		t.Errorf("run.jsonl has %d lines, want start + 6 steps", lines)
+	if len(recs) < 7 {
+		t.Errorf("run.jsonl has %d lines, want start + 6 steps", len(recs))
 	}
 	md, err := os.ReadFile(filepath.Join(out, "report.md"))
 	if err != nil {
