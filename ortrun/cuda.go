@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -45,6 +46,13 @@ func appendCUDA(so *ort.SessionOptions, deviceID int, cudaGraph bool) error {
 	}
 	if err := co.Update(opts); err != nil {
 		return fmt.Errorf("CUDA execution provider, device %d: %w%s", deviceID, err, cudaDiagnosis())
+	}
+	if cfg, err := arenaConfig(); err != nil {
+		return fmt.Errorf("CUDA execution provider, device %d: %w", deviceID, err)
+	} else if cfg != nil {
+		if err := co.SetDefaultMemoryArenaCfg(cfg); err != nil {
+			return fmt.Errorf("CUDA execution provider, device %d: ORTQ_ARENA_MAX_DEAD_BYTES: %w", deviceID, err)
+		}
 	}
 	if err := so.AppendExecutionProviderCUDA(co); err != nil {
 		return fmt.Errorf("CUDA execution provider, device %d, could not start: %w%s", deviceID, err, cudaDiagnosis())
@@ -128,4 +136,35 @@ func ldCache() map[string]bool {
 		}
 	}
 	return libs
+}
+
+// ORTQ_ARENA_MAX_DEAD_BYTES=N sets the CUDA arena's max_dead_bytes_per_chunk (an experiment,
+// like ORTQ_CUDA_OPTIONS). ONNX Runtime's arena hands out a free chunk whole unless it is at
+// least twice the request or the rest is at least this many bytes (default 128 MiB), and
+// the rest counts as in use; the training step's activations are many 20–220 MB tensors, so
+// the default may hold much of what the bench reports as activations.
+var (
+	arenaOnce sync.Once
+	arenaCfg  *ort.ArenaCfg // kept for the process: sessions keep the pointer
+	arenaErr  error
+)
+
+// arenaConfig returns the arena configuration ORTQ_ARENA_MAX_DEAD_BYTES asks for (nil when unset).
+func arenaConfig() (*ort.ArenaCfg, error) {
+	arenaOnce.Do(func() { arenaCfg, arenaErr = parseArenaConfig(os.Getenv("ORTQ_ARENA_MAX_DEAD_BYTES")) })
+	return arenaCfg, arenaErr
+}
+
+// parseArenaConfig is arenaConfig for the variable's value v.
+func parseArenaConfig(v string) (*ort.ArenaCfg, error) {
+	if v == "" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("ORTQ_ARENA_MAX_DEAD_BYTES=%q: want a number of bytes ≥ 0", v)
+	}
+	// kSameAsRequested (1), as appendCUDA's arena_extend_strategy option: an arena
+	// configuration replaces the provider's own.
+	return ort.NewArenaCfgV2(map[string]int{"max_dead_bytes_per_chunk": n, "arena_extend_strategy": 1})
 }

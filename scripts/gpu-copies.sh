@@ -6,7 +6,10 @@
 #     breakdown's "outside the arena", the notes saying which way copied);
 #   - with two GPUs, `ortq train --device cuda:0,cuda:1 --step device` for 12 steps: the
 #     busiest GPU's memory per step (it grew ≈150 MB per step in the last measurement).
-# Then the time of the default step beside the peer, once. Results in $OUT/summary.txt.
+# A third bench point keeps direct copies and sets the arena's max_dead_bytes_per_chunk to
+# 4 MiB (ORTQ_ARENA_MAX_DEAD_BYTES; ONNX Runtime's default 128 MiB lets a chunk up to twice a
+# request's size be handed out whole). Then the time of the default step beside the peer,
+# once. Results in $OUT/summary.txt.
 set -u
 . "$(dirname "$0")/device-env.sh"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/summary.txt"; }
@@ -29,6 +32,9 @@ for direct in 1 0; do
   fi
 done
 unset ORTQ_DIRECT_COPY
+ORTQ_ARENA_MAX_DEAD_BYTES=4194304 timeout 90 $Q bench --artifacts /tmp/k-a --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 \
+  --recompute layer --step graph --quiet --out /tmp/c-bdead > /dev/null 2>&1
+log "max dead 4 MiB bench graph mb7: $(python3 -c "import json;p=json.load(open('/tmp/c-bdead/report.json'))['points'][0];m=p.get('memory_breakdown') or {};a=p.get('ort_arena') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB, arena peak',round(a.get('peak_in_use_bytes',0)/2**30,2),'reserved',round(a.get('reserved_bytes',0)/2**30,2),'GiB')" 2>&1)"
 timeout 120 python3 bench/peer/torch_peft.py --preset llama-3.2-3b --micro-batch 7 --seq-len 512 --steps 17 --warmup 3 \
   --recompute layer --out /tmp/c-peer.json > /dev/null 2>&1
 log "peer mb7: $(python3 -c "import json;d=json.load(open('/tmp/c-peer.json'));p=d['points'][0] if 'points' in d else d;print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB')" 2>&1)"

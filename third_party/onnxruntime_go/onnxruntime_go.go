@@ -1514,6 +1514,24 @@ func (o *CUDAProviderOptions) Update(options map[string]string) error {
 	return nil
 }
 
+// Sets the arena configuration of the CUDA execution provider's default
+// allocator (wraps UpdateCUDAProviderOptionsWithValue with the key
+// "default_memory_arena_cfg"; added in the ortq fork). ONNX Runtime keeps the
+// pointer, so cfg must outlive every session created with these options.
+func (o *CUDAProviderOptions) SetDefaultMemoryArenaCfg(cfg *ArenaCfg) error {
+	if cfg == nil || cfg.c == nil {
+		return fmt.Errorf("The ArenaCfg is not initialized")
+	}
+	cKey := C.CString("default_memory_arena_cfg")
+	defer C.free(unsafe.Pointer(cKey))
+	status := C.UpdateCUDAProviderOptionsWithValue(o.o, cKey,
+		unsafe.Pointer(cfg.c))
+	if status != nil {
+		return statusToError(status)
+	}
+	return nil
+}
+
 // Must be called when the CUDAProviderOptions struct is no longer needed;
 // frees internal C-allocated state. Note that the CUDAProviderOptions struct
 // can be destroyed as soon as options.AppendExecutionProviderCUDA has been

@@ -156,6 +156,11 @@ void ReleaseCUDAProviderOptions(OrtCUDAProviderOptionsV2 *o) {
   ort_api->ReleaseCUDAProviderOptions(o);
 }
 
+OrtStatus *UpdateCUDAProviderOptionsWithValue(OrtCUDAProviderOptionsV2 *o,
+  const char *key, void *value) {
+  return ort_api->UpdateCUDAProviderOptionsWithValue(o, key, value);
+}
+
 OrtStatus *UpdateCUDAProviderOptions(OrtCUDAProviderOptionsV2 *o,
   const char **keys, const char **values, int num_keys) {
   return ort_api->UpdateCUDAProviderOptions(o, keys, values, num_keys);

@@ -118,6 +118,10 @@ OrtStatus *CreateCUDAProviderOptions(OrtCUDAProviderOptionsV2 **o);
 // Wraps ort_api->ReleaseCUDAProviderOptions
 void ReleaseCUDAProviderOptions(OrtCUDAProviderOptionsV2 *o);
 
+// Wraps ort_api->UpdateCUDAProviderOptionsWithValue (added in the ortq fork).
+OrtStatus *UpdateCUDAProviderOptionsWithValue(OrtCUDAProviderOptionsV2 *o,
+  const char *key, void *value);
+
 // Wraps ort_api->UpdateCUDAProviderOptions
 OrtStatus *UpdateCUDAProviderOptions(OrtCUDAProviderOptionsV2 *o,
   const char **keys, const char **values, int num_keys);
