@@ -13,9 +13,10 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 )
 
-// Direct copies: on CUDA the Copier moves tensors with ONNX Runtime's CopyTensors instead of
-// running its Identity copy sessions, once the CUDA provider library is registered with the
-// environment as an execution provider library (RegisterExecutionProviderLibrary; it exports
+// Direct copies (ORTQ_DIRECT_COPY=1, opt-in until measured on a GPU): on CUDA the Copier
+// moves tensors with ONNX Runtime's CopyTensors instead of running its Identity copy
+// sessions, once the CUDA provider library is registered with the environment as an
+// execution provider library (RegisterExecutionProviderLibrary; it exports
 // CreateEpFactories), which gives the environment a host↔CUDA data transfer.
 //
 // Why: each copy session is a CUDA execution provider of its own, with its own stream,
@@ -25,7 +26,8 @@ import (
 //
 // The first direct upload on each device is read back and compared; on any error or
 // difference the Copier falls back to its copy sessions for good and says why (Copier.Note).
-// ORTQ_DIRECT_COPY=0 turns direct copies off (for measuring one against the other).
+// It stays opt-in until a GPU run shows that registering the provider library beside the
+// sessions' own CUDA providers is sound and what it saves (scripts/gpu-copies.sh).
 var (
 	directOnce sync.Once
 	directErr  error
@@ -35,10 +37,6 @@ var (
 // CopyTensors can be tried.
 func directCopyReady() error {
 	directOnce.Do(func() {
-		if os.Getenv("ORTQ_DIRECT_COPY") == "0" {
-			directErr = errors.New("ORTQ_DIRECT_COPY=0")
-			return
-		}
 		lib := LoadedLibrary()
 		if lib == "" {
 			directErr = errors.New("no ONNX Runtime library loaded")
@@ -59,7 +57,7 @@ func (c *Copier) direct() bool {
 	defer c.mu.Unlock()
 	if c.directState == directUnknown {
 		c.directState = directOff
-		if provider, _, _ := ParseDevice(c.opts.Device); provider == "cuda" {
+		if provider, _, _ := ParseDevice(c.opts.Device); provider == "cuda" && os.Getenv("ORTQ_DIRECT_COPY") == "1" {
 			if err := directCopyReady(); err != nil {
 				c.note = "copies through copy sessions: " + err.Error()
 			} else {

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU machine (one or two GPUs), one call: how the device-resident step's copies cost memory.
-# The Copier copies with ONNX Runtime's CopyTensors on CUDA (ortrun/directcopy.go) unless
-# ORTQ_DIRECT_COPY=0, which keeps its Identity copy sessions. For each way:
+# With ORTQ_DIRECT_COPY=1 the Copier copies with ONNX Runtime's CopyTensors on CUDA
+# (ortrun/directcopy.go, opt-in until this measures it); =0 keeps its Identity copy sessions.
+# For each way:
 #   - `ortq bench --step graph` on the Llama-3.2-3B shape at micro-batch 7 (peak, the memory
 #     breakdown's "outside the arena", the notes saying which way copied);
 #   - with two GPUs, `ortq train --device cuda:0,cuda:1 --step device` for 12 steps: the
 #     busiest GPU's memory per step (it grew ≈150 MB per step in the last measurement).
-# A third bench point keeps direct copies and sets the arena's max_dead_bytes_per_chunk to
+# A third bench point (copy sessions) sets the arena's max_dead_bytes_per_chunk to
 # 4 MiB (ORTQ_ARENA_MAX_DEAD_BYTES; ONNX Runtime's default 128 MiB lets a chunk up to twice a
 # request's size be handed out whole). Then the time of the default step beside the peer,
 # once. Results in $OUT/summary.txt.
