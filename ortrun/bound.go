@@ -177,6 +177,10 @@ func (b *Binding) Run() error {
 	return err
 }
 
+// Captures reports whether the binding's runs are captured in a CUDA graph (after
+// GraphWarmupRuns plain runs, the next run captures and later runs replay).
+func (b *Binding) Captures() bool { return b.s.cudaGraph }
+
 // Close releases the binding (not the buffers).
 func (b *Binding) Close() {
 	for _, o := range []**ort.RunOptions{&b.opts, &b.warm} {

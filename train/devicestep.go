@@ -207,6 +207,15 @@ func (s *deviceStepper) Step(ctx context.Context, in StepInput) (StepOutcome, er
 	return out, err
 }
 
+// WarmupMicroBatches: with CUDA graphs each of the two bindings runs GraphWarmupRuns plain
+// runs, then captures on its next (the bindings alternate per micro-batch); replays follow.
+func (s *deviceStepper) WarmupMicroBatches() int {
+	if !s.binds[0].Captures() {
+		return 0
+	}
+	return len(s.binds) * (ortrun.GraphWarmupRuns + 1)
+}
+
 // run runs the micro-batches with the scalars sc, accumulating from zero; with apply the
 // last run applies AdamW.
 func (s *deviceStepper) run(ctx context.Context, batches []data.Batch, seeds []uint64, sc []float32, apply bool) error {

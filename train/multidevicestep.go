@@ -164,6 +164,15 @@ func (s *multiDeviceStepper) reduce(active []*deviceStepper) (lossSum, tokens fl
 	return lossSum, tokens, nil
 }
 
+// WarmupMicroBatches is the devices' largest (each runs its own bindings).
+func (s *multiDeviceStepper) WarmupMicroBatches() int {
+	n := 0
+	for _, d := range s.devs {
+		n = max(n, d.WarmupMicroBatches())
+	}
+	return n
+}
+
 // Close frees every device's buffers and copy sessions (the sessions are the engines').
 func (s *multiDeviceStepper) Close() {
 	for _, d := range s.devs {

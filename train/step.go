@@ -29,6 +29,13 @@ type Stepper interface {
 	Close()
 }
 
+// Warmer is a Stepper whose first micro-batches cost more than the others; benchmarks leave
+// that many out of their timed steps.
+type Warmer interface {
+	// WarmupMicroBatches is how many micro-batches (per device) run before the cost settles.
+	WarmupMicroBatches() int
+}
+
 // StepInput is one optimizer step's work.
 type StepInput struct {
 	// Step is the loop's optimizer step number (from 1), for fault-injection hooks.
