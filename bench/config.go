@@ -225,14 +225,10 @@ func checkStep(v string, base bool) error {
 	return fmt.Errorf("step %q: use host, device or graph", v)
 }
 
-// resolveStep turns the base point's "auto" into a step for its device and recomputation.
-func resolveStep(step, device, recompute string) string {
+// resolveStep turns the base point's "auto" into a step for its devices and recomputation.
+func resolveStep(step string, devs []string, recompute string) string {
 	if step != "" && step != "auto" {
 		return step
-	}
-	devs, err := devices(device)
-	if err != nil {
-		devs = strings.Split(device, ",") // Validate reports the bad list
 	}
 	return train.AutoStep(devs, recompute == "layer")
 }

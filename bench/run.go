@@ -47,6 +47,11 @@ func Run(cfg Config) (*Result, error) {
 			r.cleanup()
 		}
 	}()
+	devs, err := devices(cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	r.devs = devs
 	base, err := r.resolveBase()
 	if err != nil {
 		return nil, err
@@ -62,9 +67,6 @@ func Run(cfg Config) (*Result, error) {
 		}
 	}
 
-	if r.devs, err = devices(cfg.Device); err != nil {
-		return nil, err
-	}
 	// With several GPUs, memory is sampled on the first (they hold the same graphs and state).
 	gpu, gerr := openGPU(r.devs[0])
 	if gerr != nil {
@@ -140,7 +142,7 @@ func (r *runner) resolveBase() (Params, error) {
 	rec := c.Recompute
 	if rec == "" || rec == "auto" {
 		rec = "none"
-		if provider, _, err := ortrun.ParseDevice(strings.Split(c.Device, ",")[0]); err == nil && provider == "cuda" {
+		if provider, _, err := ortrun.ParseDevice(r.devs[0]); err == nil && provider == "cuda" {
 			rec = "layer"
 		}
 	}
@@ -163,7 +165,7 @@ func (r *runner) resolveBase() (Params, error) {
 	if c.Model != "" {
 		r.source, r.sourceNamed = c.Model, c.Model
 		r.prep = c.Prepare
-		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec, Targets: slices.Clone(c.Prepare.Targets), Step: resolveStep(c.Step, c.Device, rec)}
+		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec, Targets: slices.Clone(c.Prepare.Targets), Step: resolveStep(c.Step, r.devs, rec)}
 		r.baseKey = "" // nothing prepared yet
 		return p, nil
 	}
@@ -177,7 +179,7 @@ func (r *runner) resolveBase() (Params, error) {
 	if err := json.Unmarshal(raw, &r.prep); err != nil {
 		return Params{}, fmt.Errorf("artifacts %q: manifest options: %w", c.Artifacts, err)
 	}
-	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec, Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, c.Device, rec)}
+	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec, Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, r.devs, rec)}
 	r.baseKey = p.graphKey()
 	r.dirs[r.baseKey] = &graphDir{dir: c.Artifacts}
 	r.sourceNamed = man.Source.Path
