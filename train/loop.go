@@ -50,9 +50,9 @@ type Config struct {
 	Inputs map[string]string `json:"inputs,omitempty"`
 	Quiet  bool              `json:"-"`
 	// LogEvery writes a line to Out/run.jsonl every N optimizer steps and at memory peaks
-	// (0 = no run log). GPUMemory, when set, adds GPU memory to it (over several devices,
-	// the busiest one's), and GPUDevices, when set, every device's: the run log's lines and
-	// the report then list each device's figure and peak.
+	// (0 = no run log). GPUMemory, when set, adds the GPU's memory to it; GPUDevices, for a
+	// run over several GPUs, every GPU's: the run log's lines and the report then list each
+	// device's figure and peak, and the log's GPU figure is the busiest GPU's.
 	LogEvery   int                                  `json:"log_every"`
 	GPUMemory  func() (used, total uint64, ok bool) `json:"-"`
 	GPUDevices []GPUSampler                         `json:"-"`

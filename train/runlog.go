@@ -26,7 +26,7 @@ type MemRecord struct {
 	GPUUsed    uint64    `json:"gpu_used_bytes,omitempty"`
 	GPUTotal   uint64    `json:"gpu_total_bytes,omitempty"`
 	// GPUPerDevice is each device's GPU memory when the run spans several (Config.GPUDevices),
-	// by device name; GPUUsed is then the largest.
+	// by device name; GPUUsed and GPUTotal are then the busiest device's.
 	GPUPerDevice map[string]uint64 `json:"gpu_used_per_device_bytes,omitempty"`
 	// Arena is ONNX Runtime's account of the training session's memory (its allocator's
 	// in use, peak in use and reserved bytes), beside NVML's GPU figure; absent where the
@@ -112,12 +112,16 @@ func (l *runLog) record(step int, event string, loss, lr, tps float64) {
 	}
 }
 
-// sampleDevices fills r.GPUPerDevice from the per-device samplers and keeps each device's peak.
+// sampleDevices fills r.GPUPerDevice from the per-device samplers, keeps each device's peak,
+// and makes the busiest device's figure r's GPU memory.
 func (l *runLog) sampleDevices(r *MemRecord) {
 	for _, d := range l.devices {
-		u, _, ok := d.Sample()
+		u, t, ok := d.Sample()
 		if !ok {
 			continue
+		}
+		if r.GPUPerDevice == nil || u > r.GPUUsed {
+			r.GPUUsed, r.GPUTotal = u, t
 		}
 		if r.GPUPerDevice == nil {
 			r.GPUPerDevice = map[string]uint64{}

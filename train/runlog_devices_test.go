@@ -11,8 +11,8 @@ import (
 )
 
 // TestRunLogPerDevice: with several GPUs (Config.GPUDevices) every run.jsonl line carries each
-// device's sampled memory, and the report each device's peak — every sample counted, logged
-// or not — beside the busiest GPU's figure.
+// device's sampled memory and, as its GPU figure, the busiest device's; the report gives each
+// device's peak — every sample counted, logged or not — beside the busiest GPU's.
 func TestRunLogPerDevice(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "run")
 	cfg := fakeConfig(out)
@@ -35,6 +35,9 @@ func TestRunLogPerDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rep.PeakGPUBytes != 15000 {
+		t.Errorf("report: peak GPU memory %d, want the busiest device's peak 15000", rep.PeakGPUBytes)
+	}
 	want := map[string]uint64{"cuda:0": 3000, "cuda:1": 15000}
 	for d, w := range want {
 		if rep.PeakGPUPerDevice[d] != w {
@@ -45,6 +48,9 @@ func TestRunLogPerDevice(t *testing.T) {
 	for i, r := range recs {
 		if len(r.GPUPerDevice) != 2 || r.GPUPerDevice["cuda:0"] == 0 || r.GPUPerDevice["cuda:1"] == 0 {
 			t.Errorf("line %d (%s, step %d): per-device memory %v", i+1, r.Event, r.Step, r.GPUPerDevice)
+		}
+		if busiest := max(r.GPUPerDevice["cuda:0"], r.GPUPerDevice["cuda:1"]); r.GPUUsed != busiest {
+			t.Errorf("line %d (%s, step %d): GPU memory %d, want the busiest device's %d", i+1, r.Event, r.Step, r.GPUUsed, busiest)
 		}
 	}
 	if len(recs) < 7 {

@@ -119,34 +119,18 @@ func multiStepper(eng *train.Engine, peers []*train.Engine) func([]train.Param, 
 	}
 }
 
-// gpuMemory is the run log's GPU memory sampler over the devices: the GPU that uses the
-// most, with its total, the per-GPU peak a data-parallel run is sized by (gpuDevices adds
-// every GPU's own figure).
+// gpuMemory is the run log's GPU memory sampler of a one-device run (nil for several
+// devices, which gpuDevices samples, or where NVML is unavailable).
 func gpuMemory(devs []string) func() (used, total uint64, ok bool) {
-	if len(devs) == 1 {
-		return gpumem.Sampler(devs[0])
-	}
-	var samplers []func() (uint64, uint64, bool)
-	for _, d := range devs {
-		if s := gpumem.Sampler(d); s != nil {
-			samplers = append(samplers, s)
-		}
-	}
-	if len(samplers) == 0 {
+	if len(devs) != 1 {
 		return nil
 	}
-	return func() (used, total uint64, ok bool) {
-		for _, s := range samplers {
-			if u, t, sok := s(); sok && (!ok || u > used) {
-				used, total, ok = u, t, true
-			}
-		}
-		return used, total, ok
-	}
+	return gpumem.Sampler(devs[0])
 }
 
 // gpuDevices is the run log's per-device GPU memory samplers when the run spans several GPUs
-// (nil for one device, or where NVML is unavailable).
+// (nil for one device, or where NVML is unavailable); the log's GPU figure is then the
+// busiest GPU's, the per-GPU peak a data-parallel run is sized by.
 func gpuDevices(devs []string) []train.GPUSampler {
 	if len(devs) < 2 {
 		return nil
