@@ -218,26 +218,8 @@ func checkRecomputeDQ(t *testing.T, path string) int {
 // profiles <prefix>_*.json record as run.
 func profiledOps(t *testing.T, prefix, op string) []string {
 	t.Helper()
-	files, err := filepath.Glob(prefix + "_*.json")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no ONNX Runtime profile %s_*.json (%v)", prefix, err)
-	}
 	seen := map[string]bool{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var events []struct {
-			Cat  string `json:"cat"`
-			Name string `json:"name"`
-			Args struct {
-				OpName string `json:"op_name"`
-			} `json:"args"`
-		}
-		if err := json.Unmarshal(b, &events); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
+	for _, events := range readProfiles(t, prefix) {
 		for _, e := range events {
 			if e.Cat == "Node" && e.Args.OpName == op && strings.HasSuffix(e.Name, "_kernel_time") {
 				seen[strings.TrimSuffix(e.Name, "_kernel_time")] = true
@@ -249,5 +231,38 @@ func profiledOps(t *testing.T, prefix, op string) []string {
 		out = append(out, n)
 	}
 	sort.Strings(out)
+	return out
+}
+
+// profileEvent is one event of an ONNX Runtime profile (the fields the tests read).
+type profileEvent struct {
+	Cat  string  `json:"cat"`
+	Name string  `json:"name"`
+	TS   float64 `json:"ts"`
+	Args struct {
+		OpName string `json:"op_name"`
+	} `json:"args"`
+}
+
+// readProfiles parses every ONNX Runtime profile prefix_*.json (one per session), in file
+// name order.
+func readProfiles(t *testing.T, prefix string) [][]profileEvent {
+	t.Helper()
+	files, err := filepath.Glob(prefix + "_*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no ONNX Runtime profile %s_*.json (%v)", prefix, err)
+	}
+	var out [][]profileEvent
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var events []profileEvent
+		if err := json.Unmarshal(b, &events); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out = append(out, events)
+	}
 	return out
 }

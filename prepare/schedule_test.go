@@ -2,9 +2,7 @@ package prepare_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -128,27 +126,11 @@ func checkSchedule(t *testing.T, order []string, layers int) {
 // session's) in the order they ran, from its first run.
 func profiledOrder(t *testing.T, prefix string) []string {
 	t.Helper()
-	files, err := filepath.Glob(prefix + "_*.json")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no ONNX Runtime profile %s_*.json (%v)", prefix, err)
-	}
-	var best []byte
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
+	var events []profileEvent
+	for _, es := range readProfiles(t, prefix) {
+		if len(es) > len(events) {
+			events = es
 		}
-		if len(b) > len(best) {
-			best = b
-		}
-	}
-	var events []struct {
-		Cat  string  `json:"cat"`
-		Name string  `json:"name"`
-		TS   float64 `json:"ts"`
-	}
-	if err := json.Unmarshal(best, &events); err != nil {
-		t.Fatal(err)
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].TS < events[j].TS })
 	var order []string
