@@ -83,8 +83,7 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	for k := int64(0); k < K; k++ {
 		hk := hs[k]
 		if done != "" {
-			first := g.Op("Slice", []string{g.Op("Reshape", []string{done, g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
-			hk = g.Op("Where", []string{g.Op("IsNaN", []string{first}), hk, hk})
+			hk = waitFor(g, done, hk)
 		}
 		b := lossBlock{g: g, head: head, dt: dt, H: H}
 		pk, dk := b.build(hk, ys[k], pick(ws, k))
@@ -216,8 +215,7 @@ func (b lossBlock) build(h, y, w string) (picked, dh string) {
 	// Where(isnan(picked[0]), w, w). Without that dependency ONNX Runtime runs the value's
 	// LogSoftmax after the whole backward pass (it only feeds the final outputs) and holds
 	// every block's logits until then (8 × 110 MB on the Llama-3.2-3B shape at micro-batch 7).
-	first := g.Op("Slice", []string{g.Op("Reshape", []string{picked, g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
-	w = g.Op("Where", []string{g.Op("IsNaN", []string{first}), w, w})
+	w = waitFor(g, picked, w)
 	// softmax − onehot in the activation type: Softmax accumulates in float32 inside the
 	// kernel, and the result feeds a half-precision GEMM anyway.
 	p := g.Op("Softmax", []string{lg}, ortgraph.AInt("axis", -1))

@@ -425,6 +425,12 @@ func (r *recomputer) gradsAbove(l int) []string {
 	return nil
 }
 
+// waitFor is v read through Where(isnan(dep[0]), v, v): the same value, which ONNX Runtime
+// can only compute once dep exists (a data dependency; ONNX has no control edges).
+func waitFor(g *ortgraph.Graph, dep, v string) string {
+	return g.Op("Where", []string{g.Op("IsNaN", []string{firstOf(g, dep)}), v, v})
+}
+
 // firstOf is v's first element, [1].
 func firstOf(g *ortgraph.Graph, v string) string {
 	return g.Op("Slice", []string{g.Op("Reshape", []string{v, g.ConstI64(-1)}), g.ConstI64(0), g.ConstI64(1)})
