@@ -22,5 +22,6 @@
 // RSS and ONNX Runtime arena figures cover that engine's life only; the evaluation after
 // the steps uses another eval-only engine, so no evaluation session inflates the peaks.
 // Throughput, FLOPs (flops.go) and MFU against the GPU's dense fp16 peak follow from the
-// step times after the warm-up.
+// step times after the warm-up, which a point extends over the step's CUDA-graph captures
+// (train.Warmer) and says so in its notes.
 package bench

@@ -12,7 +12,13 @@
 // GraphWarmupRuns plain runs and replayed), and a Copier moves data between Go memory and
 // buffers through one-node Identity sessions (ONNX Runtime 1.29's CopyTensors needs an
 // execution provider library registered with the environment, which appending the CUDA
-// provider to session options does not do).
+// provider to session options does not do; ORTQ_DIRECT_COPY=1 registers the CUDA provider
+// library so and copies with CopyTensors, an opt-in not yet measured on a GPU).
+//
+// Every ONNX Runtime call on a CUDA device — session creation, runs, bindings, copies,
+// buffer allocation — runs on that device's own locked OS thread (thread.go): the CUDA
+// provider keeps cuBLAS/cuDNN state per calling thread, and a CUDA-graph capture must not
+// overlap any other CUDA call of the process.
 //
 // onnxruntime_go is used from a fork kept in third_party/onnxruntime_go (go.mod's replace
 // directive; its README lists what changed). v1.27.0 binds only host tensors and exposes no
