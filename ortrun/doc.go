@@ -10,10 +10,10 @@
 // in the session's own device memory, Session.Bind fixes which buffers every run reads and
 // writes (with Options.CUDAGraph, each Binding is captured in a CUDA graph after
 // GraphWarmupRuns plain runs and replayed), and a Copier moves data between Go memory and
-// buffers through one-node Identity sessions (ONNX Runtime 1.29's CopyTensors needs an
-// execution provider library registered with the environment, which appending the CUDA
-// provider to session options does not do; ORTQ_DIRECT_COPY=1 registers the CUDA provider
-// library so and copies with CopyTensors, an opt-in not yet measured on a GPU).
+// buffers. On CUDA it registers the CUDA provider library with the environment as an
+// execution provider library and copies with ONNX Runtime's CopyTensors (appending the CUDA
+// provider to session options gives CopyTensors no data transfer); on the CPU, when that
+// fails, or with ORTQ_DIRECT_COPY=0, it runs one-node Identity sessions instead.
 //
 // Every ONNX Runtime call on a CUDA device — session creation, runs, bindings, copies,
 // buffer allocation — runs on that device's own locked OS thread (thread.go): the CUDA

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU machine (one or two GPUs), one call: how the device-resident step's copies cost memory.
-# With ORTQ_DIRECT_COPY=1 the Copier copies with ONNX Runtime's CopyTensors on CUDA
-# (ortrun/directcopy.go, opt-in until this measures it); =0 keeps its Identity copy sessions.
+# With ORTQ_DIRECT_COPY=1 (the default) the Copier copies with ONNX Runtime's CopyTensors on
+# CUDA (ortrun/directcopy.go); =0 makes it use its Identity copy sessions.
 # For each way:
 #   - `ortq bench --step graph` on the Llama-3.2-3B shape at micro-batch 7 (peak, the memory
 #     breakdown's "outside the arena", the notes saying which way copied);

@@ -3,7 +3,9 @@
 # PyTorch+PEFT peer, with Nsight Compute (ncu) — and the wall time per layer.
 #   1. synthesizes 4-bit Llama-3.2-3B-shape models with 1 and 2 layers (and 28 unless
 #      SKIP_FULL=1), prepares them (PREP_ARGS passed to `ortq prepare`);
-#   2. runs one training step of ortq (`ortq bench`) and of the peer under ncu on the 1- and
+#   2. runs one training step of ortq (`ortq bench --step device`: the kernels of the CUDA-graph
+#      step, without the capture micro-batches that bench adds to a graph step's warm-up)
+#      and of the peer under ncu on the 1- and
 #      2-layer models; ../shared/device/ncu-kernels.py prints one layer's kernel table
 #      (2-layer minus 1-layer) and the whole 1-layer step (what lies outside the layers);
 #   3. without ncu: ortq bench on the 2- and 28-layer models, so that
@@ -27,7 +29,7 @@ for L in $layers; do
 done
 for L in 1 2; do
   timeout 240 "${NCU[@]}" --log-file "$OUT/ortq-L$L.csv" $Q bench --artifacts /tmp/prof-a$L --device cuda \
-    --micro-batch $MB --seq-len $SEQ --steps 1 --warmup 0 --recompute layer --quiet ${BENCH_ARGS:-} --out /tmp/prof-b$L > "$OUT/ortq-ncu-L$L.txt" 2>&1
+    --micro-batch $MB --seq-len $SEQ --steps 1 --warmup 0 --recompute layer --step device --quiet ${BENCH_ARGS:-} --out /tmp/prof-b$L > "$OUT/ortq-ncu-L$L.txt" 2>&1
   log "ortq ncu L$L rc $?"
   timeout 240 "${NCU[@]}" --log-file "$OUT/peer-L$L.csv" python3 bench/peer/torch_peft.py --layers $L \
     --micro-batch $MB --seq-len $SEQ --steps 1 --warmup 0 --recompute layer --out /tmp/prof-peer$L.json > "$OUT/peer-ncu-L$L.txt" 2>&1

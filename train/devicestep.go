@@ -34,14 +34,14 @@ type deviceStepper struct {
 	scaler *GradScaler
 	rows   int
 	seq    int
-	// feeds are the per-run inputs, in graph order: every micro-batch's upload is one run of
-	// one copy session.
+	// feeds are the per-run inputs, in graph order: every micro-batch's upload is one copy
+	// (one CopyTensors call on CUDA, one run of one copy session elsewhere).
 	feeds []feedSlot
 	// positions are the position ids of every batch (one shape, so computed once).
 	positions []int64
 	// pad are two one-element float32 buffers that fill the state transfers up to three
-	// vectors, so that every state transfer uses the same copy session (each copy session is
-	// an execution provider with its own memory on the GPU).
+	// vectors, so that where the Copier copies through sessions every state transfer uses the
+	// same one (each copy session is an execution provider with its own device memory).
 	pad   [2]*ortrun.Buffer
 	state [2]map[string]*ortrun.Buffer
 	binds [2]*ortrun.Binding
@@ -296,8 +296,7 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 	return s.cp.UploadAll(bufs, ts)
 }
 
-// downloadState reads one to three of the current state vectors in one run of the state
-// copy session.
+// downloadState reads one to three of the current state vectors in one copy.
 func (s *deviceStepper) downloadState(names ...string) ([][]float32, error) {
 	bufs := []*ortrun.Buffer{}
 	for _, n := range names {
@@ -315,7 +314,7 @@ func (s *deviceStepper) downloadState(names ...string) ([][]float32, error) {
 	return out, nil
 }
 
-// uploadState writes one to three state vectors in one run of the state copy session.
+// uploadState writes one to three state vectors in one copy.
 func (s *deviceStepper) uploadState(names []string, vals [][]float32) error {
 	var bufs []*ortrun.Buffer
 	var ts []*ortrun.Tensor
@@ -453,7 +452,7 @@ func (s *deviceStepper) Restore(st StepState) error {
 
 func (s *deviceStepper) Scale() float32 { return s.scaler.Scale() }
 
-// Close frees the bindings, buffers and copy sessions (the step session is the engine's).
+// Close frees the bindings, buffers and the Copier (the step session is the engine's).
 func (s *deviceStepper) Close() {
 	for i := range s.binds {
 		if s.binds[i] != nil {
