@@ -12,8 +12,16 @@ import (
 
 // GradFunc builds the gradients of a node's inputs from the gradients of its outputs.
 // dy[i] is the gradient flowing into output i ("" when none does); need[i] says whether
-// input i needs a gradient. It returns one name per input ("" where none is needed).
+// input i needs a gradient. It returns one name per input ("" where none is needed, or
+// Absorbed).
 type GradFunc func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error)
+
+// Absorbed is what a rule returns for an input whose whole gradient path it has folded into
+// the gradient of another input: the input is computed from that other input by one
+// producer, and the rule differentiated through the producer itself (the SiLU case of Mul).
+// The input then gets no contribution from this node, and its producer's rule runs only for
+// the input's other readers, if any.
+const Absorbed = "\x00absorbed"
 
 type opKey struct{ domain, op string }
 
@@ -140,7 +148,7 @@ func (b *Builder) backprop(nodes []*onnxpb.NodeProto, seeds map[string]string, w
 			return nil, 0, err
 		}
 		for j := range n.Input {
-			if need[j] {
+			if need[j] && dx[j] != Absorbed {
 				contrib[n.Input[j]] = append(contrib[n.Input[j]], dx[j])
 			}
 		}
@@ -234,6 +242,9 @@ func (b *Builder) differentiate(n *onnxpb.NodeProto, dy []string, need []bool) (
 		}
 		if dx[j] == "" {
 			panic(fmt.Sprintf("gradient of %s (node %q) gave no gradient for input %d (%q)", opName(n), n.Name, j, x))
+		}
+		if dx[j] == Absorbed {
+			continue
 		}
 		if err := b.checkGradType(x, dx[j]); err != nil {
 			return nil, fmt.Errorf("node %q (%s): gradient of input %d (%q): %w", n.Name, opName(n), j, x, err)

@@ -269,6 +269,15 @@ func TestGradients(t *testing.T) {
 		{name: "Sqrt", opset: 21, ins: []tin{pos("a", 3, 4)}, build: one("Sqrt")},
 		{name: "Reciprocal", opset: 21, ins: []tin{pos("a", 3, 4)}, build: one("Reciprocal")},
 		{name: "Sigmoid", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: one("Sigmoid")},
+		// SiLU is one rule (Mul absorbs the Sigmoid's path): x·σ(x) in either operand order,
+		// and with σ(x) read by another node too, whose gradient still goes through Sigmoid.
+		{name: "SiLU", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: func(g *ortgraph.Graph) string {
+			return g.Op("Mul", []string{"a", g.Op("Sigmoid", []string{"a"})})
+		}},
+		{name: "SiLU/sigmoid-first+other-reader", opset: 21, ins: []tin{d64("a", true, 3, 4), d64("b", true, 4)}, build: func(g *ortgraph.Graph) string {
+			s := g.Op("Sigmoid", []string{"a"})
+			return g.Op("Add", []string{g.Op("Mul", []string{s, "a"}), g.Op("Mul", []string{s, "b"})})
+		}},
 		{name: "Exp", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: one("Exp")},
 		{name: "Log", opset: 21, ins: []tin{pos("a", 3, 4)}, build: one("Log")},
 		{name: "Tanh", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: one("Tanh")},

@@ -52,8 +52,12 @@ func gradSub(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]strin
 	return g, nil
 }
 
-// Mul: y = a·b ⇒ da = dy·b, db = dy·a (each unbroadcast).
+// Mul: y = a·b ⇒ da = dy·b, db = dy·a (each unbroadcast). SiLU, y = x·σ(x), is one rule
+// (gradSiLU).
 func gradMul(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	if x, s := b.siluOperands(n); x >= 0 && need[x] {
+		return gradSiLU(b, n, dy, x, s), nil
+	}
 	g := grads(n)
 	if need[0] {
 		g[0] = b.Unbroadcast(b.Op("Mul", []string{dy[0], n.Input[1]}), n.Input[0])
@@ -62,6 +66,34 @@ func gradMul(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]strin
 		g[1] = b.Unbroadcast(b.Op("Mul", []string{dy[0], n.Input[0]}), n.Input[1])
 	}
 	return g, nil
+}
+
+// siluOperands returns the operand indexes of x and σ(x) when n is Mul(x, Sigmoid(x)) or
+// Mul(Sigmoid(x), x) (-1, -1 otherwise).
+func (b *Builder) siluOperands(n *onnxpb.NodeProto) (x, s int) {
+	if len(n.Input) != 2 || n.Input[0] == n.Input[1] {
+		return -1, -1
+	}
+	for s := range 2 {
+		p := b.Producer(n.Input[s])
+		if p != nil && p.OpType == "Sigmoid" && p.Domain == "" && p.Input[0] == n.Input[1-s] {
+			return 1 - s, s
+		}
+	}
+	return -1, -1
+}
+
+// SiLU: y = x·σ ⇒ dx = dy·(σ + x·σ·(1−σ)) = v + v·(x − y) with v = dy·σ; σ's input is
+// Absorbed. Four full-size elementwise ops where the Mul and Sigmoid rules apart take six,
+// one of them a broadcast Sub(1, σ) (measured on the CUDA provider, H200, Llama-3.2-3B
+// shape: the MLP's activation gradient was ≈0.5 ms of each decoder layer's GPU time).
+func gradSiLU(b *Builder, n *onnxpb.NodeProto, dy []string, x, s int) []string {
+	v := b.Op("Mul", []string{dy[0], n.Input[s]})
+	u := b.Op("Sub", []string{n.Input[x], n.Output[0]})
+	g := grads(n)
+	g[x] = b.Op("Add", []string{v, b.Op("Mul", []string{v, u})})
+	g[s] = Absorbed
+	return g
 }
 
 // Div: y = a/b ⇒ da = dy/b, db = −dy·a/b² = −dy·y/b.
