@@ -6,6 +6,8 @@
 //	ORTCompat    adapt exporter output to ONNX Runtime 1.29 kernels (RotaryEmbedding caches)
 //	Quantize     Linear weights → 4-bit com.microsoft.MatMulNBits [FindLinears]
 //	HalfSoftmax  Cast(fp16→fp32) → Softmax → Cast(→fp16) → one fp16 Softmax
+//	Rotary       decomposed rotary embedding (Slice/Neg/Concat/Mul/Add) → one opset-23
+//	             RotaryEmbedding
 //	RMSNorm      decomposed RMSNorm → one SimplifiedLayerNormalization (ORT's RMSNorm kernel)
 //	DQForward    4-bit Linears of training graphs → DequantizeLinear (per axis) + MatMul [Quantize]
 //	LoRA         PEFT-compatible LoRA adapters on the target Linears, with dropout masks
@@ -17,7 +19,7 @@
 //	DeviceStep   a training graph as one device-resident optimizer step: flat LoRA/AdamW/
 //	             accumulator state in and out, accumulation, overflow check and AdamW inside
 //
-// prepare runs HalfSoftmax, ORTCompat, Quantize and RMSNorm on the base graph, then LoRA,
+// prepare runs HalfSoftmax, Quantize, Rotary, ORTCompat and RMSNorm on the base graph, then LoRA,
 // Loss (and DQForward, Backward, Recompute for training) on clones of it, to which it
 // provides the base's FindLinears and Quantize results; DeviceStep runs on a copy of the
 // recomputing training graph.

@@ -3,3 +3,6 @@ package passes
 // HalfSoftmaxGraph lets the external golden tests (package passes_test) build the same
 // attention-idiom graphs as TestHalfSoftmax.
 var HalfSoftmaxGraph = halfSoftmaxGraph
+
+// RotaryGraph lets the golden tests build TestRotary's graphs.
+var RotaryGraph = rotaryGraph

@@ -323,6 +323,20 @@ func TestHalfSoftmaxGolden(t *testing.T) {
 	golden(t, "halfsoftmax.txt", out.String())
 }
 
+// TestRotaryGolden keeps the graph text of TestRotary's cases: the two spellings fused into
+// RotaryEmbedding (with ORTCompat's cache expansion) and the two near misses left alone.
+func TestRotaryGolden(t *testing.T) {
+	var out strings.Builder
+	for _, variant := range []string{"synth", "export", "half-read", "other-sin"} {
+		g, _ := passes.RotaryGraph(variant)
+		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.Rotary, passes.ORTCompat)
+		fmt.Fprintf(b, "# fused %d, opset %d\n", ortgraph.ResultOf[*passes.RotaryResult](ctx, passes.Rotary).Fused, g.M.OpsetVersion(""))
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+	}
+	golden(t, "rotary.txt", out.String())
+}
+
 // TestDeviceStepGolden keeps the tiny decoder's training graph (LoRA on q and v) as a
 // device-resident step: flat state in and out, accumulation, overflow check and AdamW.
 func TestDeviceStepGolden(t *testing.T) {
