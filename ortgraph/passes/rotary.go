@@ -45,11 +45,11 @@ type RotaryResult struct {
 
 // rotaryMatch is one decomposed rotary embedding.
 type rotaryMatch struct {
-	add      *onnxpb.NodeProto // y = Add(...); rewritten in place
-	x        string
-	freq     string // f, [seq, d/2] or [1, seq, d/2]
-	cast     int32  // element type of the caches (cos/sin after their optional Cast)
-	castCos  bool   // whether cos/sin carry a Cast
+	add     *onnxpb.NodeProto // y = Add(...); rewritten in place
+	x       string
+	freq    string // f, [seq, d/2] or [1, seq, d/2]
+	cast    int32  // element type of the caches (cos/sin after their optional Cast)
+	castCos bool   // whether cos/sin carry a Cast
 }
 
 func runRotary(ctx *ortgraph.Context) (any, error) {
