@@ -15,10 +15,7 @@ import (
 // halfSoftmaxGraph is x (fp16 [2, 3, 40]) → Cast(float) → Softmax → Cast(fp16) → Mul 2,
 // the attention idiom, with variants that must not be rewritten.
 func halfSoftmaxGraph(variant string) (*ortgraph.Graph, *onnxpb.ModelProto) {
-	m := &onnxpb.ModelProto{IrVersion: 10, OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 18}}, Graph: &onnxpb.GraphProto{Name: "attn"}}
-	g := ortgraph.NewGraph(&ortgraph.Model{P: m, Dir: "."})
-	m.Graph.Input = []*onnxpb.ValueInfoProto{{Name: "x", Type: ortgraph.TensorType(ortgraph.Float16, []int64{2, 3, 40})}}
-	g.Reindex()
+	g, m := testModel("attn", 18, &onnxpb.ValueInfoProto{Name: "x", Type: ortgraph.TensorType(ortgraph.Float16, []int64{2, 3, 40})})
 	x32 := g.Op("Cast", []string{"x"}, ortgraph.AInt("to", int64(ortgraph.Float)))
 	p32 := g.Op("Softmax", []string{x32}, ortgraph.AInt("axis", -1))
 	to := ortgraph.Float16
@@ -75,6 +72,12 @@ func TestHalfSoftmax(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testModel is an empty model of the default domain's opset with the given graph inputs.
+func testModel(name string, opset int64, inputs ...*onnxpb.ValueInfoProto) (*ortgraph.Graph, *onnxpb.ModelProto) {
+	m := &onnxpb.ModelProto{IrVersion: 10, OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: opset}}, Graph: &onnxpb.GraphProto{Name: name, Input: inputs}}
+	return ortgraph.NewGraph(&ortgraph.Model{P: m, Dir: "."}), m
 }
 
 func runHalf(t *testing.T, model []byte, x []uint16) []uint16 {

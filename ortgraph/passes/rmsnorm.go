@@ -48,10 +48,7 @@ var RMSNorm = &ortgraph.Pass{
 }
 
 // RMSNormResult says what the RMSNorm pass did.
-type RMSNormResult struct {
-	Fused   int      // norms replaced
-	Skipped []string // matches left as they are, with the reason
-}
+type RMSNormResult = FusionResult
 
 // rmsMatch is one decomposed RMSNorm found in the graph.
 type rmsMatch struct {
@@ -122,12 +119,7 @@ func runRMSNorm(ctx *ortgraph.Context) (any, error) {
 		// Unused constants of the match (ε, the exponent, the axes) go with Prune's next run.
 	}
 	res.Fused = len(matches)
-	for _, s := range res.Skipped {
-		ctx.Logf("rmsnorm: left as it is: %s", s)
-	}
-	if res.Fused > 0 {
-		ctx.Logf("rmsnorm: %d RMSNorms as SimplifiedLayerNormalization", res.Fused)
-	}
+	res.report(ctx, "rmsnorm", "RMSNorms as SimplifiedLayerNormalization")
 	return res, nil
 }
 

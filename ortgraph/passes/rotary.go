@@ -38,10 +38,7 @@ var Rotary = &ortgraph.Pass{
 }
 
 // RotaryResult says what the Rotary pass did.
-type RotaryResult struct {
-	Fused   int      // rotary embeddings replaced
-	Skipped []string // matches left as they are, with the reason
-}
+type RotaryResult = FusionResult
 
 // rotaryMatch is one decomposed rotary embedding.
 type rotaryMatch struct {
@@ -100,12 +97,7 @@ func runRotary(ctx *ortgraph.Context) (any, error) {
 		g.Prune()
 	}
 	res.Fused = len(matches)
-	for _, s := range res.Skipped {
-		ctx.Logf("rotary: left as it is: %s", s)
-	}
-	if res.Fused > 0 {
-		ctx.Logf("rotary: %d rotary embeddings as RotaryEmbedding", res.Fused)
-	}
+	res.report(ctx, "rotary", "rotary embeddings as RotaryEmbedding")
 	return res, nil
 }
 

@@ -20,18 +20,14 @@ import (
 //	"half-read":  "synth" with rotate_half's Concat also a graph output
 //	"other-sin":  "synth" with sin from another frequency input
 func rotaryGraph(variant string) (*ortgraph.Graph, *onnxpb.ModelProto) {
-	m := &onnxpb.ModelProto{IrVersion: 10, OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}}, Graph: &onnxpb.GraphProto{Name: "rotary"}}
-	g := ortgraph.NewGraph(&ortgraph.Model{P: m, Dir: "."})
 	fdims := []int64{5, 4}
 	if variant == "export" {
 		fdims = []int64{2, 5, 4}
 	}
-	m.Graph.Input = []*onnxpb.ValueInfoProto{
-		{Name: "x", Type: ortgraph.TensorType(ortgraph.Float, []int64{2, 3, 5, 8})},
-		{Name: "f", Type: ortgraph.TensorType(ortgraph.Float, fdims)},
-		{Name: "f2", Type: ortgraph.TensorType(ortgraph.Float, fdims)},
-	}
-	g.Reindex()
+	g, m := testModel("rotary", 21,
+		&onnxpb.ValueInfoProto{Name: "x", Type: ortgraph.TensorType(ortgraph.Float, []int64{2, 3, 5, 8})},
+		&onnxpb.ValueInfoProto{Name: "f", Type: ortgraph.TensorType(ortgraph.Float, fdims)},
+		&onnxpb.ValueInfoProto{Name: "f2", Type: ortgraph.TensorType(ortgraph.Float, fdims)})
 	trig := func(op, f string) string {
 		v := g.Op(op, []string{g.Op("Concat", []string{f, f}, ortgraph.AInt("axis", -1))})
 		if variant == "export" {
