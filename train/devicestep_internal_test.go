@@ -6,32 +6,23 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/data"
-	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/ortrun"
-	"github.com/ortq/ortq/ortrun/ortruntest"
-	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/prepare/preparetest"
 )
 
-// TestDeviceStepCopySessions: a device step's transfers (micro-batch uploads, the stats after
-// a step, weights for evaluation, checkpoint state both ways) go through two copy sessions,
-// each of which is an execution provider with memory of its own on a GPU.
+// TestDeviceStepCopySessions: where the Copier copies through sessions (the CPU here; CUDA
+// with ORTQ_DIRECT_COPY=0 or when CopyTensors fails), a device step's transfers (micro-batch
+// uploads, the stats after a step, weights for evaluation, checkpoint state both ways) go
+// through two copy sessions, each of which is an execution provider with memory of its own
+// on a GPU.
 func TestDeviceStepCopySessions(t *testing.T) {
-	ortruntest.Lib(t)
-	model, _, err := defaultmodel.Extract(filepath.Join(t.TempDir(), "model"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := prepare.DefaultOptions()
-	o.Model, o.Out = model, filepath.Join(t.TempDir(), "art")
-	if _, err := prepare.Run(o, func(string, ...any) {}); err != nil {
-		t.Fatal(err)
-	}
-	e, err := OpenEngineWith(o.Out, ortrun.Options{IntraOpThreads: 1}, EngineOptions{DeviceStep: true})
+	art := preparetest.Default(t, nil)
+	e, err := OpenEngineWith(art, ortrun.Options{IntraOpThreads: 1}, EngineOptions{DeviceStep: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	init, err := LoadParams(filepath.Join(o.Out, e.Man.LoRAInit), e.Man)
+	init, err := LoadParams(filepath.Join(art, e.Man.LoRAInit), e.Man)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,11 +10,10 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
-	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
-	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/prepare/preparetest"
 	"github.com/ortq/ortq/train"
 )
 
@@ -22,24 +21,16 @@ import (
 // tiny Llama in float16.
 func stepFixture(t *testing.T, dropout float64, fp16 bool) string {
 	t.Helper()
-	ortruntest.Lib(t)
-	model, _, err := defaultmodel.Extract(filepath.Join(t.TempDir(), "model"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fp16 {
-		res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 7, Common: hfimport.Common{Out: filepath.Join(t.TempDir(), "fp16"), DType: "float16"}})
-		if err != nil {
-			t.Fatal(err)
+	return preparetest.Default(t, func(o *prepare.Options) {
+		o.Dropout = dropout
+		if fp16 {
+			res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 7, Common: hfimport.Common{Out: filepath.Join(t.TempDir(), "fp16"), DType: "float16"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Model = res.Model
 		}
-		model = res.Model
-	}
-	o := prepare.DefaultOptions()
-	o.Model, o.Out, o.Dropout = model, filepath.Join(t.TempDir(), "art"), dropout
-	if _, err := prepare.Run(o, func(string, ...any) {}); err != nil {
-		t.Fatal(err)
-	}
-	return o.Out
+	})
 }
 
 // TestNoCaptureBlockers: the default model's attention mask is built with a GatherND, which

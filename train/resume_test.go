@@ -12,10 +12,8 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/data"
-	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/ortrun"
-	"github.com/ortq/ortq/ortrun/ortruntest"
-	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/prepare/preparetest"
 	"github.com/ortq/ortq/train"
 )
 
@@ -24,16 +22,7 @@ import (
 // dataset.
 func loopFixture(t *testing.T) (art string, trainSet, evalSet []data.Example) {
 	t.Helper()
-	ortruntest.Lib(t)
-	model, _, err := defaultmodel.Extract(filepath.Join(t.TempDir(), "model"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := prepare.DefaultOptions()
-	o.Model, o.Out = model, filepath.Join(t.TempDir(), "art")
-	if _, err := prepare.Run(o, func(string, ...any) {}); err != nil {
-		t.Fatal(err)
-	}
+	art = preparetest.Default(t, nil)
 	r := rand.New(rand.NewPCG(1, 2))
 	mk := func(n int) []data.Example {
 		var out []data.Example
@@ -46,7 +35,7 @@ func loopFixture(t *testing.T) (art string, trainSet, evalSet []data.Example) {
 		}
 		return out
 	}
-	return o.Out, mk(24), mk(4)
+	return art, mk(24), mk(4)
 }
 
 func loopConfig(art, out string) train.Config {
