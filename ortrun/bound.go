@@ -49,6 +49,21 @@ func (s *Session) NewBuffer(dt DType, shape []int64) (*Buffer, error) {
 	return &Buffer{t: t, DType: dt, Shape: append([]int64(nil), shape...)}, nil
 }
 
+// View returns a buffer of another element type and shape over b's memory, e.g. 4-bit
+// weights as uint8 for MatMulNBits and as UINT4 for DequantizeLinear. The view owns nothing:
+// it must not be used after b is closed, and closing it leaves b's memory alone. The shape
+// must fit in b's bytes.
+func (b *Buffer) View(dt DType, shape []int64) (*Buffer, error) {
+	if b == nil || b.t == nil {
+		return nil, fmt.Errorf("view of a closed buffer")
+	}
+	v, err := b.t.NewView(ort.TensorElementDataType(dt), ort.NewShape(shape...))
+	if err != nil {
+		return nil, fmt.Errorf("%s view %v of a %s buffer %v: %w", dt, shape, b.DType, b.Shape, err)
+	}
+	return &Buffer{t: v, DType: dt, Shape: append([]int64(nil), shape...)}, nil
+}
+
 // Close frees the buffer's memory.
 func (b *Buffer) Close() {
 	if b != nil && b.t != nil {

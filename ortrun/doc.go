@@ -15,6 +15,11 @@
 // provider to session options gives CopyTensors no data transfer); on the CPU, when that
 // fails, or with ORTQ_DIRECT_COPY=0, it runs one-node Identity sessions instead.
 //
+// Options.Initializers hands a session buffers to use as initializers of the same names
+// (OrtApi::AddInitializer), and Buffer.View reinterprets a buffer's bytes as another element
+// type and shape, so one copy of 4-bit weights can serve as MatMulNBits' uint8 B and as
+// DequantizeLinear's UINT4 data (TestSharedInitializers, CPU; not yet used by train).
+//
 // Every ONNX Runtime call on a CUDA device — session creation, runs, bindings, copies,
 // buffer allocation — runs on that device's own locked OS thread (thread.go): the CUDA
 // provider keeps cuBLAS/cuDNN state per calling thread, and a CUDA-graph capture must not

@@ -36,6 +36,12 @@ type Options struct {
 	// refuses it at session creation unless every compute node runs on CUDA and the graph has
 	// no control flow; only Binding runs may be used, on buffers that never move.
 	CUDAGraph bool
+	// Initializers supplies graph initializers by name (OrtApi::AddInitializer): the session
+	// reads these buffers instead of loading the graph's tensors of the same names, so two
+	// sessions, or two initializers of different element types, can share one copy (see
+	// Buffer.View). ONNX Runtime uses a buffer as it is when it lies on the device the session
+	// places the initializer on, and copies it otherwise. The buffers must outlive the session.
+	Initializers map[string]*Buffer
 }
 
 // MemPatternTokens is the largest BatchTokens for which CUDA sessions keep ONNX Runtime's
@@ -138,6 +144,14 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 	if o.LogVerbose {
 		if err := so.SetLogSeverityLevel(ort.LoggingLevelVerbose); err != nil {
 			return fail("setting the log level", err)
+		}
+	}
+	for name, buf := range o.Initializers {
+		if buf == nil || buf.t == nil {
+			return fail("initializer "+name, fmt.Errorf("the buffer is closed"))
+		}
+		if err := so.AddInitializer(name, buf.t); err != nil {
+			return fail("initializer "+name, err)
 		}
 	}
 	if provider == "cuda" {

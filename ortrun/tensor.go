@@ -20,6 +20,9 @@ const (
 	Bool      DType = DType(onnxpb.TensorProto_BOOL)
 	Float16   DType = DType(onnxpb.TensorProto_FLOAT16)
 	Float64   DType = DType(onnxpb.TensorProto_DOUBLE)
+	// Uint4 (two values per byte) is for buffers and their views only (Buffer.View), not
+	// for Run's tensors.
+	Uint4 DType = DType(onnxpb.TensorProto_UINT4)
 )
 
 // Proto returns the ONNX TensorProto data type.

@@ -635,3 +635,52 @@ func (s *DynamicAdvancedSession) RunWithBindingAndOptions(b *IoBinding,
 	}
 	return nil
 }
+
+// Returns a tensor of another element type and shape over t's memory (wraps
+// OrtApi::CreateTensorWithDataAsOrtValue with t's memory info and address):
+// e.g. the same 4-bit bytes as uint8 for MatMulNBits and as UINT4 for
+// DequantizeLinear. The view does not own the memory; it must not outlive t.
+// The new shape must fit in t's bytes (ONNX Runtime checks).
+func (t *AllocatedTensor) NewView(dataType TensorElementDataType,
+	s Shape) (*AllocatedTensor, error) {
+	if t.ortValue == nil {
+		return nil, fmt.Errorf("The tensor is not initialized")
+	}
+	e := s.Validate()
+	if e != nil {
+		return nil, fmt.Errorf("Invalid tensor shape: %w", e)
+	}
+	var v *C.OrtValue
+	status := C.CreateTensorView(t.ortValue,
+		C.ONNXTensorElementDataType(dataType),
+		(*C.int64_t)(unsafe.Pointer(&s[0])), C.size_t(len(s)), &v)
+	if status != nil {
+		return nil, fmt.Errorf("Error creating a %s view of shape %s: %w",
+			dataType, s, statusToError(status))
+	}
+	return &AllocatedTensor{
+		ortValue: v,
+		dataType: C.ONNXTensorElementDataType(dataType),
+		shape:    s.Clone(),
+	}, nil
+}
+
+// Supplies the initializer called name of every session created with these
+// options (wraps OrtApi::AddInitializer): the session reads v instead of the
+// graph's tensor of that name. v must not own its memory (a view from
+// NewView, or a tensor over Go memory) and must outlive the sessions. ONNX
+// Runtime uses v as it is when its device is the one the session places the
+// initializer on, and copies it otherwise.
+func (o *SessionOptions) AddInitializer(name string, v Value) error {
+	if v == nil || v.GetInternals().ortValue == nil {
+		return fmt.Errorf("The initializer %q is not initialized", name)
+	}
+	cName := C.CString(name)
+	defer C.free(unsafe.Pointer(cName))
+	status := C.AddSessionInitializer(o.o, cName, v.GetInternals().ortValue)
+	if status != nil {
+		return fmt.Errorf("Error adding the initializer %q: %w", name,
+			statusToError(status))
+	}
+	return nil
+}

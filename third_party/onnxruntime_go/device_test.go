@@ -363,3 +363,38 @@ func TestCopyTensors(t *testing.T) {
 		})
 	}
 }
+
+// NewView reinterprets an allocated tensor's bytes: same address, the new
+// element type and shape, refused when the shape needs more bytes.
+func TestNewView(t *testing.T) {
+	initDeviceTestRuntime(t)
+	s := newSumSession(t)
+	info, e := NewCPUMemoryInfo()
+	if e != nil {
+		t.Fatalf("Error creating the memory info: %s", e)
+	}
+	defer info.Destroy()
+	a, e := s.CreateAllocator(info)
+	if e != nil {
+		t.Fatalf("Error getting the session's allocator: %s", e)
+	}
+	defer a.Destroy()
+	base, e := NewAllocatedTensor(a, NewShape(4, 10), TensorElementDataTypeFloat)
+	if e != nil {
+		t.Fatalf("Error allocating: %s", e)
+	}
+	defer base.Destroy()
+	v, e := base.NewView(TensorElementDataTypeUint8, NewShape(160))
+	if e != nil {
+		t.Fatalf("NewView: %s", e)
+	}
+	defer v.Destroy()
+	pb, _, _ := base.GetDataPointer()
+	pv, size, e := v.GetDataPointer()
+	if e != nil || pv != pb || size != 160 || v.ElementType() != TensorElementDataTypeUint8 {
+		t.Fatalf("view at %p (%d bytes, %s), base at %p: %v", pv, size, v.ElementType(), pb, e)
+	}
+	if _, e := base.NewView(TensorElementDataTypeUint8, NewShape(161)); e == nil {
+		t.Errorf("a 161-byte view of 160 bytes was accepted")
+	}
+}

@@ -730,3 +730,23 @@ OrtStatus *CopyTensors(const OrtEnv *env, OrtValue **src, OrtValue **dst,
   return ort_api->CopyTensors(env, (const OrtValue *const *) src,
     (OrtValue *const *) dst, NULL, count);
 }
+
+OrtStatus *CreateTensorView(OrtValue *base, ONNXTensorElementDataType dtype,
+  int64_t *shape, size_t rank, OrtValue **out) {
+  const OrtMemoryInfo *info = NULL;
+  OrtStatus *status = ort_api->GetTensorMemoryInfo(base, &info);
+  if (status) return status;
+  void *data = NULL;
+  status = ort_api->GetTensorMutableData(base, &data);
+  if (status) return status;
+  size_t size = 0;
+  status = ort_api->GetTensorSizeInBytes(base, &size);
+  if (status) return status;
+  return ort_api->CreateTensorWithDataAsOrtValue(info, data, size, shape, rank,
+    dtype, out);
+}
+
+OrtStatus *AddSessionInitializer(OrtSessionOptions *o, char *name,
+  const OrtValue *v) {
+  return ort_api->AddInitializer(o, name, v);
+}

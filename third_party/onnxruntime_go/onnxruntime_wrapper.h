@@ -486,6 +486,16 @@ OrtStatus *AddRunConfigEntry(OrtRunOptions *o, char *key, char *value);
 OrtStatus *CopyTensors(const OrtEnv *env, OrtValue **src, OrtValue **dst,
   size_t count);
 
+// Wraps ort_api->CreateTensorWithDataAsOrtValue over the memory of base (its
+// memory info, address and byte size), as a tensor of another element type
+// and shape: a view that does not own the memory.
+OrtStatus *CreateTensorView(OrtValue *base, ONNXTensorElementDataType dtype,
+  int64_t *shape, size_t rank, OrtValue **out);
+
+// Wraps ort_api->AddInitializer.
+OrtStatus *AddSessionInitializer(OrtSessionOptions *o, char *name,
+  const OrtValue *v);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif
