@@ -38,6 +38,10 @@ type Options struct {
 	// other (0 = plain loss on the whole logits, -1 = automatic: 8 when the vocabulary
 	// exceeds 16384 entries).
 	LossChunks int `json:"loss_chunks"`
+	// NBitsForward writes the device step's forward products of 4-bit Linears as
+	// MatMulNBits (passes.NBitsForward): an experiment, off by default, since a session then
+	// holds the 4-bit weights twice unless it is given one buffer for both forms.
+	NBitsForward bool `json:"nbits_forward,omitempty"`
 	// BaseModel is the model as the user named it (a checkpoint directory or an .onnx
 	// path), which adapter_config.json records: Model may be a temporary import.
 	BaseModel string `json:"base_model_name_or_path,omitempty"`
@@ -263,7 +267,11 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	}
 	// The device-resident step is the recomputing graph with its state flattened.
 	gs.step = clone(gs.rec)
-	stepCtx, err := ortgraph.RunPasses(ortgraph.NewGraph(gs.step), o.passConfig(o.Dropout, true, vocab), logf, passes.DeviceStep)
+	stepPasses := []*ortgraph.Pass{passes.DeviceStep}
+	if o.NBitsForward {
+		stepPasses = append(stepPasses, passes.NBitsForward)
+	}
+	stepCtx, err := ortgraph.RunPasses(ortgraph.NewGraph(gs.step), o.passConfig(o.Dropout, true, vocab), logf, stepPasses...)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: device step graph: %w", o.Model, err)
 	}

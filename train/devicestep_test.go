@@ -18,11 +18,14 @@ import (
 )
 
 // stepFixture prepares the default model (LoRA dropout as given), or with fp16 a random
-// tiny Llama in float16.
-func stepFixture(t *testing.T, dropout float64, fp16 bool) string {
+// tiny Llama in float16; more edits the options further.
+func stepFixture(t *testing.T, dropout float64, fp16 bool, more ...func(*prepare.Options)) string {
 	t.Helper()
 	return preparetest.Default(t, func(o *prepare.Options) {
 		o.Dropout = dropout
+		for _, f := range more {
+			f(o)
+		}
 		if fp16 {
 			res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 7, Common: hfimport.Common{Out: filepath.Join(t.TempDir(), "fp16"), DType: "float16"}})
 			if err != nil {
@@ -170,13 +173,15 @@ func TestDeviceStepMatchesHost(t *testing.T) {
 		ragged  bool
 		fp16    bool
 		cfg     train.StepConfig
+		nbits   bool // prepare --nbits-forward: MatMulNBits forwards in the device step
 	}{
-		{"dropout, full batches", 0.1, false, false, base},
-		{"ragged batches padded", 0, true, false, base},
-		{"fp16 overflow skips", 0, false, true, overflow},
+		{"dropout, full batches", 0.1, false, false, base, false},
+		{"ragged batches padded", 0, true, false, base, false},
+		{"fp16 overflow skips", 0, false, true, overflow, false},
+		{"MatMulNBits forwards", 0.1, false, false, base, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			art := stepFixture(t, c.dropout, c.fp16)
+			art := stepFixture(t, c.dropout, c.fp16, func(o *prepare.Options) { o.NBitsForward = c.nbits })
 			// One micro-batch per step when overflowing: the host seeds each micro-batch's
 			// backward with scale ÷ its tokens, the device with scale ÷ the step's, so with
 			// several micro-batches they overflow at different scales.

@@ -12,6 +12,9 @@ import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortgraph/passes"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
+	"google.golang.org/protobuf/proto"
 )
 
 // Per-pass goldens: each pass runs on the smallest hand-built graph that shows its rewrite
@@ -222,6 +225,65 @@ func TestDQForwardGolden(t *testing.T) {
 		out.WriteString(b.String())
 	}
 	golden(t, "dqforward.txt", out.String())
+}
+
+// TestNBitsForwardGolden keeps the tiny decoder's 4-bit Linears after DQForward and then
+// NBitsForward (symmetric: every forward product back to MatMulNBits over a uint8 form of
+// the UINT4 data; asymmetric: left as DequantizeLinear + MatMul, with the reason), and checks
+// that ONNX Runtime's logits of the rewritten graph equal those of the DQForward graph.
+func TestNBitsForwardGolden(t *testing.T) {
+	ortruntest.Lib(t)
+	var out strings.Builder
+	for _, c := range []struct {
+		name  string
+		asym  bool
+		fused int
+	}{{"symmetric", false, 7}, {"asymmetric", true, 0}} {
+		g := tinyLlama(tinyLlamaOpts{})
+		g.M.SetOpset("", 21) // UINT4 DequantizeLinear, as prepare sets it
+		cfg := &passes.Config{Bits: 4, Train: true}
+		cfg.Quant.BlockSize, cfg.Quant.Asymmetric = 16, c.asym
+		if _, err := ortgraph.RunPasses(g, cfg, nil, passes.DQForward); err != nil {
+			t.Fatal(err)
+		}
+		before, err := proto.Marshal(g.M.P)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, b := passRun(t, c.name, g, cfg, passes.NBitsForward)
+		if got := ortgraph.ResultOf[*passes.FusionResult](ctx, passes.NBitsForward).Fused; got != c.fused {
+			t.Errorf("%s: %d products as MatMulNBits, want %d", c.name, got, c.fused)
+		}
+		b.WriteString(ortgraph.Dump(g))
+		b.WriteString(initializers(t, g))
+		out.WriteString(b.String())
+		after, err := proto.Marshal(g.M.P)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1, 5}, Data: []int64{3, 1, 4, 1, 5}}
+		want, got := tinyLogits(t, before, ids), tinyLogits(t, after, ids)
+		for i := range want {
+			if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("%s: logits[%d] = %g after, %g before", c.name, i, got[i], want[i])
+			}
+		}
+	}
+	golden(t, "nbitsforward.txt", out.String())
+}
+
+func tinyLogits(t *testing.T, model []byte, ids *ortrun.Tensor) []float32 {
+	t.Helper()
+	s, err := ortrun.NewSessionFromBytes(model, ortrun.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	res, err := s.Run(map[string]*ortrun.Tensor{"input_ids": ids}, []string{"logits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res["logits"].Data.([]float32)
 }
 
 // TestBackwardGolden keeps the training graph of the tiny decoder with LoRA on q (whose
