@@ -110,6 +110,10 @@ type Graph struct {
 	// CaptureBlockers are the graph's ops whose CUDA kernels a CUDA graph cannot replay
 	// safely (set for the device step; the trainer then runs it without CUDA graphs).
 	CaptureBlockers []string `json:"capture_blockers,omitempty"`
+	// SharedInitializers are groups of initializers that name the same bytes (a 4-bit
+	// weight as MatMulNBits' uint8 tensor and as DequantizeLinear's UINT4 view, prepare
+	// --nbits-forward): a session may be given one buffer for each group.
+	SharedInitializers [][]string `json:"shared_initializers,omitempty"`
 }
 
 // Manifest is manifest.json. Options records prepare's options as given.

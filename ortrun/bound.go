@@ -54,12 +54,20 @@ func (s *Session) NewBuffer(dt DType, shape []int64) (*Buffer, error) {
 // it must not be used after b is closed, and closing it leaves b's memory alone. The shape
 // must fit in b's bytes.
 func (b *Buffer) View(dt DType, shape []int64) (*Buffer, error) {
+	return b.ViewAt(0, dt, shape)
+}
+
+// ViewAt is View from byte offset of b's memory on.
+func (b *Buffer) ViewAt(offset int64, dt DType, shape []int64) (*Buffer, error) {
 	if b == nil || b.t == nil {
 		return nil, fmt.Errorf("view of a closed buffer")
 	}
-	v, err := b.t.NewView(ort.TensorElementDataType(dt), ort.NewShape(shape...))
+	if offset < 0 {
+		return nil, fmt.Errorf("view at byte %d of a buffer", offset)
+	}
+	v, err := b.t.NewViewAt(uintptr(offset), ort.TensorElementDataType(dt), ort.NewShape(shape...))
 	if err != nil {
-		return nil, fmt.Errorf("%s view %v of a %s buffer %v: %w", dt, shape, b.DType, b.Shape, err)
+		return nil, fmt.Errorf("%s view %v at byte %d of a %s buffer %v: %w", dt, shape, offset, b.DType, b.Shape, err)
 	}
 	return &Buffer{t: v, DType: dt, Shape: append([]int64(nil), shape...)}, nil
 }

@@ -2,6 +2,9 @@ package ortrun
 
 import (
 	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -89,18 +92,7 @@ func TestSharedInitializers(t *testing.T) {
 	for i := range x {
 		x[i] = float32(i%5) - 1.5
 	}
-	want := func(c []uint8) []float32 {
-		s := []float32{0.5, -0.25}
-		y := make([]float32, 2)
-		for n := range 2 {
-			for k := range 16 {
-				i := n*16 + k
-				q := int(c[i/2]>>(4*(i%2))) & 15
-				y[n] += x[k] * float32(q-8) * s[n]
-			}
-		}
-		return y
-	}
+	want := func(c []uint8) []float32 { return fourBitProduct(x, c) }
 	upload := func(c []uint8) {
 		if err := cp.Upload(buf, &Tensor{DType: Uint8, Shape: []int64{16}, Data: c}); err != nil {
 			t.Fatal(err)
@@ -127,5 +119,93 @@ func TestSharedInitializers(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// fourBitProduct is x·Wᵀ for sharedFourBitModel's weight with 4-bit codes c (low nibble
+// first) and scales 0.5, −0.25.
+func fourBitProduct(x []float32, c []uint8) []float32 {
+	s := []float32{0.5, -0.25}
+	y := make([]float32, 2)
+	for n := range 2 {
+		for k := range 16 {
+			i := n*16 + k
+			q := int(c[i/2]>>(4*(i%2))) & 15
+			y[n] += x[k] * float32(q-8) * s[n]
+		}
+	}
+	return y
+}
+
+// TestLoadSharedInitializers: the model's uint8 and UINT4 initializers point at the same
+// external bytes; LoadSharedInitializers copies them once into a buffer, and a session given
+// its views computes both products from them. A group whose names point at different bytes
+// is refused, naming them.
+func TestLoadSharedInitializers(t *testing.T) {
+	deviceTestLib(t)
+	dir := t.TempDir()
+	codes := make([]uint8, 16)
+	for i := range codes {
+		codes[i] = uint8(i*37 + 11)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "w.bin"), append(make([]byte, 64), codes...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(sharedFourBitModel(t), &m); err != nil {
+		t.Fatal(err)
+	}
+	ext := func(offset string) []*onnxpb.StringStringEntryProto {
+		return []*onnxpb.StringStringEntryProto{{Key: "location", Value: "w.bin"}, {Key: "offset", Value: offset}, {Key: "length", Value: "16"}}
+	}
+	for _, init := range m.Graph.Initializer {
+		if init.Name == "b8" || init.Name == "w4" {
+			init.RawData, init.DataLocation, init.ExternalData = nil, onnxpb.TensorProto_EXTERNAL, ext("64")
+		}
+	}
+	b, err := proto.Marshal(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "model.onnx")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := LoadSharedInitializers(path, [][]string{{"b8", "w4"}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	if sh.Bytes != 256 || len(sh.Initializers) != 2 || sh.Initializers["w4"].DType != Uint4 {
+		t.Fatalf("shared: %d bytes, %d views, w4 %v", sh.Bytes, len(sh.Initializers), sh.Initializers["w4"].DType)
+	}
+	s, err := NewSession(path, Options{IntraOpThreads: 1, DisableOptimizations: true, Initializers: sh.Initializers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x := make([]float32, 16)
+	for i := range x {
+		x[i] = float32(i%3) - 0.75
+	}
+	out := mustRun(t, s, map[string]*Tensor{"x": {DType: Float32, Shape: []int64{1, 16}, Data: x}})
+	w := fourBitProduct(x, codes)
+	for _, name := range []string{"y8", "y4"} {
+		for i, g := range out[name].Data.([]float32) {
+			if math.Abs(float64(g-w[i])) > 1e-5 {
+				t.Errorf("%s[%d] = %g, want %g", name, i, g, w[i])
+			}
+		}
+	}
+	// Names that do not share their bytes are refused.
+	m.Graph.Initializer[1].ExternalData = ext("0")
+	if b, err = proto.Marshal(&m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadSharedInitializers(path, [][]string{{"b8", "w4"}}, Options{}); err == nil || !strings.Contains(err.Error(), `"w4" does not name the bytes of "b8"`) {
+		t.Errorf("different bytes: %v", err)
 	}
 }

@@ -227,6 +227,7 @@ type graphs struct {
 	quant                  []manifest.QuantLayer
 	params                 []manifest.LoRAParam
 	layout                 []manifest.FlatParam
+	shared                 [][]string // the device step's shared initializers (NBitsForward)
 	baseParams, vocab      int64
 }
 
@@ -277,6 +278,9 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	}
 	gs.params = ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
 	gs.layout = ortgraph.ResultOf[*passes.DeviceStepResult](stepCtx, passes.DeviceStep).Layout
+	if o.NBitsForward {
+		gs.shared = ortgraph.ResultOf[*passes.NBitsForwardResult](stepCtx, passes.NBitsForward).Shared
+	}
 	return gs, nil
 }
 
@@ -308,6 +312,7 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 	stepG := ortgraph.NewGraph(gs.step)
 	step := describe(stepG, manifest.TrainStepFile)
 	step.CaptureBlockers = passes.CaptureBlockers(stepG)
+	step.SharedInitializers = gs.shared
 	man.TrainStep = &step
 	man.StepLayout = gs.layout
 	return man

@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -28,7 +29,9 @@ type Engine struct {
 
 	train, eval *ortrun.Session
 	// step is the device-resident step session (EngineOptions.DeviceStep).
-	step       *ortrun.Session
+	step *ortrun.Session
+	// shared holds the device step's shared 4-bit weights (manifest.Graph.SharedInitializers).
+	shared     *ortrun.SharedInitializers
 	trainGraph *manifest.Graph
 	lazyEval   bool
 }
@@ -104,6 +107,7 @@ func (e *Engine) openStep(cudaGraph bool) error {
 		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: %s holds %s, whose CUDA kernels a captured graph cannot replay safely", g.File, strings.Join(g.CaptureBlockers, ", ")))
 		opts.CUDAGraph = false
 	}
+	e.shareWeights(path, g, &opts)
 	s, err := ortrun.NewSession(path, opts)
 	if err != nil && opts.CUDAGraph {
 		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: ONNX Runtime refused to capture %s (%v)", g.File, err))
@@ -120,6 +124,28 @@ func (e *Engine) openStep(cudaGraph bool) error {
 	}
 	e.Notes = append(e.Notes, fmt.Sprintf("optimizer step: device-resident (%s: LoRA weights, AdamW state and gradients in the session's memory), %s", g.File, how))
 	return nil
+}
+
+// shareWeights gives the step session one buffer for each group of initializers that name
+// the same 4-bit bytes (prepare --nbits-forward: MatMulNBits' uint8 tensor and
+// DequantizeLinear's UINT4 view), so that it holds them once; ORTQ_SHARE_WEIGHTS=0 lets
+// ONNX Runtime load every name on its own. A failure leaves the weights unshared and says so.
+func (e *Engine) shareWeights(path string, g *manifest.Graph, opts *ortrun.Options) {
+	if len(g.SharedInitializers) == 0 {
+		return
+	}
+	if os.Getenv("ORTQ_SHARE_WEIGHTS") == "0" {
+		e.Notes = append(e.Notes, fmt.Sprintf("4-bit weights not shared (ORTQ_SHARE_WEIGHTS=0): %s holds %d of them twice", g.File, len(g.SharedInitializers)))
+		return
+	}
+	sh, err := ortrun.LoadSharedInitializers(path, g.SharedInitializers, e.Opts)
+	if err != nil {
+		e.Notes = append(e.Notes, fmt.Sprintf("4-bit weights not shared: %v", err))
+		return
+	}
+	e.shared = sh
+	opts.Initializers = sh.Initializers
+	e.Notes = append(e.Notes, fmt.Sprintf("4-bit weights shared by MatMulNBits and DequantizeLinear: %d weights, %.1f MiB in one buffer", len(g.SharedInitializers), float64(sh.Bytes)/(1<<20)))
 }
 
 // DeviceStep reports whether the engine opened the device-resident step graph.
@@ -172,6 +198,8 @@ func (e *Engine) Close() {
 	if e.step != nil {
 		e.step.Close()
 	}
+	e.shared.Close() // after the step session, which reads it
+	e.shared = nil
 	if e.eval != nil {
 		e.eval.Close()
 		e.eval = nil

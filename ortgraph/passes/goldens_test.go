@@ -251,9 +251,11 @@ func TestNBitsForwardGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, b := passRun(t, c.name, g, cfg, passes.NBitsForward)
-		if got := ortgraph.ResultOf[*passes.FusionResult](ctx, passes.NBitsForward).Fused; got != c.fused {
-			t.Errorf("%s: %d products as MatMulNBits, want %d", c.name, got, c.fused)
+		res := ortgraph.ResultOf[*passes.NBitsForwardResult](ctx, passes.NBitsForward)
+		if res.Fused != c.fused {
+			t.Errorf("%s: %d products as MatMulNBits, want %d", c.name, res.Fused, c.fused)
 		}
+		fmt.Fprintf(b, "# shared %v\n", res.Shared)
 		b.WriteString(ortgraph.Dump(g))
 		b.WriteString(initializers(t, g))
 		out.WriteString(b.String())

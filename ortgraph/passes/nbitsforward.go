@@ -33,7 +33,15 @@ import (
 // MatMulNBits' view, so they must all be 8 (symmetric quantization, MatMulNBits' default);
 // asymmetric weights keep DequantizeLinear. Rewrite: the MatMul becomes
 // MatMulNBits(x, B, s) in place (same name, output and metadata), with B the data as uint8
-// [N, blocks, block/2] (a new initializer named <data>.nbits); dead chains are pruned.
+// [N, blocks, block/2] (a new initializer named <data>.nbits, paired with <data> in the
+// result's Shared); dead chains are pruned.
+// NBitsForwardResult says what NBitsForward did; Shared pairs each new uint8 initializer
+// with the UINT4 initializer whose bytes it names.
+type NBitsForwardResult struct {
+	FusionResult
+	Shared [][]string
+}
+
 var NBitsForward = &ortgraph.Pass{
 	Name: "nbits-forward",
 	Doc:  "forward products of 4-bit Linears as MatMulNBits (DequantizeLinear kept only for dx)",
@@ -42,7 +50,7 @@ var NBitsForward = &ortgraph.Pass{
 
 func runNBitsForward(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
-	res := &FusionResult{}
+	res := &NBitsForwardResult{}
 	for _, n := range g.P.Node {
 		if !isOp(n, "MatMul") || len(n.Input) != 2 {
 			continue
@@ -50,7 +58,9 @@ func runNBitsForward(ctx *ortgraph.Context) (any, error) {
 		m, why := matchNBitsForward(g, n)
 		switch {
 		case m != nil:
-			rewriteNBitsForward(g, n, m)
+			if name, added := rewriteNBitsForward(g, n, m); added {
+				res.Shared = append(res.Shared, []string{name, m.data})
+			}
 			res.Fused++
 		case why != "":
 			res.Skipped = append(res.Skipped, fmt.Sprintf("MatMul %q: %s", n.Name, why))
@@ -64,6 +74,15 @@ func runNBitsForward(ctx *ortgraph.Context) (any, error) {
 			return nil, err
 		}
 		g.Prune()
+		// A weight whose dx nothing needs (the first layer's q, k and v) lost its
+		// DequantizeLinear, and with it the UINT4 initializer: nothing to share.
+		kept := res.Shared[:0]
+		for _, pair := range res.Shared {
+			if g.Initializer(pair[0]) != nil && g.Initializer(pair[1]) != nil {
+				kept = append(kept, pair)
+			}
+		}
+		res.Shared = kept
 	}
 	res.report(ctx, "nbits-forward", "4-bit forward products as MatMulNBits")
 	return res, nil
@@ -147,17 +166,20 @@ func matchNBitsForward(g *ortgraph.Graph, mm *onnxpb.NodeProto) (*nbitsMatch, st
 	return m, ""
 }
 
-// rewriteNBitsForward turns mm into MatMulNBits over the uint8 form of m's data.
-func rewriteNBitsForward(g *ortgraph.Graph, mm *onnxpb.NodeProto, m *nbitsMatch) {
-	name := m.data + ".nbits"
+// rewriteNBitsForward turns mm into MatMulNBits over the uint8 form of m's data, which it
+// adds unless an earlier product of the same weight did; it returns its name.
+func rewriteNBitsForward(g *ortgraph.Graph, mm *onnxpb.NodeProto, m *nbitsMatch) (name string, added bool) {
+	name = m.data + ".nbits"
 	if g.Initializer(name) == nil {
 		b := proto.Clone(g.Initializer(m.data)).(*onnxpb.TensorProto)
 		b.Name, b.DataType, b.Dims = name, int32(onnxpb.TensorProto_UINT8), []int64{m.n, m.blocks, m.block / 2}
 		g.AddInitializer(b)
+		added = true
 	}
 	mm.OpType, mm.Domain = "MatMulNBits", "com.microsoft"
 	mm.Input = []string{mm.Input[0], name, m.scales}
 	mm.Attribute = []*onnxpb.AttributeProto{
 		ortgraph.AInt("K", m.k), ortgraph.AInt("N", m.n), ortgraph.AInt("bits", 4), ortgraph.AInt("block_size", m.block),
 	}
+	return name, added
 }

@@ -643,6 +643,13 @@ func (s *DynamicAdvancedSession) RunWithBindingAndOptions(b *IoBinding,
 // The new shape must fit in t's bytes (ONNX Runtime checks).
 func (t *AllocatedTensor) NewView(dataType TensorElementDataType,
 	s Shape) (*AllocatedTensor, error) {
+	return t.NewViewAt(0, dataType, s)
+}
+
+// NewView from byte offset on: the view starts offset bytes into t's memory
+// and must fit in the bytes after it.
+func (t *AllocatedTensor) NewViewAt(offset uintptr,
+	dataType TensorElementDataType, s Shape) (*AllocatedTensor, error) {
 	if t.ortValue == nil {
 		return nil, fmt.Errorf("The tensor is not initialized")
 	}
@@ -651,12 +658,12 @@ func (t *AllocatedTensor) NewView(dataType TensorElementDataType,
 		return nil, fmt.Errorf("Invalid tensor shape: %w", e)
 	}
 	var v *C.OrtValue
-	status := C.CreateTensorView(t.ortValue,
+	status := C.CreateTensorView(t.ortValue, C.size_t(offset),
 		C.ONNXTensorElementDataType(dataType),
 		(*C.int64_t)(unsafe.Pointer(&s[0])), C.size_t(len(s)), &v)
 	if status != nil {
-		return nil, fmt.Errorf("Error creating a %s view of shape %s: %w",
-			dataType, s, statusToError(status))
+		return nil, fmt.Errorf("Error creating a %s view of shape %s at byte %d: %w",
+			dataType, s, offset, statusToError(status))
 	}
 	return &AllocatedTensor{
 		ortValue: v,

@@ -397,4 +397,15 @@ func TestNewView(t *testing.T) {
 	if _, e := base.NewView(TensorElementDataTypeUint8, NewShape(161)); e == nil {
 		t.Errorf("a 161-byte view of 160 bytes was accepted")
 	}
+	at, e := base.NewViewAt(40, TensorElementDataTypeUint4, NewShape(2, 120))
+	if e != nil {
+		t.Fatalf("NewViewAt: %s", e)
+	}
+	defer at.Destroy()
+	if pa, size, _ := at.GetDataPointer(); uintptr(pa) != uintptr(pb)+40 || size != 120 {
+		t.Errorf("view at byte 40: %p (%d bytes), base %p", pa, size, pb)
+	}
+	if _, e := base.NewViewAt(40, TensorElementDataTypeUint8, NewShape(121)); e == nil {
+		t.Errorf("a 121-byte view of the last 120 bytes was accepted")
+	}
 }

@@ -731,8 +731,8 @@ OrtStatus *CopyTensors(const OrtEnv *env, OrtValue **src, OrtValue **dst,
     (OrtValue *const *) dst, NULL, count);
 }
 
-OrtStatus *CreateTensorView(OrtValue *base, ONNXTensorElementDataType dtype,
-  int64_t *shape, size_t rank, OrtValue **out) {
+OrtStatus *CreateTensorView(OrtValue *base, size_t offset,
+  ONNXTensorElementDataType dtype, int64_t *shape, size_t rank, OrtValue **out) {
   const OrtMemoryInfo *info = NULL;
   OrtStatus *status = ort_api->GetTensorMemoryInfo(base, &info);
   if (status) return status;
@@ -742,8 +742,9 @@ OrtStatus *CreateTensorView(OrtValue *base, ONNXTensorElementDataType dtype,
   size_t size = 0;
   status = ort_api->GetTensorSizeInBytes(base, &size);
   if (status) return status;
-  return ort_api->CreateTensorWithDataAsOrtValue(info, data, size, shape, rank,
-    dtype, out);
+  if (offset > size) offset = size;
+  return ort_api->CreateTensorWithDataAsOrtValue(info, (char *) data + offset,
+    size - offset, shape, rank, dtype, out);
 }
 
 OrtStatus *AddSessionInitializer(OrtSessionOptions *o, char *name,

@@ -486,11 +486,12 @@ OrtStatus *AddRunConfigEntry(OrtRunOptions *o, char *key, char *value);
 OrtStatus *CopyTensors(const OrtEnv *env, OrtValue **src, OrtValue **dst,
   size_t count);
 
-// Wraps ort_api->CreateTensorWithDataAsOrtValue over the memory of base (its
-// memory info, address and byte size), as a tensor of another element type
-// and shape: a view that does not own the memory.
-OrtStatus *CreateTensorView(OrtValue *base, ONNXTensorElementDataType dtype,
-  int64_t *shape, size_t rank, OrtValue **out);
+// Wraps ort_api->CreateTensorWithDataAsOrtValue over the memory of base from
+// byte offset on (base's memory info, address + offset, remaining size), as a
+// tensor of another element type and shape: a view that does not own the
+// memory.
+OrtStatus *CreateTensorView(OrtValue *base, size_t offset,
+  ONNXTensorElementDataType dtype, int64_t *shape, size_t rank, OrtValue **out);
 
 // Wraps ort_api->AddInitializer.
 OrtStatus *AddSessionInitializer(OrtSessionOptions *o, char *name,
