@@ -301,6 +301,7 @@ func TestGradients(t *testing.T) {
 			return g.Op("Mul", []string{g.Op("Squeeze", []string{u, g.ConstI64(1)}), "a"})
 		}},
 		{name: "Transpose", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: one("Transpose", ortgraph.AInts("perm", 2, 0, 1))},
+		{name: "Transpose/default-perm", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: one("Transpose")},
 		{name: "Expand", opset: 21, ins: []tin{d64("a", true, 3, 1)}, build: func(g *ortgraph.Graph) string {
 			return g.Op("Expand", []string{"a", g.ConstI64(2, 3, 4)})
 		}},

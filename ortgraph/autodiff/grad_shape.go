@@ -36,8 +36,17 @@ func gradReshapeLike(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) 
 func gradTranspose(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 	perm, ok := ortgraph.AttrInts(n, "perm")
 	if !ok {
-		// Default perm reverses the axes; its inverse is itself.
-		return []string{b.Op("Transpose", dy[:1])}, nil
+		// Default perm reverses the axes; its inverse is itself. Spelled out when the rank
+		// is known: ONNX Runtime 1.29 aborted the process creating a session whose
+		// perm-less Transpose read a DequantizeLinear (measured on the CPU provider).
+		r := b.Rank(n.Input[0])
+		if r <= 0 {
+			return []string{b.Op("Transpose", dy[:1])}, nil
+		}
+		perm = make([]int64, r)
+		for i := range perm {
+			perm[i] = int64(r - 1 - i)
+		}
 	}
 	inv := make([]int64, len(perm))
 	for i, p := range perm {
