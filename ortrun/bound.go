@@ -221,12 +221,12 @@ func (b *Binding) Close() {
 // Copier moves tensors between Go memory and the Buffers of one device. On CUDA it first
 // tries ONNX Runtime's CopyTensors with the CUDA provider registered as an execution provider
 // library (directcopy.go; ORTQ_DIRECT_COPY=0 turns that off). ONNX Runtime 1.29 offers no
-// copy outside a run otherwise, so elsewhere, or when that fails, the Copier runs Identity graphs: a host tensor bound as the
-// input of a device session is copied to the device by the run and the Identity writes it into
-// the bound buffer; the other way, a host tensor bound as the output receives the device's
-// result. UploadAll and DownloadAll move several tensors in one run; each distinct list of
-// element types and ranks gets one session (each a CUDA execution provider of its own), made
-// on first use.
+// copy outside a run otherwise, so elsewhere, or when that fails, the Copier runs Identity
+// graphs: a host tensor bound as the input of a device session is copied to the device by
+// the run and the Identity writes it into the bound buffer; the other way, a host tensor bound
+// as the output receives the device's result. UploadAll and DownloadAll move several tensors
+// in one run; each distinct list of element types and ranks gets one session (each a CUDA
+// execution provider of its own), made on first use.
 type Copier struct {
 	opts     Options
 	mu       sync.Mutex

@@ -39,8 +39,9 @@ type Options struct {
 	// exceeds 16384 entries).
 	LossChunks int `json:"loss_chunks"`
 	// NBitsForward writes the device step's forward products of 4-bit Linears as
-	// MatMulNBits (passes.NBitsForward): an experiment, off by default, since a session then
-	// holds the 4-bit weights twice unless it is given one buffer for both forms.
+	// MatMulNBits (passes.NBitsForward): an experiment, off by default and not yet measured
+	// on a GPU; the manifest lists the initializer pairs naming the same bytes, which train
+	// gives the session as one buffer.
 	NBitsForward bool `json:"nbits_forward,omitempty"`
 	// BaseModel is the model as the user named it (a checkpoint directory or an .onnx
 	// path), which adapter_config.json records: Model may be a temporary import.

@@ -35,17 +35,17 @@ import (
 // MatMulNBits(x, B, s) in place (same name, output and metadata), with B the data as uint8
 // [N, blocks, block/2] (a new initializer named <data>.nbits, paired with <data> in the
 // result's Shared); dead chains are pruned.
+var NBitsForward = &ortgraph.Pass{
+	Name: "nbits-forward",
+	Doc:  "forward products of 4-bit Linears as MatMulNBits (DequantizeLinear kept only for dx)",
+	Run:  runNBitsForward,
+}
+
 // NBitsForwardResult says what NBitsForward did; Shared pairs each new uint8 initializer
 // with the UINT4 initializer whose bytes it names.
 type NBitsForwardResult struct {
 	FusionResult
 	Shared [][]string
-}
-
-var NBitsForward = &ortgraph.Pass{
-	Name: "nbits-forward",
-	Doc:  "forward products of 4-bit Linears as MatMulNBits (DequantizeLinear kept only for dx)",
-	Run:  runNBitsForward,
 }
 
 func runNBitsForward(ctx *ortgraph.Context) (any, error) {

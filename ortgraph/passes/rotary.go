@@ -44,7 +44,7 @@ type RotaryResult = FusionResult
 type rotaryMatch struct {
 	add     *onnxpb.NodeProto // y = Add(...); rewritten in place
 	x       string
-	freq    string // f, [seq, d/2] or [1, seq, d/2]
+	freq    string // f, [seq, d/2] or [batch, seq, d/2]
 	cast    int32  // element type of the caches (cos/sin after their optional Cast)
 	castCos bool   // whether cos/sin carry a Cast
 }
@@ -101,7 +101,8 @@ func runRotary(ctx *ortgraph.Context) (any, error) {
 	return res, nil
 }
 
-// rotaryCaches builds the cos and sin caches [1, seq, d/2] from a match's frequencies.
+// rotaryCaches builds the cos and sin caches [1 or batch, seq, d/2] from a match's
+// frequencies.
 func rotaryCaches(g *ortgraph.Graph, m *rotaryMatch) [2]string {
 	var out [2]string
 	for i, op := range []string{"Cos", "Sin"} {
