@@ -267,13 +267,9 @@ func (b *Builder) redequantize(B, dy string) string {
 	if perm, ok := ortgraph.AttrInts(t, "perm"); !ok || len(perm) != 2 || perm[0] != 1 || perm[1] != 0 {
 		return ""
 	}
-	var tail []*onnxpb.NodeProto // Reshape/Slice between the DequantizeLinear and the Transpose, last first
-	dq := b.Producer(t.Input[0])
-	for dq != nil && IsShapeOnly(b.Graph, dq) && len(tail) < 4 {
-		tail = append(tail, dq)
-		dq = b.Producer(dq.Input[0])
-	}
-	if dq == nil || dq.OpType != "DequantizeLinear" || dq.Domain != "" || len(dq.Input) < 2 {
+	// tail: the Reshape/Slice between the DequantizeLinear and the Transpose, last first.
+	dq, tail := ShapeOnlySource(b.Graph, t.Input[0])
+	if len(tail) > 4 || dq == nil || dq.OpType != "DequantizeLinear" || dq.Domain != "" || len(dq.Input) < 2 {
 		return ""
 	}
 	for _, in := range dq.Input {
@@ -295,6 +291,19 @@ func (b *Builder) redequantize(B, dy string) string {
 		b.SetType(w, tt)
 	}
 	return w
+}
+
+// ShapeOnlySource follows v back through the shape-only nodes (IsShapeOnly) that produce it
+// and returns the first other producer (nil for a graph input or initializer) and the
+// shape-only nodes passed, v's producer first: e.g. the DequantizeLinear of
+// DequantizedWeight's chain and its Reshape/Slice.
+func ShapeOnlySource(g *ortgraph.Graph, v string) (src *onnxpb.NodeProto, chain []*onnxpb.NodeProto) {
+	src = g.Producer(v)
+	for src != nil && IsShapeOnly(g, src) {
+		chain = append(chain, src)
+		src = g.Producer(src.Input[0])
+	}
+	return src, chain
 }
 
 // IsShapeOnly reports whether n is a Reshape or Slice of the default domain whose operands

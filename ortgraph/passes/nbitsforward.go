@@ -106,17 +106,16 @@ func matchNBitsForward(g *ortgraph.Graph, mm *onnxpb.NodeProto) (*nbitsMatch, st
 		return nil, ""
 	}
 	var reshape, slice *onnxpb.NodeProto
-	p := g.Producer(t.Input[0])
-	for p != nil && autodiff.IsShapeOnly(g, p) {
-		switch p.OpType {
+	p, chain := autodiff.ShapeOnlySource(g, t.Input[0])
+	for _, c := range chain {
+		switch c.OpType {
 		case "Slice":
-			slice = p
+			slice = c
 		case "Reshape":
-			reshape = p
+			reshape = c
 		}
-		p = g.Producer(p.Input[0])
 	}
-	if !isOp(p, "DequantizeLinear") || reshape == nil || len(p.Input) < 2 {
+	if !isDQ(p) || reshape == nil {
 		return nil, ""
 	}
 	data := g.Initializer(p.Input[0])
@@ -126,10 +125,7 @@ func matchNBitsForward(g *ortgraph.Graph, mm *onnxpb.NodeProto) (*nbitsMatch, st
 	if ortgraph.AttrInt(p, "axis", 1) != 0 {
 		return nil, ""
 	}
-	scales := p.Input[1]
-	if w := g.Producer(scales); isOp(w, "Where") && len(w.Input) == 3 && w.Input[1] == w.Input[2] {
-		scales = w.Input[1]
-	}
+	scales := ungated(g, p.Input[1])
 	if g.Initializer(scales) == nil {
 		return nil, "the scales are not an initializer"
 	}

@@ -629,10 +629,7 @@ func reuseRecomputedWeights(g *ortgraph.Graph, fwd []*onnxpb.NodeProto, isFwd ma
 		// Only a gated clone: its DequantizeLinear's scale must come through a Where, not
 		// straight from the initializer (a clone of a layer without an output gradient is not
 		// gated).
-		c := g.Producer(w)
-		for c != nil && autodiff.IsShapeOnly(g, c) {
-			c = g.Producer(c.Input[0])
-		}
+		c, _ := autodiff.ShapeOnlySource(g, w)
 		if c == nil || !isDQ(c) || c.Input[1] == f.Input[1] {
 			continue
 		}
@@ -643,7 +640,7 @@ func reuseRecomputedWeights(g *ortgraph.Graph, fwd []*onnxpb.NodeProto, isFwd ma
 }
 
 func isDQ(n *onnxpb.NodeProto) bool {
-	return n.OpType == "DequantizeLinear" && n.Domain == "" && len(n.Input) >= 2 && len(n.Output) == 1
+	return isOp(n, "DequantizeLinear") && len(n.Input) >= 2 && len(n.Output) == 1
 }
 
 // sameDequantization reports whether the backward node b dequantizes exactly what the
@@ -664,13 +661,19 @@ func sameDequantization(g *ortgraph.Graph, f, b *onnxpb.NodeProto) bool {
 			return false
 		}
 	}
-	if s := b.Input[1]; s != f.Input[1] {
-		w := g.Producer(s)
-		if w == nil || w.OpType != "Where" || w.Domain != "" || len(w.Input) != 3 || w.Input[1] != f.Input[1] || w.Input[2] != f.Input[1] {
-			return false
-		}
+	if ungated(g, b.Input[1]) != f.Input[1] {
+		return false
 	}
 	return sameAttrs(f, b)
+}
+
+// ungated returns s when v = Where(c, s, s), the no-op gate that orders recomputation and
+// redequantization (gateConstantInputs, autodiff's redequantize), and v otherwise.
+func ungated(g *ortgraph.Graph, v string) string {
+	if w := g.Producer(v); isOp(w, "Where") && len(w.Input) == 3 && w.Input[1] == w.Input[2] {
+		return w.Input[1]
+	}
+	return v
 }
 
 // sameOp reports whether a and b are the same op with the same attributes and the same
