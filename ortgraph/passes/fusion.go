@@ -1,8 +1,11 @@
 package passes
 
-import "github.com/ortq/ortq/ortgraph"
+import (
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
 
-// FusionResult says what a fusing pass (RMSNorm, Rotary) did.
+// FusionResult says what a fusing pass (RMSNorm, Rotary, NBitsForward) did.
 type FusionResult struct {
 	Fused   int      // patterns replaced
 	Skipped []string // matches left as they are, with the reason
@@ -16,4 +19,51 @@ func (r *FusionResult) report(ctx *ortgraph.Context, pass, what string) {
 	if r.Fused > 0 {
 		ctx.Logf("%s: %d %s", pass, r.Fused, what)
 	}
+}
+
+// soleReaders answers the fusing passes' question whether a value inside a pattern is read
+// only there: who reads each value (cons), and which values are graph outputs (read by the
+// graph's caller, so never only inside a pattern).
+type soleReaders struct {
+	cons    map[string][]*onnxpb.NodeProto
+	outputs map[string]bool
+}
+
+func newSoleReaders(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto) soleReaders {
+	r := soleReaders{cons: cons, outputs: map[string]bool{}}
+	for _, o := range g.P.Output {
+		r.outputs[o.Name] = true
+	}
+	return r
+}
+
+// single returns the one node reading v, unless v is read by several or is a graph output.
+func (r soleReaders) single(v string) (*onnxpb.NodeProto, bool) {
+	c := r.cons[v]
+	if len(c) != 1 || r.outputs[v] {
+		return nil, false
+	}
+	return c[0], true
+}
+
+// onlyBy reports whether v is read by nodes alone and is not a graph output.
+func (r soleReaders) onlyBy(v string, nodes []*onnxpb.NodeProto) bool {
+	return !r.outputs[v] && onlyReadBy(r.cons[v], nodes)
+}
+
+// onlyReadBy reports whether every reader is one of nodes.
+func onlyReadBy(readers, nodes []*onnxpb.NodeProto) bool {
+	for _, r := range readers {
+		found := false
+		for _, n := range nodes {
+			if r == n {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }

@@ -28,14 +28,10 @@ var HalfSoftmax = &ortgraph.Pass{
 
 func runHalfSoftmax(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
-	cons := g.Consumers()
-	outputs := map[string]bool{}
-	for _, o := range g.P.Output {
-		outputs[o.Name] = true
-	}
+	r := newSoleReaders(g, g.Consumers())
 	n := 0
 	for _, s := range g.P.Node {
-		in, back, ok := halfSoftmaxMatch(g, s, cons, outputs)
+		in, back, ok := halfSoftmaxMatch(g, s, r)
 		if !ok {
 			continue
 		}
@@ -56,23 +52,23 @@ func runHalfSoftmax(ctx *ortgraph.Context) (any, error) {
 
 // halfSoftmaxMatch returns the float16 input of a Cast sandwich around Softmax s and the
 // Cast back, or ok = false when s is not one.
-func halfSoftmaxMatch(g *ortgraph.Graph, s *onnxpb.NodeProto, cons map[string][]*onnxpb.NodeProto, outputs map[string]bool) (in string, back *onnxpb.NodeProto, ok bool) {
+func halfSoftmaxMatch(g *ortgraph.Graph, s *onnxpb.NodeProto, r soleReaders) (in string, back *onnxpb.NodeProto, ok bool) {
 	if s.OpType != "Softmax" || s.Domain != "" || len(s.Input) != 1 || len(s.Output) != 1 {
 		return "", nil, false
 	}
 	up := g.Producer(s.Input[0])
-	if !isCastTo(up, ortgraph.Float) || len(cons[s.Input[0]]) != 1 || outputs[s.Input[0]] {
+	if _, sole := r.single(s.Input[0]); !isCastTo(up, ortgraph.Float) || !sole {
 		return "", nil, false
 	}
 	x := up.Input[0]
 	if g.ElemType(x) != ortgraph.Float16 {
 		return "", nil, false
 	}
-	readers := cons[s.Output[0]]
-	if len(readers) != 1 || !isCastTo(readers[0], ortgraph.Float16) || outputs[s.Output[0]] || outputs[readers[0].Output[0]] {
+	back, sole := r.single(s.Output[0])
+	if !sole || !isCastTo(back, ortgraph.Float16) || r.outputs[back.Output[0]] {
 		return "", nil, false
 	}
-	return x, readers[0], true
+	return x, back, true
 }
 
 func isCastTo(n *onnxpb.NodeProto, to int32) bool {

@@ -64,6 +64,7 @@ func runRMSNorm(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	res := &RMSNormResult{}
 	cons := g.Consumers()
+	r := newSoleReaders(g, cons)
 	var matches []*rmsMatch
 	for _, n := range g.P.Node {
 		if n.OpType == "RMSNormalization" && n.Domain == "" {
@@ -77,7 +78,7 @@ func runRMSNorm(ctx *ortgraph.Context) (any, error) {
 		if n.OpType != "ReduceMean" || n.Domain != "" {
 			continue
 		}
-		m, why := matchRMSNorm(g, cons, n)
+		m, why := matchRMSNorm(g, r, n)
 		switch {
 		case m != nil:
 			matches = append(matches, m)
@@ -126,7 +127,7 @@ func runRMSNorm(ctx *ortgraph.Context) (any, error) {
 // matchRMSNorm matches the pattern around a ReduceMean. It returns (nil, "") when the
 // ReduceMean is not a mean of squares (not an RMSNorm at all) and (nil, reason) when it is
 // one that cannot be fused.
-func matchRMSNorm(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, rm *onnxpb.NodeProto) (*rmsMatch, string) {
+func matchRMSNorm(g *ortgraph.Graph, r soleReaders, rm *onnxpb.NodeProto) (*rmsMatch, string) {
 	sq, xs := meanOfSquares(g, rm)
 	if sq == nil {
 		return nil, ""
@@ -134,10 +135,6 @@ func matchRMSNorm(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, rm *on
 	// From here on it is a mean of squares: failures say why.
 	if why := lastAxisMean(g, rm, xs); why != "" {
 		return nil, why
-	}
-	r := soleReaders{cons: cons, outputs: map[string]bool{}}
-	for _, o := range g.P.Output {
-		r.outputs[o.Name] = true
 	}
 	m, why := matchRMSCore(g, r, sq, rm, xs)
 	if m == nil {
@@ -195,23 +192,9 @@ func lastAxisMean(g *ortgraph.Graph, rm *onnxpb.NodeProto, xs string) string {
 	return ""
 }
 
-// soleReaders finds the one node reading a value that is not a graph output.
-type soleReaders struct {
-	cons    map[string][]*onnxpb.NodeProto
-	outputs map[string]bool
-}
-
-func (r soleReaders) single(v string) (*onnxpb.NodeProto, bool) {
-	c := r.cons[v]
-	if len(c) != 1 || r.outputs[v] {
-		return nil, false
-	}
-	return c[0], true
-}
-
 // matchRMSCore matches x·Reciprocal(Sqrt(mean(x²) + ε)), each step read by the next alone.
 func matchRMSCore(g *ortgraph.Graph, r soleReaders, sq, rm *onnxpb.NodeProto, xs string) (*rmsMatch, string) {
-	if r.outputs[sq.Output[0]] || !onlyReadBy(r.cons[sq.Output[0]], []*onnxpb.NodeProto{rm}) {
+	if !r.onlyBy(sq.Output[0], []*onnxpb.NodeProto{rm}) {
 		return nil, "x² is read outside the norm"
 	}
 	add, ok := r.single(rm.Output[0])
@@ -368,23 +351,6 @@ func isNormWeight(g *ortgraph.Graph, w, x string) bool {
 	}
 	h := xd[len(xd)-1]
 	return h < 0 || wd[0] == h
-}
-
-// onlyReadBy reports whether every reader is one of nodes.
-func onlyReadBy(readers, nodes []*onnxpb.NodeProto) bool {
-	for _, r := range readers {
-		found := false
-		for _, n := range nodes {
-			if r == n {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // sameSet reports whether in holds exactly a and b (in either order).

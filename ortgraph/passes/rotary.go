@@ -52,13 +52,13 @@ type rotaryMatch struct {
 func runRotary(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	res := &RotaryResult{}
-	cons := g.Consumers()
+	r := newSoleReaders(g, g.Consumers())
 	var matches []*rotaryMatch
 	for _, n := range g.P.Node {
 		if n.OpType != "Add" || n.Domain != "" || len(n.Input) != 2 {
 			continue
 		}
-		m, why := matchRotary(g, cons, n)
+		m, why := matchRotary(g, r, n)
 		switch {
 		case m != nil:
 			matches = append(matches, m)
@@ -127,7 +127,7 @@ func rotaryCaches(g *ortgraph.Graph, m *rotaryMatch) [2]string {
 
 // matchRotary matches the pattern ending in Add n. It returns (nil, "") when n is not the
 // sum of a rotary embedding and (nil, reason) when it is one that cannot be fused.
-func matchRotary(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, add *onnxpb.NodeProto) (*rotaryMatch, string) {
+func matchRotary(g *ortgraph.Graph, sole soleReaders, add *onnxpb.NodeProto) (*rotaryMatch, string) {
 	for swap := range 2 {
 		m1, m2 := g.Producer(add.Input[swap]), g.Producer(add.Input[1-swap])
 		if !isOp(m1, "Mul") || !isOp(m2, "Mul") {
@@ -172,13 +172,13 @@ func matchRotary(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, add *on
 			neg := g.Producer(rot.Input[0])
 			inner := []*onnxpb.NodeProto{rot, neg, g.Producer(rot.Input[1]), g.Producer(neg.Input[0])}
 			for _, n := range []*onnxpb.NodeProto{m1, m2} {
-				if len(cons[n.Output[0]]) != 1 || isGraphOutput(g, n.Output[0]) {
+				if _, ok := sole.single(n.Output[0]); !ok {
 					return nil, fmt.Sprintf("Mul %q is read outside the rotary embedding", n.Name)
 				}
 			}
 			readers := append(inner[:len(inner):len(inner)], m2)
 			for _, n := range inner {
-				if !onlyReadBy(cons[n.Output[0]], readers) || isGraphOutput(g, n.Output[0]) {
+				if !sole.onlyBy(n.Output[0], readers) {
 					return nil, fmt.Sprintf("%s %q is read outside the rotary embedding", n.OpType, n.Name)
 				}
 			}
@@ -268,15 +268,6 @@ func trigOfDuplicated(g *ortgraph.Graph, v, op string) (f string, cast bool, typ
 		return "", false, 0
 	}
 	return c.Input[0], cast, typ
-}
-
-func isGraphOutput(g *ortgraph.Graph, v string) bool {
-	for _, o := range g.P.Output {
-		if o.Name == v {
-			return true
-		}
-	}
-	return false
 }
 
 func isOp(n *onnxpb.NodeProto, op string) bool {
