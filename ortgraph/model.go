@@ -165,6 +165,23 @@ func safeJoin(dir, location string) (string, error) {
 	return real, nil
 }
 
+// ExternalExtent says where an initializer stored as external data lies: its file, resolved
+// inside the model's directory as TensorBytes resolves it, the offset, and the length (-1
+// when the entry gives none). ok is false for an initializer held in the model file.
+func (m *Model) ExternalExtent(t *onnxpb.TensorProto) (path string, offset, length int64, ok bool, err error) {
+	if t.DataLocation != onnxpb.TensorProto_EXTERNAL && len(t.ExternalData) == 0 {
+		return "", 0, 0, false, nil
+	}
+	e, err := parseExternal(t)
+	if err != nil {
+		return "", 0, 0, true, err
+	}
+	if path, err = safeJoin(m.Dir, e.location); err != nil {
+		return "", 0, 0, true, fmt.Errorf("initializer %q: %w: %v", t.Name, ErrInvalidModel, err)
+	}
+	return path, e.offset, e.length, true, nil
+}
+
 // TensorBytes returns the little-endian raw bytes of an initializer, reading external data
 // when needed. Typed fields (float_data, int64_data, ...) are converted to raw form.
 func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {

@@ -2,12 +2,8 @@ package ortrun
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 
-	"google.golang.org/protobuf/proto"
-
+	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
@@ -29,41 +25,30 @@ type SharedInitializers struct {
 	buf    *Buffer
 }
 
-// initializerData is where one initializer's bytes lie in a model's external data.
-type initializerData struct {
-	dtype          DType
-	dims           []int64
-	file           string
-	offset, length int64
-}
-
 // LoadSharedInitializers reads the initializers named in groups from the model at modelPath,
 // each stored as external data, where the names of a group must point at the same bytes;
 // copies every group's bytes once into one buffer on opts.Device; and gives every name a view
-// of its group's bytes with its own element type and shape.
+// of its group's bytes with its own element type and shape. The model's external data is
+// resolved and checked as ortgraph reads it (inside the model's directory, sizes against
+// dims and file).
 func LoadSharedInitializers(modelPath string, groups [][]string, opts Options) (*SharedInitializers, error) {
-	data, err := readInitializerData(modelPath)
+	m, err := ortgraph.Load(modelPath)
 	if err != nil {
 		return nil, err
+	}
+	inits := map[string]*onnxpb.TensorProto{}
+	for _, t := range m.P.GetGraph().GetInitializer() {
+		inits[t.Name] = t
 	}
 	offsets := make([]int64, len(groups))
 	var total int64
 	for i, names := range groups {
-		if len(names) == 0 {
-			return nil, fmt.Errorf("shared initializers of %q: group %d is empty", modelPath, i)
-		}
-		first, ok := data[names[0]]
-		if !ok {
-			return nil, fmt.Errorf("shared initializers of %q: %q is not an initializer stored as external data", modelPath, names[0])
-		}
-		for _, n := range names[1:] {
-			d, ok := data[n]
-			if !ok || d.file != first.file || d.offset != first.offset || d.length != first.length {
-				return nil, fmt.Errorf("shared initializers of %q: %q does not name the bytes of %q", modelPath, n, names[0])
-			}
+		n, err := sharedGroupBytes(m, inits, names)
+		if err != nil {
+			return nil, fmt.Errorf("shared initializers of %q: %w", modelPath, err)
 		}
 		offsets[i] = total
-		total += (first.length + 255) / 256 * 256 // each group at a 256-byte boundary
+		total += (n + 255) / 256 * 256 // each group at a 256-byte boundary
 	}
 	helper, err := NewSessionFromBytes(mustIdentityModel(), Options{Device: opts.Device, IntraOpThreads: 1})
 	if err != nil {
@@ -77,7 +62,7 @@ func LoadSharedInitializers(modelPath string, groups [][]string, opts Options) (
 	cp := NewCopier(Options{Device: opts.Device})
 	defer cp.Close()
 	for i, names := range groups {
-		if err := s.load(cp, data, names, offsets[i]); err != nil {
+		if err := s.load(cp, m, inits, names, offsets[i]); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("shared initializers of %q: %w", modelPath, err)
 		}
@@ -85,29 +70,52 @@ func LoadSharedInitializers(modelPath string, groups [][]string, opts Options) (
 	return s, nil
 }
 
+// sharedGroupBytes checks that every name of a group is an initializer stored as external
+// data at the same place as the first, and returns the group's byte length.
+func sharedGroupBytes(m *ortgraph.Model, inits map[string]*onnxpb.TensorProto, names []string) (int64, error) {
+	if len(names) == 0 {
+		return 0, fmt.Errorf("an empty group")
+	}
+	var path0 string
+	var off0, len0 int64
+	for i, n := range names {
+		t := inits[n]
+		if t == nil {
+			return 0, fmt.Errorf("%q is not an initializer", n)
+		}
+		path, off, length, ok, err := m.ExternalExtent(t)
+		if err != nil {
+			return 0, err
+		}
+		if !ok || length < 0 {
+			return 0, fmt.Errorf("%q is not stored as external data with a length", n)
+		}
+		if i == 0 {
+			path0, off0, len0 = path, off, length
+		} else if path != path0 || off != off0 || length != len0 {
+			return 0, fmt.Errorf("%q does not name the bytes of %q", n, names[0])
+		}
+	}
+	return len0, nil
+}
+
 // load copies one group's bytes to offset of the buffer and makes a view for every name.
-func (s *SharedInitializers) load(cp *Copier, data map[string]initializerData, names []string, offset int64) error {
-	d := data[names[0]]
-	raw := make([]uint8, d.length)
-	f, err := os.Open(d.file)
+func (s *SharedInitializers) load(cp *Copier, m *ortgraph.Model, inits map[string]*onnxpb.TensorProto, names []string, offset int64) error {
+	raw, err := m.TensorBytes(inits[names[0]])
 	if err != nil {
 		return err
 	}
-	_, err = f.ReadAt(raw, d.offset)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("reading %q for %q: %w", d.file, names[0], err)
-	}
-	bytesView, err := s.buf.ViewAt(offset, Uint8, []int64{d.length})
+	bytesView, err := s.buf.ViewAt(offset, Uint8, []int64{int64(len(raw))})
 	if err != nil {
 		return err
 	}
 	defer bytesView.Close()
-	if err := cp.Upload(bytesView, &Tensor{DType: Uint8, Shape: []int64{d.length}, Data: raw}); err != nil {
+	if err := cp.Upload(bytesView, &Tensor{DType: Uint8, Shape: []int64{int64(len(raw))}, Data: raw}); err != nil {
 		return fmt.Errorf("copying %q: %w", names[0], err)
 	}
 	for _, n := range names {
-		v, err := s.buf.ViewAt(offset, data[n].dtype, data[n].dims)
+		t := inits[n]
+		v, err := s.buf.ViewAt(offset, DType(t.DataType), t.Dims)
 		if err != nil {
 			return fmt.Errorf("%q: %w", n, err)
 		}
@@ -132,43 +140,6 @@ func (s *SharedInitializers) Close() {
 		s.helper.Close()
 		s.helper = nil
 	}
-}
-
-// readInitializerData lists the model's initializers stored as external data.
-func readInitializerData(modelPath string) (map[string]initializerData, error) {
-	b, err := os.ReadFile(modelPath)
-	if err != nil {
-		return nil, err
-	}
-	var m onnxpb.ModelProto
-	if err := proto.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("model %q: %w", modelPath, err)
-	}
-	out := map[string]initializerData{}
-	for _, t := range m.GetGraph().GetInitializer() {
-		if t.DataLocation != onnxpb.TensorProto_EXTERNAL {
-			continue
-		}
-		d := initializerData{dtype: DType(t.DataType), dims: t.Dims, length: -1}
-		for _, kv := range t.ExternalData {
-			switch kv.Key {
-			case "location":
-				d.file = filepath.Join(filepath.Dir(modelPath), kv.Value)
-			case "offset":
-				d.offset, err = strconv.ParseInt(kv.Value, 10, 64)
-			case "length":
-				d.length, err = strconv.ParseInt(kv.Value, 10, 64)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("model %q: initializer %q: external data %s: %w", modelPath, t.Name, kv.Key, err)
-			}
-		}
-		if d.file == "" || d.length < 0 {
-			return nil, fmt.Errorf("model %q: initializer %q: external data without location or length", modelPath, t.Name)
-		}
-		out[t.Name] = d
-	}
-	return out, nil
 }
 
 func mustIdentityModel() []byte {
