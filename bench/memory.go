@@ -10,10 +10,13 @@ import (
 // MemoryBreakdown splits a point's peak GPU memory into what ortq can account for, from
 // sizes it knows (the weights file, the step's state vectors) and ONNX Runtime's arena
 // statistics. Figures are bytes; a part that cannot be told apart is folded into the next
-// (activations take what the arena's peak holds beyond weights and state).
+// (activations take what the arena's peak holds beyond weights and state). Weights shared
+// from a buffer outside the arena (Point.SharedWeightBytes) count as weights, neither as
+// arena nor as outside it.
 type MemoryBreakdown struct {
 	// Weights is the base model's initializers (the artifacts' weights.bin, 4-bit Linears
-	// and fp16 embeddings and norms), which the session holds in its arena.
+	// and fp16 embeddings and norms), which the session holds in its arena, except the
+	// shared ones.
 	Weights int64 `json:"weights_bytes"`
 	// StepState is the LoRA weights, AdamW moments and gradient sum the step keeps on the
 	// device (two sets for the device-resident step), or the LoRA inputs and gradient outputs
@@ -36,10 +39,11 @@ func breakDown(p *Point, weights, state int64) *MemoryBreakdown {
 	if a == nil || p.PeakGPUBytes == 0 || a.PeakInUse <= 0 {
 		return nil
 	}
+	shared := min(p.SharedWeightBytes, weights)
 	m := &MemoryBreakdown{Weights: weights, StepState: state}
-	m.Activations = max(0, a.PeakInUse-weights-state)
+	m.Activations = max(0, a.PeakInUse-(weights-shared)-state)
 	m.ArenaSlack = max(0, a.Reserved-a.PeakInUse)
-	m.OutsideArena = max(0, int64(p.PeakGPUBytes)-max(a.Reserved, a.PeakInUse))
+	m.OutsideArena = max(0, int64(p.PeakGPUBytes)-max(a.Reserved, a.PeakInUse)-shared)
 	return m
 }
 

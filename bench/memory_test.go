@@ -15,6 +15,7 @@ func TestBreakDown(t *testing.T) {
 		nvml             uint64
 		arena            *ortrun.ArenaStats
 		weights, state   int64
+		shared           int64
 		want             *MemoryBreakdown
 		sumsToNVML, none bool
 	}{
@@ -24,10 +25,13 @@ func TestBreakDown(t *testing.T) {
 		{name: "arena larger than NVML's sample", nvml: 6 * gib, arena: &ortrun.ArenaStats{PeakInUse: 7 * gib, Reserved: 7 * gib},
 			weights: 8 * gib, state: 0,
 			want: &MemoryBreakdown{Weights: 8 * gib}},
+		{name: "4-bit weights shared outside the arena", nvml: 9 * gib, arena: &ortrun.ArenaStats{PeakInUse: 6 * gib, Reserved: 6*gib + gib/2},
+			weights: 2 * gib, shared: gib + gib/4, state: gib / 16, sumsToNVML: true,
+			want: &MemoryBreakdown{Weights: 2 * gib, StepState: gib / 16, Activations: 5*gib + gib/4 - gib/16, ArenaSlack: gib / 2, OutsideArena: gib + gib/4}},
 		{name: "no arena statistics", nvml: 6 * gib, none: true},
 		{name: "no NVML", arena: &ortrun.ArenaStats{PeakInUse: gib, Reserved: gib}, none: true},
 	} {
-		p := &Point{PeakGPUBytes: c.nvml, ORTArena: c.arena}
+		p := &Point{PeakGPUBytes: c.nvml, ORTArena: c.arena, SharedWeightBytes: c.shared}
 		got := breakDown(p, c.weights, c.state)
 		if c.none {
 			if got != nil {

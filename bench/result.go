@@ -119,6 +119,9 @@ type Point struct {
 	// the CPU): in use, peak in use and reserved, beside NVML's process peak. nil for peers and
 	// where the allocator keeps no statistics.
 	ORTArena *ortrun.ArenaStats `json:"ort_arena,omitempty"`
+	// SharedWeightBytes is the part of the weights the training session reads from one
+	// buffer outside its arena (the device step's shared 4-bit weights; 0 = none).
+	SharedWeightBytes int64 `json:"shared_weight_bytes,omitempty"`
 	// Memory splits PeakGPUBytes into weights, step state, activations, arena slack and what
 	// lies outside the arena (nil where the arena keeps no statistics or NVML was not read).
 	Memory *MemoryBreakdown `json:"memory_breakdown,omitempty"`

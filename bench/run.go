@@ -458,6 +458,7 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 	}
 	tr := engines[0]
 	pt.Notes = append(pt.Notes, tr.Notes...)
+	pt.SharedWeightBytes = tr.SharedWeightBytes()
 	if len(engines) > 1 {
 		pt.Notes = append(pt.Notes, fmt.Sprintf("data-parallel over %s: one micro-batch per device per step; GPU memory sampled on %s", strings.Join(devs, ","), devs[0]))
 	}

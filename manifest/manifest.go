@@ -111,8 +111,8 @@ type Graph struct {
 	// safely (set for the device step; the trainer then runs it without CUDA graphs).
 	CaptureBlockers []string `json:"capture_blockers,omitempty"`
 	// SharedInitializers are groups of initializers that name the same bytes (a 4-bit
-	// weight as MatMulNBits' uint8 tensor and as DequantizeLinear's UINT4 view, prepare
-	// --nbits-forward): a session may be given one buffer for each group.
+	// weight as MatMulNBits' uint8 tensor and as DequantizeLinear's UINT4 view, the device
+	// step's default): a session may be given one buffer for each group.
 	SharedInitializers [][]string `json:"shared_initializers,omitempty"`
 }
 

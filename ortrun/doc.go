@@ -19,7 +19,7 @@
 // (OrtApi::AddInitializer), and Buffer.View reinterprets a buffer's bytes as another element
 // type and shape, so one copy of 4-bit weights can serve as MatMulNBits' uint8 B and as
 // DequantizeLinear's UINT4 data; LoadSharedInitializers builds such buffers from a model's
-// external data (the device step of `prepare --nbits-forward` artifacts).
+// external data (the device step of prepare's artifacts).
 //
 // Every ONNX Runtime call on a CUDA device — session creation, runs, bindings, copies,
 // buffer allocation — runs on that device's own locked OS thread (thread.go): the CUDA

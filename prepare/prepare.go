@@ -38,11 +38,11 @@ type Options struct {
 	// other (0 = plain loss on the whole logits, -1 = automatic: 8 when the vocabulary
 	// exceeds 16384 entries).
 	LossChunks int `json:"loss_chunks"`
-	// NBitsForward writes the device step's forward products of 4-bit Linears as
-	// MatMulNBits (passes.NBitsForward): an experiment, off by default and not yet measured
-	// on a GPU; the manifest lists the initializer pairs naming the same bytes, which train
-	// gives the session as one buffer.
-	NBitsForward bool `json:"nbits_forward,omitempty"`
+	// DequantizeForward keeps the device step's forward products of 4-bit Linears as
+	// DequantizeLinear + MatMul. By default they become MatMulNBits (passes.NBitsForward),
+	// whose dequantization is faster, and the manifest lists the initializer pairs naming the
+	// same bytes, which train gives the session as one buffer.
+	DequantizeForward bool `json:"dequantize_forward,omitempty"`
 	// BaseModel is the model as the user named it (a checkpoint directory or an .onnx
 	// path), which adapter_config.json records: Model may be a temporary import.
 	BaseModel string `json:"base_model_name_or_path,omitempty"`
@@ -270,7 +270,7 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	// The device-resident step is the recomputing graph with its state flattened.
 	gs.step = clone(gs.rec)
 	stepPasses := []*ortgraph.Pass{passes.DeviceStep}
-	if o.NBitsForward {
+	if !o.DequantizeForward {
 		stepPasses = append(stepPasses, passes.NBitsForward)
 	}
 	stepCtx, err := ortgraph.RunPasses(ortgraph.NewGraph(gs.step), o.passConfig(o.Dropout, true, vocab), logf, stepPasses...)
@@ -279,7 +279,7 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	}
 	gs.params = ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
 	gs.layout = ortgraph.ResultOf[*passes.DeviceStepResult](stepCtx, passes.DeviceStep).Layout
-	if o.NBitsForward {
+	if !o.DequantizeForward {
 		gs.shared = ortgraph.ResultOf[*passes.NBitsForwardResult](stepCtx, passes.NBitsForward).Shared
 	}
 	return gs, nil

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# GPU machine, one call: prepare --nbits-forward (the device step's forward products of 4-bit
-# Linears as MatMulNBits, DequantizeLinear kept for dx) against the default artifacts, on one
+# GPU machine, one call: the device step's forward products of 4-bit Linears as MatMulNBits
+# (DequantizeLinear kept for dx; prepare's default) against prepare --dequantize-forward, on one
 # synthesized model (PRESET, default llama-3.2-3b), micro-batch MB (7), `ortq bench --step
 # graph`:
-#   default          DequantizeLinear everywhere (what prepare writes by default);
-#   nbits            --nbits-forward, the 4-bit weights shared by both forms (one buffer);
-#   nbits-unshared   --nbits-forward with ORTQ_SHARE_WEIGHTS=0 (ONNX Runtime loads both);
+#   dequantize       --dequantize-forward: DequantizeLinear everywhere;
+#   nbits            the default, the 4-bit weights shared by both forms (one buffer);
+#   nbits-unshared   the default with ORTQ_SHARE_WEIGHTS=0 (ONNX Runtime loads both);
 # then the peer once. Prints p50, peak, the memory breakdown and the notes (which say whether
 # the weights were shared). Env: PRESET, MB, STEPS (10), OUT.
 set -u
@@ -13,14 +13,14 @@ set -u
 PRESET=${PRESET:-llama-3.2-3b}; MB=${MB:-7}; STEPS=${STEPS:-10}
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/summary.txt"; }
 timeout 200 $Q synth --preset $PRESET --quantize --out /tmp/n-m --quiet --force > /dev/null 2>&1; log "synth rc $?"
-timeout 200 $Q prepare --model /tmp/n-m/model.onnx --out /tmp/n-a0 --quiet --force > /dev/null 2>&1; log "prepare rc $?"
-timeout 200 $Q prepare --model /tmp/n-m/model.onnx --out /tmp/n-a1 --quiet --force --nbits-forward > /dev/null 2>&1; log "prepare --nbits-forward rc $?"
+timeout 200 $Q prepare --model /tmp/n-m/model.onnx --out /tmp/n-a0 --quiet --force --dequantize-forward > /dev/null 2>&1; log "prepare --dequantize-forward rc $?"
+timeout 200 $Q prepare --model /tmp/n-m/model.onnx --out /tmp/n-a1 --quiet --force > /dev/null 2>&1; log "prepare rc $?"
 point() { # name artifacts [env]
   env ${3:-} timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
     --recompute layer --step graph --quiet --out /tmp/n-b-$1 > /tmp/n-b-$1.txt 2>&1
   log "$1 rc $?: $(python3 -c "import json;p=json.load(open('/tmp/n-b-$1/report.json'))['points'][0];m=p.get('memory_breakdown') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB;',{k:round(v/2**30,2) for k,v in m.items()},'; notes',p.get('notes'))" 2>&1)"
 }
-point default /tmp/n-a0
+point dequantize /tmp/n-a0
 point nbits /tmp/n-a1
 point nbits-unshared /tmp/n-a1 ORTQ_SHARE_WEIGHTS=0
 timeout 200 python3 bench/peer/torch_peft.py --preset $PRESET --micro-batch $MB --seq-len 512 --steps 17 --warmup 3 \

@@ -127,7 +127,7 @@ func (e *Engine) openStep(cudaGraph bool) error {
 }
 
 // shareWeights gives the step session one buffer for each group of initializers that name
-// the same 4-bit bytes (prepare --nbits-forward: MatMulNBits' uint8 tensor and
+// the same 4-bit bytes (the device step's MatMulNBits uint8 tensor and
 // DequantizeLinear's UINT4 view), so that it holds them once; ORTQ_SHARE_WEIGHTS=0 lets
 // ONNX Runtime load every name on its own. A failure leaves the weights unshared and says so.
 func (e *Engine) shareWeights(path string, g *manifest.Graph, opts *ortrun.Options) {
@@ -150,6 +150,16 @@ func (e *Engine) shareWeights(path string, g *manifest.Graph, opts *ortrun.Optio
 
 // DeviceStep reports whether the engine opened the device-resident step graph.
 func (e *Engine) DeviceStep() bool { return e.step != nil }
+
+// SharedWeightBytes is the size of the buffer holding the device step's shared 4-bit
+// weights (0 when they are not shared). The buffer lies outside the step session's arena,
+// whose statistics therefore do not count those weights.
+func (e *Engine) SharedWeightBytes() int64 {
+	if e.shared == nil {
+		return 0
+	}
+	return e.shared.Bytes
+}
 
 // AutoStep is the optimizer step `--step auto` runs on devs (one device, or a list):
 //   - one CUDA device with per-layer recomputation: "graph", the device-resident step captured

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
 
@@ -236,7 +237,8 @@ func TestMultiDeviceStepMatchesHost(t *testing.T) {
 		{"fp16 overflow skips", 0, true, 1, overflow},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			art := stepFixture(t, c.dropout, c.fp16)
+			// fp16: DequantizeLinear forwards as in the host's graph (see TestDeviceStepMatchesHost).
+			art := stepFixture(t, c.dropout, c.fp16, func(o *prepare.Options) { o.DequantizeForward = c.fp16 })
 			steps := stepBatches(5, c.k, rows, seq, false)
 			host := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
 			multi := runMultiDevice(t, art, 2, c.cfg, steps, rows, seq, 0)

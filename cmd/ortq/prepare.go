@@ -41,8 +41,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
 				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
 				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
-				LossChunks:   v.GetInt("loss-chunks"),
-				NBitsForward: v.GetBool("nbits-forward"),
+				LossChunks:        v.GetInt("loss-chunks"),
+				DequantizeForward: v.GetBool("dequantize-forward"),
 			}
 			// adapter_config.json's base_model_name_or_path: what the user named, not a temporary import.
 			o.BaseModel = train.BaseModelOf(o.Model, v.GetString("base-model-name"))
@@ -103,7 +103,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
 	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
-	f.Bool("nbits-forward", false, "experiment: the device step's forward products of 4-bit Linears as MatMulNBits (faster dequantization; train gives both forms of each 4-bit weight one buffer, ORTQ_SHARE_WEIGHTS=0 holds them twice)")
+	f.Bool("dequantize-forward", false, "keep the device step's forward products of 4-bit Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train gives both forms of each 4-bit weight one buffer)")
 	f.Int("loss-chunks", d.LossChunks, "compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when vocab > 16384)")
 	f.Bool("quiet", false, "no progress messages")
 	f.String("base-model-name", "", "base_model_name_or_path for the adapters trained on these artifacts (default: the --model path, made absolute)")

@@ -19,12 +19,12 @@
 //	DeviceStep   a training graph as one device-resident optimizer step: flat LoRA/AdamW/
 //	             accumulator state in and out, accumulation, overflow check and AdamW inside
 //	NBitsForward forward products of 4-bit Linears back to MatMulNBits, DequantizeLinear kept
-//	             for dx (opt-in: prepare --nbits-forward, on the device step)
+//	             for dx (on the device step; prepare --dequantize-forward skips it)
 //
 // prepare runs HalfSoftmax, Quantize, Rotary, ORTCompat and RMSNorm on the base graph, then LoRA,
 // Loss (and DQForward, Backward, Recompute for training) on clones of it, to which it
-// provides the base's FindLinears and Quantize results; DeviceStep (and, opt-in,
-// NBitsForward) runs on a copy of the recomputing training graph.
+// provides the base's FindLinears and Quantize results; DeviceStep and
+// NBitsForward (unless --dequantize-forward) run on a copy of the recomputing training graph.
 //
 // Passes are run by ortgraph.RunPasses (or a Context's Run), which validates the
 // declarations first, orders the passes by Requires and wraps their errors with the pass

@@ -13,7 +13,7 @@ import (
 // NBitsForward turns the forward products of a training graph's 4-bit Linears back into
 // com.microsoft.MatMulNBits, leaving DequantizeLinear only where the backward pass needs W
 // itself (dx = dy·W). It undoes DQForward for x·Wᵀ, on a graph that already has its backward
-// pass (the device step), and is opt-in (prepare --nbits-forward).
+// pass (the device step); prepare runs it unless --dequantize-forward.
 //
 // Why: ONNX Runtime's int4 DequantizeLinear kernel is slow (H200, 8192×3072: 0.089 ms, a
 // per-element division), while MatMulNBits dequantizes whole blocks into its scratch buffer
@@ -23,7 +23,9 @@ import (
 // second tensor beside DequantizeLinear's UINT4 view of the same bytes. On disk the bytes are
 // stored once (SaveSharedData stores identical bytes once); in memory a session holds both
 // unless it is given one buffer for both names (ortrun.Options.Initializers with
-// Buffer.View).
+// Buffer.View), as train does. Measured on an H200 (Llama-3.2-3B shape, micro-batch 7):
+// 4-bit dequantization 0.50 ms per layer instead of 0.69, step 209.9 ms instead of 214.1,
+// same peak memory with the buffer shared (+1.4 GiB unshared).
 //
 // Pattern: MatMul(x, Transpose(W, perm [1, 0])) where W is DequantizedWeight's chain:
 // DequantizeLinear(data, scales[, zero points], axis 0) of a UINT4 initializer
