@@ -164,7 +164,7 @@ func (e *Engine) SharedWeightBytes() int64 {
 // AutoStep is the optimizer step `--step auto` runs on devs (one device, or a list):
 //   - one CUDA device with per-layer recomputation: "graph", the device-resident step captured
 //     in CUDA graphs where the step graph allows it (see Engine's notes). Measured on an H200
-//     (Llama-3.2-3B shape, micro-batch 7): graph 215 ms, device 237 ms, host 264–300 ms per
+//     (Llama-3.2-3B shape, micro-batch 7): graph 206 ms, device 220 ms, host 264–300 ms per
 //     step; a CUDA-graph run of the default model interrupted and resumed equals the
 //     uninterrupted one bit for bit.
 //   - several devices: "host" (NewMultiStepper). Measured on two H200s, same shape: the host
