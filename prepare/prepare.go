@@ -243,7 +243,7 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	vocab := gs.vocab
 	// Graph-wide rewrites every graph shares run on the base, before it is cloned;
 	// Quantize brings FindLinears, whose result the clones are given.
-	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.Quantize, passes.Rotary, passes.ORTCompat, passes.RMSNorm)
+	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.Quantize, passes.Rotary, passes.GroupedKV, passes.ORTCompat, passes.RMSNorm)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}

@@ -7,7 +7,11 @@ set -u
 . "$(dirname "$0")/device-env.sh"
 DATA=${DATA:-.cache/demo/brown-learned.txt}
 if [ ! -s "$DATA" ]; then DATA=/tmp/cvc-data.txt; find . -name '*.go' -print0 | xargs -0 cat > "$DATA"; fi
-$Q prepare --model default --out /tmp/cvc-a --force --quiet > "$OUT/cvc-prepare.txt" 2>&1 || { echo "prepare failed"; cat "$OUT/cvc-prepare.txt"; exit 1; }
+# MODEL: default (the embedded model, a dynamo export) or tiny (`ortq synth --preset tiny`,
+# the graph `ortq import` and `synth` write, beside the default's dynamo export).
+MODEL=${MODEL:-default}
+if [ "$MODEL" = tiny ]; then $Q synth --preset tiny --out /tmp/cvc-m --quiet --force; MODEL=/tmp/cvc-m/model.onnx; fi
+$Q prepare --model "$MODEL" --out /tmp/cvc-a --force --quiet > "$OUT/cvc-prepare.txt" 2>&1 || { echo "prepare failed"; cat "$OUT/cvc-prepare.txt"; exit 1; }
 for dev in cpu cuda; do
   timeout 300 $Q train --artifacts /tmp/cvc-a --data "$DATA" --tokenizer default --device $dev --max-steps 20 \
     --log-every 1 --seed 7 --lr 1e-3 --quiet --force --out /tmp/cvc-$dev > "$OUT/cvc-$dev.txt" 2>&1

@@ -6,3 +6,6 @@ var HalfSoftmaxGraph = halfSoftmaxGraph
 
 // RotaryGraph lets the golden tests build TestRotary's graphs.
 var RotaryGraph = rotaryGraph
+
+// GroupedKVGraph lets the golden tests build TestGroupedKV's graphs.
+var GroupedKVGraph = groupedKVGraph

@@ -401,6 +401,20 @@ func TestRotaryGolden(t *testing.T) {
 	golden(t, "rotary.txt", out.String())
 }
 
+// TestGroupedKVGolden keeps the graph text of TestGroupedKV's cases: both repeats read as
+// their kv heads, and the two near misses whose k repeat is left alone.
+func TestGroupedKVGolden(t *testing.T) {
+	var out strings.Builder
+	for _, variant := range []string{"repeat", "k-read", "expand-batch"} {
+		g, _ := passes.GroupedKVGraph(variant)
+		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.GroupedKV)
+		fmt.Fprintf(b, "# fused %d\n", ortgraph.ResultOf[*passes.GroupedKVResult](ctx, passes.GroupedKV).Fused)
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+	}
+	golden(t, "groupedkv.txt", out.String())
+}
+
 // TestDeviceStepGolden keeps the tiny decoder's training graph (LoRA on q and v) as a
 // device-resident step: flat state in and out, accumulation, overflow check and AdamW.
 func TestDeviceStepGolden(t *testing.T) {
