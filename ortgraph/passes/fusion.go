@@ -5,7 +5,7 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-// FusionResult says what a fusing pass (RMSNorm, Rotary, NBitsForward) did.
+// FusionResult says what a fusing pass (RMSNorm, Rotary, GroupedKV, NBitsForward) did.
 type FusionResult struct {
 	Fused   int      // patterns replaced
 	Skipped []string // matches left as they are, with the reason
