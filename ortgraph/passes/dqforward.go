@@ -3,7 +3,6 @@ package passes
 import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/autodiff"
-	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
 // DQForward rewrites every 4-bit MatMulNBits of a training graph as
@@ -52,11 +51,7 @@ func runDQForward(ctx *ortgraph.Context) (any, error) {
 		// scope metadata, so Recompute puts it in the Linear's layer (and re-dequantizes
 		// instead of keeping the forward's fp16 weight alive until the backward pass).
 		for _, d := range g.P.Node[first:] {
-			for _, kv := range node.MetadataProps {
-				if kv.Key == "pkg.torch.onnx.name_scopes" || kv.Key == "namespace" {
-					d.MetadataProps = append(d.MetadataProps, &onnxpb.StringStringEntryProto{Key: kv.Key, Value: kv.Value})
-				}
-			}
+			copyScope(d, node)
 		}
 		// Rewrite in place: the node keeps its name and output, so every reader and the
 		// Linear records of FindLinears stay valid.

@@ -30,8 +30,8 @@ import (
 // log): the Expand's shape is constant and repeats axis 2 only; the Reshape's target is
 // constant as above; every reader is such a MatMul. Rewrite: each MatMul(A, kr or kr's
 // Transpose) becomes Reshape(MatMul(Reshape(A, [0, kv, −1, 0]), x or Transpose(x)),
-// [0, kv·rep, −1, 0]) under the MatMul's name with "/grouped" (and its metadata, so the
-// recompute pass puts the nodes in the MatMul's layer); a Mul by a scalar constant (or a Div
+// [0, kv·rep, −1, 0]) under the MatMul's name with "/grouped" (and its scope metadata, so
+// the recompute pass puts the nodes in the MatMul's layer); a Mul by a scalar constant (or a Div
 // by one) that alone reads the product moves inside the Reshape back, where ONNX Runtime
 // still folds it into the MatMul (measured: behind the Reshape it ran as its own kernel,
 // 0.23 ms per layer at the 3B shape); the repeat chain is pruned.
@@ -76,7 +76,7 @@ func runGroupedKV(ctx *ortgraph.Context) (any, error) {
 		if m.transposeOf != nil {
 			xt = g.Add(ortgraph.NodeSpec{Op: "Transpose", Inputs: []string{m.x}, Attrs: []ortgraph.Attr{ortgraph.AInts("perm", 0, 1, 3, 2)},
 				Name: m.transposeOf.Name + "/grouped"})[0]
-			copyMeta(g, xt, m.transposeOf)
+			copyScope(g.Producer(xt), m.transposeOf)
 		}
 		for _, mm := range m.direct {
 			regroup(g, r, mm, m, m.x)
@@ -104,9 +104,9 @@ func regroup(g *ortgraph.Graph, sole soleReaders, mm *onnxpb.NodeProto, m *repea
 	ad := g.SymDims(a)
 	a2 := g.Add(ortgraph.NodeSpec{Op: "Reshape", Inputs: []string{a, g.ConstI64(0, m.kv, -1, 0)}, Name: mm.Name + "/grouped_in"})[0]
 	g.SetType(a2, ortgraph.SymTensorType(g.ElemType(a), []string{ad[0], fmt.Sprint(m.kv), timesDim(ad[2], m.heads/m.kv), ad[3]}))
-	copyMeta(g, a2, mm)
+	copyScope(g.Producer(a2), mm)
 	p := g.Add(ortgraph.NodeSpec{Op: "MatMul", Inputs: []string{a2, b}, Name: mm.Name + "/grouped"})[0]
-	copyMeta(g, p, mm)
+	copyScope(g.Producer(p), mm)
 	last := mm.Output[0] // the value the Reshape back stands in for
 	if sc := scaleOf(g, sole, last); sc != nil {
 		// The scale moves before the Reshape back, next to the product, so that ONNX
@@ -119,7 +119,7 @@ func regroup(g *ortgraph.Graph, sole soleReaders, mm *onnxpb.NodeProto, m *repea
 	}
 	out := g.Add(ortgraph.NodeSpec{Op: "Reshape", Inputs: []string{p, g.ConstI64(0, m.heads, -1, 0)}, Name: mm.Name + "/grouped_out"})[0]
 	g.SetType(out, g.Type(mm.Output[0]))
-	copyMeta(g, out, mm)
+	copyScope(g.Producer(out), mm)
 	g.ReplaceUses(last, out, g.Producer(out))
 }
 
@@ -134,7 +134,7 @@ func scaleOf(g *ortgraph.Graph, sole soleReaders, v string) *onnxpb.NodeProto {
 	if other == v {
 		other = n.Input[1]
 	}
-	if c, ok := g.ConstFloats(other); !ok || len(c) != 1 || other == v {
+	if c, ok := g.ConstFloats(other); !ok || len(c) != 1 {
 		return nil
 	}
 	return n
@@ -146,15 +146,10 @@ func timesDim(d string, r int64) string {
 	if n, err := strconv.ParseInt(d, 10, 64); err == nil {
 		return strconv.FormatInt(n*r, 10)
 	}
-	if d == "?" || d == "" {
-		return "?"
+	if d == "?" {
+		return d
 	}
 	return fmt.Sprintf("%s*%d", d, r)
-}
-
-// copyMeta gives the producer of v the metadata of from (the exporter's module scope).
-func copyMeta(g *ortgraph.Graph, v string, from *onnxpb.NodeProto) {
-	g.Producer(v).MetadataProps = from.MetadataProps
 }
 
 // matchRepeatKV matches the repeat chain ending in Reshape r. It returns (nil, "") when r

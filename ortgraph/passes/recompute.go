@@ -80,6 +80,16 @@ func nodeLayer(n *onnxpb.NodeProto) int {
 	return -1
 }
 
+// copyScope gives node to the exporter's module-scope metadata of from (the keys nodeLayer
+// reads, copied by value), so that Recompute puts to in from's layer.
+func copyScope(to, from *onnxpb.NodeProto) {
+	for _, kv := range from.MetadataProps {
+		if kv.Key == "pkg.torch.onnx.name_scopes" || kv.Key == "namespace" {
+			to.MetadataProps = append(to.MetadataProps, &onnxpb.StringStringEntryProto{Key: kv.Key, Value: kv.Value})
+		}
+	}
+}
+
 // scopeLayer returns the layer named by the innermost (last) entry that names one, or -1.
 func scopeLayer(entries []string) int {
 	for i := len(entries) - 1; i >= 0; i-- {
