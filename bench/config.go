@@ -206,10 +206,10 @@ func parseTargets(v string) ([]string, error) {
 // so recompute is chosen per point without preparing again.
 func checkRecompute(v string) error {
 	switch v {
-	case "none", "layer":
+	case "none", "layer", "selective":
 		return nil
 	}
-	return fmt.Errorf("recompute %q: use none or layer", v)
+	return fmt.Errorf("recompute %q: use none, selective or layer", v)
 }
 
 // checkStep accepts the optimizer steps a point can use ("auto" and "" only as the base's).
@@ -230,7 +230,7 @@ func resolveStep(step string, devs []string, recompute string) string {
 	if step != "" && step != "auto" {
 		return step
 	}
-	return train.AutoStep(devs, recompute == "layer")
+	return train.AutoStep(devs)
 }
 
 // expand returns the cartesian product of the axes applied to base, first axis outermost.

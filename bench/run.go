@@ -477,7 +477,7 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 }
 
 // engineOptions selects point p's training graph: with or without per-layer recomputation,
-// or the device-resident step (which recomputes per layer), with CUDA graphs for step=graph.
+// or the device-resident step of p's recomputation policy, with CUDA graphs for step=graph.
 func engineOptions(p Params, dir string, man *manifest.Manifest) (train.EngineOptions, error) {
 	if p.Recompute == "layer" && man.TrainRecompute == nil {
 		return train.EngineOptions{}, fmt.Errorf("recompute layer is not supported by artifacts %q (no %s): rerun `ortq prepare`", dir, manifest.TrainRecomputeFile)
@@ -487,10 +487,10 @@ func engineOptions(p Params, dir string, man *manifest.Manifest) (train.EngineOp
 	// evaluation session would add the model's size (≈2 GiB for a 4-bit 3B on CUDA) to the
 	// measured peak; perplexity uses a separate eval-only Engine between the phases.
 	if p.Step == StepDevice || p.Step == StepGraph {
-		if p.Recompute != "layer" {
-			return train.EngineOptions{}, fmt.Errorf("point %s: the device step recomputes per layer: use recompute=layer with step=%s", p.Label(), p.Step)
-		}
-		return train.EngineOptions{DeviceStep: true, CUDAGraph: p.Step == StepGraph, LazyEval: true}, nil
+		return train.EngineOptions{DeviceStep: true, Policy: p.Recompute, CUDAGraph: p.Step == StepGraph, LazyEval: true}, nil
+	}
+	if p.Recompute == manifest.RecomputeSelective {
+		return train.EngineOptions{}, fmt.Errorf("point %s: selective recomputation exists only as a device step: use step=device or step=graph", p.Label())
 	}
 	return train.EngineOptions{Train: true, Recompute: p.Recompute == "layer", LazyEval: true}, nil
 }

@@ -25,6 +25,36 @@ const (
 	LoRAInitFile  = "lora_init.safetensors"
 )
 
+// Recomputation policies of the device step, cheapest in memory first: RecomputeLayer
+// recomputes every activation of each decoder layer in the backward pass (TrainStep),
+// RecomputeSelective recomputes a layer's norms, rotary, attention and activation functions
+// but keeps its Linears' products (no GEMM runs twice), RecomputeNone keeps everything.
+const (
+	RecomputeLayer     = "layer"
+	RecomputeSelective = "selective"
+	RecomputeNone      = "none"
+)
+
+// RecomputePolicies lists the policies in that order.
+var RecomputePolicies = []string{RecomputeLayer, RecomputeSelective, RecomputeNone}
+
+// StepFile is the device step graph's file name for a recomputation policy.
+func StepFile(policy string) string {
+	if policy == RecomputeLayer {
+		return TrainStepFile
+	}
+	return "train_step_" + policy + ".onnx"
+}
+
+// Step returns the device step graph of a recomputation policy, or nil when the artifacts
+// have none.
+func (m *Manifest) Step(policy string) *Graph {
+	if policy == RecomputeLayer {
+		return m.TrainStep
+	}
+	return m.StepPolicies[policy]
+}
+
 // Roles of graph inputs and outputs.
 const (
 	RoleInputIDs      = "input_ids"
@@ -131,6 +161,10 @@ type Manifest struct {
 	// prepared before ortq built it.
 	TrainStep  *Graph      `json:"train_step,omitempty"`
 	StepLayout []FlatParam `json:"step_layout,omitempty"`
+	// StepPolicies are device steps with other recomputation policies than TrainStep's
+	// (every activation of every layer recomputed, RecomputeLayer), keyed by policy; each
+	// has TrainStep's inputs, outputs and StepLayout. Absent in artifacts prepared before.
+	StepPolicies map[string]*Graph `json:"step_policies,omitempty"`
 	Eval       Graph       `json:"eval"`
 	Weights    string      `json:"weights"`
 	// DataFiles records the size and SHA-256 of every external data file the graphs

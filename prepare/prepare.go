@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -222,14 +223,39 @@ func loadModel(path string) (*ortgraph.Model, int64, error) {
 
 // graphs is what buildGraphs makes from one base model.
 type graphs struct {
-	base                   *ortgraph.Graph // the rewritten base every graph is cloned from
-	eval, train, rec, step *ortgraph.Model
-	linears                *passes.Linears
-	quant                  []manifest.QuantLayer
-	params                 []manifest.LoRAParam
-	layout                 []manifest.FlatParam
-	shared                 [][]string // the device step's shared initializers (NBitsForward)
-	baseParams, vocab      int64
+	base              *ortgraph.Graph // the rewritten base every graph is cloned from
+	eval, train, rec  *ortgraph.Model
+	steps             map[string]*deviceStep // by recomputation policy
+	linears           *passes.Linears
+	quant             []manifest.QuantLayer
+	params            []manifest.LoRAParam
+	layout            []manifest.FlatParam
+	baseParams, vocab int64
+}
+
+// deviceStep is one device step graph.
+type deviceStep struct {
+	m      *ortgraph.Model
+	layout []manifest.FlatParam
+	shared [][]string // initializers that share bytes (NBitsForward)
+}
+
+// buildStep turns a training graph into a device-resident step: DeviceStep, then
+// NBitsForward unless --dequantize-forward.
+func buildStep(o Options, m *ortgraph.Model, vocab int64, logf func(string, ...any)) (*deviceStep, error) {
+	ps := []*ortgraph.Pass{passes.DeviceStep}
+	if !o.DequantizeForward {
+		ps = append(ps, passes.NBitsForward)
+	}
+	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), o.passConfig(o.Dropout, true, vocab), logf, ps...)
+	if err != nil {
+		return nil, err
+	}
+	st := &deviceStep{m: m, layout: ortgraph.ResultOf[*passes.DeviceStepResult](ctx, passes.DeviceStep).Layout}
+	if !o.DequantizeForward {
+		st.shared = ortgraph.ResultOf[*passes.NBitsForwardResult](ctx, passes.NBitsForward).Shared
+	}
+	return st, nil
 }
 
 // buildGraphs runs the graph-wide passes on the base, then builds the evaluation graph, the
@@ -267,20 +293,29 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	if _, err := runWithLinears(gs.rec, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
-	// The device-resident step is the recomputing graph with its state flattened.
-	gs.step = clone(gs.rec)
-	stepPasses := []*ortgraph.Pass{passes.DeviceStep}
-	if !o.DequantizeForward {
-		stepPasses = append(stepPasses, passes.NBitsForward)
-	}
-	stepCtx, err := ortgraph.RunPasses(ortgraph.NewGraph(gs.step), o.passConfig(o.Dropout, true, vocab), logf, stepPasses...)
-	if err != nil {
-		return nil, fmt.Errorf("model %q: device step graph: %w", o.Model, err)
-	}
 	gs.params = ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
-	gs.layout = ortgraph.ResultOf[*passes.DeviceStepResult](stepCtx, passes.DeviceStep).Layout
-	if !o.DequantizeForward {
-		gs.shared = ortgraph.ResultOf[*passes.NBitsForwardResult](stepCtx, passes.NBitsForward).Shared
+	// The device-resident steps: each recomputation policy's training graph with its state
+	// flattened. Selective recomputation is one more recomputing graph; none is the
+	// training graph itself.
+	sel := clone(m)
+	selCfg := o.passConfig(o.Dropout, true, vocab)
+	selCfg.Recompute.KeepProducts = true
+	if _, err := runWithLinears(sel, selCfg, gs.linears, gs.quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
+		return nil, fmt.Errorf("model %q: selectively recomputing train graph: %w", o.Model, err)
+	}
+	gs.steps = map[string]*deviceStep{}
+	for policy, from := range map[string]*ortgraph.Model{manifest.RecomputeLayer: gs.rec, manifest.RecomputeSelective: sel, manifest.RecomputeNone: gs.train} {
+		st, err := buildStep(o, clone(from), vocab, logf)
+		if err != nil {
+			return nil, fmt.Errorf("model %q: device step graph (recompute %s): %w", o.Model, policy, err)
+		}
+		gs.steps[policy] = st
+	}
+	gs.layout = gs.steps[manifest.RecomputeLayer].layout
+	for policy, st := range gs.steps {
+		if !reflect.DeepEqual(st.layout, gs.layout) {
+			panic("prepare: the device step of recompute " + policy + " lays out its state differently")
+		}
 	}
 	return gs, nil
 }
@@ -310,11 +345,21 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 	man.Eval = describe(ortgraph.NewGraph(gs.eval), manifest.EvalFile)
 	rec := describe(ortgraph.NewGraph(gs.rec), manifest.TrainRecomputeFile)
 	man.TrainRecompute = &rec
-	stepG := ortgraph.NewGraph(gs.step)
-	step := describe(stepG, manifest.TrainStepFile)
-	step.CaptureBlockers = passes.CaptureBlockers(stepG)
-	step.SharedInitializers = gs.shared
-	man.TrainStep = &step
+	for _, policy := range manifest.RecomputePolicies {
+		st := gs.steps[policy]
+		stepG := ortgraph.NewGraph(st.m)
+		d := describe(stepG, manifest.StepFile(policy))
+		d.CaptureBlockers = passes.CaptureBlockers(stepG)
+		d.SharedInitializers = st.shared
+		if policy == manifest.RecomputeLayer {
+			man.TrainStep = &d
+			continue
+		}
+		if man.StepPolicies == nil {
+			man.StepPolicies = map[string]*manifest.Graph{}
+		}
+		man.StepPolicies[policy] = &d
+	}
 	man.StepLayout = gs.layout
 	return man
 }
@@ -331,7 +376,13 @@ func writeArtifacts(o Options, man *manifest.Manifest, gs *graphs) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	sum, err := ortgraph.SaveSharedData(tmp, []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.TrainStepFile, manifest.EvalFile}, []*ortgraph.Model{gs.train, gs.rec, gs.step, gs.eval}, manifest.WeightsFile, 1024)
+	files := []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.EvalFile}
+	models := []*ortgraph.Model{gs.train, gs.rec, gs.eval}
+	for _, policy := range manifest.RecomputePolicies {
+		files = append(files, manifest.StepFile(policy))
+		models = append(models, gs.steps[policy].m)
+	}
+	sum, err := ortgraph.SaveSharedData(tmp, files, models, manifest.WeightsFile, 1024)
 	if err != nil {
 		return err
 	}

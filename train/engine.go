@@ -51,9 +51,10 @@ type EngineOptions struct {
 	// holds its own copy of the weights and its own memory arena, so keeping the
 	// evaluation session open through training would double the weights' footprint.
 	LazyEval bool
-	// DeviceStep opens the device-resident step graph (manifest.TrainStep, which recomputes
-	// per layer) instead of a training graph, for NewDeviceStepper.
+	// DeviceStep opens the device-resident step graph of the recomputation policy Policy
+	// (manifest.RecomputeLayer when empty) instead of a training graph, for NewDeviceStepper.
 	DeviceStep bool
+	Policy     string
 	// CUDAGraph captures the device step in CUDA graphs (CUDA only). Where ONNX Runtime
 	// refuses, the step runs without them and Notes says so.
 	CUDAGraph bool
@@ -79,7 +80,7 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 		}
 	}
 	if eo.DeviceStep {
-		if err := e.openStep(eo.CUDAGraph); err != nil {
+		if err := e.openStep(eo.Policy, eo.CUDAGraph); err != nil {
 			e.Close()
 			return nil, err
 		}
@@ -94,11 +95,15 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 	return e, nil
 }
 
-// openStep opens the device step graph, with CUDA graphs when asked and possible.
-func (e *Engine) openStep(cudaGraph bool) error {
-	g := e.Man.TrainStep
+// openStep opens the device step graph of a recomputation policy, with CUDA graphs when
+// asked and possible.
+func (e *Engine) openStep(policy string, cudaGraph bool) error {
+	if policy == "" {
+		policy = manifest.RecomputeLayer
+	}
+	g := e.Man.Step(policy)
 	if g == nil || len(e.Man.StepLayout) == 0 {
-		return fmt.Errorf("artifacts %q have no device step graph (%s): rerun `ortq prepare`", e.Dir, manifest.TrainStepFile)
+		return fmt.Errorf("artifacts %q have no device step graph for recompute %s (%s): rerun `ortq prepare`", e.Dir, policy, manifest.StepFile(policy))
 	}
 	path := filepath.Join(e.Dir, g.File)
 	opts := e.Opts
@@ -162,7 +167,8 @@ func (e *Engine) SharedWeightBytes() int64 {
 }
 
 // AutoStep is the optimizer step `--step auto` runs on devs (one device, or a list):
-//   - one CUDA device with per-layer recomputation: "graph", the device-resident step captured
+//   - one CUDA device: "graph" (for the recomputation policy the run uses, where the artifacts
+//     hold its step graph), the device-resident step captured
 //     in CUDA graphs where the step graph allows it (see Engine's notes). Measured on an H200
 //     (Llama-3.2-3B shape, micro-batch 7): graph 206 ms, device 220 ms, host 264–300 ms per
 //     step; a CUDA-graph run of the default model interrupted and resumed equals the
@@ -171,9 +177,9 @@ func (e *Engine) SharedWeightBytes() int64 {
 //     step scales 2.02× over one GPU, the device-resident multi-device step 1.63×, whose
 //     per-step weight upload and gradient download costs more than the host step's
 //     reduction.
-//   - otherwise (CPU, no recomputation): "host".
-func AutoStep(devs []string, recompute bool) string {
-	if len(devs) == 1 && strings.HasPrefix(devs[0], "cuda") && recompute {
+//   - otherwise (CPU): "host".
+func AutoStep(devs []string) string {
+	if len(devs) == 1 && strings.HasPrefix(devs[0], "cuda") {
 		return "graph"
 	}
 	return "host"

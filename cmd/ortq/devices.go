@@ -29,11 +29,11 @@ var visibleGPUs = gpumem.Visible
 // (host: train.NewMultiStepper; device or graph: train.NewMultiDeviceStepper, which keeps
 // each device's accumulation in its memory and reduces on the host). auto over several
 // devices is the host step (train.AutoStep).
-func devicesEngineOptions(step string, devs []string, recompute bool, man *manifest.Manifest) (train.EngineOptions, error) {
+func devicesEngineOptions(step string, devs []string, policy string, man *manifest.Manifest) (train.EngineOptions, error) {
 	if (step == "auto" || step == "") && len(devs) > 1 {
-		step = train.AutoStep(devs, recompute)
+		step = train.AutoStep(devs)
 	}
-	return engineOptions(step, devs[0], recompute, man)
+	return engineOptions(step, devs[0], policy, man)
 }
 
 // multiDeviceThreads splits the cores between the CPU sessions of a cpu list when --threads
@@ -146,7 +146,8 @@ func gpuDevices(devs []string) []train.GPUSampler {
 
 // checkDevicesMemory is checkDeviceMemory on every GPU of the run: each runs micro-batches
 // of the same size.
-func checkDevicesMemory(devs []string, m manifest.Model, recompute bool, microBatch, rows, seqLen int) error {
+func checkDevicesMemory(devs []string, m manifest.Model, policy string, microBatch, rows, seqLen int) error {
+	recompute := policy != manifest.RecomputeNone
 	for _, d := range devs {
 		if err := checkDeviceMemory(d, m, recompute, microBatch, rows, seqLen); err != nil {
 			return err

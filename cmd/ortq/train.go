@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/dustin/go-humanize"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -72,7 +73,8 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("eval-every", 0, "evaluate every N optimizer steps (0: only before and after)")
 	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all (cpu,cpu: CPU sessions standing in for GPUs, for testing)")
-	f.String("recompute", "auto", "per-layer activation recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
+	f.String("recompute", "auto", "activation recomputation in the backward pass: layer (every activation of each decoder layer), selective (a layer's norms, rotary, attention and activation functions, not its Linears' GEMMs; device step only), none, or auto (none on the CPU; on one GPU the fastest policy whose estimated peak fits --max-gpu-memory; layer over several GPUs)")
+	f.String("max-gpu-memory", "", "GPU memory --recompute auto may plan for, e.g. 13.7GiB or 14000MiB (default: 90% of the device's free memory)")
 	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device with --recompute layer; host otherwise, several devices included)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
@@ -85,42 +87,83 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	return cmd
 }
 
-// engineOptions resolves --step: the device-resident step needs the recomputing graph and
-// artifacts that have it (auto falls back to the host step where they do not).
-func engineOptions(step, device string, recompute bool, man *manifest.Manifest) (train.EngineOptions, error) {
+// engineOptions resolves --step for a recomputation policy: the device-resident step needs
+// artifacts that hold that policy's step graph (auto falls back to the host step where they
+// do not); the host step has graphs for layer and none only.
+func engineOptions(step, device, policy string, man *manifest.Manifest) (train.EngineOptions, error) {
 	cuda := strings.HasPrefix(device, "cuda")
-	host := train.EngineOptions{Train: true, Recompute: recompute, LazyEval: cuda}
+	host := train.EngineOptions{Train: true, Recompute: policy != manifest.RecomputeNone, LazyEval: cuda}
+	hostOK := func() (train.EngineOptions, error) {
+		if policy == manifest.RecomputeSelective {
+			return host, usageError{fmt.Errorf("--recompute selective exists only as a device step: pass --step device or graph (or auto on one GPU)")}
+		}
+		return host, nil
+	}
 	switch step {
 	case "host":
-		return host, nil
+		return hostOK()
 	case "auto", "":
-		if step = train.AutoStep([]string{device}, recompute); step == "host" || man.TrainStep == nil {
-			return host, nil
+		if step = train.AutoStep([]string{device}); step == "host" || man.Step(policy) == nil {
+			return hostOK()
 		}
 	case "device", "graph":
-		if !recompute {
-			return host, usageError{fmt.Errorf("--step %s recomputes per layer: pass --recompute layer (or auto on CUDA)", step)}
-		}
-		if man.TrainStep == nil {
-			return host, fmt.Errorf("--step %s: the artifacts have no device step graph (%s): rerun `ortq prepare`", step, manifest.TrainStepFile)
+		if man.Step(policy) == nil {
+			return host, fmt.Errorf("--step %s --recompute %s: the artifacts have no such device step graph (%s): rerun `ortq prepare`", step, policy, manifest.StepFile(policy))
 		}
 	default:
 		return host, usageError{fmt.Errorf("--step %q: use host, device, graph or auto", step)}
 	}
-	return train.EngineOptions{DeviceStep: true, CUDAGraph: step == "graph", LazyEval: cuda}, nil
+	return train.EngineOptions{DeviceStep: true, Policy: policy, CUDAGraph: step == "graph", LazyEval: cuda}, nil
 }
 
-// recomputeFlag resolves --recompute for a device.
-func recomputeFlag(v, device string) (bool, error) {
+// recomputeFlag checks --recompute and resolves auto on the CPU (none); on CUDA auto stays
+// until the artifacts and the memory budget are known (resolveRecompute).
+func recomputeFlag(v, device string) (string, error) {
 	switch v {
-	case "layer":
-		return true, nil
-	case "none":
-		return false, nil
+	case manifest.RecomputeLayer, manifest.RecomputeSelective, manifest.RecomputeNone:
+		return v, nil
 	case "auto", "":
-		return strings.HasPrefix(device, "cuda"), nil
+		if !strings.HasPrefix(device, "cuda") {
+			return manifest.RecomputeNone, nil
+		}
+		return "auto", nil
 	}
-	return false, usageError{fmt.Errorf("--recompute %q: use layer, none or auto", v)}
+	return "", usageError{fmt.Errorf("--recompute %q: use layer, selective, none or auto", v)}
+}
+
+// maxGPUMemory parses --max-gpu-memory (0 when empty: the default budget).
+func maxGPUMemory(v string) (float64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	b, err := humanize.ParseBigBytes(v)
+	if err != nil || b.Sign() <= 0 {
+		return 0, usageError{fmt.Errorf("--max-gpu-memory %q: give a size such as 13.7GiB or 14000MiB", v)}
+	}
+	f, _ := b.Float64()
+	return f, nil
+}
+
+// resolveRecompute turns --recompute auto into a policy once the artifacts are read: on one
+// GPU, the fastest whose estimated peak fits the budget (--max-gpu-memory, else 90% of the
+// device's free memory), printed and kept as a note for the run log and the report; over
+// several GPUs, layer (their step is the host step).
+func resolveRecompute(policy string, devs []string, budget float64, man *manifest.Manifest, rows, seqLen int) (string, string, error) {
+	if policy != "auto" {
+		return policy, "", nil
+	}
+	if len(devs) > 1 {
+		return manifest.RecomputeLayer, "", nil
+	}
+	if budget == 0 {
+		free, err := deviceFree(devs[0])
+		if err != nil || free == 0 {
+			return manifest.RecomputeLayer, "recompute auto: layer (the device's free memory is unknown; pass --max-gpu-memory)", nil
+		}
+		budget = 0.9 * float64(free)
+	}
+	c := train.ChooseRecompute(man, budget, rows, seqLen)
+	return c.Policy, c.String(), nil
 }
 
 // addDataFlags adds the flags shared by train and eval for building the dataset.
@@ -250,6 +293,14 @@ func runTrain(v *viper.Viper) error {
 	if _, err := man.VerifyHashesOnce(dir); err != nil {
 		return err
 	}
+	budget, err := maxGPUMemory(v.GetString("max-gpu-memory"))
+	if err != nil {
+		return err
+	}
+	rec, recNote, err := resolveRecompute(rec, devs, budget, man, v.GetInt("micro-batch"), v.GetInt("max-seq-len"))
+	if err != nil {
+		return err
+	}
 	eo, err := devicesEngineOptions(v.GetString("step"), devs, rec, man)
 	if err != nil {
 		return err
@@ -264,6 +315,9 @@ func runTrain(v *viper.Viper) error {
 	defer eng.Close()
 	if perr != nil {
 		return perr
+	}
+	if recNote != "" {
+		eng.Notes = append([]string{recNote}, eng.Notes...)
 	}
 	train.SetBaseModelName(eng.Man, v.GetString("base-model-name"))
 	if ia := v.GetString("init-adapter"); ia != "" { // checked before the data is read

@@ -21,6 +21,21 @@ type Config struct {
 	// LossChunks > 0 computes lm_head and the loss in that many blocks along the
 	// sequence (see chunked_loss.go); 0 appends the plain loss after the logits.
 	LossChunks int
+	// Recompute says what the Recompute pass recomputes; the zero value recomputes every
+	// activation of every decoder layer.
+	Recompute RecomputePolicy
+}
+
+// RecomputePolicy trades memory for time in the Recompute pass.
+type RecomputePolicy struct {
+	// KeepLayers is the number of decoder layers, counted from the top, whose activations
+	// the forward pass keeps (not recomputed); 0 recomputes every layer.
+	KeepLayers int
+	// KeepProducts keeps the base Linears' products (the outputs of the 4-bit or 16-bit
+	// weight GEMMs, after the LoRA sum where a Linear has an adapter) from the forward pass
+	// in the layers that are recomputed: their recomputation then re-runs the norms,
+	// rotary, attention and activation functions but none of the Linears' GEMMs.
+	KeepProducts bool
 }
 
 // Kinds lists the Linear kinds of a Llama decoder, in module order.

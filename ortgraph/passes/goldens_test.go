@@ -331,6 +331,28 @@ func TestRecomputeGolden(t *testing.T) {
 	golden(t, "recompute.txt", out.String())
 }
 
+// TestRecomputeSelectiveGolden keeps the tiny decoder's 4-bit training graph (LoRA on q)
+// recomputed selectively: the backward pass reads the Linears' products (the q LoRA sum, k,
+// v, gate, up) from the forward pass and re-runs only the norms, attention and activations.
+func TestRecomputeSelectiveGolden(t *testing.T) {
+	g := tinyLlama(tinyLlamaOpts{})
+	cfg := &passes.Config{Train: true, Targets: []string{"q_proj"}, Rank: 2, Alpha: 4, Bits: 4, Recompute: passes.RecomputePolicy{KeepProducts: true}}
+	cfg.Quant.BlockSize = 16
+	ctx, b := passRun(t, "4bit_q_selective", g, cfg, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute)
+	r := ortgraph.ResultOf[*passes.RecomputeResult](ctx, passes.Recompute)
+	if r.Kept == 0 || r.Reused != 0 {
+		t.Errorf("kept %d products, reused %d dequantizations: want products kept and no Linear recomputed", r.Kept, r.Reused)
+	}
+	for _, n := range g.P.Node {
+		if strings.HasPrefix(n.Name, "recompute/") && (n.OpType == "MatMulNBits" || n.OpType == "DequantizeLinear") {
+			t.Errorf("%s: a Linear is recomputed", n.Name)
+		}
+	}
+	fmt.Fprintf(b, "# layers=%d kept=%d cloned=%d reused=%d\n", r.Layers, r.Kept, r.Cloned, r.Reused)
+	b.WriteString(ortgraph.Dump(g))
+	golden(t, "recompute_selective.txt", b.String())
+}
+
 // TestORTCompatGolden keeps a RotaryEmbedding without position_ids (its batch-1 cos/sin
 // caches expanded to x's batch) and one with position_ids (left as it is).
 func TestORTCompatGolden(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 // RecomputeResult says what the Recompute pass did.
 type RecomputeResult struct {
 	Layers int // layers whose activations are recomputed
+	Kept   int // Linear products kept from the forward pass (RecomputePolicy.KeepProducts)
 	Cloned int // forward nodes re-emitted for the backward pass
 	Reused int // backward dequantizations of 4-bit weights replaced by the recomputed forward's
 }
@@ -52,7 +53,7 @@ type RecomputeResult struct {
 var Recompute = &ortgraph.Pass{
 	Name:     "recompute",
 	Doc:      "per-layer activation recomputation in the backward pass (gradient checkpointing)",
-	Requires: []*ortgraph.Pass{Backward, LoRA},
+	Requires: []*ortgraph.Pass{Backward, LoRA, FindLinears},
 	Run:      runRecompute,
 }
 
@@ -134,6 +135,15 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	br := ortgraph.ResultOf[*BackwardResult](ctx, Backward)
 	r := newRecomputer(g, br, ortgraph.ResultOf[[]manifest.LoRAParam](ctx, LoRA))
+	pol := cfg(ctx.Config).Recompute
+	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
+	if pol.KeepLayers < 0 || pol.KeepLayers >= ls.Layers {
+		return nil, fmt.Errorf("recompute policy keeps %d of %d layers: keep 0 to %d (keeping every layer is no recomputation: use the training graph)", pol.KeepLayers, ls.Layers, ls.Layers-1)
+	}
+	r.below = ls.Layers - pol.KeepLayers
+	if pol.KeepProducts {
+		r.keep = keptProducts(g, ls)
+	}
 	layers, err := r.rewireBackward()
 	if err != nil {
 		return nil, err
@@ -146,8 +156,27 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 		return nil, err
 	}
 	g.Prune()
-	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d backward weight dequantizations replaced by the recomputed ones", len(layers), r.cloned, reused)
-	return &RecomputeResult{Layers: len(layers), Cloned: r.cloned, Reused: reused}, nil
+	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d Linear products kept, %d backward weight dequantizations replaced by the recomputed ones", len(layers), r.cloned, r.kept, reused)
+	return &RecomputeResult{Layers: len(layers), Kept: r.kept, Cloned: r.cloned, Reused: reused}, nil
+}
+
+// keptProducts returns the values KeepProducts keeps: each Linear's output, or the LoRA sum
+// that replaced it in its readers (the LoRA pass's Add, which is then the value the layer
+// reads; its own inputs are needed by no gradient).
+func keptProducts(g *ortgraph.Graph, ls *Linears) map[string]bool {
+	keep := map[string]bool{}
+	readers := g.Consumers()
+	for _, l := range ls.All {
+		if l.Layer < 0 || l.Node == nil {
+			continue
+		}
+		y := l.Node.Output[0]
+		if rs := readers[y]; len(rs) == 1 && rs[0].OpType == "Add" && strings.HasPrefix(rs[0].Name, "lora/") {
+			y = rs[0].Output[0]
+		}
+		keep[y] = true
+	}
+	return keep
 }
 
 // recomputer holds what the Recompute pass learns about the forward graph (phases 1-4 in
@@ -167,6 +196,12 @@ type recomputer struct {
 	// producer maps a forward value to its node; random marks values drawn at random.
 	producer map[string]*onnxpb.NodeProto
 	random   map[string]bool
+
+	// below is the first layer not recomputed (RecomputePolicy.KeepLayers counts down from
+	// the top); keep holds the Linear products read from the forward pass (KeepProducts).
+	below int
+	keep  map[string]bool
+	kept  int
 
 	clones map[string]string // forward value → its recomputed clone
 	gated  map[string]string // "layer|value" → the value gated on the layer's gradient
@@ -376,7 +411,7 @@ func (r *recomputer) rewireBackward() (map[int]bool, error) {
 		}
 		for i, in := range n.Input {
 			l, ok := r.layerOf[in]
-			if !ok || l < 0 || r.boundary[in] {
+			if !ok || l < 0 || l >= r.below || r.boundary[in] {
 				continue
 			}
 			c, err := r.clone(in, l)
@@ -456,6 +491,11 @@ func (r *recomputer) clone(v string, l int) (string, error) {
 	p := r.producer[v]
 	if r.random[v] {
 		return v, nil // the forward pass's mask stays alive
+	}
+	if r.keep[v] {
+		r.clones[v] = v // the forward product stays alive
+		r.kept++
+		return v, nil
 	}
 	if p == nil || r.layerOf[v] != l || r.boundary[v] {
 		return r.outside(v, p, l), nil

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# GPU machine, one call: where the 3B step's time goes between recomputation policies and the
+# 4-bit GEMM path, with the PyTorch+PEFT peer in the same call. Synthesizes PRESET (llama-3.2-3b,
+# 4-bit), prepares it (PREP_ARGS), then runs, each as its own `ortq bench` point (medians of
+# STEPS after 3 warm-up): every "LABEL:ENV:ARGS" entry of POINTS, and the peer for each
+# recompute setting in PEER_RECOMPUTE (layer none). Env: PRESET, MB (7), STEPS (17), REUSE=1.
+set -u
+. "$(dirname "$0")/device-env.sh"
+R=/tmp/policy-res; rm -rf $R; mkdir -p $R  # reports; $OUT gets progress.txt and one tarball
+PRESET=${PRESET:-llama-3.2-3b}; MB=${MB:-7}; STEPS=${STEPS:-17}
+log() { echo "[$(date +%T)] $*" | tee -a "$OUT/progress.txt"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt"
+log "start $(cat "$OUT/gpu.txt")"
+if [ "${REUSE:-0}" != 1 ] || [ ! -f /tmp/p-a/manifest.json ]; then
+  timeout 200 $Q synth --preset $PRESET --quantize --out /tmp/p-m --quiet --force > "$R/synth.txt" 2>&1; log "synth rc $?"
+  timeout 300 $Q prepare --model /tmp/p-m/model.onnx --out /tmp/p-a --quiet --force ${PREP_ARGS:-} > "$R/prepare.txt" 2>&1; log "prepare rc $?"
+fi
+IFS=';' read -ra pts <<< "${POINTS:-graph::--recompute layer --step graph}"
+for pt in "${pts[@]}"; do
+  label=${pt%%:*}; rest=${pt#*:}; envs=${rest%%:*}; args=${rest#*:}
+  env $envs timeout 240 $Q bench --artifacts /tmp/p-a --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
+    --quiet $args --out "$R/o-$label" > "$R/o-$label.txt" 2>&1
+  log "ortq $label rc $?: $(python3 -c "import json;p=json.load(open('$R/o-$label/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p['peak_gpu_bytes']/2**30,2),'GiB, tok/s',round(p.get('tokens_per_s',0)), p.get('notes'))" 2>&1 | tail -1)"
+done
+for rc in ${PEER_RECOMPUTE:-layer}; do
+  timeout 240 python3 bench/peer/torch_peft.py --preset $PRESET --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
+    --recompute $rc --out "$R/peer-$rc.json" > "$R/peer-$rc.txt" 2>&1
+  log "peer $rc rc $?: $(python3 -c "import json;d=json.load(open('$R/peer-$rc.json'));p=d['points'][0] if 'points' in d else d;print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB')" 2>&1 | tail -1)"
+done
+rm -f $R/*/*.png $R/*/*.svg $R/*/memory.jsonl
+tar -czf "$OUT/policy-res.tgz" -C $R .
