@@ -165,8 +165,8 @@ type Manifest struct {
 	// (every activation of every layer recomputed, RecomputeLayer), keyed by policy; each
 	// has TrainStep's inputs, outputs and StepLayout. Absent in artifacts prepared before.
 	StepPolicies map[string]*Graph `json:"step_policies,omitempty"`
-	Eval       Graph       `json:"eval"`
-	Weights    string      `json:"weights"`
+	Eval         Graph             `json:"eval"`
+	Weights      string            `json:"weights"`
 	// DataFiles records the size and SHA-256 of every external data file the graphs
 	// share (weights.bin), so a truncated or damaged copy is refused naming the file
 	// (absent in manifests written before ortq recorded them: those files go unchecked).
