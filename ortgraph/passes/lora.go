@@ -19,7 +19,8 @@ func PEFTName(module, ab string) string {
 // the activation type inside it; dropout masks are a hash of the graph's seed input,
 // the module and the position (dropout.go), so forward, recomputation and a resumed run
 // all see the same masks. With dropout the graph computes ((α/r)/(1−p))·B·A·(mask⊙x):
-// dropout's 1/(1−p) rides on the scale multiply after B instead of a multiply of x.
+// dropout's 1/(1−p) rides on the scale, which multiplies B (a [r, out] factor) instead of
+// x or the [tokens, out] product.
 var LoRA = &ortgraph.Pass{
 	Name:     "lora",
 	Doc:      "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
@@ -52,7 +53,7 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 	var params []manifest.LoRAParam
 	r := int64(c.Rank)
 	// PEFT computes scale·B·A·(mask⊙x/(1−p)); the 1/(1−p) of dropout is folded into the
-	// constant scale applied after B, so the mask is applied as Where(keep, x, 0) and no
+	// constant scale applied to B, so the mask is applied as Where(keep, x, 0) and no
 	// full-size multiply by 1/(1−p) runs. The product is the same linear map of x, so the
 	// gradients of A, B and x (Where passes dy where kept, the scale multiplies dy) are
 	// PEFT's: dA = s'·(Bᵀdy)(mask⊙x)ᵀ, dx = mask⊙(s'·AᵀBᵀdy) with s' = (α/r)/(1−p).
@@ -117,11 +118,14 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		bt := g.Op("Transpose", []string{b}, ortgraph.AInts("perm", 1, 0))
 		g.SetType(at, ortgraph.TensorType(dt, []int64{l.In, r}))
 		g.SetType(bt, ortgraph.TensorType(dt, []int64{r, l.Out}))
+		// The α/r (and 1/(1−p)) scale multiplies the [r, out] factor, not the [tokens, out]
+		// product: (h·Bᵀ)·s = h·(Bᵀ·s), one tiny Mul instead of a full-size one in the
+		// forward pass and another in the backward pass.
+		bts := g.Op("Mul", []string{bt, g.ConstF(dt, float32(scale))})
+		g.SetType(bts, ortgraph.TensorType(dt, []int64{r, l.Out}))
 		h := g.Op("MatMul", []string{xin, at})
 		setLike(g, h, x, r)
-		d := g.Op("MatMul", []string{h, bt})
-		setLike(g, d, x, l.Out)
-		ds := g.Op("Mul", []string{d, g.ConstF(dt, float32(scale))})
+		ds := g.Op("MatMul", []string{h, bts})
 		setLike(g, ds, x, l.Out)
 		sum := g.Op("Add", []string{y, ds})
 		setLike(g, sum, x, l.Out)
