@@ -363,8 +363,13 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("baseline eval: loss %.4f, perplexity %.3f\n", float64(rep.Baseline.Loss), float64(rep.Baseline.Perplexity))
-	fmt.Printf("final eval:    loss %.4f, perplexity %.3f\n", float64(rep.Final.Loss), float64(rep.Final.Perplexity))
+	if len(ds.Eval) == 0 {
+		// An empty eval set has no perplexity; the report's NaN fields say so.
+		fmt.Println("no eval set (--eval-fraction 0 and no --eval-data): no perplexity measured")
+	} else {
+		fmt.Printf("baseline eval: loss %.4f, perplexity %.3f\n", float64(rep.Baseline.Loss), float64(rep.Baseline.Perplexity))
+		fmt.Printf("final eval:    loss %.4f, perplexity %.3f\n", float64(rep.Final.Loss), float64(rep.Final.Perplexity))
+	}
 	fmt.Printf("%d optimizer steps, %.0f tokens/s; adapter and report in %s\n", rep.OptimizerSteps, float64(rep.TokensPerSecond), out)
 	return nil
 }
