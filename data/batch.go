@@ -62,10 +62,15 @@ func (o BatchOptions) validate() error {
 // Batch is one padded micro-batch in the layout the graphs take: row-major
 // [Rows, SeqLen] int64 tensors, right padding.
 type Batch struct {
-	Rows, SeqLen  int
-	InputIDs      []int64 // [Rows*SeqLen]
-	AttentionMask []int64 // 1 for real tokens, 0 for padding
-	Labels        []int64 // input ids, IgnoreIndex at padding; the graph shifts
+	Rows, SeqLen int
+	InputIDs     []int64 // [Rows*SeqLen]
+	// AttentionMask is 0 at padding and the document's id within the row (1, 2, …) at
+	// real tokens: all 1 unless documents are packed apart (Options.Isolate), where the
+	// graphs (manifest.Manifest.DocumentIDs) let no token attend to another document.
+	AttentionMask []int64
+	// PositionIDs restart at 0 with each document of a row (0..SeqLen-1 for one).
+	PositionIDs []int64
+	Labels      []int64 // input ids, IgnoreIndex at padding and documents' first tokens; the graph shifts
 	// Tokens is the number of labels the shifted loss counts: labels at
 	// positions 1..SeqLen-1 of each row that are not IgnoreIndex. Token-
 	// weighted accumulation divides the summed loss by the total of these.
@@ -73,6 +78,18 @@ type Batch struct {
 	// Examples are the indices of the rows' examples in the slice the batch
 	// was built from (for debugging and tests).
 	Examples []int
+}
+
+// Positions returns PositionIDs, or 0..SeqLen-1 in every row for a batch built without them.
+func (b Batch) Positions() []int64 {
+	if b.PositionIDs != nil {
+		return b.PositionIDs
+	}
+	pos := make([]int64, b.Rows*b.SeqLen)
+	for i := range pos {
+		pos[i] = int64(i % b.SeqLen)
+	}
+	return pos
 }
 
 // Shape returns the [Rows, SeqLen] shape for ORT tensors.
@@ -102,24 +119,15 @@ func MakeBatch(examples []Example, idx []int, opts BatchOptions) (Batch, error) 
 		SeqLen:        s,
 		InputIDs:      make([]int64, len(idx)*s),
 		AttentionMask: make([]int64, len(idx)*s),
+		PositionIDs:   make([]int64, len(idx)*s),
 		Labels:        make([]int64, len(idx)*s),
 		Examples:      append([]int(nil), idx...),
 	}
 	for r, i := range idx {
-		row := r * s
-		ex := examples[i]
-		for j := 0; j < s; j++ {
-			if j < len(ex) {
-				b.InputIDs[row+j] = int64(ex[j])
-				b.AttentionMask[row+j] = 1
-				b.Labels[row+j] = int64(ex[j])
-			} else {
-				b.InputIDs[row+j] = opts.PadID
-				b.Labels[row+j] = IgnoreIndex
-			}
-		}
+		fillRow(&b, r, examples[i], opts.PadID)
 		// Counted from the labels rather than as len(ex)-1 so the definition
 		// stays right if masking rules change (e.g. prompt masking).
+		row := r * s
 		for j := 1; j < s; j++ {
 			if b.Labels[row+j] != IgnoreIndex {
 				b.Tokens++
@@ -127,6 +135,28 @@ func MakeBatch(examples []Example, idx []int, opts BatchOptions) (Batch, error) 
 		}
 	}
 	return b, nil
+}
+
+// fillRow writes example ex into row r of b. Each document of the row (one, unless ex holds
+// Options.Isolate's marks) gets its id 1, 2, … in the attention mask, positions from 0 and
+// IgnoreIndex at its first token, which the previous document's last token would otherwise
+// predict; padding has id 0, no label, and the positions of its columns.
+func fillRow(b *Batch, r int, ex Example, padID int64) {
+	row := r * b.SeqLen
+	doc, start := int64(1), 0
+	for j := 0; j < b.SeqLen; j++ {
+		if j >= len(ex) {
+			b.InputIDs[row+j], b.Labels[row+j], b.PositionIDs[row+j] = padID, IgnoreIndex, int64(j)
+			continue
+		}
+		tok := int64(ex.Token(j))
+		b.InputIDs[row+j], b.Labels[row+j] = tok, tok
+		if j > 0 && ex.StartsDocument(j) {
+			doc, start = doc+1, j
+			b.Labels[row+j] = IgnoreIndex
+		}
+		b.AttentionMask[row+j], b.PositionIDs[row+j] = doc, int64(j-start)
+	}
 }
 
 // Batches splits examples, in order, into padded micro-batches; used for

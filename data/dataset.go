@@ -41,6 +41,10 @@ type Options struct {
 	// NoPack makes one example per document (truncated to MaxSeqLen)
 	// instead of packing all documents into MaxSeqLen blocks.
 	NoPack bool
+	// Isolate marks where each packed document starts, so that batches give every
+	// document of a row its own id in the attention mask, positions from 0 and no label
+	// predicted across the boundary (ignored with NoPack, whose rows hold one document).
+	Isolate bool
 	// EvalFraction of the examples goes to the eval set (0 = no eval set).
 	EvalFraction float64
 	// Seed drives the train/eval split.
@@ -54,8 +58,22 @@ func DefaultOptions() Options {
 }
 
 // Example is one training sequence of token ids (at most MaxSeqLen long).
-// int32 halves memory versus int; every real vocabulary fits.
+// int32 halves memory versus int; every real vocabulary fits. With Options.Isolate the
+// first token of each document is stored complemented (^id, negative): the boundaries
+// travel with the tokens through splits, shuffles and checkpoints' fingerprints, and
+// MakeBatch turns them into document ids, positions and labels (Token reads the id).
 type Example []int32
+
+// Token is the token id at i, without its document-start mark.
+func (e Example) Token(i int) int32 {
+	if e[i] < 0 {
+		return ^e[i]
+	}
+	return e[i]
+}
+
+// StartsDocument reports whether a document starts at i (marked by Options.Isolate).
+func (e Example) StartsDocument(i int) bool { return e[i] < 0 }
 
 // Stats describes what Build did, for logs and the run report.
 type Stats struct {
@@ -126,6 +144,9 @@ func Build(docs []Document, enc Encoder, opts Options) (*Dataset, error) {
 		}
 		seq = append(seq, int32(opts.EOS))
 		ds.Stats.Tokens += len(seq)
+		if opts.Isolate && !opts.NoPack {
+			seq[0] = ^seq[0]
+		}
 		if opts.NoPack {
 			if len(seq) > maxLen {
 				seq = seq[:maxLen:maxLen]

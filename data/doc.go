@@ -5,12 +5,15 @@
 // and test each one:
 //
 //  1. ReadDocuments reads .txt files (one file = one document, or one line =
-//     one document when ReadOptions.LinePerDocument is set for --no-pack) and
+//     one document when ReadOptions.LinePerDocument is set for --pack none) and
 //     JSONL files (one {"text": ...} object per line).
 //  2. Build tokenizes documents through the Encoder interface (the tokenize
 //     package plugs in here, so this package has no tokenizer dependency),
 //     packs them into MaxSeqLen blocks joined with EOS (or truncates one
-//     example per document with NoPack), checks lengths against the model and
+//     example per document with NoPack; with Isolate it marks where each
+//     document starts, and batches then give the documents of a row their own
+//     ids in the attention mask, positions from 0 and no label at a document's
+//     first token, so none is trained to predict it from the one before), checks lengths against the model and
 //     splits examples into seeded train/eval sets.
 //  3. Iterator yields shuffled, padded micro-batches (Batch) epoch after
 //     epoch; its Position (epoch, index, seed) is all a checkpoint has to

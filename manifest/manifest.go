@@ -55,6 +55,13 @@ func (m *Manifest) Step(policy string) *Graph {
 	return m.StepPolicies[policy]
 }
 
+// AttentionMaskDocumentIDs is Manifest.AttentionMask for graphs whose attention_mask holds
+// document ids (passes.DocMask).
+const AttentionMaskDocumentIDs = "document_ids"
+
+// DocumentIDs reports whether the graphs take document ids in attention_mask.
+func (m *Manifest) DocumentIDs() bool { return m.AttentionMask == AttentionMaskDocumentIDs }
+
 // Roles of graph inputs and outputs.
 const (
 	RoleInputIDs      = "input_ids"
@@ -166,7 +173,13 @@ type Manifest struct {
 	// has TrainStep's inputs, outputs and StepLayout. Absent in artifacts prepared before.
 	StepPolicies map[string]*Graph `json:"step_policies,omitempty"`
 	Eval         Graph             `json:"eval"`
-	Weights      string            `json:"weights"`
+	// AttentionMask says what every graph's attention_mask input holds:
+	// AttentionMaskDocumentIDs (document ids, 0 = padding, and position_ids restarting per
+	// document: packed documents do not attend to each other), or "" — a 0/1 padding mask,
+	// all prepare made before ortq packed documents apart, or a graph DocMask could not
+	// rewrite (train then packs by plain concatenation only).
+	AttentionMask string `json:"attention_mask,omitempty"`
+	Weights       string `json:"weights"`
 	// DataFiles records the size and SHA-256 of every external data file the graphs
 	// share (weights.bin), so a truncated or damaged copy is refused naming the file
 	// (absent in manifests written before ortq recorded them: those files go unchecked).

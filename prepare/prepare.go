@@ -231,6 +231,7 @@ type graphs struct {
 	params            []manifest.LoRAParam
 	layout            []manifest.FlatParam
 	baseParams, vocab int64
+	docIDs            bool // DocMask rewrote the base: attention_mask holds document ids
 }
 
 // deviceStep is one device step graph.
@@ -269,12 +270,13 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	vocab := gs.vocab
 	// Graph-wide rewrites every graph shares run on the base, before it is cloned;
 	// Quantize brings FindLinears, whose result the clones are given.
-	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.Quantize, passes.Rotary, passes.GroupedKV, passes.ORTCompat, passes.RMSNorm)
+	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.Quantize, passes.Rotary, passes.DocMask, passes.GroupedKV, passes.ORTCompat, passes.RMSNorm)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
 	gs.linears = ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears)
 	gs.quant = ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize)
+	gs.docIDs = ortgraph.ResultOf[*passes.DocMaskResult](ctx, passes.DocMask).DocumentIDs()
 	clone := func(from *ortgraph.Model) *ortgraph.Model {
 		return &ortgraph.Model{P: proto.Clone(from.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
 	}
@@ -333,6 +335,9 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 	}
 	linears := gs.linears
 	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: gs.vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(gs.base, linears)}
+	if gs.docIDs {
+		man.AttentionMask = manifest.AttentionMaskDocumentIDs
+	}
 	man.Model.MaxPositions = maxPositions(filepath.Join(filepath.Dir(m.Path), "config.json"), m.P)
 	man.Counts.BaseParams = gs.baseParams
 	for _, q := range gs.quant {

@@ -37,8 +37,6 @@ type deviceStepper struct {
 	// feeds are the per-run inputs, in graph order: every micro-batch's upload is one copy
 	// (one CopyTensors call on CUDA, one run of one copy session elsewhere).
 	feeds []feedSlot
-	// positions are the position ids of every batch (one shape, so computed once).
-	positions []int64
 	// pad are two one-element float32 buffers that fill the state transfers up to three
 	// vectors, so that where the Copier copies through sessions every state transfer uses the
 	// same one (each copy session is an execution provider with its own device memory).
@@ -74,7 +72,7 @@ func NewDeviceStepper(e *Engine, init []Param, cfg StepConfig, rows, seq int) (S
 		return nil, err
 	}
 	s := &deviceStepper{sess: e.step, cp: ortrun.NewCopier(e.Opts), layout: e.Man.StepLayout, adam: cfg.AdamW,
-		scaler: scaler, rows: rows, seq: seq, positions: positions(rows, seq)}
+		scaler: scaler, rows: rows, seq: seq}
 	for _, l := range s.layout {
 		s.size += l.Size
 	}
@@ -283,7 +281,7 @@ func (s *deviceStepper) feed(b data.Batch, seed uint64, sc []float32) error {
 		case manifest.RoleLabels:
 			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: p.Labels}
 		case manifest.RolePositionIDs:
-			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: s.positions}
+			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: p.Positions()}
 		case manifest.RoleDropoutSeed:
 			t = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{int64(seed % manifest.DropoutSeedModulus)}}
 		case manifest.RoleDropoutRows:
@@ -335,10 +333,12 @@ func padBatch(b data.Batch, rows, seq int) data.Batch {
 		return b
 	}
 	p := data.Batch{Rows: rows, SeqLen: seq, Tokens: b.Tokens, InputIDs: make([]int64, rows*seq),
-		AttentionMask: make([]int64, rows*seq), Labels: make([]int64, rows*seq)}
+		AttentionMask: make([]int64, rows*seq), PositionIDs: make([]int64, rows*seq), Labels: make([]int64, rows*seq)}
 	for i := range p.Labels {
 		p.Labels[i] = data.IgnoreIndex
+		p.PositionIDs[i] = int64(i % seq)
 	}
+	pos := b.Positions()
 	for r := 0; r < rows; r++ {
 		if r >= b.Rows {
 			p.AttentionMask[r*seq] = 1
@@ -346,19 +346,10 @@ func padBatch(b data.Batch, rows, seq int) data.Batch {
 		}
 		copy(p.InputIDs[r*seq:], b.InputIDs[r*b.SeqLen:(r+1)*b.SeqLen])
 		copy(p.AttentionMask[r*seq:], b.AttentionMask[r*b.SeqLen:(r+1)*b.SeqLen])
+		copy(p.PositionIDs[r*seq:], pos[r*b.SeqLen:(r+1)*b.SeqLen])
 		copy(p.Labels[r*seq:], b.Labels[r*b.SeqLen:(r+1)*b.SeqLen])
 	}
 	return p
-}
-
-func positions(rows, seq int) []int64 {
-	pos := make([]int64, rows*seq)
-	for r := 0; r < rows; r++ {
-		for c := 0; c < seq; c++ {
-			pos[r*seq+c] = int64(c)
-		}
-	}
-	return pos
 }
 
 // flat packs per-tensor values into one state vector in layout order.

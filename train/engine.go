@@ -246,7 +246,7 @@ func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossSca
 		case manifest.RoleAttentionMask:
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.AttentionMask}
 		case manifest.RolePositionIDs:
-			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: positions(b.Rows, b.SeqLen)}
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.Positions()}
 		case manifest.RoleLabels:
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: shape, Data: b.Labels}
 		case manifest.RoleLossScale:

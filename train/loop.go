@@ -45,6 +45,9 @@ type Config struct {
 	Resume string `json:"-"`
 	// InitAdapter is a PEFT adapter directory the LoRA weights start from ("" = lora_init).
 	InitAdapter string `json:"init_adapter,omitempty"`
+	// Data are the options that made the examples, recorded in report.json, where `ortq
+	// eval` reads them back to evaluate the run's own eval split.
+	Data DataSettings `json:"data"`
 	// Inputs are caller-known facts a resume must match (data file hashes, --max-seq-len,
 	// tokenizer hash), keyed by the option that sets them.
 	Inputs map[string]string `json:"inputs,omitempty"`
@@ -67,6 +70,18 @@ type Config struct {
 	// test drives the loop without ONNX Runtime.
 	NewStepper     func(init []Param, sc StepConfig, rows, seq int) (Stepper, error) `json:"-"`
 	CheckpointHook CheckpointHook                                                    `json:"-"`
+}
+
+// DataSettings are the data options of a run (the micro-batch, padding and seed are
+// Config's own).
+type DataSettings struct {
+	Files     []string `json:"files,omitempty"`
+	EvalData  []string `json:"eval_data,omitempty"` // a separate validation set, evaluated whole
+	MaxSeqLen int      `json:"max_seq_len"`
+	// Pack is how documents share rows: "isolated" (no attention across documents),
+	// "concat" (joined with EOS under one causal mask) or "none" (one document per row).
+	Pack         string  `json:"pack"`
+	EvalFraction float64 `json:"eval_fraction"`
 }
 
 // DefaultMaxSkips is Config.MaxSkips's default.

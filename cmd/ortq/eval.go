@@ -3,28 +3,43 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/train"
 	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
 )
 
 func newEval() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "eval --artifacts DIR --data FILE... --tokenizer tokenizer.json [--adapter FILE]",
 		Short: "Report eval-split loss and perplexity of the base model or a trained adapter",
-		Args:  cobra.NoArgs,
+		Long: `eval reports the loss and perplexity of the eval set: the seeded --eval-fraction split of
+--data (the split train holds out), the whole of --data with --eval-fraction 1, or --eval-data.
+With --adapter RUN/adapter_model.safetensors, the data settings the run used (--data,
+--eval-data, --max-seq-len, --micro-batch, --pack, --seed, --pad-multiple, --eval-fraction)
+come from RUN/report.json unless given; one line on stderr says which were used.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, err := options(cmd)
+			if err != nil {
+				return err
+			}
+			dir := v.GetString("artifacts")
+			if dir == "" {
+				return usageError{fmt.Errorf("--artifacts is required")}
+			}
+			line, err := applyRunReport(v, v.GetString("adapter"))
 			if err != nil {
 				return err
 			}
 			if err := checkDataFlags(v); err != nil {
 				return err
 			}
-			dir := v.GetString("artifacts")
-			if dir == "" {
-				return usageError{fmt.Errorf("--artifacts is required")}
+			d, err := evalSettings(v)
+			if err != nil {
+				return err
 			}
 			opts, err := sessionOptions(v)
 			if err != nil {
@@ -35,7 +50,11 @@ func newEval() *cobra.Command {
 				return err
 			}
 			defer eng.Close()
-			ds, err := loadDataset(v, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
+			if err := checkPack(d, eng.Man, dir); err != nil {
+				return err
+			}
+			fmt.Fprintln(os.Stderr, line)
+			ds, err := loadDataset(v, d, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
 			if err != nil {
 				return err
 			}
@@ -60,7 +79,7 @@ func newEval() *cobra.Command {
 				return err
 			}
 			if n == 0 {
-				return fmt.Errorf("the eval split has no tokens: add data or raise --eval-fraction")
+				return fmt.Errorf("the eval set has no tokens: add data, raise --eval-fraction or pass --eval-data")
 			}
 			fmt.Printf("eval: %d tokens, loss %.4f, perplexity %.3f\n", n, s/float64(n), math.Exp(s/float64(n)))
 			return nil
@@ -68,12 +87,30 @@ func newEval() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.String("artifacts", "", "artifacts directory written by ortq prepare")
-	f.StringSlice("data", nil, "text files (.txt or .jsonl); the same seeded eval split as train is used")
+	f.StringSlice("data", nil, "text files (.txt or .jsonl); the same seeded eval split as train is used (default: the run's, from report.json beside --adapter)")
 	f.String("tokenizer", "", "Hugging Face tokenizer.json")
 	f.String("adapter", "", "adapter_model.safetensors to evaluate (default: the untrained initial adapter = base model)")
-	f.Int("micro-batch", 7, "sequences per batch")
+	f.Int("micro-batch", 7, "sequences per batch (default: the run's)")
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	addDataFlags(f)
 	return cmd
+}
+
+// evalSettings are eval's data settings: --eval-fraction 1 evaluates the whole of --data
+// (as --eval-data would), and 0 without --eval-data holds nothing out to evaluate.
+func evalSettings(v *viper.Viper) (train.DataSettings, error) {
+	d, err := dataSettings(v)
+	if err != nil {
+		return d, err
+	}
+	switch {
+	case len(d.EvalData) > 0:
+		d.Files = nil // the eval set is --eval-data, whole
+	case d.EvalFraction >= 1:
+		d.EvalData, d.Files, d.EvalFraction = d.Files, nil, 0
+	case d.EvalFraction == 0:
+		return d, usageError{fmt.Errorf("--eval-fraction 0 holds nothing out, so there is nothing to evaluate: pass --eval-fraction 1 to evaluate all of --data, or --eval-data FILE")}
+	}
+	return d, nil
 }

@@ -27,8 +27,10 @@ func newTrain() *cobra.Command {
 		Use:   "train --artifacts DIR --data FILE... --tokenizer tokenizer.json",
 		Short: "Fine-tune the LoRA adapters of prepared artifacts; report perplexity before and after",
 		Long: `train tokenizes the data (plain text files: one document per file; JSONL: one document
-per line in the "text" field), packs it into --max-seq-len blocks joined by EOS (or one example
-per line with --no-pack), holds out a seeded 10 % eval split, measures the baseline eval
+per line in the "text" field), packs it into --max-seq-len blocks (--pack isolated, the default: no token attends to
+another document, positions restart at 0 for each document and a document's first token is
+not a label of the one before; --pack concat: joined by EOS under one causal mask; --pack
+none: one example per line), holds out a seeded 10 % eval split (or evaluates --eval-data), measures the baseline eval
 perplexity, trains with AdamW and token-weighted gradient accumulation, evaluates again and
 writes the adapter (adapter_model.safetensors, adapter_config.json, PEFT names) and a run
 report (report.json, report.md) to --out.
@@ -168,17 +170,22 @@ func resolveRecompute(policy string, devs []string, budget float64, man *manifes
 
 // addDataFlags adds the flags shared by train and eval for building the dataset.
 func addDataFlags(f *pflag.FlagSet) {
-	f.Int("max-seq-len", data.DefaultMaxSeqLen, "tokens per packed block (the longest sequence with --no-pack); at least 1")
-	f.Bool("no-pack", false, "one example per line/document instead of packed blocks")
-	f.Float64("eval-fraction", data.DefaultEvalFraction, "share of examples held out for evaluation")
+	f.Int("max-seq-len", data.DefaultMaxSeqLen, "tokens per packed block (the longest sequence with --pack none); at least 1")
+	f.String("pack", packIsolated, "how documents share rows: isolated (packed into --max-seq-len blocks, each document attending only to itself, positions from 0), concat (joined with EOS under one causal mask, the seed's packing) or none (one example per line/document)")
+	f.Bool("no-pack", false, "one example per line/document (deprecated: --pack none)")
+	_ = f.MarkDeprecated("no-pack", "use --pack none")
+	f.Float64("eval-fraction", data.DefaultEvalFraction, "share of examples held out for evaluation (0 with --eval-data)")
+	f.StringSlice("eval-data", nil, "a separate validation set (.txt or .jsonl), evaluated whole; --data then all trains")
 	f.Int("pad-multiple", data.DefaultPadMultiple, "pad each micro-batch's length to a multiple of this")
 	f.Uint64("seed", 42, "seed for the split, shuffling and dropout")
 	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, alpha, targets and shapes must match the artifacts")
 	f.String("base-model-name", "", "base_model_name_or_path written to adapter_config.json (default: what prepare recorded, the model given to `ortq prepare`)")
 }
 
-// loadDataset reads, tokenizes and splits the data files.
-func loadDataset(v *viper.Viper, vocab int64, maxPositions int) (*data.Dataset, error) {
+// loadDataset reads, tokenizes and splits the data files (d.Files, which may be empty
+// when d.EvalData holds everything to evaluate); d.EvalData, when given, is the eval set,
+// whole.
+func loadDataset(v *viper.Viper, d train.DataSettings, vocab int64, maxPositions int) (*data.Dataset, error) {
 	if err := checkDataFlags(v); err != nil {
 		return nil, err
 	}
@@ -189,8 +196,7 @@ func loadDataset(v *viper.Viper, vocab int64, maxPositions int) (*data.Dataset, 
 	if tokPath == "" {
 		return nil, usageError{fmt.Errorf("--tokenizer is required")}
 	}
-	files := splitList(v.GetStringSlice("data"))
-	if len(files) == 0 {
+	if len(d.Files) == 0 && len(d.EvalData) == 0 {
 		return nil, usageError{fmt.Errorf("--data is required")}
 	}
 	tok, err := tokenize.Load(tokPath)
@@ -200,17 +206,7 @@ func loadDataset(v *viper.Viper, vocab int64, maxPositions int) (*data.Dataset, 
 	if vocab > 0 && int64(tok.VocabSize()) > vocab {
 		return nil, fmt.Errorf("tokenizer %q has %d tokens but the model's embedding has %d rows: use the model's own tokenizer", tokPath, tok.VocabSize(), vocab)
 	}
-	docs, err := data.ReadDocuments(files, data.ReadOptions{LinePerDocument: v.GetBool("no-pack")})
-	if err != nil {
-		return nil, err
-	}
-	o := data.DefaultOptions()
-	o.MaxSeqLen = v.GetInt("max-seq-len")
-	o.NoPack = v.GetBool("no-pack")
-	o.EvalFraction = v.GetFloat64("eval-fraction")
-	o.Seed = v.GetUint64("seed")
-	o.VocabSize = int(vocab)
-	o.ModelMaxLen = maxPositions
+	o := buildOptions(d, v.GetUint64("seed"), vocab, maxPositions)
 	eos, ok := tok.EOS()
 	if !ok {
 		return nil, fmt.Errorf("tokenizer %q defines no EOS token: documents cannot be separated", tokPath)
@@ -221,7 +217,28 @@ func loadDataset(v *viper.Viper, vocab int64, maxPositions int) (*data.Dataset, 
 	} else {
 		o.AddBOS = false
 	}
-	return data.Build(docs, tok, o)
+	build := func(files []string, o data.Options) (*data.Dataset, error) {
+		docs, err := data.ReadDocuments(files, data.ReadOptions{LinePerDocument: d.Pack == packNone})
+		if err != nil {
+			return nil, err
+		}
+		return data.Build(docs, tok, o)
+	}
+	ds := &data.Dataset{}
+	if len(d.Files) > 0 {
+		if ds, err = build(d.Files, o); err != nil {
+			return nil, err
+		}
+	}
+	if len(d.EvalData) > 0 {
+		o.EvalFraction = 0
+		es, err := build(d.EvalData, o)
+		if err != nil {
+			return nil, fmt.Errorf("--eval-data: %w", err)
+		}
+		ds.Eval, ds.Stats.EvalTokens = es.Train, es.Stats.TrainTokens
+	}
+	return ds, nil
 }
 
 func sessionOptions(v *viper.Viper) (ortrun.Options, error) {
@@ -325,14 +342,24 @@ func runTrain(v *viper.Viper) error {
 			return err
 		}
 	}
-	ds, err := loadDataset(v, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
+	dset, err := dataSettings(v)
+	if err != nil {
+		return err
+	}
+	if dset.EvalFraction >= 1 {
+		return usageError{fmt.Errorf("--eval-fraction 1 holds every example out, leaving nothing to train: pass --eval-data FILE for a separate validation set")}
+	}
+	if err := checkPack(dset, eng.Man, dir); err != nil {
+		return err
+	}
+	ds, err := loadDataset(v, dset, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
 	if err != nil {
 		return err
 	}
 	if len(ds.Train) == 0 {
 		return fmt.Errorf("data too short: the training split is empty (%d examples in all): add data or lower --max-seq-len", ds.Stats.Examples)
 	}
-	if len(ds.Eval) == 0 && v.GetFloat64("eval-fraction") > 0 {
+	if len(ds.Eval) == 0 && dset.EvalFraction > 0 {
 		return fmt.Errorf("data too short: %d examples leave the eval split empty, so no perplexity can be measured: add data, lower --max-seq-len, or pass --eval-fraction 0", ds.Stats.Examples)
 	}
 	rows := min(v.GetInt("micro-batch"), max(len(ds.Train), len(ds.Eval)))
@@ -352,12 +379,12 @@ func runTrain(v *viper.Viper) error {
 		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpuMemory(devs), GPUDevices: gpuDevices(devs),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
 		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
-		InitAdapter: v.GetString("init-adapter"),
+		InitAdapter: v.GetString("init-adapter"), Data: dset,
 	}
 	if cfg.SaveEvery < 0 || cfg.Keep < 0 || cfg.MaxSkips < 0 {
 		return usageError{fmt.Errorf("--save-every, --keep and --max-skips must be ≥ 0")}
 	}
-	if cfg.Inputs, err = resumeInputs(v); err != nil {
+	if cfg.Inputs, err = resumeInputs(v, dset); err != nil {
 		return err
 	}
 	if v.GetBool("force") {
@@ -390,8 +417,13 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("baseline eval: loss %.4f, perplexity %.3f\n", float64(rep.Baseline.Loss), float64(rep.Baseline.Perplexity))
-	fmt.Printf("final eval:    loss %.4f, perplexity %.3f\n", float64(rep.Final.Loss), float64(rep.Final.Perplexity))
+	if len(ds.Eval) == 0 {
+		// An empty eval set has no perplexity; the report's NaN fields say so.
+		fmt.Println("no eval set (--eval-fraction 0 and no --eval-data): no perplexity measured")
+	} else {
+		fmt.Printf("baseline eval: loss %.4f, perplexity %.3f\n", float64(rep.Baseline.Loss), float64(rep.Baseline.Perplexity))
+		fmt.Printf("final eval:    loss %.4f, perplexity %.3f\n", float64(rep.Final.Loss), float64(rep.Final.Perplexity))
+	}
 	fmt.Printf("%d optimizer steps, %.0f tokens/s; adapter and report in %s\n", rep.OptimizerSteps, float64(rep.TokensPerSecond), out)
 	return nil
 }
@@ -429,8 +461,8 @@ func checkDataFlags(v *viper.Viper) error {
 	if n := v.GetInt("pad-multiple"); n < 0 {
 		return usageError{fmt.Errorf("--pad-multiple %d: must be ≥ 0", n)}
 	}
-	if f := v.GetFloat64("eval-fraction"); !(f >= 0 && f < 1) {
-		return usageError{fmt.Errorf("--eval-fraction %g: must be in [0, 1)", f)}
+	if f := v.GetFloat64("eval-fraction"); !(f >= 0 && f <= 1) {
+		return usageError{fmt.Errorf("--eval-fraction %g: must be in [0, 1]", f)}
 	}
 	return nil
 }
@@ -539,11 +571,11 @@ func shellQuote(s string) string {
 // resumeInputs fingerprints the inputs train.Run cannot see (it gets tokenized
 // examples): each data file's size and hash, the tokenizer's hash and the options that
 // shape the examples, so a resume with other inputs is refused naming the flag.
-func resumeInputs(v *viper.Viper) (map[string]string, error) {
+func resumeInputs(v *viper.Viper, d train.DataSettings) (map[string]string, error) {
 	m := map[string]string{
-		"--max-seq-len":   fmt.Sprint(v.GetInt("max-seq-len")),
-		"--no-pack":       fmt.Sprint(v.GetBool("no-pack")),
-		"--eval-fraction": fmt.Sprint(v.GetFloat64("eval-fraction")),
+		"--max-seq-len":   fmt.Sprint(d.MaxSeqLen),
+		"--pack":          d.Pack,
+		"--eval-fraction": fmt.Sprint(d.EvalFraction),
 	}
 	files := splitList(v.GetStringSlice("data"))
 	m["--data (file count)"] = fmt.Sprint(len(files))

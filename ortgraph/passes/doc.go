@@ -8,6 +8,8 @@
 //	HalfSoftmax  Cast(fp16→fp32) → Softmax → Cast(→fp16) → one fp16 Softmax
 //	Rotary       decomposed rotary embedding (Slice/Neg/Concat/Mul/Add) → one opset-23
 //	             RotaryEmbedding
+//	DocMask      attention_mask as document ids (a block-diagonal causal mask) and rotary
+//	             positions from a position_ids input, for packing documents apart
 //	GroupedKV    grouped-query attention's repeated K/V heads (Unsqueeze/Expand/Reshape) →
 //	             products over the kv heads themselves (the query side regrouped)
 //	RMSNorm      decomposed RMSNorm → one SimplifiedLayerNormalization (ORT's RMSNorm kernel)
@@ -23,7 +25,8 @@
 //	NBitsForward forward products of 4-bit Linears back to MatMulNBits, DequantizeLinear kept
 //	             for dx (on the device step; prepare --dequantize-forward skips it)
 //
-// prepare runs HalfSoftmax, Quantize, Rotary, GroupedKV, ORTCompat and RMSNorm on the base graph, then LoRA,
+// prepare runs HalfSoftmax, Quantize, Rotary, DocMask, GroupedKV, ORTCompat and RMSNorm on the base graph
+// (so every graph, device step included, takes document ids), then LoRA,
 // Loss (and DQForward, Backward, Recompute for training) on clones of it, to which it
 // provides the base's FindLinears and Quantize results; DeviceStep and
 // NBitsForward (unless --dequantize-forward) run on a copy of the recomputing training graph.

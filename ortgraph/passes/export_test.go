@@ -9,3 +9,6 @@ var RotaryGraph = rotaryGraph
 
 // GroupedKVGraph lets the golden tests build TestGroupedKV's graphs.
 var GroupedKVGraph = groupedKVGraph
+
+// DocMaskGraph lets the golden tests build the DocMask pass's graphs.
+var DocMaskGraph = docMaskGraph

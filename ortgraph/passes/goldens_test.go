@@ -437,6 +437,27 @@ func TestGroupedKVGolden(t *testing.T) {
 	golden(t, "groupedkv.txt", out.String())
 }
 
+// TestDocMaskGolden keeps the graph text of DocMask on `ortq import`'s mask and rotary
+// idiom (rewritten: the mask restricted to one document, RotaryEmbedding reading
+// position_ids from [seq, d/2] tables) and its two near misses, left alone with a reason.
+// The rewrite's numbers are checked on real models in prepare (TestPlainMaskUnchanged,
+// TestPackedDocumentsIsolated).
+func TestDocMaskGolden(t *testing.T) {
+	var out strings.Builder
+	for _, variant := range []string{"import", "float-mask", "no-mask"} {
+		g := passes.DocMaskGraph(variant)
+		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.DocMask)
+		r := ortgraph.ResultOf[*passes.DocMaskResult](ctx, passes.DocMask)
+		if r.DocumentIDs() != (variant == "import") || (variant != "import" && len(r.Skipped) == 0) {
+			t.Errorf("%s: %+v", variant, r)
+		}
+		fmt.Fprintf(b, "# masks %d, rotary %d, document ids %v\n", r.Masks, r.Rotary, r.DocumentIDs())
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+	}
+	golden(t, "docmask.txt", out.String())
+}
+
 // TestDeviceStepGolden keeps the tiny decoder's training graph (LoRA on q and v) as a
 // device-resident step: flat state in and out, accumulation, overflow check and AdamW.
 func TestDeviceStepGolden(t *testing.T) {
