@@ -487,6 +487,9 @@ func engineOptions(p Params, dir string, man *manifest.Manifest) (train.EngineOp
 	// evaluation session would add the model's size (≈2 GiB for a 4-bit 3B on CUDA) to the
 	// measured peak; perplexity uses a separate eval-only Engine between the phases.
 	if p.Step == StepDevice || p.Step == StepGraph {
+		if man.Step(p.Recompute) == nil {
+			return train.EngineOptions{}, fmt.Errorf("point %s: artifacts %q have no device step graph for recompute %s (%s): rerun `ortq prepare`", p.Label(), dir, p.Recompute, manifest.StepFile(p.Recompute))
+		}
 		return train.EngineOptions{DeviceStep: true, Policy: p.Recompute, CUDAGraph: p.Step == StepGraph, LazyEval: true}, nil
 	}
 	if p.Recompute == manifest.RecomputeSelective {

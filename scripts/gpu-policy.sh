@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # GPU machine, one call: where the 3B step's time goes between recomputation policies and the
 # 4-bit GEMM path, with the PyTorch+PEFT peer in the same call. Synthesizes PRESET (llama-3.2-3b,
-# 4-bit), prepares it (PREP_ARGS), then runs, each as its own `ortq bench` point (medians of
-# STEPS after 3 warm-up): every "LABEL:ENV:ARGS" entry of POINTS, and the peer for each
-# recompute setting in PEER_RECOMPUTE (layer none). Env: PRESET, MB (7), STEPS (17), REUSE=1.
+# 4-bit), prepares it (PREP_ARGS) with bin/ortq.xz and with each older build bin/ortq-NAME.xz
+# named in BUILDS (their graphs, measured by the new build: an A/B of graph changes), then
+# runs, each as its own `ortq bench` point (medians of STEPS after 3 warm-up): every
+# "LABEL:BUILD:ENV:ARGS" entry of POINTS (BUILD empty: the new build's artifacts), and the
+# peer for each recompute setting in PEER_RECOMPUTE (layer none). Env: PRESET, MB (7),
+# STEPS (17), REUSE=1.
 set -u
 . "$(dirname "$0")/device-env.sh"
 R=/tmp/policy-res; rm -rf $R; mkdir -p $R  # reports; $OUT gets progress.txt and one tarball
@@ -15,10 +18,15 @@ if [ "${REUSE:-0}" != 1 ] || [ ! -f /tmp/p-a/manifest.json ]; then
   timeout 200 $Q synth --preset $PRESET --quantize --out /tmp/p-m --quiet --force > "$R/synth.txt" 2>&1; log "synth rc $?"
   timeout 300 $Q prepare --model /tmp/p-m/model.onnx --out /tmp/p-a --quiet --force ${PREP_ARGS:-} > "$R/prepare.txt" 2>&1; log "prepare rc $?"
 fi
+for b in ${BUILDS:-}; do
+  xz -dc bin/ortq-$b.xz > /tmp/ortq-$b && chmod +x /tmp/ortq-$b
+  timeout 300 /tmp/ortq-$b prepare --model /tmp/p-m/model.onnx --out /tmp/p-a-$b --quiet --force ${PREP_ARGS:-} > "$R/prepare-$b.txt" 2>&1; log "prepare with $b rc $?"
+done
 IFS=';' read -ra pts <<< "${POINTS:-graph::--recompute layer --step graph}"
 for pt in "${pts[@]}"; do
-  label=${pt%%:*}; rest=${pt#*:}; envs=${rest%%:*}; args=${rest#*:}
-  env $envs timeout 240 $Q bench --artifacts /tmp/p-a --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
+  label=${pt%%:*}; rest=${pt#*:}; build=${rest%%:*}; rest=${rest#*:}; envs=${rest%%:*}; args=${rest#*:}
+  art=/tmp/p-a${build:+-$build}
+  env $envs timeout 240 $Q bench --artifacts $art --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
     --quiet $args --out "$R/o-$label" > "$R/o-$label.txt" 2>&1
   log "ortq $label rc $?: $(python3 -c "import json;p=json.load(open('$R/o-$label/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p['peak_gpu_bytes']/2**30,2),'GiB, tok/s',round(p.get('tokens_per_s',0)), p.get('notes'))" 2>&1 | tail -1)"
 done

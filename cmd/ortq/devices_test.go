@@ -113,9 +113,9 @@ func TestTrainDeviceList(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameRun(t, want, readFinal(t, one))
-	err = run(t, with(args, "--out", filepath.Join(dir, "three"), "--device", "cpu,cpu", "--step", "device")...)
-	if err == nil || !strings.Contains(err.Error(), "--step device") {
-		t.Errorf("--step device on two sessions: %v", err)
+	err = run(t, with(args, "--out", filepath.Join(dir, "three"), "--device", "cpu,cpu", "--step", "host", "--recompute", "selective")...)
+	if err == nil || !strings.Contains(err.Error(), "--recompute selective") {
+		t.Errorf("--step host --recompute selective on two sessions: %v", err)
 	}
 }
 
