@@ -89,7 +89,8 @@ func WritePlots(dir string, r *Result, peers Peers) ([]string, error) {
 	for _, f := range []struct {
 		name string
 		make func() (*plot.Plot, error)
-	}{{"memory_timeline", func() (*plot.Plot, error) { return timelinePlot(r) }}, {"loss", func() (*plot.Plot, error) { return lossPlot(r, labels) }}} {
+	}{{"memory_timeline", func() (*plot.Plot, error) { return timelinePlot(r) }}, {"loss", func() (*plot.Plot, error) { return lossPlot(r, labels) }},
+		{"frontier", func() (*plot.Plot, error) { return frontierPlot(r, peers) }}} {
 		p, err := f.make()
 		if err != nil {
 			return nil, err

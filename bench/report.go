@@ -308,6 +308,15 @@ func Summary(r *Result, peers Peers) string {
 				fx(x.Throughput), fx(x.Memory), mdEscape(orDefault(x.MemoryBasis, "n/a")))
 		}
 	}
+	if fs := AtPeerMemory(r, peers); len(fs) > 0 {
+		b.WriteString("\nWithin the peer's peak memory (the fastest ortq point that needs no more, any recomputation or micro-batch):\n\n")
+		b.WriteString("| peer point | its peak | fastest ortq point within it | its peak | tokens/s ortq ÷ peer |\n|---|---:|---|---:|---:|\n")
+		for _, f := range fs {
+			pm, _ := peakMemory(f.Peer)
+			om, _ := peakMemory(f.Ours)
+			fmt.Fprintf(&b, "| %s: %s | %s | %s | %s | %s |\n", mdEscape(f.PeerTool), mdEscape(f.Peer.Params.Label()), fbytes(pm), mdEscape(f.Ours.Params.Label()), fbytes(om), fx(Float(f.Ratio)))
+		}
+	}
 
 	return b.String()
 }
