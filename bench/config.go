@@ -21,9 +21,13 @@ type Config struct {
 	Artifacts string          `json:"artifacts,omitempty"`
 	Model     string          `json:"model,omitempty"`
 	Prepare   prepare.Options `json:"prepare"`
-	// Recompute is the base point's per-layer recomputation: "none", "layer", or "auto"/""
-	// (layer on CUDA, none on the CPU, as `ortq train` chooses).
+	// Recompute is the base point's recomputation policy: "none", "selective", "layer", or
+	// "auto"/"" (none on the CPU; on CUDA with Artifacts, as `ortq train` chooses: the
+	// fastest policy whose estimated peak fits MaxGPUMemory, train.ChooseRecompute; layer
+	// when the graphs are prepared by the run).
 	Recompute string `json:"recompute,omitempty"`
+	// MaxGPUMemory is auto's budget in bytes (0: 90% of the device's free memory).
+	MaxGPUMemory float64 `json:"max_gpu_memory,omitempty"`
 	// Step is the base point's optimizer step: StepHost, StepDevice, StepGraph, or
 	// "auto"/"" (train.AutoStep: StepGraph on CUDA with per-layer recomputation, else StepHost).
 	Step string `json:"step,omitempty"`

@@ -179,6 +179,9 @@ func (r *runner) resolveBase() (Params, error) {
 	if err := json.Unmarshal(raw, &r.prep); err != nil {
 		return Params{}, fmt.Errorf("artifacts %q: manifest options: %w", c.Artifacts, err)
 	}
+	if rec == "layer" && (c.Recompute == "" || c.Recompute == "auto") && len(r.devs) == 1 {
+		rec = r.chooseRecompute(man)
+	}
 	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec, Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, r.devs, rec)}
 	r.baseKey = p.graphKey()
 	r.dirs[r.baseKey] = &graphDir{dir: c.Artifacts}
@@ -187,6 +190,24 @@ func (r *runner) resolveBase() (Params, error) {
 		r.source = man.Source.Path
 	}
 	return p, nil
+}
+
+// chooseRecompute is --recompute auto on one GPU: train.ChooseRecompute against
+// MaxGPUMemory (or 90% of the device's free memory), noted in the report.
+func (r *runner) chooseRecompute(man *manifest.Manifest) string {
+	budget := r.cfg.MaxGPUMemory
+	if budget == 0 {
+		if free := deviceFreeBytes(r.devs[0]); free > 0 {
+			budget = 0.9 * float64(free)
+		}
+	}
+	if budget == 0 {
+		r.res.Notes = append(r.res.Notes, "recompute auto: layer (the device's free memory is unknown; pass --max-gpu-memory)")
+		return manifest.RecomputeLayer
+	}
+	c := train.ChooseRecompute(man, budget, r.cfg.MicroBatch, r.cfg.SeqLen)
+	r.res.Notes = append(r.res.Notes, c.String())
+	return c.Policy
 }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.=-]+`)

@@ -63,7 +63,8 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.Float64("lr", b.LR, "AdamW learning rate")
 	f.Uint64("seed", b.Seed, "seed of the token batches (and of --preset's weights)")
 	f.Int("eval-batches", 0, "measure eval perplexity on N held-out micro-batches before and after the steps (0: off)")
-	f.String("recompute", "auto", "per-layer recomputation: layer, none, or auto (layer on CUDA, none on CPU)")
+	f.String("recompute", "auto", "recomputation policy: layer, selective (device and graph steps), none, or auto (none on the CPU; with --artifacts on one GPU the fastest policy whose estimated peak fits --max-gpu-memory, as train chooses; else layer on CUDA)")
+	f.String("max-gpu-memory", "", "GPU memory --recompute auto may plan for, e.g. 13.7GiB (default: 90% of the device's free memory)")
 	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (kept in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device with recompute layer; host otherwise, several devices included)")
 	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets, step (repeatable: cartesian product)")
 	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable); \"torch\" runs that script now, same workload (needs --preset, Python with torch+peft)")
@@ -101,6 +102,11 @@ func runBench(v *viper.Viper) error {
 	cfg.MicroBatch, cfg.SeqLen, cfg.Steps, cfg.Warmup = v.GetInt("micro-batch"), v.GetInt("seq-len"), v.GetInt("steps"), v.GetInt("warmup")
 	cfg.LR, cfg.Seed, cfg.EvalBatches = v.GetFloat64("lr"), v.GetUint64("seed"), v.GetInt("eval-batches")
 	cfg.Recompute, cfg.Step = v.GetString("recompute"), v.GetString("step")
+	budget, err := maxGPUMemory(v.GetString("max-gpu-memory"))
+	if err != nil {
+		return err
+	}
+	cfg.MaxGPUMemory = budget
 	cfg.PeakFLOPS = v.GetFloat64("peak-flops")
 	cfg.SampleInterval = time.Duration(v.GetInt("sample-ms")) * time.Millisecond
 	cfg.ProfileDir, cfg.WorkDir = v.GetString("profile"), v.GetString("work-dir")
@@ -108,7 +114,6 @@ func runBench(v *viper.Viper) error {
 	p.Targets, p.Rank, p.Alpha = splitList(v.GetStringSlice("targets")), v.GetInt("lora-r"), v.GetFloat64("lora-alpha")
 	p.Dropout, p.Bits, p.BlockSize = v.GetFloat64("lora-dropout"), v.GetInt("bits"), v.GetInt("block-size")
 	cfg.Prepare = p
-	var err error
 	// viper hands a string array back split at commas; ParseSweep rejoins the pieces.
 	if cfg.Sweep, err = bench.ParseSweep(v.GetStringSlice("sweep")); err != nil {
 		return usageError{err}
