@@ -9,10 +9,12 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/internal/defaultmodel"
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
+	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/prepare/preparetest"
 	"github.com/ortq/ortq/train"
 	"google.golang.org/protobuf/proto"
@@ -193,4 +195,19 @@ func plainLogits(t *testing.T, m *ortgraph.Model) []float32 {
 		t.Fatal(err)
 	}
 	return out["logits"].Data.([]float32)
+}
+
+// TestPlainMaskOption: prepare --plain-mask leaves the document comparison out of every
+// graph and says so in the manifest (train then refuses --pack isolated).
+func TestPlainMaskOption(t *testing.T) {
+	for _, plain := range []bool{false, true} {
+		art := preparetest.Default(t, func(o *prepare.Options) { o.PlainMask = plain })
+		man, err := manifest.ReadManifest(art)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if man.DocumentIDs() == plain {
+			t.Errorf("--plain-mask=%v: manifest document ids %v", plain, man.DocumentIDs())
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -44,6 +45,9 @@ type Options struct {
 	// whose dequantization is faster, and the manifest lists the initializer pairs naming the
 	// same bytes, which train gives the session as one buffer.
 	DequantizeForward bool `json:"dequantize_forward,omitempty"`
+	// PlainMask skips passes.DocMask: attention_mask stays the model's 0/1 padding mask,
+	// the graphs lack the document-id comparison, and train packs by plain concatenation.
+	PlainMask bool `json:"plain_mask,omitempty"`
 	// BaseModel is the model as the user named it (a checkpoint directory or an .onnx
 	// path), which adapter_config.json records: Model may be a temporary import.
 	BaseModel string `json:"base_model_name_or_path,omitempty"`
@@ -270,13 +274,17 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	vocab := gs.vocab
 	// Graph-wide rewrites every graph shares run on the base, before it is cloned;
 	// Quantize brings FindLinears, whose result the clones are given.
-	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, passes.HalfSoftmax, passes.Quantize, passes.Rotary, passes.DocMask, passes.GroupedKV, passes.ORTCompat, passes.RMSNorm)
+	ps := []*ortgraph.Pass{passes.HalfSoftmax, passes.Quantize, passes.Rotary, passes.DocMask, passes.GroupedKV, passes.ORTCompat, passes.RMSNorm}
+	if o.PlainMask {
+		ps = slices.DeleteFunc(ps, func(p *ortgraph.Pass) bool { return p == passes.DocMask })
+	}
+	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, ps...)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
 	gs.linears = ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears)
 	gs.quant = ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize)
-	gs.docIDs = ortgraph.ResultOf[*passes.DocMaskResult](ctx, passes.DocMask).DocumentIDs()
+	gs.docIDs = !o.PlainMask && ortgraph.ResultOf[*passes.DocMaskResult](ctx, passes.DocMask).DocumentIDs()
 	clone := func(from *ortgraph.Model) *ortgraph.Model {
 		return &ortgraph.Model{P: proto.Clone(from.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
 	}
