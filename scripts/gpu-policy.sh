@@ -5,8 +5,9 @@
 # named in BUILDS (their graphs, measured by the new build: an A/B of graph changes), then
 # runs, each as its own `ortq bench` point (medians of STEPS after 3 warm-up): every
 # "LABEL:BUILD:ENV:ARGS" entry of POINTS (BUILD empty: the new build's artifacts), and the
-# peer for each recompute setting in PEER_RECOMPUTE (layer none). Env: PRESET, MB (7),
-# STEPS (17), REUSE=1.
+# peer for each recompute setting in PEER_RECOMPUTE (layer none). VARIANTS lists
+# "NAME:ARGS" artifacts the new build prepares with other options (ARGS with commas for
+# spaces), which POINTS name as BUILD. Env: PRESET, MB (7), STEPS (17), REUSE=1.
 set -u
 . "$(dirname "$0")/device-env.sh"
 R=/tmp/policy-res; rm -rf $R; mkdir -p $R  # reports; $OUT gets progress.txt and one tarball
@@ -21,6 +22,10 @@ fi
 for b in ${BUILDS:-}; do
   xz -dc bin/ortq-$b.xz > /tmp/ortq-$b && chmod +x /tmp/ortq-$b
   timeout 300 /tmp/ortq-$b prepare --model /tmp/p-m/model.onnx --out /tmp/p-a-$b --quiet --force ${PREP_ARGS:-} > "$R/prepare-$b.txt" 2>&1; log "prepare with $b rc $?"
+done
+for v in ${VARIANTS:-}; do  # NAME:PREPARE-ARGS (commas for spaces): the new build, other prepare options
+  name=${v%%:*}; extra=${v#*:}
+  timeout 300 $Q prepare --model /tmp/p-m/model.onnx --out /tmp/p-a-$name --quiet --force ${PREP_ARGS:-} ${extra//,/ } > "$R/prepare-$name.txt" 2>&1; log "prepare $name (${extra//,/ }) rc $?"
 done
 IFS=';' read -ra pts <<< "${POINTS:-graph::--recompute layer --step graph}"
 for pt in "${pts[@]}"; do
