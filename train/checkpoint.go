@@ -71,6 +71,7 @@ type Checkpoint struct {
 	AdamStep       int64           `json:"adamw_step"`
 	// Losses[i] is the training loss of step i+1 (null when not finite).
 	Losses      []Float      `json:"losses"`
+	GradNorms   []Float      `json:"grad_norms,omitempty"` // step i+1's gradient norm before clipping
 	Baseline    EvalResult   `json:"baseline_eval"`
 	EvalHistory []EvalResult `json:"eval_history"`
 	StepTimesMS []float64    `json:"step_times_ms"`
@@ -406,6 +407,7 @@ func compatFingerprint(cfg Config, manifestSHA string, total int, train []data.E
 		"--weight-decay":                      f(cfg.WeightDecay),
 		"--schedule":                          cfg.Schedule,
 		"--warmup-steps":                      strconv.Itoa(cfg.Warmup),
+		"--max-grad-norm":                     f(cfg.MaxGradNorm),
 		"--seed":                              strconv.FormatUint(cfg.Seed, 10),
 		"--pad-multiple":                      strconv.Itoa(cfg.PadMultiple),
 		"total steps (--max-steps, --epochs)": strconv.Itoa(total),

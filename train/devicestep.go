@@ -31,8 +31,6 @@ type deviceStepper struct {
 	size   int64
 	adam   AdamWConfig
 	step   int64 // AdamW's step count
-	// maxNorm is StepConfig.MaxGradNorm (0: no clipping).
-	maxNorm float64
 	scaler *GradScaler
 	rows   int
 	seq    int
@@ -48,6 +46,9 @@ type deviceStepper struct {
 	state [2]map[string]*ortrun.Buffer
 	binds [2]*ortrun.Binding
 	cur   int // the state set holding the current values
+
+	// maxNorm is StepConfig.MaxGradNorm (0: no clipping).
+	maxNorm float64
 }
 
 // feedSlot is one per-run input of the device step and the buffer it is uploaded to.

@@ -108,6 +108,7 @@ type run struct {
 	rep       *Report
 	first     int // the first step this process runs
 	losses    []Float
+	gradNorms []Float
 	stepTimes []time.Duration
 	trainTime time.Duration
 	prog      *Progress
@@ -236,6 +237,9 @@ func (l *run) begin(resumed *Checkpoint) error {
 	rep.EvalHistory = append(rep.EvalHistory, resumed.EvalHistory...)
 	rep.OptimizerSteps, rep.SkippedSteps, rep.TrainTokens = resumed.OptimizerSteps, resumed.SkippedSteps, resumed.TrainTokens
 	l.losses = append(l.losses, resumed.Losses...)
+	if len(resumed.GradNorms) == len(resumed.Losses) {
+		l.gradNorms = append(l.gradNorms, resumed.GradNorms...)
+	}
 	for _, ms := range resumed.StepTimesMS {
 		l.stepTimes = append(l.stepTimes, time.Duration(ms*float64(time.Millisecond)))
 	}
@@ -264,7 +268,7 @@ func (l *run) openRunLog() error {
 		l.rlog.arena = a
 	}
 	l.rlog.devices = l.cfg.GPUDevices
-	l.rlog.record(l.first-1, "start", 0, 0, 0)
+	l.rlog.record(l.first-1, "start", 0, 0, 0, 0)
 	return nil
 }
 
@@ -317,12 +321,13 @@ func (l *run) step(ctx context.Context, step int) error {
 		return err
 	}
 	l.losses = append(l.losses, Float(out.Loss))
+	l.gradNorms = append(l.gradNorms, Float(out.GradNorm))
 	dt := time.Since(t0)
 	l.stepTimes = append(l.stepTimes, dt)
 	l.trainTime += dt
 	tps := float64(rep.TrainTokens) / l.trainTime.Seconds()
-	l.prog.Update(ProgressUpdate{Step: step, Loss: out.Loss, TokensPerSec: tps, LR: lr, LossScale: l.stepper.Scale()})
-	l.rlog.record(step, "step", out.Loss, lr, tps)
+	l.prog.Update(ProgressUpdate{Step: step, Loss: out.Loss, TokensPerSec: tps, LR: lr, LossScale: l.stepper.Scale(), GradNorm: out.GradNorm})
+	l.rlog.record(step, "step", out.Loss, lr, tps, out.GradNorm)
 	if cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0 && step != l.total {
 		r, err := l.evaluate(step)
 		if err != nil {
@@ -381,7 +386,7 @@ func (l *run) save(step int, pos data.Position) error {
 	ck := &Checkpoint{
 		Step: step, Total: l.total, OptimizerSteps: rep.OptimizerSteps, SkippedSteps: rep.SkippedSteps,
 		TrainTokens: rep.TrainTokens, Data: pos, Seed: l.cfg.Seed, Scaler: st.Scaler,
-		Losses: l.losses, Baseline: rep.Baseline, EvalHistory: rep.EvalHistory,
+		Losses: l.losses, GradNorms: l.gradNorms, Baseline: rep.Baseline, EvalHistory: rep.EvalHistory,
 		TrainTimeNS: int64(l.trainTime), Compat: l.compat, ManifestSHA256: l.manSHA, Config: l.cfg,
 	}
 	for _, d := range l.stepTimes {
@@ -422,6 +427,7 @@ func (l *run) finish(start time.Time, mon *RSSMonitor) (*Report, error) {
 			return nil, err
 		}
 	}
+	rep.GradNorm = SummarizeGradNorms(l.gradNorms, l.cfg.MaxGradNorm)
 	rep.PeakRSSBytes = mon.Stop()
 	if l.rlog != nil {
 		rep.PeakGPUBytes, rep.RunLog = l.rlog.peakGPU, "run.jsonl"

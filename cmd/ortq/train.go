@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -67,6 +68,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("max-steps", 0, "optimizer steps to run (0: from --epochs)")
 	f.Float64("lr", 2e-4, "AdamW learning rate")
 	f.Float64("weight-decay", 0.01, "AdamW decoupled weight decay")
+	f.Float64("max-grad-norm", train.DefaultMaxGradNorm, "clip the global L2 norm of the LoRA gradients (after unscaling and accumulation) to this before each AdamW step, as torch's clip_grad_norm_ and Hugging Face Trainer's max_grad_norm (0: no clipping); the norm before clipping is logged as grad norm")
 	f.String("schedule", "linear", "learning-rate schedule after warmup: linear, cosine or constant")
 	f.Int("warmup-steps", 0, "linear warmup steps")
 	f.Int("eval-every", 0, "evaluate every N optimizer steps (0: only before and after)")
@@ -293,7 +295,7 @@ func runTrain(v *viper.Viper) error {
 		Artifacts: dir, Out: out, Device: strings.Join(devs, ","), NewStepper: multiStepper(eng, peers),
 		MicroBatch: v.GetInt("micro-batch"), GradAccum: v.GetInt("grad-accum"), Epochs: v.GetFloat64("epochs"),
 		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
-		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
+		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"), MaxGradNorm: v.GetFloat64("max-grad-norm"),
 		MaxEvalBatches: v.GetInt("max-eval-batches"), PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"),
 		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpuMemory(devs), GPUDevices: gpuDevices(devs),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
@@ -363,6 +365,9 @@ func checkTrainFlags(v *viper.Viper) error {
 	}
 	if lr := v.GetFloat64("lr"); !(lr > 0) {
 		return usageError{fmt.Errorf("--lr %g: must be > 0", lr)}
+	}
+	if m := v.GetFloat64("max-grad-norm"); !(m >= 0) || math.IsInf(m, 0) {
+		return usageError{fmt.Errorf("--max-grad-norm %g: must be ≥ 0 and finite (0 turns clipping off)", m)}
 	}
 	return nil
 }
