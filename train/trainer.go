@@ -187,7 +187,7 @@ func (l *run) openCheckpoints() (*Checkpoint, error) {
 	if l.manSHA, err = fileSHA256(filepath.Join(l.dir, manifest.ManifestFile)); err != nil {
 		return nil, fmt.Errorf("artifacts %q: %w", l.dir, err)
 	}
-	l.compat = compatFingerprint(cfg, l.manSHA, l.total, l.train)
+	l.compat = compatFingerprint(cfg, l.manSHA, l.train)
 	if removed, err := CleanCheckpointTemp(l.ckRoot); err != nil {
 		return nil, err
 	} else if len(removed) > 0 {
@@ -223,6 +223,9 @@ func (l *run) begin(resumed *Checkpoint) error {
 	if err := checkCompat(resumed.Dir, resumed.Compat, l.compat); err != nil {
 		return err
 	}
+	if err := l.checkTotal(resumed); err != nil {
+		return err
+	}
 	st := StepState{Adam: resumed.Adam, Scaler: resumed.Scaler}
 	for _, p := range l.params {
 		st.Params = append(st.Params, Param{Name: p.Name, Data: resumed.Params[p.Name]})
@@ -248,6 +251,22 @@ func (l *run) begin(resumed *Checkpoint) error {
 	l.lastGood, l.lastSaved = resumed.Dir, resumed.Step
 	rep.Notes = append(rep.Notes, fmt.Sprintf("resumed from %s after step %d", resumed.Dir, resumed.Step))
 	l.logf("resuming from %s: step %d of %d", resumed.Dir, resumed.Step, l.total)
+	return nil
+}
+
+// checkTotal accepts a resume to another total step count (--max-steps, --epochs) as long
+// as the checkpoint's steps fit in it; the schedule is then the new total's, as Hugging Face
+// Trainer does (see the README's Resume section), and the run says so.
+func (l *run) checkTotal(resumed *Checkpoint) error {
+	if resumed.Total == l.total {
+		return nil
+	}
+	if resumed.Step > l.total {
+		return fmt.Errorf("cannot resume from %q: it is at step %d, beyond this run's total of %d steps (--max-steps, --epochs): pass a total of at least %d", resumed.Dir, resumed.Step, l.total, resumed.Step)
+	}
+	note := fmt.Sprintf("total steps changed from %d to %d on resuming at step %d: the %s schedule continues as the %d-step schedule (warmup %d unchanged)", resumed.Total, l.total, resumed.Step, l.cfg.Schedule, l.total, l.cfg.Warmup)
+	l.rep.Notes = append(l.rep.Notes, note)
+	l.logf("%s", note)
 	return nil
 }
 

@@ -37,7 +37,11 @@ Checkpoints (LoRA weights, optimizer moments, loss scale, data position, counter
 <out>/checkpoints/step-N every --save-every steps, at the end, and on SIGINT/SIGTERM, which
 stop the run at the next micro-batch and exit 0 (a second signal exits at once, status 130).
 --resume latest continues exactly where the newest checkpoint left off; it refuses other
-artifacts, data or trajectory options, naming the one that differs. LoRA dropout masks are a
+artifacts, data or trajectory options, naming the one that differs. It may run to another
+total (a larger --max-steps or --epochs trains longer): the learning rate of every step after
+the checkpoint is then the schedule of the new total at that step, as Hugging Face Trainer
+does when it resumes with a larger max_steps (linear and cosine decay continue on the longer
+curve, so the rate steps up at the resume; warmup is unchanged). LoRA dropout masks are a
 function of --seed, the step and the micro-batch, so a resumed run draws the masks the
 uninterrupted run drew and, on the CPU, reproduces it bit for bit.
 
@@ -81,7 +85,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
 	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
 	f.Int("keep", 3, "checkpoints to keep (0: all)")
-	f.String("resume", "", "continue an interrupted run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the interrupted run's")
+	f.String("resume", "", "continue an interrupted or finished run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the earlier run's, except the total (--max-steps, --epochs): a larger one trains longer, with the schedule of the new total")
 	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
 	return cmd
