@@ -402,19 +402,19 @@ func examplesSHA256(exs []data.Example) string {
 func compatFingerprint(cfg Config, manifestSHA string, train []data.Example) map[string]string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	m := map[string]string{
-		"artifacts (manifest.json sha256)":    manifestSHA,
-		"--micro-batch":                       strconv.Itoa(cfg.MicroBatch),
-		"--grad-accum":                        strconv.Itoa(cfg.GradAccum),
-		"--lr":                                f(cfg.LR),
-		"--weight-decay":                      f(cfg.WeightDecay),
-		"--schedule":                          cfg.Schedule,
-		"--warmup-steps":                      strconv.Itoa(cfg.Warmup),
-		"--max-grad-norm":                     f(cfg.MaxGradNorm),
-		"--seed":                              strconv.FormatUint(cfg.Seed, 10),
-		"--pad-multiple":                      strconv.Itoa(cfg.PadMultiple),
-		"fp16 loss scaling":                   strconv.FormatBool(cfg.FP16),
-		"training examples (count)":           strconv.Itoa(len(train)),
-		"training examples (sha256)":          examplesSHA256(train),
+		"artifacts (manifest.json sha256)": manifestSHA,
+		"--micro-batch":                    strconv.Itoa(cfg.MicroBatch),
+		"--grad-accum":                     strconv.Itoa(cfg.GradAccum),
+		"--lr":                             f(cfg.LR),
+		"--weight-decay":                   f(cfg.WeightDecay),
+		"--schedule":                       cfg.Schedule,
+		"--warmup-steps":                   strconv.Itoa(cfg.Warmup),
+		"--max-grad-norm":                  f(cfg.MaxGradNorm),
+		"--seed":                           strconv.FormatUint(cfg.Seed, 10),
+		"--pad-multiple":                   strconv.Itoa(cfg.PadMultiple),
+		"fp16 loss scaling":                strconv.FormatBool(cfg.FP16),
+		"training examples (count)":        strconv.Itoa(len(train)),
+		"training examples (sha256)":       examplesSHA256(train),
 	}
 	for k, v := range cfg.Inputs {
 		m[k] = v
