@@ -133,3 +133,30 @@ eval:
 		})
 	}
 }
+
+// TestReadmePipelineConfig: the README's pipeline.yaml example is accepted by each command
+// it has a section for, and each takes its own section's values.
+func TestReadmePipelineConfig(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "# pipeline.yaml")
+	if !ok {
+		t.Fatal("README.md has no pipeline.yaml example")
+	}
+	text, _, _ := strings.Cut(rest[strings.Index(rest, "\n")+1:], "```")
+	for _, c := range []struct{ cmd, key, want string }{
+		{"prepare", "lora-r", "16"}, {"prepare", "seed", "7"},
+		{"train", "max-steps", "200"}, {"train", "artifacts", "art/"}, {"train", "max-grad-norm", "1"},
+		{"eval", "adapter", "art/run/adapter_model.safetensors"}, {"eval", "tokenizer", "default"},
+	} {
+		v, err := optionsFor(t, c.cmd, text)
+		if err != nil {
+			t.Fatalf("%s: %v", c.cmd, err)
+		}
+		if got := v.GetString(c.key); got != c.want {
+			t.Errorf("%s: %s = %q, want %q", c.cmd, c.key, got, c.want)
+		}
+	}
+}

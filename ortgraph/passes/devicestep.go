@@ -50,7 +50,8 @@ type DeviceStepResult struct {
 // grad.<p> for each LoRA input p) into one run of a device-resident optimizer step. The
 // LoRA inputs become slices of one flat fp32 parameter vector; the gradients are summed into
 // a flat accumulator; on the run that applies the step, the accumulated gradients are
-// unscaled, checked for Inf/NaN and, when finite, AdamW (torch's expressions: decoupled
+// unscaled, checked for Inf/NaN, clipped to the step's max_grad_norm (torch's
+// clip_grad_norm_, see clipNorm) and, when finite, AdamW (torch's expressions: decoupled
 // decay, lerp of exp_avg, exp_avg_sq·β2 + (1−β2)·g², bias corrections as host scalars)
 // updates parameters and moments. Every state vector enters as state.<x> and leaves as
 // state.<x>.next, so a caller keeps two copies in device memory and swaps them between
@@ -270,8 +271,8 @@ func chunks(n int) [][2]int {
 	return out
 }
 
-// optimizerStep appends accumulation, the overflow check and AdamW; it returns the value of
-// each next state.
+// optimizerStep appends accumulation, the overflow check, clipping and AdamW; it returns the
+// value of each next state.
 func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc []string) map[string]string {
 	f := func(v string, dims ...int64) string {
 		g.SetType(v, ortgraph.TensorType(ortgraph.Float, dims))
