@@ -3,6 +3,7 @@ package train_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -310,7 +311,7 @@ func TestResumeLonger(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := cfgFor("resumed", 6)
-	cfg.Resume = "latest"
+	cfg.Resume, cfg.LogEvery = "latest", 1
 	rep, err := runLoop(t, art, context.Background(), trainSet, evalSet, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -319,4 +320,22 @@ func TestResumeLonger(t *testing.T) {
 		t.Errorf("%d optimizer steps, gradient norms %+v after resuming to 6 (want 6 steps, some clipped)", rep.OptimizerSteps, rep.GradNorm)
 	}
 	sameRun(t, filepath.Join(dir, "straight"), filepath.Join(dir, "resumed"), 6)
+	// run.jsonl logs each resumed step's gradient norm.
+	b, err := os.ReadFile(filepath.Join(dir, "resumed", "run.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var norms []float64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var r train.MemRecord
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Event == "step" && r.GradNorm > 0 {
+			norms = append(norms, float64(r.GradNorm))
+		}
+	}
+	if len(norms) != 3 {
+		t.Errorf("run.jsonl logs gradient norms %v for steps 4 … 6:\n%s", norms, b)
+	}
 }
