@@ -6,7 +6,10 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/ortq/ortq/internal/safetensors"
 )
 
 // clipRefs is testdata/clip_refs.json, written by testdata/gen_clip_refs.py with torch:
@@ -28,6 +31,25 @@ type clipRefs struct {
 			ExpAvgSq  [][]uint32 `json:"exp_avg_sq"`
 		} `json:"steps"`
 	} `json:"cases"`
+	PEFT peftClipRef `json:"peft"`
+}
+
+// peftClipRef is the case on hfimport's PEFT LoRA tensors and gradients (ref.safetensors):
+// the total norm of every step and the first Keep values of each tensor after it.
+type peftClipRef struct {
+	Ref         string    `json:"ref"`
+	Names       []string  `json:"names"`
+	MaxNorm     float64   `json:"max_norm"`
+	LR          float64   `json:"lr"`
+	WeightDecay float64   `json:"weight_decay"`
+	Scales      []float64 `json:"scales"`
+	Keep        int       `json:"keep"`
+	Steps       []struct {
+		TotalNorm uint32     `json:"total_norm"`
+		Params    [][]uint32 `json:"params"`
+		ExpAvg    [][]uint32 `json:"exp_avg"`
+		ExpAvgSq  [][]uint32 `json:"exp_avg_sq"`
+	} `json:"steps"`
 }
 
 // TestClipMatchesTorch replays torch's clip_grad_norm_ + AdamW trajectories: the total norm,
@@ -35,17 +57,7 @@ type clipRefs struct {
 // 1e-6 of torch's (relative to the largest |value| of each tensor), on steps where clipping
 // triggers and where it does not.
 func TestClipMatchesTorch(t *testing.T) {
-	b, err := os.ReadFile("testdata/clip_refs.json")
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Skip("testdata/clip_refs.json absent: run testdata/gen_clip_refs.py where torch is installed")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var refs clipRefs
-	if err := json.Unmarshal(b, &refs); err != nil {
-		t.Fatal(err)
-	}
+	refs := loadClipRefs(t)
 	clippedSteps, plainSteps := 0, 0
 	for _, c := range refs.Cases {
 		t.Run(c.Name, func(t *testing.T) {
@@ -91,6 +103,89 @@ func TestClipMatchesTorch(t *testing.T) {
 		t.Errorf("%d clipped and %d unclipped steps: the references must have both", clippedSteps, plainSteps)
 	}
 	t.Logf("torch %s: %d clipped and %d unclipped steps", refs.Torch, clippedSteps, plainSteps)
+}
+
+func loadClipRefs(t *testing.T) *clipRefs {
+	t.Helper()
+	b, err := os.ReadFile("testdata/clip_refs.json")
+	if errors.Is(err, fs.ErrNotExist) {
+		t.Skip("testdata/clip_refs.json absent: run testdata/gen_clip_refs.py where torch is installed")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs clipRefs
+	if err := json.Unmarshal(b, &refs); err != nil {
+		t.Fatal(err)
+	}
+	return &refs
+}
+
+// TestClipMatchesTorchOnPEFTGradients: clip_grad_norm_ + AdamW from the PEFT LoRA tensors and
+// gradients of hfimport's llama32 fixture (mean-loss gradients: d loss_sum / d θ ÷ tokens,
+// scaled per step so that some steps clip and one does not) give torch's total norms and
+// values within 1e-6 (the first values of every tensor, which the fixture keeps).
+func TestClipMatchesTorchOnPEFTGradients(t *testing.T) {
+	c := loadClipRefs(t).PEFT
+	f, err := safetensors.ReadFile(filepath.Join("..", c.Ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(name string) []float32 {
+		tt, ok := f.Get(name)
+		if !ok {
+			t.Fatalf("%s: no tensor %q", c.Ref, name)
+		}
+		v, err := tt.Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tokens := get("token_count")[0]
+	var params []Param
+	mean := map[string][]float32{}
+	for _, n := range c.Names {
+		params = append(params, Param{Name: n, Data: get(n)})
+		g := get(n + ".grad")
+		for i := range g {
+			g[i] /= tokens // torch: float32 tensor ÷ float32 tensor
+		}
+		mean[n] = g
+	}
+	opt, err := NewAdamW(params, AdamWConfig{LR: c.LR, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: c.WeightDecay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clipped := 0
+	for k, st := range c.Steps {
+		grads := map[string][]float32{}
+		for _, p := range params {
+			for _, v := range mean[p.Name] {
+				grads[p.Name] = append(grads[p.Name], v*float32(c.Scales[k]))
+			}
+		}
+		norm := clipGrads(params, grads, c.MaxNorm)
+		want := float64(math.Float32frombits(st.TotalNorm))
+		if d := math.Abs(norm-want) / want; d > 1e-6 {
+			t.Errorf("step %d: total norm %.9g, torch %.9g (rel %.2g)", k+1, norm, want, d)
+		}
+		if want > c.MaxNorm {
+			clipped++
+		}
+		if err := opt.Step(grads, c.LR); err != nil {
+			t.Fatal(err)
+		}
+		after := opt.State()
+		for i, p := range params {
+			within(t, k, p.Name+" param", p.Data[:c.Keep], st.Params[i])
+			within(t, k, p.Name+" exp_avg", after.ExpAvg[p.Name][:c.Keep], st.ExpAvg[i])
+			within(t, k, p.Name+" exp_avg_sq", after.ExpAvgSq[p.Name][:c.Keep], st.ExpAvgSq[i])
+		}
+	}
+	if clipped == 0 || clipped == len(c.Steps) {
+		t.Errorf("%d of %d steps clipped: the case must have both", clipped, len(c.Steps))
+	}
 }
 
 // within fails when got differs from torch's want by more than 1e-6 of want's largest |value|.

@@ -9,11 +9,21 @@ torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False) (what Hugging Fa
 Trainer calls on CPU, where foreach kernels are not used), then torch.optim.AdamW
 (foreach=False). The gradient scales alternate so that clipping triggers on some steps
 and not on others. Float32 values are IEEE bit patterns (uint32).
+
+The "peft" case starts from the PEFT LoRA tensors and gradients hfimport's tests use
+(hfimport/testdata/hf/llama32/ref.safetensors: d loss_sum / d tensor, divided here by the
+token count as a mean-loss trainer does), scaled per step; max_norm is half the first
+step's norm so that it clips at scale 1 and not at scale 0.1. To keep the fixture small it
+records the total norms and the first PEFT_KEEP values of each tensor after every step.
 """
 import json
 import sys
 
 import torch
+from safetensors.torch import load_file
+
+PEFT_REF = "hfimport/testdata/hf/llama32/ref.safetensors"
+PEFT_KEEP = 4
 
 
 def bits(t):
@@ -41,13 +51,38 @@ def clip_case(name, shapes, scales, max_norm, lr, wd, seed):
     return out
 
 
+def peft_case(scales):
+    ref = load_file(PEFT_REF)
+    names = sorted(k for k in ref if ".lora_" in k and not k.endswith(".grad"))
+    tokens = ref["token_count"]
+    params = [torch.nn.Parameter(ref[n].clone()) for n in names]
+    mean_grads = [ref[n + ".grad"] / tokens for n in names]
+    first = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in mean_grads]))
+    max_norm = float(first) / 2
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, foreach=False)
+    out = {"name": "peft llama32", "ref": PEFT_REF, "names": names, "max_norm": max_norm, "lr": 1e-3,
+           "weight_decay": 0.01, "scales": scales, "keep": PEFT_KEEP, "steps": []}
+    for scale in scales:
+        for p, g in zip(params, mean_grads):
+            p.grad = g * scale
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
+        opt.step()
+        out["steps"].append({
+            "total_norm": bits(norm.reshape(1))[0],
+            "params": [bits(p.flatten()[:PEFT_KEEP]) for p in params],
+            "exp_avg": [bits(opt.state[p]["exp_avg"].flatten()[:PEFT_KEEP]) for p in params],
+            "exp_avg_sq": [bits(opt.state[p]["exp_avg_sq"].flatten()[:PEFT_KEEP]) for p in params],
+        })
+    return out
+
+
 def main():
     refs = {"torch": torch.__version__, "cases": [
-        # norms ≈ 0.07, 34, 0.14, 7: clipped on steps 2 and 4 only.
-        clip_case("max_norm 1", [(4, 6), (6, 3), (5,)], [0.01, 5.0, 0.02, 1.0], 1.0, 1e-3, 0.01, 0),
-        # norms ≈ 2.7, 0.03, 1.1: clipped on steps 1 and 3.
-        clip_case("max_norm 0.3, no decay", [(8, 2), (2, 7)], [0.5, 0.005, 0.2], 0.3, 2e-2, 0.0, 1),
-    ]}
+        # 23 values, norms ≈ 0.05, 24, 0.1, 4.8: clipped on steps 2 and 4 only.
+        clip_case("max_norm 1", [(3, 4), (4, 2), (3,)], [0.01, 5.0, 0.02, 1.0], 1.0, 1e-3, 0.01, 0),
+        # 14 values, norms ≈ 1.9, 0.02, 0.75: clipped on steps 1 and 3.
+        clip_case("max_norm 0.3, no decay", [(4, 2), (2, 3)], [0.5, 0.005, 0.2], 0.3, 2e-2, 0.0, 1),
+    ], "peft": peft_case([1.0, 0.1, 3.0])}
     json.dump(refs, sys.stdout, separators=(",", ":"))
     sys.stdout.write("\n")
 
