@@ -57,7 +57,11 @@ func readConfig(path string, cmd *cobra.Command) (*configFile, error) {
 	}
 	cmds := commandOptions(cmd)
 	sectioned := false
-	for _, e := range top {
+	for i, e := range top {
+		if _, isCmd := cmds[e.key]; isCmd && e.val.Kind == yaml.ScalarNode && e.val.Tag == "!!null" {
+			top[i].val = &yaml.Node{Kind: yaml.MappingNode} // `train:` with nothing under it
+			e = top[i]
+		}
 		if e.val.Kind != yaml.MappingNode {
 			continue
 		}

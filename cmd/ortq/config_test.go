@@ -105,6 +105,7 @@ eval:
 		{name: "not a mapping", cmd: "train", yaml: "- max-steps\n",
 			wantErr: []string{"want a mapping"}},
 		{name: "empty file", cmd: "train", yaml: "", want: map[string]string{"max-steps": "0"}},
+		{name: "empty section", cmd: "prepare", yaml: "lora-r: 4\ntrain:\neval: {}\n", want: map[string]string{"lora-r": "4"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for k, v := range c.env {
