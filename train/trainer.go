@@ -256,7 +256,7 @@ func (l *run) begin(resumed *Checkpoint) error {
 
 // checkTotal accepts a resume to another total step count (--max-steps, --epochs) as long
 // as the checkpoint's steps fit in it; the schedule is then the new total's, as Hugging Face
-// Trainer does (see the README's Resume section), and the run says so.
+// Trainer does (README, "Training longer"), and the run says so.
 func (l *run) checkTotal(resumed *Checkpoint) error {
 	if resumed.Total == l.total {
 		return nil
