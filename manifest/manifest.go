@@ -8,7 +8,9 @@ import (
 )
 
 // FormatVersion is bumped whenever the artifacts layout changes incompatibly.
-const FormatVersion = 1
+// 2: the device step clips the gradient norm (step_scalars gained max_grad_norm, stats the
+// norm).
+const FormatVersion = 2
 
 // File names inside an artifacts directory.
 const (
@@ -93,9 +95,13 @@ const (
 	StateExpAvg   = "exp_avg"    // AdamW's first moment
 	StateExpAvgSq = "exp_avg_sq" // AdamW's second moment
 	StateGradSum  = "grad_sum"   // gradients accumulated over the optimizer step's micro-batches
-	// StateStats is [loss sum, token count, non-finite flag] of the micro-batches
-	// accumulated so far; the flag (1 or 0) is set by the run that applies the update.
+	// StateStats is [loss sum, token count, non-finite flag, gradient norm] of the
+	// micro-batches accumulated so far; the flag (1 or 0) and the norm (the unscaled
+	// accumulated gradients' L2 norm, before clipping) are those of the latest run, which
+	// means something on the run that applies the update.
 	StateStats = "stats"
+	// StatsLen is the length of the StateStats vector.
+	StatsLen = 4
 )
 
 // Indices into the device step's step_scalars input. The trainer computes them on the host in
@@ -118,7 +124,10 @@ const (
 	StepScalarNegStep  // −lr / (1 − β1^t)
 	StepScalarBC2Sqrt  // √(1 − β2^t)
 	StepScalarEps      // ε
-	StepScalars        // the vector's length
+	// StepScalarMaxNorm is the gradient clipping threshold (torch's clip_grad_norm_
+	// max_norm); +Inf turns clipping off.
+	StepScalarMaxNorm
+	StepScalars // the vector's length
 )
 
 // FlatParam places one LoRA tensor in the device step's flat state vectors.

@@ -18,6 +18,7 @@ targets=(
   internal/safetensors:FuzzParseSafetensors
   data:FuzzParseDocuments
   cmd/ortq:FuzzOptionValues
+  cmd/ortq:FuzzConfigFile
   export:FuzzReadAdapterFile
 )
 if [ $# -gt 0 ]; then targets=("$@"); fi

@@ -71,6 +71,7 @@ type Checkpoint struct {
 	AdamStep       int64           `json:"adamw_step"`
 	// Losses[i] is the training loss of step i+1 (null when not finite).
 	Losses      []Float      `json:"losses"`
+	GradNorms   []Float      `json:"grad_norms,omitempty"` // step i+1's gradient norm before clipping
 	Baseline    EvalResult   `json:"baseline_eval"`
 	EvalHistory []EvalResult `json:"eval_history"`
 	StepTimesMS []float64    `json:"step_times_ms"`
@@ -395,23 +396,25 @@ func examplesSHA256(exs []data.Example) string {
 
 // compatFingerprint lists what a resume must share with the checkpoint, keyed by the
 // option (or input) a user would change. Options that do not change the trajectory
-// (--eval-every, --device, --quiet, --out, --save-every, --keep) are not in it.
-func compatFingerprint(cfg Config, manifestSHA string, total int, train []data.Example) map[string]string {
+// (--eval-every, --device, --quiet, --out, --save-every, --keep) are not in it, nor is the
+// total step count: a resume may run to another total (the schedule follows it, see
+// Trainer.Run), which leaves the steps already taken as they were.
+func compatFingerprint(cfg Config, manifestSHA string, train []data.Example) map[string]string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	m := map[string]string{
-		"artifacts (manifest.json sha256)":    manifestSHA,
-		"--micro-batch":                       strconv.Itoa(cfg.MicroBatch),
-		"--grad-accum":                        strconv.Itoa(cfg.GradAccum),
-		"--lr":                                f(cfg.LR),
-		"--weight-decay":                      f(cfg.WeightDecay),
-		"--schedule":                          cfg.Schedule,
-		"--warmup-steps":                      strconv.Itoa(cfg.Warmup),
-		"--seed":                              strconv.FormatUint(cfg.Seed, 10),
-		"--pad-multiple":                      strconv.Itoa(cfg.PadMultiple),
-		"total steps (--max-steps, --epochs)": strconv.Itoa(total),
-		"fp16 loss scaling":                   strconv.FormatBool(cfg.FP16),
-		"training examples (count)":           strconv.Itoa(len(train)),
-		"training examples (sha256)":          examplesSHA256(train),
+		"artifacts (manifest.json sha256)": manifestSHA,
+		"--micro-batch":                    strconv.Itoa(cfg.MicroBatch),
+		"--grad-accum":                     strconv.Itoa(cfg.GradAccum),
+		"--lr":                             f(cfg.LR),
+		"--weight-decay":                   f(cfg.WeightDecay),
+		"--schedule":                       cfg.Schedule,
+		"--warmup-steps":                   strconv.Itoa(cfg.Warmup),
+		"--max-grad-norm":                  f(cfg.MaxGradNorm),
+		"--seed":                           strconv.FormatUint(cfg.Seed, 10),
+		"--pad-multiple":                   strconv.Itoa(cfg.PadMultiple),
+		"fp16 loss scaling":                strconv.FormatBool(cfg.FP16),
+		"training examples (count)":        strconv.Itoa(len(train)),
+		"training examples (sha256)":       examplesSHA256(train),
 	}
 	for k, v := range cfg.Inputs {
 		m[k] = v
@@ -419,18 +422,24 @@ func compatFingerprint(cfg Config, manifestSHA string, total int, train []data.E
 	return m
 }
 
+// legacyTotalKey is the total step count's fingerprint entry in checkpoints of ortq versions
+// that refused a resume to another total; it is not compared.
+const legacyTotalKey = "total steps (--max-steps, --epochs)"
+
 // checkCompat names every field where the checkpoint and this run differ.
 func checkCompat(dir string, saved, now map[string]string) error {
 	keys := map[string]bool{}
 	for k := range saved {
-		keys[k] = true
+		keys[k] = k != legacyTotalKey
 	}
 	for k := range now {
 		keys[k] = true
 	}
 	var names []string
-	for k := range keys {
-		names = append(names, k)
+	for k, compare := range keys {
+		if compare {
+			names = append(names, k)
+		}
 	}
 	sort.Strings(names)
 	var diffs []string

@@ -16,8 +16,8 @@ import (
 // AdamW moments, the gradient sum and the loss statistics stay in the training session's
 // device memory, in two sets of flat buffers that the runs read and write in turn (run k
 // reads set k mod 2 and writes the other). Per micro-batch only the token batch and a
-// vector of scalars go in; per optimizer step three floats come out (loss sum, token count,
-// overflow flag). The loss scaler and AdamW's step count stay on the host, which computes
+// vector of scalars go in; per optimizer step four floats come out (loss sum, token count,
+// overflow flag, gradient norm): the graph clips the gradient norm itself. The loss scaler and AdamW's step count stay on the host, which computes
 // the step's scalars exactly as the host AdamW does.
 //
 // Every batch is padded to one shape (rows × seq, fixed when the stepper is made): padded
@@ -44,6 +44,9 @@ type deviceStepper struct {
 	state [2]map[string]*ortrun.Buffer
 	binds [2]*ortrun.Binding
 	cur   int // the state set holding the current values
+
+	// maxNorm is StepConfig.MaxGradNorm (0: no clipping).
+	maxNorm float64
 }
 
 // feedSlot is one per-run input of the device step and the buffer it is uploaded to.
@@ -67,12 +70,15 @@ func NewDeviceStepper(e *Engine, init []Param, cfg StepConfig, rows, seq int) (S
 	if err := cfg.AdamW.Validate(); err != nil {
 		return nil, err
 	}
+	if !(cfg.MaxGradNorm >= 0) || math.IsInf(cfg.MaxGradNorm, 0) {
+		return nil, fmt.Errorf("invalid max gradient norm %v: must be ≥ 0 and finite", cfg.MaxGradNorm)
+	}
 	scaler, err := NewGradScaler(cfg.Scaler)
 	if err != nil {
 		return nil, err
 	}
 	s := &deviceStepper{sess: e.step, cp: ortrun.NewCopier(e.Opts), layout: e.Man.StepLayout, adam: cfg.AdamW,
-		scaler: scaler, rows: rows, seq: seq}
+		maxNorm: cfg.MaxGradNorm, scaler: scaler, rows: rows, seq: seq}
 	for _, l := range s.layout {
 		s.size += l.Size
 	}
@@ -108,7 +114,7 @@ func (s *deviceStepper) allocate(g *manifest.Graph) error {
 	}
 	stateShape := func(name string) []int64 {
 		if name == manifest.StateStats {
-			return []int64{3}
+			return []int64{manifest.StatsLen}
 		}
 		return []int64{s.size}
 	}
@@ -192,9 +198,10 @@ func (s *deviceStepper) Step(ctx context.Context, in StepInput) (StepOutcome, er
 	}
 	v := st[0]
 	if total == 0 {
-		out.Loss, out.NoTokens = math.NaN(), true
+		out.Loss, out.NoTokens, out.GradNorm = math.NaN(), true, math.NaN()
 		return out, nil
 	}
+	out.GradNorm = float64(v[3])
 	if int(v[1]) != total {
 		return StepOutcome{}, fmt.Errorf("device step counted %g tokens, the batches %d", v[1], total)
 	}
@@ -251,7 +258,17 @@ func (s *deviceStepper) scalars(lr float64, total int) []float32 {
 	v[manifest.StepScalarNegStep] = a.negStepSize
 	v[manifest.StepScalarBC2Sqrt] = a.bc2Sqrt
 	v[manifest.StepScalarEps] = a.eps
+	v[manifest.StepScalarMaxNorm] = maxNormScalar(s.maxNorm)
 	return v
+}
+
+// maxNormScalar is the step graph's clipping threshold for --max-grad-norm m: m in float32
+// (torch's Python scalar), or +Inf, which makes the graph's clip factor exactly 1, for 0.
+func maxNormScalar(m float64) float32 {
+	if m > 0 {
+		return float32(m)
+	}
+	return float32(math.Inf(1))
 }
 
 func b2f(b bool) float32 {

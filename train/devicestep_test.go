@@ -89,6 +89,7 @@ func stepBatches(steps, k, rows, seq int, ragged bool) [][]data.Batch {
 type stepRun struct {
 	losses  []float64
 	skipped []bool
+	norms   []float64 // StepOutcome.GradNorm
 	params  map[string][]float32
 }
 
@@ -146,6 +147,7 @@ func driveSteps(t *testing.T, open func() train.Stepper, reset func(), steps [][
 		}
 		r.losses = append(r.losses, out.Loss)
 		r.skipped = append(r.skipped, out.Skipped)
+		r.norms = append(r.norms, out.GradNorm)
 	}
 	var err error
 	if r.params, err = st.Params(); err != nil {
@@ -155,18 +157,22 @@ func driveSteps(t *testing.T, open func() train.Stepper, reset func(), steps [][
 	return r
 }
 
-// TestDeviceStepMatchesHost: the device-resident step (flat state, accumulation and AdamW
-// inside the graph, run on the CPU provider) gives the host stepper's losses and final LoRA
-// weights, with dropout on full batches, with padded ragged batches, and through loss-scale
-// overflows (every step skipped at first, until the scale has halved enough); and a device
-// run restored from its state midway equals the uninterrupted one bit for bit.
+// TestDeviceStepMatchesHost: the device-resident step (flat state, accumulation, gradient
+// clipping and AdamW inside the graph, run on the CPU provider) gives the host stepper's
+// losses, gradient norms and final LoRA weights, with dropout on full batches, with padded
+// ragged batches, and through loss-scale overflows (every step skipped at first, until the
+// scale has halved enough); and a device run restored from its state midway equals the
+// uninterrupted one bit for bit. The clipped cases clip at a norm most steps exceed.
 func TestDeviceStepMatchesHost(t *testing.T) {
 	const rows, seq = 2, 24
 	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
 	base.Scaler.Disabled = true
+	clipped := base
+	clipped.MaxGradNorm = clipAt
 	overflow := base
 	overflow.Scaler = train.DefaultGradScalerConfig()
 	overflow.Scaler.InitScale = 0x1p22 // the float16 backward overflows at 2^22 … 2^19 (measured), not at 2^18
+	overflow.MaxGradNorm = clipAt
 	for _, c := range []struct {
 		name    string
 		dropout float64
@@ -178,7 +184,7 @@ func TestDeviceStepMatchesHost(t *testing.T) {
 		// rounds differently from fp16 DequantizeLinear + MatMul (losses 4.5e-6 apart).
 		dq bool
 	}{
-		{"dropout, full batches", 0.1, false, false, base, false},
+		{"dropout, full batches, clipped", 0.1, false, false, clipped, false},
 		{"ragged batches padded", 0, true, false, base, false},
 		{"fp16 overflow skips", 0, false, true, overflow, true},
 		{"DequantizeLinear forwards", 0.1, false, false, base, true},
@@ -196,6 +202,7 @@ func TestDeviceStepMatchesHost(t *testing.T) {
 			host := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
 			dev := runStepper(t, art, true, c.cfg, steps, rows, seq, 0)
 			skips := matchesHost(t, "the device", host, dev)
+			checkClipped(t, c.cfg, host)
 			if c.fp16 && (skips == 0 || skips == len(steps)) {
 				t.Fatalf("%d of %d steps skipped: the overflow case tests nothing", skips, len(steps))
 			}
@@ -204,11 +211,34 @@ func TestDeviceStepMatchesHost(t *testing.T) {
 	}
 }
 
+// clipAt is the clipped test cases' --max-grad-norm: below every step's gradient norm
+// (3.8 … 7.9 for the default model, 0.68 for the fp16 tiny model's one finite step).
+const clipAt = 0.5
+
+// checkClipped fails when cfg clips but no finite step's gradient norm exceeded the
+// threshold (the case would not test clipping).
+func checkClipped(t *testing.T, cfg train.StepConfig, r stepRun) {
+	t.Helper()
+	if cfg.MaxGradNorm == 0 {
+		return
+	}
+	for i, n := range r.norms {
+		if !r.skipped[i] && n > cfg.MaxGradNorm {
+			return
+		}
+	}
+	t.Fatalf("gradient norms %v never exceed --max-grad-norm %g: clipping untested", r.norms, cfg.MaxGradNorm)
+}
+
 // matchesHost fails unless a run skipped the host stepper's steps, its losses are within
-// 2e-6 relative of the host's and its LoRA weights within 2e-5; it returns the skip count.
+// 2e-6 relative of the host's, its gradient norms within 1e-5 and its LoRA weights within
+// 2e-5; it returns the skip count.
 func matchesHost(t *testing.T, what string, host, got stepRun) (skips int) {
 	t.Helper()
 	for i := range host.losses {
+		if d := math.Abs(host.norms[i]-got.norms[i]) / math.Abs(host.norms[i]); !host.skipped[i] && !(d <= 1e-5) {
+			t.Errorf("step %d: gradient norm %.9g on the host, %.9g on %s (rel %.2g)", i+1, host.norms[i], got.norms[i], what, d)
+		}
 		if host.skipped[i] != got.skipped[i] {
 			t.Fatalf("step %d: skipped %v on the host, %v on %s", i+1, host.skipped[i], got.skipped[i], what)
 		}
@@ -225,7 +255,7 @@ func matchesHost(t *testing.T, what string, host, got stepRun) (skips int) {
 			worst = math.Max(worst, math.Abs(float64(v-got.params[name][i])))
 		}
 	}
-	t.Logf("losses %v; %d skipped; max |Δθ| host vs %s %.3g", host.losses, skips, what, worst)
+	t.Logf("losses %v; gradient norms %v; %d skipped; max |Δθ| host vs %s %.3g", host.losses, host.norms, skips, what, worst)
 	if worst > 2e-5 {
 		t.Errorf("LoRA weights differ by up to %g between the host and %s", worst, what)
 	}

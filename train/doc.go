@@ -8,7 +8,7 @@
 //     and the run report. It reads its artifacts and evaluates through a Backend, which
 //     *Engine is; its tests (loop_fake_test.go) drive a Go fake instead, in milliseconds.
 //   - A Stepper (step.go) is one optimizer step, whatever runs it: token-weighted gradient
-//     accumulation, the GradScaler's overflow check and AdamW. NewHostStepper runs the
+//     accumulation, the GradScaler's overflow check, gradient clipping (clip.go) and AdamW. NewHostStepper runs the
 //     training graph once per micro-batch and keeps parameters, gradients and optimizer
 //     state in Go memory (torch's AdamW arithmetic to the last ulp); NewDeviceStepper
 //     (devicestep.go) runs the device-resident step graph, which keeps them in the session's
@@ -41,6 +41,11 @@
 //   - GradScaler mirrors torch.amp.GradScaler (init 2^16, ×2 after 2000 clean
 //     steps, ×0.5 and skip on inf/NaN, unscale by multiplying with the
 //     float32 reciprocal computed in float64).
+//   - Clipping is torch.nn.utils.clip_grad_norm_ (the L2 norm of the per-tensor
+//     norms, the factor min(1, max_norm · 1/(norm + 1e-6)) in float32), applied
+//     to the unscaled mean gradients before AdamW, as Hugging Face Trainer does.
+//   - A resume to another total step count takes the new total's schedule from
+//     the checkpoint's step on, as Trainer does when it reloads its scheduler.
 //
 // One optimizer step of the host Stepper reads:
 //
@@ -48,6 +53,8 @@
 //	for each micro-batch: lossSum, tokens, grads := run graph(scale = scaler.Scale())
 //	                      acc.Add(grads, lossSum, tokens)
 //	meanLoss, _ := acc.Finish(grads)          // grads = Σ grad / Σ tokens
-//	if scaler.Unscale(grads) /* found inf */ { scaler.Update(true); skip }
+//	inf := scaler.Unscale(grads)
+//	gradNorm := clipGrads(grads, maxGradNorm)  // norm before clipping; no clip when inf
+//	if inf { scaler.Update(true); skip }
 //	else { opt.Step(grads, cfg.LR*sched(step)); scaler.Update(false); step++ }
 package train

@@ -26,6 +26,8 @@ type Config struct {
 	WeightDecay float64 `json:"weight_decay"`
 	Schedule    string  `json:"schedule"`
 	Warmup      int     `json:"warmup_steps"`
+	// MaxGradNorm clips the gradients' global L2 norm before each AdamW step (0: off).
+	MaxGradNorm float64 `json:"max_grad_norm"`
 	EvalEvery   int     `json:"eval_every"`
 	// MaxEvalBatches caps each evaluation (0 = the whole eval split).
 	MaxEvalBatches int    `json:"max_eval_batches"`
@@ -169,11 +171,12 @@ func microSeed(seed uint64, step, k int) uint64 {
 }
 
 // stepConfig is the Stepper configuration of a run: torch's AdamW with the run's learning
-// rate and weight decay, and dynamic loss scaling for fp16.
+// rate and weight decay, gradient clipping, and dynamic loss scaling for fp16.
 func (cfg Config) stepConfig() StepConfig {
 	sc := StepConfig{AdamW: DefaultAdamWConfig(), Scaler: DefaultGradScalerConfig(), GradHook: cfg.GradHook}
 	sc.AdamW.LR, sc.AdamW.WeightDecay = cfg.LR, cfg.WeightDecay
 	sc.Scaler.Disabled = !cfg.FP16
+	sc.MaxGradNorm = cfg.MaxGradNorm
 	return sc
 }
 

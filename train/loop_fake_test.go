@@ -442,3 +442,95 @@ func TestFakeLoopRefusals(t *testing.T) {
 		})
 	}
 }
+
+// lrRecorder wraps a Stepper and records the learning rate of every optimizer step.
+type lrRecorder struct {
+	train.Stepper
+	lrs map[int]float64
+}
+
+func (r lrRecorder) Step(ctx context.Context, in train.StepInput) (train.StepOutcome, error) {
+	r.lrs[in.Step] = in.LR
+	return r.Stepper.Step(ctx, in)
+}
+
+// TestFakeLoopResumeLonger: a finished 6-step run resumed with --max-steps 10 runs steps 7 …
+// 10 with the 10-step schedule's learning rates (linear decay, warmup unchanged: what Hugging
+// Face Trainer does), keeps the first 6 steps' losses, says so in the log and the report, and
+// with a constant schedule equals a straight 10-step run bit for bit; a total below the
+// checkpoint's step is refused naming the options.
+func TestFakeLoopResumeLonger(t *testing.T) {
+	for _, sched := range []string{"linear", "cosine", "constant"} {
+		t.Run(sched, func(t *testing.T) {
+			dir := fastTempDir(t)
+			first := fakeConfig(filepath.Join(dir, "resumed"))
+			first.Schedule = sched
+			if _, err := runFake(context.Background(), newFakeBackend(t), first); err != nil {
+				t.Fatal(err)
+			}
+			six, err := train.LatestCheckpoint(filepath.Join(first.Out, train.CheckpointsDir), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			longer := first
+			longer.Resume, longer.MaxSteps = "latest", 10
+			log := &bytes.Buffer{}
+			longer.Log = log
+			b := newFakeBackend(t)
+			lrs := map[int]float64{}
+			longer.NewStepper = func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+				st, err := b.NewStepper(init, sc, rows, seq)
+				return lrRecorder{Stepper: st, lrs: lrs}, err
+			}
+			rep, err := runFake(context.Background(), b, longer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := train.NewSchedule(sched, longer.Warmup, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for step := 7; step <= 10; step++ {
+				if want := longer.LR * s(step-1); lrs[step] != want {
+					t.Errorf("step %d: lr %v, the 10-step schedule's %v", step, lrs[step], want)
+				}
+			}
+			if len(lrs) != 4 {
+				t.Errorf("steps run after the resume: %v", lrs)
+			}
+			ten, err := train.LatestCheckpoint(filepath.Join(longer.Out, train.CheckpointsDir), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ten.Step != 10 || ten.Total != 10 || len(ten.Losses) != 10 || rep.OptimizerSteps != 10 {
+				t.Fatalf("checkpoint step %d of %d with %d losses, %d optimizer steps", ten.Step, ten.Total, len(ten.Losses), rep.OptimizerSteps)
+			}
+			for i, l := range six.Losses {
+				if math.Float64bits(float64(l)) != math.Float64bits(float64(ten.Losses[i])) {
+					t.Errorf("step %d: loss %v before the resume, %v after", i+1, l, ten.Losses[i])
+				}
+			}
+			note := "total steps changed from 6 to 10"
+			if !strings.Contains(log.String(), note) || !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, note) }) {
+				t.Errorf("no %q in the log:\n%s\nor the report notes %v", note, log, rep.Notes)
+			}
+			if sched == "constant" {
+				straight := fakeConfig(filepath.Join(dir, "straight"))
+				straight.Schedule, straight.MaxSteps = sched, 10
+				if _, err := runFake(context.Background(), newFakeBackend(t), straight); err != nil {
+					t.Fatal(err)
+				}
+				fa, _ := os.ReadFile(filepath.Join(straight.Out, "adapter_model.safetensors"))
+				fb, _ := os.ReadFile(filepath.Join(longer.Out, "adapter_model.safetensors"))
+				if len(fa) == 0 || !bytes.Equal(fa, fb) {
+					t.Error("constant schedule: 6 steps resumed to 10 differ from 10 straight steps")
+				}
+			}
+			shorter := first
+			shorter.Resume, shorter.MaxSteps = "latest", 8
+			if _, err := runFake(context.Background(), newFakeBackend(t), shorter); err == nil || !strings.Contains(err.Error(), "--max-steps") || !strings.Contains(err.Error(), "at least 10") {
+				t.Errorf("resume at step 10 to 8 steps: %v", err)
+			}
+		})
+	}
+}

@@ -69,7 +69,7 @@ func (s *multiDeviceStepper) Step(ctx context.Context, in StepInput) (StepOutcom
 		return StepOutcome{}, err
 	}
 	if total == 0 {
-		out.Loss, out.NoTokens = math.NaN(), true
+		out.Loss, out.NoTokens, out.GradNorm = math.NaN(), true, math.NaN()
 		return out, nil
 	}
 	if int(tokens) != total {
@@ -77,6 +77,7 @@ func (s *multiDeviceStepper) Step(ctx context.Context, in StepInput) (StepOutcom
 	}
 	out.Loss = lossSum / tokens
 	inf := s.scaler.UnscaleMap(s.grads)
+	out.GradNorm = clipGrads(s.params, s.grads, s.maxNorm)
 	err = finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
 	return out, err
 }
@@ -127,6 +128,7 @@ func (s *multiDeviceStepper) scalars(total int) []float32 {
 	}
 	v[manifest.StepScalarInvScale], v[manifest.StepScalarDecay] = 1, 1
 	v[manifest.StepScalarBC2Sqrt], v[manifest.StepScalarEps] = 1, 1
+	v[manifest.StepScalarMaxNorm] = maxNormScalar(0) // the host clips
 	return v
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"runtime"
 	"slices"
 	"sort"
@@ -40,6 +41,8 @@ type multiStepper struct {
 	// own entries' elements, never the map.
 	grads map[string][]float32
 	hook  func(int, map[string][]float32)
+	// maxNorm is StepConfig.MaxGradNorm.
+	maxNorm float64
 }
 
 // updateShard is the host-side work of a subset of the LoRA tensors.
@@ -80,8 +83,11 @@ func NewMultiStepper(engines []*Engine, init []Param, cfg StepConfig) (Stepper, 
 	if err != nil {
 		return nil, err
 	}
+	if !(cfg.MaxGradNorm >= 0) || math.IsInf(cfg.MaxGradNorm, 0) {
+		return nil, fmt.Errorf("invalid max gradient norm %v: must be ≥ 0 and finite", cfg.MaxGradNorm)
+	}
 	s := &multiStepper{engines: engines, params: init, values: map[string][]float32{}, scaler: scaler,
-		grads: map[string][]float32{}, hook: cfg.GradHook}
+		grads: map[string][]float32{}, hook: cfg.GradHook, maxNorm: cfg.MaxGradNorm}
 	for _, p := range init {
 		s.values[p.Name] = p.Data
 		s.grads[p.Name] = make([]float32, len(p.Data))
@@ -239,7 +245,7 @@ func (s *multiStepper) update(in StepInput) (StepOutcome, error) {
 	})
 	out.Loss = losses[0] // every shard added every micro-batch's loss and tokens
 	if errors.Is(err, ErrNoTokens) {
-		out.NoTokens = true
+		out.NoTokens, out.GradNorm = true, math.NaN()
 		return out, nil
 	}
 	if err != nil {
@@ -255,10 +261,34 @@ func (s *multiStepper) update(in StepInput) (StepOutcome, error) {
 			}
 		}
 	}
+	out.GradNorm = s.clip()
 	err = finishStep(s.scaler, &out, inf, func() error {
 		return s.eachShard(func(_ int, sh *updateShard) error { return sh.opt.Step(sh.grads, in.LR) })
 	})
 	return out, err
+}
+
+// clip is clipGrads over the shards: each shard takes its tensors' norms and then scales
+// them, the total norm adding the per-tensor norms in s.params' order as the host stepper
+// does, so the result is the same bit for bit.
+func (s *multiStepper) clip() float64 {
+	pos := make(map[string]int, len(s.params))
+	for i, p := range s.params {
+		pos[p.Name] = i
+	}
+	norms := make([]float32, len(s.params))
+	_ = s.eachShard(func(_ int, sh *updateShard) error {
+		for _, name := range sh.names {
+			norms[pos[name]] = tensorNorm(sh.grads[name])
+		}
+		return nil
+	})
+	total := totalNorm(norms)
+	_ = s.eachShard(func(_ int, sh *updateShard) error {
+		applyClip(sh.grads, sh.names, total, s.maxNorm)
+		return nil
+	})
+	return float64(total)
 }
 
 func (s *multiStepper) Params() (map[string][]float32, error) {

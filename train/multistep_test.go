@@ -89,7 +89,8 @@ func compareRuns(t *testing.T, what string, want, got stepRun, tol float64) (dLo
 }
 
 // TestMultiDeviceMatchesOneDevice: two CPU sessions standing in for two GPUs give the one-
-// session host stepper's losses and final adapter for the same global batch — with dropout
+// session host stepper's losses, gradient norms (bit for bit, clipping on in two cases) and
+// final adapter for the same global batch — with dropout
 // and an odd number of micro-batches per step (3 on 2 devices), with fp16 loss-scale
 // overflows (skipped on every device at once), with ragged batches on 3 devices (one idle
 // in a step of 2), whatever the number of shards the host update is split into; and a
@@ -98,6 +99,8 @@ func TestMultiDeviceMatchesOneDevice(t *testing.T) {
 	const rows, seq = 2, 24
 	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
 	base.Scaler.Disabled = true
+	clipped := base
+	clipped.MaxGradNorm = clipAt
 	overflow := base
 	overflow.Scaler = train.DefaultGradScalerConfig()
 	overflow.Scaler.InitScale = 0x1p22 // the float16 backward overflows at 2^22 … 2^19 (measured)
@@ -109,9 +112,9 @@ func TestMultiDeviceMatchesOneDevice(t *testing.T) {
 		cfg            train.StepConfig
 		procs          int // GOMAXPROCS: how many shards the host update is split into
 	}{
-		{"dropout, 3 micro-batches on 2 devices", 0.1, false, false, 3, 2, 2, base, 0},
+		{"dropout, 3 micro-batches on 2 devices, clipped", 0.1, false, false, 3, 2, 2, clipped, 0},
 		{"fp16 overflow skips on 2 devices", 0, false, true, 2, 2, 3, overflow, 1},
-		{"ragged, 2 micro-batches on 3 devices, 5 update shards", 0, true, false, 2, 3, 0, base, 5},
+		{"ragged, 2 micro-batches on 3 devices, 5 update shards, clipped", 0, true, false, 2, 3, 0, clipped, 5},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.procs > 0 {
@@ -122,6 +125,12 @@ func TestMultiDeviceMatchesOneDevice(t *testing.T) {
 			one := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
 			multi := runMulti(t, art, c.devices, c.cfg, steps, 0)
 			dl, dp := compareRuns(t, "multi vs one device", one, multi, 1e-6)
+			checkClipped(t, c.cfg, one)
+			for i := range one.norms {
+				if one.norms[i] != multi.norms[i] && !one.skipped[i] {
+					t.Errorf("step %d: gradient norm %v on one device, %v on %d", i+1, one.norms[i], multi.norms[i], c.devices)
+				}
+			}
 			skips := 0
 			for _, s := range one.skipped {
 				if s {
@@ -217,13 +226,15 @@ func TestMultiDeviceCancel(t *testing.T) {
 
 // TestMultiDeviceStepMatchesHost: two CPU sessions running the device-resident step graph,
 // each accumulating its share of the micro-batches in its own memory with the host reducing
-// and running AdamW, give one host stepper's losses and weights (dropout on, an odd number of
-// micro-batches so one device idles through the last round; and fp16 overflow skips); a run
+// and running AdamW, give one host stepper's losses, gradient norms and weights (dropout on,
+// gradients clipped, an odd number of micro-batches so one device idles through the last
+// round; and fp16 overflow skips); a run
 // restored midway equals the uninterrupted one bit for bit.
 func TestMultiDeviceStepMatchesHost(t *testing.T) {
 	const rows, seq = 2, 24
 	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
 	base.Scaler.Disabled = true
+	base.MaxGradNorm = clipAt
 	overflow := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
 	overflow.Scaler.InitScale = 0x1p22
 	for _, c := range []struct {
@@ -243,6 +254,7 @@ func TestMultiDeviceStepMatchesHost(t *testing.T) {
 			host := runStepper(t, art, false, c.cfg, steps, rows, seq, 0)
 			multi := runMultiDevice(t, art, 2, c.cfg, steps, rows, seq, 0)
 			matchesHost(t, "two devices", host, multi)
+			checkClipped(t, c.cfg, host)
 			sameRunSteps(t, multi, runMultiDevice(t, art, 2, c.cfg, steps, rows, seq, 2))
 		})
 	}

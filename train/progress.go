@@ -55,6 +55,8 @@ type ProgressUpdate struct {
 	TokensPerSec float64
 	LR           float64
 	LossScale    float32
+	// GradNorm is the step's gradient norm before clipping (0: not shown).
+	GradNorm float64
 }
 
 // NewProgress creates the display.
@@ -120,6 +122,9 @@ func (u ProgressUpdate) Describe() string {
 	s := fmt.Sprintf("loss %s | %s tok/s", fmtLoss(u.Loss), fmtRate(u.TokensPerSec))
 	if u.LR > 0 {
 		s += fmt.Sprintf(" | lr %.2e", u.LR)
+	}
+	if u.GradNorm != 0 {
+		s += fmt.Sprintf(" | grad norm %.3g", u.GradNorm)
 	}
 	if u.LossScale > 0 && u.LossScale != 1 {
 		s += fmt.Sprintf(" | scale %g", u.LossScale)

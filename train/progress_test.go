@@ -43,6 +43,7 @@ func TestProgressDescribe(t *testing.T) {
 		{ProgressUpdate{Loss: 1, TokensPerSec: 12345.6}, "loss 1.0000 | 12346 tok/s"},
 		{ProgressUpdate{Loss: math.NaN(), TokensPerSec: 5}, "loss NaN | 5.0 tok/s"},
 		{ProgressUpdate{Loss: 3, TokensPerSec: 1, LossScale: 1}, "loss 3.0000 | 1.0 tok/s"},
+		{ProgressUpdate{Loss: 2, TokensPerSec: 1, LR: 1e-4, GradNorm: 1.23456}, "loss 2.0000 | 1.0 tok/s | lr 1.00e-04 | grad norm 1.23"},
 	} {
 		if got := tc.u.Describe(); got != tc.want {
 			t.Errorf("Describe(%+v) = %q, want %q", tc.u, got, tc.want)

@@ -100,6 +100,42 @@ func SummarizeDurations(ds []time.Duration) (DurationStats, error) {
 	return out, err
 }
 
+// GradNormStats summarizes the gradient norms (before clipping) of a run's steps with a
+// finite norm, as Hugging Face Trainer logs grad_norm.
+type GradNormStats struct {
+	Steps int   `json:"steps"` // steps with a finite norm
+	Last  Float `json:"last"`
+	Mean  Float `json:"mean"`
+	Max   Float `json:"max"`
+	// MaxGradNorm is the clipping threshold (0: off); Clipped counts the steps whose norm
+	// exceeded it.
+	MaxGradNorm Float `json:"max_grad_norm"`
+	Clipped     int   `json:"clipped_steps"`
+}
+
+// SummarizeGradNorms returns the statistics of the finite norms (nil when there are none).
+func SummarizeGradNorms(norms []Float, maxNorm float64) *GradNormStats {
+	s := &GradNormStats{MaxGradNorm: Float(maxNorm)}
+	sum := 0.0
+	for _, n := range norms {
+		v := float64(n)
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			continue
+		}
+		s.Steps++
+		sum += v
+		s.Last, s.Max = n, max(s.Max, n)
+		if maxNorm > 0 && v > maxNorm {
+			s.Clipped++
+		}
+	}
+	if s.Steps == 0 {
+		return nil
+	}
+	s.Mean = Float(sum / float64(s.Steps))
+	return s
+}
+
 // Report is the run report written at the end of `ortq train`.
 type Report struct {
 	// Config is any JSON-encodable value (the resolved options); Markdown
@@ -117,6 +153,8 @@ type Report struct {
 	TokensPerSecond Float         `json:"tokens_per_second"`
 	StepTime        DurationStats `json:"step_time"`
 	PeakRSSBytes    uint64        `json:"peak_rss_bytes"`
+	// GradNorm summarizes the steps' gradient norms (nil when no step recorded one).
+	GradNorm *GradNormStats `json:"grad_norm,omitempty"`
 	// PeakGPUBytes is the highest GPU memory the run log sampled (0 without a GPU).
 	PeakGPUBytes uint64 `json:"peak_gpu_bytes,omitempty"`
 	// PeakGPUPerDevice is each device's highest sampled GPU memory, by device name, when the
@@ -174,6 +212,12 @@ func (r *Report) Markdown() (string, error) {
 		fmt.Fprintf(&b, "| step time p50 / p95 / mean (ms) | %s / %s / %s |\n", fnum(r.StepTime.P50MS, 1), fnum(r.StepTime.P95MS, 1), fnum(r.StepTime.MeanMS, 1))
 	} else {
 		b.WriteString("| step time p50 / p95 / mean (ms) | n/a |\n")
+	}
+	if g := r.GradNorm; g != nil {
+		fmt.Fprintf(&b, "| gradient norm last / mean / max | %s / %s / %s |\n", fnum(g.Last, 4), fnum(g.Mean, 4), fnum(g.Max, 4))
+		if g.MaxGradNorm > 0 {
+			fmt.Fprintf(&b, "| steps clipped (norm > %g) | %d of %d |\n", float64(g.MaxGradNorm), g.Clipped, g.Steps)
+		}
 	}
 	fmt.Fprintf(&b, "| peak host RSS | %s |\n", FormatBytes(r.PeakRSSBytes))
 	if r.PeakGPUBytes > 0 {

@@ -42,6 +42,7 @@ func sampleReport() *Report {
 		TokensPerSecond: 2961.4,
 		StepTime:        st,
 		PeakRSSBytes:    3 << 29,
+		GradNorm:        SummarizeGradNorms([]Float{2.5, Float(math.Inf(1)), 0.75, 1.25}, 1),
 		Notes:           []string{"fp16 overflow at step 7: step skipped"},
 	}
 }
@@ -133,5 +134,28 @@ func TestNewEvalResult(t *testing.T) {
 	}
 	if e := NewEvalResult(0, 1, 0); !math.IsNaN(float64(e.Loss)) {
 		t.Errorf("no tokens: %+v", e)
+	}
+}
+
+// TestSummarizeGradNorms: non-finite norms (skipped steps) are left out; a step counts as
+// clipped when its norm exceeds the threshold, and no threshold clips none.
+func TestSummarizeGradNorms(t *testing.T) {
+	inf, nan := Float(math.Inf(1)), Float(math.NaN())
+	for _, c := range []struct {
+		norms   []Float
+		max     float64
+		want    GradNormStats
+		wantNil bool
+	}{
+		{norms: []Float{2.5, inf, 0.75, 1.25}, max: 1, want: GradNormStats{Steps: 3, Last: 1.25, Mean: 1.5, Max: 2.5, MaxGradNorm: 1, Clipped: 2}},
+		{norms: []Float{2.5, 0.5}, max: 0, want: GradNormStats{Steps: 2, Last: 0.5, Mean: 1.5, Max: 2.5}},
+		{norms: []Float{1, 1}, max: 1, want: GradNormStats{Steps: 2, Last: 1, Mean: 1, Max: 1, MaxGradNorm: 1}},
+		{norms: []Float{nan, inf}, max: 1, wantNil: true},
+		{norms: nil, max: 1, wantNil: true},
+	} {
+		got := SummarizeGradNorms(c.norms, c.max)
+		if (got == nil) != c.wantNil || got != nil && *got != c.want {
+			t.Errorf("SummarizeGradNorms(%v, %g) = %+v, want %+v (nil %v)", c.norms, c.max, got, c.want, c.wantNil)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package train_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -41,7 +42,7 @@ func loopFixture(t *testing.T) (art string, trainSet, evalSet []data.Example) {
 func loopConfig(art, out string) train.Config {
 	return train.Config{Artifacts: art, Out: out, Device: "cpu", MicroBatch: 2, GradAccum: 2, MaxSteps: 6, LR: 1e-3,
 		WeightDecay: 0.01, Schedule: "linear", Warmup: 2, PadMultiple: 8, Seed: 5, SaveEvery: 2, Keep: 0, Quiet: true,
-		Log: &bytes.Buffer{}}
+		Log: &bytes.Buffer{}, MaxGradNorm: train.DefaultMaxGradNorm}
 }
 
 func runLoop(t *testing.T, art string, ctx context.Context, trainSet, evalSet []data.Example, cfg train.Config) (*train.Report, error) {
@@ -130,6 +131,7 @@ func TestResumeIsExact(t *testing.T) {
 		{"--micro-batch", func(c *train.Config, _ *[]data.Example) { c.MicroBatch = 3 }},
 		{"--grad-accum", func(c *train.Config, _ *[]data.Example) { c.GradAccum = 1 }},
 		{"--seed", func(c *train.Config, _ *[]data.Example) { c.Seed = 6 }},
+		{"--max-grad-norm", func(c *train.Config, _ *[]data.Example) { c.MaxGradNorm = 0.5 }},
 		{"training examples (sha256)", func(_ *train.Config, ex *[]data.Example) {
 			*ex = append([]data.Example(nil), *ex...)
 			(*ex)[0] = append(data.Example{1}, (*ex)[0][1:]...)
@@ -287,5 +289,53 @@ func TestResumeKeepsScalerState(t *testing.T) {
 	}
 	if a.Scaler.Scale != 32768 || a.Scaler.GrowthTracker != 4 {
 		t.Errorf("scaler after one skip and 4 clean steps: %+v", a.Scaler)
+	}
+}
+
+// TestResumeLonger: on the default model (CPU, gradients clipped at 1), a finished 3-step
+// run resumed with --max-steps 6 runs to step 6; with a constant schedule (whose learning
+// rates do not depend on the total) it then equals a straight 6-step run bit for bit, losses
+// and adapter bytes.
+func TestResumeLonger(t *testing.T) {
+	art, trainSet, evalSet := loopFixture(t)
+	dir := t.TempDir()
+	cfgFor := func(out string, steps int) train.Config {
+		cfg := loopConfig(art, filepath.Join(dir, out))
+		cfg.Schedule, cfg.MaxSteps = "constant", steps
+		return cfg
+	}
+	if _, err := runLoop(t, art, context.Background(), trainSet, evalSet, cfgFor("straight", 6)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runLoop(t, art, context.Background(), trainSet, evalSet, cfgFor("resumed", 3)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := cfgFor("resumed", 6)
+	cfg.Resume, cfg.LogEvery = "latest", 1
+	rep, err := runLoop(t, art, context.Background(), trainSet, evalSet, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OptimizerSteps != 6 || rep.GradNorm == nil || rep.GradNorm.Steps != 6 || rep.GradNorm.Clipped == 0 {
+		t.Errorf("%d optimizer steps, gradient norms %+v after resuming to 6 (want 6 steps, some clipped)", rep.OptimizerSteps, rep.GradNorm)
+	}
+	sameRun(t, filepath.Join(dir, "straight"), filepath.Join(dir, "resumed"), 6)
+	// run.jsonl logs each resumed step's gradient norm.
+	b, err := os.ReadFile(filepath.Join(dir, "resumed", "run.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var norms []float64
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var r train.MemRecord
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Event == "step" && r.GradNorm > 0 {
+			norms = append(norms, float64(r.GradNorm))
+		}
+	}
+	if len(norms) != 3 {
+		t.Errorf("run.jsonl logs gradient norms %v for steps 4 … 6:\n%s", norms, b)
 	}
 }

@@ -20,6 +20,7 @@ type MemRecord struct {
 	Loss       float64   `json:"loss,omitempty"`
 	LR         float64   `json:"lr,omitempty"`
 	TokensPerS float64   `json:"tokens_per_s,omitempty"`
+	GradNorm   Float     `json:"grad_norm,omitempty"` // before clipping; null when not finite
 	HostRSS    uint64    `json:"host_rss_bytes"`
 	SysUsed    uint64    `json:"sys_used_bytes"`
 	SysTotal   uint64    `json:"sys_total_bytes"`
@@ -73,11 +74,11 @@ func openRunLog(path string, every int, gpu func() (uint64, uint64, bool), resum
 }
 
 // record samples memory and writes a line when the step is due or a peak is new.
-func (l *runLog) record(step int, event string, loss, lr, tps float64) {
+func (l *runLog) record(step int, event string, loss, lr, tps, gradNorm float64) {
 	if l == nil {
 		return
 	}
-	r := MemRecord{Time: time.Now().UTC(), Step: step, Event: event, Loss: loss, LR: lr, TokensPerS: tps}
+	r := MemRecord{Time: time.Now().UTC(), Step: step, Event: event, Loss: loss, LR: lr, TokensPerS: tps, GradNorm: Float(gradNorm)}
 	if rss, _, err := DefaultRSSSampler(); err == nil {
 		r.HostRSS = rss
 	}

@@ -62,6 +62,9 @@ type StepOutcome struct {
 	// row, this one included.
 	Scale            float32
 	ConsecutiveSkips int
+	// GradNorm is the L2 norm of all LoRA gradients after unscaling and accumulation, before
+	// clipping (what Hugging Face Trainer logs as grad_norm); NaN when the step had no tokens.
+	GradNorm float64
 }
 
 // StepState is a Stepper's checkpointable state.
@@ -78,6 +81,9 @@ type StepConfig struct {
 	// GradHook, when set, sees the unscaled gradients of each step before the finiteness
 	// check and may change them (fault injection for tests; the host stepper only).
 	GradHook func(step int, grads map[string][]float32)
+	// MaxGradNorm clips the gradients' global L2 norm to this value before AdamW, as
+	// torch.nn.utils.clip_grad_norm_ (0: no clipping; the norm is still reported).
+	MaxGradNorm float64
 }
 
 // tokens is the step's counted labels over all its micro-batches.
@@ -148,7 +154,7 @@ func (s *hostStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 	loss, err := s.acc.Finish(s.grads)
 	out.Loss = loss
 	if errors.Is(err, ErrNoTokens) {
-		out.NoTokens = true
+		out.NoTokens, out.GradNorm = true, math.NaN()
 		return out, nil
 	}
 	if err != nil {
@@ -159,6 +165,7 @@ func (s *hostStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 		s.hook(in.Step, s.grads)
 		inf = inf || !allFinite(s.grads)
 	}
+	out.GradNorm = clipGrads(s.params, s.grads, s.maxNorm)
 	err = finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
 	return out, err
 }
@@ -190,6 +197,8 @@ type hostState struct {
 	params []Param
 	opt    *AdamW
 	scaler *GradScaler
+	// maxNorm is StepConfig.MaxGradNorm.
+	maxNorm float64
 }
 
 // newHostState starts AdamW and the scaler over init (updated in place).
@@ -202,7 +211,10 @@ func newHostState(init []Param, cfg StepConfig) (hostState, error) {
 	if err != nil {
 		return hostState{}, err
 	}
-	return hostState{params: init, opt: opt, scaler: scaler}, nil
+	if !(cfg.MaxGradNorm >= 0) || math.IsInf(cfg.MaxGradNorm, 0) {
+		return hostState{}, fmt.Errorf("invalid max gradient norm %v: must be ≥ 0 and finite", cfg.MaxGradNorm)
+	}
+	return hostState{params: init, opt: opt, scaler: scaler, maxNorm: cfg.MaxGradNorm}, nil
 }
 
 func (s *hostState) Params() (map[string][]float32, error) {

@@ -108,6 +108,7 @@ type run struct {
 	rep       *Report
 	first     int // the first step this process runs
 	losses    []Float
+	gradNorms []Float
 	stepTimes []time.Duration
 	trainTime time.Duration
 	prog      *Progress
@@ -186,7 +187,7 @@ func (l *run) openCheckpoints() (*Checkpoint, error) {
 	if l.manSHA, err = fileSHA256(filepath.Join(l.dir, manifest.ManifestFile)); err != nil {
 		return nil, fmt.Errorf("artifacts %q: %w", l.dir, err)
 	}
-	l.compat = compatFingerprint(cfg, l.manSHA, l.total, l.train)
+	l.compat = compatFingerprint(cfg, l.manSHA, l.train)
 	if removed, err := CleanCheckpointTemp(l.ckRoot); err != nil {
 		return nil, err
 	} else if len(removed) > 0 {
@@ -222,6 +223,9 @@ func (l *run) begin(resumed *Checkpoint) error {
 	if err := checkCompat(resumed.Dir, resumed.Compat, l.compat); err != nil {
 		return err
 	}
+	if err := l.checkTotal(resumed); err != nil {
+		return err
+	}
 	st := StepState{Adam: resumed.Adam, Scaler: resumed.Scaler}
 	for _, p := range l.params {
 		st.Params = append(st.Params, Param{Name: p.Name, Data: resumed.Params[p.Name]})
@@ -236,6 +240,9 @@ func (l *run) begin(resumed *Checkpoint) error {
 	rep.EvalHistory = append(rep.EvalHistory, resumed.EvalHistory...)
 	rep.OptimizerSteps, rep.SkippedSteps, rep.TrainTokens = resumed.OptimizerSteps, resumed.SkippedSteps, resumed.TrainTokens
 	l.losses = append(l.losses, resumed.Losses...)
+	if len(resumed.GradNorms) == len(resumed.Losses) {
+		l.gradNorms = append(l.gradNorms, resumed.GradNorms...)
+	}
 	for _, ms := range resumed.StepTimesMS {
 		l.stepTimes = append(l.stepTimes, time.Duration(ms*float64(time.Millisecond)))
 	}
@@ -244,6 +251,22 @@ func (l *run) begin(resumed *Checkpoint) error {
 	l.lastGood, l.lastSaved = resumed.Dir, resumed.Step
 	rep.Notes = append(rep.Notes, fmt.Sprintf("resumed from %s after step %d", resumed.Dir, resumed.Step))
 	l.logf("resuming from %s: step %d of %d", resumed.Dir, resumed.Step, l.total)
+	return nil
+}
+
+// checkTotal accepts a resume to another total step count (--max-steps, --epochs) as long
+// as the checkpoint's steps fit in it; the schedule is then the new total's, as Hugging Face
+// Trainer does (README, "Training longer"), and the run says so.
+func (l *run) checkTotal(resumed *Checkpoint) error {
+	if resumed.Total == l.total {
+		return nil
+	}
+	if resumed.Step > l.total {
+		return fmt.Errorf("cannot resume from %q: it is at step %d, beyond this run's total of %d steps (--max-steps, --epochs): pass a total of at least %d", resumed.Dir, resumed.Step, l.total, resumed.Step)
+	}
+	note := fmt.Sprintf("total steps changed from %d to %d on resuming at step %d: the %s schedule continues as the %d-step schedule (warmup %d unchanged)", resumed.Total, l.total, resumed.Step, l.cfg.Schedule, l.total, l.cfg.Warmup)
+	l.rep.Notes = append(l.rep.Notes, note)
+	l.logf("%s", note)
 	return nil
 }
 
@@ -264,7 +287,7 @@ func (l *run) openRunLog() error {
 		l.rlog.arena = a
 	}
 	l.rlog.devices = l.cfg.GPUDevices
-	l.rlog.record(l.first-1, "start", 0, 0, 0)
+	l.rlog.record(l.first-1, "start", 0, 0, 0, 0)
 	return nil
 }
 
@@ -317,12 +340,13 @@ func (l *run) step(ctx context.Context, step int) error {
 		return err
 	}
 	l.losses = append(l.losses, Float(out.Loss))
+	l.gradNorms = append(l.gradNorms, Float(out.GradNorm))
 	dt := time.Since(t0)
 	l.stepTimes = append(l.stepTimes, dt)
 	l.trainTime += dt
 	tps := float64(rep.TrainTokens) / l.trainTime.Seconds()
-	l.prog.Update(ProgressUpdate{Step: step, Loss: out.Loss, TokensPerSec: tps, LR: lr, LossScale: l.stepper.Scale()})
-	l.rlog.record(step, "step", out.Loss, lr, tps)
+	l.prog.Update(ProgressUpdate{Step: step, Loss: out.Loss, TokensPerSec: tps, LR: lr, LossScale: l.stepper.Scale(), GradNorm: out.GradNorm})
+	l.rlog.record(step, "step", out.Loss, lr, tps, out.GradNorm)
 	if cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0 && step != l.total {
 		r, err := l.evaluate(step)
 		if err != nil {
@@ -381,7 +405,7 @@ func (l *run) save(step int, pos data.Position) error {
 	ck := &Checkpoint{
 		Step: step, Total: l.total, OptimizerSteps: rep.OptimizerSteps, SkippedSteps: rep.SkippedSteps,
 		TrainTokens: rep.TrainTokens, Data: pos, Seed: l.cfg.Seed, Scaler: st.Scaler,
-		Losses: l.losses, Baseline: rep.Baseline, EvalHistory: rep.EvalHistory,
+		Losses: l.losses, GradNorms: l.gradNorms, Baseline: rep.Baseline, EvalHistory: rep.EvalHistory,
 		TrainTimeNS: int64(l.trainTime), Compat: l.compat, ManifestSHA256: l.manSHA, Config: l.cfg,
 	}
 	for _, d := range l.stepTimes {
@@ -422,6 +446,7 @@ func (l *run) finish(start time.Time, mon *RSSMonitor) (*Report, error) {
 			return nil, err
 		}
 	}
+	rep.GradNorm = SummarizeGradNorms(l.gradNorms, l.cfg.MaxGradNorm)
 	rep.PeakRSSBytes = mon.Stop()
 	if l.rlog != nil {
 		rep.PeakGPUBytes, rep.RunLog = l.rlog.peakGPU, "run.jsonl"

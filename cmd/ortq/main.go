@@ -45,9 +45,15 @@ causal-LM loss, a backward graph built by ortq's own autodiff) and fine-tunes it
 Runtime 1.29's CPU or CUDA execution provider.
 
 Options come from flags, ORTQ_* environment variables (ORTQ_LORA_R=16) and a YAML file
-(--config, keys as flag names); flags win over the environment, which wins over the file.`,
+(--config, keys as flag names); flags win over the environment, which wins over the file.
+One file can drive the whole pipeline: top-level keys are shared, and a section named after
+a command (prepare:, train:, eval:, export:, bench:, generate: …) applies to that command only,
+its keys winning over the top level's. An unknown key or section is refused, naming it; a
+top-level key must be an option of the command reading the file, except in a file with
+sections, where another command's option is left to that command. Keys ignore case, so
+two keys that differ only in case are refused.`,
 	}
-	root.PersistentFlags().String("config", "", "YAML file with option values (keys are flag names)")
+	root.PersistentFlags().String("config", "", "YAML file with option values (keys are flag names; a section per command, e.g. train:, holds that command's options)")
 	root.PersistentFlags().String("ort-lib", "", "path of libonnxruntime.so.1 (default: $ORTQ_ORT_LIB, then ./.ort/)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newPrepare(), newTrain(), newEval(), newVerify(), newTokenize(), newImport(), newSynth(), newBench())
@@ -72,31 +78,28 @@ func options(cmd *cobra.Command) (*viper.Viper, error) {
 	if bindErr != nil {
 		return nil, bindErr
 	}
+	origin := map[string]string{}
 	if cfg, _ := cmd.Flags().GetString("config"); cfg != "" {
-		v.SetConfigFile(cfg)
-		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
+		cf, err := readConfig(cfg, cmd) // config.go: top-level keys and cmd's section
+		if err != nil {
 			return nil, usageError{fmt.Errorf("--config %q: %w", cfg, err)}
 		}
-		known := map[string]bool{}
-		cmd.Flags().VisitAll(func(f *pflag.Flag) { known[f.Name] = true })
-		cmd.InheritedFlags().VisitAll(func(f *pflag.Flag) { known[f.Name] = true })
-		for _, k := range v.AllKeys() {
-			if !known[k] && !strings.Contains(k, ".") {
-				return nil, usageError{fmt.Errorf("--config %q: unknown option %q for `ortq %s`", cfg, k, cmd.Name())}
-			}
+		if err := v.MergeConfigMap(cf.values); err != nil {
+			return nil, usageError{fmt.Errorf("--config %q: %w", cfg, err)}
 		}
+		origin = cf.origin
 	}
-	if err := checkValues(cmd, v); err != nil {
+	if err := checkValues(cmd, v, origin); err != nil {
 		return nil, err
 	}
 	return v, nil
 }
 
 // checkValues parses every typed option where it was given (flag, ORTQ_* variable or
-// --config file) as its flag would, so a bad value is refused naming where it came from
-// instead of becoming viper's silent zero; float options must be finite.
-func checkValues(cmd *cobra.Command, v *viper.Viper) error {
+// --config file, where origin names the key as written) as its flag would, so a bad value is
+// refused naming where it came from instead of becoming viper's silent zero; float options
+// must be finite.
+func checkValues(cmd *cobra.Command, v *viper.Viper, origin map[string]string) error {
 	cfg, _ := cmd.Flags().GetString("config")
 	var err error
 	check := func(f *pflag.Flag) {
@@ -110,7 +113,7 @@ func checkValues(cmd *cobra.Command, v *viper.Viper) error {
 		} else if e, ok := os.LookupEnv(env); ok {
 			raw, where = e, fmt.Sprintf("%s (for --%s)", env, f.Name)
 		} else if cfg != "" && v.InConfig(f.Name) {
-			raw, where = fmt.Sprint(v.Get(f.Name)), fmt.Sprintf("--config %q: %s", cfg, f.Name)
+			raw, where = fmt.Sprint(v.Get(f.Name)), fmt.Sprintf("--config %q: %s", cfg, origin[f.Name])
 		} else {
 			return
 		}

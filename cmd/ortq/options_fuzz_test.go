@@ -78,3 +78,29 @@ func TestFuzzHarnessReadsConfig(t *testing.T) {
 		t.Errorf("options: %v", err)
 	}
 }
+
+// FuzzConfigFile feeds arbitrary YAML as the --config file of `ortq train` and `ortq
+// prepare`: reading it must never panic, and a file it accepts gives every typed option a
+// value that parses (checkValues ran on the merged sections).
+func FuzzConfigFile(f *testing.F) {
+	f.Add("max-steps: 3\ntrain:\n  lr: 0.001\nprepare:\n  lora-r: 4\n")
+	f.Add("train: &a\n  seed: 1\neval: *a\n")
+	f.Add("Max-Steps: 1\nmax-steps: 2\n")
+	f.Add("<<: {seed: 1}\n")
+	f.Add("train:\n  - 1\n")
+	f.Add("[1, 2]")
+	f.Fuzz(func(t *testing.T, text string) {
+		if len(text) > 4096 {
+			return
+		}
+		for _, name := range []string{"train", "prepare"} {
+			v, err := optionsFor(t, name, text)
+			if err != nil {
+				continue
+			}
+			if x := v.GetFloat64("lora-alpha"); math.IsNaN(x) || math.IsInf(x, 0) {
+				t.Errorf("%s: non-finite lora-alpha accepted from %q", name, text)
+			}
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/dustin/go-humanize"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -39,7 +40,11 @@ Checkpoints (LoRA weights, optimizer moments, loss scale, data position, counter
 <out>/checkpoints/step-N every --save-every steps, at the end, and on SIGINT/SIGTERM, which
 stop the run at the next micro-batch and exit 0 (a second signal exits at once, status 130).
 --resume latest continues exactly where the newest checkpoint left off; it refuses other
-artifacts, data or trajectory options, naming the one that differs. LoRA dropout masks are a
+artifacts, data or trajectory options, naming the one that differs. It may run to another
+total (a larger --max-steps or --epochs trains longer): the learning rate of every step after
+the checkpoint is then the schedule of the new total at that step, as Hugging Face Trainer
+does when it resumes with a larger max_steps (linear and cosine decay continue on the longer
+curve, so the rate steps up at the resume; warmup is unchanged). LoRA dropout masks are a
 function of --seed, the step and the micro-batch, so a resumed run draws the masks the
 uninterrupted run drew and, on the CPU, reproduces it bit for bit.
 
@@ -70,6 +75,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("max-steps", 0, "optimizer steps to run (0: from --epochs)")
 	f.Float64("lr", 2e-4, "AdamW learning rate")
 	f.Float64("weight-decay", 0.01, "AdamW decoupled weight decay")
+	f.Float64("max-grad-norm", train.DefaultMaxGradNorm, "clip the global L2 norm of the LoRA gradients (after unscaling and accumulation) to this before each AdamW step, as torch's clip_grad_norm_ and Hugging Face Trainer's max_grad_norm (0: no clipping); the norm before clipping is logged as grad norm")
 	f.String("schedule", "linear", "learning-rate schedule after warmup: linear, cosine or constant")
 	f.Int("warmup-steps", 0, "linear warmup steps")
 	f.Int("eval-every", 0, "evaluate every N optimizer steps (0: only before and after)")
@@ -83,7 +89,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
 	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
 	f.Int("keep", 3, "checkpoints to keep (0: all)")
-	f.String("resume", "", "continue an interrupted run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the interrupted run's")
+	f.String("resume", "", "continue an interrupted or finished run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the earlier run's, except the total (--max-steps, --epochs): a larger one trains longer, with the schedule of the new total")
 	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
 	return cmd
@@ -374,7 +380,7 @@ func runTrain(v *viper.Viper) error {
 		Artifacts: dir, Out: out, Device: strings.Join(devs, ","), NewStepper: multiStepper(eng, peers),
 		MicroBatch: v.GetInt("micro-batch"), GradAccum: v.GetInt("grad-accum"), Epochs: v.GetFloat64("epochs"),
 		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
-		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
+		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"), MaxGradNorm: v.GetFloat64("max-grad-norm"),
 		MaxEvalBatches: v.GetInt("max-eval-batches"), PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"),
 		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpuMemory(devs), GPUDevices: gpuDevices(devs),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
@@ -449,6 +455,9 @@ func checkTrainFlags(v *viper.Viper) error {
 	}
 	if lr := v.GetFloat64("lr"); !(lr > 0) {
 		return usageError{fmt.Errorf("--lr %g: must be > 0", lr)}
+	}
+	if m := v.GetFloat64("max-grad-norm"); !(m >= 0) || math.IsInf(m, 0) {
+		return usageError{fmt.Errorf("--max-grad-norm %g: must be ≥ 0 and finite (0 turns clipping off)", m)}
 	}
 	return nil
 }

@@ -36,6 +36,8 @@ func TestBadValues(t *testing.T) {
 		{"epochs NaN", nil, append(trainArgs, "--epochs", "NaN"), []string{"--epochs", "finite"}},
 		{"epochs 0", nil, append(trainArgs, "--epochs", "0"), []string{"--epochs 0", "> 0"}},
 		{"micro-batch", nil, append(trainArgs, "--micro-batch", "0"), []string{"--micro-batch 0"}},
+		{"max-grad-norm negative", nil, append(trainArgs, "--max-grad-norm", "-1"), []string{"--max-grad-norm -1", "≥ 0"}},
+		{"max-grad-norm Inf", nil, append(trainArgs, "--max-grad-norm", "Inf"), []string{"--max-grad-norm", "finite"}},
 		{"env epochs", []string{"ORTQ_EPOCHS", "NaN"}, trainArgs, []string{"ORTQ_EPOCHS", "--epochs"}},
 		{"eval max-seq-len", nil, []string{"eval", "--artifacts", filepath.Join(dir, "art"), "--data", "x", "--tokenizer", "default", "--max-seq-len", "-1"}, []string{"--max-seq-len -1"}},
 	}

@@ -50,7 +50,8 @@ type DeviceStepResult struct {
 // grad.<p> for each LoRA input p) into one run of a device-resident optimizer step. The
 // LoRA inputs become slices of one flat fp32 parameter vector; the gradients are summed into
 // a flat accumulator; on the run that applies the step, the accumulated gradients are
-// unscaled, checked for Inf/NaN and, when finite, AdamW (torch's expressions: decoupled
+// unscaled, checked for Inf/NaN, clipped to the step's max_grad_norm (torch's
+// clip_grad_norm_, see clipNorm) and, when finite, AdamW (torch's expressions: decoupled
 // decay, lerp of exp_avg, exp_avg_sq·β2 + (1−β2)·g², bias corrections as host scalars)
 // updates parameters and moments. Every state vector enters as state.<x> and leaves as
 // state.<x>.next, so a caller keeps two copies in device memory and swaps them between
@@ -93,7 +94,7 @@ func runDeviceStep(ctx *ortgraph.Context) (any, error) {
 	for _, s := range States {
 		t := vec
 		if s == manifest.StateStats {
-			t = ortgraph.TensorType(ortgraph.Float, []int64{3})
+			t = ortgraph.TensorType(ortgraph.Float, []int64{manifest.StatsLen})
 		}
 		in[s] = StateInput(s)
 		g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: in[s], Type: t})
@@ -113,7 +114,7 @@ func runDeviceStep(ctx *ortgraph.Context) (any, error) {
 		rename(g, out[s], StateOutput(s))
 		t := vec
 		if s == manifest.StateStats {
-			t = ortgraph.TensorType(ortgraph.Float, []int64{3})
+			t = ortgraph.TensorType(ortgraph.Float, []int64{manifest.StatsLen})
 		}
 		g.P.Output = append(g.P.Output, &onnxpb.ValueInfoProto{Name: StateOutput(s), Type: t})
 	}
@@ -270,8 +271,8 @@ func chunks(n int) [][2]int {
 	return out
 }
 
-// optimizerStep appends accumulation, the overflow check and AdamW; it returns the value of
-// each next state.
+// optimizerStep appends accumulation, the overflow check, clipping and AdamW; it returns the
+// value of each next state.
 func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc []string) map[string]string {
 	f := func(v string, dims ...int64) string {
 		g.SetType(v, ortgraph.TensorType(ortgraph.Float, dims))
@@ -305,10 +306,12 @@ func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc [
 	inf := g.Op("Reshape", []string{g.Op("IsNaN", []string{g.Op("Add", []string{dot, lossZ})}), g.ConstI64(1)})
 	apply := g.Op("And", []string{g.Op("Cast", []string{sc[manifest.StepScalarApply]}, ortgraph.AInt("to", int64(ortgraph.Bool))), g.Op("Not", []string{inf})})
 
+	norm, gc := clipNorm(g, gu, n, sc[manifest.StepScalarMaxNorm])
+
 	p, m, v := in[manifest.StateParams], in[manifest.StateExpAvg], in[manifest.StateExpAvgSq]
 	pd := f(g.Op("Mul", []string{p, sc[manifest.StepScalarDecay]}), n)
-	m1 := f(g.Op("Add", []string{m, g.Op("Mul", []string{sc[manifest.StepScalarW1], g.Op("Sub", []string{gu, m})})}), n)
-	v1 := f(g.Op("Add", []string{g.Op("Mul", []string{v, sc[manifest.StepScalarBeta2]}), g.Op("Mul", []string{g.Op("Mul", []string{sc[manifest.StepScalarC2], gu}), gu})}), n)
+	m1 := f(g.Op("Add", []string{m, g.Op("Mul", []string{sc[manifest.StepScalarW1], g.Op("Sub", []string{gc, m})})}), n)
+	v1 := f(g.Op("Add", []string{g.Op("Mul", []string{v, sc[manifest.StepScalarBeta2]}), g.Op("Mul", []string{g.Op("Mul", []string{sc[manifest.StepScalarC2], gc}), gc})}), n)
 	denom := g.Op("Add", []string{g.Op("Div", []string{g.Op("Sqrt", []string{v1}), sc[manifest.StepScalarBC2Sqrt]}), sc[manifest.StepScalarEps]})
 	p1 := f(g.Op("Add", []string{pd, g.Op("Div", []string{g.Op("Mul", []string{sc[manifest.StepScalarNegStep], m1}), denom})}), n)
 
@@ -317,8 +320,28 @@ func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc [
 		manifest.StateExpAvg:   f(g.Op("Where", []string{apply, m1, m}), n),
 		manifest.StateExpAvgSq: f(g.Op("Where", []string{apply, v1, v}), n),
 		manifest.StateGradSum:  gsum,
-		manifest.StateStats:    f(g.Op("Concat", []string{stats, g.Op("Cast", []string{inf}, ortgraph.AInt("to", int64(ortgraph.Float)))}, ortgraph.AInt("axis", 0)), 3),
+		manifest.StateStats:    f(g.Op("Concat", []string{stats, g.Op("Cast", []string{inf}, ortgraph.AInt("to", int64(ortgraph.Float))), norm}, ortgraph.AInt("axis", 0)), manifest.StatsLen),
 	}
+}
+
+// clipNorm is torch.nn.utils.clip_grad_norm_ on the flat unscaled gradient gu of n values:
+// it returns the L2 norm ([1], before clipping) and gu times
+// min(1, max_norm · 1/(norm + 1e-6)), torch's expression in float32 (Python's
+// max_norm / t is t.reciprocal() · max_norm). The sum of squares is one GEMV, like the
+// overflow check. max_norm = +Inf turns clipping off: the factor is then exactly 1. An
+// infinite norm of finite gradients (a float32 overflow of the sum) leaves them unclipped,
+// as the host steppers do; a NaN or Inf gradient makes the run skip the update anyway.
+func clipNorm(g *ortgraph.Graph, gu string, n int64, maxNorm string) (norm, clipped string) {
+	one := g.ConstF(ortgraph.Float, 1)
+	sq := g.Op("MatMul", []string{g.Op("Reshape", []string{gu, g.ConstI64(1, n)}), g.Op("Reshape", []string{gu, g.ConstI64(n, 1)})})
+	norm = g.Op("Reshape", []string{g.Op("Sqrt", []string{sq}), g.ConstI64(1)})
+	g.SetType(norm, ortgraph.TensorType(ortgraph.Float, []int64{1}))
+	inv := g.Op("Reciprocal", []string{g.Op("Add", []string{norm, g.ConstF(ortgraph.Float, 1e-6)})})
+	coef := g.Op("Min", []string{g.Op("Mul", []string{inv, maxNorm}), one})
+	coef = g.Op("Where", []string{g.Op("IsInf", []string{norm}), one, coef})
+	clipped = g.Op("Mul", []string{gu, coef})
+	g.SetType(clipped, ortgraph.TensorType(ortgraph.Float, []int64{n}))
+	return norm, clipped
 }
 
 func isInput(g *ortgraph.Graph, name string) bool {

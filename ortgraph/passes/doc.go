@@ -21,7 +21,8 @@
 //	Backward     reverse-mode gradients of the loss sum w.r.t. the LoRA tensors [LoRA, Loss]
 //	Recompute    per-layer recomputation of activations in the backward pass [Backward]
 //	DeviceStep   a training graph as one device-resident optimizer step: flat LoRA/AdamW/
-//	             accumulator state in and out, accumulation, overflow check and AdamW inside
+//	             accumulator state in and out, accumulation, overflow check, gradient
+//	             clipping and AdamW inside
 //	NBitsForward forward products of 4-bit Linears back to MatMulNBits, DequantizeLinear kept
 //	             for dx (on the device step; prepare --dequantize-forward skips it)
 //
