@@ -110,9 +110,12 @@ func MakeBatch(examples []Example, idx []int, opts BatchOptions) (Batch, error) 
 		ex := examples[i]
 		for j := 0; j < s; j++ {
 			if j < len(ex) {
-				b.InputIDs[row+j] = int64(ex[j])
+				b.InputIDs[row+j] = int64(ex.ID(j))
 				b.AttentionMask[row+j] = 1
-				b.Labels[row+j] = int64(ex[j])
+				b.Labels[row+j] = int64(ex.ID(j))
+				if !ex.Trained(j) { // prompt masking: no loss on this token
+					b.Labels[row+j] = IgnoreIndex
+				}
 			} else {
 				b.InputIDs[row+j] = opts.PadID
 				b.Labels[row+j] = IgnoreIndex
