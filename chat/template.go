@@ -153,6 +153,9 @@ func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (out string,
 	return out, nil
 }
 
+// ErrNoTemplate is Load's error for a tokenizer without a chat template.
+var ErrNoTemplate = errors.New("the tokenizer has no chat template: pass one with --chat-template FILE")
+
 // Load reads the chat template of a tokenizer: tokenizer_config.json beside tokenizer.json
 // (its "chat_template", a string or the "default" of a list of named templates, and its
 // bos_token/eos_token). override, when not "", is a template file used instead of the
@@ -160,7 +163,7 @@ func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (out string,
 func Load(tokenizerJSON, override string) (*Template, error) {
 	cfgPath := filepath.Join(filepath.Dir(tokenizerJSON), "tokenizer_config.json")
 	raw, err := os.ReadFile(cfgPath)
-	if err != nil && (override == "" || !errors.Is(err, os.ErrNotExist)) {
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("chat template: %w", err)
 	}
 	return FromConfig(cfgPath, raw, override)
@@ -191,7 +194,7 @@ func FromConfig(cfgPath string, raw []byte, override string) (*Template, error) 
 		return nil, fmt.Errorf("%s: field \"chat_template\": %w", cfgPath, err)
 	}
 	if src == "" {
-		return nil, fmt.Errorf("%s has no \"chat_template\": the tokenizer has no chat template; pass one with --chat-template FILE", cfgPath)
+		return nil, fmt.Errorf("%s has no \"chat_template\": %w", cfgPath, ErrNoTemplate)
 	}
 	return Parse(cfgPath, src, bos, eos)
 }

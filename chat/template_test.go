@@ -2,6 +2,7 @@ package chat
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,5 +109,56 @@ func TestRendersLikeTransformers(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestDefaultModelTemplate: the default model ships the template the fixtures test, and
+// Load reads it with its special tokens from tokenizer_config.json.
+func TestDefaultModelTemplate(t *testing.T) {
+	tpl, err := Load("../internal/defaultmodel/tokenizer.json", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(fixtureDir, "templates", "default.jinja"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpl.Source != string(want) || tpl.BOS != "<s>" || tpl.EOS != "</s>" {
+		t.Errorf("default model template %q (bos %q eos %q) is not %s", tpl.Source, tpl.BOS, tpl.EOS, "default.jinja")
+	}
+	got, err := tpl.Render([]Message{{Role: "user", Content: " Hi "}}, true)
+	if want := "<s>Question: Hi\nAnswer:"; err != nil || got != want {
+		t.Errorf("render %q, %v; want %q", got, err, want)
+	}
+}
+
+// TestLoadErrors: a tokenizer without a template, a bad override, a list of named templates.
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cfg := write("tokenizer_config.json", `{"bos_token": {"content": "<b>"}, "eos_token": "<e>"}`)
+	tok := filepath.Join(dir, "tokenizer.json")
+	if _, err := Load(tok, ""); !errors.Is(err, ErrNoTemplate) || !strings.Contains(err.Error(), cfg) {
+		t.Errorf("no template: %v", err)
+	}
+	tpl, err := Load(tok, write("t.jinja", "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := tpl.Render([]Message{{Role: "user", Content: "x"}}, false); got != "<b>x<e>" {
+		t.Errorf("override rendered %q", got)
+	}
+	if _, err := Load(tok, write("bad.jinja", "{% for %}")); err == nil || !strings.Contains(err.Error(), "bad.jinja") || strings.Contains(err.Error(), "{% for") {
+		t.Errorf("bad template: %v", err)
+	}
+	write("tokenizer_config.json", `{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}`)
+	if tpl, err := Load(tok, ""); err != nil || tpl.Source != "D" {
+		t.Errorf("named templates: %v", err)
 	}
 }
