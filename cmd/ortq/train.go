@@ -422,6 +422,9 @@ func checkDataFlags(v *viper.Viper) error {
 	if f := v.GetFloat64("eval-fraction"); !(f >= 0 && f < 1) {
 		return usageError{fmt.Errorf("--eval-fraction %g: must be in [0, 1)", f)}
 	}
+	if _, err := data.ParseTrainOn(v.GetString("train-on")); err != nil {
+		return usageError{err}
+	}
 	return nil
 }
 

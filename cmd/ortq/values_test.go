@@ -37,6 +37,7 @@ func TestBadValues(t *testing.T) {
 		{"epochs 0", nil, append(trainArgs, "--epochs", "0"), []string{"--epochs 0", "> 0"}},
 		{"micro-batch", nil, append(trainArgs, "--micro-batch", "0"), []string{"--micro-batch 0"}},
 		{"env epochs", []string{"ORTQ_EPOCHS", "NaN"}, trainArgs, []string{"ORTQ_EPOCHS", "--epochs"}},
+		{"train-on", nil, append(trainArgs, "--train-on", "prompt"), []string{"--train-on \"prompt\"", "prompt+completion"}},
 		{"eval max-seq-len", nil, []string{"eval", "--artifacts", filepath.Join(dir, "art"), "--data", "x", "--tokenizer", "default", "--max-seq-len", "-1"}, []string{"--max-seq-len -1"}},
 	}
 	for _, c := range cases {
