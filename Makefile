@@ -152,13 +152,18 @@ $(DEMO_DATA):
 	rm -rf "$$tmp"; mv $@.tmp $@; \
 	echo "$@: $$n texts, $$(wc -w < $@) words"
 
-## demo: prepare + train on the embedded default model (QLoRA on Brown's "learned" genre)
+## demo: prepare + train on the embedded default model (QLoRA on Brown's "learned" genre), then
+## instruction-tune it on chat data with prompt masking and generate through its chat template
 demo: ort build demo-data
 	bin/ortq prepare --model default --out $(DEMO_DIR)/artifacts --force
 	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data $(DEMO_DATA) --tokenizer default --lr 1e-3 --out $(DEMO_DIR)/run --force
 	@echo "report: $(DEMO_DIR)/run/report.md"
 	bin/ortq export --artifacts $(DEMO_DIR)/artifacts --adapter $(DEMO_DIR)/run/adapter_model.safetensors --out $(DEMO_DIR)/export --force --quiet
 	bin/ortq generate --model $(DEMO_DIR)/export --prompt "The study of" --max-new-tokens 64 --temperature 0.7 --top-k 40 --seed 1
+	@echo "instruction tuning: chat conversations (testdata/chat-demo.jsonl) through the default model's chat template, loss on the assistant turns only"
+	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data testdata/chat-demo.jsonl --tokenizer default --no-pack --max-seq-len 128 --lr 5e-3 --max-steps 100 --quiet --out $(DEMO_DIR)/chat-run --force
+	bin/ortq export --artifacts $(DEMO_DIR)/artifacts --adapter $(DEMO_DIR)/chat-run/adapter_model.safetensors --out $(DEMO_DIR)/chat-export --force --quiet
+	bin/ortq generate --model $(DEMO_DIR)/chat-export --chat --prompt "What is the plural of box?" --max-new-tokens 24
 
 clean:
 	rm -rf bin $(DEMO_DIR)

@@ -149,8 +149,11 @@ func fillRow(b *Batch, r int, ex Example, padID int64) {
 			b.InputIDs[row+j], b.Labels[row+j], b.PositionIDs[row+j] = padID, IgnoreIndex, int64(j)
 			continue
 		}
-		tok := int64(ex.Token(j))
+		tok := int64(ex.ID(j))
 		b.InputIDs[row+j], b.Labels[row+j] = tok, tok
+		if !ex.Trained(j) { // prompt masking: no loss on this token
+			b.Labels[row+j] = IgnoreIndex
+		}
 		if j > 0 && ex.StartsDocument(j) {
 			doc, start = doc+1, j
 			b.Labels[row+j] = IgnoreIndex

@@ -58,22 +58,43 @@ func DefaultOptions() Options {
 }
 
 // Example is one training sequence of token ids (at most MaxSeqLen long).
-// int32 halves memory versus int; every real vocabulary fits. With Options.Isolate the
-// first token of each document is stored complemented (^id, negative): the boundaries
-// travel with the tokens through splits, shuffles and checkpoints' fingerprints, and
-// MakeBatch turns them into document ids, positions and labels (Token reads the id).
+// int32 halves memory versus int; ids stay below 1<<29 (vocabularies are bounded far
+// lower), which leaves two flag bits that travel with the ids through packing, truncation,
+// the split, shuffling and checkpoint fingerprints without a parallel slice:
+// untrainedBit marks a token the loss does not train on (a prompt token under prompt
+// masking), docStartBit the first token of a document under Options.Isolate (MakeBatch
+// turns those into document ids, positions and labels). ID, Trained and StartsDocument
+// read them.
 type Example []int32
 
-// Token is the token id at i, without its document-start mark.
-func (e Example) Token(i int) int32 {
-	if e[i] < 0 {
-		return ^e[i]
-	}
-	return e[i]
-}
+// The flag bits of an Example's entries, above every token id.
+const (
+	untrainedBit int32 = 1 << 30
+	docStartBit  int32 = 1 << 29
+	idBits             = docStartBit - 1
+)
+
+// ID is the token id at i, without its flags.
+func (e Example) ID(i int) int32 { return e[i] & idBits }
 
 // StartsDocument reports whether a document starts at i (marked by Options.Isolate).
-func (e Example) StartsDocument(i int) bool { return e[i] < 0 }
+func (e Example) StartsDocument(i int) bool { return e[i]&docStartBit != 0 }
+
+// Trained says whether the loss learns the token at i (its label is not IgnoreIndex).
+func (e Example) Trained(i int) bool { return e[i]&untrainedBit == 0 }
+
+// Labels is the number of labels of e the shifted loss counts: trained tokens after the
+// first that do not start a document (an isolated document's first token is no label of
+// the one before).
+func (e Example) Labels() int {
+	n := 0
+	for i := 1; i < len(e); i++ {
+		if e.Trained(i) && !e.StartsDocument(i) {
+			n++
+		}
+	}
+	return n
+}
 
 // Stats describes what Build did, for logs and the run report.
 type Stats struct {
@@ -82,8 +103,17 @@ type Stats struct {
 	Examples     int `json:"examples"`      // kept examples before the split
 	Truncated    int `json:"truncated"`     // NoPack documents cut to MaxSeqLen
 	DroppedShort int `json:"dropped_short"` // examples with < 2 tokens (no loss term)
-	TrainTokens  int `json:"train_tokens"`
-	EvalTokens   int `json:"eval_tokens"`
+	// DroppedUntrained counts examples none of whose labels is trained (a conversation
+	// without an assistant turn, a completion truncated away).
+	DroppedUntrained int `json:"dropped_untrained,omitempty"`
+	TrainTokens      int `json:"train_tokens"`
+	EvalTokens       int `json:"eval_tokens"`
+	// TrainLabels and EvalLabels are the labels the loss counts (trained tokens, after the
+	// shift): fewer than the tokens under prompt masking.
+	TrainLabels int `json:"train_labels"`
+	EvalLabels  int `json:"eval_labels"`
+	// Masked says some documents train on part of their tokens only.
+	Masked bool `json:"masked,omitempty"`
 }
 
 // Dataset is the result of Build.
@@ -128,52 +158,55 @@ func Build(docs []Document, enc Encoder, opts Options) (*Dataset, error) {
 	var examples []Example
 	var stream []int32 // packing buffer
 	for _, d := range docs {
-		ids, err := enc.Encode(d.Text, false)
+		seq, err := tokenizeDocument(d, enc, opts)
 		if err != nil {
-			return nil, fmt.Errorf("tokenize %s: %w", docName(d), err)
+			return nil, err
 		}
-		seq := make([]int32, 0, len(ids)+2)
-		if opts.AddBOS {
-			seq = append(seq, int32(opts.BOS))
-		}
-		for _, id := range ids {
-			if id < 0 || id > math.MaxInt32 || (opts.VocabSize > 0 && id >= opts.VocabSize) {
-				return nil, fmt.Errorf("tokenize %s: token id %d outside the model vocabulary [0, %d): the tokenizer does not match the model", docName(d), id, opts.VocabSize)
-			}
-			seq = append(seq, int32(id))
-		}
-		seq = append(seq, int32(opts.EOS))
 		ds.Stats.Tokens += len(seq)
+		ds.Stats.Masked = ds.Stats.Masked || d.Trained != nil
 		if opts.Isolate && !opts.NoPack {
-			seq[0] = ^seq[0]
+			seq[0] |= docStartBit
 		}
 		if opts.NoPack {
 			if len(seq) > maxLen {
 				seq = seq[:maxLen:maxLen]
 				ds.Stats.Truncated++
 			}
-			if len(seq) < 2 {
+			switch {
+			case len(seq) < 2:
 				ds.Stats.DroppedShort++
-				continue
+			case seq.Labels() == 0:
+				ds.Stats.DroppedUntrained++
+			default:
+				examples = append(examples, seq)
 			}
-			examples = append(examples, Example(seq))
 			continue
 		}
 		stream = append(stream, seq...)
 		// Emit full blocks as soon as they exist so the buffer stays small.
 		for len(stream) >= maxLen {
-			examples = append(examples, Example(append([]int32(nil), stream[:maxLen]...)))
+			if block := Example(append([]int32(nil), stream[:maxLen]...)); block.Labels() > 0 {
+				examples = append(examples, block)
+			} else {
+				ds.Stats.DroppedUntrained++
+			}
 			stream = stream[maxLen:]
 		}
 	}
 	if !opts.NoPack && len(stream) > 0 {
 		// The short tail is kept (it is padded in its batch) unless it cannot
 		// produce a single loss term.
-		if len(stream) >= 2 {
-			examples = append(examples, Example(append([]int32(nil), stream...)))
-		} else {
+		switch tail := Example(append([]int32(nil), stream...)); {
+		case len(tail) < 2:
 			ds.Stats.DroppedShort++
+		case tail.Labels() == 0:
+			ds.Stats.DroppedUntrained++
+		default:
+			examples = append(examples, tail)
 		}
+	}
+	if len(examples) == 0 && ds.Stats.DroppedUntrained > 0 {
+		return nil, fmt.Errorf("nothing to train on: no example has a completion or assistant token (documents from %s); check the records, or pass --train-on prompt+completion", sourcesOf(docs))
 	}
 	if len(examples) == 0 {
 		return nil, fmt.Errorf("data too short: no example has at least 2 tokens after tokenization (documents from %s); add more text", sourcesOf(docs))
@@ -182,15 +215,97 @@ func Build(docs []Document, enc Encoder, opts Options) (*Dataset, error) {
 	ds.Train, ds.Eval = Split(examples, opts.EvalFraction, opts.Seed)
 	for _, e := range ds.Train {
 		ds.Stats.TrainTokens += len(e)
+		ds.Stats.TrainLabels += e.Labels()
 	}
 	for _, e := range ds.Eval {
 		ds.Stats.EvalTokens += len(e)
+		ds.Stats.EvalLabels += e.Labels()
 	}
 	return ds, nil
 }
 
+// tokenizeDocument encodes d with BOS and EOS (unless a chat template placed its own),
+// untrained tokens flagged with untrainedBit (see Example).
+func tokenizeDocument(d Document, enc Encoder, opts Options) (Example, error) {
+	ids, err := enc.Encode(d.Text, false)
+	if err != nil {
+		return nil, fmt.Errorf("tokenize %s: %w", docName(d), err)
+	}
+	trained, err := trainedTokens(d, ids, enc)
+	if err != nil {
+		return nil, err
+	}
+	seq := make(Example, 0, len(ids)+2)
+	if opts.AddBOS && !d.Templated {
+		seq = append(seq, mark(int32(opts.BOS), d.Trained == nil))
+	}
+	for i, id := range ids {
+		if id < 0 || id > int(idBits) || (opts.VocabSize > 0 && id >= opts.VocabSize) {
+			return nil, fmt.Errorf("tokenize %s: token id %d outside the model vocabulary [0, %d): the tokenizer does not match the model", docName(d), id, opts.VocabSize)
+		}
+		seq = append(seq, mark(int32(id), trained == nil || trained[i]))
+	}
+	if !d.Templated {
+		// EOS ends the completion: trained when the document's last trained range reaches its end.
+		last := d.Trained == nil || len(d.Trained) > 0 && d.Trained[len(d.Trained)-1].End == len(d.Text)
+		seq = append(seq, mark(int32(opts.EOS), last))
+	}
+	return seq, nil
+}
+
+// mark sets untrainedBit on a token the loss does not train on.
+func mark(id int32, trained bool) int32 {
+	if trained {
+		return id
+	}
+	return id | untrainedBit
+}
+
+// trainedTokens maps d.Trained's byte ranges to tokens (nil: all trained). A tokenizer
+// gives no offsets through Encoder, so each boundary is found as TRL finds the prompt's
+// end: the text before it is encoded alone, and the boundary is the number of leading
+// tokens that encoding shares with the whole's. A token that straddles a boundary (a BPE
+// merge across it) is therefore trained at a range's start and not at its end.
+func trainedTokens(d Document, ids []int, enc Encoder) ([]bool, error) {
+	if d.Trained == nil {
+		return nil, nil
+	}
+	at := func(b int) (int, error) {
+		switch b {
+		case 0:
+			return 0, nil
+		case len(d.Text):
+			return len(ids), nil
+		}
+		prefix, err := enc.Encode(d.Text[:b], false)
+		if err != nil {
+			return 0, fmt.Errorf("tokenize %s: %w", docName(d), err)
+		}
+		n := 0
+		for n < len(prefix) && n < len(ids) && prefix[n] == ids[n] {
+			n++
+		}
+		return n, nil
+	}
+	trained := make([]bool, len(ids))
+	for _, sp := range d.Trained {
+		from, err := at(sp.Start)
+		if err != nil {
+			return nil, err
+		}
+		to, err := at(sp.End)
+		if err != nil {
+			return nil, err
+		}
+		for i := from; i < to; i++ {
+			trained[i] = true
+		}
+	}
+	return trained, nil
+}
+
 func checkID(what string, id, vocab int) error {
-	if id < 0 || id > math.MaxInt32 || (vocab > 0 && id >= vocab) {
+	if id < 0 || id > int(idBits) || (vocab > 0 && id >= vocab) {
 		return fmt.Errorf("%s token id %d is outside the model vocabulary [0, %d)", what, id, vocab)
 	}
 	return nil

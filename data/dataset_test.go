@@ -66,28 +66,28 @@ func TestBuildPackingAndTruncation(t *testing.T) {
 			opts: Options{MaxSeqLen: 4, AddBOS: true, BOS: bos, EOS: eos},
 			// stream: 1 a b c 2 1 d e 2 → [1 a b c] [2 1 d e] [2]
 			want: []Example{cat(bos, "abc"), cat(eos, bos, "de")},
-			st:   Stats{Documents: 2, Tokens: 9, Examples: 2, DroppedShort: 1, TrainTokens: 8},
+			st:   Stats{Documents: 2, Tokens: 9, Examples: 2, DroppedShort: 1, TrainTokens: 8, TrainLabels: 6},
 		},
 		{
 			name: "packed tail kept when ≥ 2 tokens",
 			docs: docs("abcdef"),
 			opts: Options{MaxSeqLen: 5, EOS: eos},
 			want: []Example{cat("abcde"), cat("f", eos)},
-			st:   Stats{Documents: 1, Tokens: 7, Examples: 2, TrainTokens: 7},
+			st:   Stats{Documents: 1, Tokens: 7, Examples: 2, TrainTokens: 7, TrainLabels: 5},
 		},
 		{
 			name: "no-pack truncates and drops short",
 			docs: docs("abcdefgh", "", "xy"),
 			opts: Options{MaxSeqLen: 4, NoPack: true, EOS: eos},
 			want: []Example{cat("abcd"), cat("xy", eos)},
-			st:   Stats{Documents: 3, Tokens: 13, Examples: 2, Truncated: 1, DroppedShort: 1, TrainTokens: 7},
+			st:   Stats{Documents: 3, Tokens: 13, Examples: 2, Truncated: 1, DroppedShort: 1, TrainTokens: 7, TrainLabels: 5},
 		},
 		{
 			name: "default MaxSeqLen 512",
 			docs: docs(strings.Repeat("a", 600)),
 			opts: Options{EOS: eos},
 			want: []Example{cat(strings.Repeat("a", 512)), cat(strings.Repeat("a", 88), eos)},
-			st:   Stats{Documents: 1, Tokens: 601, Examples: 2, TrainTokens: 601},
+			st:   Stats{Documents: 1, Tokens: 601, Examples: 2, TrainTokens: 601, TrainLabels: 599},
 		},
 	}
 	for _, tc := range tests {
@@ -106,6 +106,99 @@ func TestBuildPackingAndTruncation(t *testing.T) {
 				t.Errorf("stats = %+v, want %+v", ds.Stats, tc.st)
 			}
 		})
+	}
+}
+
+// mergeEncoder is byteEncoder that merges "ab" into one token (id 1000), so a range
+// boundary can fall inside a token.
+type mergeEncoder struct{}
+
+func (mergeEncoder) Encode(text string, _ bool) ([]int, error) {
+	var out []int
+	for i := 0; i < len(text); i++ {
+		if strings.HasPrefix(text[i:], "ab") {
+			out = append(out, 1000)
+			i++
+			continue
+		}
+		out = append(out, int(text[i])+10)
+	}
+	return out, nil
+}
+
+// untrained is ex with every token marked as not trained (untrainedBit).
+func untrained(ex Example) Example {
+	out := make(Example, len(ex))
+	for i, id := range ex {
+		out[i] = id | untrainedBit
+	}
+	return out
+}
+
+// TestBuildMasks: prompt masking carried from byte ranges to tokens, BOS/EOS handling per
+// kind of document, and the label counts.
+func TestBuildMasks(t *testing.T) {
+	const bos, eos = 1, 2
+	pack := Options{MaxSeqLen: 64, AddBOS: true, BOS: bos, EOS: eos}
+	noPack := pack
+	noPack.NoPack = true
+	tests := []struct {
+		name   string
+		enc    Encoder
+		docs   []Document
+		opts   Options
+		want   []Example
+		labels int
+	}{
+		{"prompt/completion: BOS and prompt masked, completion and EOS trained", byteEncoder{},
+			[]Document{{Text: "abcd", Trained: []Span{{2, 4}}}}, pack,
+			[]Example{append(untrained(cat(bos, "ab")), cat("cd", eos)...)}, 3},
+		{"unmasked text keeps every label", byteEncoder{}, []Document{{Text: "abcd"}}, pack,
+			[]Example{cat(bos, "abcd", eos)}, 5},
+		{"chat: no BOS/EOS added, two assistant ranges", byteEncoder{},
+			[]Document{{Text: "uAAuBB", Trained: []Span{{1, 3}, {4, 6}}, Templated: true}}, pack,
+			[]Example{append(append(append(untrained(cat("u")), cat("AA")...), untrained(cat("u"))...), cat("BB")...)}, 4},
+		{"a range ending before the text's end leaves EOS untrained", byteEncoder{},
+			[]Document{{Text: "abcd", Trained: []Span{{1, 2}}}}, pack,
+			[]Example{append(append(untrained(cat(bos, "a")), cat("b")...), untrained(cat("cd", eos))...)}, 1},
+		{"a token straddling a range's start is trained", mergeEncoder{},
+			[]Document{{Text: "xab", Trained: []Span{{2, 3}}}}, pack,
+			[]Example{append(untrained(cat(bos, "x")), 1000, eos)}, 2},
+		{"a token straddling a range's end is not", mergeEncoder{},
+			[]Document{{Text: "xabz", Trained: []Span{{0, 2}}}}, pack,
+			[]Example{append(append(untrained(cat(bos)), cat("x")...), untrained(Example{1000, ids("z")[0], eos})...)}, 1},
+		{"no-pack drops a document with nothing trained", byteEncoder{},
+			[]Document{{Text: "abcd", Trained: []Span{}}, {Text: "ef", Trained: []Span{{1, 2}}}}, noPack,
+			[]Example{append(untrained(cat(bos, "e")), cat("f", eos)...)}, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ds, err := Build(tc.docs, tc.enc, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(ds.Train, tc.want) {
+				t.Errorf("train = %v\nwant    %v", ds.Train, tc.want)
+			}
+			if ds.Stats.TrainLabels != tc.labels {
+				t.Errorf("train labels %d, want %d", ds.Stats.TrainLabels, tc.labels)
+			}
+			b, err := MakeBatch(ds.Train, []int{0}, BatchOptions{BatchSize: 1, PadMultiple: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.Tokens != tc.labels {
+				t.Errorf("batch counts %d labels, want %d", b.Tokens, tc.labels)
+			}
+			for j, id := range b.InputIDs {
+				if id < 0 || (b.Labels[j] != IgnoreIndex) != tc.want[0].Trained(j) || b.Labels[j] != IgnoreIndex && b.Labels[j] != id {
+					t.Errorf("position %d: input %d label %d for example token %d", j, id, b.Labels[j], tc.want[0][j])
+				}
+			}
+		})
+	}
+	if _, err := Build([]Document{{Source: "c.jsonl", Line: 1, Text: "ab", Trained: []Span{}}}, byteEncoder{}, pack); err == nil || !strings.Contains(err.Error(), "nothing to train on") {
+		t.Errorf("all untrained: %v", err)
 	}
 }
 

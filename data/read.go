@@ -9,38 +9,60 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/ortq/ortq/chat"
 )
 
 // Document is one unit of text before tokenization, with where it came from so
 // that later errors (bad token ids, too-short data) can point at the input.
 type Document struct {
 	Source string // file path (or the name given to ParseDocuments)
-	Line   int    // 1-based line for JSONL and per-line text; 0 for a whole .txt file
+	Line   int    // 1-based line (JSONL, CSV, per-line text) or row (Parquet); 0 for a whole .txt file
 	Text   string
+	// Trained are the byte ranges of Text the loss learns (the completion, the assistant
+	// turns) under --train-on completion; nil trains on all of Text.
+	Trained []Span
+	// Templated marks text a chat template rendered: it holds its own BOS and end-of-turn
+	// tokens, so Build adds neither BOS nor EOS.
+	Templated bool
 }
 
 // Format says how a file is parsed.
 type Format int
 
 const (
-	// FormatAuto picks by extension: .jsonl/.ndjson are JSONL, anything else text.
+	// FormatAuto picks by extension (DetectFormat), and by content for a file without one.
 	FormatAuto Format = iota
-	// FormatText is plain UTF-8 text.
+	// FormatText is plain UTF-8 text (.txt).
 	FormatText
-	// FormatJSONL is one JSON object per line with a string field (default "text").
+	// FormatJSONL is one JSON record per line (.jsonl, .ndjson).
 	FormatJSONL
+	// FormatJSON is a JSON array of records, or one record per line (.json).
+	FormatJSON
+	// FormatCSV and FormatTSV are tables with a header row (.csv, .tsv).
+	FormatCSV
+	FormatTSV
+	// FormatParquet is an Apache Parquet table (.parquet).
+	FormatParquet
 )
 
 // ReadOptions controls how files become documents.
 type ReadOptions struct {
 	// LinePerDocument makes every non-blank line of a text file its own
 	// document; used with --no-pack, where one example per line is wanted.
-	// JSONL is always one document per line.
+	// Record formats are always one document per record.
 	LinePerDocument bool
-	// TextField is the JSONL field holding the text; "" means "text".
-	TextField string
+	// TextField, PromptField and CompletionField name the fields (JSON) or columns (CSV,
+	// TSV, Parquet) of text and prompt/completion records; "" means "text", "prompt" and
+	// "completion" (--text-column, --prompt-column, --completion-column).
+	TextField, PromptField, CompletionField string
+	// Chat renders "messages" records (the model's chat template); nil refuses them.
+	Chat *chat.Template
+	// TrainOn selects the tokens instruction and chat records train on.
+	TrainOn TrainOn
 	// Format overrides detection by extension.
 	Format Format
 	// MaxFileBytes bounds a single input file (0 = 4 GiB) so that a wrong
@@ -50,14 +72,31 @@ type ReadOptions struct {
 
 const defaultMaxFileBytes = 4 << 30
 
-// DetectFormat returns the format a path is read with under FormatAuto.
-func DetectFormat(path string) Format {
-	switch strings.ToLower(filepath.Ext(path)) {
+// Extensions lists the data file extensions ortq reads, for messages.
+const Extensions = ".txt, .jsonl, .ndjson, .json, .csv, .tsv, .parquet"
+
+// DetectFormat returns the format a path is read with under FormatAuto: FormatAuto for a
+// name without an extension (the content decides), an error for an extension ortq does
+// not read, which is refused rather than trained on as text.
+func DetectFormat(path string) (Format, error) {
+	ext := strings.ToLower(filepath.Ext(path))
+	switch ext {
+	case "":
+		return FormatAuto, nil
+	case ".txt", ".text":
+		return FormatText, nil
 	case ".jsonl", ".ndjson":
-		return FormatJSONL
-	default:
-		return FormatText
+		return FormatJSONL, nil
+	case ".json":
+		return FormatJSON, nil
+	case ".csv":
+		return FormatCSV, nil
+	case ".tsv":
+		return FormatTSV, nil
+	case ".parquet":
+		return FormatParquet, nil
 	}
+	return FormatAuto, fmt.Errorf("data file %q: ortq does not read %s files: pass %s (or convert it to one of them)", path, ext, Extensions)
 }
 
 // ReadDocuments reads every path in order. Blank documents (only white space)
@@ -86,11 +125,7 @@ func ReadDocuments(paths []string, opts ReadOptions) ([]Document, error) {
 			f.Close()
 			return nil, fmt.Errorf("data file %q is %d bytes, more than the %d-byte limit per file: split it", p, st.Size(), maxBytes)
 		}
-		o := opts
-		if o.Format == FormatAuto {
-			o.Format = DetectFormat(p)
-		}
-		d, err := ParseDocuments(io.LimitReader(f, maxBytes+1), p, o)
+		d, err := ParseDocuments(io.LimitReader(f, maxBytes+1), p, opts)
 		f.Close()
 		if err != nil {
 			return nil, err
@@ -108,20 +143,34 @@ func ReadDocuments(paths []string, opts ReadOptions) ([]Document, error) {
 func ParseDocuments(r io.Reader, name string, opts ReadOptions) ([]Document, error) {
 	format := opts.Format
 	if format == FormatAuto {
-		format = DetectFormat(name)
+		var err error
+		if format, err = DetectFormat(name); err != nil {
+			return nil, err
+		}
 	}
 	maxBytes := opts.MaxFileBytes
 	if maxBytes <= 0 {
 		maxBytes = defaultMaxFileBytes
 	}
+	if format == FormatParquet { // binary: no text guard
+		return parseParquet(r, name, opts, maxBytes)
+	}
 	g := &textGuard{r: r, name: name}
+	br := bufio.NewReader(g)
+	if format == FormatAuto {
+		format = sniffFormat(br)
+	}
 	var docs []Document
 	var err error
 	switch format {
 	case FormatJSONL:
-		docs, err = parseJSONL(g, name, opts.TextField, maxBytes)
+		docs, err = parseJSONL(br, name, opts, maxBytes)
+	case FormatJSON:
+		docs, err = parseJSON(br, name, opts, maxBytes)
+	case FormatCSV, FormatTSV:
+		docs, err = parseCSV(br, name, format == FormatTSV, opts, maxBytes)
 	case FormatText:
-		docs, err = parseText(g, name, opts.LinePerDocument, maxBytes)
+		docs, err = parseText(br, name, opts.LinePerDocument, maxBytes)
 	default:
 		return nil, fmt.Errorf("data file %q: unknown format %d", name, format)
 	}
@@ -129,6 +178,22 @@ func ParseDocuments(r io.Reader, name string, opts ReadOptions) ([]Document, err
 		return nil, g.err // the cause, not the reader's wrapping of it
 	}
 	return docs, err
+}
+
+// sniffFormat decides for a file without an extension: JSON records when its first
+// non-blank byte opens an object or an array, plain text otherwise.
+func sniffFormat(br *bufio.Reader) Format {
+	head, _ := br.Peek(512)
+	head = bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\uFEFF")), " \t\r\n")
+	switch {
+	case len(head) == 0:
+		return FormatText
+	case head[0] == '{':
+		return FormatJSONL
+	case head[0] == '[':
+		return FormatJSON
+	}
+	return FormatText
 }
 
 // textGuard passes text through one read (at most the caller's buffer) at a time and
@@ -148,7 +213,7 @@ func (g *textGuard) Read(p []byte) (int, error) {
 	}
 	n, err := g.r.Read(p)
 	if i := bytes.IndexByte(p[:n], 0); i >= 0 {
-		g.err = fmt.Errorf("data file %q has a NUL byte at offset %d: it is binary, not text (pass UTF-8 .txt or .jsonl files)", g.name, g.off+int64(i))
+		g.err = fmt.Errorf("data file %q has a NUL byte at offset %d: it is binary, not text (pass UTF-8 text, JSON or CSV files, or .parquet)", g.name, g.off+int64(i))
 		return 0, g.err
 	}
 	g.off += int64(n)
@@ -185,12 +250,9 @@ func parseText(r io.Reader, name string, perLine bool, maxBytes int64) ([]Docume
 	return docs, nil
 }
 
-func parseJSONL(r io.Reader, name, field string, maxBytes int64) ([]Document, error) {
-	if field == "" {
-		field = "text"
-	}
+func parseJSONL(r io.Reader, name string, opts ReadOptions, maxBytes int64) ([]Document, error) {
 	br := bufio.NewReader(r)
-	var docs []Document
+	rs := newRecordSet(name, opts)
 	var total int64
 	for lineNo := 1; ; lineNo++ {
 		line, err := br.ReadBytes('\n')
@@ -198,19 +260,16 @@ func parseJSONL(r io.Reader, name, field string, maxBytes int64) ([]Document, er
 		if total > maxBytes {
 			return nil, fmt.Errorf("data file %q is larger than the %d-byte limit per file: split it", name, maxBytes)
 		}
-		if len(line) > 0 {
-			if lineNo == 1 {
-				line = bytes.TrimPrefix(line, []byte("\uFEFF"))
+		if lineNo == 1 {
+			line = bytes.TrimPrefix(line, []byte("\uFEFF"))
+		}
+		if trimmed := bytes.TrimSpace(line); len(trimmed) > 0 {
+			var obj map[string]json.RawMessage
+			if err := json.Unmarshal(trimmed, &obj); err != nil || obj == nil {
+				return nil, fmt.Errorf("%s:%d: not a JSON object (each JSONL line must be one record, like {%q: \"...\"}): %v", name, lineNo, rs.fields.text, jsonErr(err))
 			}
-			trimmed := bytes.TrimSpace(line)
-			if len(trimmed) > 0 {
-				doc, perr := parseJSONLLine(trimmed, name, lineNo, field)
-				if perr != nil {
-					return nil, perr
-				}
-				if strings.TrimSpace(doc.Text) != "" {
-					docs = append(docs, doc)
-				}
+			if err := rs.add(record{fields: obj, name: name, where: fmt.Sprintf("%s:%d", name, lineNo), line: lineNo}); err != nil {
+				return nil, err
 			}
 		}
 		if err == io.EOF {
@@ -220,25 +279,47 @@ func parseJSONL(r io.Reader, name, field string, maxBytes int64) ([]Document, er
 			return nil, fmt.Errorf("read data file %q: %w", name, err)
 		}
 	}
-	return docs, nil
+	return rs.docs, nil
 }
 
-func parseJSONLLine(line []byte, name string, lineNo int, field string) (Document, error) {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(line, &obj); err != nil {
-		return Document{}, fmt.Errorf("%s:%d: not a JSON object (each JSONL line must be like {%q: \"...\"}): %w", name, lineNo, field, err)
+func jsonErr(err error) error {
+	if err == nil {
+		return errors.New("null")
 	}
-	raw, ok := obj[field]
-	if !ok {
-		return Document{}, fmt.Errorf("%s:%d: missing field %q (each JSONL line needs a string %q field)", name, lineNo, field, field)
+	return err
+}
+
+// recordSet turns the records of one file into documents: the first record's fields
+// decide the kind, and every later record must be of that kind.
+type recordSet struct {
+	name   string
+	opts   ReadOptions
+	fields fieldNames
+	kind   recordKind
+	seen   bool
+	docs   []Document
+}
+
+func newRecordSet(name string, opts ReadOptions) *recordSet {
+	return &recordSet{name: name, opts: opts, fields: opts.fieldNames()}
+}
+
+func (rs *recordSet) add(r record) error {
+	if !rs.seen {
+		k, err := detectKind(r, rs.fields)
+		if err != nil {
+			return err
+		}
+		rs.kind, rs.seen = k, true
 	}
-	var text string
-	// json.Unmarshal accepts null into a string silently; a null text is a
-	// data bug the user should hear about, not an empty document.
-	if err := json.Unmarshal(raw, &text); err != nil || string(bytes.TrimSpace(raw)) == "null" {
-		return Document{}, fmt.Errorf("%s:%d: field %q must be a string, got %s", name, lineNo, field, abbreviate(raw))
+	d, err := r.document(rs.kind, rs.opts)
+	if err != nil {
+		return err
 	}
-	return Document{Source: name, Line: lineNo, Text: text}, nil
+	if strings.TrimSpace(d.Text) != "" {
+		rs.docs = append(rs.docs, d)
+	}
+	return nil
 }
 
 func abbreviate(b []byte) string {
@@ -248,6 +329,8 @@ func abbreviate(b []byte) string {
 	}
 	return string(b)
 }
+
+func sortStrings(s []string) { sort.Strings(s) }
 
 func quoteList(paths []string) string {
 	q := make([]string, len(paths))

@@ -3,6 +3,7 @@ package data
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -45,7 +46,7 @@ func TestReadDocuments(t *testing.T) {
 				t.Fatalf("got %d docs %+v, want %+v", len(got), got, tc.want)
 			}
 			for i := range got {
-				if got[i] != tc.want[i] {
+				if !reflect.DeepEqual(got[i], tc.want[i]) {
 					t.Errorf("doc %d = %+v, want %+v", i, got[i], tc.want[i])
 				}
 			}
@@ -96,21 +97,29 @@ func TestReadDocumentsErrors(t *testing.T) {
 	}
 }
 
-// FuzzParseDocuments: no input may panic the readers.
+// FuzzParseDocuments: no input may panic the readers, in any format.
 func FuzzParseDocuments(f *testing.F) {
-	f.Add([]byte("{\"text\": \"hi\"}\n{\"text\": 1}\n"), true)
-	f.Add([]byte("plain\ntext\n"), false)
-	f.Add([]byte("\uFEFF{\"text\":\"\\u00e9\"}"), true)
-	f.Fuzz(func(t *testing.T, b []byte, jsonl bool) {
-		format := FormatText
-		if jsonl {
-			format = FormatJSONL
-		}
-		docs, err := ParseDocuments(strings.NewReader(string(b)), "fuzz", ReadOptions{Format: format, LinePerDocument: !jsonl, MaxFileBytes: 1 << 20})
+	f.Add([]byte("{\"text\": \"hi\"}\n{\"text\": 1}\n"), uint8(FormatJSONL))
+	f.Add([]byte("plain\ntext\n"), uint8(FormatText))
+	f.Add([]byte("\uFEFF{\"text\":\"\\u00e9\"}"), uint8(FormatJSONL))
+	f.Add([]byte("[{\"prompt\": \"a\", \"completion\": \"b\"}]"), uint8(FormatJSON))
+	f.Add([]byte("[{\"instruction\": \"a\", \"output\": \"b\"}, 3]"), uint8(FormatJSON))
+	f.Add([]byte("{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}"), uint8(FormatJSONL))
+	f.Add([]byte("text,b\n\"x\ny\",2\n"), uint8(FormatCSV))
+	f.Add([]byte("prompt\tcompletion\na\tb\n"), uint8(FormatTSV))
+	f.Add([]byte("PAR1\x00\x00PAR1"), uint8(FormatParquet))
+	f.Fuzz(func(t *testing.T, b []byte, format uint8) {
+		fm := Format(format % uint8(FormatParquet+1))
+		docs, err := ParseDocuments(strings.NewReader(string(b)), "fuzz", ReadOptions{Format: fm, LinePerDocument: fm == FormatText, MaxFileBytes: 1 << 20})
 		if err == nil {
 			for _, d := range docs {
 				if strings.TrimSpace(d.Text) == "" {
 					t.Fatalf("blank document %+v returned", d)
+				}
+				for _, sp := range d.Trained {
+					if sp.Start < 0 || sp.End > len(d.Text) || sp.Start > sp.End {
+						t.Fatalf("range %+v outside %q", sp, d.Text)
+					}
 				}
 			}
 		}

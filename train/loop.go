@@ -53,7 +53,11 @@ type Config struct {
 	// Inputs are caller-known facts a resume must match (data file hashes, --max-seq-len,
 	// tokenizer hash), keyed by the option that sets them.
 	Inputs map[string]string `json:"inputs,omitempty"`
-	Quiet  bool              `json:"-"`
+	// DataStats describes the dataset for the report: documents, tokens and the labels the
+	// loss trains on (fewer than the tokens under prompt masking, TrainOn "completion").
+	DataStats *data.Stats `json:"data_stats,omitempty"`
+	TrainOn   string      `json:"train_on,omitempty"`
+	Quiet     bool        `json:"-"`
 	// LogEvery writes a line to Out/run.jsonl every N optimizer steps and at memory peaks
 	// (0 = no run log). GPUMemory, when set, adds the GPU's memory to it; GPUDevices, for a
 	// run over several GPUs, every GPU's: the run log's lines and the report then list each

@@ -87,7 +87,7 @@ come from RUN/report.json unless given; one line on stderr says which were used.
 	}
 	f := cmd.Flags()
 	f.String("artifacts", "", "artifacts directory written by ortq prepare")
-	f.StringSlice("data", nil, "text files (.txt or .jsonl); the same seeded eval split as train is used (default: the run's, from report.json beside --adapter)")
+	f.StringSlice("data", nil, "data files, in any format train reads; the same seeded eval split (and prompt masking) as train is used (default: the run's, from report.json beside --adapter)")
 	f.String("tokenizer", "", "Hugging Face tokenizer.json")
 	f.String("adapter", "", "adapter_model.safetensors to evaluate (default: the untrained initial adapter = base model)")
 	f.Int("micro-batch", 7, "sequences per batch (default: the run's)")

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ortq/ortq/chat"
 	"github.com/ortq/ortq/export"
 	"github.com/ortq/ortq/generate"
 	"github.com/ortq/ortq/tokenize"
@@ -29,7 +30,11 @@ Greedy by default; --temperature > 0 samples, restricted by --top-k and --top-p,
 With --ids it prints the new token ids instead of text: one JSON array on standard output,
 written id by id as they are drawn, with the EOS that ends it (as transformers' generate
 returns it). A model whose vocabulary is larger than its tokenizer.json's (vocab_size in
-genai_config.json) can draw ids that have no text, so without --ids it is refused.`,
+genai_config.json) can draw ids that have no text, so without --ids it is refused.
+
+With --chat the prompt is the user's message (after --system, if given), rendered with the
+model's chat template (the chat_template of tokenizer_config.json in --model, or
+--chat-template FILE) and its generation prompt, the way the model was instruction-tuned.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, err := options(cmd)
@@ -53,6 +58,9 @@ genai_config.json) can draw ids that have no text, so without --ids it is refuse
 	f.Bool("ignore-eos", false, "do not stop at EOS: always --max-new-tokens tokens (benchmarks)")
 	f.Bool("ids", false, "print the new token ids (a JSON array, streamed) instead of text")
 	f.Bool("quiet", false, "no speed line on standard error")
+	f.Bool("chat", false, "render the prompt as a user message through the model's chat template (tokenizer_config.json in --model) with its generation prompt, as apply_chat_template(add_generation_prompt=True) does")
+	f.String("system", "", "with --chat: a system message before the prompt")
+	f.String("chat-template", "", "with --chat: a Jinja chat template file to use instead of the model's")
 	return cmd
 }
 
@@ -88,7 +96,14 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 		}
 		prompt = strings.TrimRight(string(b), "\n")
 	}
-	ids, err := promptIDs(tok, prompt)
+	var ids []int64
+	if v.GetBool("chat") {
+		ids, err = chatPromptIDs(tok, dir, v.GetString("chat-template"), v.GetString("system"), prompt)
+	} else if v.GetString("system") != "" || v.GetString("chat-template") != "" {
+		return usageError{fmt.Errorf("--system and --chat-template apply to --chat prompts: pass --chat")}
+	} else {
+		ids, err = promptIDs(tok, prompt)
+	}
 	if err != nil {
 		return err
 	}
@@ -152,6 +167,36 @@ func promptIDs(tok *tokenize.Tokenizer, prompt string) ([]int64, error) {
 	}
 	if len(ids) == 0 {
 		return nil, usageError{fmt.Errorf("--prompt is empty: give some text")}
+	}
+	return ids, nil
+}
+
+// chatPromptIDs renders the prompt as the user's message (after an optional system
+// message) with the model's chat template and its generation prompt, and tokenizes the
+// result as train tokenizes a rendered conversation: the template places BOS itself.
+func chatPromptIDs(tok *tokenize.Tokenizer, dir, override, system, prompt string) ([]int64, error) {
+	if strings.TrimSpace(prompt) == "" {
+		return nil, usageError{fmt.Errorf("--prompt is empty: give some text")}
+	}
+	tpl, err := chat.Load(filepath.Join(dir, "tokenizer.json"), override)
+	if err != nil {
+		return nil, fmt.Errorf("--chat: %w", err)
+	}
+	var msgs []chat.Message
+	if system != "" {
+		msgs = append(msgs, chat.Message{Role: "system", Content: system})
+	}
+	text, err := tpl.Render(append(msgs, chat.Message{Role: "user", Content: prompt}), true)
+	if err != nil {
+		return nil, fmt.Errorf("--chat: %w", err)
+	}
+	enc, err := tok.Encode(text, false)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, len(enc))
+	for i, id := range enc {
+		ids[i] = int64(id)
 	}
 	return ids, nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ortq/ortq/chat"
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/manifest"
@@ -27,11 +28,14 @@ func newTrain() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "train --artifacts DIR --data FILE... --tokenizer tokenizer.json",
 		Short: "Fine-tune the LoRA adapters of prepared artifacts; report perplexity before and after",
-		Long: `train tokenizes the data (plain text files: one document per file; JSONL: one document
-per line in the "text" field), packs it into --max-seq-len blocks (--pack isolated, the default: no token attends to
-another document, positions restart at 0 for each document and a document's first token is
-not a label of the one before; --pack concat: joined by EOS under one causal mask; --pack
-none: one example per line), holds out a seeded 10 % eval split (or evaluates --eval-data), measures the baseline eval
+		Long: `train tokenizes the data (plain text files: one document per file; records in JSONL,
+JSON, CSV, TSV or Parquet: "text", "prompt"/"completion", Alpaca "instruction"/"input"/"output",
+or chat "messages" rendered with the tokenizer's chat template, the prompt's labels masked
+under --train-on completion), packs it into --max-seq-len blocks (--pack isolated, the default:
+no token attends to another document, positions restart at 0 for each document and a
+document's first token is not a label of the one before; --pack concat: joined by EOS under
+one causal mask; --pack none: one example per line), holds out a seeded 10 % eval split (or
+evaluates --eval-data), measures the baseline eval
 perplexity, trains with AdamW and token-weighted gradient accumulation, evaluates again and
 writes the adapter (adapter_model.safetensors, adapter_config.json, PEFT names) and a run
 report (report.json, report.md) to --out.
@@ -65,7 +69,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	}
 	f := cmd.Flags()
 	f.String("artifacts", "", "artifacts directory written by ortq prepare")
-	f.StringSlice("data", nil, "training text: .txt (one document per file) or .jsonl (field \"text\"); repeatable")
+	f.StringSlice("data", nil, "training data, repeatable: .txt (one document per file), records in .jsonl/.json/.csv/.tsv/.parquet (text, prompt/completion, Alpaca instruction/input/output, or chat messages); other extensions are refused")
 	f.String("tokenizer", "", "Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS); \"default\": the embedded default model's")
 	f.String("out", "", "run directory for the adapter and the report (default: <artifacts>/run)")
 	addDataFlags(f)
@@ -186,6 +190,40 @@ func addDataFlags(f *pflag.FlagSet) {
 	f.Uint64("seed", 42, "seed for the split, shuffling and dropout")
 	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, alpha, targets and shapes must match the artifacts")
 	f.String("base-model-name", "", "base_model_name_or_path written to adapter_config.json (default: what prepare recorded, the model given to `ortq prepare`)")
+	f.String("text-column", "", "field (JSON) or column (CSV, TSV, Parquet) holding the text of text records (default \"text\")")
+	f.String("prompt-column", "", "field or column of the prompt in prompt/completion records (default \"prompt\")")
+	f.String("completion-column", "", "field or column of the completion in prompt/completion records (default \"completion\")")
+	f.String("chat-template", "", "Jinja chat template file for \"messages\" records (default: the chat_template of tokenizer_config.json beside --tokenizer)")
+	f.String("train-on", "completion", "tokens of instruction and chat records the loss learns: completion (the completion or the assistant turns; the prompt's labels are -100) or prompt+completion")
+}
+
+// readOptions resolves the data-format flags; the chat template is loaded only when the
+// tokenizer has one or --chat-template names one (a chat record without one is refused).
+func readOptions(v *viper.Viper, tokPath string, linePerDocument bool) (data.ReadOptions, error) {
+	o := data.ReadOptions{LinePerDocument: linePerDocument, TextField: v.GetString("text-column"),
+		PromptField: v.GetString("prompt-column"), CompletionField: v.GetString("completion-column")}
+	var err error
+	if o.TrainOn, err = data.ParseTrainOn(v.GetString("train-on")); err != nil {
+		return o, usageError{err}
+	}
+	o.Chat, err = chat.Load(tokPath, v.GetString("chat-template"))
+	if errors.Is(err, chat.ErrNoTemplate) {
+		return o, nil
+	}
+	return o, err
+}
+
+// dataSummary is the line train prints about the data, trained labels included.
+func dataSummary(st data.Stats, trainOn string, nTrain, nEval int) string {
+	trained := fmt.Sprintf("%d labels trained", st.TrainLabels+st.EvalLabels)
+	if st.Masked {
+		trained += fmt.Sprintf(" (--train-on %s: prompt tokens masked)", trainOn)
+	}
+	line := fmt.Sprintf("data: %d documents, %d tokens, %s → %d train / %d eval examples", st.Documents, st.Tokens, trained, nTrain, nEval)
+	if st.DroppedUntrained > 0 {
+		line += fmt.Sprintf("; %d examples with nothing to train on dropped", st.DroppedUntrained)
+	}
+	return line
 }
 
 // loadDataset reads, tokenizes and splits the data files (d.Files, which may be empty
@@ -212,6 +250,10 @@ func loadDataset(v *viper.Viper, d train.DataSettings, vocab int64, maxPositions
 	if vocab > 0 && int64(tok.VocabSize()) > vocab {
 		return nil, fmt.Errorf("tokenizer %q has %d tokens but the model's embedding has %d rows: use the model's own tokenizer", tokPath, tok.VocabSize(), vocab)
 	}
+	ropts, err := readOptions(v, tokPath, d.Pack == packNone)
+	if err != nil {
+		return nil, err
+	}
 	o := buildOptions(d, v.GetUint64("seed"), vocab, maxPositions)
 	eos, ok := tok.EOS()
 	if !ok {
@@ -224,7 +266,7 @@ func loadDataset(v *viper.Viper, d train.DataSettings, vocab int64, maxPositions
 		o.AddBOS = false
 	}
 	build := func(files []string, o data.Options) (*data.Dataset, error) {
-		docs, err := data.ReadDocuments(files, data.ReadOptions{LinePerDocument: d.Pack == packNone})
+		docs, err := data.ReadDocuments(files, ropts)
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +284,8 @@ func loadDataset(v *viper.Viper, d train.DataSettings, vocab int64, maxPositions
 		if err != nil {
 			return nil, fmt.Errorf("--eval-data: %w", err)
 		}
-		ds.Eval, ds.Stats.EvalTokens = es.Train, es.Stats.TrainTokens
+		ds.Eval, ds.Stats.EvalTokens, ds.Stats.EvalLabels = es.Train, es.Stats.TrainTokens, es.Stats.TrainLabels
+		ds.Stats.Masked = ds.Stats.Masked || es.Stats.Masked
 	}
 	return ds, nil
 }
@@ -385,7 +428,10 @@ func runTrain(v *viper.Viper) error {
 		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpuMemory(devs), GPUDevices: gpuDevices(devs),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
 		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
-		InitAdapter: v.GetString("init-adapter"), Data: dset,
+		InitAdapter: v.GetString("init-adapter"), Data: dset, DataStats: &ds.Stats,
+	}
+	if ds.Stats.Masked {
+		cfg.TrainOn = v.GetString("train-on")
 	}
 	if cfg.SaveEvery < 0 || cfg.Keep < 0 || cfg.MaxSkips < 0 {
 		return usageError{fmt.Errorf("--save-every, --keep and --max-skips must be ≥ 0")}
@@ -410,7 +456,7 @@ func runTrain(v *viper.Viper) error {
 	if note := idleDevicesNote(devs, cfg.GradAccum); note != "" {
 		fmt.Fprintln(os.Stderr, note)
 	}
-	fmt.Fprintf(os.Stderr, "data: %d documents, %d tokens → %d train / %d eval examples\n", ds.Stats.Documents, ds.Stats.Tokens, len(ds.Train), len(ds.Eval))
+	fmt.Fprintln(os.Stderr, dataSummary(ds.Stats, v.GetString("train-on"), len(ds.Train), len(ds.Eval)))
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted before training started: nothing was trained or checkpointed")
 	}
@@ -472,6 +518,9 @@ func checkDataFlags(v *viper.Viper) error {
 	}
 	if f := v.GetFloat64("eval-fraction"); !(f >= 0 && f <= 1) {
 		return usageError{fmt.Errorf("--eval-fraction %g: must be in [0, 1]", f)}
+	}
+	if _, err := data.ParseTrainOn(v.GetString("train-on")); err != nil {
+		return usageError{err}
 	}
 	return nil
 }

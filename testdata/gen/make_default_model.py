@@ -254,7 +254,7 @@ def write_readme(path, rep):
     ]
     for f, what in (("model.onnx", "stock `torch.onnx.export(dynamo=True)`, opset 20, fp32, weights inline"),
                     ("tokenizer.json", "HF `tokenizers` BPE, Metaspace pre-tokenizer (sugarme/tokenizer loads it)"),
-                    ("tokenizer_config.json", "special tokens for transformers' PreTrainedTokenizerFast"),
+                    ("tokenizer_config.json", "special tokens for transformers' PreTrainedTokenizerFast; chat_template (data/testdata/chat/templates/default.jinja)"),
                     ("config.json", "the transformers LlamaConfig of the model")):
         lines.append("| %s | %d | %s |" % (f, rep["files"].get(f, 0), what))
     lines += [
@@ -359,6 +359,10 @@ def main():
     tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
             "pad_token": "<pad>", "add_bos_token": False, "add_eos_token": False, "model_max_length": BASE["max_position_embeddings"],
             "clean_up_tokenization_spaces": False, "padding_side": "right"}
+    # ortq's chat template for the model (plain "Question:"/"Answer:" turns, its own <s> </s>),
+    # kept in one place: the chat tests render it against transformers.
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "testdata", "chat", "templates", "default.jinja")) as f:
+        tcfg["chat_template"] = f.read()
     common.write_json(os.path.join(a.out, "tokenizer_config.json"), tcfg)
     try:
         from transformers import AutoTokenizer
