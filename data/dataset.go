@@ -80,6 +80,9 @@ func (e Example) ID(i int) int32 { return e[i] & idBits }
 // StartsDocument reports whether a document starts at i (marked by Options.Isolate).
 func (e Example) StartsDocument(i int) bool { return e[i]&docStartBit != 0 }
 
+// MarkDocumentStart flags the token at i as a document's first, as Options.Isolate does.
+func (e Example) MarkDocumentStart(i int) { e[i] |= docStartBit }
+
 // Trained says whether the loss learns the token at i (its label is not IgnoreIndex).
 func (e Example) Trained(i int) bool { return e[i]&untrainedBit == 0 }
 

@@ -37,7 +37,7 @@ func twoDocs(a int64, isolate bool) data.Example {
 		}
 		ex = append(ex, 2)
 		if isolate {
-			ex[start] = ^ex[start]
+			ex.MarkDocumentStart(start)
 		}
 	}
 	return ex

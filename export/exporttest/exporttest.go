@@ -174,6 +174,13 @@ func EvalLogits(t testing.TB, art string, man *manifest.Manifest, ids []int64, l
 		"attention_mask": {DType: ortrun.Int64, Shape: []int64{1, n}, Data: Ones(len(ids))},
 		"labels":         {DType: ortrun.Int64, Shape: []int64{1, n}, Data: append([]int64(nil), ids...)},
 	}
+	if man.DocumentIDs() { // the graph reads positions (passes.DocMask): 0..n-1 for one document
+		pos := make([]int64, n)
+		for i := range pos {
+			pos[i] = int64(i)
+		}
+		in["position_ids"] = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1, n}, Data: pos}
+	}
 	for _, p := range man.Params {
 		v := lora[p.Name]
 		if v == nil {
