@@ -22,6 +22,15 @@ import sys
 import torch
 from safetensors.torch import load_file
 
+
+def clip(params, max_norm):
+    """clip_grad_norm_ with its per-tensor loop (foreach=False); torch before 2.0 has only that
+    loop and no foreach argument."""
+    try:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
+    except TypeError:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
 PEFT_REF = "hfimport/testdata/hf/llama32/ref.safetensors"
 PEFT_KEEP = 4
 
@@ -40,7 +49,7 @@ def clip_case(name, shapes, scales, max_norm, lr, wd, seed):
         grads = [torch.randn(s, generator=g, dtype=torch.float32) * scale for s in shapes]
         for p, x in zip(params, grads):
             p.grad = x.clone()
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
+        norm = clip(params, max_norm)
         step = {"grads": [bits(x) for x in grads], "total_norm": bits(norm.reshape(1))[0],
                 "clipped": [bits(p.grad) for p in params]}
         opt.step()
@@ -65,7 +74,7 @@ def peft_case(scales):
     for scale in scales:
         for p, g in zip(params, mean_grads):
             p.grad = g * scale
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
+        norm = clip(params, max_norm)
         opt.step()
         out["steps"].append({
             "total_norm": bits(norm.reshape(1))[0],
