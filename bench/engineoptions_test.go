@@ -21,16 +21,16 @@ func TestEngineOptions(t *testing.T) {
 		want    train.EngineOptions
 		wantErr string
 	}{
-		{"host", Params{Recompute: "none", Step: StepHost}, &manifest.Manifest{}, train.EngineOptions{Train: true, LazyEval: true}, ""},
-		{"host recompute", Params{Recompute: "layer", Step: StepHost}, withRec, train.EngineOptions{Train: true, Recompute: true, LazyEval: true}, ""},
-		{"device", Params{Recompute: "layer", Step: StepDevice}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", LazyEval: true}, ""},
-		{"graph", Params{Recompute: "layer", Step: StepGraph}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", CUDAGraph: true, LazyEval: true}, ""},
-		{"graph selective", Params{Recompute: "selective", Step: StepGraph}, withPolicies, train.EngineOptions{DeviceStep: true, Policy: "selective", CUDAGraph: true, LazyEval: true}, ""},
-		{"host selective", Params{Recompute: "selective", Step: StepHost}, withPolicies, train.EngineOptions{}, "selective recomputation exists only as a device step"},
-		{"no recompute graph", Params{Recompute: "layer", Step: StepHost}, &manifest.Manifest{}, train.EngineOptions{}, "recompute layer is not supported by artifacts \"art\""},
-		{"device without a none step", Params{Recompute: "none", Step: StepDevice}, withRec, train.EngineOptions{}, "no device step graph for recompute none"},
+		{"host", Params{Recompute: "none", Step: train.StepHost}, &manifest.Manifest{}, train.EngineOptions{Train: true, LazyEval: true}, ""},
+		{"host recompute", Params{Recompute: "layer", Step: train.StepHost}, withRec, train.EngineOptions{Train: true, Recompute: true, LazyEval: true}, ""},
+		{"device", Params{Recompute: "layer", Step: train.StepDevice}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", LazyEval: true}, ""},
+		{"graph", Params{Recompute: "layer", Step: train.StepGraph}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", CUDAGraph: true, LazyEval: true}, ""},
+		{"graph selective", Params{Recompute: "selective", Step: train.StepGraph}, withPolicies, train.EngineOptions{DeviceStep: true, Policy: "selective", CUDAGraph: true, LazyEval: true}, ""},
+		{"host selective", Params{Recompute: "selective", Step: train.StepHost}, withPolicies, train.EngineOptions{}, "selective recomputation exists only as a device step"},
+		{"no recompute graph", Params{Recompute: "layer", Step: train.StepHost}, &manifest.Manifest{}, train.EngineOptions{}, "recompute layer is not supported by artifacts \"art\""},
+		{"device without a none step", Params{Recompute: "none", Step: train.StepDevice}, withRec, train.EngineOptions{}, "no device step graph for recompute none"},
 	} {
-		got, err := engineOptions(c.p, "art", c.man)
+		got, err := engineOptions(c.p, []string{"cuda"}, "art", c.man)
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%s: error %v, want %q", c.name, err, c.wantErr)

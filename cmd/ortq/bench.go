@@ -158,9 +158,13 @@ func runBench(v *viper.Viper) error {
 		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	}
 	// Load ONNX Runtime from --ort-lib / config as the other commands do.
-	if _, err := sessionOptions(v); err != nil {
+	// Every point's sessions start from these options (the experiment knobs); the point sets
+	// device and threads.
+	if cfg.Session, err = sessionOptions(v); err != nil {
 		return err
 	}
+	k, _ := knobs() // sessionOptions checked them
+	cfg.NoShareWeights = !k.ShareWeights
 	res, err := bench.Run(cfg)
 	if err != nil {
 		return err

@@ -57,7 +57,7 @@ two keys that differ only in case are refused.`,
 	root.PersistentFlags().String("ort-lib", "", "path of libonnxruntime.so.1 (default: $ORTQ_ORT_LIB, then ./.ort/)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newPrepare(), newTrain(), newEval(), newVerify(), newTokenize(), newImport(), newSynth(), newBench())
-	root.AddCommand(newExport(), newGenerate())
+	root.AddCommand(newExport(), newGenerate(), newEnv())
 	return root
 }
 
@@ -90,6 +90,9 @@ func options(cmd *cobra.Command) (*viper.Viper, error) {
 		origin = cf.origin
 	}
 	if err := checkValues(cmd, v, origin); err != nil {
+		return nil, err
+	}
+	if _, err := knobs(); err != nil { // refused before anything runs, as a bad flag
 		return nil, err
 	}
 	return v, nil
