@@ -166,7 +166,8 @@ func (r *runner) resolveBase() (Params, error) {
 	if c.Model != "" {
 		r.source, r.sourceNamed = c.Model, c.Model
 		r.prep = c.Prepare
-		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec, Targets: slices.Clone(c.Prepare.Targets), Step: resolveStep(c.Step, r.devs)}
+		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec,
+			Targets: slices.Clone(c.Prepare.Targets), Step: resolveStep(c.Step, r.devs)}
 		r.baseKey = "" // nothing prepared yet
 		return p, nil
 	}
@@ -183,7 +184,8 @@ func (r *runner) resolveBase() (Params, error) {
 	if rec == "layer" && (c.Recompute == "" || c.Recompute == "auto") && len(r.devs) == 1 {
 		rec = r.chooseRecompute(man)
 	}
-	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec, Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, r.devs)}
+	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec,
+		Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, r.devs)}
 	r.baseKey = p.graphKey()
 	r.dirs[r.baseKey] = &graphDir{dir: c.Artifacts}
 	r.sourceNamed = man.Source.Path

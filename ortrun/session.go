@@ -10,6 +10,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/ortq/ortq/internal/devname"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -72,22 +73,9 @@ type Tuning struct {
 // micro-batch 1, 140.5 ms per step with patterns and 156.7 ms without (5.00 / 4.23 GiB).
 const MemPatternTokens = 1024
 
-// ParseDevice splits "cpu", "cuda" or "cuda:N" into the provider and the CUDA device id.
-func ParseDevice(device string) (provider string, id int, err error) {
-	switch d := strings.ToLower(strings.TrimSpace(device)); {
-	case d == "" || d == "cpu":
-		return "cpu", 0, nil
-	case d == "cuda" || d == "gpu":
-		return "cuda", 0, nil
-	case strings.HasPrefix(d, "cuda:"):
-		n, err := strconv.Atoi(d[len("cuda:"):])
-		if err != nil || n < 0 {
-			return "", 0, fmt.Errorf("device %q: want cuda:N with N a device number ≥ 0", device)
-		}
-		return "cuda", n, nil
-	}
-	return "", 0, fmt.Errorf("device %q: want cpu, cuda or cuda:N", device)
-}
+// ParseDevice splits "cpu", "cuda" or "cuda:N" into the provider and the CUDA device id
+// (devname.Parse).
+func ParseDevice(device string) (provider string, id int, err error) { return devname.Parse(device) }
 
 func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 	provider, devID, err := ParseDevice(o.Device)

@@ -79,7 +79,8 @@ func runStepper(engines []*train.Engine) func([]train.Param, train.StepConfig, i
 	if eng.DeviceStep() {
 		how = "device-resident steps accumulating on each device"
 	}
-	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): %s, gradients reduced token-weighted in Go memory, one AdamW on the host; the run log and the report give each GPU's memory, and as gpu_used_bytes the busiest GPU's", len(devs), strings.Join(devs, ","), how))
+	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): %s, gradients reduced token-weighted in Go memory, one AdamW on the host; "+
+		"the run log and the report give each GPU's memory, and as gpu_used_bytes the busiest GPU's", len(devs), strings.Join(devs, ","), how))
 	return func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
 		return train.NewRunStepper(engines, init, sc, rows, seq)
 	}

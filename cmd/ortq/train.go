@@ -432,16 +432,16 @@ func trainConfig(v *viper.Viper, f trainSetup, engines []*train.Engine) (*data.D
 		return nil, train.Config{}, err
 	}
 	cfg := train.Config{
-		Artifacts: f.dir, Out: f.out, Device: strings.Join(f.devs, ","), NewStepper: runStepper(engines),
+		Artifacts: f.dir, Out: f.out, Device: strings.Join(f.devs, ","),
 		MicroBatch: v.GetInt("micro-batch"), GradAccum: v.GetInt("grad-accum"), Epochs: v.GetFloat64("epochs"),
 		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
 		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
 		MaxGradNorm: v.GetFloat64("max-grad-norm"), MaxEvalBatches: v.GetInt("max-eval-batches"),
 		PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"), FP16: eng.Man.Model.Precision == "float16",
-		Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpuMemory(f.devs), GPUDevices: gpuDevices(f.devs),
+		Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
-		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
-		InitAdapter: v.GetString("init-adapter"), Data: f.dset, DataStats: &ds.Stats,
+		Resume: v.GetString("resume"), InitAdapter: v.GetString("init-adapter"), Data: f.dset, DataStats: &ds.Stats,
+		Hooks: train.Hooks{NewStepper: runStepper(engines), GPUMemory: gpuMemory(f.devs), GPUDevices: gpuDevices(f.devs), CheckpointHook: checkpointHook},
 	}
 	if ds.Stats.Masked {
 		cfg.TrainOn = v.GetString("train-on")
@@ -461,7 +461,8 @@ func loadTrainData(v *viper.Viper, f trainSetup, man *manifest.Manifest) (*data.
 		return nil, fmt.Errorf("data too short: the training split is empty (%d examples in all): add data or lower --max-seq-len", ds.Stats.Examples)
 	}
 	if len(ds.Eval) == 0 && f.dset.EvalFraction > 0 {
-		return nil, fmt.Errorf("data too short: %d examples leave the eval split empty, so no perplexity can be measured: add data, lower --max-seq-len, or pass --eval-fraction 0", ds.Stats.Examples)
+		return nil, fmt.Errorf("data too short: %d examples leave the eval split empty, so no perplexity can be measured: "+
+			"add data, lower --max-seq-len, or pass --eval-fraction 0", ds.Stats.Examples)
 	}
 	mb, seq := v.GetInt("micro-batch"), v.GetInt("max-seq-len")
 	rows := min(mb, max(len(ds.Train), len(ds.Eval)))
