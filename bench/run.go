@@ -73,18 +73,7 @@ func Run(cfg Config) (*Result, error) {
 	if gerr != nil {
 		res.Notes = append(res.Notes, fmt.Sprintf("GPU memory not measured: %v", gerr))
 	}
-	r.peak, r.peakNote = cfg.PeakFLOPS, "--peak-flops"
-	if r.peak == 0 && gpu != nil {
-		p, row, err := PeakFLOPS(gpu.name())
-		if err != nil {
-			res.Notes = append(res.Notes, err.Error())
-		} else {
-			r.peak, r.peakNote = p, row+" dense fp16 peak"
-		}
-	}
-	if r.peak > 0 {
-		res.Notes = append(res.Notes, fmt.Sprintf("MFU against %.0f TFLOP/s (%s)", r.peak/1e12, r.peakNote))
-	}
+	r.setPeakFLOPS(gpu)
 	r.mon = newMonitor(start, cfg.SampleInterval, gpu)
 	if err := resetPeakRSS(); err != nil {
 		res.Notes = append(res.Notes, fmt.Sprintf("cannot reset the kernel's peak-RSS mark (%v): peak host RSS may include work done before a point (prepare, earlier points)", err))
@@ -135,6 +124,23 @@ type runner struct {
 	peak                float64
 	peakNote            string
 	noHWMReset          bool
+}
+
+// setPeakFLOPS takes the peak MFU is measured against: --peak-flops, else the table's row
+// for the GPU; the report notes which.
+func (r *runner) setPeakFLOPS(gpu gpuProbe) {
+	r.peak, r.peakNote = r.cfg.PeakFLOPS, "--peak-flops"
+	if r.peak == 0 && gpu != nil {
+		p, row, err := PeakFLOPS(gpu.name())
+		if err != nil {
+			r.res.Notes = append(r.res.Notes, err.Error())
+		} else {
+			r.peak, r.peakNote = p, row+" dense fp16 peak"
+		}
+	}
+	if r.peak > 0 {
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("MFU against %.0f TFLOP/s (%s)", r.peak/1e12, r.peakNote))
+	}
 }
 
 // resolveBase works out the base point and where its graph comes from.

@@ -45,3 +45,18 @@ func TestEnvKnobs(t *testing.T) {
 		})
 	}
 }
+
+// TestWeightDecayRefused: a negative --weight-decay is refused before anything runs, naming
+// where it came from (issue 26: ORTQ_WEIGHT_DECAY=-5 was refused without naming the variable).
+func TestWeightDecayRefused(t *testing.T) {
+	args := []string{"train", "--artifacts", t.TempDir(), "--data", "x.txt", "--tokenizer", "default"}
+	err := run(t, append(args, "--weight-decay", "-5")...)
+	if err == nil || !strings.Contains(err.Error(), `--weight-decay = "-5": must be ≥ 0`) || exitCode(err) != 2 {
+		t.Errorf("--weight-decay -5: %v", err)
+	}
+	t.Setenv("ORTQ_WEIGHT_DECAY", "-5")
+	err = run(t, args...)
+	if err == nil || !strings.Contains(err.Error(), `ORTQ_WEIGHT_DECAY (for --weight-decay) = "-5": must be ≥ 0`) {
+		t.Errorf("ORTQ_WEIGHT_DECAY=-5: %v", err)
+	}
+}
