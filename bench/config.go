@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ortq/ortq/ortgraph/passes"
+	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 )
@@ -28,7 +29,7 @@ type Config struct {
 	Recompute string `json:"recompute,omitempty"`
 	// MaxGPUMemory is auto's budget in bytes (0: 90% of the device's free memory).
 	MaxGPUMemory float64 `json:"max_gpu_memory,omitempty"`
-	// Step is the base point's optimizer step: StepHost, StepDevice, StepGraph, or
+	// Step is the base point's optimizer step: train.StepHost, StepDevice, StepGraph, or
 	// "auto"/"" (train.AutoStep: StepGraph on CUDA with per-layer recomputation, else StepHost).
 	Step string `json:"step,omitempty"`
 	// Preset, instead of Model or Artifacts, synthesizes a random-weight Llama of that
@@ -58,6 +59,12 @@ type Config struct {
 	// ProfileDir, when set, turns ONNX Runtime's profiler on for the training session of
 	// every point (<dir>/<point>_<date>.json); timings then include its overhead.
 	ProfileDir string `json:"profile_dir,omitempty"`
+	// Session holds the session settings every point starts from (ortq's ORTQX_* knobs:
+	// profiler prefix, verbose logging, ortrun.Tuning); each point sets Device,
+	// IntraOpThreads and BatchTokens, and ProfileDir its profiler prefix.
+	Session ortrun.Options `json:"-"`
+	// NoShareWeights is train.EngineOptions.NoShareWeights for every point.
+	NoShareWeights bool `json:"-"`
 	// WorkDir holds artifacts prepared per point ("": a temp dir, removed afterwards).
 	WorkDir string `json:"-"`
 	// Logf receives progress lines (nil: silent).
@@ -218,21 +225,17 @@ func checkRecompute(v string) error {
 
 // checkStep accepts the optimizer steps a point can use ("auto" and "" only as the base's).
 func checkStep(v string, base bool) error {
-	switch v {
-	case StepHost, StepDevice, StepGraph:
-		return nil
-	case "", "auto":
-		if base {
-			return nil
-		}
+	if k, err := train.ParseStepKind(v); err != nil || k == train.StepAuto && !base {
+		return fmt.Errorf("step %q: use host, device or graph", v)
 	}
-	return fmt.Errorf("step %q: use host, device or graph", v)
+	return nil
 }
 
-// resolveStep turns the base point's "auto" into a step for its devices and recomputation.
-func resolveStep(step string, devs []string, recompute string) string {
-	if step != "" && step != "auto" {
-		return step
+// resolveStep turns the base point's "auto" into a step for its devices (train.AutoStep;
+// train.ChooseStep then refuses a device step the artifacts lack).
+func resolveStep(step string, devs []string) train.StepKind {
+	if k, _ := train.ParseStepKind(step); k != train.StepAuto {
+		return k
 	}
 	return train.AutoStep(devs)
 }
@@ -259,7 +262,7 @@ func expand(base Params, axes []Axis) ([]Params, error) {
 					if err := checkStep(v, false); err != nil {
 						return nil, fmt.Errorf("--sweep step: %w", err)
 					}
-					q.Step = v
+					q.Step = train.StepKind(v)
 				case "targets":
 					t, err := parseTargets(v)
 					if err != nil {

@@ -11,6 +11,7 @@ import (
 // TestEngineOptions: each point's step and recomputation select the training graph, and the
 // combinations the artifacts or the device step cannot serve are refused naming why.
 func TestEngineOptions(t *testing.T) {
+	const host, device, graph = train.StepHost, train.StepDevice, train.StepGraph
 	withRec := &manifest.Manifest{TrainRecompute: &manifest.Graph{File: manifest.TrainRecomputeFile}, TrainStep: &manifest.Graph{File: manifest.TrainStepFile}}
 	withPolicies := &manifest.Manifest{TrainRecompute: withRec.TrainRecompute, TrainStep: withRec.TrainStep,
 		StepPolicies: map[string]*manifest.Graph{"selective": {File: manifest.StepFile("selective")}, "none": {File: manifest.StepFile("none")}}}
@@ -21,16 +22,16 @@ func TestEngineOptions(t *testing.T) {
 		want    train.EngineOptions
 		wantErr string
 	}{
-		{"host", Params{Recompute: "none", Step: StepHost}, &manifest.Manifest{}, train.EngineOptions{Train: true, LazyEval: true}, ""},
-		{"host recompute", Params{Recompute: "layer", Step: StepHost}, withRec, train.EngineOptions{Train: true, Recompute: true, LazyEval: true}, ""},
-		{"device", Params{Recompute: "layer", Step: StepDevice}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", LazyEval: true}, ""},
-		{"graph", Params{Recompute: "layer", Step: StepGraph}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", CUDAGraph: true, LazyEval: true}, ""},
-		{"graph selective", Params{Recompute: "selective", Step: StepGraph}, withPolicies, train.EngineOptions{DeviceStep: true, Policy: "selective", CUDAGraph: true, LazyEval: true}, ""},
-		{"host selective", Params{Recompute: "selective", Step: StepHost}, withPolicies, train.EngineOptions{}, "selective recomputation exists only as a device step"},
-		{"no recompute graph", Params{Recompute: "layer", Step: StepHost}, &manifest.Manifest{}, train.EngineOptions{}, "recompute layer is not supported by artifacts \"art\""},
-		{"device without a none step", Params{Recompute: "none", Step: StepDevice}, withRec, train.EngineOptions{}, "no device step graph for recompute none"},
+		{"host", Params{Recompute: "none", Step: host}, &manifest.Manifest{}, train.EngineOptions{Train: true, LazyEval: true}, ""},
+		{"host recompute", Params{Recompute: "layer", Step: host}, withRec, train.EngineOptions{Train: true, Recompute: true, LazyEval: true}, ""},
+		{"device", Params{Recompute: "layer", Step: device}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", LazyEval: true}, ""},
+		{"graph", Params{Recompute: "layer", Step: graph}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", CUDAGraph: true, LazyEval: true}, ""},
+		{"graph selective", Params{Recompute: "selective", Step: graph}, withPolicies, train.EngineOptions{DeviceStep: true, Policy: "selective", CUDAGraph: true, LazyEval: true}, ""},
+		{"host selective", Params{Recompute: "selective", Step: host}, withPolicies, train.EngineOptions{}, "selective recomputation exists only as a device step"},
+		{"no recompute graph", Params{Recompute: "layer", Step: host}, &manifest.Manifest{}, train.EngineOptions{}, "recompute layer is not supported by artifacts \"art\""},
+		{"device without a none step", Params{Recompute: "none", Step: device}, withRec, train.EngineOptions{}, "no device step graph for recompute none"},
 	} {
-		got, err := engineOptions(c.p, "art", c.man)
+		got, err := engineOptions(c.p, []string{"cuda"}, "art", c.man)
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%s: error %v, want %q", c.name, err, c.wantErr)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/train"
 )
 
 // MemoryBreakdown splits a point's peak GPU memory into what ortq can account for, from
@@ -48,8 +49,8 @@ func breakDown(p *Point, weights, state int64) *MemoryBreakdown {
 }
 
 // stepStateBytes is the device memory the step's own state takes for n LoRA parameters.
-func stepStateBytes(step string, n int64) int64 {
-	if step == StepDevice || step == StepGraph {
+func stepStateBytes(step train.StepKind, n int64) int64 {
+	if step == train.StepDevice || step == train.StepGraph {
 		return 2 * (4*n + 3) * 4 // two sets of params, exp_avg, exp_avg_sq, grad_sum, stats
 	}
 	return 2 * n * 4 // the LoRA inputs and the gradients of one run

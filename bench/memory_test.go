@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/train"
 )
 
 // TestBreakDown: the parts add up to NVML's peak when the arena's figures fit inside it, no
@@ -51,10 +52,10 @@ func TestBreakDown(t *testing.T) {
 
 // TestStepStateBytes: two sets of four flat vectors and the stats for the device step.
 func TestStepStateBytes(t *testing.T) {
-	if got, want := stepStateBytes(StepGraph, 2293760), int64(2*(4*2293760+3)*4); got != want {
+	if got, want := stepStateBytes(train.StepGraph, 2293760), int64(2*(4*2293760+3)*4); got != want {
 		t.Errorf("graph: %d, want %d", got, want)
 	}
-	if got, want := stepStateBytes(StepHost, 100), int64(800); got != want {
+	if got, want := stepStateBytes(train.StepHost, 100), int64(800); got != want {
 		t.Errorf("host: %d, want %d", got, want)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ortq/ortq/internal/sampling"
 	"github.com/ortq/ortq/train"
 	"github.com/shirou/gopsutil/v4/mem"
 )
@@ -117,19 +118,7 @@ func (m *monitor) begin(point, phase string) {
 	stop, done := m.stop, m.done
 	m.mu.Unlock()
 	m.sampleNow(true)
-	go func() {
-		defer close(done)
-		t := time.NewTicker(m.interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				m.sampleNow(false)
-			}
-		}
-	}()
+	sampling.Every(m.interval, stop, done, func() { m.sampleNow(false) })
 }
 
 // mark records a phase/step boundary and samples at it.

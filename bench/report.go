@@ -296,7 +296,7 @@ func Summary(r *Result, peers Peers) string {
 			}
 			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s |\n",
 				mdEscape(res.Tool), p.Params.MicroBatch, p.Params.SeqLen, p.Params.Bits, orNone(p.Params.Recompute),
-				mdEscape(joinComma(p.Params.Targets)), orDefault(p.Params.Step, "–"), ftps(p.TokensPerSec), fnum(p.StepTime.P50MS, 1), fnum(p.StepTime.P95MS, 1),
+				mdEscape(joinComma(p.Params.Targets)), orDefault(string(p.Params.Step), "–"), ftps(p.TokensPerSec), fnum(p.StepTime.P50MS, 1), fnum(p.StepTime.P95MS, 1),
 				gpu, fbytes(p.PeakRSSBytes), fpct(p.MFU), ppl)
 		}
 	}

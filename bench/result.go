@@ -74,19 +74,9 @@ type Params struct {
 	Bits       int      `json:"bits"`      // 4 or 16 (base weights)
 	Recompute  string   `json:"recompute"` // "none" or "layer" (gradient checkpointing)
 	Targets    []string `json:"targets,omitempty"`
-	// Step is how the optimizer step runs: StepHost, StepDevice or StepGraph ("": host).
-	Step string `json:"step,omitempty"`
+	// Step is how the optimizer step runs: train.StepHost, StepDevice or StepGraph ("": host).
+	Step train.StepKind `json:"step,omitempty"`
 }
-
-// Values of Params.Step.
-const (
-	// StepHost brings gradients to Go memory and runs AdamW there (train.NewHostStepper).
-	StepHost = "host"
-	// StepDevice keeps LoRA weights, AdamW state and gradients in the session's device
-	// memory (train.NewDeviceStepper); StepGraph does too, captured in CUDA graphs.
-	StepDevice = "device"
-	StepGraph  = "graph"
-)
 
 // Point is one measured configuration.
 type Point struct {
@@ -198,8 +188,8 @@ func (p Params) Label() string {
 	if len(p.Targets) > 0 {
 		s += " targets=" + joinComma(p.Targets)
 	}
-	if p.Step != "" && p.Step != StepHost {
-		s += " step=" + p.Step
+	if p.Step != "" && p.Step != train.StepHost {
+		s += " step=" + string(p.Step)
 	}
 	return s
 }

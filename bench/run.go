@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -72,18 +73,7 @@ func Run(cfg Config) (*Result, error) {
 	if gerr != nil {
 		res.Notes = append(res.Notes, fmt.Sprintf("GPU memory not measured: %v", gerr))
 	}
-	r.peak, r.peakNote = cfg.PeakFLOPS, "--peak-flops"
-	if r.peak == 0 && gpu != nil {
-		p, row, err := PeakFLOPS(gpu.name())
-		if err != nil {
-			res.Notes = append(res.Notes, err.Error())
-		} else {
-			r.peak, r.peakNote = p, row+" dense fp16 peak"
-		}
-	}
-	if r.peak > 0 {
-		res.Notes = append(res.Notes, fmt.Sprintf("MFU against %.0f TFLOP/s (%s)", r.peak/1e12, r.peakNote))
-	}
+	r.setPeakFLOPS(gpu)
 	r.mon = newMonitor(start, cfg.SampleInterval, gpu)
 	if err := resetPeakRSS(); err != nil {
 		res.Notes = append(res.Notes, fmt.Sprintf("cannot reset the kernel's peak-RSS mark (%v): peak host RSS may include work done before a point (prepare, earlier points)", err))
@@ -136,6 +126,23 @@ type runner struct {
 	noHWMReset          bool
 }
 
+// setPeakFLOPS takes the peak MFU is measured against: --peak-flops, else the table's row
+// for the GPU; the report notes which.
+func (r *runner) setPeakFLOPS(gpu gpuProbe) {
+	r.peak, r.peakNote = r.cfg.PeakFLOPS, "--peak-flops"
+	if r.peak == 0 && gpu != nil {
+		p, row, err := PeakFLOPS(gpu.name())
+		if err != nil {
+			r.res.Notes = append(r.res.Notes, err.Error())
+		} else {
+			r.peak, r.peakNote = p, row+" dense fp16 peak"
+		}
+	}
+	if r.peak > 0 {
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("MFU against %.0f TFLOP/s (%s)", r.peak/1e12, r.peakNote))
+	}
+}
+
 // resolveBase works out the base point and where its graph comes from.
 func (r *runner) resolveBase() (Params, error) {
 	c := r.cfg
@@ -165,7 +172,8 @@ func (r *runner) resolveBase() (Params, error) {
 	if c.Model != "" {
 		r.source, r.sourceNamed = c.Model, c.Model
 		r.prep = c.Prepare
-		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec, Targets: slices.Clone(c.Prepare.Targets), Step: resolveStep(c.Step, r.devs, rec)}
+		p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: c.Prepare.Bits, Recompute: rec,
+			Targets: slices.Clone(c.Prepare.Targets), Step: resolveStep(c.Step, r.devs)}
 		r.baseKey = "" // nothing prepared yet
 		return p, nil
 	}
@@ -182,7 +190,8 @@ func (r *runner) resolveBase() (Params, error) {
 	if rec == "layer" && (c.Recompute == "" || c.Recompute == "auto") && len(r.devs) == 1 {
 		rec = r.chooseRecompute(man)
 	}
-	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec, Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, r.devs, rec)}
+	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec,
+		Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, r.devs)}
 	r.baseKey = p.graphKey()
 	r.dirs[r.baseKey] = &graphDir{dir: c.Artifacts}
 	r.sourceNamed = man.Source.Path
@@ -192,22 +201,13 @@ func (r *runner) resolveBase() (Params, error) {
 	return p, nil
 }
 
-// chooseRecompute is --recompute auto on one GPU: train.ChooseRecompute against
-// MaxGPUMemory (or 90% of the device's free memory), noted in the report.
+// chooseRecompute is --recompute auto on one GPU (train.ResolveRecompute against
+// MaxGPUMemory, or 90% of the device's free memory), noted in the report.
 func (r *runner) chooseRecompute(man *manifest.Manifest) string {
-	budget := r.cfg.MaxGPUMemory
-	if budget == 0 {
-		if free := deviceFreeBytes(r.devs[0]); free > 0 {
-			budget = 0.9 * float64(free)
-		}
-	}
-	if budget == 0 {
-		r.res.Notes = append(r.res.Notes, "recompute auto: layer (the device's free memory is unknown; pass --max-gpu-memory)")
-		return manifest.RecomputeLayer
-	}
-	c := train.ChooseRecompute(man, budget, r.cfg.MicroBatch, r.cfg.SeqLen)
-	r.res.Notes = append(r.res.Notes, c.String())
-	return c.Policy
+	free := func() uint64 { return deviceFreeBytes(r.devs[0]) }
+	policy, note := train.ResolveRecompute(man, r.devs, r.cfg.MaxGPUMemory, free, r.cfg.MicroBatch, r.cfg.SeqLen)
+	r.res.Notes = append(r.res.Notes, note)
+	return policy
 }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.=-]+`)
@@ -347,7 +347,8 @@ func (r *runner) point(p Params) (*Point, error) {
 	if note != "" {
 		pt.Notes = append(pt.Notes, note)
 	}
-	opts := ortrun.Options{Device: devs[0], IntraOpThreads: c.Threads, BatchTokens: p.MicroBatch * p.SeqLen}
+	opts := c.Session
+	opts.Device, opts.IntraOpThreads, opts.BatchTokens = devs[0], c.Threads, p.MicroBatch*p.SeqLen
 	vocab := int(man.Model.Vocab)
 	if vocab <= 0 {
 		return nil, fmt.Errorf("artifacts %q: manifest has no vocabulary size", g.dir)
@@ -457,26 +458,17 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 		// Only the training session is profiled (opts is this function's copy).
 		opts.ProfilePrefix = filepath.Join(c.ProfileDir, unsafeChars.ReplaceAllString(pt.Label, "_"))
 	}
-	eo, err := engineOptions(p, dir, man)
+	eo, err := engineOptions(p, r.devs, dir, man)
 	if err != nil {
 		return nil, nil, err
 	}
-	var engines []*train.Engine
-	defer func() {
-		for _, e := range engines {
-			e.Close()
-		}
-	}()
+	eo.NoShareWeights = c.NoShareWeights
 	devs := r.devs
-	for _, d := range devs {
-		o := opts
-		o.Device = d
-		e, err := train.OpenEngineWith(dir, o, eo)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--device %s: %w", d, err)
-		}
-		engines = append(engines, e)
+	engines, err := train.OpenEngines(dir, opts, eo, devs)
+	if err != nil {
+		return nil, nil, err
 	}
+	defer train.CloseEngines(engines)
 	tr := engines[0]
 	pt.Notes = append(pt.Notes, tr.Notes...)
 	pt.SharedWeightBytes = tr.SharedWeightBytes()
@@ -497,26 +489,30 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 	return values, times, nil
 }
 
-// engineOptions selects point p's training graph: with or without per-layer recomputation,
-// or the device-resident step of p's recomputation policy, with CUDA graphs for step=graph.
-func engineOptions(p Params, dir string, man *manifest.Manifest) (train.EngineOptions, error) {
+// engineOptions selects point p's training graph (train.ChooseStep: with or without
+// per-layer recomputation, or the device-resident step of p's recomputation policy, with
+// CUDA graphs for step=graph); only the training session opens (LazyEval).
+func engineOptions(p Params, devs []string, dir string, man *manifest.Manifest) (train.EngineOptions, error) {
 	if p.Recompute == "layer" && man.TrainRecompute == nil {
 		return train.EngineOptions{}, fmt.Errorf("recompute layer is not supported by artifacts %q (no %s): rerun `ortq prepare`", dir, manifest.TrainRecomputeFile)
+	}
+	step := p.Step
+	if step == "" {
+		step = train.StepHost
+	}
+	eo, err := train.ChooseStep(step, devs, p.Recompute, man)
+	switch {
+	case errors.Is(err, train.ErrHostSelective):
+		return eo, fmt.Errorf("point %s: %w: use step=device or step=graph", p.Label(), err)
+	case err != nil:
+		return eo, fmt.Errorf("point %s (artifacts %q): %w", p.Label(), dir, err)
 	}
 	// LazyEval and no Eval call: only the training session exists while it is measured.
 	// ONNX Runtime gives each session its own copy of the initializers, so an open
 	// evaluation session would add the model's size (≈2 GiB for a 4-bit 3B on CUDA) to the
 	// measured peak; perplexity uses a separate eval-only Engine between the phases.
-	if p.Step == StepDevice || p.Step == StepGraph {
-		if man.Step(p.Recompute) == nil {
-			return train.EngineOptions{}, fmt.Errorf("point %s: artifacts %q have no device step graph for recompute %s (%s): rerun `ortq prepare`", p.Label(), dir, p.Recompute, manifest.StepFile(p.Recompute))
-		}
-		return train.EngineOptions{DeviceStep: true, Policy: p.Recompute, CUDAGraph: p.Step == StepGraph, LazyEval: true}, nil
-	}
-	if p.Recompute == manifest.RecomputeSelective {
-		return train.EngineOptions{}, fmt.Errorf("point %s: selective recomputation exists only as a device step: use step=device or step=graph", p.Label())
-	}
-	return train.EngineOptions{Train: true, Recompute: p.Recompute == "layer", LazyEval: true}, nil
+	eo.LazyEval = true
+	return eo, nil
 }
 
 // steps makes the point's Stepper on tr (the run's own, as `ortq train` makes it) and times
@@ -526,7 +522,7 @@ func (r *runner) steps(pt *Point, engines []*train.Engine, p Params, man *manife
 	sc := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
 	sc.AdamW.LR, sc.AdamW.WeightDecay = c.LR, c.WeightDecay
 	sc.Scaler.Disabled = man.Model.Precision != "float16"
-	stepper, err := newStepper(engines, params, sc, p)
+	stepper, err := train.NewRunStepper(engines, params, sc, p.MicroBatch, p.SeqLen)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -598,17 +594,6 @@ func (r *runner) rates(pt *Point, p Params, times []time.Duration, shape *ModelS
 }
 
 // newStepper is the point's Stepper: the engine's own on one device, else the data-parallel
-// one for its kind of step.
-func newStepper(engines []*train.Engine, params []train.Param, sc train.StepConfig, p Params) (train.Stepper, error) {
-	switch {
-	case len(engines) == 1:
-		return engines[0].NewStepper(params, sc, p.MicroBatch, p.SeqLen)
-	case engines[0].DeviceStep():
-		return train.NewMultiDeviceStepper(engines, params, sc, p.MicroBatch, p.SeqLen)
-	}
-	return train.NewMultiStepper(engines, params, sc)
-}
-
 // timeSteps runs one optimizer step per entry of steps (one micro-batch per device) and
 // returns the times of those after the warm-up; losses and overflow skips go into pt.
 func (r *runner) timeSteps(pt *Point, st train.Stepper, steps [][]data.Batch, warmup int) ([]time.Duration, error) {

@@ -2,20 +2,20 @@ package ortrun
 
 import "testing"
 
-// TestParseArenaConfig: ORTQ_ARENA_MAX_DEAD_BYTES gives an arena configuration, none when
-// unset, and a one-line error naming the variable otherwise.
-func TestParseArenaConfig(t *testing.T) {
+// TestArenaConfig: Tuning.ArenaMaxDeadBytes gives one arena configuration per value for the
+// process, and a one-line error for a negative value.
+func TestArenaConfig(t *testing.T) {
 	deviceTestLib(t)
 	for _, c := range []struct {
-		v       string
-		cfg, ok bool
-	}{{"", false, true}, {"0", true, true}, {"1048576", true, true}, {"-1", false, false}, {"4MB", false, false}} {
-		cfg, err := parseArenaConfig(c.v)
-		if (err == nil) != c.ok || (cfg != nil) != c.cfg {
-			t.Errorf("%q: config %v, error %v", c.v, cfg, err)
+		n  int
+		ok bool
+	}{{0, true}, {1048576, true}, {-1, false}} {
+		cfg, err := arenaConfig(c.n)
+		if (err == nil) != c.ok || (cfg != nil) != c.ok {
+			t.Errorf("%d: config %v, error %v", c.n, cfg, err)
 		}
-		if cfg != nil {
-			cfg.Destroy()
+		if again, _ := arenaConfig(c.n); again != cfg {
+			t.Errorf("%d: a second call made another configuration", c.n)
 		}
 	}
 }

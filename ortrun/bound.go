@@ -220,7 +220,7 @@ func (b *Binding) Close() {
 
 // Copier moves tensors between Go memory and the Buffers of one device. On CUDA it first
 // tries ONNX Runtime's CopyTensors with the CUDA provider registered as an execution provider
-// library (directcopy.go; ORTQ_DIRECT_COPY=0 turns that off). ONNX Runtime 1.29 offers no
+// library (directcopy.go; Tuning.NoDirectCopy turns that off). ONNX Runtime 1.29 offers no
 // copy outside a run otherwise, so elsewhere, or when that fails, the Copier runs Identity
 // graphs: a host tensor bound as the input of a device session is copied to the device by
 // the run and the Identity writes it into the bound buffer; the other way, a host tensor bound

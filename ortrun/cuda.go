@@ -21,7 +21,7 @@ var (
 	cudaDriverLib    = "libcuda.so.1"
 )
 
-func appendCUDA(so *ort.SessionOptions, deviceID int, cudaGraph bool) error {
+func appendCUDA(so *ort.SessionOptions, deviceID int, cudaGraph bool, t Tuning) error {
 	co, err := ort.NewCUDAProviderOptions()
 	if err != nil {
 		return fmt.Errorf("CUDA execution provider: %w%s", err, cudaDiagnosis())
@@ -37,21 +37,21 @@ func appendCUDA(so *ort.SessionOptions, deviceID int, cudaGraph bool) error {
 	if cudaGraph {
 		opts["enable_cuda_graph"] = "1"
 	}
-	// ORTQ_CUDA_OPTIONS="key=value,key=value" overrides CUDA provider options (for
-	// experiments, e.g. gpu_mem_limit or cudnn_conv_algo_search).
-	for _, kv := range strings.Split(os.Getenv("ORTQ_CUDA_OPTIONS"), ",") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
-			opts[k] = v
-		}
+	// Tuning.CUDAOptions overrides CUDA provider options (for experiments, e.g.
+	// gpu_mem_limit or cudnn_conv_algo_search).
+	for k, v := range t.CUDAOptions {
+		opts[k] = v
 	}
 	if err := co.Update(opts); err != nil {
 		return fmt.Errorf("CUDA execution provider, device %d: %w%s", deviceID, err, cudaDiagnosis())
 	}
-	if cfg, err := arenaConfig(); err != nil {
-		return fmt.Errorf("CUDA execution provider, device %d: %w", deviceID, err)
-	} else if cfg != nil {
+	if t.ArenaMaxDeadBytes != nil {
+		cfg, err := arenaConfig(*t.ArenaMaxDeadBytes)
+		if err != nil {
+			return fmt.Errorf("CUDA execution provider, device %d: %w", deviceID, err)
+		}
 		if err := co.SetDefaultMemoryArenaCfg(cfg); err != nil {
-			return fmt.Errorf("CUDA execution provider, device %d: ORTQ_ARENA_MAX_DEAD_BYTES: %w", deviceID, err)
+			return fmt.Errorf("CUDA execution provider, device %d: arena max_dead_bytes_per_chunk %d: %w", deviceID, *t.ArenaMaxDeadBytes, err)
 		}
 	}
 	if err := so.AppendExecutionProviderCUDA(co); err != nil {
@@ -138,33 +138,33 @@ func ldCache() map[string]bool {
 	return libs
 }
 
-// ORTQ_ARENA_MAX_DEAD_BYTES=N sets the CUDA arena's max_dead_bytes_per_chunk (an experiment,
-// like ORTQ_CUDA_OPTIONS). ONNX Runtime's arena hands out a free chunk whole unless it is at
+// Tuning.ArenaMaxDeadBytes sets the CUDA arena's max_dead_bytes_per_chunk (an experiment,
+// like Tuning.CUDAOptions). ONNX Runtime's arena hands out a free chunk whole unless it is at
 // least twice the request or the rest is at least this many bytes (default 128 MiB), and
 // the rest counts as in use; the training step's activations are many 20–220 MB tensors, so
 // the default may hold much of what the bench reports as activations.
 var (
-	arenaOnce sync.Once
-	arenaCfg  *ort.ArenaCfg // kept for the process: sessions keep the pointer
-	arenaErr  error
+	arenaMu   sync.Mutex
+	arenaCfgs = map[int]*ort.ArenaCfg{} // kept for the process: sessions keep the pointer
 )
 
-// arenaConfig returns the arena configuration ORTQ_ARENA_MAX_DEAD_BYTES asks for (nil when unset).
-func arenaConfig() (*ort.ArenaCfg, error) {
-	arenaOnce.Do(func() { arenaCfg, arenaErr = parseArenaConfig(os.Getenv("ORTQ_ARENA_MAX_DEAD_BYTES")) })
-	return arenaCfg, arenaErr
-}
-
-// parseArenaConfig is arenaConfig for the variable's value v.
-func parseArenaConfig(v string) (*ort.ArenaCfg, error) {
-	if v == "" {
-		return nil, nil
+// arenaConfig returns the arena configuration with max_dead_bytes_per_chunk n, one per n
+// for the process.
+func arenaConfig(n int) (*ort.ArenaCfg, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("arena max_dead_bytes_per_chunk %d: want a number of bytes ≥ 0", n)
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return nil, fmt.Errorf("ORTQ_ARENA_MAX_DEAD_BYTES=%q: want a number of bytes ≥ 0", v)
+	arenaMu.Lock()
+	defer arenaMu.Unlock()
+	if cfg := arenaCfgs[n]; cfg != nil {
+		return cfg, nil
 	}
 	// kSameAsRequested (1), as appendCUDA's arena_extend_strategy option: an arena
 	// configuration replaces the provider's own.
-	return ort.NewArenaCfgV2(map[string]int{"max_dead_bytes_per_chunk": n, "arena_extend_strategy": 1})
+	cfg, err := ort.NewArenaCfgV2(map[string]int{"max_dead_bytes_per_chunk": n, "arena_extend_strategy": 1})
+	if err != nil {
+		return nil, err
+	}
+	arenaCfgs[n] = cfg
+	return cfg, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"sync"
@@ -13,7 +12,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 )
 
-// Direct copies (the default on CUDA; ORTQ_DIRECT_COPY=0 turns them off): on CUDA the Copier
+// Direct copies (the default on CUDA; Options.Tuning.NoDirectCopy, ORTQX_DIRECT_COPY=0, turns them off): on CUDA the Copier
 // moves tensors with ONNX Runtime's CopyTensors instead of running its Identity copy
 // sessions, once the CUDA provider library is registered with the environment as an
 // execution provider library (RegisterExecutionProviderLibrary; it exports
@@ -59,7 +58,7 @@ func (c *Copier) direct() bool {
 	defer c.mu.Unlock()
 	if c.directState == directUnknown {
 		c.directState = directOff
-		if provider, _, _ := ParseDevice(c.opts.Device); provider == "cuda" && os.Getenv("ORTQ_DIRECT_COPY") != "0" {
+		if provider, _, _ := ParseDevice(c.opts.Device); provider == "cuda" && !c.opts.Tuning.NoDirectCopy {
 			if err := directCopyReady(); err != nil {
 				c.note = "copies through copy sessions: " + err.Error()
 			} else {

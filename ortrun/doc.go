@@ -13,7 +13,7 @@
 // buffers. On CUDA it registers the CUDA provider library with the environment as an
 // execution provider library and copies with ONNX Runtime's CopyTensors (appending the CUDA
 // provider to session options gives CopyTensors no data transfer); on the CPU, when that
-// fails, or with ORTQ_DIRECT_COPY=0, it runs one-node Identity sessions instead.
+// fails, or with Options.Tuning.NoDirectCopy (ORTQX_DIRECT_COPY=0), it runs one-node Identity sessions instead.
 //
 // Options.Initializers hands a session buffers to use as initializers of the same names
 // (OrtApi::AddInitializer), and Buffer.View reinterprets a buffer's bytes as another element

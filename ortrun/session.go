@@ -10,6 +10,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/ortq/ortq/internal/devname"
 	ort "github.com/yalue/onnxruntime_go"
 )
 
@@ -42,6 +43,25 @@ type Options struct {
 	// Buffer.View). ONNX Runtime uses a buffer as it is when it lies on the device the session
 	// places the initializer on, and copies it otherwise. The buffers must outlive the session.
 	Initializers map[string]*Buffer
+	// Tuning holds experiment settings (ortq sets them from its ORTQX_* knobs,
+	// internal/envconfig); the zero value is ortq's default.
+	Tuning Tuning
+}
+
+// Tuning holds the settings ortq exposes only for experiments, not as flags.
+type Tuning struct {
+	// SessionConfig adds ONNX Runtime session config entries (AddSessionConfigEntry).
+	SessionConfig map[string]string
+	// CUDAOptions overrides CUDA execution provider options (e.g. gpu_mem_limit).
+	CUDAOptions map[string]string
+	// MemPattern, when set, keeps (true) or drops (false) memory patterns instead of the
+	// choice by device and BatchTokens (see MemPatternTokens).
+	MemPattern *bool
+	// ArenaMaxDeadBytes, when set, is the CUDA arena's max_dead_bytes_per_chunk.
+	ArenaMaxDeadBytes *int
+	// NoDirectCopy makes a Copier on CUDA copy through Identity sessions instead of
+	// CopyTensors (directcopy.go).
+	NoDirectCopy bool
 }
 
 // MemPatternTokens is the largest BatchTokens for which CUDA sessions keep ONNX Runtime's
@@ -53,22 +73,9 @@ type Options struct {
 // micro-batch 1, 140.5 ms per step with patterns and 156.7 ms without (5.00 / 4.23 GiB).
 const MemPatternTokens = 1024
 
-// ParseDevice splits "cpu", "cuda" or "cuda:N" into the provider and the CUDA device id.
-func ParseDevice(device string) (provider string, id int, err error) {
-	switch d := strings.ToLower(strings.TrimSpace(device)); {
-	case d == "" || d == "cpu":
-		return "cpu", 0, nil
-	case d == "cuda" || d == "gpu":
-		return "cuda", 0, nil
-	case strings.HasPrefix(d, "cuda:"):
-		n, err := strconv.Atoi(d[len("cuda:"):])
-		if err != nil || n < 0 {
-			return "", 0, fmt.Errorf("device %q: want cuda:N with N a device number ≥ 0", device)
-		}
-		return "cuda", n, nil
-	}
-	return "", 0, fmt.Errorf("device %q: want cpu, cuda or cuda:N", device)
-}
+// ParseDevice splits "cpu", "cuda" or "cuda:N" into the provider and the CUDA device id
+// (devname.Parse).
+func ParseDevice(device string) (provider string, id int, err error) { return devname.Parse(device) }
 
 func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 	provider, devID, err := ParseDevice(o.Device)
@@ -106,40 +113,26 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 	if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevel(level)); err != nil {
 		return fail("setting the graph optimization level", err)
 	}
-	if o.ProfilePrefix == "" {
-		// ORTQ_PROFILE=prefix turns ONNX Runtime's profiler on for every session.
-		o.ProfilePrefix = os.Getenv("ORTQ_PROFILE")
-	}
 	if o.ProfilePrefix != "" {
 		if err := so.EnableProfiling(o.ProfilePrefix); err != nil {
 			return fail("enabling profiling", err)
 		}
 	}
-	// ORTQ_SESSION_CONFIG="key=value,key=value" adds ONNX Runtime session config entries (for
-	// experiments, like ORTQ_CUDA_OPTIONS).
-	for _, kv := range strings.Split(os.Getenv("ORTQ_SESSION_CONFIG"), ",") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
-			if err := so.AddSessionConfigEntry(k, v); err != nil {
-				return fail("ORTQ_SESSION_CONFIG entry "+k, err)
-			}
+	for k, v := range o.Tuning.SessionConfig {
+		if err := so.AddSessionConfigEntry(k, v); err != nil {
+			return fail("session config entry "+k, err)
 		}
 	}
 	// Memory patterns: kept on the CPU and for small CUDA runs (see MemPatternTokens);
-	// ORTQ_MEM_PATTERN=1 or 0 overrides.
+	// Tuning.MemPattern overrides.
 	memPattern := provider != "cuda" || o.BatchTokens > 0 && o.BatchTokens <= MemPatternTokens
-	switch os.Getenv("ORTQ_MEM_PATTERN") {
-	case "0":
-		memPattern = false
-	case "1":
-		memPattern = true
+	if o.Tuning.MemPattern != nil {
+		memPattern = *o.Tuning.MemPattern
 	}
 	if !memPattern {
 		if err := so.SetMemPattern(false); err != nil {
 			return fail("turning memory patterns off", err)
 		}
-	}
-	if os.Getenv("ORTQ_ORT_VERBOSE") == "1" {
-		o.LogVerbose = true // ORTQ_ORT_VERBOSE=1: every session logs verbosely (experiments)
 	}
 	if o.LogVerbose {
 		if err := so.SetLogSeverityLevel(ort.LoggingLevelVerbose); err != nil {
@@ -155,7 +148,7 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 		}
 	}
 	if provider == "cuda" {
-		if err := appendCUDA(so, devID, o.CUDAGraph); err != nil {
+		if err := appendCUDA(so, devID, o.CUDAGraph, o.Tuning); err != nil {
 			so.Destroy()
 			return nil, err
 		}

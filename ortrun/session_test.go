@@ -440,23 +440,6 @@ func TestParsePlacementMixed(t *testing.T) {
 	}
 }
 
-func TestParseDevice(t *testing.T) {
-	for _, tc := range []struct {
-		in       string
-		provider string
-		id       int
-		bad      bool
-	}{
-		{"", "cpu", 0, false}, {"cpu", "cpu", 0, false}, {"CUDA", "cuda", 0, false},
-		{"cuda:3", "cuda", 3, false}, {"cuda:-1", "", 0, true}, {"cuda:x", "", 0, true}, {"rocm", "", 0, true},
-	} {
-		p, id, err := ParseDevice(tc.in)
-		if (err != nil) != tc.bad || p != tc.provider || id != tc.id {
-			t.Errorf("ParseDevice(%q) = %q, %d, %v", tc.in, p, id, err)
-		}
-	}
-}
-
 // TestInitNotALibrary loads a file that is not a shared library in a child process (the
 // parent's environment is already initialised, and Init is process-wide).
 func TestInitNotALibrary(t *testing.T) {

@@ -15,7 +15,7 @@ for v in "${VS[@]}"; do
   i=$((i+1)); args=$v; [ "$v" = default ] && args=""
   timeout 120 $Q prepare --model /tmp/b-m/model.onnx --out /tmp/b-a$i --quiet --force $args > "$OUT/prep$i.txt" 2>&1 || { log "variant $i ($v): prepare failed"; continue; }
   verbose=0; [ "${VERBOSE_VARIANT:-0}" = $i ] && verbose=1
-  ORTQ_ORT_VERBOSE=$verbose timeout 120 $Q bench --artifacts /tmp/b-a$i --device cuda --micro-batch 1 --seq-len 128 --steps 3 --warmup 2 \
+  ORTQX_ORT_VERBOSE=$verbose timeout 120 $Q bench --artifacts /tmp/b-a$i --device cuda --micro-batch 1 --seq-len 128 --steps 3 --warmup 2 \
     --recompute layer --step graph --quiet --out /tmp/b-o$i > /tmp/bench$i.log 2>&1
   rc=$?
   if [ $verbose = 1 ]; then

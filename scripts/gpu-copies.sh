@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU machine (one or two GPUs), one call: how the device-resident step's copies cost memory.
-# With ORTQ_DIRECT_COPY=1 (the default) the Copier copies with ONNX Runtime's CopyTensors on
+# With ORTQX_DIRECT_COPY=1 (the default) the Copier copies with ONNX Runtime's CopyTensors on
 # CUDA (ortrun/directcopy.go); =0 makes it use its Identity copy sessions.
 # For each way:
 #   - `ortq bench --step graph` on the Llama-3.2-3B shape at micro-batch 7 (peak, the memory
@@ -8,7 +8,7 @@
 #   - with two GPUs, `ortq train --device cuda:0,cuda:1 --step device` for 12 steps: the
 #     busiest GPU's memory per step (it grew ≈150 MB per step in the last measurement).
 # A third bench point (copy sessions) sets the arena's max_dead_bytes_per_chunk to
-# 4 MiB (ORTQ_ARENA_MAX_DEAD_BYTES; ONNX Runtime's default 128 MiB lets a chunk up to twice a
+# 4 MiB (ORTQX_ARENA_MAX_DEAD_BYTES; ONNX Runtime's default 128 MiB lets a chunk up to twice a
 # request's size be handed out whole). Then the time of the default step beside the peer,
 # once. Results in $OUT/summary.txt.
 set -u
@@ -21,7 +21,7 @@ fi
 for i in $(seq 1 8000); do echo "sample $i of the corpus says $((i*7)) things about $((i%97)) topics and more"; done > /tmp/c-data.txt
 gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 for direct in 1 0; do
-  export ORTQ_DIRECT_COPY=$direct
+  export ORTQX_DIRECT_COPY=$direct
   timeout 90 $Q bench --artifacts /tmp/k-a --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 \
     --recompute layer --step graph --quiet --out /tmp/c-b$direct > /dev/null 2>&1
   log "direct=$direct bench graph mb7: $(python3 -c "import json;p=json.load(open('/tmp/c-b$direct/report.json'))['points'][0];m=p.get('memory_breakdown') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB, outside the arena',round(m.get('outside_arena_bytes',0)/2**30,2),'GiB; notes',p.get('notes'))" 2>&1)"
@@ -32,8 +32,8 @@ for direct in 1 0; do
     log "direct=$direct two-device train rc $?: $(tail -1 /tmp/c-t$direct.txt); GiB per step: $(python3 -c "import json;print([round(json.loads(l).get('gpu_used_bytes',0)/2**30,2) for l in open('/tmp/c-t$direct/run.jsonl')])" 2>&1)"
   fi
 done
-unset ORTQ_DIRECT_COPY
-ORTQ_ARENA_MAX_DEAD_BYTES=4194304 timeout 90 $Q bench --artifacts /tmp/k-a --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 \
+unset ORTQX_DIRECT_COPY
+ORTQX_ARENA_MAX_DEAD_BYTES=4194304 timeout 90 $Q bench --artifacts /tmp/k-a --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 \
   --recompute layer --step graph --quiet --out /tmp/c-bdead > /dev/null 2>&1
 log "max dead 4 MiB bench graph mb7: $(python3 -c "import json;p=json.load(open('/tmp/c-bdead/report.json'))['points'][0];m=p.get('memory_breakdown') or {};a=p.get('ort_arena') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB, arena peak',round(a.get('peak_in_use_bytes',0)/2**30,2),'reserved',round(a.get('reserved_bytes',0)/2**30,2),'GiB')" 2>&1)"
 timeout 120 python3 bench/peer/torch_peft.py --preset llama-3.2-3b --micro-batch 7 --seq-len 512 --steps 17 --warmup 3 \

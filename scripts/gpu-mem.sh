@@ -10,7 +10,7 @@ for chunk in ${CHUNKS:-4 16}; do
   for rec in ${RECS:-layer}; do
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 20 > "$OUT/mem_${chunk}_$rec.txt" &
     P=$!
-    ORTQ_PROFILE=${PROFILE:+/tmp/prof_${chunk}_$rec} timeout 300 $Q train --artifacts /tmp/a$chunk --data /tmp/data.txt --tokenizer default --device cuda --recompute $rec \
+    ORTQX_PROFILE=${PROFILE:+/tmp/prof_${chunk}_$rec} timeout 300 $Q train --artifacts /tmp/a$chunk --data /tmp/data.txt --tokenizer default --device cuda --recompute $rec \
       --max-steps ${STEPS:-4} --micro-batch ${MB:-7} --max-seq-len 512 --max-eval-batches 1 --quiet --force --out /tmp/run > "$OUT/train_${chunk}_$rec.txt" 2>&1
     echo "rc $?" >> "$OUT/train_${chunk}_$rec.txt"
     kill $P

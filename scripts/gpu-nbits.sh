@@ -5,7 +5,7 @@
 # graph`:
 #   dequantize       --dequantize-forward: DequantizeLinear everywhere;
 #   nbits            the default, the 4-bit weights shared by both forms (one buffer);
-#   nbits-unshared   the default with ORTQ_SHARE_WEIGHTS=0 (ONNX Runtime loads both);
+#   nbits-unshared   the default with ORTQX_SHARE_WEIGHTS=0 (ONNX Runtime loads both);
 # then the peer once. Prints p50, peak, the memory breakdown and the notes (which say whether
 # the weights were shared). Env: PRESET, MB, STEPS (10), OUT.
 set -u
@@ -22,7 +22,7 @@ point() { # name artifacts [env]
 }
 point dequantize /tmp/n-a0
 point nbits /tmp/n-a1
-point nbits-unshared /tmp/n-a1 ORTQ_SHARE_WEIGHTS=0
+point nbits-unshared /tmp/n-a1 ORTQX_SHARE_WEIGHTS=0
 timeout 200 python3 bench/peer/torch_peft.py --preset $PRESET --micro-batch $MB --seq-len 512 --steps 17 --warmup 3 \
   --recompute layer --out /tmp/n-peer.json > /dev/null 2>&1
 log "peer: $(python3 -c "import json;d=json.load(open('/tmp/n-peer.json'));p=d['points'][0] if 'points' in d else d;print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB')" 2>&1)"

@@ -245,19 +245,19 @@ func (s *deviceStepper) run(ctx context.Context, batches []data.Batch, seeds []u
 // tokens (keep and apply are set per micro-batch).
 func (s *deviceStepper) scalars(lr float64, total int) []float32 {
 	scale := s.scaler.Scale()
-	a := s.adam.scalars(lr, s.step+1)
+	a := s.adam.Scalars(lr, s.step+1)
 	v := make([]float32, manifest.StepScalars)
 	if total > 0 {
 		v[manifest.StepScalarSeed] = float32(float64(scale) / float64(total))
 	}
 	v[manifest.StepScalarInvScale] = float32(1 / float64(scale))
-	v[manifest.StepScalarDecay] = a.decay
-	v[manifest.StepScalarW1] = a.w1
-	v[manifest.StepScalarBeta2] = a.beta2
-	v[manifest.StepScalarC2] = a.c2
-	v[manifest.StepScalarNegStep] = a.negStepSize
-	v[manifest.StepScalarBC2Sqrt] = a.bc2Sqrt
-	v[manifest.StepScalarEps] = a.eps
+	v[manifest.StepScalarDecay] = a.Decay
+	v[manifest.StepScalarW1] = a.W1
+	v[manifest.StepScalarBeta2] = a.Beta2
+	v[manifest.StepScalarC2] = a.C2
+	v[manifest.StepScalarNegStep] = a.NegStepSize
+	v[manifest.StepScalarBC2Sqrt] = a.BC2Sqrt
+	v[manifest.StepScalarEps] = a.Eps
 	v[manifest.StepScalarMaxNorm] = maxNormScalar(s.maxNorm)
 	return v
 }

@@ -8,7 +8,7 @@
 //     and the run report. It reads its artifacts and evaluates through a Backend, which
 //     *Engine is; its tests (loop_fake_test.go) drive a Go fake instead, in milliseconds.
 //   - A Stepper (step.go) is one optimizer step, whatever runs it: token-weighted gradient
-//     accumulation, the GradScaler's overflow check, gradient clipping (clip.go) and AdamW. NewHostStepper runs the
+//     accumulation, the GradScaler's overflow check, gradient clipping (optim.ClipGrads) and AdamW. NewHostStepper runs the
 //     training graph once per micro-batch and keeps parameters, gradients and optimizer
 //     state in Go memory (torch's AdamW arithmetic to the last ulp); NewDeviceStepper
 //     (devicestep.go) runs the device-resident step graph, which keeps them in the session's
@@ -26,15 +26,18 @@
 //     log (runlog.go, rss.go), the progress display (progress.go) and the report (report.go).
 //
 // The CLI (cmd/ortq/train.go) parses options, tokenizes the data, cancels the context on
-// SIGINT/SIGTERM and calls Run. The optimizer, schedules, scaler and accumulator are pure
-// Go, deterministic and tested without ONNX Runtime; safetensors I/O lives in
+// SIGINT/SIGTERM and calls Run; the run setup both it and bench use (the step kind, the
+// recomputation policy of auto, one engine per device, the Stepper over them) is
+// runsetup.go. The optimizer, schedules, scaler, clipping and accumulator are package
+// train/optim: pure Go, deterministic, tested without ONNX Runtime (which optim may not
+// import: TestNoONNXRuntime); train re-exports their names (optim.go); safetensors I/O lives in
 // internal/safetensors and fp16/bf16 conversion in internal/half.
 //
 // Everything that PyTorch also does is done the PyTorch way, because the
 // project's proof compares against PyTorch+PEFT to 1e-6:
 //
 //   - AdamW follows torch's _single_tensor_adam(w) op by op in float32
-//     (see adamw.go for the exact sequence and where ulps can still differ).
+//     (see optim/adamw.go for the exact sequence and where ulps can still differ).
 //   - Schedules are Hugging Face's get_*_schedule_with_warmup lambdas; the
 //     learning rate of optimizer step k (0-based) is base_lr · Multiplier(k),
 //     as torch's LambdaLR yields before its first scheduler.step().
@@ -54,7 +57,7 @@
 //	                      acc.Add(grads, lossSum, tokens)
 //	meanLoss, _ := acc.Finish(grads)          // grads = Σ grad / Σ tokens
 //	inf := scaler.Unscale(grads)
-//	gradNorm := clipGrads(grads, maxGradNorm)  // norm before clipping; no clip when inf
+//	gradNorm := optim.ClipGrads(grads, maxGradNorm)  // norm before clipping; no clip when inf
 //	if inf { scaler.Update(true); skip }
 //	else { opt.Step(grads, cfg.LR*sched(step)); scaler.Update(false); step++ }
 package train

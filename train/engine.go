@@ -2,7 +2,6 @@ package train
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -58,6 +57,9 @@ type EngineOptions struct {
 	// CUDAGraph captures the device step in CUDA graphs (CUDA only). Where ONNX Runtime
 	// refuses, the step runs without them and Notes says so.
 	CUDAGraph bool
+	// NoShareWeights lets the device step session load the 4-bit weights under both their
+	// names instead of sharing one buffer (ortq's ORTQX_SHARE_WEIGHTS=0; see shareWeights).
+	NoShareWeights bool
 }
 
 // OpenEngineWith is OpenEngine with the choice of training graph.
@@ -80,7 +82,7 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 		}
 	}
 	if eo.DeviceStep {
-		if err := e.openStep(eo.Policy, eo.CUDAGraph); err != nil {
+		if err := e.openStep(eo.Policy, eo.CUDAGraph, eo.NoShareWeights); err != nil {
 			e.Close()
 			return nil, err
 		}
@@ -97,7 +99,7 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 
 // openStep opens the device step graph of a recomputation policy, with CUDA graphs when
 // asked and possible.
-func (e *Engine) openStep(policy string, cudaGraph bool) error {
+func (e *Engine) openStep(policy string, cudaGraph, noShare bool) error {
 	if policy == "" {
 		policy = manifest.RecomputeLayer
 	}
@@ -112,7 +114,7 @@ func (e *Engine) openStep(policy string, cudaGraph bool) error {
 		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: %s holds %s, whose CUDA kernels a captured graph cannot replay safely", g.File, strings.Join(g.CaptureBlockers, ", ")))
 		opts.CUDAGraph = false
 	}
-	e.shareWeights(path, g, &opts)
+	e.shareWeights(path, g, &opts, noShare)
 	s, err := ortrun.NewSession(path, opts)
 	if err != nil && opts.CUDAGraph {
 		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: ONNX Runtime refused to capture %s (%v)", g.File, err))
@@ -133,14 +135,14 @@ func (e *Engine) openStep(policy string, cudaGraph bool) error {
 
 // shareWeights gives the step session one buffer for each group of initializers that name
 // the same 4-bit bytes (the device step's MatMulNBits uint8 tensor and
-// DequantizeLinear's UINT4 view), so that it holds them once; ORTQ_SHARE_WEIGHTS=0 lets
-// ONNX Runtime load every name on its own. A failure leaves the weights unshared and says so.
-func (e *Engine) shareWeights(path string, g *manifest.Graph, opts *ortrun.Options) {
+// DequantizeLinear's UINT4 view), so that it holds them once; noShare
+// (EngineOptions.NoShareWeights) lets ONNX Runtime load every name on its own. A failure leaves the weights unshared and says so.
+func (e *Engine) shareWeights(path string, g *manifest.Graph, opts *ortrun.Options, noShare bool) {
 	if len(g.SharedInitializers) == 0 {
 		return
 	}
-	if os.Getenv("ORTQ_SHARE_WEIGHTS") == "0" {
-		e.Notes = append(e.Notes, fmt.Sprintf("4-bit weights not shared (ORTQ_SHARE_WEIGHTS=0): %s holds %d of them twice", g.File, len(g.SharedInitializers)))
+	if noShare {
+		e.Notes = append(e.Notes, fmt.Sprintf("4-bit weights not shared (ORTQX_SHARE_WEIGHTS=0): %s holds %d of them twice", g.File, len(g.SharedInitializers)))
 		return
 	}
 	sh, err := ortrun.LoadSharedInitializers(path, g.SharedInitializers, e.Opts)
@@ -164,25 +166,6 @@ func (e *Engine) SharedWeightBytes() int64 {
 		return 0
 	}
 	return e.shared.Bytes
-}
-
-// AutoStep is the optimizer step `--step auto` runs on devs (one device, or a list):
-//   - one CUDA device: "graph" (for the recomputation policy the run uses, where the artifacts
-//     hold its step graph), the device-resident step captured
-//     in CUDA graphs where the step graph allows it (see Engine's notes). Measured on an H200
-//     (Llama-3.2-3B shape, micro-batch 7): graph 206 ms, device 220 ms, host 264–300 ms per
-//     step; a CUDA-graph run of the default model interrupted and resumed equals the
-//     uninterrupted one bit for bit.
-//   - several devices: "host" (NewMultiStepper). Measured on two H200s, same shape: the host
-//     step scales 2.02× over one GPU, the device-resident multi-device step 1.63×, whose
-//     per-step weight upload and gradient download costs more than the host step's
-//     reduction.
-//   - otherwise (CPU): "host".
-func AutoStep(devs []string) string {
-	if len(devs) == 1 && strings.HasPrefix(devs[0], "cuda") {
-		return "graph"
-	}
-	return "host"
 }
 
 // NewStepper returns the Stepper of the engine's training session: the device-resident

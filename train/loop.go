@@ -59,23 +59,33 @@ type Config struct {
 	TrainOn   string      `json:"train_on,omitempty"`
 	Quiet     bool        `json:"-"`
 	// LogEvery writes a line to Out/run.jsonl every N optimizer steps and at memory peaks
-	// (0 = no run log). GPUMemory, when set, adds the GPU's memory to it; GPUDevices, for a
-	// run over several GPUs, every GPU's: the run log's lines and the report then list each
-	// device's figure and peak, and the log's GPU figure is the busiest GPU's.
-	LogEvery   int                                  `json:"log_every"`
-	GPUMemory  func() (used, total uint64, ok bool) `json:"-"`
-	GPUDevices []GPUSampler                         `json:"-"`
+	// (0 = no run log).
+	LogEvery int `json:"log_every"`
+
+	// Hooks are the run's functions and writers, apart from the hyperparameters above
+	// (which report.json records).
+	Hooks `json:"-"`
+}
+
+// Hooks are what a caller plugs into a run: samplers, the log, the stepper factory and
+// test hooks. None of them is recorded in the report.
+type Hooks struct {
+	// GPUMemory, when set, adds the GPU's memory to the run log; GPUDevices, for a run over
+	// several GPUs, every GPU's: the run log's lines and the report then list each device's
+	// figure and peak, and the log's GPU figure is the busiest GPU's.
+	GPUMemory  func() (used, total uint64, ok bool)
+	GPUDevices []GPUSampler
 	// Log receives one line per event (evaluations, skipped steps); nil = stderr.
-	Log io.Writer `json:"-"`
+	Log io.Writer
 
 	// Fault-injection hooks for tests (nil in normal runs). GradHook sees the unscaled
 	// gradients of each loop step before the finiteness check and may change them.
-	GradHook func(step int, grads map[string][]float32) `json:"-"`
+	GradHook func(step int, grads map[string][]float32)
 	// NewStepper, when set, makes the run's Stepper instead of the engine's own
 	// (Engine.NewStepper): how a run spreads its micro-batches over several devices, or a
 	// test drives the loop without ONNX Runtime.
-	NewStepper     func(init []Param, sc StepConfig, rows, seq int) (Stepper, error) `json:"-"`
-	CheckpointHook CheckpointHook                                                    `json:"-"`
+	NewStepper     func(init []Param, sc StepConfig, rows, seq int) (Stepper, error)
+	CheckpointHook CheckpointHook
 }
 
 // DataSettings are the data options of a run (the micro-batch, padding and seed are

@@ -35,7 +35,7 @@ func fakeExamples(n int, seed uint64) []data.Example {
 
 func fakeConfig(out string) train.Config {
 	return train.Config{Out: out, MicroBatch: 2, GradAccum: 2, MaxSteps: 6, LR: 1e-2, WeightDecay: 0.01,
-		Schedule: "linear", Warmup: 2, PadMultiple: 8, Seed: 5, SaveEvery: 2, Quiet: true, Log: &bytes.Buffer{}}
+		Schedule: "linear", Warmup: 2, PadMultiple: 8, Seed: 5, SaveEvery: 2, Quiet: true, Hooks: train.Hooks{Log: &bytes.Buffer{}}}
 }
 
 func runFake(ctx context.Context, b *fakeBackend, cfg train.Config) (*train.Report, error) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // multiDeviceStepper is data parallelism over device-resident steps: each device's step
@@ -77,7 +78,7 @@ func (s *multiDeviceStepper) Step(ctx context.Context, in StepInput) (StepOutcom
 	}
 	out.Loss = lossSum / tokens
 	inf := s.scaler.UnscaleMap(s.grads)
-	out.GradNorm = clipGrads(s.params, s.grads, s.maxNorm)
+	out.GradNorm = optim.ClipGrads(s.params, s.grads, s.maxNorm)
 	err = finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
 	return out, err
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/ortq/ortq/train/optim"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -279,13 +280,13 @@ func (s *multiStepper) clip() float64 {
 	norms := make([]float32, len(s.params))
 	_ = s.eachShard(func(_ int, sh *updateShard) error {
 		for _, name := range sh.names {
-			norms[pos[name]] = tensorNorm(sh.grads[name])
+			norms[pos[name]] = optim.TensorNorm(sh.grads[name])
 		}
 		return nil
 	})
-	total := totalNorm(norms)
+	total := optim.TotalNorm(norms)
 	_ = s.eachShard(func(_ int, sh *updateShard) error {
-		applyClip(sh.grads, sh.names, total, s.maxNorm)
+		optim.ApplyClip(sh.grads, sh.names, total, s.maxNorm)
 		return nil
 	})
 	return float64(total)

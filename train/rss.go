@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ortq/ortq/internal/sampling"
 )
 
 // RSSSampler returns the current resident set size and, where the OS keeps
@@ -110,19 +112,7 @@ func (m *RSSMonitor) Start() {
 	stop, done := m.stop, m.done
 	m.mu.Unlock()
 	m.Sample()
-	go func() {
-		defer close(done)
-		t := time.NewTicker(m.interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				m.Sample()
-			}
-		}
-	}()
+	sampling.Every(m.interval, stop, done, m.Sample)
 }
 
 // Stop ends sampling (waiting for the goroutine), takes a last sample and

@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // Stepper is one optimizer step of the fine-tuning loop, whatever runs it: the micro-batches'
@@ -165,7 +166,7 @@ func (s *hostStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 		s.hook(in.Step, s.grads)
 		inf = inf || !allFinite(s.grads)
 	}
-	out.GradNorm = clipGrads(s.params, s.grads, s.maxNorm)
+	out.GradNorm = optim.ClipGrads(s.params, s.grads, s.maxNorm)
 	err = finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
 	return out, err
 }

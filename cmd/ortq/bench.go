@@ -87,14 +87,15 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	return cmd
 }
 
-func runBench(v *viper.Viper) error {
+// benchConfig makes the benchmark's configuration from the flags and checks it.
+func benchConfig(v *viper.Viper) (bench.Config, error) {
 	cfg := bench.DefaultConfig()
 	cfg.Model, cfg.Artifacts, cfg.Preset = v.GetString("model"), v.GetString("artifacts"), v.GetString("preset")
 	cfg.PresetLayers, cfg.PresetDType = v.GetInt("preset-layers"), v.GetString("preset-dtype")
 	if cfg.Model == defaultmodel.Name {
 		m, _, err := defaultmodel.Extract(defaultmodel.Dir())
 		if err != nil {
-			return err
+			return cfg, err
 		}
 		cfg.Model = m
 	}
@@ -104,7 +105,7 @@ func runBench(v *viper.Viper) error {
 	cfg.Recompute, cfg.Step = v.GetString("recompute"), v.GetString("step")
 	budget, err := maxGPUMemory(v.GetString("max-gpu-memory"))
 	if err != nil {
-		return err
+		return cfg, err
 	}
 	cfg.MaxGPUMemory = budget
 	cfg.PeakFLOPS = v.GetFloat64("peak-flops")
@@ -116,17 +117,25 @@ func runBench(v *viper.Viper) error {
 	cfg.Prepare = p
 	// viper hands a string array back split at commas; ParseSweep rejoins the pieces.
 	if cfg.Sweep, err = bench.ParseSweep(v.GetStringSlice("sweep")); err != nil {
-		return usageError{err}
+		return cfg, usageError{err}
 	}
 	if err := cfg.Validate(); err != nil {
-		return usageError{err}
+		return cfg, usageError{err}
 	}
 	if cfg.Model != "" || cfg.Preset != "" {
 		o := p
 		o.Model, o.Out = "x", "x" // Validate wants them; bench sets both per point
 		if err := o.Validate(); err != nil {
-			return usageError{err}
+			return cfg, usageError{err}
 		}
+	}
+	return cfg, nil
+}
+
+func runBench(v *viper.Viper) error {
+	cfg, err := benchConfig(v)
+	if err != nil {
+		return err
 	}
 	var peers bench.Peers
 	runTorch := false
@@ -158,9 +167,13 @@ func runBench(v *viper.Viper) error {
 		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	}
 	// Load ONNX Runtime from --ort-lib / config as the other commands do.
-	if _, err := sessionOptions(v); err != nil {
+	// Every point's sessions start from these options (the experiment knobs); the point sets
+	// device and threads.
+	if cfg.Session, err = sessionOptions(v); err != nil {
 		return err
 	}
+	k, _ := knobs() // sessionOptions checked them
+	cfg.NoShareWeights = !k.ShareWeights
 	res, err := bench.Run(cfg)
 	if err != nil {
 		return err

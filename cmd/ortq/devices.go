@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -9,7 +10,6 @@ import (
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
-	"golang.org/x/sync/errgroup"
 )
 
 // parseDevices resolves --device into one ONNX Runtime device per training session
@@ -25,15 +25,21 @@ func parseDevices(value string) ([]string, error) {
 // visibleGPUs counts the GPUs CUDA can see; a variable so tests can pretend GPUs.
 var visibleGPUs = gpumem.Visible
 
-// devicesEngineOptions is engineOptions for every device of the list: the same step on each
-// (host: train.NewMultiStepper; device or graph: train.NewMultiDeviceStepper, which keeps
-// each device's accumulation in its memory and reduces on the host). auto over several
-// devices is the host step (train.AutoStep).
-func devicesEngineOptions(step string, devs []string, policy string, man *manifest.Manifest) (train.EngineOptions, error) {
-	if (step == "auto" || step == "") && len(devs) > 1 {
-		step = train.AutoStep(devs)
+// stepOptions resolves --step (train.ChooseStep) for the devices and recomputation policy,
+// its refusals worded for the flags.
+func stepOptions(step string, devs []string, policy string, man *manifest.Manifest) (train.EngineOptions, error) {
+	kind, err := train.ParseStepKind(step)
+	if err != nil {
+		return train.EngineOptions{}, usageError{fmt.Errorf("--%w", err)}
 	}
-	return engineOptions(step, devs[0], policy, man)
+	eo, err := train.ChooseStep(kind, devs, policy, man)
+	switch {
+	case errors.Is(err, train.ErrHostSelective):
+		return eo, usageError{fmt.Errorf("--recompute selective exists only as a device step: pass --step device or graph (or auto on one GPU)")}
+	case err != nil:
+		return eo, fmt.Errorf("--step %s --recompute %s: %w", step, policy, err)
+	}
+	return eo, nil
 }
 
 // multiDeviceThreads splits the cores between the CPU sessions of a cpu list when --threads
@@ -41,44 +47,6 @@ func devicesEngineOptions(step string, devs []string, policy string, man *manife
 func multiDeviceThreads(opts *ortrun.Options, devs []string) {
 	if len(devs) > 1 && devs[0] == "cpu" && opts.IntraOpThreads == 0 {
 		opts.IntraOpThreads = max(1, runtime.NumCPU()/len(devs))
-	}
-}
-
-// startPeerEngines opens the training sessions of devs[1:] in the background, while the
-// caller opens the first device's (the run's own engine, which also evaluates; the peers
-// never evaluate): on GPUs most of a run's start is each session's weight upload and graph
-// optimisation, which the devices can do at the same time. wait returns the peers, or the
-// first error with every peer that opened closed.
-func startPeerEngines(dir string, opts ortrun.Options, eo train.EngineOptions, devs []string) (wait func() ([]*train.Engine, error)) {
-	peers := make([]*train.Engine, len(devs)-1)
-	var g errgroup.Group
-	eo.LazyEval = true
-	for i, d := range devs[1:] {
-		g.Go(func() error {
-			o := opts
-			o.Device = d
-			e, err := train.OpenEngineWith(dir, o, eo)
-			if err != nil {
-				return fmt.Errorf("--device %s: %w", d, err)
-			}
-			peers[i] = e
-			return nil
-		})
-	}
-	return func() ([]*train.Engine, error) {
-		if err := g.Wait(); err != nil {
-			closeEngines(peers)
-			return nil, err
-		}
-		return peers, nil
-	}
-}
-
-func closeEngines(es []*train.Engine) {
-	for _, e := range es {
-		if e != nil {
-			e.Close()
-		}
 	}
 }
 
@@ -95,13 +63,14 @@ func idleDevicesNote(devs []string, gradAccum int) string {
 	return fmt.Sprintf("note: --grad-accum %d is not a multiple of the %d devices: %d of them idle through each step's last round of micro-batches", gradAccum, n, n-gradAccum%n)
 }
 
-// multiStepper is train.Config.NewStepper for a run over eng and its peers; the run's
-// report says how it ran (eng's notes go into it).
-func multiStepper(eng *train.Engine, peers []*train.Engine) func([]train.Param, train.StepConfig, int, int) (train.Stepper, error) {
-	if len(peers) == 0 {
+// runStepper is train.Config.NewStepper for a run over several engines (nil for one: the
+// loop then uses the engine's own); the run's report says how it ran (the first engine's
+// notes go into it).
+func runStepper(engines []*train.Engine) func([]train.Param, train.StepConfig, int, int) (train.Stepper, error) {
+	if len(engines) < 2 {
 		return nil
 	}
-	engines := append([]*train.Engine{eng}, peers...)
+	eng := engines[0]
 	devs := make([]string, len(engines))
 	for i, e := range engines {
 		devs[i] = e.Opts.Device
@@ -110,12 +79,10 @@ func multiStepper(eng *train.Engine, peers []*train.Engine) func([]train.Param, 
 	if eng.DeviceStep() {
 		how = "device-resident steps accumulating on each device"
 	}
-	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): %s, gradients reduced token-weighted in Go memory, one AdamW on the host; the run log and the report give each GPU's memory, and as gpu_used_bytes the busiest GPU's", len(devs), strings.Join(devs, ","), how))
+	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): %s, gradients reduced token-weighted in Go memory, one AdamW on the host; "+
+		"the run log and the report give each GPU's memory, and as gpu_used_bytes the busiest GPU's", len(devs), strings.Join(devs, ","), how))
 	return func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
-		if eng.DeviceStep() {
-			return train.NewMultiDeviceStepper(engines, init, sc, rows, seq)
-		}
-		return train.NewMultiStepper(engines, init, sc)
+		return train.NewRunStepper(engines, init, sc, rows, seq)
 	}
 }
 

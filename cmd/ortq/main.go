@@ -57,7 +57,7 @@ two keys that differ only in case are refused.`,
 	root.PersistentFlags().String("ort-lib", "", "path of libonnxruntime.so.1 (default: $ORTQ_ORT_LIB, then ./.ort/)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newPrepare(), newTrain(), newEval(), newVerify(), newTokenize(), newImport(), newSynth(), newBench())
-	root.AddCommand(newExport(), newGenerate())
+	root.AddCommand(newExport(), newGenerate(), newEnv())
 	return root
 }
 
@@ -92,13 +92,27 @@ func options(cmd *cobra.Command) (*viper.Viper, error) {
 	if err := checkValues(cmd, v, origin); err != nil {
 		return nil, err
 	}
+	if _, err := knobs(); err != nil { // refused before anything runs, as a bad flag
+		return nil, err
+	}
 	return v, nil
+}
+
+// minAnnotation on a numeric flag (setMin) is the least value checkValues accepts.
+const minAnnotation = "ortq_min"
+
+// setMin makes checkValues refuse values of flag name below low, naming where the value
+// came from (the flag, its ORTQ_* variable or the --config file).
+func setMin(f *pflag.FlagSet, name, low string) {
+	if err := f.SetAnnotation(name, minAnnotation, []string{low}); err != nil {
+		panic(err) // a flag ortq itself defines: a programming error
+	}
 }
 
 // checkValues parses every typed option where it was given (flag, ORTQ_* variable or
 // --config file, where origin names the key as written) as its flag would, so a bad value is
 // refused naming where it came from instead of becoming viper's silent zero; float options
-// must be finite.
+// must be finite, and numeric ones at least their setMin value.
 func checkValues(cmd *cobra.Command, v *viper.Viper, origin map[string]string) error {
 	cfg, _ := cmd.Flags().GetString("config")
 	var err error
@@ -141,6 +155,11 @@ func checkValues(cmd *cobra.Command, v *viper.Viper, origin map[string]string) e
 		}
 		if perr != nil {
 			err = usageError{fmt.Errorf("%s = %q: must be %s", where, raw, what)}
+		} else if m, ok := f.Annotations[minAnnotation]; ok && len(m) == 1 {
+			x, _ := strconv.ParseFloat(strings.TrimSpace(raw), 64)
+			if low, _ := strconv.ParseFloat(m[0], 64); x < low {
+				err = usageError{fmt.Errorf("%s = %q: must be ≥ %s", where, raw, m[0])}
+			}
 		}
 	}
 	cmd.Flags().VisitAll(check)

@@ -185,7 +185,13 @@ func checkPlacement(v interface{ GetString(string) string }, dir string) error {
 	if err := ortrun.Init(lib); err != nil {
 		return err
 	}
-	reps, err := prepare.CheckPlacement(dir, ortrun.Options{Device: v.GetString("device")})
+	k, err := knobs()
+	if err != nil {
+		return err
+	}
+	opts := ortrun.Options{Device: v.GetString("device")}
+	applyKnobs(&opts, k)
+	reps, err := prepare.CheckPlacement(dir, opts)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func TestStepAuto(t *testing.T) {
 		{"cpu", "layer", all, train.EngineOptions{Train: true, Recompute: true}},
 		{"cpu", "none", all, host},
 	} {
-		got, err := engineOptions("auto", c.device, c.policy, c.man)
+		got, err := stepOptions("auto", []string{c.device}, c.policy, c.man)
 		if err != nil {
 			t.Fatalf("%s recompute=%s: %v", c.device, c.policy, err)
 		}
@@ -40,11 +40,11 @@ func TestStepAuto(t *testing.T) {
 			t.Errorf("%s recompute=%s: %+v, want %+v", c.device, c.policy, got, c.want)
 		}
 	}
-	if _, err := engineOptions("host", "cuda", "selective", all); err == nil || !strings.Contains(err.Error(), "device step") {
+	if _, err := stepOptions("host", []string{"cuda"}, "selective", all); err == nil || !strings.Contains(err.Error(), "device step") {
 		t.Errorf("--step host --recompute selective: %v, want a refusal naming the device step", err)
 	}
 	for _, devs := range [][]string{{"cuda:0", "cuda:1"}, {"cpu", "cpu"}} {
-		got, err := devicesEngineOptions("auto", devs, "layer", all)
+		got, err := stepOptions("auto", devs, "layer", all)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +52,7 @@ func TestStepAuto(t *testing.T) {
 			t.Errorf("%v: %+v, want the host step with recomputation", devs, got)
 		}
 	}
-	got, err := devicesEngineOptions("graph", []string{"cuda:0", "cuda:1"}, "layer", all)
+	got, err := stepOptions("graph", []string{"cuda:0", "cuda:1"}, "layer", all)
 	if err != nil || !got.DeviceStep || !got.CUDAGraph {
 		t.Errorf("explicit --step graph over two GPUs: %+v, %v", got, err)
 	}

@@ -78,7 +78,8 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Float64("epochs", 1, "passes over the training split (ignored with --max-steps)")
 	f.Int("max-steps", 0, "optimizer steps to run (0: from --epochs)")
 	f.Float64("lr", 2e-4, "AdamW learning rate")
-	f.Float64("weight-decay", 0.01, "AdamW decoupled weight decay")
+	f.Float64("weight-decay", 0.01, "AdamW decoupled weight decay (≥ 0)")
+	setMin(f, "weight-decay", "0")
 	f.Float64("max-grad-norm", train.DefaultMaxGradNorm, "clip the global L2 norm of the LoRA gradients (after unscaling and accumulation) to this before each AdamW step, as torch's clip_grad_norm_ and Hugging Face Trainer's max_grad_norm (0: no clipping); the norm before clipping is logged as grad norm")
 	f.String("schedule", "linear", "learning-rate schedule after warmup: linear, cosine or constant")
 	f.Int("warmup-steps", 0, "linear warmup steps")
@@ -97,35 +98,6 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
 	return cmd
-}
-
-// engineOptions resolves --step for a recomputation policy: the device-resident step needs
-// artifacts that hold that policy's step graph (auto falls back to the host step where they
-// do not); the host step has graphs for layer and none only.
-func engineOptions(step, device, policy string, man *manifest.Manifest) (train.EngineOptions, error) {
-	cuda := strings.HasPrefix(device, "cuda")
-	host := train.EngineOptions{Train: true, Recompute: policy != manifest.RecomputeNone, LazyEval: cuda}
-	hostOK := func() (train.EngineOptions, error) {
-		if policy == manifest.RecomputeSelective {
-			return host, usageError{fmt.Errorf("--recompute selective exists only as a device step: pass --step device or graph (or auto on one GPU)")}
-		}
-		return host, nil
-	}
-	switch step {
-	case "host":
-		return hostOK()
-	case "auto", "":
-		if step = train.AutoStep([]string{device}); step == "host" || man.Step(policy) == nil {
-			return hostOK()
-		}
-	case "device", "graph":
-		if man.Step(policy) == nil {
-			return host, fmt.Errorf("--step %s --recompute %s: the artifacts have no such device step graph (%s): rerun `ortq prepare`", step, policy, manifest.StepFile(policy))
-		}
-	default:
-		return host, usageError{fmt.Errorf("--step %q: use host, device, graph or auto", step)}
-	}
-	return train.EngineOptions{DeviceStep: true, Policy: policy, CUDAGraph: step == "graph", LazyEval: cuda}, nil
 }
 
 // recomputeFlag checks --recompute and resolves auto on the CPU (none); on CUDA auto stays
@@ -156,26 +128,20 @@ func maxGPUMemory(v string) (float64, error) {
 	return f, nil
 }
 
-// resolveRecompute turns --recompute auto into a policy once the artifacts are read: on one
-// GPU, the fastest whose estimated peak fits the budget (--max-gpu-memory, else 90% of the
-// device's free memory), printed and kept as a note for the run log and the report; over
-// several GPUs, layer (their step is the host step).
-func resolveRecompute(policy string, devs []string, budget float64, man *manifest.Manifest, rows, seqLen int) (string, string, error) {
+// resolveRecompute turns --recompute auto into a policy once the artifacts are read
+// (train.ResolveRecompute: the budget is --max-gpu-memory, else 90% of the device's free
+// memory); the note is printed and kept for the run log and the report.
+func resolveRecompute(policy string, devs []string, budget float64, man *manifest.Manifest, rows, seqLen int) (string, string) {
 	if policy != "auto" {
-		return policy, "", nil
+		return policy, ""
 	}
-	if len(devs) > 1 {
-		return manifest.RecomputeLayer, "", nil
-	}
-	if budget == 0 {
+	return train.ResolveRecompute(man, devs, budget, func() uint64 {
 		free, err := deviceFree(devs[0])
-		if err != nil || free == 0 {
-			return manifest.RecomputeLayer, "recompute auto: layer (the device's free memory is unknown; pass --max-gpu-memory)", nil
+		if err != nil {
+			return 0
 		}
-		budget = 0.9 * float64(free)
-	}
-	c := train.ChooseRecompute(man, budget, rows, seqLen)
-	return c.Policy, c.String(), nil
+		return free
+	}, rows, seqLen)
 }
 
 // addDataFlags adds the flags shared by train and eval for building the dataset.
@@ -298,169 +264,232 @@ func sessionOptions(v *viper.Viper) (ortrun.Options, error) {
 	if err := ortrun.Init(lib); err != nil {
 		return ortrun.Options{}, err
 	}
-	return ortrun.Options{Device: v.GetString("device"), IntraOpThreads: v.GetInt("threads")}, nil
+	k, err := knobs()
+	if err != nil {
+		return ortrun.Options{}, err
+	}
+	o := ortrun.Options{Device: v.GetString("device"), IntraOpThreads: v.GetInt("threads")}
+	applyKnobs(&o, k)
+	return o, nil
 }
 
+// runTrain is `ortq train`. Signals are handled from the start, so one during loading (ONNX
+// Runtime, the tokenizer, the data) is reported instead of killing the process unannounced.
 func runTrain(v *viper.Viper) error {
-	// Signals are handled from the start, so one during loading (ONNX Runtime, the
-	// tokenizer, the data) is reported instead of killing the process unannounced.
 	ctx, stop := interruptContext()
 	defer stop()
 	if startupHook != nil {
 		startupHook()
 	}
-	dir := v.GetString("artifacts")
-	if dir == "" {
-		return usageError{fmt.Errorf("--artifacts is required")}
-	}
-	if err := checkTrainFlags(v); err != nil {
+	f, err := trainFlags(v) // every flag, before anything is read, written or opened
+	if err != nil {
 		return err
 	}
-	out := v.GetString("out")
-	if out == "" {
-		out = filepath.Join(dir, "run")
-	}
-	// One writer per run directory, taken before anything is read or written there (an
-	// unwritable --out is reported here, before tokenizing and the baseline evaluation).
-	lock, err := fsutil.LockDir(out)
+	lock, err := claimOut(f.out, v)
 	if err != nil {
 		return err
 	}
 	defer lock.Release()
-	if removed, err := fsutil.RemoveStaleTemps(out); err != nil {
-		return err
-	} else if len(removed) > 0 {
-		fmt.Fprintf(os.Stderr, "removed %d unfinished write(s) of an earlier run in %s (%s)\n", len(removed), out, strings.Join(removed, ", "))
-	}
-	if err := checkFinishedRun(out, v.GetString("resume"), v.GetBool("force")); err != nil {
-		return err
-	}
-	opts, err := sessionOptions(v)
+	engines, err := openTrainEngines(v, &f)
 	if err != nil {
 		return err
 	}
-	devs, err := parseDevices(opts.Device) // several: one session per device (devices.go)
+	defer train.CloseEngines(engines)
+	ds, cfg, err := trainConfig(v, f, engines)
 	if err != nil {
-		return err
-	}
-	opts.Device = devs[0]
-	multiDeviceThreads(&opts, devs)
-	rec, err := recomputeFlag(v.GetString("recompute"), opts.Device)
-	if err != nil {
-		return err
-	}
-	opts.BatchTokens = v.GetInt("micro-batch") * v.GetInt("max-seq-len")
-	// weights.bin's size is checked on every open (manifest.ReadManifest); its SHA-256
-	// once per artifacts directory and again only after the file changed.
-	man, err := manifest.ReadManifest(dir)
-	if err != nil {
-		return err
-	}
-	if _, err := man.VerifyHashesOnce(dir); err != nil {
-		return err
-	}
-	budget, err := maxGPUMemory(v.GetString("max-gpu-memory"))
-	if err != nil {
-		return err
-	}
-	rec, recNote, err := resolveRecompute(rec, devs, budget, man, v.GetInt("micro-batch"), v.GetInt("max-seq-len"))
-	if err != nil {
-		return err
-	}
-	eo, err := devicesEngineOptions(v.GetString("step"), devs, rec, man)
-	if err != nil {
-		return err
-	}
-	waitPeers := startPeerEngines(dir, opts, eo, devs) // several devices: their sessions open meanwhile
-	eng, err := train.OpenEngineWith(dir, opts, eo)
-	peers, perr := waitPeers()
-	defer closeEngines(peers)
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
-	if perr != nil {
-		return perr
-	}
-	if recNote != "" {
-		eng.Notes = append([]string{recNote}, eng.Notes...)
-	}
-	train.SetBaseModelName(eng.Man, v.GetString("base-model-name"))
-	if ia := v.GetString("init-adapter"); ia != "" { // checked before the data is read
-		if _, err := train.LoadInitAdapter(ia, eng.Man); err != nil {
-			return err
-		}
-	}
-	dset, err := dataSettings(v)
-	if err != nil {
-		return err
-	}
-	if dset.EvalFraction >= 1 {
-		return usageError{fmt.Errorf("--eval-fraction 1 holds every example out, leaving nothing to train: pass --eval-data FILE for a separate validation set")}
-	}
-	if err := checkPack(dset, eng.Man, dir); err != nil {
-		return err
-	}
-	ds, err := loadDataset(v, dset, eng.Man.Model.Vocab, eng.Man.Model.MaxPositions)
-	if err != nil {
-		return err
-	}
-	if len(ds.Train) == 0 {
-		return fmt.Errorf("data too short: the training split is empty (%d examples in all): add data or lower --max-seq-len", ds.Stats.Examples)
-	}
-	if len(ds.Eval) == 0 && dset.EvalFraction > 0 {
-		return fmt.Errorf("data too short: %d examples leave the eval split empty, so no perplexity can be measured: add data, lower --max-seq-len, or pass --eval-fraction 0", ds.Stats.Examples)
-	}
-	rows := min(v.GetInt("micro-batch"), max(len(ds.Train), len(ds.Eval)))
-	if !strings.HasPrefix(opts.Device, "cuda") {
-		if err := checkHostMemory(dir, eng.Man.Model, v.GetInt("micro-batch"), rows, v.GetInt("max-seq-len")); err != nil {
-			return err
-		}
-	} else if err := checkDevicesMemory(devs, eng.Man.Model, rec, v.GetInt("micro-batch"), rows, v.GetInt("max-seq-len")); err != nil {
-		return err
-	}
-	cfg := train.Config{
-		Artifacts: dir, Out: out, Device: strings.Join(devs, ","), NewStepper: multiStepper(eng, peers),
-		MicroBatch: v.GetInt("micro-batch"), GradAccum: v.GetInt("grad-accum"), Epochs: v.GetFloat64("epochs"),
-		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
-		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"), MaxGradNorm: v.GetFloat64("max-grad-norm"),
-		MaxEvalBatches: v.GetInt("max-eval-batches"), PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"),
-		FP16: eng.Man.Model.Precision == "float16", Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), GPUMemory: gpuMemory(devs), GPUDevices: gpuDevices(devs),
-		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
-		Resume: v.GetString("resume"), CheckpointHook: checkpointHook,
-		InitAdapter: v.GetString("init-adapter"), Data: dset, DataStats: &ds.Stats,
-	}
-	if ds.Stats.Masked {
-		cfg.TrainOn = v.GetString("train-on")
-	}
-	if cfg.SaveEvery < 0 || cfg.Keep < 0 || cfg.MaxSkips < 0 {
-		return usageError{fmt.Errorf("--save-every, --keep and --max-skips must be ≥ 0")}
-	}
-	if cfg.Inputs, err = resumeInputs(v, dset); err != nil {
 		return err
 	}
 	if v.GetBool("force") {
-		if cfg.Resume != "" {
-			return usageError{fmt.Errorf("--force discards checkpoints; it cannot be combined with --resume")}
-		}
-		if err := os.RemoveAll(filepath.Join(out, train.CheckpointsDir)); err != nil {
+		if err := discardEarlierRun(f.out); err != nil {
 			return err
 		}
-		// The earlier run's results go too, so an interrupted new run does not sit beside them.
-		for _, f := range finishedRunFiles {
-			if err := os.Remove(filepath.Join(out, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
-			}
-		}
 	}
-	if note := idleDevicesNote(devs, cfg.GradAccum); note != "" {
+	if note := idleDevicesNote(f.devs, cfg.GradAccum); note != "" {
 		fmt.Fprintln(os.Stderr, note)
 	}
 	fmt.Fprintln(os.Stderr, dataSummary(ds.Stats, v.GetString("train-on"), len(ds.Train), len(ds.Eval)))
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted before training started: nothing was trained or checkpointed")
 	}
-	rep, err := train.Run(ctx, eng, ds.Train, ds.Eval, cfg)
+	rep, err := train.Run(ctx, engines[0], ds.Train, ds.Eval, cfg)
+	return trainResult(rep, err, len(ds.Eval), f.out)
+}
+
+// trainSetup is what runTrain resolves from the flags before it opens anything.
+type trainSetup struct {
+	dir, out string
+	devs     []string           // one training session per device (devices.go)
+	rec      string             // the recomputation policy ("auto" until the artifacts are read)
+	budget   float64            // --max-gpu-memory (0: the default budget)
+	dset     train.DataSettings // the data flags
+}
+
+// trainFlags checks every flag of train and resolves those that need nothing read.
+func trainFlags(v *viper.Viper) (trainSetup, error) {
+	f := trainSetup{dir: v.GetString("artifacts"), out: v.GetString("out")}
+	if f.dir == "" {
+		return f, usageError{fmt.Errorf("--artifacts is required")}
+	}
+	if err := checkTrainFlags(v); err != nil {
+		return f, err
+	}
+	if f.out == "" {
+		f.out = filepath.Join(f.dir, "run")
+	}
+	var err error
+	if f.devs, err = parseDevices(v.GetString("device")); err != nil {
+		return f, err
+	}
+	if f.rec, err = recomputeFlag(v.GetString("recompute"), f.devs[0]); err != nil {
+		return f, err
+	}
+	if f.budget, err = maxGPUMemory(v.GetString("max-gpu-memory")); err != nil {
+		return f, err
+	}
+	if f.dset, err = dataSettings(v); err != nil {
+		return f, err
+	}
+	if f.dset.EvalFraction >= 1 {
+		return f, usageError{fmt.Errorf("--eval-fraction 1 holds every example out, leaving nothing to train: pass --eval-data FILE for a separate validation set")}
+	}
+	return f, nil
+}
+
+// claimOut takes --out for this run: one writer per run directory, taken before anything is
+// read or written there (an unwritable --out is reported here, before tokenizing and the
+// baseline evaluation); an earlier run's unfinished writes go, and a finished run is
+// refused unless --resume or --force says what to do with it.
+func claimOut(out string, v *viper.Viper) (*fsutil.Lock, error) {
+	lock, err := fsutil.LockDir(out)
+	if err != nil {
+		return nil, err
+	}
+	if removed, err := fsutil.RemoveStaleTemps(out); err != nil {
+		lock.Release()
+		return nil, err
+	} else if len(removed) > 0 {
+		fmt.Fprintf(os.Stderr, "removed %d unfinished write(s) of an earlier run in %s (%s)\n", len(removed), out, strings.Join(removed, ", "))
+	}
+	if err := checkFinishedRun(out, v.GetString("resume"), v.GetBool("force")); err != nil {
+		lock.Release()
+		return nil, err
+	}
+	return lock, nil
+}
+
+// openTrainEngines reads the artifacts, resolves --recompute auto and --step, and opens one
+// engine per device (train.OpenEngines); f.rec becomes the policy the run uses.
+func openTrainEngines(v *viper.Viper, f *trainSetup) ([]*train.Engine, error) {
+	opts, err := sessionOptions(v)
+	if err != nil {
+		return nil, err
+	}
+	opts.Device = f.devs[0]
+	multiDeviceThreads(&opts, f.devs)
+	mb, seq := v.GetInt("micro-batch"), v.GetInt("max-seq-len")
+	opts.BatchTokens = mb * seq
+	// weights.bin's size is checked on every open (manifest.ReadManifest); its SHA-256
+	// once per artifacts directory and again only after the file changed.
+	man, err := manifest.ReadManifest(f.dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := man.VerifyHashesOnce(f.dir); err != nil {
+		return nil, err
+	}
+	rec, recNote := resolveRecompute(f.rec, f.devs, f.budget, man, mb, seq)
+	f.rec = rec
+	eo, err := stepOptions(v.GetString("step"), f.devs, rec, man)
+	if err != nil {
+		return nil, err
+	}
+	k, _ := knobs() // sessionOptions checked them
+	eo.NoShareWeights = !k.ShareWeights
+	engines, err := train.OpenEngines(f.dir, opts, eo, f.devs)
+	if err != nil {
+		return nil, err
+	}
+	if recNote != "" {
+		engines[0].Notes = append([]string{recNote}, engines[0].Notes...)
+	}
+	return engines, nil
+}
+
+// trainConfig checks the adapter to start from, reads the data, checks memory and makes
+// the run's configuration.
+func trainConfig(v *viper.Viper, f trainSetup, engines []*train.Engine) (*data.Dataset, train.Config, error) {
+	eng := engines[0]
+	train.SetBaseModelName(eng.Man, v.GetString("base-model-name"))
+	if ia := v.GetString("init-adapter"); ia != "" { // checked before the data is read
+		if _, err := train.LoadInitAdapter(ia, eng.Man); err != nil {
+			return nil, train.Config{}, err
+		}
+	}
+	if err := checkPack(f.dset, eng.Man, f.dir); err != nil {
+		return nil, train.Config{}, err
+	}
+	ds, err := loadTrainData(v, f, eng.Man)
+	if err != nil {
+		return nil, train.Config{}, err
+	}
+	cfg := train.Config{
+		Artifacts: f.dir, Out: f.out, Device: strings.Join(f.devs, ","),
+		MicroBatch: v.GetInt("micro-batch"), GradAccum: v.GetInt("grad-accum"), Epochs: v.GetFloat64("epochs"),
+		MaxSteps: v.GetInt("max-steps"), LR: v.GetFloat64("lr"), WeightDecay: v.GetFloat64("weight-decay"),
+		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
+		MaxGradNorm: v.GetFloat64("max-grad-norm"), MaxEvalBatches: v.GetInt("max-eval-batches"),
+		PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"), FP16: eng.Man.Model.Precision == "float16",
+		Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"),
+		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
+		Resume: v.GetString("resume"), InitAdapter: v.GetString("init-adapter"), Data: f.dset, DataStats: &ds.Stats,
+		Hooks: train.Hooks{NewStepper: runStepper(engines), GPUMemory: gpuMemory(f.devs), GPUDevices: gpuDevices(f.devs), CheckpointHook: checkpointHook},
+	}
+	if ds.Stats.Masked {
+		cfg.TrainOn = v.GetString("train-on")
+	}
+	cfg.Inputs, err = resumeInputs(v, f.dset)
+	return ds, cfg, err
+}
+
+// loadTrainData reads, tokenizes and splits the data, refuses splits too short to train or
+// evaluate, and checks that a micro-batch fits in memory.
+func loadTrainData(v *viper.Viper, f trainSetup, man *manifest.Manifest) (*data.Dataset, error) {
+	ds, err := loadDataset(v, f.dset, man.Model.Vocab, man.Model.MaxPositions)
+	if err != nil {
+		return nil, err
+	}
+	if len(ds.Train) == 0 {
+		return nil, fmt.Errorf("data too short: the training split is empty (%d examples in all): add data or lower --max-seq-len", ds.Stats.Examples)
+	}
+	if len(ds.Eval) == 0 && f.dset.EvalFraction > 0 {
+		return nil, fmt.Errorf("data too short: %d examples leave the eval split empty, so no perplexity can be measured: "+
+			"add data, lower --max-seq-len, or pass --eval-fraction 0", ds.Stats.Examples)
+	}
+	mb, seq := v.GetInt("micro-batch"), v.GetInt("max-seq-len")
+	rows := min(mb, max(len(ds.Train), len(ds.Eval)))
+	if !strings.HasPrefix(f.devs[0], "cuda") {
+		return ds, checkHostMemory(f.dir, man.Model, mb, rows, seq)
+	}
+	return ds, checkDevicesMemory(f.devs, man.Model, f.rec, mb, rows, seq)
+}
+
+// discardEarlierRun is --force: an earlier run's checkpoints and results go, so an
+// interrupted new run does not sit beside them.
+func discardEarlierRun(out string) error {
+	if err := os.RemoveAll(filepath.Join(out, train.CheckpointsDir)); err != nil {
+		return err
+	}
+	for _, f := range finishedRunFiles {
+		if err := os.Remove(filepath.Join(out, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// trainResult prints how the run ended: the command that resumes an interrupted run
+// (exit 0), or the evaluations and throughput of a finished one.
+func trainResult(rep *train.Report, err error, nEval int, out string) error {
 	var intr *train.InterruptedError
 	if errors.As(err, &intr) {
 		fmt.Fprintf(os.Stderr, "interrupted at step %d; resume with: %s\n(checkpoint %s)\n", intr.Step, resumeCommand(os.Args[1:]), intr.Checkpoint)
@@ -469,7 +498,7 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
-	if len(ds.Eval) == 0 {
+	if nEval == 0 {
 		// An empty eval set has no perplexity; the report's NaN fields say so.
 		fmt.Println("no eval set (--eval-fraction 0 and no --eval-data): no perplexity measured")
 	} else {
@@ -504,6 +533,15 @@ func checkTrainFlags(v *viper.Viper) error {
 	}
 	if m := v.GetFloat64("max-grad-norm"); !(m >= 0) || math.IsInf(m, 0) {
 		return usageError{fmt.Errorf("--max-grad-norm %g: must be ≥ 0 and finite (0 turns clipping off)", m)}
+	}
+	if v.GetInt("save-every") < 0 || v.GetInt("keep") < 0 || v.GetInt("max-skips") < 0 {
+		return usageError{fmt.Errorf("--save-every, --keep and --max-skips must be ≥ 0")}
+	}
+	if v.GetBool("force") && v.GetString("resume") != "" {
+		return usageError{fmt.Errorf("--force discards checkpoints; it cannot be combined with --resume")}
+	}
+	if _, err := train.ParseStepKind(v.GetString("step")); err != nil {
+		return usageError{fmt.Errorf("--%w", err)}
 	}
 	return nil
 }

@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/internal/devname"
 )
 
 var (
@@ -84,7 +84,7 @@ type Device struct {
 // Open returns the NVML device behind an ortrun device string ("cuda", "cuda:N"), or nil
 // (and the reason) when the device is the CPU (nil, nil) or NVML is unavailable.
 func Open(device string) (*Device, error) {
-	provider, id, err := ortrun.ParseDevice(device)
+	provider, id, err := devname.Parse(device)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,7 @@
 Run where torch and transformers are installed (e.g. the GPU machine; CPU
 tensors are used throughout):
 
-    python3 train/testdata/gen_torch_refs.py > train/testdata/torch_refs.json
+    python3 train/optim/testdata/gen_torch_refs.py > train/optim/testdata/torch_refs.json
 
 Float32 values are stored as their IEEE bit patterns (uint32) so Go tests can
 compare bit for bit.

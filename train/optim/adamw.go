@@ -1,4 +1,4 @@
-package train
+package optim
 
 import (
 	"errors"
@@ -148,7 +148,7 @@ func (o *AdamW) Step(grads map[string][]float32, lr float64) error {
 		}
 	}
 	o.step++
-	sc := o.cfg.scalars(lr, o.step)
+	sc := o.cfg.Scalars(lr, o.step)
 	// Every element's update reads only that element (and the step's scalars), so the
 	// tensors are updated in parallel when there is enough work, with the same result.
 	n := 0
@@ -180,9 +180,9 @@ func (o *AdamW) Step(grads map[string][]float32, lr float64) error {
 var parallelAdamWMin = 1 << 18
 
 // update applies one step's arithmetic to one tensor x with gradient g and moments m, v.
-func (o *AdamW) update(sc adamScalars, p Param, g, m, v []float32) {
+func (o *AdamW) update(sc AdamScalars, p Param, g, m, v []float32) {
 	x := p.Data
-	decay, w1, b2, c2, negStepSize, bc2Sqrt, eps := sc.decay, sc.w1, sc.beta2, sc.c2, sc.negStepSize, sc.bc2Sqrt, sc.eps
+	decay, w1, b2, c2, negStepSize, bc2Sqrt, eps := sc.Decay, sc.W1, sc.Beta2, sc.C2, sc.NegStepSize, sc.BC2Sqrt, sc.Eps
 	doDecay := o.cfg.WeightDecay != 0 && !p.NoDecay
 	for j := range x {
 		if doDecay {
@@ -196,30 +196,31 @@ func (o *AdamW) update(sc adamScalars, p Param, g, m, v []float32) {
 	}
 }
 
-// adamScalars are the per-step scalars of torch's AdamW update, each computed in float64
+// AdamScalars are the per-step scalars of torch's AdamW update, each computed in float64
 // and rounded to float32 once (as TensorIterator does with Python scalars). AdamW.Step uses
 // them on the host and the device-resident step feeds them to its graph, so both apply the
 // same arithmetic.
-type adamScalars struct {
-	decay       float32 // 1 − lr·weight_decay
-	w1          float32 // 1 − β1, exp_avg's lerp weight
-	beta2, c2   float32 // β2 and 1 − β2
-	negStepSize float32 // −lr / (1 − β1^step)
-	bc2Sqrt     float32 // √(1 − β2^step)
-	eps         float32
+type AdamScalars struct {
+	Decay       float32 // 1 − lr·weight_decay
+	W1          float32 // 1 − β1, exp_avg's lerp weight
+	Beta2, C2   float32 // β2 and 1 − β2
+	NegStepSize float32 // −lr / (1 − β1^step)
+	BC2Sqrt     float32 // √(1 − β2^step)
+	Eps         float32
 }
 
-func (c AdamWConfig) scalars(lr float64, step int64) adamScalars {
+// Scalars returns the scalars of the update at step (counted from 1) with learning rate lr.
+func (c AdamWConfig) Scalars(lr float64, step int64) AdamScalars {
 	bc1 := 1 - powInt(c.Beta1, step)
 	bc2 := 1 - powInt(c.Beta2, step)
-	return adamScalars{
-		decay:       float32(1 - float64(lr*c.WeightDecay)),
-		w1:          float32(1 - c.Beta1),
-		beta2:       float32(c.Beta2),
-		c2:          float32(1 - c.Beta2),
-		negStepSize: float32(-(lr / bc1)),
-		bc2Sqrt:     float32(math.Sqrt(bc2)),
-		eps:         float32(c.Eps),
+	return AdamScalars{
+		Decay:       float32(1 - float64(lr*c.WeightDecay)),
+		W1:          float32(1 - c.Beta1),
+		Beta2:       float32(c.Beta2),
+		C2:          float32(1 - c.Beta2),
+		NegStepSize: float32(-(lr / bc1)),
+		BC2Sqrt:     float32(math.Sqrt(bc2)),
+		Eps:         float32(c.Eps),
 	}
 }
 

@@ -1,4 +1,4 @@
-package train
+package optim
 
 import (
 	"encoding/json"
@@ -76,7 +76,7 @@ func TestClipMatchesTorch(t *testing.T) {
 				for i, p := range params {
 					grads[p.Name] = fromBits(st.Grads[i])
 				}
-				norm := clipGrads(params, grads, c.MaxNorm)
+				norm := ClipGrads(params, grads, c.MaxNorm)
 				want := float64(math.Float32frombits(st.TotalNorm))
 				if d := math.Abs(norm-want) / want; d > 1e-6 {
 					t.Errorf("step %d: total norm %.9g, torch %.9g (rel %.2g)", k+1, norm, want, d)
@@ -127,7 +127,7 @@ func loadClipRefs(t *testing.T) *clipRefs {
 // values within 1e-6 (the first values of every tensor, which the fixture keeps).
 func TestClipMatchesTorchOnPEFTGradients(t *testing.T) {
 	c := loadClipRefs(t).PEFT
-	f, err := safetensors.ReadFile(filepath.Join("..", c.Ref))
+	f, err := safetensors.ReadFile(filepath.Join("..", "..", c.Ref))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestClipMatchesTorchOnPEFTGradients(t *testing.T) {
 				grads[p.Name] = append(grads[p.Name], v*float32(c.Scales[k]))
 			}
 		}
-		norm := clipGrads(params, grads, c.MaxNorm)
+		norm := ClipGrads(params, grads, c.MaxNorm)
 		want := float64(math.Float32frombits(st.TotalNorm))
 		if d := math.Abs(norm-want) / want; d > 1e-6 {
 			t.Errorf("step %d: total norm %.9g, torch %.9g (rel %.2g)", k+1, norm, want, d)
@@ -226,7 +226,7 @@ func TestClipGrads(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			g := mk(c.scale)
 			orig := mk(c.scale)
-			n := clipGrads(order, g, c.maxNorm)
+			n := ClipGrads(order, g, c.maxNorm)
 			if math.Abs(n-c.wantNorm) > 1e-6*c.wantNorm && !(math.IsInf(n, 1) && math.IsInf(c.wantNorm, 1)) {
 				t.Errorf("norm %v, want %v", n, c.wantNorm)
 			}

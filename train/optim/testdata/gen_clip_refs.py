@@ -1,8 +1,8 @@
-"""Generate torch references for gradient clipping + AdamW (train/clip_test.go).
+"""Generate torch references for gradient clipping + AdamW (train/optim/clip_test.go).
 
 Run where torch is installed (CPU tensors throughout):
 
-    python3 train/testdata/gen_clip_refs.py > train/testdata/clip_refs.json
+    python3 train/optim/testdata/gen_clip_refs.py > train/optim/testdata/clip_refs.json
 
 Each case is a few LoRA-like tensors trained for a few steps on fixed gradients:
 torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False) (what Hugging Face

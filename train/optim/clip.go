@@ -1,4 +1,4 @@
-package train
+package optim
 
 import (
 	"math"
@@ -10,10 +10,10 @@ const DefaultMaxGradNorm = 1.0
 // clipEps is the 1e-6 torch.nn.utils.clip_grad_norm_ adds to the norm before dividing.
 const clipEps = 1e-6
 
-// tensorNorm is one gradient tensor's L2 norm as a float32, as torch.linalg.vector_norm
+// TensorNorm is one gradient tensor's L2 norm as a float32, as torch.linalg.vector_norm
 // returns it: the sum of squares is taken in float64 and the root rounded once, which is the
 // correctly rounded norm (torch's float32 reduction may differ from it by an ulp or so).
-func tensorNorm(g []float32) float32 {
+func TensorNorm(g []float32) float32 {
 	s := 0.0
 	for _, v := range g {
 		s += float64(v) * float64(v)
@@ -21,10 +21,10 @@ func tensorNorm(g []float32) float32 {
 	return float32(math.Sqrt(s))
 }
 
-// totalNorm is clip_grad_norm_'s total norm: the L2 norm of the per-tensor norms (in the
+// TotalNorm is clip_grad_norm_'s total norm: the L2 norm of the per-tensor norms (in the
 // order given), as torch stacks them and takes vector_norm again.
-func totalNorm(norms []float32) float32 {
-	return tensorNorm(norms)
+func TotalNorm(norms []float32) float32 {
+	return TensorNorm(norms)
 }
 
 // clipCoef is the factor clip_grad_norm_ multiplies every gradient by, computed with
@@ -45,24 +45,24 @@ func scaleGrad(g []float32, c float32) {
 	}
 }
 
-// clipGrads is torch.nn.utils.clip_grad_norm_(params, maxNorm) over grads, the tensors
+// ClipGrads is torch.nn.utils.clip_grad_norm_(params, maxNorm) over grads, the tensors
 // taken in the order of order: it returns the total L2 norm before clipping and, when
 // maxNorm > 0 and the norm is finite, scales every gradient by clipCoef. grads must hold
 // every tensor of order (the steppers check that before).
-func clipGrads(order []Param, grads map[string][]float32, maxNorm float64) float64 {
+func ClipGrads(order []Param, grads map[string][]float32, maxNorm float64) float64 {
 	norms := make([]float32, len(order))
 	names := make([]string, len(order))
 	for i, p := range order {
-		norms[i], names[i] = tensorNorm(grads[p.Name]), p.Name
+		norms[i], names[i] = TensorNorm(grads[p.Name]), p.Name
 	}
-	total := totalNorm(norms)
-	applyClip(grads, names, total, maxNorm)
+	total := TotalNorm(norms)
+	ApplyClip(grads, names, total, maxNorm)
 	return float64(total)
 }
 
-// applyClip scales the named gradients by clipCoef(total, maxNorm) when clipping is on and
+// ApplyClip scales the named gradients by clipCoef(total, maxNorm) when clipping is on and
 // total is finite (a non-finite gradient makes the step skipped or stopped, never clipped).
-func applyClip(grads map[string][]float32, names []string, total float32, maxNorm float64) {
+func ApplyClip(grads map[string][]float32, names []string, total float32, maxNorm float64) {
 	if !(maxNorm > 0) || math.IsInf(float64(total), 0) || math.IsNaN(float64(total)) {
 		return
 	}
