@@ -3,7 +3,8 @@ package export
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+
+	"github.com/ortq/ortq/internal/fsutil"
 )
 
 // GenAIConfig is onnxruntime-genai's genai_config.json for a decoder-only model (the
@@ -60,7 +61,7 @@ type specialTokens struct {
 
 // genaiConfig describes the exported decoder of s.
 func genaiConfig(s *Source, file string) (*GenAIConfig, error) {
-	b, err := os.ReadFile(s.ConfigPath)
+	b, err := fsutil.ReadLimited(s.ConfigPath, "config.json", 16<<20)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +100,7 @@ func genaiConfig(s *Source, file string) (*GenAIConfig, error) {
 
 // ReadGenAIConfig reads an exported directory's genai_config.json.
 func ReadGenAIConfig(path string) (*GenAIConfig, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadLimited(path, GenAIConfigFile, 16<<20)
 	if err != nil {
 		return nil, err
 	}

@@ -3,8 +3,9 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
+
+	"github.com/ortq/ortq/internal/fsutil"
 )
 
 // FormatVersion is bumped whenever the artifacts layout changes incompatibly.
@@ -262,7 +263,7 @@ type Counts struct {
 // ReadManifest loads dir/manifest.json and checks its format version.
 func ReadManifest(dir string) (*Manifest, error) {
 	p := filepath.Join(dir, ManifestFile)
-	b, err := os.ReadFile(p)
+	b, err := fsutil.ReadLimited(p, ManifestFile, 16<<20)
 	if err != nil {
 		return nil, fmt.Errorf("artifacts %q: %w (run `ortq prepare` first)", dir, err)
 	}

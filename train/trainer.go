@@ -323,6 +323,9 @@ func (l *run) step(ctx context.Context, step int) error {
 	in := StepInput{Step: step, LR: lr}
 	tokens := int64(0)
 	for k := 0; k < cfg.GradAccum; k++ {
+		if err := ctx.Err(); err != nil { // a signal while a long step is built
+			return l.interrupted(step, pos, err)
+		}
 		b := l.it.Next()
 		in.Batches = append(in.Batches, b)
 		in.Seeds = append(in.Seeds, microSeed(cfg.Seed, step, k))

@@ -216,6 +216,11 @@ func useAdapter(m *generate.Model, dir, adapter string) error {
 	if m.AdapterInputs() == 0 {
 		return usageError{fmt.Errorf("--adapter %q: the model in %s has no LoRA inputs: export it with --format onnx-adapter", adapter, dir)}
 	}
+	// Read and checked here first, bounded (ONNX Runtime would read a device such as
+	// /dev/zero without end, and crash or misreport on a truncated file).
+	if _, err := export.ReadAdapterFile(adapter); err != nil {
+		return fmt.Errorf("--adapter: %w", err)
+	}
 	return m.UseAdapter(adapter)
 }
 

@@ -143,8 +143,8 @@ func resolveModel(o prepare.Options, quantize bool) (string, error) {
 	return m, nil
 }
 
-// lockReplaced takes the lock of an output that is replaced as a whole (prepare,
-// import, synth) and recovers what killed writers left beside it: an old directory
+// lockReplaced takes the locks of an output that is replaced as a whole (prepare,
+// import, synth, export: beside it and inside it) and recovers what killed writers left beside it: an old directory
 // moved aside is put back, unfinished temporary directories are removed.
 func lockReplaced(out string, quiet bool) (release func(), err error) {
 	if out == "" {
@@ -162,7 +162,14 @@ func lockReplaced(out string, quiet bool) (release func(), err error) {
 	if len(did) > 0 && !quiet {
 		fmt.Fprintf(os.Stderr, "left by an interrupted earlier run: %s\n", strings.Join(did, "; "))
 	}
-	return lock.Release, nil
+	// The lock a train or bench holds inside out, too: never swap away a directory a
+	// live run writes into, and let none start there before the swap.
+	inside, err := fsutil.LockInside(out)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	return func() { inside.Release(); lock.Release() }, nil
 }
 
 // cleanups run when a command finishes (temporary imports).

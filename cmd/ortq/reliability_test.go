@@ -35,8 +35,18 @@ import (
 //	ORTQ_TEST_SIGNAL_AT=N:SIG send signal number SIG to itself once the checkpoint of
 //	                          step N is complete (a signal at a known step, however fast
 //	                          the machine)
+//	ORTQ_TEST_HOLD_LOCK=DIR   hold DIR's in-place lock (as a train does) until killed
 func TestMain(m *testing.M) {
 	if os.Getenv("ORTQ_TEST_CHILD") == "1" {
+		// ORTQ_TEST_HOLD_LOCK=DIR: hold DIR's in-place lock, as a running train does,
+		// print "locked" and wait to be killed.
+		if d := os.Getenv("ORTQ_TEST_HOLD_LOCK"); d != "" {
+			if _, err := fsutil.LockDir(d); err != nil {
+				panic(err)
+			}
+			fmt.Println("locked")
+			select {}
+		}
 		logPath := os.Getenv("ORTQ_TEST_CK_LOG")
 		sleep, _ := time.ParseDuration(os.Getenv("ORTQ_TEST_CK_SLEEP"))
 		sigStep, sigNum := -1, 0

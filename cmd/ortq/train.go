@@ -93,6 +93,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
 	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
 	f.Int("keep", 3, "checkpoints to keep (0: all)")
+	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, alpha, targets and shapes must match the artifacts")
 	f.String("resume", "", "continue an interrupted or finished run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the earlier run's, except the total (--max-steps, --epochs): a larger one trains longer, with the schedule of the new total")
 	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
@@ -188,7 +189,6 @@ func addDataFlags(f *pflag.FlagSet) {
 	f.StringSlice("eval-data", nil, "a separate validation set (.txt or .jsonl), evaluated whole; --data then all trains")
 	f.Int("pad-multiple", data.DefaultPadMultiple, "pad each micro-batch's length to a multiple of this")
 	f.Uint64("seed", 42, "seed for the split, shuffling and dropout")
-	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, alpha, targets and shapes must match the artifacts")
 	f.String("base-model-name", "", "base_model_name_or_path written to adapter_config.json (default: what prepare recorded, the model given to `ortq prepare`)")
 	f.String("text-column", "", "field (JSON) or column (CSV, TSV, Parquet) holding the text of text records (default \"text\")")
 	f.String("prompt-column", "", "field or column of the prompt in prompt/completion records (default \"prompt\")")
@@ -496,6 +496,9 @@ func checkTrainFlags(v *viper.Viper) error {
 			return usageError{fmt.Errorf("--%s %d: must be ≥ %d", c.flag, n, c.min)}
 		}
 	}
+	if err := checkStepSize(v.GetInt("micro-batch"), v.GetInt("max-seq-len"), v.GetInt("grad-accum")); err != nil {
+		return err
+	}
 	if ep := v.GetFloat64("epochs"); v.GetInt("max-steps") == 0 && !(ep > 0) {
 		return usageError{fmt.Errorf("--epochs %g: must be > 0 (or set --max-steps)", ep)}
 	}
@@ -504,6 +507,22 @@ func checkTrainFlags(v *viper.Viper) error {
 	}
 	if m := v.GetFloat64("max-grad-norm"); !(m >= 0) || math.IsInf(m, 0) {
 		return usageError{fmt.Errorf("--max-grad-norm %g: must be ≥ 0 and finite (0 turns clipping off)", m)}
+	}
+	return nil
+}
+
+// maxStepTokens bounds --grad-accum × --micro-batch × --max-seq-len, checked before anything
+// is allocated: an optimizer step's grad-accum batches are built before its first
+// micro-batch runs (≈ 0.5 GB of batches at the bound). A micro-batch alone is checked
+// against the machine's memory (memory.go).
+const maxStepTokens = 1 << 24
+
+// checkStepSize refuses a --grad-accum whose step would pass the bound, naming the flag (a
+// micro-batch over the bound on its own is memory.go's to refuse, naming --micro-batch).
+func checkStepSize(microBatch, seqLen, gradAccum int) error {
+	batch := int64(microBatch) * int64(seqLen)
+	if step := batch * int64(gradAccum); gradAccum > maxStepTokens || (gradAccum > 1 && batch <= maxStepTokens && step > maxStepTokens) {
+		return usageError{fmt.Errorf("--grad-accum %d × %d tokens a micro-batch = %d tokens an optimizer step: at most %d (the step's batches are built before it runs); lower --grad-accum", gradAccum, batch, step, maxStepTokens)}
 	}
 	return nil
 }
