@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -204,25 +205,31 @@ func TestDeviceInputsRefused(t *testing.T) {
 }
 
 // TestLongArgumentNoCrash (issue 26 #6): ONNX Runtime's CreateEnv parses the command line
-// recursively; a 40 KB (and a 120 KB) --prompt once overflowed the main thread's stack
-// (SIGSEGV in CreateOrtEnv). Now the prompt reaches generate, which refuses it for the
-// model's context in one line.
+// recursively; 40 KB of arguments once overflowed the main thread's stack (SIGSEGV in
+// CreateOrtEnv). generate runs with 40 KB and 120 KB command lines (a repeated --quiet,
+// so the prompt stays short and ONNX Runtime starts), and a 40 KB prompt is refused for
+// the model's context in one line before anything is printed.
 func TestLongArgumentNoCrash(t *testing.T) {
 	_, args := relFixture(t, 1)
 	exp := filepath.Join(t.TempDir(), "exp")
 	if err := run(t, "export", "--artifacts", flagOf(args, "--artifacts"), "--tokenizer", flagOf(args, "--tokenizer"), "--out", exp, "--quiet"); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []int{40000, 120000} {
-		cmd, log := child(t, nil, "generate", "--model", exp, "--prompt", strings.Repeat("x", n), "--max-new-tokens", "2")
-		code := exitCodeOf(cmd.Wait())
-		if code != 1 || !strings.Contains(log.String(), "exceeds the model's context") {
-			out := log.String()
-			if len(out) > 2000 {
-				out = out[:2000]
-			}
-			t.Errorf("generate with a %d-byte prompt: exit %d, want 1 refusing it for the context:\n%s", n, code, out)
+	for _, n := range []int{5000, 15000} {
+		a := []string{"generate", "--model", exp, "--prompt", "The", "--max-new-tokens", "2"}
+		for i := 0; i < n; i++ {
+			a = append(a, "--quiet")
 		}
+		cmd, log := child(t, nil, a...)
+		if code := exitCodeOf(cmd.Wait()); code != 0 {
+			out := log.String()
+			t.Errorf("generate with a %d-byte command line: exit %d, want 0:\n%.2000s", 8*n, code, out)
+		}
+	}
+	cmd, log := child(t, nil, "generate", "--model", exp, "--prompt", strings.Repeat("x", 40000), "--max-new-tokens", "2")
+	code := exitCodeOf(cmd.Wait())
+	if out := log.String(); code != 1 || !strings.HasPrefix(out, "ortq: prompt") || strings.Count(out, "\n") != 1 {
+		t.Errorf("generate with a 40 KB prompt: exit %d, want 1 with one line refusing it:\n%.2000s", code, out)
 	}
 }
 
@@ -302,5 +309,40 @@ func TestAdaptersCheckedEverywhere(t *testing.T) {
 				t.Errorf("%s adapter, %s: %v, want a refusal naming %q", c.name, a[0], err, c.want)
 			}
 		}
+	}
+}
+
+// TestResumeAdviceRuns (issue 26 #9): the command an interrupted `train --force` prints is
+// run as printed and continues the run (it used to keep --force, which --resume refuses).
+func TestResumeAdviceRuns(t *testing.T) {
+	dir, args := relFixture(t, 4)
+	out := filepath.Join(dir, "run")
+	cmd, log := child(t, []string{"ORTQ_TEST_SIGNAL_AT=1:2"}, with(args, "--out", out, "--force")...)
+	if code := exitCodeOf(cmd.Wait()); code != 0 {
+		t.Fatalf("exit %d after SIGINT:\n%s", code, log)
+	}
+	m := regexp.MustCompile(`resume with: ortq (.*)\n`).FindStringSubmatch(log.String())
+	if m == nil {
+		t.Fatalf("no resume command printed:\n%s", log)
+	}
+	var printed []string
+	for _, f := range strings.Fields(m[1]) { // shellQuote quotes nothing in these paths
+		printed = append(printed, strings.Trim(f, "'"))
+	}
+	if err := run(t, printed...); err != nil {
+		t.Fatalf("the printed command %q: %v", m[1], err)
+	}
+}
+
+// TestWarmupOutlastsRun (issue 26 minor): --warmup-steps 1000 --max-steps 1 warns that the
+// learning rate never reaches --lr instead of training at lr 0 silently.
+func TestWarmupOutlastsRun(t *testing.T) {
+	if warmupWarning(2, 3) != "" || warmupWarning(5, 0) != "" || warmupWarning(3, 3) == "" {
+		t.Error("warmupWarning: wrong cases")
+	}
+	dir, args := relFixture(t, 1)
+	cmd, log := child(t, nil, with(setFlag(args, "--warmup-steps", "1000"), "--out", filepath.Join(dir, "w"))...)
+	if code := exitCodeOf(cmd.Wait()); code != 0 || !strings.Contains(log.String(), "--warmup-steps 1000 ≥ --max-steps 1") {
+		t.Errorf("exit %d, want 0 with a warning naming both flags:\n%s", code, log)
 	}
 }

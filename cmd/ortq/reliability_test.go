@@ -235,7 +235,7 @@ func checkAllComplete(t *testing.T, root string) int {
 	return newest
 }
 
-// TestSignalCheckpointsAndResumes: SIGINT or SIGTERM during training stops at the next
+// TestSignalCheckpointsAndResumes: SIGINT, SIGTERM or SIGHUP during training stops at the next
 // micro-batch, writes a checkpoint, exits 0 saying how to resume; the resumed run equals
 // the uninterrupted one bit for bit.
 func TestSignalCheckpointsAndResumes(t *testing.T) {
@@ -245,7 +245,7 @@ func TestSignalCheckpointsAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := readFinal(t, straight)
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} { // SIGHUP: issue 26
 		t.Run(sig.String(), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "run")
 			// The child signals itself once step 3's checkpoint is written (ORTQ_TEST_SIGNAL_AT),

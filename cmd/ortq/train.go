@@ -316,6 +316,9 @@ func runTrain(v *viper.Viper) error {
 	if err := checkTrainFlags(v); err != nil {
 		return err
 	}
+	if w := warmupWarning(v.GetInt("warmup-steps"), v.GetInt("max-steps")); w != "" {
+		fmt.Fprintln(os.Stderr, w)
+	}
 	out := v.GetString("out")
 	if out == "" {
 		out = filepath.Join(dir, "run")
@@ -527,6 +530,15 @@ func checkStepSize(microBatch, seqLen, gradAccum int) error {
 	return nil
 }
 
+// warmupWarning warns when the warmup outlasts the run (--max-steps): the learning rate
+// never reaches --lr (the first step trains at lr 0).
+func warmupWarning(warmup, maxSteps int) string {
+	if maxSteps > 0 && warmup >= maxSteps {
+		return fmt.Sprintf("warning: --warmup-steps %d ≥ --max-steps %d: the learning rate never reaches --lr (step 1 trains at lr 0); lower --warmup-steps", warmup, maxSteps)
+	}
+	return ""
+}
+
 // checkDataFlags refuses out-of-range values of the dataset flags (train and eval).
 func checkDataFlags(v *viper.Viper) error {
 	if n := v.GetInt("max-seq-len"); n < 1 {
@@ -586,14 +598,15 @@ var checkpointHook train.CheckpointHook
 // exitNow ends the process on a second signal (a variable so the reason is greppable).
 var exitNow = os.Exit
 
-// interruptContext is cancelled by the first SIGINT/SIGTERM, which makes train.Run stop
+// interruptContext is cancelled by the first SIGINT/SIGTERM/SIGHUP, which makes train.Run stop
 // at the next micro-batch boundary, write a checkpoint and return; a second signal exits
 // at once with status 130 (128+SIGINT, what a shell reports for Ctrl-C), leaving the
 // newest complete checkpoint as it is.
 func interruptContext() (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal or ssh session checkpoints the run instead of killing it.
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -617,8 +630,8 @@ func interruptContext() (context.Context, func()) {
 	}
 }
 
-// resumeCommand is the command line to continue this run: the same arguments with
-// --resume latest.
+// resumeCommand is the command line to continue this run: the same arguments without
+// --force, with --resume latest.
 func resumeCommand(args []string) string {
 	out := []string{"ortq"}
 	for i := 0; i < len(args); i++ {
@@ -627,7 +640,8 @@ func resumeCommand(args []string) string {
 			i++
 			continue
 		}
-		if strings.HasPrefix(a, "--resume=") {
+		// --force discards checkpoints and cannot be combined with --resume.
+		if strings.HasPrefix(a, "--resume=") || a == "--force" || strings.HasPrefix(a, "--force=") {
 			continue
 		}
 		out = append(out, shellQuote(a))
