@@ -4,6 +4,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/internal/safetensors"
@@ -58,4 +60,21 @@ func FuzzAdapter(f *testing.F) {
 		os.WriteFile(cp, cfg, 0o644)
 		m.CheckAdapterConfig(cp)
 	})
+}
+
+// TestTamperedManifest (issue 26 minor): ReadManifest refuses a lora_init outside the
+// artifacts directory and a LoRA rank of 0, naming the field.
+func TestTamperedManifest(t *testing.T) {
+	for _, c := range []struct{ edit, want string }{
+		{`"lora_init":"../other/lora_init.safetensors"`, "lora_init"},
+		{`"lora_init":"/etc/passwd"`, "lora_init"},
+		{`"options":{"lora_r":0,"lora_alpha":16}`, "options.lora_r"},
+	} {
+		dir := t.TempDir()
+		b := `{"format":` + strconv.Itoa(FormatVersion) + `,"lora_init":"lora_init.safetensors","options":{"lora_r":8,"lora_alpha":16},` + c.edit + `}`
+		os.WriteFile(filepath.Join(dir, ManifestFile), []byte(b), 0o644)
+		if _, err := ReadManifest(dir); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want a refusal naming %s", c.edit, err, c.want)
+		}
+	}
 }

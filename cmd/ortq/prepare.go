@@ -93,7 +93,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f := cmd.Flags()
 	f.String("model", defaultmodel.Name, "Llama ONNX graph to fine-tune (weights inline or as external data beside it); \"default\" is the small pretrained Llama embedded in ortq")
 	f.String("out", "", "artifacts directory to write (created atomically)")
-	f.Bool("force", false, "replace an existing artifacts directory")
+	f.Bool("force", false, "replace an existing artifacts directory that holds artifacts and nothing else (a run inside it, another output or your files are refused)")
 	f.Bool("list-targets", false, "print the Linear layers found per decoder layer and exit")
 	f.StringSlice("targets", d.Targets, "LoRA target Linears: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head")
 	f.Int("lora-r", d.Rank, "LoRA rank r")

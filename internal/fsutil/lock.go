@@ -136,8 +136,12 @@ func (l *Lock) Release() {
 		return
 	}
 	// Unlink while still holding the lock: a waiter that opened the old file notices
-	// (lockPath compares inodes) and retries on a fresh one.
-	os.Remove(l.path)
+	// (lockPath compares inodes) and retries on a fresh one. Only our own file: after a
+	// replacing command swapped its directory away, the path may name another writer's.
+	var fst, pst syscall.Stat_t
+	if syscall.Fstat(int(l.f.Fd()), &fst) == nil && syscall.Lstat(l.path, &pst) == nil && fst.Ino == pst.Ino && fst.Dev == pst.Dev {
+		os.Remove(l.path)
+	}
 	l.f.Close()
 	l.f = nil
 	if l.created != "" {
