@@ -4,10 +4,9 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
-	"os"
 	"time"
 
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
 )
@@ -156,7 +155,7 @@ func (r *Result) JSON() ([]byte, error) {
 
 // ReadResult reads a report.json (ortq's or a peer's).
 func ReadResult(path string) (*Result, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadLimited(path, "bench result", 64<<20)
 	if err != nil {
 		return nil, fmt.Errorf("bench result: %w", err)
 	}

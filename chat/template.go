@@ -14,6 +14,8 @@ import (
 	"github.com/nikolalohinski/gonja/v2/config"
 	"github.com/nikolalohinski/gonja/v2/exec"
 	"github.com/nikolalohinski/gonja/v2/loaders"
+
+	"github.com/ortq/ortq/internal/fsutil"
 )
 
 // Message is one turn of a conversation in the OpenAI / Hugging Face chat form.
@@ -162,7 +164,7 @@ var ErrNoTemplate = errors.New("the tokenizer has no chat template: pass one wit
 // config's template (--chat-template).
 func Load(tokenizerJSON, override string) (*Template, error) {
 	cfgPath := filepath.Join(filepath.Dir(tokenizerJSON), "tokenizer_config.json")
-	raw, err := os.ReadFile(cfgPath)
+	raw, err := fsutil.ReadLimited(cfgPath, "tokenizer_config.json", 16<<20)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("chat template: %w", err)
 	}
@@ -183,7 +185,7 @@ func FromConfig(cfgPath string, raw []byte, override string) (*Template, error) 
 	}
 	bos, eos := tokenContent(cfg.BOS), tokenContent(cfg.EOS)
 	if override != "" {
-		src, err := os.ReadFile(override)
+		src, err := fsutil.ReadLimited(override, "chat template", 16<<20)
 		if err != nil {
 			return nil, fmt.Errorf("--chat-template: %w", err)
 		}

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,30 +30,24 @@ func (a *Adapter) Has(mod string) bool { return a != nil && a.A[mod] != nil }
 // LoadAdapter reads a PEFT adapter_model.safetensors and checks every tensor the manifest
 // lists (name and shape), and, when adapter_config.json sits beside it, its r and α.
 func LoadAdapter(path string, man *manifest.Manifest) (*Adapter, error) {
-	f, err := safetensors.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
 	r, alpha := loraOptions(man)
 	if r <= 0 {
 		return nil, fmt.Errorf("manifest: no lora_r recorded: rerun `ortq prepare`")
 	}
+	if err := checkAdapterConfig(filepath.Join(filepath.Dir(path), "adapter_config.json"), man); err != nil {
+		return nil, err
+	}
+	f, err := safetensors.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
 	ad := &Adapter{Path: path, A: map[string][]float32{}, B: map[string][]float32{}, Shape: map[string][2][]int64{}, Scale: alpha / float64(r)}
-	if err := checkAdapterConfig(filepath.Join(filepath.Dir(path), "adapter_config.json"), r, alpha); err != nil {
+	values, err := man.AdapterValues(path, f) // names, shapes, finiteness, nothing else
+	if err != nil {
 		return nil, err
 	}
 	for _, p := range man.Params {
-		t, ok := f.Get(p.Name)
-		if !ok {
-			return nil, fmt.Errorf("%s: tensor %q missing (the artifacts adapt %s): pass an adapter trained on these artifacts", path, p.Name, p.Module)
-		}
-		v, err := t.Float32s()
-		if err != nil {
-			return nil, fmt.Errorf("%s: tensor %q: %w", path, p.Name, err)
-		}
-		if int64(len(v)) != p.Shape[0]*p.Shape[1] {
-			return nil, fmt.Errorf("%s: tensor %q has %d values, the artifacts want shape %v", path, p.Name, len(v), p.Shape)
-		}
+		v := values[p.Name]
 		sh := ad.Shape[p.Module]
 		if p.Kind == "A" {
 			ad.A[p.Module], sh[0] = v, p.Shape
@@ -78,26 +71,14 @@ func loraOptions(man *manifest.Manifest) (r int, alpha float64) {
 	return r, alpha
 }
 
-// checkAdapterConfig refuses an adapter_config.json whose r or α differ from the artifacts'
-// (a missing file is fine: the safetensors alone carry no scale, the manifest's applies).
-func checkAdapterConfig(path string, r int, alpha float64) error {
-	b, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
+// checkAdapterConfig checks an adapter_config.json beside the adapter as train
+// --init-adapter does (manifest.CheckAdapterConfig); a missing file is fine: the
+// safetensors alone carry no scale, the manifest's applies.
+func checkAdapterConfig(path string, man *manifest.Manifest) error {
+	if _, err := os.Lstat(path); os.IsNotExist(err) {
 		return nil
-	} else if err != nil {
-		return err
 	}
-	var c struct {
-		R     int     `json:"r"`
-		Alpha float64 `json:"lora_alpha"`
-	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if c.R != r || c.Alpha != alpha {
-		return fmt.Errorf("%s: r %d, lora_alpha %g; the artifacts were prepared with r %d, alpha %g", path, c.R, c.Alpha, r, alpha)
-	}
-	return nil
+	return man.CheckAdapterConfig(path)
 }
 
 // inputs returns the graph values holding Aᵀ [in, r] and Bᵀ [r, out] of mod in the graph's

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"os"
 
 	flatbuffers "github.com/google/flatbuffers/go"
 	"github.com/ortq/ortq/internal/fsutil"
@@ -101,11 +100,15 @@ type AdapterParam struct {
 	Raw   []byte
 }
 
+// maxAdapterFileBytes bounds an .onnx_adapter read whole (LoRA tensors of a large model
+// at a high rank stay well below it).
+const maxAdapterFileBytes = 4 << 30
+
 // ReadAdapterFile reads an .onnx_adapter file's parameters. The flatbuffers Go runtime reads
 // without bounds checks (there is no Go verifier), so sizes are checked here and a file
 // that still sends a read out of range is reported as damaged instead of panicking.
 func ReadAdapterFile(path string) (params []AdapterParam, err error) {
-	buf, err := os.ReadFile(path)
+	buf, err := fsutil.ReadLimited(path, AdapterFile, maxAdapterFileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +117,7 @@ func ReadAdapterFile(path string) (params []AdapterParam, err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			params, err = nil, fmt.Errorf("%s: damaged adapter file (%v)", path, r)
+			params, err = nil, fmt.Errorf("%s: damaged or truncated adapter file (an offset points outside its %d bytes): export it again", path, len(buf))
 		}
 	}()
 	root := &flatbuffers.Table{Bytes: buf, Pos: flatbuffers.GetUOffsetT(buf)}

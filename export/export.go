@@ -90,10 +90,7 @@ func (o *Options) check() error {
 	case o.Merge && o.Adapter == "":
 		return fmt.Errorf("--merge needs --adapter")
 	}
-	if st, err := os.Stat(o.Out); err == nil && (!o.Force || !st.IsDir()) {
-		return fmt.Errorf("output %q exists: pass --force to replace it", o.Out)
-	}
-	return nil
+	return fsutil.CheckReplace(o.Out, o.Force, GenAIConfigFile, "export")
 }
 
 // write fills a temporary sibling of o.Out (model, adapter file, genai_config.json,

@@ -3,7 +3,9 @@ package export
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+	"path/filepath"
+
+	"github.com/ortq/ortq/internal/fsutil"
 )
 
 // GenAIConfig is onnxruntime-genai's genai_config.json for a decoder-only model (the
@@ -18,7 +20,7 @@ type GenAIModel struct {
 	BOS           int          `json:"bos_token_id"`
 	ContextLength int          `json:"context_length"`
 	Decoder       GenAIDecoder `json:"decoder"`
-	EOS           []int        `json:"eos_token_id"`
+	EOS           IntList      `json:"eos_token_id"`
 	Pad           int          `json:"pad_token_id"`
 	Type          string       `json:"type"`
 	VocabSize     int          `json:"vocab_size"`
@@ -60,7 +62,7 @@ type specialTokens struct {
 
 // genaiConfig describes the exported decoder of s.
 func genaiConfig(s *Source, file string) (*GenAIConfig, error) {
-	b, err := os.ReadFile(s.ConfigPath)
+	b, err := fsutil.ReadLimited(s.ConfigPath, "config.json", 16<<20)
 	if err != nil {
 		return nil, err
 	}
@@ -99,16 +101,49 @@ func genaiConfig(s *Source, file string) (*GenAIConfig, error) {
 
 // ReadGenAIConfig reads an exported directory's genai_config.json.
 func ReadGenAIConfig(path string) (*GenAIConfig, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadLimited(path, GenAIConfigFile, 16<<20)
 	if err != nil {
 		return nil, err
 	}
+	return ParseGenAIConfig(path, b)
+}
+
+// ParseGenAIConfig parses the genai_config.json bytes read from path (the fuzzing entry
+// point). The decoder's file must lie inside the export: a relative path without "..".
+func ParseGenAIConfig(path string, b []byte) (*GenAIConfig, error) {
 	var c GenAIConfig
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("%s: not a genai_config.json: %w", path, err)
 	}
-	if c.Model.Decoder.Filename == "" || c.Model.Decoder.Layers <= 0 {
+	d := c.Model.Decoder
+	if d.Filename == "" || d.Layers <= 0 {
 		return nil, fmt.Errorf("%s: no model.decoder.filename or num_hidden_layers: export the model with `ortq export`", path)
 	}
+	if !filepath.IsLocal(d.Filename) {
+		return nil, fmt.Errorf("%s: model.decoder.filename %q is not a file inside the export directory", path, d.Filename)
+	}
 	return &c, nil
+}
+
+// IntList is a JSON list of ints that also reads a single int, as genai and transformers
+// write eos_token_id either way.
+type IntList []int
+
+// UnmarshalJSON reads an int or a list of ints.
+func (l *IntList) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*l = nil
+		return nil
+	}
+	var one int
+	if err := json.Unmarshal(b, &one); err == nil {
+		*l = IntList{one}
+		return nil
+	}
+	var many []int
+	if err := json.Unmarshal(b, &many); err != nil {
+		return fmt.Errorf("eos_token_id: want an int or a list of ints: %w", err)
+	}
+	*l = many
+	return nil
 }

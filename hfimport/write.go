@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -18,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/quantize"
@@ -271,30 +271,9 @@ func Synth(o SynthOptions) (*Result, error) {
 }
 
 // checkOut refuses to replace an existing output unless forced, and then only a directory
-// that looks like ours.
+// that holds an imported model (and nothing else) or nothing (fsutil.CheckReplace).
 func checkOut(out string, force bool) error {
-	if out == "" {
-		return fmt.Errorf("--out is required")
-	}
-	st, err := os.Stat(out)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !force {
-		return fmt.Errorf("output %q exists: pass --force to replace it", out)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("output %q exists and is not a directory", out)
-	}
-	if _, err := os.Stat(filepath.Join(out, ModelFile)); err != nil {
-		if entries, _ := os.ReadDir(out); len(entries) > 0 {
-			return fmt.Errorf("output %q is a non-empty directory without %s: refusing to replace it", out, ModelFile)
-		}
-	}
-	return nil
+	return fsutil.CheckReplace(out, force, ModelFile, "import")
 }
 
 // chunkElems is the unit of work for conversion and generation (and of synth's random

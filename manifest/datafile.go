@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/ortq/ortq/internal/fsutil"
 )
 
 // DataFile is one external data file of an artifacts directory as prepare wrote it.
@@ -148,7 +150,7 @@ func (m *Manifest) VerifyHashesOnce(dir string) (hashed bool, err error) {
 		return false, err
 	}
 	recorded := map[string]fileState{}
-	if b, err := os.ReadFile(filepath.Join(dir, VerifiedFile)); err == nil {
+	if b, err := fsutil.ReadLimited(filepath.Join(dir, VerifiedFile), VerifiedFile, 1<<20); err == nil {
 		_ = json.Unmarshal(b, &recorded) // a damaged record only costs a hash
 	}
 	for _, f := range m.DataFiles {

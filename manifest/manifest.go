@@ -3,8 +3,9 @@ package manifest
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
+
+	"github.com/ortq/ortq/internal/fsutil"
 )
 
 // FormatVersion is bumped whenever the artifacts layout changes incompatibly.
@@ -262,7 +263,7 @@ type Counts struct {
 // ReadManifest loads dir/manifest.json and checks its format version.
 func ReadManifest(dir string) (*Manifest, error) {
 	p := filepath.Join(dir, ManifestFile)
-	b, err := os.ReadFile(p)
+	b, err := fsutil.ReadLimited(p, ManifestFile, 16<<20)
 	if err != nil {
 		return nil, fmt.Errorf("artifacts %q: %w (run `ortq prepare` first)", dir, err)
 	}
@@ -273,12 +274,50 @@ func ReadManifest(dir string) (*Manifest, error) {
 	if m.Format != FormatVersion {
 		return nil, fmt.Errorf("%s: format %d, this ortq reads format %d: rerun `ortq prepare`", p, m.Format, FormatVersion)
 	}
+	if err := m.checkFields(); err != nil {
+		return nil, fmt.Errorf("%s: %w: rerun `ortq prepare` (the manifest was edited or damaged)", p, err)
+	}
 	// A stat per data file: every command that opens artifacts refuses a truncated or
 	// replaced weights.bin here, before ONNX Runtime reads it.
 	if err := m.CheckSizes(dir); err != nil {
 		return nil, err
 	}
 	return &m, nil
+}
+
+// checkFields refuses what a tampered manifest could point elsewhere or make meaningless:
+// file names outside the artifacts directory, a LoRA rank or α that is not positive,
+// LoRA tensors that are not 2-D with positive dimensions.
+func (m *Manifest) checkFields() error {
+	files := map[string]string{"lora_init": m.LoRAInit, "weights": m.Weights, "train.file": m.Train.File, "eval.file": m.Eval.File}
+	for _, g := range []*Graph{m.TrainRecompute, m.TrainStep} {
+		if g != nil {
+			files["graph "+g.File] = g.File
+		}
+	}
+	for k, g := range m.StepPolicies {
+		if g != nil {
+			files["step_policies."+k] = g.File
+		}
+	}
+	for field, f := range files {
+		if f != "" && (!filepath.IsLocal(f) || f != filepath.Base(f)) {
+			return fmt.Errorf("%s %q is not a file of the artifacts directory", field, f)
+		}
+	}
+	if o, ok := m.Options.(map[string]any); ok {
+		for _, k := range []string{"lora_r", "lora_alpha"} {
+			if v, ok := o[k].(float64); ok && !(v > 0) {
+				return fmt.Errorf("options.%s %v: must be > 0", k, v)
+			}
+		}
+	}
+	for _, p := range m.Params {
+		if len(p.Shape) != 2 || p.Shape[0] <= 0 || p.Shape[1] <= 0 {
+			return fmt.Errorf("lora_params %q: shape %v, want two positive dimensions", p.Name, p.Shape)
+		}
+	}
+	return nil
 }
 
 // Input returns the input with a role ("" when absent).

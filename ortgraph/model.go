@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
 	"io"
 	"math"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -54,10 +54,17 @@ func Load(path string) (*Model, error) {
 	if st.IsDir() {
 		return nil, fmt.Errorf("model %q is a directory: pass the .onnx file", path)
 	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("model %q is not a regular file (a device or a pipe): pass the .onnx file", path)
+	}
 	if st.Size() > MaxModelProtoBytes {
 		return nil, fmt.Errorf("model %q: %w: protobuf part is %d bytes (limit 2 GiB); save weights as external data", path, ErrInvalidModel, st.Size())
 	}
-	buf, err := io.ReadAll(f)
+	// Bounded by reading too: stat says 0 for a device such as /dev/zero.
+	buf, err := io.ReadAll(io.LimitReader(f, MaxModelProtoBytes+1))
+	if err == nil && int64(len(buf)) > MaxModelProtoBytes {
+		return nil, fmt.Errorf("model %q: %w: protobuf part is larger than %d bytes (the limit for an ONNX model); save weights as external data", path, ErrInvalidModel, int64(MaxModelProtoBytes))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read model %q: %w", path, err)
 	}

@@ -3,7 +3,6 @@ package prepare
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/internal/safetensors"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
@@ -181,24 +181,9 @@ func Run(o Options, logf func(string, ...any)) (*Result, error) {
 }
 
 // checkOut refuses an output that exists, unless --force is given and it is a directory
-// that holds artifacts or nothing.
+// that holds artifacts (and nothing else) or nothing (fsutil.CheckReplace).
 func checkOut(o Options) error {
-	st, err := os.Stat(o.Out)
-	if err != nil {
-		return nil
-	}
-	if !o.Force {
-		return fmt.Errorf("output %q exists: pass --force to replace it", o.Out)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("output %q exists and is not a directory", o.Out)
-	}
-	if _, err := os.Stat(filepath.Join(o.Out, manifest.ManifestFile)); err != nil {
-		if entries, _ := os.ReadDir(o.Out); len(entries) > 0 {
-			return fmt.Errorf("output %q is a non-empty directory without %s: refusing to replace it", o.Out, manifest.ManifestFile)
-		}
-	}
-	return nil
+	return fsutil.CheckReplace(o.Out, o.Force, manifest.ManifestFile, "prepare")
 }
 
 // loadModel loads a supported model and returns it with its source opset, raised to opset

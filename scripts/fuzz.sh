@@ -20,6 +20,8 @@ targets=(
   cmd/ortq:FuzzOptionValues
   cmd/ortq:FuzzConfigFile
   export:FuzzReadAdapterFile
+  export:FuzzGenAIConfig
+  manifest:FuzzAdapter
 )
 if [ $# -gt 0 ]; then targets=("$@"); fi
 status=0

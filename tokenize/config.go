@@ -2,10 +2,13 @@ package tokenize
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ortq/ortq/internal/fsutil"
 )
 
 // fileJSON is the part of a Hugging Face tokenizer.json this package reads. Components are
@@ -132,8 +135,15 @@ func isNull(raw json.RawMessage) bool {
 	return s == "" || s == "null"
 }
 
+// Limits of the tokenizer files read (the largest published tokenizer.json files are
+// tens of MB; a chat template config a few hundred KB).
+const (
+	maxTokenizerBytes       = 256 << 20
+	maxTokenizerConfigBytes = 16 << 20
+)
+
 func readFile(path string) (*fileJSON, *configJSON, error) {
-	b, err := os.ReadFile(path)
+	b, err := fsutil.ReadLimited(path, "tokenizer.json", maxTokenizerBytes)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tokenize: %w", err)
 	}
@@ -145,7 +155,9 @@ func readFile(path string) (*fileJSON, *configJSON, error) {
 	// overrides the post-processor with add_bos_token/add_eos_token) and names BOS/EOS/PAD.
 	var cfg *configJSON
 	cpath := filepath.Join(filepath.Dir(path), "tokenizer_config.json")
-	if cb, err := os.ReadFile(cpath); err == nil {
+	if cb, err := fsutil.ReadLimited(cpath, "tokenizer_config.json", maxTokenizerConfigBytes); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("tokenize: %w", err)
+	} else if err == nil {
 		cfg = new(configJSON)
 		if err := json.Unmarshal(cb, cfg); err != nil {
 			return nil, nil, fmt.Errorf("tokenize: %s: %w", cpath, err)

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/dlclark/regexp2"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -92,7 +91,7 @@ func newReplacer(p *patternJSON, to, field string) (func(string) string, error) 
 		}
 		return func(s string) string { return strings.ReplaceAll(s, from, to) }, nil
 	case p != nil && p.Regex != nil:
-		re, err := regexp2.Compile(*p.Regex, regexp2.None)
+		re, err := compileRegex(*p.Regex)
 		if err != nil {
 			return nil, fmt.Errorf("%s.pattern.Regex %q: %w", field, *p.Regex, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -61,7 +62,26 @@ func (p stringMatcher) find(s string, dst [][2]int) [][2]int {
 	}
 }
 
+// regexMatcher runs a regexp2 pattern. regexp2 backtracks, so a pathological pattern such
+// as (a+)+$ can take exponential time: each match gets matchTimeout, and a timeout panics
+// with a regexTimeout that Encode and Decode turn into an error naming the pattern.
 type regexMatcher struct{ re *regexp2.Regexp }
+
+// matchTimeout bounds one regexp2 match (ordinary tokenizer patterns take microseconds).
+const matchTimeout = time.Second
+
+// regexTimeout is the panic value of a regexp2 match that ran out of time.
+type regexTimeout struct{ pattern string }
+
+// compileRegex compiles a tokenizer.json pattern for regexMatcher, with the match timeout.
+func compileRegex(pattern string) (*regexp2.Regexp, error) {
+	re, err := regexp2.Compile(pattern, regexp2.None)
+	if err != nil {
+		return nil, err
+	}
+	re.MatchTimeout = matchTimeout
+	return re, nil
+}
 
 func (m regexMatcher) find(s string, dst [][2]int) [][2]int {
 	runes := []rune(s)
@@ -79,6 +99,9 @@ func (m regexMatcher) find(s string, dst [][2]int) [][2]int {
 			dst = append(dst, [2]int{offs[mt.Index], offs[mt.Index+mt.Length]})
 		}
 		mt, err = m.re.FindNextMatch(mt)
+	}
+	if err != nil {
+		panic(regexTimeout{m.re.String()})
 	}
 	return dst
 }
@@ -99,7 +122,7 @@ func newMatcher(p *patternJSON, field string) (matcher, error) {
 		case gpt2Pattern:
 			return scanMatcher(scanGPT2), nil
 		}
-		re, err := regexp2.Compile(*p.Regex, regexp2.None)
+		re, err := compileRegex(*p.Regex)
 		if err != nil {
 			return nil, fmt.Errorf("%s.pattern.Regex %q: %w", field, *p.Regex, err)
 		}
@@ -507,6 +530,7 @@ func buildPre(raw json.RawMessage, field string) (steps []preTokenizer, byteLeve
 		return []preTokenizer{m}, false, nil
 	case "Whitespace":
 		re := regexp2.MustCompile(`\w+|[^\w\s]+`, regexp2.None)
+		re.MatchTimeout = matchTimeout
 		return []preTokenizer{&splitPre{regexMatcher{re}, "Removed", true}}, false, nil
 	case "WhitespaceSplit":
 		return []preTokenizer{whitespaceSplit{}}, false, nil

@@ -305,6 +305,15 @@ func (t *Tokenizer) normalize(s string) string {
 	return s
 }
 
+// panicError is the error of a panic while doing what: a regex match that ran out of time
+// (regexTimeout), else an internal error.
+func (t *Tokenizer) panicError(r any, what string) error {
+	if rt, ok := r.(regexTimeout); ok {
+		return fmt.Errorf("tokenize: %s: the pattern %q took longer than %v on one text while %s (catastrophic backtracking): fix the regex in that tokenizer.json", t.path, rt.pattern, matchTimeout, what)
+	}
+	return fmt.Errorf("tokenize: %s: internal error %s (please report): %v", t.path, what, r)
+}
+
 // Encode returns the ids of text. With addSpecial the post-processor's special tokens (BOS,
 // EOS, as tokenizer.json / tokenizer_config.json say) are added. Special-token strings inside
 // text always map to their ids, as in tokenizers (split_special_tokens=false).
@@ -312,7 +321,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) (ids []int, err error) 
 	st := t.pool.Get().(*state)
 	defer func() {
 		if r := recover(); r != nil {
-			ids, err = nil, fmt.Errorf("tokenize: %s: internal error encoding %.40q (please report): %v", t.path, text, r)
+			ids, err = nil, t.panicError(r, fmt.Sprintf("encoding %.40q", text))
 			st = &state{cache: map[string][2]int32{}} // drop possibly corrupt scratch
 		}
 		t.pool.Put(st)
@@ -407,7 +416,7 @@ func (t *Tokenizer) EncodeBatch(texts []string, addSpecial bool) ([][]int, error
 func (t *Tokenizer) Decode(ids []int, skipSpecial bool) (s string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s, err = "", fmt.Errorf("tokenize: %s: internal error decoding (please report): %v", t.path, r)
+			s, err = "", t.panicError(r, "decoding")
 		}
 	}()
 	toks := make([]string, 0, len(ids))

@@ -142,20 +142,13 @@ func LoadParams(path string, man *manifest.Manifest) ([]Param, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []Param
+	v, err := man.AdapterValues(path, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Param, 0, len(man.Params))
 	for _, p := range man.Params {
-		t, ok := f.Get(p.Name)
-		if !ok {
-			return nil, fmt.Errorf("%s: tensor %q missing", path, p.Name)
-		}
-		v, err := t.Float32s()
-		if err != nil {
-			return nil, fmt.Errorf("%s: tensor %q: %w", path, p.Name, err)
-		}
-		if int64(len(v)) != p.Shape[0]*p.Shape[1] {
-			return nil, fmt.Errorf("%s: tensor %q has %d values, want %v", path, p.Name, len(v), p.Shape)
-		}
-		out = append(out, Param{Name: p.Name, Data: v})
+		out = append(out, Param{Name: p.Name, Data: v[p.Name]})
 	}
 	return out, nil
 }

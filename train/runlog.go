@@ -2,7 +2,10 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/shirou/gopsutil/v4/mem"
@@ -66,7 +69,11 @@ func openRunLog(path string, every int, gpu func() (uint64, uint64, bool), resum
 	if resume {
 		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
 	}
-	f, err := os.OpenFile(path, flags, 0o644)
+	// O_NOFOLLOW: a symbolic link planted at run.jsonl must not be written through.
+	f, err := os.OpenFile(path, flags|syscall.O_NOFOLLOW, 0o644)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("run log %q is a symbolic link: remove it (ortq never writes through one)", path)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -123,7 +123,7 @@ func (t *Trainer) setup() (*run, error) {
 		return nil, fmt.Errorf("--micro-batch and --grad-accum must be positive")
 	}
 	l := &run{cfg: cfg, b: t.Backend, train: t.Train, log: cfg.Log, lastSaved: -1, first: 1,
-		lastGood: "none (no checkpoint was written yet)"}
+		lastGood: noCheckpoint}
 	if l.log == nil {
 		l.log = os.Stderr
 	}
@@ -310,6 +310,9 @@ func (l *run) evaluate(step int) (EvalResult, error) {
 	return r, nil
 }
 
+// noCheckpoint is lastGood before the first checkpoint.
+const noCheckpoint = "none (no checkpoint was written yet)"
+
 // step runs loop step `step`: one optimizer step over GradAccum micro-batches, its
 // accounting (skips, non-finite stops), then the evaluation and checkpoint due after it.
 func (l *run) step(ctx context.Context, step int) error {
@@ -323,6 +326,9 @@ func (l *run) step(ctx context.Context, step int) error {
 	in := StepInput{Step: step, LR: lr}
 	tokens := int64(0)
 	for k := 0; k < cfg.GradAccum; k++ {
+		if err := ctx.Err(); err != nil { // a signal while a long step is built
+			return l.interrupted(step, pos, err)
+		}
 		b := l.it.Next()
 		in.Batches = append(in.Batches, b)
 		in.Seeds = append(in.Seeds, microSeed(cfg.Seed, step, k))
@@ -416,6 +422,9 @@ func (l *run) save(step int, pos data.Position) error {
 		l.lastGood, l.lastSaved = dir, step
 	}
 	if err != nil {
+		if l.lastGood == noCheckpoint {
+			return fmt.Errorf("%w; no checkpoint was written yet: start the run again once the output is writable", err)
+		}
 		return fmt.Errorf("%w; the last good checkpoint is %s (resume with --resume latest once the output is writable)", err, l.lastGood)
 	}
 	return nil

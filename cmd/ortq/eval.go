@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/train"
@@ -61,6 +62,11 @@ come from RUN/report.json unless given; one line on stderr says which were used.
 			path := v.GetString("adapter")
 			if path == "" {
 				path = dir + "/" + eng.Man.LoRAInit
+			} else if cfg := filepath.Join(filepath.Dir(path), "adapter_config.json"); fileExists(cfg) {
+				// Checked as train --init-adapter and export check it.
+				if err := eng.Man.CheckAdapterConfig(cfg); err != nil {
+					return err
+				}
 			}
 			params, err := train.LoadParams(path, eng.Man)
 			if err != nil {
@@ -113,4 +119,11 @@ func evalSettings(v *viper.Viper) (train.DataSettings, error) {
 		return d, usageError{fmt.Errorf("--eval-fraction 0 holds nothing out, so there is nothing to evaluate: pass --eval-fraction 1 to evaluate all of --data, or --eval-data FILE")}
 	}
 	return d, nil
+}
+
+// fileExists reports whether path names something (a broken or unreadable one is left to
+// the reader to report).
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }

@@ -63,7 +63,7 @@ one beside the source graph or in the checkpoint directory given to prepare, or 
 	f.String("format", export.FormatONNX, "onnx: one model; onnx-adapter: base model with LoRA inputs + adapter.onnx_adapter")
 	f.String("hf-config", "", "the model's Hugging Face config.json (default: found beside the model given to prepare)")
 	f.String("tokenizer", "", "tokenizer.json to ship (default: the one beside config.json; \"default\": the embedded model's)")
-	f.Bool("force", false, "replace an existing --out")
+	f.Bool("force", false, "replace an existing --out that holds an earlier export and nothing else (a run, another output or your files are refused)")
 	f.Bool("quiet", false, "no messages but errors")
 	return cmd
 }

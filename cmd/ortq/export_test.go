@@ -91,6 +91,8 @@ func TestExportBadInput(t *testing.T) {
 	os.WriteFile(bad, []byte("not a safetensors file"), 0o644)
 	existing := filepath.Join(dir, "existing")
 	os.MkdirAll(existing, 0o755)
+	// An existing export (an empty directory is no longer refused: nothing in it is lost).
+	os.WriteFile(filepath.Join(existing, "genai_config.json"), []byte("{}"), 0o644)
 	out := filepath.Join(dir, "out")
 	for _, c := range []struct {
 		name string

@@ -76,13 +76,18 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	tok, err := tokenize.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		return fmt.Errorf("--model %q: %w (export with --tokenizer to ship one)", dir, err)
+	// The export itself first: a missing or wrong --model is named as such, not as a
+	// missing tokenizer.
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return usageError{fmt.Errorf("--model %q: not a directory: pass one written by ortq export", dir)}
 	}
 	cfg, err := export.ReadGenAIConfig(filepath.Join(dir, export.GenAIConfigFile))
 	if err != nil {
 		return fmt.Errorf("--model %q: %w", dir, err)
+	}
+	tok, err := tokenize.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return fmt.Errorf("--model %q: %w (export with --tokenizer to ship one)", dir, err)
 	}
 	asIDs := v.GetBool("ids")
 	if n, tn := cfg.Model.VocabSize, tok.VocabSize(); n > tn && !asIDs {
@@ -106,6 +111,10 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	// Refused before anything is printed (generate.Generate checks it again).
+	if ctx, n := cfg.Model.ContextLength, v.GetInt("max-new-tokens"); ctx > 0 && len(ids)+n > ctx {
+		return fmt.Errorf("prompt (%d tokens) + --max-new-tokens %d exceeds the model's context of %d tokens", len(ids), n, ctx)
 	}
 	opts, err := sessionOptions(v)
 	if err != nil {
@@ -215,6 +224,11 @@ func useAdapter(m *generate.Model, dir, adapter string) error {
 	}
 	if m.AdapterInputs() == 0 {
 		return usageError{fmt.Errorf("--adapter %q: the model in %s has no LoRA inputs: export it with --format onnx-adapter", adapter, dir)}
+	}
+	// Read and checked here first, bounded (ONNX Runtime would read a device such as
+	// /dev/zero without end, and crash or misreport on a truncated file).
+	if _, err := export.ReadAdapterFile(adapter); err != nil {
+		return fmt.Errorf("--adapter: %w", err)
 	}
 	return m.UseAdapter(adapter)
 }

@@ -134,7 +134,7 @@ times slower on ORT 1.29 CUDA in our measurement (H200, Llama-3.2-3B shape).`,
 
 func commonFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.Bool("force", false, "replace an existing output directory written by import/synth")
+	f.Bool("force", false, "replace an existing output directory written by import/synth (and holding nothing else)")
 	f.Int("min-external", hfimport.DefaultMinExternal, "weights of at least this many bytes go to model.onnx.data")
 	f.Int("workers", 0, "parallel conversion/generation workers (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")

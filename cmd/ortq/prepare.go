@@ -93,7 +93,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f := cmd.Flags()
 	f.String("model", defaultmodel.Name, "Llama ONNX graph to fine-tune (weights inline or as external data beside it); \"default\" is the small pretrained Llama embedded in ortq")
 	f.String("out", "", "artifacts directory to write (created atomically)")
-	f.Bool("force", false, "replace an existing artifacts directory")
+	f.Bool("force", false, "replace an existing artifacts directory that holds artifacts and nothing else (a run inside it, another output or your files are refused)")
 	f.Bool("list-targets", false, "print the Linear layers found per decoder layer and exit")
 	f.StringSlice("targets", d.Targets, "LoRA target Linears: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head")
 	f.Int("lora-r", d.Rank, "LoRA rank r")
@@ -143,8 +143,8 @@ func resolveModel(o prepare.Options, quantize bool) (string, error) {
 	return m, nil
 }
 
-// lockReplaced takes the lock of an output that is replaced as a whole (prepare,
-// import, synth) and recovers what killed writers left beside it: an old directory
+// lockReplaced takes the locks of an output that is replaced as a whole (prepare,
+// import, synth, export: beside it and inside it) and recovers what killed writers left beside it: an old directory
 // moved aside is put back, unfinished temporary directories are removed.
 func lockReplaced(out string, quiet bool) (release func(), err error) {
 	if out == "" {
@@ -162,7 +162,14 @@ func lockReplaced(out string, quiet bool) (release func(), err error) {
 	if len(did) > 0 && !quiet {
 		fmt.Fprintf(os.Stderr, "left by an interrupted earlier run: %s\n", strings.Join(did, "; "))
 	}
-	return lock.Release, nil
+	// The lock a train or bench holds inside out, too: never swap away a directory a
+	// live run writes into, and let none start there before the swap.
+	inside, err := fsutil.LockInside(out)
+	if err != nil {
+		lock.Release()
+		return nil, err
+	}
+	return func() { inside.Release(); lock.Release() }, nil
 }
 
 // cleanups run when a command finishes (temporary imports).

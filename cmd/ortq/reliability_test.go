@@ -35,8 +35,18 @@ import (
 //	ORTQ_TEST_SIGNAL_AT=N:SIG send signal number SIG to itself once the checkpoint of
 //	                          step N is complete (a signal at a known step, however fast
 //	                          the machine)
+//	ORTQ_TEST_HOLD_LOCK=DIR   hold DIR's in-place lock (as a train does) until killed
 func TestMain(m *testing.M) {
 	if os.Getenv("ORTQ_TEST_CHILD") == "1" {
+		// ORTQ_TEST_HOLD_LOCK=DIR: hold DIR's in-place lock, as a running train does,
+		// print "locked" and wait to be killed.
+		if d := os.Getenv("ORTQ_TEST_HOLD_LOCK"); d != "" {
+			if _, err := fsutil.LockDir(d); err != nil {
+				panic(err)
+			}
+			fmt.Println("locked")
+			select {}
+		}
 		logPath := os.Getenv("ORTQ_TEST_CK_LOG")
 		sleep, _ := time.ParseDuration(os.Getenv("ORTQ_TEST_CK_SLEEP"))
 		sigStep, sigNum := -1, 0
@@ -225,7 +235,7 @@ func checkAllComplete(t *testing.T, root string) int {
 	return newest
 }
 
-// TestSignalCheckpointsAndResumes: SIGINT or SIGTERM during training stops at the next
+// TestSignalCheckpointsAndResumes: SIGINT, SIGTERM or SIGHUP during training stops at the next
 // micro-batch, writes a checkpoint, exits 0 saying how to resume; the resumed run equals
 // the uninterrupted one bit for bit.
 func TestSignalCheckpointsAndResumes(t *testing.T) {
@@ -235,7 +245,7 @@ func TestSignalCheckpointsAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := readFinal(t, straight)
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} { // SIGHUP: issue 26
 		t.Run(sig.String(), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "run")
 			// The child signals itself once step 3's checkpoint is written (ORTQ_TEST_SIGNAL_AT),

@@ -94,6 +94,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
 	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
 	f.Int("keep", 3, "checkpoints to keep (0: all)")
+	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, alpha, targets and shapes must match the artifacts")
 	f.String("resume", "", "continue an interrupted or finished run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the earlier run's, except the total (--max-steps, --epochs): a larger one trains longer, with the schedule of the new total")
 	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
@@ -154,7 +155,6 @@ func addDataFlags(f *pflag.FlagSet) {
 	f.StringSlice("eval-data", nil, "a separate validation set (.txt or .jsonl), evaluated whole; --data then all trains")
 	f.Int("pad-multiple", data.DefaultPadMultiple, "pad each micro-batch's length to a multiple of this")
 	f.Uint64("seed", 42, "seed for the split, shuffling and dropout")
-	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, alpha, targets and shapes must match the artifacts")
 	f.String("base-model-name", "", "base_model_name_or_path written to adapter_config.json (default: what prepare recorded, the model given to `ortq prepare`)")
 	f.String("text-column", "", "field (JSON) or column (CSV, TSV, Parquet) holding the text of text records (default \"text\")")
 	f.String("prompt-column", "", "field or column of the prompt in prompt/completion records (default \"prompt\")")
@@ -352,6 +352,9 @@ func trainFlags(v *viper.Viper) (trainSetup, error) {
 	if f.dset.EvalFraction >= 1 {
 		return f, usageError{fmt.Errorf("--eval-fraction 1 holds every example out, leaving nothing to train: pass --eval-data FILE for a separate validation set")}
 	}
+	if w := warmupWarning(v.GetInt("warmup-steps"), v.GetInt("max-steps")); w != "" {
+		fmt.Fprintln(os.Stderr, w)
+	}
 	return f, nil
 }
 
@@ -525,6 +528,9 @@ func checkTrainFlags(v *viper.Viper) error {
 			return usageError{fmt.Errorf("--%s %d: must be ≥ %d", c.flag, n, c.min)}
 		}
 	}
+	if err := checkStepSize(v.GetInt("micro-batch"), v.GetInt("max-seq-len"), v.GetInt("grad-accum")); err != nil {
+		return err
+	}
 	if ep := v.GetFloat64("epochs"); v.GetInt("max-steps") == 0 && !(ep > 0) {
 		return usageError{fmt.Errorf("--epochs %g: must be > 0 (or set --max-steps)", ep)}
 	}
@@ -544,6 +550,31 @@ func checkTrainFlags(v *viper.Viper) error {
 		return usageError{fmt.Errorf("--%w", err)}
 	}
 	return nil
+}
+
+// maxStepTokens bounds --grad-accum × --micro-batch × --max-seq-len, checked before anything
+// is allocated: an optimizer step's grad-accum batches are built before its first
+// micro-batch runs (≈ 0.5 GB of batches at the bound). A micro-batch alone is checked
+// against the machine's memory (memory.go).
+const maxStepTokens = 1 << 24
+
+// checkStepSize refuses a --grad-accum whose step would pass the bound, naming the flag (a
+// micro-batch over the bound on its own is memory.go's to refuse, naming --micro-batch).
+func checkStepSize(microBatch, seqLen, gradAccum int) error {
+	batch := int64(microBatch) * int64(seqLen)
+	if step := batch * int64(gradAccum); gradAccum > maxStepTokens || (gradAccum > 1 && batch <= maxStepTokens && step > maxStepTokens) {
+		return usageError{fmt.Errorf("--grad-accum %d × %d tokens a micro-batch = %d tokens an optimizer step: at most %d (the step's batches are built before it runs); lower --grad-accum", gradAccum, batch, step, maxStepTokens)}
+	}
+	return nil
+}
+
+// warmupWarning warns when the warmup outlasts the run (--max-steps): the learning rate
+// never reaches --lr (the first step trains at lr 0).
+func warmupWarning(warmup, maxSteps int) string {
+	if maxSteps > 0 && warmup >= maxSteps {
+		return fmt.Sprintf("warning: --warmup-steps %d ≥ --max-steps %d: the learning rate never reaches --lr (step 1 trains at lr 0); lower --warmup-steps", warmup, maxSteps)
+	}
+	return ""
 }
 
 // checkDataFlags refuses out-of-range values of the dataset flags (train and eval).
@@ -605,14 +636,15 @@ var checkpointHook train.CheckpointHook
 // exitNow ends the process on a second signal (a variable so the reason is greppable).
 var exitNow = os.Exit
 
-// interruptContext is cancelled by the first SIGINT/SIGTERM, which makes train.Run stop
+// interruptContext is cancelled by the first SIGINT/SIGTERM/SIGHUP, which makes train.Run stop
 // at the next micro-batch boundary, write a checkpoint and return; a second signal exits
 // at once with status 130 (128+SIGINT, what a shell reports for Ctrl-C), leaving the
 // newest complete checkpoint as it is.
 func interruptContext() (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal or ssh session checkpoints the run instead of killing it.
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -636,8 +668,8 @@ func interruptContext() (context.Context, func()) {
 	}
 }
 
-// resumeCommand is the command line to continue this run: the same arguments with
-// --resume latest.
+// resumeCommand is the command line to continue this run: the same arguments without
+// --force, with --resume latest.
 func resumeCommand(args []string) string {
 	out := []string{"ortq"}
 	for i := 0; i < len(args); i++ {
@@ -646,7 +678,8 @@ func resumeCommand(args []string) string {
 			i++
 			continue
 		}
-		if strings.HasPrefix(a, "--resume=") {
+		// --force discards checkpoints and cannot be combined with --resume.
+		if strings.HasPrefix(a, "--resume=") || a == "--force" || strings.HasPrefix(a, "--force=") {
 			continue
 		}
 		out = append(out, shellQuote(a))

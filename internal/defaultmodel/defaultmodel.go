@@ -1,10 +1,13 @@
 package defaultmodel
 
 import (
+	"bytes"
 	"embed"
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/ortq/ortq/internal/fsutil"
 )
 
 //go:embed model.onnx tokenizer.json tokenizer_config.json config.json
@@ -25,15 +28,13 @@ func Extract(dir string) (model, tokenizer string, err error) {
 			return "", "", fmt.Errorf("embedded default model: %w", err)
 		}
 		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Size() == int64(len(b)) {
+		if old, err := fsutil.ReadLimited(p, name, int64(len(b))+1); err == nil && bytes.Equal(old, b) {
 			continue
 		}
-		tmp := p + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o644); err != nil {
-			return "", "", err
-		}
-		if err := os.Rename(tmp, p); err != nil {
-			return "", "", err
+		// A unique temporary name and an atomic rename: concurrent extractions (several
+		// `ortq prepare --model default` at once on an empty cache) never share a temp.
+		if err := fsutil.WriteFile(p, b, 0o644); err != nil {
+			return "", "", fmt.Errorf("embedded default model: %w", err)
 		}
 	}
 	return filepath.Join(dir, "model.onnx"), filepath.Join(dir, "tokenizer.json"), nil

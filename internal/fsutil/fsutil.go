@@ -64,17 +64,28 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 // ReadBounded reads a whole file that must not exceed limit bytes, without allocating
 // more than limit+1 bytes whatever the file's size: for untrusted inputs.
 func ReadBounded(path string, limit int64) ([]byte, error) {
+	return ReadLimited(path, "file", limit)
+}
+
+// ReadLimited is ReadBounded for a file of the given kind ("tokenizer.json", "manifest",
+// …), named in the error with its limit. The bound is kept by reading (at most limit+1
+// bytes), not by stat, which says 0 for a pipe or a device; devices (/dev/zero) are
+// refused at once.
+func ReadLimited(path, kind string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
+		return nil, fmt.Errorf("%s %q is a device, not a file", kind, path)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read %s %q: %w", kind, path, err)
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+		return nil, fmt.Errorf("%s %q is larger than %d bytes, the limit for a %s: is it the right file?", kind, path, limit, kind)
 	}
 	return b, nil
 }

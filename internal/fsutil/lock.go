@@ -66,7 +66,12 @@ func LockReplaced(out string) (*Lock, error) {
 // try again on the new file).
 func lockPath(path, what string) (*Lock, error) {
 	for attempt := 0; ; attempt++ {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		// O_NOFOLLOW: a symbolic link planted at the lock's name must not make the
+		// holder's pid overwrite the file it points to.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o644)
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("output %q: lock %q is a symbolic link: remove it (ortq never writes through one)", what, path)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("output %q: lock %q: %w", what, path, err)
 		}
@@ -81,7 +86,7 @@ func lockPath(path, what string) (*Lock, error) {
 			return nil, fmt.Errorf("output %q: lock %q: %w", what, path, err)
 		}
 		var fst, pst syscall.Stat_t
-		if syscall.Fstat(int(f.Fd()), &fst) != nil || syscall.Stat(path, &pst) != nil || fst.Ino != pst.Ino || fst.Dev != pst.Dev {
+		if syscall.Fstat(int(f.Fd()), &fst) != nil || syscall.Lstat(path, &pst) != nil || fst.Ino != pst.Ino || fst.Dev != pst.Dev {
 			f.Close()
 			if attempt < 10 {
 				continue
@@ -131,8 +136,12 @@ func (l *Lock) Release() {
 		return
 	}
 	// Unlink while still holding the lock: a waiter that opened the old file notices
-	// (lockPath compares inodes) and retries on a fresh one.
-	os.Remove(l.path)
+	// (lockPath compares inodes) and retries on a fresh one. Only our own file: after a
+	// replacing command swapped its directory away, the path may name another writer's.
+	var fst, pst syscall.Stat_t
+	if syscall.Fstat(int(l.f.Fd()), &fst) == nil && syscall.Lstat(l.path, &pst) == nil && fst.Ino == pst.Ino && fst.Dev == pst.Dev {
+		os.Remove(l.path)
+	}
 	l.f.Close()
 	l.f = nil
 	if l.created != "" {

@@ -203,6 +203,9 @@ func ReadFile(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read safetensors %q: %w", path, err)
 	}
+	if !st.Mode().IsRegular() { // its size must be known: the header is checked against it
+		return nil, fmt.Errorf("safetensors %q is not a regular file", path)
+	}
 	h, err := ReadHeader(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("safetensors %q: %w", path, err)

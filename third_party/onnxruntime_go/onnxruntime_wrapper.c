@@ -1,3 +1,5 @@
+#include <pthread.h>
+#include <stdio.h>
 #include "onnxruntime_wrapper.h"
 
 static const OrtApi *ort_api = NULL;
@@ -51,7 +53,47 @@ void ReleaseOrtStatus(OrtStatus *status) {
   ort_api->ReleaseStatus(status);
 }
 
+// ortq: CreateEnv reads the process's command line (/proc/self/cmdline) and parses it
+// recursively, with a stack depth that grows with its length (about 300 bytes of stack per
+// byte of argument): a 30 KB argument overflows the 8 MB main-thread stack (SIGSEGV). So
+// CreateEnv runs on a thread of its own whose stack is sized for the command line at hand.
+typedef struct {
+  char *name;
+  OrtEnv **env;
+  OrtStatus *status;
+} createEnvArgs;
+
+static void *createEnvThread(void *p) {
+  createEnvArgs *a = (createEnvArgs *) p;
+  a->status = ort_api->CreateEnv(ORT_LOGGING_LEVEL_ERROR, a->name, a->env);
+  return NULL;
+}
+
+// cmdlineLength is the size of /proc/self/cmdline (0 where it cannot be read).
+static size_t cmdlineLength(void) {
+  size_t total = 0;
+  char buf[65536];
+  FILE *f = fopen("/proc/self/cmdline", "rb");
+  if (!f) return 0;
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) total += n;
+  fclose(f);
+  return total;
+}
+
 OrtStatus *CreateOrtEnv(char *name, OrtEnv **env) {
+  createEnvArgs a = {name, env, NULL};
+  // 16 MB plus 1 KB per byte of the command line: reserved address space, touched only
+  // as deep as the parse goes.
+  size_t stack = ((size_t) 16 << 20) + cmdlineLength() * 1024;
+  pthread_attr_t attr;
+  pthread_t t;
+  if (pthread_attr_init(&attr) == 0 && pthread_attr_setstacksize(&attr, stack) == 0 &&
+      pthread_create(&t, &attr, createEnvThread, &a) == 0) {
+    pthread_attr_destroy(&attr);
+    pthread_join(t, NULL);
+    return a.status;
+  }
   return ort_api->CreateEnv(ORT_LOGGING_LEVEL_ERROR, name, env);
 }
 
