@@ -19,18 +19,22 @@
 //	Loss         Hugging Face's causal-LM loss (sum, count and mean), or the chunked lm_head
 //	             + loss in a fixed number of sequence blocks, no Loop (chunked_loss.go) [FindLinears]
 //	Backward     reverse-mode gradients of the loss sum w.r.t. the LoRA tensors [LoRA, Loss]
-//	Recompute    per-layer recomputation of activations in the backward pass [Backward]
+//	Recompute    per-layer recomputation of activations in the backward pass, by policy
+//	             (every activation, or all but the Linears' products; top layers kept)
+//	             [Backward, LoRA, FindLinears]
 //	DeviceStep   a training graph as one device-resident optimizer step: flat LoRA/AdamW/
 //	             accumulator state in and out, accumulation, overflow check, gradient
 //	             clipping and AdamW inside
 //	NBitsForward forward products of 4-bit Linears back to MatMulNBits, DequantizeLinear kept
 //	             for dx (on the device step; prepare --dequantize-forward skips it)
 //
-// prepare runs HalfSoftmax, Quantize, Rotary, DocMask, GroupedKV, ORTCompat and RMSNorm on the base graph
-// (so every graph, device step included, takes document ids), then LoRA,
-// Loss (and DQForward, Backward, Recompute for training) on clones of it, to which it
-// provides the base's FindLinears and Quantize results; DeviceStep and
-// NBitsForward (unless --dequantize-forward) run on a copy of the recomputing training graph.
+// prepare runs HalfSoftmax, Quantize, Rotary, DocMask (unless --plain-mask), GroupedKV,
+// ORTCompat and RMSNorm on the base graph (so every graph, device steps included, takes
+// document ids), then LoRA, Loss (and DQForward, Backward, Recompute for training) on clones
+// of it, to which it provides the base's FindLinears and Quantize results; DeviceStep and
+// NBitsForward (unless --dequantize-forward) run on a copy of each recomputation policy's
+// training graph: the per-layer one, the selective one (Linear products kept) and the
+// training graph without recomputation.
 //
 // Passes are run by ortgraph.RunPasses (or a Context's Run), which validates the
 // declarations first, orders the passes by Requires and wraps their errors with the pass
