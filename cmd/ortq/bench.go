@@ -65,7 +65,7 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.Int("eval-batches", 0, "measure eval perplexity on N held-out micro-batches before and after the steps (0: off)")
 	f.String("recompute", "auto", "recomputation policy: layer, selective (device and graph steps), none, or auto (none on the CPU; with --artifacts on one GPU the fastest policy whose estimated peak fits --max-gpu-memory, as train chooses; else layer on CUDA)")
 	f.String("max-gpu-memory", "", "GPU memory --recompute auto may plan for, e.g. 13.7GiB (default: 90% of the device's free memory)")
-	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (kept in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device with recompute layer; host otherwise, several devices included)")
+	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (kept in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy of the point; host otherwise, several devices included)")
 	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets, step (repeatable: cartesian product)")
 	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable); \"torch\" runs that script now, same workload (needs --preset, Python with torch+peft)")
 	f.String("peer-script", "bench/peer/torch_peft.py", "the PyTorch+PEFT peer script --peer torch runs")

@@ -88,7 +88,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all (cpu,cpu: CPU sessions standing in for GPUs, for testing)")
 	f.String("recompute", "auto", "activation recomputation in the backward pass: layer (every activation of each decoder layer), selective (a layer's norms, rotary, attention and activation functions, not its Linears' GEMMs; device step only), none, or auto (none on the CPU; on one GPU the fastest policy whose estimated peak fits --max-gpu-memory; layer over several GPUs)")
 	f.String("max-gpu-memory", "", "GPU memory --recompute auto may plan for, e.g. 13.7GiB or 14000MiB (default: 90% of the device's free memory)")
-	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device with --recompute layer; host otherwise, several devices included)")
+	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy the run uses; host otherwise, several devices included)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
