@@ -30,7 +30,7 @@ type Config struct {
 	// MaxGPUMemory is auto's budget in bytes (0: 90% of the device's free memory).
 	MaxGPUMemory float64 `json:"max_gpu_memory,omitempty"`
 	// Step is the base point's optimizer step: train.StepHost, StepDevice, StepGraph, or
-	// "auto"/"" (train.ChooseStep: StepGraph on one CUDA device, else StepHost).
+	// "auto"/"" (train.AutoStep: StepGraph on one CUDA device, else StepHost).
 	Step string `json:"step,omitempty"`
 	// Preset, instead of Model or Artifacts, synthesizes a random-weight Llama of that
 	// shape first (hfimport.Synth, as `ortq synth`): PresetLayers cuts the decoder (0: all),
