@@ -23,23 +23,10 @@ type GradFunc func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([
 // the input's other readers, if any.
 const Absorbed = "\x00absorbed"
 
-type opKey struct{ domain, op string }
-
-var table = map[opKey]GradFunc{}
-
-// register adds a rule; called from the init functions of the family files.
-func register(domain, op string, f GradFunc) {
-	k := opKey{domain, op}
-	if table[k] != nil {
-		panic("autodiff: duplicate gradient for " + domain + "." + op)
-	}
-	table[k] = f
-}
-
 // Supported lists the ops that have a gradient rule, as "domain.Op" (default domain bare).
 func Supported() []string {
 	var out []string
-	for k := range table {
+	for k := range gradients {
 		if k.domain == "" {
 			out = append(out, k.op)
 		} else {
@@ -222,7 +209,7 @@ func activity(nodes []*onnxpb.NodeProto, seeds map[string]string, wrt []string) 
 // cover) stays untyped, and the rules reading it take their dynamic-shape paths: the driver
 // never copies the input's type onto it, which would hide a wrong shape.
 func (b *Builder) differentiate(n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
-	f := table[opKey{n.Domain, n.OpType}]
+	f := gradients[opKey{n.Domain, n.OpType}]
 	if f == nil {
 		return nil, fmt.Errorf("node %q: op %s has no gradient rule in ortq's autodiff (supported: %v)", n.Name, opName(n), Supported())
 	}
@@ -379,21 +366,6 @@ func opName(n *onnxpb.NodeProto) string {
 		return n.OpType
 	}
 	return n.Domain + "." + n.OpType
-}
-
-// nonDifferentiable ops produce outputs that carry no gradient whatever their inputs
-// (shapes, comparisons, integer indices).
-func nonDifferentiable(n *onnxpb.NodeProto) bool {
-	if n.Domain != "" {
-		return false
-	}
-	switch n.OpType {
-	case "Shape", "Size", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
-		"IsNaN", "IsInf", "ArgMax", "ArgMin", "NonZero", "Range", "ConstantOfShape", "Constant", "EyeLike",
-		"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Sign", "Floor", "Ceil", "Round":
-		return true
-	}
-	return false
 }
 
 // ConstLike returns a 0-d constant with v's element type (CastLike when the type is not

@@ -7,8 +7,9 @@
 //   - activity analysis: only nodes that lie on a path from a parameter we differentiate
 //     with respect to (the LoRA tensors) to the loss get a gradient, so frozen weights cost
 //     no gradient work at all;
-//   - one gradient table keyed by (domain, op_type), one file per op family, each rule with
-//     a one-line derivation comment;
+//   - one gradient table keyed by (domain, op_type) and one no-gradient set, both in
+//     table.go; the rules live in one file per op family, each with a one-line derivation
+//     comment, and every rule has a finite-difference test case (a test checks this);
 //   - one shared unbroadcast helper for numpy-style broadcasting;
 //   - the driver checks that every rule returned a gradient for every input that needs one,
 //     with the input's element type and static shape wherever both are known (a mismatch

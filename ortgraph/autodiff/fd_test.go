@@ -238,6 +238,14 @@ func d64(name string, wrt bool, dims ...int64) tin {
 
 func TestGradients(t *testing.T) {
 	ortruntest.Lib(t)
+	for _, c := range gradCases() {
+		t.Run(c.name, func(t *testing.T) { checkGradients(t, c) })
+	}
+}
+
+// gradCases are the finite-difference cases of TestGradients; TestGradientCoverage checks
+// that together they exercise every op of the gradient table.
+func gradCases() []gradCase {
 	one := func(op string, attrs ...ortgraph.Attr) func(g *ortgraph.Graph) string {
 		return func(g *ortgraph.Graph) string {
 			var ins []string
@@ -286,8 +294,17 @@ func TestGradients(t *testing.T) {
 			g.SetType(c, ortgraph.TensorType(ortgraph.Float, []int64{3, 4}))
 			return g.Op("Cast", []string{c}, ortgraph.AInt("to", int64(ortgraph.Double)))
 		}},
+		{name: "Identity", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: one("Identity")},
+		// CastLike both ways: double → float (like t) → double (like a); t gets a zero gradient.
+		{name: "CastLike/f32-roundtrip", opset: 21, tol: 1e-4, h: 1e-3,
+			ins: []tin{{name: "t", dt: ortgraph.Float, dims: []int64{1}, wrt: true}, d64("a", true, 3, 4)}, build: func(g *ortgraph.Graph) string {
+				c := g.Op("CastLike", []string{"a", "t"})
+				g.SetType(c, ortgraph.TensorType(ortgraph.Float, []int64{3, 4}))
+				return g.Op("CastLike", []string{c, "a"})
+			}},
 		{name: "Where", opset: 21, ins: []tin{{name: "c", dt: ortgraph.Bool, dims: []int64{3, 1}, bools: []bool{true, false, true}}, d64("a", true, 3, 4), d64("b", true, 4)}, build: one("Where")},
 		{name: "Max", opset: 21, ins: []tin{d64("a", true, 3, 4), d64("b", true, 4)}, build: one("Max")},
+		{name: "Min", opset: 21, ins: []tin{d64("a", true, 3, 4), d64("b", true, 4)}, build: one("Min")},
 		{name: "MatMul/3Dx2D", opset: 21, ins: []tin{d64("a", true, 2, 3, 4), d64("b", true, 4, 5)}, build: one("MatMul")},
 		{name: "MatMul/4Dx4D-broadcast", opset: 21, ins: []tin{d64("a", true, 2, 3, 4, 5), d64("b", true, 1, 3, 5, 2)}, build: one("MatMul")},
 		{name: "Gemm/transA", opset: 21, ins: []tin{d64("a", true, 4, 3), d64("b", true, 4, 5), d64("c", true, 5)}, build: one("Gemm", ortgraph.AInt("transA", 1), ortgraph.AFloat("alpha", 0.7), ortgraph.AFloat("beta", 1.3))},
@@ -296,6 +313,7 @@ func TestGradients(t *testing.T) {
 		{name: "Reshape", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: func(g *ortgraph.Graph) string {
 			return g.Op("Reshape", []string{"a", g.ConstI64(6, -1)})
 		}},
+		{name: "Flatten", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: one("Flatten", ortgraph.AInt("axis", 2))},
 		{name: "Unsqueeze+Squeeze", opset: 21, ins: []tin{d64("a", true, 2, 3)}, build: func(g *ortgraph.Graph) string {
 			u := g.Op("Unsqueeze", []string{"a", g.ConstI64(1)})
 			return g.Op("Mul", []string{g.Op("Squeeze", []string{u, g.ConstI64(1)}), "a"})
@@ -345,6 +363,18 @@ func TestGradients(t *testing.T) {
 			return g.Op("Mul", []string{g.Op("Softmax", []string{"a"}, ortgraph.AInt("axis", -1)), g.ConstF(ortgraph.Double, 3)})
 		}},
 		{name: "LogSoftmax", opset: 21, ins: []tin{d64("a", true, 2, 3, 5)}, build: one("LogSoftmax", ortgraph.AInt("axis", -1))},
+		{name: "Dropout/inference", opset: 21, ins: []tin{d64("a", true, 3, 4)}, build: one("Dropout")},
+		// Training mode with ratio 0: the mask-and-scale path with a mask that is the same in
+		// every run (a ratio above 0 draws a new mask per run, which finite differences cannot
+		// follow).
+		{name: "Dropout/training-ratio0", opset: 21,
+			ins: []tin{d64("a", true, 3, 4), {name: "r", dt: ortgraph.Double, dims: []int64{}, vals: []float64{0}}, {name: "tm", dt: ortgraph.Bool, dims: []int64{}, bools: []bool{true}}},
+			build: func(g *ortgraph.Graph) string {
+				o := g.Add(ortgraph.NodeSpec{Op: "Dropout", Inputs: []string{"a", "r", "tm"}, NOut: 2})
+				g.SetType(o[0], ortgraph.TensorType(ortgraph.Double, []int64{3, 4}))
+				g.SetType(o[1], ortgraph.TensorType(ortgraph.Bool, []int64{3, 4}))
+				return o[0]
+			}},
 		{name: "GatherElements", opset: 21, ins: []tin{d64("a", true, 2, 5), {name: "i", dt: ortgraph.Int64, dims: []int64{2, 3}, ints: []int64{0, 4, 4, 1, 1, 2}}}, build: one("GatherElements", ortgraph.AInt("axis", 1))},
 		{name: "RMSNorm/decomposed", opset: 21, ins: []tin{d64("x", true, 2, 3, 8), d64("w", false, 8)}, build: func(g *ortgraph.Graph) string {
 			p := g.Op("Pow", []string{"x", g.ConstF(ortgraph.Double, 2)})
@@ -372,6 +402,7 @@ func TestGradients(t *testing.T) {
 		gradCase{name: "RotaryEmbedding/3D-interleaved", opset: 23, tol: 1e-2, h: 1e-2,
 			ins:   []tin{f32("x", 1, 3, 8), {name: "cos", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1}}, {name: "sin", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99}}},
 			build: one("RotaryEmbedding", ortgraph.AInt("interleaved", 1), ortgraph.AInt("num_heads", 2))},
+		gradCase{name: "MatMulNBits/symmetric", opset: 21, tol: 1e-2, h: 1e-2, ins: []tin{f32("a", 2, 3, 16)}, build: matMulNBits},
 		gradCase{name: "RMSNormalization", opset: 23, tol: 1e-2, h: 1e-2,
 			ins: []tin{f32("x", 2, 3, 8), f32("w", 8)}, build: one("RMSNormalization", ortgraph.AFloat("epsilon", 1e-5))},
 		// ORT 1.29's double kernel writes inv_std_var as float whatever the declared type, so
@@ -381,9 +412,24 @@ func TestGradients(t *testing.T) {
 		gradCase{name: "SimplifiedLayerNormalization/float-inv_std_var", opset: 21, tol: 1e-2, h: 1e-2,
 			ins: []tin{f32("x", 2, 3, 8), f32("w", 8)}, build: simplifiedLayerNorm(ortgraph.Float, 2)},
 	)
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { checkGradients(t, c) })
+	return cases
+}
+
+// matMulNBits builds MatMulNBits(a, B, scales) for a [.., 16] and a 4-bit weight W [4, 16]
+// (one block of 16 per row, implicit zero point 8) held in initializers, as ortq's
+// importers emit it; only a has a gradient.
+func matMulNBits(g *ortgraph.Graph) string {
+	const n, k = 4, 16
+	raw := make([]byte, n*k/2)
+	for i := range raw {
+		raw[i] = byte(i*37 + 11)
 	}
+	g.AddInitializer(ortgraph.BytesTensor("B", ortgraph.Uint8, []int64{n, 1, k / 2}, raw))
+	g.AddInitializer(ortgraph.FloatTensor("scales", ortgraph.Float, []int64{n}, []float32{0.5, -0.25, 0.125, 1}))
+	y := g.Add(ortgraph.NodeSpec{Op: "MatMulNBits", Domain: "com.microsoft", Inputs: []string{"a", "B", "scales"},
+		Attrs: []ortgraph.Attr{ortgraph.AInt("K", k), ortgraph.AInt("N", n), ortgraph.AInt("bits", 4), ortgraph.AInt("block_size", k)}})[0]
+	g.SetType(y, ortgraph.TensorType(ortgraph.Float, append(g.Dims("a")[:len(g.Dims("a"))-1:len(g.Dims("a"))-1], n)))
+	return y
 }
 
 // simplifiedLayerNorm builds SimplifiedLayerNormalization(x, w) of the given element type

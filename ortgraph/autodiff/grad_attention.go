@@ -9,10 +9,6 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-func init() {
-	register("", "Attention", gradAttention)
-}
-
 // Attention (opset 23): Y = softmax(Q·Kᵀ·scale + bias)·V with GQA head sharing ⇒ the
 // gradient of the same computation written in primitive ops (MatMul, Softmax, Where, ...):
 // the rule re-emits the forward in those ops (recomputing the probabilities, as fused
@@ -185,10 +181,6 @@ func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
 		y = b.rankType(b.Op("Reshape", []string{t, b.ConstI64(0, 0, -1)}), dt, 3)
 	}
 	return y, nil
-}
-
-func init() {
-	register("", "RotaryEmbedding", gradRotaryEmbedding)
 }
 
 // RotaryEmbedding (opset 23): y = R(θ)·x, a rotation of each pair of channels by the

@@ -7,28 +7,6 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-func init() {
-	register("", "Add", gradAdd)
-	register("", "Sub", gradSub)
-	register("", "Mul", gradMul)
-	register("", "Div", gradDiv)
-	register("", "Neg", gradNeg)
-	register("", "Sum", gradSum)
-	register("", "Identity", gradIdentity)
-	register("", "Cast", gradCast)
-	register("", "CastLike", gradCastLike)
-	register("", "Pow", gradPow)
-	register("", "Sqrt", gradSqrt)
-	register("", "Reciprocal", gradReciprocal)
-	register("", "Sigmoid", gradSigmoid)
-	register("", "Exp", gradExp)
-	register("", "Log", gradLog)
-	register("", "Tanh", gradTanh)
-	register("", "Where", gradWhere)
-	register("", "Max", gradMinMax)
-	register("", "Min", gradMinMax)
-}
-
 // Add: y = a + b ⇒ da = unbroadcast(dy), db = unbroadcast(dy).
 func gradAdd(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 	g := grads(n)

@@ -7,13 +7,6 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-func init() {
-	register("", "MatMul", gradMatMul)
-	register("", "Gemm", gradGemm)
-	register("com.microsoft", "MatMulNBits", gradMatMulNBits)
-	register("", "DequantizeLinear", gradDequantizeLinear)
-}
-
 // swapLast transposes the last two axes of a rank-r value.
 func (b *Builder) swapLast(x string, r int) string {
 	perm := make([]int64, r)

@@ -7,15 +7,6 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-func init() {
-	register("", "Softmax", gradSoftmax)
-	register("", "LogSoftmax", gradLogSoftmax)
-	register("", "Dropout", gradDropout)
-	register("", "GatherElements", gradGatherElements)
-	register("", "RMSNormalization", gradRMSNormalization)
-	register("", "SimplifiedLayerNormalization", gradSimplifiedLayerNorm)
-}
-
 func (b *Builder) softmaxAxis(n *onnxpb.NodeProto) (int64, error) {
 	def := int64(-1)
 	if b.opset < 13 {

@@ -7,11 +7,6 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-func init() {
-	register("", "ReduceSum", gradReduceSumMean)
-	register("", "ReduceMean", gradReduceSumMean)
-}
-
 // reduceAxes returns the axes of a Reduce* node as a value name ("" = all axes), from the
 // attribute (before opset 18, or ReduceSum before 13) or the second input.
 func (b *Builder) reduceAxes(n *onnxpb.NodeProto) string {

@@ -7,19 +7,6 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-func init() {
-	register("", "Reshape", gradReshapeLike)
-	register("", "Flatten", gradReshapeLike)
-	register("", "Squeeze", gradReshapeLike)
-	register("", "Unsqueeze", gradReshapeLike)
-	register("", "Transpose", gradTranspose)
-	register("", "Expand", gradExpand)
-	register("", "Concat", gradConcat)
-	register("", "Split", gradSplit)
-	register("", "Slice", gradSlice)
-	register("", "Gather", gradGather)
-}
-
 // Reshape/Flatten/Squeeze/Unsqueeze only relabel the elements ⇒ dx = reshape(dy, shape(x)).
 func gradReshapeLike(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 	g := grads(n)

@@ -11,38 +11,48 @@ import (
 // testDomain holds test-only ops whose rules are deliberately wrong.
 const testDomain = "test.ortq"
 
-func init() {
+// wrongRules are the test-only rules, added to the gradient table only while
+// TestGradientShapeCheck runs.
+var wrongRules = map[string]GradFunc{
 	// TransposedGrad's rule returns dy transposed: [3, 2] for a [2, 3] input.
-	register(testDomain, "TransposedGrad", func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	"TransposedGrad": func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 		g := grads(n)
 		g[0] = b.Op("Transpose", []string{dy[0]}, ortgraph.AInts("perm", 1, 0))
 		b.SetType(g[0], ortgraph.TensorType(ortgraph.Float, []int64{3, 2}))
 		return g, nil
-	})
+	},
 	// UnreducedGrad's input is broadcast along the batch axis ([1, 3] against [2, 3]) and its
 	// rule forgets to unbroadcast.
-	register(testDomain, "UnreducedGrad", func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	"UnreducedGrad": func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 		g := grads(n)
 		g[0] = b.Op("Identity", []string{dy[0]})
 		return g, nil
-	})
+	},
 	// HalfGrad's rule returns the gradient in float16 for a float input.
-	register(testDomain, "HalfGrad", func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	"HalfGrad": func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 		g := grads(n)
 		g[0] = b.Op("Cast", []string{dy[0]}, ortgraph.AInt("to", int64(ortgraph.Float16)))
 		return g, nil
-	})
+	},
 	// RightGrad's rule is right: dy unchanged.
-	register(testDomain, "RightGrad", func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	"RightGrad": func(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 		g := grads(n)
 		g[0] = b.Op("Identity", []string{dy[0]})
 		return g, nil
-	})
+	},
 }
 
 // TestGradientShapeCheck: the driver refuses a gradient whose static shape or element type
 // differs from its input's, naming the node, the op and the input.
 func TestGradientShapeCheck(t *testing.T) {
+	for op, f := range wrongRules {
+		gradients[opKey{testDomain, op}] = f
+	}
+	t.Cleanup(func() {
+		for op := range wrongRules {
+			delete(gradients, opKey{testDomain, op})
+		}
+	})
 	for _, c := range []struct {
 		op      string
 		xDims   []int64
