@@ -36,16 +36,3 @@ func openGPU(device string) (gpuProbe, error) {
 	}
 	return nvmlGPU{d}, nil
 }
-
-// deviceFreeBytes is a CUDA device's free memory now (0 when unknown: the CPU, no NVML).
-func deviceFreeBytes(device string) uint64 {
-	g, err := openGPU(device)
-	if err != nil || g == nil {
-		return 0
-	}
-	_, _, used, total, err := g.sample()
-	if err != nil || used > total {
-		return 0
-	}
-	return total - used
-}

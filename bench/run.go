@@ -16,6 +16,7 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
+	"github.com/ortq/ortq/internal/gpumem"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
@@ -204,7 +205,7 @@ func (r *runner) resolveBase() (Params, error) {
 // chooseRecompute is --recompute auto on one GPU (train.ResolveRecompute against
 // MaxGPUMemory, or 90% of the device's free memory), noted in the report.
 func (r *runner) chooseRecompute(man *manifest.Manifest) string {
-	free := func() uint64 { return deviceFreeBytes(r.devs[0]) }
+	free := func() uint64 { n, _ := gpumem.Free(r.devs[0]); return n }
 	policy, note := train.ResolveRecompute(man, r.devs, r.cfg.MaxGPUMemory, free, r.cfg.MicroBatch, r.cfg.SeqLen)
 	r.res.Notes = append(r.res.Notes, note)
 	return policy

@@ -56,17 +56,7 @@ func checkHostMemory(artifacts string, m manifest.Model, microBatch, rows, seqLe
 
 // deviceFree is the free memory of a CUDA device after the sessions are open (their weights
 // are resident by then); a variable so tests can pretend a smaller GPU.
-var deviceFree = func(device string) (uint64, error) {
-	d, err := gpumem.Open(device)
-	if err != nil || d == nil {
-		return 0, err
-	}
-	_, _, used, total, err := d.Sample()
-	if err != nil || used > total {
-		return 0, err
-	}
-	return total - used, nil
-}
+var deviceFree = gpumem.Free
 
 // deviceBytesPerToken is a deliberately low estimate of the GPU memory a CUDA training
 // step's activations take per token, with the weights already resident: the layer

@@ -160,6 +160,20 @@ func Sampler(device string) func() (used, total uint64, ok bool) {
 	}
 }
 
+// Free is a CUDA device's free memory now: 0 and no error for the CPU or where NVML is
+// unavailable (nothing to compare with).
+func Free(device string) (uint64, error) {
+	d, err := Open(device)
+	if err != nil || d == nil {
+		return 0, err
+	}
+	_, _, used, total, err := d.Sample()
+	if err != nil || used > total {
+		return 0, err
+	}
+	return total - used, nil
+}
+
 // visibleDevice maps CUDA device id to the CUDA_VISIBLE_DEVICES entry naming it.
 func visibleDevice(env string, id int) string {
 	if strings.TrimSpace(env) == "" {
