@@ -48,9 +48,22 @@ type Options struct {
 	// PlainMask skips passes.DocMask: attention_mask stays the model's 0/1 padding mask,
 	// the graphs lack the document-id comparison, and train packs by plain concatenation.
 	PlainMask bool `json:"plain_mask,omitempty"`
+	// GenericSoftmaxGrad skips passes.AttentionGrad: attention's softmax gradient stays the
+	// generic rule (row sums over the scores). An A/B switch for measurements.
+	GenericSoftmaxGrad bool `json:"generic_softmax_grad,omitempty"`
 	// BaseModel is the model as the user named it (a checkpoint directory or an .onnx
 	// path), which adapter_config.json records: Model may be a temporary import.
 	BaseModel string `json:"base_model_name_or_path,omitempty"`
+}
+
+// trainPasses are the passes that make a training graph of the quantized base, up to its
+// backward pass (Recompute follows for the recomputing graphs).
+func (o *Options) trainPasses() []*ortgraph.Pass {
+	ps := []*ortgraph.Pass{passes.DQForward, passes.LoRA, passes.Loss, passes.Backward}
+	if !o.GenericSoftmaxGrad {
+		ps = append(ps, passes.AttentionGrad)
+	}
+	return ps
 }
 
 // DefaultOptions are the reference recipe's settings.
@@ -281,11 +294,11 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	}
 	// The recomputing training graph starts from the same base; ortq train picks one.
 	gs.rec = clone(m)
-	trainCtx, err := runWithLinears(gs.train, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward)
+	trainCtx, err := runWithLinears(gs.train, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, o.trainPasses()...)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
 	}
-	if _, err := runWithLinears(gs.rec, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
+	if _, err := runWithLinears(gs.rec, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
 	gs.params = ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
@@ -295,7 +308,7 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	sel := clone(m)
 	selCfg := o.passConfig(o.Dropout, true, vocab)
 	selCfg.Recompute.KeepProducts = true
-	if _, err := runWithLinears(sel, selCfg, gs.linears, gs.quant, logf, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute); err != nil {
+	if _, err := runWithLinears(sel, selCfg, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: selectively recomputing train graph: %w", o.Model, err)
 	}
 	gs.steps = map[string]*deviceStep{}

@@ -41,9 +41,10 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
 				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
 				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
-				LossChunks:        v.GetInt("loss-chunks"),
-				DequantizeForward: v.GetBool("dequantize-forward"),
-				PlainMask:         v.GetBool("plain-mask"),
+				LossChunks:         v.GetInt("loss-chunks"),
+				DequantizeForward:  v.GetBool("dequantize-forward"),
+				PlainMask:          v.GetBool("plain-mask"),
+				GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 			}
 			// adapter_config.json's base_model_name_or_path: what the user named, not a temporary import.
 			o.BaseModel = train.BaseModelOf(o.Model, v.GetString("base-model-name"))
@@ -104,6 +105,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
 	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
+	f.Bool("generic-softmax-grad", false, "attention's softmax gradient by the generic rule (row sums over the scores) instead of from rowsum(dO⊙O) folded into the dP product: an A/B switch for measurements")
 	f.Bool("plain-mask", false, "keep the model's 0/1 attention mask: no document ids, so train packs by plain concatenation only (--pack concat or none); the graphs skip the document comparison")
 	f.Bool("dequantize-forward", false, "keep the device step's forward products of 4-bit Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train gives both forms of each 4-bit weight one buffer)")
 	f.Int("loss-chunks", d.LossChunks, "compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when vocab > 16384)")

@@ -19,6 +19,8 @@
 //	Loss         Hugging Face's causal-LM loss (sum, count and mean), or the chunked lm_head
 //	             + loss in a fixed number of sequence blocks, no Loop (chunked_loss.go) [FindLinears]
 //	Backward     reverse-mode gradients of the loss sum w.r.t. the LoRA tensors [LoRA, Loss]
+//	AttentionGrad attention's softmax gradient from rowsum(dO⊙O), folded into the dP
+//	             product (no reduction or broadcast over the scores) [Backward]
 //	Recompute    per-layer recomputation of activations in the backward pass, by policy
 //	             (every activation, or all but the Linears' products; top layers kept)
 //	             [Backward, LoRA, FindLinears]
@@ -30,8 +32,8 @@
 //
 // prepare runs HalfSoftmax, Quantize, Rotary, DocMask (unless --plain-mask), GroupedKV,
 // ORTCompat and RMSNorm on the base graph (so every graph, device steps included, takes
-// document ids), then LoRA, Loss (and DQForward, Backward, Recompute for training) on clones
-// of it, to which it provides the base's FindLinears and Quantize results; DeviceStep and
+// document ids), then LoRA, Loss (and DQForward, Backward, AttentionGrad — unless
+// --generic-softmax-grad — and Recompute for training) on clones of it, to which it provides the base's FindLinears and Quantize results; DeviceStep and
 // NBitsForward (unless --dequantize-forward) run on a copy of each recomputation policy's
 // training graph: the per-layer one, the selective one (Linear products kept) and the
 // training graph without recomputation.
