@@ -98,6 +98,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.String("resume", "", "continue an interrupted or finished run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the earlier run's, except the total (--max-steps, --epochs): a larger one trains longer, with the schedule of the new total")
 	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
+	addSampleFlags(f)
 	return cmd
 }
 
@@ -299,6 +300,9 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
+	if s, ok := cfg.Sampler.(*trainSampler); ok {
+		defer s.Close()
+	}
 	if v.GetBool("force") {
 		if err := discardEarlierRun(f.out); err != nil {
 			return err
@@ -450,8 +454,10 @@ func trainConfig(v *viper.Viper, f trainSetup, engines []*train.Engine) (*data.D
 	if ds.Stats.Masked {
 		cfg.TrainOn = v.GetString("train-on")
 	}
-	cfg.Inputs, err = resumeInputs(v, f.dset)
-	return ds, cfg, err
+	if cfg.Inputs, err = resumeInputs(v, f.dset); err != nil {
+		return nil, train.Config{}, err
+	}
+	return ds, cfg, trainSampling(v, f, eng.Man, ds.Stats.Chat, &cfg)
 }
 
 // loadTrainData reads, tokenizes and splits the data, refuses splits too short to train or
@@ -549,7 +555,7 @@ func checkTrainFlags(v *viper.Viper) error {
 	if _, err := train.ParseStepKind(v.GetString("step")); err != nil {
 		return usageError{fmt.Errorf("--%w", err)}
 	}
-	return nil
+	return checkSampleFlags(v)
 }
 
 // maxStepTokens bounds --grad-accum × --micro-batch × --max-seq-len, checked before anything
