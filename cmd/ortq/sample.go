@@ -26,6 +26,9 @@ func addSampleFlags(f *pflag.FlagSet) {
 // before anything runs (the numbers' ranges are setMin's).
 func checkSampleFlags(v *viper.Viper) error {
 	prompts := v.GetStringSlice("sample-prompt")
+	if len(prompts) == 0 && v.IsSet("sample-prompt") { // viper reads a lone "" as no value
+		prompts = []string{""}
+	}
 	for i, p := range prompts {
 		if strings.TrimSpace(p) == "" {
 			return usageError{fmt.Errorf("--sample-prompt %d of %d is empty: give some text", i+1, len(prompts))}
