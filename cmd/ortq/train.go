@@ -52,6 +52,12 @@ curve, so the rate steps up at the resume; warmup is unchanged). LoRA dropout ma
 function of --seed, the step and the micro-batch, so a resumed run draws the masks the
 uninterrupted run drew and, on the CPU, reproduces it bit for bit.
 
+--sample-prompt TEXT (repeatable) completes each prompt greedily with the adapter as it
+stands every --sample-every steps and at the end (through the chat template when the data is
+chat "messages", as generate --chat renders a prompt), printed, written to run.jsonl and kept
+in the report; the decoder is an export of the artifacts with the LoRA tensors as inputs,
+written once into a hidden directory in --out and removed at the end.
+
 weights.bin is refused before anything runs when its size differs from the one manifest.json
 records, and when its SHA-256 does: the hash is read the first time train uses an artifacts
 directory whose weights.bin changed since it was last verified (prepare records the file it
