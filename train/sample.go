@@ -34,6 +34,9 @@ func (l *run) sampleDue(step int) bool {
 
 // sample draws a round of samples with the Stepper's current LoRA values after `step`,
 // prints them, appends them to the run log and keeps them as the report's last samples.
+// Samples are diagnostics, as the run log is: a round that fails is reported (the first
+// failure also in the report's notes) and the run goes on. Only a failure to read the
+// Stepper's values, which the next checkpoint needs too, stops it.
 func (l *run) sample(step int) error {
 	if l.cfg.Sampler == nil {
 		return nil
@@ -44,7 +47,13 @@ func (l *run) sample(step int) error {
 	}
 	samples, err := l.cfg.Sampler.Sample(values)
 	if err != nil {
-		return fmt.Errorf("sample after step %d: %w", step, err)
+		msg := fmt.Sprintf("warning: samples after step %d failed, training goes on: %v", step, err)
+		l.logf("%s", msg)
+		if !l.sampleFailed {
+			l.rep.Notes = append(l.rep.Notes, msg)
+		}
+		l.sampleFailed = true
+		return nil
 	}
 	for i := range samples {
 		s := &samples[i]

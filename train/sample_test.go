@@ -105,3 +105,57 @@ func TestFakeLoopSamples(t *testing.T) {
 		t.Errorf("report.md samples section wrong (%v):\n%s", err, md)
 	}
 }
+
+// failingSampler fails its rounds listed in fail (1-based) and samples otherwise.
+type failingSampler struct {
+	paramSampler
+	fail []int
+}
+
+func (s *failingSampler) Sample(params map[string][]float32) ([]train.Sample, error) {
+	out, _ := s.paramSampler.Sample(params)
+	if slices.Contains(s.fail, len(s.seen)) {
+		return nil, fmt.Errorf("round %d broke", len(s.seen))
+	}
+	return out, nil
+}
+
+// TestFakeLoopSampleFailure: a round of samples that fails is a warning in the log and, the
+// first time, a note in the report; training goes on to the end, bit for bit as without
+// samples.
+func TestFakeLoopSampleFailure(t *testing.T) {
+	dir := fastTempDir(t)
+	plain, err := runFake(context.Background(), newFakeBackend(t), fakeConfig(filepath.Join(dir, "plain")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fakeConfig(filepath.Join(dir, "run"))
+	var log bytes.Buffer
+	cfg.SampleEvery, cfg.Sampler, cfg.Log = 1, &failingSampler{fail: []int{2, 3}}, &log
+	rep, err := runFake(context.Background(), newFakeBackend(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"warning: samples after step 2 failed, training goes on: round 2 broke", "samples after step 3 failed"} {
+		if !strings.Contains(log.String(), w) {
+			t.Errorf("log lacks %q:\n%s", w, log.String())
+		}
+	}
+	var notes []string
+	for _, n := range rep.Notes {
+		if strings.Contains(n, "samples after") {
+			notes = append(notes, n)
+		}
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "step 2") {
+		t.Errorf("report notes %q, want one about step 2", notes)
+	}
+	if len(rep.Samples) != 2 || rep.Samples[0].Step != 6 {
+		t.Errorf("report samples %+v, want the end's", rep.Samples)
+	}
+	fa, _ := os.ReadFile(filepath.Join(dir, "plain", "adapter_model.safetensors"))
+	fb, _ := os.ReadFile(filepath.Join(dir, "run", "adapter_model.safetensors"))
+	if len(fa) == 0 || !bytes.Equal(fa, fb) || plain.TrainTokens != rep.TrainTokens {
+		t.Error("the run with samples ended elsewhere than the run without")
+	}
+}

@@ -113,6 +113,8 @@ type run struct {
 	trainTime time.Duration
 	prog      *Progress
 	rlog      *runLog
+	// sampleFailed: a round of samples failed (sample.go), which the report notes once.
+	sampleFailed bool
 }
 
 // setup checks the configuration and makes the data iterator, the evaluation batches, the

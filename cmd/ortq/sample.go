@@ -130,6 +130,11 @@ func completionText(tok *tokenize.Tokenizer, prompt, out []int64) string {
 // trainSampling sets cfg's sample options and Sampler (none without --sample-prompt),
 // on the run's first device.
 func trainSampling(v *viper.Viper, f trainSetup, man *manifest.Manifest, chatData bool, cfg *train.Config) error {
+	// A run killed while sampling leaves its export; the next run in --out removes it
+	// (holding --out's lock), whether it samples or not.
+	if err := removeStaleSampleExports(f.out); err != nil {
+		return err
+	}
 	if len(v.GetStringSlice("sample-prompt")) == 0 {
 		return nil
 	}

@@ -97,7 +97,8 @@ func generatedIDs(t *testing.T, art, adapter string, n int, prompts []string, ex
 // TestTrainSamples: --sample-every 1 over 2 steps completes each prompt after step 1 and at
 // the end, with exactly the ids `ortq generate --ids` gives for an export of the adapter the
 // checkpoint of that step holds (the trained adapter changes them: the base model's differ),
-// and the text generate prints; the last round is the report's.
+// and the text generate prints; the last round is the report's; no export is left in --out
+// (nor a killed run's).
 func TestTrainSamples(t *testing.T) {
 	dir, args := relFixture(t, 2)
 	art, out := args[2], filepath.Join(dir, "run")
@@ -105,6 +106,10 @@ func TestTrainSamples(t *testing.T) {
 	const n = 8
 	args = with(setFlag(args, "--lr", "2e-2"), "--out", out, "--sample-every", "1", "--sample-max-tokens", strconv.Itoa(n),
 		"--log-every", "1", "--sample-prompt", prompts[0], "--sample-prompt", prompts[1])
+	stale := filepath.Join(out, sampleExportPrefix+"123", "model")
+	if err := os.MkdirAll(stale, 0o755); err != nil { // a killed run's export
+		t.Fatal(err)
+	}
 	if err := run(t, args...); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +155,7 @@ func TestTrainSamples(t *testing.T) {
 		t.Errorf("report samples %+v, want the step-2 round", rep.Samples)
 	}
 	if ents, _ := filepath.Glob(filepath.Join(out, sampleExportPrefix+"*")); len(ents) > 0 {
-		t.Errorf("the sample export was left in --out: %v", ents)
+		t.Errorf("a sample export is left in --out: %v", ents)
 	}
 }
 

@@ -30,14 +30,11 @@ type sampleModel struct {
 }
 
 // sampleExportPrefix names sampleModel's directory in --out; a run killed before it
-// removed its own leaves one, which the next run in that --out removes (it holds the lock).
+// removed its own leaves one, which the next train in that --out removes (trainSampling).
 const sampleExportPrefix = ".sample-export-"
 
 // openSampleModel exports the artifacts' decoder with LoRA inputs into out.
 func openSampleModel(artifacts, out string, man *manifest.Manifest, opts ortrun.Options) (*sampleModel, error) {
-	if err := removeStaleSampleExports(out); err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
 	}
