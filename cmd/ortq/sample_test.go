@@ -245,3 +245,20 @@ func TestSamplesResumeAfterSignal(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainSamplesTwoDevices: a data-parallel run (cpu,cpu: the multi-device stepper)
+// samples on its first device with the values its steps reached: the ids of generate with
+// the run's adapter.
+func TestTrainSamplesTwoDevices(t *testing.T) {
+	dir, args := relFixture(t, 2)
+	art, out := args[2], filepath.Join(dir, "run")
+	prompt := "The jury said"
+	if err := run(t, with(setFlag(args, "--lr", "2e-2"), "--out", out, "--device", "cpu,cpu", "--sample-prompt", prompt, "--sample-max-tokens", "6")...); err != nil {
+		t.Fatal(err)
+	}
+	rep := readReport(t, out)
+	want := generatedIDs(t, art, filepath.Join(out, "adapter_model.safetensors"), 6, []string{prompt})
+	if len(rep.Samples) != 1 || rep.Samples[0].Step != 2 || !slices.Equal(rep.Samples[0].IDs, want[0]) {
+		t.Errorf("report samples %+v, want ids %v at step 2", rep.Samples, want[0])
+	}
+}
