@@ -161,7 +161,8 @@ demo: ort build demo-data
 	bin/ortq export --artifacts $(DEMO_DIR)/artifacts --adapter $(DEMO_DIR)/run/adapter_model.safetensors --out $(DEMO_DIR)/export --force --quiet
 	bin/ortq generate --model $(DEMO_DIR)/export --prompt "The study of" --max-new-tokens 64 --temperature 0.7 --top-k 40 --seed 1
 	@echo "instruction tuning: chat conversations (testdata/chat-demo.jsonl) through the default model's chat template, loss on the assistant turns only"
-	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data testdata/chat-demo.jsonl --tokenizer default --pack none --max-seq-len 128 --lr 5e-3 --max-steps 100 --quiet --out $(DEMO_DIR)/chat-run --force
+	bin/ortq train --artifacts $(DEMO_DIR)/artifacts --data testdata/chat-demo.jsonl --tokenizer default --pack none --max-seq-len 128 --lr 5e-3 --max-steps 100 --quiet --out $(DEMO_DIR)/chat-run --force \
+	  --sample-every 50 --sample-prompt "What is the plural of box?" --sample-max-tokens 12
 	bin/ortq export --artifacts $(DEMO_DIR)/artifacts --adapter $(DEMO_DIR)/chat-run/adapter_model.safetensors --out $(DEMO_DIR)/chat-export --force --quiet
 	bin/ortq generate --model $(DEMO_DIR)/chat-export --chat --prompt "What is the plural of box?" --max-new-tokens 24
 

@@ -117,6 +117,9 @@ type Stats struct {
 	EvalLabels  int `json:"eval_labels"`
 	// Masked says some documents train on part of their tokens only.
 	Masked bool `json:"masked,omitempty"`
+	// Chat says some documents are conversations the chat template rendered ("messages"
+	// records), so prompts meant for the trained model (train --sample-prompt) go through it.
+	Chat bool `json:"chat,omitempty"`
 }
 
 // Dataset is the result of Build.
@@ -167,6 +170,7 @@ func Build(docs []Document, enc Encoder, opts Options) (*Dataset, error) {
 		}
 		ds.Stats.Tokens += len(seq)
 		ds.Stats.Masked = ds.Stats.Masked || d.Trained != nil
+		ds.Stats.Chat = ds.Stats.Chat || d.Templated
 		if opts.Isolate && !opts.NoPack {
 			seq[0] |= docStartBit
 		}

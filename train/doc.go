@@ -24,6 +24,10 @@
 //     (or the device step graph) and evaluation.
 //   - Checkpoints (checkpoint.go: atomic, fsynced, with what a resume must match), the memory
 //     log (runlog.go, rss.go), the progress display (progress.go) and the report (report.go).
+//   - Samples (sample.go): with Config.SamplePrompts and a Sampler (Hooks.Sampler; the CLI's
+//     decodes greedily through an export of the artifacts, cmd/ortq/samplemodel.go), a round
+//     of completions of the current LoRA values every SampleEvery steps and at the end,
+//     between optimizer steps, into the log, run.jsonl and the report.
 //
 // The CLI (cmd/ortq/train.go) parses options, tokenizes the data, cancels the context on
 // SIGINT/SIGTERM and calls Run; the run setup both it and bench use (the step kind, the

@@ -61,6 +61,12 @@ type Config struct {
 	// LogEvery writes a line to Out/run.jsonl every N optimizer steps and at memory peaks
 	// (0 = no run log).
 	LogEvery int `json:"log_every"`
+	// SamplePrompts are completed greedily (Hooks.Sampler) every SampleEvery loop steps (0:
+	// only at the end) and at the end, into the progress output, run.jsonl and the report;
+	// SampleMaxTokens is how many new tokens each may have.
+	SampleEvery     int      `json:"sample_every,omitempty"`
+	SamplePrompts   []string `json:"sample_prompts,omitempty"`
+	SampleMaxTokens int      `json:"sample_max_tokens,omitempty"`
 
 	// Hooks are the run's functions and writers, apart from the hyperparameters above
 	// (which report.json records).
@@ -86,6 +92,8 @@ type Hooks struct {
 	// test drives the loop without ONNX Runtime.
 	NewStepper     func(init []Param, sc StepConfig, rows, seq int) (Stepper, error)
 	CheckpointHook CheckpointHook
+	// Sampler draws the SamplePrompts' completions (nil: no samples).
+	Sampler Sampler
 }
 
 // DataSettings are the data options of a run (the micro-batch, padding and seed are

@@ -95,6 +95,8 @@ func TestFakeLoopResumeIsExact(t *testing.T) {
 		{name: "no accumulation, evaluations, keep 1", cancelAfter: 5,
 			edit: func(c *train.Config) { c.GradAccum, c.MaxSteps, c.EvalEvery, c.SaveEvery, c.Keep = 1, 9, 2, 3, 1 }},
 		{name: "cancelled before the first step", cancelAfter: 0},
+		{name: "samples every 2, a sample step before the interruption", cancelAfter: 5,
+			edit: func(c *train.Config) { c.SampleEvery, c.Sampler = 2, &paramSampler{} }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfgFor := func(out string) train.Config {

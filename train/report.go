@@ -161,8 +161,10 @@ type Report struct {
 	// run spans several devices.
 	PeakGPUPerDevice map[string]uint64 `json:"peak_gpu_per_device_bytes,omitempty"`
 	// RunLog names the JSONL memory and progress log, when one was written.
-	RunLog string   `json:"run_log,omitempty"`
-	Notes  []string `json:"notes,omitempty"`
+	RunLog string `json:"run_log,omitempty"`
+	// Samples are the last round of greedy completions of the sample prompts.
+	Samples []Sample `json:"samples,omitempty"`
+	Notes   []string `json:"notes,omitempty"`
 }
 
 // WriteJSON writes the report as indented JSON, atomically.
@@ -233,6 +235,7 @@ func (r *Report) Markdown() (string, error) {
 	if r.RunLog != "" {
 		fmt.Fprintf(&b, "| memory and progress log | %s |\n", MarkdownEscape(r.RunLog))
 	}
+	b.WriteString(samplesMarkdown(r.Samples))
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
 		for _, n := range r.Notes {

@@ -19,7 +19,7 @@ import (
 type MemRecord struct {
 	Time       time.Time `json:"time"`
 	Step       int       `json:"step"`
-	Event      string    `json:"event"` // "step", "peak", "eval"
+	Event      string    `json:"event"` // "step", "peak", "start" (sample lines are SampleRecords)
 	Loss       float64   `json:"loss,omitempty"`
 	LR         float64   `json:"lr,omitempty"`
 	TokensPerS float64   `json:"tokens_per_s,omitempty"`

@@ -113,6 +113,8 @@ type run struct {
 	trainTime time.Duration
 	prog      *Progress
 	rlog      *runLog
+	// sampleFailed: a round of samples failed (sample.go), which the report notes once.
+	sampleFailed bool
 }
 
 // setup checks the configuration and makes the data iterator, the evaluation batches, the
@@ -360,6 +362,11 @@ func (l *run) step(ctx context.Context, step int) error {
 		}
 		rep.EvalHistory = append(rep.EvalHistory, r)
 	}
+	if l.sampleDue(step) {
+		if err := l.sample(step); err != nil {
+			return err
+		}
+	}
 	if cfg.SaveEvery > 0 && step%cfg.SaveEvery == 0 {
 		return l.save(step, l.it.Position())
 	}
@@ -446,6 +453,9 @@ func (l *run) finish(start time.Time, mon *RSSMonitor) (*Report, error) {
 		return nil, fmt.Errorf("final evaluation: %w", err)
 	}
 	rep.EvalHistory = append(rep.EvalHistory, rep.Final)
+	if err := l.sample(rep.OptimizerSteps); err != nil {
+		return nil, err
+	}
 	rep.WallTime = time.Since(start)
 	if l.trainTime > 0 {
 		rep.TokensPerSecond = Float(float64(rep.TrainTokens) / l.trainTime.Seconds())

@@ -52,6 +52,12 @@ curve, so the rate steps up at the resume; warmup is unchanged). LoRA dropout ma
 function of --seed, the step and the micro-batch, so a resumed run draws the masks the
 uninterrupted run drew and, on the CPU, reproduces it bit for bit.
 
+--sample-prompt TEXT (repeatable) completes each prompt greedily with the adapter as it
+stands every --sample-every steps and at the end (through the chat template when the data is
+chat "messages", as generate --chat renders a prompt), printed, written to run.jsonl and kept
+in the report; the decoder is an export of the artifacts with the LoRA tensors as inputs,
+written once into a hidden directory in --out and removed at the end.
+
 weights.bin is refused before anything runs when its size differs from the one manifest.json
 records, and when its SHA-256 does: the hash is read the first time train uses an artifacts
 directory whose weights.bin changed since it was last verified (prepare records the file it
@@ -98,6 +104,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.String("resume", "", "continue an interrupted or finished run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the earlier run's, except the total (--max-steps, --epochs): a larger one trains longer, with the schedule of the new total")
 	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
+	addSampleFlags(f)
 	return cmd
 }
 
@@ -299,6 +306,9 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
+	if s, ok := cfg.Sampler.(*trainSampler); ok {
+		defer s.Close()
+	}
 	if v.GetBool("force") {
 		if err := discardEarlierRun(f.out); err != nil {
 			return err
@@ -450,8 +460,10 @@ func trainConfig(v *viper.Viper, f trainSetup, engines []*train.Engine) (*data.D
 	if ds.Stats.Masked {
 		cfg.TrainOn = v.GetString("train-on")
 	}
-	cfg.Inputs, err = resumeInputs(v, f.dset)
-	return ds, cfg, err
+	if cfg.Inputs, err = resumeInputs(v, f.dset); err != nil {
+		return nil, train.Config{}, err
+	}
+	return ds, cfg, trainSampling(v, f, eng.Man, ds.Stats.Chat, &cfg)
 }
 
 // loadTrainData reads, tokenizes and splits the data, refuses splits too short to train or
@@ -549,7 +561,7 @@ func checkTrainFlags(v *viper.Viper) error {
 	if _, err := train.ParseStepKind(v.GetString("step")); err != nil {
 		return usageError{fmt.Errorf("--%w", err)}
 	}
-	return nil
+	return checkSampleFlags(v)
 }
 
 // maxStepTokens bounds --grad-accum × --micro-batch × --max-seq-len, checked before anything
