@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
@@ -29,6 +30,11 @@ type Config struct {
 	Recompute string `json:"recompute,omitempty"`
 	// MaxGPUMemory is auto's budget in bytes (0: 90% of the device's free memory).
 	MaxGPUMemory float64 `json:"max_gpu_memory,omitempty"`
+	// Base is train's --base for every point whose recompute names a policy alone:
+	// train.BaseAuto ("" too: dense where it fits, on one GPU's device or graph step),
+	// BaseFourBit or BaseDense. A point's recompute may also name a dense step itself
+	// (e.g. selective_dense), which --sweep recompute=layer,layer_dense compares.
+	Base string `json:"base,omitempty"`
 	// Step is the base point's optimizer step: train.StepHost, StepDevice, StepGraph, or
 	// "auto"/"" (train.AutoStep: StepGraph on one CUDA device, else StepHost).
 	Step string `json:"step,omitempty"`
@@ -102,6 +108,9 @@ func (c *Config) Validate() error {
 		if err := checkRecompute(c.Recompute); err != nil {
 			return fmt.Errorf("--recompute: %w", err)
 		}
+	}
+	if _, err := train.ParseBase(c.Base); err != nil {
+		return fmt.Errorf("--%w", err)
 	}
 	if _, err := devices(c.Device); err != nil {
 		return err
@@ -214,13 +223,14 @@ func parseTargets(v string) ([]string, error) {
 
 // checkRecompute accepts what the training graphs offer: prepare writes train.onnx and
 // train_recompute.onnx (each decoder layer recomputed before its backward) side by side,
-// so recompute is chosen per point without preparing again.
+// and a device step per policy, with and without a dense base (manifest.DenseStep), so
+// recompute is chosen per point without preparing again.
 func checkRecompute(v string) error {
-	switch v {
+	switch p, _ := manifest.SplitStepKey(v); p {
 	case "none", "layer", "selective":
 		return nil
 	}
-	return fmt.Errorf("recompute %q: use none, selective or layer", v)
+	return fmt.Errorf("recompute %q: use none, selective or layer (or one of them with _dense: the device step with a dense base)", v)
 }
 
 // checkStep accepts the optimizer steps a point can use ("auto" and "" only as the base's).

@@ -189,7 +189,9 @@ func (r *runner) resolveBase() (Params, error) {
 		return Params{}, fmt.Errorf("artifacts %q: manifest options: %w", c.Artifacts, err)
 	}
 	if rec == "layer" && (c.Recompute == "" || c.Recompute == "auto") && len(r.devs) == 1 {
-		rec = r.chooseRecompute(man)
+		if rec, err = r.chooseRecompute(man, "auto", resolveStep(c.Step, r.devs), c.MicroBatch); err != nil {
+			return Params{}, err
+		}
 	}
 	p := Params{MicroBatch: c.MicroBatch, SeqLen: c.SeqLen, Bits: r.prep.Bits, Recompute: rec,
 		Targets: slices.Clone(r.prep.Targets), Step: resolveStep(c.Step, r.devs)}
@@ -202,13 +204,23 @@ func (r *runner) resolveBase() (Params, error) {
 	return p, nil
 }
 
-// chooseRecompute is --recompute auto on one GPU (train.ResolveRecompute against
-// MaxGPUMemory, or 90% of the device's free memory), noted in the report.
-func (r *runner) chooseRecompute(man *manifest.Manifest) string {
+// chooseRecompute resolves a point's recompute and the run's Base into a device step key
+// (train.ResolveRecompute against MaxGPUMemory, or 90% of the device's free memory), noting
+// the choice in the report; a recompute that names a dense step already is kept.
+func (r *runner) chooseRecompute(man *manifest.Manifest, rec string, kind train.StepKind, rows int) (string, error) {
+	if _, dense := manifest.SplitStepKey(rec); dense {
+		return rec, nil
+	}
+	base, _ := train.ParseBase(r.cfg.Base)
 	free := func() uint64 { n, _ := gpumem.Free(r.devs[0]); return n }
-	policy, note := train.ResolveRecompute(man, r.devs, r.cfg.MaxGPUMemory, free, r.cfg.MicroBatch, r.cfg.SeqLen)
-	r.res.Notes = append(r.res.Notes, note)
-	return policy
+	key, note, err := train.ResolveRecompute(man, r.devs, rec, base, kind, r.cfg.MaxGPUMemory, free, rows, r.cfg.SeqLen)
+	if err != nil {
+		return "", err
+	}
+	if note != "" && !slices.Contains(r.res.Notes, note) {
+		r.res.Notes = append(r.res.Notes, note)
+	}
+	return key, nil
 }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.=-]+`)
@@ -459,6 +471,11 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 		// Only the training session is profiled (opts is this function's copy).
 		opts.ProfilePrefix = filepath.Join(c.ProfileDir, unsafeChars.ReplaceAllString(pt.Label, "_"))
 	}
+	key, err := r.chooseRecompute(man, p.Recompute, p.Step, p.MicroBatch)
+	if err != nil {
+		return nil, nil, fmt.Errorf("point %s: %w", p.Label(), err)
+	}
+	p.Recompute, pt.Params.Recompute = key, key
 	eo, err := engineOptions(p, r.devs, dir, man)
 	if err != nil {
 		return nil, nil, err
@@ -580,7 +597,8 @@ func (r *runner) rates(pt *Point, p Params, times []time.Duration, shape *ModelS
 	if shape != nil {
 		// Every device's micro-batch counts; MFU is against the peak of all the devices.
 		n := pt.TokensPerStep / max(1, p.MicroBatch*p.SeqLen)
-		pt.FLOPs = CountFLOPs(*shape, n*p.MicroBatch, p.SeqLen, p.Recompute == "layer")
+		policy, _ := manifest.SplitStepKey(pt.Params.Recompute) // the step key measure chose
+		pt.FLOPs = CountFLOPs(*shape, n*p.MicroBatch, p.SeqLen, policy == "layer")
 		if r.peak > 0 {
 			perStep := secs / float64(len(times))
 			pt.PeakFLOPS = Float(r.peak * float64(n))

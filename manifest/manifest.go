@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/ortq/ortq/internal/fsutil"
 )
@@ -41,7 +42,42 @@ const (
 // RecomputePolicies lists the policies in that order.
 var RecomputePolicies = []string{RecomputeLayer, RecomputeSelective, RecomputeNone}
 
-// StepFile is the device step graph's file name for a recomputation policy.
+// DenseStep is the StepPolicies key of a policy's device step with a dense base: every
+// 4-bit weight read through one dequantization of its initializers, which ONNX Runtime folds
+// into a float16 initializer when the session is created (passes.DenseBase; the session
+// needs the config entry DenseSessionConfig). Faster than the 4-bit step, it holds the
+// base in 16 bits (DenseExtraBytes more).
+func DenseStep(policy string) string { return policy + denseSuffix }
+
+const denseSuffix = "_dense"
+
+// SplitStepKey splits a device step key (a policy or a DenseStep) into its policy and
+// whether the base is dense.
+func SplitStepKey(key string) (policy string, dense bool) {
+	if p, ok := strings.CutSuffix(key, denseSuffix); ok {
+		return p, true
+	}
+	return key, false
+}
+
+// DenseSessionConfig is the ONNX Runtime session config entry a dense step's session needs
+// so that its dequantizations of initializers are folded (QDQ handling keeps them otherwise).
+var DenseSessionConfig = map[string]string{"session.disable_quant_qdq": "1"}
+
+// DenseExtraBytes is how many more bytes of device memory a dense step's weights take than
+// the 4-bit step's: each quantized Linear as float16 instead of its 4-bit bytes and scales.
+func (m *Manifest) DenseExtraBytes() float64 {
+	var b float64
+	for _, q := range m.Quant {
+		// 2 bytes an element instead of half a byte and a float16 scale per block of 32
+		// (the default; other block sizes move this by under 4 %).
+		b += float64(q.Shape[0]) * float64(q.Shape[1]) * (2 - 0.5 - 2.0/32)
+	}
+	return b
+}
+
+// StepFile is the device step graph's file name for a recomputation policy (or a
+// DenseStep key).
 func StepFile(policy string) string {
 	if policy == RecomputeLayer {
 		return TrainStepFile

@@ -244,10 +244,13 @@ type deviceStep struct {
 }
 
 // buildStep turns a training graph into a device-resident step: DeviceStep, then
-// NBitsForward unless --dequantize-forward.
-func buildStep(o Options, m *ortgraph.Model, vocab int64, logf func(string, ...any)) (*deviceStep, error) {
+// NBitsForward unless --dequantize-forward, or DenseBase for a dense step.
+func buildStep(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func(string, ...any)) (*deviceStep, error) {
 	ps := []*ortgraph.Pass{passes.DeviceStep}
-	if !o.DequantizeForward {
+	switch {
+	case dense:
+		ps = append(ps, passes.DenseBase)
+	case !o.DequantizeForward:
 		ps = append(ps, passes.NBitsForward)
 	}
 	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), o.passConfig(o.Dropout, true, vocab), logf, ps...)
@@ -255,7 +258,7 @@ func buildStep(o Options, m *ortgraph.Model, vocab int64, logf func(string, ...a
 		return nil, err
 	}
 	st := &deviceStep{m: m, layout: ortgraph.ResultOf[*passes.DeviceStepResult](ctx, passes.DeviceStep).Layout}
-	if !o.DequantizeForward {
+	if !o.DequantizeForward && !dense {
 		st.shared = ortgraph.ResultOf[*passes.NBitsForwardResult](ctx, passes.NBitsForward).Shared
 	}
 	return st, nil
@@ -313,11 +316,19 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	}
 	gs.steps = map[string]*deviceStep{}
 	for policy, from := range map[string]*ortgraph.Model{manifest.RecomputeLayer: gs.rec, manifest.RecomputeSelective: sel, manifest.RecomputeNone: gs.train} {
-		st, err := buildStep(o, clone(from), vocab, logf)
+		st, err := buildStep(o, clone(from), vocab, false, logf)
 		if err != nil {
 			return nil, fmt.Errorf("model %q: device step graph (recompute %s): %w", o.Model, policy, err)
 		}
 		gs.steps[policy] = st
+		if len(gs.quant) == 0 || o.Bits != 4 {
+			continue
+		}
+		// The same step reading a dense base, for runs with room for it (train --base).
+		if st, err = buildStep(o, clone(from), vocab, true, logf); err != nil {
+			return nil, fmt.Errorf("model %q: dense device step graph (recompute %s): %w", o.Model, policy, err)
+		}
+		gs.steps[manifest.DenseStep(policy)] = st
 	}
 	gs.layout = gs.steps[manifest.RecomputeLayer].layout
 	for policy, st := range gs.steps {
@@ -326,6 +337,18 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 		}
 	}
 	return gs, nil
+}
+
+// stepKeys lists the device steps gs holds: each policy, then its dense step if any.
+func stepKeys(gs *graphs) []string {
+	var keys []string
+	for _, p := range manifest.RecomputePolicies {
+		keys = append(keys, p)
+		if gs.steps[manifest.DenseStep(p)] != nil {
+			keys = append(keys, manifest.DenseStep(p))
+		}
+	}
+	return keys
 }
 
 // buildManifest describes the model, the options and every graph's inputs and outputs.
@@ -356,7 +379,7 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 	man.Eval = describe(ortgraph.NewGraph(gs.eval), manifest.EvalFile)
 	rec := describe(ortgraph.NewGraph(gs.rec), manifest.TrainRecomputeFile)
 	man.TrainRecompute = &rec
-	for _, policy := range manifest.RecomputePolicies {
+	for _, policy := range stepKeys(gs) {
 		st := gs.steps[policy]
 		stepG := ortgraph.NewGraph(st.m)
 		d := describe(stepG, manifest.StepFile(policy))
@@ -389,7 +412,7 @@ func writeArtifacts(o Options, man *manifest.Manifest, gs *graphs) error {
 	defer os.RemoveAll(tmp)
 	files := []string{manifest.TrainFile, manifest.TrainRecomputeFile, manifest.EvalFile}
 	models := []*ortgraph.Model{gs.train, gs.rec, gs.eval}
-	for _, policy := range manifest.RecomputePolicies {
+	for _, policy := range stepKeys(gs) {
 		files = append(files, manifest.StepFile(policy))
 		models = append(models, gs.steps[policy].m)
 	}

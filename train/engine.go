@@ -60,6 +60,9 @@ type EngineOptions struct {
 	// NoShareWeights lets the device step session load the 4-bit weights under both their
 	// names instead of sharing one buffer (ortq's ORTQX_SHARE_WEIGHTS=0; see shareWeights).
 	NoShareWeights bool
+	// DenseBase opens the policy's dense step (manifest.DenseStep): the 4-bit base
+	// dequantized once, when the session is created, and held in float16.
+	DenseBase bool
 }
 
 // OpenEngineWith is OpenEngine with the choice of training graph.
@@ -82,7 +85,7 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 		}
 	}
 	if eo.DeviceStep {
-		if err := e.openStep(eo.Policy, eo.CUDAGraph, eo.NoShareWeights); err != nil {
+		if err := e.openStep(eo.Policy, eo.DenseBase, eo.CUDAGraph, eo.NoShareWeights); err != nil {
 			e.Close()
 			return nil, err
 		}
@@ -97,18 +100,37 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 	return e, nil
 }
 
-// openStep opens the device step graph of a recomputation policy, with CUDA graphs when
-// asked and possible.
-func (e *Engine) openStep(policy string, cudaGraph, noShare bool) error {
+// openStep opens the device step graph of a recomputation policy (its dense form when
+// dense), with CUDA graphs when asked and possible.
+func (e *Engine) openStep(policy string, dense, cudaGraph, noShare bool) error {
 	if policy == "" {
 		policy = manifest.RecomputeLayer
 	}
-	g := e.Man.Step(policy)
+	key := policy
+	if dense {
+		key = manifest.DenseStep(policy)
+	}
+	g := e.Man.Step(key)
 	if g == nil || len(e.Man.StepLayout) == 0 {
-		return fmt.Errorf("artifacts %q have no device step graph for recompute %s (%s): rerun `ortq prepare`", e.Dir, policy, manifest.StepFile(policy))
+		what := "recompute " + policy
+		if dense {
+			what += " with a dense base (4-bit artifacts prepared by this version)"
+		}
+		return fmt.Errorf("artifacts %q have no device step graph for %s (%s): rerun `ortq prepare`", e.Dir, what, manifest.StepFile(key))
 	}
 	path := filepath.Join(e.Dir, g.File)
 	opts := e.Opts
+	if dense {
+		cfg := map[string]string{}
+		for k, v := range opts.Tuning.SessionConfig {
+			cfg[k] = v
+		}
+		for k, v := range manifest.DenseSessionConfig {
+			cfg[k] = v
+		}
+		opts.Tuning.SessionConfig = cfg
+		e.Notes = append(e.Notes, fmt.Sprintf("base: dense (%s: the 4-bit weights dequantized once at load and held in float16, %.2f GiB more)", g.File, e.Man.DenseExtraBytes()/(1<<30)))
+	}
 	opts.CUDAGraph = cudaGraph && strings.HasPrefix(opts.Device, "cuda")
 	if opts.CUDAGraph && len(g.CaptureBlockers) > 0 {
 		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: %s holds %s, whose CUDA kernels a captured graph cannot replay safely", g.File, strings.Join(g.CaptureBlockers, ", ")))

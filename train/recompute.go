@@ -15,10 +15,12 @@ import (
 //   - layer: the layer's input (2h) kept as its checkpoint, plus one layer's working set and
 //     the loss block once: measured 2.17 GiB at the Llama-3.2-3B shape, micro-batch 7 × 512
 //     (0.65 MB a token), which 2·(L·h + 16h + 8·S·n) + 14·vocab/8 matches within 10 %;
-//   - none: every activation of every layer, 2·(20h + 2·S·n) a layer (measured 14.82 GiB at
-//     the same shape: 158 KB a layer and token; the formula gives 172 KB);
+//   - none: every activation of every layer, 2·(22h + 2·S·n) a layer (measured 17.37 GiB at
+//     the same shape with the attention gradient's row sums keeping O, H100 2026-12-07;
+//     the formula gives 17.2 GiB with the loss block);
 //   - selective: layer's, plus the products it keeps: q, k, v, gate and up outputs, 2·7h a
-//     layer (the 3B shape's 21,504 values are exactly 7h).
+//     layer (the 3B shape's 21,504 values are exactly 7h; measured 6.63 GiB, the formula
+//     gives 6.2).
 const stepFixedBytes = 0.8 * (1 << 30)
 
 // StepActivationBytes estimates the activation bytes of one device step of a recomputation
@@ -29,55 +31,81 @@ func StepActivationBytes(m manifest.Model, policy string, rows, seqLen int) floa
 	perToken := 2*(l*h+16*h+8*s*n) + 14*float64(m.Vocab)/8
 	switch policy {
 	case manifest.RecomputeNone:
-		perToken = l*2*(20*h+2*s*n) + 14*float64(m.Vocab)/8
+		perToken = l*2*(22*h+2*s*n) + 14*float64(m.Vocab)/8
 	case manifest.RecomputeSelective:
 		perToken += l * 2 * 7 * h
 	}
 	return float64(rows) * s * perToken
 }
 
-// StepPeakBytes estimates the GPU memory peak of a device step: weights, the fixed part and
-// the activations.
-func StepPeakBytes(man *manifest.Manifest, policy string, rows, seqLen int) float64 {
+// StepPeakBytes estimates the GPU memory peak of a device step (a policy, or its
+// manifest.DenseStep): weights, the fixed part and the activations; a dense base adds its
+// float16 weights less the 4-bit bytes.
+func StepPeakBytes(man *manifest.Manifest, key string, rows, seqLen int) float64 {
+	policy, dense := manifest.SplitStepKey(key)
 	var weights float64
 	for _, f := range man.DataFiles {
 		weights += float64(f.Size)
 	}
+	if dense {
+		weights += man.DenseExtraBytes()
+	}
 	return weights + stepFixedBytes + StepActivationBytes(man.Model, policy, rows, seqLen)
 }
 
-// RecomputeChoice is the policy ChooseRecompute picked, with the estimates it compared.
+// RecomputeChoice is the device step ChooseRecompute picked (a policy or its DenseStep key),
+// with the estimates it compared.
 type RecomputeChoice struct {
 	Policy    string
 	Budget    float64            // bytes
-	Estimates map[string]float64 // estimated peak bytes by policy
+	Keys      []string           // the candidates, fastest first
+	Estimates map[string]float64 // estimated peak bytes by key
 }
 
 // String is the one line train and bench print and log.
 func (c RecomputeChoice) String() string {
 	var est []string
-	for _, p := range []string{manifest.RecomputeNone, manifest.RecomputeSelective, manifest.RecomputeLayer} {
-		if e, ok := c.Estimates[p]; ok {
-			est = append(est, fmt.Sprintf("%s %.2f GiB", p, e/(1<<30)))
+	for _, k := range c.Keys {
+		if e, ok := c.Estimates[k]; ok {
+			est = append(est, fmt.Sprintf("%s %.2f GiB", k, e/(1<<30)))
 		}
 	}
 	return fmt.Sprintf("recompute auto: %s (estimated peaks %s; budget %.2f GiB)", c.Policy, strings.Join(est, ", "), c.Budget/(1<<30))
 }
 
-// ChooseRecompute returns the fastest recomputation policy whose estimated peak fits budget
-// bytes, among the device steps the artifacts hold: none (no GEMM or attention runs twice),
-// then selective, then layer, which is returned when nothing fits (the run's own memory
-// check then refuses what cannot fit at all).
-func ChooseRecompute(man *manifest.Manifest, budget float64, rows, seqLen int) RecomputeChoice {
+// StepKeys lists device steps fastest first, as measured at the Llama-3.2-3B shape on an
+// H100 (micro-batch 7): none 165.7 ms, selective 190.6 ms, layer 213.9 ms, and a dense base
+// saving ≈ 0.5 ms a layer on each (the 4-bit dequantizations) — less than one policy step
+// saves, so the order is none_dense, none, selective_dense, selective, layer_dense, layer.
+// dense says which bases to list: "auto" both, "dense" or "4bit" one.
+func StepKeys(dense string) []string {
+	var keys []string
+	for _, p := range []string{manifest.RecomputeNone, manifest.RecomputeSelective, manifest.RecomputeLayer} {
+		if dense != BaseFourBit {
+			keys = append(keys, manifest.DenseStep(p))
+		}
+		if dense != BaseDense {
+			keys = append(keys, p)
+		}
+	}
+	return keys
+}
+
+// ChooseRecompute returns the first of keys (fastest first) whose device step the
+// artifacts hold and whose estimated peak fits budget bytes, or the last they hold when
+// none fits (the run's own memory check then refuses what cannot fit at all).
+func ChooseRecompute(man *manifest.Manifest, budget float64, rows, seqLen int, keys []string) RecomputeChoice {
 	c := RecomputeChoice{Policy: manifest.RecomputeLayer, Budget: budget, Estimates: map[string]float64{}}
 	chosen := false
-	for _, p := range []string{manifest.RecomputeNone, manifest.RecomputeSelective, manifest.RecomputeLayer} {
-		if man.Step(p) == nil {
+	for _, k := range keys {
+		if man.Step(k) == nil {
 			continue
 		}
-		c.Estimates[p] = StepPeakBytes(man, p, rows, seqLen)
-		if !chosen && c.Estimates[p] <= budget {
-			c.Policy, chosen = p, true
+		c.Keys = append(c.Keys, k)
+		c.Estimates[k] = StepPeakBytes(man, k, rows, seqLen)
+		if !chosen {
+			c.Policy = k
+			chosen = c.Estimates[k] <= budget
 		}
 	}
 	return c

@@ -6,6 +6,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ortq/ortq/manifest"
@@ -40,9 +41,9 @@ func ParseStepKind(s string) (StepKind, error) {
 	return "", fmt.Errorf("step %q: use host, device, graph or auto", s)
 }
 
-// ErrHostSelective is ChooseStep's refusal of the host step with selective recomputation,
-// which exists only as a device step graph.
-var ErrHostSelective = errors.New("selective recomputation exists only as a device step")
+// ErrHostSelective is ChooseStep's refusal of the host step with selective recomputation or
+// a dense base, which exist only as device step graphs.
+var ErrHostSelective = errors.New("selective recomputation and a dense base exist only as device steps")
 
 // AutoStep is the optimizer step StepAuto runs on devs (one device, or a list):
 //   - one CUDA device: StepGraph (for the recomputation policy the run uses, where the
@@ -67,17 +68,18 @@ func AutoStep(devs []string) StepKind {
 // options every device opens: StepAuto is AutoStep's choice, or the host step where the
 // artifacts lack the policy's step graph; an explicit device or graph step needs that graph.
 // On CUDA the evaluation session opens only while evaluating (LazyEval).
-func ChooseStep(kind StepKind, devs []string, policy string, man *manifest.Manifest) (EngineOptions, error) {
+func ChooseStep(kind StepKind, devs []string, key string, man *manifest.Manifest) (EngineOptions, error) {
 	cuda := strings.HasPrefix(devs[0], "cuda")
+	policy, dense := manifest.SplitStepKey(key)
 	host := EngineOptions{Train: true, Recompute: policy != manifest.RecomputeNone, LazyEval: cuda}
 	switch kind {
 	case StepAuto, "":
-		if kind = AutoStep(devs); man.Step(policy) == nil {
+		if kind = AutoStep(devs); man.Step(key) == nil {
 			kind = StepHost
 		}
 	case StepDevice, StepGraph:
-		if man.Step(policy) == nil {
-			return host, fmt.Errorf("the artifacts have no device step graph for recompute %s (%s): rerun `ortq prepare`", policy, manifest.StepFile(policy))
+		if man.Step(key) == nil {
+			return host, fmt.Errorf("the artifacts have no device step graph for recompute %s (%s): rerun `ortq prepare`", key, manifest.StepFile(key))
 		}
 	case StepHost:
 	default:
@@ -85,31 +87,66 @@ func ChooseStep(kind StepKind, devs []string, policy string, man *manifest.Manif
 		return host, err
 	}
 	if kind == StepHost {
-		if policy == manifest.RecomputeSelective {
+		if policy == manifest.RecomputeSelective || dense {
 			return host, ErrHostSelective
 		}
 		return host, nil
 	}
-	return EngineOptions{DeviceStep: true, Policy: policy, CUDAGraph: kind == StepGraph, LazyEval: cuda}, nil
+	return EngineOptions{DeviceStep: true, Policy: policy, DenseBase: dense, CUDAGraph: kind == StepGraph, LazyEval: cuda}, nil
 }
 
-// ResolveRecompute is --recompute auto once the artifacts are read: over several devices
-// layer (their step is the host step); on one GPU the fastest policy whose estimated peak
-// fits budget bytes, or, when budget is 0, 90% of free() (the device's free bytes, 0 when
-// unknown). note is the line the run prints and reports.
-func ResolveRecompute(man *manifest.Manifest, devs []string, budget float64, free func() uint64, rows, seqLen int) (policy, note string) {
-	if len(devs) > 1 {
-		return manifest.RecomputeLayer, ""
+// Bases of the frozen weights on a device step (--base): BaseFourBit reads the 4-bit bytes
+// (dequantized on every product), BaseDense the float16 weights dequantized once at load
+// (manifest.DenseStep: faster, more memory), BaseAuto dense where it fits the budget.
+const (
+	BaseAuto    = "auto"
+	BaseFourBit = "4bit"
+	BaseDense   = "dense"
+)
+
+// ParseBase checks a --base value.
+func ParseBase(s string) (string, error) {
+	switch s {
+	case BaseAuto, BaseFourBit, BaseDense:
+		return s, nil
+	case "":
+		return BaseAuto, nil
+	}
+	return "", fmt.Errorf("base %q: use auto, 4bit or dense", s)
+}
+
+// ResolveRecompute picks the device step of a run once the artifacts are read: policy is
+// --recompute (auto: the fastest whose estimated peak fits), base is --base (auto: dense
+// where it fits), budget the bytes they may plan for (0: 90% of free(), the device's free
+// bytes, 0 when unknown). Over several devices, on the CPU and with the host step (step is
+// --step) the base stays 4-bit and auto recomputation is layer over several devices. It
+// returns the policy or its manifest.DenseStep key and the line the run prints and reports
+// ("" when nothing was chosen).
+func ResolveRecompute(man *manifest.Manifest, devs []string, policy, base string, step StepKind, budget float64, free func() uint64, rows, seqLen int) (key, note string, err error) {
+	oneGPU := len(devs) == 1 && strings.HasPrefix(devs[0], "cuda") && step != StepHost
+	if base == BaseDense && (!oneGPU || (policy != "auto" && man.Step(manifest.DenseStep(policy)) == nil)) {
+		return "", "", fmt.Errorf("base dense needs one GPU, a device or graph step and artifacts with dense steps (prepare a 4-bit model with this version)")
+	}
+	if !oneGPU || (base == BaseFourBit && policy != "auto") {
+		if policy == "auto" {
+			policy = manifest.RecomputeLayer
+		}
+		return policy, "", nil
+	}
+	keys := StepKeys(base)
+	if policy != "auto" {
+		keys = slices.DeleteFunc(keys, func(k string) bool { p, _ := manifest.SplitStepKey(k); return p != policy })
 	}
 	if budget == 0 {
 		n := free()
 		if n == 0 {
-			return manifest.RecomputeLayer, "recompute auto: layer (the device's free memory is unknown; pass --max-gpu-memory)"
+			k := keys[len(keys)-1]
+			return k, fmt.Sprintf("recompute/base auto: %s (the device's free memory is unknown; pass --max-gpu-memory)", k), nil
 		}
 		budget = 0.9 * float64(n)
 	}
-	c := ChooseRecompute(man, budget, rows, seqLen)
-	return c.Policy, c.String()
+	c := ChooseRecompute(man, budget, rows, seqLen, keys)
+	return c.Policy, c.String(), nil
 }
 
 // OpenEngines opens one engine per device of devs at once (on GPUs most of a start is each

@@ -64,7 +64,8 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.Uint64("seed", b.Seed, "seed of the token batches (and of --preset's weights)")
 	f.Int("eval-batches", 0, "measure eval perplexity on N held-out micro-batches before and after the steps (0: off)")
 	f.String("recompute", "auto", "recomputation policy: layer, selective (device and graph steps), none, or auto (none on the CPU; with --artifacts on one GPU the fastest policy whose estimated peak fits --max-gpu-memory, as train chooses; else layer on CUDA)")
-	f.String("max-gpu-memory", "", "GPU memory --recompute auto may plan for, e.g. 13.7GiB (default: 90% of the device's free memory)")
+	f.String("max-gpu-memory", "", "GPU memory --recompute auto and --base auto may plan for, e.g. 13.7GiB (default: 90% of the device's free memory)")
+	f.String("base", "auto", "the frozen base as train's --base, for points whose recompute names a policy alone (4bit, dense or auto); a recompute of POLICY_dense (e.g. --sweep recompute=layer,layer_dense) names the dense step itself")
 	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (kept in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy of the point; host otherwise, several devices included)")
 	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets, step (repeatable: cartesian product)")
 	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable); \"torch\" runs that script now, same workload (needs --preset, Python with torch+peft)")
@@ -108,6 +109,7 @@ func benchConfig(v *viper.Viper) (bench.Config, error) {
 		return cfg, err
 	}
 	cfg.MaxGPUMemory = budget
+	cfg.Base = v.GetString("base")
 	cfg.PeakFLOPS = v.GetFloat64("peak-flops")
 	cfg.SampleInterval = time.Duration(v.GetInt("sample-ms")) * time.Millisecond
 	cfg.ProfileDir, cfg.WorkDir = v.GetString("profile"), v.GetString("work-dir")

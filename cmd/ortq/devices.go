@@ -114,7 +114,8 @@ func gpuDevices(devs []string) []train.GPUSampler {
 // checkDevicesMemory is checkDeviceMemory on every GPU of the run: each runs micro-batches
 // of the same size.
 func checkDevicesMemory(devs []string, m manifest.Model, policy string, microBatch, rows, seqLen int) error {
-	recompute := policy != manifest.RecomputeNone
+	p, _ := manifest.SplitStepKey(policy)
+	recompute := p != manifest.RecomputeNone
 	for _, d := range devs {
 		if err := checkDeviceMemory(d, m, recompute, microBatch, rows, seqLen); err != nil {
 			return err

@@ -58,26 +58,47 @@ func TestStepAuto(t *testing.T) {
 	}
 }
 
-// TestRecomputeAuto: --recompute auto takes the fastest policy whose estimated peak fits the
-// budget, and layer when none does; the estimates reproduce the measured 3B figures.
+// TestRecomputeAuto: --recompute auto (with --base auto, 4bit) takes the fastest device
+// step whose estimated peak fits the budget, and layer when none does; the estimates
+// reproduce the measured 3B figures.
 func TestRecomputeAuto(t *testing.T) {
-	m := &manifest.Manifest{TrainStep: &manifest.Graph{}, StepPolicies: map[string]*manifest.Graph{"selective": {}, "none": {}},
+	steps := map[string]*manifest.Graph{}
+	for _, k := range train.StepKeys(train.BaseAuto) {
+		if k != manifest.RecomputeLayer {
+			steps[k] = &manifest.Graph{}
+		}
+	}
+	m := &manifest.Manifest{TrainStep: &manifest.Graph{}, StepPolicies: steps,
 		Model:     manifest.Model{Layers: 28, Hidden: 3072, Vocab: 128256},
 		DataFiles: []manifest.DataFile{{Size: 2_370_000_000}}}
+	for range 28 { // the Llama-3.2-3B shape's Linears, [out, in]
+		for _, s := range [][2]int{{3072, 3072}, {1024, 3072}, {1024, 3072}, {3072, 3072}, {8192, 3072}, {8192, 3072}, {3072, 8192}} {
+			m.Quant = append(m.Quant, manifest.QuantLayer{Shape: s})
+		}
+	}
 	const gib = 1 << 30
 	for _, c := range []struct {
 		budget float64
+		base   string
 		want   string
-	}{{80 * gib, "none"}, {13.71 * gib, "selective"}, {6 * gib, "layer"}, {1 * gib, "layer"}} {
-		if got := train.ChooseRecompute(m, c.budget, 7, 512); got.Policy != c.want {
-			t.Errorf("budget %.2f GiB: %s, want %s", c.budget/gib, got, c.want)
+	}{
+		{80 * gib, train.BaseAuto, "none_dense"}, {13.71 * gib, train.BaseAuto, "selective_dense"},
+		{13.71 * gib, train.BaseFourBit, "selective"}, {20 * gib, train.BaseDense, "selective_dense"},
+		{6 * gib, train.BaseAuto, "layer"}, {1 * gib, train.BaseAuto, "layer"}, {1 * gib, train.BaseDense, "layer_dense"},
+	} {
+		if got := train.ChooseRecompute(m, c.budget, 7, 512, train.StepKeys(c.base)); got.Policy != c.want {
+			t.Errorf("budget %.2f GiB, base %s: %s, want %s", c.budget/gib, c.base, got, c.want)
 		}
 	}
-	// Measured on an H100 (3B, micro-batch 7 × 512): layer 2.17 GiB of activations, none 14.82.
-	for p, measured := range map[string]float64{"layer": 2.17, "none": 14.82} {
+	// Measured on an H100 (3B, micro-batch 7 × 512): activations layer 2.17 GiB, selective
+	// 6.63, none 17.37; a dense base 3.9 GiB more weights.
+	for p, measured := range map[string]float64{"layer": 2.17, "selective": 6.63, "none": 17.37} {
 		if est := train.StepActivationBytes(m.Model, p, 7, 512) / gib; est < 0.85*measured || est > 1.15*measured {
 			t.Errorf("%s: estimated %.2f GiB of activations, measured %.2f", p, est, measured)
 		}
+	}
+	if d := m.DenseExtraBytes() / gib; d < 3.5 || d > 4.2 {
+		t.Errorf("dense base: %.2f GiB more estimated", d)
 	}
 	for _, v := range []string{"abc", "-1GiB", "0"} {
 		if _, err := maxGPUMemory(v); err == nil {

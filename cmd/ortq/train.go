@@ -93,7 +93,8 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all (cpu,cpu: CPU sessions standing in for GPUs, for testing)")
 	f.String("recompute", "auto", "activation recomputation in the backward pass: layer (every activation of each decoder layer), selective (a layer's norms, rotary, attention and activation functions, not its Linears' GEMMs; device step only), none, or auto (none on the CPU; on one GPU the fastest policy whose estimated peak fits --max-gpu-memory; layer over several GPUs)")
-	f.String("max-gpu-memory", "", "GPU memory --recompute auto may plan for, e.g. 13.7GiB or 14000MiB (default: 90% of the device's free memory)")
+	f.String("max-gpu-memory", "", "GPU memory --recompute auto and --base auto may plan for, e.g. 13.7GiB or 14000MiB (default: 90% of the device's free memory)")
+	f.String("base", train.BaseAuto, "the frozen base on a one-GPU device or graph step: 4bit (dequantized on every product), dense (dequantized once at load and held in float16: faster, +1.5 bytes a weight) or auto (dense where the estimated peak fits --max-gpu-memory, chosen with --recompute auto's policy); 4bit elsewhere")
 	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy the run uses; host otherwise, several devices included)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
@@ -136,20 +137,25 @@ func maxGPUMemory(v string) (float64, error) {
 	return f, nil
 }
 
-// resolveRecompute turns --recompute auto into a policy once the artifacts are read
-// (train.ResolveRecompute: the budget is --max-gpu-memory, else 90% of the device's free
-// memory); the note is printed and kept for the run log and the report.
-func resolveRecompute(policy string, devs []string, budget float64, man *manifest.Manifest, rows, seqLen int) (string, string) {
-	if policy != "auto" {
-		return policy, ""
+// resolveRecompute turns --recompute and --base into a device step once the artifacts are
+// read (train.ResolveRecompute: the budget is --max-gpu-memory, else 90% of the device's
+// free memory); the note is printed and kept for the run log and the report.
+func resolveRecompute(policy, base, step string, devs []string, budget float64, man *manifest.Manifest, rows, seqLen int) (string, string, error) {
+	kind, err := train.ParseStepKind(step)
+	if err != nil {
+		return "", "", usageError{fmt.Errorf("--%w", err)}
 	}
-	return train.ResolveRecompute(man, devs, budget, func() uint64 {
+	key, note, err := train.ResolveRecompute(man, devs, policy, base, kind, budget, func() uint64 {
 		free, err := deviceFree(devs[0])
 		if err != nil {
 			return 0
 		}
 		return free
 	}, rows, seqLen)
+	if err != nil {
+		return "", "", usageError{fmt.Errorf("--%w", err)}
+	}
+	return key, note, nil
 }
 
 // addDataFlags adds the flags shared by train and eval for building the dataset.
@@ -329,7 +335,8 @@ func runTrain(v *viper.Viper) error {
 type trainSetup struct {
 	dir, out string
 	devs     []string           // one training session per device (devices.go)
-	rec      string             // the recomputation policy ("auto" until the artifacts are read)
+	rec      string             // the recomputation policy ("auto" until the artifacts are read), or its dense step
+	base     string             // --base
 	budget   float64            // --max-gpu-memory (0: the default budget)
 	dset     train.DataSettings // the data flags
 }
@@ -355,6 +362,9 @@ func trainFlags(v *viper.Viper) (trainSetup, error) {
 	}
 	if f.budget, err = maxGPUMemory(v.GetString("max-gpu-memory")); err != nil {
 		return f, err
+	}
+	if f.base, err = train.ParseBase(v.GetString("base")); err != nil {
+		return f, usageError{fmt.Errorf("--%w", err)}
 	}
 	if f.dset, err = dataSettings(v); err != nil {
 		return f, err
@@ -410,7 +420,10 @@ func openTrainEngines(v *viper.Viper, f *trainSetup) ([]*train.Engine, error) {
 	if _, err := man.VerifyHashesOnce(f.dir); err != nil {
 		return nil, err
 	}
-	rec, recNote := resolveRecompute(f.rec, f.devs, f.budget, man, mb, seq)
+	rec, recNote, err := resolveRecompute(f.rec, f.base, v.GetString("step"), f.devs, f.budget, man, mb, seq)
+	if err != nil {
+		return nil, err
+	}
 	f.rec = rec
 	eo, err := stepOptions(v.GetString("step"), f.devs, rec, man)
 	if err != nil {
