@@ -27,7 +27,7 @@ func TestEngineOptions(t *testing.T) {
 		{"device", Params{Recompute: "layer", Step: device}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", LazyEval: true}, ""},
 		{"graph", Params{Recompute: "layer", Step: graph}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", CUDAGraph: true, LazyEval: true}, ""},
 		{"graph selective", Params{Recompute: "selective", Step: graph}, withPolicies, train.EngineOptions{DeviceStep: true, Policy: "selective", CUDAGraph: true, LazyEval: true}, ""},
-		{"host selective", Params{Recompute: "selective", Step: host}, withPolicies, train.EngineOptions{}, "selective recomputation exists only as a device step"},
+		{"host selective", Params{Recompute: "selective", Step: host}, withPolicies, train.EngineOptions{}, "exist only as device steps"},
 		{"no recompute graph", Params{Recompute: "layer", Step: host}, &manifest.Manifest{}, train.EngineOptions{}, "recompute layer is not supported by artifacts \"art\""},
 		{"device without a none step", Params{Recompute: "none", Step: device}, withRec, train.EngineOptions{}, "no device step graph for recompute none"},
 	} {
