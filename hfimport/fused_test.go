@@ -111,7 +111,7 @@ func TestFusedGraphStructure(t *testing.T) {
 					t.Errorf("%d %s nodes, want %d", count[op], op, n)
 				}
 			}
-			ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, passes.FindLinears)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -178,7 +178,7 @@ func TestGraphStructure(t *testing.T) {
 					}
 				}
 			}
-			ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, passes.FindLinears)
 			if err != nil {
 				t.Fatal(err)
 			}

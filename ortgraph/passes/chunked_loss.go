@@ -7,7 +7,7 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-// chunkedLoss replaces lm_head and the loss with K = c.LossChunks blocks along the
+// chunkedLoss replaces lm_head and the loss with K = c.Chunks blocks along the
 // sequence axis, each computing logits = h·Wᵀ for its [batch, ⌈S/K⌉] positions, the
 // log-softmax cross-entropy and — in the training graph — the gradient of
 // loss_sum·seed with respect to h:
@@ -29,7 +29,7 @@ import (
 // Where(isnan(done_k[0]), h_k+1, h_k+1), where done_k is block k's last result: without
 // that dependency ONNX Runtime may run every block's lm_head first and hold all logits; and
 // a block's gradient waits the same way for its own loss value (lossBlock.build).
-func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, error) {
+func chunkedLoss(ctx *ortgraph.Context, c LossOptions, logits string) (*LossNames, error) {
 	g := ctx.G
 	head, err := chunkableHead(ctx, c, logits)
 	if err != nil {
@@ -43,7 +43,7 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	if g.Rank(h) != 3 && g.Rank(h) != -1 {
 		return nil, fmt.Errorf("lm_head's input %q has rank %d; expected [batch, seq, hidden]", h, g.Rank(h))
 	}
-	H, V, K := head.In, head.Out, int64(c.LossChunks)
+	H, V, K := head.In, head.Out, int64(c.Chunks)
 	if c.Train {
 		addInput(g, LossScaleInput, ortgraph.TensorType(ortgraph.Float, []int64{1}))
 	}
@@ -124,7 +124,7 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 }
 
 // chunkableHead returns lm_head when the chunked loss can replace it.
-func chunkableHead(ctx *ortgraph.Context, c *Config, logits string) (*Linear, error) {
+func chunkableHead(ctx *ortgraph.Context, c LossOptions, logits string) (*Linear, error) {
 	var head *Linear
 	for _, l := range ortgraph.ResultOf[*Linears](ctx, FindLinears).All {
 		if l.Kind == "lm_head" {
@@ -137,10 +137,8 @@ func chunkableHead(ctx *ortgraph.Context, c *Config, logits string) (*Linear, er
 	if head.Node.OpType != "MatMul" {
 		return nil, fmt.Errorf("chunked loss needs an unquantized lm_head; use --loss-chunks 0 or do not quantize lm_head")
 	}
-	for _, t := range c.Targets {
-		if t == "lm_head" {
-			return nil, fmt.Errorf("LoRA on lm_head is not supported with the chunked loss; use --loss-chunks 0")
-		}
+	if c.LMHeadLoRA {
+		return nil, fmt.Errorf("LoRA on lm_head is not supported with the chunked loss; use --loss-chunks 0")
 	}
 	return head, nil
 }

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -57,9 +58,10 @@ type DeviceStepResult struct {
 // state.<x>.next, so a caller keeps two copies in device memory and swaps them between
 // runs; the graph has no control flow, so ONNX Runtime can capture it in a CUDA graph.
 var DeviceStep = &ortgraph.Pass{
-	Name: "device-step",
-	Doc:  "flat LoRA/AdamW/accumulator state in and out, gradient accumulation and AdamW inside the graph",
-	Run:  runDeviceStep,
+	Name:       "device-step",
+	Doc:        "flat LoRA/AdamW/accumulator state in and out, gradient accumulation and AdamW inside the graph",
+	ResultType: reflect.TypeFor[*DeviceStepResult](),
+	Run:        runDeviceStep,
 }
 
 // stepParam is one LoRA input of the training graph and its gradient output.

@@ -37,8 +37,13 @@
 // training graph without recomputation.
 //
 // Passes are run by ortgraph.RunPasses (or a Context's Run), which validates the
-// declarations first, orders the passes by Requires and wraps their errors with the pass
-// name; a pass reads the results of its requirements with ortgraph.ResultOf. Each pass has
+// declarations and the options first, orders the passes by Requires and wraps their errors
+// with the pass name. Each pass declares the type of its result (Pass.ResultType), which
+// later passes read with ortgraph.ResultOf, and the four that take options declare their
+// own options type (options.go: QuantizeOptions, LoRAOptions, LossOptions,
+// RecomputeOptions), whose Validate method runs before any pass does; a pass reads its
+// options with ortgraph.OptionsOf. TestDocRequirements keeps the bracketed requirements
+// above equal to the passes' Requires. Each pass has
 // a golden of its own in testdata/ (goldens_test.go, rmsnorm_test.go, passes_test.go), most
 // on a hand-built one-layer decoder or a few nodes.
 package passes

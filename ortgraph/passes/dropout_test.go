@@ -223,8 +223,12 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := ortgraph.NewGraph(md)
-	cfg := &Config{Targets: []string{"q_proj", "v_proj"}, Rank: rank, Alpha: alpha, Bits: 16, Dropout: p, Train: true}
-	ctx, err := ortgraph.RunPasses(g, cfg, nil, LoRA, Loss, Backward)
+	opts := RunOptions{
+		Quantize: QuantizeOptions{Bits: 16},
+		LoRA:     LoRAOptions{Targets: []string{"q_proj", "v_proj"}, Rank: rank, Alpha: alpha, Dropout: p},
+		Loss:     LossOptions{Train: true},
+	}
+	ctx, err := ortgraph.RunPasses(g, opts.Options(), nil, LoRA, Loss, Backward)
 	if err != nil {
 		t.Fatal(err)
 	}

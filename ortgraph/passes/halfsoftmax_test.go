@@ -44,7 +44,7 @@ func TestHalfSoftmax(t *testing.T) {
 			_, om := halfSoftmaxGraph(c.variant)
 			before, _ := proto.Marshal(om)
 			g, m := halfSoftmaxGraph(c.variant)
-			ctx, err := ortgraph.RunPasses(g, &Config{}, nil, HalfSoftmax)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, HalfSoftmax)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/ortq/ortq/manifest"
@@ -22,33 +23,21 @@ func PEFTName(module, ab string) string {
 // dropout's 1/(1−p) rides on the scale, which multiplies B (a [r, out] factor) instead of
 // x or the [tokens, out] product.
 var LoRA = &ortgraph.Pass{
-	Name:     "lora",
-	Doc:      "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
-	Requires: []*ortgraph.Pass{FindLinears, Quantize},
-	Run:      runLoRA,
+	Name:        "lora",
+	Doc:         "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
+	Requires:    []*ortgraph.Pass{FindLinears, Quantize},
+	OptionsType: reflect.TypeFor[LoRAOptions](),
+	ResultType:  reflect.TypeFor[[]manifest.LoRAParam](),
+	Run:         runLoRA,
 }
 
 func runLoRA(ctx *ortgraph.Context) (any, error) {
-	c := cfg(ctx.Config)
+	c := ortgraph.OptionsOf[LoRAOptions](ctx) // rank, dropout and targets checked by Validate
 	g := ctx.G
 	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
-	if c.Rank <= 0 {
-		return nil, fmt.Errorf("LoRA rank %d: must be positive", c.Rank)
-	}
-	if c.Dropout < 0 || c.Dropout >= 1 {
-		return nil, fmt.Errorf("LoRA dropout %g: must be in [0, 1)", c.Dropout)
-	}
 	want := map[string]bool{}
 	for _, t := range c.Targets {
-		t = strings.TrimSpace(t)
-		known := t == "lm_head"
-		for _, k := range Kinds {
-			known = known || k == t
-		}
-		if !known {
-			return nil, fmt.Errorf("target %q is not a Llama Linear (use %s or lm_head)", t, strings.Join(Kinds, ", "))
-		}
-		want[t] = true
+		want[strings.TrimSpace(t)] = true
 	}
 	var params []manifest.LoRAParam
 	r := int64(c.Rank)

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // RecomputeResult says what the Recompute pass did.
 type RecomputeResult struct {
 	Layers int // layers whose activations are recomputed
-	Kept   int // Linear products kept from the forward pass (RecomputePolicy.KeepProducts)
+	Kept   int // Linear products kept from the forward pass (RecomputeOptions.KeepProducts)
 	Cloned int // forward nodes re-emitted for the backward pass
 	Reused int // backward dequantizations of 4-bit weights replaced by the recomputed forward's
 }
@@ -51,10 +52,12 @@ type RecomputeResult struct {
 // analyse the forward graph (newRecomputer); rewireBackward emits the clones; then
 // reuseRecomputedWeights, a topological sort and Prune.
 var Recompute = &ortgraph.Pass{
-	Name:     "recompute",
-	Doc:      "per-layer activation recomputation in the backward pass (gradient checkpointing)",
-	Requires: []*ortgraph.Pass{Backward, LoRA, FindLinears},
-	Run:      runRecompute,
+	Name:        "recompute",
+	Doc:         "per-layer activation recomputation in the backward pass (gradient checkpointing)",
+	Requires:    []*ortgraph.Pass{Backward, LoRA, FindLinears},
+	OptionsType: reflect.TypeFor[RecomputeOptions](),
+	ResultType:  reflect.TypeFor[*RecomputeResult](),
+	Run:         runRecompute,
 }
 
 var reLayer = regexp.MustCompile(`layers[./_](\d+)[./_'\]]`)
@@ -135,7 +138,7 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	br := ortgraph.ResultOf[*BackwardResult](ctx, Backward)
 	r := newRecomputer(g, br, ortgraph.ResultOf[[]manifest.LoRAParam](ctx, LoRA))
-	pol := cfg(ctx.Config).Recompute
+	pol := ortgraph.OptionsOf[RecomputeOptions](ctx)
 	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
 	if pol.KeepLayers < 0 || pol.KeepLayers >= ls.Layers {
 		return nil, fmt.Errorf("recompute policy keeps %d of %d layers: keep 0 to %d (keeping every layer is no recomputation: use the training graph)", pol.KeepLayers, ls.Layers, ls.Layers-1)
@@ -197,7 +200,7 @@ type recomputer struct {
 	producer map[string]*onnxpb.NodeProto
 	random   map[string]bool
 
-	// below is the first layer not recomputed (RecomputePolicy.KeepLayers counts down from
+	// below is the first layer not recomputed (RecomputeOptions.KeepLayers counts down from
 	// the top); keep holds the Linear products read from the forward pass (KeepProducts).
 	below int
 	keep  map[string]bool
