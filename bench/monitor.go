@@ -3,13 +3,13 @@ package bench
 import (
 	"bufio"
 	"encoding/json"
-	"github.com/ortq/ortq/internal/fsutil"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/ortq/ortq/internal/sampling"
-	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/runreport"
+
 	"github.com/shirou/gopsutil/v4/mem"
 )
 
@@ -37,7 +37,7 @@ type monitor struct {
 	start    time.Time
 	interval time.Duration
 	gpu      gpuProbe
-	rss      train.RSSSampler
+	rss      runreport.RSSSampler
 	// gpuBaseline is device used memory before the run (for the device-delta fallback).
 	gpuBaseline uint64
 
@@ -61,7 +61,7 @@ func newMonitor(start time.Time, interval time.Duration, gpu gpuProbe) *monitor 
 	if interval <= 0 {
 		interval = 10 * time.Millisecond
 	}
-	m := &monitor{start: start, interval: interval, gpu: gpu, rss: train.DefaultRSSSampler}
+	m := &monitor{start: start, interval: interval, gpu: gpu, rss: runreport.DefaultRSSSampler}
 	if gpu != nil {
 		if _, _, used, _, err := gpu.sample(); err == nil {
 			m.gpuBaseline = used
@@ -118,7 +118,7 @@ func (m *monitor) begin(point, phase string) {
 	stop, done := m.stop, m.done
 	m.mu.Unlock()
 	m.sampleNow(true)
-	sampling.Every(m.interval, stop, done, func() { m.sampleNow(false) })
+	runreport.Every(m.interval, stop, done, func() { m.sampleNow(false) })
 }
 
 // mark records a phase/step boundary and samples at it.

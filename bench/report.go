@@ -2,16 +2,13 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
 	"math"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/runreport"
 )
 
 // Peers are other tools' results shown beside ortq's.
@@ -125,7 +122,7 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 	writeMethod(&b, arena)
 	writeNotes(&b, all)
 	if r.Config != nil {
-		rows, err := flatten(r.Config)
+		rows, err := runreport.Flatten(r.Config, true)
 		if err != nil {
 			return "", err
 		}
@@ -381,49 +378,10 @@ func fsci(v float64) string {
 	return fmt.Sprintf("%.3g", v)
 }
 
-// flatten turns any JSON-encodable value into sorted dotted key/value rows (empty values
-// left out).
-func flatten(cfg any) ([][2]string, error) {
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("encode config: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	var rows [][2]string
-	var walk func(prefix string, v any)
-	walk = func(prefix string, v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, e := range x {
-				key := k
-				if prefix != "" {
-					key = prefix + "." + k
-				}
-				walk(key, e)
-			}
-		case nil:
-		default:
-			b, _ := json.Marshal(x)
-			s := strings.Trim(string(b), `"`)
-			if s != "" && s != "[]" && s != "{}" {
-				rows = append(rows, [2]string{prefix, s})
-			}
-		}
-	}
-	walk("", v)
-	sort.Slice(rows, func(i, j int) bool { return rows[i][0] < rows[j][0] })
-	return rows, nil
-}
-
 // Byte sizes and Markdown cells are formatted as in the training report.
 var (
-	fbytes   = train.FormatBytes
-	mdEscape = train.MarkdownEscape
+	fbytes   = runreport.FormatBytes
+	mdEscape = runreport.MarkdownEscape
 )
 
 // nonNeg converts an ONNX Runtime byte count (int64) for fbytes; negative counts read as 0.

@@ -17,6 +17,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/internal/gpumem"
+	"github.com/ortq/ortq/internal/runreport"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
@@ -442,7 +443,7 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 	if !r.noHWMReset {
 		_ = resetPeakRSS()
 	}
-	rss := train.NewRSSMonitor(max(c.SampleInterval, 10*time.Millisecond), nil)
+	rss := runreport.NewRSSMonitor(max(c.SampleInterval, 10*time.Millisecond), nil)
 	rss.Start()
 	// Deferred first, so it runs last: after the engine's Close.
 	defer func() {

@@ -23,7 +23,9 @@
 //   - The Engine (engine.go) holds the artifacts' ONNX Runtime sessions: the training graph
 //     (or the device step graph) and evaluation.
 //   - Checkpoints (checkpoint.go: atomic, fsynced, with what a resume must match), the memory
-//     log (runlog.go, rss.go), the progress display (progress.go) and the report (report.go).
+//     log (runlog.go; host memory sampled by internal/runreport's RSSMonitor), the progress
+//     display (progress.go) and the report (report.go, formatted with internal/runreport,
+//     which bench's report shares).
 //
 // The CLI (cmd/ortq/train.go) parses options, tokenizes the data, cancels the context on
 // SIGINT/SIGTERM and calls Run; the run setup both it and bench use (the step kind, the

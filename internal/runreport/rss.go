@@ -1,4 +1,4 @@
-package train
+package runreport
 
 import (
 	"bufio"
@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/ortq/ortq/internal/sampling"
 )
 
 // RSSSampler returns the current resident set size and, where the OS keeps
@@ -112,7 +110,7 @@ func (m *RSSMonitor) Start() {
 	stop, done := m.stop, m.done
 	m.mu.Unlock()
 	m.Sample()
-	sampling.Every(m.interval, stop, done, m.Sample)
+	Every(m.interval, stop, done, m.Sample)
 }
 
 // Stop ends sampling (waiting for the goroutine), takes a last sample and

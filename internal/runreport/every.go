@@ -1,6 +1,4 @@
-// Package sampling runs a sampler periodically: the loop behind the run log's memory monitor
-// (train.RSSMonitor) and the benchmark's (bench's monitor).
-package sampling
+package runreport
 
 import "time"
 

@@ -1,4 +1,4 @@
-package sampling
+package runreport
 
 import (
 	"sync/atomic"
