@@ -93,7 +93,8 @@ func Compare(old, cur *Result, th Thresholds) (*Comparison, error) {
 		if oldT > 0 && newT >= 0 && !math.IsNaN(newT) {
 			d.TPSChange = Float(newT/oldT - 1)
 			if -float64(d.TPSChange) > th.MaxSlowdown {
-				d.Failures = append(d.Failures, fmt.Sprintf("throughput %s by %.1f %% (limit %.1f %%)", normWord(c.Normalized), -100*float64(d.TPSChange), 100*th.MaxSlowdown))
+				d.Failures = append(d.Failures, fmt.Sprintf("throughput %s by %.1f %% (limit %.1f %%)", normWord(c.Normalized), -100*float64(d.TPSChange),
+					100*th.MaxSlowdown))
 			}
 		} else {
 			d.Failures = append(d.Failures, "throughput missing")

@@ -65,8 +65,9 @@ func Run(cfg Config) (*Result, error) {
 	}
 	for _, p := range pts {
 		if p.graphKey() != r.baseKey && r.source == "" {
-			return nil, fmt.Errorf("point %s needs the graph prepared with %s, but artifacts %q name no source model that exists (%q): pass --model instead of --artifacts",
-				p.Label(), p.graphKey(), cfg.Artifacts, r.sourceNamed)
+			return nil,
+				fmt.Errorf("point %s needs the graph prepared with %s, but artifacts %q name no source model that exists (%q): pass --model instead of --artifacts",
+					p.Label(), p.graphKey(), cfg.Artifacts, r.sourceNamed)
 		}
 	}
 
@@ -78,7 +79,8 @@ func Run(cfg Config) (*Result, error) {
 	r.setPeakFLOPS(gpu)
 	r.mon = newMonitor(start, cfg.SampleInterval, gpu)
 	if err := resetPeakRSS(); err != nil {
-		res.Notes = append(res.Notes, fmt.Sprintf("cannot reset the kernel's peak-RSS mark (%v): peak host RSS may include work done before a point (prepare, earlier points)", err))
+		res.Notes = append(res.Notes,
+			fmt.Sprintf("cannot reset the kernel's peak-RSS mark (%v): peak host RSS may include work done before a point (prepare, earlier points)", err))
 		r.noHWMReset = true
 	}
 
@@ -168,7 +170,8 @@ func (r *runner) resolveBase() (Params, error) {
 			return Params{}, fmt.Errorf("--preset %s: %w", c.Preset, err)
 		}
 		c.Model = sr.Model
-		r.res.Notes = append(r.res.Notes, fmt.Sprintf("model: preset %s synthesized with random weights (%s, %d parameters, seed %d)", c.Preset, sr.DType, sr.Params, c.Seed))
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("model: preset %s synthesized with random weights (%s, %d parameters, seed %d)", c.Preset, sr.DType,
+			sr.Params, c.Seed))
 		debug.FreeOSMemory()
 	}
 	if c.Model != "" {
@@ -437,7 +440,8 @@ func (r *runner) evaluator(dir string, opts ortrun.Options, vocab int, p Params)
 // RSS and ONNX Runtime arena peaks are those from here to that engine's Close. It returns
 // the adapter after the steps (what the evaluation after them uses) and the step times
 // after the warm-up.
-func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest, opts ortrun.Options, params []train.Param) (map[string][]float32, []time.Duration, error) {
+func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest, opts ortrun.Options,
+	params []train.Param) (map[string][]float32, []time.Duration, error) {
 	c := r.cfg
 	debug.FreeOSMemory()
 	if !r.noHWMReset {
@@ -475,7 +479,8 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 	pt.Notes = append(pt.Notes, tr.Notes...)
 	pt.SharedWeightBytes = tr.SharedWeightBytes()
 	if len(engines) > 1 {
-		pt.Notes = append(pt.Notes, fmt.Sprintf("data-parallel over %s: one micro-batch per device per step; GPU memory sampled on %s", strings.Join(devs, ","), devs[0]))
+		pt.Notes = append(pt.Notes, fmt.Sprintf("data-parallel over %s: one micro-batch per device per step; GPU memory sampled on %s", strings.Join(devs, ","),
+			devs[0]))
 	}
 	values, times, err := r.steps(pt, engines, p, man, params)
 	if err != nil {
@@ -519,7 +524,8 @@ func engineOptions(p Params, devs []string, dir string, man *manifest.Manifest) 
 
 // steps makes the point's Stepper on tr (the run's own, as `ortq train` makes it) and times
 // one optimizer step per synthetic batch; the adapter after them comes back with the times.
-func (r *runner) steps(pt *Point, engines []*train.Engine, p Params, man *manifest.Manifest, params []train.Param) (map[string][]float32, []time.Duration, error) {
+func (r *runner) steps(pt *Point, engines []*train.Engine, p Params, man *manifest.Manifest,
+	params []train.Param) (map[string][]float32, []time.Duration, error) {
 	c := r.cfg
 	sc := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
 	sc.AdamW.LR, sc.AdamW.WeightDecay = c.LR, c.WeightDecay

@@ -209,7 +209,10 @@ func Build(docs []Document, enc Encoder, opts Options) (*Dataset, error) {
 		}
 	}
 	if len(examples) == 0 && ds.Stats.DroppedUntrained > 0 {
-		return nil, fmt.Errorf("nothing to train on: no example has a completion or assistant token (documents from %s); check the records, or pass --train-on prompt+completion", sourcesOf(docs))
+		return nil,
+			fmt.Errorf("nothing to train on: no example has a completion or assistant token (documents from %s); check the records, or pass --train-on "+
+				"prompt+completion",
+				sourcesOf(docs))
 	}
 	if len(examples) == 0 {
 		return nil, fmt.Errorf("data too short: no example has at least 2 tokens after tokenization (documents from %s); add more text", sourcesOf(docs))
@@ -244,7 +247,8 @@ func tokenizeDocument(d Document, enc Encoder, opts Options) (Example, error) {
 	}
 	for i, id := range ids {
 		if id < 0 || id > int(idBits) || (opts.VocabSize > 0 && id >= opts.VocabSize) {
-			return nil, fmt.Errorf("tokenize %s: token id %d outside the model vocabulary [0, %d): the tokenizer does not match the model", docName(d), id, opts.VocabSize)
+			return nil, fmt.Errorf("tokenize %s: token id %d outside the model vocabulary [0, %d): the tokenizer does not match the model", docName(d), id,
+				opts.VocabSize)
 		}
 		seq = append(seq, mark(int32(id), trained == nil || trained[i]))
 	}

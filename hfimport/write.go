@@ -308,7 +308,8 @@ type job struct {
 //
 // wholeTransposed (import) makes a transposed weight one job: it is read whole and transposed
 // in memory; such jobs share a memory budget so 16 workers never hold 16 big Linears at once.
-func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, wholeTransposed bool, extra func(tmp string) error, what string) (*Result, error) {
+func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, wholeTransposed bool,
+	extra func(tmp string) error, what string) (*Result, error) {
 	minExt := int64(o.MinExternal)
 	if minExt <= 0 {
 		minExt = DefaultMinExternal
@@ -464,7 +465,8 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 	if err := fsutil.ReplaceDir(tmp, o.Out); err != nil {
 		return nil, err
 	}
-	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Ops: o.Ops, Params: params, DataBytes: dataSize, Nodes: len(m.P.Graph.Node)}, nil
+	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Ops: o.Ops, Params: params, DataBytes: dataSize,
+		Nodes: len(m.P.Graph.Node)}, nil
 }
 
 // jobBuffers are one job's reusable buffers: the float32 values, the encoded bytes and

@@ -63,7 +63,8 @@ func Load(path string) (*Model, error) {
 	// Bounded by reading too: stat says 0 for a device such as /dev/zero.
 	buf, err := io.ReadAll(io.LimitReader(f, MaxModelProtoBytes+1))
 	if err == nil && int64(len(buf)) > MaxModelProtoBytes {
-		return nil, fmt.Errorf("model %q: %w: protobuf part is larger than %d bytes (the limit for an ONNX model); save weights as external data", path, ErrInvalidModel, int64(MaxModelProtoBytes))
+		return nil, fmt.Errorf("model %q: %w: protobuf part is larger than %d bytes (the limit for an ONNX model); save weights as external data", path,
+			ErrInvalidModel, int64(MaxModelProtoBytes))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read model %q: %w", path, err)
@@ -226,7 +227,8 @@ func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
 			return nil, fmt.Errorf("initializer %q: %w: external length %d, but dims/type need %d bytes", t.Name, ErrInvalidModel, e.length, want)
 		}
 		if e.offset > st.Size() || e.length > st.Size()-e.offset {
-			return nil, fmt.Errorf("initializer %q: %w: external data %q is %d bytes, tensor needs [%d, %d)", t.Name, ErrInvalidModel, e.location, st.Size(), e.offset, e.offset+e.length)
+			return nil, fmt.Errorf("initializer %q: %w: external data %q is %d bytes, tensor needs [%d, %d)", t.Name, ErrInvalidModel, e.location, st.Size(),
+				e.offset, e.offset+e.length)
 		}
 		buf := make([]byte, e.length)
 		if _, err := f.ReadAt(buf, e.offset); err != nil {

@@ -80,7 +80,8 @@ func TestValidate(t *testing.T) {
 		{"no doc", []*Pass{{Name: "top", Doc: " ", Run: run}}, `pass "top" has no Doc`},
 		{"no run", []*Pass{{Name: "top", Doc: "d"}}, `pass "top" has no Run`},
 		{"nil requirement", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{nil}}}, `pass required by "top" is nil`},
-		{"duplicate name", []*Pass{ok, {Name: "top", Doc: "d", Run: run, Requires: []*Pass{{Name: "ok", Doc: "another", Run: run}}}}, `pass "ok": two different passes have this name`},
+		{"duplicate name", []*Pass{ok, {Name: "top", Doc: "d", Run: run, Requires: []*Pass{{Name: "ok", Doc: "another", Run: run}}}},
+			`pass "ok": two different passes have this name`},
 		{"cycle", []*Pass{{Name: "top", Doc: "d", Run: run, Requires: []*Pass{cyc1}}}, `pass "cyc1": Requires cycle cyc1 → cyc2 → cyc1`},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -220,10 +220,12 @@ func newSession(what string, ins, outs []valueInfo, opts Options,
 		// Every Run computes every output, so an output Run could never return makes the
 		// session useless: refuse it now rather than on the first Run.
 		if v.dtype != Undefined && !v.dtype.supported() {
-			return nil, fmt.Errorf("%s: output %q has element type %s; ortrun returns only float32, float64, float16, int64, int32, uint8 and bool", what, v.name, v.dtype)
+			return nil, fmt.Errorf("%s: output %q has element type %s; ortrun returns only float32, float64, float16, int64, int32, uint8 and bool", what, v.name,
+				v.dtype)
 		}
 		if v.rankKnown() && len(v.dims) == 0 && v.dtype == Float16 {
-			return nil, fmt.Errorf("%s: output %q is a float16 scalar, which onnxruntime_go cannot return; give it shape [1] (Reshape/Unsqueeze) in the graph", what, v.name)
+			return nil, fmt.Errorf("%s: output %q is a float16 scalar, which onnxruntime_go cannot return; give it shape [1] (Reshape/Unsqueeze) in the graph",
+				what, v.name)
 		}
 	}
 	so, err := opts.sessionOptions()
@@ -379,7 +381,10 @@ func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*
 			if vi.dtype != Undefined {
 				declared = "the graph declares it " + vi.dtype.String()
 			}
-			return nil, fmt.Errorf("run: output %q: onnxruntime_go cannot return the tensor ONNX Runtime computed (%s): %w; declare it in the graph as float32, float64, float16, int64, int32, uint8 or bool (Cast it if needed)", vi.name, declared, err)
+			return nil,
+				fmt.Errorf("run: output %q: onnxruntime_go cannot return the tensor ONNX Runtime computed (%s): %w; declare it in the graph as float32, float64, "+
+					"float16, int64, int32, uint8 or bool (Cast it if needed)",
+					vi.name, declared, err)
 		}
 		if strings.Contains(err.Error(), "no dimensions") {
 			return nil, fmt.Errorf("run: %w (an output is 0-dimensional but the graph does not declare it so; declare its shape as [] or give it shape [1])", err)
@@ -457,7 +462,10 @@ func dimString(vi valueInfo) string {
 
 func resolveShape(vi valueInfo, params map[string]int64) ([]int64, error) {
 	if !vi.rankKnown() {
-		return nil, fmt.Errorf("%s output has no declared shape; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates itself, so declare the shape in the graph (static, or dim_params shared with inputs) or Cast it to float32", vi.dtype)
+		return nil,
+			fmt.Errorf("%s output has no declared shape; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates itself, so declare the shape in the "+
+				"graph (static, or dim_params shared with inputs) or Cast it to float32",
+				vi.dtype)
 	}
 	shape := make([]int64, len(vi.dims))
 	for i, d := range vi.dims {
@@ -467,7 +475,10 @@ func resolveShape(vi valueInfo, params map[string]int64) ([]int64, error) {
 		case vi.params[i] != "" && ok:
 			shape[i] = n
 		default:
-			return nil, fmt.Errorf("%s output shape %s: axis %d is not static and names no input axis; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates itself, so make the axis static, name it like an input axis, or Cast the output to float32", vi.dtype, dimString(vi), i)
+			return nil,
+				fmt.Errorf("%s output shape %s: axis %d is not static and names no input axis; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates "+
+					"itself, so make the axis static, name it like an input axis, or Cast the output to float32",
+					vi.dtype, dimString(vi), i)
 		}
 	}
 	return shape, nil

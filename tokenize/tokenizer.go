@@ -309,7 +309,8 @@ func (t *Tokenizer) normalize(s string) string {
 // (regexTimeout), else an internal error.
 func (t *Tokenizer) panicError(r any, what string) error {
 	if rt, ok := r.(regexTimeout); ok {
-		return fmt.Errorf("tokenize: %s: the pattern %q took longer than %v on one text while %s (catastrophic backtracking): fix the regex in that tokenizer.json", t.path, rt.pattern, matchTimeout, what)
+		return fmt.Errorf("tokenize: %s: the pattern %q took longer than %v on one text while %s (catastrophic backtracking): fix the regex in that tokenizer.json",
+			t.path, rt.pattern, matchTimeout, what)
 	}
 	return fmt.Errorf("tokenize: %s: internal error %s (please report): %v", t.path, what, r)
 }

@@ -172,7 +172,8 @@ func LatestCheckpoint(root string, warn func(string, ...any)) (*Checkpoint, erro
 		}
 	}
 	if len(dirs) > 0 {
-		return nil, fmt.Errorf("no complete checkpoint in %q to resume from (%d damaged): start afresh with --force instead of --resume, which deletes them", root, len(dirs))
+		return nil, fmt.Errorf("no complete checkpoint in %q to resume from (%d damaged): start afresh with --force instead of --resume, which deletes them",
+			root, len(dirs))
 	}
 	return nil, fmt.Errorf("no complete checkpoint in %q to resume from: start without --resume", root)
 }
@@ -456,7 +457,9 @@ func checkCompat(dir string, saved, now map[string]string) error {
 		}
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("cannot resume from %q: the run differs in %s; resume with the artifacts, data and options of the interrupted run, or start a new run with another --out", dir, strings.Join(diffs, "; "))
+		return fmt.Errorf("cannot resume from %q: the run differs in %s; resume with the artifacts, data and options of the interrupted run, or start a new "+
+			"run with another --out",
+			dir, strings.Join(diffs, "; "))
 	}
 	return nil
 }

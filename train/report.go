@@ -194,7 +194,8 @@ func (r *Report) Markdown() (string, error) {
 	b.WriteString("## Evaluation\n\n")
 	b.WriteString("| | baseline | final | change |\n|---|---:|---:|---:|\n")
 	fmt.Fprintf(&b, "| eval loss | %s | %s | %s |\n", fnum(r.Baseline.Loss, 4), fnum(r.Final.Loss, 4), fdelta(r.Baseline.Loss, r.Final.Loss))
-	fmt.Fprintf(&b, "| perplexity | %s | %s | %s |\n", fnum(r.Baseline.Perplexity, 3), fnum(r.Final.Perplexity, 3), fpct(r.Baseline.Perplexity, r.Final.Perplexity))
+	fmt.Fprintf(&b, "| perplexity | %s | %s | %s |\n", fnum(r.Baseline.Perplexity, 3), fnum(r.Final.Perplexity, 3),
+		fpct(r.Baseline.Perplexity, r.Final.Perplexity))
 	fmt.Fprintf(&b, "| eval tokens | %d | %d | |\n", r.Baseline.Tokens, r.Final.Tokens)
 	if len(r.EvalHistory) > 0 {
 		b.WriteString("\n| step | eval loss | perplexity |\n|---:|---:|---:|\n")

@@ -93,7 +93,9 @@ come from RUN/report.json unless given; one line on stderr says which were used.
 	}
 	f := cmd.Flags()
 	f.String("artifacts", "", "artifacts directory written by ortq prepare")
-	f.StringSlice("data", nil, "data files, in any format train reads; the same seeded eval split (and prompt masking) as train is used (default: the run's, from report.json beside --adapter)")
+	f.StringSlice("data", nil,
+		"data files, in any format train reads; the same seeded eval split (and prompt masking) as train is used (default: the run's, from report.json beside "+
+			"--adapter)")
 	f.String("tokenizer", "", "Hugging Face tokenizer.json")
 	f.String("adapter", "", "adapter_model.safetensors to evaluate (default: the untrained initial adapter = base model)")
 	f.Int("micro-batch", 7, "sequences per batch (default: the run's)")
@@ -116,7 +118,9 @@ func evalSettings(v *viper.Viper) (train.DataSettings, error) {
 	case d.EvalFraction >= 1:
 		d.EvalData, d.Files, d.EvalFraction = d.Files, nil, 0
 	case d.EvalFraction == 0:
-		return d, usageError{fmt.Errorf("--eval-fraction 0 holds nothing out, so there is nothing to evaluate: pass --eval-fraction 1 to evaluate all of --data, or --eval-data FILE")}
+		return d,
+			usageError{fmt.Errorf("--eval-fraction 0 holds nothing out, so there is nothing to evaluate: pass --eval-fraction 1 to evaluate all of --data, or " +
+				"--eval-data FILE")}
 	}
 	return d, nil
 }

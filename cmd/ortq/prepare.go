@@ -91,9 +91,11 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		},
 	}
 	f := cmd.Flags()
-	f.String("model", defaultmodel.Name, "Llama ONNX graph to fine-tune (weights inline or as external data beside it); \"default\" is the small pretrained Llama embedded in ortq")
+	f.String("model", defaultmodel.Name,
+		"Llama ONNX graph to fine-tune (weights inline or as external data beside it); \"default\" is the small pretrained Llama embedded in ortq")
 	f.String("out", "", "artifacts directory to write (created atomically)")
-	f.Bool("force", false, "replace an existing artifacts directory that holds artifacts and nothing else (a run inside it, another output or your files are refused)")
+	f.Bool("force", false,
+		"replace an existing artifacts directory that holds artifacts and nothing else (a run inside it, another output or your files are refused)")
 	f.Bool("list-targets", false, "print the Linear layers found per decoder layer and exit")
 	f.StringSlice("targets", d.Targets, "LoRA target Linears: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head")
 	f.Int("lora-r", d.Rank, "LoRA rank r")
@@ -104,9 +106,15 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
 	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
-	f.Bool("plain-mask", false, "keep the model's 0/1 attention mask: no document ids, so train packs by plain concatenation only (--pack concat or none); the graphs skip the document comparison")
-	f.Bool("dequantize-forward", false, "keep the device step's forward products of 4-bit Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train gives both forms of each 4-bit weight one buffer)")
-	f.Int("loss-chunks", d.LossChunks, "compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when vocab > 16384)")
+	f.Bool("plain-mask", false,
+		"keep the model's 0/1 attention mask: no document ids, so train packs by plain concatenation only (--pack concat or none); the graphs skip the "+
+			"document comparison")
+	f.Bool("dequantize-forward", false,
+		"keep the device step's forward products of 4-bit Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train "+
+			"gives both forms of each 4-bit weight one buffer)")
+	f.Int("loss-chunks", d.LossChunks,
+		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when "+
+			"vocab > 16384)")
 	f.Bool("quiet", false, "no progress messages")
 	f.String("base-model-name", "", "base_model_name_or_path for the adapters trained on these artifacts (default: the --model path, made absolute)")
 	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")

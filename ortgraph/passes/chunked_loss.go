@@ -60,7 +60,8 @@ func chunkedLoss(ctx *ortgraph.Context, c LossOptions, logits string) (*LossName
 	// Labels: position s is scored against labels[s+1]; the last position and the padding
 	// up to K·⌈S/K⌉ get −100. All integer work stays on the GPU (Slice, Concat, Expand).
 	lab := g.Op("Slice", []string{LabelsInput, g.ConstI64(1), g.ConstI64(1 << 62), g.ConstI64(1)})
-	fill := g.Op("Expand", []string{g.ConstI64(IgnoreIndex), g.Op("Concat", []string{blk.batch, g.Op("Add", []string{blk.pad, g.ConstI64(1)})}, ortgraph.AInt("axis", 0))})
+	fill := g.Op("Expand", []string{g.ConstI64(IgnoreIndex), g.Op("Concat", []string{blk.batch, g.Op("Add", []string{blk.pad, g.ConstI64(1)})},
+		ortgraph.AInt("axis", 0))})
 	lp := g.Op("Concat", []string{lab, fill}, ortgraph.AInt("axis", 1)) // [B, K·c]
 	valid := g.Op("Not", []string{g.Op("Equal", []string{lp, g.ScalarI64(IgnoreIndex)})})
 	safe := g.Op("Where", []string{valid, lp, g.ScalarI64(0)})

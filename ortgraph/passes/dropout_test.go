@@ -52,7 +52,8 @@ func TestDropoutHashMatchesReference(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := g.Op("Cast", []string{keep}, ortgraph.AInt("to", int64(ortgraph.Int64)))
-		m.Graph.Output = append(m.Graph.Output, &onnxpb.ValueInfoProto{Name: out, Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"b", "s", "w" + itoa(int64(i))})})
+		m.Graph.Output = append(m.Graph.Output, &onnxpb.ValueInfoProto{Name: out, Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"b", "s",
+			"w" + itoa(int64(i))})})
 		outs = append(outs, out)
 	}
 	if err := g.TopoSort(); err != nil {
@@ -297,7 +298,8 @@ func runLoRABranch(t *testing.T, g *ortgraph.Graph, seed int64, batch, seq int64
 	t.Helper()
 	md := g.M
 	for _, v := range outs[:3] {
-		md.P.Graph.Output = append(md.P.Graph.Output, &onnxpb.ValueInfoProto{Name: v, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ortgraph.Float}}}})
+		md.P.Graph.Output = append(md.P.Graph.Output, &onnxpb.ValueInfoProto{Name: v,
+			Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ortgraph.Float}}}})
 	}
 	buf, err := proto.Marshal(md.P)
 	if err != nil {

@@ -76,7 +76,8 @@ func tinyLlama(o tinyLlamaOpts) *ortgraph.Graph {
 		if !o.outIn {
 			return node(path+"/MatMul", "MatMul", []string{x, weight(name, in, n)}, out, bsd(int(n)))
 		}
-		wt := node(path+"/Transpose", "Transpose", []string{weight(name, n, in)}, out+".wT", ortgraph.TensorType(ortgraph.Float, []int64{in, n}), ortgraph.AInts("perm", 1, 0))
+		wt := node(path+"/Transpose", "Transpose", []string{weight(name, n, in)}, out+".wT", ortgraph.TensorType(ortgraph.Float, []int64{in, n}),
+			ortgraph.AInts("perm", 1, 0))
 		return node(path+"/MatMul", "MatMul", []string{x, wt}, out, bsd(int(n)))
 	}
 	embedName, headName := "model.embed_tokens.weight", "lm_head.weight"
@@ -105,7 +106,8 @@ func tinyLlama(o tinyLlamaOpts) *ortgraph.Graph {
 	h = node("/model/layers.0/Add_1", "Add", []string{h, down}, "h2", bsd(H))
 	var head string
 	if o.outIn {
-		head = node("/lm_head/Transpose", "Transpose", []string{weight(headName, V, H)}, "lm_head.wT", ortgraph.TensorType(ortgraph.Float, []int64{H, V}), ortgraph.AInts("perm", 1, 0))
+		head = node("/lm_head/Transpose", "Transpose", []string{weight(headName, V, H)}, "lm_head.wT", ortgraph.TensorType(ortgraph.Float, []int64{H, V}),
+			ortgraph.AInts("perm", 1, 0))
 	} else {
 		head = weight(headName, H, V)
 	}
@@ -384,7 +386,8 @@ func TestORTCompatGolden(t *testing.T) {
 		if c.posIDs {
 			m.P.Graph.Input[1].Type = ortgraph.SymTensorType(f, []string{"64", "4"})
 			m.P.Graph.Input[2].Type = ortgraph.SymTensorType(f, []string{"64", "4"})
-			m.P.Graph.Input = append(m.P.Graph.Input, &onnxpb.ValueInfoProto{Name: "position_ids", Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"batch", "seq"})})
+			m.P.Graph.Input = append(m.P.Graph.Input, &onnxpb.ValueInfoProto{Name: "position_ids", Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"batch",
+				"seq"})})
 			ins = append(ins, "position_ids")
 		}
 		m.P.Graph.Node = []*onnxpb.NodeProto{{Name: "rope", OpType: "RotaryEmbedding", Input: ins, Output: []string{"y"}}}

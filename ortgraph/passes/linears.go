@@ -189,7 +189,8 @@ func runFindLinears(ctx *ortgraph.Context) (any, error) {
 			return nil, fmt.Errorf("nodes %q and %q both look like layer %d %s", prev.node.Name, c.node.Name, c.layer, c.kind)
 		}
 		seen[key] = c
-		res.All = append(res.All, &Linear{Layer: c.layer, Kind: c.kind, Node: c.node, Weight: c.weight, In: c.in, Out: c.out, WeightIsOutIn: c.outIn, Prequantized: c.prequant, Source: c.source})
+		res.All = append(res.All, &Linear{Layer: c.layer, Kind: c.kind, Node: c.node, Weight: c.weight, In: c.in, Out: c.out, WeightIsOutIn: c.outIn,
+			Prequantized: c.prequant, Source: c.source})
 		if c.layer+1 > res.Layers {
 			res.Layers = c.layer + 1
 		}

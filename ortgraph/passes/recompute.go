@@ -67,9 +67,10 @@ var reLayer = regexp.MustCompile(`layers[./_](\d+)[./_'\]]`)
 // Stock torch.onnx dynamo exports list the node's module path in the
 // pkg.torch.onnx.name_scopes metadata, outermost first, and end it with the node's own fx
 // name (…, 'm.model', 'm.model.layers.0', 'm.model.layers.0.input_layernorm', 'mul_111'):
-// the layer is read from the innermost entry that names one, not from the last entry. The namespace key ("m.model.layers.0: LlamaDecoderLayer/…/mul_111: aten.mul.Tensor")
-// is the fallback, then the node name (ortq's synth and import graphs and the nodes ortq's
-// passes add are named /model/layers.N/…).
+// the layer is read from the innermost entry that names one, not from the last entry. The
+// namespace key ("m.model.layers.0: LlamaDecoderLayer/…/mul_111: aten.mul.Tensor") is the
+// fallback, then the node name (ortq's synth and import graphs and the nodes ortq's passes
+// add are named /model/layers.N/…).
 func nodeLayer(n *onnxpb.NodeProto) int {
 	if l := scopeLayer(scopeEntries(ortgraph.MetaValue(n, "pkg.torch.onnx.name_scopes"))); l >= 0 {
 		return l
@@ -141,7 +142,8 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	pol := ortgraph.OptionsOf[RecomputeOptions](ctx)
 	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
 	if pol.KeepLayers < 0 || pol.KeepLayers >= ls.Layers {
-		return nil, fmt.Errorf("recompute policy keeps %d of %d layers: keep 0 to %d (keeping every layer is no recomputation: use the training graph)", pol.KeepLayers, ls.Layers, ls.Layers-1)
+		return nil, fmt.Errorf("recompute policy keeps %d of %d layers: keep 0 to %d (keeping every layer is no recomputation: use the training graph)",
+			pol.KeepLayers, ls.Layers, ls.Layers-1)
 	}
 	r.below = ls.Layers - pol.KeepLayers
 	if pol.KeepProducts {
@@ -159,7 +161,9 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 		return nil, err
 	}
 	g.Prune()
-	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d Linear products kept, %d backward weight dequantizations replaced by the recomputed ones", len(layers), r.cloned, r.kept, reused)
+	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d Linear products kept, %d backward weight dequantizations replaced "+
+		"by the recomputed ones",
+		len(layers), r.cloned, r.kept, reused)
 	return &RecomputeResult{Layers: len(layers), Kept: r.kept, Cloned: r.cloned, Reused: reused}, nil
 }
 

@@ -65,7 +65,8 @@ func TestRecomputeLayerForward(t *testing.T) {
 				g := loadFrom(t, filepath.Clean(gr.path))
 				opts := c.opts
 				opts.Quantize.Quant.BlockSize = 16
-				ctx, err := ortgraph.RunPasses(g, opts.Options(), nil, passes.HalfSoftmax, passes.Quantize, passes.RMSNorm, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute)
+				ctx, err := ortgraph.RunPasses(g, opts.Options(), nil, passes.HalfSoftmax, passes.Quantize, passes.RMSNorm, passes.DQForward, passes.LoRA,
+					passes.Loss, passes.Backward, passes.Recompute)
 				if err != nil {
 					t.Fatal(err)
 				}
