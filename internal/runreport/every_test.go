@@ -6,23 +6,30 @@ import (
 	"time"
 )
 
-// TestEvery: the sampler runs repeatedly until stop, and done is closed after the last call.
-func TestEvery(t *testing.T) {
+// TestLoop: f runs repeatedly until Stop, not after it returns; a second Start while
+// running is refused; Stop is safe twice and the loop can start again.
+func TestLoop(t *testing.T) {
+	var l Loop
+	l.Stop() // without Start
 	var n atomic.Int32
-	stop, done := make(chan struct{}), make(chan struct{})
-	Every(time.Millisecond, stop, done, func() { n.Add(1) })
+	if !l.Start(time.Millisecond, func() { n.Add(1) }) {
+		t.Fatal("Start refused on a new loop")
+	}
+	if l.Start(time.Millisecond, func() { t.Error("second loop ran") }) {
+		t.Error("a second Start while running was accepted")
+	}
 	for n.Load() < 3 {
 		time.Sleep(time.Millisecond)
 	}
-	close(stop)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("done not closed after stop")
-	}
+	l.Stop()
 	after := n.Load()
 	time.Sleep(5 * time.Millisecond)
 	if n.Load() != after {
-		t.Error("sampled after done")
+		t.Error("f ran after Stop returned")
 	}
+	l.Stop()
+	if !l.Start(time.Hour, func() {}) {
+		t.Error("Start refused after Stop")
+	}
+	l.Stop()
 }
