@@ -479,7 +479,8 @@ func TestConfigSpellings(t *testing.T) {
 	"rope_scaling":{"type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}}`
 	v5 := `{"architectures":["LlamaForCausalLM"],"hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":4,
 	"vocab_size":16,
-	"rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}}`
+	"rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+	"original_max_position_embeddings":64}}`
 	a, err := hfimport.ParseConfig([]byte(v4))
 	if err != nil {
 		t.Fatal(err)
