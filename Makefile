@@ -70,7 +70,7 @@ define verify
 	  echo "error: $(1) does not have the pinned SHA-256 $(2); delete it and run make again" >&2; exit 1; }
 endef
 
-.PHONY: ort ort-gpu ort-gpu-bundle build test vet demo demo-data tokenizer-fixtures bench-gate fuzz clean
+.PHONY: ort ort-gpu ort-gpu-bundle build test vet generate demo demo-data tokenizer-fixtures bench-gate fuzz clean
 
 ## ort: ONNX Runtime $(ORT_VERSION) core library into .ort/ (skipped when already there)
 ort: $(ORT_LIB)
@@ -108,6 +108,11 @@ test: ort demo-data tokenizer-fixtures
 	ORTQ_REQUIRE_ORT=1 ORTQ_REQUIRE_FIXTURES=1 ORTQ_ORT_LIB="$(abspath $(ORT_LIB))" ORTQ_DEMO_DATA="$(abspath $(DEMO_DATA))" \
 	  $(GO) test -timeout $(GO_TEST_TIMEOUT) ./...
 	@$(MAKE) --no-print-directory vet
+
+## generate: regenerate the ONNX protobuf bindings (ortgraph/onnxpb/onnx.pb.go) from onnx.proto,
+## without protoc (ortgraph/onnxpb/gen, run by go generate)
+generate:
+	$(GO) generate ./ortgraph/onnxpb
 
 ## vet: go vet, staticcheck (pinned, fetched through the Go module proxy; its checks are set in
 ## staticcheck.conf), and gofmt -l on every Go file of the project (tracked or new, not

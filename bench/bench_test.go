@@ -85,8 +85,10 @@ func TestArenaTable(t *testing.T) {
 		wantNoSec bool
 	}{
 		{"none (recorded before the fork, or peers)", nil, nil, true},
-		{"cuda", &ortrun.ArenaStats{Device: "cuda:0", InUse: 3 << 30, PeakInUse: 6 << 30, Reserved: 7 << 30, NumAllocs: 12345, NumArenaExtensions: 9, MaxAllocSize: 1 << 30},
-			[]string{"## ONNX Runtime's arena", "| cuda:0 | 3.00 GiB | 6.00 GiB | 7.00 GiB | 8.00 GiB (nvml-process) | 12345 | 9 | 1.00 GiB |", "- ONNX Runtime's arena: AllocatorGetStats"}, false},
+		{"cuda", &ortrun.ArenaStats{Device: "cuda:0", InUse: 3 << 30, PeakInUse: 6 << 30, Reserved: 7 << 30, NumAllocs: 12345, NumArenaExtensions: 9,
+			MaxAllocSize: 1 << 30},
+			[]string{"## ONNX Runtime's arena", "| cuda:0 | 3.00 GiB | 6.00 GiB | 7.00 GiB | 8.00 GiB (nvml-process) | 12345 | 9 | 1.00 GiB |",
+				"- ONNX Runtime's arena: AllocatorGetStats"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := recorded(t)
@@ -124,8 +126,10 @@ func TestRatios(t *testing.T) {
 		{Label: "c", Params: Params{MicroBatch: 1, SeqLen: 512, Bits: 4, Recompute: "layer"}, TokensPerSec: 2000},
 	}}
 	peer := &Result{Tool: "torch+peft", Points: []Point{
-		{Label: "p-layer", Params: Params{MicroBatch: 7, SeqLen: 512, Bits: 16, Recompute: "layer"}, TokensPerSec: 16000, PeakGPUReservedBytes: 15 << 30, PeakGPUAllocatedBytes: 13 << 30},
-		{Label: "p-none", Params: Params{MicroBatch: 7, SeqLen: 512, Bits: 16, Recompute: "none"}, TokensPerSec: 20000, PeakGPUBytes: 16 << 30, GPUSource: "nvml-process"},
+		{Label: "p-layer", Params: Params{MicroBatch: 7, SeqLen: 512, Bits: 16, Recompute: "layer"}, TokensPerSec: 16000, PeakGPUReservedBytes: 15 << 30,
+			PeakGPUAllocatedBytes: 13 << 30},
+		{Label: "p-none", Params: Params{MicroBatch: 7, SeqLen: 512, Bits: 16, Recompute: "none"}, TokensPerSec: 20000, PeakGPUBytes: 16 << 30,
+			GPUSource: "nvml-process"},
 	}}
 	rs := Ratios(ours, Peers{peer})
 	if len(rs) != 2 {
@@ -138,7 +142,8 @@ func TestRatios(t *testing.T) {
 	}{{"p-layer", 0.75, 1.0 / 3, "torch reserved"}, {"p-none", 0.8, 0.5, "nvml-process vs nvml-process"}}
 	for i, w := range want {
 		x := rs[i]
-		if x.Peer != w.peer || math.Abs(float64(x.Throughput)-w.tps) > 1e-9 || math.Abs(float64(x.Memory)-w.mem) > 1e-9 || !strings.Contains(x.MemoryBasis, w.basisPart) {
+		if x.Peer != w.peer || math.Abs(float64(x.Throughput)-w.tps) > 1e-9 || math.Abs(float64(x.Memory)-w.mem) > 1e-9 || !strings.Contains(x.MemoryBasis,
+			w.basisPart) {
 			t.Errorf("ratio %d = %+v, want peer %s tps %.3f mem %.3f (%s)", i, x, w.peer, w.tps, w.mem, w.basisPart)
 		}
 	}
@@ -221,7 +226,8 @@ func TestParseSweep(t *testing.T) {
 	}{
 		{[]string{"micro-batch=1,7,14"}, `[{"name":"micro-batch","values":["1","7","14"]}]`},
 		// viper reads a string array back split at commas
-		{[]string{"micro-batch=1", "7", "14", "recompute=none", "layer"}, `[{"name":"micro-batch","values":["1","7","14"]},{"name":"recompute","values":["none","layer"]}]`},
+		{[]string{"micro-batch=1", "7", "14", "recompute=none", "layer"},
+			`[{"name":"micro-batch","values":["1","7","14"]},{"name":"recompute","values":["none","layer"]}]`},
 		{[]string{"bits=4,16", "targets=q_proj+v_proj,all"}, `[{"name":"bits","values":["4","16"]},{"name":"targets","values":["q_proj+v_proj","all"]}]`},
 		{[]string{"seq_len=128"}, `[{"name":"seq-len","values":["128"]}]`},
 		{[]string{"bits=8"}, "error: bits are 4 or 16"},

@@ -82,47 +82,7 @@ func Compare(old, cur *Result, th Thresholds) (*Comparison, error) {
 			continue
 		}
 		seen[o.Label] = true
-		d := Delta{Point: o.Label, OldTPS: o.TokensPerSec, NewTPS: n.TokensPerSec,
-			TPSChange: Float(math.NaN()), MemChange: Float(math.NaN()), PPLChange: Float(math.NaN()),
-			OldPPL: Float(math.NaN()), NewPPL: Float(math.NaN())}
-		oldT, newT := float64(o.TokensPerSec), float64(n.TokensPerSec)
-		if c.Normalized {
-			oldT *= float64(old.ReferenceMS)
-			newT *= float64(cur.ReferenceMS)
-		}
-		if oldT > 0 && newT >= 0 && !math.IsNaN(newT) {
-			d.TPSChange = Float(newT/oldT - 1)
-			if -float64(d.TPSChange) > th.MaxSlowdown {
-				d.Failures = append(d.Failures, fmt.Sprintf("throughput %s by %.1f %% (limit %.1f %%)", normWord(c.Normalized), -100*float64(d.TPSChange), 100*th.MaxSlowdown))
-			}
-		} else {
-			d.Failures = append(d.Failures, "throughput missing")
-		}
-		switch {
-		case o.PeakGPUBytes > 0 && n.PeakGPUBytes > 0:
-			d.MemBasis, d.OldMem, d.NewMem = "peak GPU", o.PeakGPUBytes, n.PeakGPUBytes
-		case o.PeakRSSBytes > 0 && n.PeakRSSBytes > 0:
-			d.MemBasis, d.OldMem, d.NewMem = "peak host RSS", o.PeakRSSBytes, n.PeakRSSBytes
-		}
-		if d.OldMem > 0 {
-			d.MemChange = Float(float64(d.NewMem)/float64(d.OldMem) - 1)
-			if float64(d.MemChange) > th.MaxMemoryGrowth {
-				d.Failures = append(d.Failures, fmt.Sprintf("%s grew by %.1f %% (limit %.1f %%)", d.MemBasis, 100*float64(d.MemChange), 100*th.MaxMemoryGrowth))
-			}
-		}
-		if o.Eval != nil && n.Eval != nil {
-			d.OldPPL, d.NewPPL = o.Eval.After.Perplexity, n.Eval.After.Perplexity
-			if d.OldPPL > 0 && !math.IsInf(float64(d.OldPPL), 0) {
-				d.PPLChange = d.NewPPL/d.OldPPL - 1
-				if math.IsNaN(float64(d.NewPPL)) || math.IsInf(float64(d.NewPPL), 0) {
-					d.Failures = append(d.Failures, "final perplexity is not finite")
-				} else if float64(d.PPLChange) > th.MaxPPLIncrease {
-					d.Failures = append(d.Failures, fmt.Sprintf("final perplexity rose by %.2f %% (limit %.2f %%)", 100*float64(d.PPLChange), 100*th.MaxPPLIncrease))
-				}
-			}
-		} else if o.Eval != nil {
-			d.Failures = append(d.Failures, "the new result has no eval perplexity (run with --eval-batches)")
-		}
+		d := c.comparePoint(old, cur, o, n, th)
 		for _, f := range d.Failures {
 			c.Failures = append(c.Failures, d.Point+": "+f)
 		}
@@ -134,6 +94,55 @@ func Compare(old, cur *Result, th Thresholds) (*Comparison, error) {
 		}
 	}
 	return c, nil
+}
+
+// comparePoint holds point n of cur against point o of old: throughput (normalised by
+// each run's reference_ms when c says so), peak memory (GPU where both measured it, else
+// host RSS) and final eval perplexity, each against its threshold.
+func (c *Comparison) comparePoint(old, cur *Result, o, n *Point, th Thresholds) Delta {
+	d := Delta{Point: o.Label, OldTPS: o.TokensPerSec, NewTPS: n.TokensPerSec,
+		TPSChange: Float(math.NaN()), MemChange: Float(math.NaN()), PPLChange: Float(math.NaN()),
+		OldPPL: Float(math.NaN()), NewPPL: Float(math.NaN())}
+	oldT, newT := float64(o.TokensPerSec), float64(n.TokensPerSec)
+	if c.Normalized {
+		oldT *= float64(old.ReferenceMS)
+		newT *= float64(cur.ReferenceMS)
+	}
+	if oldT > 0 && newT >= 0 && !math.IsNaN(newT) {
+		d.TPSChange = Float(newT/oldT - 1)
+		if -float64(d.TPSChange) > th.MaxSlowdown {
+			d.Failures = append(d.Failures, fmt.Sprintf("throughput %s by %.1f %% (limit %.1f %%)", normWord(c.Normalized), -100*float64(d.TPSChange),
+				100*th.MaxSlowdown))
+		}
+	} else {
+		d.Failures = append(d.Failures, "throughput missing")
+	}
+	switch {
+	case o.PeakGPUBytes > 0 && n.PeakGPUBytes > 0:
+		d.MemBasis, d.OldMem, d.NewMem = "peak GPU", o.PeakGPUBytes, n.PeakGPUBytes
+	case o.PeakRSSBytes > 0 && n.PeakRSSBytes > 0:
+		d.MemBasis, d.OldMem, d.NewMem = "peak host RSS", o.PeakRSSBytes, n.PeakRSSBytes
+	}
+	if d.OldMem > 0 {
+		d.MemChange = Float(float64(d.NewMem)/float64(d.OldMem) - 1)
+		if float64(d.MemChange) > th.MaxMemoryGrowth {
+			d.Failures = append(d.Failures, fmt.Sprintf("%s grew by %.1f %% (limit %.1f %%)", d.MemBasis, 100*float64(d.MemChange), 100*th.MaxMemoryGrowth))
+		}
+	}
+	if o.Eval != nil && n.Eval != nil {
+		d.OldPPL, d.NewPPL = o.Eval.After.Perplexity, n.Eval.After.Perplexity
+		if d.OldPPL > 0 && !math.IsInf(float64(d.OldPPL), 0) {
+			d.PPLChange = d.NewPPL/d.OldPPL - 1
+			if math.IsNaN(float64(d.NewPPL)) || math.IsInf(float64(d.NewPPL), 0) {
+				d.Failures = append(d.Failures, "final perplexity is not finite")
+			} else if float64(d.PPLChange) > th.MaxPPLIncrease {
+				d.Failures = append(d.Failures, fmt.Sprintf("final perplexity rose by %.2f %% (limit %.2f %%)", 100*float64(d.PPLChange), 100*th.MaxPPLIncrease))
+			}
+		}
+	} else if o.Eval != nil {
+		d.Failures = append(d.Failures, "the new result has no eval perplexity (run with --eval-batches)")
+	}
+	return d
 }
 
 func normWord(norm bool) string {

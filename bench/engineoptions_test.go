@@ -26,9 +26,11 @@ func TestEngineOptions(t *testing.T) {
 		{"host recompute", Params{Recompute: "layer", Step: host}, withRec, train.EngineOptions{Train: true, Recompute: true, LazyEval: true}, ""},
 		{"device", Params{Recompute: "layer", Step: device}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", LazyEval: true}, ""},
 		{"graph", Params{Recompute: "layer", Step: graph}, withRec, train.EngineOptions{DeviceStep: true, Policy: "layer", CUDAGraph: true, LazyEval: true}, ""},
-		{"graph selective", Params{Recompute: "selective", Step: graph}, withPolicies, train.EngineOptions{DeviceStep: true, Policy: "selective", CUDAGraph: true, LazyEval: true}, ""},
+		{"graph selective", Params{Recompute: "selective", Step: graph}, withPolicies,
+			train.EngineOptions{DeviceStep: true, Policy: "selective", CUDAGraph: true, LazyEval: true}, ""},
 		{"host selective", Params{Recompute: "selective", Step: host}, withPolicies, train.EngineOptions{}, "exist only as device steps"},
-		{"no recompute graph", Params{Recompute: "layer", Step: host}, &manifest.Manifest{}, train.EngineOptions{}, "recompute layer is not supported by artifacts \"art\""},
+		{"no recompute graph", Params{Recompute: "layer", Step: host}, &manifest.Manifest{}, train.EngineOptions{},
+			"recompute layer is not supported by artifacts \"art\""},
 		{"device without a none step", Params{Recompute: "none", Step: device}, withRec, train.EngineOptions{}, "no device step graph for recompute none"},
 	} {
 		got, err := engineOptions(c.p, []string{"cuda"}, "art", c.man)

@@ -3,13 +3,13 @@ package bench
 import (
 	"bufio"
 	"encoding/json"
-	"github.com/ortq/ortq/internal/fsutil"
 	"os"
 	"sync"
 	"time"
 
-	"github.com/ortq/ortq/internal/sampling"
-	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/runreport"
+
 	"github.com/shirou/gopsutil/v4/mem"
 )
 
@@ -37,7 +37,7 @@ type monitor struct {
 	start    time.Time
 	interval time.Duration
 	gpu      gpuProbe
-	rss      train.RSSSampler
+	rss      runreport.RSSSampler
 	// gpuBaseline is device used memory before the run (for the device-delta fallback).
 	gpuBaseline uint64
 
@@ -54,14 +54,14 @@ type monitor struct {
 	// "warmup", "measure"); evaluation is sampled for the timeline only.
 	counting bool
 
-	stop, done chan struct{}
+	loop runreport.Loop
 }
 
 func newMonitor(start time.Time, interval time.Duration, gpu gpuProbe) *monitor {
 	if interval <= 0 {
 		interval = 10 * time.Millisecond
 	}
-	m := &monitor{start: start, interval: interval, gpu: gpu, rss: train.DefaultRSSSampler}
+	m := &monitor{start: start, interval: interval, gpu: gpu, rss: runreport.DefaultRSSSampler}
 	if gpu != nil {
 		if _, _, used, _, err := gpu.sample(); err == nil {
 			m.gpuBaseline = used
@@ -114,11 +114,9 @@ func (m *monitor) begin(point, phase string) {
 	m.point, m.phase, m.step = point, phase, 0
 	m.procPeak, m.procSeen, m.devPeak, m.gpuErr = 0, false, 0, nil
 	m.counting = countPhase(phase)
-	m.stop, m.done = make(chan struct{}), make(chan struct{})
-	stop, done := m.stop, m.done
 	m.mu.Unlock()
 	m.sampleNow(true)
-	sampling.Every(m.interval, stop, done, func() { m.sampleNow(false) })
+	m.loop.Start(m.interval, func() { m.sampleNow(false) })
 }
 
 // mark records a phase/step boundary and samples at it.
@@ -140,14 +138,7 @@ type gpuPeak struct {
 // end stops sampling (a last sample included) and returns the point's GPU peak.
 func (m *monitor) end() gpuPeak {
 	m.mark("done", 0)
-	m.mu.Lock()
-	stop, done := m.stop, m.done
-	m.stop, m.done = nil, nil
-	m.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
+	m.loop.Stop()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.gpu == nil {

@@ -39,8 +39,33 @@ func WritePlots(dir string, r *Result, peers Peers) ([]string, error) {
 		return nil
 	}
 	width := vg.Length(math.Max(6, 1.2*float64(len(r.Points))+3)) * vg.Inch
+	if err := save(throughputPlot(r, peers, labels), "throughput", width); err != nil {
+		return nil, err
+	}
+	if err := save(memoryPlot(r, peers, labels), "memory", width); err != nil {
+		return nil, err
+	}
+	// memory over time, loss per step
+	for _, f := range []struct {
+		name string
+		make func() (*plot.Plot, error)
+	}{{"memory_timeline", func() (*plot.Plot, error) { return timelinePlot(r) }}, {"loss", func() (*plot.Plot, error) { return lossPlot(r, labels) }},
+		{"frontier", func() (*plot.Plot, error) { return frontierPlot(r, peers) }}} {
+		p, err := f.make()
+		if err != nil {
+			return nil, err
+		}
+		if p != nil {
+			if err := save(p, f.name, 8*vg.Inch); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return files, nil
+}
 
-	// tokens/s per point
+// throughputPlot is tokens/s per sweep point, the matching peer's beside ortq's.
+func throughputPlot(r *Result, peers Peers, labels []string) *plot.Plot {
 	ours := make(plotter.Values, len(r.Points))
 	theirs := make(plotter.Values, len(r.Points))
 	havePeer := false
@@ -51,18 +76,20 @@ func WritePlots(dir string, r *Result, peers Peers) ([]string, error) {
 			theirs[i], havePeer, peerName = finite(float64(q.TokensPerSec)), true, pr.Tool
 		}
 	}
-	if err := save(bars("tokens/s per sweep point", "tokens/s", labels, ours, theirs, havePeer, peerName), "throughput", width); err != nil {
-		return nil, err
-	}
+	return bars("tokens/s per sweep point", "tokens/s", labels, ours, theirs, havePeer, peerName)
+}
 
-	// peak memory per point: GPU when measured, else host RSS
+// memoryPlot is peak memory per sweep point, the matching peer's beside ortq's: GPU when
+// measured, else host RSS.
+func memoryPlot(r *Result, peers Peers, labels []string) *plot.Plot {
 	useGPU := false
 	for _, p := range r.Points {
 		useGPU = useGPU || p.PeakGPUBytes > 0
 	}
-	ours = make(plotter.Values, len(r.Points))
-	theirs = make(plotter.Values, len(r.Points))
-	havePeer = false
+	ours := make(plotter.Values, len(r.Points))
+	theirs := make(plotter.Values, len(r.Points))
+	havePeer := false
+	peerName := ""
 	for i, p := range r.Points {
 		if useGPU {
 			ours[i] = gib(p.PeakGPUBytes)
@@ -81,27 +108,7 @@ func WritePlots(dir string, r *Result, peers Peers) ([]string, error) {
 	if useGPU {
 		what = "peak GPU memory (GiB)"
 	}
-	if err := save(bars(what+" per sweep point", "GiB", labels, ours, theirs, havePeer, peerName), "memory", width); err != nil {
-		return nil, err
-	}
-
-	// memory over time, loss per step
-	for _, f := range []struct {
-		name string
-		make func() (*plot.Plot, error)
-	}{{"memory_timeline", func() (*plot.Plot, error) { return timelinePlot(r) }}, {"loss", func() (*plot.Plot, error) { return lossPlot(r, labels) }},
-		{"frontier", func() (*plot.Plot, error) { return frontierPlot(r, peers) }}} {
-		p, err := f.make()
-		if err != nil {
-			return nil, err
-		}
-		if p != nil {
-			if err := save(p, f.name, 8*vg.Inch); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return files, nil
+	return bars(what+" per sweep point", "GiB", labels, ours, theirs, havePeer, peerName)
 }
 
 // timelinePlot is host RSS and GPU memory over the run (nil without a timeline).

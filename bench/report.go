@@ -2,16 +2,13 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
 	"math"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/runreport"
 )
 
 // Peers are other tools' results shown beside ortq's.
@@ -125,7 +122,7 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 	writeMethod(&b, arena)
 	writeNotes(&b, all)
 	if r.Config != nil {
-		rows, err := flatten(r.Config)
+		rows, err := runreport.Flatten(r.Config, true)
 		if err != nil {
 			return "", err
 		}
@@ -186,13 +183,16 @@ func writeMachine(b *strings.Builder, r *Result) {
 	}
 	if len(r.Points) > 0 {
 		p := r.Points[0]
-		row("workload", fmt.Sprintf("synthetic tokens (seeded; every position real, labels = ids), warm-up %d + %d measured optimizer steps, one micro-batch per step, AdamW", p.Warmup, p.Steps))
+		row("workload",
+			fmt.Sprintf("synthetic tokens (seeded; every position real, labels = ids), warm-up %d + %d measured optimizer steps, one micro-batch per step, AdamW",
+				p.Warmup, p.Steps))
 	}
 }
 
 // writePerPoint is the FLOPs, MFU, skips and final loss of every point.
 func writePerPoint(b *strings.Builder, all []*Result) {
-	b.WriteString("\n## Per point\n\n| tool | point | FLOPs/step (model / with recompute) | achieved TFLOP/s | MFU / HFU | steps skipped | final loss | prepare (s) |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("\n## Per point\n\n| tool | point | FLOPs/step (model / with recompute) | achieved TFLOP/s | MFU / HFU | steps skipped | final loss | " +
+		"prepare (s) |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, res := range all {
 		for _, p := range res.Points {
 			fl, tf := "n/a", "n/a"
@@ -227,7 +227,8 @@ func writeArena(b *strings.Builder, pts []Point) bool {
 	if !arena {
 		return false
 	}
-	b.WriteString("\n## ONNX Runtime's arena\n\n| point | device | in use after the last step | peak in use | reserved | peak GPU (NVML) | allocations | arena extensions | largest allocation |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("\n## ONNX Runtime's arena\n\n| point | device | in use after the last step | peak in use | reserved | peak GPU (NVML) | allocations | " +
+		"arena extensions | largest allocation |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range pts {
 		a := p.ORTArena
 		if a == nil {
@@ -247,13 +248,23 @@ func writeArena(b *strings.Builder, pts []Point) bool {
 // writeMethod says how every figure was measured.
 func writeMethod(b *strings.Builder, arena bool) {
 	b.WriteString("\n## Method\n\n")
-	b.WriteString("- tokens/s = micro-batch × seq-len × measured steps ÷ their summed wall time; a step is one micro-batch's forward + backward on ONNX Runtime, loss-scale unscaling and the AdamW update (in Go memory with step host; inside the step graph, in device memory, with step device or graph).\n")
-	b.WriteString("- FLOPs (bench/flops.go): N = Linear weights incl. lm_head, P = LoRA weights, A = 2·L·T·S·d (causal attention); model FLOPs = 4·N·T + 6·P·T + 3·A (frozen base: no weight gradients); with recompute add one decoder forward. MFU = model FLOPs/s ÷ dense fp16 peak; HFU counts the recompute.\n")
-	b.WriteString("- peak GPU: nvml-process = NVML's used memory of this process (CUDA context included); nvml-device-delta = device used minus before the run (when the driver hides per-process use, e.g. in containers); sampled every ~10 ms and at every step boundary, over session creation and the training steps (evaluation excluded). Peers: NVML where they measured it, else torch's reserved.\n")
+	b.WriteString("- tokens/s = micro-batch × seq-len × measured steps ÷ their summed wall time; a step is one micro-batch's forward + backward on ONNX " +
+		"Runtime, loss-scale unscaling and the AdamW update (in Go memory with step host; inside the step graph, in device memory, with step device or " +
+		"graph).\n")
+	b.WriteString("- FLOPs (bench/flops.go): N = Linear weights incl. lm_head, P = LoRA weights, A = 2·L·T·S·d (causal attention); model FLOPs = 4·N·T + " +
+		"6·P·T + 3·A (frozen base: no weight gradients); with recompute add one decoder forward. MFU = model FLOPs/s ÷ dense fp16 peak; HFU counts the " +
+		"recompute.\n")
+	b.WriteString("- peak GPU: nvml-process = NVML's used memory of this process (CUDA context included); nvml-device-delta = device used minus before the " +
+		"run (when the driver hides per-process use, e.g. in containers); sampled every ~10 ms and at every step boundary, over session creation and the " +
+		"training steps (evaluation excluded). Peers: NVML where they measured it, else torch's reserved.\n")
 	if arena {
-		b.WriteString("- ONNX Runtime's arena: AllocatorGetStats of the training session's allocator for its device (the CUDA arena on CUDA, the CPU arena on the CPU), read after the last measured step: in use = what the arena hands out then, peak in use = its high-water mark since the session opened (initializers included), reserved = what the arena holds from the device (TotalAllocated). NVML's peak is larger by the CUDA context, cuBLAS/cuDNN workspaces and memory outside the arena.\n")
+		b.WriteString("- ONNX Runtime's arena: AllocatorGetStats of the training session's allocator for its device (the CUDA arena on CUDA, the CPU arena on " +
+			"the CPU), read after the last measured step: in use = what the arena hands out then, peak in use = its high-water mark since the session opened " +
+			"(initializers included), reserved = what the arena holds from the device (TotalAllocated). NVML's peak is larger by the CUDA context, " +
+			"cuBLAS/cuDNN workspaces and memory outside the arena.\n")
 	}
-	b.WriteString("- peak host RSS: the kernel's high-water mark (VmHWM, reset before each point's training phase) and 10 ms samples; memory the allocators kept from earlier points stays counted.\n")
+	b.WriteString("- peak host RSS: the kernel's high-water mark (VmHWM, reset before each point's training phase) and 10 ms samples; memory the allocators " +
+		"kept from earlier points stays counted.\n")
 }
 
 // writeNotes lists the results' and points' notes.
@@ -282,7 +293,8 @@ func writeNotes(b *strings.Builder, all []*Result) {
 func Summary(r *Result, peers Peers) string {
 	var b strings.Builder
 	all := append([]*Result{r}, peers...)
-	b.WriteString("| tool | micro-batch | seq | bits | recompute | targets | step | tokens/s | step p50 / p95 (ms) | peak GPU | peak host RSS | MFU | eval ppl before → after |\n")
+	b.WriteString("| tool | micro-batch | seq | bits | recompute | targets | step | tokens/s | step p50 / p95 (ms) | peak GPU | peak host RSS | MFU | eval " +
+		"ppl before → after |\n")
 	b.WriteString("|---|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, res := range all {
 		for _, p := range res.Points {
@@ -314,7 +326,8 @@ func Summary(r *Result, peers Peers) string {
 		for _, f := range fs {
 			pm, _ := peakMemory(f.Peer)
 			om, _ := peakMemory(f.Ours)
-			fmt.Fprintf(&b, "| %s: %s | %s | %s | %s | %s |\n", mdEscape(f.PeerTool), mdEscape(f.Peer.Params.Label()), fbytes(pm), mdEscape(f.Ours.Params.Label()), fbytes(om), fx(Float(f.Ratio)))
+			fmt.Fprintf(&b, "| %s: %s | %s | %s | %s | %s |\n", mdEscape(f.PeerTool), mdEscape(f.Peer.Params.Label()), fbytes(pm),
+				mdEscape(f.Ours.Params.Label()), fbytes(om), fx(Float(f.Ratio)))
 		}
 	}
 
@@ -381,49 +394,10 @@ func fsci(v float64) string {
 	return fmt.Sprintf("%.3g", v)
 }
 
-// flatten turns any JSON-encodable value into sorted dotted key/value rows (empty values
-// left out).
-func flatten(cfg any) ([][2]string, error) {
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("encode config: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	var rows [][2]string
-	var walk func(prefix string, v any)
-	walk = func(prefix string, v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			for k, e := range x {
-				key := k
-				if prefix != "" {
-					key = prefix + "." + k
-				}
-				walk(key, e)
-			}
-		case nil:
-		default:
-			b, _ := json.Marshal(x)
-			s := strings.Trim(string(b), `"`)
-			if s != "" && s != "[]" && s != "{}" {
-				rows = append(rows, [2]string{prefix, s})
-			}
-		}
-	}
-	walk("", v)
-	sort.Slice(rows, func(i, j int) bool { return rows[i][0] < rows[j][0] })
-	return rows, nil
-}
-
 // Byte sizes and Markdown cells are formatted as in the training report.
 var (
-	fbytes   = train.FormatBytes
-	mdEscape = train.MarkdownEscape
+	fbytes   = runreport.FormatBytes
+	mdEscape = runreport.MarkdownEscape
 )
 
 // nonNeg converts an ONNX Runtime byte count (int64) for fbytes; negative counts read as 0.
@@ -443,7 +417,8 @@ func writeBreakdown(b *strings.Builder, pts []Point) {
 			continue
 		}
 		if !head {
-			b.WriteString("\n## Where the peak GPU memory goes\n\n| point | peak GPU (NVML) | weights | LoRA + optimizer state | activations and workspace (arena peak) | arena slack | outside the arena |\n|---|---:|---:|---:|---:|---:|---:|\n")
+			b.WriteString("\n## Where the peak GPU memory goes\n\n| point | peak GPU (NVML) | weights | LoRA + optimizer state | activations and workspace (arena " +
+				"peak) | arena slack | outside the arena |\n|---|---:|---:|---:|---:|---:|---:|\n")
 			head = true
 		}
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s |\n", mdEscape(p.Label), fbytes(p.PeakGPUBytes),

@@ -17,6 +17,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/internal/gpumem"
+	"github.com/ortq/ortq/internal/runreport"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
@@ -64,8 +65,9 @@ func Run(cfg Config) (*Result, error) {
 	}
 	for _, p := range pts {
 		if p.graphKey() != r.baseKey && r.source == "" {
-			return nil, fmt.Errorf("point %s needs the graph prepared with %s, but artifacts %q name no source model that exists (%q): pass --model instead of --artifacts",
-				p.Label(), p.graphKey(), cfg.Artifacts, r.sourceNamed)
+			return nil,
+				fmt.Errorf("point %s needs the graph prepared with %s, but artifacts %q name no source model that exists (%q): pass --model instead of --artifacts",
+					p.Label(), p.graphKey(), cfg.Artifacts, r.sourceNamed)
 		}
 	}
 
@@ -77,7 +79,8 @@ func Run(cfg Config) (*Result, error) {
 	r.setPeakFLOPS(gpu)
 	r.mon = newMonitor(start, cfg.SampleInterval, gpu)
 	if err := resetPeakRSS(); err != nil {
-		res.Notes = append(res.Notes, fmt.Sprintf("cannot reset the kernel's peak-RSS mark (%v): peak host RSS may include work done before a point (prepare, earlier points)", err))
+		res.Notes = append(res.Notes,
+			fmt.Sprintf("cannot reset the kernel's peak-RSS mark (%v): peak host RSS may include work done before a point (prepare, earlier points)", err))
 		r.noHWMReset = true
 	}
 
@@ -167,7 +170,8 @@ func (r *runner) resolveBase() (Params, error) {
 			return Params{}, fmt.Errorf("--preset %s: %w", c.Preset, err)
 		}
 		c.Model = sr.Model
-		r.res.Notes = append(r.res.Notes, fmt.Sprintf("model: preset %s synthesized with random weights (%s, %d parameters, seed %d)", c.Preset, sr.DType, sr.Params, c.Seed))
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("model: preset %s synthesized with random weights (%s, %d parameters, seed %d)", c.Preset, sr.DType,
+			sr.Params, c.Seed))
 		debug.FreeOSMemory()
 	}
 	if c.Model != "" {
@@ -448,13 +452,14 @@ func (r *runner) evaluator(dir string, opts ortrun.Options, vocab int, p Params)
 // RSS and ONNX Runtime arena peaks are those from here to that engine's Close. It returns
 // the adapter after the steps (what the evaluation after them uses) and the step times
 // after the warm-up.
-func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest, opts ortrun.Options, params []train.Param) (map[string][]float32, []time.Duration, error) {
+func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest, opts ortrun.Options,
+	params []train.Param) (map[string][]float32, []time.Duration, error) {
 	c := r.cfg
 	debug.FreeOSMemory()
 	if !r.noHWMReset {
 		_ = resetPeakRSS()
 	}
-	rss := train.NewRSSMonitor(max(c.SampleInterval, 10*time.Millisecond), nil)
+	rss := runreport.NewRSSMonitor(max(c.SampleInterval, 10*time.Millisecond), nil)
 	rss.Start()
 	// Deferred first, so it runs last: after the engine's Close.
 	defer func() {
@@ -491,7 +496,8 @@ func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest
 	pt.Notes = append(pt.Notes, tr.Notes...)
 	pt.SharedWeightBytes = tr.SharedWeightBytes()
 	if len(engines) > 1 {
-		pt.Notes = append(pt.Notes, fmt.Sprintf("data-parallel over %s: one micro-batch per device per step; GPU memory sampled on %s", strings.Join(devs, ","), devs[0]))
+		pt.Notes = append(pt.Notes, fmt.Sprintf("data-parallel over %s: one micro-batch per device per step; GPU memory sampled on %s", strings.Join(devs, ","),
+			devs[0]))
 	}
 	values, times, err := r.steps(pt, engines, p, man, params)
 	if err != nil {
@@ -535,7 +541,8 @@ func engineOptions(p Params, devs []string, dir string, man *manifest.Manifest) 
 
 // steps makes the point's Stepper on tr (the run's own, as `ortq train` makes it) and times
 // one optimizer step per synthetic batch; the adapter after them comes back with the times.
-func (r *runner) steps(pt *Point, engines []*train.Engine, p Params, man *manifest.Manifest, params []train.Param) (map[string][]float32, []time.Duration, error) {
+func (r *runner) steps(pt *Point, engines []*train.Engine, p Params, man *manifest.Manifest,
+	params []train.Param) (map[string][]float32, []time.Duration, error) {
 	c := r.cfg
 	sc := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
 	sc.AdamW.LR, sc.AdamW.WeightDecay = c.LR, c.WeightDecay

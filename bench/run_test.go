@@ -66,7 +66,8 @@ func TestRunCPU(t *testing.T) {
 		if a := p.ORTArena; a == nil || a.Device != "cpu" || a.PeakInUse <= 0 || a.Reserved < a.PeakInUse || a.NumAllocs == 0 {
 			t.Errorf("point %s: ONNX Runtime arena %+v", p.Label, a)
 		}
-		if p.FLOPs == nil || p.FLOPs.LinearParams != defaultLinearParams || p.FLOPs.Layers != 4 || p.FLOPs.AttnWidth != 128 || p.FLOPs.LoRAParams != 4*(8*128+128*8+8*128+64*8) {
+		if f := p.FLOPs; f == nil || f.LinearParams != defaultLinearParams || f.Layers != 4 || f.AttnWidth != 128 ||
+			f.LoRAParams != 4*(8*128+128*8+8*128+64*8) {
 			t.Errorf("point %s: FLOPs %+v, want N=%d", p.Label, p.FLOPs, defaultLinearParams)
 		}
 		if !math.IsNaN(float64(p.MFU)) {

@@ -20,7 +20,8 @@ func TestAssistantSpans(t *testing.T) {
 		{"mistral_nemo", "system_two_turns", []string{"Seven.</s>", "Two, the only even prime.</s>"}},
 		// The base Llama 3 template writes the assistant header after every conversation:
 		// the last span carries it, the earlier ones stop where the next header differs.
-		{"llama3", "system_two_turns", []string{"Seven.<|eot_id|><|start_header_id|>", "Two, the only even prime.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"}},
+		{"llama3", "system_two_turns", []string{"Seven.<|eot_id|><|start_header_id|>",
+			"Two, the only even prime.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"}},
 		{"qwen3", "think", []string{"<think>\nadd them\n</think>\n\n4<|im_end|>\n"}},
 		{"qwen3", "system_two_turns", []string{"Seven.<|im_end|>\n", "<think>\n\n</think>\n\nTwo, the only even prime.<|im_end|>\n"}},
 	}

@@ -235,7 +235,8 @@ func (it *Iterator) Position() Position { return it.pos }
 func (it *Iterator) SetPosition(p Position) error {
 	n := len(it.examples)
 	if p.Epoch < 0 || p.Index < 0 || p.Index >= n || p.Index%it.opts.BatchSize != 0 {
-		return fmt.Errorf("data position epoch %d index %d does not fit %d examples in micro-batches of %d: the data or --micro-batch changed since the checkpoint", p.Epoch, p.Index, n, it.opts.BatchSize)
+		return fmt.Errorf("data position epoch %d index %d does not fit %d examples in micro-batches of %d: the data or --micro-batch changed since the checkpoint",
+			p.Epoch, p.Index, n, it.opts.BatchSize)
 	}
 	if it.opts.DropLast && p.Index+it.opts.BatchSize > n {
 		return fmt.Errorf("data position index %d is past the last full micro-batch of %d examples", p.Index, n)

@@ -131,89 +131,21 @@ type Dataset struct {
 
 // Build tokenizes docs, packs or truncates them and splits train/eval.
 func Build(docs []Document, enc Encoder, opts Options) (*Dataset, error) {
-	if enc == nil {
-		return nil, errors.New("data.Build: nil Encoder")
-	}
-	maxLen := opts.MaxSeqLen
-	if maxLen == 0 {
-		maxLen = DefaultMaxSeqLen
-	}
-	if maxLen < 2 {
-		return nil, fmt.Errorf("--max-seq-len %d is too small: a causal-LM example needs at least 2 tokens", maxLen)
-	}
-	if opts.ModelMaxLen > 0 && maxLen > opts.ModelMaxLen {
-		return nil, fmt.Errorf("--max-seq-len %d exceeds the model's maximum sequence length %d: lower --max-seq-len", maxLen, opts.ModelMaxLen)
-	}
-	if opts.EvalFraction < 0 || opts.EvalFraction >= 1 || math.IsNaN(opts.EvalFraction) {
-		return nil, fmt.Errorf("eval fraction %v must be in [0, 1)", opts.EvalFraction)
-	}
-	if len(docs) == 0 {
-		return nil, errors.New("no documents to train on: the data files are empty")
-	}
-	if err := checkID("EOS", opts.EOS, opts.VocabSize); err != nil {
+	maxLen, err := checkBuild(docs, enc, opts)
+	if err != nil {
 		return nil, err
 	}
-	if opts.AddBOS {
-		if err := checkID("BOS", opts.BOS, opts.VocabSize); err != nil {
-			return nil, err
-		}
-	}
-
 	ds := &Dataset{}
 	ds.Stats.Documents = len(docs)
-	var examples []Example
-	var stream []int32 // packing buffer
-	for _, d := range docs {
-		seq, err := tokenizeDocument(d, enc, opts)
-		if err != nil {
-			return nil, err
-		}
-		ds.Stats.Tokens += len(seq)
-		ds.Stats.Masked = ds.Stats.Masked || d.Trained != nil
-		ds.Stats.Chat = ds.Stats.Chat || d.Templated
-		if opts.Isolate && !opts.NoPack {
-			seq[0] |= docStartBit
-		}
-		if opts.NoPack {
-			if len(seq) > maxLen {
-				seq = seq[:maxLen:maxLen]
-				ds.Stats.Truncated++
-			}
-			switch {
-			case len(seq) < 2:
-				ds.Stats.DroppedShort++
-			case seq.Labels() == 0:
-				ds.Stats.DroppedUntrained++
-			default:
-				examples = append(examples, seq)
-			}
-			continue
-		}
-		stream = append(stream, seq...)
-		// Emit full blocks as soon as they exist so the buffer stays small.
-		for len(stream) >= maxLen {
-			if block := Example(append([]int32(nil), stream[:maxLen]...)); block.Labels() > 0 {
-				examples = append(examples, block)
-			} else {
-				ds.Stats.DroppedUntrained++
-			}
-			stream = stream[maxLen:]
-		}
-	}
-	if !opts.NoPack && len(stream) > 0 {
-		// The short tail is kept (it is padded in its batch) unless it cannot
-		// produce a single loss term.
-		switch tail := Example(append([]int32(nil), stream...)); {
-		case len(tail) < 2:
-			ds.Stats.DroppedShort++
-		case tail.Labels() == 0:
-			ds.Stats.DroppedUntrained++
-		default:
-			examples = append(examples, tail)
-		}
+	examples, err := buildExamples(docs, enc, opts, maxLen, &ds.Stats)
+	if err != nil {
+		return nil, err
 	}
 	if len(examples) == 0 && ds.Stats.DroppedUntrained > 0 {
-		return nil, fmt.Errorf("nothing to train on: no example has a completion or assistant token (documents from %s); check the records, or pass --train-on prompt+completion", sourcesOf(docs))
+		return nil,
+			fmt.Errorf("nothing to train on: no example has a completion or assistant token (documents from %s); check the records, or pass --train-on "+
+				"prompt+completion",
+				sourcesOf(docs))
 	}
 	if len(examples) == 0 {
 		return nil, fmt.Errorf("data too short: no example has at least 2 tokens after tokenization (documents from %s); add more text", sourcesOf(docs))
@@ -229,6 +161,97 @@ func Build(docs []Document, enc Encoder, opts Options) (*Dataset, error) {
 		ds.Stats.EvalLabels += e.Labels()
 	}
 	return ds, nil
+}
+
+// checkBuild checks Build's arguments before any tokenization and returns the sequence
+// length (opts.MaxSeqLen, or its default).
+func checkBuild(docs []Document, enc Encoder, opts Options) (maxLen int, err error) {
+	if enc == nil {
+		return 0, errors.New("data.Build: nil Encoder")
+	}
+	maxLen = opts.MaxSeqLen
+	if maxLen == 0 {
+		maxLen = DefaultMaxSeqLen
+	}
+	if maxLen < 2 {
+		return 0, fmt.Errorf("--max-seq-len %d is too small: a causal-LM example needs at least 2 tokens", maxLen)
+	}
+	if opts.ModelMaxLen > 0 && maxLen > opts.ModelMaxLen {
+		return 0, fmt.Errorf("--max-seq-len %d exceeds the model's maximum sequence length %d: lower --max-seq-len", maxLen, opts.ModelMaxLen)
+	}
+	if opts.EvalFraction < 0 || opts.EvalFraction >= 1 || math.IsNaN(opts.EvalFraction) {
+		return 0, fmt.Errorf("eval fraction %v must be in [0, 1)", opts.EvalFraction)
+	}
+	if len(docs) == 0 {
+		return 0, errors.New("no documents to train on: the data files are empty")
+	}
+	if err := checkID("EOS", opts.EOS, opts.VocabSize); err != nil {
+		return 0, err
+	}
+	if opts.AddBOS {
+		if err := checkID("BOS", opts.BOS, opts.VocabSize); err != nil {
+			return 0, err
+		}
+	}
+	return maxLen, nil
+}
+
+// buildExamples tokenizes every document and makes the examples: each document cut to
+// maxLen (NoPack), or all of them packed into blocks of maxLen and a shorter tail. Examples
+// with fewer than 2 tokens or no trained label are dropped and counted in st.
+func buildExamples(docs []Document, enc Encoder, opts Options, maxLen int, st *Stats) ([]Example, error) {
+	var examples []Example
+	var stream []int32 // packing buffer
+	for _, d := range docs {
+		seq, err := tokenizeDocument(d, enc, opts)
+		if err != nil {
+			return nil, err
+		}
+		st.Tokens += len(seq)
+		st.Masked = st.Masked || d.Trained != nil
+		st.Chat = st.Chat || d.Templated
+		if opts.Isolate && !opts.NoPack {
+			seq[0] |= docStartBit
+		}
+		if opts.NoPack {
+			if len(seq) > maxLen {
+				seq = seq[:maxLen:maxLen]
+				st.Truncated++
+			}
+			examples = keepExample(examples, seq, st)
+			continue
+		}
+		stream = append(stream, seq...)
+		// Emit full blocks as soon as they exist so the buffer stays small.
+		for len(stream) >= maxLen {
+			if block := Example(append([]int32(nil), stream[:maxLen]...)); block.Labels() > 0 {
+				examples = append(examples, block)
+			} else {
+				st.DroppedUntrained++
+			}
+			stream = stream[maxLen:]
+		}
+	}
+	if !opts.NoPack && len(stream) > 0 {
+		// The short tail is kept (it is padded in its batch) unless it cannot
+		// produce a single loss term.
+		examples = keepExample(examples, Example(append([]int32(nil), stream...)), st)
+	}
+	return examples, nil
+}
+
+// keepExample appends e to examples unless it has fewer than 2 tokens or no trained label
+// (counted in st).
+func keepExample(examples []Example, e Example, st *Stats) []Example {
+	switch {
+	case len(e) < 2:
+		st.DroppedShort++
+	case e.Labels() == 0:
+		st.DroppedUntrained++
+	default:
+		examples = append(examples, e)
+	}
+	return examples
 }
 
 // tokenizeDocument encodes d with BOS and EOS (unless a chat template placed its own),
@@ -248,7 +271,8 @@ func tokenizeDocument(d Document, enc Encoder, opts Options) (Example, error) {
 	}
 	for i, id := range ids {
 		if id < 0 || id > int(idBits) || (opts.VocabSize > 0 && id >= opts.VocabSize) {
-			return nil, fmt.Errorf("tokenize %s: token id %d outside the model vocabulary [0, %d): the tokenizer does not match the model", docName(d), id, opts.VocabSize)
+			return nil, fmt.Errorf("tokenize %s: token id %d outside the model vocabulary [0, %d): the tokenizer does not match the model", docName(d), id,
+				opts.VocabSize)
 		}
 		seq = append(seq, mark(int32(id), trained == nil || trained[i]))
 	}

@@ -197,7 +197,8 @@ func TestBuildMasks(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Build([]Document{{Source: "c.jsonl", Line: 1, Text: "ab", Trained: []Span{}}}, byteEncoder{}, pack); err == nil || !strings.Contains(err.Error(), "nothing to train on") {
+	if _, err := Build([]Document{{Source: "c.jsonl", Line: 1, Text: "ab", Trained: []Span{}}}, byteEncoder{},
+		pack); err == nil || !strings.Contains(err.Error(), "nothing to train on") {
 		t.Errorf("all untrained: %v", err)
 	}
 }

@@ -11,7 +11,8 @@ import (
 	"github.com/parquet-go/parquet-go"
 )
 
-const alpacaNoInput = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nSay hi\n\n### Response:\n"
+const alpacaNoInput = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### " +
+	"Instruction:\nSay hi\n\n### Response:\n"
 
 func defaultTemplate(t *testing.T) *chat.Template {
 	t.Helper()
@@ -72,7 +73,8 @@ func TestReadFormats(t *testing.T) {
 			func(p string) []Document { return []Document{pc(p, 1, "Q: hi\nA:", " hello")} }},
 		{"train on prompt+completion", "pc.jsonl", `{"prompt": "Q:", "completion": " a"}`, ReadOptions{TrainOn: TrainAll},
 			func(p string) []Document { return []Document{{Source: p, Line: 1, Text: "Q: a"}} }},
-		{"json array of alpaca records", "alpaca.json", "[\n {\"instruction\": \"Say hi\", \"input\": \"\", \"output\": \"hi\"},\n {\"instruction\": \"Say hi\", \"output\": \"hey\"}\n]", ReadOptions{},
+		{"json array of alpaca records", "alpaca.json",
+			"[\n {\"instruction\": \"Say hi\", \"input\": \"\", \"output\": \"hi\"},\n {\"instruction\": \"Say hi\", \"output\": \"hey\"}\n]", ReadOptions{},
 			func(p string) []Document {
 				return []Document{pc(p, 2, alpacaNoInput, "hi"), pc(p, 3, alpacaNoInput, "hey")}
 			}},
@@ -141,11 +143,14 @@ func TestFormatRefusals(t *testing.T) {
 		{"no known field", "x.jsonl", `{"question": "a", "answer": "b"}`, ReadOptions{}, []string{"x.jsonl:1", `"text"`, `"messages"`, `"answer", "question"`}},
 		{"non-string completion", "n.jsonl", `{"prompt": "a", "completion": 3}`, ReadOptions{}, []string{"n.jsonl:1", `field "completion" must be a string`}},
 		{"empty completion", "e.jsonl", `{"prompt": "a", "completion": " "}`, ReadOptions{}, []string{"e.jsonl:1", "completion is empty"}},
-		{"alpaca output missing", "al.json", `[{"instruction": "a", "output": "b"}, {"instruction": "c", "input": "d"}]`, ReadOptions{}, []string{"al.json:1", `missing field "output"`}},
+		{"alpaca output missing", "al.json", `[{"instruction": "a", "output": "b"}, {"instruction": "c", "input": "d"}]`, ReadOptions{},
+			[]string{"al.json:1", `missing field "output"`}},
 		{"messages not a list", "m.jsonl", `{"messages": "hi"}`, ReadOptions{Chat: tpl}, []string{"m.jsonl:1", `"messages" must be a non-empty list`}},
-		{"message without content", "m2.jsonl", `{"messages": [{"role": "user"}]}`, ReadOptions{Chat: tpl}, []string{"m2.jsonl:1: messages[0]", `missing field "content"`}},
+		{"message without content", "m2.jsonl", `{"messages": [{"role": "user"}]}`, ReadOptions{Chat: tpl},
+			[]string{"m2.jsonl:1: messages[0]", `missing field "content"`}},
 		{"chat without a template", "m3.jsonl", `{"messages": [{"role": "user", "content": "x"}]}`, ReadOptions{}, []string{"m3.jsonl:1", "--chat-template"}},
-		{"template refuses the conversation", "m4.jsonl", `{"messages": [{"role": "tool", "content": "x"}]}`, ReadOptions{Chat: tpl}, []string{"m4.jsonl:1", "roles must be system, user or assistant, not tool"}},
+		{"template refuses the conversation", "m4.jsonl", `{"messages": [{"role": "tool", "content": "x"}]}`, ReadOptions{Chat: tpl},
+			[]string{"m4.jsonl:1", "roles must be system, user or assistant, not tool"}},
 		{"csv without the column", "c.csv", "title,body\na,b\n", ReadOptions{}, []string{"c.csv:2", `missing field "text"`, `"body", "title"`}},
 		{"csv ragged row", "r.csv", "text\na\nb,c\n", ReadOptions{}, []string{"r.csv:3", "wrong number of fields"}},
 		{"tsv invalid utf-8", "u.tsv", "text\n\xff\n", ReadOptions{}, []string{"u.tsv", "UTF-8"}},

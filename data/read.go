@@ -213,7 +213,8 @@ func (g *textGuard) Read(p []byte) (int, error) {
 	}
 	n, err := g.r.Read(p)
 	if i := bytes.IndexByte(p[:n], 0); i >= 0 {
-		g.err = fmt.Errorf("data file %q has a NUL byte at offset %d: it is binary, not text (pass UTF-8 text, JSON or CSV files, or .parquet)", g.name, g.off+int64(i))
+		g.err = fmt.Errorf("data file %q has a NUL byte at offset %d: it is binary, not text (pass UTF-8 text, JSON or CSV files, or .parquet)", g.name,
+			g.off+int64(i))
 		return 0, g.err
 	}
 	g.off += int64(n)

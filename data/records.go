@@ -135,7 +135,8 @@ func alpacaPrompt(instruction, input string) string {
 		return "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n" +
 			instruction + "\n\n### Response:\n"
 	}
-	return "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n" +
+	return "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately " +
+		"completes the request.\n\n### Instruction:\n" +
 		instruction + "\n\n### Input:\n" + input + "\n\n### Response:\n"
 }
 
@@ -197,7 +198,9 @@ func (r record) chatDocument(o ReadOptions) (Document, error) {
 		msgs = append(msgs, chat.Message{Role: role, Content: content})
 	}
 	if o.Chat == nil {
-		return d, fmt.Errorf("%s: field \"messages\": chat records need a chat template, and the tokenizer's tokenizer_config.json has none: pass --chat-template FILE", r.where)
+		return d,
+			fmt.Errorf("%s: field \"messages\": chat records need a chat template, and the tokenizer's tokenizer_config.json has none: pass --chat-template FILE",
+				r.where)
 	}
 	text, spans, err := o.Chat.AssistantSpans(msgs)
 	if err != nil {

@@ -138,7 +138,7 @@ func (s *Source) findPieces(evalPath string) error {
 	}
 	// FindLinears only reads a graph; it runs on a copy so that the Linears it returns are
 	// looked up again by name in g below, whatever a later pass might do to that copy.
-	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(&ortgraph.Model{P: cloneModel(s.Eval.P), Dir: s.Eval.Dir}), &passes.Config{}, nil, passes.FindLinears)
+	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(&ortgraph.Model{P: cloneModel(s.Eval.P), Dir: s.Eval.Dir}), nil, nil, passes.FindLinears)
 	if err != nil {
 		return fmt.Errorf("%s: %w", evalPath, err)
 	}

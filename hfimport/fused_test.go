@@ -111,7 +111,7 @@ func TestFusedGraphStructure(t *testing.T) {
 					t.Errorf("%d %s nodes, want %d", count[op], op, n)
 				}
 			}
-			ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, passes.FindLinears)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -219,7 +219,8 @@ func TestFusedGradientsMatchDecomposed(t *testing.T) {
 								t.Errorf("recompute %v: gradient of %s: rel err %.3g > 1e-5 (max |grad| %.3g)", recompute, p.Name, e, den)
 							}
 						}
-						t.Logf("recompute %v: loss_sum %.6f vs %.6f; worst LoRA gradient rel err %.2g over %d tensors", recompute, got.LossSum, want.LossSum, worst, len(eng.Man.Params))
+						t.Logf("recompute %v: loss_sum %.6f vs %.6f; worst LoRA gradient rel err %.2g over %d tensors", recompute, got.LossSum, want.LossSum, worst,
+							len(eng.Man.Params))
 					}
 				})
 			}
@@ -245,7 +246,9 @@ func TestSynthOpsDefault(t *testing.T) {
 	if a.DataBytes != b.DataBytes || a.Params != b.Params {
 		t.Errorf("fused synth wrote %d bytes / %d params, decomposed %d / %d", b.DataBytes, b.Params, a.DataBytes, a.Params)
 	}
-	if _, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Common: hfimport.Common{Out: filepath.Join(dir, "c"), Ops: "flash"}}); err == nil || !strings.Contains(err.Error(), "--ops") {
+	if _,
+		err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny",
+		Common: hfimport.Common{Out: filepath.Join(dir, "c"), Ops: "flash"}}); err == nil || !strings.Contains(err.Error(), "--ops") {
 		t.Errorf("--ops flash: error %v, want one naming --ops", err)
 	}
 }

@@ -200,7 +200,8 @@ func (b *builder) build() {
 
 	// Positions 0..seq-1 (what LlamaModel uses when no position_ids are given).
 	shape := b.node("/model/rotary_emb/Shape", "Shape", []string{"input_ids"}, ortgraph.TensorType(ortgraph.Int64, []int64{2}))
-	seqLen := b.node("/model/rotary_emb/Gather", "Gather", []string{shape, g.ScalarI64(1)}, ortgraph.TensorType(ortgraph.Int64, []int64{}), ortgraph.AInt("axis", 0))
+	seqLen := b.node("/model/rotary_emb/Gather", "Gather", []string{shape, g.ScalarI64(1)}, ortgraph.TensorType(ortgraph.Int64, []int64{}),
+		ortgraph.AInt("axis", 0))
 	pos := b.node("/model/rotary_emb/Range", "Range", []string{g.ScalarI64(0), seqLen, g.ScalarI64(1)}, sym(ortgraph.Int64, "seq"))
 
 	// Rotary cos/sin, computed in float32 and cast to the graph dtype (HF). Decomposed:
@@ -283,7 +284,8 @@ func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims
 			ins = append(ins, wt.ZeroPoints.Name)
 		}
 		y = b.g.Add(ortgraph.NodeSpec{Op: "MatMulNBits", Domain: "com.microsoft", Name: path + "/MatMulNBits", Inputs: ins,
-			Attrs: []ortgraph.Attr{ortgraph.AInt("K", in), ortgraph.AInt("N", out), ortgraph.AInt("bits", 4), ortgraph.AInt("block_size", bs), ortgraph.AInt("accuracy_level", 0)}})[0]
+			Attrs: []ortgraph.Attr{ortgraph.AInt("K", in), ortgraph.AInt("N", out), ortgraph.AInt("bits", 4), ortgraph.AInt("block_size", bs),
+				ortgraph.AInt("accuracy_level", 0)}})[0]
 		b.g.SetType(y, sym(b.dt, outDims...))
 	} else {
 		w := b.weight(mod+".weight", []int64{out, in}, true, initNormal)
@@ -404,7 +406,8 @@ func (b *builder) layer(l int, h, cos, sin, mask string) string {
 		// repeat_kv: [b, kv, s, d] → [b, kv, 1, s, d] → expand [b, kv, rep, s, d] → [b, kv·rep, s, d].
 		repeat := func(name, x string) string {
 			u := b.node(att+"/repeat_kv/Unsqueeze_"+name, "Unsqueeze", []string{x, g.ConstI64(2)}, sym(dt, "batch", itoa(int(nKV)), "1", "seq", itoa(int(hd))))
-			e := b.node(att+"/repeat_kv/Expand_"+name, "Expand", []string{u, g.ConstI64(1, 1, rep, 1, 1)}, sym(dt, "batch", itoa(int(nKV)), itoa(int(rep)), "seq", itoa(int(hd))))
+			e := b.node(att+"/repeat_kv/Expand_"+name, "Expand", []string{u, g.ConstI64(1, 1, rep, 1, 1)},
+				sym(dt, "batch", itoa(int(nKV)), itoa(int(rep)), "seq", itoa(int(hd))))
 			return b.node(att+"/repeat_kv/Reshape_"+name, "Reshape", []string{e, g.ConstI64(0, nH, -1, hd)}, sym(dt, "batch", itoa(int(nH)), "seq", itoa(int(hd))))
 		}
 		k, v = repeat("k", k), repeat("v", v)

@@ -178,7 +178,7 @@ func TestGraphStructure(t *testing.T) {
 					}
 				}
 			}
-			ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, passes.FindLinears)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -399,7 +399,8 @@ func TestBadInput(t *testing.T) {
 		want    []string // substrings of the error
 	}{
 		{"missing config", "llama2", func(t *testing.T, d string) { os.Remove(filepath.Join(d, "config.json")) }, []string{"config.json", "not found"}},
-		{"missing shard", "sharded", func(t *testing.T, d string) { os.Remove(filepath.Join(d, "model-00002-of-00003.safetensors")) }, []string{"model-00002-of-00003.safetensors", "missing"}},
+		{"missing shard", "sharded", func(t *testing.T, d string) { os.Remove(filepath.Join(d, "model-00002-of-00003.safetensors")) },
+			[]string{"model-00002-of-00003.safetensors", "missing"}},
 		{"wrong shape", "llama2", func(t *testing.T, d string) {
 			editConfig(t, d, func(m map[string]any) { m["intermediate_size"] = 96 })
 		}, []string{"model.safetensors", "model.layers.0.mlp.gate_proj.weight", "[64 32]", "[96 32]"}},
@@ -436,7 +437,8 @@ func TestBadInput(t *testing.T) {
 		// Issue 13: aliased tensors are refused as the checkpoint reader refuses them.
 		{"overlapping data_offsets", "llama2", func(t *testing.T, d string) {
 			rewriteHeader(t, filepath.Join(d, "model.safetensors"), func(h map[string]any) {
-				h["model.layers.0.post_attention_layernorm.weight"].(map[string]any)["data_offsets"] = h["model.layers.0.input_layernorm.weight"].(map[string]any)["data_offsets"]
+				in := h["model.layers.0.input_layernorm.weight"].(map[string]any)
+				h["model.layers.0.post_attention_layernorm.weight"].(map[string]any)["data_offsets"] = in["data_offsets"]
 			})
 		}, []string{"model.safetensors", `tensor "model.layers.0.post_attention_layernorm.weight"`, "data_offsets", "overlap"}},
 	}
@@ -473,9 +475,12 @@ func TestBadInput(t *testing.T) {
 // configs give the same rope.
 func TestConfigSpellings(t *testing.T) {
 	v4 := `{"architectures":["LlamaForCausalLM"],"hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":4,
-	"vocab_size":16,"rope_theta":500000.0,"rope_scaling":{"type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}}`
+	"vocab_size":16,"rope_theta":500000.0,
+	"rope_scaling":{"type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}}`
 	v5 := `{"architectures":["LlamaForCausalLM"],"hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":4,
-	"vocab_size":16,"rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":64}}`
+	"vocab_size":16,
+	"rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+	"original_max_position_embeddings":64}}`
 	a, err := hfimport.ParseConfig([]byte(v4))
 	if err != nil {
 		t.Fatal(err)

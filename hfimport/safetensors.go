@@ -121,7 +121,10 @@ func openCheckpoint(dir string) (*checkpoint, error) {
 		case len(all) > 1:
 			return nil, fmt.Errorf("checkpoint %q has %d *.safetensors files but no %s: cannot tell which tensors belong to the model", dir, len(all), IndexFile)
 		case len(pickles) > 0:
-			return nil, fmt.Errorf("checkpoint %q has only PyTorch pickle weights (%s), which ortq never loads (unpickling runs code): convert them to safetensors first, e.g. model.save_pretrained(dir, safe_serialization=True) or the convert-to-safetensors tool on the Hub", dir, filepath.Base(pickles[0]))
+			return nil,
+				fmt.Errorf("checkpoint %q has only PyTorch pickle weights (%s), which ortq never loads (unpickling runs code): convert them to safetensors first, "+
+					"e.g. model.save_pretrained(dir, safe_serialization=True) or the convert-to-safetensors tool on the Hub",
+					dir, filepath.Base(pickles[0]))
 		default:
 			return nil, fmt.Errorf("checkpoint %q: no model.safetensors, %s or *.safetensors found", dir, IndexFile)
 		}

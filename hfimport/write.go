@@ -308,18 +308,54 @@ type job struct {
 //
 // wholeTransposed (import) makes a transposed weight one job: it is read whole and transposed
 // in memory; such jobs share a memory budget so 16 workers never hold 16 big Linears at once.
-func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, wholeTransposed bool, extra func(tmp string) error, what string) (*Result, error) {
-	minExt := int64(o.MinExternal)
+func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, wholeTransposed bool,
+	extra func(tmp string) error, what string) (*Result, error) {
+	l := layOut(ws, int64(ortgraph.ElemSize(dt)), int64(o.MinExternal), wholeTransposed)
+	tmp, f, err := createDataFile(o.Out, l.dataSize)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	defer f.Close()
+	if err := runJobs(o, l, ws, dt, f, fill, wholeTransposed, what); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	if err := saveModel(m, tmp); err != nil {
+		return nil, err
+	}
+	if extra != nil {
+		if err := extra(tmp); err != nil {
+			return nil, err
+		}
+	}
+	if err := fsutil.ReplaceDir(tmp, o.Out); err != nil {
+		return nil, err
+	}
+	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Ops: o.Ops, Params: l.params, DataBytes: l.dataSize,
+		Nodes: len(m.P.Graph.Node)}, nil
+}
+
+// layout is where write puts the weights: the jobs that fill them, the data file's size
+// and the parameter count.
+type layout struct {
+	jobs             []job
+	dataSize, params int64
+}
+
+// layOut places every weight inline (below minExt bytes; ≤ 0 means DefaultMinExternal) or
+// 4096-aligned in the data file, setting its TensorProto's location, and cuts the work into
+// jobs: a 4-bit weight whole, a transposed one whole when wholeTransposed, others in chunks.
+func layOut(ws []*Weight, es, minExt int64, wholeTransposed bool) layout {
 	if minExt <= 0 {
 		minExt = DefaultMinExternal
 	}
-	workers := o.Workers
-	if workers <= 0 {
-		workers = runtime.NumCPU()
-	}
-	es := int64(ortgraph.ElemSize(dt))
-	var jobs []job
-	var dataSize, params int64
+	var l layout
 	// place lays a tensor of size bytes out inline or in the data file; it returns the
 	// file offset (or -1) and the inline buffer.
 	place := func(t *onnxpb.TensorProto, size int64) (int64, []byte) {
@@ -328,20 +364,20 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 			t.RawData = buf
 			return -1, buf
 		}
-		dataSize += (4096 - dataSize%4096) % 4096
-		off := dataSize
+		l.dataSize += (4096 - l.dataSize%4096) % 4096
+		off := l.dataSize
 		t.DataLocation = onnxpb.TensorProto_EXTERNAL
 		t.ExternalData = []*onnxpb.StringStringEntryProto{
 			{Key: "location", Value: DataFile},
 			{Key: "offset", Value: strconv.FormatInt(off, 10)},
 			{Key: "length", Value: strconv.FormatInt(size, 10)},
 		}
-		dataSize += size
+		l.dataSize += size
 		return off, nil
 	}
 	for i, w := range ws {
 		n := w.NumElements()
-		params += n
+		l.params += n
 		if w.Quant != nil {
 			j := job{i: i, from: 0, n: n}
 			j.off, j.inlineTo = place(w.T, ortgraph.NumElements(w.T.Dims))
@@ -349,47 +385,64 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 			if w.ZeroPoints != nil {
 				j.zOff, j.zInline = place(w.ZeroPoints, ortgraph.NumElements(w.ZeroPoints.Dims))
 			}
-			jobs = append(jobs, j)
+			l.jobs = append(l.jobs, j)
 			continue
 		}
 		off, buf := place(w.T, n*es)
 		switch {
 		case buf != nil:
-			jobs = append(jobs, job{i: i, from: 0, n: n, off: -1, inlineTo: buf})
+			l.jobs = append(l.jobs, job{i: i, from: 0, n: n, off: -1, inlineTo: buf})
 		case w.Transpose && wholeTransposed:
 			// A transposed weight is produced whole (it is one Linear, ≤ a few hundred MB).
-			jobs = append(jobs, job{i: i, from: 0, n: n, off: off})
+			l.jobs = append(l.jobs, job{i: i, from: 0, n: n, off: off})
 		default:
 			for from := int64(0); from < n; from += chunkElems {
-				jobs = append(jobs, job{i: i, from: from, n: min(chunkElems, n-from), off: off + from*es})
+				l.jobs = append(l.jobs, job{i: i, from: from, n: min(chunkElems, n-from), off: off + from*es})
 			}
 		}
 	}
+	return l
+}
 
-	parent := filepath.Dir(filepath.Clean(o.Out))
+// createDataFile makes the temporary directory beside out (readable like an ordinary
+// directory) and in it the data file of size bytes; the caller removes the directory.
+func createDataFile(out string, size int64) (tmp string, f *os.File, err error) {
+	parent := filepath.Dir(filepath.Clean(out))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	tmp, err := os.MkdirTemp(parent, ".tmp-"+filepath.Base(filepath.Clean(o.Out))+"-")
+	tmp, err = os.MkdirTemp(parent, ".tmp-"+filepath.Base(filepath.Clean(out))+"-")
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	defer os.RemoveAll(tmp)
+	fail := func(err error) (string, *os.File, error) {
+		os.RemoveAll(tmp)
+		return "", nil, err
+	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return nil, err
+		return fail(err)
 	}
-	f, err := os.Create(filepath.Join(tmp, DataFile))
-	if err != nil {
-		return nil, err
+	if f, err = os.Create(filepath.Join(tmp, DataFile)); err != nil {
+		return fail(err)
 	}
-	defer f.Close()
-	if err := f.Truncate(dataSize); err != nil {
-		return nil, fmt.Errorf("write %s: %w", DataFile, err)
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return fail(fmt.Errorf("write %s: %w", DataFile, err))
 	}
+	return tmp, f, nil
+}
 
+// runJobs converts every job into f or its inline buffer, showing a progress bar on
+// o.Progress for big files.
+func runJobs(o Common, l layout, ws []*Weight, dt int32, f *os.File, fill fillFunc, wholeTransposed bool, what string) error {
+	workers := o.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	es := int64(ortgraph.ElemSize(dt))
 	var bar *progressbar.ProgressBar
-	if o.Progress != nil && dataSize >= progressMin {
-		bar = progressbar.NewOptions64(dataSize,
+	if o.Progress != nil && l.dataSize >= progressMin {
+		bar = progressbar.NewOptions64(l.dataSize,
 			progressbar.OptionSetWriter(o.Progress),
 			progressbar.OptionSetDescription(what),
 			progressbar.OptionShowBytes(true),
@@ -407,7 +460,7 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 	g, ctx := errgroup.WithContext(context.Background())
 	g.SetLimit(workers)
 	bufs := sync.Pool{New: func() any { return new(jobBuffers) }}
-	for _, j := range jobs {
+	for _, j := range l.jobs {
 		if ctx.Err() != nil {
 			break
 		}
@@ -432,39 +485,27 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return err
 	}
 	if bar != nil {
 		bar.Finish()
 	}
-	if err := f.Sync(); err != nil {
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+// saveModel writes the graph (weights already placed) as ModelFile in dir.
+func saveModel(m *ortgraph.Model, dir string) error {
 	buf, err := proto.Marshal(m.P)
 	if err != nil {
-		return nil, fmt.Errorf("save model: %w", err)
+		return fmt.Errorf("save model: %w", err)
 	}
 	if len(buf) > ortgraph.MaxModelProtoBytes {
-		return nil, fmt.Errorf("save model: protobuf part is %d bytes: lower --min-external", len(buf))
+		return fmt.Errorf("save model: protobuf part is %d bytes: lower --min-external", len(buf))
 	}
-	if err := fsutil.WriteFile(filepath.Join(tmp, ModelFile), buf, 0o644); err != nil {
-		return nil, err
+	if err := fsutil.WriteFile(filepath.Join(dir, ModelFile), buf, 0o644); err != nil {
+		return err
 	}
-	if err := os.Chmod(filepath.Join(tmp, ModelFile), 0o644); err != nil { // CreateTemp made it 0600
-		return nil, err
-	}
-	if extra != nil {
-		if err := extra(tmp); err != nil {
-			return nil, err
-		}
-	}
-	if err := fsutil.ReplaceDir(tmp, o.Out); err != nil {
-		return nil, err
-	}
-	return &Result{Dir: o.Out, Model: filepath.Join(o.Out, ModelFile), DType: dtypeName(dt), Ops: o.Ops, Params: params, DataBytes: dataSize, Nodes: len(m.P.Graph.Node)}, nil
+	return os.Chmod(filepath.Join(dir, ModelFile), 0o644) // CreateTemp made it 0600
 }
 
 // jobBuffers are one job's reusable buffers: the float32 values, the encoded bytes and

@@ -21,7 +21,8 @@ func (m *Manifest) AdapterValues(path string, f *safetensors.File) (map[string][
 	for _, p := range m.Params {
 		t, ok := f.Get(p.Name)
 		if !ok {
-			return nil, fmt.Errorf("%s: no tensor %q: the adapter does not adapt %s, which the artifacts train: pass an adapter trained on these artifacts", path, p.Name, p.Module)
+			return nil, fmt.Errorf("%s: no tensor %q: the adapter does not adapt %s, which the artifacts train: pass an adapter trained on these artifacts", path,
+				p.Name, p.Module)
 		}
 		if len(t.Shape) != 2 || t.Shape[0] != p.Shape[0] || t.Shape[1] != p.Shape[1] {
 			return nil, fmt.Errorf("%s: tensor %q has shape %v, the artifacts want %v", path, p.Name, t.Shape, p.Shape)
@@ -85,9 +86,11 @@ func (m *Manifest) CheckAdapterConfig(path string) error {
 	case c.R != r:
 		return fmt.Errorf("%s: r %d, the artifacts were prepared with --lora-r %d: prepare them with --lora-r %d", path, c.R, r, c.R)
 	case c.LoraAlpha != alpha:
-		return fmt.Errorf("%s: lora_alpha %g, the artifacts were prepared with --lora-alpha %g: prepare them with --lora-alpha %g", path, c.LoraAlpha, alpha, c.LoraAlpha)
+		return fmt.Errorf("%s: lora_alpha %g, the artifacts were prepared with --lora-alpha %g: prepare them with --lora-alpha %g", path, c.LoraAlpha, alpha,
+			c.LoraAlpha)
 	case !sameStringSet(targets, want):
-		return fmt.Errorf("%s: target_modules %s, the artifacts were prepared with --targets %s: prepare them with --targets %s", path, strings.Join(sortedStrings(targets), ","), strings.Join(want, ","), strings.Join(sortedStrings(targets), ","))
+		return fmt.Errorf("%s: target_modules %s, the artifacts were prepared with --targets %s: prepare them with --targets %s", path,
+			strings.Join(sortedStrings(targets), ","), strings.Join(want, ","), strings.Join(sortedStrings(targets), ","))
 	}
 	return nil
 }

@@ -151,7 +151,8 @@ func (g *Graph) inferTypes(n *onnxpb.NodeProto) {
 			out = []string{}
 		}
 		set(g.ElemType(x), out)
-	case "Unsqueeze", "Squeeze", "Slice", "Pad", "Concat", "Gather", "GatherElements", "ScatterElements", "Dropout", "Split", "Trilu", "Flatten", "Tile", "DequantizeLinear", "ConstantOfShape", "Range", "CumSum":
+	case "Unsqueeze", "Squeeze", "Slice", "Pad", "Concat", "Gather", "GatherElements", "ScatterElements", "Dropout", "Split", "Trilu", "Flatten", "Tile",
+		"DequantizeLinear", "ConstantOfShape", "Range", "CumSum":
 		dt := g.ElemType(x)
 		switch n.OpType {
 		case "DequantizeLinear":

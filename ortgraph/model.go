@@ -63,7 +63,8 @@ func Load(path string) (*Model, error) {
 	// Bounded by reading too: stat says 0 for a device such as /dev/zero.
 	buf, err := io.ReadAll(io.LimitReader(f, MaxModelProtoBytes+1))
 	if err == nil && int64(len(buf)) > MaxModelProtoBytes {
-		return nil, fmt.Errorf("model %q: %w: protobuf part is larger than %d bytes (the limit for an ONNX model); save weights as external data", path, ErrInvalidModel, int64(MaxModelProtoBytes))
+		return nil, fmt.Errorf("model %q: %w: protobuf part is larger than %d bytes (the limit for an ONNX model); save weights as external data", path,
+			ErrInvalidModel, int64(MaxModelProtoBytes))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read model %q: %w", path, err)
@@ -226,7 +227,8 @@ func (m *Model) TensorBytes(t *onnxpb.TensorProto) ([]byte, error) {
 			return nil, fmt.Errorf("initializer %q: %w: external length %d, but dims/type need %d bytes", t.Name, ErrInvalidModel, e.length, want)
 		}
 		if e.offset > st.Size() || e.length > st.Size()-e.offset {
-			return nil, fmt.Errorf("initializer %q: %w: external data %q is %d bytes, tensor needs [%d, %d)", t.Name, ErrInvalidModel, e.location, st.Size(), e.offset, e.offset+e.length)
+			return nil, fmt.Errorf("initializer %q: %w: external data %q is %d bytes, tensor needs [%d, %d)", t.Name, ErrInvalidModel, e.location, st.Size(),
+				e.offset, e.offset+e.length)
 		}
 		buf := make([]byte, e.length)
 		if _, err := f.ReadAt(buf, e.offset); err != nil {
@@ -332,16 +334,16 @@ type DataSum struct {
 // the bytes are written (no second pass over a file of gigabytes).
 func SaveSharedData(dir string, files []string, models []*Model, dataName string, minExternal int) (DataSum, error) {
 	var tmpData *os.File
-	var written int64
 	fileSum := sha256.New()
-	var dataW io.Writer
+	d := &sharedData{name: dataName, minExternal: int64(minExternal), done: map[string]placedData{},
+		byContent: map[[32]byte][]*onnxpb.StringStringEntryProto{}}
 	if dataName != "" {
 		var err error
 		tmpData, err = os.CreateTemp(dir, ".tmp-"+dataName+"-*")
 		if err != nil {
 			return DataSum{}, fmt.Errorf("save model: %w", err)
 		}
-		dataW = io.MultiWriter(tmpData, fileSum)
+		d.w = io.MultiWriter(tmpData, fileSum)
 		defer func() {
 			if tmpData != nil {
 				tmpData.Close()
@@ -349,81 +351,10 @@ func SaveSharedData(dir string, files []string, models []*Model, dataName string
 			}
 		}()
 	}
-	type placed struct {
-		refs []*onnxpb.StringStringEntryProto
-		sum  [32]byte
-	}
-	done := map[string]placed{}
-	// Identical bytes under different names (e.g. a 4-bit weight and its UINT4 view for the
-	// backward pass) are stored once and referenced twice.
-	byContent := map[[32]byte][]*onnxpb.StringStringEntryProto{}
 	outs := make([][]byte, len(models))
 	for i, m := range models {
 		out := proto.Clone(m.P).(*onnxpb.ModelProto)
-		var visit func(g *onnxpb.GraphProto) error
-		visit = func(g *onnxpb.GraphProto) error {
-			for _, t := range g.Initializer {
-				external := t.DataLocation == onnxpb.TensorProto_EXTERNAL || len(t.ExternalData) > 0
-				if tmpData == nil || (!external && ByteSize(t) < int64(minExternal)) {
-					if external {
-						raw, err := m.TensorBytes(t)
-						if err != nil {
-							return err
-						}
-						t.ExternalData, t.DataLocation, t.RawData = nil, onnxpb.TensorProto_DEFAULT, raw
-					}
-					continue
-				}
-				raw, err := m.TensorBytes(t)
-				if err != nil {
-					return err
-				}
-				sum := sha256.Sum256(raw)
-				p, seen := done[t.Name]
-				if seen && p.sum != sum {
-					return fmt.Errorf("initializer %q differs between the models saved together", t.Name)
-				}
-				if refs, ok := byContent[sum]; !seen && ok {
-					p, seen = placed{sum: sum, refs: refs}, true
-					done[t.Name] = p
-				}
-				if !seen {
-					// Align each tensor to 4096 bytes: ONNX Runtime memory-maps external
-					// data whose offset is page-aligned instead of copying it.
-					if pad := (4096 - written%4096) % 4096; pad > 0 {
-						if _, err := dataW.Write(make([]byte, pad)); err != nil {
-							return fmt.Errorf("write external data: %w", err)
-						}
-						written += pad
-					}
-					if _, err := dataW.Write(raw); err != nil {
-						return fmt.Errorf("write external data: %w", err)
-					}
-					p = placed{sum: sum, refs: []*onnxpb.StringStringEntryProto{
-						{Key: "location", Value: dataName},
-						{Key: "offset", Value: strconv.FormatInt(written, 10)},
-						{Key: "length", Value: strconv.Itoa(len(raw))},
-					}}
-					written += int64(len(raw))
-					done[t.Name] = p
-					byContent[sum] = p.refs
-				}
-				t.RawData, t.FloatData, t.Int64Data, t.Int32Data, t.DoubleData, t.Uint64Data = nil, nil, nil, nil, nil, nil
-				t.DataLocation = onnxpb.TensorProto_EXTERNAL
-				t.ExternalData = p.refs
-			}
-			for _, n := range g.Node {
-				for _, a := range n.Attribute {
-					if a.G != nil {
-						if err := visit(a.G); err != nil {
-							return err
-						}
-					}
-				}
-			}
-			return nil
-		}
-		if err := visit(out.Graph); err != nil {
+		if err := d.placeGraph(m, out.Graph); err != nil {
 			return DataSum{}, fmt.Errorf("save model %q: %w", files[i], err)
 		}
 		buf, err := proto.Marshal(out)
@@ -449,10 +380,113 @@ func SaveSharedData(dir string, files []string, models []*Model, dataName string
 			return DataSum{}, err
 		}
 	}
-	sum := DataSum{Size: written}
+	sum := DataSum{Size: d.written}
 	if dataName == "" {
 		return sum, nil
 	}
 	sum.SHA256 = hex.EncodeToString(fileSum.Sum(nil))
 	return sum, nil
+}
+
+// sharedData is SaveSharedData's external data file as it is written: w (nil when
+// everything stays inline), the bytes written so far, and where each initializer went.
+type sharedData struct {
+	name        string
+	minExternal int64
+	w           io.Writer
+	written     int64
+	done        map[string]placedData
+	// byContent: identical bytes under different names (e.g. a 4-bit weight and its UINT4
+	// view for the backward pass) are stored once and referenced twice.
+	byContent map[[32]byte][]*onnxpb.StringStringEntryProto
+}
+
+// placedData is where an initializer's bytes went, and their hash.
+type placedData struct {
+	refs []*onnxpb.StringStringEntryProto
+	sum  [32]byte
+}
+
+// placeGraph points the initializers of g (a clone of m's graph) and of its subgraphs at
+// the shared data file, or makes them inline.
+func (d *sharedData) placeGraph(m *Model, g *onnxpb.GraphProto) error {
+	for _, t := range g.Initializer {
+		if err := d.place(m, t); err != nil {
+			return err
+		}
+	}
+	for _, n := range g.Node {
+		for _, a := range n.Attribute {
+			if a.G != nil {
+				if err := d.placeGraph(m, a.G); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// place writes one initializer's bytes to the data file (once per name and content) and
+// points it there, or makes it inline when it is small or there is no data file.
+func (d *sharedData) place(m *Model, t *onnxpb.TensorProto) error {
+	external := t.DataLocation == onnxpb.TensorProto_EXTERNAL || len(t.ExternalData) > 0
+	if d.w == nil || (!external && ByteSize(t) < d.minExternal) {
+		if external {
+			raw, err := m.TensorBytes(t)
+			if err != nil {
+				return err
+			}
+			t.ExternalData, t.DataLocation, t.RawData = nil, onnxpb.TensorProto_DEFAULT, raw
+		}
+		return nil
+	}
+	raw, err := m.TensorBytes(t)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(raw)
+	p, seen := d.done[t.Name]
+	if seen && p.sum != sum {
+		return fmt.Errorf("initializer %q differs between the models saved together", t.Name)
+	}
+	if refs, ok := d.byContent[sum]; !seen && ok {
+		p, seen = placedData{sum: sum, refs: refs}, true
+		d.done[t.Name] = p
+	}
+	if !seen {
+		off, err := d.append(raw)
+		if err != nil {
+			return err
+		}
+		p = placedData{sum: sum, refs: []*onnxpb.StringStringEntryProto{
+			{Key: "location", Value: d.name},
+			{Key: "offset", Value: strconv.FormatInt(off, 10)},
+			{Key: "length", Value: strconv.Itoa(len(raw))},
+		}}
+		d.done[t.Name] = p
+		d.byContent[sum] = p.refs
+	}
+	t.RawData, t.FloatData, t.Int64Data, t.Int32Data, t.DoubleData, t.Uint64Data = nil, nil, nil, nil, nil, nil
+	t.DataLocation = onnxpb.TensorProto_EXTERNAL
+	t.ExternalData = p.refs
+	return nil
+}
+
+// append writes raw at the next 4096-byte boundary of the data file and returns its
+// offset: ONNX Runtime memory-maps external data whose offset is page-aligned instead of
+// copying it.
+func (d *sharedData) append(raw []byte) (int64, error) {
+	if pad := (4096 - d.written%4096) % 4096; pad > 0 {
+		if _, err := d.w.Write(make([]byte, pad)); err != nil {
+			return 0, fmt.Errorf("write external data: %w", err)
+		}
+		d.written += pad
+	}
+	if _, err := d.w.Write(raw); err != nil {
+		return 0, fmt.Errorf("write external data: %w", err)
+	}
+	off := d.written
+	d.written += int64(len(raw))
+	return off, nil
 }

@@ -9,22 +9,35 @@ import (
 
 // A Pass is one rewrite (or analysis) of a graph, declared as a value in the style of
 // golang.org/x/tools/go/analysis: a name, a one-paragraph Doc, the passes whose results
-// it needs, and Run. Each pass follows pattern → check (with a reason on failure) →
-// rewrite, and returns an error instead of rewriting half a match.
+// it needs, the types of its options and of its result, and Run. Each pass follows
+// pattern → check (with a reason on failure) → rewrite, and returns an error instead of
+// rewriting half a match.
 type Pass struct {
 	Name     string
 	Doc      string
 	Requires []*Pass
-	// Run rewrites ctx.G and may return a result that later passes read with ResultOf.
+	// OptionsType is the type of the options value the caller gives this pass (in Options)
+	// and Run reads with OptionsOf; nil for a pass that takes none. Context.Run checks, before
+	// any pass runs, that every pass it will run has a value of this type and, where the type
+	// has a Validate() error method, that it validates.
+	OptionsType reflect.Type
+	// ResultType is the type of the result Run returns, which later passes and callers read
+	// with ResultOf; nil for a pass whose Run returns nil.
+	ResultType reflect.Type
+	// Run rewrites ctx.G and returns a result of ResultType.
 	Run func(ctx *Context) (any, error)
 }
 
-// Context is what a pass sees: the graph, the caller's configuration and the results of
+// Options holds the caller's options for the passes that declare an OptionsType, by pass.
+// Entries for passes that do not run are ignored (one Options can serve several runs).
+type Options map[*Pass]any
+
+// Context is what a pass sees: the graph, the options of the passes and the results of
 // the passes it requires.
 type Context struct {
 	G       *Graph
-	Config  any
 	Logf    func(format string, args ...any)
+	options Options
 	results map[*Pass]any
 	// current is the pass whose Run is executing (nil between passes): ResultOf checks
 	// that it declared the pass it reads in its Requires.
@@ -40,12 +53,29 @@ func ResultOf[T any](ctx *Context, p *Pass) T {
 	if cur := ctx.current; cur != nil && !slices.Contains(cur.Requires, p) {
 		panic(fmt.Sprintf("pass %q reads the result of %q, which is not in its Requires", cur.Name, p.Name))
 	}
+	if want := reflect.TypeFor[T](); p.ResultType != nil && p.ResultType != want {
+		panic(fmt.Sprintf("pass %q declares ResultType %v, not the %v its reader expects", p.Name, p.ResultType, want))
+	}
 	r := ctx.Result(p)
 	v, ok := r.(T)
 	if !ok {
 		panic(fmt.Sprintf("pass %q result is %T, not the %v its reader expects", p.Name, r, reflect.TypeFor[T]()))
 	}
 	return v
+}
+
+// OptionsOf returns the options of the pass whose Run is executing as a T. Context.Run has
+// checked that the value given is of the pass's OptionsType before running anything, so a
+// T other than that type is a bug in the pass, and it panics naming both types.
+func OptionsOf[T any](ctx *Context) T {
+	cur := ctx.current
+	if cur == nil {
+		panic("ortgraph.OptionsOf called outside a pass's Run")
+	}
+	if want := reflect.TypeFor[T](); cur.OptionsType != want {
+		panic(fmt.Sprintf("pass %q reads options of type %v but declares OptionsType %v", cur.Name, want, cur.OptionsType))
+	}
+	return ctx.options[cur].(T)
 }
 
 // Result returns the result of a pass that already ran or was provided, untyped;
@@ -60,20 +90,21 @@ func (c *Context) Result(p *Pass) any {
 }
 
 // RunPasses runs the given passes and everything they require, each once, in dependency
-// order, after validating their declarations (Validate). Errors are wrapped with the
-// failing pass's name.
-func RunPasses(g *Graph, config any, logf func(string, ...any), passes ...*Pass) (*Context, error) {
-	ctx := NewContext(g, config, logf)
+// order, after validating their declarations and options (Context.Run). Errors are
+// wrapped with the failing pass's name.
+func RunPasses(g *Graph, opts Options, logf func(string, ...any), passes ...*Pass) (*Context, error) {
+	ctx := NewContext(g, opts, logf)
 	return ctx, ctx.Run(passes...)
 }
 
-// NewContext returns a context for running passes over g with config; logf may be nil.
-// Between NewContext and Run a caller may Provide results that are already known.
-func NewContext(g *Graph, config any, logf func(string, ...any)) *Context {
+// NewContext returns a context for running passes over g with the passes' options opts
+// (nil when no pass to run takes options); logf may be nil. Between NewContext and Run a
+// caller may Provide results that are already known.
+func NewContext(g *Graph, opts Options, logf func(string, ...any)) *Context {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	return &Context{G: g, Config: config, Logf: logf, results: map[*Pass]any{}}
+	return &Context{G: g, Logf: logf, options: opts, results: map[*Pass]any{}}
 }
 
 // Provide records result as p's, so that p does not run in this context (nor do its
@@ -84,14 +115,20 @@ func (c *Context) Provide(p *Pass, result any) {
 	if _, ok := c.results[p]; ok {
 		panic(fmt.Sprintf("pass %q already has a result", p.Name))
 	}
+	if err := checkResult(p, result); err != nil {
+		panic(err.Error())
+	}
 	c.results[p] = result
 }
 
-// Run validates the given passes and everything they require (Validate), then runs those
-// that have neither run nor been provided, each once, in dependency order. Errors are
-// wrapped with the failing pass's name.
+// Run validates the given passes and everything they require (Validate), and the options
+// of those it will run (those that have neither run nor been provided), then runs them,
+// each once, in dependency order. Errors are wrapped with the failing pass's name.
 func (c *Context) Run(passes ...*Pass) error {
 	if err := Validate(passes...); err != nil {
+		return err
+	}
+	if err := c.checkOptions(passes); err != nil {
 		return err
 	}
 	for _, p := range passes {
@@ -117,7 +154,65 @@ func (c *Context) run(p *Pass) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", p.Name, err)
 	}
+	if err := checkResult(p, r); err != nil {
+		return err
+	}
 	c.results[p] = r
+	return nil
+}
+
+// checkResult reports a result that is not of p's declared ResultType (a bug in the pass).
+func checkResult(p *Pass, r any) error {
+	switch got := reflect.TypeOf(r); {
+	case p.ResultType == nil && r != nil:
+		return fmt.Errorf("pass %q returned a %v but declares no ResultType", p.Name, got)
+	case p.ResultType != nil && got != p.ResultType:
+		return fmt.Errorf("pass %q returned a %v, not its ResultType %v", p.Name, got, p.ResultType)
+	}
+	return nil
+}
+
+// checkOptions checks, before anything runs, the options of every pass that Run will run
+// (the given passes and their requirements, skipping those with a result already): a pass
+// with an OptionsType has a value of exactly that type, valid by its Validate method if it
+// has one; a pass without has none. Option errors are wrapped with the pass's name, as
+// Run's errors are.
+func (c *Context) checkOptions(passes []*Pass) error {
+	seen := map[*Pass]bool{}
+	var check func(p *Pass) error
+	check = func(p *Pass) error {
+		if _, done := c.results[p]; done || seen[p] {
+			return nil
+		}
+		seen[p] = true
+		for _, r := range p.Requires {
+			if err := check(r); err != nil {
+				return err
+			}
+		}
+		o, given := c.options[p]
+		switch {
+		case p.OptionsType == nil && given:
+			return fmt.Errorf("pass %q takes no options, but was given a %T", p.Name, o)
+		case p.OptionsType == nil:
+			return nil
+		case !given:
+			return fmt.Errorf("pass %q needs options of type %v; none was given", p.Name, p.OptionsType)
+		case reflect.TypeOf(o) != p.OptionsType:
+			return fmt.Errorf("pass %q takes options of type %v, not %T", p.Name, p.OptionsType, o)
+		}
+		if v, ok := o.(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return fmt.Errorf("%s: %w", p.Name, err)
+			}
+		}
+		return nil
+	}
+	for _, p := range passes {
+		if err := check(p); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -41,7 +41,8 @@ func sharedFourBitModel(t *testing.T) []byte {
 			{OpType: "MatMulNBits", Domain: "com.microsoft", Name: "mnb", Input: []string{"x", "b8", "s2"}, Output: []string{"y8"},
 				Attribute: []*onnxpb.AttributeProto{intAttr("K", 16), intAttr("N", 2), intAttr("bits", 4), intAttr("block_size", 16)}},
 			{OpType: "DequantizeLinear", Name: "dq", Input: []string{"w4", "s", "zp"}, Output: []string{"w"}, Attribute: []*onnxpb.AttributeProto{intAttr("axis", 0)}},
-			{OpType: "Transpose", Name: "t", Input: []string{"w"}, Output: []string{"wt"}, Attribute: []*onnxpb.AttributeProto{{Name: "perm", Type: onnxpb.AttributeProto_INTS, Ints: []int64{1, 0}}}},
+			{OpType: "Transpose", Name: "t", Input: []string{"w"}, Output: []string{"wt"},
+				Attribute: []*onnxpb.AttributeProto{{Name: "perm", Type: onnxpb.AttributeProto_INTS, Ints: []int64{1, 0}}}},
 			{OpType: "MatMul", Name: "mm", Input: []string{"x", "wt"}, Output: []string{"y4"}},
 		},
 	}
@@ -205,7 +206,8 @@ func TestLoadSharedInitializers(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadSharedInitializers(path, [][]string{{"b8", "w4"}}, Options{}); err == nil || !strings.Contains(err.Error(), `"w4" does not name the bytes of "b8"`) {
+	if _, err := LoadSharedInitializers(path, [][]string{{"b8", "w4"}}, Options{}); err == nil || !strings.Contains(err.Error(),
+		`"w4" does not name the bytes of "b8"`) {
 		t.Errorf("different bytes: %v", err)
 	}
 }

@@ -122,7 +122,8 @@ func parsePlacement(log []byte, source []NodePlacement) ([]NodePlacement, error)
 		}
 	}
 	if !seen {
-		return nil, fmt.Errorf("placement: ONNX Runtime's verbose log has no node placement lines (its format may have changed from %s's session_state.cc)", ORTVersion)
+		return nil, fmt.Errorf("placement: ONNX Runtime's verbose log has no node placement lines (its format may have changed from %s's session_state.cc)",
+			ORTVersion)
 	}
 	return out, nil
 }

@@ -220,10 +220,12 @@ func newSession(what string, ins, outs []valueInfo, opts Options,
 		// Every Run computes every output, so an output Run could never return makes the
 		// session useless: refuse it now rather than on the first Run.
 		if v.dtype != Undefined && !v.dtype.supported() {
-			return nil, fmt.Errorf("%s: output %q has element type %s; ortrun returns only float32, float64, float16, int64, int32, uint8 and bool", what, v.name, v.dtype)
+			return nil, fmt.Errorf("%s: output %q has element type %s; ortrun returns only float32, float64, float16, int64, int32, uint8 and bool", what, v.name,
+				v.dtype)
 		}
 		if v.rankKnown() && len(v.dims) == 0 && v.dtype == Float16 {
-			return nil, fmt.Errorf("%s: output %q is a float16 scalar, which onnxruntime_go cannot return; give it shape [1] (Reshape/Unsqueeze) in the graph", what, v.name)
+			return nil, fmt.Errorf("%s: output %q is a float16 scalar, which onnxruntime_go cannot return; give it shape [1] (Reshape/Unsqueeze) in the graph",
+				what, v.name)
 		}
 	}
 	so, err := opts.sessionOptions()
@@ -298,8 +300,7 @@ func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*
 	if len(outputs) == 0 {
 		outputs = s.OutputNames()
 	}
-
-	var values []ort.Value
+	var values []ort.Value // every value made here or by the run, freed on return
 	defer func() {
 		for _, v := range values {
 			if !isNilValue(v) {
@@ -307,54 +308,15 @@ func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*
 			}
 		}
 	}()
-	params := map[string]int64{} // dim_param → size, from the inputs fed
-	ins := make([]ort.Value, len(s.inputs))
-	for i, vi := range s.inputs {
-		t := inputs[vi.name]
-		if err := t.Validate(); err != nil {
-			return nil, fmt.Errorf("run: input %q: %w", vi.name, err)
-		}
-		if vi.dtype != Undefined && t.DType != vi.dtype {
-			return nil, fmt.Errorf("run: input %q: the model wants %s, got %s", vi.name, vi.dtype, t.DType)
-		}
-		if vi.rankKnown() {
-			if len(t.Shape) != len(vi.dims) {
-				return nil, fmt.Errorf("run: input %q: the model wants rank %d (%s), got shape %v", vi.name, len(vi.dims), dimString(vi), t.Shape)
-			}
-			for a, p := range vi.params {
-				if p != "" {
-					params[p] = t.Shape[a]
-				}
-			}
-		}
-		v, err := toValue(t)
-		if err != nil {
-			return nil, fmt.Errorf("run: input %q: %w", vi.name, err)
-		}
-		ins[i] = v
-		values = append(values, v)
+	ins, params, err := s.inputValues(inputs, &values)
+	if err != nil {
+		return nil, err
 	}
-
-	outs := make([]ort.Value, len(s.outputs))
-	pre := make([]*Tensor, len(s.outputs)) // the Go side of preallocated outputs
-	for i, vi := range s.outputs {
-		if vi.dtype != Float16 && !(vi.rankKnown() && len(vi.dims) == 0) {
-			continue // onnxruntime_go allocates and copies these correctly
-		}
-		shape, err := resolveShape(vi, params)
-		if err != nil {
-			return nil, fmt.Errorf("run: output %q: %w", vi.name, err)
-		}
-		t := &Tensor{DType: vi.dtype, Shape: shape, Data: makeData(vi.dtype, shape)}
-		v, err := toValue(t)
-		if err != nil {
-			return nil, fmt.Errorf("run: output %q: %w", vi.name, err)
-		}
-		outs[i], pre[i] = v, t
-		values = append(values, v)
+	outs, pre, err := s.preallocate(params, &values)
+	if err != nil {
+		return nil, err
 	}
-
-	err := s.onDevice(false, func() error { return s.sess.Run(ins, outs) })
+	err = s.onDevice(false, func() error { return s.sess.Run(ins, outs) })
 	failed := -1 // the output onnxruntime_go allocated but could not convert
 	for i, v := range outs {
 		if pre[i] != nil {
@@ -373,20 +335,91 @@ func (s *Session) Run(inputs map[string]*Tensor, outputs []string) (map[string]*
 		values = append(values, v) // allocated by the run: free it on return
 	}
 	if err != nil {
-		if failed >= 0 && strings.Contains(err.Error(), "creating tensor from ort") {
-			vi := s.outputs[failed]
-			declared := "its element type is not declared in the graph"
-			if vi.dtype != Undefined {
-				declared = "the graph declares it " + vi.dtype.String()
-			}
-			return nil, fmt.Errorf("run: output %q: onnxruntime_go cannot return the tensor ONNX Runtime computed (%s): %w; declare it in the graph as float32, float64, float16, int64, int32, uint8 or bool (Cast it if needed)", vi.name, declared, err)
-		}
-		if strings.Contains(err.Error(), "no dimensions") {
-			return nil, fmt.Errorf("run: %w (an output is 0-dimensional but the graph does not declare it so; declare its shape as [] or give it shape [1])", err)
-		}
-		return nil, fmt.Errorf("run: %w", err)
+		return nil, s.runError(err, failed)
 	}
+	return s.results(outputs, outs, pre)
+}
 
+// inputValues checks each input against the graph's declaration and wraps it as an ORT
+// value (added to values), in the session's input order; params maps each dim_param of
+// the inputs to its size in this run.
+func (s *Session) inputValues(inputs map[string]*Tensor, values *[]ort.Value) (ins []ort.Value, params map[string]int64, err error) {
+	params = map[string]int64{}
+	ins = make([]ort.Value, len(s.inputs))
+	for i, vi := range s.inputs {
+		t := inputs[vi.name]
+		if err := t.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("run: input %q: %w", vi.name, err)
+		}
+		if vi.dtype != Undefined && t.DType != vi.dtype {
+			return nil, nil, fmt.Errorf("run: input %q: the model wants %s, got %s", vi.name, vi.dtype, t.DType)
+		}
+		if vi.rankKnown() {
+			if len(t.Shape) != len(vi.dims) {
+				return nil, nil, fmt.Errorf("run: input %q: the model wants rank %d (%s), got shape %v", vi.name, len(vi.dims), dimString(vi), t.Shape)
+			}
+			for a, p := range vi.params {
+				if p != "" {
+					params[p] = t.Shape[a]
+				}
+			}
+		}
+		v, err := toValue(t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("run: input %q: %w", vi.name, err)
+		}
+		ins[i] = v
+		*values = append(*values, v)
+	}
+	return ins, params, nil
+}
+
+// preallocate makes the outputs onnxruntime_go cannot allocate itself (float16 and 0-d)
+// with their shapes resolved from params (added to values); outs holds them at their
+// output index, pre their Go side, and both are nil for the others.
+func (s *Session) preallocate(params map[string]int64, values *[]ort.Value) (outs []ort.Value, pre []*Tensor, err error) {
+	outs = make([]ort.Value, len(s.outputs))
+	pre = make([]*Tensor, len(s.outputs))
+	for i, vi := range s.outputs {
+		if vi.dtype != Float16 && !(vi.rankKnown() && len(vi.dims) == 0) {
+			continue // onnxruntime_go allocates and copies these correctly
+		}
+		shape, err := resolveShape(vi, params)
+		if err != nil {
+			return nil, nil, fmt.Errorf("run: output %q: %w", vi.name, err)
+		}
+		t := &Tensor{DType: vi.dtype, Shape: shape, Data: makeData(vi.dtype, shape)}
+		v, err := toValue(t)
+		if err != nil {
+			return nil, nil, fmt.Errorf("run: output %q: %w", vi.name, err)
+		}
+		outs[i], pre[i] = v, t
+		*values = append(*values, v)
+	}
+	return outs, pre, nil
+}
+
+// runError explains a failed run: an output onnxruntime_go could not convert (failed ≥ 0)
+// or an undeclared 0-d output, else err as it is.
+func (s *Session) runError(err error, failed int) error {
+	if failed >= 0 && strings.Contains(err.Error(), "creating tensor from ort") {
+		vi := s.outputs[failed]
+		declared := "its element type is not declared in the graph"
+		if vi.dtype != Undefined {
+			declared = "the graph declares it " + vi.dtype.String()
+		}
+		return fmt.Errorf("run: output %q: onnxruntime_go cannot return the tensor ONNX Runtime computed (%s): %w; declare it in the graph as float32, float64, "+
+			"float16, int64, int32, uint8 or bool (Cast it if needed)",
+			vi.name, declared, err)
+	}
+	if strings.Contains(err.Error(), "no dimensions") {
+		return fmt.Errorf("run: %w (an output is 0-dimensional but the graph does not declare it so; declare its shape as [] or give it shape [1])", err)
+	}
+	return fmt.Errorf("run: %w", err)
+}
+
+// results copies the requested outputs into Go memory.
+func (s *Session) results(outputs []string, outs []ort.Value, pre []*Tensor) (map[string]*Tensor, error) {
 	result := make(map[string]*Tensor, len(outputs))
 	for _, name := range outputs {
 		i := s.outIndex[name]
@@ -457,7 +490,10 @@ func dimString(vi valueInfo) string {
 
 func resolveShape(vi valueInfo, params map[string]int64) ([]int64, error) {
 	if !vi.rankKnown() {
-		return nil, fmt.Errorf("%s output has no declared shape; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates itself, so declare the shape in the graph (static, or dim_params shared with inputs) or Cast it to float32", vi.dtype)
+		return nil,
+			fmt.Errorf("%s output has no declared shape; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates itself, so declare the shape in the "+
+				"graph (static, or dim_params shared with inputs) or Cast it to float32",
+				vi.dtype)
 	}
 	shape := make([]int64, len(vi.dims))
 	for i, d := range vi.dims {
@@ -467,7 +503,10 @@ func resolveShape(vi valueInfo, params map[string]int64) ([]int64, error) {
 		case vi.params[i] != "" && ok:
 			shape[i] = n
 		default:
-			return nil, fmt.Errorf("%s output shape %s: axis %d is not static and names no input axis; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates itself, so make the axis static, name it like an input axis, or Cast the output to float32", vi.dtype, dimString(vi), i)
+			return nil,
+				fmt.Errorf("%s output shape %s: axis %d is not static and names no input axis; onnxruntime_go v1.27.0 cannot return float16 outputs it allocates "+
+					"itself, so make the axis static, name it like an input axis, or Cast the output to float32",
+					vi.dtype, dimString(vi), i)
 		}
 	}
 	return shape, nil

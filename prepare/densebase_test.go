@@ -80,7 +80,8 @@ func TestDenseBaseStepEqualsFourBit(t *testing.T) {
 				if ran := profiledOps(t, prof, "FusedMatMul"); len(ran) == 0 {
 					t.Errorf("%s: no FusedMatMul ran in the dense step", policy)
 				}
-				t.Logf("%s: loss %.7f dense vs %.7f 4-bit, gradient norm %.6g vs %.6g; weights after one step within %.2g", policy, got.Loss, want.Loss, got.GradNorm, want.GradNorm, worst)
+				t.Logf("%s: loss %.7f dense vs %.7f 4-bit, gradient norm %.6g vs %.6g; weights after one step within %.2g", policy, got.Loss, want.Loss,
+					got.GradNorm, want.GradNorm, worst)
 			}
 		})
 	}

@@ -149,7 +149,7 @@ func TestPlainMaskUnchanged(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), &passes.Config{}, nil, ps...)
+				ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), nil, nil, ps...)
 				if err != nil {
 					t.Fatal(err)
 				}

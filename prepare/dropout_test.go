@@ -52,7 +52,8 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 		reseeded = math.Max(reseeded, relErr(other[name], g))
 		repeat = math.Max(repeat, relErr(again[name], g))
 	}
-	t.Logf("dropout 0.3: recompute vs plain worst rel err %.2g; dropout vs none %.2g; seed 6 vs 5 %.2g; new session, same seed %.2g", worst, changed, reseeded, repeat)
+	t.Logf("dropout 0.3: recompute vs plain worst rel err %.2g; dropout vs none %.2g; seed 6 vs 5 %.2g; new session, same seed %.2g", worst, changed,
+		reseeded, repeat)
 	if repeat != 0 {
 		t.Errorf("a new session with the same dropout seed changed the gradients by %.3g: masks are not a function of the seed", repeat)
 	}

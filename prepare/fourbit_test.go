@@ -31,7 +31,7 @@ func TestFourBitGradientsEqualDequantizedBase(t *testing.T) {
 				t.Fatal(err)
 			}
 			g := ortgraph.NewGraph(m)
-			ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, passes.FindLinears)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -103,7 +103,10 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-func (o *Options) passConfig(dropout float64, train bool, vocab int64) *passes.Config {
+// passOptions are the options of the passes that take any, for a graph with this dropout
+// that is (train) or is not a training graph, of a model with this vocabulary, recomputed
+// by rec where the Recompute pass runs.
+func (o *Options) passOptions(dropout float64, train bool, vocab int64, rec passes.RecomputeOptions) ortgraph.Options {
 	chunks := o.LossChunks
 	if chunks < 0 {
 		chunks = 0
@@ -111,11 +114,15 @@ func (o *Options) passConfig(dropout float64, train bool, vocab int64) *passes.C
 			chunks = 8
 		}
 	}
-	return &passes.Config{
-		Train: train, LossChunks: chunks,
-		Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, Bits: o.Bits,
-		Quant:          quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric},
-		QuantizeLMHead: o.QuantizeLMHead,
+	return ortgraph.Options{
+		passes.Quantize: passes.QuantizeOptions{
+			Bits:   o.Bits,
+			Quant:  quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric},
+			LMHead: o.QuantizeLMHead,
+		},
+		passes.LoRA:      passes.LoRAOptions{Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout},
+		passes.Loss:      passes.LossOptions{Chunks: chunks, Train: train, LMHeadLoRA: slices.Contains(o.Targets, "lm_head")},
+		passes.Recompute: rec,
 	}
 }
 
@@ -135,7 +142,7 @@ func Inspect(path string) (*passes.Linears, error) {
 		return nil, err
 	}
 	g := ortgraph.NewGraph(m)
-	ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+	ctx, err := ortgraph.RunPasses(g, nil, nil, passes.FindLinears)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +260,7 @@ func buildStep(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func(
 	case !o.DequantizeForward:
 		ps = append(ps, passes.NBitsForward)
 	}
-	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), o.passConfig(o.Dropout, true, vocab), logf, ps...)
+	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{}), logf, ps...)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +286,7 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	if o.PlainMask {
 		ps = slices.DeleteFunc(ps, func(p *ortgraph.Pass) bool { return p == passes.DocMask })
 	}
-	ctx, err := ortgraph.RunPasses(base, o.passConfig(o.Dropout, false, vocab), logf, ps...)
+	ctx, err := ortgraph.RunPasses(base, o.passOptions(o.Dropout, false, vocab, passes.RecomputeOptions{}), logf, ps...)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", o.Model, err)
 	}
@@ -292,16 +299,17 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 
 	// The evaluation and training graphs start from the same quantized base.
 	gs.eval, gs.train = clone(m), clone(m)
-	if _, err := runWithLinears(gs.eval, o.passConfig(0, false, vocab), gs.linears, gs.quant, logf, passes.LoRA, passes.Loss); err != nil {
+	if _, err := runWithLinears(gs.eval, o.passOptions(0, false, vocab, passes.RecomputeOptions{}), gs.linears, gs.quant, logf, passes.LoRA, passes.Loss); err != nil {
 		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
 	}
 	// The recomputing training graph starts from the same base; ortq train picks one.
 	gs.rec = clone(m)
-	trainCtx, err := runWithLinears(gs.train, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, o.trainPasses()...)
+	trainOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{})
+	trainCtx, err := runWithLinears(gs.train, trainOpts, gs.linears, gs.quant, logf, o.trainPasses()...)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
 	}
-	if _, err := runWithLinears(gs.rec, o.passConfig(o.Dropout, true, vocab), gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
+	if _, err := runWithLinears(gs.rec, trainOpts, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
 	gs.params = ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
@@ -309,9 +317,8 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	// flattened. Selective recomputation is one more recomputing graph; none is the
 	// training graph itself.
 	sel := clone(m)
-	selCfg := o.passConfig(o.Dropout, true, vocab)
-	selCfg.Recompute.KeepProducts = true
-	if _, err := runWithLinears(sel, selCfg, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
+	selOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{KeepProducts: true})
+	if _, err := runWithLinears(sel, selOpts, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: selectively recomputing train graph: %w", o.Model, err)
 	}
 	gs.steps = map[string]*deviceStep{}
@@ -450,7 +457,7 @@ func writeArtifacts(o Options, man *manifest.Manifest, gs *graphs) error {
 // FindLinears and Quantize results (provided, so neither runs again: the clone is already
 // quantized) with the Linear nodes looked up again by name (the clone has its own node
 // objects).
-func runWithLinears(m *ortgraph.Model, c *passes.Config, ls *passes.Linears, quant []manifest.QuantLayer, logf func(string, ...any), ps ...*ortgraph.Pass) (*ortgraph.Context, error) {
+func runWithLinears(m *ortgraph.Model, opts ortgraph.Options, ls *passes.Linears, quant []manifest.QuantLayer, logf func(string, ...any), ps ...*ortgraph.Pass) (*ortgraph.Context, error) {
 	g := ortgraph.NewGraph(m)
 	byName := map[string]*onnxpb.NodeProto{}
 	for _, n := range g.P.Node {
@@ -465,7 +472,7 @@ func runWithLinears(m *ortgraph.Model, c *passes.Config, ls *passes.Linears, qua
 		}
 		clone.All = append(clone.All, &cp)
 	}
-	ctx := ortgraph.NewContext(g, c, logf)
+	ctx := ortgraph.NewContext(g, opts, logf)
 	ctx.Provide(passes.FindLinears, clone)
 	ctx.Provide(passes.Quantize, quant)
 	return ctx, ctx.Run(ps...)

@@ -103,7 +103,8 @@ func checkSchedule(t *testing.T, order []string, layers int) {
 		}
 	}
 	if len(firstRecompute) != layers || len(lastGrad) != layers || len(logSoftmax) != 4 {
-		t.Fatalf("profile: recomputed layers %v, LoRA gradient layers %v, %d LogSoftmax nodes (want %d, %d, 4)", firstRecompute, lastGrad, len(logSoftmax), layers, layers)
+		t.Fatalf("profile: recomputed layers %v, LoRA gradient layers %v, %d LogSoftmax nodes (want %d, %d, 4)", firstRecompute, lastGrad, len(logSoftmax),
+			layers, layers)
 	}
 	start := len(order)
 	for _, i := range firstRecompute {
@@ -119,7 +120,8 @@ func checkSchedule(t *testing.T, order []string, layers int) {
 			t.Errorf("layer %d's LoRA gradients finished at node %d, after layer %d's recomputation began (node %d)", l, lastGrad[l], l-1, firstRecompute[l-1])
 		}
 	}
-	t.Logf("%d nodes: backward from %d; LogSoftmax at %v; layer → (first recompute, last LoRA gradient): %v %v", len(order), start, logSoftmax, firstRecompute, lastGrad)
+	t.Logf("%d nodes: backward from %d; LogSoftmax at %v; layer → (first recompute, last LoRA gradient): %v %v", len(order), start, logSoftmax,
+		firstRecompute, lastGrad)
 }
 
 // profiledOrder returns the node names of the largest profile under prefix (the training

@@ -27,7 +27,7 @@ func TestExportsMatchTransformers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ortgraph.RunPasses(ortgraph.NewGraph(m), &passes.Config{}, t.Logf, passes.ORTCompat); err != nil {
+			if _, err := ortgraph.RunPasses(ortgraph.NewGraph(m), nil, t.Logf, passes.ORTCompat); err != nil {
 				t.Fatal(err)
 			}
 			buf, err := proto.Marshal(m.P)

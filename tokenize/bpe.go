@@ -172,27 +172,15 @@ func (b *bpe) encodeWord(st *state, w string, out []int32) []int32 {
 // initial splits w into the first symbols, as tokenizers' BPE::merge_word does.
 func (b *bpe) initial(st *state, w string) []symbol {
 	syms := st.syms[:0]
-	add := func(id int32, n int) {
-		i := int32(len(syms))
-		syms = append(syms, symbol{id: id, prev: i - 1, next: i + 1, n: int32(n)})
-	}
 	if b.byteLevel && b.prefix == "" && b.suffix == "" {
-		fast := true
-		for i := 0; i < len(w); i++ {
-			id := b.byteIDs[w[i]]
-			if id < 0 {
-				fast = false
-				break
-			}
-			add(id, 1)
-		}
-		if fast {
-			syms[len(syms)-1].next = -1
+		var fast bool
+		if syms, fast = b.byteSymbols(syms, w); fast {
 			st.syms = syms
 			return syms
 		}
 		syms = syms[:0]
 	}
+	add := func(id int32, n int) { syms = addSymbol(syms, id, n) }
 	unkID, unkLen := int32(-1), 0
 	for i := 0; i < len(w); {
 		_, sz := utf8.DecodeRuneInString(w[i:])
@@ -252,6 +240,27 @@ func (b *bpe) initial(st *state, w string) []symbol {
 	}
 	st.syms = syms
 	return syms
+}
+
+// byteSymbols is initial's fast path for byte-level models without affixes: one symbol
+// per byte of w, appended to syms; ok is false (syms then holds a partial result) when a
+// byte has no id.
+func (b *bpe) byteSymbols(syms []symbol, w string) (_ []symbol, ok bool) {
+	for i := 0; i < len(w); i++ {
+		id := b.byteIDs[w[i]]
+		if id < 0 {
+			return syms, false
+		}
+		syms = addSymbol(syms, id, 1)
+	}
+	syms[len(syms)-1].next = -1
+	return syms, true
+}
+
+// addSymbol appends a symbol of id covering n bytes, linked to its neighbours by index.
+func addSymbol(syms []symbol, id int32, n int) []symbol {
+	i := int32(len(syms))
+	return append(syms, symbol{id: id, prev: i - 1, next: i + 1, n: int32(n)})
 }
 
 // mergeAll is tokenizers' Word::merge_all without dropout: a min-heap on (rank, pos); a popped

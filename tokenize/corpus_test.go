@@ -302,7 +302,8 @@ func TestCorpus(t *testing.T) {
 			if bad > 0 {
 				t.Fatalf("%d of %d lines differ", bad, len(corpus))
 			}
-			t.Logf("%d lines, %d bytes, %d tokens: 100%% identical to HF tokenizers %s; %d lines round-trip", len(corpus), nbytes, tokens, refs.TokenizersVersion, roundTrips)
+			t.Logf("%d lines, %d bytes, %d tokens: 100%% identical to HF tokenizers %s; %d lines round-trip", len(corpus), nbytes, tokens, refs.TokenizersVersion,
+				roundTrips)
 		})
 	}
 }

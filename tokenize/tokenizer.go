@@ -97,7 +97,38 @@ func build(f *fileJSON, cfg *configJSON) (*Tokenizer, error) {
 		return nil, err
 	}
 
-	// Id table: model vocab, then added tokens (which may reuse model ids).
+	byContent, err := t.buildIDs(f)
+	if err != nil {
+		return nil, err
+	}
+	lookup := func(s string) (int, bool) {
+		if id, ok := byContent[s]; ok {
+			return id, true
+		}
+		id, ok := f.Model.Vocab[s]
+		return id, ok
+	}
+
+	if err := t.buildPost(f.PostProcessor, lookup); err != nil {
+		return nil, err
+	}
+	if err := t.applyConfig(cfg, lookup); err != nil {
+		return nil, err
+	}
+	if t.pad < 0 && f.Padding != nil {
+		if f.Padding.PadID != nil {
+			t.pad = *f.Padding.PadID
+		} else if id, ok := lookup(f.Padding.PadToken); ok {
+			t.pad = id
+		}
+	}
+	t.pool.New = func() any { return &state{cache: make(map[string][2]int32, 1024)} }
+	return t, nil
+}
+
+// buildIDs fills the id table: the model vocab, then the added tokens (which may reuse
+// model ids), and their matchers; it returns the added tokens' ids by content.
+func (t *Tokenizer) buildIDs(f *fileJSON) (map[string]int, error) {
 	maxID := -1
 	for _, id := range f.Model.Vocab {
 		maxID = max(maxID, id)
@@ -151,29 +182,7 @@ func build(f *fileJSON, cfg *configJSON) (*Tokenizer, error) {
 	if len(normd) > 0 {
 		t.addedNorm = newAddedMatcher(normd)
 	}
-	lookup := func(s string) (int, bool) {
-		if id, ok := byContent[s]; ok {
-			return id, true
-		}
-		id, ok := f.Model.Vocab[s]
-		return id, ok
-	}
-
-	if err := t.buildPost(f.PostProcessor, lookup); err != nil {
-		return nil, err
-	}
-	if err := t.applyConfig(cfg, lookup); err != nil {
-		return nil, err
-	}
-	if t.pad < 0 && f.Padding != nil {
-		if f.Padding.PadID != nil {
-			t.pad = *f.Padding.PadID
-		} else if id, ok := lookup(f.Padding.PadToken); ok {
-			t.pad = id
-		}
-	}
-	t.pool.New = func() any { return &state{cache: make(map[string][2]int32, 1024)} }
-	return t, nil
+	return byContent, nil
 }
 
 // buildPost reads the post_processor: the special ids added around a single sequence.
@@ -309,7 +318,8 @@ func (t *Tokenizer) normalize(s string) string {
 // (regexTimeout), else an internal error.
 func (t *Tokenizer) panicError(r any, what string) error {
 	if rt, ok := r.(regexTimeout); ok {
-		return fmt.Errorf("tokenize: %s: the pattern %q took longer than %v on one text while %s (catastrophic backtracking): fix the regex in that tokenizer.json", t.path, rt.pattern, matchTimeout, what)
+		return fmt.Errorf("tokenize: %s: the pattern %q took longer than %v on one text while %s (catastrophic backtracking): fix the regex in that tokenizer.json",
+			t.path, rt.pattern, matchTimeout, what)
 	}
 	return fmt.Errorf("tokenize: %s: internal error %s (please report): %v", t.path, what, r)
 }

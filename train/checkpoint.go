@@ -172,7 +172,8 @@ func LatestCheckpoint(root string, warn func(string, ...any)) (*Checkpoint, erro
 		}
 	}
 	if len(dirs) > 0 {
-		return nil, fmt.Errorf("no complete checkpoint in %q to resume from (%d damaged): start afresh with --force instead of --resume, which deletes them", root, len(dirs))
+		return nil, fmt.Errorf("no complete checkpoint in %q to resume from (%d damaged): start afresh with --force instead of --resume, which deletes them",
+			root, len(dirs))
 	}
 	return nil, fmt.Errorf("no complete checkpoint in %q to resume from: start without --resume", root)
 }
@@ -258,59 +259,10 @@ func WriteCheckpoint(root string, ck *Checkpoint, params []Param, adam AdamWStat
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := hook("begin", ck.Step); err != nil {
+	if err := writeCheckpointFiles(tmp, ck, params, adam, hook); err != nil {
 		return fail(err)
 	}
-	ts, meta := adam.Tensors()
-	for _, p := range params {
-		ts = append(ts, safetensors.F32Tensor(loraTensorPrefix+p.Name, []int64{int64(len(p.Data))}, p.Data))
-	}
-	tp := filepath.Join(tmp, ckTensorsFile)
-	if err := safetensors.Write(tp, ts, meta); err != nil {
-		return fail(err)
-	}
-	if err := hook("tensors", ck.Step); err != nil {
-		return fail(err)
-	}
-	// Hashing what is on disk rather than what was meant to be written also catches a
-	// write that silently went wrong.
-	c := *ck
-	c.Format = checkpointFormat
-	c.AdamStep = adam.Step
-	c.CreatedAt = time.Now().UTC()
-	if c.TensorsSHA256, err = fileSHA256(tp); err != nil {
-		return fail(err)
-	}
-	js, err := json.MarshalIndent(&c, "", "  ")
-	if err != nil {
-		return fail(err)
-	}
-	js = append(js, '\n')
-	if err := fsutil.WriteFileAtomic(filepath.Join(tmp, ckStateFile), 0o644, func(w *bufio.Writer) error { _, err := w.Write(js); return err }); err != nil {
-		return fail(err)
-	}
-	if err := hook("state", ck.Step); err != nil {
-		return fail(err)
-	}
-	if err := syncDir(tmp); err != nil {
-		return fail(err)
-	}
-	if err := hook("synced", ck.Step); err != nil {
-		return fail(err)
-	}
-	if _, err := os.Stat(final); err == nil {
-		// A damaged directory of the same step (checked above): move it out of the way
-		// first, since rename cannot replace a non-empty directory.
-		old, err := os.MkdirTemp(root, ckTmpPrefix+"old-")
-		if err != nil {
-			return fail(err)
-		}
-		if err := os.Rename(final, filepath.Join(old, "d")); err != nil {
-			return fail(err)
-		}
-		defer os.RemoveAll(old)
-	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := renameCheckpoint(root, tmp, final); err != nil {
 		return fail(err)
 	}
 	// The checkpoint is in place; failing to fsync the parent only weakens durability
@@ -325,6 +277,66 @@ func WriteCheckpoint(root string, ck *Checkpoint, params []Param, adam AdamWStat
 		return final, err
 	}
 	return final, nil
+}
+
+// writeCheckpointFiles writes the tensors and the state of ck (with the tensors' hash)
+// into the directory tmp and fsyncs it, calling hook at each stage.
+func writeCheckpointFiles(tmp string, ck *Checkpoint, params []Param, adam AdamWState, hook CheckpointHook) (err error) {
+	if err := hook("begin", ck.Step); err != nil {
+		return err
+	}
+	ts, meta := adam.Tensors()
+	for _, p := range params {
+		ts = append(ts, safetensors.F32Tensor(loraTensorPrefix+p.Name, []int64{int64(len(p.Data))}, p.Data))
+	}
+	tp := filepath.Join(tmp, ckTensorsFile)
+	if err := safetensors.Write(tp, ts, meta); err != nil {
+		return err
+	}
+	if err := hook("tensors", ck.Step); err != nil {
+		return err
+	}
+	// Hashing what is on disk rather than what was meant to be written also catches a
+	// write that silently went wrong.
+	c := *ck
+	c.Format = checkpointFormat
+	c.AdamStep = adam.Step
+	c.CreatedAt = time.Now().UTC()
+	if c.TensorsSHA256, err = fileSHA256(tp); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(&c, "", "  ")
+	if err != nil {
+		return err
+	}
+	js = append(js, '\n')
+	if err := fsutil.WriteFileAtomic(filepath.Join(tmp, ckStateFile), 0o644, func(w *bufio.Writer) error { _, err := w.Write(js); return err }); err != nil {
+		return err
+	}
+	if err := hook("state", ck.Step); err != nil {
+		return err
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	return hook("synced", ck.Step)
+}
+
+// renameCheckpoint puts the written directory tmp in place as final, moving a damaged
+// directory of the same step out of the way first, since rename cannot replace a
+// non-empty directory.
+func renameCheckpoint(root, tmp, final string) error {
+	if _, err := os.Stat(final); err == nil {
+		old, err := os.MkdirTemp(root, ckTmpPrefix+"old-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(old)
+		if err := os.Rename(final, filepath.Join(old, "d")); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, final)
 }
 
 // PruneCheckpoints removes all but the newest keep step directories (keep ≤ 0: none).
@@ -456,7 +468,9 @@ func checkCompat(dir string, saved, now map[string]string) error {
 		}
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("cannot resume from %q: the run differs in %s; resume with the artifacts, data and options of the interrupted run, or start a new run with another --out", dir, strings.Join(diffs, "; "))
+		return fmt.Errorf("cannot resume from %q: the run differs in %s; resume with the artifacts, data and options of the interrupted run, or start a new "+
+			"run with another --out",
+			dir, strings.Join(diffs, "; "))
 	}
 	return nil
 }

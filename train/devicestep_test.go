@@ -27,7 +27,8 @@ func stepFixture(t *testing.T, dropout float64, fp16 bool, more ...func(*prepare
 			f(o)
 		}
 		if fp16 {
-			res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 7, Common: hfimport.Common{Out: filepath.Join(t.TempDir(), "fp16"), DType: "float16"}})
+			res,
+				err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 7, Common: hfimport.Common{Out: filepath.Join(t.TempDir(), "fp16"), DType: "float16"}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +99,8 @@ type stepRun struct {
 // after that many steps.
 func runStepper(t *testing.T, art string, device bool, cfg train.StepConfig, steps [][]data.Batch, rows, seq, resumeAt int) stepRun {
 	t.Helper()
-	eng, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{Train: !device, Recompute: true, DeviceStep: device})
+	eng, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{Train: !device, Recompute: true,
+		DeviceStep: device})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,9 @@
 //   - The Engine (engine.go) holds the artifacts' ONNX Runtime sessions: the training graph
 //     (or the device step graph) and evaluation.
 //   - Checkpoints (checkpoint.go: atomic, fsynced, with what a resume must match), the memory
-//     log (runlog.go, rss.go), the progress display (progress.go) and the report (report.go).
+//     log (runlog.go; host memory sampled by internal/runreport's RSSMonitor), the progress
+//     display (progress.go) and the report (report.go, formatted with internal/runreport,
+//     which bench's report shares).
 //   - Samples (sample.go): with Config.SamplePrompts and a Sampler (Hooks.Sampler; the CLI's
 //     decodes greedily through an export of the artifacts, cmd/ortq/samplemodel.go), a round
 //     of completions of the current LoRA values every SampleEvery steps and at the end,

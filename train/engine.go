@@ -129,11 +129,13 @@ func (e *Engine) openStep(policy string, dense, cudaGraph, noShare bool) error {
 			cfg[k] = v
 		}
 		opts.Tuning.SessionConfig = cfg
-		e.Notes = append(e.Notes, fmt.Sprintf("base: dense (%s: the 4-bit weights dequantized once at load and held in float16, %.2f GiB more)", g.File, e.Man.DenseExtraBytes()/(1<<30)))
+		e.Notes = append(e.Notes, fmt.Sprintf("base: dense (%s: the 4-bit weights dequantized once at load and held in float16, %.2f GiB more)", g.File,
+			e.Man.DenseExtraBytes()/(1<<30)))
 	}
 	opts.CUDAGraph = cudaGraph && strings.HasPrefix(opts.Device, "cuda")
 	if opts.CUDAGraph && len(g.CaptureBlockers) > 0 {
-		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: %s holds %s, whose CUDA kernels a captured graph cannot replay safely", g.File, strings.Join(g.CaptureBlockers, ", ")))
+		e.Notes = append(e.Notes, fmt.Sprintf("CUDA graphs off: %s holds %s, whose CUDA kernels a captured graph cannot replay safely", g.File,
+			strings.Join(g.CaptureBlockers, ", ")))
 		opts.CUDAGraph = false
 	}
 	e.shareWeights(path, g, &opts, noShare)
@@ -151,7 +153,8 @@ func (e *Engine) openStep(policy string, dense, cudaGraph, noShare bool) error {
 	if opts.CUDAGraph {
 		how = "captured in CUDA graphs"
 	}
-	e.Notes = append(e.Notes, fmt.Sprintf("optimizer step: device-resident (%s: LoRA weights, AdamW state and gradients in the session's memory), %s", g.File, how))
+	e.Notes = append(e.Notes, fmt.Sprintf("optimizer step: device-resident (%s: LoRA weights, AdamW state and gradients in the session's memory), %s", g.File,
+		how))
 	return nil
 }
 
@@ -174,7 +177,8 @@ func (e *Engine) shareWeights(path string, g *manifest.Graph, opts *ortrun.Optio
 	}
 	e.shared = sh
 	opts.Initializers = sh.Initializers
-	e.Notes = append(e.Notes, fmt.Sprintf("4-bit weights shared by MatMulNBits and DequantizeLinear: %d weights, %.1f MiB in one buffer", len(g.SharedInitializers), float64(sh.Bytes)/(1<<20)))
+	e.Notes = append(e.Notes, fmt.Sprintf("4-bit weights shared by MatMulNBits and DequantizeLinear: %d weights, %.1f MiB in one buffer",
+		len(g.SharedInitializers), float64(sh.Bytes)/(1<<20)))
 }
 
 // DeviceStep reports whether the engine opened the device-resident step graph.
@@ -259,7 +263,8 @@ func feeds(g *manifest.Graph, b data.Batch, params map[string][]float32, lossSca
 		case manifest.RoleDropoutSeed:
 			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1}, Data: []int64{int64(dropoutSeed % manifest.DropoutSeedModulus)}}
 		case manifest.RoleDropoutRows:
-			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int32, Shape: shape, Data: manifest.DropoutRowFactors(int64(dropoutSeed%manifest.DropoutSeedModulus), len(b.InputIDs))}
+			in[io.Name] = &ortrun.Tensor{DType: ortrun.Int32, Shape: shape,
+				Data: manifest.DropoutRowFactors(int64(dropoutSeed%manifest.DropoutSeedModulus), len(b.InputIDs))}
 		case manifest.RoleLoRA:
 			v, ok := params[io.Param]
 			if !ok {

@@ -65,7 +65,8 @@ func TestLoadInitAdapter(t *testing.T) {
 		{"rslora", with("use_rslora", true), tensors(same, false, ""), "use_rslora"},
 		{"not lora", with("peft_type", "IA3"), tensors(same, false, ""), "peft_type"},
 		{"missing tensor", goodCfg, tensors(same, false, man.Params[3].Name), "adapter_model.safetensors: no tensor \"" + man.Params[3].Name},
-		{"shape", goodCfg, tensors(func(p manifest.LoRAParam) []int64 { return []int64{p.Shape[1], p.Shape[0]} }, false, ""), "has shape [4 2], the artifacts want [2 4]"},
+		{"shape", goodCfg, tensors(func(p manifest.LoRAParam) []int64 { return []int64{p.Shape[1], p.Shape[0]} }, false, ""),
+			"has shape [4 2], the artifacts want [2 4]"},
 		{"extra tensor", goodCfg, tensors(same, true, ""), "lm_head.lora_A.weight\" is not one of"},
 		{"no config", nil, tensors(same, false, ""), "adapter_config.json"},
 	} {

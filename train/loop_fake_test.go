@@ -530,7 +530,8 @@ func TestFakeLoopResumeLonger(t *testing.T) {
 			}
 			shorter := first
 			shorter.Resume, shorter.MaxSteps = "latest", 8
-			if _, err := runFake(context.Background(), newFakeBackend(t), shorter); err == nil || !strings.Contains(err.Error(), "--max-steps") || !strings.Contains(err.Error(), "at least 10") {
+			if _, err := runFake(context.Background(), newFakeBackend(t), shorter); err == nil || !strings.Contains(err.Error(),
+				"--max-steps") || !strings.Contains(err.Error(), "at least 10") {
 				t.Errorf("resume at step 10 to 8 steps: %v", err)
 			}
 		})

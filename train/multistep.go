@@ -74,7 +74,8 @@ func NewMultiStepper(engines []*Engine, init []Param, cfg StepConfig) (Stepper, 
 			return nil, fmt.Errorf("multi-device step: engine %d has no training session (the device-resident step cannot be shared)", i)
 		}
 		if e.Dir != engines[0].Dir || e.trainGraph.File != engines[0].trainGraph.File {
-			return nil, fmt.Errorf("multi-device step: engine %d runs %s of %q, engine 0 %s of %q", i, e.trainGraph.File, e.Dir, engines[0].trainGraph.File, engines[0].Dir)
+			return nil, fmt.Errorf("multi-device step: engine %d runs %s of %q, engine 0 %s of %q", i, e.trainGraph.File, e.Dir, engines[0].trainGraph.File,
+				engines[0].Dir)
 		}
 	}
 	if len(init) == 0 {

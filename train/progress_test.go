@@ -72,7 +72,8 @@ func TestProgressPlainLines(t *testing.T) {
 	if len(lines) != 12 {
 		t.Fatalf("%d lines, want 12:\n%s", len(lines), out)
 	}
-	for _, want := range []string{"training step 1/80 | loss 2.5000 | 1000.0 tok/s", "training step 8/80 |", "eval at step 40: loss 2.4", "training step 80/80 |"} {
+	for _, want := range []string{"training step 1/80 | loss 2.5000 | 1000.0 tok/s", "training step 8/80 |", "eval at step 40: loss 2.4",
+		"training step 80/80 |"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -85,7 +86,8 @@ func TestProgressPlainLines(t *testing.T) {
 		p.Update(ProgressUpdate{Step: step, Loss: 1, TokensPerSec: 1})
 	}
 	p.Stop()
-	if got := buf.String(); strings.Count(got, "\n") != 3 || !strings.Contains(got, "training step 10 |") || !strings.Contains(got, "training step 20 |") || !strings.Contains(got, "training step 25 |") {
+	if got := buf.String(); strings.Count(got, "\n") != 3 || !strings.Contains(got, "training step 10 |") || !strings.Contains(got,
+		"training step 20 |") || !strings.Contains(got, "training step 25 |") {
 		t.Errorf("unknown total: %q", got)
 	}
 }

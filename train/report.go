@@ -2,17 +2,17 @@ package train
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
 	"maps"
 	"math"
 	"slices"
-	"sort"
 	"strings"
 	"time"
+
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/runreport"
 
 	"github.com/montanaflynn/stats"
 )
@@ -196,7 +196,8 @@ func (r *Report) Markdown() (string, error) {
 	b.WriteString("## Evaluation\n\n")
 	b.WriteString("| | baseline | final | change |\n|---|---:|---:|---:|\n")
 	fmt.Fprintf(&b, "| eval loss | %s | %s | %s |\n", fnum(r.Baseline.Loss, 4), fnum(r.Final.Loss, 4), fdelta(r.Baseline.Loss, r.Final.Loss))
-	fmt.Fprintf(&b, "| perplexity | %s | %s | %s |\n", fnum(r.Baseline.Perplexity, 3), fnum(r.Final.Perplexity, 3), fpct(r.Baseline.Perplexity, r.Final.Perplexity))
+	fmt.Fprintf(&b, "| perplexity | %s | %s | %s |\n", fnum(r.Baseline.Perplexity, 3), fnum(r.Final.Perplexity, 3),
+		fpct(r.Baseline.Perplexity, r.Final.Perplexity))
 	fmt.Fprintf(&b, "| eval tokens | %d | %d | |\n", r.Baseline.Tokens, r.Final.Tokens)
 	if len(r.EvalHistory) > 0 {
 		b.WriteString("\n| step | eval loss | perplexity |\n|---:|---:|---:|\n")
@@ -221,35 +222,35 @@ func (r *Report) Markdown() (string, error) {
 			fmt.Fprintf(&b, "| steps clipped (norm > %g) | %d of %d |\n", float64(g.MaxGradNorm), g.Clipped, g.Steps)
 		}
 	}
-	fmt.Fprintf(&b, "| peak host RSS | %s |\n", FormatBytes(r.PeakRSSBytes))
+	fmt.Fprintf(&b, "| peak host RSS | %s |\n", runreport.FormatBytes(r.PeakRSSBytes))
 	if r.PeakGPUBytes > 0 {
-		fmt.Fprintf(&b, "| peak GPU memory (sampled) | %s |\n", FormatBytes(r.PeakGPUBytes))
+		fmt.Fprintf(&b, "| peak GPU memory (sampled) | %s |\n", runreport.FormatBytes(r.PeakGPUBytes))
 	}
 	if len(r.PeakGPUPerDevice) > 0 {
 		var per []string
 		for _, d := range slices.Sorted(maps.Keys(r.PeakGPUPerDevice)) {
-			per = append(per, d+" "+FormatBytes(r.PeakGPUPerDevice[d]))
+			per = append(per, d+" "+runreport.FormatBytes(r.PeakGPUPerDevice[d]))
 		}
-		fmt.Fprintf(&b, "| peak GPU memory per device (sampled) | %s |\n", MarkdownEscape(strings.Join(per, ", ")))
+		fmt.Fprintf(&b, "| peak GPU memory per device (sampled) | %s |\n", runreport.MarkdownEscape(strings.Join(per, ", ")))
 	}
 	if r.RunLog != "" {
-		fmt.Fprintf(&b, "| memory and progress log | %s |\n", MarkdownEscape(r.RunLog))
+		fmt.Fprintf(&b, "| memory and progress log | %s |\n", runreport.MarkdownEscape(r.RunLog))
 	}
 	b.WriteString(samplesMarkdown(r.Samples))
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
 		for _, n := range r.Notes {
-			fmt.Fprintf(&b, "- %s\n", MarkdownEscape(n))
+			fmt.Fprintf(&b, "- %s\n", runreport.MarkdownEscape(n))
 		}
 	}
 	if r.Config != nil {
-		rows, err := flattenConfig(r.Config)
+		rows, err := runreport.Flatten(r.Config, false)
 		if err != nil {
 			return "", err
 		}
 		b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
 		for _, kv := range rows {
-			fmt.Fprintf(&b, "| %s | %s |\n", MarkdownEscape(kv[0]), MarkdownEscape(kv[1]))
+			fmt.Fprintf(&b, "| %s | %s |\n", runreport.MarkdownEscape(kv[0]), runreport.MarkdownEscape(kv[1]))
 		}
 	}
 	return b.String(), nil
@@ -276,69 +277,4 @@ func fpct(a, b Float) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%+.1f %%", 100*float64(b-a)/float64(a))
-}
-
-// FormatBytes renders a byte count as GiB or MiB ("n/a" for 0), for reports.
-func FormatBytes(n uint64) string {
-	if n == 0 {
-		return "n/a"
-	}
-	const gib, mib = 1 << 30, 1 << 20
-	if n >= gib {
-		return fmt.Sprintf("%.2f GiB", float64(n)/gib)
-	}
-	return fmt.Sprintf("%.1f MiB", float64(n)/mib)
-}
-
-// MarkdownEscape makes s safe inside a Markdown table cell.
-func MarkdownEscape(s string) string {
-	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.ReplaceAll(s, "\n", " ")
-}
-
-// flattenConfig turns any JSON-encodable value into sorted dotted key/value rows.
-func flattenConfig(cfg any) ([][2]string, error) {
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("encode report config: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber() // keep integers and exact decimals as written
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	var rows [][2]string
-	var walk func(prefix string, v any)
-	walk = func(prefix string, v any) {
-		switch t := v.(type) {
-		case map[string]any:
-			if len(t) == 0 && prefix != "" {
-				rows = append(rows, [2]string{prefix, "{}"})
-			}
-			for k, sub := range t {
-				key := k
-				if prefix != "" {
-					key = prefix + "." + k
-				}
-				walk(key, sub)
-			}
-		case []any:
-			parts := make([]string, len(t))
-			for i, e := range t {
-				eb, _ := json.Marshal(e)
-				parts[i] = strings.Trim(string(eb), `"`)
-			}
-			rows = append(rows, [2]string{prefix, strings.Join(parts, ", ")})
-		case string:
-			rows = append(rows, [2]string{prefix, t})
-		case nil:
-			rows = append(rows, [2]string{prefix, "null"})
-		default:
-			rows = append(rows, [2]string{prefix, fmt.Sprint(t)})
-		}
-	}
-	walk("", v)
-	sort.Slice(rows, func(i, j int) bool { return rows[i][0] < rows[j][0] })
-	return rows, nil
 }

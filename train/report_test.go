@@ -27,7 +27,9 @@ func sampleReport() *Report {
 		LoRA      lora    `json:"lora"`
 		Note      string  `json:"note"`
 	}{"out/tiny", 2e-4, 512, "cosine", lora{8, 32, []string{"q_proj", "v_proj"}}, "a|b"}
-	st, _ := SummarizeDurations([]time.Duration{100 * time.Millisecond, 110 * time.Millisecond, 120 * time.Millisecond, 130 * time.Millisecond, 400 * time.Millisecond})
+	st,
+		_ := SummarizeDurations([]time.Duration{100 * time.Millisecond, 110 * time.Millisecond, 120 * time.Millisecond, 130 * time.Millisecond,
+		400 * time.Millisecond})
 	return &Report{
 		Config:          cfg,
 		StartedAt:       time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),

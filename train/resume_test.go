@@ -158,7 +158,8 @@ func TestResumeIsExact(t *testing.T) {
 	}
 	os.WriteFile(mp, mb, 0o644)
 	// A fresh run refuses an --out that holds checkpoints.
-	if _, err := runLoop(t, art, context.Background(), trainSet, evalSet, loopConfig(art, resumed)); err == nil || !strings.Contains(err.Error(), "--resume latest") {
+	if _, err := runLoop(t, art, context.Background(), trainSet, evalSet, loopConfig(art, resumed)); err == nil || !strings.Contains(err.Error(),
+		"--resume latest") {
 		t.Errorf("fresh run over checkpoints: %v", err)
 	}
 }

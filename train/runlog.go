@@ -10,6 +10,7 @@ import (
 
 	"github.com/shirou/gopsutil/v4/mem"
 
+	"github.com/ortq/ortq/internal/runreport"
 	"github.com/ortq/ortq/ortrun"
 )
 
@@ -86,7 +87,7 @@ func (l *runLog) record(step int, event string, loss, lr, tps, gradNorm float64)
 		return
 	}
 	r := MemRecord{Time: time.Now().UTC(), Step: step, Event: event, Loss: loss, LR: lr, TokensPerS: tps, GradNorm: Float(gradNorm)}
-	if rss, _, err := DefaultRSSSampler(); err == nil {
+	if rss, _, err := runreport.DefaultRSSSampler(); err == nil {
 		r.HostRSS = rss
 	}
 	if vm, err := mem.VirtualMemory(); err == nil {

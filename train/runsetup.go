@@ -122,7 +122,8 @@ func ParseBase(s string) (string, error) {
 // --step) the base stays 4-bit and auto recomputation is layer over several devices. It
 // returns the policy or its manifest.DenseStep key and the line the run prints and reports
 // ("" when nothing was chosen).
-func ResolveRecompute(man *manifest.Manifest, devs []string, policy, base string, step StepKind, budget float64, free func() uint64, rows, seqLen int) (key, note string, err error) {
+func ResolveRecompute(man *manifest.Manifest, devs []string, policy, base string, step StepKind, budget float64, free func() uint64, rows,
+	seqLen int) (key, note string, err error) {
 	oneGPU := len(devs) == 1 && strings.HasPrefix(devs[0], "cuda") && step != StepHost
 	if base == BaseDense && (!oneGPU || (policy != "auto" && man.Step(manifest.DenseStep(policy)) == nil)) {
 		return "", "", fmt.Errorf("base dense needs one GPU, a device or graph step and artifacts with dense steps (prepare a 4-bit model with this version)")

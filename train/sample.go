@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ortq/ortq/internal/runreport"
 )
 
 // Sample is one greedy completion of a sample prompt (`ortq train --sample-prompt`) under
@@ -88,7 +90,7 @@ func samplesMarkdown(samples []Sample) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Samples\n\nGreedy completions after step %d.\n\n| prompt | completion |\n|---|---|\n", samples[0].Step)
 	for _, s := range samples {
-		fmt.Fprintf(&b, "| %s | %s |\n", MarkdownEscape(s.Prompt), MarkdownEscape(s.Completion))
+		fmt.Fprintf(&b, "| %s | %s |\n", runreport.MarkdownEscape(s.Prompt), runreport.MarkdownEscape(s.Completion))
 	}
 	return b.String()
 }

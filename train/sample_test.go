@@ -63,7 +63,8 @@ func TestFakeLoopSamples(t *testing.T) {
 				t.Errorf("round %d saw %s = %v, the checkpoint of step %d holds %v", i+1, name, s.seen[i][name], step, want)
 			}
 		}
-		for _, line := range []string{fmt.Sprintf("sample @ step %d: \"first | prompt\" → \"", step), fmt.Sprintf("sample @ step %d: \"second\" → \"line\\nbreak\"\n", step)} {
+		for _, line := range []string{fmt.Sprintf("sample @ step %d: \"first | prompt\" → \"", step),
+			fmt.Sprintf("sample @ step %d: \"second\" → \"line\\nbreak\"\n", step)} {
 			if !strings.Contains(log.String(), line) {
 				t.Errorf("the log lacks %q:\n%s", line, log.String())
 			}
@@ -100,7 +101,8 @@ func TestFakeLoopSamples(t *testing.T) {
 		t.Errorf("report samples %+v, want round 3 at step 6", rep.Samples)
 	}
 	md, err := os.ReadFile(filepath.Join(out, "report.md"))
-	if err != nil || !strings.Contains(string(md), "## Samples\n\nGreedy completions after step 6.\n\n| prompt | completion |\n|---|---|\n| first \\| prompt | ") ||
+	if err != nil || !strings.Contains(string(md),
+		"## Samples\n\nGreedy completions after step 6.\n\n| prompt | completion |\n|---|---|\n| first \\| prompt | ") ||
 		!strings.Contains(string(md), "| second | line break |\n") {
 		t.Errorf("report.md samples section wrong (%v):\n%s", err, md)
 	}

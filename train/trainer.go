@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/internal/runreport"
 	"github.com/ortq/ortq/manifest"
 )
 
@@ -62,7 +63,7 @@ func (t *Trainer) Run(ctx context.Context) (*Report, error) {
 	for _, n := range t.Backend.RunNotes() {
 		l.logf("%s", n)
 	}
-	mon := NewRSSMonitor(200*time.Millisecond, nil)
+	mon := runreport.NewRSSMonitor(200*time.Millisecond, nil)
 	mon.Start()
 	defer mon.Stop()
 	if err := l.begin(resumed); err != nil {
@@ -439,7 +440,7 @@ func (l *run) save(step int, pos data.Position) error {
 
 // finish checkpoints the last step, evaluates the trained adapter, and writes the adapter
 // and the report (JSON and Markdown) into Config.Out.
-func (l *run) finish(start time.Time, mon *RSSMonitor) (*Report, error) {
+func (l *run) finish(start time.Time, mon *runreport.RSSMonitor) (*Report, error) {
 	rep := l.rep
 	l.prog.Finish()
 	if err := l.save(l.total, l.it.Position()); err != nil {

@@ -68,7 +68,8 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.String("base", "auto", "the frozen base as train's --base, for points whose recompute names a policy alone (4bit, dense or auto); a recompute of POLICY_dense (e.g. --sweep recompute=layer,layer_dense) names the dense step itself")
 	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (kept in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy of the point; host otherwise, several devices included)")
 	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets, step (repeatable: cartesian product)")
-	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable); \"torch\" runs that script now, same workload (needs --preset, Python with torch+peft)")
+	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable); "+
+		"\"torch\" runs that script now, same workload (needs --preset, Python with torch+peft)")
 	f.String("peer-script", "bench/peer/torch_peft.py", "the PyTorch+PEFT peer script --peer torch runs")
 	f.String("python", "python3", "Python interpreter for --peer torch")
 	f.String("out", "bench-out", "directory for report.json, report.md, memory.jsonl and the plots")

@@ -95,7 +95,8 @@ func TestChatInstructionTuning(t *testing.T) {
 	var buf bytes.Buffer
 	root.SetOut(&buf)
 	root.SetErr(&buf)
-	root.SetArgs([]string{"generate", "--model", exp, "--chat", "--system", "Be brief.", "--prompt", "What is the plural of box?", "--max-new-tokens", "8", "--quiet"})
+	root.SetArgs([]string{"generate", "--model", exp, "--chat", "--system", "Be brief.", "--prompt", "What is the plural of box?", "--max-new-tokens", "8",
+		"--quiet"})
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,9 @@ func dataSettings(v *viper.Viper) (train.DataSettings, error) {
 	switch d.Pack {
 	case packIsolated, packConcat, packNone:
 	default:
-		return d, usageError{fmt.Errorf("--pack %q: use isolated (documents packed without attending to each other), concat (joined with EOS) or none (one document per row)", d.Pack)}
+		return d,
+			usageError{fmt.Errorf("--pack %q: use isolated (documents packed without attending to each other), concat (joined with EOS) or none (one document per row)",
+				d.Pack)}
 	}
 	if len(d.EvalData) > 0 {
 		if v.IsSet("eval-fraction") && d.EvalFraction > 0 {
@@ -51,7 +53,9 @@ func checkPack(d train.DataSettings, man *manifest.Manifest, dir string) error {
 	if d.Pack != packIsolated || man.DocumentIDs() {
 		return nil
 	}
-	return fmt.Errorf("--pack isolated: artifacts %q take a 0/1 attention mask (prepared before ortq packed documents apart, or a graph prepare's doc-mask pass could not rewrite): re-run `ortq prepare --force`, or pass --pack concat", dir)
+	return fmt.Errorf("--pack isolated: artifacts %q take a 0/1 attention mask (prepared before ortq packed documents apart, or a graph prepare's doc-mask "+
+		"pass could not rewrite): re-run `ortq prepare --force`, or pass --pack concat",
+		dir)
 }
 
 // buildOptions are data.Options for d.
@@ -116,6 +120,8 @@ func applyRunReport(v *viper.Viper, adapter string) (string, error) {
 	if !v.IsSet("data") && len(d.Files) > 0 {
 		v.Set("data", d.Files)
 	}
-	return fmt.Sprintf("eval: data settings of the run (%s) unless given: --max-seq-len %d --micro-batch %d --pack %s --seed %d --pad-multiple %d --eval-fraction %g --eval-data %q",
-		path, v.GetInt("max-seq-len"), v.GetInt("micro-batch"), v.GetString("pack"), v.GetUint64("seed"), v.GetInt("pad-multiple"), v.GetFloat64("eval-fraction"), splitList(v.GetStringSlice("eval-data"))), nil
+	return fmt.Sprintf("eval: data settings of the run (%s) unless given: --max-seq-len %d --micro-batch %d --pack %s --seed %d --pad-multiple %d "+
+		"--eval-fraction %g --eval-data %q",
+		path, v.GetInt("max-seq-len"), v.GetInt("micro-batch"), v.GetString("pack"), v.GetUint64("seed"), v.GetInt("pad-multiple"),
+		v.GetFloat64("eval-fraction"), splitList(v.GetStringSlice("eval-data"))), nil
 }

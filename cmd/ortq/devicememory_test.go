@@ -24,7 +24,9 @@ func TestDeviceMemoryLimits(t *testing.T) {
 		want                  string // "" accepted
 	}{
 		{"fits", 4 << 30, true, 7, 7, 512, ""},
-		{"micro-batch too large", 4 << 30, true, 64, 64, 512, `--micro-batch 64 with --max-seq-len 512 needs about .* GiB of GPU memory per step, more than cuda's free 4.0 GiB: the largest --micro-batch that could fit is (\d+)`},
+		{"micro-batch too large", 4 << 30, true, 64, 64, 512,
+			`--micro-batch 64 with --max-seq-len 512 needs about .* GiB of GPU memory per step, more than cuda's free 4.0 GiB: the largest --micro-batch that ` +
+				`could fit is (\d+)`},
 		{"no recomputation", 4 << 30, false, 7, 7, 512, `the largest --micro-batch that could fit is (\d+)`},
 		{"sequence too long", 64 << 20, true, 1, 1, 512, `even --micro-batch 1 does not fit; the largest --max-seq-len that could is \d+`},
 		{"data holds fewer rows", 1 << 30, true, 64, 10, 512, `\(10 sequences, all the data holds\)`},

@@ -58,9 +58,12 @@ func idleDevicesNote(devs []string, gradAccum int) string {
 	case n < 2 || gradAccum%n == 0:
 		return ""
 	case gradAccum < n:
-		return fmt.Sprintf("note: --grad-accum %d gives each optimizer step %d micro-batch(es) for %d devices, so %d stay idle: pass --grad-accum %d (or a multiple) to use them all", gradAccum, gradAccum, n, n-gradAccum, n)
+		return fmt.Sprintf("note: --grad-accum %d gives each optimizer step %d micro-batch(es) for %d devices, so %d stay idle: pass --grad-accum %d (or a "+
+			"multiple) to use them all",
+			gradAccum, gradAccum, n, n-gradAccum, n)
 	}
-	return fmt.Sprintf("note: --grad-accum %d is not a multiple of the %d devices: %d of them idle through each step's last round of micro-batches", gradAccum, n, n-gradAccum%n)
+	return fmt.Sprintf("note: --grad-accum %d is not a multiple of the %d devices: %d of them idle through each step's last round of micro-batches",
+		gradAccum, n, n-gradAccum%n)
 }
 
 // runStepper is train.Config.NewStepper for a run over several engines (nil for one: the

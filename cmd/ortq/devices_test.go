@@ -69,7 +69,8 @@ func TestBadDeviceRefusedEarly(t *testing.T) {
 	pretendGPUs(t, 2)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
-	err := run(t, "train", "--artifacts", filepath.Join(dir, "art"), "--data", filepath.Join(dir, "d.txt"), "--tokenizer", "default", "--out", out, "--device", "cuda:0,cuda:0")
+	err := run(t, "train", "--artifacts", filepath.Join(dir, "art"), "--data", filepath.Join(dir, "d.txt"), "--tokenizer", "default", "--out", out,
+		"--device", "cuda:0,cuda:0")
 	if err == nil || !strings.Contains(err.Error(), "--device") || exitCode(err) != 2 {
 		t.Fatalf("duplicate GPU: %v (status %d)", err, exitCode(err))
 	}

@@ -138,7 +138,8 @@ func commonFlags(cmd *cobra.Command) {
 	f.Int("min-external", hfimport.DefaultMinExternal, "weights of at least this many bytes go to model.onnx.data")
 	f.Int("workers", 0, "parallel conversion/generation workers (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
-	f.Bool("quantize", false, "write the decoder Linears 4-bit (com.microsoft.MatMulNBits, the bytes prepare would make): no full-precision copy on disk; prepare takes them as they are")
+	f.Bool("quantize", false,
+		"write the decoder Linears 4-bit (com.microsoft.MatMulNBits, the bytes prepare would make): no full-precision copy on disk; prepare takes them as they are")
 	f.Int("block-size", 32, "with --quantize: elements per 4-bit block (16–256, power of two)")
 	f.Bool("asymmetric", false, "with --quantize: per-block zero points (min/max), as prepare --asymmetric")
 }

@@ -53,7 +53,8 @@ top-level key must be an option of the command reading the file, except in a fil
 sections, where another command's option is left to that command. Keys ignore case, so
 two keys that differ only in case are refused.`,
 	}
-	root.PersistentFlags().String("config", "", "YAML file with option values (keys are flag names; a section per command, e.g. train:, holds that command's options)")
+	root.PersistentFlags().String("config", "",
+		"YAML file with option values (keys are flag names; a section per command, e.g. train:, holds that command's options)")
 	root.PersistentFlags().String("ort-lib", "", "path of libonnxruntime.so.1 (default: $ORTQ_ORT_LIB, then ./.ort/)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newPrepare(), newTrain(), newEval(), newVerify(), newTokenize(), newImport(), newSynth(), newBench())

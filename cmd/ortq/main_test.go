@@ -101,7 +101,8 @@ func TestBadInput(t *testing.T) {
 		{"empty data", []string{"train", "--artifacts", art, "--data", empty, "--tokenizer", "default"}, "empty"},
 		{"too-short data", []string{"train", "--artifacts", art, "--data", short, "--tokenizer", "default"}, "short"},
 		{"no artifacts", []string{"train", "--artifacts", filepath.Join(dir, "none"), "--data", short, "--tokenizer", "default"}, "ortq prepare"},
-		{"max-seq-len beyond the model", []string{"train", "--artifacts", art, "--data", short, "--tokenizer", "default", "--max-seq-len", "1024"}, "exceeds the model's maximum sequence length 512"},
+		{"max-seq-len beyond the model", []string{"train", "--artifacts", art, "--data", short, "--tokenizer", "default", "--max-seq-len", "1024"},
+			"exceeds the model's maximum sequence length 512"},
 		{"bad config file", []string{"prepare", "--config", filepath.Join(dir, "bad.yaml"), "--out", filepath.Join(dir, "o5")}, "unknown option \"lora_rank\""},
 		{"tokenizer larger than embedding", []string{"train", "--artifacts", art, "--data", short, "--tokenizer", big}, "embedding has 3072 rows"},
 	}
@@ -213,7 +214,8 @@ func TestBenchRunsTorchPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	fake := filepath.Join(dir, "python")
-	script := "#!/bin/sh\necho \"$@\" > " + filepath.Join(dir, "args") + "\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --out ]; then cp " + fixture + " \"$2\"; fi; shift; done\n"
+	script := "#!/bin/sh\necho \"$@\" > " + filepath.Join(dir,
+		"args") + "\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --out ]; then cp " + fixture + " \"$2\"; fi; shift; done\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,8 @@ func (s stepMemory) check(microBatch, rows, seqLen int) error {
 		what += fmt.Sprintf(" (%d sequences, all the data holds)", rows)
 	}
 	if fit := int((s.avail - s.base) / (float64(seqLen) * s.perToken(seqLen))); fit >= 1 {
-		return usageError{fmt.Errorf("%s needs about %s of %s per step, more than %s %s: the largest --micro-batch that could fit is %d", what, gib(need(rows, seqLen)), s.kind, s.where, gib(s.avail), fit)}
+		return usageError{fmt.Errorf("%s needs about %s of %s per step, more than %s %s: the largest --micro-batch that could fit is %d", what,
+			gib(need(rows, seqLen)), s.kind, s.where, gib(s.avail), fit)}
 	}
 	lo, hi := 0, seqLen // largest sequence length that fits one row
 	for lo < hi {
@@ -121,5 +122,7 @@ func (s stepMemory) check(microBatch, rows, seqLen int) error {
 			hi = mid - 1
 		}
 	}
-	return usageError{fmt.Errorf("%s needs about %s of %s per step, more than %s %s: even --micro-batch 1 does not fit; the largest --max-seq-len that could is %d", what, gib(need(rows, seqLen)), s.kind, s.where, gib(s.avail), lo)}
+	return usageError{fmt.Errorf("%s needs about %s of %s per step, more than %s %s: even --micro-batch 1 does not fit; the largest --max-seq-len that "+
+		"could is %d",
+		what, gib(need(rows, seqLen)), s.kind, s.where, gib(s.avail), lo)}
 }

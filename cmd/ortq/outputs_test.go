@@ -170,10 +170,12 @@ func TestDeviceInputsRefused(t *testing.T) {
 	os.Symlink(flagOf(args, "--tokenizer"), filepath.Join(exp, "tokenizer.json"))
 	adExp := filepath.Join(dir, "adexp")
 	if err := run(t, "train", "--artifacts", art, "--data", flagOf(args, "--data"), "--tokenizer", flagOf(args, "--tokenizer"),
-		"--max-steps", "1", "--max-seq-len", "32", "--micro-batch", "1", "--threads", "1", "--quiet", "--out", filepath.Join(dir, "r"), "--eval-fraction", "0.1", "--max-eval-batches", "1"); err != nil {
+		"--max-steps", "1", "--max-seq-len", "32", "--micro-batch", "1", "--threads", "1", "--quiet", "--out", filepath.Join(dir, "r"), "--eval-fraction",
+		"0.1", "--max-eval-batches", "1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(t, "export", "--artifacts", art, "--adapter", filepath.Join(dir, "r", "adapter_model.safetensors"), "--format", "onnx-adapter", "--out", adExp, "--quiet"); err != nil {
+	if err := run(t, "export", "--artifacts", art, "--adapter", filepath.Join(dir, "r", "adapter_model.safetensors"), "--format", "onnx-adapter", "--out",
+		adExp, "--quiet"); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range [][]string{
@@ -181,7 +183,8 @@ func TestDeviceInputsRefused(t *testing.T) {
 		with(setFlag(args, "--tokenizer", "/dev/zero"), "--out", filepath.Join(dir, "t1")),
 		with(args, "--config", "/dev/zero", "--out", filepath.Join(dir, "t2")),
 		with(setFlag(args, "--artifacts", badArt), "--out", filepath.Join(dir, "t3")),
-		{"train", "--artifacts", art, "--init-adapter", ad, "--data", flagOf(args, "--data"), "--tokenizer", flagOf(args, "--tokenizer"), "--out", filepath.Join(dir, "t4")},
+		{"train", "--artifacts", art, "--init-adapter", ad, "--data", flagOf(args, "--data"), "--tokenizer", flagOf(args, "--tokenizer"), "--out",
+			filepath.Join(dir, "t4")},
 		{"export", "--artifacts", art, "--adapter", filepath.Join(ad, "adapter_model.safetensors"), "--out", filepath.Join(dir, "e1")},
 		{"generate", "--model", exp, "--prompt", "x"},
 		{"generate", "--model", adExp, "--adapter", "/dev/zero", "--prompt", "x"},
@@ -245,7 +248,8 @@ func TestAdaptersCheckedEverywhere(t *testing.T) {
 	if err := run(t, with(args, "--out", run0)...); err != nil {
 		t.Fatal(err)
 	}
-	evalArgs := []string{"eval", "--artifacts", art, "--data", flagOf(args, "--data"), "--tokenizer", flagOf(args, "--tokenizer"), "--max-seq-len", "64", "--threads", "1"}
+	evalArgs := []string{"eval", "--artifacts", art, "--data", flagOf(args, "--data"), "--tokenizer", flagOf(args, "--tokenizer"), "--max-seq-len", "64",
+		"--threads", "1"}
 	if err := run(t, with(evalArgs, "--init-adapter", "/nonexistent")...); err == nil || !strings.Contains(err.Error(), "init-adapter") {
 		t.Errorf("eval --init-adapter: %v, want it refused as an unknown flag", err)
 	}

@@ -25,76 +25,14 @@ TorchScript/optimum-style export with named weights) and writes an artifacts dir
 train.onnx (forward + backward), eval.onnx (forward + loss), weights.bin (the weights once,
 shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			defer func() {
-				for _, f := range cleanups {
-					f()
-				}
-				cleanups = nil
-			}()
-			v, err := options(cmd)
-			if err != nil {
-				return err
-			}
-			o := prepare.Options{
-				Model: v.GetString("model"), Out: v.GetString("out"), Force: v.GetBool("force"),
-				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
-				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
-				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
-				LossChunks:         v.GetInt("loss-chunks"),
-				DequantizeForward:  v.GetBool("dequantize-forward"),
-				PlainMask:          v.GetBool("plain-mask"),
-				GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
-			}
-			// adapter_config.json's base_model_name_or_path: what the user named, not a temporary import.
-			o.BaseModel = train.BaseModelOf(o.Model, v.GetString("base-model-name"))
-			if !v.GetBool("list-targets") {
-				if err := o.Validate(); err != nil {
-					return usageError{err}
-				}
-			}
-			if !v.GetBool("list-targets") {
-				release, err := lockReplaced(o.Out, v.GetBool("quiet"))
-				if err != nil {
-					return err
-				}
-				defer release()
-			}
-			// A Hugging Face checkpoint headed for a 4-bit base is imported with its Linears
-			// already packed (the bytes the quantize pass would make), so no full-precision
-			// copy of them is written to the temporary directory.
-			model, err := resolveModel(o, o.Bits == 4 && !v.GetBool("list-targets"))
-			if err != nil {
-				return err
-			}
-			if v.GetBool("list-targets") {
-				return listTargets(model)
-			}
-			o.Model = model
-			logf := func(f string, a ...any) {
-				if !v.GetBool("quiet") {
-					fmt.Fprintf(os.Stderr, f+"\n", a...)
-				}
-			}
-			res, err := prepare.Run(o, logf)
-			if err != nil {
-				return err
-			}
-			if v.GetBool("check-placement") {
-				if err := checkPlacement(v, o.Out); err != nil {
-					return err
-				}
-			}
-			m := res.Manifest
-			fmt.Printf("wrote %s: %d layers, %d Linears (%s), %d quantized, %d LoRA tensors (%d parameters), train graph %d nodes, eval graph %d nodes\n",
-				o.Out, m.Model.Layers, m.Model.Linears, m.Model.FoundBy, len(m.Quant), len(m.Params), m.Counts.LoRAParams, m.Train.Nodes, m.Eval.Nodes)
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return runPrepare(cmd) },
 	}
 	f := cmd.Flags()
-	f.String("model", defaultmodel.Name, "Llama ONNX graph to fine-tune (weights inline or as external data beside it); \"default\" is the small pretrained Llama embedded in ortq")
+	f.String("model", defaultmodel.Name,
+		"Llama ONNX graph to fine-tune (weights inline or as external data beside it); \"default\" is the small pretrained Llama embedded in ortq")
 	f.String("out", "", "artifacts directory to write (created atomically)")
-	f.Bool("force", false, "replace an existing artifacts directory that holds artifacts and nothing else (a run inside it, another output or your files are refused)")
+	f.Bool("force", false,
+		"replace an existing artifacts directory that holds artifacts and nothing else (a run inside it, another output or your files are refused)")
 	f.Bool("list-targets", false, "print the Linear layers found per decoder layer and exit")
 	f.StringSlice("targets", d.Targets, "LoRA target Linears: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head")
 	f.Int("lora-r", d.Rank, "LoRA rank r")
@@ -105,15 +43,91 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
 	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
-	f.Bool("generic-softmax-grad", false, "attention's softmax gradient by the generic rule (row sums over the scores) instead of from rowsum(dO⊙O) folded into the dP product: an A/B switch for measurements")
-	f.Bool("plain-mask", false, "keep the model's 0/1 attention mask: no document ids, so train packs by plain concatenation only (--pack concat or none); the graphs skip the document comparison")
-	f.Bool("dequantize-forward", false, "keep the device step's forward products of 4-bit Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train gives both forms of each 4-bit weight one buffer)")
-	f.Int("loss-chunks", d.LossChunks, "compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when vocab > 16384)")
+	f.Bool("generic-softmax-grad", false,
+		"attention's softmax gradient by the generic rule (row sums over the scores) instead of from rowsum(dO⊙O) folded into the dP product: an A/B "+
+			"switch for measurements")
+	f.Bool("plain-mask", false,
+		"keep the model's 0/1 attention mask: no document ids, so train packs by plain concatenation only (--pack concat or none); the graphs skip the "+
+			"document comparison")
+	f.Bool("dequantize-forward", false,
+		"keep the device step's forward products of 4-bit Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train "+
+			"gives both forms of each 4-bit weight one buffer)")
+	f.Int("loss-chunks", d.LossChunks,
+		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when "+
+			"vocab > 16384)")
 	f.Bool("quiet", false, "no progress messages")
 	f.String("base-model-name", "", "base_model_name_or_path for the adapters trained on these artifacts (default: the --model path, made absolute)")
 	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")
 	f.String("device", "cuda", "execution provider for --check-placement: cuda or cuda:N")
 	return cmd
+}
+
+// runPrepare is `ortq prepare`: options checked, the output locked, the model resolved
+// (default or a Hugging Face checkpoint imported), the artifacts written.
+func runPrepare(cmd *cobra.Command) error {
+	defer func() {
+		for _, f := range cleanups {
+			f()
+		}
+		cleanups = nil
+	}()
+	v, err := options(cmd)
+	if err != nil {
+		return err
+	}
+	o := prepare.Options{
+		Model: v.GetString("model"), Out: v.GetString("out"), Force: v.GetBool("force"),
+		Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
+		Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
+		Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
+		LossChunks:         v.GetInt("loss-chunks"),
+		DequantizeForward:  v.GetBool("dequantize-forward"),
+		PlainMask:          v.GetBool("plain-mask"),
+		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
+	}
+	// adapter_config.json's base_model_name_or_path: what the user named, not a temporary import.
+	o.BaseModel = train.BaseModelOf(o.Model, v.GetString("base-model-name"))
+	if !v.GetBool("list-targets") {
+		if err := o.Validate(); err != nil {
+			return usageError{err}
+		}
+	}
+	if !v.GetBool("list-targets") {
+		release, err := lockReplaced(o.Out, v.GetBool("quiet"))
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	// A Hugging Face checkpoint headed for a 4-bit base is imported with its Linears
+	// already packed (the bytes the quantize pass would make), so no full-precision
+	// copy of them is written to the temporary directory.
+	model, err := resolveModel(o, o.Bits == 4 && !v.GetBool("list-targets"))
+	if err != nil {
+		return err
+	}
+	if v.GetBool("list-targets") {
+		return listTargets(model)
+	}
+	o.Model = model
+	logf := func(f string, a ...any) {
+		if !v.GetBool("quiet") {
+			fmt.Fprintf(os.Stderr, f+"\n", a...)
+		}
+	}
+	res, err := prepare.Run(o, logf)
+	if err != nil {
+		return err
+	}
+	if v.GetBool("check-placement") {
+		if err := checkPlacement(v, o.Out); err != nil {
+			return err
+		}
+	}
+	m := res.Manifest
+	fmt.Printf("wrote %s: %d layers, %d Linears (%s), %d quantized, %d LoRA tensors (%d parameters), train graph %d nodes, eval graph %d nodes\n",
+		o.Out, m.Model.Layers, m.Model.Linears, m.Model.FoundBy, len(m.Quant), len(m.Params), m.Counts.LoRAParams, m.Train.Nodes, m.Eval.Nodes)
+	return nil
 }
 
 // resolveModel maps "default" to the embedded model, extracted to the user cache, and a

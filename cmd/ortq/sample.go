@@ -15,7 +15,8 @@ import (
 
 // addSampleFlags adds train's --sample-* flags.
 func addSampleFlags(f *pflag.FlagSet) {
-	f.StringArray("sample-prompt", nil, "a prompt to complete greedily with the current adapter every --sample-every steps and at the end, printed and written to run.jsonl and the report (repeatable; rendered as a user message through the chat template when the data is chat \"messages\")")
+	f.StringArray("sample-prompt", nil, "a prompt to complete greedily with the current adapter every --sample-every steps and at the end, "+
+		"printed and written to run.jsonl and the report (repeatable; rendered as a user message through the chat template when the data is chat \"messages\")")
 	f.Int("sample-every", 0, "complete the --sample-prompt prompts every N optimizer steps (0: only at the end)")
 	setMin(f, "sample-every", "0")
 	f.Int("sample-max-tokens", 32, "most new tokens of each sample")
@@ -82,7 +83,9 @@ func newTrainSampler(v *viper.Viper, dir, out string, man *manifest.Manifest, ch
 			return nil, fmt.Errorf("--sample-prompt %d: %w", i+1, err)
 		}
 		if n := man.Model.MaxPositions; n > 0 && len(ids)+s.maxNew > n {
-			return nil, usageError{fmt.Errorf("--sample-prompt %d (%d tokens) + --sample-max-tokens %d exceeds the model's %d positions: shorten it or lower --sample-max-tokens", i+1, len(ids), s.maxNew, n)}
+			return nil,
+				usageError{fmt.Errorf("--sample-prompt %d (%d tokens) + --sample-max-tokens %d exceeds the model's %d positions: "+
+					"shorten it or lower --sample-max-tokens", i+1, len(ids), s.maxNew, n)}
 		}
 		s.ids = append(s.ids, ids)
 	}

@@ -81,7 +81,8 @@ func generatedIDs(t *testing.T, art, adapter string, n int, prompts []string, ex
 	}
 	var all [][]int64
 	for _, p := range prompts {
-		s, err := runOut(t, "", append([]string{"generate", "--model", exp, "--prompt", p, "--ids", "--max-new-tokens", strconv.Itoa(n), "--threads", "1", "--quiet"}, extra...)...)
+		s, err := runOut(t, "", append([]string{"generate", "--model", exp, "--prompt", p, "--ids", "--max-new-tokens", strconv.Itoa(n), "--threads", "1",
+			"--quiet"}, extra...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +195,8 @@ func TestTrainSamplesChat(t *testing.T) {
 // anything is read or written (the artifacts need not exist).
 func TestTrainSampleFlags(t *testing.T) {
 	dir := t.TempDir()
-	base := []string{"train", "--artifacts", filepath.Join(dir, "none"), "--data", filepath.Join(dir, "none.txt"), "--tokenizer", "default", "--out", filepath.Join(dir, "run")}
+	base := []string{"train", "--artifacts", filepath.Join(dir, "none"), "--data", filepath.Join(dir, "none.txt"), "--tokenizer", "default", "--out",
+		filepath.Join(dir, "run")}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -253,7 +255,8 @@ func TestTrainSamplesTwoDevices(t *testing.T) {
 	dir, args := relFixture(t, 2)
 	art, out := args[2], filepath.Join(dir, "run")
 	prompt := "The jury said"
-	if err := run(t, with(setFlag(args, "--lr", "2e-2"), "--out", out, "--device", "cpu,cpu", "--sample-prompt", prompt, "--sample-max-tokens", "6")...); err != nil {
+	if err := run(t, with(setFlag(args, "--lr", "2e-2"), "--out", out, "--device", "cpu,cpu", "--sample-prompt", prompt, "--sample-max-tokens",
+		"6")...); err != nil {
 		t.Fatal(err)
 	}
 	rep := readReport(t, out)

@@ -45,7 +45,8 @@ func openSampleModel(artifacts, out string, man *manifest.Manifest, opts ortrun.
 	s := &sampleModel{tmp: tmp, dir: filepath.Join(tmp, "model"), man: man, opts: opts}
 	// The graph has the LoRA tensors as inputs whatever adapter it is exported with, so the
 	// artifacts' own lora_init serves; its values are replaced before every round.
-	if _, err := export.Run(export.Options{Artifacts: artifacts, Adapter: filepath.Join(artifacts, man.LoRAInit), Out: s.dir, Format: export.FormatONNXAdapter}); err != nil {
+	if _, err := export.Run(export.Options{Artifacts: artifacts, Adapter: filepath.Join(artifacts, man.LoRAInit), Out: s.dir,
+		Format: export.FormatONNXAdapter}); err != nil {
 		s.close()
 		return nil, fmt.Errorf("exporting the decoder to sample with (as `ortq export --format onnx-adapter` does): %w", err)
 	}

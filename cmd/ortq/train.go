@@ -91,11 +91,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("warmup-steps", 0, "linear warmup steps")
 	f.Int("eval-every", 0, "evaluate every N optimizer steps (0: only before and after)")
 	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
-	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all (cpu,cpu: CPU sessions standing in for GPUs, for testing)")
-	f.String("recompute", "auto", "activation recomputation in the backward pass: layer (every activation of each decoder layer), selective (a layer's norms, rotary, attention and activation functions, not its Linears' GEMMs; device step only), none, or auto (none on the CPU; on one GPU the fastest policy whose estimated peak fits --max-gpu-memory; layer over several GPUs)")
-	f.String("max-gpu-memory", "", "GPU memory --recompute auto and --base auto may plan for, e.g. 13.7GiB or 14000MiB (default: 90% of the device's free memory)")
-	f.String("base", train.BaseAuto, "the frozen base on a one-GPU device or graph step: 4bit (dequantized on every product), dense (dequantized once at load and held in float16: faster, +1.5 bytes a weight) or auto (dense where the estimated peak fits --max-gpu-memory, chosen with --recompute auto's policy); 4bit elsewhere")
-	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy the run uses; host otherwise, several devices included)")
+	addRuntimeFlags(f)
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
@@ -107,6 +103,16 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
 	addSampleFlags(f)
 	return cmd
+}
+
+// addRuntimeFlags adds train's flags for where and how the step runs: devices,
+// recomputation, the base's form, the optimizer step and its memory budget.
+func addRuntimeFlags(f *pflag.FlagSet) {
+	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all (cpu,cpu: CPU sessions standing in for GPUs, for testing)")
+	f.String("recompute", "auto", "activation recomputation in the backward pass: layer (every activation of each decoder layer), selective (a layer's norms, rotary, attention and activation functions, not its Linears' GEMMs; device step only), none, or auto (none on the CPU; on one GPU the fastest policy whose estimated peak fits --max-gpu-memory; layer over several GPUs)")
+	f.String("max-gpu-memory", "", "GPU memory --recompute auto and --base auto may plan for, e.g. 13.7GiB or 14000MiB (default: 90% of the device's free memory)")
+	f.String("base", train.BaseAuto, "the frozen base on a one-GPU device or graph step: 4bit (dequantized on every product), dense (dequantized once at load and held in float16: faster, +1.5 bytes a weight) or auto (dense where the estimated peak fits --max-gpu-memory, chosen with --recompute auto's policy); 4bit elsewhere")
+	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy the run uses; host otherwise, several devices included)")
 }
 
 // recomputeFlag checks --recompute and resolves auto on the CPU (none); on CUDA auto stays
@@ -597,7 +603,8 @@ func checkStepSize(microBatch, seqLen, gradAccum int) error {
 // never reaches --lr (the first step trains at lr 0).
 func warmupWarning(warmup, maxSteps int) string {
 	if maxSteps > 0 && warmup >= maxSteps {
-		return fmt.Sprintf("warning: --warmup-steps %d ≥ --max-steps %d: the learning rate never reaches --lr (step 1 trains at lr 0); lower --warmup-steps", warmup, maxSteps)
+		return fmt.Sprintf("warning: --warmup-steps %d ≥ --max-steps %d: the learning rate never reaches --lr "+
+			"(step 1 trains at lr 0); lower --warmup-steps", warmup, maxSteps)
 	}
 	return ""
 }

@@ -40,7 +40,8 @@ func TestBadValues(t *testing.T) {
 		{"max-grad-norm Inf", nil, append(trainArgs, "--max-grad-norm", "Inf"), []string{"--max-grad-norm", "finite"}},
 		{"env epochs", []string{"ORTQ_EPOCHS", "NaN"}, trainArgs, []string{"ORTQ_EPOCHS", "--epochs"}},
 		{"train-on", nil, append(trainArgs, "--train-on", "prompt"), []string{"--train-on \"prompt\"", "prompt+completion"}},
-		{"eval max-seq-len", nil, []string{"eval", "--artifacts", filepath.Join(dir, "art"), "--data", "x", "--tokenizer", "default", "--max-seq-len", "-1"}, []string{"--max-seq-len -1"}},
+		{"eval max-seq-len", nil, []string{"eval", "--artifacts", filepath.Join(dir, "art"), "--data", "x", "--tokenizer", "default", "--max-seq-len", "-1"},
+			[]string{"--max-seq-len -1"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

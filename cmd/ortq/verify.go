@@ -44,7 +44,8 @@ have nothing to check: ` + "`ortq prepare --force`" + ` records them.`,
 			}
 			out := cmd.OutOrStdout()
 			if len(man.DataFiles) == 0 {
-				fmt.Fprintf(out, "OK: %s: manifest.json records no sizes or hashes (prepared by an earlier ortq), nothing to check; `ortq prepare --force` records them\n", dir)
+				fmt.Fprintf(out,
+					"OK: %s: manifest.json records no sizes or hashes (prepared by an earlier ortq), nothing to check; `ortq prepare --force` records them\n", dir)
 				return nil
 			}
 			start := time.Now()

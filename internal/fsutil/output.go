@@ -63,7 +63,9 @@ func CheckReplace(out string, force bool, marker, cmd string) error {
 	case !force:
 		return fmt.Errorf("output %q exists: pass --force to replace it", out)
 	case foreign != "":
-		return fmt.Errorf("output %q holds %q, which %s does not write (a run, another output or your files): refusing to replace it (--force replaces only %s's own output); move it away or choose another --out", out, foreign, cmd, cmd)
+		return fmt.Errorf("output %q holds %q, which %s does not write (a run, another output or your files): refusing to replace it (--force replaces only "+
+			"%s's own output); move it away or choose another --out",
+			out, foreign, cmd, cmd)
 	case !hasMarker:
 		return fmt.Errorf("output %q is a non-empty directory without %s: refusing to replace it (--force replaces only %s's own output)", out, marker, cmd)
 	}

@@ -73,7 +73,8 @@ func Backward(g *ortgraph.Graph, loss string, wrt []string, opt Options) (*Resul
 	}
 	seed := opt.Seed
 	if seed == "" {
-		seed = b.Op("ConstantOfShape", []string{b.Op("Shape", []string{loss})}, ortgraph.ATensor("value", ortgraph.FloatTensor("one", g.ElemType(loss), []int64{1}, []float32{1})))
+		seed = b.Op("ConstantOfShape", []string{b.Op("Shape", []string{loss})},
+			ortgraph.ATensor("value", ortgraph.FloatTensor("one", g.ElemType(loss), []int64{1}, []float32{1})))
 	}
 	nodes := append([]*onnxpb.NodeProto(nil), g.P.Node...)
 	b.valueGrads = map[string]string{}
@@ -256,7 +257,8 @@ func (b *Builder) checkGradType(x, dx string) error {
 		mismatch = xd[i] >= 0 && gd[i] >= 0 && xd[i] != gd[i]
 	}
 	if mismatch {
-		return fmt.Errorf("shape [%s], the input's is [%s] (a rule must return its input's shape, unbroadcast)", strings.Join(b.SymDims(dx), ","), strings.Join(b.SymDims(x), ","))
+		return fmt.Errorf("shape [%s], the input's is [%s] (a rule must return its input's shape, unbroadcast)", strings.Join(b.SymDims(dx), ","),
+			strings.Join(b.SymDims(x), ","))
 	}
 	return nil
 }
@@ -457,7 +459,8 @@ func (b *Builder) sumAxes(dy string, axes, dims []int64) string {
 	if len(axes) == 1 {
 		a := axes[0]
 		if n := dims[a]; n > 1 && n <= 8 && int(a) < len(dims)-1 && a > 0 {
-			parts := b.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{dy, b.ConstI64(slices.Repeat([]int64{1}, int(n))...)}, NOut: int(n), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", a)}})
+			parts := b.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{dy, b.ConstI64(slices.Repeat([]int64{1}, int(n))...)}, NOut: int(n),
+				Attrs: []ortgraph.Attr{ortgraph.AInt("axis", a)}})
 			return b.Op("Sum", parts)
 		}
 	}

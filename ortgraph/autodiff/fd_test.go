@@ -302,14 +302,17 @@ func gradCases() []gradCase {
 				g.SetType(c, ortgraph.TensorType(ortgraph.Float, []int64{3, 4}))
 				return g.Op("CastLike", []string{c, "a"})
 			}},
-		{name: "Where", opset: 21, ins: []tin{{name: "c", dt: ortgraph.Bool, dims: []int64{3, 1}, bools: []bool{true, false, true}}, d64("a", true, 3, 4), d64("b", true, 4)}, build: one("Where")},
+		{name: "Where", opset: 21, ins: []tin{{name: "c", dt: ortgraph.Bool, dims: []int64{3, 1}, bools: []bool{true, false, true}}, d64("a", true, 3, 4),
+			d64("b", true, 4)}, build: one("Where")},
 		{name: "Max", opset: 21, ins: []tin{d64("a", true, 3, 4), d64("b", true, 4)}, build: one("Max")},
 		{name: "Min", opset: 21, ins: []tin{d64("a", true, 3, 4), d64("b", true, 4)}, build: one("Min")},
 		{name: "MatMul/3Dx2D", opset: 21, ins: []tin{d64("a", true, 2, 3, 4), d64("b", true, 4, 5)}, build: one("MatMul")},
 		{name: "MatMul/4Dx4D-broadcast", opset: 21, ins: []tin{d64("a", true, 2, 3, 4, 5), d64("b", true, 1, 3, 5, 2)}, build: one("MatMul")},
-		{name: "Gemm/transA", opset: 21, ins: []tin{d64("a", true, 4, 3), d64("b", true, 4, 5), d64("c", true, 5)}, build: one("Gemm", ortgraph.AInt("transA", 1), ortgraph.AFloat("alpha", 0.7), ortgraph.AFloat("beta", 1.3))},
+		{name: "Gemm/transA", opset: 21, ins: []tin{d64("a", true, 4, 3), d64("b", true, 4, 5), d64("c", true, 5)},
+			build: one("Gemm", ortgraph.AInt("transA", 1), ortgraph.AFloat("alpha", 0.7), ortgraph.AFloat("beta", 1.3))},
 		{name: "Gemm/transB", opset: 21, ins: []tin{d64("a", true, 3, 4), d64("b", true, 5, 4)}, build: one("Gemm", ortgraph.AInt("transB", 1))},
-		{name: "Gemm/transAB", opset: 21, ins: []tin{d64("a", true, 4, 3), d64("b", true, 5, 4)}, build: one("Gemm", ortgraph.AInt("transA", 1), ortgraph.AInt("transB", 1))},
+		{name: "Gemm/transAB", opset: 21, ins: []tin{d64("a", true, 4, 3), d64("b", true, 5, 4)},
+			build: one("Gemm", ortgraph.AInt("transA", 1), ortgraph.AInt("transB", 1))},
 		{name: "Reshape", opset: 21, ins: []tin{d64("a", true, 2, 3, 4)}, build: func(g *ortgraph.Graph) string {
 			return g.Op("Reshape", []string{"a", g.ConstI64(6, -1)})
 		}},
@@ -368,14 +371,16 @@ func gradCases() []gradCase {
 		// every run (a ratio above 0 draws a new mask per run, which finite differences cannot
 		// follow).
 		{name: "Dropout/training-ratio0", opset: 21,
-			ins: []tin{d64("a", true, 3, 4), {name: "r", dt: ortgraph.Double, dims: []int64{}, vals: []float64{0}}, {name: "tm", dt: ortgraph.Bool, dims: []int64{}, bools: []bool{true}}},
+			ins: []tin{d64("a", true, 3, 4), {name: "r", dt: ortgraph.Double, dims: []int64{}, vals: []float64{0}},
+				{name: "tm", dt: ortgraph.Bool, dims: []int64{}, bools: []bool{true}}},
 			build: func(g *ortgraph.Graph) string {
 				o := g.Add(ortgraph.NodeSpec{Op: "Dropout", Inputs: []string{"a", "r", "tm"}, NOut: 2})
 				g.SetType(o[0], ortgraph.TensorType(ortgraph.Double, []int64{3, 4}))
 				g.SetType(o[1], ortgraph.TensorType(ortgraph.Bool, []int64{3, 4}))
 				return o[0]
 			}},
-		{name: "GatherElements", opset: 21, ins: []tin{d64("a", true, 2, 5), {name: "i", dt: ortgraph.Int64, dims: []int64{2, 3}, ints: []int64{0, 4, 4, 1, 1, 2}}}, build: one("GatherElements", ortgraph.AInt("axis", 1))},
+		{name: "GatherElements", opset: 21, ins: []tin{d64("a", true, 2, 5), {name: "i", dt: ortgraph.Int64, dims: []int64{2, 3}, ints: []int64{0, 4, 4, 1, 1, 2}}},
+			build: one("GatherElements", ortgraph.AInt("axis", 1))},
 		{name: "RMSNorm/decomposed", opset: 21, ins: []tin{d64("x", true, 2, 3, 8), d64("w", false, 8)}, build: func(g *ortgraph.Graph) string {
 			p := g.Op("Pow", []string{"x", g.ConstF(ortgraph.Double, 2)})
 			m := g.Op("ReduceMean", []string{p, g.ConstI64(-1)}, ortgraph.AInt("keepdims", 1))
@@ -397,10 +402,13 @@ func gradCases() []gradCase {
 			ins:   []tin{f32("q", 2, 5, 16), f32("k", 2, 5, 8), f32("v", 2, 5, 8), {name: "m", dt: ortgraph.Bool, dims: []int64{5, 5}, bools: mask}},
 			build: one("Attention", ortgraph.AInt("q_num_heads", 4), ortgraph.AInt("kv_num_heads", 2), ortgraph.AFloat("scale", 0.3))},
 		gradCase{name: "RotaryEmbedding/4D-partial", opset: 23, tol: 1e-2, h: 1e-2,
-			ins:   []tin{f32("x", 2, 2, 3, 8), {name: "cos", dt: ortgraph.Float, dims: []int64{2, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1, 0.9, -0.8, 0.4, 0.6, -0.5, 0.3}}, {name: "sin", dt: ortgraph.Float, dims: []int64{2, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99, 0.4, 0.6, 0.9, 0.8, 0.86, 0.95}}},
+			ins: []tin{f32("x", 2, 2, 3, 8),
+				{name: "cos", dt: ortgraph.Float, dims: []int64{2, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1, 0.9, -0.8, 0.4, 0.6, -0.5, 0.3}},
+				{name: "sin", dt: ortgraph.Float, dims: []int64{2, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99, 0.4, 0.6, 0.9, 0.8, 0.86, 0.95}}},
 			build: one("RotaryEmbedding", ortgraph.AInt("rotary_embedding_dim", 4))},
 		gradCase{name: "RotaryEmbedding/3D-interleaved", opset: 23, tol: 1e-2, h: 1e-2,
-			ins:   []tin{f32("x", 1, 3, 8), {name: "cos", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1}}, {name: "sin", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99}}},
+			ins: []tin{f32("x", 1, 3, 8), {name: "cos", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{1, 0.5, 0.2, -0.3, 0.7, 0.1}},
+				{name: "sin", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99}}},
 			build: one("RotaryEmbedding", ortgraph.AInt("interleaved", 1), ortgraph.AInt("num_heads", 2))},
 		gradCase{name: "MatMulNBits/symmetric", opset: 21, tol: 1e-2, h: 1e-2, ins: []tin{f32("a", 2, 3, 16)}, build: matMulNBits},
 		gradCase{name: "RMSNormalization", opset: 23, tol: 1e-2, h: 1e-2,

@@ -170,7 +170,8 @@ func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
 		ones := b.Op("ConstantOfShape", []string{sq}, ortgraph.ATensor("value", ortgraph.BytesTensor("t", ortgraph.Bool, []int64{1}, []byte{1})))
 		// Query i sees keys j ≤ i + (L − Sq): the lower triangle with offset L − Sq.
 		off := b.Op("Sub", []string{b.Op("Slice", []string{shs, b.ConstI64(3), b.ConstI64(4)}), b.Op("Slice", []string{shs, b.ConstI64(2), b.ConstI64(3)})})
-		tri := b.Op("Trilu", []string{b.Op("Cast", []string{ones}, ortgraph.AInt("to", int64(ortgraph.Int64))), b.Op("Reshape", []string{off, b.ConstI64()})}, ortgraph.AInt("upper", 0))
+		tri := b.Op("Trilu", []string{b.Op("Cast", []string{ones}, ortgraph.AInt("to", int64(ortgraph.Int64))), b.Op("Reshape", []string{off, b.ConstI64()})},
+			ortgraph.AInt("upper", 0))
 		mask := b.Op("Cast", []string{tri}, ortgraph.AInt("to", int64(ortgraph.Bool)))
 		s = b.rankType(b.Op("Where", []string{mask, s, lowest}), dt, 4)
 	}

@@ -69,7 +69,8 @@ func TestGradientShapeCheck(t *testing.T) {
 			gp.Input = []*onnxpb.ValueInfoProto{{Name: "x", Type: ortgraph.TensorType(ortgraph.Float, c.xDims)}}
 			gp.Node = []*onnxpb.NodeProto{
 				{Name: "the_node", OpType: c.op, Domain: testDomain, Input: []string{"x"}, Output: []string{"y"}},
-				{Name: "loss", OpType: "ReduceSum", Input: []string{"y"}, Output: []string{"loss"}, Attribute: []*onnxpb.AttributeProto{{Name: "keepdims", Type: onnxpb.AttributeProto_INT, I: 0}}},
+				{Name: "loss", OpType: "ReduceSum", Input: []string{"y"}, Output: []string{"loss"},
+					Attribute: []*onnxpb.AttributeProto{{Name: "keepdims", Type: onnxpb.AttributeProto_INT, I: 0}}},
 			}
 			g := ortgraph.NewGraph(m)
 			g.SetType("y", ortgraph.TensorType(ortgraph.Float, []int64{2, 3}))

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -34,10 +35,11 @@ import (
 // equal; the ranks are equal and ≥ 2; the reduction is over the last axis and every value
 // in the chain is read only there. Rewrite: as above; the old chain is pruned.
 var AttentionGrad = &ortgraph.Pass{
-	Name:     "attention-grad",
-	Doc:      "attention's softmax gradient from rowsum(dO⊙O), folded into the dP product (no reduction or broadcast over the scores)",
-	Requires: []*ortgraph.Pass{Backward},
-	Run:      runAttentionGrad,
+	Name:       "attention-grad",
+	Doc:        "attention's softmax gradient from rowsum(dO⊙O), folded into the dP product (no reduction or broadcast over the scores)",
+	Requires:   []*ortgraph.Pass{Backward},
+	ResultType: reflect.TypeFor[*AttentionGradResult](),
+	Run:        runAttentionGrad,
 }
 
 // AttentionGradResult says what the AttentionGrad pass did.

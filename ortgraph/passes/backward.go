@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
@@ -27,10 +28,11 @@ type BackwardResult struct {
 // Backward appends the gradients of loss_sum·loss_scale w.r.t. every LoRA tensor and
 // exposes them as outputs named grad.<PEFT name>.
 var Backward = &ortgraph.Pass{
-	Name:     "backward",
-	Doc:      "reverse-mode gradients of loss_sum·loss_scale w.r.t. the LoRA tensors (ortgraph/autodiff)",
-	Requires: []*ortgraph.Pass{LoRA, Loss},
-	Run:      runBackward,
+	Name:       "backward",
+	Doc:        "reverse-mode gradients of loss_sum·loss_scale w.r.t. the LoRA tensors (ortgraph/autodiff)",
+	Requires:   []*ortgraph.Pass{LoRA, Loss},
+	ResultType: reflect.TypeFor[*BackwardResult](),
+	Run:        runBackward,
 }
 
 func runBackward(ctx *ortgraph.Context) (any, error) {

@@ -7,7 +7,7 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
-// chunkedLoss replaces lm_head and the loss with K = c.LossChunks blocks along the
+// chunkedLoss replaces lm_head and the loss with K = c.Chunks blocks along the
 // sequence axis, each computing logits = h·Wᵀ for its [batch, ⌈S/K⌉] positions, the
 // log-softmax cross-entropy and — in the training graph — the gradient of
 // loss_sum·seed with respect to h:
@@ -29,7 +29,7 @@ import (
 // Where(isnan(done_k[0]), h_k+1, h_k+1), where done_k is block k's last result: without
 // that dependency ONNX Runtime may run every block's lm_head first and hold all logits; and
 // a block's gradient waits the same way for its own loss value (lossBlock.build).
-func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, error) {
+func chunkedLoss(ctx *ortgraph.Context, c LossOptions, logits string) (*LossNames, error) {
 	g := ctx.G
 	head, err := chunkableHead(ctx, c, logits)
 	if err != nil {
@@ -43,7 +43,7 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	if g.Rank(h) != 3 && g.Rank(h) != -1 {
 		return nil, fmt.Errorf("lm_head's input %q has rank %d; expected [batch, seq, hidden]", h, g.Rank(h))
 	}
-	H, V, K := head.In, head.Out, int64(c.LossChunks)
+	H, V, K := head.In, head.Out, int64(c.Chunks)
 	if c.Train {
 		addInput(g, LossScaleInput, ortgraph.TensorType(ortgraph.Float, []int64{1}))
 	}
@@ -57,17 +57,11 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	defer func() { g.Scope = saved }()
 
 	blk := splitBlocks(g, h, K)
-	// Labels: position s is scored against labels[s+1]; the last position and the padding
-	// up to K·⌈S/K⌉ get −100. All integer work stays on the GPU (Slice, Concat, Expand).
-	lab := g.Op("Slice", []string{LabelsInput, g.ConstI64(1), g.ConstI64(1 << 62), g.ConstI64(1)})
-	fill := g.Op("Expand", []string{g.ConstI64(IgnoreIndex), g.Op("Concat", []string{blk.batch, g.Op("Add", []string{blk.pad, g.ConstI64(1)})}, ortgraph.AInt("axis", 0))})
-	lp := g.Op("Concat", []string{lab, fill}, ortgraph.AInt("axis", 1)) // [B, K·c]
-	valid := g.Op("Not", []string{g.Op("Equal", []string{lp, g.ScalarI64(IgnoreIndex)})})
-	safe := g.Op("Where", []string{valid, lp, g.ScalarI64(0)})
-	validF := g.Op("Cast", []string{valid}, ortgraph.AInt("to", int64(ortgraph.Float)))
-	count := g.Op("Reshape", []string{g.Op("ReduceSum", []string{validF}, ortgraph.AInt("keepdims", 0)), g.ConstI64(1)})
-	hs := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{blk.padded, blk.sizes}, NOut: int(K), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 1)}})
-	ys := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{safe, blk.sizes}, NOut: int(K), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 1)}})
+	safe, validF, count := shiftedLabels(g, blk)
+	split := func(v string) []string { // into the K blocks along the sequence
+		return g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{v, blk.sizes}, NOut: int(K), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 1)}})
+	}
+	hs, ys := split(blk.padded), split(safe)
 	var ws []string
 	if c.Train {
 		// Row weights valid·seed, in the activation type (they scale a half-precision GEMM
@@ -76,24 +70,9 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 		if dt != ortgraph.Float {
 			w = g.Op("Cast", []string{w}, ortgraph.AInt("to", int64(dt)))
 		}
-		ws = g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{w, blk.sizes}, NOut: int(K), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 1)}})
+		ws = split(w)
 	}
-	var picked, dhs []string
-	done := ""
-	for k := int64(0); k < K; k++ {
-		hk := hs[k]
-		if done != "" {
-			hk = waitFor(g, done, hk)
-		}
-		b := lossBlock{g: g, head: head, dt: dt, H: H}
-		pk, dk := b.build(hk, ys[k], pick(ws, k))
-		picked = append(picked, pk)
-		done = pk
-		if dk != "" {
-			dhs = append(dhs, dk)
-			done = dk
-		}
-	}
+	picked, dhs := emitBlocks(lossBlock{g: g, head: head, dt: dt, H: H}, hs, ys, ws)
 	// Σ log p(label) over counted positions; padding and ignored rows picked index 0 and
 	// are masked here.
 	all := g.Op("Concat", picked, ortgraph.AInt("axis", 1)) // [B, K·c]
@@ -123,8 +102,45 @@ func chunkedLoss(ctx *ortgraph.Context, c *Config, logits string) (*LossNames, e
 	return res, nil
 }
 
+// shiftedLabels prepares the labels of the blocks: position s is scored against
+// labels[s+1]; the last position and the padding up to K·⌈S/K⌉ get −100. It returns the
+// [B, K·c] labels (ignored ones as 0), their validity as float32 and the count of valid
+// labels. All integer work stays on the GPU (Slice, Concat, Expand).
+func shiftedLabels(g *ortgraph.Graph, blk blocks) (safe, validF, count string) {
+	lab := g.Op("Slice", []string{LabelsInput, g.ConstI64(1), g.ConstI64(1 << 62), g.ConstI64(1)})
+	fill := g.Op("Expand", []string{g.ConstI64(IgnoreIndex), g.Op("Concat", []string{blk.batch, g.Op("Add", []string{blk.pad, g.ConstI64(1)})},
+		ortgraph.AInt("axis", 0))})
+	lp := g.Op("Concat", []string{lab, fill}, ortgraph.AInt("axis", 1)) // [B, K·c]
+	valid := g.Op("Not", []string{g.Op("Equal", []string{lp, g.ScalarI64(IgnoreIndex)})})
+	safe = g.Op("Where", []string{valid, lp, g.ScalarI64(0)})
+	validF = g.Op("Cast", []string{valid}, ortgraph.AInt("to", int64(ortgraph.Float)))
+	count = g.Op("Reshape", []string{g.Op("ReduceSum", []string{validF}, ortgraph.AInt("keepdims", 0)), g.ConstI64(1)})
+	return safe, validF, count
+}
+
+// emitBlocks builds the blocks one after the other (each waits for the previous one's
+// last result) and returns each block's picked log-probabilities and, in training, its
+// gradient with respect to h.
+func emitBlocks(b lossBlock, hs, ys, ws []string) (picked, dhs []string) {
+	done := ""
+	for k := range hs {
+		hk := hs[k]
+		if done != "" {
+			hk = waitFor(b.g, done, hk)
+		}
+		pk, dk := b.build(hk, ys[k], pick(ws, int64(k)))
+		picked = append(picked, pk)
+		done = pk
+		if dk != "" {
+			dhs = append(dhs, dk)
+			done = dk
+		}
+	}
+	return picked, dhs
+}
+
 // chunkableHead returns lm_head when the chunked loss can replace it.
-func chunkableHead(ctx *ortgraph.Context, c *Config, logits string) (*Linear, error) {
+func chunkableHead(ctx *ortgraph.Context, c LossOptions, logits string) (*Linear, error) {
 	var head *Linear
 	for _, l := range ortgraph.ResultOf[*Linears](ctx, FindLinears).All {
 		if l.Kind == "lm_head" {
@@ -137,10 +153,8 @@ func chunkableHead(ctx *ortgraph.Context, c *Config, logits string) (*Linear, er
 	if head.Node.OpType != "MatMul" {
 		return nil, fmt.Errorf("chunked loss needs an unquantized lm_head; use --loss-chunks 0 or do not quantize lm_head")
 	}
-	for _, t := range c.Targets {
-		if t == "lm_head" {
-			return nil, fmt.Errorf("LoRA on lm_head is not supported with the chunked loss; use --loss-chunks 0")
-		}
+	if c.LMHeadLoRA {
+		return nil, fmt.Errorf("LoRA on lm_head is not supported with the chunked loss; use --loss-chunks 0")
 	}
 	return head, nil
 }

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"github.com/ortq/ortq/ortgraph"
+	"reflect"
 )
 
 // ORTCompat works around places where ONNX Runtime 1.29 rejects or mishandles what the
@@ -18,9 +19,10 @@ import (
 // mask holds a GatherND over the [batch, seq] padding mask). The pass rewrites GatherND of a
 // rank-2 tensor by index pairs as a Gather of rows and a GatherElements within them.
 var ORTCompat = &ortgraph.Pass{
-	Name: "ort-compat",
-	Doc:  "adapt exporter output to ONNX Runtime 1.29 kernels (RotaryEmbedding cache batch, 2-D GatherND)",
-	Run:  runORTCompat,
+	Name:       "ort-compat",
+	Doc:        "adapt exporter output to ONNX Runtime 1.29 kernels (RotaryEmbedding cache batch, 2-D GatherND)",
+	ResultType: reflect.TypeFor[int](),
+	Run:        runORTCompat,
 }
 
 func runORTCompat(ctx *ortgraph.Context) (any, error) {

@@ -97,7 +97,7 @@ func TestGatherND2D(t *testing.T) {
 
 func passRunQuiet(t *testing.T, g *ortgraph.Graph) (*ortgraph.Context, error) {
 	t.Helper()
-	ctx, err := ortgraph.RunPasses(g, &Config{}, nil, ORTCompat)
+	ctx, err := ortgraph.RunPasses(g, nil, nil, ORTCompat)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/ortq/ortq/ortgraph"
@@ -31,9 +32,10 @@ import (
 // initializer and chain shape, built from the chain with its scales ungated); the
 // Transpose's MatMuls become FusedMatMul with transB; dead chains are pruned.
 var DenseBase = &ortgraph.Pass{
-	Name: "dense-base",
-	Doc:  "every 4-bit weight read through one dequantization of initializers (folded by ONNX Runtime at load), forward products as FusedMatMul(transB)",
-	Run:  runDenseBase,
+	Name:       "dense-base",
+	Doc:        "every 4-bit weight read through one dequantization of initializers (folded by ONNX Runtime at load), forward products as FusedMatMul(transB)",
+	ResultType: reflect.TypeFor[*DenseBaseResult](),
+	Run:        runDenseBase,
 }
 
 // DenseBaseResult says what DenseBase did: Weights dequantized chains, Products forward
@@ -78,7 +80,8 @@ func runDenseBase(ctx *ortgraph.Context) (any, error) {
 		return nil, err
 	}
 	g.Prune()
-	ctx.Logf("dense-base: %d 4-bit weights dequantized once from initializers; %d forward products as FusedMatMul, %d other reads", res.Weights, res.Products, res.Reads)
+	ctx.Logf("dense-base: %d 4-bit weights dequantized once from initializers; %d forward products as FusedMatMul, %d other reads", res.Weights,
+		res.Products, res.Reads)
 	return res, nil
 }
 

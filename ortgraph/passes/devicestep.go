@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -57,9 +58,10 @@ type DeviceStepResult struct {
 // state.<x>.next, so a caller keeps two copies in device memory and swaps them between
 // runs; the graph has no control flow, so ONNX Runtime can capture it in a CUDA graph.
 var DeviceStep = &ortgraph.Pass{
-	Name: "device-step",
-	Doc:  "flat LoRA/AdamW/accumulator state in and out, gradient accumulation and AdamW inside the graph",
-	Run:  runDeviceStep,
+	Name:       "device-step",
+	Doc:        "flat LoRA/AdamW/accumulator state in and out, gradient accumulation and AdamW inside the graph",
+	ResultType: reflect.TypeFor[*DeviceStepResult](),
+	Run:        runDeviceStep,
 }
 
 // stepParam is one LoRA input of the training graph and its gradient output.
@@ -146,7 +148,8 @@ func stepParams(g *ortgraph.Graph) ([]stepParam, error) {
 		}
 		dims := g.Dims(vi.Name)
 		if g.ElemType(vi.Name) != ortgraph.Float || len(dims) == 0 || ortgraph.NumElements(dims) <= 0 {
-			return nil, fmt.Errorf("LoRA input %q: want a float32 tensor of static shape, have %s %v", vi.Name, ortgraph.DTypeName(g.ElemType(vi.Name)), g.SymDims(vi.Name))
+			return nil, fmt.Errorf("LoRA input %q: want a float32 tensor of static shape, have %s %v", vi.Name, ortgraph.DTypeName(g.ElemType(vi.Name)),
+				g.SymDims(vi.Name))
 		}
 		ps = append(ps, stepParam{name: vi.Name, grad: grad, shape: dims})
 	}
@@ -162,7 +165,8 @@ func splitScalars(g *ortgraph.Graph) []string {
 	for i := range ones {
 		ones[i] = 1
 	}
-	outs := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{StepScalarsInput, g.ConstI64(ones...)}, NOut: manifest.StepScalars, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
+	outs := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{StepScalarsInput, g.ConstI64(ones...)}, NOut: manifest.StepScalars,
+		Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
 	for _, o := range outs {
 		g.SetType(o, ortgraph.TensorType(ortgraph.Float, []int64{1}))
 	}
@@ -226,7 +230,8 @@ func splitTreeTyped(g *ortgraph.Graph, flat string, sizes []int64, typeOf func(n
 		return []string{flat}
 	}
 	if len(sizes) <= maxKernelArgs {
-		outs := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{flat, g.ConstI64(sizes...)}, NOut: len(sizes), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
+		outs := g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{flat, g.ConstI64(sizes...)}, NOut: len(sizes),
+			Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}})
 		for i, o := range outs {
 			g.SetType(o, typeOf(sizes[i]))
 		}
@@ -311,7 +316,10 @@ func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc [
 	p, m, v := in[manifest.StateParams], in[manifest.StateExpAvg], in[manifest.StateExpAvgSq]
 	pd := f(g.Op("Mul", []string{p, sc[manifest.StepScalarDecay]}), n)
 	m1 := f(g.Op("Add", []string{m, g.Op("Mul", []string{sc[manifest.StepScalarW1], g.Op("Sub", []string{gc, m})})}), n)
-	v1 := f(g.Op("Add", []string{g.Op("Mul", []string{v, sc[manifest.StepScalarBeta2]}), g.Op("Mul", []string{g.Op("Mul", []string{sc[manifest.StepScalarC2], gc}), gc})}), n)
+	v1 := f(g.Op("Add", []string{
+		g.Op("Mul", []string{v, sc[manifest.StepScalarBeta2]}),
+		g.Op("Mul", []string{g.Op("Mul", []string{sc[manifest.StepScalarC2], gc}), gc}),
+	}), n)
 	denom := g.Op("Add", []string{g.Op("Div", []string{g.Op("Sqrt", []string{v1}), sc[manifest.StepScalarBC2Sqrt]}), sc[manifest.StepScalarEps]})
 	p1 := f(g.Op("Add", []string{pd, g.Op("Div", []string{g.Op("Mul", []string{sc[manifest.StepScalarNegStep], m1}), denom})}), n)
 
@@ -320,7 +328,8 @@ func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc [
 		manifest.StateExpAvg:   f(g.Op("Where", []string{apply, m1, m}), n),
 		manifest.StateExpAvgSq: f(g.Op("Where", []string{apply, v1, v}), n),
 		manifest.StateGradSum:  gsum,
-		manifest.StateStats:    f(g.Op("Concat", []string{stats, g.Op("Cast", []string{inf}, ortgraph.AInt("to", int64(ortgraph.Float))), norm}, ortgraph.AInt("axis", 0)), manifest.StatsLen),
+		manifest.StateStats: f(g.Op("Concat", []string{stats, g.Op("Cast", []string{inf}, ortgraph.AInt("to", int64(ortgraph.Float))), norm},
+			ortgraph.AInt("axis", 0)), manifest.StatsLen),
 	}
 }
 

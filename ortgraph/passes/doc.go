@@ -29,18 +29,28 @@
 //	             clipping and AdamW inside
 //	NBitsForward forward products of 4-bit Linears back to MatMulNBits, DequantizeLinear kept
 //	             for dx (on the device step; prepare --dequantize-forward skips it)
+//	DenseBase    every 4-bit weight read through one dequantization of its initializers,
+//	             which ONNX Runtime folds at load (a dense base), forward products as
+//	             FusedMatMul(transB) (the dense device steps)
 //
 // prepare runs HalfSoftmax, Quantize, Rotary, DocMask (unless --plain-mask), GroupedKV,
 // ORTCompat and RMSNorm on the base graph (so every graph, device steps included, takes
 // document ids), then LoRA, Loss (and DQForward, Backward, AttentionGrad — unless
-// --generic-softmax-grad — and Recompute for training) on clones of it, to which it provides the base's FindLinears and Quantize results; DeviceStep and
-// NBitsForward (unless --dequantize-forward) run on a copy of each recomputation policy's
-// training graph: the per-layer one, the selective one (Linear products kept) and the
-// training graph without recomputation.
+// --generic-softmax-grad — and Recompute for training) on clones of it, to which it
+// provides the base's FindLinears and Quantize results; DeviceStep and NBitsForward
+// (unless --dequantize-forward) run on a copy of each recomputation policy's training
+// graph: the per-layer one, the selective one (Linear products kept) and the training graph
+// without recomputation; for a 4-bit base DeviceStep and DenseBase run on one more copy of
+// each (the dense steps).
 //
 // Passes are run by ortgraph.RunPasses (or a Context's Run), which validates the
-// declarations first, orders the passes by Requires and wraps their errors with the pass
-// name; a pass reads the results of its requirements with ortgraph.ResultOf. Each pass has
+// declarations and the options first, orders the passes by Requires and wraps their errors
+// with the pass name. Each pass declares the type of its result (Pass.ResultType), which
+// later passes read with ortgraph.ResultOf, and the four that take options declare their
+// own options type (options.go: QuantizeOptions, LoRAOptions, LossOptions,
+// RecomputeOptions), whose Validate method runs before any pass does; a pass reads its
+// options with ortgraph.OptionsOf. TestDocRequirements keeps the bracketed requirements
+// above equal to the passes' Requires. Each pass has
 // a golden of its own in testdata/ (goldens_test.go, rmsnorm_test.go, passes_test.go), most
 // on a hand-built one-layer decoder or a few nodes.
 package passes

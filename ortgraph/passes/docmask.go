@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 
 	"github.com/ortq/ortq/ortgraph"
@@ -48,9 +49,10 @@ const (
 // every RotaryEmbedding reads position_ids, added as an input [batch, seq] when missing.
 // Neither input has a gradient: both reach the loss through integers and booleans only.
 var DocMask = &ortgraph.Pass{
-	Name: "doc-mask",
-	Doc:  "attention_mask as document ids (block-diagonal causal mask) and rotary positions from a position_ids input",
-	Run:  runDocMask,
+	Name:       "doc-mask",
+	Doc:        "attention_mask as document ids (block-diagonal causal mask) and rotary positions from a position_ids input",
+	ResultType: reflect.TypeFor[*DocMaskResult](),
+	Run:        runDocMask,
 }
 
 // DocMaskResult says what DocMask did.

@@ -22,7 +22,8 @@ func docMaskGraph(variant string) *ortgraph.Graph {
 	set := func(v string, t *onnxpb.TypeProto) string { g.SetType(v, t); return v }
 	seq := g.Op("Gather", []string{g.Op("Shape", []string{"x"}), g.ScalarI64(2)}, ortgraph.AInt("axis", 0))
 	pos := set(g.Op("Range", []string{g.ScalarI64(0), seq, g.ScalarI64(1)}), sym(ortgraph.Int64, "seq"))
-	f := g.Op("Mul", []string{g.Op("Unsqueeze", []string{g.Op("Cast", []string{pos}, ortgraph.AInt("to", int64(ortgraph.Float))), g.ConstI64(1)}), g.ConstF(ortgraph.Float, 0.5)})
+	f := g.Op("Mul", []string{g.Op("Unsqueeze", []string{g.Op("Cast", []string{pos}, ortgraph.AInt("to", int64(ortgraph.Float))), g.ConstI64(1)}),
+		g.ConstF(ortgraph.Float, 0.5)})
 	cache := func(op string) string {
 		return set(g.Op("Unsqueeze", []string{g.Op(op, []string{f}), g.ConstI64(0)}), sym(ortgraph.Float, "1", "seq", "2"))
 	}

@@ -3,6 +3,7 @@ package passes
 import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/autodiff"
+	"reflect"
 )
 
 // DQForward rewrites every 4-bit MatMulNBits of a training graph as
@@ -24,10 +25,11 @@ import (
 // ONNX Runtime does not constant-fold DequantizeLinear (it keeps QDQ units), so no fp16
 // copy of the weights is made at load time. The evaluation graph keeps MatMulNBits.
 var DQForward = &ortgraph.Pass{
-	Name:     "dq-forward",
-	Doc:      "4-bit Linears as DequantizeLinear(UINT4) + MatMul so the training graph holds one copy of each 4-bit weight",
-	Requires: []*ortgraph.Pass{Quantize},
-	Run:      runDQForward,
+	Name:       "dq-forward",
+	Doc:        "4-bit Linears as DequantizeLinear(UINT4) + MatMul so the training graph holds one copy of each 4-bit weight",
+	Requires:   []*ortgraph.Pass{Quantize},
+	ResultType: reflect.TypeFor[int](),
+	Run:        runDQForward,
 }
 
 func runDQForward(ctx *ortgraph.Context) (any, error) {

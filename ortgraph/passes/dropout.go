@@ -162,7 +162,8 @@ func (h *dropoutHash) keep(x string, m int, p float64) (string, error) {
 	}
 	in := h.widths[m]
 	if in > dropoutColStride || int64(m) >= DropoutPrime/dropoutColStride {
-		return "", fmt.Errorf("dropout mask for module %d of width %d: the hash takes widths up to %d and modules below %d", m, in, dropoutColStride, DropoutPrime/dropoutColStride)
+		return "", fmt.Errorf("dropout mask for module %d of width %d: the hash takes widths up to %d and modules below %d", m, in, dropoutColStride,
+			DropoutPrime/dropoutColStride)
 	}
 	// Shared vectors live outside any layer's scope, so the recompute pass keeps them
 	// (they are small) rather than cloning them per layer.

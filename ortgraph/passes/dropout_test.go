@@ -52,7 +52,8 @@ func TestDropoutHashMatchesReference(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := g.Op("Cast", []string{keep}, ortgraph.AInt("to", int64(ortgraph.Int64)))
-		m.Graph.Output = append(m.Graph.Output, &onnxpb.ValueInfoProto{Name: out, Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"b", "s", "w" + itoa(int64(i))})})
+		m.Graph.Output = append(m.Graph.Output, &onnxpb.ValueInfoProto{Name: out, Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"b", "s",
+			"w" + itoa(int64(i))})})
 		outs = append(outs, out)
 	}
 	if err := g.TopoSort(); err != nil {
@@ -223,8 +224,12 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := ortgraph.NewGraph(md)
-	cfg := &Config{Targets: []string{"q_proj", "v_proj"}, Rank: rank, Alpha: alpha, Bits: 16, Dropout: p, Train: true}
-	ctx, err := ortgraph.RunPasses(g, cfg, nil, LoRA, Loss, Backward)
+	opts := RunOptions{
+		Quantize: QuantizeOptions{Bits: 16},
+		LoRA:     LoRAOptions{Targets: []string{"q_proj", "v_proj"}, Rank: rank, Alpha: alpha, Dropout: p},
+		Loss:     LossOptions{Train: true},
+	}
+	ctx, err := ortgraph.RunPasses(g, opts.Options(), nil, LoRA, Loss, Backward)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +298,8 @@ func runLoRABranch(t *testing.T, g *ortgraph.Graph, seed int64, batch, seq int64
 	t.Helper()
 	md := g.M
 	for _, v := range outs[:3] {
-		md.P.Graph.Output = append(md.P.Graph.Output, &onnxpb.ValueInfoProto{Name: v, Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ortgraph.Float}}}})
+		md.P.Graph.Output = append(md.P.Graph.Output, &onnxpb.ValueInfoProto{Name: v,
+			Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{ElemType: ortgraph.Float}}}})
 	}
 	buf, err := proto.Marshal(md.P)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
+	"github.com/ortq/ortq/quantize"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -75,7 +76,8 @@ func tinyLlama(o tinyLlamaOpts) *ortgraph.Graph {
 		if !o.outIn {
 			return node(path+"/MatMul", "MatMul", []string{x, weight(name, in, n)}, out, bsd(int(n)))
 		}
-		wt := node(path+"/Transpose", "Transpose", []string{weight(name, n, in)}, out+".wT", ortgraph.TensorType(ortgraph.Float, []int64{in, n}), ortgraph.AInts("perm", 1, 0))
+		wt := node(path+"/Transpose", "Transpose", []string{weight(name, n, in)}, out+".wT", ortgraph.TensorType(ortgraph.Float, []int64{in, n}),
+			ortgraph.AInts("perm", 1, 0))
 		return node(path+"/MatMul", "MatMul", []string{x, wt}, out, bsd(int(n)))
 	}
 	embedName, headName := "model.embed_tokens.weight", "lm_head.weight"
@@ -104,7 +106,8 @@ func tinyLlama(o tinyLlamaOpts) *ortgraph.Graph {
 	h = node("/model/layers.0/Add_1", "Add", []string{h, down}, "h2", bsd(H))
 	var head string
 	if o.outIn {
-		head = node("/lm_head/Transpose", "Transpose", []string{weight(headName, V, H)}, "lm_head.wT", ortgraph.TensorType(ortgraph.Float, []int64{H, V}), ortgraph.AInts("perm", 1, 0))
+		head = node("/lm_head/Transpose", "Transpose", []string{weight(headName, V, H)}, "lm_head.wT", ortgraph.TensorType(ortgraph.Float, []int64{H, V}),
+			ortgraph.AInts("perm", 1, 0))
 	} else {
 		head = weight(headName, H, V)
 	}
@@ -119,13 +122,13 @@ func tinyLlama(o tinyLlamaOpts) *ortgraph.Graph {
 	return g
 }
 
-// passRun runs passes over g with cfg and returns the context and a golden section opened
+// passRun runs passes over g with opts and returns the context and a golden section opened
 // with "# name" and the passes' log lines.
-func passRun(t *testing.T, name string, g *ortgraph.Graph, cfg *passes.Config, ps ...*ortgraph.Pass) (*ortgraph.Context, *strings.Builder) {
+func passRun(t *testing.T, name string, g *ortgraph.Graph, opts ortgraph.Options, ps ...*ortgraph.Pass) (*ortgraph.Context, *strings.Builder) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s\n", name)
-	ctx, err := ortgraph.RunPasses(g, cfg, func(f string, a ...any) { fmt.Fprintf(&b, "# "+f+"\n", a...) }, ps...)
+	ctx, err := ortgraph.RunPasses(g, opts, func(f string, a ...any) { fmt.Fprintf(&b, "# "+f+"\n", a...) }, ps...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,13 +169,12 @@ func TestFindLinearsGolden(t *testing.T) {
 	} {
 		g := tinyLlama(c.opts)
 		if c.prequant {
-			cfg := &passes.Config{Bits: 4}
-			cfg.Quant.BlockSize = 16
-			if _, err := ortgraph.RunPasses(g, cfg, nil, passes.Quantize); err != nil {
+			opts := ortgraph.Options{passes.Quantize: passes.QuantizeOptions{Bits: 4, Quant: quantize.Options{BlockSize: 16}}}
+			if _, err := ortgraph.RunPasses(g, opts, nil, passes.Quantize); err != nil {
 				t.Fatal(err)
 			}
 		}
-		ctx, b := passRun(t, c.name, g, &passes.Config{}, passes.FindLinears)
+		ctx, b := passRun(t, c.name, g, nil, passes.FindLinears)
 		ls := ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears)
 		fmt.Fprintf(b, "layers=%d hidden=%d\n", ls.Layers, ls.Hidden)
 		for _, l := range ls.All {
@@ -195,9 +197,8 @@ func TestQuantizeGolden(t *testing.T) {
 		lmHead bool
 	}{{"symmetric", false, false}, {"asymmetric-lm_head", true, true}} {
 		g := tinyLlama(tinyLlamaOpts{})
-		cfg := &passes.Config{Bits: 4, QuantizeLMHead: c.lmHead}
-		cfg.Quant.BlockSize, cfg.Quant.Asymmetric = 16, c.asym
-		ctx, b := passRun(t, c.name, g, cfg, passes.Quantize)
+		q := passes.QuantizeOptions{Bits: 4, Quant: quantize.Options{BlockSize: 16, Asymmetric: c.asym}, LMHead: c.lmHead}
+		ctx, b := passRun(t, c.name, g, ortgraph.Options{passes.Quantize: q}, passes.Quantize)
 		b.WriteString(ortgraph.Dump(g))
 		b.WriteString(initializers(t, g))
 		for _, q := range ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize) {
@@ -217,9 +218,8 @@ func TestDQForwardGolden(t *testing.T) {
 		asym bool
 	}{{"symmetric", false}, {"asymmetric", true}} {
 		g := tinyLlama(tinyLlamaOpts{})
-		cfg := &passes.Config{Bits: 4, Train: true}
-		cfg.Quant.BlockSize, cfg.Quant.Asymmetric = 16, c.asym
-		_, b := passRun(t, c.name, g, cfg, passes.DQForward)
+		opts := ortgraph.Options{passes.Quantize: passes.QuantizeOptions{Bits: 4, Quant: quantize.Options{BlockSize: 16, Asymmetric: c.asym}}}
+		_, b := passRun(t, c.name, g, opts, passes.DQForward)
 		b.WriteString(ortgraph.Dump(g))
 		b.WriteString(initializers(t, g))
 		out.WriteString(b.String())
@@ -241,16 +241,15 @@ func TestNBitsForwardGolden(t *testing.T) {
 	}{{"symmetric", false, 7}, {"asymmetric", true, 0}} {
 		g := tinyLlama(tinyLlamaOpts{})
 		g.M.SetOpset("", 21) // UINT4 DequantizeLinear, as prepare sets it
-		cfg := &passes.Config{Bits: 4, Train: true}
-		cfg.Quant.BlockSize, cfg.Quant.Asymmetric = 16, c.asym
-		if _, err := ortgraph.RunPasses(g, cfg, nil, passes.DQForward); err != nil {
+		opts := ortgraph.Options{passes.Quantize: passes.QuantizeOptions{Bits: 4, Quant: quantize.Options{BlockSize: 16, Asymmetric: c.asym}}}
+		if _, err := ortgraph.RunPasses(g, opts, nil, passes.DQForward); err != nil {
 			t.Fatal(err)
 		}
 		before, err := proto.Marshal(g.M.P)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, b := passRun(t, c.name, g, cfg, passes.NBitsForward)
+		ctx, b := passRun(t, c.name, g, nil, passes.NBitsForward)
 		res := ortgraph.ResultOf[*passes.NBitsForwardResult](ctx, passes.NBitsForward)
 		if res.Fused != c.fused {
 			t.Errorf("%s: %d products as MatMulNBits, want %d", c.name, res.Fused, c.fused)
@@ -298,8 +297,12 @@ func TestBackwardGolden(t *testing.T) {
 		chunks int
 	}{{"lora_q", 0}, {"lora_q_chunked", 2}} {
 		g := tinyLlama(tinyLlamaOpts{})
-		cfg := &passes.Config{Train: true, Targets: []string{"q_proj"}, Rank: 2, Alpha: 4, Bits: 16, LossChunks: c.chunks}
-		_, b := passRun(t, c.name, g, cfg, passes.Backward)
+		opts := passes.RunOptions{
+			Quantize: passes.QuantizeOptions{Bits: 16},
+			LoRA:     passes.LoRAOptions{Targets: []string{"q_proj"}, Rank: 2, Alpha: 4},
+			Loss:     passes.LossOptions{Train: true, Chunks: c.chunks},
+		}
+		_, b := passRun(t, c.name, g, opts.Options(), passes.Backward)
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
 	}
@@ -316,13 +319,16 @@ func TestRecomputeGolden(t *testing.T) {
 		bits int
 	}{{"16bit_q", 16}, {"4bit_q", 4}} {
 		g := tinyLlama(tinyLlamaOpts{})
-		cfg := &passes.Config{Train: true, Targets: []string{"q_proj"}, Rank: 2, Alpha: 4, Bits: c.bits}
-		cfg.Quant.BlockSize = 16
+		opts := passes.RunOptions{
+			Quantize: passes.QuantizeOptions{Bits: c.bits, Quant: quantize.Options{BlockSize: 16}},
+			LoRA:     passes.LoRAOptions{Targets: []string{"q_proj"}, Rank: 2, Alpha: 4},
+			Loss:     passes.LossOptions{Train: true},
+		}
 		ps := []*ortgraph.Pass{passes.LoRA, passes.Loss, passes.Backward, passes.Recompute}
 		if c.bits == 4 {
 			ps = append([]*ortgraph.Pass{passes.DQForward}, ps...)
 		}
-		ctx, b := passRun(t, c.name, g, cfg, ps...)
+		ctx, b := passRun(t, c.name, g, opts.Options(), ps...)
 		r := ortgraph.ResultOf[*passes.RecomputeResult](ctx, passes.Recompute)
 		fmt.Fprintf(b, "# layers=%d cloned=%d reused=%d\n", r.Layers, r.Cloned, r.Reused)
 		b.WriteString(ortgraph.Dump(g))
@@ -336,9 +342,13 @@ func TestRecomputeGolden(t *testing.T) {
 // v, gate, up) from the forward pass and re-runs only the norms, attention and activations.
 func TestRecomputeSelectiveGolden(t *testing.T) {
 	g := tinyLlama(tinyLlamaOpts{})
-	cfg := &passes.Config{Train: true, Targets: []string{"q_proj"}, Rank: 2, Alpha: 4, Bits: 4, Recompute: passes.RecomputePolicy{KeepProducts: true}}
-	cfg.Quant.BlockSize = 16
-	ctx, b := passRun(t, "4bit_q_selective", g, cfg, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute)
+	opts := passes.RunOptions{
+		Quantize:  passes.QuantizeOptions{Bits: 4, Quant: quantize.Options{BlockSize: 16}},
+		LoRA:      passes.LoRAOptions{Targets: []string{"q_proj"}, Rank: 2, Alpha: 4},
+		Loss:      passes.LossOptions{Train: true},
+		Recompute: passes.RecomputeOptions{KeepProducts: true},
+	}
+	ctx, b := passRun(t, "4bit_q_selective", g, opts.Options(), passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute)
 	r := ortgraph.ResultOf[*passes.RecomputeResult](ctx, passes.Recompute)
 	if r.Kept == 0 || r.Reused != 0 {
 		t.Errorf("kept %d products, reused %d dequantizations: want products kept and no Linear recomputed", r.Kept, r.Reused)
@@ -376,13 +386,14 @@ func TestORTCompatGolden(t *testing.T) {
 		if c.posIDs {
 			m.P.Graph.Input[1].Type = ortgraph.SymTensorType(f, []string{"64", "4"})
 			m.P.Graph.Input[2].Type = ortgraph.SymTensorType(f, []string{"64", "4"})
-			m.P.Graph.Input = append(m.P.Graph.Input, &onnxpb.ValueInfoProto{Name: "position_ids", Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"batch", "seq"})})
+			m.P.Graph.Input = append(m.P.Graph.Input, &onnxpb.ValueInfoProto{Name: "position_ids", Type: ortgraph.SymTensorType(ortgraph.Int64, []string{"batch",
+				"seq"})})
 			ins = append(ins, "position_ids")
 		}
 		m.P.Graph.Node = []*onnxpb.NodeProto{{Name: "rope", OpType: "RotaryEmbedding", Input: ins, Output: []string{"y"}}}
 		m.P.Graph.Output = []*onnxpb.ValueInfoProto{{Name: "y", Type: ortgraph.SymTensorType(f, []string{"batch", "2", "seq", "8"})}}
 		g := ortgraph.NewGraph(m)
-		ctx, b := passRun(t, c.name, g, &passes.Config{}, passes.ORTCompat)
+		ctx, b := passRun(t, c.name, g, nil, passes.ORTCompat)
 		fmt.Fprintf(b, "# fixed %d\n", ortgraph.ResultOf[int](ctx, passes.ORTCompat))
 		b.WriteString(ortgraph.Dump(g))
 		for _, n := range g.P.Node {
@@ -401,7 +412,7 @@ func TestHalfSoftmaxGolden(t *testing.T) {
 	var out strings.Builder
 	for _, variant := range []string{"", "cast-to-float", "float-probabilities-read"} {
 		g, _ := passes.HalfSoftmaxGraph(variant)
-		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.HalfSoftmax)
+		ctx, b := passRun(t, "variant="+variant, g, nil, passes.HalfSoftmax)
 		fmt.Fprintf(b, "# folded %d\n", ortgraph.ResultOf[int](ctx, passes.HalfSoftmax))
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
@@ -415,7 +426,7 @@ func TestRotaryGolden(t *testing.T) {
 	var out strings.Builder
 	for _, variant := range []string{"synth", "export", "half-read", "other-sin"} {
 		g, _ := passes.RotaryGraph(variant)
-		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.Rotary, passes.ORTCompat)
+		ctx, b := passRun(t, "variant="+variant, g, nil, passes.Rotary, passes.ORTCompat)
 		fmt.Fprintf(b, "# fused %d, opset %d\n", ortgraph.ResultOf[*passes.RotaryResult](ctx, passes.Rotary).Fused, g.M.OpsetVersion(""))
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
@@ -429,7 +440,7 @@ func TestGroupedKVGolden(t *testing.T) {
 	var out strings.Builder
 	for _, variant := range []string{"repeat", "k-read", "expand-batch"} {
 		g, _ := passes.GroupedKVGraph(variant)
-		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.GroupedKV)
+		ctx, b := passRun(t, "variant="+variant, g, nil, passes.GroupedKV)
 		fmt.Fprintf(b, "# fused %d\n", ortgraph.ResultOf[*passes.GroupedKVResult](ctx, passes.GroupedKV).Fused)
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
@@ -446,7 +457,7 @@ func TestDocMaskGolden(t *testing.T) {
 	var out strings.Builder
 	for _, variant := range []string{"import", "float-mask", "no-mask"} {
 		g := passes.DocMaskGraph(variant)
-		ctx, b := passRun(t, "variant="+variant, g, &passes.Config{}, passes.DocMask)
+		ctx, b := passRun(t, "variant="+variant, g, nil, passes.DocMask)
 		r := ortgraph.ResultOf[*passes.DocMaskResult](ctx, passes.DocMask)
 		if r.DocumentIDs() != (variant == "import") || (variant != "import" && len(r.Skipped) == 0) {
 			t.Errorf("%s: %+v", variant, r)
@@ -462,8 +473,12 @@ func TestDocMaskGolden(t *testing.T) {
 // device-resident step: flat state in and out, accumulation, overflow check and AdamW.
 func TestDeviceStepGolden(t *testing.T) {
 	g := tinyLlama(tinyLlamaOpts{})
-	cfg := &passes.Config{Train: true, Targets: []string{"q_proj", "v_proj"}, Rank: 2, Alpha: 4, Bits: 16}
-	ctx, b := passRun(t, "lora_qv", g, cfg, passes.LoRA, passes.Loss, passes.Backward, passes.DeviceStep)
+	opts := passes.RunOptions{
+		Quantize: passes.QuantizeOptions{Bits: 16},
+		LoRA:     passes.LoRAOptions{Targets: []string{"q_proj", "v_proj"}, Rank: 2, Alpha: 4},
+		Loss:     passes.LossOptions{Train: true},
+	}
+	ctx, b := passRun(t, "lora_qv", g, opts.Options(), passes.LoRA, passes.Loss, passes.Backward, passes.DeviceStep)
 	r := ortgraph.ResultOf[*passes.DeviceStepResult](ctx, passes.DeviceStep)
 	for _, l := range r.Layout {
 		fmt.Fprintf(b, "# layout %s offset=%d size=%d\n", l.Name, l.Offset, l.Size)

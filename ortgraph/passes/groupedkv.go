@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 
@@ -36,9 +37,10 @@ import (
 // still folds it into the MatMul (measured: behind the Reshape it ran as its own kernel,
 // 0.23 ms per layer at the 3B shape); the repeat chain is pruned.
 var GroupedKV = &ortgraph.Pass{
-	Name: "grouped-kv",
-	Doc:  "grouped-query attention's repeated K/V heads (Unsqueeze/Expand/Reshape) → products over the kv heads themselves",
-	Run:  runGroupedKV,
+	Name:       "grouped-kv",
+	Doc:        "grouped-query attention's repeated K/V heads (Unsqueeze/Expand/Reshape) → products over the kv heads themselves",
+	ResultType: reflect.TypeFor[*GroupedKVResult](),
+	Run:        runGroupedKV,
 }
 
 // GroupedKVResult says what the GroupedKV pass did (Fused counts repeated K/V values).

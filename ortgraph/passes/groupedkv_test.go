@@ -61,7 +61,7 @@ func TestGroupedKV(t *testing.T) {
 			_, om := groupedKVGraph(c.variant)
 			before, _ := proto.Marshal(om)
 			g, m := groupedKVGraph(c.variant)
-			ctx, err := ortgraph.RunPasses(g, &Config{}, nil, GroupedKV)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, GroupedKV)
 			if err != nil {
 				t.Fatal(err)
 			}

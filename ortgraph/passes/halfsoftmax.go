@@ -3,6 +3,7 @@ package passes
 import (
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"reflect"
 )
 
 // HalfSoftmax rewrites Cast(x → float32) → Softmax → Cast(→ x's type), the way Hugging
@@ -21,9 +22,10 @@ import (
 // input type is known. Rewrite: the Softmax reads the float16 value and its readers read it
 // directly; the casts are pruned.
 var HalfSoftmax = &ortgraph.Pass{
-	Name: "half-softmax",
-	Doc:  "fold Cast(fp16→fp32) → Softmax → Cast(→fp16) into one fp16 Softmax (ORT accumulates in fp32 inside the kernel)",
-	Run:  runHalfSoftmax,
+	Name:       "half-softmax",
+	Doc:        "fold Cast(fp16→fp32) → Softmax → Cast(→fp16) into one fp16 Softmax (ORT accumulates in fp32 inside the kernel)",
+	ResultType: reflect.TypeFor[int](),
+	Run:        runHalfSoftmax,
 }
 
 func runHalfSoftmax(ctx *ortgraph.Context) (any, error) {

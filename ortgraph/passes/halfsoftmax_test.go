@@ -44,7 +44,7 @@ func TestHalfSoftmax(t *testing.T) {
 			_, om := halfSoftmaxGraph(c.variant)
 			before, _ := proto.Marshal(om)
 			g, m := halfSoftmaxGraph(c.variant)
-			ctx, err := ortgraph.RunPasses(g, &Config{}, nil, HalfSoftmax)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, HalfSoftmax)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -76,7 +76,8 @@ func TestHalfSoftmax(t *testing.T) {
 
 // testModel is an empty model of the default domain's opset with the given graph inputs.
 func testModel(name string, opset int64, inputs ...*onnxpb.ValueInfoProto) (*ortgraph.Graph, *onnxpb.ModelProto) {
-	m := &onnxpb.ModelProto{IrVersion: 10, OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: opset}}, Graph: &onnxpb.GraphProto{Name: name, Input: inputs}}
+	m := &onnxpb.ModelProto{IrVersion: 10, OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: opset}},
+		Graph: &onnxpb.GraphProto{Name: name, Input: inputs}}
 	return ortgraph.NewGraph(&ortgraph.Model{P: m, Dir: "."}), m
 }
 

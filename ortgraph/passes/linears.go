@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -67,9 +68,10 @@ func (ls *Linears) Get(layer int, kind string) *Linear {
 // Linears of a graph change nothing by running it; rewrites a graph needs before it can
 // run (ORTCompat) are passes of their own in the caller's list.
 var FindLinears = &ortgraph.Pass{
-	Name: "find-linears",
-	Doc:  "locate the decoder's Linear layers (MatMul with a 2-D weight initializer) and name them by HF module path",
-	Run:  runFindLinears,
+	Name:       "find-linears",
+	Doc:        "locate the decoder's Linear layers (MatMul with a 2-D weight initializer) and name them by HF module path",
+	ResultType: reflect.TypeFor[*Linears](),
+	Run:        runFindLinears,
 }
 
 var (
@@ -187,7 +189,8 @@ func runFindLinears(ctx *ortgraph.Context) (any, error) {
 			return nil, fmt.Errorf("nodes %q and %q both look like layer %d %s", prev.node.Name, c.node.Name, c.layer, c.kind)
 		}
 		seen[key] = c
-		res.All = append(res.All, &Linear{Layer: c.layer, Kind: c.kind, Node: c.node, Weight: c.weight, In: c.in, Out: c.out, WeightIsOutIn: c.outIn, Prequantized: c.prequant, Source: c.source})
+		res.All = append(res.All, &Linear{Layer: c.layer, Kind: c.kind, Node: c.node, Weight: c.weight, In: c.in, Out: c.out, WeightIsOutIn: c.outIn,
+			Prequantized: c.prequant, Source: c.source})
 		if c.layer+1 > res.Layers {
 			res.Layers = c.layer + 1
 		}

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/ortq/ortq/manifest"
@@ -22,33 +23,21 @@ func PEFTName(module, ab string) string {
 // dropout's 1/(1−p) rides on the scale, which multiplies B (a [r, out] factor) instead of
 // x or the [tokens, out] product.
 var LoRA = &ortgraph.Pass{
-	Name:     "lora",
-	Doc:      "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
-	Requires: []*ortgraph.Pass{FindLinears, Quantize},
-	Run:      runLoRA,
+	Name:        "lora",
+	Doc:         "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
+	Requires:    []*ortgraph.Pass{FindLinears, Quantize},
+	OptionsType: reflect.TypeFor[LoRAOptions](),
+	ResultType:  reflect.TypeFor[[]manifest.LoRAParam](),
+	Run:         runLoRA,
 }
 
 func runLoRA(ctx *ortgraph.Context) (any, error) {
-	c := cfg(ctx.Config)
+	c := ortgraph.OptionsOf[LoRAOptions](ctx) // rank, dropout and targets checked by Validate
 	g := ctx.G
 	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
-	if c.Rank <= 0 {
-		return nil, fmt.Errorf("LoRA rank %d: must be positive", c.Rank)
-	}
-	if c.Dropout < 0 || c.Dropout >= 1 {
-		return nil, fmt.Errorf("LoRA dropout %g: must be in [0, 1)", c.Dropout)
-	}
 	want := map[string]bool{}
 	for _, t := range c.Targets {
-		t = strings.TrimSpace(t)
-		known := t == "lm_head"
-		for _, k := range Kinds {
-			known = known || k == t
-		}
-		if !known {
-			return nil, fmt.Errorf("target %q is not a Llama Linear (use %s or lm_head)", t, strings.Join(Kinds, ", "))
-		}
-		want[t] = true
+		want[strings.TrimSpace(t)] = true
 	}
 	var params []manifest.LoRAParam
 	r := int64(c.Rank)
@@ -67,71 +56,16 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 			}
 		}
 	}
-	hash := newDropoutHash(g, widths)
+	ad := adapter{g: g, rank: r, scale: scale, dropout: c.Dropout, hash: newDropoutHash(g, widths)}
 	for _, l := range ls.All {
 		if !want[l.Kind] {
 			continue
 		}
-		n := l.Node
-		x, y := n.Input[0], n.Output[0]
-		dt := g.ElemType(x)
-		if dt == 0 {
-			return nil, fmt.Errorf("node %q: the input type of %s is unknown", n.Name, l.Module())
+		ps, err := ad.add(l, len(params)/2)
+		if err != nil {
+			return nil, err
 		}
-		aName, bName := PEFTName(l.Module(), "A"), PEFTName(l.Module(), "B")
-		for _, p := range []struct {
-			name  string
-			shape []int64
-			kind  string
-		}{{aName, []int64{r, l.In}, "A"}, {bName, []int64{l.Out, r}, "B"}} {
-			if err := g.Reserve(p.name); err != nil {
-				return nil, fmt.Errorf("%s: %w", l.Module(), err)
-			}
-			g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: p.name, Type: ortgraph.TensorType(ortgraph.Float, p.shape)})
-			params = append(params, manifest.LoRAParam{Name: p.name, Module: l.Module(), Kind: p.kind, Shape: p.shape})
-		}
-		g.Reindex()
-		saved := g.Scope
-		g.Scope = "lora/" + l.Module()
-		a, b := aName, bName
-		if dt != ortgraph.Float {
-			a = g.Op("Cast", []string{a}, ortgraph.AInt("to", int64(dt)))
-			b = g.Op("Cast", []string{b}, ortgraph.AInt("to", int64(dt)))
-			g.SetType(a, ortgraph.TensorType(dt, []int64{r, l.In}))
-			g.SetType(b, ortgraph.TensorType(dt, []int64{l.Out, r}))
-		}
-		xin := x
-		if c.Dropout > 0 {
-			// Dropout written out as keep ? x : 0 with a hashed mask (dropout.go; the
-			// 1/(1−p) is in scale): ONNX Runtime 1.29's CUDA provider does not take the
-			// Dropout op (measured: it ran on the CPU with casts to float32 around it), and
-			// its random ops keep their state in the session, which a resumed run cannot
-			// restore.
-			keep, err := hash.keep(x, len(params)/2-1, c.Dropout)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", l.Module(), err)
-			}
-			xin = g.Op("Where", []string{keep, x, g.ConstF(dt, 0)})
-			g.SetType(xin, g.Type(x))
-		}
-		at := g.Op("Transpose", []string{a}, ortgraph.AInts("perm", 1, 0))
-		bt := g.Op("Transpose", []string{b}, ortgraph.AInts("perm", 1, 0))
-		g.SetType(at, ortgraph.TensorType(dt, []int64{l.In, r}))
-		g.SetType(bt, ortgraph.TensorType(dt, []int64{r, l.Out}))
-		// The α/r (and 1/(1−p)) scale multiplies the [r, out] factor, not the [tokens, out]
-		// product: (h·Bᵀ)·s = h·(Bᵀ·s), one tiny Mul instead of a full-size one in the
-		// forward pass and another in the backward pass.
-		bts := g.Op("Mul", []string{bt, g.ConstF(dt, float32(scale))})
-		g.SetType(bts, ortgraph.TensorType(dt, []int64{r, l.Out}))
-		h := g.Op("MatMul", []string{xin, at})
-		setLike(g, h, x, r)
-		ds := g.Op("MatMul", []string{h, bts})
-		setLike(g, ds, x, l.Out)
-		sum := g.Op("Add", []string{y, ds})
-		setLike(g, sum, x, l.Out)
-		g.Scope = saved
-		// Readers of the base output now read base + LoRA (the Add itself excepted).
-		g.ReplaceUses(y, sum, g.Producer(sum))
+		params = append(params, ps...)
 	}
 	if len(params) == 0 {
 		return nil, fmt.Errorf("targets %v matched no Linear in the graph", c.Targets)
@@ -140,6 +74,83 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		return nil, err
 	}
 	ctx.Logf("lora: %d tensors on %d Linears (r=%d, alpha=%g, dropout=%g)", len(params), len(params)/2, c.Rank, c.Alpha, c.Dropout)
+	return params, nil
+}
+
+// adapter adds LoRA adapters of one rank, scale and dropout to a graph.
+type adapter struct {
+	g       *ortgraph.Graph
+	rank    int64
+	scale   float64 // (α/r)/(1−p)
+	dropout float64
+	hash    *dropoutHash
+}
+
+// add puts the adapter of the module-th LoRA module beside Linear l: its A and B inputs
+// (returned as manifest parameters) and y += x·Aᵀ·(Bᵀ·scale), x through the dropout mask.
+func (ad adapter) add(l *Linear, module int) ([]manifest.LoRAParam, error) {
+	g, r := ad.g, ad.rank
+	n := l.Node
+	x, y := n.Input[0], n.Output[0]
+	dt := g.ElemType(x)
+	if dt == 0 {
+		return nil, fmt.Errorf("node %q: the input type of %s is unknown", n.Name, l.Module())
+	}
+	var params []manifest.LoRAParam
+	aName, bName := PEFTName(l.Module(), "A"), PEFTName(l.Module(), "B")
+	for _, p := range []struct {
+		name  string
+		shape []int64
+		kind  string
+	}{{aName, []int64{r, l.In}, "A"}, {bName, []int64{l.Out, r}, "B"}} {
+		if err := g.Reserve(p.name); err != nil {
+			return nil, fmt.Errorf("%s: %w", l.Module(), err)
+		}
+		g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: p.name, Type: ortgraph.TensorType(ortgraph.Float, p.shape)})
+		params = append(params, manifest.LoRAParam{Name: p.name, Module: l.Module(), Kind: p.kind, Shape: p.shape})
+	}
+	g.Reindex()
+	saved := g.Scope
+	g.Scope = "lora/" + l.Module()
+	a, b := aName, bName
+	if dt != ortgraph.Float {
+		a = g.Op("Cast", []string{a}, ortgraph.AInt("to", int64(dt)))
+		b = g.Op("Cast", []string{b}, ortgraph.AInt("to", int64(dt)))
+		g.SetType(a, ortgraph.TensorType(dt, []int64{r, l.In}))
+		g.SetType(b, ortgraph.TensorType(dt, []int64{l.Out, r}))
+	}
+	xin := x
+	if ad.dropout > 0 {
+		// Dropout written out as keep ? x : 0 with a hashed mask (dropout.go; the
+		// 1/(1−p) is in scale): ONNX Runtime 1.29's CUDA provider does not take the
+		// Dropout op (measured: it ran on the CPU with casts to float32 around it), and
+		// its random ops keep their state in the session, which a resumed run cannot
+		// restore.
+		keep, err := ad.hash.keep(x, module, ad.dropout)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", l.Module(), err)
+		}
+		xin = g.Op("Where", []string{keep, x, g.ConstF(dt, 0)})
+		g.SetType(xin, g.Type(x))
+	}
+	at := g.Op("Transpose", []string{a}, ortgraph.AInts("perm", 1, 0))
+	bt := g.Op("Transpose", []string{b}, ortgraph.AInts("perm", 1, 0))
+	g.SetType(at, ortgraph.TensorType(dt, []int64{l.In, r}))
+	g.SetType(bt, ortgraph.TensorType(dt, []int64{r, l.Out}))
+	// The α/r (and 1/(1−p)) scale multiplies the [r, out] factor, not the [tokens, out]
+	// product: (h·Bᵀ)·s = h·(Bᵀ·s), one tiny Mul instead of a full-size one in the
+	// forward pass and another in the backward pass.
+	bts := g.Op("Mul", []string{bt, g.ConstF(dt, float32(ad.scale))})
+	g.SetType(bts, ortgraph.TensorType(dt, []int64{r, l.Out}))
+	h := g.Op("MatMul", []string{xin, at})
+	setLike(g, h, x, r)
+	ds := g.Op("MatMul", []string{h, bts})
+	setLike(g, ds, x, l.Out)
+	sum := g.Op("Add", []string{y, ds})
+	setLike(g, sum, x, l.Out)
+	g.Scope = saved
+	// Readers of the base output now read base + LoRA (the Add itself excepted).
+	g.ReplaceUses(y, sum, g.Producer(sum))
 	return params, nil
 }
 

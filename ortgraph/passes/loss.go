@@ -3,6 +3,7 @@ package passes
 import (
 	"fmt"
 	"math"
+	"reflect"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -31,15 +32,17 @@ type LossNames struct {
 // tokens exactly) and their ratio loss. The logits output is dropped from the graph
 // outputs so ONNX Runtime can free it as soon as the loss is computed.
 var Loss = &ortgraph.Pass{
-	Name:     "loss",
-	Doc:      "append the causal-LM loss (shift by one, ignore_index −100, fp32 cross-entropy) with sum and count outputs",
-	Requires: []*ortgraph.Pass{FindLinears},
-	Run:      runLoss,
+	Name:        "loss",
+	Doc:         "append the causal-LM loss (shift by one, ignore_index −100, fp32 cross-entropy) with sum and count outputs",
+	Requires:    []*ortgraph.Pass{FindLinears},
+	OptionsType: reflect.TypeFor[LossOptions](),
+	ResultType:  reflect.TypeFor[*LossNames](),
+	Run:         runLoss,
 }
 
 func runLoss(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
-	c := cfg(ctx.Config)
+	c := ortgraph.OptionsOf[LossOptions](ctx)
 	if len(g.P.Output) == 0 {
 		return nil, fmt.Errorf("graph has no outputs")
 	}
@@ -63,7 +66,7 @@ func runLoss(ctx *ortgraph.Context) (any, error) {
 	if g.Initializer(LabelsInput) != nil || g.Producer(LabelsInput) != nil {
 		return nil, fmt.Errorf("graph already has a value named %q", LabelsInput)
 	}
-	if c.LossChunks > 0 {
+	if c.Chunks > 0 {
 		return chunkedLoss(ctx, c, logits)
 	}
 	batchSeq := []string{"batch", "seq"}

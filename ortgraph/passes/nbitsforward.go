@@ -3,6 +3,7 @@ package passes
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/autodiff"
@@ -38,9 +39,10 @@ import (
 // [N, blocks, block/2] (a new initializer named <data>.nbits, paired with <data> in the
 // result's Shared); dead chains are pruned.
 var NBitsForward = &ortgraph.Pass{
-	Name: "nbits-forward",
-	Doc:  "forward products of 4-bit Linears as MatMulNBits (DequantizeLinear kept only for dx)",
-	Run:  runNBitsForward,
+	Name:       "nbits-forward",
+	Doc:        "forward products of 4-bit Linears as MatMulNBits (DequantizeLinear kept only for dx)",
+	ResultType: reflect.TypeFor[*NBitsForwardResult](),
+	Run:        runNBitsForward,
 }
 
 // NBitsForwardResult says what NBitsForward did; Shared pairs each new uint8 initializer

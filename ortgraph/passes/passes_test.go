@@ -70,7 +70,7 @@ func TestFindLinearsByEveryMeans(t *testing.T) {
 
 func findLinearsByEveryMeans(t *testing.T, path, variant string) {
 	list := func(g *ortgraph.Graph) string {
-		ctx, err := ortgraph.RunPasses(g, &passes.Config{}, nil, passes.FindLinears)
+		ctx, err := ortgraph.RunPasses(g, nil, nil, passes.FindLinears)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,8 +113,12 @@ func TestPassGoldens(t *testing.T) {
 	}{{"eval_lora_qv.txt", 0}, {"eval_lora_qv_chunked.txt", 3}} {
 		t.Run(c.name, func(t *testing.T) {
 			g := load(t)
-			cfg := &passes.Config{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Bits: 16, LossChunks: c.chunk}
-			if _, err := ortgraph.RunPasses(g, cfg, nil, passes.LoRA, passes.Loss); err != nil {
+			opts := passes.RunOptions{
+				Quantize: passes.QuantizeOptions{Bits: 16},
+				LoRA:     passes.LoRAOptions{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32},
+				Loss:     passes.LossOptions{Chunks: c.chunk},
+			}
+			if _, err := ortgraph.RunPasses(g, opts.Options(), nil, passes.LoRA, passes.Loss); err != nil {
 				t.Fatal(err)
 			}
 			g.Prune()

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
@@ -13,21 +14,21 @@ import (
 // com.microsoft.MatMulNBits (Y = A·Bᵀ over the [out, in] weight). The fp weight is removed
 // so only one 4-bit copy exists; the backward pass dequantizes the same bytes (see
 // autodiff's MatMulNBits rule). lm_head (often tied to the embedding) stays 16-bit unless
-// Config.QuantizeLMHead is set.
+// QuantizeOptions.LMHead is set. Its result lists the 4-bit layers ([]manifest.QuantLayer,
+// nil for a 16-bit base).
 var Quantize = &ortgraph.Pass{
-	Name:     "quantize",
-	Doc:      "Linear weights → 4-bit com.microsoft.MatMulNBits (block-wise, symmetric or asymmetric)",
-	Requires: []*ortgraph.Pass{FindLinears},
-	Run:      runQuantize,
+	Name:        "quantize",
+	Doc:         "Linear weights → 4-bit com.microsoft.MatMulNBits (block-wise, symmetric or asymmetric)",
+	Requires:    []*ortgraph.Pass{FindLinears},
+	OptionsType: reflect.TypeFor[QuantizeOptions](),
+	ResultType:  reflect.TypeFor[[]manifest.QuantLayer](),
+	Run:         runQuantize,
 }
 
 func runQuantize(ctx *ortgraph.Context) (any, error) {
-	c := cfg(ctx.Config)
+	c := ortgraph.OptionsOf[QuantizeOptions](ctx)
 	g := ctx.G
 	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
-	if c.Bits != 4 && c.Bits != 16 {
-		return nil, fmt.Errorf("bits = %d: use 4 (quantized base) or 16 (plain LoRA)", c.Bits)
-	}
 	var out []manifest.QuantLayer
 	pre := 0
 	for _, l := range ls.All {
@@ -60,7 +61,7 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 	}
 	cons := g.Consumers()
 	for _, l := range ls.All {
-		if l.Prequantized || (l.Kind == "lm_head" && !c.QuantizeLMHead) {
+		if l.Prequantized || (l.Kind == "lm_head" && !c.LMHead) {
 			continue
 		}
 		t := g.Initializer(l.Weight)

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // RecomputeResult says what the Recompute pass did.
 type RecomputeResult struct {
 	Layers int // layers whose activations are recomputed
-	Kept   int // Linear products kept from the forward pass (RecomputePolicy.KeepProducts)
+	Kept   int // Linear products kept from the forward pass (RecomputeOptions.KeepProducts)
 	Cloned int // forward nodes re-emitted for the backward pass
 	Reused int // backward dequantizations of 4-bit weights replaced by the recomputed forward's
 }
@@ -51,10 +52,12 @@ type RecomputeResult struct {
 // analyse the forward graph (newRecomputer); rewireBackward emits the clones; then
 // reuseRecomputedWeights, a topological sort and Prune.
 var Recompute = &ortgraph.Pass{
-	Name:     "recompute",
-	Doc:      "per-layer activation recomputation in the backward pass (gradient checkpointing)",
-	Requires: []*ortgraph.Pass{Backward, LoRA, FindLinears},
-	Run:      runRecompute,
+	Name:        "recompute",
+	Doc:         "per-layer activation recomputation in the backward pass (gradient checkpointing)",
+	Requires:    []*ortgraph.Pass{Backward, LoRA, FindLinears},
+	OptionsType: reflect.TypeFor[RecomputeOptions](),
+	ResultType:  reflect.TypeFor[*RecomputeResult](),
+	Run:         runRecompute,
 }
 
 var reLayer = regexp.MustCompile(`layers[./_](\d+)[./_'\]]`)
@@ -64,9 +67,10 @@ var reLayer = regexp.MustCompile(`layers[./_](\d+)[./_'\]]`)
 // Stock torch.onnx dynamo exports list the node's module path in the
 // pkg.torch.onnx.name_scopes metadata, outermost first, and end it with the node's own fx
 // name (…, 'm.model', 'm.model.layers.0', 'm.model.layers.0.input_layernorm', 'mul_111'):
-// the layer is read from the innermost entry that names one, not from the last entry. The namespace key ("m.model.layers.0: LlamaDecoderLayer/…/mul_111: aten.mul.Tensor")
-// is the fallback, then the node name (ortq's synth and import graphs and the nodes ortq's
-// passes add are named /model/layers.N/…).
+// the layer is read from the innermost entry that names one, not from the last entry. The
+// namespace key ("m.model.layers.0: LlamaDecoderLayer/…/mul_111: aten.mul.Tensor") is the
+// fallback, then the node name (ortq's synth and import graphs and the nodes ortq's passes
+// add are named /model/layers.N/…).
 func nodeLayer(n *onnxpb.NodeProto) int {
 	if l := scopeLayer(scopeEntries(ortgraph.MetaValue(n, "pkg.torch.onnx.name_scopes"))); l >= 0 {
 		return l
@@ -135,10 +139,11 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	br := ortgraph.ResultOf[*BackwardResult](ctx, Backward)
 	r := newRecomputer(g, br, ortgraph.ResultOf[[]manifest.LoRAParam](ctx, LoRA))
-	pol := cfg(ctx.Config).Recompute
+	pol := ortgraph.OptionsOf[RecomputeOptions](ctx)
 	ls := ortgraph.ResultOf[*Linears](ctx, FindLinears)
 	if pol.KeepLayers < 0 || pol.KeepLayers >= ls.Layers {
-		return nil, fmt.Errorf("recompute policy keeps %d of %d layers: keep 0 to %d (keeping every layer is no recomputation: use the training graph)", pol.KeepLayers, ls.Layers, ls.Layers-1)
+		return nil, fmt.Errorf("recompute policy keeps %d of %d layers: keep 0 to %d (keeping every layer is no recomputation: use the training graph)",
+			pol.KeepLayers, ls.Layers, ls.Layers-1)
 	}
 	r.below = ls.Layers - pol.KeepLayers
 	if pol.KeepProducts {
@@ -156,7 +161,9 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 		return nil, err
 	}
 	g.Prune()
-	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d Linear products kept, %d backward weight dequantizations replaced by the recomputed ones", len(layers), r.cloned, r.kept, reused)
+	ctx.Logf("recompute: %d layers, %d forward nodes re-emitted for the backward pass, %d Linear products kept, %d backward weight dequantizations replaced "+
+		"by the recomputed ones",
+		len(layers), r.cloned, r.kept, reused)
 	return &RecomputeResult{Layers: len(layers), Kept: r.kept, Cloned: r.cloned, Reused: reused}, nil
 }
 
@@ -197,7 +204,7 @@ type recomputer struct {
 	producer map[string]*onnxpb.NodeProto
 	random   map[string]bool
 
-	// below is the first layer not recomputed (RecomputePolicy.KeepLayers counts down from
+	// below is the first layer not recomputed (RecomputeOptions.KeepLayers counts down from
 	// the top); keep holds the Linear products read from the forward pass (KeepProducts).
 	below int
 	keep  map[string]bool

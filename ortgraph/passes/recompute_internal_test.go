@@ -25,11 +25,15 @@ func TestNodeLayer(t *testing.T) {
 		want       int
 	}{
 		{"stock export: fx name last", "node_mul_111", meta(scopes, "['', 'm', 'm.model', 'm.model.layers.0', 'm.model.layers.0.input_layernorm', 'mul_111']"), 0},
-		{"stock export: Linear", "node_linear_5", meta(scopes, "['', 'm', 'm.model', 'm.model.layers.12', 'm.model.layers.12.mlp', 'm.model.layers.12.mlp.down_proj', 'linear_5']"), 12},
+		{"stock export: Linear", "node_linear_5", meta(scopes,
+			"['', 'm', 'm.model', 'm.model.layers.12', 'm.model.layers.12.mlp', 'm.model.layers.12.mlp.down_proj', 'linear_5']"), 12},
 		{"stock export: module last", "node_x", meta(scopes, "['', 'm', 'm.model', 'm.model.layers.3']"), 3},
 		{"stock export: shared", "node_mul_500", meta(scopes, "['', 'm', 'm.model', 'm.model.norm', 'mul_500']"), -1},
-		{"namespace only", "node_mul_111", meta(ns, ": common.LogitsOnly/m: LlamaForCausalLM/m.model: LlamaModel/m.model.layers.1: LlamaDecoderLayer/m.model.layers.1.input_layernorm: LlamaRMSNorm/mul_111: aten.mul.Tensor"), 1},
-		{"namespace shared", "node_embedding", meta(ns, ": common.LogitsOnly/m: LlamaForCausalLM/m.model: LlamaModel/m.model.embed_tokens: Embedding/embedding: aten.embedding.default"), -1},
+		{"namespace only", "node_mul_111", meta(ns,
+			": common.LogitsOnly/m: LlamaForCausalLM/m.model: LlamaModel/m.model.layers.1: LlamaDecoderLayer/m.model.layers.1.input_layernorm: "+
+				"LlamaRMSNorm/mul_111: aten.mul.Tensor"), 1},
+		{"namespace shared", "node_embedding", meta(ns,
+			": common.LogitsOnly/m: LlamaForCausalLM/m.model: LlamaModel/m.model.embed_tokens: Embedding/embedding: aten.embedding.default"), -1},
 		{"synth name", "/model/layers.5/self_attn/q_proj/MatMul", nil, 5},
 		{"torchscript name", "/model/layers.10/mlp/Mul", nil, 10},
 		{"lora node name", "/model/layers.4/self_attn/q_proj/lora_A", meta(scopes, "['', 'm', 'mul_3']"), 4},
@@ -89,7 +93,8 @@ func TestLayerPhases(t *testing.T) {
 		{"two layers", twoLayers, map[string]string{"a0": "da0", "h0": "dh0", "h1": "dh1", "e": "de"},
 			"e=-1 a0=0 h0=0 a1=1 h1=1 logits=-1", "h0 h1 logits", "0:dh0 1:dh1"},
 		{"untagged inside a layer joins it",
-			[]string{"/model/embed/Gather: ids -> e", "/model/layers.0/a: e -> a0", "node_x: Cast a0 -> u", "/model/layers.0/b: Add u,e -> h0", "/model/norm/Mul: h0 -> logits"},
+			[]string{"/model/embed/Gather: ids -> e", "/model/layers.0/a: e -> a0", "node_x: Cast a0 -> u", "/model/layers.0/b: Add u,e -> h0",
+				"/model/norm/Mul: h0 -> logits"},
 			map[string]string{"h0": "dh0", "u": "du"},
 			"e=-1 a0=0 u=0 h0=0 logits=-1", "h0 logits", "0:dh0"},
 		{"untagged after the last layer stays shared",
@@ -189,11 +194,13 @@ func TestReuseRecomputedWeights(t *testing.T) {
 				ortgraph.Int64Tensor("shp", []int64{2}, []int64{2, 2}),
 			}}
 			chain := func(prefix, scale string, attrs ...*onnxpb.AttributeProto) string {
-				gp.Node = append(gp.Node, &onnxpb.NodeProto{Name: prefix + "DQ", OpType: "DequantizeLinear", Input: []string{"wq", scale}, Output: []string{prefix + "dq"}, Attribute: attrs})
+				gp.Node = append(gp.Node, &onnxpb.NodeProto{Name: prefix + "DQ", OpType: "DequantizeLinear", Input: []string{"wq", scale},
+					Output: []string{prefix + "dq"}, Attribute: attrs})
 				if c.bare {
 					return prefix + "dq"
 				}
-				gp.Node = append(gp.Node, &onnxpb.NodeProto{Name: prefix + "Reshape", OpType: "Reshape", Input: []string{prefix + "dq", "shp"}, Output: []string{prefix + "w"}})
+				gp.Node = append(gp.Node, &onnxpb.NodeProto{Name: prefix + "Reshape", OpType: "Reshape", Input: []string{prefix + "dq", "shp"},
+					Output: []string{prefix + "w"}})
 				return prefix + "w"
 			}
 			w := chain("f/", "s")

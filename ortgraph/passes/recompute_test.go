@@ -46,18 +46,27 @@ func TestRecomputeLayerForward(t *testing.T) {
 	}
 	configs := []struct {
 		name string
-		cfg  passes.Config
+		opts passes.RunOptions
 	}{
-		{"16bit_qv", passes.Config{Train: true, Targets: []string{"q_proj", "v_proj"}, Rank: 4, Alpha: 8, Bits: 16}},
-		{"4bit_all_dropout_chunked", passes.Config{Train: true, Targets: passes.Kinds, Rank: 4, Alpha: 8, Bits: 4, Dropout: 0.1, LossChunks: 2}},
+		{"16bit_qv", passes.RunOptions{
+			Quantize: passes.QuantizeOptions{Bits: 16},
+			LoRA:     passes.LoRAOptions{Targets: []string{"q_proj", "v_proj"}, Rank: 4, Alpha: 8},
+			Loss:     passes.LossOptions{Train: true},
+		}},
+		{"4bit_all_dropout_chunked", passes.RunOptions{
+			Quantize: passes.QuantizeOptions{Bits: 4},
+			LoRA:     passes.LoRAOptions{Targets: passes.Kinds, Rank: 4, Alpha: 8, Dropout: 0.1},
+			Loss:     passes.LossOptions{Train: true, Chunks: 2},
+		}},
 	}
 	for _, gr := range graphs {
 		for _, c := range configs {
 			t.Run(gr.name+"/"+c.name, func(t *testing.T) {
 				g := loadFrom(t, filepath.Clean(gr.path))
-				cfg := c.cfg
-				cfg.Quant.BlockSize = 16
-				ctx, err := ortgraph.RunPasses(g, &cfg, nil, passes.HalfSoftmax, passes.Quantize, passes.RMSNorm, passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute)
+				opts := c.opts
+				opts.Quantize.Quant.BlockSize = 16
+				ctx, err := ortgraph.RunPasses(g, opts.Options(), nil, passes.HalfSoftmax, passes.Quantize, passes.RMSNorm, passes.DQForward, passes.LoRA,
+					passes.Loss, passes.Backward, passes.Recompute)
 				if err != nil {
 					t.Fatal(err)
 				}

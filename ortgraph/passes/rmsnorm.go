@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/ortq/ortq/ortgraph"
@@ -42,9 +43,10 @@ import (
 // axis becomes a SimplifiedLayerNormalization too: the same function, and the backward
 // reads the saved inv_std_var instead of recomputing the statistics.
 var RMSNorm = &ortgraph.Pass{
-	Name: "rmsnorm",
-	Doc:  "decomposed RMSNorm (Pow/ReduceMean/Add/Sqrt/Reciprocal/Mul, with or without Casts) → one SimplifiedLayerNormalization",
-	Run:  runRMSNorm,
+	Name:       "rmsnorm",
+	Doc:        "decomposed RMSNorm (Pow/ReduceMean/Add/Sqrt/Reciprocal/Mul, with or without Casts) → one SimplifiedLayerNormalization",
+	ResultType: reflect.TypeFor[*RMSNormResult](),
+	Run:        runRMSNorm,
 }
 
 // RMSNormResult says what the RMSNorm pass did.

@@ -180,7 +180,7 @@ func TestRMSNormPass(t *testing.T) {
 		after := &ortgraph.Model{P: proto.Clone(before.P).(*onnxpb.ModelProto), Dir: "."}
 		g := ortgraph.NewGraph(after)
 		var logs []string
-		ctx, err := ortgraph.RunPasses(g, &passes.Config{}, func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }, passes.RMSNorm)
+		ctx, err := ortgraph.RunPasses(g, nil, func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }, passes.RMSNorm)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -243,10 +243,10 @@ func TestRMSNormPassModels(t *testing.T) {
 				}
 			}
 			// ORTCompat: ORT 1.29 runs the opset-23 export's RotaryEmbedding only with it.
-			if _, err := ortgraph.RunPasses(before, &passes.Config{}, nil, passes.ORTCompat); err != nil {
+			if _, err := ortgraph.RunPasses(before, nil, nil, passes.ORTCompat); err != nil {
 				t.Fatal(err)
 			}
-			ctx, err := ortgraph.RunPasses(after, &passes.Config{}, nil, passes.ORTCompat, passes.RMSNorm)
+			ctx, err := ortgraph.RunPasses(after, nil, nil, passes.ORTCompat, passes.RMSNorm)
 			if err != nil {
 				t.Fatal(err)
 			}

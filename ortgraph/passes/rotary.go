@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"reflect"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -32,9 +33,10 @@ import (
 // unsqueezed to [1, seq, d/2] when f is 2-D, shared by every match over the same f; the graph's
 // default-domain opset becomes 23 (and its IR version 11) when it was lower.
 var Rotary = &ortgraph.Pass{
-	Name: "rotary",
-	Doc:  "decomposed rotary embedding (Slice/Neg/Concat/Mul/Add) → one opset-23 RotaryEmbedding",
-	Run:  runRotary,
+	Name:       "rotary",
+	Doc:        "decomposed rotary embedding (Slice/Neg/Concat/Mul/Add) → one opset-23 RotaryEmbedding",
+	ResultType: reflect.TypeFor[*RotaryResult](),
+	Run:        runRotary,
 }
 
 // RotaryResult says what the Rotary pass did.

@@ -65,7 +65,7 @@ func TestRotary(t *testing.T) {
 			_, om := rotaryGraph(c.variant)
 			before, _ := proto.Marshal(om)
 			g, m := rotaryGraph(c.variant)
-			ctx, err := ortgraph.RunPasses(g, &Config{}, nil, Rotary, ORTCompat)
+			ctx, err := ortgraph.RunPasses(g, nil, nil, Rotary, ORTCompat)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -54,7 +54,8 @@ func TestAdamWHandComputed(t *testing.T) {
 
 func TestAdamWNoDecayParam(t *testing.T) {
 	a, b := []float32{1}, []float32{1}
-	opt, _ := NewAdamW([]Param{{Name: "a", Data: a}, {Name: "b", Data: b, NoDecay: true}}, AdamWConfig{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.5})
+	opt, _ := NewAdamW([]Param{{Name: "a", Data: a}, {Name: "b", Data: b, NoDecay: true}}, AdamWConfig{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8,
+		WeightDecay: 0.5})
 	_ = opt.Step(map[string][]float32{"a": {0}, "b": {0}}, 0.1) // zero grad: only decay moves a
 	if a[0] != float32(0.95) || b[0] != 1 {
 		t.Errorf("a = %v (want 0.95), b = %v (want 1)", a[0], b[0])
@@ -84,7 +85,8 @@ func TestAdamWErrorsLeaveStateUntouched(t *testing.T) {
 	if opt.StepCount() != 0 || p[0] != 1 || p[1] != 2 {
 		t.Errorf("failed steps changed state: step %d p %v", opt.StepCount(), p)
 	}
-	for _, cfg := range []AdamWConfig{{LR: -1, Beta1: 0.9, Beta2: 0.999}, {LR: 1, Beta1: 1, Beta2: 0.999}, {LR: 1, Beta1: 0.9, Beta2: 0.999, Eps: -1}, {LR: 1, Beta2: 0.9, WeightDecay: -1}} {
+	for _, cfg := range []AdamWConfig{{LR: -1, Beta1: 0.9, Beta2: 0.999}, {LR: 1, Beta1: 1, Beta2: 0.999}, {LR: 1, Beta1: 0.9, Beta2: 0.999, Eps: -1}, {LR: 1,
+		Beta2: 0.9, WeightDecay: -1}} {
 		if _, err := NewAdamW([]Param{{Name: "w", Data: p}}, cfg); err == nil {
 			t.Errorf("config %+v accepted", cfg)
 		}

@@ -118,7 +118,9 @@ func TestGradScalerState(t *testing.T) {
 			t.Errorf("LoadState(%+v) accepted", bad)
 		}
 	}
-	for _, cfg := range []GradScalerConfig{{InitScale: 0, GrowthFactor: 2, BackoffFactor: 0.5, GrowthInterval: 1}, {InitScale: 1, GrowthFactor: 1, BackoffFactor: 0.5, GrowthInterval: 1}, {InitScale: 1, GrowthFactor: 2, BackoffFactor: 1, GrowthInterval: 1}, {InitScale: 1, GrowthFactor: 2, BackoffFactor: 0.5}} {
+	for _, cfg := range []GradScalerConfig{{InitScale: 0, GrowthFactor: 2, BackoffFactor: 0.5, GrowthInterval: 1}, {InitScale: 1, GrowthFactor: 1,
+		BackoffFactor: 0.5, GrowthInterval: 1}, {InitScale: 1, GrowthFactor: 2, BackoffFactor: 1, GrowthInterval: 1},
+		{InitScale: 1, GrowthFactor: 2, BackoffFactor: 0.5}} {
 		if _, err := NewGradScaler(cfg); err == nil {
 			t.Errorf("NewGradScaler(%+v) accepted", cfg)
 		}

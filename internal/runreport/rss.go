@@ -1,4 +1,4 @@
-package train
+package runreport
 
 import (
 	"bufio"
@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/ortq/ortq/internal/sampling"
 )
 
 // RSSSampler returns the current resident set size and, where the OS keeps
@@ -73,8 +71,7 @@ type RSSMonitor struct {
 	peak uint64
 	err  error
 
-	stop chan struct{}
-	done chan struct{}
+	loop Loop
 }
 
 // NewRSSMonitor watches the current process every interval (≤ 0 → 200 ms)
@@ -101,31 +98,17 @@ func (m *RSSMonitor) Sample() {
 	m.peak = max(m.peak, rss, hwm)
 }
 
-// Start begins sampling; calling it again before Stop is a no-op.
+// Start takes a sample and begins sampling every interval; called again before Stop it
+// only takes a sample.
 func (m *RSSMonitor) Start() {
-	m.mu.Lock()
-	if m.stop != nil {
-		m.mu.Unlock()
-		return
-	}
-	m.stop, m.done = make(chan struct{}), make(chan struct{})
-	stop, done := m.stop, m.done
-	m.mu.Unlock()
 	m.Sample()
-	sampling.Every(m.interval, stop, done, m.Sample)
+	m.loop.Start(m.interval, m.Sample)
 }
 
 // Stop ends sampling (waiting for the goroutine), takes a last sample and
 // returns the peak in bytes. Safe to call without Start or twice.
 func (m *RSSMonitor) Stop() uint64 {
-	m.mu.Lock()
-	stop, done := m.stop, m.done
-	m.stop, m.done = nil, nil
-	m.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
-	}
+	m.loop.Stop()
 	m.Sample()
 	return m.Peak()
 }

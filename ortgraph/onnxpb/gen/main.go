@@ -17,13 +17,13 @@ import (
 
 func main() {
 	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "protogen:", err)
+		fmt.Fprintln(os.Stderr, "onnxpb/gen:", err)
 		os.Exit(1)
 	}
 }
 
 func run() error {
-	const dir, file = "ortgraph/onnxpb", "onnx.proto"
+	const dir, file = ".", "onnx.proto"
 	c := protocompile.Compiler{Resolver: &protocompile.SourceResolver{ImportPaths: []string{dir}}}
 	files, err := c.Compile(context.Background(), file)
 	if err != nil {
