@@ -34,7 +34,9 @@ type Options struct {
 	Format    string
 	HFConfig  string // config.json ("" = found from the manifest)
 	Tokenizer string // tokenizer.json ("" = beside config.json)
-	Force     bool
+	// KVCache is the cache layout: KVConcat ("" too) or KVShared (gqa.go).
+	KVCache string
+	Force   bool
 }
 
 // Result says what Run wrote.
@@ -50,6 +52,9 @@ type Result struct {
 func Run(o Options) (*Result, error) {
 	if o.Format == "" {
 		o.Format = FormatONNX
+	}
+	if o.KVCache == "" {
+		o.KVCache = KVConcat
 	}
 	if err := o.check(); err != nil {
 		return nil, err
@@ -73,7 +78,7 @@ func Run(o Options) (*Result, error) {
 	case o.Format == FormatONNXAdapter:
 		mode = LoRAInputs
 	}
-	m, err := Build(s, ad, mode)
+	m, err := BuildLayout(s, ad, mode, o.KVCache)
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +94,8 @@ func (o *Options) check() error {
 		return fmt.Errorf("--format onnx-adapter needs --adapter and cannot be combined with --merge")
 	case o.Merge && o.Adapter == "":
 		return fmt.Errorf("--merge needs --adapter")
+	case o.KVCache != KVConcat && o.KVCache != KVShared:
+		return fmt.Errorf("--kv-cache %q: use %s or %s", o.KVCache, KVConcat, KVShared)
 	}
 	return fsutil.CheckReplace(o.Out, o.Force, GenAIConfigFile, "export")
 }
@@ -116,7 +123,7 @@ func write(o Options, s *Source, ad *Adapter, mode LoRAMode, m *ortgraph.Model) 
 		}
 		res.Files = append(res.Files, AdapterFile)
 	}
-	gc, err := genaiConfig(s, ModelFile)
+	gc, err := genaiConfig(s, ModelFile, o.KVCache == KVShared)
 	if err != nil {
 		return nil, err
 	}
