@@ -303,7 +303,10 @@ func (m *Model) generateShared(prompts [][]int64, o Options) ([][]int64, Stats, 
 			return outs, st, err
 		}
 		var d time.Duration
-		err = timed(&d, func() (err error) { next, err = r.decode(next, pos, step == 0 || o.Sampler.Temperature != 0, o.Sampler); return err })
+		err = timed(&d, func() (err error) {
+			next, err = r.decode(next, pos, step == 0 || o.Sampler.Temperature != 0, o.Sampler)
+			return err
+		})
 		st.Decode += d
 		st.Steps = append(st.Steps, d)
 		if err != nil {
