@@ -29,6 +29,7 @@ type batchRun struct {
 	step, pick *ortrun.Binding
 	bufs       []*ortrun.Buffer
 	binds      []*ortrun.Binding
+	graphID    int
 }
 
 func (r *batchRun) close() {
@@ -58,9 +59,31 @@ func (r *batchRun) bind(s *ortrun.Session, in, out map[string]*ortrun.Buffer, gr
 	return b, err
 }
 
+// batchRun returns the buffers and bindings for rows and a cache of tlen positions: the
+// last ones when they have that size (a CUDA graph captured on them replays at once; the
+// cache needs no clearing, as GroupQueryAttention reads no position past a row's length),
+// else new ones, bound under a graph id of their own, since a captured graph replays on the
+// addresses it was captured with.
+func (m *Model) batchRun(rows, tlen int) (*batchRun, error) {
+	if r := m.run; r != nil && r.rows == rows && r.tlen == tlen {
+		return r, nil
+	}
+	if m.run != nil {
+		m.run.close()
+		m.run = nil
+	}
+	m.graphs++
+	r, err := m.newBatchRun(rows, tlen, m.graphs)
+	if err != nil {
+		return nil, err
+	}
+	m.run = r
+	return r, nil
+}
+
 // newBatchRun allocates the zeroed cache and the decode step's buffers and binds them.
-func (m *Model) newBatchRun(rows, tlen int) (*batchRun, error) {
-	r := &batchRun{m: m, rows: rows, tlen: tlen, cache: map[string]*ortrun.Buffer{}}
+func (m *Model) newBatchRun(rows, tlen, graphID int) (*batchRun, error) {
+	r := &batchRun{m: m, rows: rows, tlen: tlen, cache: map[string]*ortrun.Buffer{}, graphID: graphID}
 	shape := []int64{int64(rows), m.kvHeads, int64(tlen), m.headDim}
 	z, err := zeros(m.dt, shape)
 	if err != nil {
@@ -87,7 +110,7 @@ func (m *Model) newBatchRun(rows, tlen int) (*batchRun, error) {
 	return r, nil
 }
 
-// bindStep binds the decode step (graph 1) and the argmax after it.
+// bindStep binds the decode step (under r.graphID) and the argmax after it.
 func (r *batchRun) bindStep() error {
 	m := r.m
 	var err error
@@ -100,7 +123,7 @@ func (r *batchRun) bindStep() error {
 	if r.logits, err = r.buffer(m.sess, ortrun.Float32, int64(r.rows), 1, int64(m.vocab)); err != nil {
 		return err
 	}
-	if r.step, err = r.bind(m.sess, r.inputs(r.ids, r.mask), r.outputs(r.logits), 1); err != nil {
+	if r.step, err = r.bind(m.sess, r.inputs(r.ids, r.mask), r.outputs(r.logits), r.graphID); err != nil {
 		return err
 	}
 	r.pick, err = r.bind(m.picker, map[string]*ortrun.Buffer{pickIn: r.logits}, map[string]*ortrun.Buffer{pickOut: r.ids}, -1)
@@ -278,11 +301,10 @@ func (m *Model) generateShared(prompts [][]int64, o Options) ([][]int64, Stats, 
 		longest = max(longest, len(p))
 	}
 	outs := make([][]int64, len(prompts))
-	r, err := m.newBatchRun(len(prompts), longest+o.MaxNewTokens)
+	r, err := m.batchRun(len(prompts), longest+o.MaxNewTokens)
 	if err != nil {
 		return outs, st, err
 	}
-	defer r.close()
 	var next []int64
 	if err := timed(&st.Prefill, func() (err error) { next, err = r.prefill(prompts, o.Sampler); return err }); err != nil {
 		return outs, st, err

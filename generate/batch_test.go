@@ -33,7 +33,8 @@ func openExport(t *testing.T, art, adapter, kv string) *Model {
 // cache (right-padded prefill, per-row positions, argmax on the device's session) give
 // every row the greedy ids of that prompt decoded alone through the concat export, which
 // TestGreedyMatchesEvalGraph holds to the eval graph; with LoRA, on both fixtures. Rows
-// stopping at EOS stop alone.
+// stopping at EOS stop alone; a second batch of the same size reuses the buffers (and, on
+// CUDA, the captured graph), one of another size gets new ones.
 func TestBatchMatchesAlone(t *testing.T) {
 	ortruntest.Lib(t)
 	for _, c := range []struct {
@@ -92,6 +93,11 @@ func TestBatchMatchesAlone(t *testing.T) {
 				t.Errorf("%s: with EOS %d row %d is %v, want %v", c.model, eos, i, stop[i], want)
 			}
 		}
+		// Another size after the reused buffers of the EOS run: new buffers, same ids.
+		one, _, err := shared.Generate(c.prompts[0], Options{MaxNewTokens: 10, Sampler: s})
+		if err != nil || !slices.Equal(one, got[0]) {
+			t.Errorf("%s: row 0 alone through the shared export: %v (%v), in the batch %v", c.model, one, err, got[0])
+		}
 	}
 }
 
@@ -112,5 +118,25 @@ func TestSharedSamplingMatchesConcat(t *testing.T) {
 	}
 	if !slices.Equal(ids[0], ids[1]) {
 		t.Errorf("sampled ids: concat %v, shared %v", ids[0], ids[1])
+	}
+}
+
+// TestSharedFloat16: a float16 model (activations and cache float16, as on CUDA, where
+// GroupQueryAttention has float16 kernels only) decodes the same greedy ids from the shared
+// export as from the concat one.
+func TestSharedFloat16(t *testing.T) {
+	ortruntest.Lib(t)
+	art := exporttest.Artifacts(t, "llama32-fp16")
+	var ids [2][]int64
+	for i, kv := range []string{export.KVConcat, export.KVShared} {
+		m := openExport(t, art, "", kv)
+		s, _ := NewSampler(0, 0, 1, 0)
+		var err error
+		if ids[i], _, err = m.Generate([]int64{1, 17, 99, 4}, Options{MaxNewTokens: 12, Sampler: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(ids[0], ids[1]) {
+		t.Errorf("float16 greedy ids: concat %v, shared %v", ids[0], ids[1])
 	}
 }

@@ -36,6 +36,8 @@ type Model struct {
 	shared   bool
 	picker   *ortrun.Session
 	captured bool
+	run      *batchRun // the last batch's buffers, reused by the next of the same size
+	graphs   int       // CUDA graph ids handed out
 	// Notes say how the model runs (CUDA graph or why not), for standard error.
 	Notes []string
 }
@@ -254,6 +256,9 @@ func (m *Model) AdapterInputs() int { return len(m.extra) }
 // Close releases the session (and the temporary copy of an onnx-adapter graph).
 func (m *Model) Close() error {
 	defer m.removeTemp()
+	if m.run != nil {
+		m.run.close()
+	}
 	if m.copier != nil {
 		closeAll(m.extraBuf)
 		m.copier.Close()
