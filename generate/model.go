@@ -380,3 +380,14 @@ func floats(t *ortrun.Tensor) []float32 {
 	}
 	return nil
 }
+
+// KVCache is the export's cache layout (export.KVShared or export.KVConcat).
+func (m *Model) KVCache() string {
+	if m.shared {
+		return export.KVShared
+	}
+	return export.KVConcat
+}
+
+// Captured reports whether the decode step runs in a CUDA graph.
+func (m *Model) Captured() bool { return m.captured }
