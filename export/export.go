@@ -9,6 +9,7 @@ import (
 
 	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
 // File names in an exported directory.
@@ -82,7 +83,17 @@ func Run(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return write(o, s, ad, mode, m)
+	inits := map[string]*onnxpb.TensorProto{}
+	for _, t := range m.P.Graph.Initializer {
+		inits[t.Name] = t
+	}
+	slow := slowGEMV(m.P.Graph, inits)
+	res, err := write(o, s, ad, mode, m)
+	if err != nil {
+		return nil, err
+	}
+	res.Warnings = append(res.Warnings, slow...)
+	return res, nil
 }
 
 // check refuses option combinations that make no sense, naming the flags.
