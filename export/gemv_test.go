@@ -9,10 +9,10 @@ import (
 	"github.com/ortq/ortq/export/exporttest"
 	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/manifest"
-	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortrun/ortruntest"
+	"github.com/ortq/ortq/prepare"
 )
 
 // TestGEMVConditions: each condition of ONNX Runtime's CUDA 4-bit GEMV (matmul_nbits.cc,
