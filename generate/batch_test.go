@@ -78,6 +78,11 @@ func TestBatchMatchesAlone(t *testing.T) {
 		if st.Rows != len(c.prompts) || st.NewTokens != 10*len(c.prompts) || len(st.Steps) != 9 {
 			t.Errorf("%s: stats rows %d new %d steps %d", c.model, st.Rows, st.NewTokens, len(st.Steps))
 		}
+		// The concat export takes the prompts one after another: the same ids, a step each.
+		seq, sst, err := alone.GenerateBatch(c.prompts, Options{MaxNewTokens: 10, Sampler: s})
+		if err != nil || !slices.EqualFunc(seq, got, slices.Equal) || len(sst.Steps) != 9*len(c.prompts) || sst.Rows != len(c.prompts) {
+			t.Errorf("%s: concat GenerateBatch %v (%v, %d steps), shared %v", c.model, seq, err, len(sst.Steps), got)
+		}
 		// Row 0's third token as EOS: row 0 ends there (EOS kept), the others run on.
 		eos := int(got[0][2])
 		stop, _, err := shared.GenerateBatch(c.prompts, Options{MaxNewTokens: 10, Sampler: s, EOS: []int{eos}})

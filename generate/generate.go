@@ -139,7 +139,7 @@ func (m *Model) GenerateBatch(prompts [][]int64, o Options) ([][]int64, Stats, e
 		out, s, err := m.Generate(p, one)
 		outs[i] = out
 		st.PromptTokens, st.NewTokens = st.PromptTokens+s.PromptTokens, st.NewTokens+s.NewTokens
-		st.Prefill, st.Decode = st.Prefill+s.Prefill, st.Decode+s.Decode
+		st.Prefill, st.Decode, st.Steps = st.Prefill+s.Prefill, st.Decode+s.Decode, append(st.Steps, s.Steps...)
 		st.StoppedAtEOS = st.StoppedAtEOS && s.StoppedAtEOS
 		if err != nil {
 			return outs, st, err
