@@ -58,6 +58,24 @@ def cmp(a, b):
 print("CHECK CUDA-graph decode vs uncaptured decode:", cmp("graph", "plain"))
 print("info  shared export vs concat export:", cmp("graph", "concat"))
 P
+# Batch rows of different lengths (right-padded prefill, per-row positions) against each
+# prompt alone, CUDA graph on: the CPU tests require equality; on the GPU the fp16 4-bit GEMV
+# of 3 rows may round otherwise than of 1, so a late divergence is rounding, one at token 0
+# a padding bug. Reported, not required.
+printf '%s\n' '{"prompt": "the history of science"}' '{"prompt": "a study of language and of the history of science in the"}' '{"prompt": "language"}' > $W/p.jsonl
+timeout 300 $Q generate --model $W/e-shared --prompts $W/p.jsonl --device "$DEV" --max-new-tokens 32 --ignore-eos --ids --quiet > $W/batch.jsonl 2>> "$LOG"
+for p in "the history of science" "a study of language and of the history of science in the" "language"; do
+  timeout 300 $Q generate --model $W/e-shared --prompt "$p" --device "$DEV" --max-new-tokens 32 --ignore-eos --ids --quiet 2>> "$LOG"
+done > $W/alone.txt
+python3 - "$W" <<'P' | tee -a "$S"
+import json, sys
+w = sys.argv[1]
+batch = [json.loads(l)["ids"] for l in open(f"{w}/batch.jsonl")]
+alone = [json.loads(l) for l in open(f"{w}/alone.txt") if l.strip()]
+for i, (b, a) in enumerate(zip(batch, alone)):
+    n = next((j for j, (p, q) in enumerate(zip(b, a)) if p != q), None)
+    print(f"info  batch row {i} vs alone:", "EQUAL" if n is None and len(a) == len(b) else f"DIFFER at new token {n}")
+P
 for b in 1 8; do  # transformers first, so that ortq's reports show it beside them
   run timeout 400 python3 scripts/hf_generate_bench.py --config $W/m/config.json --batch $b --prompt-tokens 128 --new-tokens "$NEW" --out "$OUT/peer-b$b.json"
   say "transformers batch $b rc $?"
