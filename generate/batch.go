@@ -262,6 +262,9 @@ func (r *batchRun) decode(next []int64, pos []int, upload bool, s *Sampler) ([]i
 		return nil, err
 	}
 	if err := r.step.Run(); err != nil {
+		if m.captured {
+			return nil, fmt.Errorf("generate: decode step in a CUDA graph (--cuda-graph=false runs it uncaptured): %w", err)
+		}
 		return nil, fmt.Errorf("generate: decode step: %w", err)
 	}
 	if s.Temperature != 0 {

@@ -94,6 +94,9 @@ func OpenWith(dir string, opts ortrun.Options, resident bool) (*Model, error) {
 	return m, nil
 }
 
+// NoteGraphOff opens the note that says a requested CUDA graph could not be used.
+const NoteGraphOff = "CUDA graph off"
+
 // openSession opens the decoder. Only a shared-layout model on CUDA keeps opts.CUDAGraph
 // (the concat layout's shapes change every step); where ONNX Runtime refuses the capture
 // (a node outside the CUDA provider, such as GroupQueryAttention in a float32 graph), the
@@ -103,7 +106,7 @@ func (m *Model) openSession(path string, opts ortrun.Options) error {
 	var err error
 	m.sess, err = ortrun.NewSession(path, opts)
 	if err != nil && opts.CUDAGraph {
-		m.Notes = append(m.Notes, fmt.Sprintf("CUDA graph off: ONNX Runtime refused to capture the decode step (%v); decoding uncaptured", err))
+		m.Notes = append(m.Notes, fmt.Sprintf("%s: ONNX Runtime refused to capture the decode step (%v); decoding uncaptured", NoteGraphOff, err))
 		opts.CUDAGraph = false
 		m.sess, err = ortrun.NewSession(path, opts)
 	}

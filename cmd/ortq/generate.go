@@ -136,6 +136,11 @@ func runGenerate(v *viper.Viper, flagPrompts []string, stdin io.Reader, stdout i
 		return err
 	}
 	defer m.Close()
+	for _, n := range m.Notes { // a refused capture is said even with --quiet
+		if strings.HasPrefix(n, generate.NoteGraphOff) {
+			fmt.Fprintln(os.Stderr, "warning:", n)
+		}
+	}
 	if err := useAdapter(m, dir, v.GetString("adapter")); err != nil {
 		return err
 	}
@@ -157,7 +162,9 @@ func runGenerate(v *viper.Viper, flagPrompts []string, stdin io.Reader, stdout i
 	}
 	if !v.GetBool("quiet") {
 		for _, n := range m.Notes {
-			fmt.Fprintln(os.Stderr, n)
+			if !strings.HasPrefix(n, generate.NoteGraphOff) {
+				fmt.Fprintln(os.Stderr, n)
+			}
 		}
 		rows := ""
 		if st.Rows > 1 {
