@@ -3,8 +3,11 @@ package bench
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/ortq/ortq/export"
 	"github.com/ortq/ortq/generate"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
@@ -85,6 +88,14 @@ func RunGenerate(c GenerateConfig) (*Result, error) {
 		mon.end()
 		return nil, err
 	}
+	// An onnx-adapter export decodes with its own adapter, as ortq generate does.
+	if ad := filepath.Join(c.Model, export.AdapterFile); m.AdapterInputs() > 0 && fileExists(ad) {
+		if err := m.UseAdapter(ad); err != nil {
+			m.Close()
+			mon.end()
+			return nil, err
+		}
+	}
 	pt, err := measureGenerate(m, c, mon, label)
 	m.Close()
 	gp := mon.end()
@@ -145,4 +156,9 @@ func perSecond(n int, d time.Duration) float64 {
 		return 0
 	}
 	return float64(n) / d.Seconds()
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -11,7 +11,8 @@
 #   3. ortq bench generate: batch 1 with and without the CUDA graph, batch 8, the concat export
 #      at batch 1 (the old path), then transformers' generate on the same shape (fp16, SDPA)
 #      as the peer, batch 1 and 8.
-# Usage:  LAYERS=28 NEW=256 bash scripts/gpu-generate2.sh   (PRESET=tiny DEVICE=cpu: a dry run anywhere)
+# Usage:  LAYERS=28 NEW=256 bash scripts/gpu-generate2.sh   (PRESET=tiny DEVICE=cpu: a dry run anywhere;
+#         SKIP_PEER=1 leaves transformers out; EXTRA=1 adds the onnx-adapter and --merge exports at batch 1)
 # $OUT (≤ 8 files): summary.txt (everything to read first), gpu.txt, log.txt (every command's
 # output), bench-b1.json / bench-b8.json (ortq's report.json, CUDA graph), peer-b1.json /
 # peer-b8.json (transformers), ids.txt (the id lists compared in 2).
@@ -77,6 +78,7 @@ for i, (b, a) in enumerate(zip(batch, alone)):
     print(f"info  batch row {i} vs alone:", "EQUAL" if n is None and len(a) == len(b) else f"DIFFER at new token {n}")
 P
 for b in 1 8; do  # transformers first, so that ortq's reports show it beside them
+  [ "${SKIP_PEER:-0}" = 1 ] && break
   run timeout 400 python3 scripts/hf_generate_bench.py --config $W/m/config.json --batch $b --prompt-tokens 128 --new-tokens "$NEW" --out "$OUT/peer-b$b.json"
   say "transformers batch $b rc $?"
 done
@@ -89,4 +91,12 @@ bg b1-nograph --model $W/e-shared --batch 1 --cuda-graph=false
 bg b8 --model $W/e-shared --batch 8 $(peer 8)
 bg b1-concat --model $W/e-concat --batch 1
 cp $W/b-b1/report.json "$OUT/bench-b1.json" 2>/dev/null; cp $W/b-b8/report.json "$OUT/bench-b8.json" 2>/dev/null
+if [ "${EXTRA:-0}" = 1 ]; then  # issue 24: the .onnx_adapter path and --merge within ±5 % of the plain export
+  for v in "onnx-adapter:--format onnx-adapter" "merged:--merge"; do
+    name=${v%%:*}
+    run timeout 600 $Q export --artifacts $W/a --adapter $W/a/lora_init.safetensors --tokenizer default --kv-cache shared ${v#*:} --out $W/e-$name --force --quiet
+    say "export $name rc $?"
+    bg b1-$name --model $W/e-$name --batch 1
+  done
+fi
 say "done"
