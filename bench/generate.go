@@ -66,7 +66,8 @@ type GenerateFigures struct {
 }
 
 // RunGenerate measures c and returns a Result of one point whose Generate holds the
-// figures (TokensPerSec: decode tokens/s; StepTime: the per-token latency).
+// figures (TokensPerSec: decode tokens/s; StepTime: the per-token latency), with the peak
+// GPU memory (NVML) and host RSS from opening the model to closing it.
 func RunGenerate(c GenerateConfig) (*Result, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -78,35 +79,43 @@ func RunGenerate(c GenerateConfig) (*Result, error) {
 	if gerr != nil {
 		res.Notes = append(res.Notes, fmt.Sprintf("GPU memory not measured: %v", gerr))
 	}
-	mon := newMonitor(start, time.Duration(max(c.SampleMS, 1))*time.Millisecond, gpu)
+	interval := time.Duration(max(c.SampleMS, 1)) * time.Millisecond
+	mon := newMonitor(start, interval, gpu)
+	_ = resetPeakRSS()
+	rss := train.NewRSSMonitor(max(interval, 10*time.Millisecond), nil)
+	rss.Start()
 	label := fmt.Sprintf("generate batch %d prompt %d new %d", c.Batch, c.PromptTokens, c.NewTokens)
 	mon.begin(label, "open")
+	pt, notes, err := openAndMeasure(c, mon, label)
+	gp := mon.end()
+	peakRSS := rss.Stop()
+	if err != nil {
+		return nil, err
+	}
+	pt.PeakGPUBytes, pt.PeakGPUDeviceBytes, pt.GPUSource, pt.PeakRSSBytes = gp.bytes, gp.device, gp.source, peakRSS
+	res.Notes = append(res.Notes, notes...)
+	res.Points = []Point{*pt}
+	res.Timeline = mon.timeline()
+	return res, nil
+}
+
+// openAndMeasure opens the export (with its own adapter when it is an onnx-adapter export,
+// as ortq generate applies it), measures it and closes it; it returns the model's notes.
+func openAndMeasure(c GenerateConfig, mon *monitor, label string) (*Point, []string, error) {
 	opts := c.Session
 	opts.Device, opts.IntraOpThreads, opts.CUDAGraph = c.Device, c.Threads, c.CUDAGraph
 	m, err := generate.Open(c.Model, opts)
 	if err != nil {
-		mon.end()
-		return nil, err
+		return nil, nil, err
 	}
-	// An onnx-adapter export decodes with its own adapter, as ortq generate does.
+	defer m.Close()
 	if ad := filepath.Join(c.Model, export.AdapterFile); m.AdapterInputs() > 0 && fileExists(ad) {
 		if err := m.UseAdapter(ad); err != nil {
-			m.Close()
-			mon.end()
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	pt, err := measureGenerate(m, c, mon, label)
-	m.Close()
-	gp := mon.end()
-	if err != nil {
-		return nil, err
-	}
-	pt.PeakGPUBytes, pt.PeakGPUDeviceBytes, pt.GPUSource = gp.bytes, gp.device, gp.source
-	res.Notes = append(res.Notes, m.Notes...)
-	res.Points = []Point{*pt}
-	res.Timeline = mon.timeline()
-	return res, nil
+	return pt, m.Notes, err
 }
 
 // measureGenerate runs the warm-up and measured generations and sums their figures.

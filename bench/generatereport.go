@@ -12,8 +12,8 @@ import (
 // (scripts/hf_generate_bench.py), with decode and prefill ratios ortq ÷ peer.
 func GenerateSummary(r *Result, peers Peers) string {
 	var b strings.Builder
-	b.WriteString("| tool | batch | prompt | new | KV cache | CUDA graph | prefill tokens/s | time to first token (ms) | decode tokens/s | per-token p50 / p95 (ms) | peak GPU |\n")
-	b.WriteString("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| tool | batch | prompt | new | KV cache | CUDA graph | prefill tokens/s | time to first token (ms) | decode tokens/s | per-token p50 / p95 (ms) | peak GPU | peak host RSS |\n")
+	b.WriteString("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, res := range append([]*Result{r}, peers...) {
 		for _, p := range res.Points {
 			g := p.Generate
@@ -24,9 +24,9 @@ func GenerateSummary(r *Result, peers Peers) string {
 			if v, src := peerGPUPeak(&p); v > 0 {
 				gpu = fmt.Sprintf("%s (%s)", fbytes(v), src)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %v | %s | %s | %s | %s / %s | %s |\n", mdEscape(res.Tool), g.Batch, g.PromptTokens, g.NewTokens,
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %v | %s | %s | %s | %s / %s | %s | %s |\n", mdEscape(res.Tool), g.Batch, g.PromptTokens, g.NewTokens,
 				orDefault(g.KVCache, "–"), g.CUDAGraph, ftps(g.PrefillTokensPerSec), fnum(g.TimeToFirstTokenMS, 1), ftps(g.DecodeTokensPerSec),
-				fnum(g.TokenLatency.P50MS, 2), fnum(g.TokenLatency.P95MS, 2), gpu)
+				fnum(g.TokenLatency.P50MS, 2), fnum(g.TokenLatency.P95MS, 2), gpu, fbytes(p.PeakRSSBytes))
 		}
 	}
 	ours := generateFigures(r)
@@ -54,7 +54,7 @@ func GenerateMarkdown(r *Result, peers Peers) (string, error) {
 	writeMachine(&b, r)
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(GenerateSummary(r, peers))
-	b.WriteString("\nPrefill: the prompts (all rows, right-padded) in one run, the first new token of every row included, so the time to first token is the prefill's. Decode: one run per step for every row; tokens/s counts every row's tokens after its first. Peak GPU: NVML, sampled every few ms through open, warm-up and measured runs.\n")
+	b.WriteString("\nPrefill: the prompts (all rows, right-padded) in one run, the first new token of every row included, so the time to first token is the prefill's. Decode: one run per step for every row; tokens/s counts every row's tokens after its first. Peak GPU: NVML, sampled every few ms from opening the model to closing it; peak host RSS over the same span.\n")
 	writeNotes(&b, append([]*Result{r}, peers...))
 	if r.Config != nil {
 		rows, err := flatten(r.Config)

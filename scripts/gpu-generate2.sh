@@ -85,7 +85,7 @@ done
 peer() { [ -f "$OUT/peer-b$1.json" ] && echo "--peer $OUT/peer-b$1.json"; }
 bg() { local name=$1; shift; run timeout 400 $Q bench generate --device "$DEV" --prompt-tokens 128 --new-tokens "$NEW" --warmup 1 --runs 3 --quiet --out $W/b-$name "$@"
   say "bench $name rc $?"; grep -h '^| ortq \|^| transformers \|^ortq ÷' $W/b-$name/report.md 2>/dev/null | tee -a "$S"; }
-echo "| tool | batch | prompt | new | KV cache | CUDA graph | prefill tokens/s | time to first token (ms) | decode tokens/s | per-token p50 / p95 (ms) | peak GPU |" >> "$S"
+echo "| tool | batch | prompt | new | KV cache | CUDA graph | prefill tokens/s | time to first token (ms) | decode tokens/s | per-token p50 / p95 (ms) | peak GPU | peak host RSS |" >> "$S"
 bg b1 --model $W/e-shared --batch 1 $(peer 1)
 bg b1-nograph --model $W/e-shared --batch 1 --cuda-graph=false
 bg b8 --model $W/e-shared --batch 8 $(peer 8)

@@ -12,7 +12,8 @@ import (
 
 // TestBenchGenerate: `bench generate --model default` exports the embedded model with a
 // shared KV cache, decodes a batch and writes report.json (one point whose generate figures
-// are the measured speeds: positive, the configured shape, one latency per decode step),
+// are the measured speeds: positive, the configured shape, one latency per decode step; its
+// peak host RSS measured),
 // report.md and memory.jsonl; a bad flag is refused in one line naming it.
 func TestBenchGenerate(t *testing.T) {
 	ortruntest.Lib(t)
@@ -34,6 +35,9 @@ func TestBenchGenerate(t *testing.T) {
 	}
 	if g.PrefillTokensPerSec <= 0 || g.DecodeTokensPerSec <= 0 || g.TimeToFirstTokenMS <= 0 || g.TokenLatency.Count != 2*4 {
 		t.Errorf("figures %+v: want positive speeds and 8 decode steps (2 runs × 4)", g)
+	}
+	if r.Points[0].PeakRSSBytes == 0 {
+		t.Error("no peak host RSS")
 	}
 	md, err := os.ReadFile(filepath.Join(out, "report.md"))
 	if err != nil || !strings.Contains(string(md), "time to first token") {
