@@ -181,7 +181,11 @@ func writeMachine(b *strings.Builder, r *Result) {
 	if r.ReferenceMS > 0 {
 		row("reference", fmt.Sprintf("%.2f ms (256×256 float32 matmul in pure Go, fastest of 7; `compare` scales throughput by it)", float64(r.ReferenceMS)))
 	}
-	if len(r.Points) > 0 {
+	switch {
+	case len(r.Points) > 0 && r.Points[0].Generate != nil:
+		p := r.Points[0]
+		row("workload", fmt.Sprintf("generation: seeded random prompt ids, greedy, EOS ignored, warm-up %d + %d measured generations", p.Warmup, p.Steps))
+	case len(r.Points) > 0:
 		p := r.Points[0]
 		row("workload",
 			fmt.Sprintf("synthetic tokens (seeded; every position real, labels = ids), warm-up %d + %d measured optimizer steps, one micro-batch per step, AdamW",

@@ -123,6 +123,8 @@ type Point struct {
 	PeakFLOPS Float `json:"peak_flops"`
 
 	Eval *EvalSummary `json:"eval,omitempty"`
+	// Generate holds a `bench generate` point's figures (nil for training points).
+	Generate *GenerateFigures `json:"generate,omitempty"`
 	// PrepareSeconds is the time `prepare` took for this point (0: artifacts reused).
 	PrepareSeconds Float    `json:"prepare_seconds,omitempty"`
 	Notes          []string `json:"notes,omitempty"`

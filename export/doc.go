@@ -2,7 +2,10 @@
 // ONNX Runtime runs directly (`ortq export`): a Llama decoder with a KV cache in the layout
 // onnxruntime-genai's Llama models use (inputs input_ids, attention_mask, position_ids,
 // past_key_values.{i}.key/value; outputs logits, present.{i}.key/value), a
-// genai_config.json and the tokenizer files beside it.
+// genai_config.json and the tokenizer files beside it. With --kv-cache shared (gqa.go) the
+// cache is onnxruntime-genai's past_present_share_buffer layout instead: fixed-length buffers
+// that com.microsoft.GroupQueryAttention writes in place, inputs input_ids and
+// attention_mask only.
 //
 // Why build the graph anew instead of rewriting the eval graph: the eval graph is whatever
 // the exporter wrote (a dynamo export, an optimum export, ortq's own import) with the loss

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
 // File names in an exported directory.
@@ -34,7 +35,9 @@ type Options struct {
 	Format    string
 	HFConfig  string // config.json ("" = found from the manifest)
 	Tokenizer string // tokenizer.json ("" = beside config.json)
-	Force     bool
+	// KVCache is the cache layout: KVConcat ("" too) or KVShared (gqa.go).
+	KVCache string
+	Force   bool
 }
 
 // Result says what Run wrote.
@@ -50,6 +53,9 @@ type Result struct {
 func Run(o Options) (*Result, error) {
 	if o.Format == "" {
 		o.Format = FormatONNX
+	}
+	if o.KVCache == "" {
+		o.KVCache = KVConcat
 	}
 	if err := o.check(); err != nil {
 		return nil, err
@@ -73,11 +79,21 @@ func Run(o Options) (*Result, error) {
 	case o.Format == FormatONNXAdapter:
 		mode = LoRAInputs
 	}
-	m, err := Build(s, ad, mode)
+	m, err := BuildLayout(s, ad, mode, o.KVCache)
 	if err != nil {
 		return nil, err
 	}
-	return write(o, s, ad, mode, m)
+	inits := map[string]*onnxpb.TensorProto{}
+	for _, t := range m.P.Graph.Initializer {
+		inits[t.Name] = t
+	}
+	slow := slowGEMV(m.P.Graph, inits)
+	res, err := write(o, s, ad, mode, m)
+	if err != nil {
+		return nil, err
+	}
+	res.Warnings = append(res.Warnings, slow...)
+	return res, nil
 }
 
 // check refuses option combinations that make no sense, naming the flags.
@@ -89,6 +105,8 @@ func (o *Options) check() error {
 		return fmt.Errorf("--format onnx-adapter needs --adapter and cannot be combined with --merge")
 	case o.Merge && o.Adapter == "":
 		return fmt.Errorf("--merge needs --adapter")
+	case o.KVCache != KVConcat && o.KVCache != KVShared:
+		return fmt.Errorf("--kv-cache %q: use %s or %s", o.KVCache, KVConcat, KVShared)
 	}
 	return fsutil.CheckReplace(o.Out, o.Force, GenAIConfigFile, "export")
 }
@@ -116,7 +134,7 @@ func write(o Options, s *Source, ad *Adapter, mode LoRAMode, m *ortgraph.Model) 
 		}
 		res.Files = append(res.Files, AdapterFile)
 	}
-	gc, err := genaiConfig(s, ModelFile)
+	gc, err := genaiConfig(s, ModelFile, o.KVCache == KVShared)
 	if err != nil {
 		return nil, err
 	}

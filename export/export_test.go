@@ -4,19 +4,27 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/ortq/ortq/export/exporttest"
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 )
 
 // decodeLogits runs the exported model on ids in pieces of the given sizes (e.g. a prefill
 // of 3 tokens, then one at a time), carrying the KV cache, and returns the logits of every
-// position [seq, vocab].
+// position [seq, vocab]. A model in the shared layout (no position_ids input) gets a cache
+// of len(ids)+2 positions from the start, fed back as it comes out.
 func decodeLogits(t *testing.T, model string, layers, kvHeads, headDim int, ids []int64, pieces []int) []float32 {
 	t.Helper()
+	shared := !slices.Contains(inputNames(t, model), PositionIDs)
+	cacheLen := int64(0)
+	if shared {
+		cacheLen = int64(len(ids) + 2)
+	}
 	sess, err := ortrun.NewSession(model, ortrun.Options{IntraOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +33,8 @@ func decodeLogits(t *testing.T, model string, layers, kvHeads, headDim int, ids 
 	past := map[string]*ortrun.Tensor{}
 	for i := 0; i < layers; i++ {
 		for _, n := range []string{PastKey(i), PastValue(i)} {
-			past[n] = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{1, int64(kvHeads), 0, int64(headDim)}, Data: []float32{}}
+			past[n] = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{1, int64(kvHeads), cacheLen, int64(headDim)},
+				Data: make([]float32, cacheLen*int64(kvHeads*headDim))}
 		}
 	}
 	var logits []float32
@@ -35,7 +44,9 @@ func decodeLogits(t *testing.T, model string, layers, kvHeads, headDim int, ids 
 		in := map[string]*ortrun.Tensor{
 			InputIDs:      {DType: ortrun.Int64, Shape: []int64{1, int64(k)}, Data: chunk},
 			AttentionMask: {DType: ortrun.Int64, Shape: []int64{1, int64(pos + k)}, Data: exporttest.Ones(pos + k)},
-			PositionIDs:   {DType: ortrun.Int64, Shape: []int64{1, int64(k)}, Data: rangeIDs(pos, pos+k)},
+		}
+		if !shared {
+			in[PositionIDs] = &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1, int64(k)}, Data: rangeIDs(pos, pos+k)}
 		}
 		for n, v := range past {
 			in[n] = v
@@ -51,6 +62,20 @@ func decodeLogits(t *testing.T, model string, layers, kvHeads, headDim int, ids 
 		pos += k
 	}
 	return logits
+}
+
+// inputNames are the graph inputs of an ONNX file.
+func inputNames(t *testing.T, path string) []string {
+	t.Helper()
+	m, err := ortgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, in := range m.P.Graph.Input {
+		names = append(names, in.Name)
+	}
+	return names
 }
 
 func TestMain(m *testing.M) {
@@ -124,21 +149,23 @@ func TestKVCacheMatchesEval(t *testing.T) {
 			{"lora", adapter, false, vals, 1e-5},
 			{"merged", adapter, true, vals, 1e-4},
 		} {
-			out := filepath.Join(t.TempDir(), "export")
-			if _, err := Run(Options{Artifacts: art, Adapter: v.adapter, Merge: v.merge, Out: out}); err != nil {
-				t.Fatalf("%s/%s: export: %v", c.model, v.name, err)
-			}
-			gc, err := ReadGenAIConfig(filepath.Join(out, GenAIConfigFile))
-			if err != nil {
-				t.Fatal(err)
-			}
-			d := gc.Model.Decoder
-			want := exporttest.EvalLogits(t, art, man, c.ids, v.lora)
-			got := decodeLogits(t, filepath.Join(out, d.Filename), d.Layers, d.KVHeads, d.HeadSize, c.ids, c.pieces)
-			diff, scale := maxAbsDiff(want, got), math.Max(1, maxAbs(want))
-			t.Logf("%s/%s: max |Δlogit| %.3g over %d tokens (max |logit| %.3g)", c.model, v.name, diff, len(c.ids), scale)
-			if diff > v.tol*scale {
-				t.Errorf("%s/%s: max |Δlogit| %.3g > %g × %.3g", c.model, v.name, diff, v.tol, scale)
+			for _, kv := range []string{KVConcat, KVShared} {
+				out := filepath.Join(t.TempDir(), "export")
+				if _, err := Run(Options{Artifacts: art, Adapter: v.adapter, Merge: v.merge, Out: out, KVCache: kv}); err != nil {
+					t.Fatalf("%s/%s/%s: export: %v", c.model, v.name, kv, err)
+				}
+				gc, err := ReadGenAIConfig(filepath.Join(out, GenAIConfigFile))
+				if err != nil {
+					t.Fatal(err)
+				}
+				d := gc.Model.Decoder
+				want := exporttest.EvalLogits(t, art, man, c.ids, v.lora)
+				got := decodeLogits(t, filepath.Join(out, d.Filename), d.Layers, d.KVHeads, d.HeadSize, c.ids, c.pieces)
+				diff, scale := maxAbsDiff(want, got), math.Max(1, maxAbs(want))
+				t.Logf("%s/%s/%s: max |Δlogit| %.3g over %d tokens (max |logit| %.3g)", c.model, v.name, kv, diff, len(c.ids), scale)
+				if diff > v.tol*scale {
+					t.Errorf("%s/%s/%s: max |Δlogit| %.3g > %g × %.3g", c.model, v.name, kv, diff, v.tol, scale)
+				}
 			}
 		}
 	}

@@ -60,8 +60,9 @@ type specialTokens struct {
 	Pad *int            `json:"pad_token_id"`
 }
 
-// genaiConfig describes the exported decoder of s.
-func genaiConfig(s *Source, file string) (*GenAIConfig, error) {
+// genaiConfig describes the exported decoder of s; shared: the KVShared layout (no
+// position_ids input, past_present_share_buffer).
+func genaiConfig(s *Source, file string, shared bool) (*GenAIConfig, error) {
 	b, err := fsutil.ReadLimited(s.ConfigPath, "config.json", 16<<20)
 	if err != nil {
 		return nil, err
@@ -95,8 +96,11 @@ func genaiConfig(s *Source, file string) (*GenAIConfig, error) {
 			"past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
 		Outputs: map[string]string{"logits": Logits, "present_key_names": "present.%d.key", "present_value_names": "present.%d.value"},
 	}
+	if shared {
+		delete(m.Decoder.Inputs, "position_ids")
+	}
 	return &GenAIConfig{Model: m, Search: GenAISearch{MaxLength: c.MaxPositions, NumBeams: 1, NumReturnSequences: 1,
-		RepetitionPenalty: 1, Temperature: 1, TopK: 1, TopP: 1}}, nil
+		RepetitionPenalty: 1, Temperature: 1, TopK: 1, TopP: 1, PastPresentShareBuff: shared}}, nil
 }
 
 // ReadGenAIConfig reads an exported directory's genai_config.json.

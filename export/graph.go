@@ -52,16 +52,28 @@ type builder struct {
 	mode    LoRAMode
 	used    map[string]bool // source initializers already copied
 	merged  map[string]*onnxpb.TensorProto
-	pastLen string // scalar int64: cached positions
+	pastLen string // scalar int64: cached positions (concat layout)
+	shared  bool   // KVShared layout (gqa.go)
 }
 
 func cloneModel(p *onnxpb.ModelProto) *onnxpb.ModelProto { return proto.Clone(p).(*onnxpb.ModelProto) }
 
 func sym(dt int32, dims ...string) *onnxpb.TypeProto { return ortgraph.SymTensorType(dt, dims) }
 
-// Build returns the KV-cache decoder for s with adapter ad (nil: base only) in mode. The
-// model's Dir is the artifacts directory, so copied initializers resolve into weights.bin.
+// Build returns the KV-cache decoder for s with adapter ad (nil: base only) in mode, in the
+// concat layout.
 func Build(s *Source, ad *Adapter, mode LoRAMode) (*ortgraph.Model, error) {
+	return BuildLayout(s, ad, mode, KVConcat)
+}
+
+// BuildLayout is Build with the KV-cache layout kv (KVConcat or KVShared). The model's Dir
+// is the artifacts directory, so copied initializers resolve into weights.bin.
+func BuildLayout(s *Source, ad *Adapter, mode LoRAMode, kv string) (*ortgraph.Model, error) {
+	if kv == KVShared {
+		if err := checkShared(s); err != nil {
+			return nil, err
+		}
+	}
 	if ad == nil {
 		mode = LoRANone
 	}
@@ -75,7 +87,7 @@ func Build(s *Source, ad *Adapter, mode LoRAMode) (*ortgraph.Model, error) {
 		mp.IrVersion = 10
 	}
 	m := &ortgraph.Model{P: mp, Dir: s.Eval.Dir}
-	b := &builder{s: s, g: ortgraph.NewGraph(m), dt: s.DType, ad: ad, mode: mode, used: map[string]bool{}}
+	b := &builder{s: s, g: ortgraph.NewGraph(m), dt: s.DType, ad: ad, mode: mode, used: map[string]bool{}, shared: kv == KVShared}
 	if mode == LoRAMerged {
 		var err error
 		if b.merged, err = mergedWeights(s, ad); err != nil {
@@ -90,28 +102,17 @@ func Build(s *Source, ad *Adapter, mode LoRAMode) (*ortgraph.Model, error) {
 
 func (b *builder) build() error {
 	c, g, dt := b.s.Cfg, b.g, b.dt
-	kv, hd := strconv.Itoa(c.NumKVHeads), strconv.Itoa(c.HeadDim)
-	g.P.Input = []*onnxpb.ValueInfoProto{
-		{Name: InputIDs, Type: sym(ortgraph.Int64, "batch_size", "sequence_length")},
-		{Name: AttentionMask, Type: sym(ortgraph.Int64, "batch_size", "total_sequence_length")},
-		{Name: PositionIDs, Type: sym(ortgraph.Int64, "batch_size", "sequence_length")},
-	}
-	for i := 0; i < c.NumLayers; i++ {
-		for _, n := range []string{PastKey(i), PastValue(i)} {
-			g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: n, Type: sym(dt, "batch_size", kv, "past_sequence_length", hd)})
-		}
-	}
 	// Logits are float32 whatever the graph's type (a float16 graph casts them, exactly):
 	// sampling reads them as float32, and onnxruntime_go returns no float16 tensor it
 	// allocated itself (a device-resident run's logits are such a tensor).
 	g.P.Output = []*onnxpb.ValueInfoProto{{Name: Logits, Type: sym(ortgraph.Float, "batch_size", "sequence_length", strconv.Itoa(c.VocabSize))}}
-	g.Reindex()
-
+	var cos, sin, mask string
+	if b.shared {
+		b.sharedInputs()
+	} else {
+		cos, sin, mask = b.concatInputs()
+	}
 	h := g.Add(ortgraph.NodeSpec{Op: "Gather", Inputs: []string{b.copyInit(b.s.Embed), InputIDs}, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}, Name: "/model/embed_tokens/Gather"})[0]
-	shape := g.Op("Shape", []string{PastKey(0)})
-	b.pastLen = g.Op("Gather", []string{shape, g.ScalarI64(2)}, ortgraph.AInt("axis", 0))
-	cos, sin := b.rotary()
-	mask := b.mask()
 	for l := 0; l < c.NumLayers; l++ {
 		var err error
 		if h, err = b.layer(l, h, cos, sin, mask); err != nil {
@@ -130,6 +131,28 @@ func (b *builder) build() error {
 	g.P.Node[len(g.P.Node)-1].Output[0] = Logits
 	g.Reindex()
 	return g.TopoSort()
+}
+
+// concatInputs declares the concat layout's inputs and the logits output, and returns the
+// rotary tables and the additive mask every layer reads.
+func (b *builder) concatInputs() (cos, sin, mask string) {
+	c, g, dt := b.s.Cfg, b.g, b.dt
+	kv, hd := strconv.Itoa(c.NumKVHeads), strconv.Itoa(c.HeadDim)
+	g.P.Input = []*onnxpb.ValueInfoProto{
+		{Name: InputIDs, Type: sym(ortgraph.Int64, "batch_size", "sequence_length")},
+		{Name: AttentionMask, Type: sym(ortgraph.Int64, "batch_size", "total_sequence_length")},
+		{Name: PositionIDs, Type: sym(ortgraph.Int64, "batch_size", "sequence_length")},
+	}
+	for i := 0; i < c.NumLayers; i++ {
+		for _, n := range []string{PastKey(i), PastValue(i)} {
+			g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: n, Type: sym(dt, "batch_size", kv, "past_sequence_length", hd)})
+		}
+	}
+	g.Reindex()
+	shape := g.Op("Shape", []string{PastKey(0)})
+	b.pastLen = g.Op("Gather", []string{shape, g.ScalarI64(2)}, ortgraph.AInt("axis", 0))
+	cos, sin = b.rotary()
+	return cos, sin, b.mask()
 }
 
 // rotary returns cos and sin [batch, 1, seq, head_dim] of position_ids, computed in float32

@@ -10,8 +10,7 @@ import (
 
 // layer is decoder layer l with its cache: attention over past+current keys, then the MLP.
 func (b *builder) layer(l int, h, cos, sin, mask string) (string, error) {
-	g, c := b.g, b.s.Cfg
-	nH, nKV, hd := int64(c.NumHeads), int64(c.NumKVHeads), int64(c.HeadDim)
+	g := b.g
 	mod := "model.layers." + strconv.Itoa(l)
 	x := b.norm(2*l, h)
 	var qkv [3]string
@@ -22,6 +21,39 @@ func (b *builder) layer(l int, h, cos, sin, mask string) (string, error) {
 		}
 		qkv[i] = y
 	}
+	var o string
+	if b.shared {
+		o = b.attentionShared(l, qkv[0], qkv[1], qkv[2])
+	} else {
+		o = b.attentionConcat(l, qkv, cos, sin, mask)
+	}
+	o, err := b.linear(mod+".self_attn.o_proj", o)
+	if err != nil {
+		return "", err
+	}
+	h = g.Op("Add", []string{h, o})
+	x = b.norm(2*l+1, h)
+	gate, err := b.linear(mod+".mlp.gate_proj", x)
+	if err != nil {
+		return "", err
+	}
+	up, err := b.linear(mod+".mlp.up_proj", x)
+	if err != nil {
+		return "", err
+	}
+	act := g.Op("Mul", []string{gate, g.Op("Sigmoid", []string{gate})})
+	down, err := b.linear(mod+".mlp.down_proj", g.Op("Mul", []string{act, up}))
+	if err != nil {
+		return "", err
+	}
+	return g.Op("Add", []string{h, down}), nil
+}
+
+// attentionConcat is layer l's attention in the concat layout: heads, rotary, the cache
+// concat (present = past + new), repeat_kv and eager attention with the additive mask.
+func (b *builder) attentionConcat(l int, qkv [3]string, cos, sin, mask string) string {
+	g, c := b.g, b.s.Cfg
+	nH, nKV, hd := int64(c.NumHeads), int64(c.NumKVHeads), int64(c.HeadDim)
 	heads := func(x string, n int64) string {
 		r := g.Op("Reshape", []string{x, g.ConstI64(0, 0, n, hd)})
 		return g.Op("Transpose", []string{r}, ortgraph.AInts("perm", 0, 2, 1, 3))
@@ -53,27 +85,7 @@ func (b *builder) layer(l int, h, cos, sin, mask string) (string, error) {
 	}
 	o := g.Op("MatMul", []string{p, v})
 	o = g.Op("Transpose", []string{o}, ortgraph.AInts("perm", 0, 2, 1, 3))
-	o = g.Op("Reshape", []string{o, g.ConstI64(0, 0, nH*hd)})
-	o, err := b.linear(mod+".self_attn.o_proj", o)
-	if err != nil {
-		return "", err
-	}
-	h = g.Op("Add", []string{h, o})
-	x = b.norm(2*l+1, h)
-	gate, err := b.linear(mod+".mlp.gate_proj", x)
-	if err != nil {
-		return "", err
-	}
-	up, err := b.linear(mod+".mlp.up_proj", x)
-	if err != nil {
-		return "", err
-	}
-	act := g.Op("Mul", []string{gate, g.Op("Sigmoid", []string{gate})})
-	down, err := b.linear(mod+".mlp.down_proj", g.Op("Mul", []string{act, up}))
-	if err != nil {
-		return "", err
-	}
-	return g.Op("Add", []string{h, down}), nil
+	return g.Op("Reshape", []string{o, g.ConstI64(0, 0, nH*hd)})
 }
 
 // rotate is x·cos + rotate_half(x)·sin on [batch, heads, seq, head_dim].

@@ -8,4 +8,9 @@
 // beyond the ONNX Runtime it already drives. On the CPU the cache lives in Go memory between
 // runs (ortrun's sessions take and return host tensors); on CUDA it stays in the session's
 // device memory (resident.go), so a step moves only its ids in and its logits out.
+//
+// An export with a shared KV cache (export.KVShared) is decoded by batch.go instead: fixed
+// cache buffers written in place, several prompts as one batch (GenerateBatch), a decode
+// step whose bound buffers never move — captured in a CUDA graph on CUDA — and the argmax
+// on the device (pick.go), so a step moves the mask in and one id per row out.
 package generate

@@ -72,7 +72,9 @@ func TestReferenceAdapter(t *testing.T) {
 // transformers' model.generate(do_sample=False), with and without the ortq adapter loaded
 // by PEFT, and the prompt's logits agree within 1e-4. The reference is made by
 // scripts/hf_reference.py on a machine with torch; until it is committed the test skips
-// (whatever ORTQ_REQUIRE_FIXTURES says), afterwards it always runs.
+// (whatever ORTQ_REQUIRE_FIXTURES says), afterwards it always runs. The shared-KV-cache
+// export (--kv-cache shared) is held to the same greedy ids; its logits are the eval
+// graph's (export's TestKVCacheMatchesEval).
 func TestMatchesTransformers(t *testing.T) {
 	b, err := os.ReadFile(refFile)
 	if os.IsNotExist(err) {
@@ -107,12 +109,9 @@ func TestMatchesTransformers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, _ := NewSampler(0, 0, 1, 0)
-		got, _, err := m.Generate(ref.Prompt, Options{MaxNewTokens: len(c.greedy), Sampler: s})
 		m.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		checkGreedy(t, c.name, exportedGreedy(t, art, c.adapter, export.KVShared, ref.Prompt, len(c.greedy)), c.greedy)
+		got := exportedGreedy(t, art, c.adapter, export.KVConcat, ref.Prompt, len(c.greedy))
 		d := 0.0
 		for i, row := range c.logits {
 			for j, v := range row {
@@ -123,10 +122,36 @@ func TestMatchesTransformers(t *testing.T) {
 		if d > 1e-4 {
 			t.Errorf("%s: max |Δlogit| %.3g > 1e-4", c.name, d)
 		}
-		for i := range c.greedy {
-			if i >= len(got) || got[i] != c.greedy[i] {
-				t.Fatalf("%s: greedy ids differ from transformers' at new token %d:\nortq %v\nhf   %v", c.name, i, got, c.greedy)
-			}
+		checkGreedy(t, c.name, got, c.greedy)
+	}
+}
+
+// exportedGreedy exports art (with adapter, "" for none) in the KV-cache layout kv and
+// returns n greedy tokens after prompt.
+func exportedGreedy(t *testing.T, art, adapter, kv string, prompt []int64, n int) []int64 {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "export-"+kv)
+	if _, err := export.Run(export.Options{Artifacts: art, Adapter: adapter, Out: out, KVCache: kv}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(out, ortrun.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, _ := NewSampler(0, 0, 1, 0)
+	got, _, err := m.Generate(prompt, Options{MaxNewTokens: n, Sampler: s})
+	if err != nil {
+		t.Fatalf("%s: %v", kv, err)
+	}
+	return got
+}
+
+func checkGreedy(t *testing.T, name string, got, want []int64) {
+	t.Helper()
+	for i := range want {
+		if i >= len(got) || got[i] != want[i] {
+			t.Fatalf("%s: greedy ids differ from transformers' at new token %d:\nortq %v\nhf   %v", name, i, got, want)
 		}
 	}
 }

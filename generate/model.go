@@ -31,6 +31,15 @@ type Model struct {
 	resident bool
 	copier   *ortrun.Copier
 	extraBuf map[string]*ortrun.Buffer
+	// shared: an export.KVShared model, decoded by batch.go with picker, its argmax
+	// session; captured: its decode step runs in a CUDA graph.
+	shared   bool
+	picker   *ortrun.Session
+	captured bool
+	run      *batchRun // the last batch's buffers, reused by the next of the same size
+	graphs   int       // CUDA graph ids handed out
+	// Notes say how the model runs (CUDA graph or why not), for standard error.
+	Notes []string
 }
 
 // Open reads dir/genai_config.json and opens its decoder with opts; on CUDA the KV cache
@@ -63,9 +72,17 @@ func OpenWith(dir string, opts ortrun.Options, resident bool) (*Model, error) {
 			return nil, err
 		}
 	}
-	if m.sess, err = ortrun.NewSession(path, opts); err != nil {
+	m.shared = cfg.Search.PastPresentShareBuff
+	if err := m.openSession(path, opts); err != nil {
 		m.removeTemp()
 		return nil, err
+	}
+	if m.shared {
+		resident = true
+		if m.picker, err = openPicker(opts); err != nil {
+			m.Close()
+			return nil, err
+		}
 	}
 	if resident {
 		m.resident, m.copier, m.extraBuf = true, ortrun.NewCopier(opts), map[string]*ortrun.Buffer{}
@@ -75,6 +92,35 @@ func OpenWith(dir string, opts ortrun.Options, resident bool) (*Model, error) {
 		}
 	}
 	return m, nil
+}
+
+// NoteGraphOff opens the note that says a requested CUDA graph could not be used.
+const NoteGraphOff = "CUDA graph off"
+
+// openSession opens the decoder. Only a shared-layout model on CUDA keeps opts.CUDAGraph
+// (the concat layout's shapes change every step); where ONNX Runtime refuses the capture
+// (a node outside the CUDA provider, such as GroupQueryAttention in a float32 graph), the
+// model opens without it and says so in Notes.
+func (m *Model) openSession(path string, opts ortrun.Options) error {
+	opts.CUDAGraph = opts.CUDAGraph && m.shared && strings.HasPrefix(strings.ToLower(opts.Device), "cuda")
+	var err error
+	m.sess, err = ortrun.NewSession(path, opts)
+	if err != nil && opts.CUDAGraph {
+		m.Notes = append(m.Notes, fmt.Sprintf("%s: ONNX Runtime refused to capture the decode step (%v); decoding uncaptured", NoteGraphOff, err))
+		opts.CUDAGraph = false
+		m.sess, err = ortrun.NewSession(path, opts)
+	}
+	if err != nil {
+		return err
+	}
+	m.captured = opts.CUDAGraph
+	switch {
+	case m.captured:
+		m.Notes = append(m.Notes, "decode step captured in a CUDA graph (shared KV cache, argmax on the device)")
+	case m.shared:
+		m.Notes = append(m.Notes, "decode step uncaptured (shared KV cache, argmax on the device)")
+	}
+	return nil
 }
 
 // withoutDefaults writes g without the initializers of its LoRA inputs and returns the
@@ -213,9 +259,18 @@ func (m *Model) AdapterInputs() int { return len(m.extra) }
 // Close releases the session (and the temporary copy of an onnx-adapter graph).
 func (m *Model) Close() error {
 	defer m.removeTemp()
+	if m.run != nil {
+		m.run.close()
+	}
 	if m.copier != nil {
 		closeAll(m.extraBuf)
 		m.copier.Close()
+	}
+	if m.picker != nil {
+		m.picker.Close()
+	}
+	if m.sess == nil {
+		return nil
 	}
 	return m.sess.Close()
 }
@@ -267,6 +322,9 @@ func (m *Model) Forward(st *State, ids []int64) ([]float32, error) {
 	n, total := int64(len(ids)), st.pos+len(ids)
 	if n == 0 {
 		return nil, fmt.Errorf("generate: no tokens to run")
+	}
+	if m.shared {
+		return nil, fmt.Errorf("generate: %s is a shared-KV-cache export (--kv-cache %s): use Generate or GenerateBatch", m.Dir, export.KVShared)
 	}
 	if m.resident && st.bufs == nil {
 		if err := m.residentPast(st); err != nil {
@@ -325,3 +383,14 @@ func floats(t *ortrun.Tensor) []float32 {
 	}
 	return nil
 }
+
+// KVCache is the export's cache layout (export.KVShared or export.KVConcat).
+func (m *Model) KVCache() string {
+	if m.shared {
+		return export.KVShared
+	}
+	return export.KVConcat
+}
+
+// Captured reports whether the decode step runs in a CUDA graph.
+func (m *Model) Captured() bool { return m.captured }

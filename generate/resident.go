@@ -49,14 +49,21 @@ func (m *Model) upload(t *ortrun.Tensor) (*ortrun.Buffer, error) {
 	return b, nil
 }
 
-// uploadExtra puts the LoRA inputs (zeros, or an adapter's values) on the device.
+// uploadExtra puts the LoRA inputs (zeros, or an adapter's values) on the device, into
+// the buffers already there when there are (bindings, and a CUDA graph captured on them,
+// keep reading the same addresses).
 func (m *Model) uploadExtra() error {
 	for name, t := range m.extra {
+		if b := m.extraBuf[name]; b != nil {
+			if err := m.copier.Upload(b, t); err != nil {
+				return err
+			}
+			continue
+		}
 		b, err := m.upload(t)
 		if err != nil {
 			return err
 		}
-		m.extraBuf[name].Close()
 		m.extraBuf[name] = b
 	}
 	return nil

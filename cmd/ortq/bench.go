@@ -38,7 +38,8 @@ Options that change the graph (bits, targets) prepare again per value into a tem
 
 --out gets report.json, report.md, memory.jsonl (the memory timeline) and plots (PNG + SVG).
 --peer adds results of bench/peer/torch_peft.py (same JSON schema) to the table, with
-ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.`,
+ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate; 'ortq bench
+generate' measures generation (prefill, decode, time to first token) of an export.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v, err := options(cmd)
@@ -86,6 +87,7 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.Int("block-size", d.BlockSize, "4-bit block size (when preparing)")
 	f.Bool("quiet", false, "no progress lines")
 	cmd.AddCommand(newBenchCompare())
+	cmd.AddCommand(newBenchGenerate())
 	return cmd
 }
 

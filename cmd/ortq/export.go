@@ -23,6 +23,14 @@ into full-precision weights. --format onnx-adapter writes the base model with th
 tensors as optional inputs and the adapter as ONNX Runtime's adapter.onnx_adapter, for its
 LoRA adapter API.
 
+--kv-cache shared writes onnxruntime-genai's past_present_share_buffer layout instead: the
+cache inputs are buffers of a fixed maximum length that each layer's GroupQueryAttention
+(com.microsoft, rotary inside) writes in place, and the inputs are input_ids and
+attention_mask only (positions follow from the mask; rows right-padded). ortq generate
+decodes it in batches and, on CUDA, in a CUDA graph; on CUDA GroupQueryAttention wants a
+float16 graph (prepare a float16 model). The default, concat, returns past+new as a new
+present tensor each step.
+
 Heads, head size and rotary frequencies come from the model's Hugging Face config.json: the
 one beside the source graph or in the checkpoint directory given to prepare, or --hf-config.`,
 		Args: cobra.NoArgs,
@@ -32,7 +40,8 @@ one beside the source graph or in the checkpoint directory given to prepare, or 
 				return err
 			}
 			o := export.Options{Artifacts: v.GetString("artifacts"), Adapter: v.GetString("adapter"), Out: v.GetString("out"),
-				Merge: v.GetBool("merge"), Format: v.GetString("format"), HFConfig: v.GetString("hf-config"), Force: v.GetBool("force")}
+				Merge: v.GetBool("merge"), Format: v.GetString("format"), HFConfig: v.GetString("hf-config"), Force: v.GetBool("force"),
+				KVCache: v.GetString("kv-cache")}
 			if o.Artifacts == "" {
 				return usageError{fmt.Errorf("--artifacts is required")}
 			}
@@ -61,6 +70,7 @@ one beside the source graph or in the checkpoint directory given to prepare, or 
 	f.String("out", "", "directory to write (replaced atomically with --force)")
 	f.Bool("merge", false, "fold the adapter into the weights (full precision) instead of separate low-rank MatMuls")
 	f.String("format", export.FormatONNX, "onnx: one model; onnx-adapter: base model with LoRA inputs + adapter.onnx_adapter")
+	f.String("kv-cache", export.KVConcat, "KV-cache layout: concat (present = past + new) or shared (fixed-length buffers written in place by GroupQueryAttention: batches and CUDA graphs in ortq generate)")
 	f.String("hf-config", "", "the model's Hugging Face config.json (default: found beside the model given to prepare)")
 	f.String("tokenizer", "", "tokenizer.json to ship (default: the one beside config.json; \"default\": the embedded model's)")
 	f.Bool("force", false, "replace an existing --out that holds an earlier export and nothing else (a run, another output or your files are refused)")

@@ -42,6 +42,8 @@ func TestExportGenerateCLI(t *testing.T) {
 		{"lora", []string{"--adapter", init}},
 		{"merged", []string{"--adapter", init, "--merge"}},
 		{"onnx-adapter", []string{"--adapter", init, "--format", "onnx-adapter"}},
+		{"shared", []string{"--kv-cache", "shared"}},
+		{"shared-onnx-adapter", []string{"--adapter", init, "--format", "onnx-adapter", "--kv-cache", "shared"}},
 	} {
 		out := filepath.Join(dir, c.name)
 		if err := run(t, append([]string{"export", "--artifacts", art, "--out", out, "--quiet"}, c.args...)...); err != nil {
@@ -102,6 +104,7 @@ func TestExportBadInput(t *testing.T) {
 		{"no artifacts", []string{"export", "--out", out}, "--artifacts"},
 		{"no out", []string{"export", "--artifacts", art}, "--out"},
 		{"bad format", []string{"export", "--artifacts", art, "--out", out, "--format", "gguf"}, "--format"},
+		{"bad kv-cache", []string{"export", "--artifacts", art, "--out", out, "--kv-cache", "paged"}, "--kv-cache"},
 		{"merge without adapter", []string{"export", "--artifacts", art, "--out", out, "--merge"}, "--merge"},
 		{"damaged adapter", []string{"export", "--artifacts", art, "--out", out, "--adapter", bad}, bad},
 		{"missing adapter", []string{"export", "--artifacts", art, "--out", out, "--adapter", filepath.Join(dir, "none.safetensors")}, "none.safetensors"},

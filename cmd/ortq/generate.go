@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"github.com/ortq/ortq/chat"
 	"github.com/ortq/ortq/export"
 	"github.com/ortq/ortq/generate"
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/tokenize"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -17,7 +19,7 @@ import (
 
 func newGenerate() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "generate --model EXPORT_DIR --prompt TEXT",
+		Use:   "generate --model EXPORT_DIR --prompt TEXT [--prompt TEXT ...]",
 		Short: "Generate text with a model written by ortq export (KV cache, CPU or CUDA)",
 		Long: `generate tokenizes the prompt (--prompt, or standard input when it is absent or "-") with
 the tokenizer.json in --model (the tokenizer training used; BOS is prepended when the
@@ -32,6 +34,17 @@ written id by id as they are drawn, with the EOS that ends it (as transformers' 
 returns it). A model whose vocabulary is larger than its tokenizer.json's (vocab_size in
 genai_config.json) can draw ids that have no text, so without --ids it is refused.
 
+Several prompts (--prompt repeated, or --prompts FILE.jsonl with one {"prompt": "..."} per
+line) are decoded together as one batch when the export has a shared KV cache (ortq export
+--kv-cache shared), one after another otherwise; each row stops at its own EOS. A batch
+prints one JSON object per prompt when all are done: {"prompt": ..., "completion": ...},
+or {"ids": [...]} with --ids.
+
+On CUDA a shared-KV-cache export decodes in a CUDA graph (captured after two plain steps,
+then replayed per token) with the argmax on the device; --cuda-graph=false runs the same
+steps uncaptured. Where ONNX Runtime refuses the capture, generate says so on standard
+error and decodes uncaptured.
+
 With --chat the prompt is the user's message (after --system, if given), rendered with the
 model's chat template (the chat_template of tokenizer_config.json in --model, or
 --chat-template FILE) and its generation prompt, the way the model was instruction-tuned.`,
@@ -41,12 +54,18 @@ model's chat template (the chat_template of tokenizer_config.json in --model, or
 			if err != nil {
 				return err
 			}
-			return runGenerate(v, cmd.InOrStdin(), cmd.OutOrStdout())
+			prompts, err := cmd.Flags().GetStringArray("prompt")
+			if err != nil {
+				return err
+			}
+			return runGenerate(v, prompts, cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
 	f.String("model", "", "directory written by ortq export")
-	f.String("prompt", "", "prompt text (default or \"-\": read standard input)")
+	f.StringArray("prompt", nil, "prompt text; repeat for a batch (none or \"-\": read standard input)")
+	f.String("prompts", "", "JSONL file of prompts, one {\"prompt\": \"...\"} per line, decoded as a batch")
+	f.Bool("cuda-graph", true, "on CUDA, capture the decode step of a shared-KV-cache export in a CUDA graph")
 	f.Int("max-new-tokens", 64, "most tokens to generate")
 	f.Float64("temperature", 0, "0: greedy; > 0: sample from softmax(logits / temperature)")
 	f.Int("top-k", 0, "sample among the k most likely tokens only (0: all)")
@@ -64,7 +83,7 @@ model's chat template (the chat_template of tokenizer_config.json in --model, or
 	return cmd
 }
 
-func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
+func runGenerate(v *viper.Viper, flagPrompts []string, stdin io.Reader, stdout io.Writer) error {
 	dir := v.GetString("model")
 	if dir == "" {
 		return usageError{fmt.Errorf("--model is required: a directory written by ortq export")}
@@ -93,71 +112,200 @@ func runGenerate(v *viper.Viper, stdin io.Reader, stdout io.Writer) error {
 	if n, tn := cfg.Model.VocabSize, tok.VocabSize(); n > tn && !asIDs {
 		return usageError{fmt.Errorf("--model %q: the model's vocabulary (%d tokens, %s) is larger than its tokenizer.json's (%d), so ids from %d on have no text: pass --ids to print token ids, or export with the model's own tokenizer", dir, n, export.GenAIConfigFile, tn, tn)}
 	}
-	prompt := v.GetString("prompt")
-	if prompt == "" || prompt == "-" {
-		b, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
-		if err != nil {
-			return fmt.Errorf("reading the prompt from standard input: %w", err)
-		}
-		prompt = strings.TrimRight(string(b), "\n")
-	}
-	var ids []int64
-	if v.GetBool("chat") {
-		ids, err = chatPromptIDs(tok, dir, v.GetString("chat-template"), v.GetString("system"), prompt)
-	} else if v.GetString("system") != "" || v.GetString("chat-template") != "" {
-		return usageError{fmt.Errorf("--system and --chat-template apply to --chat prompts: pass --chat")}
-	} else {
-		ids, err = promptIDs(tok, prompt)
-	}
+	texts, err := readPrompts(v.GetString("prompts"), flagPrompts, stdin)
 	if err != nil {
 		return err
 	}
-	// Refused before anything is printed (generate.Generate checks it again).
-	if ctx, n := cfg.Model.ContextLength, v.GetInt("max-new-tokens"); ctx > 0 && len(ids)+n > ctx {
-		return fmt.Errorf("prompt (%d tokens) + --max-new-tokens %d exceeds the model's context of %d tokens", len(ids), n, ctx)
+	prompts := make([][]int64, len(texts))
+	for i, text := range texts {
+		if prompts[i], err = encodePrompt(v, tok, dir, text); err != nil {
+			return err
+		}
+		// Refused before anything is printed (generate.Generate checks it again).
+		if ctx, n := cfg.Model.ContextLength, v.GetInt("max-new-tokens"); ctx > 0 && len(prompts[i])+n > ctx {
+			return fmt.Errorf("prompt (%d tokens) + --max-new-tokens %d exceeds the model's context of %d tokens", len(prompts[i]), n, ctx)
+		}
 	}
 	opts, err := sessionOptions(v)
 	if err != nil {
 		return err
 	}
+	opts.CUDAGraph = v.GetBool("cuda-graph")
 	m, err := generate.Open(dir, opts)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	for _, n := range m.Notes { // a refused capture is said even with --quiet
+		if strings.HasPrefix(n, generate.NoteGraphOff) {
+			fmt.Fprintln(os.Stderr, "warning:", n)
+		}
+	}
 	if err := useAdapter(m, dir, v.GetString("adapter")); err != nil {
 		return err
 	}
-	var eos []int
+	o := generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler}
 	if !v.GetBool("ignore-eos") {
-		eos = append(eos, m.Config.Model.EOS...)
+		o.EOS = append(o.EOS, m.Config.Model.EOS...)
 		if e, ok := tok.EOS(); ok {
-			eos = append(eos, e)
+			o.EOS = append(o.EOS, e)
 		}
 	}
-	var printer func(int) error
-	if asIDs {
-		fmt.Fprint(stdout, "[")
-		printer = newIDPrinter(stdout)
-	} else if printer, err = newPrinter(tok, ids, stdout); err != nil {
-		return err
+	var st generate.Stats
+	if len(prompts) == 1 {
+		st, err = generateOne(m, tok, prompts[0], o, asIDs, stdout)
+	} else {
+		st, err = generateBatch(m, tok, texts, prompts, o, asIDs, stdout)
 	}
-	out, st, err := m.Generate(ids, generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler, EOS: eos, OnToken: printer})
-	if asIDs {
-		if st.StoppedAtEOS {
-			printer(int(out[len(out)-1]))
-		}
-		fmt.Fprint(stdout, "]")
-	}
-	fmt.Fprintln(stdout)
 	if err != nil {
 		return err
 	}
 	if !v.GetBool("quiet") {
-		fmt.Fprintf(os.Stderr, "prompt %d tokens, prefill %.1f tokens/s; %d new tokens, decode %.1f tokens/s%s\n",
-			st.PromptTokens, st.PrefillPerSecond(), st.NewTokens, st.DecodePerSecond(), map[bool]string{true: " (stopped at EOS)"}[st.StoppedAtEOS])
+		for _, n := range m.Notes {
+			if !strings.HasPrefix(n, generate.NoteGraphOff) {
+				fmt.Fprintln(os.Stderr, n)
+			}
+		}
+		rows := ""
+		if st.Rows > 1 {
+			rows = fmt.Sprintf("%d rows, ", st.Rows)
+		}
+		fmt.Fprintf(os.Stderr, "%sprompt %d tokens, prefill %.1f tokens/s; %d new tokens, decode %.1f tokens/s%s\n",
+			rows, st.PromptTokens, st.PrefillPerSecond(), st.NewTokens, st.DecodePerSecond(), map[bool]string{true: " (stopped at EOS)"}[st.StoppedAtEOS])
 	}
 	return nil
+}
+
+// generateOne decodes one prompt, streaming its text (or ids) as it grows.
+func generateOne(m *generate.Model, tok *tokenize.Tokenizer, ids []int64, o generate.Options, asIDs bool, stdout io.Writer) (generate.Stats, error) {
+	var err error
+	if asIDs {
+		fmt.Fprint(stdout, "[")
+		o.OnToken = newIDPrinter(stdout)
+	} else if o.OnToken, err = newPrinter(tok, ids, stdout); err != nil {
+		return generate.Stats{}, err
+	}
+	out, st, err := m.Generate(ids, o)
+	if asIDs {
+		if st.StoppedAtEOS {
+			o.OnToken(int(out[len(out)-1]))
+		}
+		fmt.Fprint(stdout, "]")
+	}
+	fmt.Fprintln(stdout)
+	return st, err
+}
+
+// generateBatch decodes several prompts together and prints one JSON object per prompt:
+// its text and completion, or the new ids (EOS included, as --ids prints them).
+func generateBatch(m *generate.Model, tok *tokenize.Tokenizer, texts []string, prompts [][]int64, o generate.Options, asIDs bool, stdout io.Writer) (generate.Stats, error) {
+	outs, st, err := m.GenerateBatch(prompts, o)
+	if err != nil {
+		return st, err
+	}
+	eos := map[int64]bool{}
+	for _, e := range o.EOS {
+		eos[int64(e)] = true
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	for i, out := range outs {
+		if asIDs {
+			if err := enc.Encode(map[string][]int64{"ids": append([]int64{}, out...)}); err != nil {
+				return st, err
+			}
+			continue
+		}
+		text, err := completion(tok, prompts[i], out, eos)
+		if err != nil {
+			return st, err
+		}
+		if err := enc.Encode(struct {
+			Prompt     string `json:"prompt"`
+			Completion string `json:"completion"`
+		}{texts[i], text}); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// completion is the text the new ids (EOS left out) add to the prompt's: decoded with the
+// prompt, as newPrinter prints it, so the first word keeps its separating space.
+func completion(tok *tokenize.Tokenizer, prompt, out []int64, eos map[int64]bool) (string, error) {
+	var ids []int
+	for _, id := range prompt {
+		ids = append(ids, int(id))
+	}
+	head, err := tok.Decode(ids, true)
+	if err != nil {
+		return "", err
+	}
+	for _, id := range out {
+		if !eos[id] {
+			ids = append(ids, int(id))
+		}
+	}
+	all, err := tok.Decode(ids, true)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimPrefix(all, head), nil
+}
+
+// readPrompts returns the prompts of --prompts FILE.jsonl, or of --prompt (repeated), or
+// standard input (no --prompt, or "-").
+func readPrompts(file string, flagPrompts []string, stdin io.Reader) ([]string, error) {
+	if file != "" {
+		if len(flagPrompts) > 0 {
+			return nil, usageError{fmt.Errorf("--prompts and --prompt: pass one of them")}
+		}
+		return readPromptFile(file)
+	}
+	if len(flagPrompts) == 0 || (len(flagPrompts) == 1 && flagPrompts[0] == "-") {
+		b, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+		if err != nil {
+			return nil, fmt.Errorf("reading the prompt from standard input: %w", err)
+		}
+		return []string{strings.TrimRight(string(b), "\n")}, nil
+	}
+	return flagPrompts, nil
+}
+
+// readPromptFile reads a JSONL file of {"prompt": "..."} objects (blank lines skipped).
+func readPromptFile(path string) ([]string, error) {
+	b, err := fsutil.ReadLimited(path, "--prompts", 64<<20)
+	if err != nil {
+		return nil, fmt.Errorf("--prompts: %w", err)
+	}
+	var prompts []string
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var rec struct {
+			Prompt *string `json:"prompt"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Prompt == nil {
+			return nil, usageError{fmt.Errorf("--prompts %s:%d: want a JSON object with a string field \"prompt\"", path, i+1)}
+		}
+		prompts = append(prompts, *rec.Prompt)
+	}
+	if len(prompts) == 0 {
+		return nil, usageError{fmt.Errorf("--prompts %s: no prompts: write one {\"prompt\": \"...\"} per line", path)}
+	}
+	return prompts, nil
+}
+
+// encodePrompt tokenizes one prompt, through the chat template with --chat.
+func encodePrompt(v *viper.Viper, tok *tokenize.Tokenizer, dir, prompt string) ([]int64, error) {
+	if v.GetBool("chat") {
+		return chatPromptIDs(tok, dir, v.GetString("chat-template"), v.GetString("system"), prompt)
+	}
+	if v.GetString("system") != "" || v.GetString("chat-template") != "" {
+		return nil, usageError{fmt.Errorf("--system and --chat-template apply to --chat prompts: pass --chat")}
+	}
+	return promptIDs(tok, prompt)
 }
 
 // promptIDs tokenizes the prompt as train tokenizes a document: BOS first when the
