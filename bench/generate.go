@@ -9,6 +9,7 @@ import (
 
 	"github.com/ortq/ortq/export"
 	"github.com/ortq/ortq/generate"
+	"github.com/ortq/ortq/internal/runreport"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
 )
@@ -82,7 +83,7 @@ func RunGenerate(c GenerateConfig) (*Result, error) {
 	interval := time.Duration(max(c.SampleMS, 1)) * time.Millisecond
 	mon := newMonitor(start, interval, gpu)
 	_ = resetPeakRSS()
-	rss := train.NewRSSMonitor(max(interval, 10*time.Millisecond), nil)
+	rss := runreport.NewRSSMonitor(max(interval, 10*time.Millisecond), nil)
 	rss.Start()
 	label := fmt.Sprintf("generate batch %d prompt %d new %d", c.Batch, c.PromptTokens, c.NewTokens)
 	mon.begin(label, "open")

@@ -6,13 +6,15 @@ import (
 	"strings"
 
 	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/internal/runreport"
 )
 
 // GenerateSummary is the table of `ortq bench generate`: ortq's point, then the peers'
 // (scripts/hf_generate_bench.py), with decode and prefill ratios ortq ÷ peer.
 func GenerateSummary(r *Result, peers Peers) string {
 	var b strings.Builder
-	b.WriteString("| tool | batch | prompt | new | KV cache | CUDA graph | prefill tokens/s | time to first token (ms) | decode tokens/s | per-token p50 / p95 (ms) | peak GPU | peak host RSS |\n")
+	b.WriteString("| tool | batch | prompt | new | KV cache | CUDA graph | prefill tokens/s | time to first token (ms) | decode tokens/s | " +
+		"per-token p50 / p95 (ms) | peak GPU | peak host RSS |\n")
 	b.WriteString("|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, res := range append([]*Result{r}, peers...) {
 		for _, p := range res.Points {
@@ -54,10 +56,12 @@ func GenerateMarkdown(r *Result, peers Peers) (string, error) {
 	writeMachine(&b, r)
 	b.WriteString("\n## Results\n\n")
 	b.WriteString(GenerateSummary(r, peers))
-	b.WriteString("\nPrefill: the prompts (all rows, right-padded) in one run, the first new token of every row included, so the time to first token is the prefill's. Decode: one run per step for every row; tokens/s counts every row's tokens after its first. Peak GPU: NVML, sampled every few ms from opening the model to closing it; peak host RSS over the same span.\n")
+	b.WriteString("\nPrefill: the prompts (all rows, right-padded) in one run, the first new token of every row included, so the time to " +
+		"first token is the prefill's. Decode: one run per step for every row; tokens/s counts every row's tokens after its first. " +
+		"Peak GPU: NVML, sampled every few ms from opening the model to closing it; peak host RSS over the same span.\n")
 	writeNotes(&b, append([]*Result{r}, peers...))
 	if r.Config != nil {
-		rows, err := flatten(r.Config)
+		rows, err := runreport.Flatten(r.Config, true)
 		if err != nil {
 			return "", err
 		}

@@ -65,10 +65,12 @@ func (b *builder) sharedInputs() {
 	g.Reindex()
 	sum := g.Op("ReduceSum", []string{AttentionMask, g.ConstI64(1)}, ortgraph.AInt("keepdims", 0))
 	seq := g.Op("Sub", []string{sum, g.ConstI64(1)})
-	g.Add(ortgraph.NodeSpec{Op: "Cast", Inputs: []string{seq}, Attrs: []ortgraph.Attr{ortgraph.AInt("to", int64(ortgraph.Int32))}, Name: "/model/attn_mask_reformat/seqlens_k"})
+	g.Add(ortgraph.NodeSpec{Op: "Cast", Inputs: []string{seq}, Attrs: []ortgraph.Attr{ortgraph.AInt("to", int64(ortgraph.Int32))},
+		Name: "/model/attn_mask_reformat/seqlens_k"})
 	g.P.Node[len(g.P.Node)-1].Output[0] = seqlensK
 	total := g.Op("Gather", []string{g.Op("Shape", []string{AttentionMask}), g.ScalarI64(1)}, ortgraph.AInt("axis", 0))
-	g.Add(ortgraph.NodeSpec{Op: "Cast", Inputs: []string{total}, Attrs: []ortgraph.Attr{ortgraph.AInt("to", int64(ortgraph.Int32))}, Name: "/model/attn_mask_reformat/total_seq_len"})
+	g.Add(ortgraph.NodeSpec{Op: "Cast", Inputs: []string{total}, Attrs: []ortgraph.Attr{ortgraph.AInt("to", int64(ortgraph.Int32))},
+		Name: "/model/attn_mask_reformat/total_seq_len"})
 	g.P.Node[len(g.P.Node)-1].Output[0] = totalSeqLen
 	g.Reindex()
 	b.rotaryCaches()

@@ -70,7 +70,8 @@ one beside the source graph or in the checkpoint directory given to prepare, or 
 	f.String("out", "", "directory to write (replaced atomically with --force)")
 	f.Bool("merge", false, "fold the adapter into the weights (full precision) instead of separate low-rank MatMuls")
 	f.String("format", export.FormatONNX, "onnx: one model; onnx-adapter: base model with LoRA inputs + adapter.onnx_adapter")
-	f.String("kv-cache", export.KVConcat, "KV-cache layout: concat (present = past + new) or shared (fixed-length buffers written in place by GroupQueryAttention: batches and CUDA graphs in ortq generate)")
+	f.String("kv-cache", export.KVConcat, "KV-cache layout: concat (present = past + new) or shared "+
+		"(fixed-length buffers written in place by GroupQueryAttention: batches and CUDA graphs in ortq generate)")
 	f.String("hf-config", "", "the model's Hugging Face config.json (default: found beside the model given to prepare)")
 	f.String("tokenizer", "", "tokenizer.json to ship (default: the one beside config.json; \"default\": the embedded model's)")
 	f.Bool("force", false, "replace an existing --out that holds an earlier export and nothing else (a run, another output or your files are refused)")

@@ -198,7 +198,8 @@ func generateOne(m *generate.Model, tok *tokenize.Tokenizer, ids []int64, o gene
 
 // generateBatch decodes several prompts together and prints one JSON object per prompt:
 // its text and completion, or the new ids (EOS included, as --ids prints them).
-func generateBatch(m *generate.Model, tok *tokenize.Tokenizer, texts []string, prompts [][]int64, o generate.Options, asIDs bool, stdout io.Writer) (generate.Stats, error) {
+func generateBatch(m *generate.Model, tok *tokenize.Tokenizer, texts []string, prompts [][]int64, o generate.Options, asIDs bool,
+	stdout io.Writer) (generate.Stats, error) {
 	outs, st, err := m.GenerateBatch(prompts, o)
 	if err != nil {
 		return st, err
