@@ -24,7 +24,8 @@ type Frontier struct {
 	Ratio      float64 // ours tokens/s over the peer's
 }
 
-// AtPeerMemory returns, for each peer point with a peak, the fastest ortq point of r whose
+// AtPeerMemory returns, for each peer point with a peak, the fastest ortq point of r (by
+// MedianTokensPerSec) whose
 // peak is at most the peer's (ok=false when no ortq point fits): the speed ortq reaches
 // within the memory the peer used, whatever its recomputation or micro-batch. Only points of
 // the same sequence length are compared; the micro-batch may differ, since tokens/s is what
@@ -44,12 +45,12 @@ func AtPeerMemory(r *Result, peers Peers) []Frontier {
 				if m, _ := peakMemory(p); m == 0 || m > limit || p.Params.SeqLen != q.Params.SeqLen {
 					continue
 				}
-				if best == nil || p.TokensPerSec > best.TokensPerSec {
+				if best == nil || MedianTokensPerSec(p) > MedianTokensPerSec(best) {
 					best = p
 				}
 			}
 			if best != nil {
-				out = append(out, Frontier{Peer: q, Ours: best, PeerTool: pr.Tool, Ratio: float64(best.TokensPerSec) / float64(q.TokensPerSec)})
+				out = append(out, Frontier{Peer: q, Ours: best, PeerTool: pr.Tool, Ratio: float64(MedianTokensPerSec(best)) / float64(MedianTokensPerSec(q))})
 			}
 		}
 	}

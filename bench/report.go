@@ -60,7 +60,7 @@ func Ratios(r *Result, peers Peers) []Ratio {
 		if !ok {
 			continue
 		}
-		x := Ratio{Point: p.Label, Peer: q.Label, PeerTool: pr.Tool, Throughput: ratio(p.TokensPerSec, q.TokensPerSec), Memory: Float(math.NaN())}
+		x := Ratio{Point: p.Label, Peer: q.Label, PeerTool: pr.Tool, Throughput: ratio(MedianTokensPerSec(&p), MedianTokensPerSec(q)), Memory: Float(math.NaN())}
 		a, aSrc := p.PeakGPUBytes, p.GPUSource
 		b, bSrc := peerGPUPeak(q)
 		switch {
@@ -87,6 +87,16 @@ func peerGPUPeak(q *Point) (uint64, string) {
 		return q.PeakGPUAllocatedBytes, "torch allocated"
 	}
 	return 0, ""
+}
+
+// MedianTokensPerSec is p's throughput at its median step: tokens/s (the summed step times)
+// scaled by mean ÷ median step time, so one slow step does not move a comparison. Speed
+// ratios between tools use it; tokens/s is reported as measured.
+func MedianTokensPerSec(p *Point) Float {
+	if !(p.StepTime.P50MS > 0) || !(p.StepTime.MeanMS > 0) {
+		return p.TokensPerSec
+	}
+	return p.TokensPerSec * p.StepTime.MeanMS / p.StepTime.P50MS
 }
 
 func ratio(a, b Float) Float {
@@ -318,7 +328,7 @@ func Summary(r *Result, peers Peers) string {
 	}
 
 	if rs := Ratios(r, peers); len(rs) > 0 {
-		b.WriteString("\n| ortq point | peer point | tokens/s ortq ÷ peer | peak memory ortq ÷ peer | memory compared |\n|---|---|---:|---:|---|\n")
+		b.WriteString("\n| ortq point | peer point | speed ortq ÷ peer (median steps) | peak memory ortq ÷ peer | memory compared |\n|---|---|---:|---:|---|\n")
 		for _, x := range rs {
 			fmt.Fprintf(&b, "| %s | %s: %s | %s | %s | %s |\n", mdEscape(x.Point), mdEscape(x.PeerTool), mdEscape(x.Peer),
 				fx(x.Throughput), fx(x.Memory), mdEscape(orDefault(x.MemoryBasis, "n/a")))
@@ -326,7 +336,7 @@ func Summary(r *Result, peers Peers) string {
 	}
 	if fs := AtPeerMemory(r, peers); len(fs) > 0 {
 		b.WriteString("\nWithin the peer's peak memory (the fastest ortq point that needs no more, any recomputation or micro-batch):\n\n")
-		b.WriteString("| peer point | its peak | fastest ortq point within it | its peak | tokens/s ortq ÷ peer |\n|---|---:|---|---:|---:|\n")
+		b.WriteString("| peer point | its peak | fastest ortq point within it | its peak | speed ortq ÷ peer (median steps) |\n|---|---:|---|---:|---:|\n")
 		for _, f := range fs {
 			pm, _ := peakMemory(f.Peer)
 			om, _ := peakMemory(f.Ours)

@@ -88,6 +88,7 @@ generate' measures generation (prefill, decode, time to first token) of an expor
 	f.Bool("quiet", false, "no progress lines")
 	cmd.AddCommand(newBenchCompare())
 	cmd.AddCommand(newBenchGenerate())
+	cmd.AddCommand(newBenchMerge())
 	return cmd
 }
 
