@@ -9,6 +9,7 @@ import (
 
 	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/internal/runreport"
+	"github.com/ortq/ortq/manifest"
 )
 
 // Peers are other tools' results shown beside ortq's.
@@ -26,9 +27,11 @@ func (ps Peers) MatchPeer(p Point) (*Result, *Point, bool) {
 		for i := range r.Points {
 			q := &r.Points[i]
 			// Same batch shape and the same recomputation choice: a peer run with
-			// checkpointing is no yardstick for an ortq point without it, or the reverse.
+			// checkpointing is no yardstick for an ortq point without it, or the reverse
+			// (a dense base is the same policy: manifest.SplitStepKey).
+			policy, _ := manifest.SplitStepKey(p.Params.Recompute)
 			if q.Params.MicroBatch != p.Params.MicroBatch || q.Params.SeqLen != p.Params.SeqLen ||
-				orNone(q.Params.Recompute) != orNone(p.Params.Recompute) {
+				orNone(q.Params.Recompute) != orNone(policy) {
 				continue
 			}
 			score := 0
