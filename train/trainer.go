@@ -201,7 +201,8 @@ func (l *run) openCheckpoints() (*Checkpoint, error) {
 		if dirs, err := ListCheckpoints(l.ckRoot); err != nil {
 			return nil, err
 		} else if len(dirs) > 0 {
-			return nil, fmt.Errorf("%q already holds checkpoints (newest %s): pass --resume latest to continue that run, --force to discard them, or choose another --out", l.ckRoot, filepath.Base(dirs[len(dirs)-1]))
+			return nil, fmt.Errorf("%q already holds checkpoints (newest %s): pass --resume latest to continue that run, --force to discard them, or choose "+
+				"another --out", l.ckRoot, filepath.Base(dirs[len(dirs)-1]))
 		}
 		return nil, nil
 	case "latest":
@@ -265,9 +266,11 @@ func (l *run) checkTotal(resumed *Checkpoint) error {
 		return nil
 	}
 	if resumed.Step > l.total {
-		return fmt.Errorf("cannot resume from %q: it is at step %d, beyond this run's total of %d steps (--max-steps, --epochs): pass a total of at least %d", resumed.Dir, resumed.Step, l.total, resumed.Step)
+		return fmt.Errorf("cannot resume from %q: it is at step %d, beyond this run's total of %d steps (--max-steps, --epochs): "+
+			"pass a total of at least %d", resumed.Dir, resumed.Step, l.total, resumed.Step)
 	}
-	note := fmt.Sprintf("total steps changed from %d to %d on resuming at step %d: the %s schedule continues as the %d-step schedule (warmup %d unchanged)", resumed.Total, l.total, resumed.Step, l.cfg.Schedule, l.total, l.cfg.Warmup)
+	note := fmt.Sprintf("total steps changed from %d to %d on resuming at step %d: the %s schedule continues as the %d-step schedule (warmup %d "+
+		"unchanged)", resumed.Total, l.total, resumed.Step, l.cfg.Schedule, l.total, l.cfg.Warmup)
 	l.rep.Notes = append(l.rep.Notes, note)
 	l.logf("%s", note)
 	return nil
@@ -392,12 +395,14 @@ func (l *run) interrupted(step int, pos data.Position, cause error) error {
 func (l *run) account(step int, out StepOutcome) error {
 	switch {
 	case out.NonFinite:
-		return fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: training stopped; the last good checkpoint is %s (lower --lr and start a new run, or inspect the data)", step, out.Loss, l.lastGood)
+		return fmt.Errorf("step %d: loss or gradients are not finite (loss %v) in fp32: training stopped; the last good checkpoint is %s (lower --lr and "+
+			"start a new run, or inspect the data)", step, out.Loss, l.lastGood)
 	case out.Skipped:
 		l.rep.SkippedSteps++
 		l.logf("step %d: non-finite gradients at loss scale %g: step skipped, scale halved", step, out.Scale)
 		if out.ConsecutiveSkips >= l.maxSkip {
-			return fmt.Errorf("step %d: %d consecutive steps skipped for non-finite loss or gradients (loss scale now %g): training stopped; the last good checkpoint is %s (lower --lr or check the data)", step, out.ConsecutiveSkips, l.stepper.Scale(), l.lastGood)
+			return fmt.Errorf("step %d: %d consecutive steps skipped for non-finite loss or gradients (loss scale now %g): training stopped; the last good "+
+				"checkpoint is %s (lower --lr or check the data)", step, out.ConsecutiveSkips, l.stepper.Scale(), l.lastGood)
 		}
 	case !out.NoTokens:
 		l.rep.OptimizerSteps++

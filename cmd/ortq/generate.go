@@ -73,11 +73,13 @@ model's chat template (the chat_template of tokenizer_config.json in --model, or
 	f.Uint64("seed", 42, "seed for sampling")
 	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
-	f.String("adapter", "", "with a --format onnx-adapter export: the .onnx_adapter to apply (default: the export's adapter.onnx_adapter; \"none\": the base model)")
+	f.String("adapter", "", "with a --format onnx-adapter export: the .onnx_adapter to apply (default: the export's adapter.onnx_adapter; \"none\": the "+
+		"base model)")
 	f.Bool("ignore-eos", false, "do not stop at EOS: always --max-new-tokens tokens (benchmarks)")
 	f.Bool("ids", false, "print the new token ids (a JSON array, streamed) instead of text")
 	f.Bool("quiet", false, "no speed line on standard error")
-	f.Bool("chat", false, "render the prompt as a user message through the model's chat template (tokenizer_config.json in --model) with its generation prompt, as apply_chat_template(add_generation_prompt=True) does")
+	f.Bool("chat", false, "render the prompt as a user message through the model's chat template (tokenizer_config.json in --model) with its generation "+
+		"prompt, as apply_chat_template(add_generation_prompt=True) does")
 	f.String("system", "", "with --chat: a system message before the prompt")
 	f.String("chat-template", "", "with --chat: a Jinja chat template file to use instead of the model's")
 	return cmd
@@ -85,65 +87,23 @@ model's chat template (the chat_template of tokenizer_config.json in --model, or
 
 func runGenerate(v *viper.Viper, flagPrompts []string, stdin io.Reader, stdout io.Writer) error {
 	dir := v.GetString("model")
-	if dir == "" {
-		return usageError{fmt.Errorf("--model is required: a directory written by ortq export")}
-	}
-	if v.GetInt("max-new-tokens") < 1 {
-		return usageError{fmt.Errorf("--max-new-tokens %d: must be at least 1", v.GetInt("max-new-tokens"))}
-	}
-	sampler, err := generate.NewSampler(v.GetFloat64("temperature"), v.GetInt("top-k"), v.GetFloat64("top-p"), v.GetUint64("seed"))
-	if err != nil {
-		return usageError{err}
-	}
-	// The export itself first: a missing or wrong --model is named as such, not as a
-	// missing tokenizer.
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return usageError{fmt.Errorf("--model %q: not a directory: pass one written by ortq export", dir)}
-	}
-	cfg, err := export.ReadGenAIConfig(filepath.Join(dir, export.GenAIConfigFile))
-	if err != nil {
-		return fmt.Errorf("--model %q: %w", dir, err)
-	}
-	tok, err := tokenize.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		return fmt.Errorf("--model %q: %w (export with --tokenizer to ship one)", dir, err)
-	}
-	asIDs := v.GetBool("ids")
-	if n, tn := cfg.Model.VocabSize, tok.VocabSize(); n > tn && !asIDs {
-		return usageError{fmt.Errorf("--model %q: the model's vocabulary (%d tokens, %s) is larger than its tokenizer.json's (%d), so ids from %d on have no text: pass --ids to print token ids, or export with the model's own tokenizer", dir, n, export.GenAIConfigFile, tn, tn)}
-	}
-	texts, err := readPrompts(v.GetString("prompts"), flagPrompts, stdin)
+	sampler, err := generateFlags(v, dir)
 	if err != nil {
 		return err
 	}
-	prompts := make([][]int64, len(texts))
-	for i, text := range texts {
-		if prompts[i], err = encodePrompt(v, tok, dir, text); err != nil {
-			return err
-		}
-		// Refused before anything is printed (generate.Generate checks it again).
-		if ctx, n := cfg.Model.ContextLength, v.GetInt("max-new-tokens"); ctx > 0 && len(prompts[i])+n > ctx {
-			return fmt.Errorf("prompt (%d tokens) + --max-new-tokens %d exceeds the model's context of %d tokens", len(prompts[i]), n, ctx)
-		}
-	}
-	opts, err := sessionOptions(v)
+	cfg, tok, err := readExport(v, dir)
 	if err != nil {
 		return err
 	}
-	opts.CUDAGraph = v.GetBool("cuda-graph")
-	m, err := generate.Open(dir, opts)
+	texts, prompts, err := generatePrompts(v, flagPrompts, stdin, tok, dir, cfg)
+	if err != nil {
+		return err
+	}
+	m, err := openGenerator(v, dir)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	for _, n := range m.Notes { // a refused capture is said even with --quiet
-		if strings.HasPrefix(n, generate.NoteGraphOff) {
-			fmt.Fprintln(os.Stderr, "warning:", n)
-		}
-	}
-	if err := useAdapter(m, dir, v.GetString("adapter")); err != nil {
-		return err
-	}
 	o := generate.Options{MaxNewTokens: v.GetInt("max-new-tokens"), Sampler: sampler}
 	if !v.GetBool("ignore-eos") {
 		o.EOS = append(o.EOS, m.Config.Model.EOS...)
@@ -153,27 +113,112 @@ func runGenerate(v *viper.Viper, flagPrompts []string, stdin io.Reader, stdout i
 	}
 	var st generate.Stats
 	if len(prompts) == 1 {
-		st, err = generateOne(m, tok, prompts[0], o, asIDs, stdout)
+		st, err = generateOne(m, tok, prompts[0], o, v.GetBool("ids"), stdout)
 	} else {
-		st, err = generateBatch(m, tok, texts, prompts, o, asIDs, stdout)
+		st, err = generateBatch(m, tok, texts, prompts, o, v.GetBool("ids"), stdout)
 	}
 	if err != nil {
 		return err
 	}
 	if !v.GetBool("quiet") {
-		for _, n := range m.Notes {
-			if !strings.HasPrefix(n, generate.NoteGraphOff) {
-				fmt.Fprintln(os.Stderr, n)
-			}
-		}
-		rows := ""
-		if st.Rows > 1 {
-			rows = fmt.Sprintf("%d rows, ", st.Rows)
-		}
-		fmt.Fprintf(os.Stderr, "%sprompt %d tokens, prefill %.1f tokens/s; %d new tokens, decode %.1f tokens/s%s\n",
-			rows, st.PromptTokens, st.PrefillPerSecond(), st.NewTokens, st.DecodePerSecond(), map[bool]string{true: " (stopped at EOS)"}[st.StoppedAtEOS])
+		printGenerateStats(m, st)
 	}
 	return nil
+}
+
+// generateFlags checks generate's flags that need nothing read and makes the sampler.
+func generateFlags(v *viper.Viper, dir string) (*generate.Sampler, error) {
+	if dir == "" {
+		return nil, usageError{fmt.Errorf("--model is required: a directory written by ortq export")}
+	}
+	if v.GetInt("max-new-tokens") < 1 {
+		return nil, usageError{fmt.Errorf("--max-new-tokens %d: must be at least 1", v.GetInt("max-new-tokens"))}
+	}
+	sampler, err := generate.NewSampler(v.GetFloat64("temperature"), v.GetInt("top-k"), v.GetFloat64("top-p"), v.GetUint64("seed"))
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return sampler, nil
+}
+
+// readExport reads the export's genai_config.json and tokenizer, the export itself first:
+// a missing or wrong --model is named as such, not as a missing tokenizer.
+func readExport(v *viper.Viper, dir string) (*export.GenAIConfig, *tokenize.Tokenizer, error) {
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, nil, usageError{fmt.Errorf("--model %q: not a directory: pass one written by ortq export", dir)}
+	}
+	cfg, err := export.ReadGenAIConfig(filepath.Join(dir, export.GenAIConfigFile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("--model %q: %w", dir, err)
+	}
+	tok, err := tokenize.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("--model %q: %w (export with --tokenizer to ship one)", dir, err)
+	}
+	if n, tn := cfg.Model.VocabSize, tok.VocabSize(); n > tn && !v.GetBool("ids") {
+		return nil, nil, usageError{fmt.Errorf("--model %q: the model's vocabulary (%d tokens, %s) is larger than its tokenizer.json's (%d), "+
+			"so ids from %d on have no text: pass --ids to print token ids, or export with the model's own tokenizer", dir, n, export.GenAIConfigFile, tn, tn)}
+	}
+	return cfg, tok, nil
+}
+
+// generatePrompts reads and encodes the prompts, refusing one that does not fit the
+// model's context before anything is printed (generate.Generate checks it again).
+func generatePrompts(v *viper.Viper, flagPrompts []string, stdin io.Reader, tok *tokenize.Tokenizer, dir string,
+	cfg *export.GenAIConfig) ([]string, [][]int64, error) {
+	texts, err := readPrompts(v.GetString("prompts"), flagPrompts, stdin)
+	if err != nil {
+		return nil, nil, err
+	}
+	prompts := make([][]int64, len(texts))
+	for i, text := range texts {
+		if prompts[i], err = encodePrompt(v, tok, dir, text); err != nil {
+			return nil, nil, err
+		}
+		if ctx, n := cfg.Model.ContextLength, v.GetInt("max-new-tokens"); ctx > 0 && len(prompts[i])+n > ctx {
+			return nil, nil, fmt.Errorf("prompt (%d tokens) + --max-new-tokens %d exceeds the model's context of %d tokens", len(prompts[i]), n, ctx)
+		}
+	}
+	return texts, prompts, nil
+}
+
+// openGenerator opens the export on the device with its adapter; a refused CUDA-graph
+// capture is said even with --quiet.
+func openGenerator(v *viper.Viper, dir string) (*generate.Model, error) {
+	opts, err := sessionOptions(v)
+	if err != nil {
+		return nil, err
+	}
+	opts.CUDAGraph = v.GetBool("cuda-graph")
+	m, err := generate.Open(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range m.Notes {
+		if strings.HasPrefix(n, generate.NoteGraphOff) {
+			fmt.Fprintln(os.Stderr, "warning:", n)
+		}
+	}
+	if err := useAdapter(m, dir, v.GetString("adapter")); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// printGenerateStats prints the model's notes and the prefill and decode rates to stderr.
+func printGenerateStats(m *generate.Model, st generate.Stats) {
+	for _, n := range m.Notes {
+		if !strings.HasPrefix(n, generate.NoteGraphOff) {
+			fmt.Fprintln(os.Stderr, n)
+		}
+	}
+	rows := ""
+	if st.Rows > 1 {
+		rows = fmt.Sprintf("%d rows, ", st.Rows)
+	}
+	fmt.Fprintf(os.Stderr, "%sprompt %d tokens, prefill %.1f tokens/s; %d new tokens, decode %.1f tokens/s%s\n",
+		rows, st.PromptTokens, st.PrefillPerSecond(), st.NewTokens, st.DecodePerSecond(), map[bool]string{true: " (stopped at EOS)"}[st.StoppedAtEOS])
 }
 
 // generateOne decodes one prompt, streaming its text (or ids) as it grows.

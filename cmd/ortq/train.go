@@ -75,7 +75,8 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	}
 	f := cmd.Flags()
 	f.String("artifacts", "", "artifacts directory written by ortq prepare")
-	f.StringSlice("data", nil, "training data, repeatable: .txt (one document per file), records in .jsonl/.json/.csv/.tsv/.parquet (text, prompt/completion, Alpaca instruction/input/output, or chat messages); other extensions are refused")
+	f.StringSlice("data", nil, "training data, repeatable: .txt (one document per file), records in .jsonl/.json/.csv/.tsv/.parquet (text, "+
+		"prompt/completion, Alpaca instruction/input/output, or chat messages); other extensions are refused")
 	f.String("tokenizer", "", "Hugging Face tokenizer.json (tokenizer_config.json beside it is read for BOS/EOS); \"default\": the embedded default model's")
 	f.String("out", "", "run directory for the adapter and the report (default: <artifacts>/run)")
 	addDataFlags(f)
@@ -86,7 +87,9 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Float64("lr", 2e-4, "AdamW learning rate")
 	f.Float64("weight-decay", 0.01, "AdamW decoupled weight decay (≥ 0)")
 	setMin(f, "weight-decay", "0")
-	f.Float64("max-grad-norm", train.DefaultMaxGradNorm, "clip the global L2 norm of the LoRA gradients (after unscaling and accumulation) to this before each AdamW step, as torch's clip_grad_norm_ and Hugging Face Trainer's max_grad_norm (0: no clipping); the norm before clipping is logged as grad norm")
+	f.Float64("max-grad-norm", train.DefaultMaxGradNorm, "clip the global L2 norm of the LoRA gradients (after unscaling and accumulation) to this "+
+		"before each AdamW step, as torch's clip_grad_norm_ and Hugging Face Trainer's max_grad_norm (0: no clipping); the norm before clipping is logged "+
+		"as grad norm")
 	f.String("schedule", "linear", "learning-rate schedule after warmup: linear, cosine or constant")
 	f.Int("warmup-steps", 0, "linear warmup steps")
 	f.Int("eval-every", 0, "evaluate every N optimizer steps (0: only before and after)")
@@ -95,24 +98,38 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Bool("quiet", false, "no progress bar")
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
-	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
-	f.Int("keep", 3, "checkpoints to keep (0: all)")
-	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, alpha, targets and shapes must match the artifacts")
-	f.String("resume", "", "continue an interrupted or finished run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, data and options must be the earlier run's, except the total (--max-steps, --epochs): a larger one trains longer, with the schedule of the new total")
-	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
-	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
+	addReliabilityFlags(f)
 	addSampleFlags(f)
 	return cmd
+}
+
+// addReliabilityFlags adds train's flags for checkpoints, resuming and stopping.
+func addReliabilityFlags(f *pflag.FlagSet) {
+	f.Int("save-every", 50, "write a checkpoint to <out>/checkpoints every N optimizer steps (0: only at the end and when interrupted)")
+	f.Int("keep", 3, "checkpoints to keep (0: all)")
+	f.String("init-adapter", "", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to start from instead of lora_init; its r, "+
+		"alpha, targets and shapes must match the artifacts")
+	f.String("resume", "", "continue an interrupted or finished run: \"latest\" (newest checkpoint under --out) or a checkpoint directory; artifacts, "+
+		"data and options must be the earlier run's, except the total (--max-steps, --epochs): a larger one trains longer, with the schedule of the new total")
+	f.Bool("force", false, "start afresh even though --out holds an earlier run's checkpoints or finished adapter and report (they are deleted)")
+	f.Int("max-skips", train.DefaultMaxSkips, "with fp16, stop after N consecutive steps skipped for non-finite gradients")
 }
 
 // addRuntimeFlags adds train's flags for where and how the step runs: devices,
 // recomputation, the base's form, the optimizer step and its memory budget.
 func addRuntimeFlags(f *pflag.FlagSet) {
-	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all (cpu,cpu: CPU sessions standing in for GPUs, for testing)")
-	f.String("recompute", "auto", "activation recomputation in the backward pass: layer (every activation of each decoder layer), selective (a layer's norms, rotary, attention and activation functions, not its Linears' GEMMs; device step only), none, or auto (none on the CPU; on one GPU the fastest policy whose estimated peak fits --max-gpu-memory; layer over several GPUs)")
+	f.String("device", "cpu", "execution provider: cpu, cuda or cuda:N; several GPUs of this host train data-parallel: cuda:0,cuda:1 or cuda:all "+
+		"(cpu,cpu: CPU sessions standing in for GPUs, for testing)")
+	f.String("recompute", "auto", "activation recomputation in the backward pass: layer (every activation of each decoder layer), selective (a layer's "+
+		"norms, rotary, attention and activation functions, not its Linears' GEMMs; device step only), none, or auto (none on the CPU; on one GPU the "+
+		"fastest policy whose estimated peak fits --max-gpu-memory; layer over several GPUs)")
 	f.String("max-gpu-memory", "", "GPU memory --recompute auto and --base auto may plan for, e.g. 13.7GiB or 14000MiB (default: 90% of the device's free memory)")
-	f.String("base", train.BaseAuto, "the frozen base on a one-GPU device or graph step: 4bit (dequantized on every product), dense (dequantized once at load and held in float16: faster, +1.5 bytes a weight) or auto (dense where the estimated peak fits --max-gpu-memory, chosen with --recompute auto's policy); 4bit elsewhere")
-	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy the run uses; host otherwise, several devices included)")
+	f.String("base", train.BaseAuto, "the frozen base on a one-GPU device or graph step: 4bit (dequantized on every product), dense (dequantized once at "+
+		"load and held in float16: faster, +1.5 bytes a weight) or auto (dense where the estimated peak fits --max-gpu-memory, chosen with --recompute "+
+		"auto's policy); 4bit elsewhere")
+	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (LoRA weights, AdamW state and gradients stay in the "+
+		"session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the "+
+		"recomputation policy the run uses; host otherwise, several devices included)")
 }
 
 // recomputeFlag checks --recompute and resolves auto on the CPU (none); on CUDA auto stays
@@ -167,7 +184,8 @@ func resolveRecompute(policy, base, step string, devs []string, budget float64, 
 // addDataFlags adds the flags shared by train and eval for building the dataset.
 func addDataFlags(f *pflag.FlagSet) {
 	f.Int("max-seq-len", data.DefaultMaxSeqLen, "tokens per packed block (the longest sequence with --pack none); at least 1")
-	f.String("pack", packIsolated, "how documents share rows: isolated (packed into --max-seq-len blocks, each document attending only to itself, positions from 0), concat (joined with EOS under one causal mask, the seed's packing) or none (one example per line/document)")
+	f.String("pack", packIsolated, "how documents share rows: isolated (packed into --max-seq-len blocks, each document attending only to itself, "+
+		"positions from 0), concat (joined with EOS under one causal mask, the seed's packing) or none (one example per line/document)")
 	f.Bool("no-pack", false, "one example per line/document (deprecated: --pack none)")
 	_ = f.MarkDeprecated("no-pack", "use --pack none")
 	f.Float64("eval-fraction", data.DefaultEvalFraction, "share of examples held out for evaluation (0 with --eval-data)")
@@ -179,7 +197,8 @@ func addDataFlags(f *pflag.FlagSet) {
 	f.String("prompt-column", "", "field or column of the prompt in prompt/completion records (default \"prompt\")")
 	f.String("completion-column", "", "field or column of the completion in prompt/completion records (default \"completion\")")
 	f.String("chat-template", "", "Jinja chat template file for \"messages\" records (default: the chat_template of tokenizer_config.json beside --tokenizer)")
-	f.String("train-on", "completion", "tokens of instruction and chat records the loss learns: completion (the completion or the assistant turns; the prompt's labels are -100) or prompt+completion")
+	f.String("train-on", "completion", "tokens of instruction and chat records the loss learns: completion (the completion or the assistant turns; the "+
+		"prompt's labels are -100) or prompt+completion")
 }
 
 // readOptions resolves the data-format flags; the chat template is loaded only when the
@@ -594,7 +613,8 @@ const maxStepTokens = 1 << 24
 func checkStepSize(microBatch, seqLen, gradAccum int) error {
 	batch := int64(microBatch) * int64(seqLen)
 	if step := batch * int64(gradAccum); gradAccum > maxStepTokens || (gradAccum > 1 && batch <= maxStepTokens && step > maxStepTokens) {
-		return usageError{fmt.Errorf("--grad-accum %d × %d tokens a micro-batch = %d tokens an optimizer step: at most %d (the step's batches are built before it runs); lower --grad-accum", gradAccum, batch, step, maxStepTokens)}
+		return usageError{fmt.Errorf("--grad-accum %d × %d tokens a micro-batch = %d tokens an optimizer step: at most %d (the step's batches are built "+
+			"before it runs); lower --grad-accum", gradAccum, batch, step, maxStepTokens)}
 	}
 	return nil
 }

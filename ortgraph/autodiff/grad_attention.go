@@ -79,67 +79,86 @@ func (b *Builder) symType(v string, dt int32, dims ...string) string {
 
 // attentionExpansion emits Attention's forward in primitive ops and returns Y.
 func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
-	q, k, v := n.Input[0], n.Input[1], n.Input[2]
+	q := n.Input[0]
 	dt := b.ElemType(q)
 	rq := b.Rank(q)
 	if rq != 3 && rq != 4 {
 		return "", fmt.Errorf("Attention needs Q of known rank 3 or 4 (got %d)", rq)
 	}
+	if rq == 3 && (ortgraph.AttrInt(n, "q_num_heads", 0) <= 0 || ortgraph.AttrInt(n, "kv_num_heads", 0) <= 0) {
+		return "", fmt.Errorf("3-D Attention inputs need q_num_heads and kv_num_heads")
+	}
+	q4, kr, vr, qs, ks, vs := b.attentionHeads(n, dt, rq)
+	s, sd := b.attentionScores(n, dt, q4, kr, qs, ks)
+	p := b.symType(b.Op("Softmax", []string{s}, ortgraph.AInt("axis", -1)), dt, sd...)
+	y := b.symType(b.Op("MatMul", []string{p, vr}), dt, qs[0], qs[1], qs[2], vs[3])
+	if rq == 3 {
+		t := b.rankType(b.Op("Transpose", []string{y}, ortgraph.AInts("perm", 0, 2, 1, 3)), dt, 4)
+		y = b.rankType(b.Op("Reshape", []string{t, b.ConstI64(0, 0, -1)}), dt, 3)
+	}
+	return y, nil
+}
+
+// attentionHeads brings Q, K and V to [batch, heads, seq, d] (from 3-D inputs by their head
+// counts) and repeats each K/V head G = Hq/Hkv times (GQA); it returns Q, the repeated K and
+// V, and the symbolic dims of Q, K and V ("" each when unknown).
+func (b *Builder) attentionHeads(n *onnxpb.NodeProto, dt int32, rq int) (q4, kr, vr string, qs, ks, vs []string) {
 	to4 := func(x, heads string) string {
 		if rq == 4 {
 			return x
 		}
 		h := ortgraph.AttrInt(n, heads, 0)
-		if h <= 0 {
-			panic("checked below")
-		}
 		r := b.rankType(b.Op("Reshape", []string{x, b.ConstI64(0, 0, h, -1)}), dt, 4)
 		return b.rankType(b.Op("Transpose", []string{r}, ortgraph.AInts("perm", 0, 2, 1, 3)), dt, 4)
 	}
-	if rq == 3 && (ortgraph.AttrInt(n, "q_num_heads", 0) <= 0 || ortgraph.AttrInt(n, "kv_num_heads", 0) <= 0) {
-		return "", fmt.Errorf("3-D Attention inputs need q_num_heads and kv_num_heads")
+	q4, k4, v4 := to4(n.Input[0], "q_num_heads"), to4(n.Input[1], "kv_num_heads"), to4(n.Input[2], "kv_num_heads")
+	kr, vr = b.repeatKV(q4, k4, dt), b.repeatKV(q4, v4, dt)
+	qs, ks, vs = b.SymDims(q4), b.SymDims(k4), b.SymDims(v4)
+	if len(qs) != 4 || len(ks) != 4 || len(vs) != 4 {
+		return q4, kr, vr, []string{"", "", "", ""}, []string{"", "", "", ""}, []string{"", "", "", ""}
 	}
-	q4, k4, v4 := to4(q, "q_num_heads"), to4(k, "kv_num_heads"), to4(v, "kv_num_heads")
-	// GQA: repeat each K/V head G = Hq/Hkv times (unsqueeze, expand, merge).
-	repeat := func(x string) string {
-		if qd, xd := b.Dims(q4), b.Dims(x); qd != nil && xd != nil && qd[1] > 0 && qd[1] == xd[1] {
-			return x
-		}
-		shx := b.Op("Shape", []string{x})
-		hq := b.Op("Slice", []string{b.Op("Shape", []string{q4}), b.ConstI64(1), b.ConstI64(2)})
-		bh := b.Op("Slice", []string{shx, b.ConstI64(0), b.ConstI64(2)})
-		ld := b.Op("Slice", []string{shx, b.ConstI64(2), b.ConstI64(4)})
-		hkv := b.Op("Slice", []string{shx, b.ConstI64(1), b.ConstI64(2)})
-		grp := b.Op("Div", []string{hq, hkv})
-		u := b.rankType(b.Op("Unsqueeze", []string{x, b.ConstI64(2)}), dt, 5)
-		e := b.rankType(b.Op("Expand", []string{u, b.Op("Concat", []string{bh, grp, ld}, ortgraph.AInt("axis", 0))}), dt, 5)
-		bsz := b.Op("Slice", []string{shx, b.ConstI64(0), b.ConstI64(1)})
-		return b.rankType(b.Op("Reshape", []string{e, b.Op("Concat", []string{bsz, hq, ld}, ortgraph.AInt("axis", 0))}), dt, 4)
+	if kr != k4 {
+		b.symType(kr, dt, ks[0], qs[1], ks[2], ks[3])
+		b.symType(vr, dt, vs[0], qs[1], vs[2], vs[3])
+		b.typeRepeat(q4, kr, k4, ks, dt)
+		b.typeRepeat(q4, vr, v4, vs, dt)
 	}
-	kr, vr := repeat(k4), repeat(v4)
-	qs, ks, vs := b.SymDims(q4), b.SymDims(k4), b.SymDims(v4)
-	if len(qs) == 4 && len(ks) == 4 && len(vs) == 4 {
-		if kr != k4 {
-			b.symType(kr, dt, ks[0], qs[1], ks[2], ks[3])
-			b.symType(vr, dt, vs[0], qs[1], vs[2], vs[3])
-			// the Unsqueeze/Expand inputs of the repeat
-			for _, x := range []struct {
-				r, src string
-				d      []string
-			}{{kr, k4, ks}, {vr, v4, vs}} {
-				e := b.Producer(x.r).Input[0]
-				u := b.Producer(e).Input[0]
-				grp := "?"
-				if qd, xd := b.Dims(q4), b.Dims(x.src); qd != nil && xd != nil && qd[1] > 0 && xd[1] > 0 {
-					grp = strconv.FormatInt(qd[1]/xd[1], 10)
-				}
-				b.symType(u, dt, x.d[0], x.d[1], "1", x.d[2], x.d[3])
-				b.symType(e, dt, x.d[0], x.d[1], grp, x.d[2], x.d[3])
-			}
-		}
-	} else {
-		qs, ks, vs = []string{"", "", "", ""}, []string{"", "", "", ""}, []string{"", "", "", ""}
+	return q4, kr, vr, qs, ks, vs
+}
+
+// repeatKV repeats each head of x [batch, kv, seq, d] G = Hq/Hkv times (unsqueeze, expand,
+// merge), or returns x when it has as many heads as q4.
+func (b *Builder) repeatKV(q4, x string, dt int32) string {
+	if qd, xd := b.Dims(q4), b.Dims(x); qd != nil && xd != nil && qd[1] > 0 && qd[1] == xd[1] {
+		return x
 	}
+	shx := b.Op("Shape", []string{x})
+	hq := b.Op("Slice", []string{b.Op("Shape", []string{q4}), b.ConstI64(1), b.ConstI64(2)})
+	bh := b.Op("Slice", []string{shx, b.ConstI64(0), b.ConstI64(2)})
+	ld := b.Op("Slice", []string{shx, b.ConstI64(2), b.ConstI64(4)})
+	hkv := b.Op("Slice", []string{shx, b.ConstI64(1), b.ConstI64(2)})
+	grp := b.Op("Div", []string{hq, hkv})
+	u := b.rankType(b.Op("Unsqueeze", []string{x, b.ConstI64(2)}), dt, 5)
+	e := b.rankType(b.Op("Expand", []string{u, b.Op("Concat", []string{bh, grp, ld}, ortgraph.AInt("axis", 0))}), dt, 5)
+	bsz := b.Op("Slice", []string{shx, b.ConstI64(0), b.ConstI64(1)})
+	return b.rankType(b.Op("Reshape", []string{e, b.Op("Concat", []string{bsz, hq, ld}, ortgraph.AInt("axis", 0))}), dt, 4)
+}
+
+// typeRepeat records the types of the Unsqueeze and Expand inside repeatKV's chain r of src.
+func (b *Builder) typeRepeat(q4, r, src string, d []string, dt int32) {
+	e := b.Producer(r).Input[0]
+	u := b.Producer(e).Input[0]
+	grp := "?"
+	if qd, xd := b.Dims(q4), b.Dims(src); qd != nil && xd != nil && qd[1] > 0 && xd[1] > 0 {
+		grp = strconv.FormatInt(qd[1]/xd[1], 10)
+	}
+	b.symType(u, dt, d[0], d[1], "1", d[2], d[3])
+	b.symType(e, dt, d[0], d[1], grp, d[2], d[3])
+}
+
+// attentionScores emits S = Q·Kᵀ·scale with the mask (additive, or boolean through Where)
+// and the causal lower triangle applied; it returns S and its symbolic dims.
+func (b *Builder) attentionScores(n *onnxpb.NodeProto, dt int32, q4, kr string, qs, ks []string) (string, []string) {
 	kt := b.symType(b.Op("Transpose", []string{kr}, ortgraph.AInts("perm", 0, 1, 3, 2)), dt, ks[0], qs[1], ks[3], ks[2])
 	sd := []string{qs[0], qs[1], qs[2], ks[2]}
 	s := b.symType(b.Op("MatMul", []string{q4, kt}), dt, sd...)
@@ -175,13 +194,7 @@ func (b *Builder) attentionExpansion(n *onnxpb.NodeProto) (string, error) {
 		mask := b.Op("Cast", []string{tri}, ortgraph.AInt("to", int64(ortgraph.Bool)))
 		s = b.rankType(b.Op("Where", []string{mask, s, lowest}), dt, 4)
 	}
-	p := b.symType(b.Op("Softmax", []string{s}, ortgraph.AInt("axis", -1)), dt, sd...)
-	y := b.symType(b.Op("MatMul", []string{p, vr}), dt, qs[0], qs[1], qs[2], vs[3])
-	if rq == 3 {
-		t := b.rankType(b.Op("Transpose", []string{y}, ortgraph.AInts("perm", 0, 2, 1, 3)), dt, 4)
-		y = b.rankType(b.Op("Reshape", []string{t, b.ConstI64(0, 0, -1)}), dt, 3)
-	}
-	return y, nil
+	return s, sd
 }
 
 // RotaryEmbedding (opset 23): y = R(θ)·x, a rotation of each pair of channels by the
