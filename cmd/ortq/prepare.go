@@ -11,6 +11,7 @@ import (
 	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/quantize"
 	"github.com/ortq/ortq/train"
 	"github.com/spf13/cobra"
 )
@@ -41,6 +42,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 				Targets: splitList(v.GetStringSlice("targets")), Rank: v.GetInt("lora-r"), Alpha: v.GetFloat64("lora-alpha"),
 				Dropout: v.GetFloat64("lora-dropout"), Bits: v.GetInt("bits"), BlockSize: v.GetInt("block-size"),
 				Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
+				Quant: v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),
 				LossChunks:        v.GetInt("loss-chunks"),
 				DequantizeForward: v.GetBool("dequantize-forward"),
 				PlainMask:         v.GetBool("plain-mask"),
@@ -62,7 +64,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 			// A Hugging Face checkpoint headed for a 4-bit base is imported with its Linears
 			// already packed (the bytes the quantize pass would make), so no full-precision
 			// copy of them is written to the temporary directory.
-			model, err := resolveModel(o, o.Bits == 4 && !v.GetBool("list-targets"))
+			// NF4/FP4 bases are quantized by prepare itself (the import packs int4 only).
+			model, err := resolveModel(o, o.Bits == 4 && !isBnb4(o.Quant) && !v.GetBool("list-targets"))
 			if err != nil {
 				return err
 			}
@@ -99,9 +102,11 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Int("lora-r", d.Rank, "LoRA rank r")
 	f.Float64("lora-alpha", d.Alpha, "LoRA alpha (updates are scaled by alpha/r, as PEFT does)")
 	f.Float64("lora-dropout", d.Dropout, "dropout on the LoRA input during training")
-	f.Int("bits", d.Bits, "4: quantize the base Linears to 4-bit MatMulNBits; 16: keep the base as it is")
-	f.Int("block-size", d.BlockSize, "4-bit quantization block size along the input dimension (16-256, power of two)")
-	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
+	f.Int("bits", d.Bits, "4: quantize the base Linears to 4 bits (see --quant); 16: keep the base as it is")
+	f.Int("block-size", d.BlockSize, "4-bit quantization block size (16-256, power of two): along the input dimension for int4, over the flattened weight for nf4/fp4 (bitsandbytes' default is 64)")
+	f.Bool("asymmetric", false, "int4 quantization with per-block zero points (default: symmetric)")
+	f.String("quant", "int4", "4-bit data type: int4 (MatMulNBits, a scale per block), nf4 or fp4 (bitsandbytes' NormalFloat/FP4 tables with an absmax per block, MatMulBnb4)")
+	f.Bool("double-quant", false, "nf4/fp4: store the absmax values in 8 bits with a float32 scale per 256 blocks (bitsandbytes' bnb_4bit_use_double_quant)")
 	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
 	f.Bool("plain-mask", false, "keep the model's 0/1 attention mask: no document ids, so train packs by plain concatenation only (--pack concat or none); the graphs skip the document comparison")
@@ -253,4 +258,9 @@ func splitList(v []string) []string {
 		}
 	}
 	return out
+}
+
+// isBnb4 reports whether --quant names one of bitsandbytes' types.
+func isBnb4(q string) bool {
+	return quantize.Type(strings.ToLower(q)).IsBnb4()
 }
