@@ -190,8 +190,9 @@ func (b *builder) copyInit(name string) string {
 	return name
 }
 
-// base applies Linear l's base weight as the eval graph holds it (MatMulNBits bytes as they
-// are; a full-precision weight through the same Transpose) or its merged replacement.
+// base applies Linear l's base weight as the eval graph holds it (MatMulNBits or MatMulBnb4
+// bytes as they are; a full-precision weight through the same Transpose) or its merged
+// replacement.
 func (b *builder) base(l *passes.Linear, x string) (string, error) {
 	g := b.g
 	if t := b.merged[l.Module()]; t != nil {
@@ -211,6 +212,8 @@ func (b *builder) base(l *passes.Linear, x string) (string, error) {
 			ins = append(ins, in)
 		}
 		return g.Add(ortgraph.NodeSpec{Op: "MatMulNBits", Domain: "com.microsoft", Inputs: ins, Attrs: n.Attribute, Name: "/" + l.Module() + "/MatMulNBits"})[0], nil
+	case n.OpType == "MatMulBnb4":
+		return b.bnb4Base(n, x, "/"+l.Module()+"/MatMulBnb4")
 	case l.WeightIsOutIn:
 		w := g.Op("Transpose", []string{b.copyInit(l.Weight)}, ortgraph.AInts("perm", 1, 0))
 		return g.Op("MatMul", []string{x, w}), nil

@@ -47,8 +47,11 @@ func mergedWeights(s *Source, ad *Adapter) (map[string]*onnxpb.TensorProto, erro
 // dense returns Linear l's weight as float32 [in, out].
 func dense(s *Source, l *passes.Linear) ([]float32, error) {
 	n := l.Node
-	if n.OpType == "MatMulNBits" {
+	switch n.OpType {
+	case "MatMulNBits":
 		return dequantize(s, n)
+	case "MatMulBnb4":
+		return denseBnb4(s, n)
 	}
 	w, err := s.Eval.Floats(s.G.Initializer(l.Weight))
 	if err != nil {
