@@ -162,6 +162,10 @@ func gradMatMulBnb4(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) (
 // names under Bnb4NestedKey. It returns the names of the weight and of the absmax (or the
 // 8-bit codes) initializers. The node keeps its name and output.
 func RewriteAsBnb4(g *ortgraph.Graph, node *onnxpb.NodeProto, x string, p *quantize.Bnb4, base string, dt int32) (weight, absmax string) {
+	// Initializers are named after base alone; g.Scope names the nodes.
+	scope := g.Scope
+	g.Scope = ""
+	defer func() { g.Scope = scope }()
 	weight = g.AddInitializer(ortgraph.BytesTensor(g.Fresh(base+".weight"), ortgraph.Uint8, []int64{int64(len(p.Data))}, p.Data))
 	if p.Nested == nil {
 		absmax = g.AddInitializer(ortgraph.FloatTensor(g.Fresh(base+".absmax"), dt, []int64{int64(len(p.Absmax))}, p.Absmax))
@@ -171,6 +175,7 @@ func RewriteAsBnb4(g *ortgraph.Graph, node *onnxpb.NodeProto, x string, p *quant
 		absmax = g.AddInitializer(ortgraph.BytesTensor(g.Fresh(base+".absmax_codes"), ortgraph.Uint8, []int64{int64(len(nq.Codes))}, nq.Codes))
 		scales := g.AddInitializer(ortgraph.FloatTensor(g.Fresh(base+".absmax_scales"), ortgraph.Float, []int64{int64(len(nq.Scales)), 1}, nq.Scales))
 		offset := g.AddInitializer(ortgraph.FloatTensor(g.Fresh(base+".absmax_offset"), ortgraph.Float, nil, []float32{nq.Offset}))
+		g.Scope = scope
 		a := Bnb4Absmax(g, absmax, scales, offset, int64(nq.Blocks), Bnb4Gate(g, x), dt)
 		node.Input = []string{x, weight, a}
 		node.MetadataProps = append(node.MetadataProps, &onnxpb.StringStringEntryProto{Key: Bnb4NestedKey, Value: absmax + "," + scales + "," + offset})

@@ -14,6 +14,7 @@ import (
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
+	"github.com/ortq/ortq/quantize"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -206,6 +207,26 @@ func TestQuantizeGolden(t *testing.T) {
 		out.WriteString(b.String())
 	}
 	golden(t, "quantize.txt", out.String())
+}
+
+// TestQuantizeBnb4Golden keeps the tiny decoder's Linears rewritten as MatMulBnb4 (NF4, block
+// 16), with the absmax as an initializer and double-quantized (the gated absmax chain in
+// front of each node, its initializers named in the node's metadata).
+func TestQuantizeBnb4Golden(t *testing.T) {
+	var out strings.Builder
+	for _, dq := range []bool{false, true} {
+		g := tinyLlama(tinyLlamaOpts{})
+		cfg := &passes.Config{Bits: 4}
+		cfg.Quant.BlockSize, cfg.Quant.Type, cfg.Quant.DoubleQuant = 16, quantize.NF4, dq
+		ctx, b := passRun(t, fmt.Sprintf("nf4 double-quant=%v", dq), g, cfg, passes.Quantize)
+		b.WriteString(ortgraph.Dump(g))
+		b.WriteString(initializers(t, g))
+		for _, q := range ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize) {
+			fmt.Fprintf(b, "layer %s %v weights=%s absmax=%s rms=%.4g rel=%.4g max=%.4g\n", q.Module, q.Shape, q.Weights, q.Scales, q.RMS, q.RelRMS, q.MaxAbs)
+		}
+		out.WriteString(b.String())
+	}
+	golden(t, "quantize_bnb4.txt", out.String())
 }
 
 // TestDQForwardGolden keeps the tiny decoder's 4-bit Linears rewritten as DequantizeLinear

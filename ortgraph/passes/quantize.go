@@ -134,7 +134,11 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 	if pre > 0 {
 		ctx.Logf("quantize: %d Linears already 4-bit in the source graph", pre)
 	}
-	ctx.Logf("quantize: %d Linears to 4-bit %s, block %d%s", len(out)-pre, typeOf(c.Quant), c.Quant.BlockSize, map[bool]string{true: ", double-quantized absmax"}[c.Quant.DoubleQuant])
+	if t := c.Quant.Type; t.IsBnb4() {
+		ctx.Logf("quantize: %d Linears to 4-bit %s (MatMulBnb4), block %d%s", len(out)-pre, t, c.Quant.BlockSize, map[bool]string{true: ", double-quantized absmax"}[c.Quant.DoubleQuant])
+	} else {
+		ctx.Logf("quantize: %d Linears to 4-bit, block %d", len(out)-pre, c.Quant.BlockSize)
+	}
 	return out, nil
 }
 
@@ -147,13 +151,6 @@ func dropUnread(g *ortgraph.Graph, cons map[string][]*onnxpb.NodeProto, l *Linea
 		}
 	}
 	g.RemoveInitializer(l.Weight)
-}
-
-func typeOf(o quantize.Options) quantize.Type {
-	if o.Type == "" {
-		return quantize.Int4
-	}
-	return o.Type
 }
 
 // quantizeBnb4 rewrites l's MatMul in place as com.microsoft.MatMulBnb4 over w [out, in]
