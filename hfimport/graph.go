@@ -268,6 +268,10 @@ func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims
 		// paths in the node name), so prepare takes it as is and no full-precision copy
 		// of the weight is ever on disk.
 		wt := b.declare(mod+".weight", []int64{out, in}, true, initNormal)
+		if b.quant.Type.IsBnb4() {
+			y = b.bnb4Linear(wt, mod, path, x, in, out, outDims)
+			return b.withBias(mod, y, bias, out, outDims)
+		}
 		bs := int64(b.quant.BlockSize)
 		blocks := (in + bs - 1) / bs
 		wt.Quant = b.quant
@@ -289,10 +293,35 @@ func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims
 		w := b.weight(mod+".weight", []int64{out, in}, true, initNormal)
 		y = b.node(path+"/MatMul", "MatMul", []string{x, w}, sym(b.dt, outDims...))
 	}
+	return b.withBias(mod, y, bias, out, outDims)
+}
+
+// withBias adds module mod's bias to y when it has one.
+func (b *builder) withBias(mod, y string, bias bool, out int64, outDims []string) string {
 	if bias {
 		bb := b.weight(mod+".bias", []int64{out}, false, initZeros)
-		y = b.node(path+"/Add", "Add", []string{y, bb}, sym(b.dt, outDims...))
+		y = b.node("/"+dots(mod)+"/Add", "Add", []string{y, bb}, sym(b.dt, outDims...))
 	}
+	return y
+}
+
+// bnb4Linear declares wt as an NF4/FP4 weight (bitsandbytes' layout: B uint8 [out·in/2],
+// absmax [out·in/block] in the model's type, filled when the weights are written) and emits
+// MatMulBnb4, as prepare --quant nf4|fp4 writes it.
+func (b *builder) bnb4Linear(wt *Weight, mod, path, x string, in, out int64, outDims []string) string {
+	bs := int64(b.quant.BlockSize)
+	wt.Quant = b.quant
+	wt.T = &onnxpb.TensorProto{Name: mod + ".weight_" + string(b.quant.Type), DataType: ortgraph.Uint8, Dims: []int64{out * in / 2}}
+	wt.Scales = &onnxpb.TensorProto{Name: mod + ".weight_absmax", DataType: b.dt, Dims: []int64{out * in / bs}}
+	b.g.AddInitializer(wt.T)
+	b.g.AddInitializer(wt.Scales)
+	qt := int64(1)
+	if b.quant.Type == quantize.FP4 {
+		qt = 0
+	}
+	y := b.g.Add(ortgraph.NodeSpec{Op: "MatMulBnb4", Domain: "com.microsoft", Name: path + "/MatMulBnb4", Inputs: []string{x, wt.T.Name, wt.Scales.Name},
+		Attrs: []ortgraph.Attr{ortgraph.AInt("K", in), ortgraph.AInt("N", out), ortgraph.AInt("block_size", bs), ortgraph.AInt("quant_type", qt)}})[0]
+	b.g.SetType(y, sym(b.dt, outDims...))
 	return y
 }
 

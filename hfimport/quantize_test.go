@@ -1,6 +1,7 @@
 package hfimport_test
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -195,5 +196,76 @@ func testQuantize(t *testing.T, q quantize.Options, synth func(name string, quan
 	t.Logf("loss sum %.6f vs %.6f; %d gradient values differ", a.LossSum, b.LossSum, diff)
 	if diff > 0 {
 		t.Errorf("%d gradient values differ between --quantize and prepare's quantization", diff)
+	}
+}
+
+// TestQuantizeBnb4: `synth --quantize --quant nf4` and `import --quantize --quant fp4` write
+// MatMulBnb4 Linears with the bytes and absmax values prepare --quant makes from the
+// full-precision graph of the same weights (so the prepared artifacts train identically),
+// and prepare takes them as they are; a contradicting --quant is refused naming the flag.
+func TestQuantizeBnb4(t *testing.T) {
+	ortruntest.Lib(t)
+	for _, c := range []struct {
+		src string
+		q   quantize.Options
+	}{{"synth", quantize.Options{Type: quantize.NF4, BlockSize: 64}}, {"import", quantize.Options{Type: quantize.FP4, BlockSize: 32}}} {
+		t.Run(c.src+"/"+string(c.q.Type), func(t *testing.T) {
+			dir := t.TempDir()
+			gen := func(name string, quant bool) *hfimport.Result {
+				co := hfimport.Common{Out: filepath.Join(dir, name), Workers: 2, Quantize: quant, BlockSize: c.q.BlockSize, Quant: string(c.q.Type)}
+				var res *hfimport.Result
+				var err error
+				if c.src == "synth" {
+					res, err = hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 11, Common: co})
+				} else {
+					res, err = hfimport.Import(hfimport.ImportOptions{HF: filepath.Join(hfData, "llama32"), Common: co})
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			prep := func(r *hfimport.Result, q quantize.Options) (*prepare.Result, string, error) {
+				o := prepare.DefaultOptions()
+				o.Model, o.Out, o.Dropout = r.Model, filepath.Join(dir, filepath.Base(r.Dir)+"-art-"+string(q.Type)), 0
+				o.BlockSize, o.Quant = q.BlockSize, string(q.Type)
+				res, err := prepare.Run(o, t.Logf)
+				return res, o.Out, err
+			}
+			full, q4 := gen("full", false), gen("q4", true)
+			if _, _, err := prep(q4, quantize.Options{BlockSize: c.q.BlockSize}); err == nil || !strings.Contains(err.Error(), "--quant "+string(c.q.Type)) {
+				t.Errorf("prepare --quant int4 of a %s graph: err = %v, want a refusal naming --quant", c.q.Type, err)
+			}
+			resF, artF, err := prep(full, c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resQ, artQ, err := prep(q4, c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resQ.Manifest.Quant) != len(resF.Manifest.Quant) || len(resQ.Manifest.Quant) != 7*full.Config.NumLayers {
+				t.Fatalf("quantized Linears: %d from --quantize, %d from prepare", len(resQ.Manifest.Quant), len(resF.Manifest.Quant))
+			}
+			evalF, err := ortgraph.Load(filepath.Join(artF, "eval.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			evalQ, err := ortgraph.Load(filepath.Join(artQ, "eval.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gF, gQ := ortgraph.NewGraph(evalF), ortgraph.NewGraph(evalQ)
+			for i, qf := range resF.Manifest.Quant {
+				qq := resQ.Manifest.Quant[i]
+				for _, pair := range [][2]string{{qf.Weights, qq.Weights}, {qf.Scales, qq.Scales}} {
+					a, errA := evalF.TensorBytes(gF.Initializer(pair[0]))
+					b, errB := evalQ.TensorBytes(gQ.Initializer(pair[1]))
+					if errA != nil || errB != nil || !bytes.Equal(a, b) {
+						t.Errorf("%s: %s (prepare) and %s (--quantize) differ (%v, %v)", qf.Module, pair[0], pair[1], errA, errB)
+					}
+				}
+			}
+		})
 	}
 }

@@ -59,6 +59,10 @@ type Common struct {
 	Quantize   bool
 	BlockSize  int
 	Asymmetric bool
+	// Quant is the 4-bit type (quantize.Type: "" or int4, nf4, fp4). NF4/FP4 Linears are
+	// com.microsoft.MatMulBnb4 with float absmax values (BlockSize over the flattened
+	// weight), as prepare --quant writes them without --double-quant.
+	Quant string
 }
 
 // quantOptions is Quantize/BlockSize as the builder takes them (nil: full precision).
@@ -66,12 +70,15 @@ func (o Common) quantOptions() (*quantize.Options, error) {
 	if !o.Quantize {
 		return nil, nil
 	}
-	q := &quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}
+	q := &quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Type: quantize.Type(o.Quant)}
 	if q.BlockSize == 0 {
 		q.BlockSize = quantize.DefaultBlockSize
 	}
+	if q.Type != "" && q.Type != quantize.Int4 && !q.Type.IsBnb4() {
+		return nil, fmt.Errorf("--quant %q: use int4, nf4 or fp4", o.Quant)
+	}
 	if err := q.Validate(); err != nil {
-		return nil, fmt.Errorf("--block-size %d: %w", o.BlockSize, err)
+		return nil, fmt.Errorf("--block-size %d, --quant %q: %w", o.BlockSize, o.Quant, err)
 	}
 	return q, nil
 }
@@ -594,6 +601,18 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 	if w.Transpose {
 		v = quantize.Transpose(vals, in, out)
 	}
+	type part = dataPart
+	if w.Quant.Type.IsBnb4() {
+		p, err := quantize.QuantizeBnb4(v, out, in, *w.Quant)
+		if err != nil {
+			return fmt.Errorf("weight %q: %w", w.Name, err)
+		}
+		absmax := make([]byte, len(p.Absmax)*ortgraph.ElemSize(dt))
+		if err := encode(dt, p.Absmax, absmax); err != nil {
+			return fmt.Errorf("weight %q absmax: %w", w.Name, err)
+		}
+		return writeParts(f, bar, []part{{p.Data, j.off, j.inlineTo}, {absmax, j.sOff, j.sInline}})
+	}
 	p, err := quantize.Quantize(v, out, in, *w.Quant)
 	if err != nil {
 		return fmt.Errorf("weight %q: %w", w.Name, err)
@@ -602,11 +621,6 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 	if err := encode(dt, p.Scales, scales); err != nil {
 		return fmt.Errorf("weight %q scales: %w", w.Name, err)
 	}
-	type part struct {
-		data   []byte
-		off    int64
-		inline []byte
-	}
 	parts := []part{{p.Data, j.off, j.inlineTo}, {scales, j.sOff, j.sInline}}
 	if w.ZeroPoints != nil {
 		if int64(len(p.ZeroPoints)) != ortgraph.NumElements(w.ZeroPoints.Dims) {
@@ -614,6 +628,18 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 		}
 		parts = append(parts, part{p.ZeroPoints, j.zOff, j.zInline})
 	}
+	return writeParts(f, bar, parts)
+}
+
+// dataPart is bytes bound for a file offset, or, when off < 0, for a tensor's inline bytes.
+type dataPart struct {
+	data   []byte
+	off    int64
+	inline []byte
+}
+
+// writeParts writes each part where it is bound.
+func writeParts(f *os.File, bar *progressbar.ProgressBar, parts []dataPart) error {
 	for _, part := range parts {
 		if part.off < 0 {
 			copy(part.inline, part.data)

@@ -11,7 +11,6 @@ import (
 	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
-	"github.com/ortq/ortq/quantize"
 	"github.com/ortq/ortq/train"
 	"github.com/spf13/cobra"
 )
@@ -64,8 +63,9 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 			// A Hugging Face checkpoint headed for a 4-bit base is imported with its Linears
 			// already packed (the bytes the quantize pass would make), so no full-precision
 			// copy of them is written to the temporary directory.
-			// NF4/FP4 bases are quantized by prepare itself (the import packs int4 only).
-			model, err := resolveModel(o, o.Bits == 4 && !isBnb4(o.Quant) && !v.GetBool("list-targets"))
+			// A double-quantized base is quantized by prepare itself (the import writes float
+			// absmax values only).
+			model, err := resolveModel(o, o.Bits == 4 && !o.DoubleQuant && !v.GetBool("list-targets"))
 			if err != nil {
 				return err
 			}
@@ -139,7 +139,7 @@ func resolveModel(o prepare.Options, quantize bool) (string, error) {
 		}
 		cleanups = append(cleanups, func() { os.RemoveAll(tmp) })
 		res, err := hfimport.Import(hfimport.ImportOptions{HF: m, Common: hfimport.Common{Out: filepath.Join(tmp, "onnx"), DType: "float32", Progress: os.Stderr,
-			Quantize: quantize, BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}})
+			Quantize: quantize, BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Quant: o.Quant}})
 		if err != nil {
 			return "", err
 		}
@@ -258,9 +258,4 @@ func splitList(v []string) []string {
 		}
 	}
 	return out
-}
-
-// isBnb4 reports whether --quant names one of bitsandbytes' types.
-func isBnb4(q string) bool {
-	return quantize.Type(strings.ToLower(q)).IsBnb4()
 }
