@@ -12,6 +12,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/autodiff"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
@@ -208,11 +209,15 @@ func TestQuantizeBnb4(t *testing.T) {
 	for _, c := range []struct {
 		src string
 		q   quantize.Options
-	}{{"synth", quantize.Options{Type: quantize.NF4, BlockSize: 64}}, {"import", quantize.Options{Type: quantize.FP4, BlockSize: 32}}} {
-		t.Run(c.src+"/"+string(c.q.Type), func(t *testing.T) {
+	}{
+		{"synth", quantize.Options{Type: quantize.NF4, BlockSize: 64}},
+		{"synth", quantize.Options{Type: quantize.NF4, BlockSize: 16, DoubleQuant: true}},
+		{"import", quantize.Options{Type: quantize.FP4, BlockSize: 32, DoubleQuant: true}},
+	} {
+		t.Run(fmt.Sprintf("%s/%s/double=%v", c.src, c.q.Type, c.q.DoubleQuant), func(t *testing.T) {
 			dir := t.TempDir()
 			gen := func(name string, quant bool) *hfimport.Result {
-				co := hfimport.Common{Out: filepath.Join(dir, name), Workers: 2, Quantize: quant, BlockSize: c.q.BlockSize, Quant: string(c.q.Type)}
+				co := hfimport.Common{Out: filepath.Join(dir, name), Workers: 2, Quantize: quant, BlockSize: c.q.BlockSize, Quant: string(c.q.Type), DoubleQuant: c.q.DoubleQuant}
 				var res *hfimport.Result
 				var err error
 				if c.src == "synth" {
@@ -228,7 +233,7 @@ func TestQuantizeBnb4(t *testing.T) {
 			prep := func(r *hfimport.Result, q quantize.Options) (*prepare.Result, string, error) {
 				o := prepare.DefaultOptions()
 				o.Model, o.Out, o.Dropout = r.Model, filepath.Join(dir, filepath.Base(r.Dir)+"-art-"+string(q.Type)), 0
-				o.BlockSize, o.Quant = q.BlockSize, string(q.Type)
+				o.BlockSize, o.Quant, o.DoubleQuant = q.BlockSize, string(q.Type), q.DoubleQuant
 				res, err := prepare.Run(o, t.Logf)
 				return res, o.Out, err
 			}
@@ -258,7 +263,11 @@ func TestQuantizeBnb4(t *testing.T) {
 			gF, gQ := ortgraph.NewGraph(evalF), ortgraph.NewGraph(evalQ)
 			for i, qf := range resF.Manifest.Quant {
 				qq := resQ.Manifest.Quant[i]
-				for _, pair := range [][2]string{{qf.Weights, qq.Weights}, {qf.Scales, qq.Scales}} {
+				pairs := [][2]string{{qf.Weights, qq.Weights}, {qf.Scales, qq.Scales}}
+				if c.q.DoubleQuant {
+					pairs = append(pairs, nestedPairs(t, gF, gQ, qf.Weights, qq.Weights)...)
+				}
+				for _, pair := range pairs {
 					a, errA := evalF.TensorBytes(gF.Initializer(pair[0]))
 					b, errB := evalQ.TensorBytes(gQ.Initializer(pair[1]))
 					if errA != nil || errB != nil || !bytes.Equal(a, b) {
@@ -268,4 +277,21 @@ func TestQuantizeBnb4(t *testing.T) {
 			}
 		})
 	}
+}
+
+// nestedPairs pairs the double-quantized absmax initializers (codes, scales, offset) of the
+// MatMulBnb4 nodes reading weights wf in gf and wq in gq.
+func nestedPairs(t *testing.T, gf, gq *ortgraph.Graph, wf, wq string) [][2]string {
+	t.Helper()
+	nested := func(g *ortgraph.Graph, w string) []string {
+		for _, n := range g.Consumers()[w] {
+			if c, s, o, ok := autodiff.Bnb4Nested(n); ok {
+				return []string{c, s, o}
+			}
+		}
+		t.Fatalf("no double-quantized MatMulBnb4 reads %s", w)
+		return nil
+	}
+	f, q := nested(gf, wf), nested(gq, wq)
+	return [][2]string{{f[0], q[0]}, {f[1], q[1]}, {f[2], q[2]}}
 }

@@ -60,9 +60,10 @@ type Common struct {
 	BlockSize  int
 	Asymmetric bool
 	// Quant is the 4-bit type (quantize.Type: "" or int4, nf4, fp4). NF4/FP4 Linears are
-	// com.microsoft.MatMulBnb4 with float absmax values (BlockSize over the flattened
-	// weight), as prepare --quant writes them without --double-quant.
-	Quant string
+	// com.microsoft.MatMulBnb4 (BlockSize over the flattened weight), their absmax values
+	// double-quantized when DoubleQuant, as prepare --quant [--double-quant] writes them.
+	Quant       string
+	DoubleQuant bool
 }
 
 // quantOptions is Quantize/BlockSize as the builder takes them (nil: full precision).
@@ -74,6 +75,7 @@ func (o Common) quantOptions() (*quantize.Options, error) {
 	if q.BlockSize == 0 {
 		q.BlockSize = quantize.DefaultBlockSize
 	}
+	q.DoubleQuant = o.DoubleQuant
 	if q.Type != "" && q.Type != quantize.Int4 && !q.Type.IsBnb4() {
 		return nil, fmt.Errorf("--quant %q: use int4, nf4 or fp4", o.Quant)
 	}
@@ -307,6 +309,8 @@ type job struct {
 	sInline []byte
 	zOff    int64
 	zInline []byte
+	oOff    int64 // double-quantized NF4/FP4: the absmax offset
+	oInline []byte
 }
 
 // write lays out the weights (inline below MinExternal, else 4096-aligned in DataFile),
@@ -352,9 +356,12 @@ func write(o Common, m *ortgraph.Model, ws []*Weight, dt int32, fill fillFunc, w
 		if w.Quant != nil {
 			j := job{i: i, from: 0, n: n}
 			j.off, j.inlineTo = place(w.T, ortgraph.NumElements(w.T.Dims))
-			j.sOff, j.sInline = place(w.Scales, ortgraph.NumElements(w.Scales.Dims)*es)
+			j.sOff, j.sInline = place(w.Scales, tensorBytes(w.Scales))
 			if w.ZeroPoints != nil {
-				j.zOff, j.zInline = place(w.ZeroPoints, ortgraph.NumElements(w.ZeroPoints.Dims))
+				j.zOff, j.zInline = place(w.ZeroPoints, tensorBytes(w.ZeroPoints))
+			}
+			if w.Offset != nil {
+				j.oOff, j.oInline = place(w.Offset, tensorBytes(w.Offset))
 			}
 			jobs = append(jobs, j)
 			continue
@@ -607,6 +614,13 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 		if err != nil {
 			return fmt.Errorf("weight %q: %w", w.Name, err)
 		}
+		if nq := p.Nested; nq != nil {
+			scales, offset := make([]byte, 4*len(nq.Scales)), make([]byte, 4)
+			if err := errors.Join(encode(ortgraph.Float, nq.Scales, scales), encode(ortgraph.Float, []float32{nq.Offset}, offset)); err != nil {
+				return fmt.Errorf("weight %q absmax: %w", w.Name, err)
+			}
+			return writeParts(f, bar, []part{{p.Data, j.off, j.inlineTo}, {nq.Codes, j.sOff, j.sInline}, {scales, j.zOff, j.zInline}, {offset, j.oOff, j.oInline}})
+		}
 		absmax := make([]byte, len(p.Absmax)*ortgraph.ElemSize(dt))
 		if err := encode(dt, p.Absmax, absmax); err != nil {
 			return fmt.Errorf("weight %q absmax: %w", w.Name, err)
@@ -629,6 +643,11 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 		parts = append(parts, part{p.ZeroPoints, j.zOff, j.zInline})
 	}
 	return writeParts(f, bar, parts)
+}
+
+// tensorBytes is the size of t's data.
+func tensorBytes(t *onnxpb.TensorProto) int64 {
+	return ortgraph.NumElements(t.Dims) * int64(ortgraph.ElemSize(t.DataType))
 }
 
 // dataPart is bytes bound for a file offset, or, when off < 0, for a tensor's inline bytes.

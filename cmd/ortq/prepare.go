@@ -63,9 +63,7 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 			// A Hugging Face checkpoint headed for a 4-bit base is imported with its Linears
 			// already packed (the bytes the quantize pass would make), so no full-precision
 			// copy of them is written to the temporary directory.
-			// A double-quantized base is quantized by prepare itself (the import writes float
-			// absmax values only).
-			model, err := resolveModel(o, o.Bits == 4 && !o.DoubleQuant && !v.GetBool("list-targets"))
+			model, err := resolveModel(o, o.Bits == 4 && !v.GetBool("list-targets"))
 			if err != nil {
 				return err
 			}
@@ -139,7 +137,7 @@ func resolveModel(o prepare.Options, quantize bool) (string, error) {
 		}
 		cleanups = append(cleanups, func() { os.RemoveAll(tmp) })
 		res, err := hfimport.Import(hfimport.ImportOptions{HF: m, Common: hfimport.Common{Out: filepath.Join(tmp, "onnx"), DType: "float32", Progress: os.Stderr,
-			Quantize: quantize, BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Quant: o.Quant}})
+			Quantize: quantize, BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Quant: o.Quant, DoubleQuant: o.DoubleQuant}})
 		if err != nil {
 			return "", err
 		}

@@ -45,7 +45,11 @@ func runQuantize(ctx *ortgraph.Context) (any, error) {
 			if err := checkPrequantizedBnb4(n, l, c.Quant); err != nil {
 				return nil, err
 			}
-			out = append(out, manifest.QuantLayer{Module: l.Module(), Shape: [2]int{int(l.Out), int(l.In)}, Prequantized: true, Weights: n.Input[1], Scales: n.Input[2]})
+			absmax := n.Input[2]
+			if codes, _, _, ok := autodiff.Bnb4Nested(n); ok {
+				absmax = codes // as quantizeBnb4 records it: the initializer, not the chain
+			}
+			out = append(out, manifest.QuantLayer{Module: l.Module(), Shape: [2]int{int(l.Out), int(l.In)}, Prequantized: true, Weights: n.Input[1], Scales: absmax})
 			pre++
 			continue
 		}
