@@ -82,6 +82,8 @@ ortq/peer ratios. 'ortq bench compare OLD.json NEW.json' is the regression gate.
 	f.Float64("lora-dropout", d.Dropout, "LoRA dropout (when preparing)")
 	f.Int("bits", d.Bits, "base weights: 4 (MatMulNBits) or 16 (when preparing)")
 	f.Int("block-size", d.BlockSize, "4-bit block size (when preparing)")
+	f.String("quant", "int4", "4-bit type: int4, nf4 or fp4, as prepare --quant (when preparing)")
+	f.Bool("double-quant", false, "nf4/fp4 absmax in 8 bits, as prepare --double-quant (when preparing)")
 	f.Bool("quiet", false, "no progress lines")
 	cmd.AddCommand(newBenchCompare())
 	return cmd
@@ -114,6 +116,7 @@ func benchConfig(v *viper.Viper) (bench.Config, error) {
 	p := prepare.DefaultOptions()
 	p.Targets, p.Rank, p.Alpha = splitList(v.GetStringSlice("targets")), v.GetInt("lora-r"), v.GetFloat64("lora-alpha")
 	p.Dropout, p.Bits, p.BlockSize = v.GetFloat64("lora-dropout"), v.GetInt("bits"), v.GetInt("block-size")
+	p.Quant, p.DoubleQuant = v.GetString("quant"), v.GetBool("double-quant")
 	cfg.Prepare = p
 	// viper hands a string array back split at commas; ParseSweep rejoins the pieces.
 	if cfg.Sweep, err = bench.ParseSweep(v.GetStringSlice("sweep")); err != nil {
