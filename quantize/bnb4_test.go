@@ -203,3 +203,13 @@ func TestBnb4Errors(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkQuantizeNF4(b *testing.B) {
+	w := gaussian(1, 1024*1024, 0.02)
+	b.SetBytes(int64(4 * len(w)))
+	for b.Loop() {
+		if _, err := QuantizeBnb4(w, 1024, 1024, Options{Type: NF4, BlockSize: 64, DoubleQuant: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
