@@ -71,7 +71,7 @@ func (o Common) quantOptions() (*quantize.Options, error) {
 	if !o.Quantize {
 		return nil, nil
 	}
-	q := &quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Type: quantize.Type(o.Quant)}
+	q := &quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Type: quantize.Type(strings.ToLower(o.Quant))}
 	if q.BlockSize == 0 {
 		q.BlockSize = quantize.DefaultBlockSize
 	}

@@ -95,7 +95,7 @@ func (o *Options) Validate() error {
 
 // quantOptions is the quantization the options ask for.
 func (o *Options) quantOptions() quantize.Options {
-	return quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Type: quantize.Type(o.Quant), DoubleQuant: o.DoubleQuant}
+	return quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Type: quantize.Type(strings.ToLower(o.Quant)), DoubleQuant: o.DoubleQuant}
 }
 
 // validateQuant checks --quant, --block-size, --asymmetric, --double-quant and their
