@@ -21,7 +21,7 @@ type bnbRecord struct {
 
 // TestAgainstBitsandbytes compares QuantizeBnb4 with bitsandbytes' quantize_4bit on the same
 // weight (fixture made by bitsandbytes itself): the packed bytes and the absmax values must
-// be equal; double-quantized, DynamicMap must equal bitsandbytes' map within one float32 ulp
+// be equal; double-quantized, DynamicMap must equal bitsandbytes' map within two float32 ulps
 // and the dequantized absmax values agree within one step of the map (the mean and exact
 // ties may differ, see doc.go). Skipped, saying so, while the fixture is absent
 // (bitsandbytes was not installed where fixtures are generated).
@@ -73,7 +73,7 @@ func checkNested(t *testing.T, key string, nq *NestedAbsmax, rec bnbRecord) {
 	t.Helper()
 	m := DynamicMap()
 	for i, v := range rec.DynamicMap {
-		if d := math.Abs(float64(m[i] - v)); d > math.Abs(float64(v))*1.2e-7 {
+		if d := math.Abs(float64(m[i] - v)); d > math.Abs(float64(v))*2.4e-7 { // two float32 ulps
 			t.Errorf("%s: DynamicMap[%d] = %v, bitsandbytes %v", key, i, m[i], v)
 		}
 	}
