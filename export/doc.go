@@ -13,8 +13,9 @@
 // config, so the inference graph is written node by node here (the same function hfimport
 // writes, plus the cache concat and an offset causal mask) and takes from the eval graph
 // only what training saw: the embedding, the RMSNorm weights and epsilon, and every Linear
-// as it stands — the 4-bit MatMulNBits bytes the model was trained on are copied, never
-// re-quantized. Initializers keep pointing at the artifacts' weights.bin until they are
+// as it stands — the 4-bit MatMulNBits or MatMulBnb4 bytes the model was trained on are
+// copied, never re-quantized (a double-quantized NF4/FP4 absmax keeps its 8-bit form and the
+// small chain that dequantizes it, see bnb4.go). Initializers keep pointing at the artifacts' weights.bin until they are
 // written, so exporting a multi-GB model streams its weights.
 //
 // LoRA comes three ways: separate low-rank MatMuls beside each target Linear (x·Aᵀ·Bᵀ·α/r,

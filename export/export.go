@@ -191,7 +191,8 @@ func copyTokenizer(dir, configPath, tokenizer string) (copied, warnings []string
 		}
 		if _, err := os.Stat(src); err != nil {
 			if f == "tokenizer.json" {
-				warnings = append(warnings, fmt.Sprintf("no tokenizer.json beside %s: pass --tokenizer so that `ortq generate` and onnxruntime-genai can read prompts", configPath))
+				warnings = append(warnings,
+					fmt.Sprintf("no tokenizer.json beside %s: pass --tokenizer so that `ortq generate` and onnxruntime-genai can read prompts", configPath))
 			}
 			continue
 		}

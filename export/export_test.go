@@ -131,6 +131,7 @@ func TestKVCacheMatchesEval(t *testing.T) {
 	}{
 		{"default", []int64{1, 45, 310, 7, 1022, 88, 2047, 5, 19, 600, 3000, 4}, []int{3, 1, 1, 1, 1, 1, 1, 1, 1, 1}},
 		{"llama32", []int64{1, 17, 99, 4, 127, 60, 33, 2, 80}, []int{1, 1, 1, 1, 1, 1, 1, 1, 1}},
+		{"default-nf4-dq", []int64{1, 45, 310, 7, 1022, 88, 2047, 5}, []int{3, 1, 1, 1, 1, 1}},
 	} {
 		art := exporttest.Artifacts(t, c.model)
 		man, err := manifest.ReadManifest(art)

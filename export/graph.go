@@ -112,7 +112,8 @@ func (b *builder) build() error {
 	} else {
 		cos, sin, mask = b.concatInputs()
 	}
-	h := g.Add(ortgraph.NodeSpec{Op: "Gather", Inputs: []string{b.copyInit(b.s.Embed), InputIDs}, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)}, Name: "/model/embed_tokens/Gather"})[0]
+	h := g.Add(ortgraph.NodeSpec{Op: "Gather", Inputs: []string{b.copyInit(b.s.Embed), InputIDs}, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)},
+		Name: "/model/embed_tokens/Gather"})[0]
 	for l := 0; l < c.NumLayers; l++ {
 		var err error
 		if h, err = b.layer(l, h, cos, sin, mask); err != nil {
@@ -213,8 +214,9 @@ func (b *builder) copyInit(name string) string {
 	return name
 }
 
-// base applies Linear l's base weight as the eval graph holds it (MatMulNBits bytes as they
-// are; a full-precision weight through the same Transpose) or its merged replacement.
+// base applies Linear l's base weight as the eval graph holds it (MatMulNBits or MatMulBnb4
+// bytes as they are; a full-precision weight through the same Transpose) or its merged
+// replacement.
 func (b *builder) base(l *passes.Linear, x string) (string, error) {
 	g := b.g
 	if t := b.merged[l.Module()]; t != nil {
@@ -234,6 +236,8 @@ func (b *builder) base(l *passes.Linear, x string) (string, error) {
 			ins = append(ins, in)
 		}
 		return g.Add(ortgraph.NodeSpec{Op: "MatMulNBits", Domain: "com.microsoft", Inputs: ins, Attrs: n.Attribute, Name: "/" + l.Module() + "/MatMulNBits"})[0], nil
+	case n.OpType == "MatMulBnb4":
+		return b.bnb4Base(n, x, "/"+l.Module()+"/MatMulBnb4")
 	case l.WeightIsOutIn:
 		w := g.Op("Transpose", []string{b.copyInit(l.Weight)}, ortgraph.AInts("perm", 1, 0))
 		return g.Op("MatMul", []string{x, w}), nil

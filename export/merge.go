@@ -47,8 +47,11 @@ func mergedWeights(s *Source, ad *Adapter) (map[string]*onnxpb.TensorProto, erro
 // dense returns Linear l's weight as float32 [in, out].
 func dense(s *Source, l *passes.Linear) ([]float32, error) {
 	n := l.Node
-	if n.OpType == "MatMulNBits" {
+	switch n.OpType {
+	case "MatMulNBits":
 		return dequantize(s, n)
+	case "MatMulBnb4":
+		return denseBnb4(s, n)
 	}
 	w, err := s.Eval.Floats(s.G.Initializer(l.Weight))
 	if err != nil {
@@ -85,7 +88,8 @@ func dequantize(s *Source, n *onnxpb.NodeProto) ([]float32, error) {
 		}
 	}
 	if len(raw) != N*blocks*bs/2 || len(scales) != N*blocks {
-		return nil, fmt.Errorf("eval graph node %q: B has %d bytes and %d scales, K %d N %d block %d need %d and %d", n.Name, len(raw), len(scales), K, N, bs, N*blocks*bs/2, N*blocks)
+		return nil, fmt.Errorf("eval graph node %q: B has %d bytes and %d scales, K %d N %d block %d need %d and %d", n.Name, len(raw), len(scales), K, N,
+			bs, N*blocks*bs/2, N*blocks)
 	}
 	w := make([]float32, K*N)
 	zpRow := (blocks + 1) / 2

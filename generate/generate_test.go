@@ -32,6 +32,8 @@ func TestGreedyMatchesEvalGraph(t *testing.T) {
 		{"default", []int64{1, 45, 310, 7}, false},
 		{"default", []int64{1, 45, 310, 7}, true},
 		{"llama32", []int64{1, 17, 99}, true},
+		{"default-nf4", []int64{1, 45, 310, 7}, true},
+		{"default-nf4-dq", []int64{1, 45, 310, 7}, true},
 	} {
 		art := exporttest.Artifacts(t, c.model)
 		man, err := manifest.ReadManifest(art)

@@ -33,5 +33,7 @@
 // scales and zero points that prepare's quantize pass would make from the same weights and
 // flags (the writer generates a Linear whole, transposes it to [out, in] and packs it with
 // package quantize), so a Llama-3.2-3B is 2.4 GB on disk instead of 6.4 GB and never has a
-// full-precision copy; passes.FindLinears takes such nodes as prequantized Linears.
+// full-precision copy; passes.FindLinears takes such nodes as prequantized Linears. With
+// --quant nf4 or fp4 they are com.microsoft.MatMulBnb4 (bitsandbytes' layout, package
+// quantize's QuantizeBnb4), with --double-quant behind the same absmax chain prepare writes.
 package hfimport

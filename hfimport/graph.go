@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/autodiff"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/quantize"
 )
@@ -80,9 +81,13 @@ type Weight struct {
 	// then the packed B (uint8 [N, blocks, block/2]), Scales its scales ([N, blocks]) and
 	// ZeroPoints, when asymmetric, its packed zero points ([N, ⌈blocks/2⌉]);
 	// Dims and NumElements still describe the full-precision values the writer generates.
+	// NF4/FP4 (Quant.Type): T is MatMulBnb4's B (uint8 [N·K/2]) and Scales the absmax
+	// values; double-quantized, Scales holds their 8-bit codes, ZeroPoints the float32 scale
+	// per 256 blocks and Offset the float32 offset (quantize.NestedAbsmax).
 	Quant      *quantize.Options
 	Scales     *onnxpb.TensorProto
-	ZeroPoints *onnxpb.TensorProto // asymmetric only
+	ZeroPoints *onnxpb.TensorProto // asymmetric int4, or double-quantized NF4/FP4
+	Offset     *onnxpb.TensorProto // double-quantized NF4/FP4 only
 }
 
 // NumElements of the weight.
@@ -269,6 +274,10 @@ func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims
 		// paths in the node name), so prepare takes it as is and no full-precision copy
 		// of the weight is ever on disk.
 		wt := b.declare(mod+".weight", []int64{out, in}, true, initNormal)
+		if b.quant.Type.IsBnb4() {
+			y = b.bnb4Linear(wt, mod, path, x, in, out, outDims)
+			return b.withBias(mod, y, bias, out, outDims)
+		}
 		bs := int64(b.quant.BlockSize)
 		blocks := (in + bs - 1) / bs
 		wt.Quant = b.quant
@@ -291,10 +300,54 @@ func (b *builder) linear(mod string, x string, in, out int64, bias bool, outDims
 		w := b.weight(mod+".weight", []int64{out, in}, true, initNormal)
 		y = b.node(path+"/MatMul", "MatMul", []string{x, w}, sym(b.dt, outDims...))
 	}
+	return b.withBias(mod, y, bias, out, outDims)
+}
+
+// withBias adds module mod's bias to y when it has one.
+func (b *builder) withBias(mod, y string, bias bool, out int64, outDims []string) string {
 	if bias {
 		bb := b.weight(mod+".bias", []int64{out}, false, initZeros)
-		y = b.node(path+"/Add", "Add", []string{y, bb}, sym(b.dt, outDims...))
+		y = b.node("/"+dots(mod)+"/Add", "Add", []string{y, bb}, sym(b.dt, outDims...))
 	}
+	return y
+}
+
+// bnb4Linear declares wt as an NF4/FP4 weight (bitsandbytes' layout: B uint8 [out·in/2],
+// absmax [out·in/block] in the model's type, filled when the weights are written) and emits
+// MatMulBnb4, as prepare --quant nf4|fp4 writes it.
+func (b *builder) bnb4Linear(wt *Weight, mod, path, x string, in, out int64, outDims []string) string {
+	bs := int64(b.quant.BlockSize)
+	wt.Quant = b.quant
+	wt.T = &onnxpb.TensorProto{Name: mod + ".weight_" + string(b.quant.Type), DataType: ortgraph.Uint8, Dims: []int64{out * in / 2}}
+	b.g.AddInitializer(wt.T)
+	blocks := out * in / bs
+	absmax := mod + ".weight_absmax"
+	var meta []*onnxpb.StringStringEntryProto
+	if b.quant.DoubleQuant {
+		nb2 := (blocks + quantize.NestedBlockSize - 1) / quantize.NestedBlockSize
+		wt.Scales = &onnxpb.TensorProto{Name: mod + ".weight_absmax_codes", DataType: ortgraph.Uint8, Dims: []int64{nb2 * quantize.NestedBlockSize}}
+		wt.ZeroPoints = &onnxpb.TensorProto{Name: mod + ".weight_absmax_scales", DataType: ortgraph.Float, Dims: []int64{nb2, 1}}
+		wt.Offset = &onnxpb.TensorProto{Name: mod + ".weight_absmax_offset", DataType: ortgraph.Float}
+		for _, t := range []*onnxpb.TensorProto{wt.Scales, wt.ZeroPoints, wt.Offset} {
+			b.g.AddInitializer(t)
+		}
+		saved := b.g.Scope
+		b.g.Scope = path + "/bnb4"
+		absmax = autodiff.Bnb4Absmax(b.g, wt.Scales.Name, wt.ZeroPoints.Name, wt.Offset.Name, blocks, autodiff.Bnb4Gate(b.g, x), b.dt)
+		b.g.Scope = saved
+		meta = []*onnxpb.StringStringEntryProto{{Key: autodiff.Bnb4NestedKey, Value: wt.Scales.Name + "," + wt.ZeroPoints.Name + "," + wt.Offset.Name}}
+	} else {
+		wt.Scales = &onnxpb.TensorProto{Name: absmax, DataType: b.dt, Dims: []int64{blocks}}
+		b.g.AddInitializer(wt.Scales)
+	}
+	qt := int64(1)
+	if b.quant.Type == quantize.FP4 {
+		qt = 0
+	}
+	y := b.g.Add(ortgraph.NodeSpec{Op: "MatMulBnb4", Domain: "com.microsoft", Name: path + "/MatMulBnb4", Inputs: []string{x, wt.T.Name, absmax},
+		Attrs: []ortgraph.Attr{ortgraph.AInt("K", in), ortgraph.AInt("N", out), ortgraph.AInt("block_size", bs), ortgraph.AInt("quant_type", qt)}})[0]
+	b.g.Producer(y).MetadataProps = meta
+	b.g.SetType(y, sym(b.dt, outDims...))
 	return y
 }
 

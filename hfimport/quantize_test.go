@@ -1,6 +1,7 @@
 package hfimport_test
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/autodiff"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
@@ -196,4 +198,101 @@ func testQuantize(t *testing.T, q quantize.Options, synth func(name string, quan
 	if diff > 0 {
 		t.Errorf("%d gradient values differ between --quantize and prepare's quantization", diff)
 	}
+}
+
+// TestQuantizeBnb4: `synth --quantize --quant nf4` and `import --quantize --quant fp4` write
+// MatMulBnb4 Linears with the bytes and absmax values prepare --quant makes from the
+// full-precision graph of the same weights (so the prepared artifacts train identically),
+// and prepare takes them as they are; a contradicting --quant is refused naming the flag.
+func TestQuantizeBnb4(t *testing.T) {
+	ortruntest.Lib(t)
+	for _, c := range []struct {
+		src string
+		q   quantize.Options
+	}{
+		{"synth", quantize.Options{Type: quantize.NF4, BlockSize: 64}},
+		{"synth", quantize.Options{Type: quantize.NF4, BlockSize: 16, DoubleQuant: true}},
+		{"import", quantize.Options{Type: quantize.FP4, BlockSize: 32, DoubleQuant: true}},
+	} {
+		t.Run(fmt.Sprintf("%s/%s/double=%v", c.src, c.q.Type, c.q.DoubleQuant), func(t *testing.T) {
+			dir := t.TempDir()
+			gen := func(name string, quant bool) *hfimport.Result {
+				co := hfimport.Common{Out: filepath.Join(dir, name), Workers: 2, Quantize: quant, BlockSize: c.q.BlockSize, Quant: string(c.q.Type),
+					DoubleQuant: c.q.DoubleQuant}
+				var res *hfimport.Result
+				var err error
+				if c.src == "synth" {
+					res, err = hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 11, Common: co})
+				} else {
+					res, err = hfimport.Import(hfimport.ImportOptions{HF: filepath.Join(hfData, "llama32"), Common: co})
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			prep := func(r *hfimport.Result, q quantize.Options) (*prepare.Result, string, error) {
+				o := prepare.DefaultOptions()
+				o.Model, o.Out, o.Dropout = r.Model, filepath.Join(dir, filepath.Base(r.Dir)+"-art-"+string(q.Type)), 0
+				o.BlockSize, o.Quant, o.DoubleQuant = q.BlockSize, string(q.Type), q.DoubleQuant
+				res, err := prepare.Run(o, t.Logf)
+				return res, o.Out, err
+			}
+			full, q4 := gen("full", false), gen("q4", true)
+			if _, _, err := prep(q4, quantize.Options{BlockSize: c.q.BlockSize}); err == nil || !strings.Contains(err.Error(), "--quant "+string(c.q.Type)) {
+				t.Errorf("prepare --quant int4 of a %s graph: err = %v, want a refusal naming --quant", c.q.Type, err)
+			}
+			resF, artF, err := prep(full, c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resQ, artQ, err := prep(q4, c.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resQ.Manifest.Quant) != len(resF.Manifest.Quant) || len(resQ.Manifest.Quant) != 7*full.Config.NumLayers {
+				t.Fatalf("quantized Linears: %d from --quantize, %d from prepare", len(resQ.Manifest.Quant), len(resF.Manifest.Quant))
+			}
+			evalF, err := ortgraph.Load(filepath.Join(artF, "eval.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			evalQ, err := ortgraph.Load(filepath.Join(artQ, "eval.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gF, gQ := ortgraph.NewGraph(evalF), ortgraph.NewGraph(evalQ)
+			for i, qf := range resF.Manifest.Quant {
+				qq := resQ.Manifest.Quant[i]
+				pairs := [][2]string{{qf.Weights, qq.Weights}, {qf.Scales, qq.Scales}}
+				if c.q.DoubleQuant {
+					pairs = append(pairs, nestedPairs(t, gF, gQ, qf.Weights, qq.Weights)...)
+				}
+				for _, pair := range pairs {
+					a, errA := evalF.TensorBytes(gF.Initializer(pair[0]))
+					b, errB := evalQ.TensorBytes(gQ.Initializer(pair[1]))
+					if errA != nil || errB != nil || !bytes.Equal(a, b) {
+						t.Errorf("%s: %s (prepare) and %s (--quantize) differ (%v, %v)", qf.Module, pair[0], pair[1], errA, errB)
+					}
+				}
+			}
+		})
+	}
+}
+
+// nestedPairs pairs the double-quantized absmax initializers (codes, scales, offset) of the
+// MatMulBnb4 nodes reading weights wf in gf and wq in gq.
+func nestedPairs(t *testing.T, gf, gq *ortgraph.Graph, wf, wq string) [][2]string {
+	t.Helper()
+	nested := func(g *ortgraph.Graph, w string) []string {
+		for _, n := range g.Consumers()[w] {
+			if c, s, o, ok := autodiff.Bnb4Nested(n); ok {
+				return []string{c, s, o}
+			}
+		}
+		t.Fatalf("no double-quantized MatMulBnb4 reads %s", w)
+		return nil
+	}
+	f, q := nested(gf, wf), nested(gq, wq)
+	return [][2]string{{f[0], q[0]}, {f[1], q[1]}, {f[2], q[2]}}
 }

@@ -59,6 +59,11 @@ type Common struct {
 	Quantize   bool
 	BlockSize  int
 	Asymmetric bool
+	// Quant is the 4-bit type (quantize.Type: "" or int4, nf4, fp4). NF4/FP4 Linears are
+	// com.microsoft.MatMulBnb4 (BlockSize over the flattened weight), their absmax values
+	// double-quantized when DoubleQuant, as prepare --quant [--double-quant] writes them.
+	Quant       string
+	DoubleQuant bool
 }
 
 // quantOptions is Quantize/BlockSize as the builder takes them (nil: full precision).
@@ -66,12 +71,16 @@ func (o Common) quantOptions() (*quantize.Options, error) {
 	if !o.Quantize {
 		return nil, nil
 	}
-	q := &quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}
+	q := &quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Type: quantize.Type(strings.ToLower(o.Quant))}
 	if q.BlockSize == 0 {
 		q.BlockSize = quantize.DefaultBlockSize
 	}
+	q.DoubleQuant = o.DoubleQuant
+	if q.Type != "" && q.Type != quantize.Int4 && !q.Type.IsBnb4() {
+		return nil, fmt.Errorf("--quant %q: use int4, nf4 or fp4", o.Quant)
+	}
 	if err := q.Validate(); err != nil {
-		return nil, fmt.Errorf("--block-size %d: %w", o.BlockSize, err)
+		return nil, fmt.Errorf("--block-size %d, --quant %q: %w", o.BlockSize, o.Quant, err)
 	}
 	return q, nil
 }
@@ -300,6 +309,8 @@ type job struct {
 	sInline []byte
 	zOff    int64
 	zInline []byte
+	oOff    int64 // double-quantized NF4/FP4: the absmax offset
+	oInline []byte
 }
 
 // write lays out the weights (inline below MinExternal, else 4096-aligned in DataFile),
@@ -381,9 +392,12 @@ func layOut(ws []*Weight, es, minExt int64, wholeTransposed bool) layout {
 		if w.Quant != nil {
 			j := job{i: i, from: 0, n: n}
 			j.off, j.inlineTo = place(w.T, ortgraph.NumElements(w.T.Dims))
-			j.sOff, j.sInline = place(w.Scales, ortgraph.NumElements(w.Scales.Dims)*es)
+			j.sOff, j.sInline = place(w.Scales, tensorBytes(w.Scales))
 			if w.ZeroPoints != nil {
-				j.zOff, j.zInline = place(w.ZeroPoints, ortgraph.NumElements(w.ZeroPoints.Dims))
+				j.zOff, j.zInline = place(w.ZeroPoints, tensorBytes(w.ZeroPoints))
+			}
+			if w.Offset != nil {
+				j.oOff, j.oInline = place(w.Offset, tensorBytes(w.Offset))
 			}
 			l.jobs = append(l.jobs, j)
 			continue
@@ -635,6 +649,25 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 	if w.Transpose {
 		v = quantize.Transpose(vals, in, out)
 	}
+	type part = dataPart
+	if w.Quant.Type.IsBnb4() {
+		p, err := quantize.QuantizeBnb4(v, out, in, *w.Quant)
+		if err != nil {
+			return fmt.Errorf("weight %q: %w", w.Name, err)
+		}
+		if nq := p.Nested; nq != nil {
+			scales, offset := make([]byte, 4*len(nq.Scales)), make([]byte, 4)
+			if err := errors.Join(encode(ortgraph.Float, nq.Scales, scales), encode(ortgraph.Float, []float32{nq.Offset}, offset)); err != nil {
+				return fmt.Errorf("weight %q absmax: %w", w.Name, err)
+			}
+			return writeParts(f, bar, []part{{p.Data, j.off, j.inlineTo}, {nq.Codes, j.sOff, j.sInline}, {scales, j.zOff, j.zInline}, {offset, j.oOff, j.oInline}})
+		}
+		absmax := make([]byte, len(p.Absmax)*ortgraph.ElemSize(dt))
+		if err := encode(dt, p.Absmax, absmax); err != nil {
+			return fmt.Errorf("weight %q absmax: %w", w.Name, err)
+		}
+		return writeParts(f, bar, []part{{p.Data, j.off, j.inlineTo}, {absmax, j.sOff, j.sInline}})
+	}
 	p, err := quantize.Quantize(v, out, in, *w.Quant)
 	if err != nil {
 		return fmt.Errorf("weight %q: %w", w.Name, err)
@@ -643,11 +676,6 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 	if err := encode(dt, p.Scales, scales); err != nil {
 		return fmt.Errorf("weight %q scales: %w", w.Name, err)
 	}
-	type part struct {
-		data   []byte
-		off    int64
-		inline []byte
-	}
 	parts := []part{{p.Data, j.off, j.inlineTo}, {scales, j.sOff, j.sInline}}
 	if w.ZeroPoints != nil {
 		if int64(len(p.ZeroPoints)) != ortgraph.NumElements(w.ZeroPoints.Dims) {
@@ -655,6 +683,23 @@ func writeQuantized(w *Weight, j job, vals []float32, dt int32, f *os.File, bar 
 		}
 		parts = append(parts, part{p.ZeroPoints, j.zOff, j.zInline})
 	}
+	return writeParts(f, bar, parts)
+}
+
+// tensorBytes is the size of t's data.
+func tensorBytes(t *onnxpb.TensorProto) int64 {
+	return ortgraph.NumElements(t.Dims) * int64(ortgraph.ElemSize(t.DataType))
+}
+
+// dataPart is bytes bound for a file offset, or, when off < 0, for a tensor's inline bytes.
+type dataPart struct {
+	data   []byte
+	off    int64
+	inline []byte
+}
+
+// writeParts writes each part where it is bound.
+func writeParts(f *os.File, bar *progressbar.ProgressBar, parts []dataPart) error {
 	for _, part := range parts {
 		if part.off < 0 {
 			copy(part.inline, part.data)

@@ -235,7 +235,21 @@ type Manifest struct {
 	Params   []LoRAParam  `json:"lora_params"`
 	Counts   Counts       `json:"counts"`
 	Quant    []QuantLayer `json:"quantization,omitempty"`
+	// QuantType is the base's 4-bit data type: QuantInt4 (MatMulNBits; also what an empty
+	// value in artifacts prepared before ortq recorded it means), QuantNF4 or QuantFP4
+	// (MatMulBnb4, bitsandbytes' tables); "" for a 16-bit base. QuantBlockSize is the block
+	// size, QuantDoubleQuant whether NF4/FP4 absmax values are stored in 8 bits.
+	QuantType        string `json:"quant_type,omitempty"`
+	QuantBlockSize   int    `json:"quant_block_size,omitempty"`
+	QuantDoubleQuant bool   `json:"quant_double_quant,omitempty"`
 }
+
+// The 4-bit data types of Manifest.QuantType.
+const (
+	QuantInt4 = "int4"
+	QuantNF4  = "nf4"
+	QuantFP4  = "fp4"
+)
 
 // DropoutSeedModulus bounds the training graph's dropout_seed input: the graph builds its
 // LoRA dropout masks from small hashes modulo this prime (ortgraph/passes/dropout.go), so a

@@ -24,18 +24,21 @@ import (
 
 // Options of `ortq prepare`.
 type Options struct {
-	Model          string   `json:"model"`
-	Out            string   `json:"-"`
-	Force          bool     `json:"-"`
-	Targets        []string `json:"targets"`
-	Rank           int      `json:"lora_r"`
-	Alpha          float64  `json:"lora_alpha"`
-	Dropout        float64  `json:"lora_dropout"`
-	Bits           int      `json:"bits"`
-	BlockSize      int      `json:"block_size"`
-	Asymmetric     bool     `json:"asymmetric"`
-	QuantizeLMHead bool     `json:"quantize_lm_head"`
-	Seed           uint64   `json:"seed"`
+	Model      string   `json:"model"`
+	Out        string   `json:"-"`
+	Force      bool     `json:"-"`
+	Targets    []string `json:"targets"`
+	Rank       int      `json:"lora_r"`
+	Alpha      float64  `json:"lora_alpha"`
+	Dropout    float64  `json:"lora_dropout"`
+	Bits       int      `json:"bits"`
+	BlockSize  int      `json:"block_size"`
+	Asymmetric bool     `json:"asymmetric"`
+	// Quant is the 4-bit type: int4 ("" too), nf4 or fp4; DoubleQuant 8-bit absmax (nf4/fp4).
+	Quant          string `json:"quant,omitempty"`
+	DoubleQuant    bool   `json:"double_quant,omitempty"`
+	QuantizeLMHead bool   `json:"quantize_lm_head"`
+	Seed           uint64 `json:"seed"`
 	// LossChunks: blocks of the sequence the chunked lm_head+loss computes one after the
 	// other (0 = plain loss on the whole logits, -1 = automatic: 8 when the vocabulary
 	// exceeds 16384 entries).
@@ -91,14 +94,43 @@ func (o *Options) Validate() error {
 	if o.Bits != 4 && o.Bits != 16 {
 		return fmt.Errorf("--bits %d: use 4 (4-bit base) or 16 (unquantized base)", o.Bits)
 	}
-	if err := (quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}).Validate(); err != nil {
-		return fmt.Errorf("--block-size: %w", err)
+	if err := o.validateQuant(); err != nil {
+		return err
 	}
 	if o.LossChunks < -1 || o.LossChunks > 1024 {
 		return fmt.Errorf("--loss-chunks %d: use a number of blocks in 1..1024, 0 (off) or -1 (automatic)", o.LossChunks)
 	}
 	if len(o.Targets) == 0 {
 		return fmt.Errorf("--targets is empty: name at least one of %s", strings.Join(passes.Kinds, ","))
+	}
+	return nil
+}
+
+// quantOptions is the quantization the options ask for.
+func (o *Options) quantOptions() quantize.Options {
+	return quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Type: quantize.Type(strings.ToLower(o.Quant)), DoubleQuant: o.DoubleQuant}
+}
+
+// validateQuant checks --quant, --block-size, --asymmetric, --double-quant and their
+// combinations with --bits and --dequantize-forward.
+func (o *Options) validateQuant() error {
+	q := o.quantOptions()
+	if err := (quantize.Options{BlockSize: q.BlockSize}).Validate(); err != nil {
+		return fmt.Errorf("--block-size: %w", err)
+	}
+	if q.Type != "" && q.Type != quantize.Int4 && !q.Type.IsBnb4() {
+		return fmt.Errorf("--quant %q: use int4, nf4 or fp4", o.Quant)
+	}
+	switch {
+	case q.Type.IsBnb4() && o.Bits != 4:
+		return fmt.Errorf("--quant %s needs --bits 4", q.Type)
+	case q.Type.IsBnb4() && o.Asymmetric:
+		return fmt.Errorf("--asymmetric with --quant %s: zero points are int4's (nf4 and fp4 are symmetric tables)", q.Type)
+	case o.DoubleQuant && !q.Type.IsBnb4():
+		return fmt.Errorf("--double-quant needs --quant nf4 or fp4 (it compresses their absmax values)")
+	case q.Type.IsBnb4() && o.DequantizeForward:
+		return fmt.Errorf("--dequantize-forward with --quant %s: it applies to int4 (nf4/fp4 forwards are MatMulBnb4, which reads the bytes the backward "+
+			"pass reads)", q.Type)
 	}
 	return nil
 }
@@ -117,7 +149,7 @@ func (o *Options) passOptions(dropout float64, train bool, vocab int64, rec pass
 	return ortgraph.Options{
 		passes.Quantize: passes.QuantizeOptions{
 			Bits:   o.Bits,
-			Quant:  quantize.Options{BlockSize: o.BlockSize, Asymmetric: o.Asymmetric},
+			Quant:  o.quantOptions(),
 			LMHead: o.QuantizeLMHead,
 		},
 		passes.LoRA:      passes.LoRAOptions{Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout},
@@ -299,7 +331,8 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 
 	// The evaluation and training graphs start from the same quantized base.
 	gs.eval, gs.train = clone(m), clone(m)
-	if _, err := runWithLinears(gs.eval, o.passOptions(0, false, vocab, passes.RecomputeOptions{}), gs.linears, gs.quant, logf, passes.LoRA, passes.Loss); err != nil {
+	if _, err := runWithLinears(gs.eval, o.passOptions(0, false, vocab, passes.RecomputeOptions{}), gs.linears, gs.quant, logf, passes.LoRA,
+		passes.Loss); err != nil {
 		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
 	}
 	// The recomputing training graph starts from the same base; ortq train picks one.
@@ -328,10 +361,11 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 			return nil, fmt.Errorf("model %q: device step graph (recompute %s): %w", o.Model, policy, err)
 		}
 		gs.steps[policy] = st
-		if len(gs.quant) == 0 || o.Bits != 4 {
+		if len(gs.quant) == 0 || o.Bits != 4 || o.quantOptions().Type.IsBnb4() {
 			continue
 		}
-		// The same step reading a dense base, for runs with room for it (train --base).
+		// The same step reading a dense base, for runs with room for it (train --base):
+		// int4 only (DenseBase reads DequantizeLinear chains; nf4/fp4 dequantize by Gather).
 		if st, err = buildStep(o, clone(from), vocab, true, logf); err != nil {
 			return nil, fmt.Errorf("model %q: dense device step graph (recompute %s): %w", o.Model, policy, err)
 		}
@@ -369,8 +403,16 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 		Params:   gs.params,
 		Quant:    gs.quant,
 	}
+	if o.Bits == 4 {
+		q := o.quantOptions()
+		man.QuantType, man.QuantBlockSize, man.QuantDoubleQuant = string(q.Type), q.BlockSize, q.DoubleQuant
+		if q.Type == "" {
+			man.QuantType = manifest.QuantInt4
+		}
+	}
 	linears := gs.linears
-	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: gs.vocab, Linears: len(linears.All), FoundBy: foundBy(linears), Precision: precisionOf(gs.base, linears)}
+	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: gs.vocab, Linears: len(linears.All), FoundBy: foundBy(linears),
+		Precision: precisionOf(gs.base, linears)}
 	if gs.docIDs {
 		man.AttentionMask = manifest.AttentionMaskDocumentIDs
 	}
@@ -457,7 +499,8 @@ func writeArtifacts(o Options, man *manifest.Manifest, gs *graphs) error {
 // FindLinears and Quantize results (provided, so neither runs again: the clone is already
 // quantized) with the Linear nodes looked up again by name (the clone has its own node
 // objects).
-func runWithLinears(m *ortgraph.Model, opts ortgraph.Options, ls *passes.Linears, quant []manifest.QuantLayer, logf func(string, ...any), ps ...*ortgraph.Pass) (*ortgraph.Context, error) {
+func runWithLinears(m *ortgraph.Model, opts ortgraph.Options, ls *passes.Linears, quant []manifest.QuantLayer, logf func(string, ...any),
+	ps ...*ortgraph.Pass) (*ortgraph.Context, error) {
 	g := ortgraph.NewGraph(m)
 	byName := map[string]*onnxpb.NodeProto{}
 	for _, n := range g.P.Node {

@@ -34,4 +34,21 @@
 //
 // Asymmetric: ONNX Runtime's range2scalezp: the block range is widened to include 0, scale =
 // (max − min)/15, zero point = round(−min/scale) in 0..15, so 0 (and the padding) is exact.
+//
+// NF4 and FP4 (Options.Type, bnb4.go) are bitsandbytes' 4-bit types, the layout
+// com.microsoft.MatMulBnb4 reads: the [N, K] weight flattened row-major, blocks of BlockSize
+// consecutive values (so a block may cross rows when K is not a multiple of it; N·K must be a
+// multiple), each block scaled by its absolute maximum, each value replaced by the code of
+// the nearest entry of the 16-value table (NF4Table, FP4Table: bitsandbytes' constants, as
+// ONNX Runtime's kernels copy them), two codes a byte with the even flat index in the high
+// nibble. Dequantization is table[code]·absmax. Double quantization (bitsandbytes'
+// compress_statistics, used by the QLoRA recipe's bnb_4bit_use_double_quant) stores the
+// absmax values as: offset = their mean; per block of 256 of them, a float32 scale = the
+// absolute maximum of (absmax − offset); one 8-bit code each, the nearest entry of
+// bitsandbytes' signed dynamic map (DynamicMap) to (absmax − offset)/scale. Dequantized:
+// DynamicMap[code]·scale + offset. What may differ from bitsandbytes: the mean is summed in
+// float64 (torch sums float32 pairwise), and a value exactly halfway between two map entries
+// takes the lower one (bitsandbytes' CUDA binary search may take the upper): both move an
+// absmax by at most one step of the map, rarely. The block size is ortq's --block-size
+// (default 32); bitsandbytes' default for 4-bit is 64.
 package quantize

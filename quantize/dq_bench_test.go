@@ -42,9 +42,10 @@ import (
 // graph's forward does).
 
 var (
-	dqDevice = flag.String("dq.device", "", "BenchmarkDequant/TestDequantViews: cpu or cuda (default: $ORTQ_DQ_DEVICE, else cuda for the benchmark and cpu for the test)")
-	dqReps   = flag.Int("dq.reps", 8, "BenchmarkDequant: copies of the op in the timed graph (≥ 2)")
-	dqFull   = flag.Bool("dq.full", false, "BenchmarkDequant on the CPU: the full Llama-3.2-3B shapes instead of 1/8 of them")
+	dqDevice = flag.String("dq.device", "",
+		"BenchmarkDequant/TestDequantViews: cpu or cuda (default: $ORTQ_DQ_DEVICE, else cuda for the benchmark and cpu for the test)")
+	dqReps = flag.Int("dq.reps", 8, "BenchmarkDequant: copies of the op in the timed graph (≥ 2)")
+	dqFull = flag.Bool("dq.full", false, "BenchmarkDequant on the CPU: the full Llama-3.2-3B shapes instead of 1/8 of them")
 )
 
 func dqDeviceFor(def string) string {
@@ -532,7 +533,8 @@ func TestDequantViews(t *testing.T) {
 			if p.ZeroPoints != nil {
 				mnbIn = append(mnbIn, g.init("z_mnb", u8, []int64{int64(c.n), (nb + 1) / 2}, p.ZeroPoints))
 			}
-			mnb := g.op("MatMulNBits", "com.microsoft", mnbIn, intAttr("K", int64(c.k)), intAttr("N", int64(c.n)), intAttr("bits", 4), intAttr("block_size", int64(p.BlockSize)))
+			mnb := g.op("MatMulNBits", "com.microsoft", mnbIn, intAttr("K", int64(c.k)), intAttr("N", int64(c.n)), intAttr("bits", 4), intAttr("block_size",
+				int64(p.BlockSize)))
 			// Full outputs instead of probes: build the probe graph, then expose every output.
 			m := &onnxpb.ModelProto{}
 			if err := proto.Unmarshal(g.model(outs), m); err != nil {

@@ -11,7 +11,9 @@ if [ ! -s "$DATA" ]; then DATA=/tmp/cvc-data.txt; find . -name '*.go' -print0 | 
 # the graph `ortq import` and `synth` write, beside the default's dynamo export).
 MODEL=${MODEL:-default}
 if [ "$MODEL" = tiny ]; then $Q synth --preset tiny --out /tmp/cvc-m --quiet --force; MODEL=/tmp/cvc-m/model.onnx; fi
-$Q prepare --model "$MODEL" --out /tmp/cvc-a --force --quiet > "$OUT/cvc-prepare.txt" 2>&1 || { echo "prepare failed"; cat "$OUT/cvc-prepare.txt"; exit 1; }
+# PREPARE_FLAGS: extra prepare flags (e.g. "--quant nf4 --double-quant --block-size 64").
+# shellcheck disable=SC2086
+$Q prepare --model "$MODEL" --out /tmp/cvc-a --force --quiet ${PREPARE_FLAGS:-} > "$OUT/cvc-prepare.txt" 2>&1 || { echo "prepare failed"; cat "$OUT/cvc-prepare.txt"; exit 1; }
 for dev in cpu cuda; do
   timeout 300 $Q train --artifacts /tmp/cvc-a --data "$DATA" --tokenizer default --device $dev --max-steps 20 \
     --log-every 1 --seed 7 --lr 1e-3 --quiet --force --out /tmp/cvc-$dev > "$OUT/cvc-$dev.txt" 2>&1

@@ -71,6 +71,9 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 	if err != nil {
 		return nil, err
 	}
+	if err := checkBnb4Device(man, opts.Device); err != nil {
+		return nil, fmt.Errorf("artifacts %q: %w", dir, err)
+	}
 	e := &Engine{Dir: dir, Man: man, Opts: opts, trainGraph: &man.Train}
 	if eo.Recompute {
 		if man.TrainRecompute == nil {
@@ -98,6 +101,16 @@ func OpenEngineWith(dir string, opts ortrun.Options, eo EngineOptions) (*Engine,
 		}
 	}
 	return e, nil
+}
+
+// checkBnb4Device refuses an NF4/FP4 base with float16 activations on the CPU: ONNX Runtime's
+// CPU MatMulBnb4 kernel takes float32 only (its CUDA kernel takes both).
+func checkBnb4Device(man *manifest.Manifest, device string) error {
+	if (man.QuantType == manifest.QuantNF4 || man.QuantType == manifest.QuantFP4) && man.Model.Precision == "float16" && !strings.HasPrefix(device, "cuda") {
+		return fmt.Errorf("a %s base with float16 activations runs on CUDA only (ONNX Runtime's CPU MatMulBnb4 takes float32): use --device cuda, or "+
+			"prepare a float32 model", man.QuantType)
+	}
+	return nil
 }
 
 // openStep opens the device step graph of a recomputation policy (its dense form when

@@ -15,6 +15,7 @@ import (
 	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/ortq/ortq/prepare"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 )
 
@@ -55,7 +56,9 @@ generate' measures generation (prefill, decode, time to first token) of an expor
 	f.Int("preset-layers", 0, "with --preset: keep only the first N decoder layers (0: all)")
 	f.String("preset-dtype", "", "with --preset: float16 or float32 (default: synth's — float16, float32 for tiny)")
 	f.String("artifacts", "", "prepared artifacts directory to measure as is")
-	f.String("device", b.Device, "execution provider: cpu, cuda or cuda:N; a list (cuda:0,cuda:1, or cuda:all) trains data-parallel, one micro-batch per device per step (cpu,cpu stands in for two GPUs)")
+	f.String("device", b.Device,
+		"execution provider: cpu, cuda or cuda:N; a list (cuda:0,cuda:1, or cuda:all) trains data-parallel, one micro-batch per device per step (cpu,cpu "+
+			"stands in for two GPUs)")
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
 	f.Int("micro-batch", b.MicroBatch, "sequences per step")
 	f.Int("seq-len", b.SeqLen, "tokens per sequence")
@@ -64,10 +67,16 @@ generate' measures generation (prefill, decode, time to first token) of an expor
 	f.Float64("lr", b.LR, "AdamW learning rate")
 	f.Uint64("seed", b.Seed, "seed of the token batches (and of --preset's weights)")
 	f.Int("eval-batches", 0, "measure eval perplexity on N held-out micro-batches before and after the steps (0: off)")
-	f.String("recompute", "auto", "recomputation policy: layer, selective (device and graph steps), none, or auto (none on the CPU; with --artifacts on one GPU the fastest policy whose estimated peak fits --max-gpu-memory, as train chooses; else layer on CUDA)")
+	f.String("recompute", "auto",
+		"recomputation policy: layer, selective (device and graph steps), none, or auto (none on the CPU; with --artifacts on one GPU the fastest policy "+
+			"whose estimated peak fits --max-gpu-memory, as train chooses; else layer on CUDA)")
 	f.String("max-gpu-memory", "", "GPU memory --recompute auto and --base auto may plan for, e.g. 13.7GiB (default: 90% of the device's free memory)")
-	f.String("base", "auto", "the frozen base as train's --base, for points whose recompute names a policy alone (4bit, dense or auto); a recompute of POLICY_dense (e.g. --sweep recompute=layer,layer_dense) names the dense step itself")
-	f.String("step", "auto", "optimizer step: host (gradients and AdamW in Go memory), device (kept in the session's device memory), graph (device, captured in CUDA graphs where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy of the point; host otherwise, several devices included)")
+	f.String("base", "auto",
+		"the frozen base as train's --base, for points whose recompute names a policy alone (4bit, dense or auto); a recompute of POLICY_dense (e.g. "+
+			"--sweep recompute=layer,layer_dense) names the dense step itself")
+	f.String("step", "auto",
+		"optimizer step: host (gradients and AdamW in Go memory), device (kept in the session's device memory), graph (device, captured in CUDA graphs "+
+			"where the step graph allows it), or auto (graph on one CUDA device, for the recomputation policy of the point; host otherwise, several devices included)")
 	f.StringArray("sweep", nil, "OPTION=V1,V2,… over micro-batch, seq-len, bits, recompute, targets, step (repeatable: cartesian product)")
 	f.StringSlice("peer", nil, "peer result JSON (bench/peer/torch_peft.py) to show beside ortq's (repeatable); "+
 		"\"torch\" runs that script now, same workload (needs --preset, Python with torch+peft)")
@@ -78,13 +87,7 @@ generate' measures generation (prefill, decode, time to first token) of an expor
 	f.Int("sample-ms", 10, "memory sampling period in milliseconds")
 	f.String("profile", "", "write ONNX Runtime profiles of each point's training session into this directory (timings include the profiler)")
 	f.String("work-dir", "", "keep prepared artifacts (and a synthesized --preset model) here instead of a temporary directory")
-	// prepare's options, used when bench prepares the model
-	f.StringSlice("targets", d.Targets, "LoRA target Linears (when preparing)")
-	f.Int("lora-r", d.Rank, "LoRA rank r (when preparing)")
-	f.Float64("lora-alpha", d.Alpha, "LoRA alpha (when preparing)")
-	f.Float64("lora-dropout", d.Dropout, "LoRA dropout (when preparing)")
-	f.Int("bits", d.Bits, "base weights: 4 (MatMulNBits) or 16 (when preparing)")
-	f.Int("block-size", d.BlockSize, "4-bit block size (when preparing)")
+	addBenchPrepareFlags(f, d)
 	f.Bool("quiet", false, "no progress lines")
 	cmd.AddCommand(newBenchCompare())
 	cmd.AddCommand(newBenchGenerate())
@@ -120,6 +123,7 @@ func benchConfig(v *viper.Viper) (bench.Config, error) {
 	p := prepare.DefaultOptions()
 	p.Targets, p.Rank, p.Alpha = splitList(v.GetStringSlice("targets")), v.GetInt("lora-r"), v.GetFloat64("lora-alpha")
 	p.Dropout, p.Bits, p.BlockSize = v.GetFloat64("lora-dropout"), v.GetInt("bits"), v.GetInt("block-size")
+	p.Quant, p.DoubleQuant = v.GetString("quant"), v.GetBool("double-quant")
 	cfg.Prepare = p
 	// viper hands a string array back split at commas; ParseSweep rejoins the pieces.
 	if cfg.Sweep, err = bench.ParseSweep(v.GetStringSlice("sweep")); err != nil {
@@ -204,6 +208,18 @@ func runBench(v *viper.Viper) error {
 	}
 	fmt.Println(")")
 	return nil
+}
+
+// addBenchPrepareFlags adds prepare's options, used when bench prepares the model.
+func addBenchPrepareFlags(f *pflag.FlagSet, d prepare.Options) {
+	f.StringSlice("targets", d.Targets, "LoRA target Linears (when preparing)")
+	f.Int("lora-r", d.Rank, "LoRA rank r (when preparing)")
+	f.Float64("lora-alpha", d.Alpha, "LoRA alpha (when preparing)")
+	f.Float64("lora-dropout", d.Dropout, "LoRA dropout (when preparing)")
+	f.Int("bits", d.Bits, "base weights: 4 (MatMulNBits) or 16 (when preparing)")
+	f.Int("block-size", d.BlockSize, "4-bit block size (when preparing)")
+	f.String("quant", "int4", "4-bit type: int4, nf4 or fp4, as prepare --quant (when preparing)")
+	f.Bool("double-quant", false, "nf4/fp4 absmax in 8 bits, as prepare --double-quant (when preparing)")
 }
 
 func newBenchCompare() *cobra.Command {

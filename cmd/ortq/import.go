@@ -142,6 +142,8 @@ func commonFlags(cmd *cobra.Command) {
 		"write the decoder Linears 4-bit (com.microsoft.MatMulNBits, the bytes prepare would make): no full-precision copy on disk; prepare takes them as they are")
 	f.Int("block-size", 32, "with --quantize: elements per 4-bit block (16–256, power of two)")
 	f.Bool("asymmetric", false, "with --quantize: per-block zero points (min/max), as prepare --asymmetric")
+	f.String("quant", "int4", "with --quantize: the 4-bit type, as prepare --quant: int4 (MatMulNBits), nf4 or fp4 (MatMulBnb4)")
+	f.Bool("double-quant", false, "with --quantize --quant nf4|fp4: absmax values in 8 bits, as prepare --double-quant")
 }
 
 // commonOptions reads the command's options and the part import and synth share.
@@ -150,7 +152,7 @@ func commonOptions(cmd *cobra.Command) (*viper.Viper, hfimport.Common, error) {
 	if err != nil {
 		return nil, hfimport.Common{}, err
 	}
-	for _, f := range []string{"block-size", "asymmetric"} {
+	for _, f := range []string{"block-size", "asymmetric", "quant", "double-quant"} {
 		if cmd.Flags().Changed(f) && !v.GetBool("quantize") {
 			return nil, hfimport.Common{}, usageError{fmt.Errorf("--%s applies only with --quantize", f)}
 		}
@@ -161,7 +163,8 @@ func commonOptions(cmd *cobra.Command) (*viper.Viper, hfimport.Common, error) {
 	}
 	return v, hfimport.Common{Out: v.GetString("out"), DType: v.GetString("dtype"), Ops: v.GetString("ops"), Force: v.GetBool("force"),
 		MinExternal: v.GetInt("min-external"), Workers: v.GetInt("workers"), Progress: progress,
-		Quantize: v.GetBool("quantize"), BlockSize: v.GetInt("block-size"), Asymmetric: v.GetBool("asymmetric")}, nil
+		Quantize: v.GetBool("quantize"), BlockSize: v.GetInt("block-size"), Asymmetric: v.GetBool("asymmetric"), Quant: v.GetString("quant"),
+		DoubleQuant: v.GetBool("double-quant")}, nil
 }
 
 func report(res *hfimport.Result) {

@@ -38,9 +38,14 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Int("lora-r", d.Rank, "LoRA rank r")
 	f.Float64("lora-alpha", d.Alpha, "LoRA alpha (updates are scaled by alpha/r, as PEFT does)")
 	f.Float64("lora-dropout", d.Dropout, "dropout on the LoRA input during training")
-	f.Int("bits", d.Bits, "4: quantize the base Linears to 4-bit MatMulNBits; 16: keep the base as it is")
-	f.Int("block-size", d.BlockSize, "4-bit quantization block size along the input dimension (16-256, power of two)")
-	f.Bool("asymmetric", false, "4-bit quantization with per-block zero points (default: symmetric)")
+	f.Int("bits", d.Bits, "4: quantize the base Linears to 4 bits (see --quant); 16: keep the base as it is")
+	f.Int("block-size", d.BlockSize,
+		"4-bit quantization block size (16-256, power of two): along the input dimension for int4, over the flattened weight for nf4/fp4 (bitsandbytes' "+
+			"default is 64)")
+	f.Bool("asymmetric", false, "int4 quantization with per-block zero points (default: symmetric)")
+	f.String("quant", "int4",
+		"4-bit data type: int4 (MatMulNBits, a scale per block), nf4 or fp4 (bitsandbytes' NormalFloat/FP4 tables with an absmax per block, MatMulBnb4)")
+	f.Bool("double-quant", false, "nf4/fp4: store the absmax values in 8 bits with a float32 scale per 256 blocks (bitsandbytes' bnb_4bit_use_double_quant)")
 	f.Bool("quantize-lm-head", false, "also quantize lm_head (kept 16-bit by default)")
 	f.Uint64("seed", d.Seed, "seed for the LoRA initial values")
 	f.Bool("generic-softmax-grad", false,
@@ -84,6 +89,7 @@ func runPrepare(cmd *cobra.Command) error {
 		DequantizeForward:  v.GetBool("dequantize-forward"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
+		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),
 	}
 	// adapter_config.json's base_model_name_or_path: what the user named, not a temporary import.
 	o.BaseModel = train.BaseModelOf(o.Model, v.GetString("base-model-name"))
@@ -150,7 +156,7 @@ func resolveModel(o prepare.Options, quantize bool) (string, error) {
 		}
 		cleanups = append(cleanups, func() { os.RemoveAll(tmp) })
 		res, err := hfimport.Import(hfimport.ImportOptions{HF: m, Common: hfimport.Common{Out: filepath.Join(tmp, "onnx"), DType: "float32", Progress: os.Stderr,
-			Quantize: quantize, BlockSize: o.BlockSize, Asymmetric: o.Asymmetric}})
+			Quantize: quantize, BlockSize: o.BlockSize, Asymmetric: o.Asymmetric, Quant: o.Quant, DoubleQuant: o.DoubleQuant}})
 		if err != nil {
 			return "", err
 		}

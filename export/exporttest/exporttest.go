@@ -48,7 +48,8 @@ var (
 )
 
 // Artifacts prepares (once per test binary) into a temporary directory: "default", the
-// embedded default model; "llama32", the llama32 checkpoint fixture imported 4-bit with
+// embedded default model ("default-nf4": with an NF4 base, block 64; "default-nf4-dq": also
+// double-quantized); "llama32", the llama32 checkpoint fixture imported 4-bit with
 // LoRA on every Linear kind; "VARIANT-fp32", a checkpoint of hfimport/testdata/hf (llama32,
 // llama2, ...) with its float32 weights as they are (--bits 16), which Hugging Face
 // references compare against; "-fp16" imports the checkpoint as float16 (then "-fp32" is
@@ -75,6 +76,9 @@ func Artifacts(t testing.TB, name string) string {
 		switch name {
 		case "default":
 			o.Model, _, f.err = defaultmodel.Extract(filepath.Join(dir, "model"))
+		case "default-nf4", "default-nf4-dq":
+			o.Model, _, f.err = defaultmodel.Extract(filepath.Join(dir, "model"))
+			o.Quant, o.BlockSize, o.DoubleQuant = "nf4", 64, name == "default-nf4-dq"
 		default:
 			variant, fused := strings.CutSuffix(name, "-fused")
 			ops := map[bool]string{false: "decomposed", true: "fused"}[fused]
@@ -90,7 +94,8 @@ func Artifacts(t testing.TB, name string) string {
 				o.Bits = 16
 			}
 			var res *hfimport.Result
-			res, f.err = hfimport.Import(hfimport.ImportOptions{HF: ck, Common: hfimport.Common{Out: filepath.Join(dir, "onnx"), DType: dtype, Quantize: !fp32, BlockSize: 32, Ops: ops}})
+			res, f.err = hfimport.Import(hfimport.ImportOptions{HF: ck, Common: hfimport.Common{Out: filepath.Join(dir, "onnx"), DType: dtype,
+				Quantize: !fp32, BlockSize: 32, Ops: ops}})
 			if f.err == nil {
 				o.Model, o.BaseModel = res.Model, ck
 				o.Targets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

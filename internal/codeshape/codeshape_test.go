@@ -20,23 +20,12 @@ const (
 // longFuncs are the non-test functions allowed over maxFuncLines, by file:name.
 var longFuncs = map[string]string{
 	"ortgraph/infer.go:inferTypes": "one switch over every op the builder types; split, it reads worse",
-	// Left for after the merges of the work in flight on these files (issue 27).
-	"ortgraph/passes/quantize.go:runQuantize": "NF4 work in flight",
 }
 
-// longLines are the files allowed lines over maxLineRunes, with how many: files other work
-// was changing when the rest were wrapped (issue 27), and one verbatim ONNX Runtime log
-// line in a test's data.
+// longLines are the files allowed lines over maxLineRunes, with how many: one verbatim
+// ONNX Runtime log line in a test's data.
 var longLines = map[string]int{
-	"prepare/prepare.go":              3,
-	"cmd/ortq/bench.go":               4,
-	"quantize/dq_bench_test.go":       2,
-	"ortgraph/passes/quantize.go":     2,
-	"export/merge.go":                 1,
-	"export/graph.go":                 1,
-	"export/export.go":                1,
-	"export/exporttest/exporttest.go": 1,
-	"ortrun/session_test.go":          1,
+	"ortrun/session_test.go": 1,
 }
 
 // TestCodeShape fails on a function or a line over its limit that the allowlists do not

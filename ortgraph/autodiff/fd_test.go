@@ -10,6 +10,7 @@ import (
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
+	"github.com/ortq/ortq/quantize"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -411,6 +412,8 @@ func gradCases() []gradCase {
 				{name: "sin", dt: ortgraph.Float, dims: []int64{1, 3, 2}, vals: []float64{0.1, 0.8, 0.9, 0.95, 0.7, 0.99}}},
 			build: one("RotaryEmbedding", ortgraph.AInt("interleaved", 1), ortgraph.AInt("num_heads", 2))},
 		gradCase{name: "MatMulNBits/symmetric", opset: 21, tol: 1e-2, h: 1e-2, ins: []tin{f32("a", 2, 3, 16)}, build: matMulNBits},
+		gradCase{name: "MatMulBnb4/nf4", opset: 21, tol: 1e-2, h: 1e-2, ins: []tin{f32("a", 2, 3, 16)}, build: matMulBnb4(quantize.NF4, false)},
+		gradCase{name: "MatMulBnb4/fp4-double-quant", opset: 21, tol: 1e-2, h: 1e-2, ins: []tin{f32("a", 2, 3, 16)}, build: matMulBnb4(quantize.FP4, true)},
 		gradCase{name: "RMSNormalization", opset: 23, tol: 1e-2, h: 1e-2,
 			ins: []tin{f32("x", 2, 3, 8), f32("w", 8)}, build: one("RMSNormalization", ortgraph.AFloat("epsilon", 1e-5))},
 		// ORT 1.29's double kernel writes inv_std_var as float whatever the declared type, so
@@ -438,6 +441,31 @@ func matMulNBits(g *ortgraph.Graph) string {
 		Attrs: []ortgraph.Attr{ortgraph.AInt("K", k), ortgraph.AInt("N", n), ortgraph.AInt("bits", 4), ortgraph.AInt("block_size", k)}})[0]
 	g.SetType(y, ortgraph.TensorType(ortgraph.Float, append(g.Dims("a")[:len(g.Dims("a"))-1:len(g.Dims("a"))-1], n)))
 	return y
+}
+
+// matMulBnb4 builds MatMulBnb4(a, B, absmax) for a [.., 16] and W [4, 16] quantized in
+// blocks of 16 with t (double-quantized absmax when dq), as the quantize pass writes it; only
+// a has a gradient.
+func matMulBnb4(t quantize.Type, dq bool) func(g *ortgraph.Graph) string {
+	return func(g *ortgraph.Graph) string {
+		const n, k = 4, 16
+		w := make([]float32, n*k)
+		for i := range w {
+			w[i] = float32(math.Sin(float64(i)*1.7)) * float32(1+i%5)
+		}
+		p, err := quantize.QuantizeBnb4(w, n, k, quantize.Options{Type: t, BlockSize: 16, DoubleQuant: dq})
+		if err != nil {
+			panic(err)
+		}
+		y := g.Op("MatMul", []string{"a", "placeholder"})
+		node := g.Producer(y)
+		RewriteAsBnb4(g, node, "a", p, "w", ortgraph.Float)
+		if err := g.TopoSort(); err != nil {
+			panic(err)
+		}
+		g.SetType(y, ortgraph.TensorType(ortgraph.Float, append(g.Dims("a")[:len(g.Dims("a"))-1:len(g.Dims("a"))-1], n)))
+		return y
+	}
 }
 
 // simplifiedLayerNorm builds SimplifiedLayerNormalization(x, w) of the given element type

@@ -43,6 +43,9 @@ func init() {
 		{"com.microsoft", "MatMulNBits"}: gradMatMulNBits,
 		{"", "DequantizeLinear"}:         gradDequantizeLinear,
 
+		// grad_bnb4.go
+		{"com.microsoft", "MatMulBnb4"}: gradMatMulBnb4,
+
 		// grad_nn.go
 		{"", "Softmax"}:                      gradSoftmax,
 		{"", "LogSoftmax"}:                   gradLogSoftmax,

@@ -4,7 +4,8 @@
 //
 //	FindLinears  locate the decoder's Linear layers and name them by module path (reads only)
 //	ORTCompat    adapt exporter output to ONNX Runtime 1.29 kernels (RotaryEmbedding caches)
-//	Quantize     Linear weights → 4-bit com.microsoft.MatMulNBits [FindLinears]
+//	Quantize     Linear weights → 4-bit com.microsoft.MatMulNBits (int4) or MatMulBnb4
+//	             (nf4/fp4, absmax optionally double-quantized) [FindLinears]
 //	HalfSoftmax  Cast(fp16→fp32) → Softmax → Cast(→fp16) → one fp16 Softmax
 //	Rotary       decomposed rotary embedding (Slice/Neg/Concat/Mul/Add) → one opset-23
 //	             RotaryEmbedding
@@ -13,7 +14,8 @@
 //	GroupedKV    grouped-query attention's repeated K/V heads (Unsqueeze/Expand/Reshape) →
 //	             products over the kv heads themselves (the query side regrouped)
 //	RMSNorm      decomposed RMSNorm → one SimplifiedLayerNormalization (ORT's RMSNorm kernel)
-//	DQForward    4-bit Linears of training graphs → DequantizeLinear (per axis) + MatMul [Quantize]
+//	DQForward    int4 Linears of training graphs → DequantizeLinear (per axis) + MatMul;
+//	             MatMulBnb4 stays, its bytes read once by both directions [Quantize]
 //	LoRA         PEFT-compatible LoRA adapters on the target Linears, with dropout masks
 //	             hashed from a seed input (dropout.go) [FindLinears, Quantize]
 //	Loss         Hugging Face's causal-LM loss (sum, count and mean), or the chunked lm_head

@@ -209,6 +209,25 @@ func TestQuantizeGolden(t *testing.T) {
 	golden(t, "quantize.txt", out.String())
 }
 
+// TestQuantizeBnb4Golden keeps the tiny decoder's Linears rewritten as MatMulBnb4 (NF4, block
+// 16), with the absmax as an initializer and double-quantized (the gated absmax chain in
+// front of each node, its initializers named in the node's metadata).
+func TestQuantizeBnb4Golden(t *testing.T) {
+	var out strings.Builder
+	for _, dq := range []bool{false, true} {
+		g := tinyLlama(tinyLlamaOpts{})
+		q := passes.QuantizeOptions{Bits: 4, Quant: quantize.Options{BlockSize: 16, Type: quantize.NF4, DoubleQuant: dq}}
+		ctx, b := passRun(t, fmt.Sprintf("nf4 double-quant=%v", dq), g, ortgraph.Options{passes.Quantize: q}, passes.Quantize)
+		b.WriteString(ortgraph.Dump(g))
+		b.WriteString(initializers(t, g))
+		for _, q := range ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize) {
+			fmt.Fprintf(b, "layer %s %v weights=%s absmax=%s rms=%.4g rel=%.4g max=%.4g\n", q.Module, q.Shape, q.Weights, q.Scales, q.RMS, q.RelRMS, q.MaxAbs)
+		}
+		out.WriteString(b.String())
+	}
+	golden(t, "quantize_bnb4.txt", out.String())
+}
+
 // TestDQForwardGolden keeps the tiny decoder's 4-bit Linears rewritten as DequantizeLinear
 // + MatMul, symmetric and asymmetric (down_proj's K of 24 is padded to two blocks: Slice).
 func TestDQForwardGolden(t *testing.T) {

@@ -24,7 +24,8 @@ type Linear struct {
 	// Transpose node, TorchScript style) instead of the exporter's pre-transposed [in, out].
 	WeightIsOutIn bool
 	// Prequantized marks a Linear the source graph already holds as 4-bit
-	// com.microsoft.MatMulNBits (e.g. `ortq synth --quantize`); Weight is then its packed B.
+	// com.microsoft.MatMulNBits or MatMulBnb4 (e.g. `ortq synth --quantize`); Weight is then
+	// its packed B.
 	Prequantized bool
 	// Source says how the module path was found: metadata, name, or structure.
 	Source string
@@ -99,6 +100,12 @@ func linearCandidates(g *ortgraph.Graph) []*candidate {
 			// Already 4-bit: K and N are the Linear's in and out.
 			k, n2 := ortgraph.AttrInt(n, "K", 0), ortgraph.AttrInt(n, "N", 0)
 			if k > 0 && n2 > 0 {
+				cs = append(cs, &candidate{node: n, layer: -1, weight: n.Input[1], in: k, out: n2, prequant: true})
+			}
+			continue
+		}
+		if n.OpType == "MatMulBnb4" && n.Domain == "com.microsoft" && len(n.Input) >= 3 && g.Initializer(n.Input[1]) != nil {
+			if k, n2 := ortgraph.AttrInt(n, "K", 0), ortgraph.AttrInt(n, "N", 0); k > 0 && n2 > 0 {
 				cs = append(cs, &candidate{node: n, layer: -1, weight: n.Input[1], in: k, out: n2, prequant: true})
 			}
 			continue
