@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/ortq/ortq/internal/fsutil"
-	"github.com/ortq/ortq/internal/runreport"
 )
 
 // GenerateSummary is the table of `ortq bench generate`: ortq's point, then the peers'
@@ -60,15 +59,8 @@ func GenerateMarkdown(r *Result, peers Peers) (string, error) {
 		"first token is the prefill's. Decode: one run per step for every row; tokens/s counts every row's tokens after its first. " +
 		"Peak GPU: NVML, sampled every few ms from opening the model to closing it; peak host RSS over the same span.\n")
 	writeNotes(&b, append([]*Result{r}, peers...))
-	if r.Config != nil {
-		rows, err := runreport.Flatten(r.Config, true)
-		if err != nil {
-			return "", err
-		}
-		b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
-		for _, kv := range rows {
-			fmt.Fprintf(&b, "| %s | %s |\n", mdEscape(kv[0]), mdEscape(kv[1]))
-		}
+	if err := writeConfig(&b, r); err != nil {
+		return "", err
 	}
 	return b.String(), nil
 }

@@ -134,17 +134,26 @@ func Markdown(r *Result, o MarkdownOptions) (string, error) {
 	}
 	writeMethod(&b, arena)
 	writeNotes(&b, all)
-	if r.Config != nil {
-		rows, err := runreport.Flatten(r.Config, true)
-		if err != nil {
-			return "", err
-		}
-		b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
-		for _, kv := range rows {
-			fmt.Fprintf(&b, "| %s | %s |\n", mdEscape(kv[0]), mdEscape(kv[1]))
-		}
+	if err := writeConfig(&b, r); err != nil {
+		return "", err
 	}
 	return b.String(), nil
+}
+
+// writeConfig ends a report with its configuration as an option/value table.
+func writeConfig(b *strings.Builder, r *Result) error {
+	if r.Config == nil {
+		return nil
+	}
+	rows, err := runreport.Flatten(r.Config, true)
+	if err != nil {
+		return err
+	}
+	b.WriteString("\n## Configuration\n\n| option | value |\n|---|---|\n")
+	for _, kv := range rows {
+		fmt.Fprintf(b, "| %s | %s |\n", mdEscape(kv[0]), mdEscape(kv[1]))
+	}
+	return nil
 }
 
 // writeMachine opens the report with the machine, runtime and workload.
