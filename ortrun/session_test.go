@@ -421,7 +421,8 @@ func TestParsePlacementMixed(t *testing.T) {
 2026-11-27 21:11:19.066 [V:onnxruntime:, session_state.cc:1385 VerifyEachNodeIsAssignedToAnEp]  Node(s) placed on [CPUExecutionProvider]. Number of nodes: 2
 2026-11-27 21:11:19.066 [V:onnxruntime:, session_state.cc:1387 VerifyEachNodeIsAssignedToAnEp]   Shape (node_shape_0)
 2026-11-27 21:11:19.066 [V:onnxruntime:, session_state.cc:1387 VerifyEachNodeIsAssignedToAnEp]   Gather ()
-2026-11-27 21:11:19.066 [W:onnxruntime:, session_state.cc:1390 VerifyEachNodeIsAssignedToAnEp] Some nodes were not assigned to the preferred execution providers which may or may not have an negative impact on performance.
+2026-11-27 21:11:19.066 [W:onnxruntime:, session_state.cc:1390 VerifyEachNodeIsAssignedToAnEp] Some nodes` +
+		` were not assigned to the preferred execution providers which may or may not have an negative impact on performance.
 `
 	got, err := parsePlacement([]byte(log), nil)
 	if err != nil {
