@@ -5,7 +5,8 @@
 # one call: step p50, peak GPU memory and the notes of each point; `prepare --check-placement
 # --device cuda` of the NF4 artifacts; then (unless SKIP_CVC=1) CUDA against CPU losses over 20
 # steps of the default model with the same NF4 flags (scripts/gpu-cuda-vs-cpu.sh).
-# Env: PRESET, MB, STEPS (10), OUT. Prerequisites as for scripts/gpu-bench.sh.
+# Both bases are read as 4-bit (--base 4bit: NF4 has no dense step). Env: PRESET, MB,
+# STEPS (10), AGAIN (1: the A/B again), OUT. Prerequisites as for scripts/gpu-bench.sh.
 set -u
 . "$(dirname "$0")/device-env.sh"
 PRESET=${PRESET:-llama-3.2-3b}; MB=${MB:-7}; STEPS=${STEPS:-10}
@@ -20,13 +21,15 @@ timeout 200 $Q prepare --model /tmp/f-nf4/model.onnx --out /tmp/f-a-nf4 --quiet 
 log "prepare nf4 --check-placement rc $?: $(tail -3 "$OUT/nf4-prepare.txt" | tr '\n' ' ')"
 point() { # name artifacts
   timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
-    --recompute layer --step graph --quiet --out /tmp/f-b-$1 > /tmp/f-b-$1.txt 2>&1
+    --recompute layer --base 4bit --step graph --quiet --out /tmp/f-b-$1 > /tmp/f-b-$1.txt 2>&1
   log "$1 rc $?: $(python3 -c "import json;p=json.load(open('/tmp/f-b-$1/report.json'))['points'][0];m=p.get('memory_breakdown') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB;',{k:round(v/2**30,2) for k,v in m.items()},'; notes',p.get('notes'))" 2>&1)"
 }
 point int4 /tmp/f-a-int4
 point nf4-dq /tmp/f-a-nf4
-point int4-again /tmp/f-a-int4
-point nf4-dq-again /tmp/f-a-nf4
+if [ "${AGAIN:-1}" = 1 ]; then
+  point int4-again /tmp/f-a-int4
+  point nf4-dq-again /tmp/f-a-nf4
+fi
 if [ "${SKIP_CVC:-0}" != 1 ]; then
   PREPARE_FLAGS="$NF4" bash "$(dirname "$0")/gpu-cuda-vs-cpu.sh" 2>&1 | tee -a "$OUT/summary.txt"
 fi
