@@ -57,6 +57,12 @@ P
 gen graph --model $W/e-shared
 gen plain --model $W/e-shared --cuda-graph=false
 compare "CHECK CUDA-graph decode vs uncaptured decode:" graph plain
+# Is the uncaptured decode itself repeatable? If two uncaptured runs part too, the CUDA-graph
+# difference is the kernels' nondeterminism (e.g. split-K accumulation order), not the capture.
+gen plain2 --model $W/e-shared --cuda-graph=false
+gen graph2 --model $W/e-shared
+compare "info  uncaptured vs uncaptured again:" plain plain2
+compare "info  CUDA graph vs CUDA graph again:" graph graph2
 for b in 1 8; do
   [ "${SKIP_PEER:-0}" = 1 ] && break
   run timeout 400 python3 scripts/hf_generate_bench.py --config $W/m/config.json --batch $b --prompt-tokens 128 --new-tokens "$NEW" --out "$OUT/peer-b$b.json"
