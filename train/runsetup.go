@@ -125,7 +125,11 @@ func ParseBase(s string) (string, error) {
 func ResolveRecompute(man *manifest.Manifest, devs []string, policy, base string, step StepKind, budget float64, free func() uint64, rows,
 	seqLen int) (key, note string, err error) {
 	oneGPU := len(devs) == 1 && strings.HasPrefix(devs[0], "cuda") && step != StepHost
-	if base == BaseDense && (!oneGPU || (policy != "auto" && man.Step(manifest.DenseStep(policy)) == nil)) {
+	named := policy // the policy whose dense step must exist (prepare writes all three or none)
+	if named == "auto" {
+		named = manifest.RecomputeLayer
+	}
+	if base == BaseDense && (!oneGPU || man.Step(manifest.DenseStep(named)) == nil) {
 		return "", "", fmt.Errorf("base dense needs one GPU, a device or graph step and artifacts with dense steps (prepare a 4-bit model with this version)")
 	}
 	if !oneGPU || (base == BaseFourBit && policy != "auto") {
