@@ -65,13 +65,17 @@ func SplitStepKey(key string) (policy string, dense bool) {
 var DenseSessionConfig = map[string]string{"session.disable_quant_qdq": "1"}
 
 // DenseExtraBytes is how many more bytes of device memory a dense step's weights take than
-// the 4-bit step's: each quantized Linear as float16 instead of its 4-bit bytes and scales.
+// the 4-bit step's: each quantized Linear as float16 (2 bytes an element) instead of half a
+// byte an element and a float16 scale per block (QuantBlockSize; 32, prepare's default, in
+// artifacts that do not record it).
 func (m *Manifest) DenseExtraBytes() float64 {
+	block := float64(m.QuantBlockSize)
+	if block <= 0 {
+		block = 32
+	}
 	var b float64
 	for _, q := range m.Quant {
-		// 2 bytes an element instead of half a byte and a float16 scale per block of 32
-		// (the default; other block sizes move this by under 4 %).
-		b += float64(q.Shape[0]) * float64(q.Shape[1]) * (2 - 0.5 - 2.0/32)
+		b += float64(q.Shape[0]) * float64(q.Shape[1]) * (2 - 0.5 - 2/block)
 	}
 	return b
 }

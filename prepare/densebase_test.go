@@ -101,6 +101,13 @@ func denseStep(t *testing.T, art, policy string, dense bool, prof string, b data
 	if err != nil {
 		t.Fatal(err)
 	}
+	return stepOnce(t, eng, init, b)
+}
+
+// stepOnce runs one optimizer step of eng's device step from init on b (AdamW lr 1e-2, no
+// loss scaling, dropout seed 7) and returns its outcome and the LoRA weights after it.
+func stepOnce(t *testing.T, eng *train.Engine, init []train.Param, b data.Batch) (train.StepOutcome, map[string][]float32) {
+	t.Helper()
 	st, err := eng.NewStepper(init, train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.GradScalerConfig{Disabled: true}}, b.Rows, b.SeqLen)
 	if err != nil {
 		t.Fatal(err)

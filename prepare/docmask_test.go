@@ -1,7 +1,6 @@
 package prepare_test
 
 import (
-	"context"
 	"math"
 	"path/filepath"
 	"slices"
@@ -95,19 +94,7 @@ func TestPackedDocumentsIsolated(t *testing.T) {
 					}
 					return r.LossSum, r.Grads
 				}
-				st, err := eng.NewStepper(init, train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.GradScalerConfig{Disabled: true}}, 1, b.SeqLen)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer st.Close()
-				out, err := st.Step(context.Background(), train.StepInput{Step: 1, Batches: []data.Batch{b}, Seeds: []uint64{7}, LR: 1e-2})
-				if err != nil {
-					t.Fatal(err)
-				}
-				p, err := st.Params()
-				if err != nil {
-					t.Fatal(err)
-				}
+				out, p := stepOnce(t, eng, init, b)
 				return out.Loss, p
 			}
 			same := func(isolate bool) bool {

@@ -282,25 +282,38 @@ type deviceStep struct {
 	shared [][]string // initializers that share bytes (NBitsForward)
 }
 
-// buildStep turns a training graph into a device-resident step: DeviceStep, then
-// NBitsForward unless --dequantize-forward, or DenseBase for a dense step.
-func buildStep(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func(string, ...any)) (*deviceStep, error) {
-	ps := []*ortgraph.Pass{passes.DeviceStep}
-	switch {
-	case dense:
-		ps = append(ps, passes.DenseBase)
-	case !o.DequantizeForward:
-		ps = append(ps, passes.NBitsForward)
-	}
-	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{}), logf, ps...)
+// buildSteps turns a training graph into its device-resident steps: DeviceStep once, then
+// on that step NBitsForward (unless --dequantize-forward) for the 4-bit step and, when dense,
+// DenseBase on a copy of it for the dense step (nil otherwise).
+func buildSteps(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func(string, ...any)) (four, denseStep *deviceStep, err error) {
+	opts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{})
+	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.DeviceStep)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	st := &deviceStep{m: m, layout: ortgraph.ResultOf[*passes.DeviceStepResult](ctx, passes.DeviceStep).Layout}
-	if !o.DequantizeForward && !dense {
-		st.shared = ortgraph.ResultOf[*passes.NBitsForwardResult](ctx, passes.NBitsForward).Shared
+	layout := ortgraph.ResultOf[*passes.DeviceStepResult](ctx, passes.DeviceStep).Layout
+	if dense {
+		dm := cloneModel(m)
+		if _, err := ortgraph.RunPasses(ortgraph.NewGraph(dm), opts, logf, passes.DenseBase); err != nil {
+			return nil, nil, fmt.Errorf("dense step: %w", err)
+		}
+		denseStep = &deviceStep{m: dm, layout: layout}
 	}
-	return st, nil
+	four = &deviceStep{m: m, layout: layout}
+	if !o.DequantizeForward {
+		ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.NBitsForward)
+		if err != nil {
+			return nil, nil, err
+		}
+		four.shared = ortgraph.ResultOf[*passes.NBitsForwardResult](ctx, passes.NBitsForward).Shared
+	}
+	return four, denseStep, nil
+}
+
+// cloneModel is a deep copy of m (its protobuf; the directory its external data is read from
+// stays).
+func cloneModel(m *ortgraph.Model) *ortgraph.Model {
+	return &ortgraph.Model{P: proto.Clone(m.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
 }
 
 // buildGraphs runs the graph-wide passes on the base, then builds the evaluation graph, the
@@ -325,18 +338,14 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	gs.linears = ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears)
 	gs.quant = ortgraph.ResultOf[[]manifest.QuantLayer](ctx, passes.Quantize)
 	gs.docIDs = !o.PlainMask && ortgraph.ResultOf[*passes.DocMaskResult](ctx, passes.DocMask).DocumentIDs()
-	clone := func(from *ortgraph.Model) *ortgraph.Model {
-		return &ortgraph.Model{P: proto.Clone(from.P).(*onnxpb.ModelProto), Dir: m.Dir, Path: m.Path}
-	}
-
 	// The evaluation and training graphs start from the same quantized base.
-	gs.eval, gs.train = clone(m), clone(m)
+	gs.eval, gs.train = cloneModel(m), cloneModel(m)
 	if _, err := runWithLinears(gs.eval, o.passOptions(0, false, vocab, passes.RecomputeOptions{}), gs.linears, gs.quant, logf, passes.LoRA,
 		passes.Loss); err != nil {
 		return nil, fmt.Errorf("model %q: eval graph: %w", o.Model, err)
 	}
 	// The recomputing training graph starts from the same base; ortq train picks one.
-	gs.rec = clone(m)
+	gs.rec = cloneModel(m)
 	trainOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{})
 	trainCtx, err := runWithLinears(gs.train, trainOpts, gs.linears, gs.quant, logf, o.trainPasses()...)
 	if err != nil {
@@ -349,27 +358,25 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	// The device-resident steps: each recomputation policy's training graph with its state
 	// flattened. Selective recomputation is one more recomputing graph; none is the
 	// training graph itself.
-	sel := clone(m)
+	sel := cloneModel(m)
 	selOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{KeepProducts: true})
 	if _, err := runWithLinears(sel, selOpts, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: selectively recomputing train graph: %w", o.Model, err)
 	}
 	gs.steps = map[string]*deviceStep{}
+	// With a 4-bit int4 base, each step also reads a dense base, for runs with room for it
+	// (train --base): int4 only (DenseBase reads DequantizeLinear chains; nf4/fp4 dequantize
+	// by Gather).
+	dense := len(gs.quant) > 0 && o.Bits == 4 && !o.quantOptions().Type.IsBnb4()
 	for policy, from := range map[string]*ortgraph.Model{manifest.RecomputeLayer: gs.rec, manifest.RecomputeSelective: sel, manifest.RecomputeNone: gs.train} {
-		st, err := buildStep(o, clone(from), vocab, false, logf)
+		four, d, err := buildSteps(o, cloneModel(from), vocab, dense, logf)
 		if err != nil {
 			return nil, fmt.Errorf("model %q: device step graph (recompute %s): %w", o.Model, policy, err)
 		}
-		gs.steps[policy] = st
-		if len(gs.quant) == 0 || o.Bits != 4 || o.quantOptions().Type.IsBnb4() {
-			continue
+		gs.steps[policy] = four
+		if d != nil {
+			gs.steps[manifest.DenseStep(policy)] = d
 		}
-		// The same step reading a dense base, for runs with room for it (train --base):
-		// int4 only (DenseBase reads DequantizeLinear chains; nf4/fp4 dequantize by Gather).
-		if st, err = buildStep(o, clone(from), vocab, true, logf); err != nil {
-			return nil, fmt.Errorf("model %q: dense device step graph (recompute %s): %w", o.Model, policy, err)
-		}
-		gs.steps[manifest.DenseStep(policy)] = st
 	}
 	gs.layout = gs.steps[manifest.RecomputeLayer].layout
 	for policy, st := range gs.steps {

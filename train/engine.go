@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strings"
 
@@ -134,13 +135,11 @@ func (e *Engine) openStep(policy string, dense, cudaGraph, noShare bool) error {
 	path := filepath.Join(e.Dir, g.File)
 	opts := e.Opts
 	if dense {
-		cfg := map[string]string{}
-		for k, v := range opts.Tuning.SessionConfig {
-			cfg[k] = v
+		cfg := maps.Clone(opts.Tuning.SessionConfig) // the caller's map stays as it is
+		if cfg == nil {
+			cfg = map[string]string{}
 		}
-		for k, v := range manifest.DenseSessionConfig {
-			cfg[k] = v
-		}
+		maps.Copy(cfg, manifest.DenseSessionConfig)
 		opts.Tuning.SessionConfig = cfg
 		e.Notes = append(e.Notes, fmt.Sprintf("base: dense (%s: the 4-bit weights dequantized once at load and held in float16, %.2f GiB more)", g.File,
 			e.Man.DenseExtraBytes()/(1<<30)))

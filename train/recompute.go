@@ -77,14 +77,14 @@ func (c RecomputeChoice) String() string {
 // H100 (micro-batch 7): none 165.7 ms, selective 190.6 ms, layer 213.9 ms, and a dense base
 // saving ≈ 0.5 ms a layer on each (the 4-bit dequantizations) — less than one policy step
 // saves, so the order is none_dense, none, selective_dense, selective, layer_dense, layer.
-// dense says which bases to list: "auto" both, "dense" or "4bit" one.
-func StepKeys(dense string) []string {
+// base (--base) says which bases to list: BaseAuto both, BaseDense or BaseFourBit one.
+func StepKeys(base string) []string {
 	var keys []string
 	for _, p := range []string{manifest.RecomputeNone, manifest.RecomputeSelective, manifest.RecomputeLayer} {
-		if dense != BaseFourBit {
+		if base != BaseFourBit {
 			keys = append(keys, manifest.DenseStep(p))
 		}
-		if dense != BaseDense {
+		if base != BaseDense {
 			keys = append(keys, p)
 		}
 	}

@@ -188,17 +188,11 @@ func runBench(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
-	if err := res.WriteJSON(filepath.Join(out, "report.json")); err != nil {
-		return err
-	}
 	if err := bench.WriteTimeline(filepath.Join(out, "memory.jsonl"), res.Timeline); err != nil {
 		return err
 	}
-	figs, err := bench.WritePlots(out, res, peers)
+	figs, err := writeBenchReport(out, res, peers)
 	if err != nil {
-		return err
-	}
-	if err := bench.WriteMarkdown(filepath.Join(out, "report.md"), res, bench.MarkdownOptions{Peers: peers, Figures: figs}); err != nil {
 		return err
 	}
 	fmt.Print(bench.Summary(res, peers))
@@ -208,6 +202,19 @@ func runBench(v *viper.Viper) error {
 	}
 	fmt.Println(")")
 	return nil
+}
+
+// writeBenchReport writes a bench result into out: report.json, the plots and report.md
+// (showing peers beside it); it returns the plots' file names.
+func writeBenchReport(out string, res *bench.Result, peers bench.Peers) ([]string, error) {
+	if err := res.WriteJSON(filepath.Join(out, "report.json")); err != nil {
+		return nil, err
+	}
+	figs, err := bench.WritePlots(out, res, peers)
+	if err != nil {
+		return nil, err
+	}
+	return figs, bench.WriteMarkdown(filepath.Join(out, "report.md"), res, bench.MarkdownOptions{Peers: peers, Figures: figs})
 }
 
 // addBenchPrepareFlags adds prepare's options, used when bench prepares the model.

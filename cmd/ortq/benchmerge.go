@@ -2,10 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/ortq/ortq/bench"
+	"github.com/ortq/ortq/internal/fsutil"
 	"github.com/spf13/cobra"
 )
 
@@ -61,17 +61,13 @@ bench run with --peer would. Merge only results measured on the same machine in 
 }
 
 func writeMerged(out string, r *bench.Result, peers bench.Peers) error {
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return err
-	}
-	if err := r.WriteJSON(filepath.Join(out, "report.json")); err != nil {
-		return err
-	}
-	figs, err := bench.WritePlots(out, r, peers)
+	lock, err := fsutil.LockDir(out) // one writer per --out, as bench; creates it
 	if err != nil {
 		return err
 	}
-	if err := bench.WriteMarkdown(filepath.Join(out, "report.md"), r, bench.MarkdownOptions{Peers: peers, Figures: figs}); err != nil {
+	defer lock.Release()
+	figs, err := writeBenchReport(out, r, peers)
+	if err != nil {
 		return err
 	}
 	fmt.Printf("report: %s (%d points, %d peers, %d plots)\n", filepath.Join(out, "report.md"), len(r.Points), len(peers), len(figs))
