@@ -10,7 +10,8 @@
 #      (2-layer minus 1-layer) and the whole 1-layer step (what lies outside the layers);
 #   3. without ncu: ortq bench on the 2- and 28-layer models, so that
 #      (28-layer step − 2-layer step) / 26 is the wall time of one layer.
-# Env: MB (micro-batch, 7), SEQ (512), PREP_ARGS, BENCH_ARGS (extra `ortq bench` flags), OUT.
+# Env: MB (micro-batch, 7), SEQ (512), PREP_ARGS, BENCH_ARGS (extra `ortq bench` flags), OUT,
+# SKIP_PEER=1 (ortq only), SKIP_WALL=1 (no wall-time runs).
 # Prerequisites as for scripts/gpu-bench.sh (~/ort holds ONNX Runtime + CUDA provider,
 # bin/ortq.xz is the ortq binary).
 set -u
@@ -31,18 +32,20 @@ for L in 1 2; do
   timeout 240 "${NCU[@]}" --log-file "$OUT/ortq-L$L.csv" $Q bench --artifacts /tmp/prof-a$L --device cuda \
     --micro-batch $MB --seq-len $SEQ --steps 1 --warmup 0 --recompute layer --step device --quiet ${BENCH_ARGS:-} --out /tmp/prof-b$L > "$OUT/ortq-ncu-L$L.txt" 2>&1
   log "ortq ncu L$L rc $?"
+  [ "${SKIP_PEER:-0}" = 1 ] && continue
   timeout 240 "${NCU[@]}" --log-file "$OUT/peer-L$L.csv" python3 bench/peer/torch_peft.py --layers $L \
     --micro-batch $MB --seq-len $SEQ --steps 1 --warmup 0 --recompute layer --out /tmp/prof-peer$L.json > "$OUT/peer-ncu-L$L.txt" 2>&1
   log "peer ncu L$L rc $?"
 done
 for who in ortq peer; do
+  [ -f "$OUT/$who-L2.csv" ] || continue
   python3 "$NCUK" "$OUT/$who-L1.csv" "$OUT/$who-L2.csv" > "$OUT/$who-layer.txt" 2>&1
   python3 "$NCUK" "$OUT/$who-L1.csv" > "$OUT/$who-L1-step.txt" 2>&1
   echo "=== $who: one decoder layer (2-layer minus 1-layer step)"; head -40 "$OUT/$who-layer.txt"
   echo "=== $who: whole 1-layer step"; head -25 "$OUT/$who-L1-step.txt"
 done
 for L in 2 28; do
-  [ -d /tmp/prof-a$L ] || continue
+  [ -d /tmp/prof-a$L ] && [ "${SKIP_WALL:-0}" != 1 ] || continue
   timeout 240 $Q bench --artifacts /tmp/prof-a$L --device cuda --micro-batch $MB --seq-len $SEQ --steps 10 --warmup 3 \
     --recompute layer --quiet ${BENCH_ARGS:-} --out "$OUT/wall-L$L" > "$OUT/wall-L$L.txt" 2>&1
   log "ortq wall L$L rc $?"
