@@ -21,6 +21,9 @@ import (
 //	{"kind":"batch", "step":k, "micro":m, ...}       step k's micro-batches, after the step ran
 //	{"kind":"step", ...DumpStep}                     step k's outcome
 //
+// Batches are data.Batch as the loop handed them to the Stepper: the host step feeds them
+// as they are; the device steps pad each to their one fixed shape with positions that have
+// no label and attend to nothing (padBatch), which changes neither loss nor gradients.
 // Steps are written once they have run, so an interrupted run's dump holds its finished
 // steps only. With the dump off nothing of this runs (a nil *batchDump records nothing).
 
