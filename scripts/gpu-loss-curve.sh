@@ -6,7 +6,8 @@
 #         cosine schedule, token-weighted accumulation of GRAD_ACCUM micro-batches, clipping)
 #         in float32 on the GPU (TF32 off).
 #   fp16: the default model as a float16 Hugging Face checkpoint (peft_loss_curve.py
-#         hf-checkpoint), prepared by ortq, trained on CUDA with loss scaling; replayed with
+#         hf-checkpoint), imported (`ortq import --dtype float16`) and prepared by ortq,
+#         trained on CUDA with loss scaling; replayed with
 #         a float16 base, autocast and GradScaler (SKIP_FP16=1 leaves it out).
 # Then `peft_loss_curve.py compare`: per-step largest relative loss difference, final eval
 # perplexities, PASS/FAIL against the issue's bounds (0.5 % fp32, 2 % fp16, perplexity
@@ -29,7 +30,7 @@ fi
 STEPS=${STEPS:-200}
 GRAD_ACCUM=${GRAD_ACCUM:-2}
 TRAIN_ARGS="--max-steps $STEPS --grad-accum $GRAD_ACCUM --micro-batch 7 --max-seq-len 512 --lr 1e-3 --schedule cosine --warmup-steps 20
-  --max-grad-norm ${MAX_GRAD_NORM:-1.0} --seed 7 --save-every 0 --quiet --force"
+  --max-grad-norm ${MAX_GRAD_NORM:-0.5} --seed 7 --save-every 0 --quiet --force"
 DATA=${DATA:-.cache/demo/brown-learned.txt}
 if [ ! -s "$DATA" ]; then DATA=/tmp/lc-data.txt; find . -name '*.go' -not -path './.*' -print0 | sort -z | xargs -0 cat > "$DATA"; fi
 PY=scripts/peft_loss_curve.py
@@ -47,7 +48,7 @@ echo "ortq fp32 (cpu) train rc $?" | tee -a "$OUT/summary.txt"
 MODEL_DIR=$(python3 -c 'import json,os,sys; print(os.path.dirname(json.load(open(sys.argv[1]))["options"]["model"]))' $W/a32/manifest.json)
 PAIRS=(--ortq $W/d32.jsonl --label "fp32 (ortq CPU)")
 if [ "${DRY_RUN:-0}" = 1 ]; then
-  python3 -m py_compile $PY && echo "py_compile ok" >> "$L"
+  python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' $PY && echo "$PY parses" >> "$L"
   PAIRS+=(--peft $W/d32.jsonl)
 else
   DEV=$(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
@@ -63,9 +64,11 @@ python3 $PY compare "${PAIRS[@]}" --out "$OUT" > "$W/compare32.txt" 2>&1
 # fp16: the same weights as a float16 checkpoint; ortq on CUDA with loss scaling.
 if [ "${SKIP_FP16:-0}" != 1 ]; then
   L="$OUT/lc-fp16.txt"
+  # prepare imports a checkpoint directory in float32; `ortq import --dtype float16` keeps float16.
   python3 $PY hf-checkpoint --model-dir "$MODEL_DIR" --out $W/hf16 --dtype float16 >> "$L" 2>&1 &&
-    $Q prepare --model $W/hf16 --out $W/a16 --bits 16 --lora-dropout 0 --force --quiet >> "$L" 2>&1
-  echo "fp16 checkpoint + prepare rc $?" | tee -a "$OUT/summary.txt"
+    $Q import --hf $W/hf16 --out $W/m16 --dtype float16 --force --quiet >> "$L" 2>&1 &&
+    $Q prepare --model $W/m16/model.onnx --out $W/a16 --bits 16 --lora-dropout 0 --force --quiet >> "$L" 2>&1
+  echo "fp16 checkpoint + import + prepare rc $?" | tee -a "$OUT/summary.txt"
   python3 -c 'import json,sys; print("artifacts precision:", json.load(open(sys.argv[1]))["model"]["precision"])' $W/a16/manifest.json >> "$L" 2>&1
   # shellcheck disable=SC2086
   timeout 120 $Q train --artifacts $W/a16 --data "$DATA" --tokenizer default --device cuda $TRAIN_ARGS --out $W/r16 \

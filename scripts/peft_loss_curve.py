@@ -5,8 +5,9 @@ Three subcommands, run from the repository root (scripts/gpu-loss-curve.sh drive
 
   hf-checkpoint --out DIR [--dtype float16]
       The embedded default model (--model-dir: model.onnx and config.json) as a
-      Hugging Face checkpoint, so that `ortq prepare --model DIR` imports the same weights
-      in float16 (ortq trains a float16 graph with loss scaling; the default model is float32).
+      Hugging Face checkpoint, so that `ortq import --hf DIR --dtype float16` makes a float16
+      graph of the same weights (ortq trains a float16 graph with loss scaling; the default
+      model is float32).
 
   replay --dump DUMP --artifacts ART --out peft.json [--dtype float16] [--device cuda]
       Replays the run `ortq train --dump-batches DUMP` made, in PyTorch+PEFT:
@@ -147,7 +148,7 @@ def build_base(model_dir, dtype):
 
 def cmd_hf_checkpoint(a):
     model = build_base(a.model_dir, a.dtype)
-    model.save_pretrained(a.out, safe_serialization=True)
+    model.save_pretrained(a.out)  # safetensors (transformers 5 writes nothing else)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         if os.path.exists(os.path.join(a.model_dir, f)):
             shutil.copy(os.path.join(a.model_dir, f), os.path.join(a.out, f))
