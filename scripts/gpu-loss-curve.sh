@@ -59,7 +59,7 @@ else
 fi
 
 # The fp32 verdict first, so that it is there even if the fp16 part runs out of time.
-python3 $PY compare "${PAIRS[@]}" --out "$OUT" > "$W/compare32.txt" 2>&1
+python3 $PY compare "${PAIRS[@]}" --out "$OUT" 2>&1 | tee -a "$OUT/summary.txt"
 
 # fp16: the same weights as a float16 checkpoint; ortq on CUDA with loss scaling.
 if [ "${SKIP_FP16:-0}" != 1 ]; then
@@ -78,8 +78,9 @@ if [ "${SKIP_FP16:-0}" != 1 ]; then
     --out "$OUT/peft-fp16.json" >> "$L" 2>&1
   rc=$?
   echo "PyTorch+PEFT fp16 (cuda) replay rc $rc" | tee -a "$OUT/summary.txt"
-  [ $rc = 0 ] && PAIRS+=(--ortq $W/d16.jsonl --label "fp16 + loss scaling (ortq CUDA)" --peft "$OUT/peft-fp16.json")
+  if [ $rc = 0 ]; then
+    PAIRS+=(--ortq $W/d16.jsonl --label "fp16 + loss scaling (ortq CUDA)" --peft "$OUT/peft-fp16.json")
+    python3 $PY compare "${PAIRS[@]}" --out "$OUT" 2>&1 | tee -a "$OUT/summary.txt"
+  fi
 fi
-
-python3 $PY compare "${PAIRS[@]}" --out "$OUT" 2>&1 | tee -a "$OUT/summary.txt"
 grep -h "eval:" "$OUT"/lc-fp*.txt | tee -a "$OUT/summary.txt"
