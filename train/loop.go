@@ -67,6 +67,10 @@ type Config struct {
 	SampleEvery     int      `json:"sample_every,omitempty"`
 	SamplePrompts   []string `json:"sample_prompts,omitempty"`
 	SampleMaxTokens int      `json:"sample_max_tokens,omitempty"`
+	// DumpBatches, when set, is a file the run writes every batch it consumes to, with the
+	// optimizer settings and each step's loss (batchdump.go), for an outside reference to
+	// replay the run exactly; fresh runs only.
+	DumpBatches string `json:"dump_batches,omitempty"`
 
 	// Hooks are the run's functions and writers, apart from the hyperparameters above
 	// (which report.json records).

@@ -66,6 +66,12 @@ func (t *Trainer) Run(ctx context.Context) (*Report, error) {
 	mon := runreport.NewRSSMonitor(200*time.Millisecond, nil)
 	mon.Start()
 	defer mon.Stop()
+	if l.cfg.DumpBatches != "" {
+		if l.dump, err = openBatchDump(l.cfg.DumpBatches, l.cfg, l.total, l.evals); err != nil {
+			return nil, err
+		}
+		defer l.dump.close() // on error paths; finish closes it and reports a failed write
+	}
 	if err := l.begin(resumed); err != nil {
 		return nil, err
 	}
@@ -114,6 +120,7 @@ type run struct {
 	trainTime time.Duration
 	prog      *Progress
 	rlog      *runLog
+	dump      *batchDump // Config.DumpBatches; nil: none
 	// sampleFailed: a round of samples failed (sample.go), which the report notes once.
 	sampleFailed bool
 }
@@ -129,6 +136,9 @@ func (t *Trainer) setup() (*run, error) {
 		lastGood: noCheckpoint}
 	if l.log == nil {
 		l.log = os.Stderr
+	}
+	if cfg.DumpBatches != "" && cfg.Resume != "" {
+		return nil, fmt.Errorf("--dump-batches records a run from its first step: drop it, or start afresh instead of --resume")
 	}
 	l.dir, l.man = t.Backend.Artifacts()
 	bopts := data.BatchOptions{BatchSize: cfg.MicroBatch, PadMultiple: cfg.PadMultiple}
@@ -312,6 +322,9 @@ func (l *run) evaluate(step int) (EvalResult, error) {
 		return EvalResult{}, err
 	}
 	r := NewEvalResult(step, s, n)
+	if err := l.dump.eval(r); err != nil {
+		return EvalResult{}, err
+	}
 	l.logf("eval @ step %d: loss %.4f, perplexity %.3f (%d tokens)", step, float64(r.Loss), float64(r.Perplexity), r.Tokens)
 	return r, nil
 }
@@ -349,6 +362,9 @@ func (l *run) step(ctx context.Context, step int) error {
 	}
 	rep.TrainTokens += tokens
 	if err := l.account(step, out); err != nil {
+		return err
+	}
+	if err := l.dump.step(in, out); err != nil {
 		return err
 	}
 	l.losses = append(l.losses, Float(out.Loss))
@@ -485,6 +501,9 @@ func (l *run) finish(start time.Time, mon *runreport.RSSMonitor) (*Report, error
 		return nil, err
 	}
 	if err := SaveAdapter(l.cfg.Out, l.man, inManifestOrder(l.params, final.Params)); err != nil {
+		return nil, err
+	}
+	if err := l.dump.close(); err != nil {
 		return nil, err
 	}
 	if err := rep.WriteJSON(filepath.Join(l.cfg.Out, "report.json")); err != nil {

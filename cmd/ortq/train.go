@@ -96,11 +96,20 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("max-eval-batches", 0, "cap each evaluation at N micro-batches (0: the whole eval split)")
 	addRuntimeFlags(f)
 	f.Int("threads", 0, "CPU intra-op threads (0: one per core)")
-	f.Bool("quiet", false, "no progress bar")
-	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
+	addLogFlags(f)
 	addReliabilityFlags(f)
 	addSampleFlags(f)
 	return cmd
+}
+
+// addLogFlags adds train's flags for what a run reports as it goes: progress, the run log
+// and the batch dump.
+func addLogFlags(f *pflag.FlagSet) {
+	f.Bool("quiet", false, "no progress bar")
+	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
+	f.String("dump-batches", "", "write FILE (JSON lines): the optimizer settings, every eval batch and every training micro-batch as the "+
+		"loop handed it to the step (input_ids, labels, attention_mask, position_ids), each step's loss, grad norm and lr, and each eval's "+
+		"result, so that an outside reference can replay the run (scripts/peft_loss_curve.py); fresh runs only; about 15 bytes a training token")
 }
 
 // addReliabilityFlags adds train's flags for checkpoints, resuming and stopping.
@@ -490,7 +499,7 @@ func trainConfig(v *viper.Viper, f trainSetup, engines []*train.Engine) (*data.D
 		Schedule: v.GetString("schedule"), Warmup: v.GetInt("warmup-steps"), EvalEvery: v.GetInt("eval-every"),
 		MaxGradNorm: v.GetFloat64("max-grad-norm"), MaxEvalBatches: v.GetInt("max-eval-batches"),
 		PadMultiple: v.GetInt("pad-multiple"), Seed: v.GetUint64("seed"), FP16: eng.Man.Model.Precision == "float16",
-		Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"),
+		Quiet: v.GetBool("quiet"), LogEvery: v.GetInt("log-every"), DumpBatches: v.GetString("dump-batches"),
 		SaveEvery: v.GetInt("save-every"), Keep: v.GetInt("keep"), MaxSkips: v.GetInt("max-skips"),
 		Resume: v.GetString("resume"), InitAdapter: v.GetString("init-adapter"), Data: f.dset, DataStats: &ds.Stats,
 		Hooks: train.Hooks{NewStepper: runStepper(engines), GPUMemory: gpuMemory(f.devs), GPUDevices: gpuDevices(f.devs), CheckpointHook: checkpointHook},
