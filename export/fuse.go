@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/autodiff"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortgraph/passes"
 	"google.golang.org/protobuf/proto"
@@ -17,8 +18,9 @@ import (
 // layer is written with fewer, larger nodes; each fusion below computes what the unfused
 // graph computes (the same 4-bit bytes, the same LoRA product up to where α/r is applied).
 const (
-	// FuseQKV: q, k and v as one MatMulNBits of N = Nq+Nk+Nv (rows of the packed weights,
-	// scales and zero points concatenated) feeding GroupQueryAttention's packed-QKV form.
+	// FuseQKV: q, k and v as one MatMulNBits (or MatMulBnb4, absmax not double-quantized)
+	// of N = Nq+Nk+Nv (rows of the packed weights, scales and zero points concatenated)
+	// feeding GroupQueryAttention's packed-QKV form.
 	FuseQKV = "qkv"
 	// FuseLoRA: α/r folded into B; the targets that read one input share one A product
 	// (x·[A₁;A₂…]ᵀ), and each base output gets one MatMul by a block B (zeros where a
@@ -92,7 +94,7 @@ func (b *builder) addNorm(i int, h, d string) (x, sum string) {
 	return outs[0], outs[3]
 }
 
-// packedQKV writes q, k and v (modules mods, reading x) as one MatMulNBits when their
+// packedQKV writes q, k and v (modules mods, reading x) as one MatMulNBits or MatMulBnb4 when their
 // weights allow it, and returns its output [batch, seq, Nq+Nk+Nv] with the LoRA updates
 // added; ok false (with a note) where it refuses, the caller then writes three Linears.
 func (b *builder) packedQKV(mods [3]string, x string) (y string, ok bool, err error) {
@@ -112,17 +114,21 @@ func (b *builder) packedQKV(mods [3]string, x string) (y string, ok bool, err er
 		case b.mode == LoRAInputs && b.ad.Has(mod):
 			b.fz.note("--format onnx-adapter: q, k and v stay three nodes (the LoRA inputs are per target)")
 			return "", false, nil
-		case l.Node.OpType != "MatMulNBits":
-			b.fz.note("q, k and v stay three nodes: their base is %s, only MatMulNBits bases are packed", l.Node.OpType)
+		case l.Node.OpType != "MatMulNBits" && l.Node.OpType != "MatMulBnb4":
+			b.fz.note("q, k and v stay three nodes: their base is %s, only MatMulNBits and MatMulBnb4 bases are packed", l.Node.OpType)
+			return "", false, nil
+		}
+		if _, _, _, nested := autodiff.Bnb4Nested(l.Node); nested {
+			b.fz.note("q, k and v stay three MatMulBnb4: a double-quantized absmax has one offset per weight and scales over 256 blocks, which do not concatenate")
 			return "", false, nil
 		}
 		nodes[i] = l.Node
 	}
 	if why := unpackable(nodes); why != "" {
-		b.fz.note("q, k and v stay three MatMulNBits: %s", why)
+		b.fz.note("q, k and v stay three %s: %s", nodes[0].OpType, why)
 		return "", false, nil
 	}
-	if y, err = b.concatNBits(nodes, x, strings.TrimSuffix(mods[0], ".q_proj")+".qkv_proj"); err != nil {
+	if y, err = b.concatWeights(nodes, x, strings.TrimSuffix(mods[0], ".q_proj")+".qkv_proj"); err != nil {
 		return "", false, err
 	}
 	b.fz.did(FuseQKV)
@@ -135,11 +141,24 @@ func (b *builder) packedQKV(mods [3]string, x string) (y string, ok bool, err er
 	return b.lora(x, []sink{s})[0], true, nil
 }
 
-// unpackable says why MatMulNBits nodes cannot be one ("" when they can): the same K,
-// bits, block_size and accuracy_level, the same inputs present (zero points all or none,
-// of one type), no g_idx or bias.
+// unpackable says why MatMulNBits or MatMulBnb4 nodes cannot be one ("" when they can): one
+// op; the same K, bits, block_size and accuracy_level (MatMulNBits) or K, block_size and
+// quant_type with whole blocks per weight (MatMulBnb4, whose blocks run over the flattened
+// [N, K]); the same inputs present (zero points all or none, of one type), no g_idx or bias.
 func unpackable(nodes [3]*onnxpb.NodeProto) string {
-	for _, a := range []string{"K", "bits", "block_size", "accuracy_level"} {
+	attrs := []string{"K", "bits", "block_size", "accuracy_level"}
+	if nodes[0].OpType == "MatMulBnb4" {
+		attrs = []string{"K", "block_size", "quant_type"}
+	}
+	for _, n := range nodes {
+		if n.OpType != nodes[0].OpType {
+			return fmt.Sprintf("they are %s and %s", nodes[0].OpType, n.OpType)
+		}
+		if bs := ortgraph.AttrInt(n, "block_size", 0); n.OpType == "MatMulBnb4" && (bs <= 0 || ortgraph.AttrInt(n, "N", 0)*ortgraph.AttrInt(n, "K", 0)%bs != 0) {
+			return fmt.Sprintf("%s's N·K is not a whole number of blocks of %d", n.Name, bs)
+		}
+	}
+	for _, a := range attrs {
 		v := [3]int64{}
 		for i, n := range nodes {
 			v[i] = ortgraph.AttrInt(n, a, -1)
@@ -161,12 +180,16 @@ func unpackable(nodes [3]*onnxpb.NodeProto) string {
 	return ""
 }
 
-// concatNBits writes one MatMulNBits whose weight rows are those of nodes, in order: B
-// [N, blocks, blob], scales and zero points are row-major over N (a uint8 zero-point row
-// is padded to whole bytes), so the rows concatenate along the first dimension.
-func (b *builder) concatNBits(nodes [3]*onnxpb.NodeProto, x, mod string) (string, error) {
+// concatWeights writes one MatMulNBits (MatMulBnb4) whose weight rows are those of nodes,
+// in order: MatMulNBits' B [N, blocks, blob], scales and zero points are row-major over N
+// (a uint8 zero-point row is padded to whole bytes), MatMulBnb4's B and absmax are the
+// flattened [N, K] in whole blocks, so either concatenates along its first dimension.
+func (b *builder) concatWeights(nodes [3]*onnxpb.NodeProto, x, mod string) (string, error) {
 	ins := []string{x}
 	suffix := []string{"", ".weight_q4", ".weight_scales", ".weight_zero_points"}
+	if nodes[0].OpType == "MatMulBnb4" {
+		suffix = []string{"", ".weight_bnb4", ".weight_absmax"}
+	}
 	for i := 1; i < min(4, len(nodes[0].Input)); i++ {
 		if nodes[0].Input[i] == "" {
 			ins = append(ins, "")
@@ -206,7 +229,8 @@ func (b *builder) concatNBits(nodes [3]*onnxpb.NodeProto, x, mod string) (string
 		}
 		attrs = append(attrs, a)
 	}
-	return b.g.Add(ortgraph.NodeSpec{Op: "MatMulNBits", Domain: "com.microsoft", Inputs: ins, Attrs: attrs, Name: "/" + mod + "/MatMulNBits"})[0], nil
+	op := nodes[0].OpType
+	return b.g.Add(ortgraph.NodeSpec{Op: op, Domain: "com.microsoft", Inputs: ins, Attrs: attrs, Name: "/" + mod + "/" + op})[0], nil
 }
 
 // sink is a base output the LoRA updates of mods land on: y [..., width], target mods[i]

@@ -15,7 +15,8 @@ import (
 
 // TestFusedMatchesUnfused: the fused shared export (the default) gives the logits of the
 // unfused one (--fuse=false) and the same greedy ids, base and with LoRA, on the default
-// model (LoRA on q and v) and llama32 (LoRA on every Linear kind). Fusing changes where
+// model (LoRA on q and v), its NF4 base (MatMulBnb4 packed) and llama32 (LoRA on every
+// Linear kind). Fusing changes where
 // α/r is applied (folded into B) and the order of the residual sum's reads, nothing else,
 // so the bound is the package's 1e-5 of the largest |logit|; measured 0 (α/r = 4 here, a
 // power of two, so even the folding is exact).
@@ -28,6 +29,7 @@ func TestFusedMatchesUnfused(t *testing.T) {
 	}{
 		{"default", []int64{1, 45, 310, 7, 1022, 88, 2047, 5}},
 		{"llama32", []int64{1, 17, 99, 4, 127, 60}},
+		{"default-nf4", []int64{1, 45, 310, 7, 1022, 88}}, // MatMulBnb4 packed
 	} {
 		art := exporttest.Artifacts(t, c.model)
 		man, err := manifest.ReadManifest(art)
@@ -158,21 +160,12 @@ func nodesPerLayer(t *testing.T, art string, ad *Adapter, fuse bool) map[string]
 
 // TestFuseRefusals: where q, k and v cannot be one MatMulNBits the export writes three,
 // says why in a note, and still fuses the rest: block sizes that differ, the LoRA as graph
-// inputs (onnx-adapter: PEFT's tensor names per target), a merged adapter (float MatMuls);
-// --fuse=false and the concat layout fuse nothing.
+// inputs (onnx-adapter: PEFT's tensor names per target), a merged adapter (float MatMuls),
+// a double-quantized NF4 absmax; --fuse=false and the concat layout fuse nothing.
 func TestFuseRefusals(t *testing.T) {
-	art := exporttest.Artifacts(t, "llama32")
-	man, err := manifest.ReadManifest(art)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path, _ := exporttest.RandomAdapter(t, man, filepath.Join(t.TempDir(), "run"), 5)
-	ad, err := LoadAdapter(path, man)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, c := range []struct {
 		name    string
+		model   string
 		edit    func(*Source)
 		mode    LoRAMode
 		kv      string
@@ -180,15 +173,26 @@ func TestFuseRefusals(t *testing.T) {
 		applied []string
 		note    string
 	}{
-		{"block sizes", setAttr("model.layers.0.self_attn.k_proj", "block_size", 64), LoRASeparate, KVShared, true,
+		{"block sizes", "llama32", setAttr("model.layers.0.self_attn.k_proj", "block_size", 64), LoRASeparate, KVShared, true,
 			[]string{FuseLoRA, FuseQKV, FuseSkipNorm}, "differ in block_size (32, 64, 32)"},
-		{"zero points", addZeroPoints("model.layers.1.self_attn.v_proj"), LoRANone, KVShared, true,
+		{"zero points", "llama32", addZeroPoints("model.layers.1.self_attn.v_proj"), LoRANone, KVShared, true,
 			[]string{FuseQKV, FuseSkipNorm}, "some have zero points"},
-		{"onnx-adapter", nil, LoRAInputs, KVShared, true, []string{FuseSkipNorm}, "onnx-adapter"},
-		{"merged", nil, LoRAMerged, KVShared, true, []string{FuseSkipNorm}, "--merge"},
-		{"fuse off", nil, LoRASeparate, KVShared, false, nil, ""},
-		{"concat", nil, LoRASeparate, KVConcat, true, nil, ""},
+		{"onnx-adapter", "llama32", nil, LoRAInputs, KVShared, true, []string{FuseSkipNorm}, "onnx-adapter"},
+		{"merged", "llama32", nil, LoRAMerged, KVShared, true, []string{FuseSkipNorm}, "--merge"},
+		{"double-quantized", "default-nf4-dq", nil, LoRASeparate, KVShared, true, []string{FuseLoRA, FuseSkipNorm}, "double-quantized"},
+		{"fuse off", "llama32", nil, LoRASeparate, KVShared, false, nil, ""},
+		{"concat", "llama32", nil, LoRASeparate, KVConcat, true, nil, ""},
 	} {
+		art := exporttest.Artifacts(t, c.model)
+		man, err := manifest.ReadManifest(art)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path, _ := exporttest.RandomAdapter(t, man, filepath.Join(t.TempDir(), "run"), 5)
+		ad, err := LoadAdapter(path, man)
+		if err != nil {
+			t.Fatal(err)
+		}
 		s, err := Open(art, "")
 		if err != nil {
 			t.Fatal(err)
