@@ -36,7 +36,7 @@ and v are one MatMulNBits feeding GroupQueryAttention's packed-QKV form, the LoR
 that read one input share one low-rank A product (α/r folded into B; one MatMul and Add per
 base output), and each residual Add and the RMSNorm after it are one
 SkipSimplifiedLayerNormalization. Where q, k and v cannot be one node (different block sizes
-or zero points, NF4/FP4 bases, --merge, --format onnx-adapter) they stay three and a note
+or zero points, a double-quantized NF4/FP4 absmax, --merge, --format onnx-adapter) they stay three and a note
 says why. The fusions applied are printed and recorded in model.onnx's metadata (ortq.fused),
 which ortq generate and bench generate report.
 
