@@ -55,7 +55,9 @@ type GenerateFigures struct {
 	PromptTokens int    `json:"prompt_tokens"` // per row
 	NewTokens    int    `json:"new_tokens"`    // per row
 	KVCache      string `json:"kv_cache,omitempty"`
-	CUDAGraph    bool   `json:"cuda_graph"`
+	// Fused is the export's decode-graph fusions (generate.Model.Fused).
+	Fused     string `json:"fused,omitempty"`
+	CUDAGraph bool   `json:"cuda_graph"`
 	// PrefillTokensPerSec is prompt tokens (all rows) over the prefill's wall time, which
 	// TimeToFirstTokenMS is (the first new token of every row included), mean over runs.
 	PrefillTokensPerSec Float `json:"prefill_tokens_per_second"`
@@ -153,7 +155,7 @@ func measureGenerate(m *generate.Model, c GenerateConfig, mon *monitor, label st
 		return nil, err
 	}
 	decode := perSecond(sum.NewTokens-c.Batch*c.Runs, sum.Decode)
-	f := &GenerateFigures{Batch: c.Batch, PromptTokens: c.PromptTokens, NewTokens: c.NewTokens, KVCache: m.KVCache(), CUDAGraph: m.Captured(),
+	f := &GenerateFigures{Batch: c.Batch, PromptTokens: c.PromptTokens, NewTokens: c.NewTokens, KVCache: m.KVCache(), Fused: m.Fused(), CUDAGraph: m.Captured(),
 		PrefillTokensPerSec: Float(perSecond(sum.PromptTokens, sum.Prefill)),
 		TimeToFirstTokenMS:  Float(float64(sum.Prefill) / float64(time.Millisecond) / float64(c.Runs)),
 		DecodeTokensPerSec:  Float(decode), TokenLatency: lat}

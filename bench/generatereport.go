@@ -26,7 +26,7 @@ func GenerateSummary(r *Result, peers Peers) string {
 				gpu = fmt.Sprintf("%s (%s)", fbytes(v), src)
 			}
 			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %v | %s | %s | %s | %s / %s | %s | %s |\n", mdEscape(res.Tool), g.Batch, g.PromptTokens, g.NewTokens,
-				orDefault(g.KVCache, "–"), g.CUDAGraph, ftps(g.PrefillTokensPerSec), fnum(g.TimeToFirstTokenMS, 1), ftps(g.DecodeTokensPerSec),
+				kvCell(g), g.CUDAGraph, ftps(g.PrefillTokensPerSec), fnum(g.TimeToFirstTokenMS, 1), ftps(g.DecodeTokensPerSec),
 				fnum(g.TokenLatency.P50MS, 2), fnum(g.TokenLatency.P95MS, 2), gpu, fbytes(p.PeakRSSBytes))
 		}
 	}
@@ -72,4 +72,13 @@ func WriteGenerateMarkdown(path string, r *Result, peers Peers) error {
 		return err
 	}
 	return fsutil.WriteFileAtomic(path, 0o644, func(w *bufio.Writer) error { _, err := w.WriteString(md); return err })
+}
+
+// kvCell is the KV-cache column: the layout, and the decode graph's fusions where the
+// export recorded them.
+func kvCell(g *GenerateFigures) string {
+	if g.Fused == "" {
+		return orDefault(g.KVCache, "–")
+	}
+	return orDefault(g.KVCache, "–") + " (fused: " + g.Fused + ")"
 }

@@ -37,7 +37,10 @@ type Options struct {
 	Tokenizer string // tokenizer.json ("" = beside config.json)
 	// KVCache is the cache layout: KVConcat ("" too) or KVShared (gqa.go).
 	KVCache string
-	Force   bool
+	// NoFuse writes the shared layout's decode graph unfused (--fuse=false, for an A/B):
+	// three q/k/v MatMulNBits, four LoRA nodes per target, separate residual Adds.
+	NoFuse bool
+	Force  bool
 }
 
 // Result says what Run wrote.
@@ -46,6 +49,10 @@ type Result struct {
 	Files    []string
 	Mode     LoRAMode
 	Warnings []string
+	// Fused lists the fusions of the decode graph (FuseQKV, ...; shared layout only) and
+	// FuseNotes why some were left out.
+	Fused     []string
+	FuseNotes []string
 }
 
 // Run writes the inference model into opts.Out, built in a temporary sibling directory and
@@ -79,7 +86,7 @@ func Run(o Options) (*Result, error) {
 	case o.Format == FormatONNXAdapter:
 		mode = LoRAInputs
 	}
-	m, err := BuildLayout(s, ad, mode, o.KVCache)
+	m, fz, err := BuildLayout(s, ad, mode, o.KVCache, !o.NoFuse)
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +100,7 @@ func Run(o Options) (*Result, error) {
 		return nil, err
 	}
 	res.Warnings = append(res.Warnings, slow...)
+	res.Fused, res.FuseNotes = fz.Applied, fz.Notes
 	return res, nil
 }
 

@@ -54,6 +54,7 @@ type builder struct {
 	merged  map[string]*onnxpb.TensorProto
 	pastLen string // scalar int64: cached positions (concat layout)
 	shared  bool   // KVShared layout (gqa.go)
+	fz      fusion // the fused decode graph (fuse.go)
 }
 
 func cloneModel(p *onnxpb.ModelProto) *onnxpb.ModelProto { return proto.Clone(p).(*onnxpb.ModelProto) }
@@ -63,15 +64,24 @@ func sym(dt int32, dims ...string) *onnxpb.TypeProto { return ortgraph.SymTensor
 // Build returns the KV-cache decoder for s with adapter ad (nil: base only) in mode, in the
 // concat layout.
 func Build(s *Source, ad *Adapter, mode LoRAMode) (*ortgraph.Model, error) {
-	return BuildLayout(s, ad, mode, KVConcat)
+	m, _, err := BuildLayout(s, ad, mode, KVConcat, false)
+	return m, err
 }
 
-// BuildLayout is Build with the KV-cache layout kv (KVConcat or KVShared). The model's Dir
-// is the artifacts directory, so copied initializers resolve into weights.bin.
-func BuildLayout(s *Source, ad *Adapter, mode LoRAMode, kv string) (*ortgraph.Model, error) {
+// Fusions says which fusions of the shared layout's decode graph (fuse.go) a build applied
+// (FuseQKV, FuseLoRA, FuseSkipNorm) and why it left others out.
+type Fusions struct {
+	Applied []string
+	Notes   []string
+}
+
+// BuildLayout is Build with the KV-cache layout kv (KVConcat or KVShared); fuse writes the
+// shared layout's fused decode graph (fuse.go; the concat layout is never fused). The
+// model's Dir is the artifacts directory, so copied initializers resolve into weights.bin.
+func BuildLayout(s *Source, ad *Adapter, mode LoRAMode, kv string, fuse bool) (*ortgraph.Model, Fusions, error) {
 	if kv == KVShared {
 		if err := checkShared(s); err != nil {
-			return nil, err
+			return nil, Fusions{}, err
 		}
 	}
 	if ad == nil {
@@ -87,17 +97,19 @@ func BuildLayout(s *Source, ad *Adapter, mode LoRAMode, kv string) (*ortgraph.Mo
 		mp.IrVersion = 10
 	}
 	m := &ortgraph.Model{P: mp, Dir: s.Eval.Dir}
-	b := &builder{s: s, g: ortgraph.NewGraph(m), dt: s.DType, ad: ad, mode: mode, used: map[string]bool{}, shared: kv == KVShared}
+	b := &builder{s: s, g: ortgraph.NewGraph(m), dt: s.DType, ad: ad, mode: mode, used: map[string]bool{}, shared: kv == KVShared,
+		fz: fusion{on: fuse && kv == KVShared, done: map[string]bool{}}}
 	if mode == LoRAMerged {
 		var err error
 		if b.merged, err = mergedWeights(s, ad); err != nil {
-			return nil, err
+			return nil, Fusions{}, err
 		}
 	}
 	if err := b.build(); err != nil {
-		return nil, err
+		return nil, Fusions{}, err
 	}
-	return m, nil
+	b.metadata()
+	return m, Fusions{Applied: b.fz.applied(), Notes: b.fz.notes}, nil
 }
 
 func (b *builder) build() error {
@@ -114,13 +126,14 @@ func (b *builder) build() error {
 	}
 	h := g.Add(ortgraph.NodeSpec{Op: "Gather", Inputs: []string{b.copyInit(b.s.Embed), InputIDs}, Attrs: []ortgraph.Attr{ortgraph.AInt("axis", 0)},
 		Name: "/model/embed_tokens/Gather"})[0]
+	d := ""
 	for l := 0; l < c.NumLayers; l++ {
 		var err error
-		if h, err = b.layer(l, h, cos, sin, mask); err != nil {
+		if h, d, err = b.layer(l, h, d, cos, sin, mask); err != nil {
 			return err
 		}
 	}
-	h = b.norm(2*c.NumLayers, h)
+	h, _ = b.addNorm(2*c.NumLayers, h, d)
 	y, err := b.linear("lm_head", h)
 	if err != nil {
 		return err
@@ -247,16 +260,30 @@ func (b *builder) base(l *passes.Linear, x string) (string, error) {
 
 // linear applies module mod (base and, unless merged, its LoRA update).
 func (b *builder) linear(mod, x string) (string, error) {
-	l := b.s.Linears[mod]
-	if l == nil {
-		return "", fmt.Errorf("eval graph: no Linear %s", mod)
-	}
-	y, err := b.base(l, x)
+	ys, err := b.linears(x, mod)
 	if err != nil {
 		return "", err
 	}
-	if b.mode == LoRANone || b.mode == LoRAMerged || !b.ad.Has(mod) {
-		return y, nil
+	return ys[0], nil
+}
+
+// linears applies modules mods, all reading x: their bases, then their LoRA updates
+// (fuse.go's lora: one shared A product when fusing).
+func (b *builder) linears(x string, mods ...string) ([]string, error) {
+	sinks := make([]sink, len(mods))
+	for i, mod := range mods {
+		l := b.s.Linears[mod]
+		if l == nil {
+			return nil, fmt.Errorf("eval graph: no Linear %s", mod)
+		}
+		y, err := b.base(l, x)
+		if err != nil {
+			return nil, err
+		}
+		sinks[i] = sink{y: y, mods: []string{mod}, cols: []int64{0}}
+		if b.ad.Has(mod) {
+			sinks[i].width = b.ad.Shape[mod][1][0]
+		}
 	}
-	return b.loraUpdate(mod, x, y), nil
+	return b.lora(x, sinks), nil
 }

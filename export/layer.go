@@ -9,44 +9,50 @@ import (
 )
 
 // layer is decoder layer l with its cache: attention over past+current keys, then the MLP.
-func (b *builder) layer(l int, h, cos, sin, mask string) (string, error) {
+// h is the residual stream and d the previous layer's MLP output still to be added to it
+// ("" before the first layer); it returns the new pair, so that the residual Add and the
+// norm after it can be one node (addNorm).
+func (b *builder) layer(l int, h, d, cos, sin, mask string) (string, string, error) {
 	g := b.g
 	mod := "model.layers." + strconv.Itoa(l)
-	x := b.norm(2*l, h)
-	var qkv [3]string
-	for i, k := range []string{"q_proj", "k_proj", "v_proj"} {
-		y, err := b.linear(mod+".self_attn."+k, x)
+	x, h := b.addNorm(2*l, h, d)
+	o, err := b.attention(l, mod+".self_attn", x, cos, sin, mask)
+	if err != nil {
+		return "", "", err
+	}
+	x, h = b.addNorm(2*l+1, h, o)
+	gu, err := b.linears(x, mod+".mlp.gate_proj", mod+".mlp.up_proj")
+	if err != nil {
+		return "", "", err
+	}
+	act := g.Op("Mul", []string{gu[0], g.Op("Sigmoid", []string{gu[0]})})
+	down, err := b.linear(mod+".mlp.down_proj", g.Op("Mul", []string{act, gu[1]}))
+	if err != nil {
+		return "", "", err
+	}
+	return h, down, nil
+}
+
+// attention is layer l's attention block (module attn) on the normed x, o_proj included.
+func (b *builder) attention(l int, attn, x, cos, sin, mask string) (string, error) {
+	mods := [3]string{attn + ".q_proj", attn + ".k_proj", attn + ".v_proj"}
+	var o string
+	if qkv, ok, err := b.packedQKV(mods, x); err != nil {
+		return "", err
+	} else if ok {
+		o = b.attentionShared(l, qkv, "", "")
+	} else {
+		ys, err := b.linears(x, mods[:]...)
 		if err != nil {
 			return "", err
 		}
-		qkv[i] = y
+		if b.shared {
+			o = b.attentionShared(l, ys[0], ys[1], ys[2])
+		} else {
+			o = b.attentionConcat(l, [3]string(ys), cos, sin, mask)
+		}
 	}
-	var o string
-	if b.shared {
-		o = b.attentionShared(l, qkv[0], qkv[1], qkv[2])
-	} else {
-		o = b.attentionConcat(l, qkv, cos, sin, mask)
-	}
-	o, err := b.linear(mod+".self_attn.o_proj", o)
-	if err != nil {
-		return "", err
-	}
-	h = g.Op("Add", []string{h, o})
-	x = b.norm(2*l+1, h)
-	gate, err := b.linear(mod+".mlp.gate_proj", x)
-	if err != nil {
-		return "", err
-	}
-	up, err := b.linear(mod+".mlp.up_proj", x)
-	if err != nil {
-		return "", err
-	}
-	act := g.Op("Mul", []string{gate, g.Op("Sigmoid", []string{gate})})
-	down, err := b.linear(mod+".mlp.down_proj", g.Op("Mul", []string{act, up}))
-	if err != nil {
-		return "", err
-	}
-	return g.Op("Add", []string{h, down}), nil
+	return b.linear(attn+".o_proj", o)
 }
 
 // attentionConcat is layer l's attention in the concat layout: heads, rotary, the cache

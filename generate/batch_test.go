@@ -17,11 +17,17 @@ import (
 // on the CPU.
 func openExport(t *testing.T, art, adapter, kv string) *Model {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "export-"+kv)
-	if _, err := export.Run(export.Options{Artifacts: art, Adapter: adapter, Out: out, KVCache: kv}); err != nil {
+	return openExportWith(t, export.Options{Artifacts: art, Adapter: adapter, KVCache: kv})
+}
+
+// openExportWith exports with o (its Out a temporary directory) and opens it on the CPU.
+func openExportWith(t *testing.T, o export.Options) *Model {
+	t.Helper()
+	o.Out = filepath.Join(t.TempDir(), "export-"+o.KVCache)
+	if _, err := export.Run(o); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Open(out, ortrun.Options{IntraOpThreads: 1})
+	m, err := Open(o.Out, ortrun.Options{IntraOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,20 +134,31 @@ func TestSharedSamplingMatchesConcat(t *testing.T) {
 
 // TestSharedFloat16: a float16 model (activations and cache float16, as on CUDA, where
 // GroupQueryAttention has float16 kernels only) decodes the same greedy ids from the shared
-// export as from the concat one.
+// export, fused (the default: packed QKV, packed LoRA, SkipSimplifiedLayerNormalization in
+// float16) and unfused, as from the concat one, base and with LoRA on every Linear kind.
 func TestSharedFloat16(t *testing.T) {
 	ortruntest.Lib(t)
 	art := exporttest.Artifacts(t, "llama32-fp16")
-	var ids [2][]int64
-	for i, kv := range []string{export.KVConcat, export.KVShared} {
-		m := openExport(t, art, "", kv)
-		s, _ := NewSampler(0, 0, 1, 0)
-		var err error
-		if ids[i], _, err = m.Generate([]int64{1, 17, 99, 4}, Options{MaxNewTokens: 12, Sampler: s}); err != nil {
-			t.Fatal(err)
-		}
+	man, err := manifest.ReadManifest(art)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !slices.Equal(ids[0], ids[1]) {
-		t.Errorf("float16 greedy ids: concat %v, shared %v", ids[0], ids[1])
+	adapter, _ := exporttest.RandomAdapter(t, man, filepath.Join(t.TempDir(), "run"), 6)
+	for _, ad := range []string{"", adapter} {
+		var ids [3][]int64
+		for i, o := range []export.Options{{KVCache: export.KVConcat}, {KVCache: export.KVShared}, {KVCache: export.KVShared, NoFuse: true}} {
+			o.Artifacts, o.Adapter = art, ad
+			m := openExportWith(t, o)
+			if want := map[bool]string{false: "lora,qkv,skip_norm", true: "none"}[o.NoFuse]; i > 0 && ad != "" && m.Fused() != want {
+				t.Errorf("NoFuse %v: Fused() %q, want %q", o.NoFuse, m.Fused(), want)
+			}
+			s, _ := NewSampler(0, 0, 1, 0)
+			if ids[i], _, err = m.Generate([]int64{1, 17, 99, 4}, Options{MaxNewTokens: 12, Sampler: s}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !slices.Equal(ids[0], ids[1]) || !slices.Equal(ids[0], ids[2]) {
+			t.Errorf("float16 greedy ids (lora %v): concat %v, shared fused %v, unfused %v", ad != "", ids[0], ids[1], ids[2])
+		}
 	}
 }

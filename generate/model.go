@@ -38,6 +38,8 @@ type Model struct {
 	captured bool
 	run      *batchRun // the last batch's buffers, reused by the next of the same size
 	graphs   int       // CUDA graph ids handed out
+	// fused: the export's decode-graph fusions (model metadata export.MetaFused).
+	fused string
 	// Notes say how the model runs (CUDA graph or why not), for standard error.
 	Notes []string
 }
@@ -73,6 +75,11 @@ func OpenWith(dir string, opts ortrun.Options, resident bool) (*Model, error) {
 		}
 	}
 	m.shared = cfg.Search.PastPresentShareBuff
+	for _, kv := range g.P.MetadataProps {
+		if kv.Key == export.MetaFused {
+			m.fused = kv.Value
+		}
+	}
 	if err := m.openSession(path, opts); err != nil {
 		m.removeTemp()
 		return nil, err
@@ -114,11 +121,15 @@ func (m *Model) openSession(path string, opts ortrun.Options) error {
 		return err
 	}
 	m.captured = opts.CUDAGraph
+	fused := ""
+	if m.fused != "" {
+		fused = "; fused: " + m.fused
+	}
 	switch {
 	case m.captured:
-		m.Notes = append(m.Notes, "decode step captured in a CUDA graph (shared KV cache, argmax on the device)")
+		m.Notes = append(m.Notes, "decode step captured in a CUDA graph (shared KV cache, argmax on the device"+fused+")")
 	case m.shared:
-		m.Notes = append(m.Notes, "decode step uncaptured (shared KV cache, argmax on the device)")
+		m.Notes = append(m.Notes, "decode step uncaptured (shared KV cache, argmax on the device"+fused+")")
 	}
 	return nil
 }
@@ -391,6 +402,11 @@ func (m *Model) KVCache() string {
 	}
 	return export.KVConcat
 }
+
+// Fused lists the decode graph's fusions as the export recorded them (export.MetaFused:
+// e.g. "lora,qkv,skip_norm", "none" for a shared export written with --fuse=false), ""
+// for a concat export or one written before fusing existed.
+func (m *Model) Fused() string { return m.fused }
 
 // Captured reports whether the decode step runs in a CUDA graph.
 func (m *Model) Captured() bool { return m.captured }

@@ -31,6 +31,15 @@ decodes it in batches and, on CUDA, in a CUDA graph; on CUDA GroupQueryAttention
 float16 graph (prepare a float16 model). The default, concat, returns past+new as a new
 present tensor each step.
 
+The shared layout's decode graph is fused (--fuse=false writes it unfused, for an A/B): q, k
+and v are one MatMulNBits feeding GroupQueryAttention's packed-QKV form, the LoRA targets
+that read one input share one low-rank A product (α/r folded into B; one MatMul and Add per
+base output), and each residual Add and the RMSNorm after it are one
+SkipSimplifiedLayerNormalization. Where q, k and v cannot be one node (different block sizes
+or zero points, a double-quantized NF4/FP4 absmax, --merge, --format onnx-adapter) they stay three and a note
+says why. The fusions applied are printed and recorded in model.onnx's metadata (ortq.fused),
+which ortq generate and bench generate report.
+
 Heads, head size and rotary frequencies come from the model's Hugging Face config.json: the
 one beside the source graph or in the checkpoint directory given to prepare, or --hf-config.`,
 		Args: cobra.NoArgs,
@@ -41,7 +50,7 @@ one beside the source graph or in the checkpoint directory given to prepare, or 
 			}
 			o := export.Options{Artifacts: v.GetString("artifacts"), Adapter: v.GetString("adapter"), Out: v.GetString("out"),
 				Merge: v.GetBool("merge"), Format: v.GetString("format"), HFConfig: v.GetString("hf-config"), Force: v.GetBool("force"),
-				KVCache: v.GetString("kv-cache")}
+				KVCache: v.GetString("kv-cache"), NoFuse: !v.GetBool("fuse")}
 			if o.Artifacts == "" {
 				return usageError{fmt.Errorf("--artifacts is required")}
 			}
@@ -60,7 +69,13 @@ one beside the source graph or in the checkpoint directory given to prepare, or 
 			for _, w := range res.Warnings {
 				fmt.Fprintln(os.Stderr, "warning:", w)
 			}
+			for _, n := range res.FuseNotes {
+				fmt.Fprintln(os.Stderr, "note:", n)
+			}
 			fmt.Printf("wrote %s: %s\n", res.Dir, strings.Join(res.Files, ", "))
+			if o.KVCache == export.KVShared {
+				fmt.Printf("decode graph fused: %s\n", orNone(res.Fused))
+			}
 			return nil
 		},
 	}
@@ -72,9 +87,19 @@ one beside the source graph or in the checkpoint directory given to prepare, or 
 	f.String("format", export.FormatONNX, "onnx: one model; onnx-adapter: base model with LoRA inputs + adapter.onnx_adapter")
 	f.String("kv-cache", export.KVConcat, "KV-cache layout: concat (present = past + new) or shared "+
 		"(fixed-length buffers written in place by GroupQueryAttention: batches and CUDA graphs in ortq generate)")
+	f.Bool("fuse", true, "--kv-cache shared: write the fused decode graph (q/k/v as one MatMulNBits into GroupQueryAttention's packed form, "+
+		"LoRA with α/r folded and one A product per input, residual Add + RMSNorm as SkipSimplifiedLayerNormalization); false: one node per op, for an A/B")
 	f.String("hf-config", "", "the model's Hugging Face config.json (default: found beside the model given to prepare)")
 	f.String("tokenizer", "", "tokenizer.json to ship (default: the one beside config.json; \"default\": the embedded model's)")
 	f.Bool("force", false, "replace an existing --out that holds an earlier export and nothing else (a run, another output or your files are refused)")
 	f.Bool("quiet", false, "no messages but errors")
 	return cmd
+}
+
+// orNone joins names with commas, "none" for none.
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
 }

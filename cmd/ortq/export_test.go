@@ -24,8 +24,9 @@ func runOut(t *testing.T, stdin string, args ...string) (string, error) {
 	return out.String(), err
 }
 
-// TestExportGenerateCLI: prepare → export (base, LoRA from lora_init, merged) → generate
-// prints text; greedy output is the same from --prompt and from standard input.
+// TestExportGenerateCLI: prepare → export (base, LoRA from lora_init, merged, onnx-adapter,
+// shared fused and --fuse=false) → generate prints text; greedy output is the same from
+// --prompt and from standard input.
 func TestExportGenerateCLI(t *testing.T) {
 	ortruntest.Lib(t)
 	dir := t.TempDir()
@@ -44,6 +45,7 @@ func TestExportGenerateCLI(t *testing.T) {
 		{"onnx-adapter", []string{"--adapter", init, "--format", "onnx-adapter"}},
 		{"shared", []string{"--kv-cache", "shared"}},
 		{"shared-onnx-adapter", []string{"--adapter", init, "--format", "onnx-adapter", "--kv-cache", "shared"}},
+		{"shared-unfused", []string{"--adapter", init, "--kv-cache", "shared", "--fuse=false"}},
 	} {
 		out := filepath.Join(dir, c.name)
 		if err := run(t, append([]string{"export", "--artifacts", art, "--out", out, "--quiet"}, c.args...)...); err != nil {
