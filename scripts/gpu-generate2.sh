@@ -8,7 +8,8 @@
 #      CUDA-graph decode equal the uncaptured decode's (--cuda-graph=false) token for token;
 #   3. transformers' generate on the same shape (fp16, SDPA), batch 1 and 8, as the peer;
 #   4. ortq bench generate, CUDA graph: batch 1 and batch 8 (128-token prompts), beside the peer;
-#   5. the baselines: batch 1 uncaptured, and the default concat export (the path before issue
+#   5. the baselines: batch 1 uncaptured, the shared export unfused (--fuse=false: one node per
+#      q/k/v, LoRA per target, Add + RMSNorm apart), and the default concat export (the path before issue
 #      24) with its ids beside the shared export's (another attention kernel: fp16 rounding may
 #      part them late; reported, not required);
 #   6. EXTRA=1: batch rows of different lengths against each prompt alone, and the
@@ -75,6 +76,8 @@ echo "| tool | batch | prompt | new | KV cache | CUDA graph | prefill tokens/s |
 bg b1 --model $W/e-shared --batch 1 $(peer 1); cp $W/b-b1/report.json "$OUT/bench-b1.json" 2>/dev/null
 bg b8 --model $W/e-shared --batch 8 $(peer 8); cp $W/b-b8/report.json "$OUT/bench-b8.json" 2>/dev/null
 bg b1-nograph --model $W/e-shared --batch 1 --cuda-graph=false
+export_kv unfused --kv-cache shared --fuse=false
+bg b1-unfused --model $W/e-unfused --batch 1
 export_kv concat
 gen concat --model $W/e-concat
 compare "info  shared export vs concat export:" graph concat
