@@ -226,7 +226,8 @@ func TestFuseRefusals(t *testing.T) {
 				meta = kv.Value
 			}
 		}
-		if want := map[bool]string{true: strings.Join(c.applied, ","), false: "none"}[len(c.applied) > 0]; c.kv == KVConcat && meta != "" || c.kv == KVShared && meta != want {
+		want := map[bool]string{true: strings.Join(c.applied, ","), false: "none"}[len(c.applied) > 0]
+		if c.kv == KVConcat && meta != "" || c.kv == KVShared && meta != want {
 			t.Errorf("%s: metadata %s = %q, want %q", c.name, MetaFused, meta, want)
 		}
 	}

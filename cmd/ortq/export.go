@@ -43,41 +43,7 @@ which ortq generate and bench generate report.
 Heads, head size and rotary frequencies come from the model's Hugging Face config.json: the
 one beside the source graph or in the checkpoint directory given to prepare, or --hf-config.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := options(cmd)
-			if err != nil {
-				return err
-			}
-			o := export.Options{Artifacts: v.GetString("artifacts"), Adapter: v.GetString("adapter"), Out: v.GetString("out"),
-				Merge: v.GetBool("merge"), Format: v.GetString("format"), HFConfig: v.GetString("hf-config"), Force: v.GetBool("force"),
-				KVCache: v.GetString("kv-cache"), NoFuse: !v.GetBool("fuse")}
-			if o.Artifacts == "" {
-				return usageError{fmt.Errorf("--artifacts is required")}
-			}
-			if o.Tokenizer, err = resolveTokenizer(v.GetString("tokenizer")); err != nil {
-				return err
-			}
-			release, err := lockReplaced(o.Out, v.GetBool("quiet"))
-			if err != nil {
-				return err
-			}
-			defer release()
-			res, err := export.Run(o)
-			if err != nil {
-				return err
-			}
-			for _, w := range res.Warnings {
-				fmt.Fprintln(os.Stderr, "warning:", w)
-			}
-			for _, n := range res.FuseNotes {
-				fmt.Fprintln(os.Stderr, "note:", n)
-			}
-			fmt.Printf("wrote %s: %s\n", res.Dir, strings.Join(res.Files, ", "))
-			if o.KVCache == export.KVShared {
-				fmt.Printf("decode graph fused: %s\n", orNone(res.Fused))
-			}
-			return nil
-		},
+		RunE: runExport,
 	}
 	f := cmd.Flags()
 	f.String("artifacts", "", "artifacts directory written by ortq prepare")
@@ -94,6 +60,44 @@ one beside the source graph or in the checkpoint directory given to prepare, or 
 	f.Bool("force", false, "replace an existing --out that holds an earlier export and nothing else (a run, another output or your files are refused)")
 	f.Bool("quiet", false, "no messages but errors")
 	return cmd
+}
+
+// runExport is export's command: the options from flags, the export under the output's lock,
+// then its warnings, fusion notes and files.
+func runExport(cmd *cobra.Command, _ []string) error {
+	v, err := options(cmd)
+	if err != nil {
+		return err
+	}
+	o := export.Options{Artifacts: v.GetString("artifacts"), Adapter: v.GetString("adapter"), Out: v.GetString("out"),
+		Merge: v.GetBool("merge"), Format: v.GetString("format"), HFConfig: v.GetString("hf-config"), Force: v.GetBool("force"),
+		KVCache: v.GetString("kv-cache"), NoFuse: !v.GetBool("fuse")}
+	if o.Artifacts == "" {
+		return usageError{fmt.Errorf("--artifacts is required")}
+	}
+	if o.Tokenizer, err = resolveTokenizer(v.GetString("tokenizer")); err != nil {
+		return err
+	}
+	release, err := lockReplaced(o.Out, v.GetBool("quiet"))
+	if err != nil {
+		return err
+	}
+	defer release()
+	res, err := export.Run(o)
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(os.Stderr, "warning:", w)
+	}
+	for _, n := range res.FuseNotes {
+		fmt.Fprintln(os.Stderr, "note:", n)
+	}
+	fmt.Printf("wrote %s: %s\n", res.Dir, strings.Join(res.Files, ", "))
+	if o.KVCache == export.KVShared {
+		fmt.Printf("decode graph fused: %s\n", orNone(res.Fused))
+	}
+	return nil
 }
 
 // orNone joins names with commas, "none" for none.
