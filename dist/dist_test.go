@@ -232,6 +232,10 @@ func child_(mode string) int {
 	select {
 	case <-g.Context().Done():
 		fmt.Fprintf(os.Stderr, "error: %v\n", g.Err())
+		var pe *PeerError
+		if errors.As(g.Err(), &pe) {
+			return ExitPeer
+		}
 		return 1
 	case <-time.After(20 * time.Second):
 		return 4
@@ -250,7 +254,7 @@ func TestLaunch(t *testing.T) {
 	}{
 		{"ok", 3, ""},
 		{"die", 3, "rank 1 exited with status 3: rank 1 failing on purpose"},
-		{"hang", 2, "rank 0 exited with status 1: error: rank 1 stopped answering"},
+		{"hang", 2, "error: rank 1 stopped answering (silent for"},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			var out, errs strings.Builder

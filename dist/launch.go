@@ -38,8 +38,8 @@ type LaunchSpec struct {
 // Launch runs the children until all have exited. SIGINT and SIGTERM are forwarded to
 // every child (each runs in its own process group, so a terminal's Ctrl-C reaches them once,
 // through the launcher). When a child exits non-zero, the others are given Timeout to stop
-// (their rendezvous tells them), then killed; the error names the first rank that failed and
-// the last line it wrote to standard error.
+// (their rendezvous tells them), then killed; the error names the first rank that failed on
+// its own (not with status ExitPeer) and the last line it wrote to standard error.
 func Launch(ctx context.Context, s LaunchSpec) error {
 	n := s.Procs
 	if s.GPUs != nil {
@@ -156,8 +156,9 @@ func watch(ctx context.Context, kids []*child, timeout time.Duration) error {
 			exits <- exit{k.rank, k.cmd.Wait()}
 		}()
 	}
-	var first error
+	var first, firstPeer error // the first failure; the first of a rank another took down
 	var deadline <-chan time.Time
+	killed := false
 	for left := len(kids); left > 0; {
 		select {
 		case sig := <-sigs:
@@ -171,16 +172,35 @@ func watch(ctx context.Context, kids []*child, timeout time.Duration) error {
 			}
 		case e := <-exits:
 			left--
-			if e.err != nil && first == nil {
-				first = kids[e.rank].failure(e.err)
+			if e.err == nil {
+				continue
+			}
+			if first == nil && firstPeer == nil {
 				deadline = time.After(timeout)
+			}
+			var ee *exec.ExitError
+			switch {
+			case errors.As(e.err, &ee) && ee.ExitCode() == ExitPeer:
+				if firstPeer == nil {
+					firstPeer = kids[e.rank].peerFailure()
+				}
+			case killed:
+				// Killed by the launcher after the deadline: another's failure is the story.
+				if firstPeer == nil {
+					firstPeer = fmt.Errorf("rank %d did not stop within %v of a failure and was killed", e.rank, timeout)
+				}
+			case first == nil:
+				first = kids[e.rank].failure(e.err)
 			}
 		case <-deadline:
 			for _, k := range kids {
 				k.signal(syscall.SIGKILL)
 			}
-			deadline = nil
+			deadline, killed = nil, true
 		}
+	}
+	if first == nil {
+		return firstPeer
 	}
 	return first
 }
@@ -215,6 +235,17 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// peerFailure is the error of a child that stopped because another rank failed: its last
+// line names that rank.
+func (c *child) peerFailure() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == "" {
+		return fmt.Errorf("rank %d stopped because another rank failed", c.rank)
+	}
+	return fmt.Errorf("%s (reported by rank %d)", c.last, c.rank)
 }
 
 // freePort asks the kernel for a free TCP port on the loopback interface.

@@ -38,6 +38,7 @@ type Group struct {
 	ln          net.Listener
 	peers       []*peer // rank 0: one per other rank (index rank−1); others: rank 0's
 	closing     atomic.Bool
+	failed      atomic.Bool
 	stop        chan struct{}
 	wg          sync.WaitGroup
 }

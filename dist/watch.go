@@ -38,7 +38,7 @@ func (g *Group) start() {
 					continue
 				}
 				if silent := time.Since(time.Unix(0, p.last.Load())); silent > g.timeout {
-					g.fail(fmt.Errorf("rank %d stopped answering (silent for %v, --dist-timeout %v)", p.rank, silent.Round(time.Millisecond), g.timeout))
+					g.fail(peerf("rank %d stopped answering (silent for %v, --dist-timeout %v)", p.rank, silent.Round(time.Millisecond), g.timeout))
 					return
 				}
 				g.send(p, frameBeat, nil)
@@ -54,14 +54,14 @@ func (g *Group) read(p *peer) {
 		f, err := readFrame(p.conn)
 		if err != nil {
 			if !p.quit.Load() && !g.closing.Load() {
-				g.fail(fmt.Errorf("rank %d exited or lost its connection (%v)", p.rank, err))
+				g.fail(peerf("rank %d exited or lost its connection (%v)", p.rank, err))
 			}
 			return
 		}
 		p.last.Store(time.Now().UnixNano())
 		switch f.typ {
 		case frameAbort:
-			g.fail(errors.New(string(f.data)))
+			g.fail(&PeerError{string(f.data)})
 			return
 		case frameQuit:
 			p.quit.Store(true)
@@ -82,18 +82,30 @@ func (g *Group) send(p *peer, typ byte, data []byte) error {
 	return writeFrame(p.conn, typ, data)
 }
 
-// fail ends the run for this rank with err; rank 0 tells every other rank why.
+// ExitPeer is the exit status of a rank that stops because another rank failed (a
+// PeerError), so that the launcher names the rank that failed first, not one it took down.
+const ExitPeer = 75
+
+// PeerError is why a rank stopped when another rank failed or stopped answering.
+type PeerError struct{ Msg string }
+
+func (e *PeerError) Error() string { return e.Msg }
+
+// fail ends the run for this rank with err; rank 0 tells every other rank why, before
+// this rank's Context ends (after which the process may exit at once).
 func (g *Group) fail(err error) {
-	if g.ctx.Err() != nil || g.closing.Load() {
+	if g.closing.Load() || g.failed.Swap(true) {
 		return
 	}
-	g.cancel(err)
 	if g.Rank == 0 {
 		for _, p := range g.peers {
 			g.send(p, frameAbort, []byte(err.Error()))
 		}
 	}
+	g.cancel(err)
 }
+
+func peerf(format string, a ...any) error { return &PeerError{fmt.Sprintf(format, a...)} }
 
 // Context is cancelled, with Err as its cause, when another rank fails or stops answering.
 func (g *Group) Context() context.Context { return g.ctx }
