@@ -118,11 +118,12 @@ func (g *Group) Err() error {
 	return context.Cause(g.ctx)
 }
 
-// Abort stops the run on every rank with err (which should name this rank); rank 0 passes
-// it on, the others' connections close.
+// Abort stops the run on every rank with err, which it prefixes with this rank; rank 0
+// passes it on to the others.
 func (g *Group) Abort(err error) {
+	err = fmt.Errorf("rank %d: %w", g.Rank, err)
 	if g.Rank != 0 && len(g.peers) == 1 && g.ctx.Err() == nil {
-		g.send(g.peers[0], frameAbort, fmt.Appendf(nil, "rank %d: %v", g.Rank, err))
+		g.send(g.peers[0], frameAbort, []byte(err.Error()))
 	}
 	g.fail(err)
 }

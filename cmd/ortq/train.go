@@ -100,6 +100,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Int("log-every", 10, "append host/system/GPU memory and progress to <out>/run.jsonl every N steps and at memory peaks (0: off)")
 	addReliabilityFlags(f)
 	addSampleFlags(f)
+	addDistFlags(f)
 	return cmd
 }
 
@@ -313,7 +314,10 @@ func sessionOptions(v *viper.Viper) (ortrun.Options, error) {
 
 // runTrain is `ortq train`. Signals are handled from the start, so one during loading (ONNX
 // Runtime, the tokenizer, the data) is reported instead of killing the process unannounced.
-func runTrain(v *viper.Viper) error {
+func runTrain(v *viper.Viper) (err error) {
+	if launched, err := launchTrain(v); launched { // --nproc-per-node: the ranks do the rest
+		return err
+	}
 	ctx, stop := interruptContext()
 	defer stop()
 	if startupHook != nil {
@@ -323,6 +327,11 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
+	rank, err := distSetup(v, &f) // nil unless a rank of a data-parallel run over processes
+	if err != nil {
+		return err
+	}
+	defer func() { err = rank.finish(err) }()
 	lock, err := claimOut(f.out, v)
 	if err != nil {
 		return err
@@ -333,10 +342,14 @@ func runTrain(v *viper.Viper) error {
 		return err
 	}
 	defer train.CloseEngines(engines)
+	if ctx, err = rank.connect(ctx, engines); err != nil {
+		return err
+	}
 	ds, cfg, err := trainConfig(v, f, engines)
 	if err != nil {
 		return err
 	}
+	rank.configure(&cfg, engines)
 	if s, ok := cfg.Sampler.(*trainSampler); ok {
 		defer s.Close()
 	}

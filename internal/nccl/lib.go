@@ -53,7 +53,11 @@ type Lib struct {
 // nvidia-nccl-cu12/-cu13 (as PyTorch installs it) under $VIRTUAL_ENV, $CONDA_PREFIX,
 // ~/.local and the system's Python, and the system's library directories.
 func FindLibrary(explicit string) (string, error) {
-	for _, c := range []struct{ p, from string }{{explicit, "--nccl-lib"}, {os.Getenv(EnvLib), "$" + EnvLib}} {
+	from := "--nccl-lib"
+	if explicit != "" && explicit == os.Getenv(EnvLib) {
+		from = "$" + EnvLib // the flag's variable, as viper passes it on
+	}
+	for _, c := range []struct{ p, from string }{{explicit, from}, {os.Getenv(EnvLib), "$" + EnvLib}} {
 		if c.p == "" {
 			continue
 		}
