@@ -222,6 +222,9 @@ func child_(mode string) int {
 	case mode == "hang" && c.Rank == 1:
 		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 	case mode == "ok":
+		if os.Getenv("RANK") == "0" {
+			fmt.Printf("world %d\n", c.WorldSize)
+		}
 		if err := g.Agree(context.Background(), 1, 42); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -275,5 +278,33 @@ func TestLaunch(t *testing.T) {
 				t.Fatalf("Launch: %v; want one line containing %q\nstderr:\n%s", err, tc.want, errs.String())
 			}
 		})
+	}
+}
+
+// TestLaunchTwoHosts: two launchers standing in for two hosts (--nnodes 2), two ranks each,
+// make one run of four ranks through the first host's rendezvous.
+func TestLaunchTwoHosts(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := localAddr(t)
+	var outs [2]strings.Builder
+	var errs [2]error
+	var wg sync.WaitGroup
+	for node := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[node] = Launch(context.Background(), LaunchSpec{Exe: exe, Procs: 2, Nodes: 2, NodeRank: node, MasterAddr: addr, Timeout: 2 * time.Second,
+				Stdout: &outs[node], Env: []string{"DIST_TEST_CHILD=ok"}})
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil || !strings.Contains(outs[0].String(), "world 4") {
+		t.Fatalf("host 0: %v %q; host 1: %v %q", errs[0], outs[0].String(), errs[1], outs[1].String())
+	}
+	if err := Launch(context.Background(), LaunchSpec{Exe: exe, Procs: 2, Nodes: 2, NodeRank: 1}); err == nil || !strings.Contains(err.Error(), "needs --master-addr") {
+		t.Errorf("two hosts without an address: %v", err)
 	}
 }

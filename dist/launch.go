@@ -25,7 +25,10 @@ type LaunchSpec struct {
 	// (each child then sees its GPU as cuda:0); nil: Procs children, no pinning.
 	GPUs  []int
 	Procs int
-	// MasterAddr is rank 0's rendezvous (default: 127.0.0.1 and a free port).
+	// Nodes and NodeRank place this host among several (torchrun's --nnodes, --node-rank):
+	// its children are ranks NodeRank·n … NodeRank·n + n − 1 of Nodes·n. Zero Nodes: one.
+	Nodes, NodeRank int
+	// MasterAddr is rank 0's rendezvous (default on one host: 127.0.0.1 and a free port).
 	MasterAddr string
 	Timeout    time.Duration // how long the others may take to stop after a child failed
 	// Stdout receives rank 0's standard output; Stderr every rank's standard error, the lines
@@ -48,7 +51,14 @@ func Launch(ctx context.Context, s LaunchSpec) error {
 	if n < 1 {
 		return errors.New("launch: no processes to start")
 	}
+	nodes := max(1, s.Nodes)
+	if s.NodeRank < 0 || s.NodeRank >= nodes {
+		return fmt.Errorf("--node-rank %d: want 0 to %d for --nnodes %d", s.NodeRank, nodes-1, nodes)
+	}
 	addr := s.MasterAddr
+	if addr == "" && nodes > 1 {
+		return fmt.Errorf("--nnodes %d needs --master-addr host:port, the first host's address and a free port", nodes)
+	}
 	if addr == "" {
 		port, err := freePort()
 		if err != nil {
@@ -77,9 +87,9 @@ func Launch(ctx context.Context, s LaunchSpec) error {
 			}
 			env, local = append(env, "CUDA_VISIBLE_DEVICES="+gpu), 0
 		}
-		env = append(env, "RANK="+strconv.Itoa(r), "WORLD_SIZE="+strconv.Itoa(n), "LOCAL_RANK="+strconv.Itoa(local),
+		env = append(env, "RANK="+strconv.Itoa(s.NodeRank*n+r), "WORLD_SIZE="+strconv.Itoa(nodes*n), "LOCAL_RANK="+strconv.Itoa(local),
 			"LOCAL_WORLD_SIZE="+strconv.Itoa(n), "MASTER_ADDR="+host, "MASTER_PORT="+port)
-		kids[r] = &child{rank: r}
+		kids[r] = &child{rank: s.NodeRank*n + r}
 		if err := kids[r].start(s, env); err != nil {
 			for _, k := range kids[:r] {
 				k.kill()
@@ -140,8 +150,8 @@ func (c *child) signal(sig syscall.Signal) { syscall.Kill(-c.cmd.Process.Pid, si
 func (c *child) kill()                     { c.signal(syscall.SIGKILL); c.cmd.Wait() }
 
 type exit struct {
-	rank int
-	err  error
+	k   *child
+	err error
 }
 
 // watch waits for the children, forwarding signals, and stops them all after a failure.
@@ -153,7 +163,7 @@ func watch(ctx context.Context, kids []*child, timeout time.Duration) error {
 	for _, k := range kids {
 		go func() {
 			k.out.Wait() // its standard error is read to the end before Wait closes the pipe
-			exits <- exit{k.rank, k.cmd.Wait()}
+			exits <- exit{k, k.cmd.Wait()}
 		}()
 	}
 	var first, firstPeer error // the first failure; the first of a rank another took down
@@ -182,15 +192,15 @@ func watch(ctx context.Context, kids []*child, timeout time.Duration) error {
 			switch {
 			case errors.As(e.err, &ee) && ee.ExitCode() == ExitPeer:
 				if firstPeer == nil {
-					firstPeer = kids[e.rank].peerFailure()
+					firstPeer = e.k.peerFailure()
 				}
 			case killed:
 				// Killed by the launcher after the deadline: another's failure is the story.
 				if firstPeer == nil {
-					firstPeer = fmt.Errorf("rank %d did not stop within %v of a failure and was killed", e.rank, timeout)
+					firstPeer = fmt.Errorf("rank %d did not stop within %v of a failure and was killed", e.k.rank, timeout)
 				}
 			case first == nil:
-				first = kids[e.rank].failure(e.err)
+				first = e.k.failure(e.err)
 			}
 		case <-deadline:
 			for _, k := range kids {

@@ -25,6 +25,8 @@ const envLaunched = "ORTQ_LAUNCHED_RANK"
 func addDistFlags(f *pflag.FlagSet) {
 	f.String("nproc-per-node", "", "data parallelism through NCCL, one process per GPU: start N ranks on this host (\"all\": one per GPU of "+
 		"--device, e.g. cuda:all), each pinned to its GPU with CUDA_VISIBLE_DEVICES; see docs/distributed.md")
+	f.Int("nnodes", 1, "with --nproc-per-node: the number of hosts of the run, each launching its own ranks")
+	f.Int("node-rank", 0, "with --nproc-per-node and --nnodes: this host's place, 0 (the host of --master-addr) to nnodes−1")
 	f.Int("rank", -1, "this process's rank in a data-parallel run started by hand or by another launcher (default: $RANK)")
 	f.Int("world-size", -1, "the number of ranks of the run (default: $WORLD_SIZE); with it each process trains on one GPU (--device cuda: cuda:$LOCAL_RANK)")
 	f.String("master-addr", "", "host:port where rank 0 listens for the others (default: $MASTER_ADDR:$MASTER_PORT; with --nproc-per-node: a free local port)")
@@ -84,8 +86,9 @@ func launchTrain(v *viper.Viper) (handled bool, err error) {
 	if err != nil {
 		return true, err
 	}
-	args := append(dropFlags(os.Args[1:], "nproc-per-node", "device"), "--device", "cuda:0")
+	args := append(dropFlags(os.Args[1:], "nproc-per-node", "device", "nnodes", "node-rank"), "--device", "cuda:0")
 	err = dist.Launch(context.Background(), dist.LaunchSpec{Exe: exe, Args: args, GPUs: gpus, MasterAddr: v.GetString("master-addr"),
+		Nodes: v.GetInt("nnodes"), NodeRank: v.GetInt("node-rank"),
 		Timeout: v.GetDuration("dist-timeout"), Stdout: os.Stdout, Stderr: os.Stderr, Env: []string{envLaunched + "=1"}})
 	return true, err
 }

@@ -33,9 +33,10 @@ const (
 // ErrLibraryNotFound is wrapped by FindLibrary's error when no libnccl.so.2 was found.
 var ErrLibraryNotFound = errors.New("NCCL library not found")
 
-// cudartNames are the CUDA runtime's sonames, newest first; one already loaded (by ONNX
-// Runtime's CUDA provider) is preferred, so that NCCL and ONNX Runtime share one runtime.
-var cudartNames = []string{"libcudart.so.13", "libcudart.so.12", "libcudart.so"}
+// CUDARuntimes are the CUDA runtime's sonames Open tries, newest first; one already loaded
+// (by ONNX Runtime's CUDA provider) is preferred, so that NCCL and ONNX Runtime share one
+// runtime. Tests elsewhere set a stand-in's path.
+var CUDARuntimes = []string{"libcudart.so.13", "libcudart.so.12", "libcudart.so"}
 
 // UniqueID is ncclUniqueId: rank 0 makes it, every rank needs it to join the communicator.
 type UniqueID [UniqueIDBytes]byte
@@ -96,7 +97,7 @@ func FindLibrary(explicit string) (string, error) {
 }
 
 // Open loads NCCL from path (FindLibrary's) and the CUDA runtime beside it.
-func Open(path string) (*Lib, error) { return open(path, cudartNames) }
+func Open(path string) (*Lib, error) { return open(path, CUDARuntimes) }
 
 func open(path string, cudart []string) (*Lib, error) {
 	l := &Lib{c: (*C.ortq_nccl)(C.calloc(1, C.sizeof_ortq_nccl)), Path: path}
