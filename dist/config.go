@@ -83,7 +83,8 @@ func Resolve(f Flags, lookup func(string) (string, bool), timeout time.Duration)
 	return c, true, c.Check()
 }
 
-// envMaster is MASTER_ADDR:MASTER_PORT ("" when MASTER_ADDR is unset).
+// envMaster is MASTER_ADDR:MASTER_PORT ("" when MASTER_ADDR is unset), under torchrun
+// ($TORCHELASTIC_RUN_ID set) MASTER_PORT+1.
 func envMaster(lookup func(string) (string, bool)) (string, error) {
 	host, _ := lookup("MASTER_ADDR")
 	port, _ := lookup("MASTER_PORT")
@@ -93,6 +94,14 @@ func envMaster(lookup func(string) (string, bool)) (string, error) {
 		return "", nil
 	case host == "" || port == "":
 		return "", errors.New("$MASTER_ADDR and $MASTER_PORT go together: set both or neither")
+	}
+	if _, torchrun := lookup("TORCHELASTIC_RUN_ID"); torchrun {
+		// torchrun's agent holds its own store on MASTER_PORT: ortq's rendezvous takes the next.
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 1 || p >= 65535 {
+			return "", fmt.Errorf("$MASTER_PORT=%q: want a port below 65535", port)
+		}
+		port = strconv.Itoa(p + 1)
 	}
 	return net.JoinHostPort(host, port), nil
 }

@@ -26,6 +26,8 @@ func TestResolve(t *testing.T) {
 		{name: "not distributed", flags: unset},
 		{name: "torchrun", flags: unset, env: map[string]string{"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"},
 			want: Config{Rank: 1, WorldSize: 4, LocalRank: 1, MasterAddr: "10.0.0.1:29500", Timeout: time.Second}, ok: true},
+		{name: "under torchrun", flags: unset, env: map[string]string{"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x"},
+			want: Config{WorldSize: 2, MasterAddr: "h:29501", Timeout: time.Second}, ok: true},
 		{name: "flags", flags: Flags{Rank: 0, WorldSize: 2, MasterAddr: "h:1"}, want: Config{WorldSize: 2, MasterAddr: "h:1", Timeout: time.Second}, ok: true},
 		{name: "flag agrees with env", flags: Flags{Rank: 1, WorldSize: 2, MasterAddr: "h:1"}, env: map[string]string{"RANK": "1"},
 			want: Config{Rank: 1, WorldSize: 2, MasterAddr: "h:1", Timeout: time.Second}, ok: true},
