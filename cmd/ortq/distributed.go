@@ -170,6 +170,7 @@ func (d *distRun) privateOut(v *viper.Viper, f *trainSetup) error {
 		}
 		d.resume = dirs[len(dirs)-1]
 	}
+	v.Set("sample-prompt", []string{}) // rank 0 samples; no other rank exports a decoder
 	tmp, err := os.MkdirTemp("", fmt.Sprintf("ortq-rank%d-", d.cfg.Rank))
 	if err != nil {
 		return err
@@ -209,7 +210,7 @@ func (d *distRun) configure(cfg *train.Config, engines []*train.Engine) {
 	}
 	cfg.Device = fmt.Sprintf("%s on each of %d ranks", cfg.Device, d.cfg.WorldSize)
 	if d.cfg.Rank > 0 {
-		cfg.Quiet, cfg.LogEvery, cfg.Sampler = true, 0, nil
+		cfg.Quiet, cfg.LogEvery = true, 0
 		if d.resume != "" {
 			cfg.Resume = d.resume
 		}
