@@ -35,6 +35,10 @@ func addDistFlags(f *pflag.FlagSet) {
 	f.String("nccl-lib", "", "path of libnccl.so.2 (default: $"+nccl.EnvLib+", then $LD_LIBRARY_PATH, Python's nvidia/nccl/lib and the system's library directories)")
 }
 
+// distAllowCPU lets a rank train on the CPU: set by tests, which run ranks on a stand-in
+// NCCL whose "device" memory is host memory.
+var distAllowCPU = false
+
 // distRun is a rank's part of a data-parallel run over processes (nil: not one).
 type distRun struct {
 	cfg     dist.Config
@@ -132,7 +136,7 @@ func distSetup(v *viper.Viper, f *trainSetup) (*distRun, error) {
 		f.devs[0] = "cuda:" + strconv.Itoa(c.LocalRank)
 	}
 	p, id, _ := ortrun.ParseDevice(f.devs[0])
-	if len(f.devs) != 1 || p != "cuda" {
+	if len(f.devs) != 1 || p != "cuda" && !(distAllowCPU && p == "cpu") {
 		return nil, usageError{fmt.Errorf("--world-size %d: each rank trains on one GPU: pass --device cuda (cuda:$LOCAL_RANK) or cuda:N, not %q",
 			c.WorldSize, strings.Join(f.devs, ","))}
 	}
@@ -215,6 +219,17 @@ func (d *distRun) configure(cfg *train.Config, engines []*train.Engine) {
 			cfg.Resume = d.resume
 		}
 	}
+}
+
+// cause is the run's error: another rank's failure when there was one (train.Run sees it as
+// an interruption: rank 0 has checkpointed the last complete step), else err.
+func (d *distRun) cause(err error) error {
+	if d != nil && d.coll != nil {
+		if gerr := d.coll.Group.Err(); gerr != nil {
+			return gerr
+		}
+	}
+	return err
 }
 
 // finish ends the rank's part: after a failure elsewhere that rank's error is the result

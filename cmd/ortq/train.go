@@ -366,6 +366,7 @@ func runTrain(v *viper.Viper) (err error) {
 		return fmt.Errorf("interrupted before training started: nothing was trained or checkpointed")
 	}
 	rep, err := train.Run(ctx, engines[0], ds.Train, ds.Eval, cfg)
+	err = rank.cause(err) // another rank's failure is no interruption to resume from
 	return trainResult(rep, err, len(ds.Eval), f.out)
 }
 
