@@ -9,7 +9,7 @@
 // rank that exits or stops answering ends every other rank's Group.Context within the
 // timeout with an error naming it; Group.Agree compares a checksum across the ranks. Launch
 // is the one-host launcher: it starts one child process per GPU with that environment,
-// forwards SIGINT and SIGTERM, and when a child fails stops the others within the timeout
+// forwards SIGINT, SIGTERM and SIGHUP, and when a child fails stops the others within the timeout
 // and returns a one-line error naming the rank.
 //
 // The package moves only the rendezvous' few bytes; the gradients go through NCCL.

@@ -38,7 +38,7 @@ type LaunchSpec struct {
 	Env []string
 }
 
-// Launch runs the children until all have exited. SIGINT and SIGTERM are forwarded to
+// Launch runs the children until all have exited. SIGINT, SIGTERM and SIGHUP are forwarded to
 // every child (each runs in its own process group, so a terminal's Ctrl-C reaches them once,
 // through the launcher). When a child exits non-zero, the others are given Timeout to stop
 // (their rendezvous tells them), then killed; the error names the first rank that failed on
@@ -157,7 +157,7 @@ type exit struct {
 // watch waits for the children, forwarding signals, and stops them all after a failure.
 func watch(ctx context.Context, kids []*child, timeout time.Duration) error {
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	exits := make(chan exit, len(kids))
 	for _, k := range kids {
