@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,6 +224,18 @@ func child_(mode string) int {
 		return 3
 	case mode == "hang" && c.Rank == 1:
 		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+	case mode == "signal":
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM)
+		fmt.Fprintln(os.Stderr, "ready")
+		select {
+		case <-sigs:
+			fmt.Fprintln(os.Stderr, "terminated")
+			g.Close()
+			return 0
+		case <-time.After(20 * time.Second):
+			return 4
+		}
 	case mode == "ok":
 		if os.Getenv("RANK") == "0" {
 			fmt.Printf("world %d\n", c.WorldSize)
@@ -308,5 +321,38 @@ func TestLaunchTwoHosts(t *testing.T) {
 	}
 	if err := Launch(context.Background(), LaunchSpec{Exe: exe, Procs: 2, Nodes: 2, NodeRank: 1}); err == nil || !strings.Contains(err.Error(), "needs --master-addr") {
 		t.Errorf("two hosts without an address: %v", err)
+	}
+}
+
+// TestLaunchForwardsSignals: a SIGTERM to the launcher reaches every rank once; ranks that
+// then end cleanly make the launch succeed.
+func TestLaunchForwardsSignals(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs strings.Builder
+	w := &lockedWriter{w: &errs}
+	done := make(chan error, 1)
+	go func() {
+		done <- Launch(context.Background(), LaunchSpec{Exe: exe, Procs: 2, Timeout: time.Second, Stderr: w, Env: []string{"DIST_TEST_CHILD=signal"}})
+	}()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		w.mu.Lock()
+		n := strings.Count(errs.String(), "ready")
+		w.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the ranks did not start")
+		}
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM) // Launch has the signal: the test process lives on
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(errs.String(), "terminated"); n != 2 {
+		t.Fatalf("%d ranks saw the signal:\n%s", n, errs.String())
 	}
 }
