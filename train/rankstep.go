@@ -83,7 +83,7 @@ func (s *rankStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 			return StepOutcome{}, fmt.Errorf("rank %d: all-reduce of %s: %w", s.coll.Rank(), name, err)
 		}
 	}
-	lossSum, tokens, err := s.reduce([]*deviceStepper{dev})
+	lossSum, tokens, err := s.download(dev)
 	if err != nil {
 		return StepOutcome{}, err
 	}
@@ -96,6 +96,26 @@ func (s *rankStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 		}
 	}
 	return out, nil
+}
+
+// download copies the all-reduced gradient sum into s.grads and returns the loss
+// statistics: the multi-device stepper's reduce over one device, without its float64 pass
+// (a float32 value round-trips through float64 unchanged) and its 8-bytes-a-value buffer.
+func (s *rankStepper) download(dev *deviceStepper) (lossSum, tokens float64, err error) {
+	vs, err := dev.downloadState(manifest.StateGradSum, manifest.StateStats)
+	if err != nil {
+		return 0, 0, fmt.Errorf("rank %d: %w", s.coll.Rank(), err)
+	}
+	g, st := vs[0], vs[1]
+	for _, l := range dev.layout {
+		v := s.grads[l.Name]
+		if len(v) != int(l.Size) {
+			v = make([]float32, l.Size)
+			s.grads[l.Name] = v
+		}
+		copy(v, g[l.Offset:l.Offset+l.Size])
+	}
+	return float64(st[0]), float64(st[1]), nil
 }
 
 // checksum is FNV-1a over the LoRA weights' float32 bits, in parameter order.
