@@ -23,8 +23,8 @@ const envLaunched = "ORTQ_LAUNCHED_RANK"
 
 // addDistFlags adds train's flags for data parallelism over processes (docs/distributed.md).
 func addDistFlags(f *pflag.FlagSet) {
-	f.String("nproc-per-node", "", "data parallelism through NCCL, one process per GPU: start N ranks on this host (\"all\": one per GPU of "+
-		"--device, e.g. cuda:all), each pinned to its GPU with CUDA_VISIBLE_DEVICES; see docs/distributed.md")
+	f.String("nproc-per-node", "", "data parallelism through NCCL, one process per GPU: start N ranks on this host on the first N GPUs of --device "+
+		"(cuda: GPUs 0 … N−1; \"all\": one per GPU of --device, e.g. cuda:all), each pinned to its GPU with CUDA_VISIBLE_DEVICES; see docs/distributed.md")
 	f.Int("nnodes", 1, "with --nproc-per-node: the number of hosts of the run, each launching its own ranks")
 	f.Int("node-rank", 0, "with --nproc-per-node and --nnodes: this host's place, 0 (the host of --master-addr) to nnodes−1")
 	f.Int("rank", -1, "this process's rank in a data-parallel run started by hand or by another launcher (default: $RANK)")
@@ -77,13 +77,16 @@ func launchTrain(v *viper.Viper) (handled bool, err error) {
 		switch {
 		case err != nil || n < 1:
 			return true, usageError{fmt.Errorf("--nproc-per-node %q: want a number ≥ 1 or all", nproc)}
-		case len(devs) == 1 && devs[0] == "cuda" || len(devs) == 1 && n > 1:
+		case len(devs) == 1 && devs[0] == "cuda": // GPUs 0 … n−1, as torchrun takes them
 			gpus = gpus[:0]
 			for i := range n {
 				gpus = append(gpus, i)
 			}
-		case n != len(gpus):
-			return true, usageError{fmt.Errorf("--nproc-per-node %d but --device %q lists %d GPU(s): make them agree, or pass all", n, v.GetString("device"), len(gpus))}
+		case n > len(gpus):
+			return true, usageError{fmt.Errorf("--nproc-per-node %d but --device %q names %d GPU(s): name as many (or cuda:all), or pass all", n,
+				v.GetString("device"), len(gpus))}
+		default:
+			gpus = gpus[:n] // the first n of the list
 		}
 	}
 	exe, err := os.Executable()

@@ -54,6 +54,7 @@ func TestDistributedRefusals(t *testing.T) {
 			"--nproc-per-node launches the ranks itself"},
 		{"launch on cpu", nil, []string{"--nproc-per-node", "2", "--device", "cpu"}, "names no GPU"},
 		{"launch count", nil, []string{"--nproc-per-node", "3", "--device", "cuda:0,cuda:1"}, "--nproc-per-node 3 but --device"},
+		{"launch count, one GPU named", nil, []string{"--nproc-per-node", "2", "--device", "cuda:1"}, `--nproc-per-node 2 but --device "cuda:1" names 1 GPU(s)`},
 		{"launch word", nil, []string{"--nproc-per-node", "many", "--device", "cuda:0,cuda:1"}, `--nproc-per-node "many"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
