@@ -69,6 +69,12 @@ func (s *multiDeviceStepper) Step(ctx context.Context, in StepInput) (StepOutcom
 	if err != nil {
 		return StepOutcome{}, err
 	}
+	return s.update(in, out, lossSum, tokens, total)
+}
+
+// update is the host's part of a step after the reduction: the loss, the overflow decision,
+// clipping and the one AdamW over s.grads.
+func (s *multiDeviceStepper) update(in StepInput, out StepOutcome, lossSum, tokens float64, total int) (StepOutcome, error) {
 	if total == 0 {
 		out.Loss, out.NoTokens, out.GradNorm = math.NaN(), true, math.NaN()
 		return out, nil
@@ -79,7 +85,7 @@ func (s *multiDeviceStepper) Step(ctx context.Context, in StepInput) (StepOutcom
 	out.Loss = lossSum / tokens
 	inf := s.scaler.UnscaleMap(s.grads)
 	out.GradNorm = optim.ClipGrads(s.params, s.grads, s.maxNorm)
-	err = finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
+	err := finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
 	return out, err
 }
 

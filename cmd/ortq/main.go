@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ortq/ortq/dist"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -30,6 +31,10 @@ func exitCode(err error) int {
 	var u usageError
 	if errors.As(err, &u) {
 		return 2
+	}
+	var pe *dist.PeerError
+	if errors.As(err, &pe) {
+		return dist.ExitPeer // another rank of a data-parallel run failed first
 	}
 	return 1
 }

@@ -99,6 +99,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	addLogFlags(f)
 	addReliabilityFlags(f)
 	addSampleFlags(f)
+	addDistFlags(f)
 	return cmd
 }
 
@@ -322,7 +323,10 @@ func sessionOptions(v *viper.Viper) (ortrun.Options, error) {
 
 // runTrain is `ortq train`. Signals are handled from the start, so one during loading (ONNX
 // Runtime, the tokenizer, the data) is reported instead of killing the process unannounced.
-func runTrain(v *viper.Viper) error {
+func runTrain(v *viper.Viper) (err error) {
+	if launched, err := launchTrain(v); launched { // --nproc-per-node: the ranks do the rest
+		return err
+	}
 	ctx, stop := interruptContext()
 	defer stop()
 	if startupHook != nil {
@@ -332,6 +336,11 @@ func runTrain(v *viper.Viper) error {
 	if err != nil {
 		return err
 	}
+	rank, err := distSetup(v, &f) // nil unless a rank of a data-parallel run over processes
+	if err != nil {
+		return err
+	}
+	defer func() { err = rank.finish(err) }()
 	lock, err := claimOut(f.out, v)
 	if err != nil {
 		return err
@@ -342,10 +351,14 @@ func runTrain(v *viper.Viper) error {
 		return err
 	}
 	defer train.CloseEngines(engines)
+	if ctx, err = rank.connect(ctx, engines); err != nil {
+		return err
+	}
 	ds, cfg, err := trainConfig(v, f, engines)
 	if err != nil {
 		return err
 	}
+	rank.configure(&cfg, engines)
 	if s, ok := cfg.Sampler.(*trainSampler); ok {
 		defer s.Close()
 	}
@@ -362,6 +375,7 @@ func runTrain(v *viper.Viper) error {
 		return fmt.Errorf("interrupted before training started: nothing was trained or checkpointed")
 	}
 	rep, err := train.Run(ctx, engines[0], ds.Train, ds.Eval, cfg)
+	err = rank.cause(err) // another rank's failure is no interruption to resume from
 	return trainResult(rep, err, len(ds.Eval), f.out)
 }
 
