@@ -27,7 +27,8 @@ func TestResolve(t *testing.T) {
 		{name: "not distributed", flags: unset},
 		{name: "torchrun", flags: unset, env: map[string]string{"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"},
 			want: Config{Rank: 1, WorldSize: 4, LocalRank: 1, MasterAddr: "10.0.0.1:29500", Timeout: time.Second}, ok: true},
-		{name: "under torchrun", flags: unset, env: map[string]string{"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x"},
+		{name: "under torchrun", flags: unset,
+			env:  map[string]string{"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "x"},
 			want: Config{WorldSize: 2, MasterAddr: "h:29501", Timeout: time.Second}, ok: true},
 		{name: "flags", flags: Flags{Rank: 0, WorldSize: 2, MasterAddr: "h:1"}, want: Config{WorldSize: 2, MasterAddr: "h:1", Timeout: time.Second}, ok: true},
 		{name: "flag agrees with env", flags: Flags{Rank: 1, WorldSize: 2, MasterAddr: "h:1"}, env: map[string]string{"RANK": "1"},
@@ -319,7 +320,8 @@ func TestLaunchTwoHosts(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil || !strings.Contains(outs[0].String(), "world 4") {
 		t.Fatalf("host 0: %v %q; host 1: %v %q", errs[0], outs[0].String(), errs[1], outs[1].String())
 	}
-	if err := Launch(context.Background(), LaunchSpec{Exe: exe, Procs: 2, Nodes: 2, NodeRank: 1}); err == nil || !strings.Contains(err.Error(), "needs --master-addr") {
+	err = Launch(context.Background(), LaunchSpec{Exe: exe, Procs: 2, Nodes: 2, NodeRank: 1})
+	if err == nil || !strings.Contains(err.Error(), "needs --master-addr") {
 		t.Errorf("two hosts without an address: %v", err)
 	}
 }

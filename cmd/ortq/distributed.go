@@ -30,9 +30,11 @@ func addDistFlags(f *pflag.FlagSet) {
 	f.Int("rank", -1, "this process's rank in a data-parallel run started by hand or by another launcher (default: $RANK)")
 	f.Int("world-size", -1, "the number of ranks of the run (default: $WORLD_SIZE); with it each process trains on one GPU (--device cuda: cuda:$LOCAL_RANK)")
 	f.String("master-addr", "", "host:port where rank 0 listens for the others (default: $MASTER_ADDR:$MASTER_PORT; with --nproc-per-node: a free local port)")
-	f.Duration("dist-timeout", dist.DefaultTimeout, "how long a rank may stay silent, and one all-reduce or the rendezvous may wait, before every rank stops naming it")
+	f.Duration("dist-timeout", dist.DefaultTimeout, "how long a rank may stay silent, and one all-reduce or the rendezvous may wait, "+
+		"before every rank stops naming it")
 	f.Int("dist-check-every", 10, "compare a checksum of the LoRA weights across the ranks every N optimizer steps (0: never)")
-	f.String("nccl-lib", "", "path of libnccl.so.2 (default: $"+nccl.EnvLib+", then $LD_LIBRARY_PATH, Python's nvidia/nccl/lib and the system's library directories)")
+	f.String("nccl-lib", "", "path of libnccl.so.2 (default: $"+nccl.EnvLib+
+		", then $LD_LIBRARY_PATH, Python's nvidia/nccl/lib and the system's library directories)")
 }
 
 // distAllowCPU lets a rank train on the CPU: set by tests, which run ranks on a stand-in
@@ -68,7 +70,8 @@ func launchTrain(v *viper.Viper) (handled bool, err error) {
 	for _, d := range devs {
 		p, id, _ := ortrun.ParseDevice(d)
 		if p != "cuda" {
-			return true, usageError{fmt.Errorf("--nproc-per-node runs one process per GPU: --device %q names no GPU (pass cuda:all or cuda:0,cuda:1)", v.GetString("device"))}
+			return true, usageError{fmt.Errorf("--nproc-per-node runs one process per GPU: --device %q names no GPU "+
+				"(pass cuda:all or cuda:0,cuda:1)", v.GetString("device"))}
 		}
 		gpus = append(gpus, id)
 	}
@@ -199,7 +202,8 @@ func (d *distRun) connect(ctx context.Context, engines []*train.Engine) (context
 	}
 	d.coll = coll
 	engines[0].Notes = append(engines[0].Notes, fmt.Sprintf("data-parallel over %d ranks (one process per GPU) through NCCL %d (%s): each rank's device step "+
-		"accumulates its micro-batches, ncclAllReduce sums the gradient sums in device memory, every rank runs the same AdamW; LoRA checksums compared every %d steps",
+		"accumulates its micro-batches, ncclAllReduce sums the gradient sums in device memory, "+
+		"every rank runs the same AdamW; LoRA checksums compared every %d steps",
 		d.cfg.WorldSize, coll.Lib.Version, coll.Lib.Path, d.every))
 	ctx, cancel := context.WithCancelCause(ctx)
 	context.AfterFunc(coll.Group.Context(), func() { cancel(coll.Group.Err()) })
