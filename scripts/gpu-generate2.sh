@@ -74,10 +74,10 @@ bg() { local name=$1; shift; run timeout 400 $Q bench generate --device "$DEV" -
   say "bench $name rc $?"; grep -h '^| ortq \|^| transformers \|^ortq ÷' $W/b-$name/report.md 2>/dev/null | tee -a "$S"; }
 echo "| tool | batch | prompt | new | KV cache | CUDA graph | prefill tokens/s | time to first token (ms) | decode tokens/s | per-token p50 / p95 (ms) | peak GPU | peak host RSS |" >> "$S"
 bg b1 --model $W/e-shared --batch 1 $(peer 1); cp $W/b-b1/report.json "$OUT/bench-b1.json" 2>/dev/null
-bg b8 --model $W/e-shared --batch 8 $(peer 8); cp $W/b-b8/report.json "$OUT/bench-b8.json" 2>/dev/null
-bg b1-nograph --model $W/e-shared --batch 1 --cuda-graph=false
 export_kv unfused --kv-cache shared --fuse=false
 bg b1-unfused --model $W/e-unfused --batch 1
+bg b8 --model $W/e-shared --batch 8 $(peer 8); cp $W/b-b8/report.json "$OUT/bench-b8.json" 2>/dev/null
+bg b1-nograph --model $W/e-shared --batch 1 --cuda-graph=false
 export_kv concat
 gen concat --model $W/e-concat
 compare "info  shared export vs concat export:" graph concat
