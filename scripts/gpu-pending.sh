@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# GPU machine: the device runs the open issues still wait for, in one or two calls, most
+# important first, each cut to what is left of BUDGET seconds (default 560: one call's limit
+# less its start). Every part writes its own folder, packed as $OUT/<part>.tgz, and one line per
+# part goes to $OUT/summary.txt; a part that does not fit in what is left is skipped and says so.
+#   decode-prof  issue 24: ncu of `ortq generate` on a 4-layer 3B-shape fused shared export
+#                (gpu-profile-decode.sh): where a decode step's ≈6.6 ms of GPU time goes
+#   gen2         issue 24: fused vs unfused (--fuse=false) shared export, CUDA graph vs
+#                uncaptured ids (each twice), batch 1 and 8 (gpu-generate2.sh, 28 layers)
+#   losscurve    issue 25: ortq vs PyTorch+PEFT over 200 steps, fp32 then fp16 (gpu-loss-curve.sh)
+#   nf4          issue 25: NF4 + double quant vs int4 step time and memory (gpu-nf4.sh)
+#   trainprof    issue 22: one decoder layer by kernel family, dense base (gpu-profile.sh)
+#   nccl         issue 28: one-rank NCCL vs the graph step on one GPU (gpu-nccl.sh, 1B shape)
+# Usage (here: bash scripts/gpu-travel.sh off first; carry .ort-gpu and bin/ortq.xz):
+#   PARTS="decode-prof gen2 losscurve" BUDGET=560 bash scripts/gpu-pending.sh
+set -u
+cd "$(dirname "$0")/.."
+if [ ! -f ~/ort/libonnxruntime_providers_cuda.so ]; then
+  mkdir -p ~/ort; b=.ort-gpu
+  xz -T8 -dc $b/libonnxruntime.so.1.xz > ~/ort/libonnxruntime.so.1
+  xz -T8 -dc $b/libonnxruntime_providers_cuda.so.xz > ~/ort/libonnxruntime_providers_cuda.so
+  cp $b/libonnxruntime_providers_shared.so ~/ort/; ln -sf libonnxruntime.so.1 ~/ort/libonnxruntime.so
+fi
+O=${OUT:-/tmp/out}; mkdir -p "$O"; BUDGET=${BUDGET:-560}; T0=$(date +%s)
+PARTS=${PARTS:-decode-prof gen2 losscurve nf4 trainprof nccl}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$O/summary.txt"
+left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
+# part NAME WANT CMD...: runs CMD with OUT=/tmp/pp-NAME for at most WANT seconds (less if less is left).
+part() {
+  local name=$1 want=$2; shift 2
+  local l; l=$(left)
+  if [ "$l" -lt 60 ]; then echo "$name: skipped, $l s left" >> "$O/summary.txt"; return; fi
+  [ "$want" -gt "$l" ] && want=$l
+  rm -rf /tmp/pp-$name; mkdir -p /tmp/pp-$name
+  (OUT=/tmp/pp-$name timeout "$want" "$@" > /tmp/pp-$name/stdout.txt 2>&1)
+  echo "$name: rc $? after $(( $(date +%s) - T0 )) s (limit $want s)" >> "$O/summary.txt"
+  tar czf "$O/$name.tgz" -C /tmp pp-$name
+}
+for p in $PARTS; do
+  case $p in
+    decode-prof) part $p 120 env LAYERS=4 NEW=4 bash scripts/gpu-profile-decode.sh ;;
+    gen2) part $p 280 env LAYERS=28 NEW=256 SKIP_PEER=1 bash scripts/gpu-generate2.sh ;;
+    losscurve) part $p 330 bash scripts/gpu-loss-curve.sh ;;
+    nf4) part $p 300 env AGAIN=0 bash scripts/gpu-nf4.sh ;;
+    trainprof) part $p 240 env SKIP_FULL=1 SKIP_PEER=1 SKIP_WALL=1 BENCH_ARGS="--base dense" bash scripts/gpu-profile.sh ;;
+    nccl) part $p 200 env PRESET=llama-3.2-1b STEPS=10 bash scripts/gpu-nccl.sh ;;
+    *) echo "$p: unknown part" >> "$O/summary.txt" ;;
+  esac
+done
+cat "$O/summary.txt"
