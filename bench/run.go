@@ -23,6 +23,7 @@ import (
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // Run measures every sweep point of cfg and returns the result (memory timeline included).
@@ -417,7 +418,7 @@ func (r *runner) point(p Params) (*Point, error) {
 }
 
 // paramValues is params by name (the slices themselves, not copies).
-func paramValues(params []train.Param) map[string][]float32 {
+func paramValues(params []optim.Param) map[string][]float32 {
 	values := make(map[string][]float32, len(params))
 	for _, q := range params {
 		values[q.Name] = q.Data
@@ -453,7 +454,7 @@ func (r *runner) evaluator(dir string, opts ortrun.Options, vocab int, p Params)
 // the adapter after the steps (what the evaluation after them uses) and the step times
 // after the warm-up.
 func (r *runner) measure(pt *Point, p Params, dir string, man *manifest.Manifest, opts ortrun.Options,
-	params []train.Param) (map[string][]float32, []time.Duration, error) {
+	params []optim.Param) (map[string][]float32, []time.Duration, error) {
 	c := r.cfg
 	debug.FreeOSMemory()
 	if !r.noHWMReset {
@@ -542,9 +543,9 @@ func engineOptions(p Params, devs []string, dir string, man *manifest.Manifest) 
 // steps makes the point's Stepper on tr (the run's own, as `ortq train` makes it) and times
 // one optimizer step per synthetic batch; the adapter after them comes back with the times.
 func (r *runner) steps(pt *Point, engines []*train.Engine, p Params, man *manifest.Manifest,
-	params []train.Param) (map[string][]float32, []time.Duration, error) {
+	params []optim.Param) (map[string][]float32, []time.Duration, error) {
 	c := r.cfg
-	sc := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	sc := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig()}
 	sc.AdamW.LR, sc.AdamW.WeightDecay = c.LR, c.WeightDecay
 	sc.Scaler.Disabled = man.Model.Precision != "float16"
 	stepper, err := train.NewRunStepper(engines, params, sc, p.MicroBatch, p.SeqLen)

@@ -15,6 +15,7 @@ import (
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/llama32-adapter, the ortq adapter the Hugging Face reference is made with")
@@ -48,13 +49,13 @@ func TestReferenceAdapter(t *testing.T) {
 	}
 	if *update {
 		rng := rand.New(rand.NewPCG(14, 14))
-		var ps []train.Param
+		var ps []optim.Param
 		for _, p := range man.Params {
 			v := make([]float32, p.Shape[0]*p.Shape[1])
 			for i := range v {
 				v[i] = float32(rng.NormFloat64() * 0.1)
 			}
-			ps = append(ps, train.Param{Name: p.Name, Data: v})
+			ps = append(ps, optim.Param{Name: p.Name, Data: v})
 		}
 		train.SetBaseModelName(man, "hfimport/testdata/hf/llama32")
 		os.MkdirAll(refAdapterDir, 0o755)

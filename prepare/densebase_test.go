@@ -14,6 +14,7 @@ import (
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // TestDenseBaseStepEqualsFourBit: the dense device steps (passes.DenseBase: every 4-bit
@@ -106,9 +107,9 @@ func denseStep(t *testing.T, art, policy string, dense bool, prof string, b data
 
 // stepOnce runs one optimizer step of eng's device step from init on b (AdamW lr 1e-2, no
 // loss scaling, dropout seed 7) and returns its outcome and the LoRA weights after it.
-func stepOnce(t *testing.T, eng *train.Engine, init []train.Param, b data.Batch) (train.StepOutcome, map[string][]float32) {
+func stepOnce(t *testing.T, eng *train.Engine, init []optim.Param, b data.Batch) (train.StepOutcome, map[string][]float32) {
 	t.Helper()
-	st, err := eng.NewStepper(init, train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.GradScalerConfig{Disabled: true}}, b.Rows, b.SeqLen)
+	st, err := eng.NewStepper(init, train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.GradScalerConfig{Disabled: true}}, b.Rows, b.SeqLen)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // These tests compare ortq's training graphs against PyTorch + PEFT. The references
@@ -152,14 +153,14 @@ func TestGradientsMatchPEFT(t *testing.T) {
 				}
 				defer eng.Close()
 				params := map[string][]float32{}
-				var ps []train.Param
+				var ps []optim.Param
 				for _, p := range eng.Man.Params {
 					v, ok := ref.tensor[p.Name]
 					if !ok {
 						t.Fatalf("reference lacks %s", p.Name)
 					}
 					params[p.Name] = append([]float32(nil), v...)
-					ps = append(ps, train.Param{Name: p.Name, Data: params[p.Name]})
+					ps = append(ps, optim.Param{Name: p.Name, Data: params[p.Name]})
 				}
 				res, err := eng.Step(ref.batch, params, 1)
 				if err != nil {
@@ -189,9 +190,9 @@ func TestGradientsMatchPEFT(t *testing.T) {
 				}
 				t.Logf("loss %.6f vs %.6f; worst gradient rel err %.2g over %d tensors", loss, ref.loss, worst, len(grads))
 				// One AdamW step with the reference's hyper-parameters.
-				cfg := train.DefaultAdamWConfig()
+				cfg := optim.DefaultAdamWConfig()
 				cfg.LR, cfg.WeightDecay = 1e-2, 0.01
-				opt, err := train.NewAdamW(ps, cfg)
+				opt, err := optim.NewAdamW(ps, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -236,10 +237,10 @@ func TestAccumulationEqualsBatch(t *testing.T) {
 	}
 	defer eng.Close()
 	params := map[string][]float32{}
-	var ps []train.Param
+	var ps []optim.Param
 	for _, p := range eng.Man.Params {
 		params[p.Name] = ref.tensor[p.Name]
-		ps = append(ps, train.Param{Name: p.Name, Data: params[p.Name]})
+		ps = append(ps, optim.Param{Name: p.Name, Data: params[p.Name]})
 	}
 	full, err := eng.Step(ref.batch, params, 1)
 	if err != nil {
@@ -250,7 +251,7 @@ func TestAccumulationEqualsBatch(t *testing.T) {
 		s := b.SeqLen
 		return data.Batch{Rows: hi - lo, SeqLen: s, InputIDs: b.InputIDs[lo*s : hi*s], AttentionMask: b.AttentionMask[lo*s : hi*s], Labels: b.Labels[lo*s : hi*s]}
 	}
-	acc := train.NewGradAccumulator(ps)
+	acc := optim.NewGradAccumulator(ps)
 	for _, mb := range []data.Batch{rows(0, 1), rows(1, ref.batch.Rows)} {
 		r, err := eng.Step(mb, params, 1)
 		if err != nil {

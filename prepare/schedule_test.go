@@ -16,6 +16,7 @@ import (
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // TestStepScheduleFreesEarly checks the order in which ONNX Runtime actually runs a
@@ -64,7 +65,7 @@ func runOneStep(t *testing.T, art string, device bool, prof string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := eng.NewStepper(init, train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.GradScalerConfig{Disabled: true}}, 2, 32)
+	st, err := eng.NewStepper(init, train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.GradScalerConfig{Disabled: true}}, 2, 32)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,12 +4,12 @@ import (
 	"math"
 
 	"github.com/ortq/ortq/data"
-	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // nonZeroValues returns the LoRA tensors by name with every zero (PEFT starts B at 0)
 // replaced by a small deterministic value, so that every gradient, and every dx, is exercised.
-func nonZeroValues(params []train.Param) map[string][]float32 {
+func nonZeroValues(params []optim.Param) map[string][]float32 {
 	values := map[string][]float32{}
 	for i, p := range params {
 		for j := range p.Data {

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // The batch dump (Config.DumpBatches, `train --dump-batches FILE`) records what a run
@@ -29,17 +30,17 @@ import (
 
 // DumpRun is the first line of a batch dump: what a reference needs beside the batches.
 type DumpRun struct {
-	Kind        string           `json:"kind"` // "run"
-	Steps       int              `json:"steps"`
-	GradAccum   int              `json:"grad_accum"`
-	MicroBatch  int              `json:"micro_batch"`
-	Schedule    string           `json:"schedule"`
-	Warmup      int              `json:"warmup_steps"`
-	MaxGradNorm float64          `json:"max_grad_norm"`
-	AdamW       AdamWConfig      `json:"adamw"`  // LR is the peak rate; every parameter decays
-	Scaler      GradScalerConfig `json:"scaler"` // disabled for fp32 graphs
-	FP16        bool             `json:"fp16"`
-	Seed        uint64           `json:"seed"`
+	Kind        string                 `json:"kind"` // "run"
+	Steps       int                    `json:"steps"`
+	GradAccum   int                    `json:"grad_accum"`
+	MicroBatch  int                    `json:"micro_batch"`
+	Schedule    string                 `json:"schedule"`
+	Warmup      int                    `json:"warmup_steps"`
+	MaxGradNorm float64                `json:"max_grad_norm"`
+	AdamW       optim.AdamWConfig      `json:"adamw"`  // LR is the peak rate; every parameter decays
+	Scaler      optim.GradScalerConfig `json:"scaler"` // disabled for fp32 graphs
+	FP16        bool                   `json:"fp16"`
+	Seed        uint64                 `json:"seed"`
 }
 
 // DumpBatch is one micro-batch as the graph takes it: [Rows, SeqLen] row-major int64

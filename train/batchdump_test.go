@@ -16,6 +16,7 @@ import (
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/prepare/preparetest"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // dumpFile is a batch dump read back (Config.DumpBatches).
@@ -125,7 +126,7 @@ func TestFakeBatchDump(t *testing.T) {
 			b.fault = c.fault
 			var ins []train.StepInput
 			var outs []train.StepOutcome
-			cfg.NewStepper = func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+			cfg.NewStepper = func(init []optim.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
 				st, err := b.NewStepper(init, sc, rows, seq)
 				return stepRecorder{Stepper: st, ins: &ins, outs: &outs}, err
 			}

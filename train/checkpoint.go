@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ortq/ortq/internal/fsutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,6 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/train/optim"
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/internal/safetensors"
@@ -60,15 +62,15 @@ type Checkpoint struct {
 	Format int `json:"format"`
 	// Step is the number of loop steps completed (optimizer steps plus skipped ones);
 	// a resume continues with Step+1.
-	Step           int             `json:"step"`
-	Total          int             `json:"total_steps"`
-	OptimizerSteps int             `json:"optimizer_steps"`
-	SkippedSteps   int             `json:"skipped_steps"`
-	TrainTokens    int64           `json:"train_tokens"`
-	Data           data.Position   `json:"data_position"`
-	Seed           uint64          `json:"seed"`
-	Scaler         GradScalerState `json:"grad_scaler"`
-	AdamStep       int64           `json:"adamw_step"`
+	Step           int                   `json:"step"`
+	Total          int                   `json:"total_steps"`
+	OptimizerSteps int                   `json:"optimizer_steps"`
+	SkippedSteps   int                   `json:"skipped_steps"`
+	TrainTokens    int64                 `json:"train_tokens"`
+	Data           data.Position         `json:"data_position"`
+	Seed           uint64                `json:"seed"`
+	Scaler         optim.GradScalerState `json:"grad_scaler"`
+	AdamStep       int64                 `json:"adamw_step"`
 	// Losses[i] is the training loss of step i+1 (null when not finite).
 	Losses      []Float      `json:"losses"`
 	GradNorms   []Float      `json:"grad_norms,omitempty"` // step i+1's gradient norm before clipping
@@ -86,7 +88,7 @@ type Checkpoint struct {
 	// Filled by LoadCheckpoint.
 	Dir    string               `json:"-"`
 	Params map[string][]float32 `json:"-"`
-	Adam   AdamWState           `json:"-"`
+	Adam   optim.AdamWState     `json:"-"`
 }
 
 // CheckpointName is the directory name of the checkpoint after step.
@@ -215,7 +217,7 @@ func LoadCheckpoint(dir string) (*Checkpoint, error) {
 			}
 		}
 	}
-	if ck.Adam, err = AdamWStateFromTensors(f.Tensors, f.Metadata); err != nil {
+	if ck.Adam, err = optim.AdamWStateFromTensors(f.Tensors, f.Metadata); err != nil {
 		return nil, fmt.Errorf("checkpoint %q: %w", dir, err)
 	}
 	if ck.Adam.Step != ck.AdamStep {
@@ -234,7 +236,7 @@ type CheckpointHook func(stage string, step int) error
 // then keeps only the newest keep step directories (keep ≤ 0 keeps all). If step-N
 // already exists complete, nothing is written. On error nothing under root changes but
 // a .tmp-* directory, which is removed unless the process dies first.
-func WriteCheckpoint(root string, ck *Checkpoint, params []Param, adam AdamWState, keep int, hook CheckpointHook) (dir string, err error) {
+func WriteCheckpoint(root string, ck *Checkpoint, params []optim.Param, adam optim.AdamWState, keep int, hook CheckpointHook) (dir string, err error) {
 	if hook == nil {
 		hook = func(string, int) error { return nil }
 	}
@@ -281,7 +283,7 @@ func WriteCheckpoint(root string, ck *Checkpoint, params []Param, adam AdamWStat
 
 // writeCheckpointFiles writes the tensors and the state of ck (with the tensors' hash)
 // into the directory tmp and fsyncs it, calling hook at each stage.
-func writeCheckpointFiles(tmp string, ck *Checkpoint, params []Param, adam AdamWState, hook CheckpointHook) (err error) {
+func writeCheckpointFiles(tmp string, ck *Checkpoint, params []optim.Param, adam optim.AdamWState, hook CheckpointHook) (err error) {
 	if err := hook("begin", ck.Step); err != nil {
 		return err
 	}

@@ -10,11 +10,12 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/train/optim"
 )
 
-func testCheckpoint(step int) (*Checkpoint, []Param, AdamWState) {
-	params := []Param{{Name: "a.lora_A.weight", Data: []float32{1, 2, 3, float32(step)}}, {Name: "a.lora_B.weight", Data: []float32{-1, 0.5}}}
-	adam := AdamWState{Step: int64(step), ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}
+func testCheckpoint(step int) (*Checkpoint, []optim.Param, optim.AdamWState) {
+	params := []optim.Param{{Name: "a.lora_A.weight", Data: []float32{1, 2, 3, float32(step)}}, {Name: "a.lora_B.weight", Data: []float32{-1, 0.5}}}
+	adam := optim.AdamWState{Step: int64(step), ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}
 	for _, p := range params {
 		adam.ExpAvg[p.Name] = make([]float32, len(p.Data))
 		adam.ExpAvgSq[p.Name] = make([]float32, len(p.Data))
@@ -24,7 +25,7 @@ func testCheckpoint(step int) (*Checkpoint, []Param, AdamWState) {
 		}
 	}
 	ck := &Checkpoint{Step: step, Total: 10, OptimizerSteps: step, Data: data.Position{Epoch: 1, Index: 4, Seed: 7}, Seed: 7,
-		Scaler: GradScalerState{Scale: 1024, GrowthTracker: 3}, Compat: map[string]string{"--lr": "0.001"}}
+		Scaler: optim.GradScalerState{Scale: 1024, GrowthTracker: 3}, Compat: map[string]string{"--lr": "0.001"}}
 	for i := 0; i < step; i++ {
 		ck.Losses = append(ck.Losses, Float(float64(i)+0.1))
 	}

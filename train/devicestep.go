@@ -10,6 +10,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // deviceStepper runs the device-resident step graph (manifest.TrainStep): LoRA weights,
@@ -29,9 +30,9 @@ type deviceStepper struct {
 	cp     *ortrun.Copier
 	layout []manifest.FlatParam
 	size   int64
-	adam   AdamWConfig
+	adam   optim.AdamWConfig
 	step   int64 // AdamW's step count
-	scaler *GradScaler
+	scaler *optim.GradScaler
 	rows   int
 	seq    int
 	// feeds are the per-run inputs, in graph order: every micro-batch's upload is one copy
@@ -57,7 +58,7 @@ type feedSlot struct {
 
 // NewDeviceStepper returns the device-resident Stepper of an engine opened with
 // EngineOptions.DeviceStep, for batches of at most rows × seq, starting from init.
-func NewDeviceStepper(e *Engine, init []Param, cfg StepConfig, rows, seq int) (Stepper, error) {
+func NewDeviceStepper(e *Engine, init []optim.Param, cfg StepConfig, rows, seq int) (Stepper, error) {
 	if e.step == nil {
 		return nil, errors.New("device stepper: the engine has no device step session (open it with EngineOptions.DeviceStep)")
 	}
@@ -73,7 +74,7 @@ func NewDeviceStepper(e *Engine, init []Param, cfg StepConfig, rows, seq int) (S
 	if !(cfg.MaxGradNorm >= 0) || math.IsInf(cfg.MaxGradNorm, 0) {
 		return nil, fmt.Errorf("invalid max gradient norm %v: must be ≥ 0 and finite", cfg.MaxGradNorm)
 	}
-	scaler, err := NewGradScaler(cfg.Scaler)
+	scaler, err := optim.NewGradScaler(cfg.Scaler)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +87,7 @@ func NewDeviceStepper(e *Engine, init []Param, cfg StepConfig, rows, seq int) (S
 		s.Close()
 		return nil, err
 	}
-	st := StepState{Params: init, Adam: AdamWState{ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}, Scaler: scaler.State()}
+	st := StepState{Params: init, Adam: optim.AdamWState{ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}, Scaler: scaler.State()}
 	for _, p := range init {
 		st.Adam.ExpAvg[p.Name] = make([]float32, len(p.Data))
 		st.Adam.ExpAvgSq[p.Name] = make([]float32, len(p.Data))
@@ -408,7 +409,7 @@ func (s *deviceStepper) Params() (map[string][]float32, error) {
 }
 
 func (s *deviceStepper) State() (StepState, error) {
-	st := StepState{Adam: AdamWState{Step: s.step}, Scaler: s.scaler.State()}
+	st := StepState{Adam: optim.AdamWState{Step: s.step}, Scaler: s.scaler.State()}
 	names := []string{manifest.StateParams, manifest.StateExpAvg, manifest.StateExpAvgSq}
 	ts, err := s.downloadState(names...)
 	if err != nil {
@@ -419,7 +420,7 @@ func (s *deviceStepper) State() (StepState, error) {
 		vals[name] = s.unflat(ts[i])
 	}
 	for _, l := range s.layout {
-		st.Params = append(st.Params, Param{Name: l.Name, Data: vals[manifest.StateParams][l.Name]})
+		st.Params = append(st.Params, optim.Param{Name: l.Name, Data: vals[manifest.StateParams][l.Name]})
 	}
 	st.Adam.ExpAvg, st.Adam.ExpAvgSq = vals[manifest.StateExpAvg], vals[manifest.StateExpAvgSq]
 	return st, nil

@@ -8,6 +8,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare/preparetest"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // TestDeviceStepCopySessions: where the Copier copies through sessions (the CPU here; CUDA
@@ -26,7 +27,7 @@ func TestDeviceStepCopySessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := e.NewStepper(init, StepConfig{AdamW: DefaultAdamWConfig(), Scaler: GradScalerConfig{Disabled: true}}, 1, 8)
+	st, err := e.NewStepper(init, StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.GradScalerConfig{Disabled: true}}, 1, 8)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/prepare/preparetest"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // stepFixture prepares the default model (LoRA dropout as given), or with fp16 a random
@@ -167,12 +168,12 @@ func driveSteps(t *testing.T, open func() train.Stepper, reset func(), steps [][
 // uninterrupted one bit for bit. The clipped cases clip at a norm most steps exceed.
 func TestDeviceStepMatchesHost(t *testing.T) {
 	const rows, seq = 2, 24
-	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	base := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig()}
 	base.Scaler.Disabled = true
 	clipped := base
 	clipped.MaxGradNorm = clipAt
 	overflow := base
-	overflow.Scaler = train.DefaultGradScalerConfig()
+	overflow.Scaler = optim.DefaultGradScalerConfig()
 	overflow.Scaler.InitScale = 0x1p22 // the float16 backward overflows at 2^22 … 2^19 (measured), not at 2^18
 	overflow.MaxGradNorm = clipAt
 	for _, c := range []struct {
@@ -316,7 +317,7 @@ func TestDeviceStepResumeIsExact(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := loopConfig(art, resumed)
-	cfg.NewStepper = func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+	cfg.NewStepper = func(init []optim.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
 		st, err := eng.NewStepper(init, sc, rows, seq)
 		return cancelAfter{Stepper: st, n: 3, cancel: cancel}, err
 	}

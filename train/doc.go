@@ -39,8 +39,8 @@
 // recomputation policy of auto, one engine per device, the Stepper over them) is
 // runsetup.go. The optimizer, schedules, scaler, clipping and accumulator are package
 // train/optim: pure Go, deterministic, tested without ONNX Runtime (which optim may not
-// import: TestNoONNXRuntime); train re-exports their names (optim.go); safetensors I/O lives in
-// internal/safetensors and fp16/bf16 conversion in internal/half.
+// import: TestNoONNXRuntime), used under their own names (optim.AdamW, optim.Param…);
+// safetensors I/O lives in internal/safetensors and fp16/bf16 conversion in internal/half.
 //
 // Everything that PyTorch also does is done the PyTorch way, because the
 // project's proof compares against PyTorch+PEFT to 1e-6:

@@ -9,6 +9,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // Engine runs an artifacts directory's graphs on ONNX Runtime: a training step
@@ -208,7 +209,7 @@ func (e *Engine) SharedWeightBytes() int64 {
 
 // NewStepper returns the Stepper of the engine's training session: the device-resident
 // one when the engine opened the device step (batches up to rows × seq), else the host one.
-func (e *Engine) NewStepper(init []Param, cfg StepConfig, rows, seq int) (Stepper, error) {
+func (e *Engine) NewStepper(init []optim.Param, cfg StepConfig, rows, seq int) (Stepper, error) {
 	if e.step != nil {
 		return NewDeviceStepper(e, init, cfg, rows, seq)
 	}

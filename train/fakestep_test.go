@@ -14,6 +14,7 @@ import (
 	"github.com/ortq/ortq/internal/safetensors"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // fakeBackend is a train.Backend without ONNX Runtime: a hand-written manifest with two
@@ -90,12 +91,12 @@ func (b *fakeBackend) Eval(batches []data.Batch, params map[string][]float32) (f
 	return sum, n, nil
 }
 
-func (b *fakeBackend) NewStepper(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
-	opt, err := train.NewAdamW(init, sc.AdamW)
+func (b *fakeBackend) NewStepper(init []optim.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+	opt, err := optim.NewAdamW(init, sc.AdamW)
 	if err != nil {
 		return nil, err
 	}
-	scaler, err := train.NewGradScaler(sc.Scaler)
+	scaler, err := optim.NewGradScaler(sc.Scaler)
 	if err != nil {
 		return nil, err
 	}
@@ -133,9 +134,9 @@ func quadLoss(b data.Batch, seed uint64, params map[string][]float32, grads map[
 // AdamW or a skip.
 type fakeStepper struct {
 	b      *fakeBackend
-	params []train.Param
-	opt    *train.AdamW
-	scaler *train.GradScaler
+	params []optim.Param
+	opt    *optim.AdamW
+	scaler *optim.GradScaler
 }
 
 func (s *fakeStepper) values() map[string][]float32 {
@@ -208,7 +209,7 @@ func (s *fakeStepper) Params() (map[string][]float32, error) {
 func (s *fakeStepper) State() (train.StepState, error) {
 	st := train.StepState{Adam: s.opt.State(), Scaler: s.scaler.State()}
 	for _, p := range s.params {
-		st.Params = append(st.Params, train.Param{Name: p.Name, Data: append([]float32(nil), p.Data...)})
+		st.Params = append(st.Params, optim.Param{Name: p.Name, Data: append([]float32(nil), p.Data...)})
 	}
 	return st, nil
 }

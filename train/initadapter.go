@@ -7,6 +7,7 @@ import (
 
 	"github.com/ortq/ortq/internal/safetensors"
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // LoadInitAdapter reads a PEFT adapter directory (adapter_config.json and
@@ -37,14 +38,14 @@ func LoadInitAdapter(dir string, man *manifest.Manifest) (map[string][]float32, 
 }
 
 // LoadInitParams is LoadInitAdapter's values as Params in the manifest's order.
-func LoadInitParams(dir string, man *manifest.Manifest) ([]Param, error) {
+func LoadInitParams(dir string, man *manifest.Manifest) ([]optim.Param, error) {
 	v, err := LoadInitAdapter(dir, man)
 	if err != nil {
 		return nil, err
 	}
-	ps := make([]Param, 0, len(man.Params))
+	ps := make([]optim.Param, 0, len(man.Params))
 	for _, p := range man.Params {
-		ps = append(ps, Param{Name: p.Name, Data: v[p.Name]})
+		ps = append(ps, optim.Param{Name: p.Name, Data: v[p.Name]})
 	}
 	return ps, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/internal/safetensors"
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // Config is everything `ortq train` decides before the loop starts.
@@ -94,7 +95,7 @@ type Hooks struct {
 	// NewStepper, when set, makes the run's Stepper instead of the engine's own
 	// (Engine.NewStepper): how a run spreads its micro-batches over several devices, or a
 	// test drives the loop without ONNX Runtime.
-	NewStepper     func(init []Param, sc StepConfig, rows, seq int) (Stepper, error)
+	NewStepper     func(init []optim.Param, sc StepConfig, rows, seq int) (Stepper, error)
 	CheckpointHook CheckpointHook
 	// Sampler draws the SamplePrompts' completions (nil: no samples).
 	Sampler Sampler
@@ -149,7 +150,7 @@ func allFinite(grads map[string][]float32) bool {
 
 // LoadParams reads LoRA values (PEFT names) from a safetensors file and checks them
 // against the manifest.
-func LoadParams(path string, man *manifest.Manifest) ([]Param, error) {
+func LoadParams(path string, man *manifest.Manifest) ([]optim.Param, error) {
 	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -158,16 +159,16 @@ func LoadParams(path string, man *manifest.Manifest) ([]Param, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Param, 0, len(man.Params))
+	out := make([]optim.Param, 0, len(man.Params))
 	for _, p := range man.Params {
-		out = append(out, Param{Name: p.Name, Data: v[p.Name]})
+		out = append(out, optim.Param{Name: p.Name, Data: v[p.Name]})
 	}
 	return out, nil
 }
 
 // SaveAdapter writes the trained LoRA tensors as PEFT does: adapter_model.safetensors
 // (names without the adapter name, fp32) and adapter_config.json.
-func SaveAdapter(dir string, man *manifest.Manifest, params []Param) error {
+func SaveAdapter(dir string, man *manifest.Manifest, params []optim.Param) error {
 	shapes := map[string][]int64{}
 	for _, p := range man.Params {
 		shapes[p.Name] = p.Shape
@@ -192,7 +193,7 @@ func microSeed(seed uint64, step, k int) uint64 {
 // stepConfig is the Stepper configuration of a run: torch's AdamW with the run's learning
 // rate and weight decay, gradient clipping, and dynamic loss scaling for fp16.
 func (cfg Config) stepConfig() StepConfig {
-	sc := StepConfig{AdamW: DefaultAdamWConfig(), Scaler: DefaultGradScalerConfig(), GradHook: cfg.GradHook}
+	sc := StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig(), GradHook: cfg.GradHook}
 	sc.AdamW.LR, sc.AdamW.WeightDecay = cfg.LR, cfg.WeightDecay
 	sc.Scaler.Disabled = !cfg.FP16
 	sc.MaxGradNorm = cfg.MaxGradNorm
@@ -210,12 +211,12 @@ func maxBatchSeq(examples []data.Example, opts data.BatchOptions) int {
 
 // inManifestOrder returns values' tensors in the order of order (the manifest's), so that
 // checkpoints and adapters list them alike whichever stepper produced them.
-func inManifestOrder(order, values []Param) []Param {
-	by := make(map[string]Param, len(values))
+func inManifestOrder(order, values []optim.Param) []optim.Param {
+	by := make(map[string]optim.Param, len(values))
 	for _, p := range values {
 		by[p.Name] = p
 	}
-	out := make([]Param, 0, len(order))
+	out := make([]optim.Param, 0, len(order))
 	for _, p := range order {
 		if v, ok := by[p.Name]; ok {
 			out = append(out, v)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // The loop's behaviour (resume, overflow skips, non-finite stops, checkpoint cadence,
@@ -318,7 +319,7 @@ func TestFakeLoopEvaluations(t *testing.T) {
 	cfg.EvalEvery, cfg.MaxSteps = 2, 6
 	// Config.NewStepper, when set, makes the Stepper instead of the backend.
 	made := 0
-	cfg.NewStepper = func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+	cfg.NewStepper = func(init []optim.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
 		made++
 		return b.NewStepper(init, sc, rows, seq)
 	}
@@ -480,7 +481,7 @@ func TestFakeLoopResumeLonger(t *testing.T) {
 			longer.Log = log
 			b := newFakeBackend(t)
 			lrs := map[int]float64{}
-			longer.NewStepper = func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+			longer.NewStepper = func(init []optim.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
 				st, err := b.NewStepper(init, sc, rows, seq)
 				return lrRecorder{Stepper: st, lrs: lrs}, err
 			}
@@ -488,7 +489,7 @@ func TestFakeLoopResumeLonger(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := train.NewSchedule(sched, longer.Warmup, 10)
+			s, err := optim.NewSchedule(sched, longer.Warmup, 10)
 			if err != nil {
 				t.Fatal(err)
 			}

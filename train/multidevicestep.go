@@ -32,7 +32,7 @@ type multiDeviceStepper struct {
 
 // NewMultiDeviceStepper returns the Stepper over engines opened with EngineOptions.DeviceStep
 // (one per device), for batches of at most rows × seq, starting from init (updated in place).
-func NewMultiDeviceStepper(engines []*Engine, init []Param, cfg StepConfig, rows, seq int) (Stepper, error) {
+func NewMultiDeviceStepper(engines []*Engine, init []optim.Param, cfg StepConfig, rows, seq int) (Stepper, error) {
 	if len(engines) == 0 {
 		return nil, errors.New("multi-device step: no engines")
 	}

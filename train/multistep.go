@@ -10,8 +10,9 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/ortq/ortq/train/optim"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/ortq/ortq/train/optim"
 )
 
 // multiStepper is data parallelism over the devices of one host: one Engine (training
@@ -34,10 +35,10 @@ import (
 // milliseconds on one core).
 type multiStepper struct {
 	engines []*Engine
-	params  []Param
+	params  []optim.Param
 	values  map[string][]float32
 	shards  []*updateShard
-	scaler  *GradScaler
+	scaler  *optim.GradScaler
 	// grads holds every tensor's reduced gradient, allocated once: the shards write their
 	// own entries' elements, never the map.
 	grads map[string][]float32
@@ -49,8 +50,8 @@ type multiStepper struct {
 // updateShard is the host-side work of a subset of the LoRA tensors.
 type updateShard struct {
 	names []string
-	acc   *GradAccumulator
-	opt   *AdamW
+	acc   *optim.GradAccumulator
+	opt   *optim.AdamW
 	grads map[string][]float32 // its entries of multiStepper.grads
 }
 
@@ -65,7 +66,7 @@ type microResult struct {
 // (one per device, each with a training session over the same artifacts), starting from
 // init, which it updates in place. Micro-batch k runs on engines[k mod len(engines)].
 // With one engine it computes what the host stepper does.
-func NewMultiStepper(engines []*Engine, init []Param, cfg StepConfig) (Stepper, error) {
+func NewMultiStepper(engines []*Engine, init []optim.Param, cfg StepConfig) (Stepper, error) {
 	if len(engines) == 0 {
 		return nil, errors.New("multi-device step: no engine")
 	}
@@ -81,7 +82,7 @@ func NewMultiStepper(engines []*Engine, init []Param, cfg StepConfig) (Stepper, 
 	if len(init) == 0 {
 		return nil, errors.New("multi-device step: no LoRA parameters")
 	}
-	scaler, err := NewGradScaler(cfg.Scaler)
+	scaler, err := optim.NewGradScaler(cfg.Scaler)
 	if err != nil {
 		return nil, err
 	}
@@ -95,11 +96,11 @@ func NewMultiStepper(engines []*Engine, init []Param, cfg StepConfig) (Stepper, 
 		s.grads[p.Name] = make([]float32, len(p.Data))
 	}
 	for _, part := range partitionParams(init, runtime.GOMAXPROCS(0)) {
-		opt, err := NewAdamW(part, cfg.AdamW)
+		opt, err := optim.NewAdamW(part, cfg.AdamW)
 		if err != nil {
 			return nil, err
 		}
-		sh := &updateShard{acc: NewGradAccumulator(part), opt: opt, grads: map[string][]float32{}}
+		sh := &updateShard{acc: optim.NewGradAccumulator(part), opt: opt, grads: map[string][]float32{}}
 		for _, p := range part {
 			sh.names = append(sh.names, p.Name)
 			sh.grads[p.Name] = s.grads[p.Name]
@@ -111,14 +112,14 @@ func NewMultiStepper(engines []*Engine, init []Param, cfg StepConfig) (Stepper, 
 
 // partitionParams splits params into at most n non-empty groups of about equal size
 // (largest first, each to the lightest group).
-func partitionParams(params []Param, n int) [][]Param {
+func partitionParams(params []optim.Param, n int) [][]optim.Param {
 	n = max(1, min(n, len(params)))
 	order := make([]int, len(params))
 	for i := range order {
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool { return len(params[order[a]].Data) > len(params[order[b]].Data) })
-	parts := make([][]Param, n)
+	parts := make([][]optim.Param, n)
 	load := make([]int, n)
 	for _, i := range order {
 		j := 0
@@ -246,7 +247,7 @@ func (s *multiStepper) update(in StepInput) (StepOutcome, error) {
 		return nil
 	})
 	out.Loss = losses[0] // every shard added every micro-batch's loss and tokens
-	if errors.Is(err, ErrNoTokens) {
+	if errors.Is(err, optim.ErrNoTokens) {
 		out.NoTokens, out.GradNorm = true, math.NaN()
 		return out, nil
 	}
@@ -304,9 +305,9 @@ func (s *multiStepper) Params() (map[string][]float32, error) {
 // State is the host stepper's: the shards' moments as one AdamW state.
 func (s *multiStepper) State() (StepState, error) {
 	st := StepState{Scaler: s.scaler.State(),
-		Adam: AdamWState{Step: s.shards[0].opt.StepCount(), ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}}
+		Adam: optim.AdamWState{Step: s.shards[0].opt.StepCount(), ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}}
 	for _, p := range s.params {
-		st.Params = append(st.Params, Param{Name: p.Name, Data: append([]float32(nil), p.Data...), NoDecay: p.NoDecay})
+		st.Params = append(st.Params, optim.Param{Name: p.Name, Data: append([]float32(nil), p.Data...), NoDecay: p.NoDecay})
 	}
 	for _, sh := range s.shards {
 		a := sh.opt.State()
@@ -325,7 +326,7 @@ func (s *multiStepper) Restore(st StepState) error {
 		return err
 	}
 	for _, sh := range s.shards {
-		a := AdamWState{Step: st.Adam.Step, ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}
+		a := optim.AdamWState{Step: st.Adam.Step, ExpAvg: map[string][]float32{}, ExpAvgSq: map[string][]float32{}}
 		for _, name := range sh.names {
 			a.ExpAvg[name], a.ExpAvgSq[name] = st.Adam.ExpAvg[name], st.Adam.ExpAvgSq[name]
 		}

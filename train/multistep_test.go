@@ -13,6 +13,7 @@ import (
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // runMulti is runStepper for the multi-device stepper over `devices` CPU sessions, each
@@ -21,14 +22,14 @@ import (
 func runMulti(t *testing.T, art string, devices int, cfg train.StepConfig, steps [][]data.Batch, resumeAt int) stepRun {
 	t.Helper()
 	eo := train.EngineOptions{Train: true, Recompute: true, LazyEval: true}
-	return runOnEngines(t, art, devices, eo, steps, resumeAt, func(es []*train.Engine, init []train.Param) (train.Stepper, error) {
+	return runOnEngines(t, art, devices, eo, steps, resumeAt, func(es []*train.Engine, init []optim.Param) (train.Stepper, error) {
 		return train.NewMultiStepper(es, init, cfg)
 	})
 }
 
 // runOnEngines drives the stepper mk makes over `devices` CPU engines opened with eo.
 func runOnEngines(t *testing.T, art string, devices int, eo train.EngineOptions, steps [][]data.Batch, resumeAt int,
-	mk func([]*train.Engine, []train.Param) (train.Stepper, error)) stepRun {
+	mk func([]*train.Engine, []optim.Param) (train.Stepper, error)) stepRun {
 	t.Helper()
 	var engines []*train.Engine
 	closeAll := func() {
@@ -97,12 +98,12 @@ func compareRuns(t *testing.T, what string, want, got stepRun, tol float64) (dLo
 // multi-device run restored midway equals the uninterrupted one.
 func TestMultiDeviceMatchesOneDevice(t *testing.T) {
 	const rows, seq = 2, 24
-	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	base := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig()}
 	base.Scaler.Disabled = true
 	clipped := base
 	clipped.MaxGradNorm = clipAt
 	overflow := base
-	overflow.Scaler = train.DefaultGradScalerConfig()
+	overflow.Scaler = optim.DefaultGradScalerConfig()
 	overflow.Scaler.InitScale = 0x1p22 // the float16 backward overflows at 2^22 … 2^19 (measured)
 	for _, c := range []struct {
 		name           string
@@ -166,7 +167,7 @@ func TestMultiDeviceCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	cfg := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig()}
 	st, err := train.NewMultiStepper(engines, init, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -232,10 +233,10 @@ func TestMultiDeviceCancel(t *testing.T) {
 // restored midway equals the uninterrupted one bit for bit.
 func TestMultiDeviceStepMatchesHost(t *testing.T) {
 	const rows, seq = 2, 24
-	base := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	base := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig()}
 	base.Scaler.Disabled = true
 	base.MaxGradNorm = clipAt
-	overflow := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	overflow := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig()}
 	overflow.Scaler.InitScale = 0x1p22
 	for _, c := range []struct {
 		name    string
@@ -265,7 +266,7 @@ func TestMultiDeviceStepMatchesHost(t *testing.T) {
 func runMultiDevice(t *testing.T, art string, devices int, cfg train.StepConfig, steps [][]data.Batch, rows, seq, resumeAt int) stepRun {
 	t.Helper()
 	eo := train.EngineOptions{DeviceStep: true, LazyEval: true}
-	return runOnEngines(t, art, devices, eo, steps, resumeAt, func(es []*train.Engine, init []train.Param) (train.Stepper, error) {
+	return runOnEngines(t, art, devices, eo, steps, resumeAt, func(es []*train.Engine, init []optim.Param) (train.Stepper, error) {
 		return train.NewMultiDeviceStepper(es, init, cfg, rows, seq)
 	})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // Collective is what one rank of a data-parallel run (one process per GPU, on one host or
@@ -43,7 +44,7 @@ type rankStepper struct {
 // NewRankStepper returns the Stepper of one rank over its engine (opened with
 // EngineOptions.DeviceStep), for batches of at most rows × seq, starting from init (every
 // rank the same), checking the ranks' weights agree every checkEvery steps (0: never).
-func NewRankStepper(e *Engine, init []Param, cfg StepConfig, rows, seq int, coll Collective, checkEvery int) (Stepper, error) {
+func NewRankStepper(e *Engine, init []optim.Param, cfg StepConfig, rows, seq int, coll Collective, checkEvery int) (Stepper, error) {
 	switch {
 	case coll == nil || coll.World() < 1 || coll.Rank() < 0 || coll.Rank() >= coll.World():
 		return nil, errors.New("rank step: no collective, or a rank outside its world")

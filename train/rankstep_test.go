@@ -15,6 +15,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // memWorld is a test double of NCCL for in-process ranks on the CPU, where a session's
@@ -183,7 +184,7 @@ func runRank(art string, coll memRank, cfg train.StepConfig, steps [][]data.Batc
 // equals the uninterrupted one bit for bit.
 func TestRankStepperMatchesOneDevice(t *testing.T) {
 	const rows, seq = 2, 24
-	cfg := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig(), MaxGradNorm: clipAt}
+	cfg := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig(), MaxGradNorm: clipAt}
 	cfg.Scaler.Disabled = true
 	art := stepFixture(t, 0.1, false)
 	for _, c := range []struct {
@@ -221,7 +222,7 @@ func TestRankStepperMatchesOneDevice(t *testing.T) {
 // TestRankStepperDivergence: a rank whose weights differ stops every rank at the checksum.
 func TestRankStepperDivergence(t *testing.T) {
 	const rows, seq = 2, 24
-	cfg := train.StepConfig{AdamW: train.DefaultAdamWConfig(), Scaler: train.DefaultGradScalerConfig()}
+	cfg := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig()}
 	art := stepFixture(t, 0, false)
 	_, err := runRanks(t, art, 2, cfg, stepBatches(1, 2, rows, seq, false), rows, seq, 0, 1)
 	if err == nil || !strings.Contains(err.Error(), "LoRA weights differ at step 1: rank 1") {

@@ -16,6 +16,7 @@ import (
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare/preparetest"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // loopFixture prepares the embedded default model with the default LoRA dropout (0.1: a
@@ -42,7 +43,7 @@ func loopFixture(t *testing.T) (art string, trainSet, evalSet []data.Example) {
 func loopConfig(art, out string) train.Config {
 	return train.Config{Artifacts: art, Out: out, Device: "cpu", MicroBatch: 2, GradAccum: 2, MaxSteps: 6, LR: 1e-3,
 		WeightDecay: 0.01, Schedule: "linear", Warmup: 2, PadMultiple: 8, Seed: 5, SaveEvery: 2, Keep: 0, Quiet: true,
-		Hooks: train.Hooks{Log: &bytes.Buffer{}}, MaxGradNorm: train.DefaultMaxGradNorm}
+		Hooks: train.Hooks{Log: &bytes.Buffer{}}, MaxGradNorm: optim.DefaultMaxGradNorm}
 }
 
 func runLoop(t *testing.T, art string, ctx context.Context, trainSet, evalSet []data.Example, cfg train.Config) (*train.Report, error) {

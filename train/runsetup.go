@@ -9,9 +9,11 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
-	"golang.org/x/sync/errgroup"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // StepKind is how a run's optimizer step runs (--step).
@@ -193,7 +195,7 @@ func CloseEngines(es []*Engine) {
 // NewRunStepper is the Stepper of a run over engines (OpenEngines): the engine's own on one
 // device; over several, NewMultiDeviceStepper where they opened the device step, else
 // NewMultiStepper. Batches hold up to rows × seq tokens.
-func NewRunStepper(engines []*Engine, init []Param, cfg StepConfig, rows, seq int) (Stepper, error) {
+func NewRunStepper(engines []*Engine, init []optim.Param, cfg StepConfig, rows, seq int) (Stepper, error) {
 	switch {
 	case len(engines) == 1:
 		return engines[0].NewStepper(init, cfg, rows, seq)

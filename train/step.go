@@ -70,15 +70,15 @@ type StepOutcome struct {
 
 // StepState is a Stepper's checkpointable state.
 type StepState struct {
-	Params []Param
-	Adam   AdamWState
-	Scaler GradScalerState
+	Params []optim.Param
+	Adam   optim.AdamWState
+	Scaler optim.GradScalerState
 }
 
 // StepConfig configures a Stepper.
 type StepConfig struct {
-	AdamW  AdamWConfig
-	Scaler GradScalerConfig
+	AdamW  optim.AdamWConfig
+	Scaler optim.GradScalerConfig
 	// GradHook, when set, sees the unscaled gradients of each step before the finiteness
 	// check and may change them (fault injection for tests; the host stepper only).
 	GradHook func(step int, grads map[string][]float32)
@@ -110,14 +110,14 @@ type hostStepper struct {
 	hostState
 	e      *Engine
 	values map[string][]float32
-	acc    *GradAccumulator
+	acc    *optim.GradAccumulator
 	grads  map[string][]float32
 	hook   func(int, map[string][]float32)
 }
 
 // NewHostStepper returns the host-memory Stepper over e's training graph, starting from init
 // (which it updates in place).
-func NewHostStepper(e *Engine, init []Param, cfg StepConfig) (Stepper, error) {
+func NewHostStepper(e *Engine, init []optim.Param, cfg StepConfig) (Stepper, error) {
 	if e.train == nil {
 		return nil, errors.New("host stepper: the engine has no training session")
 	}
@@ -126,7 +126,7 @@ func NewHostStepper(e *Engine, init []Param, cfg StepConfig) (Stepper, error) {
 		return nil, err
 	}
 	s := &hostStepper{hostState: hs, e: e, values: map[string][]float32{},
-		acc: NewGradAccumulator(init), grads: map[string][]float32{}, hook: cfg.GradHook}
+		acc: optim.NewGradAccumulator(init), grads: map[string][]float32{}, hook: cfg.GradHook}
 	for _, p := range init {
 		s.values[p.Name] = p.Data
 	}
@@ -154,7 +154,7 @@ func (s *hostStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 	out := StepOutcome{Scale: s.scaler.Scale()}
 	loss, err := s.acc.Finish(s.grads)
 	out.Loss = loss
-	if errors.Is(err, ErrNoTokens) {
+	if errors.Is(err, optim.ErrNoTokens) {
 		out.NoTokens, out.GradNorm = true, math.NaN()
 		return out, nil
 	}
@@ -175,7 +175,7 @@ func (s *hostStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 // non-finite value (inf) or whose mean loss out.Loss is not finite: in fp32 training the
 // step is NonFinite and nothing changes (the loop stops); in fp16 it is Skipped and the scale
 // backs off; otherwise apply runs the update. Every stepper ends its step here.
-func finishStep(scaler *GradScaler, out *StepOutcome, inf bool, apply func() error) error {
+func finishStep(scaler *optim.GradScaler, out *StepOutcome, inf bool, apply func() error) error {
 	inf = inf || math.IsNaN(out.Loss) || math.IsInf(out.Loss, 0)
 	if inf && !scaler.Enabled() {
 		out.NonFinite = true
@@ -195,20 +195,20 @@ func finishStep(scaler *GradScaler, out *StepOutcome, inf bool, apply func() err
 // master copy AdamW updates in place), AdamW and the loss scaler. It gives those steppers
 // their Params, State, Restore and Scale.
 type hostState struct {
-	params []Param
-	opt    *AdamW
-	scaler *GradScaler
+	params []optim.Param
+	opt    *optim.AdamW
+	scaler *optim.GradScaler
 	// maxNorm is StepConfig.MaxGradNorm.
 	maxNorm float64
 }
 
 // newHostState starts AdamW and the scaler over init (updated in place).
-func newHostState(init []Param, cfg StepConfig) (hostState, error) {
-	opt, err := NewAdamW(init, cfg.AdamW)
+func newHostState(init []optim.Param, cfg StepConfig) (hostState, error) {
+	opt, err := optim.NewAdamW(init, cfg.AdamW)
 	if err != nil {
 		return hostState{}, err
 	}
-	scaler, err := NewGradScaler(cfg.Scaler)
+	scaler, err := optim.NewGradScaler(cfg.Scaler)
 	if err != nil {
 		return hostState{}, err
 	}
@@ -227,9 +227,9 @@ func (s *hostState) Params() (map[string][]float32, error) {
 }
 
 func (s *hostState) State() (StepState, error) {
-	ps := make([]Param, len(s.params))
+	ps := make([]optim.Param, len(s.params))
 	for i, p := range s.params {
-		ps[i] = Param{Name: p.Name, Data: append([]float32(nil), p.Data...), NoDecay: p.NoDecay}
+		ps[i] = optim.Param{Name: p.Name, Data: append([]float32(nil), p.Data...), NoDecay: p.NoDecay}
 	}
 	return StepState{Params: ps, Adam: s.opt.State(), Scaler: s.scaler.State()}, nil
 }
@@ -251,7 +251,7 @@ func (s *hostStepper) Close() {}
 
 // copyParams copies src's values into dst by name; every dst tensor must be in src with
 // its length.
-func copyParams(dst, src []Param) error {
+func copyParams(dst, src []optim.Param) error {
 	by := make(map[string][]float32, len(src))
 	for _, p := range src {
 		by[p.Name] = p.Data

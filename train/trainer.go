@@ -13,6 +13,7 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/internal/runreport"
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // Backend is what the loop needs from the artifacts it trains, beside the Stepper: the
@@ -28,7 +29,7 @@ type Backend interface {
 	// Eval returns the summed loss and counted tokens of batches under params.
 	Eval(batches []data.Batch, params map[string][]float32) (lossSum float64, tokens int64, err error)
 	// NewStepper makes the run's Stepper starting from init, for batches up to rows × seq.
-	NewStepper(init []Param, cfg StepConfig, rows, seq int) (Stepper, error)
+	NewStepper(init []optim.Param, cfg StepConfig, rows, seq int) (Stepper, error)
 }
 
 // Artifacts returns e's directory and manifest (Backend).
@@ -100,8 +101,8 @@ type run struct {
 	it      *data.Iterator
 	evals   []data.Batch
 	total   int
-	sched   Schedule
-	params  []Param // the LoRA tensors in manifest order, which checkpoints and the adapter follow
+	sched   optim.Schedule
+	params  []optim.Param // the LoRA tensors in manifest order, which checkpoints and the adapter follow
 	stepper Stepper
 	maxSkip int
 
@@ -171,7 +172,7 @@ func (t *Trainer) setup() (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	if l.sched, err = NewSchedule(cfg.Schedule, cfg.Warmup, l.total); err != nil {
+	if l.sched, err = optim.NewSchedule(cfg.Schedule, cfg.Warmup, l.total); err != nil {
 		return nil, err
 	}
 	newStepper := t.Backend.NewStepper
@@ -242,7 +243,7 @@ func (l *run) begin(resumed *Checkpoint) error {
 	}
 	st := StepState{Adam: resumed.Adam, Scaler: resumed.Scaler}
 	for _, p := range l.params {
-		st.Params = append(st.Params, Param{Name: p.Name, Data: resumed.Params[p.Name]})
+		st.Params = append(st.Params, optim.Param{Name: p.Name, Data: resumed.Params[p.Name]})
 	}
 	if err := l.stepper.Restore(st); err != nil {
 		return fmt.Errorf("checkpoint %q: %w", resumed.Dir, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // parseDevices resolves --device into one ONNX Runtime device per training session
@@ -69,7 +70,7 @@ func idleDevicesNote(devs []string, gradAccum int) string {
 // runStepper is train.Config.NewStepper for a run over several engines (nil for one: the
 // loop then uses the engine's own); the run's report says how it ran (the first engine's
 // notes go into it).
-func runStepper(engines []*train.Engine) func([]train.Param, train.StepConfig, int, int) (train.Stepper, error) {
+func runStepper(engines []*train.Engine) func([]optim.Param, train.StepConfig, int, int) (train.Stepper, error) {
 	if len(engines) < 2 {
 		return nil
 	}
@@ -84,7 +85,7 @@ func runStepper(engines []*train.Engine) func([]train.Param, train.StepConfig, i
 	}
 	eng.Notes = append(eng.Notes, fmt.Sprintf("data-parallel over %d devices (%s): %s, gradients reduced token-weighted in Go memory, one AdamW on the host; "+
 		"the run log and the report give each GPU's memory, and as gpu_used_bytes the busiest GPU's", len(devs), strings.Join(devs, ","), how))
-	return func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+	return func(init []optim.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
 		return train.NewRunStepper(engines, init, sc, rows, seq)
 	}
 }

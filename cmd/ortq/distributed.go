@@ -9,12 +9,14 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
 	"github.com/ortq/ortq/dist"
 	"github.com/ortq/ortq/internal/nccl"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
-	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // envLaunched marks the children of `train --nproc-per-node`: they run as ranks and do
@@ -216,7 +218,7 @@ func (d *distRun) configure(cfg *train.Config, engines []*train.Engine) {
 		return
 	}
 	eng, every := engines[0], d.every
-	cfg.NewStepper = func(init []train.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
+	cfg.NewStepper = func(init []optim.Param, sc train.StepConfig, rows, seq int) (train.Stepper, error) {
 		return train.NewRankStepper(eng, init, sc, rows, seq, d.coll, every)
 	}
 	cfg.Device = fmt.Sprintf("%s on each of %d ranks", cfg.Device, d.cfg.WorldSize)

@@ -17,6 +17,7 @@ import (
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/tokenize"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // sampleRecords reads run.jsonl's sample lines by step.
@@ -52,9 +53,9 @@ func checkpointAdapter(t *testing.T, art, out string, step int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ps []train.Param
+	var ps []optim.Param
 	for _, p := range man.Params {
-		ps = append(ps, train.Param{Name: p.Name, Data: ck.Params[p.Name]})
+		ps = append(ps, optim.Param{Name: p.Name, Data: ck.Params[p.Name]})
 	}
 	dir := filepath.Join(t.TempDir(), "adapter")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

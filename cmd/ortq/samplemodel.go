@@ -10,6 +10,7 @@ import (
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
+	"github.com/ortq/ortq/train/optim"
 )
 
 // sampleModel decodes greedily with a run's current LoRA values. The artifacts' eval graph
@@ -108,13 +109,13 @@ func (s *sampleModel) greedy(params map[string][]float32, prompts [][]int64, max
 // writeAdapter writes params as the PEFT adapter train saves and as the .onnx_adapter export
 // makes of it, and returns the latter's path.
 func (s *sampleModel) writeAdapter(params map[string][]float32) (string, error) {
-	var ps []train.Param
+	var ps []optim.Param
 	for _, p := range s.man.Params {
 		v, ok := params[p.Name]
 		if !ok {
 			return "", fmt.Errorf("no value for LoRA parameter %q", p.Name)
 		}
-		ps = append(ps, train.Param{Name: p.Name, Data: v})
+		ps = append(ps, optim.Param{Name: p.Name, Data: v})
 	}
 	if err := train.SaveAdapter(s.tmp, s.man, ps); err != nil {
 		return "", err

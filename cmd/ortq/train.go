@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/dustin/go-humanize"
 	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
 
 	"github.com/ortq/ortq/chat"
 	"github.com/ortq/ortq/data"
@@ -19,9 +24,7 @@ import (
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/tokenize"
 	"github.com/ortq/ortq/train"
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
+	"github.com/ortq/ortq/train/optim"
 )
 
 func newTrain() *cobra.Command {
@@ -87,7 +90,7 @@ model's 1.9 MB weights.bin); ` + "`ortq verify`" + ` hashes on demand.`,
 	f.Float64("lr", 2e-4, "AdamW learning rate")
 	f.Float64("weight-decay", 0.01, "AdamW decoupled weight decay (≥ 0)")
 	setMin(f, "weight-decay", "0")
-	f.Float64("max-grad-norm", train.DefaultMaxGradNorm, "clip the global L2 norm of the LoRA gradients (after unscaling and accumulation) to this "+
+	f.Float64("max-grad-norm", optim.DefaultMaxGradNorm, "clip the global L2 norm of the LoRA gradients (after unscaling and accumulation) to this "+
 		"before each AdamW step, as torch's clip_grad_norm_ and Hugging Face Trainer's max_grad_norm (0: no clipping); the norm before clipping is logged "+
 		"as grad norm")
 	f.String("schedule", "linear", "learning-rate schedule after warmup: linear, cosine or constant")
