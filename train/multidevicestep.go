@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/train/optim"
 )
@@ -104,12 +103,8 @@ func (s *multiDeviceStepper) accumulate(ctx context.Context, in StepInput, total
 	var active []*deviceStepper
 	g, gctx := errgroup.WithContext(ctx)
 	for d, dev := range s.devs {
-		var batches []data.Batch
-		var seeds []uint64
-		for k := d; k < len(in.Batches); k += n {
-			batches, seeds = append(batches, in.Batches[k]), append(seeds, in.Seeds[k])
-		}
-		if len(batches) == 0 {
+		mine := in.share(d, n)
+		if len(mine.Batches) == 0 {
 			continue
 		}
 		active = append(active, dev)
@@ -117,7 +112,7 @@ func (s *multiDeviceStepper) accumulate(ctx context.Context, in StepInput, total
 			if err := dev.uploadState([]string{manifest.StateParams}, [][]float32{flat}); err != nil {
 				return fmt.Errorf("device %d: %w", d, err)
 			}
-			if err := dev.run(gctx, batches, seeds, s.scalars(total), false); err != nil {
+			if err := dev.run(gctx, mine.Batches, mine.Seeds, s.scalars(total), false); err != nil {
 				return fmt.Errorf("device %d: %w", d, err)
 			}
 			return nil
@@ -159,18 +154,23 @@ func (s *multiDeviceStepper) reduce(active []*deviceStepper) (lossSum, tokens fl
 	if len(active) == 0 {
 		return 0, 0, nil
 	}
-	dev := active[0]
-	for _, l := range dev.layout {
-		v := s.grads[l.Name]
-		if len(v) != int(l.Size) {
-			v = make([]float32, l.Size)
-			s.grads[l.Name] = v
-		}
+	for _, l := range active[0].layout {
+		v := s.grad(l)
 		for j := range v {
 			v[j] = float32(sum[l.Offset+int64(j)])
 		}
 	}
 	return lossSum, tokens, nil
+}
+
+// grad is s.grads' slice for the flat parameter l, made on first use.
+func (s *multiDeviceStepper) grad(l manifest.FlatParam) []float32 {
+	v := s.grads[l.Name]
+	if len(v) != int(l.Size) {
+		v = make([]float32, l.Size)
+		s.grads[l.Name] = v
+	}
+	return v
 }
 
 // WarmupMicroBatches is the devices' largest (each runs its own bindings).

@@ -67,10 +67,7 @@ func (s *rankStepper) Step(ctx context.Context, in StepInput) (StepOutcome, erro
 	total := in.tokens()
 	out := StepOutcome{Scale: s.scaler.Scale()}
 	dev := s.devs[0]
-	mine := StepInput{Step: in.Step, LR: in.LR}
-	for k := s.coll.Rank(); k < len(in.Batches); k += s.coll.World() {
-		mine.Batches, mine.Seeds = append(mine.Batches, in.Batches[k]), append(mine.Seeds, in.Seeds[k])
-	}
+	mine := in.share(s.coll.Rank(), s.coll.World())
 	if len(mine.Batches) > 0 {
 		if _, err := s.accumulate(ctx, mine, total); err != nil {
 			return StepOutcome{}, err
@@ -109,12 +106,7 @@ func (s *rankStepper) download(dev *deviceStepper) (lossSum, tokens float64, err
 	}
 	g, st := vs[0], vs[1]
 	for _, l := range dev.layout {
-		v := s.grads[l.Name]
-		if len(v) != int(l.Size) {
-			v = make([]float32, l.Size)
-			s.grads[l.Name] = v
-		}
-		copy(v, g[l.Offset:l.Offset+l.Size])
+		copy(s.grad(l), g[l.Offset:l.Offset+l.Size])
 	}
 	return float64(st[0]), float64(st[1]), nil
 }

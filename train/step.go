@@ -96,6 +96,16 @@ func (in StepInput) tokens() int {
 	return n
 }
 
+// share is the part of the step one of n devices (or ranks) runs: micro-batches k ≡ d
+// (mod n), with their dropout seeds.
+func (in StepInput) share(d, n int) StepInput {
+	out := StepInput{Step: in.Step, LR: in.LR}
+	for k := d; k < len(in.Batches); k += n {
+		out.Batches, out.Seeds = append(out.Batches, in.Batches[k]), append(out.Seeds, in.Seeds[k])
+	}
+	return out
+}
+
 func (in StepInput) check() error {
 	if len(in.Batches) == 0 || len(in.Seeds) != len(in.Batches) {
 		return fmt.Errorf("optimizer step %d: %d micro-batches and %d dropout seeds", in.Step, len(in.Batches), len(in.Seeds))
