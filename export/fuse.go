@@ -271,10 +271,10 @@ func (b *builder) lora(x string, sinks []sink) []string {
 		}
 		return ys
 	}
-	at, rows := b.packedA(mods)
+	at, rows, total := b.packedA(mods)
 	h := b.g.Op("MatMul", []string{x, at})
 	for i, s := range sinks {
-		if bt := b.packedB(s, rows); bt != "" {
+		if bt := b.packedB(s, rows, total); bt != "" {
 			ys[i] = b.g.Op("Add", []string{ys[i], b.g.Op("MatMul", []string{h, bt})})
 		}
 	}
@@ -282,9 +282,9 @@ func (b *builder) lora(x string, sinks []sink) []string {
 	return ys
 }
 
-// packedA is [A₁; A₂; …]ᵀ [in, Σr] of mods as an initializer, and each module's first row
-// (column of the product).
-func (b *builder) packedA(mods []string) (string, map[string]int64) {
+// packedA is [A₁; A₂; …]ᵀ [in, Σr] of mods as an initializer, each module's first row
+// (column of the product) and Σr.
+func (b *builder) packedA(mods []string) (string, map[string]int64, int64) {
 	rows, total := map[string]int64{}, int64(0)
 	in := b.ad.Shape[mods[0]][0][1]
 	for _, m := range mods {
@@ -300,15 +300,11 @@ func (b *builder) packedA(mods []string) (string, map[string]int64) {
 		}
 	}
 	name := passes.PEFTName(mods[0], "A") + ".packed.T"
-	return b.g.AddInitializer(ortgraph.FloatTensor(name, b.dt, []int64{in, total}, at)), rows
+	return b.g.AddInitializer(ortgraph.FloatTensor(name, b.dt, []int64{in, total}, at)), rows, total
 }
 
-// packedB is sink s's (α/r)·Bᵀ blocks [Σr, width] ("" when no target of s has LoRA).
-func (b *builder) packedB(s sink, rows map[string]int64) string {
-	total := int64(0)
-	for m := range rows {
-		total += b.ad.Shape[m][0][0]
-	}
+// packedB is sink s's (α/r)·Bᵀ blocks [total = Σr, width] ("" when no target of s has LoRA).
+func (b *builder) packedB(s sink, rows map[string]int64, total int64) string {
 	bt := make([]float32, total*s.width)
 	first := ""
 	for i, m := range s.mods {
