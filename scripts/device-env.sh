@@ -1,7 +1,15 @@
 # Sourced by the scripts/gpu-*.sh drivers on the GPU machine: library paths for ONNX Runtime
-# 1.29 + its CUDA provider in ~/ort (unpacked from the `make ort-gpu-bundle` bundle
-# or by hand) and CUDA 13, the prebuilt ortq from bin/ortq.xz as $Q, and an output dir $OUT.
+# 1.29 + its CUDA provider in ~/ort (unpacked here, once per machine, from the `make
+# ort-gpu-bundle` bundle .ort-gpu when the call carried it, or put there by hand) and CUDA 13,
+# the prebuilt ortq from bin/ortq.xz as $Q, and an output dir $OUT.
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+if [ ! -s "$HOME/ort/libonnxruntime_providers_cuda.so" ] && [ -f .ort-gpu/libonnxruntime_providers_cuda.so.xz ]; then
+  mkdir -p "$HOME/ort"
+  xz -T8 -dc .ort-gpu/libonnxruntime.so.1.xz > "$HOME/ort/libonnxruntime.so.1"
+  xz -T8 -dc .ort-gpu/libonnxruntime_providers_cuda.so.xz > "$HOME/ort/libonnxruntime_providers_cuda.so"
+  cp .ort-gpu/libonnxruntime_providers_shared.so "$HOME/ort/"
+  ln -sf libonnxruntime.so.1 "$HOME/ort/libonnxruntime.so"
+fi
 export ORTQ_ORT_LIB=$HOME/ort/libonnxruntime.so.1
 _cuda=$(dirname "$(ls /usr/local/cuda*/targets/x86_64-linux/lib/libcublas.so.13 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH=$HOME/ort:$_cuda:${LD_LIBRARY_PATH:-}

@@ -15,13 +15,8 @@
 #   PARTS="decode-prof gen2 losscurve" BUDGET=560 bash scripts/gpu-pending.sh
 set -u
 cd "$(dirname "$0")/.."
-if [ ! -f ~/ort/libonnxruntime_providers_cuda.so ]; then
-  mkdir -p ~/ort; b=.ort-gpu
-  xz -T8 -dc $b/libonnxruntime.so.1.xz > ~/ort/libonnxruntime.so.1
-  xz -T8 -dc $b/libonnxruntime_providers_cuda.so.xz > ~/ort/libonnxruntime_providers_cuda.so
-  cp $b/libonnxruntime_providers_shared.so ~/ort/; ln -sf libonnxruntime.so.1 ~/ort/libonnxruntime.so
-fi
-O=${OUT:-/tmp/out}; mkdir -p "$O"; BUDGET=${BUDGET:-560}; T0=$(date +%s)
+. scripts/device-env.sh   # unpacks .ort-gpu into ~/ort once; each part sources it again
+O=$OUT; BUDGET=${BUDGET:-560}; T0=$(date +%s)
 PARTS=${PARTS:-decode-prof gen2 losscurve nf4 trainprof nccl}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$O/summary.txt"
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
