@@ -61,10 +61,12 @@ func dequantized(t *testing.T, wt []float32, out, in int, q quantize.Options) []
 	return p.Dequantize()
 }
 
-func fourBitVsDequantized(t *testing.T, c refCase, q quantize.Options) {
-	ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_all.safetensors"))
-	src := filepath.Join(fixtures, c.variant, "model.onnx")
-	m, err := ortgraph.Load(src)
+// fixtureLinears loads fixture variant's model and PEFT reference and returns its Linears
+// other than lm_head (FindLinears on the model's graph g).
+func fixtureLinears(t *testing.T, variant string) (*reference, *ortgraph.Model, *ortgraph.Graph, []*passes.Linear) {
+	t.Helper()
+	ref := loadRef(t, filepath.Join(fixtures, variant, "ref_all.safetensors"))
+	m, err := ortgraph.Load(filepath.Join(fixtures, variant, "model.onnx"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,10 +75,19 @@ func fourBitVsDequantized(t *testing.T, c refCase, q quantize.Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var ls []*passes.Linear
 	for _, l := range ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears).All {
-		if l.Kind == "lm_head" {
-			continue
+		if l.Kind != "lm_head" {
+			ls = append(ls, l)
 		}
+	}
+	return ref, m, g, ls
+}
+
+func fourBitVsDequantized(t *testing.T, c refCase, q quantize.Options) {
+	ref, m, g, linears := fixtureLinears(t, c.variant)
+	src := m.Path
+	for _, l := range linears {
 		tt := g.Initializer(l.Weight)
 		w, err := m.Floats(tt)
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/ortgraph"
-	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/quantize"
@@ -25,19 +24,10 @@ func TestTorchScriptStyleGraph(t *testing.T) {
 			c = rc
 		}
 	}
-	ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_all.safetensors"))
-	src := filepath.Join(fixtures, c.variant, "model.onnx")
-	m, err := ortgraph.Load(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := ortgraph.NewGraph(m)
-	ctx, err := ortgraph.RunPasses(g, nil, nil, passes.FindLinears)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range ortgraph.ResultOf[*passes.Linears](ctx, passes.FindLinears).All {
-		if l.Kind == "lm_head" || l.WeightIsOutIn {
+	ref, m, g, linears := fixtureLinears(t, c.variant)
+	src := m.Path
+	for _, l := range linears {
+		if l.WeightIsOutIn {
 			continue
 		}
 		tt := g.Initializer(l.Weight)
