@@ -86,7 +86,7 @@ func OpenWith(dir string, opts ortrun.Options, resident bool) (*Model, error) {
 	}
 	if m.shared {
 		resident = true
-		if m.picker, err = openPicker(opts); err != nil {
+		if m.picker, err = openPicker(opts, m.vocab); err != nil {
 			m.Close()
 			return nil, err
 		}
