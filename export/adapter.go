@@ -82,24 +82,30 @@ func checkAdapterConfig(path string, man *manifest.Manifest) error {
 }
 
 // inputs returns the graph values holding Aᵀ [in, r] and Bᵀ [r, out] of mod in the graph's
-// type: initializers (LoRASeparate), or Transposes of optional graph inputs named as PEFT
-// names whose default is zero (LoRAInputs).
+// type: initializers (LoRASeparate), or Transposes of the LoRA inputs A [r, in] and B
+// [out, r] under their PEFT names (LoRAInputs, loraTensor).
 func (a *Adapter) inputs(b *builder, mod string) (at, bt string) {
 	g, sh := b.g, a.Shape[mod]
 	r, in, out := sh[0][0], sh[0][1], sh[1][0]
 	if b.mode == LoRAInputs {
-		for _, p := range []struct {
-			name  string
-			shape []int64
-		}{{passes.PEFTName(mod, "A"), sh[0]}, {passes.PEFTName(mod, "B"), sh[1]}} {
-			g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: p.name, Type: ortgraph.TensorType(b.dt, p.shape)})
-			g.AddInitializer(ortgraph.FloatTensor(p.name, b.dt, p.shape, make([]float32, p.shape[0]*p.shape[1])))
-		}
-		at = g.Op("Transpose", []string{passes.PEFTName(mod, "A")}, ortgraph.AInts("perm", 1, 0))
-		bt = g.Op("Transpose", []string{passes.PEFTName(mod, "B")}, ortgraph.AInts("perm", 1, 0))
+		at = g.Op("Transpose", []string{b.loraTensor(passes.PEFTName(mod, "A"), sh[0], a.A[mod])}, ortgraph.AInts("perm", 1, 0))
+		bt = g.Op("Transpose", []string{b.loraTensor(passes.PEFTName(mod, "B"), sh[1], a.B[mod])}, ortgraph.AInts("perm", 1, 0))
 		return at, bt
 	}
-	at = g.AddInitializer(ortgraph.FloatTensor(passes.PEFTName(mod, "A")+".T", b.dt, []int64{in, r}, quantize.Transpose(a.A[mod], int(r), int(in))))
-	bt = g.AddInitializer(ortgraph.FloatTensor(passes.PEFTName(mod, "B")+".T", b.dt, []int64{r, out}, quantize.Transpose(a.B[mod], int(out), int(r))))
+	at = b.loraTensor(passes.PEFTName(mod, "A")+".T", []int64{in, r}, quantize.Transpose(a.A[mod], int(r), int(in)))
+	bt = b.loraTensor(passes.PEFTName(mod, "B")+".T", []int64{r, out}, quantize.Transpose(a.B[mod], int(out), int(r)))
 	return at, bt
+}
+
+// loraTensor adds a LoRA tensor of values v in the graph's type and returns its name: an
+// initializer, or in LoRAInputs mode an optional graph input whose default is zeros (the base
+// model) with v recorded for the .onnx_adapter.
+func (b *builder) loraTensor(name string, dims []int64, v []float32) string {
+	if b.mode != LoRAInputs {
+		return b.g.AddInitializer(ortgraph.FloatTensor(name, b.dt, dims, v))
+	}
+	b.g.P.Input = append(b.g.P.Input, &onnxpb.ValueInfoProto{Name: name, Type: ortgraph.TensorType(b.dt, dims)})
+	b.g.AddInitializer(ortgraph.FloatTensor(name, b.dt, dims, make([]float32, len(v))))
+	b.params = append(b.params, AdapterParam{Name: name, Dims: append([]int64(nil), dims...), DType: b.dt, Raw: encodeFloats(v, b.dt)})
+	return name
 }

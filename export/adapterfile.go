@@ -25,15 +25,26 @@ const (
 )
 
 // WriteAdapterFile writes ad's A [r, in] and B [out, r] under their PEFT names (the names of
-// the optional inputs of a LoRAInputs graph) in the graph's float type dt, atomically.
+// the optional inputs of an unfused LoRAInputs graph: the concat layout, or --fuse=false) in
+// the graph's float type dt, atomically. A fused export writes its own packed tensors
+// (Built.AdapterParams).
 func WriteAdapterFile(path string, ad *Adapter, dt int32) error {
-	b := flatbuffers.NewBuilder(1 << 16)
-	var params []flatbuffers.UOffsetT
+	var ps []AdapterParam
 	for _, mod := range ad.Modules {
 		sh := ad.Shape[mod]
-		params = append(params,
-			adapterParam(b, passes.PEFTName(mod, "A"), sh[0], ad.A[mod], dt),
-			adapterParam(b, passes.PEFTName(mod, "B"), sh[1], ad.B[mod], dt))
+		ps = append(ps,
+			AdapterParam{Name: passes.PEFTName(mod, "A"), Dims: sh[0], DType: dt, Raw: encodeFloats(ad.A[mod], dt)},
+			AdapterParam{Name: passes.PEFTName(mod, "B"), Dims: sh[1], DType: dt, Raw: encodeFloats(ad.B[mod], dt)})
+	}
+	return writeAdapterParams(path, ps)
+}
+
+// writeAdapterParams writes ps as an .onnx_adapter file, atomically.
+func writeAdapterParams(path string, ps []AdapterParam) error {
+	b := flatbuffers.NewBuilder(1 << 16)
+	var params []flatbuffers.UOffsetT
+	for _, p := range ps {
+		params = append(params, adapterParam(b, p))
 	}
 	b.StartVector(4, len(params), 4)
 	for i := len(params) - 1; i >= 0; i-- {
@@ -54,9 +65,9 @@ func WriteAdapterFile(path string, ad *Adapter, dt int32) error {
 }
 
 // adapterParam adds one Parameter table and returns its offset.
-func adapterParam(b *flatbuffers.Builder, name string, dims []int64, v []float32, dt int32) flatbuffers.UOffsetT {
-	raw := encodeFloats(v, dt)
-	nameOff := b.CreateString(name)
+func adapterParam(b *flatbuffers.Builder, p AdapterParam) flatbuffers.UOffsetT {
+	raw, dims := p.Raw, p.Dims
+	nameOff := b.CreateString(p.Name)
 	b.StartVector(8, len(dims), 8)
 	for i := len(dims) - 1; i >= 0; i-- {
 		b.PrependInt64(dims[i])
@@ -71,7 +82,7 @@ func adapterParam(b *flatbuffers.Builder, name string, dims []int64, v []float32
 	b.StartObject(4)
 	b.PrependUOffsetTSlot(0, nameOff, 0)
 	b.PrependUOffsetTSlot(1, dimsOff, 0)
-	b.PrependInt32Slot(2, dt, 0)
+	b.PrependInt32Slot(2, p.DType, 0)
 	b.PrependUOffsetTSlot(3, rawOff, 0)
 	return b.EndObject()
 }

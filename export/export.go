@@ -86,7 +86,7 @@ func Run(o Options) (*Result, error) {
 	case o.Format == FormatONNXAdapter:
 		mode = LoRAInputs
 	}
-	m, fz, err := BuildLayout(s, ad, mode, o.KVCache, !o.NoFuse)
+	m, built, err := BuildLayout(s, ad, mode, o.KVCache, !o.NoFuse)
 	if err != nil {
 		return nil, err
 	}
@@ -95,12 +95,12 @@ func Run(o Options) (*Result, error) {
 		inits[t.Name] = t
 	}
 	slow := slowGEMV(m.P.Graph, inits)
-	res, err := write(o, s, ad, mode, m)
+	res, err := write(o, s, built.AdapterParams, mode, m)
 	if err != nil {
 		return nil, err
 	}
 	res.Warnings = append(res.Warnings, slow...)
-	res.Fused, res.FuseNotes = fz.Applied, fz.Notes
+	res.Fused, res.FuseNotes = built.Applied, built.Notes
 	return res, nil
 }
 
@@ -121,7 +121,7 @@ func (o *Options) check() error {
 
 // write fills a temporary sibling of o.Out (model, adapter file, genai_config.json,
 // tokenizer) and swaps it into place.
-func write(o Options, s *Source, ad *Adapter, mode LoRAMode, m *ortgraph.Model) (*Result, error) {
+func write(o Options, s *Source, params []AdapterParam, mode LoRAMode, m *ortgraph.Model) (*Result, error) {
 	parent := filepath.Dir(filepath.Clean(o.Out))
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, err
@@ -137,7 +137,7 @@ func write(o Options, s *Source, ad *Adapter, mode LoRAMode, m *ortgraph.Model) 
 	}
 	res.Files = append(res.Files, ModelFile, DataFile)
 	if mode == LoRAInputs {
-		if err := WriteAdapterFile(filepath.Join(tmp, AdapterFile), ad, s.DType); err != nil {
+		if err := writeAdapterParams(filepath.Join(tmp, AdapterFile), params); err != nil {
 			return nil, err
 		}
 		res.Files = append(res.Files, AdapterFile)

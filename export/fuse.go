@@ -111,9 +111,6 @@ func (b *builder) packedQKV(mods [3]string, x string) (y string, ok bool, err er
 		case b.merged[mod] != nil:
 			b.fz.note("--merge: q, k and v stay three nodes (the merged targets are float MatMuls)")
 			return "", false, nil
-		case b.mode == LoRAInputs && b.ad.Has(mod):
-			b.fz.note("--format onnx-adapter: q, k and v stay three nodes (the LoRA inputs are per target)")
-			return "", false, nil
 		case l.Node.OpType != "MatMulNBits" && l.Node.OpType != "MatMulBnb4":
 			b.fz.note("q, k and v stay three nodes: their base is %s, only MatMulNBits and MatMulBnb4 bases are packed", l.Node.OpType)
 			return "", false, nil
@@ -243,8 +240,7 @@ type sink struct {
 }
 
 // lora adds the LoRA updates of every sink, all reading x, and returns the sinks' new
-// outputs. Unfused (or LoRA as graph inputs: their names stay PEFT's, one pair per
-// target) it is loraUpdate per target; fused, one
+// outputs. Unfused it is loraUpdate per target; fused, one
 // MatMul by the packed Aᵀ [in, Σr] for all of them, then per sink one MatMul by its block
 // of (α/r)·Bᵀ [Σr, width] and one Add.
 func (b *builder) lora(x string, sinks []sink) []string {
@@ -261,7 +257,7 @@ func (b *builder) lora(x string, sinks []sink) []string {
 	if b.mode == LoRANone || b.mode == LoRAMerged || len(mods) == 0 {
 		return ys
 	}
-	if !b.fz.on || b.mode == LoRAInputs {
+	if !b.fz.on {
 		for i, s := range sinks {
 			for _, m := range s.mods {
 				if b.ad.Has(m) {
@@ -299,8 +295,7 @@ func (b *builder) packedA(mods []string) (string, map[string]int64, int64) {
 			}
 		}
 	}
-	name := passes.PEFTName(mods[0], "A") + ".packed.T"
-	return b.g.AddInitializer(ortgraph.FloatTensor(name, b.dt, []int64{in, total}, at)), rows, total
+	return b.loraTensor(passes.PEFTName(mods[0], "A")+".packed.T", []int64{in, total}, at), rows, total
 }
 
 // packedB is sink s's (α/r)·Bᵀ blocks [total = Σr, width] ("" when no target of s has LoRA).
@@ -324,6 +319,5 @@ func (b *builder) packedB(s sink, rows map[string]int64, total int64) string {
 	if first == "" {
 		return ""
 	}
-	name := passes.PEFTName(first, "B") + ".packed.T"
-	return b.g.AddInitializer(ortgraph.FloatTensor(name, b.dt, []int64{total, s.width}, bt))
+	return b.loraTensor(passes.PEFTName(first, "B")+".packed.T", []int64{total, s.width}, bt)
 }

@@ -159,8 +159,8 @@ func nodesPerLayer(t *testing.T, art string, ad *Adapter, fuse bool) map[string]
 }
 
 // TestFuseRefusals: where q, k and v cannot be one MatMulNBits the export writes three,
-// says why in a note, and still fuses the rest: block sizes that differ, the LoRA as graph
-// inputs (onnx-adapter: PEFT's tensor names per target), a merged adapter (float MatMuls),
+// says why in a note, and still fuses the rest: block sizes that differ, a merged adapter
+// (float MatMuls),
 // a double-quantized NF4 absmax; --fuse=false and the concat layout fuse nothing.
 func TestFuseRefusals(t *testing.T) {
 	for _, c := range []struct {
@@ -177,7 +177,6 @@ func TestFuseRefusals(t *testing.T) {
 			[]string{FuseLoRA, FuseQKV, FuseSkipNorm}, "differ in block_size (32, 64, 32)"},
 		{"zero points", "llama32", addZeroPoints("model.layers.1.self_attn.v_proj"), LoRANone, KVShared, true,
 			[]string{FuseQKV, FuseSkipNorm}, "some have zero points"},
-		{"onnx-adapter", "llama32", nil, LoRAInputs, KVShared, true, []string{FuseSkipNorm}, "onnx-adapter"},
 		{"merged", "llama32", nil, LoRAMerged, KVShared, true, []string{FuseSkipNorm}, "--merge"},
 		{"double-quantized", "default-nf4-dq", nil, LoRASeparate, KVShared, true, []string{FuseLoRA, FuseSkipNorm}, "double-quantized"},
 		{"fuse off", "llama32", nil, LoRASeparate, KVShared, false, nil, ""},

@@ -55,6 +55,7 @@ type builder struct {
 	pastLen string // scalar int64: cached positions (concat layout)
 	shared  bool   // KVShared layout (gqa.go)
 	fz      fusion // the fused decode graph (fuse.go)
+	params  []AdapterParam // LoRAInputs: the values of the LoRA inputs (loraTensor)
 }
 
 func cloneModel(p *onnxpb.ModelProto) *onnxpb.ModelProto { return proto.Clone(p).(*onnxpb.ModelProto) }
@@ -68,20 +69,24 @@ func Build(s *Source, ad *Adapter, mode LoRAMode) (*ortgraph.Model, error) {
 	return m, err
 }
 
-// Fusions says which fusions of the shared layout's decode graph (fuse.go) a build applied
-// (FuseQKV, FuseLoRA, FuseSkipNorm) and why it left others out.
-type Fusions struct {
-	Applied []string
-	Notes   []string
+// Built says what a build did beyond its graph: the fusions of the shared layout's decode
+// graph (fuse.go) it applied (FuseQKV, FuseLoRA, FuseSkipNorm) and why it left others out,
+// and, in LoRAInputs mode, the LoRA tensors its graph reads as inputs, in the layout the graph
+// expects: the .onnx_adapter's contents (PEFT's A and B per target unfused; the fused
+// graph's packed, scaled tensors otherwise).
+type Built struct {
+	Applied       []string
+	Notes         []string
+	AdapterParams []AdapterParam
 }
 
 // BuildLayout is Build with the KV-cache layout kv (KVConcat or KVShared); fuse writes the
 // shared layout's fused decode graph (fuse.go; the concat layout is never fused). The
 // model's Dir is the artifacts directory, so copied initializers resolve into weights.bin.
-func BuildLayout(s *Source, ad *Adapter, mode LoRAMode, kv string, fuse bool) (*ortgraph.Model, Fusions, error) {
+func BuildLayout(s *Source, ad *Adapter, mode LoRAMode, kv string, fuse bool) (*ortgraph.Model, Built, error) {
 	if kv == KVShared {
 		if err := checkShared(s); err != nil {
-			return nil, Fusions{}, err
+			return nil, Built{}, err
 		}
 	}
 	if ad == nil {
@@ -102,14 +107,14 @@ func BuildLayout(s *Source, ad *Adapter, mode LoRAMode, kv string, fuse bool) (*
 	if mode == LoRAMerged {
 		var err error
 		if b.merged, err = mergedWeights(s, ad); err != nil {
-			return nil, Fusions{}, err
+			return nil, Built{}, err
 		}
 	}
 	if err := b.build(); err != nil {
-		return nil, Fusions{}, err
+		return nil, Built{}, err
 	}
 	b.metadata()
-	return m, Fusions{Applied: b.fz.applied(), Notes: b.fz.notes}, nil
+	return m, Built{Applied: b.fz.applied(), Notes: b.fz.notes, AdapterParams: b.params}, nil
 }
 
 func (b *builder) build() error {

@@ -162,3 +162,49 @@ func TestSharedFloat16(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedONNXAdapterFused: an onnx-adapter export in the shared layout is fused like the
+// plain one (packed q/k/v, the LoRA's packed A and scaled block B as the adapter's inputs),
+// decodes as the base model until UseAdapter reads its .onnx_adapter, and then gives the
+// greedy ids of the export with the LoRA built in, on the default model (q, v) and llama32
+// (every Linear kind).
+func TestSharedONNXAdapterFused(t *testing.T) {
+	ortruntest.Lib(t)
+	for _, c := range []struct {
+		model  string
+		prompt []int64
+	}{{"default", []int64{1, 45, 310, 7}}, {"llama32", []int64{1, 17, 99}}} {
+		art := exporttest.Artifacts(t, c.model)
+		man, err := manifest.ReadManifest(art)
+		if err != nil {
+			t.Fatal(err)
+		}
+		adapter, _ := exporttest.RandomAdapter(t, man, filepath.Join(t.TempDir(), "run"), 7)
+		o := export.Options{Artifacts: art, Adapter: adapter, KVCache: export.KVShared, Format: export.FormatONNXAdapter}
+		inputs := openExportWith(t, o)
+		if !strings.Contains(inputs.fused, export.FuseLoRA) || !strings.Contains(inputs.fused, export.FuseQKV) {
+			t.Fatalf("%s: onnx-adapter shared export fused %q, want lora and qkv", c.model, inputs.fused)
+		}
+		s, _ := NewSampler(0, 0, 1, 0)
+		gen := func(m *Model) []int64 {
+			got, _, err := m.GenerateBatch([][]int64{c.prompt}, Options{MaxNewTokens: 12, Sampler: s})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got[0]
+		}
+		base, withLoRA := gen(openExport(t, art, "", export.KVShared)), gen(openExport(t, art, adapter, export.KVShared))
+		if slices.Equal(base, withLoRA) {
+			t.Fatalf("%s: the random adapter does not change the greedy ids; the test would not see it missing", c.model)
+		}
+		if got := gen(inputs); !slices.Equal(got, base) {
+			t.Errorf("%s: onnx-adapter export without its adapter %v, base %v", c.model, got, base)
+		}
+		if err := inputs.UseAdapter(filepath.Join(inputs.Dir, export.AdapterFile)); err != nil {
+			t.Fatal(err)
+		}
+		if got := gen(inputs); !slices.Equal(got, withLoRA) {
+			t.Errorf("%s: onnx-adapter export with its adapter %v, LoRA built in %v", c.model, got, withLoRA)
+		}
+	}
+}

@@ -35,9 +35,11 @@ The shared layout's decode graph is fused (--fuse=false writes it unfused, for a
 and v are one MatMulNBits feeding GroupQueryAttention's packed-QKV form, the LoRA targets
 that read one input share one low-rank A product (α/r folded into B; one MatMul and Add per
 base output), and each residual Add and the RMSNorm after it are one
-SkipSimplifiedLayerNormalization. Where q, k and v cannot be one node (different block sizes
-or zero points, a double-quantized NF4/FP4 absmax, --merge, --format onnx-adapter) they stay three and a note
-says why. The fusions applied are printed and recorded in model.onnx's metadata (ortq.fused),
+SkipSimplifiedLayerNormalization. With --format onnx-adapter the adapter file then holds the
+packed tensors the fused graph reads (PEFT's per-target A and B with --fuse=false or the
+concat layout); any adapter of the same artifacts exported this way fits the same model.onnx.
+Where q, k and v cannot be one node (different block sizes or zero points, a double-quantized
+NF4/FP4 absmax, --merge) they stay three and a note says why. The fusions applied are printed and recorded in model.onnx's metadata (ortq.fused),
 which ortq generate and bench generate report.
 
 Heads, head size and rotary frequencies come from the model's Hugging Face config.json: the
