@@ -57,7 +57,7 @@ P
 ORT_FPA_INTB_GEMM=1 bg b8-fpa --model $W/e-plain --batch 8
 ORT_FPA_INTB_GEMM=1 bg b1-fpa --model $W/e-plain --batch 1
 # 4. 8B.
-left=$(( 560 - ($(date +%s) - T0) ))
+left=$(( ${BUDGET:-560} - ($(date +%s) - T0) ))
 if [ "$left" -lt "${LEFT8B:-260}" ]; then say "8B skipped: $left s left"; exit 0; fi
 rm -rf $W/m $W/a $W/e-* $W/b-*
 run timeout 200 $Q synth --preset llama-3.1-8b --dtype float16 --quantize --out $W/m8 --quiet --force; say "synth 8B rc $?"
