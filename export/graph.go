@@ -52,9 +52,9 @@ type builder struct {
 	mode    LoRAMode
 	used    map[string]bool // source initializers already copied
 	merged  map[string]*onnxpb.TensorProto
-	pastLen string // scalar int64: cached positions (concat layout)
-	shared  bool   // KVShared layout (gqa.go)
-	fz      fusion // the fused decode graph (fuse.go)
+	pastLen string         // scalar int64: cached positions (concat layout)
+	shared  bool           // KVShared layout (gqa.go)
+	fz      fusion         // the fused decode graph (fuse.go)
 	params  []AdapterParam // LoRAInputs: the values of the LoRA inputs (loraTensor)
 }
 

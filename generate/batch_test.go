@@ -208,3 +208,30 @@ func TestSharedONNXAdapterFused(t *testing.T) {
 		}
 	}
 }
+
+// TestBnb4DecodesUncaptured: ONNX Runtime's CUDA MatMulBnb4 copies its code table from the
+// host stack on every run, which a replayed CUDA graph reads after it is gone, so an NF4
+// export's decoder lists it as a capture blocker (and decodes uncaptured on CUDA), as the NF4
+// artifacts' device steps do for train; an int4 export lists none.
+func TestBnb4DecodesUncaptured(t *testing.T) {
+	ortruntest.Lib(t)
+	for _, c := range []struct {
+		model string
+		want  []string
+	}{{"default", nil}, {"default-nf4", []string{"MatMulBnb4"}}, {"default-nf4-dq", []string{"MatMulBnb4"}}} {
+		art := exporttest.Artifacts(t, c.model)
+		m := openExport(t, art, "", export.KVShared)
+		if !slices.Equal(m.blockers, c.want) {
+			t.Errorf("%s: decoder capture blockers %v, want %v", c.model, m.blockers, c.want)
+		}
+		man, err := manifest.ReadManifest(art)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []*manifest.Graph{man.TrainStep} {
+			if !slices.Equal(st.CaptureBlockers, c.want) {
+				t.Errorf("%s: device step capture blockers %v, want %v", c.model, st.CaptureBlockers, c.want)
+			}
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ortq/ortq/export"
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 	"google.golang.org/protobuf/proto"
 )
@@ -40,6 +41,9 @@ type Model struct {
 	graphs   int       // CUDA graph ids handed out
 	// fused: the export's decode-graph fusions (model metadata export.MetaFused).
 	fused string
+	// blockers: the decoder's ops whose CUDA kernels a CUDA graph cannot replay
+	// (passes.CaptureBlockers; MatMulBnb4 of an NF4/FP4 export): it decodes uncaptured.
+	blockers []string
 	// Notes say how the model runs (CUDA graph or why not), for standard error.
 	Notes []string
 }
@@ -75,6 +79,7 @@ func OpenWith(dir string, opts ortrun.Options, resident bool) (*Model, error) {
 		}
 	}
 	m.shared = cfg.Search.PastPresentShareBuff
+	m.blockers = passes.CaptureBlockers(ortgraph.NewGraph(g))
 	for _, kv := range g.P.MetadataProps {
 		if kv.Key == export.MetaFused {
 			m.fused = kv.Value
@@ -105,11 +110,17 @@ func OpenWith(dir string, opts ortrun.Options, resident bool) (*Model, error) {
 const NoteGraphOff = "CUDA graph off"
 
 // openSession opens the decoder. Only a shared-layout model on CUDA keeps opts.CUDAGraph
-// (the concat layout's shapes change every step); where ONNX Runtime refuses the capture
-// (a node outside the CUDA provider, such as GroupQueryAttention in a float32 graph), the
-// model opens without it and says so in Notes.
+// (the concat layout's shapes change every step); where the decoder holds an op a captured
+// graph cannot replay (m.blockers) or ONNX Runtime refuses the capture (a node outside the
+// CUDA provider, such as GroupQueryAttention in a float32 graph), the model opens without it
+// and says so in Notes.
 func (m *Model) openSession(path string, opts ortrun.Options) error {
 	opts.CUDAGraph = opts.CUDAGraph && m.shared && strings.HasPrefix(strings.ToLower(opts.Device), "cuda")
+	if opts.CUDAGraph && len(m.blockers) > 0 {
+		m.Notes = append(m.Notes, fmt.Sprintf("%s: the decoder holds %s, whose CUDA kernels a captured graph cannot replay safely; decoding uncaptured",
+			NoteGraphOff, strings.Join(m.blockers, ", ")))
+		opts.CUDAGraph = false
+	}
 	var err error
 	m.sess, err = ortrun.NewSession(path, opts)
 	if err != nil && opts.CUDAGraph {

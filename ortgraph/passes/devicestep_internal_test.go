@@ -65,16 +65,23 @@ func TestSplitConcatTrees(t *testing.T) {
 	}
 }
 
-// TestCaptureBlockers: GatherND is reported once, other ops are not.
+// TestCaptureBlockers: GatherND and com.microsoft.MatMulBnb4 are reported once each, other
+// ops (and a MatMulBnb4 outside com.microsoft) are not.
 func TestCaptureBlockers(t *testing.T) {
 	g := ortgraph.NewGraph(&ortgraph.Model{P: &onnxpb.ModelProto{Graph: &onnxpb.GraphProto{}}})
 	if b := CaptureBlockers(g); b != nil {
 		t.Errorf("empty graph: %v", b)
 	}
-	for _, op := range []string{"MatMul", "GatherND", "Gather", "GatherND"} {
+	for _, op := range []string{"MatMul", "GatherND", "Gather", "GatherND", "MatMulBnb4"} {
 		g.P.Node = append(g.P.Node, &onnxpb.NodeProto{OpType: op, Name: op})
 	}
 	if b := CaptureBlockers(g); len(b) != 1 || b[0] != "GatherND" {
 		t.Errorf("blockers %v, want [GatherND]", b)
+	}
+	for range 2 {
+		g.P.Node = append(g.P.Node, &onnxpb.NodeProto{OpType: "MatMulBnb4", Domain: "com.microsoft"})
+	}
+	if b := CaptureBlockers(g); len(b) != 2 || b[0] != "GatherND" || b[1] != "MatMulBnb4" {
+		t.Errorf("blockers %v, want [GatherND MatMulBnb4]", b)
 	}
 }
