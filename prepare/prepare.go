@@ -43,10 +43,12 @@ type Options struct {
 	// other (0 = plain loss on the whole logits, -1 = automatic: 8 when the vocabulary
 	// exceeds 16384 entries).
 	LossChunks int `json:"loss_chunks"`
-	// DequantizeForward keeps the device step's forward products of 4-bit Linears as
+	// DequantizeForward keeps the device step's forward products of int4 Linears as
 	// DequantizeLinear + MatMul. By default they become MatMulNBits (passes.NBitsForward),
 	// whose dequantization is faster, and the manifest lists the initializer pairs naming the
-	// same bytes, which train gives the session as one buffer.
+	// same bytes, which train gives the session as one buffer. With an NF4/FP4 base it turns
+	// the step's MatMulBnb4 products into in-graph dequantization + FusedMatMul
+	// (passes.Bnb4Forward), so that the step can be captured in CUDA graphs.
 	DequantizeForward bool `json:"dequantize_forward,omitempty"`
 	// PlainMask skips passes.DocMask: attention_mask stays the model's 0/1 padding mask,
 	// the graphs lack the document-id comparison, and train packs by plain concatenation.
@@ -128,9 +130,6 @@ func (o *Options) validateQuant() error {
 		return fmt.Errorf("--asymmetric with --quant %s: zero points are int4's (nf4 and fp4 are symmetric tables)", q.Type)
 	case o.DoubleQuant && !q.Type.IsBnb4():
 		return fmt.Errorf("--double-quant needs --quant nf4 or fp4 (it compresses their absmax values)")
-	case q.Type.IsBnb4() && o.DequantizeForward:
-		return fmt.Errorf("--dequantize-forward with --quant %s: it applies to int4 (nf4/fp4 forwards are MatMulBnb4, which reads the bytes the backward "+
-			"pass reads)", q.Type)
 	}
 	return nil
 }
@@ -283,7 +282,8 @@ type deviceStep struct {
 }
 
 // buildSteps turns a training graph into its device-resident steps: DeviceStep once, then
-// on that step NBitsForward (unless --dequantize-forward) for the 4-bit step and, when dense,
+// on that step NBitsForward (unless --dequantize-forward; with it, an NF4/FP4 base's
+// MatMulBnb4 products go through Bnb4Forward) for the 4-bit step and, when dense,
 // DenseBase on a copy of it for the dense step (nil otherwise).
 func buildSteps(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func(string, ...any)) (four, denseStep *deviceStep, err error) {
 	opts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{})
@@ -300,6 +300,11 @@ func buildSteps(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func
 		denseStep = &deviceStep{m: dm, layout: layout}
 	}
 	four = &deviceStep{m: m, layout: layout}
+	if o.DequantizeForward && o.quantOptions().Type.IsBnb4() {
+		if _, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.Bnb4Forward); err != nil {
+			return nil, nil, err
+		}
+	}
 	if !o.DequantizeForward {
 		ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.NBitsForward)
 		if err != nil {

@@ -5,13 +5,15 @@
 #      (128-token prompt, 256 new tokens, CUDA graph) at batch 1 and 8 of the fused shared
 #      export, then batch 1 of the fused --format onnx-adapter export and of the --merge
 #      export (issue 24: within ±5 % of the plain export), then batch 1 of the plain export again;
-#   2. issue 25: an NF4 + double-quantized base (block 64) trains 20 steps of the default model
-#      on CUDA as on the CPU now that MatMulBnb4's steps run uncaptured (gpu-cuda-vs-cpu.sh);
-#   3. CUDA graph vs uncaptured greedy ids, each twice, on a trained model: the embedded default
+#   2. issue 25: an NF4 + double-quantized base (block 64) with --dequantize-forward (no
+#      MatMulBnb4 in the device step, so it is captured) trains 20 steps of the default model
+#      on CUDA as on the CPU (gpu-cuda-vs-cpu.sh);
+#   3. issue 25: the training step of the 3B shape cut to 8 layers, micro-batch 7: int4 (CUDA
+#      graph) against NF4 + double quant (MatMulBnb4, uncaptured) and NF4 + double quant
+#      --dequantize-forward (captured), `ortq bench --recompute layer --base 4bit`;
+#   4. CUDA graph vs uncaptured greedy ids, each twice, on a trained model: the embedded default
 #      model as a float16 checkpoint (scripts/peft_loss_curve.py hf-checkpoint), imported,
 #      prepared 4-bit, exported shared (random weights' near-ties make the 3B ids a poor check);
-#   4. issue 25: 3B micro-batch 7 training step, NF4 + double quant (uncaptured) against int4
-#      (CUDA graph), `ortq bench --recompute layer --base 4bit`;
 #   5. ORT_FPA_INTB_GEMM=1 (ONNX Runtime's fpA_intB GEMM for MatMulNBits) at batch 8 and 1;
 #   6. the Llama-3.1-8B shape at batch 1 (issue 24: ≥ 150 tokens/s), if time is left (LEFT8B s).
 # Env: OUT, LEFT8B (default 260). Prerequisites as for scripts/gpu-generate2.sh.
@@ -32,13 +34,26 @@ ex plain; ex adapter --format onnx-adapter; ex merged --merge
 bg b1 --model $W/e-plain --batch 1
 bg b8 --model $W/e-plain --batch 8
 # 2. NF4 CUDA vs CPU.
-PREPARE_FLAGS="--quant nf4 --double-quant --block-size 64" OUT=$W bash scripts/gpu-cuda-vs-cpu.sh > $W/cvc.txt 2>&1
+PREPARE_FLAGS="--quant nf4 --double-quant --block-size 64 --dequantize-forward" OUT=$W bash scripts/gpu-cuda-vs-cpu.sh > $W/cvc.txt 2>&1
 grep -h "CUDA vs CPU\|PASS\|FAIL\|cpu :\|cuda:" $W/cvc.txt | tee -a "$S"; grep -h "optimizer step\|CUDA graphs off" $W/cvc-cuda.txt | tee -a "$S"
 cp $W/cvc*.txt "$OUT/" 2>/dev/null
+# 3. NF4 + double quant against int4, the 3B shape cut to 8 layers, micro-batch 7.
+tb() { run timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 --recompute layer --base 4bit --step graph --quiet --out $W/t-$1
+  say "train bench $1 rc $?: $(python3 -c "import json;p=json.load(open('$W/t-$1/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB; notes',p.get('notes'))" 2>&1)"; }
+NF4="--quant nf4 --double-quant --block-size 64"
+run timeout 100 $Q synth --preset llama-3.2-3b --layers 8 --quantize --out $W/m8i --quiet --force
+run timeout 100 $Q prepare --model $W/m8i/model.onnx --out $W/a8i --quiet --force; say "8-layer int4 rc $?"
+# shellcheck disable=SC2086
+run timeout 100 $Q synth --preset llama-3.2-3b --layers 8 --quantize $NF4 --out $W/m8n --quiet --force
+# shellcheck disable=SC2086
+run timeout 100 $Q prepare --model $W/m8n/model.onnx --out $W/a8n --quiet --force $NF4; say "8-layer nf4-dq rc $?"
+# shellcheck disable=SC2086
+run timeout 100 $Q prepare --model $W/m8n/model.onnx --out $W/a8f --quiet --force $NF4 --dequantize-forward; say "8-layer nf4-dq --dequantize-forward rc $?"
+tb int4 $W/a8i; tb nf4-dq $W/a8n; tb nf4-dq-fwd $W/a8f; tb int4-again $W/a8i
 bg b1-onnx-adapter --model $W/e-adapter --batch 1
 bg b1-merged --model $W/e-merged --batch 1
 bg b1-again --model $W/e-plain --batch 1
-# 3. CUDA graph vs uncaptured on a trained model.
+# 4. CUDA graph vs uncaptured on a trained model.
 PY=scripts/peft_loss_curve.py
 run $Q prepare --model default --out $W/a32 --bits 16 --force --quiet
 MODEL_DIR=$(python3 -c 'import json,os,sys; print(os.path.dirname(json.load(open(sys.argv[1]))["options"]["model"]))' $W/a32/manifest.json)
@@ -61,12 +76,6 @@ for a, b in (("graph", "plain"), ("graph2", "plain2"), ("graph", "graph2"), ("pl
     n = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), None)
     print(f"CHECK default-fp16 {a} vs {b}:", f"EQUAL ({len(x)} tokens)" if n is None and len(x) == len(y) else f"DIFFER at new token {n}")
 P
-# 4. NF4 + double quant against int4, 3B micro-batch 7 training step.
-tb() { run timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 --recompute layer --base 4bit --step graph --quiet --out $W/t-$1
-  say "train bench $1 rc $?: $(python3 -c "import json;p=json.load(open('$W/t-$1/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB; notes',p.get('notes'))" 2>&1)"; }
-run timeout 200 $Q synth --preset llama-3.2-3b --quantize --quant nf4 --double-quant --block-size 64 --out $W/mn --quiet --force; say "synth 3B nf4 rc $?"
-run timeout 200 $Q prepare --model $W/mn/model.onnx --out $W/an --quiet --force --quant nf4 --double-quant --block-size 64; say "prepare 3B nf4 rc $?"
-tb int4 $W/a; tb nf4-dq $W/an; tb int4-again $W/a
 # 5. fpA_intB.
 ORT_FPA_INTB_GEMM=1 bg b8-fpa --model $W/e-plain --batch 8
 ORT_FPA_INTB_GEMM=1 bg b1-fpa --model $W/e-plain --batch 1

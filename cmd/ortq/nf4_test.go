@@ -64,7 +64,6 @@ func TestQuantFlagsRefused(t *testing.T) {
 		{[]string{"--double-quant"}, "--double-quant needs --quant nf4 or fp4"},
 		{[]string{"--quant", "nf4", "--asymmetric"}, "--asymmetric with --quant nf4"},
 		{[]string{"--quant", "fp4", "--bits", "16"}, "--quant fp4 needs --bits 4"},
-		{[]string{"--quant", "nf4", "--dequantize-forward"}, "--dequantize-forward with --quant nf4"},
 	} {
 		err := run(t, append([]string{"prepare", "--out", filepath.Join(dir, "o"), "--quiet"}, c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -55,8 +55,9 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		"keep the model's 0/1 attention mask: no document ids, so train packs by plain concatenation only (--pack concat or none); the graphs skip the "+
 			"document comparison")
 	f.Bool("dequantize-forward", false,
-		"keep the device step's forward products of 4-bit Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train "+
-			"gives both forms of each 4-bit weight one buffer)")
+		"keep the device step's forward products of int4 Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train "+
+			"gives both forms of each 4-bit weight one buffer); nf4/fp4: the products as in-graph dequantization + FusedMatMul instead of MatMulBnb4, so "+
+			"that the step can be captured in CUDA graphs (MatMulBnb4 cannot)")
 	f.Int("loss-chunks", d.LossChunks,
 		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when "+
 			"vocab > 16384)")

@@ -31,6 +31,9 @@
 //	             clipping and AdamW inside
 //	NBitsForward forward products of 4-bit Linears back to MatMulNBits, DequantizeLinear kept
 //	             for dx (on the device step; prepare --dequantize-forward skips it)
+//	Bnb4Forward  NF4/FP4 forward products as FusedMatMul(transB) over W dequantized in the
+//	             graph instead of MatMulBnb4, which a CUDA graph cannot replay (the device
+//	             step, with prepare --dequantize-forward)
 //	DenseBase    every 4-bit weight read through one dequantization of its initializers,
 //	             which ONNX Runtime folds at load (a dense base), forward products as
 //	             FusedMatMul(transB) (the dense device steps)
@@ -40,8 +43,8 @@
 // document ids), then LoRA, Loss (and DQForward, Backward, AttentionGrad — unless
 // --generic-softmax-grad — and Recompute for training) on clones of it, to which it
 // provides the base's FindLinears and Quantize results; DeviceStep and NBitsForward
-// (unless --dequantize-forward) run on a copy of each recomputation policy's training
-// graph: the per-layer one, the selective one (Linear products kept) and the training graph
+// (unless --dequantize-forward; with it and an NF4/FP4 base, Bnb4Forward) run on a copy
+// of each recomputation policy's training graph: the per-layer one, the selective one (Linear products kept) and the training graph
 // without recomputation; for a 4-bit base DeviceStep and DenseBase run on one more copy of
 // each (the dense steps).
 //

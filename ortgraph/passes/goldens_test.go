@@ -228,6 +228,45 @@ func TestQuantizeBnb4Golden(t *testing.T) {
 	golden(t, "quantize_bnb4.txt", out.String())
 }
 
+// TestBnb4ForwardGolden keeps the tiny decoder's NF4 Linears (block 16) after Bnb4Forward:
+// each MatMulBnb4 a FusedMatMul(transB) over its weight dequantized in the graph, gated on
+// its input, with the absmax as an initializer and double-quantized; ONNX Runtime's logits
+// of the rewritten graph equal those of the MatMulBnb4 graph.
+func TestBnb4ForwardGolden(t *testing.T) {
+	ortruntest.Lib(t)
+	var out strings.Builder
+	for _, dq := range []bool{false, true} {
+		g := tinyLlama(tinyLlamaOpts{})
+		q := passes.QuantizeOptions{Bits: 4, Quant: quantize.Options{BlockSize: 16, Type: quantize.NF4, DoubleQuant: dq}}
+		if _, err := ortgraph.RunPasses(g, ortgraph.Options{passes.Quantize: q}, nil, passes.Quantize); err != nil {
+			t.Fatal(err)
+		}
+		before, err := proto.Marshal(g.M.P)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("nf4 double-quant=%v", dq)
+		ctx, b := passRun(t, name, g, nil, passes.Bnb4Forward)
+		if res := ortgraph.ResultOf[*passes.FusionResult](ctx, passes.Bnb4Forward); res.Fused != 7 || len(res.Skipped) > 0 {
+			t.Errorf("%s: %d products rewritten (skipped %v), want 7", name, res.Fused, res.Skipped)
+		}
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+		after, err := proto.Marshal(g.M.P)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1, 5}, Data: []int64{3, 1, 4, 1, 5}}
+		want, got := tinyLogits(t, before, ids), tinyLogits(t, after, ids)
+		for i := range want {
+			if d := math.Abs(float64(got[i] - want[i])); d > 1e-5*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("%s: logits[%d] = %g after, %g before", name, i, got[i], want[i])
+			}
+		}
+	}
+	golden(t, "bnb4forward.txt", out.String())
+}
+
 // TestDQForwardGolden keeps the tiny decoder's 4-bit Linears rewritten as DequantizeLinear
 // + MatMul, symmetric and asymmetric (down_proj's K of 24 is padded to two blocks: Slice).
 func TestDQForwardGolden(t *testing.T) {

@@ -580,6 +580,12 @@ func (r *recomputer) cloneNode(v string, p *onnxpb.NodeProto, l int) (string, er
 		r.gateConstantInputs(ins, l)
 	}
 	outs := g.Add(ortgraph.NodeSpec{Op: p.OpType, Domain: p.Domain, Inputs: ins, NOut: len(p.Output), Attrs: p.Attribute, Name: "recompute/" + p.Name})
+	// A double-quantized MatMulBnb4 names its 8-bit absmax initializers in metadata, which
+	// whatever rebuilds its weight from the clone (Bnb4Forward) reads.
+	if codes, scales, offset, ok := autodiff.Bnb4Nested(p); ok {
+		c := g.Producer(outs[0])
+		c.MetadataProps = append(c.MetadataProps, &onnxpb.StringStringEntryProto{Key: autodiff.Bnb4NestedKey, Value: codes + "," + scales + "," + offset})
+	}
 	for i, o := range p.Output {
 		if o == "" {
 			continue

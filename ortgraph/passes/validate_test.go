@@ -24,7 +24,7 @@ var allPasses = map[string]*ortgraph.Pass{
 	"GroupedKV": passes.GroupedKV, "RMSNorm": passes.RMSNorm, "DQForward": passes.DQForward,
 	"LoRA": passes.LoRA, "Loss": passes.Loss, "Backward": passes.Backward,
 	"Recompute": passes.Recompute, "DeviceStep": passes.DeviceStep, "NBitsForward": passes.NBitsForward,
-	"AttentionGrad": passes.AttentionGrad, "DenseBase": passes.DenseBase,
+	"AttentionGrad": passes.AttentionGrad, "DenseBase": passes.DenseBase, "Bnb4Forward": passes.Bnb4Forward,
 }
 
 // TestPassDeclarations: every pass has a name, a Doc and a Run, the names are unique and
@@ -105,7 +105,7 @@ func declaredPasses(t *testing.T) []string {
 }
 
 var (
-	docEntry = regexp.MustCompile(`^//\t([A-Z][A-Za-z]*)\s`)
+	docEntry = regexp.MustCompile(`^//\t([A-Z][A-Za-z0-9]*)\s`)
 	docMore  = regexp.MustCompile(`^//\t\s+\S`)
 	docReqs  = regexp.MustCompile(`\[([A-Za-z, ]*)\]$`)
 )

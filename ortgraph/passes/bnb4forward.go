@@ -1,0 +1,76 @@
+package passes
+
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/autodiff"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// Bnb4Forward turns a device step's NF4/FP4 forward products com.microsoft.MatMulBnb4(x, B,
+// absmax) into com.microsoft.FusedMatMul(x, W, transB = 1), W [N, K] dequantized in the graph
+// from the same bytes (autodiff.Bnb4Weight: the code table gathered by the bytes, times each
+// block's absmax, the double-quantized absmax dequantized again), gated on x so that it runs
+// when the product does and lives only until it. prepare runs it with --dequantize-forward.
+//
+// Why: ONNX Runtime's CUDA MatMulBnb4 copies its 16-entry code table from the host stack on
+// every run, which a captured CUDA graph replays after the stack has moved on (CaptureBlockers),
+// so a step with MatMulBnb4 runs uncaptured; without it the step is captured, at the cost of
+// a dequantization kernel chain per forward product instead of MatMulBnb4's fused one.
+//
+// Pattern: a com.microsoft MatMulBnb4 node. Check: Bnb4Weight can rebuild its weight (the
+// bytes an initializer, N·K a multiple of an even block size, a known quant_type), else it is
+// left with the reason. Rewrite: the node becomes the FusedMatMul in place (same name and
+// output); absmax chains nothing reads any more are pruned.
+var Bnb4Forward = &ortgraph.Pass{
+	Name:       "bnb4-forward",
+	Doc:        "NF4/FP4 forward products as FusedMatMul(transB) over W dequantized in the graph (no MatMulBnb4: capturable)",
+	ResultType: reflect.TypeFor[*FusionResult](),
+	Run:        runBnb4Forward,
+}
+
+func runBnb4Forward(ctx *ortgraph.Context) (any, error) {
+	g := ctx.G
+	res := &FusionResult{}
+	for _, n := range append([]*onnxpb.NodeProto(nil), g.P.Node...) {
+		if n.Domain != "com.microsoft" || n.OpType != "MatMulBnb4" || len(n.Input) != 3 {
+			continue
+		}
+		dt := bnb4Type(g, n.Input[2])
+		if dt == 0 {
+			res.Skipped = append(res.Skipped, fmt.Sprintf("MatMulBnb4 %q: the type of its absmax %q is unknown", n.Name, n.Input[2]))
+			continue
+		}
+		w, err := autodiff.Bnb4Weight(g, n, autodiff.Bnb4Gate(g, n.Input[0]), dt)
+		if err != nil {
+			res.Skipped = append(res.Skipped, err.Error())
+			continue
+		}
+		n.OpType, n.Input = "FusedMatMul", []string{n.Input[0], w}
+		n.Attribute = []*onnxpb.AttributeProto{ortgraph.AInt("transB", 1)}
+		res.Fused++
+	}
+	res.report(ctx, "bnb4-forward", "MatMulBnb4 products as FusedMatMul over W dequantized in the graph")
+	if res.Fused == 0 {
+		return res, nil
+	}
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
+	g.Prune()
+	return res, nil
+}
+
+// bnb4Type is the float type of a MatMulBnb4 absmax input (an initializer, or the
+// double-quantized chain's output, whose type Bnb4Absmax records); 0 when unknown.
+func bnb4Type(g *ortgraph.Graph, absmax string) int32 {
+	if t := g.Initializer(absmax); t != nil {
+		return t.DataType
+	}
+	if t := g.Type(absmax); t != nil && t.GetTensorType() != nil {
+		return t.GetTensorType().ElemType
+	}
+	return 0
+}

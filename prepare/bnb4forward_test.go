@@ -1,0 +1,69 @@
+package prepare_test
+
+import (
+	"math"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/hfimport"
+	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortrun/ortruntest"
+	"github.com/ortq/ortq/prepare"
+)
+
+// TestBnb4ForwardStepEqualsMatMulBnb4: with --dequantize-forward an NF4 (and NF4 + double
+// quant) base's device steps compute their forward products as FusedMatMul over W
+// dequantized in the graph (passes.Bnb4Forward) instead of MatMulBnb4, hold no capture
+// blocker, and give the MatMulBnb4 steps' loss, gradient norm and LoRA weights after one
+// AdamW step (float32, CPU), for every recomputation policy.
+func TestBnb4ForwardStepEqualsMatMulBnb4(t *testing.T) {
+	ortruntest.Lib(t)
+	dir := t.TempDir()
+	res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 5, Common: hfimport.Common{Out: filepath.Join(dir, "m"), DType: "float32"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := data.MakeBatch([]data.Example{twoDocs(7, true), twoDocs(13, true)}, []int{0, 1}, data.BatchOptions{BatchSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dq := range []bool{false, true} {
+		art := map[bool]string{}
+		for _, fwd := range []bool{false, true} {
+			o := prepare.DefaultOptions()
+			o.Model, o.Out = res.Model, filepath.Join(dir, "art", map[bool]string{false: "bnb4", true: "fwd"}[fwd], map[bool]string{false: "nf4", true: "dq"}[dq])
+			o.Quant, o.BlockSize, o.DoubleQuant, o.DequantizeForward = "nf4", 64, dq, fwd
+			if _, err := prepare.Run(o, nil); err != nil {
+				t.Fatal(err)
+			}
+			art[fwd] = o.Out
+			man, err := manifest.ReadManifest(o.Out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[bool][]string{false: {"MatMulBnb4"}, true: nil}[fwd]
+			if got := man.TrainStep.CaptureBlockers; !slices.Equal(got, want) {
+				t.Errorf("dq=%v dequantize-forward=%v: capture blockers %v, want %v", dq, fwd, got, want)
+			}
+		}
+		for _, policy := range manifest.RecomputePolicies {
+			want, wantP := denseStep(t, art[false], policy, false, "", b)
+			got, gotP := denseStep(t, art[true], policy, false, "", b)
+			worst := 0.0
+			for name, w := range wantP {
+				worst = math.Max(worst, relErr(gotP[name], w))
+			}
+			for _, v := range []struct {
+				what      string
+				got, want float64
+			}{{"loss", got.Loss, want.Loss}, {"gradient norm", got.GradNorm, want.GradNorm}, {"weights after a step", worst, 0}} {
+				if e := math.Abs(v.got - v.want); e > 1e-5*math.Max(1, math.Abs(v.want)) || math.IsNaN(v.got) {
+					t.Errorf("dq=%v %s: %s %.7g in-graph, %.7g MatMulBnb4", dq, policy, v.what, v.got, v.want)
+				}
+			}
+			t.Logf("dq=%v %s: loss %.7f vs %.7f, gradient norm %.6g vs %.6g, weights within %.2g", dq, policy, got.Loss, want.Loss, got.GradNorm, want.GradNorm, worst)
+		}
+	}
+}
