@@ -4,7 +4,7 @@
 #   1. Llama-3.2-3B shape (random weights, int4, fp16), LoRA q,v: `ortq bench generate`
 #      (128-token prompt, 256 new tokens, CUDA graph) at batch 1 and 8 of the fused shared
 #      export, then batch 1 of the fused --format onnx-adapter export and of the --merge
-#      export (issue 24: within ±5 % of the plain export), then batch 1 of the plain export again;
+#      export (issue 24: within ±5 % of the plain export); batch 1 of the plain export again after 3;
 #   2. issue 25: an NF4 + double-quantized base (block 64) with --dequantize-forward (no
 #      MatMulBnb4 in the device step, so it is captured) trains 20 steps of the default model
 #      on CUDA as on the CPU (gpu-cuda-vs-cpu.sh);
@@ -33,6 +33,8 @@ ex() { run timeout 300 $Q export --artifacts $W/a --adapter $W/a/lora_init.safet
 ex plain; ex adapter --format onnx-adapter; ex merged --merge
 bg b1 --model $W/e-plain --batch 1
 bg b8 --model $W/e-plain --batch 8
+bg b1-onnx-adapter --model $W/e-adapter --batch 1
+bg b1-merged --model $W/e-merged --batch 1
 # 2. NF4 CUDA vs CPU.
 PREPARE_FLAGS="--quant nf4 --double-quant --block-size 64 --dequantize-forward" OUT=$W bash scripts/gpu-cuda-vs-cpu.sh > $W/cvc.txt 2>&1
 grep -h "CUDA vs CPU\|PASS\|FAIL\|cpu :\|cuda:" $W/cvc.txt | tee -a "$S"; grep -h "optimizer step\|CUDA graphs off" $W/cvc-cuda.txt | tee -a "$S"
@@ -50,8 +52,6 @@ run timeout 100 $Q prepare --model $W/m8n/model.onnx --out $W/a8n --quiet --forc
 # shellcheck disable=SC2086
 run timeout 100 $Q prepare --model $W/m8n/model.onnx --out $W/a8f --quiet --force $NF4 --dequantize-forward; say "8-layer nf4-dq --dequantize-forward rc $?"
 tb int4 $W/a8i; tb nf4-dq $W/a8n; tb nf4-dq-fwd $W/a8f; tb int4-again $W/a8i
-bg b1-onnx-adapter --model $W/e-adapter --batch 1
-bg b1-merged --model $W/e-merged --batch 1
 bg b1-again --model $W/e-plain --batch 1
 # 4. CUDA graph vs uncaptured on a trained model.
 PY=scripts/peft_loss_curve.py
