@@ -8,7 +8,7 @@
 #   2. issue 25: an NF4 + double-quantized base (block 64) with --dequantize-forward (no
 #      MatMulBnb4 in the device step, so it is captured) trains 20 steps of the default model
 #      on CUDA as on the CPU (gpu-cuda-vs-cpu.sh);
-#   3. issue 25: the training step of the 3B shape cut to 8 layers, micro-batch 7: int4 (CUDA
+#   3. issue 25: the training step of the 3B shape cut to NF4_LAYERS (8) layers, micro-batch 7: int4 (CUDA
 #      graph) against NF4 + double quant (MatMulBnb4, uncaptured) and NF4 + double quant
 #      --dequantize-forward (captured), `ortq bench --recompute layer --base 4bit`;
 #   4. CUDA graph vs uncaptured greedy ids, each twice, on a trained model: the embedded default
@@ -43,15 +43,15 @@ cp $W/cvc*.txt "$OUT/" 2>/dev/null
 tb() { run timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 --recompute layer --base 4bit --step graph --quiet --out $W/t-$1
   say "train bench $1 rc $?: $(python3 -c "import json;p=json.load(open('$W/t-$1/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB; notes',p.get('notes'))" 2>&1)"; }
 NF4="--quant nf4 --double-quant --block-size 64"
-run timeout 100 $Q synth --preset llama-3.2-3b --layers 8 --quantize --out $W/m8i --quiet --force
+run timeout 100 $Q synth --preset llama-3.2-3b --layers ${NF4_LAYERS:-8} --quantize --out $W/m8i --quiet --force
 run timeout 100 $Q prepare --model $W/m8i/model.onnx --out $W/a8i --quiet --force; say "8-layer int4 rc $?"
 # shellcheck disable=SC2086
-run timeout 100 $Q synth --preset llama-3.2-3b --layers 8 --quantize $NF4 --out $W/m8n --quiet --force
+run timeout 100 $Q synth --preset llama-3.2-3b --layers ${NF4_LAYERS:-8} --quantize $NF4 --out $W/m8n --quiet --force
 # shellcheck disable=SC2086
 run timeout 100 $Q prepare --model $W/m8n/model.onnx --out $W/a8n --quiet --force $NF4; say "8-layer nf4-dq rc $?"
 # shellcheck disable=SC2086
 run timeout 100 $Q prepare --model $W/m8n/model.onnx --out $W/a8f --quiet --force $NF4 --dequantize-forward; say "8-layer nf4-dq --dequantize-forward rc $?"
-tb int4 $W/a8i; tb nf4-dq $W/a8n; tb nf4-dq-fwd $W/a8f; tb int4-again $W/a8i
+tb int4 $W/a8i; tb nf4-dq-fwd $W/a8f; tb nf4-dq $W/a8n; tb int4-again $W/a8i
 bg b1-again --model $W/e-plain --batch 1
 # 4. CUDA graph vs uncaptured on a trained model.
 PY=scripts/peft_loss_curve.py
