@@ -228,6 +228,23 @@ func TestQuantizeBnb4Golden(t *testing.T) {
 	golden(t, "quantize_bnb4.txt", out.String())
 }
 
+// sameLogits fails the test unless ONNX Runtime's logits of g (the tiny decoder after a
+// pass) equal those of the serialized graph before, within tol relative.
+func sameLogits(t *testing.T, name string, before []byte, g *ortgraph.Graph, tol float64) {
+	t.Helper()
+	after, err := proto.Marshal(g.M.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1, 5}, Data: []int64{3, 1, 4, 1, 5}}
+	want, got := tinyLogits(t, before, ids), tinyLogits(t, after, ids)
+	for i := range want {
+		if d := math.Abs(float64(got[i] - want[i])); d > tol*(1+math.Abs(float64(want[i]))) {
+			t.Fatalf("%s: logits[%d] = %g after, %g before", name, i, got[i], want[i])
+		}
+	}
+}
+
 // TestBnb4ForwardGolden keeps the tiny decoder's NF4 Linears (block 16) after Bnb4Forward:
 // each MatMulBnb4 a FusedMatMul(transB) over its weight dequantized in the graph, gated on
 // its input, with the absmax as an initializer and double-quantized; ONNX Runtime's logits
@@ -252,17 +269,7 @@ func TestBnb4ForwardGolden(t *testing.T) {
 		}
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
-		after, err := proto.Marshal(g.M.P)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids := &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1, 5}, Data: []int64{3, 1, 4, 1, 5}}
-		want, got := tinyLogits(t, before, ids), tinyLogits(t, after, ids)
-		for i := range want {
-			if d := math.Abs(float64(got[i] - want[i])); d > 1e-5*(1+math.Abs(float64(want[i]))) {
-				t.Fatalf("%s: logits[%d] = %g after, %g before", name, i, got[i], want[i])
-			}
-		}
+		sameLogits(t, name, before, g, 1e-5)
 	}
 	golden(t, "bnb4forward.txt", out.String())
 }
@@ -316,17 +323,7 @@ func TestNBitsForwardGolden(t *testing.T) {
 		b.WriteString(ortgraph.Dump(g))
 		b.WriteString(initializers(t, g))
 		out.WriteString(b.String())
-		after, err := proto.Marshal(g.M.P)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids := &ortrun.Tensor{DType: ortrun.Int64, Shape: []int64{1, 5}, Data: []int64{3, 1, 4, 1, 5}}
-		want, got := tinyLogits(t, before, ids), tinyLogits(t, after, ids)
-		for i := range want {
-			if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*(1+math.Abs(float64(want[i]))) {
-				t.Fatalf("%s: logits[%d] = %g after, %g before", c.name, i, got[i], want[i])
-			}
-		}
+		sameLogits(t, c.name, before, g, 1e-4)
 	}
 	golden(t, "nbitsforward.txt", out.String())
 }
