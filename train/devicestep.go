@@ -193,6 +193,13 @@ func (s *deviceStepper) Step(ctx context.Context, in StepInput) (StepOutcome, er
 	if err := s.run(ctx, in.Batches, in.Seeds, s.scalars(in.LR, total), total > 0); err != nil {
 		return StepOutcome{}, err
 	}
+	return s.outcome(out, total)
+}
+
+// outcome reads the loss statistics of the step just run (loss sum, token count, overflow
+// flag, gradient norm) into out, total the step's counted tokens, and counts the step where
+// the graph applied it.
+func (s *deviceStepper) outcome(out StepOutcome, total int) (StepOutcome, error) {
 	st, err := s.downloadState(manifest.StateStats)
 	if err != nil {
 		return StepOutcome{}, err

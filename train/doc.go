@@ -19,7 +19,8 @@
 //     accumulation in its memory and the host adding the devices' sums and running AdamW.
 //     NewRankStepper (rankstep.go) is one process's share of data parallelism over processes:
 //     its device step accumulates its micro-batches, a Collective (NCCL, dist.NCCL) sums the
-//     gradient sums in device memory across the ranks, and every rank runs the same update.
+//     gradient sums in device memory across the ranks, and every rank applies the same update
+//     on its device (passes.OptimizerGraph).
 //     All of them end a step in finishStep (the scaler's verdict), and the host-state ones
 //     share hostState. Config.NewStepper picks another Stepper than the engine's own;
 //     `ortq bench` times the same Steppers.

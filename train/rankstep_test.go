@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -174,14 +173,15 @@ func runRank(art string, coll memRank, cfg train.StepConfig, steps [][]data.Batc
 }
 
 // TestRankStepperMatchesOneDevice: two (and three) in-process ranks, each accumulating its
-// share of the micro-batches on its own device step and summing through the collective,
-// give the multi-device stepper's LoRA weights over as many devices bit for bit, its
-// losses within 1e-7 (the same partition of the micro-batches, two or three float32 sums
-// added), and one device's stepping through all the micro-batches within 1e-6 relative in
-// the losses and matchesHost's 2e-5 in the weights (float32 gradient sums added in another
-// order); dropout and clipping on, one rank idle in the steps of fewer micro-batches than
-// ranks. Every rank's weights are identical; a run whose ranks are all restored midway
-// equals the uninterrupted one bit for bit.
+// share of the micro-batches on its own device step, summing through the collective and
+// applying the step with the optimizer graph, give one device step's losses (through all the
+// micro-batches, AdamW in its graph) within 1e-6 relative and its LoRA weights within 5e-5
+// (float32 gradient sums added in another order, which AdamW's first steps magnify: each of
+// the two is within matchesHost's 2e-5 of the host stepper, measured 2.1e-5 apart with 2
+// ranks, bit for bit with 3 ranks of one micro-batch each), and the host stepper's within
+// matchesHost's bounds; dropout and clipping on, one rank idle in the
+// steps of fewer micro-batches than ranks. Every rank's weights are identical; a run whose
+// ranks are all restored midway equals the uninterrupted one bit for bit.
 func TestRankStepperMatchesOneDevice(t *testing.T) {
 	const rows, seq = 2, 24
 	cfg := train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.DefaultGradScalerConfig(), MaxGradNorm: clipAt}
@@ -196,18 +196,13 @@ func TestRankStepperMatchesOneDevice(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The loss statistics are summed in float32 by the collective, in float64 by the
-			// multi-device stepper: the losses may differ in the last float32 bit.
-			if _, dParam := compareRuns(t, "ranks vs as many devices", runMultiDevice(t, art, c.world, cfg, steps, rows, seq, 0), ranks, 1e-7); dParam != 0 {
-				t.Errorf("LoRA weights differ from the multi-device stepper's by %.3g", dParam)
+			dev := runStepper(t, art, true, cfg, steps, rows, seq, 0)
+			dLoss, dParam := compareRuns(t, "ranks vs one device step", dev, ranks, 5e-5)
+			if dLoss > 1e-6 {
+				t.Errorf("losses differ from one device step's by %.3g relative, want ≤ 1e-6", dLoss)
 			}
-			one := runMultiDevice(t, art, 1, cfg, steps, rows, seq, 0)
-			for i := range one.losses {
-				if d := math.Abs(ranks.losses[i]-one.losses[i]) / math.Abs(one.losses[i]); !(d <= 1e-6) {
-					t.Errorf("step %d: loss %.9g over %d ranks, %.9g on one device (rel %.2g)", i+1, ranks.losses[i], c.world, one.losses[i], d)
-				}
-			}
-			matchesHost(t, fmt.Sprintf("%d ranks", c.world), one, ranks)
+			t.Logf("%d ranks vs one device step: losses within %.3g, weights within %.3g", c.world, dLoss, dParam)
+			matchesHost(t, fmt.Sprintf("%d ranks", c.world), runMultiDevice(t, art, 1, cfg, steps, rows, seq, 0), ranks)
 			if c.world == 2 {
 				resumed, err := runRanks(t, art, c.world, cfg, steps, rows, seq, 2, -1)
 				if err != nil {

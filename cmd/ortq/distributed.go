@@ -205,7 +205,7 @@ func (d *distRun) connect(ctx context.Context, engines []*train.Engine) (context
 	d.coll = coll
 	engines[0].Notes = append(engines[0].Notes, fmt.Sprintf("data-parallel over %d ranks (one process per GPU) through NCCL %d (%s): each rank's device step "+
 		"accumulates its micro-batches, ncclAllReduce sums the gradient sums in device memory, "+
-		"every rank runs the same AdamW; LoRA checksums compared every %d steps",
+		"every rank applies the same AdamW on its GPU (the optimizer graph); LoRA checksums compared every %d steps",
 		d.cfg.WorldSize, coll.Lib.Version, coll.Lib.Path, d.every))
 	ctx, cancel := context.WithCancelCause(ctx)
 	context.AfterFunc(coll.Group.Context(), func() { cancel(coll.Group.Err()) })
