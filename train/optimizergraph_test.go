@@ -44,7 +44,9 @@ func TestOptimizerGraphIsAdamW(t *testing.T) {
 		sc[manifest.StepScalarBeta2], sc[manifest.StepScalarC2], sc[manifest.StepScalarNegStep] = a.Beta2, a.C2, a.NegStepSize
 		sc[manifest.StepScalarBC2Sqrt], sc[manifest.StepScalarEps], sc[manifest.StepScalarMaxNorm] = a.BC2Sqrt, a.Eps, maxNorm
 		sc[manifest.StepScalarKeep], sc[manifest.StepScalarApply] = 1, apply
-		vec := func(v []float32) *ortrun.Tensor { return &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{int64(len(v))}, Data: v} }
+		vec := func(v []float32) *ortrun.Tensor {
+			return &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{int64(len(v))}, Data: v}
+		}
 		out, err := sess.Run(map[string]*ortrun.Tensor{
 			passes.StateInput(manifest.StateParams): vec(params), passes.StateInput(manifest.StateExpAvg): vec(make([]float32, n)),
 			passes.StateInput(manifest.StateExpAvgSq): vec(make([]float32, n)), passes.StateInput(manifest.StateGradSum): vec(gs),
