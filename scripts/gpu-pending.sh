@@ -3,8 +3,11 @@
 # important first, each cut to what is left of BUDGET seconds (default 560: one call's limit
 # less its start). Every part writes its own folder, packed as $OUT/<part>.tgz, and one line per
 # part goes to $OUT/summary.txt; a part that does not fit in what is left is skipped and says so.
+#   decode3      issues 24 and 25 (gpu-decode3.sh): decode after the chunked argmax at batch 1
+#                and 8, onnx-adapter and --merge parity, NF4 CUDA vs CPU with --dequantize-forward,
+#                NF4 step time against int4, CUDA graph vs uncaptured ids on a trained model
 #   decode-prof  issue 24: ncu of `ortq generate` on a 4-layer 3B-shape fused shared export
-#                (gpu-profile-decode.sh): where a decode step's ≈6.6 ms of GPU time goes
+#                (gpu-profile-decode.sh): where a decode step's GPU time goes
 #   gen2         issue 24: fused vs unfused (--fuse=false) shared export, CUDA graph vs
 #                uncaptured ids (each twice), batch 1 and 8 (gpu-generate2.sh, 28 layers)
 #   losscurve    issue 25: ortq vs PyTorch+PEFT over 200 steps, fp32 then fp16 (gpu-loss-curve.sh)
@@ -12,12 +15,12 @@
 #   trainprof    issue 22: one decoder layer by kernel family, dense base (gpu-profile.sh)
 #   nccl         issue 28: one-rank NCCL vs the graph step on one GPU (gpu-nccl.sh, 1B shape)
 # Usage (here: bash scripts/gpu-travel.sh off first; carry .ort-gpu and bin/ortq.xz):
-#   PARTS="decode-prof gen2 losscurve" BUDGET=560 bash scripts/gpu-pending.sh
+#   PARTS="decode3 trainprof nccl" BUDGET=560 bash scripts/gpu-pending.sh
 set -u
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh   # unpacks .ort-gpu into ~/ort once; each part sources it again
 O=$OUT; BUDGET=${BUDGET:-560}; T0=$(date +%s)
-PARTS=${PARTS:-decode-prof gen2 losscurve nf4 trainprof nccl}
+PARTS=${PARTS:-decode3 trainprof nccl}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$O/summary.txt"
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 # part NAME WANT CMD...: runs CMD with OUT=/tmp/pp-NAME for at most WANT seconds (less if less is left).
@@ -33,6 +36,7 @@ part() {
 }
 for p in $PARTS; do
   case $p in
+    decode3) part $p 480 env BUDGET=440 bash scripts/gpu-decode3.sh ;;
     decode-prof) part $p 120 env LAYERS=4 NEW=4 bash scripts/gpu-profile-decode.sh ;;
     gen2) part $p 280 env LAYERS=28 NEW=256 SKIP_PEER=1 bash scripts/gpu-generate2.sh ;;
     losscurve) part $p 330 bash scripts/gpu-loss-curve.sh ;;
