@@ -50,6 +50,10 @@ type Options struct {
 	// the step's MatMulBnb4 products into in-graph dequantization + FusedMatMul
 	// (passes.Bnb4Forward), so that the step can be captured in CUDA graphs.
 	DequantizeForward bool `json:"dequantize_forward,omitempty"`
+	// AttentionForward writes each attention whose scores and probabilities the backward
+	// pass does not read (the eval graph, and the recomputing training graphs' first
+	// forward) as one opset-23 Attention node (passes.AttentionForward): an A/B switch.
+	AttentionForward bool `json:"attention_forward,omitempty"`
 	// PlainMask skips passes.DocMask: attention_mask stays the model's 0/1 padding mask,
 	// the graphs lack the document-id comparison, and train packs by plain concatenation.
 	PlainMask bool `json:"plain_mask,omitempty"`
@@ -367,6 +371,13 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	selOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{KeepProducts: true})
 	if _, err := runWithLinears(sel, selOpts, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: selectively recomputing train graph: %w", o.Model, err)
+	}
+	if o.AttentionForward {
+		for _, g := range []*ortgraph.Model{gs.eval, gs.rec, sel} {
+			if _, err := ortgraph.RunPasses(ortgraph.NewGraph(g), nil, logf, passes.AttentionForward); err != nil {
+				return nil, fmt.Errorf("model %q: %w", o.Model, err)
+			}
+		}
 	}
 	gs.steps = map[string]*deviceStep{}
 	// With a 4-bit int4 base, each step also reads a dense base, for runs with room for it

@@ -12,15 +12,17 @@
 #                uncaptured ids (each twice), batch 1 and 8 (gpu-generate2.sh, 28 layers)
 #   losscurve    issue 25: ortq vs PyTorch+PEFT over 200 steps, fp32 then fp16 (gpu-loss-curve.sh)
 #   nf4          issue 25: NF4 + double quant vs int4 step time and memory (gpu-nf4.sh)
+#   attnfwd      issue 22: prepare --attention-forward and ORT_FPA_INTB_GEMM=1 against the
+#                default step, 3B micro-batch 7, with the peer (gpu-attnfwd.sh)
 #   trainprof    issue 22: one decoder layer by kernel family, dense base (gpu-profile.sh)
 #   nccl         issue 28: one-rank NCCL vs the graph step on one GPU (gpu-nccl.sh, 1B shape)
 # Usage (here: bash scripts/gpu-travel.sh off first; carry .ort-gpu and bin/ortq.xz):
-#   PARTS="decode3 trainprof nccl" BUDGET=560 bash scripts/gpu-pending.sh
+#   PARTS="decode3 attnfwd trainprof nccl" BUDGET=560 bash scripts/gpu-pending.sh
 set -u
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh   # unpacks .ort-gpu into ~/ort once; each part sources it again
 O=$OUT; BUDGET=${BUDGET:-560}; T0=$(date +%s)
-PARTS=${PARTS:-decode3 trainprof nccl}
+PARTS=${PARTS:-decode3 attnfwd trainprof nccl}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$O/summary.txt"
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 # part NAME WANT CMD...: runs CMD with OUT=/tmp/pp-NAME for at most WANT seconds (less if less is left).
@@ -41,6 +43,7 @@ for p in $PARTS; do
     gen2) part $p 280 env LAYERS=28 NEW=256 SKIP_PEER=1 bash scripts/gpu-generate2.sh ;;
     losscurve) part $p 330 bash scripts/gpu-loss-curve.sh ;;
     nf4) part $p 300 env AGAIN=0 bash scripts/gpu-nf4.sh ;;
+    attnfwd) part $p 500 bash scripts/gpu-attnfwd.sh ;;
     trainprof) part $p 240 env SKIP_FULL=1 SKIP_PEER=1 SKIP_WALL=1 BENCH_ARGS="--base dense" bash scripts/gpu-profile.sh ;;
     nccl) part $p 200 env PRESET=llama-3.2-1b STEPS=10 bash scripts/gpu-nccl.sh ;;
     *) echo "$p: unknown part" >> "$O/summary.txt" ;;

@@ -58,6 +58,9 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		"keep the device step's forward products of int4 Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train "+
 			"gives both forms of each 4-bit weight one buffer); nf4/fp4: the products as in-graph dequantization + FusedMatMul instead of MatMulBnb4, so "+
 			"that the step can be captured in CUDA graphs (MatMulBnb4 cannot)")
+	f.Bool("attention-forward", false,
+		"write each attention whose scores and probabilities the backward pass does not read (eval, and the first forward of the recomputing training "+
+			"graphs) as one opset-23 Attention node: an A/B switch for measurements")
 	f.Int("loss-chunks", d.LossChunks,
 		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when "+
 			"vocab > 16384)")
@@ -88,6 +91,7 @@ func runPrepare(cmd *cobra.Command) error {
 		Asymmetric: v.GetBool("asymmetric"), QuantizeLMHead: v.GetBool("quantize-lm-head"), Seed: v.GetUint64("seed"),
 		LossChunks:         v.GetInt("loss-chunks"),
 		DequantizeForward:  v.GetBool("dequantize-forward"),
+		AttentionForward:   v.GetBool("attention-forward"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

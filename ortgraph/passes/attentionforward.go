@@ -1,0 +1,179 @@
+package passes
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+)
+
+// AttentionForward turns each attention of a graph whose internals nothing else reads into
+// one opset-23 Attention node: in a training graph whose backward pass reads recomputed
+// copies of the attention (Recompute, layer or selective), the first forward's scores and
+// probabilities are needed by nobody, and ONNX Runtime's Attention kernel can compute the
+// output without writing them (and in the eval graph). prepare runs it with
+// --attention-forward, an A/B switch until it is measured on a GPU.
+//
+// Pattern: Softmax(axis −1) of Add(S, mask), S = Mul(MatMul(q', kᵀ), c) with c a scalar
+// constant, kᵀ = Transpose(k, perm [0, 1, 3, 2]); the probabilities P go through MatMul(P',
+// v) to the output O; with grouped-query attention (GroupedKV) q' is Reshape(q, [0, kv, −1,
+// 0]), S is reshaped back to [0, heads, −1, 0] before the Add, P' is P reshaped to the kv
+// heads and O the product reshaped back. Check: every value between q, k, v, mask and O is
+// read by the next node of the pattern alone (the backward pass reads none of them).
+// Rewrite: O = Attention(q, k, v, mask, scale = c) (4-D inputs: [batch, heads, seq, head
+// dim], k and v with the kv heads), made by the node that wrote O; the rest is pruned.
+var AttentionForward = &ortgraph.Pass{
+	Name:       "attention-forward",
+	Doc:        "attention whose scores and probabilities nothing else reads → one opset-23 Attention",
+	ResultType: reflect.TypeFor[*FusionResult](),
+	Run:        runAttentionForward,
+}
+
+// attentionMatch is one matched attention: its inputs, scale, and the pattern's nodes, last
+// the one writing O.
+type attentionMatch struct {
+	q, k, v, mask string
+	scale         float32
+	nodes         []*onnxpb.NodeProto
+}
+
+func runAttentionForward(ctx *ortgraph.Context) (any, error) {
+	g := ctx.G
+	res := &FusionResult{}
+	r := newSoleReaders(g, g.Consumers())
+	for _, sm := range append([]*onnxpb.NodeProto(nil), g.P.Node...) {
+		if !isOp(sm, "Softmax") {
+			continue
+		}
+		m, why := matchAttention(g, r, sm)
+		if m == nil {
+			if why != "" {
+				res.Skipped = append(res.Skipped, fmt.Sprintf("Softmax %q: %s", sm.Name, why))
+			}
+			continue
+		}
+		last := m.nodes[len(m.nodes)-1]
+		last.OpType, last.Domain = "Attention", ""
+		last.Input = []string{m.q, m.k, m.v, m.mask}
+		last.Attribute = []*onnxpb.AttributeProto{ortgraph.AFloat("scale", m.scale)}
+		res.Fused++
+	}
+	res.report(ctx, "attention-forward", "attentions as one Attention node")
+	if res.Fused == 0 {
+		return res, nil
+	}
+	if g.M.OpsetVersion("") < 23 {
+		g.M.SetOpset("", 23)
+		if g.M.P.IrVersion < 11 {
+			g.M.P.IrVersion = 11
+		}
+	}
+	if err := g.TopoSort(); err != nil {
+		return nil, err
+	}
+	g.Prune()
+	return res, nil
+}
+
+// matchAttention matches the pattern around Softmax sm; nil and "" where sm is no attention
+// softmax, nil and a reason where it is one the pass leaves.
+func matchAttention(g *ortgraph.Graph, r soleReaders, sm *onnxpb.NodeProto) (*attentionMatch, string) {
+	if ax := ortgraph.AttrInt(sm, "axis", -1); ax != -1 && ax != 3 {
+		return nil, ""
+	}
+	add := g.Producer(sm.Input[0])
+	if !isOp(add, "Add") {
+		return nil, ""
+	}
+	m := &attentionMatch{}
+	var mm *onnxpb.NodeProto
+	grouped := false
+	for i, in := range add.Input {
+		if mm, grouped = scoresProduct(g, in, m); mm != nil {
+			m.mask = add.Input[1-i]
+			break
+		}
+	}
+	if mm == nil {
+		return nil, ""
+	}
+	kt := g.Producer(mm.Input[1])
+	if perm, _ := ortgraph.AttrInts(kt, "perm"); !isOp(kt, "Transpose") || !slices.Equal(perm, []int64{0, 1, 3, 2}) {
+		return nil, "its scores' right operand is not kᵀ (Transpose perm [0 1 3 2])"
+	}
+	m.k = kt.Input[0]
+	m.q = mm.Input[0]
+	if qr := g.Producer(m.q); grouped && isOp(qr, "Reshape") { // q' = Reshape(q) to the kv heads
+		m.q, m.nodes = qr.Input[0], append([]*onnxpb.NodeProto{qr}, m.nodes...)
+	}
+	m.nodes = append(m.nodes, kt, add, sm)
+	out, why := probabilitiesProduct(r, sm, m)
+	if out == nil {
+		return nil, why
+	}
+	for _, n := range m.nodes[:len(m.nodes)-1] {
+		if n == kt {
+			continue // k's transpose may serve others (the backward's recomputation reads k itself)
+		}
+		if _, ok := r.single(n.Output[0]); !ok {
+			return nil, fmt.Sprintf("%s %q's output is read outside the attention (the backward pass needs it)", n.OpType, n.Name)
+		}
+	}
+	return m, ""
+}
+
+// scoresProduct follows v back through an optional Reshape (grouped: the scores of the kv
+// head groups back to the query heads) and a Mul by a scalar constant to the MatMul of q' and
+// kᵀ, recording the scale and the nodes in m; nil if v is not such a product.
+func scoresProduct(g *ortgraph.Graph, v string, m *attentionMatch) (mm *onnxpb.NodeProto, grouped bool) {
+	var nodes []*onnxpb.NodeProto
+	n := g.Producer(v)
+	if isOp(n, "Reshape") {
+		nodes, n, grouped = append(nodes, n), g.Producer(n.Input[0]), true
+	}
+	if !isOp(n, "Mul") {
+		return nil, false
+	}
+	for i, in := range n.Input {
+		c, ok := g.ConstFloats(in)
+		mm := g.Producer(n.Input[1-i])
+		if ok && len(c) == 1 && isOp(mm, "MatMul") {
+			m.scale = c[0]
+			m.nodes = append([]*onnxpb.NodeProto{mm, n}, nodes...)
+			return mm, grouped
+		}
+	}
+	return nil, false
+}
+
+// probabilitiesProduct follows the probabilities of sm forward through an optional Reshape
+// (grouped) to MatMul(P', v) and an optional Reshape back, appending the nodes to m (the
+// last writes O); nil and a reason if they do not lead there alone.
+func probabilitiesProduct(r soleReaders, sm *onnxpb.NodeProto, m *attentionMatch) (*onnxpb.NodeProto, string) {
+	n, ok := r.single(sm.Output[0])
+	if !ok {
+		return nil, "its probabilities are read outside the attention (the backward pass needs them)"
+	}
+	grouped := isOp(n, "Reshape")
+	if grouped {
+		m.nodes = append(m.nodes, n)
+		if n, ok = r.single(n.Output[0]); !ok {
+			return nil, "its grouped probabilities are read outside the attention"
+		}
+	}
+	if !isOp(n, "MatMul") || n.Input[0] != m.nodes[len(m.nodes)-1].Output[0] {
+		return nil, "its probabilities do not feed a MatMul by v"
+	}
+	m.v, m.nodes = n.Input[1], append(m.nodes, n)
+	if grouped {
+		back, ok := r.single(n.Output[0])
+		if !ok || !isOp(back, "Reshape") {
+			return nil, "its grouped output is not reshaped back to the query heads alone"
+		}
+		m.nodes = append(m.nodes, back)
+		return back, ""
+	}
+	return n, ""
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# GPU machine, one call: issue 22's A/Bs of graph and runtime options on one synthesized
+# model (PRESET, default llama-3.2-3b), micro-batch MB (7), recompute per layer, graph step,
+# interleaved A B C A B C so that drift shows:
+#   A  the default artifacts;
+#   B  `prepare --attention-forward` (the first forward's attention as one opset-23
+#      Attention node, passes.AttentionForward);
+#   C  the default artifacts with ORT_FPA_INTB_GEMM=1 (ONNX Runtime's fpA_intB GEMM for the
+#      MatMulNBits forwards; the step's plain warm-up runs precede its capture);
+# then the PyTorch+PEFT peer once (SKIP_PEER=1 leaves it out). Prints p50, mean and peak of
+# each. Env: PRESET, MB, STEPS (15), BASE (4bit; dense for the dense steps), OUT.
+set -u
+. "$(dirname "$0")/device-env.sh"
+PRESET=${PRESET:-llama-3.2-3b}; MB=${MB:-7}; STEPS=${STEPS:-15}; BASE=${BASE:-4bit}
+S="$OUT/summary.txt"
+say() { echo "[$(date +%T)] $*" | tee -a "$S"; }
+timeout 300 $Q synth --preset "$PRESET" --quantize --out /tmp/af-m --quiet --force; say "synth rc $?"
+timeout 300 $Q prepare --model /tmp/af-m/model.onnx --out /tmp/af-a --quiet --force; say "prepare rc $?"
+timeout 300 $Q prepare --model /tmp/af-m/model.onnx --out /tmp/af-b --quiet --force --attention-forward; say "prepare --attention-forward rc $?"
+point() { # name artifacts [env...]
+  local name=$1 art=$2; shift 2
+  env "$@" timeout 200 $Q bench --artifacts "$art" --device cuda --micro-batch "$MB" --seq-len 512 --steps "$STEPS" --warmup 3 \
+    --recompute layer --base "$BASE" --step graph --quiet --out "/tmp/af-$name" > "/tmp/af-$name.txt" 2>&1
+  say "$name rc $?: $(python3 -c "import json;p=json.load(open('/tmp/af-$name/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, mean',round(p['step_time'].get('mean_ms',0),1),', peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB; notes',p.get('notes'))" 2>&1)"
+}
+for round in 1 2; do
+  point "A$round" /tmp/af-a
+  point "B$round" /tmp/af-b
+  point "C$round" /tmp/af-a ORT_FPA_INTB_GEMM=1
+done
+if [ "${SKIP_PEER:-0}" != 1 ]; then
+  timeout 200 python3 bench/peer/torch_peft.py --micro-batch "$MB" --seq-len 512 --recompute layer --out "$OUT/peer.json" > /tmp/af-peer.txt 2>&1
+  say "peer rc $?: $(python3 -c "import json;p=json.load(open('$OUT/peer.json'));print(p.get('step_time', p))" 2>&1 | head -c 400)"
+fi
