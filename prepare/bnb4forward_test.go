@@ -4,11 +4,13 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 )
@@ -16,8 +18,9 @@ import (
 // TestBnb4ForwardStepEqualsMatMulBnb4: with --dequantize-forward an NF4 (and NF4 + double
 // quant) base's device steps compute their forward products as FusedMatMul over W
 // dequantized in the graph (passes.Bnb4Forward) instead of MatMulBnb4, hold no capture
-// blocker, and give the MatMulBnb4 steps' loss, gradient norm and LoRA weights after one
-// AdamW step (float32, CPU), for every recomputation policy.
+// blocker, share the recomputed products' W with the dx products (per-layer step), and give
+// the MatMulBnb4 steps' loss, gradient norm and LoRA weights after one AdamW step (float32,
+// CPU), for every recomputation policy.
 func TestBnb4ForwardStepEqualsMatMulBnb4(t *testing.T) {
 	ortruntest.Lib(t)
 	dir := t.TempDir()
@@ -39,6 +42,9 @@ func TestBnb4ForwardStepEqualsMatMulBnb4(t *testing.T) {
 				t.Fatal(err)
 			}
 			art[fwd] = o.Out
+			if n := sharedDx(t, filepath.Join(o.Out, manifest.StepFile(manifest.RecomputeLayer))); fwd != (n > 0) {
+				t.Errorf("dq=%v dequantize-forward=%v: %d dx products read a recomputed product's W", dq, fwd, n)
+			}
 			man, err := manifest.ReadManifest(o.Out)
 			if err != nil {
 				t.Fatal(err)
@@ -66,4 +72,27 @@ func TestBnb4ForwardStepEqualsMatMulBnb4(t *testing.T) {
 			t.Logf("dq=%v %s: loss %.7f vs %.7f, gradient norm %.6g vs %.6g, weights within %.2g", dq, policy, got.Loss, want.Loss, got.GradNorm, want.GradNorm, worst)
 		}
 	}
+}
+
+// sharedDx counts the MatMuls of a step graph whose right operand a recomputed FusedMatMul
+// ("recompute/…") reads as well: dx products reading the recomputed product's W.
+func sharedDx(t *testing.T, path string) int {
+	t.Helper()
+	m, err := ortgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recW := map[string]bool{}
+	for _, n := range m.P.Graph.Node {
+		if n.OpType == "FusedMatMul" && strings.HasPrefix(n.Name, "recompute/") {
+			recW[n.Input[1]] = true
+		}
+	}
+	count := 0
+	for _, n := range m.P.Graph.Node {
+		if n.OpType == "MatMul" && len(n.Input) == 2 && recW[n.Input[1]] {
+			count++
+		}
+	}
+	return count
 }

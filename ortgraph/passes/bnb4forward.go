@@ -3,6 +3,7 @@ package passes
 import (
 	"fmt"
 	"reflect"
+	"strings"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/autodiff"
@@ -24,6 +25,12 @@ import (
 // bytes an initializer, N·K a multiple of an even block size, a known quant_type), else it is
 // left with the reason. Rewrite: the node becomes the FusedMatMul in place (same name and
 // output); absmax chains nothing reads any more are pruned.
+//
+// With recomputation, a recomputed product (Recompute's "recompute/" clone) runs in the
+// backward pass just before its Linear's dx = dy·W, which dequantizes the same bytes again;
+// dx then reads the clone's W instead (one dequantization fewer per Linear and micro-batch,
+// as Recompute does for int4), which lives until dx, within its layer's backward pass. The
+// first forward's W is never shared: it would live through the whole step.
 var Bnb4Forward = &ortgraph.Pass{
 	Name:       "bnb4-forward",
 	Doc:        "NF4/FP4 forward products as FusedMatMul(transB) over W dequantized in the graph (no MatMulBnb4: capturable)",
@@ -34,6 +41,7 @@ var Bnb4Forward = &ortgraph.Pass{
 func runBnb4Forward(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	res := &FusionResult{}
+	recomputed := map[string]string{} // 4-bit bytes → the recomputed product's W
 	for _, n := range append([]*onnxpb.NodeProto(nil), g.P.Node...) {
 		if n.Domain != "com.microsoft" || n.OpType != "MatMulBnb4" || len(n.Input) != 3 {
 			continue
@@ -48,11 +56,18 @@ func runBnb4Forward(ctx *ortgraph.Context) (any, error) {
 			res.Skipped = append(res.Skipped, err.Error())
 			continue
 		}
+		if strings.HasPrefix(n.Name, "recompute/") {
+			recomputed[n.Input[1]] = w
+		}
 		n.OpType, n.Input = "FusedMatMul", []string{n.Input[0], w}
 		n.Attribute = []*onnxpb.AttributeProto{ortgraph.AInt("transB", 1)}
 		res.Fused++
 	}
+	shared := shareRecomputedBnb4(g, recomputed)
 	res.report(ctx, "bnb4-forward", "MatMulBnb4 products as FusedMatMul over W dequantized in the graph")
+	if shared > 0 {
+		ctx.Logf("bnb4-forward: %d dx products read their recomputed product's W", shared)
+	}
 	if res.Fused == 0 {
 		return res, nil
 	}
@@ -61,6 +76,47 @@ func runBnb4Forward(ctx *ortgraph.Context) (any, error) {
 	}
 	g.Prune()
 	return res, nil
+}
+
+// shareRecomputedBnb4 points every dx product MatMul(dy, W) whose W dequantizes bytes that a
+// recomputed product also dequantized (recomputed: bytes → that W) at the recomputed W, and
+// returns how many it redirected. A dx chain is recognised by walking back from the MatMul's
+// right operand through Reshape, Mul (the absmax), Reshape and Gather (the byte table) to
+// Cast(Where(gate, bytes, bytes)).
+func shareRecomputedBnb4(g *ortgraph.Graph, recomputed map[string]string) int {
+	if len(recomputed) == 0 {
+		return 0
+	}
+	n := 0
+	for _, mm := range g.P.Node {
+		if !isOp(mm, "MatMul") || len(mm.Input) != 2 {
+			continue
+		}
+		if w, ok := recomputed[bnb4Bytes(g, mm.Input[1])]; ok && w != mm.Input[1] {
+			mm.Input[1] = w
+			n++
+		}
+	}
+	return n
+}
+
+// bnb4Bytes returns the 4-bit bytes initializer that w (autodiff.Bnb4Weight's output)
+// dequantizes, or "".
+func bnb4Bytes(g *ortgraph.Graph, w string) string {
+	chain := []string{"Reshape", "Mul", "Reshape", "Gather", "Cast", "Where"}
+	n := g.Producer(w)
+	for i, op := range chain {
+		if !isOp(n, op) {
+			return ""
+		}
+		if i < len(chain)-1 {
+			n = g.Producer(n.Input[map[string]int{"Gather": 1}[op]])
+		}
+	}
+	if len(n.Input) == 3 && n.Input[1] == n.Input[2] && g.Initializer(n.Input[1]) != nil {
+		return n.Input[1]
+	}
+	return ""
 }
 
 // bnb4Type is the float type of a MatMulBnb4 absmax input (an initializer, or the
