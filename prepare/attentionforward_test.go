@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/data"
-	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
@@ -21,19 +20,11 @@ import (
 // attention, document-id mask, dropout on).
 func TestAttentionForwardEqualsUnfused(t *testing.T) {
 	ortruntest.Lib(t)
-	dir := t.TempDir()
-	res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 9, Common: hfimport.Common{Out: filepath.Join(dir, "m"), DType: "float32"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := data.MakeBatch([]data.Example{twoDocs(7, true), twoDocs(13, true)}, []int{0, 1}, data.BatchOptions{BatchSize: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, model, b := tinyStepFixture(t, 9)
 	art := map[bool]string{}
 	for _, fused := range []bool{false, true} {
 		o := prepare.DefaultOptions()
-		o.Model, o.Out, o.AttentionForward = res.Model, filepath.Join(dir, map[bool]string{false: "plain", true: "fused"}[fused]), fused
+		o.Model, o.Out, o.AttentionForward = model, filepath.Join(dir, map[bool]string{false: "plain", true: "fused"}[fused]), fused
 		if _, err := prepare.Run(o, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -63,20 +54,6 @@ func TestAttentionForwardEqualsUnfused(t *testing.T) {
 		t.Errorf("eval loss %.7g with Attention nodes, %.7g without", got, want)
 	}
 	for _, policy := range []string{manifest.RecomputeLayer, manifest.RecomputeSelective} {
-		want, wantP := denseStep(t, art[false], policy, false, "", b)
-		got, gotP := denseStep(t, art[true], policy, false, "", b)
-		worst := 0.0
-		for name, w := range wantP {
-			worst = math.Max(worst, relErr(gotP[name], w))
-		}
-		for _, v := range []struct {
-			what      string
-			got, want float64
-		}{{"loss", got.Loss, want.Loss}, {"gradient norm", got.GradNorm, want.GradNorm}, {"weights after a step", worst, 0}} {
-			if e := math.Abs(v.got - v.want); e > 1e-5*math.Max(1, math.Abs(v.want)) || math.IsNaN(v.got) {
-				t.Errorf("%s: %s %.7g with Attention nodes, %.7g without", policy, v.what, v.got, v.want)
-			}
-		}
-		t.Logf("%s: loss %.7f vs %.7f, gradient norm %.6g vs %.6g, weights within %.2g", policy, got.Loss, want.Loss, got.GradNorm, want.GradNorm, worst)
+		sameStep(t, policy, "with Attention nodes", "without", art[true], art[false], policy, b)
 	}
 }

@@ -1,6 +1,7 @@
 package prepare_test
 
 import (
+	"fmt"
 	"math"
 	"path/filepath"
 	"slices"
@@ -23,20 +24,12 @@ import (
 // CPU), for every recomputation policy.
 func TestBnb4ForwardStepEqualsMatMulBnb4(t *testing.T) {
 	ortruntest.Lib(t)
-	dir := t.TempDir()
-	res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: 5, Common: hfimport.Common{Out: filepath.Join(dir, "m"), DType: "float32"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := data.MakeBatch([]data.Example{twoDocs(7, true), twoDocs(13, true)}, []int{0, 1}, data.BatchOptions{BatchSize: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, model, b := tinyStepFixture(t, 5)
 	for _, dq := range []bool{false, true} {
 		art := map[bool]string{}
 		for _, fwd := range []bool{false, true} {
 			o := prepare.DefaultOptions()
-			o.Model, o.Out = res.Model, filepath.Join(dir, "art", map[bool]string{false: "bnb4", true: "fwd"}[fwd], map[bool]string{false: "nf4", true: "dq"}[dq])
+			o.Model, o.Out = model, filepath.Join(dir, "art", map[bool]string{false: "bnb4", true: "fwd"}[fwd], map[bool]string{false: "nf4", true: "dq"}[dq])
 			o.Quant, o.BlockSize, o.DoubleQuant, o.DequantizeForward = "nf4", 64, dq, fwd
 			if _, err := prepare.Run(o, nil); err != nil {
 				t.Fatal(err)
@@ -55,21 +48,7 @@ func TestBnb4ForwardStepEqualsMatMulBnb4(t *testing.T) {
 			}
 		}
 		for _, policy := range manifest.RecomputePolicies {
-			want, wantP := denseStep(t, art[false], policy, false, "", b)
-			got, gotP := denseStep(t, art[true], policy, false, "", b)
-			worst := 0.0
-			for name, w := range wantP {
-				worst = math.Max(worst, relErr(gotP[name], w))
-			}
-			for _, v := range []struct {
-				what      string
-				got, want float64
-			}{{"loss", got.Loss, want.Loss}, {"gradient norm", got.GradNorm, want.GradNorm}, {"weights after a step", worst, 0}} {
-				if e := math.Abs(v.got - v.want); e > 1e-5*math.Max(1, math.Abs(v.want)) || math.IsNaN(v.got) {
-					t.Errorf("dq=%v %s: %s %.7g in-graph, %.7g MatMulBnb4", dq, policy, v.what, v.got, v.want)
-				}
-			}
-			t.Logf("dq=%v %s: loss %.7f vs %.7f, gradient norm %.6g vs %.6g, weights within %.2g", dq, policy, got.Loss, want.Loss, got.GradNorm, want.GradNorm, worst)
+			sameStep(t, fmt.Sprintf("dq=%v %s", dq, policy), "in-graph", "MatMulBnb4", art[true], art[false], policy, b)
 		}
 	}
 }
@@ -95,4 +74,41 @@ func sharedDx(t *testing.T, path string) int {
 		}
 	}
 	return count
+}
+
+// sameStep fails unless one optimizer step (float32, CPU, the policy's device step on b)
+// of the artifacts got gives the loss, gradient norm and LoRA weights of want's within 1e-5;
+// gotWhat and wantWhat name the two in messages.
+func sameStep(t *testing.T, label, gotWhat, wantWhat, got, want, policy string, b data.Batch) {
+	t.Helper()
+	w, wantP := denseStep(t, want, policy, false, "", b)
+	g, gotP := denseStep(t, got, policy, false, "", b)
+	worst := 0.0
+	for name, v := range wantP {
+		worst = math.Max(worst, relErr(gotP[name], v))
+	}
+	for _, v := range []struct {
+		what      string
+		got, want float64
+	}{{"loss", g.Loss, w.Loss}, {"gradient norm", g.GradNorm, w.GradNorm}, {"weights after a step", worst, 0}} {
+		if e := math.Abs(v.got - v.want); e > 1e-5*math.Max(1, math.Abs(v.want)) || math.IsNaN(v.got) {
+			t.Errorf("%s: %s %.7g %s, %.7g %s", label, v.what, v.got, gotWhat, v.want, wantWhat)
+		}
+	}
+	t.Logf("%s: loss %.7f vs %.7f, gradient norm %.6g vs %.6g, weights within %.2g", label, g.Loss, w.Loss, g.GradNorm, w.GradNorm, worst)
+}
+
+// tinyStepFixture synthesizes the tiny float32 model with seed in a temporary directory and
+// returns the directory, the model's path and a batch of two rows of two documents each.
+func tinyStepFixture(t *testing.T, seed uint64) (dir, model string, b data.Batch) {
+	t.Helper()
+	dir = t.TempDir()
+	res, err := hfimport.Synth(hfimport.SynthOptions{Preset: "tiny", Seed: seed, Common: hfimport.Common{Out: filepath.Join(dir, "m"), DType: "float32"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = data.MakeBatch([]data.Example{twoDocs(7, true), twoDocs(13, true)}, []int{0, 1}, data.BatchOptions{BatchSize: 2}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, res.Model, b
 }
