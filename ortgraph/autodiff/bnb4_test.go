@@ -92,7 +92,7 @@ func checkBnb4Product(t *testing.T, sess *ortrun.Session, w []float32, n, k int)
 }
 
 // bnb4Model is a graph with input a [M, K] and outputs y = MatMulBnb4(a, W) and w =
-// Bnb4Weight (gated on a).
+// Bnb4Weight (gated on a); Bnb4WeightBytes finds w's bytes (and none for y).
 func bnb4Model(t *testing.T, p *quantize.Bnb4) []byte {
 	t.Helper()
 	m := newModel(21)
@@ -105,6 +105,12 @@ func bnb4Model(t *testing.T, p *quantize.Bnb4) []byte {
 	wv, err := Bnb4Weight(g, node, Bnb4Gate(g, "a"), ortgraph.Float)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := Bnb4WeightBytes(g, wv); got != node.Input[1] {
+		t.Errorf("Bnb4WeightBytes of Bnb4Weight's output = %q, want its bytes %q", got, node.Input[1])
+	}
+	if got := Bnb4WeightBytes(g, y); got != "" {
+		t.Errorf("Bnb4WeightBytes of the product = %q, want none", got)
 	}
 	for _, o := range []struct {
 		v, name string

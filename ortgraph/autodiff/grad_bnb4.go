@@ -133,6 +133,26 @@ func Bnb4Weight(g *ortgraph.Graph, n *onnxpb.NodeProto, gate string, dt int32) (
 	return w, nil
 }
 
+// Bnb4WeightBytes is Bnb4Weight read backwards: the 4-bit bytes initializer that w, the
+// output of a Bnb4Weight chain (Reshape ← Mul by the absmax ← Reshape ← Gather of the byte
+// table ← Cast ← Where(gate, bytes, bytes)), dequantizes; "" when w is no such output.
+func Bnb4WeightBytes(g *ortgraph.Graph, w string) string {
+	n := g.Producer(w)
+	for _, step := range []struct {
+		op  string
+		arg int // the input the chain continues through
+	}{{"Reshape", 0}, {"Mul", 0}, {"Reshape", 0}, {"Gather", 1}, {"Cast", 0}} {
+		if n == nil || n.OpType != step.op || n.Domain != "" {
+			return ""
+		}
+		n = g.Producer(n.Input[step.arg])
+	}
+	if n == nil || n.OpType != "Where" || len(n.Input) != 3 || n.Input[1] != n.Input[2] || g.Initializer(n.Input[1]) == nil {
+		return ""
+	}
+	return n.Input[1]
+}
+
 // MatMulBnb4: Y = A·Wᵀ with W [N, K] in bitsandbytes' 4-bit layout ⇒ dA = dY·W, W dequantized
 // again from the same bytes (Bnb4Weight) with its constants gated on dY, so the chain runs
 // only when the backward pass reaches the Linear and its fp weight lives only until the

@@ -80,9 +80,7 @@ func runBnb4Forward(ctx *ortgraph.Context) (any, error) {
 
 // shareRecomputedBnb4 points every dx product MatMul(dy, W) whose W dequantizes bytes that a
 // recomputed product also dequantized (recomputed: bytes → that W) at the recomputed W, and
-// returns how many it redirected. A dx chain is recognised by walking back from the MatMul's
-// right operand through Reshape, Mul (the absmax), Reshape and Gather (the byte table) to
-// Cast(Where(gate, bytes, bytes)).
+// returns how many it redirected (autodiff.Bnb4WeightBytes recognises the dx chain).
 func shareRecomputedBnb4(g *ortgraph.Graph, recomputed map[string]string) int {
 	if len(recomputed) == 0 {
 		return 0
@@ -92,31 +90,12 @@ func shareRecomputedBnb4(g *ortgraph.Graph, recomputed map[string]string) int {
 		if !isOp(mm, "MatMul") || len(mm.Input) != 2 {
 			continue
 		}
-		if w, ok := recomputed[bnb4Bytes(g, mm.Input[1])]; ok && w != mm.Input[1] {
+		if w, ok := recomputed[autodiff.Bnb4WeightBytes(g, mm.Input[1])]; ok && w != mm.Input[1] {
 			mm.Input[1] = w
 			n++
 		}
 	}
 	return n
-}
-
-// bnb4Bytes returns the 4-bit bytes initializer that w (autodiff.Bnb4Weight's output)
-// dequantizes, or "".
-func bnb4Bytes(g *ortgraph.Graph, w string) string {
-	chain := []string{"Reshape", "Mul", "Reshape", "Gather", "Cast", "Where"}
-	n := g.Producer(w)
-	for i, op := range chain {
-		if !isOp(n, op) {
-			return ""
-		}
-		if i < len(chain)-1 {
-			n = g.Producer(n.Input[map[string]int{"Gather": 1}[op]])
-		}
-	}
-	if len(n.Input) == 3 && n.Input[1] == n.Input[2] && g.Initializer(n.Input[1]) != nil {
-		return n.Input[1]
-	}
-	return ""
 }
 
 // bnb4Type is the float type of a MatMulBnb4 absmax input (an initializer, or the
