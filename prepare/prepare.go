@@ -304,17 +304,17 @@ func buildSteps(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func
 		denseStep = &deviceStep{m: dm, layout: layout}
 	}
 	four = &deviceStep{m: m, layout: layout}
-	if o.DequantizeForward && o.quantOptions().Type.IsBnb4() {
-		if _, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.Bnb4Forward); err != nil {
-			return nil, nil, err
-		}
-	}
-	if !o.DequantizeForward {
+	switch {
+	case !o.DequantizeForward:
 		ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.NBitsForward)
 		if err != nil {
 			return nil, nil, err
 		}
 		four.shared = ortgraph.ResultOf[*passes.NBitsForwardResult](ctx, passes.NBitsForward).Shared
+	case o.quantOptions().Type.IsBnb4():
+		if _, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.Bnb4Forward); err != nil {
+			return nil, nil, err
+		}
 	}
 	return four, denseStep, nil
 }
