@@ -12,7 +12,7 @@ Three subcommands, run from the repository root (scripts/gpu-loss-curve.sh drive
   replay --dump DUMP --artifacts ART --out peft.json [--dtype float16] [--device cuda]
       Replays the run `ortq train --dump-batches DUMP` made, in PyTorch+PEFT:
         * the base: LlamaForCausalLM with the default model's weights, read from its ONNX
-          graph as testdata/gen/lora_sweep.py's load_from_onnx does (named initializers map
+          graph by load_from_onnx (named initializers map
           directly, the exporter's val_N Linear weights through their MatMul's fx_node
           metadata, transposed); float32, or float16 with --dtype float16 (then autocast
           float16 and torch.amp.GradScaler with the dump's scaler settings, LoRA weights
@@ -94,8 +94,8 @@ def read_dump(path):
 def load_from_onnx(path, model):
     """Copies the weights of the ONNX graph at path into model (a LlamaForCausalLM).
 
-    testdata/gen/lora_sweep.py's loader, repeated here because the GPU call may travel without
-    testdata/: named initializers (`m.<hf name>`) map directly; the exporter's `val_N` Linear
+    testdata/gen/lora_sweep.py imports it from here (scripts/ travels to the GPU machine,
+    testdata/ does not): named initializers (`m.<hf name>`) map directly; the exporter's `val_N` Linear
     weights ([in, out]) through the `pkg.torch.onnx.fx_node` metadata of the MatMul reading
     them (`aten.linear.default(args = (..., %p_m_<hf name with _>))`), transposed; tied
     embeddings from lm_head."""

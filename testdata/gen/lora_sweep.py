@@ -16,7 +16,6 @@ import json
 import math
 import os
 import random
-import re
 import sys
 import time
 
@@ -27,45 +26,12 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+# The ONNX → transformers weight loader is the loss-curve script's (it travels to the GPU
+# machine without testdata/).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from peft_loss_curve import load_from_onnx  # noqa: E402
+
 SECTION = "## LoRA sweep"
-
-
-def load_from_onnx(path, model):
-    import onnx
-    from onnx import numpy_helper
-    m = onnx.load(path)
-    g = m.graph
-    sd = model.state_dict()
-    by_flat = {"p_m_" + k.replace(".", "_"): k for k in sd}
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    loaded = {}
-    for name, arr in inits.items():
-        if name.startswith("m.") and name[2:] in sd:
-            loaded[name[2:]] = torch.from_numpy(arr.copy())
-    for n in g.node:
-        if n.op_type != "MatMul":
-            continue
-        w = [i for i in n.input if i in inits and inits[i].ndim == 2]
-        if not w or w[0].startswith("m."):
-            continue
-        meta = {p.key: p.value for p in n.metadata_props}
-        fx = meta.get("pkg.torch.onnx.fx_node", "")
-        hits = [by_flat[t] for t in re.findall(r"%(p_m_\w+)", fx) if t in by_flat]
-        if len(hits) != 1:
-            raise RuntimeError("MatMul %s: cannot map %s from fx_node %r" % (n.name, w[0], fx[:200]))
-        loaded[hits[0]] = torch.from_numpy(inits[w[0]].T.copy())
-    if model.config.tie_word_embeddings:
-        for a, b in (("lm_head.weight", "model.embed_tokens.weight"), ("model.embed_tokens.weight", "lm_head.weight")):
-            if a in loaded and b not in loaded:
-                loaded[b] = loaded[a]
-    missing = [k for k in sd if k not in loaded and not k.endswith("inv_freq")]
-    if missing:
-        raise RuntimeError("not found in the ONNX graph: %s" % missing)
-    for k, v in loaded.items():
-        if tuple(v.shape) != tuple(sd[k].shape):
-            raise RuntimeError("%s: shape %s vs %s" % (k, tuple(v.shape), tuple(sd[k].shape)))
-    model.load_state_dict(loaded, strict=False)
-    return len(loaded)
 
 
 def encode(tok, docs, eos):
