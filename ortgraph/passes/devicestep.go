@@ -91,17 +91,7 @@ func runDeviceStep(ctx *ortgraph.Context) (any, error) {
 		res.Layout = append(res.Layout, manifest.FlatParam{Name: p.name, Offset: res.Size, Size: n})
 		res.Size += n
 	}
-	vec := ortgraph.TensorType(ortgraph.Float, []int64{res.Size})
-	in := map[string]string{}
-	for _, s := range States {
-		t := vec
-		if s == manifest.StateStats {
-			t = ortgraph.TensorType(ortgraph.Float, []int64{manifest.StatsLen})
-		}
-		in[s] = StateInput(s)
-		g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: in[s], Type: t})
-	}
-	g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: StepScalarsInput, Type: ortgraph.TensorType(ortgraph.Float, []int64{manifest.StepScalars})})
+	in := addStateInputs(g, res.Size)
 	g.Reindex()
 	sc := splitScalars(g)
 	feedParams(g, params, res.Layout, in[manifest.StateParams])
@@ -110,16 +100,8 @@ func runDeviceStep(ctx *ortgraph.Context) (any, error) {
 		g.ReplaceUses(LossScaleInput, sc[manifest.StepScalarSeed])
 		removeInput(g, LossScaleInput)
 	}
-	out := optimizerStep(g, params, in, sc)
 	g.P.Output = nil
-	for _, s := range States {
-		rename(g, out[s], StateOutput(s))
-		t := vec
-		if s == manifest.StateStats {
-			t = ortgraph.TensorType(ortgraph.Float, []int64{manifest.StatsLen})
-		}
-		g.P.Output = append(g.P.Output, &onnxpb.ValueInfoProto{Name: StateOutput(s), Type: t})
-	}
+	setStateOutputs(g, optimizerStep(g, params, in, sc), res.Size)
 	// Prune walks the nodes backwards and so needs them in order first.
 	if err := g.TopoSort(); err != nil {
 		return nil, err
@@ -127,6 +109,35 @@ func runDeviceStep(ctx *ortgraph.Context) (any, error) {
 	g.Prune()
 	ctx.Logf("device step: %d LoRA tensors, %d parameters in flat state", len(params), res.Size)
 	return res, nil
+}
+
+// stateType is the type of state vector s for size LoRA parameters.
+func stateType(s string, size int64) *onnxpb.TypeProto {
+	if s == manifest.StateStats {
+		return ortgraph.TensorType(ortgraph.Float, []int64{manifest.StatsLen})
+	}
+	return ortgraph.TensorType(ortgraph.Float, []int64{size})
+}
+
+// addStateInputs adds the inputs state.<x> of every state vector and step_scalars to g and
+// returns the state inputs' names by state.
+func addStateInputs(g *ortgraph.Graph, size int64) map[string]string {
+	in := map[string]string{}
+	for _, s := range States {
+		in[s] = StateInput(s)
+		g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: in[s], Type: stateType(s, size)})
+	}
+	g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: StepScalarsInput, Type: ortgraph.TensorType(ortgraph.Float, []int64{manifest.StepScalars})})
+	return in
+}
+
+// setStateOutputs names each next state value out[x] state.<x>.next and appends it to g's
+// outputs.
+func setStateOutputs(g *ortgraph.Graph, out map[string]string, size int64) {
+	for _, s := range States {
+		rename(g, out[s], StateOutput(s))
+		g.P.Output = append(g.P.Output, &onnxpb.ValueInfoProto{Name: StateOutput(s), Type: stateType(s, size)})
+	}
 }
 
 // stepParams pairs each grad.<p> output with its LoRA input p (fp32, static shape).

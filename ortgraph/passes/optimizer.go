@@ -3,7 +3,6 @@ package passes
 import (
 	"fmt"
 
-	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
@@ -22,18 +21,7 @@ func OptimizerGraph(size int64) (*ortgraph.Model, error) {
 	m := &ortgraph.Model{P: &onnxpb.ModelProto{IrVersion: 10, ProducerName: "ortq",
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}}, Graph: &onnxpb.GraphProto{Name: "ortq_optimizer"}}}
 	g := ortgraph.NewGraph(m)
-	typ := func(s string) *onnxpb.TypeProto {
-		if s == manifest.StateStats {
-			return ortgraph.TensorType(ortgraph.Float, []int64{manifest.StatsLen})
-		}
-		return ortgraph.TensorType(ortgraph.Float, []int64{size})
-	}
-	in := map[string]string{}
-	for _, s := range States {
-		in[s] = StateInput(s)
-		g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: in[s], Type: typ(s)})
-	}
-	g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: StepScalarsInput, Type: ortgraph.TensorType(ortgraph.Float, []int64{manifest.StepScalars})})
+	in := addStateInputs(g, size)
 	for _, o := range []string{LossSumOutput, TokenCountOutput} {
 		g.AddInitializer(ortgraph.FloatTensor(o, ortgraph.Float, []int64{1}, []float32{0}))
 	}
@@ -42,11 +30,7 @@ func OptimizerGraph(size int64) (*ortgraph.Model, error) {
 	zeros := g.Op("ConstantOfShape", []string{g.ConstI64(size)},
 		ortgraph.ATensor("value", ortgraph.FloatTensor("value", ortgraph.Float, []int64{1}, []float32{0})))
 	g.SetType(zeros, ortgraph.TensorType(ortgraph.Float, []int64{size}))
-	out := optimizerStep(g, []stepParam{{name: "gradient", grad: zeros, shape: []int64{size}}}, in, sc)
-	for _, s := range States {
-		rename(g, out[s], StateOutput(s))
-		g.P.Output = append(g.P.Output, &onnxpb.ValueInfoProto{Name: StateOutput(s), Type: typ(s)})
-	}
+	setStateOutputs(g, optimizerStep(g, []stepParam{{name: "gradient", grad: zeros, shape: []int64{size}}}, in, sc), size)
 	if err := g.TopoSort(); err != nil {
 		return nil, err
 	}
