@@ -68,12 +68,6 @@ func (s *multiDeviceStepper) Step(ctx context.Context, in StepInput) (StepOutcom
 	if err != nil {
 		return StepOutcome{}, err
 	}
-	return s.update(in, out, lossSum, tokens, total)
-}
-
-// update is the host's part of a step after the reduction: the loss, the overflow decision,
-// clipping and the one AdamW over s.grads.
-func (s *multiDeviceStepper) update(in StepInput, out StepOutcome, lossSum, tokens float64, total int) (StepOutcome, error) {
 	if total == 0 {
 		out.Loss, out.NoTokens, out.GradNorm = math.NaN(), true, math.NaN()
 		return out, nil
@@ -84,7 +78,7 @@ func (s *multiDeviceStepper) update(in StepInput, out StepOutcome, lossSum, toke
 	out.Loss = lossSum / tokens
 	inf := s.scaler.UnscaleMap(s.grads)
 	out.GradNorm = optim.ClipGrads(s.params, s.grads, s.maxNorm)
-	err := finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
+	err = finishStep(s.scaler, &out, inf, func() error { return s.opt.Step(s.grads, in.LR) })
 	return out, err
 }
 
@@ -155,22 +149,16 @@ func (s *multiDeviceStepper) reduce(active []*deviceStepper) (lossSum, tokens fl
 		return 0, 0, nil
 	}
 	for _, l := range active[0].layout {
-		v := s.grad(l)
+		v := s.grads[l.Name]
+		if len(v) != int(l.Size) {
+			v = make([]float32, l.Size)
+			s.grads[l.Name] = v
+		}
 		for j := range v {
 			v[j] = float32(sum[l.Offset+int64(j)])
 		}
 	}
 	return lossSum, tokens, nil
-}
-
-// grad is s.grads' slice for the flat parameter l, made on first use.
-func (s *multiDeviceStepper) grad(l manifest.FlatParam) []float32 {
-	v := s.grads[l.Name]
-	if len(v) != int(l.Size) {
-		v = make([]float32, l.Size)
-		s.grads[l.Name] = v
-	}
-	return v
 }
 
 // WarmupMicroBatches is the devices' largest (each runs its own bindings).
