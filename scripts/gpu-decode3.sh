@@ -83,8 +83,5 @@ ORT_FPA_INTB_GEMM=1 bg b1-fpa --model $W/e-plain --batch 1
 left=$(( ${BUDGET:-560} - ($(date +%s) - T0) ))
 if [ "$left" -lt "${LEFT8B:-260}" ]; then say "8B skipped: $left s left"; exit 0; fi
 rm -rf $W/m $W/a $W/e-* $W/b-*
-run timeout 200 $Q synth --preset llama-3.1-8b --dtype float16 --quantize --out $W/m8 --quiet --force; say "synth 8B rc $?"
-run timeout 300 $Q prepare --model $W/m8/model.onnx --out $W/a8 --quiet --force; say "prepare 8B rc $?"
-run timeout 200 $Q export --artifacts $W/a8 --adapter $W/a8/lora_init.safetensors --tokenizer default --kv-cache shared --out $W/e8 --force --quiet; say "export 8B rc $?"
-bg 8b-b1 --model $W/e8 --batch 1
+W=$W/8b bash "$(dirname "$0")/gpu-decode8b.sh"
 say done
