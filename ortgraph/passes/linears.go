@@ -65,6 +65,10 @@ func (ls *Linears) Get(layer int, kind string) *Linear {
 // structure: a Llama layer's seven Linears are told apart by what their outputs feed
 // (attention scores, attention values, SiLU gate) and by their shapes.
 //
+// A graph whose loss prepare chunked (--loss-chunks) multiplies by lm_head's weight once
+// per block of the sequence: several lm_head MatMuls of one weight are that one Linear,
+// and the first stands for all.
+//
 // FindLinears only reads the graph, so --list-targets and the callers that want the
 // Linears of a graph change nothing by running it; rewrites a graph needs before it can
 // run (ORTCompat) are passes of their own in the caller's list.
@@ -193,6 +197,9 @@ func runFindLinears(ctx *ortgraph.Context) (any, error) {
 		}
 		key := fmt.Sprintf("%d/%s", c.layer, c.kind)
 		if prev := seen[key]; prev != nil {
+			if c.kind == "lm_head" && c.weight == prev.weight {
+				continue // another block of a chunked lm_head
+			}
 			return nil, fmt.Errorf("nodes %q and %q both look like layer %d %s", prev.node.Name, c.node.Name, c.layer, c.kind)
 		}
 		seen[key] = c
