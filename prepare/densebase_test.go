@@ -20,10 +20,10 @@ import (
 // TestDenseBaseStepEqualsFourBit: the dense device steps (passes.DenseBase: every 4-bit
 // weight dequantized once from its initializers, folded by ONNX Runtime when the session is
 // created) give the 4-bit steps' loss and gradient norm and, after one AdamW step (float32),
-// their LoRA weights — for
-// every recomputation policy, on a float32 graph prepare quantizes and on the float16 graph
-// `synth --quantize` writes — and ONNX Runtime runs no DequantizeLinear or MatMulNBits kernel
-// in them (its profile): the base is read as float16/float32 initializers.
+// their LoRA weights — for every recomputation policy, on a float32 graph prepare quantizes
+// (int4, and NF4 + double quant) and on the float16 graph `synth --quantize` writes — and
+// ONNX Runtime runs no DequantizeLinear, MatMulNBits or MatMulBnb4 kernel and no node of a
+// dense chain in them (its profile): the base is read as float16/float32 initializers.
 func TestDenseBaseStepEqualsFourBit(t *testing.T) {
 	ortruntest.Lib(t)
 	for _, c := range []struct {
@@ -33,6 +33,7 @@ func TestDenseBaseStepEqualsFourBit(t *testing.T) {
 	}{
 		{"fp32", hfimport.Common{DType: "float32"}, 1e-5},
 		{"fp16 prequantized", hfimport.Common{DType: "float16", Quantize: true}, 2e-3},
+		{"fp32 nf4 double quant", hfimport.Common{DType: "float32", Quant: "nf4", BlockSize: 64, DoubleQuant: true}, 1e-5},
 	} {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			dir := t.TempDir()
@@ -44,6 +45,9 @@ func TestDenseBaseStepEqualsFourBit(t *testing.T) {
 			o := prepare.DefaultOptions()
 			o.Model, o.Out = res.Model, filepath.Join(dir, "art")
 			o.Targets = []string{"q_proj", "v_proj", "down_proj"}
+			if c.common.Quant != "" {
+				o.Quant, o.BlockSize, o.DoubleQuant = c.common.Quant, c.common.BlockSize, c.common.DoubleQuant
+			}
 			if _, err := prepare.Run(o, nil); err != nil {
 				t.Fatal(err)
 			}
@@ -73,9 +77,16 @@ func TestDenseBaseStepEqualsFourBit(t *testing.T) {
 				if c.common.DType == "float32" && worst > c.tol {
 					t.Errorf("%s: LoRA weights after a step differ by %.3g (relative) > %g", policy, worst, c.tol)
 				}
-				for _, op := range []string{"DequantizeLinear", "MatMulNBits"} {
+				for _, op := range []string{"DequantizeLinear", "MatMulNBits", "MatMulBnb4"} {
 					if ran := profiledOps(t, prof, op); len(ran) > 0 {
 						t.Errorf("%s: ONNX Runtime ran %d %s kernels in the dense step (e.g. %s): the base was not folded", policy, len(ran), op, ran[0])
+					}
+				}
+				for _, events := range readProfiles(t, prof) {
+					for _, e := range events {
+						if e.Cat == "Node" && strings.HasPrefix(e.Name, "dense/") {
+							t.Fatalf("%s: ONNX Runtime ran %s (%s) in the dense step: the base was not folded", policy, e.Name, e.Args.OpName)
+						}
 					}
 				}
 				if ran := profiledOps(t, prof, "FusedMatMul"); len(ran) == 0 {

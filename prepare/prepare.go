@@ -288,7 +288,8 @@ type deviceStep struct {
 // buildSteps turns a training graph into its device-resident steps: DeviceStep once, then
 // on that step NBitsForward (unless --dequantize-forward; with it, an NF4/FP4 base's
 // MatMulBnb4 products go through Bnb4Forward) for the 4-bit step and, when dense,
-// DenseBase on a copy of it for the dense step (nil otherwise).
+// DenseBase (after Bnb4Forward for an NF4/FP4 base) on a copy of it for the dense step (nil
+// otherwise).
 func buildSteps(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func(string, ...any)) (four, denseStep *deviceStep, err error) {
 	opts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{})
 	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.DeviceStep)
@@ -298,7 +299,11 @@ func buildSteps(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func
 	layout := ortgraph.ResultOf[*passes.DeviceStepResult](ctx, passes.DeviceStep).Layout
 	if dense {
 		dm := cloneModel(m)
-		if _, err := ortgraph.RunPasses(ortgraph.NewGraph(dm), opts, logf, passes.DenseBase); err != nil {
+		ps := []*ortgraph.Pass{passes.DenseBase}
+		if o.quantOptions().Type.IsBnb4() {
+			ps = []*ortgraph.Pass{passes.Bnb4Forward, passes.DenseBase} // no MatMulBnb4 left: every read of W is a chain DenseBase folds
+		}
+		if _, err := ortgraph.RunPasses(ortgraph.NewGraph(dm), opts, logf, ps...); err != nil {
 			return nil, nil, fmt.Errorf("dense step: %w", err)
 		}
 		denseStep = &deviceStep{m: dm, layout: layout}
@@ -380,10 +385,9 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 		}
 	}
 	gs.steps = map[string]*deviceStep{}
-	// With a 4-bit int4 base, each step also reads a dense base, for runs with room for it
-	// (train --base): int4 only (DenseBase reads DequantizeLinear chains; nf4/fp4 dequantize
-	// by Gather).
-	dense := len(gs.quant) > 0 && o.Bits == 4 && !o.quantOptions().Type.IsBnb4()
+	// With a 4-bit base, each step also reads a dense base, for runs with room for it
+	// (train --base).
+	dense := len(gs.quant) > 0 && o.Bits == 4
 	for policy, from := range map[string]*ortgraph.Model{manifest.RecomputeLayer: gs.rec, manifest.RecomputeSelective: sel, manifest.RecomputeNone: gs.train} {
 		four, d, err := buildSteps(o, cloneModel(from), vocab, dense, logf)
 		if err != nil {

@@ -5,7 +5,7 @@
 # one call: step p50, peak GPU memory and the notes of each point; `prepare --check-placement
 # --device cuda` of the NF4 artifacts; then (unless SKIP_CVC=1) CUDA against CPU losses over 20
 # steps of the default model with the same NF4 flags (scripts/gpu-cuda-vs-cpu.sh).
-# Both bases are read as 4-bit (--base 4bit: NF4 has no dense step). Env: PRESET, MB,
+# Both bases are read as 4-bit (--base 4bit; gpu-nf4b.sh compares the dense bases too). Env: PRESET, MB,
 # STEPS (10), AGAIN (1: the A/B again), OUT. Prerequisites as for scripts/gpu-bench.sh.
 set -u
 . "$(dirname "$0")/device-env.sh"

@@ -2,6 +2,7 @@ package autodiff
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ortq/ortq/internal/half"
@@ -134,8 +135,9 @@ func Bnb4Weight(g *ortgraph.Graph, n *onnxpb.NodeProto, gate string, dt int32) (
 }
 
 // Bnb4WeightBytes is Bnb4Weight read backwards: the 4-bit bytes initializer that w, the
-// output of a Bnb4Weight chain (Reshape ← Mul by the absmax ← Reshape ← Gather of the byte
-// table ← Cast ← Where(gate, bytes, bytes)), dequantizes; "" when w is no such output.
+// output of a Bnb4Weight chain (Reshape ← Mul by the absmax ← Reshape ← Gather of the
+// [256, 2] byte table ← Cast ← Where(gate, bytes, bytes)), dequantizes; "" when w is no such
+// output (a double-quantized absmax's chain, Bnb4Absmax, gathers a [256] table).
 func Bnb4WeightBytes(g *ortgraph.Graph, w string) string {
 	n := g.Producer(w)
 	for _, step := range []struct {
@@ -143,6 +145,9 @@ func Bnb4WeightBytes(g *ortgraph.Graph, w string) string {
 		arg int // the input the chain continues through
 	}{{"Reshape", 0}, {"Mul", 0}, {"Reshape", 0}, {"Gather", 1}, {"Cast", 0}} {
 		if n == nil || n.OpType != step.op || n.Domain != "" {
+			return ""
+		}
+		if lut := g.Initializer(n.Input[0]); step.op == "Gather" && (lut == nil || !slices.Equal(lut.Dims, []int64{256, 2})) {
 			return ""
 		}
 		n = g.Producer(n.Input[step.arg])

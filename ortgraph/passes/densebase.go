@@ -31,6 +31,11 @@ import (
 // dy·W). Rewrite: each such read takes the canonical chain of its weight (one per data
 // initializer and chain shape, built from the chain with its scales ungated); the
 // Transpose's MatMuls become FusedMatMul with transB; dead chains are pruned.
+//
+// An NF4/FP4 base (after Bnb4Forward, so that no MatMulBnb4 is left) reads its weights
+// through autodiff.Bnb4Weight chains, gated on the activations: each read of such a chain
+// takes one copy of it per 4-bit bytes initializer with every gate Where(gate, c, c) of a
+// constant c replaced by c, so that it too depends on initializers alone and is folded.
 var DenseBase = &ortgraph.Pass{
 	Name:       "dense-base",
 	Doc:        "every 4-bit weight read through one dequantization of initializers (folded by ONNX Runtime at load), forward products as FusedMatMul(transB)",
@@ -52,6 +57,13 @@ func runDenseBase(ctx *ortgraph.Context) (any, error) {
 	nodes := append([]*onnxpb.NodeProto(nil), g.P.Node...)
 	for _, n := range nodes {
 		for i, in := range n.Input {
+			if b := autodiff.Bnb4WeightBytes(g, in); b != "" {
+				if w := canonicalBnb4(g, b, in, canon, res); w != "" && w != in {
+					n.Input[i] = w
+					res.Reads++
+				}
+				continue
+			}
 			src, chain := autodiff.ShapeOnlySource(g, in)
 			if len(chain) == 0 || !isDenseSource(g, src) {
 				continue
@@ -148,4 +160,73 @@ func toFusedTransB(mm *onnxpb.NodeProto, w string) {
 	mm.OpType, mm.Domain = "FusedMatMul", "com.microsoft"
 	mm.Input = []string{mm.Input[0], w}
 	mm.Attribute = []*onnxpb.AttributeProto{ortgraph.AFloat("alpha", 1), ortgraph.AInt("transB", 1)}
+}
+
+// canonicalBnb4 returns the weight the NF4/FP4 dequantization chain w of bytes computes,
+// built once per bytes initializer from ungated copies of the chain's two factors (the
+// gathered codes and the absmax); "" when they depend on anything but constants (the chain
+// is then left as it is). A float16 product is taken in float32 and rounded once, which is
+// the float16 product exactly (two 11-bit significands multiply exactly in 24 bits), so that
+// ONNX Runtime's constant folding, which runs CPU kernels, needs no float16 Mul.
+func canonicalBnb4(g *ortgraph.Graph, bytes, w string, canon map[string]string, res *DenseBaseResult) string {
+	key := "bnb4|" + bytes
+	if c, ok := canon[key]; ok {
+		return c
+	}
+	out := g.Producer(w)            // Reshape to [N, K]
+	mul := g.Producer(out.Input[0]) // Mul(codes [blocks, bs], absmax [blocks, 1])
+	saved := g.Scope
+	g.Scope = "dense/" + bytes
+	defer func() { g.Scope = saved }()
+	memo := map[string]string{}
+	codes, ok1 := ungatedCopy(g, mul.Input[0], memo)
+	absmax, ok2 := ungatedCopy(g, mul.Input[1], memo)
+	if !ok1 || !ok2 {
+		return ""
+	}
+	dt := g.ElemType(w)
+	var c string
+	if dt == ortgraph.Float16 {
+		f32 := func(v string) string { return g.Op("Cast", []string{v}, ortgraph.AInt("to", int64(ortgraph.Float))) }
+		c = g.Op("Cast", []string{g.Op("Mul", []string{f32(codes), f32(absmax)})}, ortgraph.AInt("to", int64(dt)))
+	} else {
+		c = g.Op("Mul", []string{codes, absmax})
+	}
+	c = g.Op("Reshape", []string{c, out.Input[1]})
+	g.SetType(c, g.Type(w))
+	canon[key] = c
+	res.Weights++
+	return c
+}
+
+// ungatedCopy copies the nodes computing v, each Where(gate, c, c) of a constant c taken as
+// c; ok is false when v depends on a graph input. memo maps values already copied.
+func ungatedCopy(g *ortgraph.Graph, v string, memo map[string]string) (string, bool) {
+	if c, ok := memo[v]; ok {
+		return c, true
+	}
+	if g.Initializer(v) != nil {
+		return v, true
+	}
+	n := g.Producer(v)
+	if n == nil {
+		return "", false
+	}
+	if isOp(n, "Where") && len(n.Input) == 3 && n.Input[1] == n.Input[2] && g.Initializer(n.Input[1]) != nil {
+		return n.Input[1], true
+	}
+	ins := make([]string, len(n.Input))
+	for i, in := range n.Input {
+		c, ok := ungatedCopy(g, in, memo)
+		if !ok {
+			return "", false
+		}
+		ins[i] = c
+	}
+	outs := g.Add(ortgraph.NodeSpec{Op: n.OpType, Domain: n.Domain, Inputs: ins, Attrs: n.Attribute, NOut: len(n.Output)})
+	for i, o := range n.Output {
+		memo[o] = outs[i]
+		g.SetType(outs[i], g.Type(o))
+	}
+	return memo[v], true
 }
