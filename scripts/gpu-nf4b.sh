@@ -4,19 +4,24 @@
 # double-quantized base (block 64) against int4 (block 32), each read as 4-bit (--base 4bit;
 # NF4 with --dequantize-forward, so that its step is captured) and dense (--base dense: the
 # 4-bit weights dequantized once when the session is created, NF4 since passes.DenseBase
-# folds its chains), interleaved A B A B. Env: MB (7), STEPS (10), OUT.
+# folds its chains), interleaved A B A B. Env: MB (7), STEPS (10), OUT, PHASE (prep: synth
+# and prepare only; measure: the benches only; default both).
 set -u
 . "$(dirname "$0")/device-env.sh"
 MB=${MB:-7}; STEPS=${STEPS:-10}
 NF4="--quant nf4 --double-quant --block-size 64"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/summary.txt"; }
-timeout 150 $Q synth --preset llama-3.2-3b --quantize --out /tmp/g-int4 --quiet --force > /dev/null 2>&1; log "synth int4 rc $?"
-# shellcheck disable=SC2086
-timeout 150 $Q synth --preset llama-3.2-3b --quantize $NF4 --out /tmp/g-nf4 --quiet --force > /dev/null 2>&1; log "synth nf4 rc $?"
-timeout 150 $Q prepare --model /tmp/g-int4/model.onnx --out /tmp/g-a-int4 --quiet --force > "$OUT/prepare-int4.txt" 2>&1; log "prepare int4 rc $?"
-# shellcheck disable=SC2086
-timeout 150 $Q prepare --model /tmp/g-nf4/model.onnx --out /tmp/g-a-nf4 --quiet --force $NF4 --dequantize-forward > "$OUT/prepare-nf4.txt" 2>&1
-log "prepare nf4 --dequantize-forward rc $?"
+if [ "${PHASE:-}" != measure ]; then
+  # the two bases side by side (synth and prepare are mostly single-threaded)
+  ( timeout 150 $Q synth --preset llama-3.2-3b --quantize --out /tmp/g-int4 --quiet --force > /dev/null 2>&1; log "synth int4 rc $?"
+    timeout 150 $Q prepare --model /tmp/g-int4/model.onnx --out /tmp/g-a-int4 --quiet --force > "$OUT/prepare-int4.txt" 2>&1; log "prepare int4 rc $?" ) &
+  # shellcheck disable=SC2086
+  ( timeout 150 $Q synth --preset llama-3.2-3b --quantize $NF4 --out /tmp/g-nf4 --quiet --force > /dev/null 2>&1; log "synth nf4 rc $?"
+    timeout 150 $Q prepare --model /tmp/g-nf4/model.onnx --out /tmp/g-a-nf4 --quiet --force $NF4 --dequantize-forward > "$OUT/prepare-nf4.txt" 2>&1
+    log "prepare nf4 --dequantize-forward rc $?" ) &
+  wait
+fi
+[ "${PHASE:-}" = prep ] && exit 0
 point() { # name artifacts base
   timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
     --recompute layer --base $3 --step graph --quiet --out /tmp/g-b-$1 > /tmp/g-b-$1.txt 2>&1
