@@ -28,7 +28,7 @@ point() { # name artifacts [env...]
   local name=$1 art=$2; shift 2
   env "$@" timeout 200 $Q bench --artifacts "$art" --device cuda --micro-batch "$MB" --seq-len 512 --steps "$STEPS" --warmup 3 \
     --recompute layer --base "$BASE" --step graph --quiet --out "/tmp/af-$name" > "/tmp/af-$name.txt" 2>&1
-  say "$name rc $?: $(python3 -c "import json;p=json.load(open('/tmp/af-$name/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, mean',round(p['step_time'].get('mean_ms',0),1),', peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB; notes',p.get('notes'))" 2>&1)"
+  say "$name rc $?: $(python3 "$(dirname "$0")/point.py" /tmp/af-$name/report.json --notes 2>&1 | tail -1)"
 }
 for round in 1 2; do
   point "A$round" $A
@@ -36,6 +36,6 @@ for round in 1 2; do
   point "C$round" $A ORT_FPA_INTB_GEMM=1
 done
 if [ "${SKIP_PEER:-0}" != 1 ]; then
-  timeout 200 python3 bench/peer/torch_peft.py --micro-batch "$MB" --seq-len 512 --recompute layer --out "$OUT/peer.json" > /tmp/af-peer.txt 2>&1
-  say "peer rc $?: $(python3 -c "import json;p=json.load(open('$OUT/peer.json'));print(p.get('step_time', p))" 2>&1 | head -c 400)"
+  timeout 200 python3 bench/peer/torch_peft.py --micro-batch "$MB" --seq-len 512 --recompute layer --steps "$STEPS" --out "$OUT/peer.json" > /tmp/af-peer.txt 2>&1
+  say "peer rc $?: $(python3 "$(dirname "$0")/point.py" "$OUT/peer.json" 2>&1 | tail -1)"
 fi

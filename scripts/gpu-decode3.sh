@@ -41,7 +41,7 @@ grep -h "CUDA vs CPU\|PASS\|FAIL\|cpu :\|cuda:" $W/cvc.txt | tee -a "$S"; grep -
 cp $W/cvc*.txt "$OUT/" 2>/dev/null
 # 3. NF4 + double quant against int4, the 3B shape cut to 8 layers, micro-batch 7.
 tb() { run timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 --recompute layer --base 4bit --step graph --quiet --out $W/t-$1
-  say "train bench $1 rc $?: $(python3 -c "import json;p=json.load(open('$W/t-$1/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB; notes',p.get('notes'))" 2>&1)"; }
+  say "train bench $1 rc $?: $(python3 "$(dirname "$0")/point.py" $W/t-$1/report.json --notes 2>&1 | tail -1)"; }
 NF4="--quant nf4 --double-quant --block-size 64"
 run timeout 100 $Q synth --preset llama-3.2-3b --layers ${NF4_LAYERS:-8} --quantize --out $W/m8i --quiet --force
 run timeout 100 $Q prepare --model $W/m8i/model.onnx --out $W/a8i --quiet --force; say "8-layer int4 rc $?"

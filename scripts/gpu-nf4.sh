@@ -22,7 +22,7 @@ log "prepare nf4 --check-placement rc $?: $(tail -3 "$OUT/nf4-prepare.txt" | tr 
 point() { # name artifacts
   timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
     --recompute layer --base 4bit --step graph --quiet --out /tmp/f-b-$1 > /tmp/f-b-$1.txt 2>&1
-  log "$1 rc $?: $(python3 -c "import json;p=json.load(open('/tmp/f-b-$1/report.json'))['points'][0];m=p.get('memory_breakdown') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB;',{k:round(v/2**30,2) for k,v in m.items()},'; notes',p.get('notes'))" 2>&1)"
+  log "$1 rc $?: $(python3 "$(dirname "$0")/point.py" /tmp/f-b-$1/report.json --memory --notes 2>&1 | tail -1)"
 }
 point int4 /tmp/f-a-int4
 point nf4-dq /tmp/f-a-nf4

@@ -25,7 +25,7 @@ fi
 point() { # name artifacts base
   timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
     --recompute layer --base $3 --step graph --quiet --out /tmp/g-b-$1 > /tmp/g-b-$1.txt 2>&1
-  log "$1 rc $?: $(python3 -c "import json;p=json.load(open('/tmp/g-b-$1/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p.get('peak_gpu_bytes',0)/2**30,3),'GiB')" 2>&1 | tail -1)"
+  log "$1 rc $?: $(python3 "$(dirname "$0")/point.py" /tmp/g-b-$1/report.json 2>&1 | tail -1)"
   cp /tmp/g-b-$1/report.json "$OUT/bench-$1.json" 2>/dev/null
 }
 point int4-4bit /tmp/g-a-int4 4bit

@@ -9,6 +9,7 @@
 #   decode8b     issue 24: the 8B shape's decode at batch 1 (gpu-decode8b.sh)
 #   nf4b         issue 25: NF4 + double quant against int4 at the 3B shape, 4-bit and dense bases (gpu-nf4b.sh)
 #   nf4b-8b      nf4b and decode8b in one part, their synth/prepare side by side (gpu-nf4b-8b.sh)
+#   flagab       issue 22: prepare-flag A/Bs (--loss-chunks 4, --attention-forward) at 3B with the peer (gpu-flagab.sh)
 #   decode-prof  issue 24: ncu of `ortq generate` on a 4-layer 3B-shape fused shared export
 #                (gpu-profile-decode.sh): where a decode step's GPU time goes
 #   gen2         issue 24: fused vs unfused (--fuse=false) shared export, CUDA graph vs
@@ -45,6 +46,7 @@ for p in $PARTS; do
     decode8b) part $p 420 bash scripts/gpu-decode8b.sh ;;
     nf4b) part $p 330 bash scripts/gpu-nf4b.sh ;;
     nf4b-8b) part $p 540 bash scripts/gpu-nf4b-8b.sh ;;
+    flagab) part $p 520 bash scripts/gpu-flagab.sh ;;
     decode-prof) part $p 120 env LAYERS=4 NEW=4 bash scripts/gpu-profile-decode.sh ;;
     gen2) part $p 280 env LAYERS=28 NEW=256 SKIP_PEER=1 bash scripts/gpu-generate2.sh ;;
     losscurve) part $p 330 bash scripts/gpu-loss-curve.sh ;;
