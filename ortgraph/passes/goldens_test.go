@@ -542,3 +542,48 @@ func TestDeviceStepGolden(t *testing.T) {
 	b.WriteString(ortgraph.Dump(g))
 	golden(t, "device_step.txt", b.String())
 }
+
+// TestDenseBaseGolden keeps the tiny decoder's 4-bit weights after DenseBase: int4 behind
+// DQForward (one ungated DequantizeLinear chain per weight and chain shape, the forward
+// products FusedMatMul(transB)) and NF4 + double quant behind Bnb4Forward (one ungated copy
+// of each weight's Gather chain, no gate left), where ONNX Runtime's logits equal the
+// graph's before (the int4 graph's opset takes no UINT4 DequantizeLinear on its own; prepare
+// TestDenseBaseStepEqualsFourBit runs both bases' steps).
+func TestDenseBaseGolden(t *testing.T) {
+	ortruntest.Lib(t)
+	var out strings.Builder
+	for _, c := range []struct {
+		name  string
+		quant quantize.Options
+		first *ortgraph.Pass // the pass that makes the 4-bit products' weights chains
+		want  int            // weights dequantized once
+	}{
+		{"int4", quantize.Options{BlockSize: 16}, passes.DQForward, 8}, // down_proj (K 24, two blocks): its chain and the Reshape inside it, read by the Slice, both count
+		{"nf4 double-quant", quantize.Options{BlockSize: 16, Type: quantize.NF4, DoubleQuant: true}, passes.Bnb4Forward, 7},
+	} {
+		g := tinyLlama(tinyLlamaOpts{})
+		opts := ortgraph.Options{passes.Quantize: passes.QuantizeOptions{Bits: 4, Quant: c.quant}}
+		if _, err := ortgraph.RunPasses(g, opts, nil, passes.Quantize, c.first); err != nil {
+			t.Fatal(err)
+		}
+		before, err := proto.Marshal(g.M.P)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, b := passRun(t, c.name, g, opts, passes.DenseBase)
+		if res := ortgraph.ResultOf[*passes.DenseBaseResult](ctx, passes.DenseBase); res.Weights != c.want {
+			t.Errorf("%s: %d weights dequantized once, want %d", c.name, res.Weights, c.want)
+		}
+		for _, n := range g.P.Node {
+			if n.OpType == "Where" || n.OpType == "MatMulBnb4" {
+				t.Errorf("%s: %s %q left after DenseBase", c.name, n.OpType, n.Name)
+			}
+		}
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+		if c.first == passes.Bnb4Forward {
+			sameOutputs(t, c.name, before, g, 1e-5, tinyLogits)
+		}
+	}
+	golden(t, "densebase.txt", out.String())
+}
