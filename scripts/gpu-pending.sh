@@ -21,12 +21,12 @@
 #   trainprof    issue 22: one decoder layer by kernel family, dense base (gpu-profile.sh)
 #   nccl         issue 28: one-rank NCCL vs the graph step on one GPU (gpu-nccl.sh, 1B shape)
 # Usage (here: bash scripts/gpu-travel.sh off first; carry .ort-gpu and bin/ortq.xz):
-#   PARTS="decode8b nf4b" BUDGET=560 bash scripts/gpu-pending.sh
+#   PARTS="decode8b" BUDGET=560 bash scripts/gpu-pending.sh; then PARTS="flagab" in a second call
 set -u
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh   # unpacks .ort-gpu into ~/ort once; each part sources it again
 O=$OUT; BUDGET=${BUDGET:-560}; T0=$(date +%s)
-PARTS=${PARTS:-decode8b nf4b}
+PARTS=${PARTS:-decode8b}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$O/summary.txt"
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 # part NAME WANT CMD...: runs CMD with OUT=/tmp/pp-NAME for at most WANT seconds (less if less is left).
