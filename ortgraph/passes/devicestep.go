@@ -185,19 +185,56 @@ func splitScalars(g *ortgraph.Graph) []string {
 }
 
 // feedParams replaces each LoRA input by its slice of the flat parameter vector (one Split
-// kernel, then free Reshapes).
+// kernel, then free Reshapes). Where every reader of every LoRA input casts it to one
+// activation type (the LoRA pass's Cast to float16), the flat vector is cast once and split
+// in that type: one Cast kernel a micro-batch instead of one per tensor, the same values.
 func feedParams(g *ortgraph.Graph, ps []stepParam, layout []manifest.FlatParam, flat string) {
 	sizes := make([]int64, len(layout))
+	var total int64
 	for i, l := range layout {
 		sizes[i] = l.Size
+		total += l.Size
 	}
-	parts := splitTree(g, flat, sizes)
+	cons := g.Consumers()
+	dt := commonCast(cons, ps)
+	src, elem := flat, int32(ortgraph.Float)
+	if dt != 0 {
+		src, elem = g.Op("Cast", []string{flat}, ortgraph.AInt("to", int64(dt))), dt
+		g.SetType(src, ortgraph.TensorType(dt, []int64{total}))
+	}
+	parts := splitTreeTyped(g, src, sizes, func(n int64) *onnxpb.TypeProto { return ortgraph.TensorType(elem, []int64{n}) })
 	for i, p := range ps {
 		v := g.Op("Reshape", []string{parts[i], g.ConstI64(p.shape...)})
-		g.SetType(v, ortgraph.TensorType(ortgraph.Float, p.shape))
-		g.ReplaceUses(p.name, v)
+		g.SetType(v, ortgraph.TensorType(elem, p.shape))
+		if dt != 0 {
+			for _, c := range cons[p.name] {
+				g.ReplaceUses(c.Output[0], v)
+				c.Input[0] = v // read by nobody now: Prune removes it
+			}
+		} else {
+			g.ReplaceUses(p.name, v)
+		}
 		removeInput(g, p.name)
 	}
+}
+
+// commonCast is the type every reader of every LoRA input casts it to, when they are all
+// Casts to one type other than float32; 0 otherwise.
+func commonCast(cons map[string][]*onnxpb.NodeProto, ps []stepParam) int32 {
+	var dt int64
+	for _, p := range ps {
+		if len(cons[p.name]) == 0 {
+			return 0
+		}
+		for _, c := range cons[p.name] {
+			to := ortgraph.AttrInt(c, "to", 0)
+			if !isOp(c, "Cast") || to == int64(ortgraph.Float) || dt != 0 && to != dt {
+				return 0
+			}
+			dt = to
+		}
+	}
+	return int32(dt)
 }
 
 // captureUnsafe are ops (by domain and type) whose ONNX Runtime CUDA kernels copy host
@@ -293,6 +330,50 @@ func chunks(n int) [][2]int {
 	return out
 }
 
+// flatGrads concatenates the backward's gradients (before the Identity that names each
+// output) into one float32 vector of n values. Where each is a Cast to float32 of one
+// activation type (the LoRA pass's Cast's gradient), the Casts' inputs are concatenated and
+// cast once: one Cast kernel a micro-batch instead of one per tensor, the same values.
+func flatGrads(g *ortgraph.Graph, ps []stepParam, n int64) string {
+	gvs := make([]string, len(ps))
+	var from int32 // the common type cast from, or -1
+	for i, p := range ps {
+		gvs[i] = p.grad
+		if id := g.Producer(gvs[i]); id != nil && id.OpType == "Identity" {
+			gvs[i] = id.Input[0]
+		}
+		c := g.Producer(gvs[i])
+		t := int32(-1)
+		if isOp(c, "Cast") && ortgraph.AttrInt(c, "to", 0) == int64(ortgraph.Float) {
+			t = g.ElemType(c.Input[0])
+		}
+		switch {
+		case i == 0:
+			from = t
+		case t != from:
+			from = -1
+		}
+	}
+	elem := int32(ortgraph.Float)
+	if from > 0 && from != ortgraph.Float {
+		elem = from
+		for i, v := range gvs {
+			gvs[i] = g.Producer(v).Input[0]
+		}
+	}
+	flat := make([]string, len(ps))
+	for i, p := range ps {
+		flat[i] = g.Op("Reshape", []string{gvs[i], g.ConstI64(-1)})
+		g.SetType(flat[i], ortgraph.TensorType(elem, []int64{ortgraph.NumElements(p.shape)}))
+	}
+	grads := concatTree(g, flat)
+	if elem != ortgraph.Float {
+		grads = g.Op("Cast", []string{grads}, ortgraph.AInt("to", int64(ortgraph.Float)))
+	}
+	g.SetType(grads, ortgraph.TensorType(ortgraph.Float, []int64{n}))
+	return grads
+}
+
 // optimizerStep appends accumulation, the overflow check, clipping and AdamW; it returns the
 // value of each next state.
 func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc []string) map[string]string {
@@ -301,16 +382,7 @@ func optimizerStep(g *ortgraph.Graph, ps []stepParam, in map[string]string, sc [
 		return v
 	}
 	n := ortgraph.NumElements(g.Dims(in[manifest.StateParams]))
-	flat := make([]string, len(ps))
-	for i, p := range ps {
-		// The backward's gradient, before the Identity that names the output.
-		gv := p.grad
-		if id := g.Producer(gv); id != nil && id.OpType == "Identity" {
-			gv = id.Input[0]
-		}
-		flat[i] = f(g.Op("Reshape", []string{gv, g.ConstI64(-1)}), ortgraph.NumElements(p.shape))
-	}
-	grads := concatTree(g, flat)
+	grads := flatGrads(g, ps, n)
 	zero := g.ConstF(ortgraph.Float, 0)
 	keep := g.Op("Cast", []string{sc[manifest.StepScalarKeep]}, ortgraph.AInt("to", int64(ortgraph.Bool)))
 	// Where, not a multiply by keep: a skipped step leaves Inf/NaN in the accumulator.
