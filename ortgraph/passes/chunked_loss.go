@@ -12,7 +12,8 @@ import (
 // log-softmax cross-entropy and — in the training graph — the gradient of
 // loss_sum·seed with respect to h:
 //
-//	d loss/d logits = (softmax(logits) − onehot(label))·valid·seed,  dh = d·W
+//	d loss/d logits = (softmax(logits) − onehot(label))·valid·seed,
+//	dh = d·W = valid·seed·(softmax(logits)·W − W[label])
 //
 // so the [tokens, vocab] logits (7×512×128256 fp32 = 1.8 GB for Llama 3) never exist
 // whole: one block's do, and the backward starts from dh. The loss is still HF's: position
@@ -230,18 +231,22 @@ func (b lossBlock) build(h, y, w string) (picked, dh string) {
 	// LogSoftmax after the whole backward pass (it only feeds the final outputs) and holds
 	// every block's logits until then (8 × 110 MB on the Llama-3.2-3B shape at micro-batch 7).
 	w = waitFor(g, picked, w)
-	// softmax − onehot in the activation type: Softmax accumulates in float32 inside the
-	// kernel, and the result feeds a half-precision GEMM anyway.
+	// dh = w·(softmax − onehot)·W = w·(softmax·W − W[label]): the GEMM reads the softmax
+	// itself (in the activation type: Softmax accumulates in float32 inside the kernel, and
+	// the result feeds a half-precision GEMM anyway), and the label's row of W and the row
+	// weights apply to the [rows, H] product, so no pass over the [rows, vocab] block
+	// subtracts the one-hot (a ScatterElements copy) or scales it.
 	p := g.Op("Softmax", []string{lg}, ortgraph.AInt("axis", -1))
-	pl := g.Op("Sub", []string{g.Op("GatherElements", []string{p, idx}, ortgraph.AInt("axis", 1)), g.ConstF(b.dt, 1)})
-	d := g.Op("ScatterElements", []string{p, idx, pl}, ortgraph.AInt("axis", 1))
-	d = g.Op("Mul", []string{d, g.Op("Reshape", []string{w, g.ConstI64(-1, 1)})})
-	var dh2 string
-	if b.head.WeightIsOutIn {
-		dh2 = g.Op("MatMul", []string{d, b.head.Weight})
-	} else {
-		dh2 = g.Op("Gemm", []string{d, b.head.Weight}, ortgraph.AInt("transB", 1))
+	flat := g.Op("Reshape", []string{y, g.ConstI64(-1)}) // [B·c]
+	var pw, wl string
+	if b.head.WeightIsOutIn { // W [V, H]
+		pw = g.Op("MatMul", []string{p, b.head.Weight})
+		wl = g.Op("Gather", []string{b.head.Weight, flat}, ortgraph.AInt("axis", 0))
+	} else { // W [H, V]
+		pw = g.Op("Gemm", []string{p, b.head.Weight}, ortgraph.AInt("transB", 1))
+		wl = g.Op("Transpose", []string{g.Op("Gather", []string{b.head.Weight, flat}, ortgraph.AInt("axis", 1))}, ortgraph.AInts("perm", 1, 0))
 	}
+	dh2 := g.Op("Mul", []string{g.Op("Sub", []string{pw, wl}), g.Op("Reshape", []string{w, g.ConstI64(-1, 1)})})
 	dh = g.Op("Reshape", []string{dh2, g.Op("Shape", []string{h})})
 	return picked, dh
 }
