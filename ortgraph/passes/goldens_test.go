@@ -558,7 +558,9 @@ func TestDenseBaseGolden(t *testing.T) {
 		first *ortgraph.Pass // the pass that makes the 4-bit products' weights chains
 		want  int            // weights dequantized once
 	}{
-		{"int4", quantize.Options{BlockSize: 16}, passes.DQForward, 8}, // down_proj (K 24, two blocks): its chain and the Reshape inside it, read by the Slice, both count
+		// down_proj (K 24, two blocks): its chain and the Reshape inside it, read by the
+		// Slice, both count.
+		{"int4", quantize.Options{BlockSize: 16}, passes.DQForward, 8},
 		{"nf4 double-quant", quantize.Options{BlockSize: 16, Type: quantize.NF4, DoubleQuant: true}, passes.Bnb4Forward, 7},
 	} {
 		g := tinyLlama(tinyLlamaOpts{})
