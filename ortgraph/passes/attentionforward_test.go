@@ -11,7 +11,6 @@ import (
 	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
-	"google.golang.org/protobuf/proto"
 )
 
 // groupedAttention is the attention GroupedKV leaves, alone: q [1, 4, 5, 8] against k and v
@@ -53,11 +52,7 @@ func TestAttentionForwardGolden(t *testing.T) {
 		fused    int
 	}{{"grouped attention", false, 1}, {"probabilities read elsewhere", true, 0}} {
 		g := groupedAttention(c.probsOut)
-		before, err := proto.Marshal(g.M.P)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, b := passRun(t, c.name, g, nil, passes.AttentionForward)
+		ctx, b, before := passRunFrom(t, c.name, g, nil, passes.AttentionForward)
 		if res := ortgraph.ResultOf[*passes.FusionResult](ctx, passes.AttentionForward); res.Fused != c.fused {
 			t.Errorf("%s: %d attentions rewritten, want %d", c.name, res.Fused, c.fused)
 		}

@@ -135,6 +135,18 @@ func passRun(t *testing.T, name string, g *ortgraph.Graph, opts ortgraph.Options
 	return ctx, &b
 }
 
+// passRunFrom is passRun that also returns g as it was before the passes (sameOutputs's
+// "before").
+func passRunFrom(t *testing.T, name string, g *ortgraph.Graph, opts ortgraph.Options, ps ...*ortgraph.Pass) (*ortgraph.Context, *strings.Builder, []byte) {
+	t.Helper()
+	before, err := proto.Marshal(g.M.P)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, b := passRun(t, name, g, opts, ps...)
+	return ctx, b, before
+}
+
 // initializers lists g's initializers (name, type, and an FNV-1a hash of their bytes) in
 // name order, for passes that write weights.
 func initializers(t *testing.T, g *ortgraph.Graph) string {
@@ -257,12 +269,8 @@ func TestBnb4ForwardGolden(t *testing.T) {
 		if _, err := ortgraph.RunPasses(g, ortgraph.Options{passes.Quantize: q}, nil, passes.Quantize); err != nil {
 			t.Fatal(err)
 		}
-		before, err := proto.Marshal(g.M.P)
-		if err != nil {
-			t.Fatal(err)
-		}
 		name := fmt.Sprintf("nf4 double-quant=%v", dq)
-		ctx, b := passRun(t, name, g, nil, passes.Bnb4Forward)
+		ctx, b, before := passRunFrom(t, name, g, nil, passes.Bnb4Forward)
 		if res := ortgraph.ResultOf[*passes.FusionResult](ctx, passes.Bnb4Forward); res.Fused != 7 || len(res.Skipped) > 0 {
 			t.Errorf("%s: %d products rewritten (skipped %v), want 7", name, res.Fused, res.Skipped)
 		}
@@ -309,11 +317,7 @@ func TestNBitsForwardGolden(t *testing.T) {
 		if _, err := ortgraph.RunPasses(g, opts, nil, passes.DQForward); err != nil {
 			t.Fatal(err)
 		}
-		before, err := proto.Marshal(g.M.P)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, b := passRun(t, c.name, g, nil, passes.NBitsForward)
+		ctx, b, before := passRunFrom(t, c.name, g, nil, passes.NBitsForward)
 		res := ortgraph.ResultOf[*passes.NBitsForwardResult](ctx, passes.NBitsForward)
 		if res.Fused != c.fused {
 			t.Errorf("%s: %d products as MatMulNBits, want %d", c.name, res.Fused, c.fused)
@@ -546,9 +550,8 @@ func TestDeviceStepGolden(t *testing.T) {
 // TestDenseBaseGolden keeps the tiny decoder's 4-bit weights after DenseBase: int4 behind
 // DQForward (one ungated DequantizeLinear chain per weight and chain shape, the forward
 // products FusedMatMul(transB)) and NF4 + double quant behind Bnb4Forward (one ungated copy
-// of each weight's Gather chain, no gate left), where ONNX Runtime's logits equal the
-// graph's before (the int4 graph's opset takes no UINT4 DequantizeLinear on its own; prepare
-// TestDenseBaseStepEqualsFourBit runs both bases' steps).
+// of each weight's Gather chain, no gate left); ONNX Runtime's logits equal the graph's
+// before.
 func TestDenseBaseGolden(t *testing.T) {
 	ortruntest.Lib(t)
 	var out strings.Builder
@@ -564,15 +567,12 @@ func TestDenseBaseGolden(t *testing.T) {
 		{"nf4 double-quant", quantize.Options{BlockSize: 16, Type: quantize.NF4, DoubleQuant: true}, passes.Bnb4Forward, 7},
 	} {
 		g := tinyLlama(tinyLlamaOpts{})
+		g.M.SetOpset("", 21) // UINT4 DequantizeLinear, as prepare sets it
 		opts := ortgraph.Options{passes.Quantize: passes.QuantizeOptions{Bits: 4, Quant: c.quant}}
 		if _, err := ortgraph.RunPasses(g, opts, nil, passes.Quantize, c.first); err != nil {
 			t.Fatal(err)
 		}
-		before, err := proto.Marshal(g.M.P)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, b := passRun(t, c.name, g, opts, passes.DenseBase)
+		ctx, b, before := passRunFrom(t, c.name, g, opts, passes.DenseBase)
 		if res := ortgraph.ResultOf[*passes.DenseBaseResult](ctx, passes.DenseBase); res.Weights != c.want {
 			t.Errorf("%s: %d weights dequantized once, want %d", c.name, res.Weights, c.want)
 		}
@@ -583,9 +583,7 @@ func TestDenseBaseGolden(t *testing.T) {
 		}
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
-		if c.first == passes.Bnb4Forward {
-			sameOutputs(t, c.name, before, g, 1e-5, tinyLogits)
-		}
+		sameOutputs(t, c.name, before, g, 1e-5, tinyLogits)
 	}
 	golden(t, "densebase.txt", out.String())
 }
