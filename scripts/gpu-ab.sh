@@ -16,7 +16,7 @@ for round in 1 2; do
   for v in old new; do
     $Q bench --artifacts /tmp/ab-$v --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
       --recompute layer --step graph --quiet --out "$OUT/ab-$v-$round" > /dev/null 2>&1
-    python3 -c "import json;p=json.load(open('$OUT/ab-$v-$round/report.json'))['points'][0];m=p['memory_breakdown'];print('$v round $round:',round(p['step_time']['p50_ms'],1),'ms p50, mean',round(p['step_time'].get('mean_ms',0),1),', peak',round(p['peak_gpu_bytes']/2**30,3),'GiB;',{k:round(v/2**30,3) for k,v in m.items()})" | tee -a "$OUT/ab.txt"
+    echo "$v round $round: $(python3 "$(dirname "$0")/point.py" "$OUT/ab-$v-$round/report.json" --memory 2>&1 | tail -1)" | tee -a "$OUT/ab.txt"
   done
 done
 rm -f "$OUT"/ab-*/*.png "$OUT"/ab-*/*.svg

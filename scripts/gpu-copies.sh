@@ -24,7 +24,7 @@ for direct in 1 0; do
   export ORTQX_DIRECT_COPY=$direct
   timeout 90 $Q bench --artifacts /tmp/k-a --device cuda --micro-batch 7 --seq-len 512 --steps 10 --warmup 3 \
     --recompute layer --step graph --quiet --out /tmp/c-b$direct > /dev/null 2>&1
-  log "direct=$direct bench graph mb7: $(python3 -c "import json;p=json.load(open('/tmp/c-b$direct/report.json'))['points'][0];m=p.get('memory_breakdown') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB, outside the arena',round(m.get('outside_arena_bytes',0)/2**30,2),'GiB; notes',p.get('notes'))" 2>&1)"
+  log "direct=$direct bench graph mb7: $(python3 "$(dirname "$0")/point.py" /tmp/c-b$direct/report.json --memory --notes 2>&1 | tail -1)"
   if [ "$gpus" -ge 2 ]; then
     timeout 120 $Q train --artifacts /tmp/k-a --data /tmp/c-data.txt --tokenizer default --max-seq-len 512 --micro-batch 7 --grad-accum 2 \
       --max-steps 12 --recompute layer --max-eval-batches 1 --save-every 0 --log-every 1 --quiet --force \
@@ -38,4 +38,4 @@ ORTQX_ARENA_MAX_DEAD_BYTES=4194304 timeout 90 $Q bench --artifacts /tmp/k-a --de
 log "max dead 4 MiB bench graph mb7: $(python3 -c "import json;p=json.load(open('/tmp/c-bdead/report.json'))['points'][0];m=p.get('memory_breakdown') or {};a=p.get('ort_arena') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB, arena peak',round(a.get('peak_in_use_bytes',0)/2**30,2),'reserved',round(a.get('reserved_bytes',0)/2**30,2),'GiB')" 2>&1)"
 timeout 120 python3 bench/peer/torch_peft.py --preset llama-3.2-3b --micro-batch 7 --seq-len 512 --steps 17 --warmup 3 \
   --recompute layer --out /tmp/c-peer.json > /dev/null 2>&1
-log "peer mb7: $(python3 -c "import json;d=json.load(open('/tmp/c-peer.json'));p=d['points'][0] if 'points' in d else d;print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB')" 2>&1)"
+log "peer mb7: $(python3 "$(dirname "$0")/point.py" /tmp/c-peer.json 2>&1 | tail -1)"

@@ -18,11 +18,11 @@ timeout 200 $Q prepare --model /tmp/n-m/model.onnx --out /tmp/n-a1 --quiet --for
 point() { # name artifacts [env]
   env ${3:-} timeout 150 $Q bench --artifacts $2 --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
     --recompute layer --step graph --quiet --out /tmp/n-b-$1 > /tmp/n-b-$1.txt 2>&1
-  log "$1 rc $?: $(python3 -c "import json;p=json.load(open('/tmp/n-b-$1/report.json'))['points'][0];m=p.get('memory_breakdown') or {};print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB;',{k:round(v/2**30,2) for k,v in m.items()},'; notes',p.get('notes'))" 2>&1)"
+  log "$1 rc $?: $(python3 "$(dirname "$0")/point.py" /tmp/n-b-$1/report.json --memory --notes 2>&1 | tail -1)"
 }
 point dequantize /tmp/n-a0
 point nbits /tmp/n-a1
 point nbits-unshared /tmp/n-a1 ORTQX_SHARE_WEIGHTS=0
 timeout 200 python3 bench/peer/torch_peft.py --preset $PRESET --micro-batch $MB --seq-len 512 --steps 17 --warmup 3 \
   --recompute layer --out /tmp/n-peer.json > /dev/null 2>&1
-log "peer: $(python3 -c "import json;d=json.load(open('/tmp/n-peer.json'));p=d['points'][0] if 'points' in d else d;print(round(p['step_time']['p50_ms'],1),'ms, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB')" 2>&1)"
+log "peer: $(python3 "$(dirname "$0")/point.py" /tmp/n-peer.json 2>&1 | tail -1)"

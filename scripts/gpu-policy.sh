@@ -33,12 +33,12 @@ for pt in "${pts[@]}"; do
   art=/tmp/p-a${build:+-$build}
   env $envs timeout 240 $Q bench --artifacts $art --device cuda --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
     --quiet $args --out "$R/o-$label" > "$R/o-$label.txt" 2>&1
-  log "ortq $label rc $?: $(python3 -c "import json;p=json.load(open('$R/o-$label/report.json'))['points'][0];print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p['peak_gpu_bytes']/2**30,2),'GiB, tok/s',round(p.get('tokens_per_second',0)), p.get('notes'))" 2>&1 | tail -1)"
+  log "ortq $label rc $?: $(python3 "$(dirname "$0")/point.py" "$R/o-$label/report.json" --notes 2>&1 | tail -1)"
 done
 for rc in ${PEER_RECOMPUTE:-layer}; do
   timeout 240 python3 bench/peer/torch_peft.py --preset $PRESET --micro-batch $MB --seq-len 512 --steps $STEPS --warmup 3 \
     --recompute $rc --out "$R/peer-$rc.json" > "$R/peer-$rc.txt" 2>&1
-  log "peer $rc rc $?: $(python3 -c "import json;d=json.load(open('$R/peer-$rc.json'));p=d['points'][0] if 'points' in d else d;print(round(p['step_time']['p50_ms'],1),'ms p50, peak',round(p.get('peak_gpu_bytes',0)/2**30,2),'GiB')" 2>&1 | tail -1)"
+  log "peer $rc rc $?: $(python3 "$(dirname "$0")/point.py" "$R/peer-$rc.json" 2>&1 | tail -1)"
 done
 rm -f $R/*/*.png $R/*/*.svg $R/*/memory.jsonl
 tar -czf "$OUT/policy-res.tgz" -C $R .

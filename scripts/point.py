@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One line about the first point of an `ortq bench` report or a peer's (bench/peer/*.py) JSON,
-for the GPU scripts' summaries: step p50 and mean over the steps counted, peak GPU memory, and
-on request the memory breakdown, the first losses and the notes.
+for the GPU scripts' summaries: step p50 and mean over the steps counted, peak GPU memory,
+tokens/s, and on request the memory breakdown, the first losses and the notes.
 
   point.py REPORT.json [--memory] [--losses N] [--notes]
 
@@ -21,7 +21,7 @@ def main():
     p = d["points"][0] if "points" in d else d
     st = p["step_time"]
     out = [f"{st['p50_ms']:.1f} ms p50 over {st.get('count', '?')} steps, mean {st.get('mean_ms', 0):.1f}",
-           f"peak {p.get('peak_gpu_bytes', 0) / 2**30:.3f} GiB"]
+           f"peak {p.get('peak_gpu_bytes', 0) / 2**30:.3f} GiB", f"{p.get('tokens_per_second', 0):.0f} tokens/s"]
     if a.memory:
         out.append(str({k: round(v / 2**30, 3) for k, v in (p.get("memory_breakdown") or {}).items()}))
     if a.losses:
