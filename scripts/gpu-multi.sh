@@ -39,22 +39,13 @@ run two-host --device cuda:0,cuda:1 --step host
 run two-device --device cuda:0,cuda:1 --step device
 run one-graph --device cuda:0 --step graph
 run two-graph --device cuda:0,cuda:1 --step graph
-python3 - "$OUT" <<'PY' | tee -a "$OUT/progress.txt"
+python3 - "$OUT" "$(dirname "$0")" <<'PY' | tee -a "$OUT/progress.txt"
 import json, os, sys, glob
 out, G = sys.argv[1], 2**30
+sys.path.insert(0, sys.argv[2])
+from runs import load_run
 def load(name):
-    d = os.path.join(out, name)
-    if not os.path.exists(os.path.join(d, "report.json")):
-        return None
-    r = json.load(open(os.path.join(d, "report.json")))
-    # Per-step losses from run.jsonl (--log-every 1: one line per optimizer step).
-    steps = {}
-    for line in open(os.path.join(d, "run.jsonl")):
-        e = json.loads(line)
-        if e.get("loss") is not None and e.get("step"):
-            steps[e["step"]] = e["loss"]
-    r["losses"] = [steps[k] for k in sorted(steps)]
-    return r
+    return load_run(os.path.join(out, name))
 runs = {n: load(n) for n in ("one-host", "one-device", "one-graph", "two-host", "two-device", "two-graph")}
 base = runs["one-host"]
 for n, r in runs.items():

@@ -64,21 +64,13 @@ if [ "$NGPU" -ge 2 ]; then
   else log "resume2: adapter DIFFERS from straight2's"; fi
 fi
 for f in $R/*.txt; do echo "== $(basename $f)"; tail -5 $f; done > "$OUT/logs.txt"
-python3 - "$R" "$OUT" <<'PY' | tee "$OUT/summary.txt" | tee -a "$OUT/progress.txt"
+python3 - "$R" "$OUT" "$(dirname "$0")" <<'PY' | tee "$OUT/summary.txt" | tee -a "$OUT/progress.txt"
 import json, os, sys
 R, out, G = sys.argv[1], sys.argv[2], 2**30
+sys.path.insert(0, sys.argv[3])
+from runs import load_run
 def load(name):
-    d = os.path.join(R, name)
-    if not os.path.exists(os.path.join(d, "report.json")):
-        return None
-    r = json.load(open(os.path.join(d, "report.json")))
-    steps = {}
-    for line in open(os.path.join(d, "run.jsonl")):
-        e = json.loads(line)
-        if e.get("loss") is not None and e.get("step"):
-            steps[e["step"]] = e["loss"]
-    r["losses"] = [steps[k] for k in sorted(steps)]
-    return r
+    return load_run(os.path.join(R, name))
 names = ["graph1", "rank1", "launch1", "graph21", "ranks2", "graph41", "ranks4", "straight2", "resume2"]
 runs = {n: load(n) for n in names}
 json.dump(runs, open(os.path.join(out, "reports.json"), "w"), indent=1, default=str)
