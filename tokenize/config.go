@@ -214,3 +214,17 @@ func stringContent(raw json.RawMessage, field string) (string, error) {
 	}
 	return s, nil
 }
+
+// buildSequence builds the steps of a Sequence component's parts, in order (the parts are
+// named list[i] in errors).
+func buildSequence[T any](parts []json.RawMessage, list string, build func(json.RawMessage, string) ([]T, error)) ([]T, error) {
+	var out []T
+	for i, sub := range parts {
+		steps, err := build(sub, fmt.Sprintf("%s[%d]", list, i))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, steps...)
+	}
+	return out, nil
+}

@@ -21,15 +21,7 @@ func buildDecoders(raw json.RawMessage, field string) ([]decoder, error) {
 	}
 	switch c.Type {
 	case "Sequence":
-		var out []decoder
-		for i, sub := range c.Decoders {
-			d, err := buildDecoders(sub, fmt.Sprintf("%s.decoders[%d]", field, i))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, d...)
-		}
-		return out, nil
+		return buildSequence(c.Decoders, field+".decoders", buildDecoders)
 	case "ByteLevel":
 		return []decoder{decodeByteLevel}, nil
 	case "ByteFallback":

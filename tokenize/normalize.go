@@ -23,15 +23,7 @@ func buildNormalizers(raw json.RawMessage, field string) ([]normalizer, error) {
 	}
 	switch c.Type {
 	case "Sequence":
-		var out []normalizer
-		for i, sub := range c.Normalizers {
-			n, err := buildNormalizers(sub, fmt.Sprintf("%s.normalizers[%d]", field, i))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, n...)
-		}
-		return out, nil
+		return buildSequence(c.Normalizers, field+".normalizers", buildNormalizers)
 	case "Prepend":
 		p := c.Prepend
 		// tokenizers prepends only to a non-empty string.
@@ -110,3 +102,4 @@ func newReplacer(p *patternJSON, to, field string) (func(string) string, error) 
 	}
 	return nil, fmt.Errorf("%s.pattern: want String or Regex", field)
 }
+
