@@ -102,4 +102,3 @@ func newReplacer(p *patternJSON, to, field string) (func(string) string, error) 
 	}
 	return nil, fmt.Errorf("%s.pattern: want String or Regex", field)
 }
-
