@@ -31,15 +31,8 @@ func TestAttentionForwardEqualsUnfused(t *testing.T) {
 		art[fused] = o.Out
 	}
 	evalLoss := func(art string) float64 {
-		eng, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		eng, init := openEngine(t, art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{})
 		defer eng.Close()
-		init, err := train.LoadParams(filepath.Join(art, eng.Man.LoRAInit), eng.Man)
-		if err != nil {
-			t.Fatal(err)
-		}
 		params := map[string][]float32{}
 		for _, p := range init {
 			params[p.Name] = p.Data

@@ -52,15 +52,8 @@ func TestAttentionGradEqualsGenericRule(t *testing.T) {
 	}
 	for _, rec := range []bool{false, true} {
 		step := func(art string) *train.StepResult {
-			eng, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: rec})
-			if err != nil {
-				t.Fatal(err)
-			}
+			eng, init := openEngine(t, art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: rec})
 			defer eng.Close()
-			init, err := train.LoadParams(filepath.Join(art, eng.Man.LoRAInit), eng.Man)
-			if err != nil {
-				t.Fatal(err)
-			}
 			r, err := eng.Step(b, nonZeroValues(init), 1)
 			if err != nil {
 				t.Fatal(err)

@@ -103,16 +103,9 @@ func TestDenseBaseStepEqualsFourBit(t *testing.T) {
 // returns the loss and the LoRA weights after it; prof, when set, profiles the session.
 func denseStep(t *testing.T, art, policy string, dense bool, prof string, b data.Batch) (train.StepOutcome, map[string][]float32) {
 	t.Helper()
-	eng, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1, ProfilePrefix: prof},
+	eng, init := openEngine(t, art, ortrun.Options{Device: "cpu", IntraOpThreads: 1, ProfilePrefix: prof},
 		train.EngineOptions{DeviceStep: true, Policy: policy, DenseBase: dense})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer eng.Close()
-	init, err := train.LoadParams(filepath.Join(art, eng.Man.LoRAInit), eng.Man)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return stepOnce(t, eng, init, b)
 }
 

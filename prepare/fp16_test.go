@@ -34,15 +34,8 @@ func TestFloat16MatchesFloat32(t *testing.T) {
 		if _, err := prepare.Run(o, nil); err != nil {
 			t.Fatal(err)
 		}
-		eng, err := train.OpenEngineWith(o.Out, ortrun.Options{IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		eng, params := openEngine(t, o.Out, ortrun.Options{IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: true})
 		defer eng.Close()
-		params, err := train.LoadParams(filepath.Join(o.Out, eng.Man.LoRAInit), eng.Man)
-		if err != nil {
-			t.Fatal(err)
-		}
 		values := nonZeroValues(params)
 		b := tokenBatch(3, 48)
 		r, err := eng.Step(b, values, 65536)

@@ -71,15 +71,8 @@ func TestRecomputeReusesDequantizedWeights(t *testing.T) {
 				if rec {
 					ro.ProfilePrefix = prof
 				}
-				eng, err := train.OpenEngineWith(o.Out, ro, train.EngineOptions{Train: true, Recompute: rec})
-				if err != nil {
-					t.Fatal(err)
-				}
+				eng, params := openEngine(t, o.Out, ro, train.EngineOptions{Train: true, Recompute: rec})
 				defer eng.Close()
-				params, err := train.LoadParams(filepath.Join(o.Out, eng.Man.LoRAInit), eng.Man)
-				if err != nil {
-					t.Fatal(err)
-				}
 				values := nonZeroValues(params)
 				b := tokenBatch(2, 40)
 				r, err := eng.Step(b, values, 1)

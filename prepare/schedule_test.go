@@ -55,16 +55,9 @@ func TestStepScheduleFreesEarly(t *testing.T) {
 // ONNX Runtime's profiler on; the profile is written when the engine closes.
 func runOneStep(t *testing.T, art string, device bool, prof string) {
 	t.Helper()
-	eng, err := train.OpenEngineWith(art, ortrun.Options{Device: "cpu", IntraOpThreads: 1, ProfilePrefix: prof},
+	eng, init := openEngine(t, art, ortrun.Options{Device: "cpu", IntraOpThreads: 1, ProfilePrefix: prof},
 		train.EngineOptions{Train: !device, Recompute: true, DeviceStep: device})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer eng.Close()
-	init, err := train.LoadParams(filepath.Join(art, eng.Man.LoRAInit), eng.Man)
-	if err != nil {
-		t.Fatal(err)
-	}
 	st, err := eng.NewStepper(init, train.StepConfig{AdamW: optim.DefaultAdamWConfig(), Scaler: optim.GradScalerConfig{Disabled: true}}, 2, 32)
 	if err != nil {
 		t.Fatal(err)

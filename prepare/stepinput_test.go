@@ -2,10 +2,30 @@ package prepare_test
 
 import (
 	"math"
+	"path/filepath"
+	"testing"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/train"
 	"github.com/ortq/ortq/train/optim"
 )
+
+// openEngine opens the engine of the artifacts in art and loads their initial LoRA values;
+// the caller closes it.
+func openEngine(t *testing.T, art string, ro ortrun.Options, eo train.EngineOptions) (*train.Engine, []optim.Param) {
+	t.Helper()
+	eng, err := train.OpenEngineWith(art, ro, eo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := train.LoadParams(filepath.Join(art, eng.Man.LoRAInit), eng.Man)
+	if err != nil {
+		eng.Close()
+		t.Fatal(err)
+	}
+	return eng, init
+}
 
 // nonZeroValues returns the LoRA tensors by name with every zero (PEFT starts B at 0)
 // replaced by a small deterministic value, so that every gradient, and every dx, is exercised.
