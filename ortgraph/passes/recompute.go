@@ -26,8 +26,10 @@ type RecomputeResult struct {
 // Recompute makes the backward pass of each decoder layer recompute that layer's
 // activations from its input instead of keeping them alive from the forward pass
 // (gradient checkpointing per layer). Only the layer inputs — the residual stream between
-// layers — survive the forward pass. LoRA dropout masks are a deterministic hash of the
-// seed input (dropout.go), so they are recomputed like any other activation.
+// layers — and the values computed from LoRA parameters alone (the factors cast, transposed
+// and scaled, as small as the parameters: paramValues) survive the forward pass. LoRA
+// dropout masks are a deterministic hash of the seed input (dropout.go), so they are
+// recomputed like any other activation.
 //
 // Pattern: forward nodes tagged with a layer (node name or the exporter's name_scopes
 // metadata contain "layers.N"); backward nodes reading values produced inside layer N.
