@@ -15,20 +15,22 @@ import (
 
 // TestAttentionForwardEqualsUnfused: with --attention-forward the eval graph and the
 // recomputing device steps compute each attention whose internals the backward pass does not
-// read as one opset-23 Attention node, and give the unfused graphs' eval loss and the steps'
+// read as one opset-23 Attention node (or, --attention-kernel mha, one MultiHeadAttention
+// node), and give the unfused graphs' eval loss and the steps'
 // loss, gradient norm and LoRA weights after one AdamW step (float32, CPU; grouped-query
 // attention, document-id mask, dropout on).
 func TestAttentionForwardEqualsUnfused(t *testing.T) {
 	ortruntest.Lib(t)
 	dir, model, b := tinyStepFixture(t, 9)
-	art := map[bool]string{}
-	for _, fused := range []bool{false, true} {
+	art := map[string]string{}
+	for _, kernel := range []string{"", "attention", "mha"} {
 		o := prepare.DefaultOptions()
-		o.Model, o.Out, o.AttentionForward = model, filepath.Join(dir, map[bool]string{false: "plain", true: "fused"}[fused]), fused
+		o.Model, o.Out = model, filepath.Join(dir, "plain"+kernel)
+		o.AttentionForward, o.AttentionKernel = kernel != "", kernel
 		if _, err := prepare.Run(o, nil); err != nil {
 			t.Fatal(err)
 		}
-		art[fused] = o.Out
+		art[kernel] = o.Out
 	}
 	evalLoss := func(art string) float64 {
 		eng, init := openEngine(t, art, ortrun.Options{Device: "cpu", IntraOpThreads: 1}, train.EngineOptions{})
@@ -43,10 +45,13 @@ func TestAttentionForwardEqualsUnfused(t *testing.T) {
 		}
 		return sum / float64(n)
 	}
-	if got, want := evalLoss(art[true]), evalLoss(art[false]); math.Abs(got-want) > 1e-5*math.Abs(want) {
-		t.Errorf("eval loss %.7g with Attention nodes, %.7g without", got, want)
-	}
-	for _, policy := range []string{manifest.RecomputeLayer, manifest.RecomputeSelective} {
-		sameStep(t, policy, "with Attention nodes", "without", art[true], art[false], policy, b)
+	want := evalLoss(art[""])
+	for _, kernel := range []string{"attention", "mha"} {
+		if got := evalLoss(art[kernel]); math.Abs(got-want) > 1e-5*math.Abs(want) {
+			t.Errorf("eval loss %.7g with %s nodes, %.7g without", got, kernel, want)
+		}
+		for _, policy := range []string{manifest.RecomputeLayer, manifest.RecomputeSelective} {
+			sameStep(t, policy, "with "+kernel+" nodes", "without", art[kernel], art[""], policy, b)
+		}
 	}
 }

@@ -54,6 +54,10 @@ type Options struct {
 	// pass does not read (the eval graph, and the recomputing training graphs' first
 	// forward) as one opset-23 Attention node (passes.AttentionForward): an A/B switch.
 	AttentionForward bool `json:"attention_forward,omitempty"`
+	// AttentionKernel is the node AttentionForward writes: "attention" (the default, the
+	// opset-23 Attention) or "mha" (com.microsoft.MultiHeadAttention,
+	// passes.AttentionForwardMHA).
+	AttentionKernel string `json:"attention_kernel,omitempty"`
 	// PlainMask skips passes.DocMask: attention_mask stays the model's 0/1 padding mask,
 	// the graphs lack the document-id comparison, and train packs by plain concatenation.
 	PlainMask bool `json:"plain_mask,omitempty"`
@@ -106,10 +110,21 @@ func (o *Options) Validate() error {
 	if o.LossChunks < -1 || o.LossChunks > 1024 {
 		return fmt.Errorf("--loss-chunks %d: use a number of blocks in 1..1024, 0 (off) or -1 (automatic)", o.LossChunks)
 	}
+	if k := o.AttentionKernel; k != "" && k != "attention" && k != "mha" {
+		return fmt.Errorf("--attention-kernel %q: use attention (opset-23 Attention) or mha (com.microsoft.MultiHeadAttention)", k)
+	}
 	if len(o.Targets) == 0 {
 		return fmt.Errorf("--targets is empty: name at least one of %s", strings.Join(passes.Kinds, ","))
 	}
 	return nil
+}
+
+// attentionForward is the pass --attention-forward runs, by --attention-kernel.
+func (o *Options) attentionForward() *ortgraph.Pass {
+	if o.AttentionKernel == "mha" {
+		return passes.AttentionForwardMHA
+	}
+	return passes.AttentionForward
 }
 
 // quantOptions is the quantization the options ask for.
@@ -379,7 +394,7 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	}
 	if o.AttentionForward {
 		for _, g := range []*ortgraph.Model{gs.eval, gs.rec, sel} {
-			if _, err := ortgraph.RunPasses(ortgraph.NewGraph(g), nil, logf, passes.AttentionForward); err != nil {
+			if _, err := ortgraph.RunPasses(ortgraph.NewGraph(g), nil, logf, o.attentionForward()); err != nil {
 				return nil, fmt.Errorf("model %q: %w", o.Model, err)
 			}
 		}

@@ -60,7 +60,9 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 			"that the step can be captured in CUDA graphs (MatMulBnb4 cannot)")
 	f.Bool("attention-forward", false,
 		"write each attention whose scores and probabilities the backward pass does not read (eval, and the first forward of the recomputing training "+
-			"graphs) as one opset-23 Attention node: an A/B switch for measurements")
+			"graphs) as one fused attention node (--attention-kernel): an A/B switch for measurements")
+	f.String("attention-kernel", "attention",
+		"the node --attention-forward writes: attention (opset-23 Attention) or mha (com.microsoft.MultiHeadAttention, kv heads repeated per query head)")
 	f.Int("loss-chunks", d.LossChunks,
 		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when "+
 			"vocab > 16384)")
@@ -92,6 +94,7 @@ func runPrepare(cmd *cobra.Command) error {
 		LossChunks:         v.GetInt("loss-chunks"),
 		DequantizeForward:  v.GetBool("dequantize-forward"),
 		AttentionForward:   v.GetBool("attention-forward"),
+		AttentionKernel:    v.GetString("attention-kernel"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

@@ -154,12 +154,14 @@ func gradRMSNormalization(b *Builder, n *onnxpb.NodeProto, dy []string, need []b
 // dw = Σ over the leading axes of dy·x̂.
 //
 // r is the node's inv_std_var output (index 1) when present, else recomputed. Since
-// mean(g·x̂) = r·mean(g·x), x̂ is not needed for the mean. Full-size ops (the rest are
-// [.., 1]): float/double 6 — g, g·x, its mean, x·(r²·mean(g·x)), the Sub, ·r; float16 9 —
-// g, the two Casts and the float32 product g·x for the mean (g·x itself can overflow half
-// precision, x being unnormalised), the mean, then x̂ = x·r, x̂·m, the Sub and ·r in half
-// precision, where m and r are the float32 [.., 1] values rounded (x̂ is normalised and
-// |x̂·m| ≤ |x̂|·rms(g), so nothing there grows past what dx holds anyway).
+// mean(g·x̂) = r·mean(g·x), x̂ is not needed for the mean in float/double. Full-size ops
+// (the rest are [.., 1]): float/double 6 — g, g·x, its mean, x·(r²·mean(g·x)), the Sub,
+// ·r; float16 8 — g, x̂ = x·r (r rounded), the product g·x̂ in half precision (x̂ is
+// normalised, so g·x̂ grows no further past g than x̂'s few units; g·x with x unnormalised
+// could overflow), its Cast and mean in float32 (a sum over the hidden axis would overflow
+// half precision), then x̂·m, the Sub and ·r in half precision with m rounded (|x̂·m| ≤
+// |x̂|·rms(g), so nothing there grows past what dx holds anyway). No float32 copy of x or
+// g is written.
 func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 	g := grads(n)
 	if len(dy) > 1 && dy[1] != "" {
@@ -191,8 +193,8 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 	ax := b.ConstI64(-1)
 	keep := ortgraph.AInt("keepdims", 1)
 	f32 := ortgraph.AInt("to", int64(ortgraph.Float))
-	xf := x // x in the precision r is computed in
-	if half {
+	xf := x // x in the precision r is computed in, cast where it is needed
+	if half && ((len(n.Output) < 2 || n.Output[1] == "") || need[1]) {
 		xf = b.Op("Cast", []string{x}, f32)
 	}
 	r := ""
@@ -207,10 +209,9 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 		gg := b.Op("Mul", []string{dy[0], w})
 		if half {
 			to := ortgraph.AInt("to", int64(xdt))
-			s := b.meanLastAxis(b.Op("Mul", []string{b.Op("Cast", []string{gg}, f32), xf}), x)
-			m := b.Op("Cast", []string{b.Op("Mul", []string{s, r})}, to) // mean(g·x̂)
 			rh := b.Op("Cast", []string{r}, to)
 			xh := b.Op("Mul", []string{x, rh})
+			m := b.Op("Cast", []string{b.meanLastAxis(b.Op("Cast", []string{b.Op("Mul", []string{gg, xh})}, f32), x)}, to) // mean(g·x̂)
 			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{xh, m})}), rh})
 		} else {
 			s := b.meanLastAxis(b.Op("Mul", []string{gg, x}), x)

@@ -28,7 +28,26 @@ var AttentionForward = &ortgraph.Pass{
 	Name:       "attention-forward",
 	Doc:        "attention whose scores and probabilities nothing else reads → one opset-23 Attention",
 	ResultType: reflect.TypeFor[*FusionResult](),
-	Run:        runAttentionForward,
+	Run: func(ctx *ortgraph.Context) (any, error) {
+		return runAttentionForward(ctx, "attention-forward", asAttention)
+	},
+}
+
+// AttentionForwardMHA is AttentionForward with ONNX Runtime's com.microsoft.MultiHeadAttention
+// as the kernel (prepare --attention-forward --attention-kernel mha), whose CUDA kernel
+// computes an attention with an additive mask in one fused pass (cutlass's memory-efficient
+// attention) where the opset-23 Attention kernel may not. Same pattern and check; rewrite:
+// q to [batch, seq, heads·head dim], k and v likewise with each kv head repeated for its
+// group of query heads (MultiHeadAttention takes as many kv heads as query heads),
+// MultiHeadAttention(q, k, v, mask as attention_bias, num_heads, scale), and its output
+// back to [batch, heads, seq, head dim] under O's name.
+var AttentionForwardMHA = &ortgraph.Pass{
+	Name:       "attention-forward-mha",
+	Doc:        "attention whose scores and probabilities nothing else reads → one com.microsoft.MultiHeadAttention",
+	ResultType: reflect.TypeFor[*FusionResult](),
+	Run: func(ctx *ortgraph.Context) (any, error) {
+		return runAttentionForward(ctx, "attention-forward-mha", asMultiHeadAttention)
+	},
 }
 
 // attentionMatch is one matched attention: its inputs, scale, and the pattern's nodes, last
@@ -39,7 +58,11 @@ type attentionMatch struct {
 	nodes         []*onnxpb.NodeProto
 }
 
-func runAttentionForward(ctx *ortgraph.Context) (any, error) {
+// attentionRewrite turns a matched attention into its fused form, the node that wrote O
+// becoming the one that writes it now; "" or the reason it cannot.
+type attentionRewrite func(g *ortgraph.Graph, m *attentionMatch) string
+
+func runAttentionForward(ctx *ortgraph.Context, pass string, rewrite attentionRewrite) (any, error) {
 	g := ctx.G
 	res := &FusionResult{}
 	r := newSoleReaders(g, g.Consumers())
@@ -48,33 +71,73 @@ func runAttentionForward(ctx *ortgraph.Context) (any, error) {
 			continue
 		}
 		m, why := matchAttention(g, r, sm)
-		if m == nil {
-			if why != "" {
-				res.Skipped = append(res.Skipped, fmt.Sprintf("Softmax %q: %s", sm.Name, why))
-			}
-			continue
+		if m != nil {
+			why = rewrite(g, m)
 		}
-		last := m.nodes[len(m.nodes)-1]
-		last.OpType, last.Domain = "Attention", ""
-		last.Input = []string{m.q, m.k, m.v, m.mask}
-		last.Attribute = []*onnxpb.AttributeProto{ortgraph.AFloat("scale", m.scale)}
-		res.Fused++
+		if why != "" {
+			res.Skipped = append(res.Skipped, fmt.Sprintf("Softmax %q: %s", sm.Name, why))
+		}
+		if m != nil && why == "" {
+			res.Fused++
+		}
 	}
-	res.report(ctx, "attention-forward", "attentions as one Attention node")
+	res.report(ctx, pass, "attentions as one fused node")
 	if res.Fused == 0 {
 		return res, nil
-	}
-	if g.M.OpsetVersion("") < 23 {
-		g.M.SetOpset("", 23)
-		if g.M.P.IrVersion < 11 {
-			g.M.P.IrVersion = 11
-		}
 	}
 	if err := g.TopoSort(); err != nil {
 		return nil, err
 	}
 	g.Prune()
 	return res, nil
+}
+
+// asAttention writes m as one opset-23 Attention node.
+func asAttention(g *ortgraph.Graph, m *attentionMatch) string {
+	last := m.nodes[len(m.nodes)-1]
+	last.OpType, last.Domain = "Attention", ""
+	last.Input = []string{m.q, m.k, m.v, m.mask}
+	last.Attribute = []*onnxpb.AttributeProto{ortgraph.AFloat("scale", m.scale)}
+	if g.M.OpsetVersion("") < 23 {
+		g.M.SetOpset("", 23)
+		if g.M.P.IrVersion < 11 {
+			g.M.P.IrVersion = 11
+		}
+	}
+	return ""
+}
+
+// asMultiHeadAttention writes m as com.microsoft.MultiHeadAttention on [batch, seq,
+// heads·head dim] inputs, its output transposed back to O's [batch, heads, seq, head dim].
+func asMultiHeadAttention(g *ortgraph.Graph, m *attentionMatch) string {
+	qd, kd := g.Dims(m.q), g.Dims(m.k)
+	if len(qd) != 4 || len(kd) != 4 || qd[1] <= 0 || kd[1] <= 0 || qd[3] <= 0 || qd[1]%kd[1] != 0 {
+		return fmt.Sprintf("q %v and k %v need known head counts and head size", qd, kd)
+	}
+	if g.Rank(m.mask) != 4 {
+		return fmt.Sprintf("mask %q has rank %d; MultiHeadAttention's attention_bias is 4-D", m.mask, g.Rank(m.mask))
+	}
+	heads, group, hd := qd[1], qd[1]/kd[1], qd[3]
+	bsnh := func(x string) string { return g.Op("Transpose", []string{x}, ortgraph.AInts("perm", 0, 2, 1, 3)) }
+	flat := func(x string) string { return g.Op("Reshape", []string{x, g.ConstI64(0, 0, -1)}) }
+	kv := func(x string) string { // [batch, kv, seq, hd] → [batch, seq, heads·hd], kv head j serving heads j·group …
+		x = bsnh(x)
+		if group > 1 {
+			x = g.Op("Expand", []string{g.Op("Unsqueeze", []string{x, g.ConstI64(3)}), g.ConstI64(1, 1, 1, group, 1)})
+		}
+		return flat(x)
+	}
+	o := g.Add(ortgraph.NodeSpec{Op: "MultiHeadAttention", Domain: "com.microsoft",
+		Inputs: []string{flat(bsnh(m.q)), kv(m.k), kv(m.v), "", "", m.mask},
+		Attrs:  []ortgraph.Attr{ortgraph.AInt("num_heads", heads), ortgraph.AFloat("scale", m.scale)}})[0]
+	last := m.nodes[len(m.nodes)-1]
+	last.OpType, last.Domain = "Transpose", ""
+	last.Input = []string{g.Op("Reshape", []string{o, g.ConstI64(0, 0, heads, hd)})}
+	last.Attribute = []*onnxpb.AttributeProto{ortgraph.AInts("perm", 0, 2, 1, 3)}
+	if g.M.OpsetVersion("com.microsoft") < 1 {
+		g.M.SetOpset("com.microsoft", 1)
+	}
+	return ""
 }
 
 // matchAttention matches the pattern around Softmax sm; nil and "" where sm is no attention

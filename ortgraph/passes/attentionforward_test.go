@@ -40,20 +40,26 @@ func groupedAttention(probsOut bool) *ortgraph.Graph {
 	return g
 }
 
-// TestAttentionForwardGolden keeps the grouped attention as one Attention node (and the
-// attention whose probabilities are read elsewhere left, with the reason), and checks that
+// TestAttentionForwardGolden keeps the grouped attention as one Attention node, or one
+// MultiHeadAttention node (and the attention whose probabilities are read elsewhere left,
+// with the reason), and checks that
 // ONNX Runtime's output of the rewritten graph equals the decomposed one's.
 func TestAttentionForwardGolden(t *testing.T) {
 	ortruntest.Lib(t)
 	var out strings.Builder
 	for _, c := range []struct {
 		name     string
+		pass     *ortgraph.Pass
 		probsOut bool
 		fused    int
-	}{{"grouped attention", false, 1}, {"probabilities read elsewhere", true, 0}} {
+	}{
+		{"grouped attention", passes.AttentionForward, false, 1},
+		{"probabilities read elsewhere", passes.AttentionForward, true, 0},
+		{"grouped attention, MultiHeadAttention", passes.AttentionForwardMHA, false, 1},
+	} {
 		g := groupedAttention(c.probsOut)
-		ctx, b, before := passRunFrom(t, c.name, g, nil, passes.AttentionForward)
-		if res := ortgraph.ResultOf[*passes.FusionResult](ctx, passes.AttentionForward); res.Fused != c.fused {
+		ctx, b, before := passRunFrom(t, c.name, g, nil, c.pass)
+		if res := ortgraph.ResultOf[*passes.FusionResult](ctx, c.pass); res.Fused != c.fused {
 			t.Errorf("%s: %d attentions rewritten, want %d", c.name, res.Fused, c.fused)
 		}
 		b.WriteString(ortgraph.Dump(g))

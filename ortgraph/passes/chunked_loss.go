@@ -18,7 +18,8 @@ import (
 // so the [tokens, vocab] logits (7×512×128256 fp32 = 1.8 GB for Llama 3) never exist
 // whole: one block's do, and the backward starts from dh. The loss is still HF's: position
 // s predicts label s+1, the last position and labels of −100 count for nothing, and the
-// log-softmax is in float32.
+// log-softmax accumulates in float32 (each log-probability rounded once to the activation
+// type; the sum over tokens is float32).
 //
 // Why this shape, measured on ONNX Runtime's CUDA provider: the blocks are unrolled (no
 // Loop, which a CUDA graph cannot capture); the softmax statistics come from LogSoftmax and
@@ -216,13 +217,16 @@ func (b lossBlock) build(h, y, w string) (picked, dh string) {
 	} else {
 		lg = g.Op("MatMul", []string{h2, b.head.Weight})
 	}
-	lgF := lg
-	if b.dt != ortgraph.Float {
-		lgF = g.Op("Cast", []string{lg}, ortgraph.AInt("to", int64(ortgraph.Float)))
-	}
 	idx := g.Op("Reshape", []string{y, g.ConstI64(-1, 1)}) // [B·c, 1]
-	logp := g.Op("LogSoftmax", []string{lgF}, ortgraph.AInt("axis", -1))
-	picked = g.Op("Reshape", []string{g.Op("GatherElements", []string{logp, idx}, ortgraph.AInt("axis", 1)), g.Op("Shape", []string{y})})
+	// LogSoftmax in the activation type: the kernel accumulates in float32 and rounds each
+	// log-probability once (≤ 2⁻¹¹ relative), and only the label's value is then taken to
+	// float32 — no float32 copy of the [rows, vocab] block is written and read twice.
+	logp := g.Op("LogSoftmax", []string{lg}, ortgraph.AInt("axis", -1))
+	lp := g.Op("GatherElements", []string{logp, idx}, ortgraph.AInt("axis", 1))
+	if b.dt != ortgraph.Float {
+		lp = g.Op("Cast", []string{lp}, ortgraph.AInt("to", int64(ortgraph.Float)))
+	}
+	picked = g.Op("Reshape", []string{lp, g.Op("Shape", []string{y})})
 	if w == "" {
 		return picked, ""
 	}

@@ -26,6 +26,8 @@
 //	AttentionForward an attention whose scores and probabilities nothing else reads (eval;
 //	             the first forward of a recomputing training graph) → one opset-23 Attention
 //	             (prepare --attention-forward)
+//	AttentionForwardMHA the same as one com.microsoft.MultiHeadAttention, kv heads repeated
+//	             per query head (prepare --attention-forward --attention-kernel mha)
 //	Recompute    per-layer recomputation of activations in the backward pass, by policy
 //	             (every activation, or all but the Linears' products; top layers kept)
 //	             [Backward, LoRA, FindLinears]

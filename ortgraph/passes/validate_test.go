@@ -25,7 +25,7 @@ var allPasses = map[string]*ortgraph.Pass{
 	"LoRA": passes.LoRA, "Loss": passes.Loss, "Backward": passes.Backward,
 	"Recompute": passes.Recompute, "DeviceStep": passes.DeviceStep, "NBitsForward": passes.NBitsForward,
 	"AttentionGrad": passes.AttentionGrad, "DenseBase": passes.DenseBase, "Bnb4Forward": passes.Bnb4Forward,
-	"AttentionForward": passes.AttentionForward,
+	"AttentionForward": passes.AttentionForward, "AttentionForwardMHA": passes.AttentionForwardMHA,
 }
 
 // TestPassDeclarations: every pass has a name, a Doc and a Run, the names are unique and
