@@ -58,13 +58,13 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		"keep the device step's forward products of int4 Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train "+
 			"gives both forms of each 4-bit weight one buffer); nf4/fp4: the products as in-graph dequantization + FusedMatMul instead of MatMulBnb4, so "+
 			"that the step can be captured in CUDA graphs (MatMulBnb4 cannot)")
-	f.Bool("attention-forward", false,
-		"write each attention whose scores and probabilities the backward pass does not read (eval, and the first forward of the recomputing training "+
-			"graphs) as one fused attention node (--attention-kernel): an A/B switch for measurements")
-	f.String("attention-kernel", "attention",
-		"the node --attention-forward writes: attention (opset-23 Attention) or mha (com.microsoft.MultiHeadAttention, kv heads repeated per query head)")
+	f.Bool("attention-forward", d.AttentionForward,
+		"write each attention of the recomputing training graphs' first forward (whose scores and probabilities the backward pass does not read) "+
+			"as one fused node (--attention-kernel); false keeps them decomposed")
+	f.String("attention-kernel", "mha",
+		"the node --attention-forward writes: mha (com.microsoft.MultiHeadAttention, kv heads repeated per query head) or attention (opset-23 Attention)")
 	f.Int("loss-chunks", d.LossChunks,
-		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 8 when "+
+		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 4 when "+
 			"vocab > 16384)")
 	f.Bool("quiet", false, "no progress messages")
 	f.String("base-model-name", "", "base_model_name_or_path for the adapters trained on these artifacts (default: the --model path, made absolute)")
