@@ -4,13 +4,14 @@
 # recompute per layer, graph step, --base BASE (dense: what --base auto takes at 3B on an
 # H100 or H200), interleaved V1 V2 … V1 V2 …, then the PyTorch+PEFT peer over the same
 # number of steps (SKIP_PEER=1 leaves it out). VARIANTS lists the variants' prepare flags,
-# separated by ';' ("-" for none), default: the default artifacts, --loss-chunks 4 (fewer,
-# larger lm_head blocks: the lm_head's dx GEMMs ran split-K at ≈ 433 TFLOP/s in 8 blocks)
-# and --attention-forward. Env: PRESET, MB, STEPS (15), BASE, VARIANTS, OUT.
+# separated by ';' ("-" for none), default: the default artifacts, --loss-chunks 2 (against
+# the default 4 blocks) and --attention-forward=false (the first forward's attention
+# decomposed, against the default MultiHeadAttention). Env: PRESET, MB, STEPS (15), BASE,
+# VARIANTS, OUT.
 set -u
 . "$(dirname "$0")/device-env.sh"
 PRESET=${PRESET:-llama-3.2-3b}; MB=${MB:-7}; STEPS=${STEPS:-15}; BASE=${BASE:-dense}
-VARIANTS=${VARIANTS:--;--loss-chunks 4;--attention-forward}
+VARIANTS=${VARIANTS:--;--loss-chunks 2;--attention-forward=false}
 S="$OUT/summary.txt"
 say() { echo "[$(date +%T)] $*" | tee -a "$S"; }
 timeout 200 $Q synth --preset "$PRESET" --quantize --out /tmp/fa-m --quiet --force; say "synth rc $?"

@@ -3,13 +3,16 @@
 # important first, each cut to what is left of BUDGET seconds (default 560: one call's limit
 # less its start). Every part writes its own folder, packed as $OUT/<part>.tgz, and one line per
 # part goes to $OUT/summary.txt; a part that does not fit in what is left is skipped and says so.
+#   race         issue 22: prepare's defaults against the PyTorch+PEFT peer at the seed's
+#                settings, micro-batch 7 and 1, graph step (gpu-step.sh, 3B)
+#   race8b       issue 22: the same at the 8B shape, micro-batch 7 (gpu-step.sh)
 #   decode3      issues 24 and 25 (gpu-decode3.sh): decode after the chunked argmax at batch 1
 #                and 8, onnx-adapter and --merge parity, NF4 CUDA vs CPU with --dequantize-forward,
 #                NF4 step time against int4, CUDA graph vs uncaptured ids on a trained model
 #   decode8b     issue 24: the 8B shape's decode at batch 1 (gpu-decode8b.sh)
 #   nf4b         issue 25: NF4 + double quant against int4 at the 3B shape, 4-bit and dense bases (gpu-nf4b.sh)
 #   nf4b-8b      nf4b and decode8b in one part, their synth/prepare side by side (gpu-nf4b-8b.sh)
-#   flagab       issue 22: prepare-flag A/Bs (--loss-chunks 4, --attention-forward) at 3B with the peer (gpu-flagab.sh)
+#   flagab       issue 22: prepare-flag A/Bs (--loss-chunks 2, --attention-forward=false) at 3B with the peer (gpu-flagab.sh)
 #   decode-prof  issue 24: ncu of `ortq generate` on a 4-layer 3B-shape fused shared export
 #                (gpu-profile-decode.sh): where a decode step's GPU time goes
 #   gen2         issue 24: fused vs unfused (--fuse=false) shared export, CUDA graph vs
@@ -21,12 +24,12 @@
 #   trainprof    issue 22: one decoder layer by kernel family, dense base (gpu-profile.sh)
 #   nccl         issue 28: one-rank NCCL vs the graph step on one GPU (gpu-nccl.sh, 1B shape)
 # Usage (here: bash scripts/gpu-travel.sh off first; carry .ort-gpu and bin/ortq.xz):
-#   PARTS="decode8b" BUDGET=560 bash scripts/gpu-pending.sh; then PARTS="flagab" in a second call
+#   PARTS="race" BUDGET=560 bash scripts/gpu-pending.sh; then PARTS="race8b" or "nf4b" in a second call
 set -u
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh   # unpacks .ort-gpu into ~/ort once; each part sources it again
 O=$OUT; BUDGET=${BUDGET:-560}; T0=$(date +%s)
-PARTS=${PARTS:-decode8b}
+PARTS=${PARTS:-race}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$O/summary.txt"
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 # part NAME WANT CMD...: runs CMD with OUT=/tmp/pp-NAME for at most WANT seconds (less if less is left).
@@ -42,6 +45,8 @@ part() {
 }
 for p in $PARTS; do
   case $p in
+    race) part $p 480 env STEPKINDS=graph MBS="7 1" STEPS=15 bash scripts/gpu-step.sh ;;
+    race8b) part $p 540 env PRESET=llama-3.1-8b STEPKINDS=graph MBS=7 STEPS=15 bash scripts/gpu-step.sh ;;
     decode3) part $p 480 env BUDGET=440 bash scripts/gpu-decode3.sh ;;
     decode8b) part $p 420 bash scripts/gpu-decode8b.sh ;;
     nf4b) part $p 330 bash scripts/gpu-nf4b.sh ;;
