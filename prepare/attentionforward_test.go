@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/manifest"
-	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 )
@@ -44,13 +43,8 @@ func TestAttentionForwardEqualsUnfused(t *testing.T) {
 
 // countOps counts the nodes of an ONNX file by op type.
 func countOps(t *testing.T, path string) map[string]int {
-	t.Helper()
-	m, err := ortgraph.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := map[string]int{}
-	for _, node := range m.P.Graph.Node {
+	for _, node := range graphNodes(t, path) {
 		n[node.OpType]++
 	}
 	return n

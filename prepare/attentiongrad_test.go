@@ -8,7 +8,6 @@ import (
 
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
-	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
@@ -78,13 +77,8 @@ func TestAttentionGradEqualsGenericRule(t *testing.T) {
 
 // rowSums counts the nodes AttentionGrad names for its row sums in the graph at path.
 func rowSums(t *testing.T, path string) int {
-	t.Helper()
-	m, err := ortgraph.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, nd := range m.P.Graph.Node {
+	for _, nd := range graphNodes(t, path) {
 		if nd.OpType == "ReduceSum" && strings.Contains(nd.Name, "/rowsum/") {
 			n++
 		}

@@ -11,7 +11,6 @@ import (
 	"github.com/ortq/ortq/data"
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/manifest"
-	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
 )
@@ -56,19 +55,15 @@ func TestBnb4ForwardStepEqualsMatMulBnb4(t *testing.T) {
 // sharedDx counts the MatMuls of a step graph whose right operand a recomputed FusedMatMul
 // ("recompute/…") reads as well: dx products reading the recomputed product's W.
 func sharedDx(t *testing.T, path string) int {
-	t.Helper()
-	m, err := ortgraph.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes := graphNodes(t, path)
 	recW := map[string]bool{}
-	for _, n := range m.P.Graph.Node {
+	for _, n := range nodes {
 		if n.OpType == "FusedMatMul" && strings.HasPrefix(n.Name, "recompute/") {
 			recW[n.Input[1]] = true
 		}
 	}
 	count := 0
-	for _, n := range m.P.Graph.Node {
+	for _, n := range nodes {
 		if n.OpType == "MatMul" && len(n.Input) == 2 && recW[n.Input[1]] {
 			count++
 		}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/ortq/ortq/data"
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/train"
 	"github.com/ortq/ortq/train/optim"
@@ -54,4 +56,14 @@ func tokenBatch(rows, seq int) data.Batch {
 	}
 	b.Tokens = rows * (seq - 1)
 	return b
+}
+
+// graphNodes loads the ONNX file at path and returns its nodes (for tests counting them).
+func graphNodes(t *testing.T, path string) []*onnxpb.NodeProto {
+	t.Helper()
+	m, err := ortgraph.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.P.Graph.Node
 }
