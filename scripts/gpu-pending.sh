@@ -6,6 +6,8 @@
 #   race         issue 22: prepare's defaults against the PyTorch+PEFT peer at the seed's
 #                settings, micro-batch 7 and 1, graph step (gpu-step.sh, 3B)
 #   race8b       issue 22: the same at the 8B shape, micro-batch 7 (gpu-step.sh)
+#   cvctiny      issue 22: CUDA against CPU over 20 steps on the synth tiny graph, whose
+#                attention prepare writes as MultiHeadAttention (gpu-cuda-vs-cpu.sh)
 #   decode3      issues 24 and 25 (gpu-decode3.sh): decode after the chunked argmax at batch 1
 #                and 8, onnx-adapter and --merge parity, NF4 CUDA vs CPU with --dequantize-forward,
 #                NF4 step time against int4, CUDA graph vs uncaptured ids on a trained model
@@ -24,12 +26,12 @@
 #   trainprof    issue 22: one decoder layer by kernel family, dense base (gpu-profile.sh)
 #   nccl         issue 28: one-rank NCCL vs the graph step on one GPU (gpu-nccl.sh, 1B shape)
 # Usage (here: bash scripts/gpu-travel.sh off first; carry .ort-gpu and bin/ortq.xz):
-#   PARTS="race" BUDGET=560 bash scripts/gpu-pending.sh; then PARTS="race8b" or "nf4b" in a second call
+#   PARTS="cvctiny race" BUDGET=560 bash scripts/gpu-pending.sh; then PARTS="race8b" or "nf4b" in a second call
 set -u
 cd "$(dirname "$0")/.."
 . scripts/device-env.sh   # unpacks .ort-gpu into ~/ort once; each part sources it again
 O=$OUT; BUDGET=${BUDGET:-560}; T0=$(date +%s)
-PARTS=${PARTS:-race}
+PARTS=${PARTS:-cvctiny race}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >> "$O/summary.txt"
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 # part NAME WANT CMD...: runs CMD with OUT=/tmp/pp-NAME for at most WANT seconds (less if less is left).
@@ -46,6 +48,7 @@ part() {
 for p in $PARTS; do
   case $p in
     race) part $p 480 env STEPKINDS=graph MBS="7 1" STEPS=15 bash scripts/gpu-step.sh ;;
+    cvctiny) part $p 200 env MODEL=tiny bash scripts/gpu-cuda-vs-cpu.sh ;;
     race8b) part $p 540 env PRESET=llama-3.1-8b STEPKINDS=graph MBS=7 STEPS=15 bash scripts/gpu-step.sh ;;
     decode3) part $p 480 env BUDGET=440 bash scripts/gpu-decode3.sh ;;
     decode8b) part $p 420 bash scripts/gpu-decode8b.sh ;;
