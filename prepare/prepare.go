@@ -40,9 +40,8 @@ type Options struct {
 	QuantizeLMHead bool   `json:"quantize_lm_head"`
 	Seed           uint64 `json:"seed"`
 	// LossChunks: blocks of the sequence the chunked lm_head+loss computes one after the
-	// other (0 = plain loss on the whole logits, -1 = automatic: 4 when the vocabulary
-	// exceeds 16384 entries; 3B shape, micro-batch 7, H100: 187.8 ms a step against 190.3
-	// with 8 blocks, whose lm_head GEMMs run split-K, for 80 MB more).
+	// other (0 = plain loss on the whole logits, -1 = automatic: passes.AutoLossChunks when
+	// the vocabulary exceeds passes.AutoLossChunksAbove entries).
 	LossChunks int `json:"loss_chunks"`
 	// DequantizeForward keeps the device step's forward products of int4 Linears as
 	// DequantizeLinear + MatMul. By default they become MatMulNBits (passes.NBitsForward),
@@ -157,10 +156,6 @@ func (o *Options) validateQuant() error {
 	return nil
 }
 
-// AutoLossChunks is the number of chunked-loss blocks --loss-chunks -1 takes for a
-// vocabulary of more than 16,384 entries.
-const AutoLossChunks = 4
-
 // passOptions are the options of the passes that take any, for a graph with this dropout
 // that is (train) or is not a training graph, of a model with this vocabulary, recomputed
 // by rec where the Recompute pass runs.
@@ -168,8 +163,8 @@ func (o *Options) passOptions(dropout float64, train bool, vocab int64, rec pass
 	chunks := o.LossChunks
 	if chunks < 0 {
 		chunks = 0
-		if vocab > 16384 {
-			chunks = AutoLossChunks
+		if vocab > passes.AutoLossChunksAbove {
+			chunks = passes.AutoLossChunks
 		}
 	}
 	return ortgraph.Options{

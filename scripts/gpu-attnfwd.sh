@@ -2,9 +2,9 @@
 # GPU machine, one call: issue 22's A/Bs of graph and runtime options on one synthesized
 # model (PRESET, default llama-3.2-3b), micro-batch MB (7), recompute per layer, graph step,
 # interleaved A B C A B C so that drift shows:
-#   A  the default artifacts;
-#   B  `prepare --attention-forward` (the first forward's attention as one opset-23
-#      Attention node, passes.AttentionForward);
+#   A  the default artifacts (the first forward's attention as MultiHeadAttention);
+#   B  `prepare --attention-kernel attention` (as one opset-23 Attention node instead,
+#      passes.AttentionForward);
 #   C  the default artifacts with ORT_FPA_INTB_GEMM=1 (ONNX Runtime's fpA_intB GEMM for the
 #      MatMulNBits forwards; the step's plain warm-up runs precede its capture);
 # then the PyTorch+PEFT peer once (SKIP_PEER=1 leaves it out). Prints p50, mean and peak of
@@ -23,7 +23,7 @@ else
   timeout 300 $Q synth --preset "$PRESET" --quantize --out $M --quiet --force; say "synth rc $?"
   timeout 300 $Q prepare --model $M/model.onnx --out $A --quiet --force; say "prepare rc $?"
 fi
-timeout 300 $Q prepare --model $M/model.onnx --out /tmp/af-b --quiet --force --attention-forward; say "prepare --attention-forward rc $?"
+timeout 300 $Q prepare --model $M/model.onnx --out /tmp/af-b --quiet --force --attention-kernel attention; say "prepare --attention-kernel attention rc $?"
 point() { # name artifacts [env...]
   local name=$1 art=$2; shift 2
   env "$@" timeout 200 $Q bench --artifacts "$art" --device cuda --micro-batch "$MB" --seq-len 512 --steps "$STEPS" --warmup 3 \

@@ -21,7 +21,7 @@
 #                uncaptured ids (each twice), batch 1 and 8 (gpu-generate2.sh, 28 layers)
 #   losscurve    issue 25: ortq vs PyTorch+PEFT over 200 steps, fp32 then fp16 (gpu-loss-curve.sh)
 #   nf4          issue 25: NF4 + double quant vs int4 step time and memory (gpu-nf4.sh)
-#   attnfwd      issue 22: prepare --attention-forward and ORT_FPA_INTB_GEMM=1 against the
+#   attnfwd      issue 22: prepare --attention-kernel attention and ORT_FPA_INTB_GEMM=1 against the
 #                default step, 3B micro-batch 7, with the peer (gpu-attnfwd.sh)
 #   trainprof    issue 22: one decoder layer by kernel family, dense base (gpu-profile.sh)
 #   nccl         issue 28: one-rank NCCL vs the graph step on one GPU (gpu-nccl.sh, 1B shape)

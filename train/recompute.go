@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/ortq/ortq/manifest"
+	"github.com/ortq/ortq/ortgraph/passes"
 )
 
 // Device-step memory model behind --recompute auto. A CUDA step's peak is the weights
@@ -14,9 +15,9 @@ import (
 // n = h/128 attention heads and S the sequence length:
 //   - layer: the layer's input (2h) kept as its checkpoint, plus one layer's working set and
 //     the loss block once: measured 2.17 GiB at the Llama-3.2-3B shape, micro-batch 7 × 512
-//     (0.65 MB a token), which 2·(L·h + 16h + 8·S·n) + 7·vocab/4 matches within 10 % (the
-//     loss block: four blocks of half-precision logits, log-probabilities and
-//     probabilities, ≈ 7 bytes a vocabulary entry);
+//     (0.65 MB a token), which 2·(L·h + 16h + 8·S·n) + 7·vocab/K matches within 10 % (the
+//     loss block: one of K = passes.AutoLossChunks blocks of half-precision logits,
+//     log-probabilities and probabilities, ≈ 7 bytes a vocabulary entry);
 //   - none: every activation of every layer, 2·(22h + 2·S·n) a layer (measured 17.37 GiB at
 //     the same shape with the attention gradient's row sums keeping O, H100 2026-12-07;
 //     the formula gives 17.2 GiB with the loss block);
@@ -30,10 +31,10 @@ const stepFixedBytes = 0.8 * (1 << 30)
 func StepActivationBytes(m manifest.Model, policy string, rows, seqLen int) float64 {
 	h, l, s := float64(m.Hidden), float64(m.Layers), float64(seqLen)
 	n := max(h/128, 1)
-	perToken := 2*(l*h+16*h+8*s*n) + 7*float64(m.Vocab)/4
+	perToken := 2*(l*h+16*h+8*s*n) + 7*float64(m.Vocab)/passes.AutoLossChunks
 	switch policy {
 	case manifest.RecomputeNone:
-		perToken = l*2*(22*h+2*s*n) + 7*float64(m.Vocab)/4
+		perToken = l*2*(22*h+2*s*n) + 7*float64(m.Vocab)/passes.AutoLossChunks
 	case manifest.RecomputeSelective:
 		perToken += l * 2 * 7 * h
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/ortq/ortq/internal/gpumem"
 	"github.com/ortq/ortq/manifest"
-	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/shirou/gopsutil/v4/mem"
 )
 
@@ -23,15 +23,15 @@ var hostMemory = func() (uint64, error) {
 
 // stepBytesPerToken is a deliberately low estimate of the host memory a CPU training step
 // holds per token of the micro-batch: the logits and their gradient (8 copies of the
-// vocabulary row, a quarter of it when the loss is chunked, which prepare does above
-// 16,384 tokens in prepare.AutoLossChunks blocks), about 24 hidden-size vectors per layer, and attention's ~10 scores per
-// layer and position. It is 0.6 times the formula's value because it only has to refuse
+// vocabulary row, a block's share of it when the loss is chunked, which prepare does in
+// passes.AutoLossChunks blocks above passes.AutoLossChunksAbove entries), about 24
+// hidden-size vectors per layer, and attention's ~10 scores per layer and position. It is 0.6 times the formula's value because it only has to refuse
 // what cannot fit: measured on the default model (4 layers, hidden 128, vocab 3,072), the
 // formula gives 158/188 KB per token where a step took 115/148 KB at --max-seq-len 64/256.
 func stepBytesPerToken(m manifest.Model, seqLen int) float64 {
 	v := float64(m.Vocab)
-	if m.Vocab > 16384 {
-		v /= prepare.AutoLossChunks
+	if m.Vocab > passes.AutoLossChunksAbove {
+		v /= passes.AutoLossChunks
 	}
 	l := float64(m.Layers)
 	return 0.6 * 4 * (8*v + 24*l*float64(m.Hidden) + 10*l*float64(seqLen))
@@ -64,14 +64,14 @@ var deviceFree = gpumem.Free
 // checkpoints (one fp16 hidden vector per layer; every layer's activations without
 // recomputation), one layer's activations (≈24 hidden vectors, ≈10 score rows of ≈hidden/128
 // heads), and the chunked loss's block (≈7 bytes a vocabulary entry — half-precision
-// logits, log-probabilities and probabilities — over prepare.AutoLossChunks blocks). It is
+// logits, log-probabilities and probabilities — over passes.AutoLossChunks blocks). It is
 // 0.6 times the formula, so it refuses only what cannot fit: for the Llama-3.2-3B shape at
 // --max-seq-len 512 it gives 0.47 MB per token with recomputation, where the step measured
 // ≈1.4 MB per token beyond micro-batch 1 on an H200 (4.2 GiB at micro-batch 1, 8.3 GiB at 7).
 func deviceBytesPerToken(m manifest.Model, seqLen int, recompute bool) float64 {
 	h, l := float64(m.Hidden), float64(m.Layers)
 	layer := 2 * (24*h + 10*float64(seqLen)*max(h/128, 1))
-	perToken := 2*l*h + layer + 7*float64(m.Vocab)/prepare.AutoLossChunks
+	perToken := 2*l*h + layer + 7*float64(m.Vocab)/passes.AutoLossChunks
 	if !recompute {
 		perToken += (l - 1) * layer
 	}

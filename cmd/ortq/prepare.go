@@ -9,6 +9,7 @@ import (
 	"github.com/ortq/ortq/hfimport"
 	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/internal/fsutil"
+	"github.com/ortq/ortq/ortgraph/passes"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
@@ -63,9 +64,9 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 			"as one fused node (--attention-kernel); false keeps them decomposed")
 	f.String("attention-kernel", "mha",
 		"the node --attention-forward writes: mha (com.microsoft.MultiHeadAttention, kv heads repeated per query head) or attention (opset-23 Attention)")
-	f.Int("loss-chunks", d.LossChunks,
-		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: 4 when "+
-			"vocab > 16384)")
+	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(
+		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: %d when "+
+			"vocab > %d)", passes.AutoLossChunks, passes.AutoLossChunksAbove))
 	f.Bool("quiet", false, "no progress messages")
 	f.String("base-model-name", "", "base_model_name_or_path for the adapters trained on these artifacts (default: the --model path, made absolute)")
 	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")

@@ -193,12 +193,13 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 	ax := b.ConstI64(-1)
 	keep := ortgraph.AInt("keepdims", 1)
 	f32 := ortgraph.AInt("to", int64(ortgraph.Float))
-	xf := x // x in the precision r is computed in, cast where it is needed
-	if half && ((len(n.Output) < 2 || n.Output[1] == "") || need[1]) {
+	saved := len(n.Output) > 1 && n.Output[1] != "" // r is the node's inv_std_var
+	xf := x                                         // x in r's precision: cast only to recompute r or for dw
+	if half && (!saved || need[1]) {
 		xf = b.Op("Cast", []string{x}, f32)
 	}
 	r := ""
-	if len(n.Output) > 1 && n.Output[1] != "" {
+	if saved {
 		r = n.Output[1]
 	} else {
 		eps := ortgraph.AttrFloat(n, "epsilon", 1e-5)

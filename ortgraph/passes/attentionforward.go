@@ -13,8 +13,9 @@ import (
 // one opset-23 Attention node: in a training graph whose backward pass reads recomputed
 // copies of the attention (Recompute, layer or selective), the first forward's scores and
 // probabilities are needed by nobody, and ONNX Runtime's Attention kernel can compute the
-// output without writing them (and in the eval graph). prepare runs it with
-// --attention-forward, an A/B switch until it is measured on a GPU.
+// output without writing them. prepare runs it on the recomputing training graphs with
+// --attention-kernel attention (H100, 3B micro-batch 7: −0.4 % a step; the default is
+// AttentionForwardMHA, −2.3 %).
 //
 // Pattern: Softmax(axis −1) of Add(S, mask), S = Mul(MatMul(q', kᵀ), c) with c a scalar
 // constant, kᵀ = Transpose(k, perm [0, 1, 3, 2]); the probabilities P go through MatMul(P',
@@ -34,7 +35,7 @@ var AttentionForward = &ortgraph.Pass{
 }
 
 // AttentionForwardMHA is AttentionForward with ONNX Runtime's com.microsoft.MultiHeadAttention
-// as the kernel (prepare --attention-forward --attention-kernel mha), whose CUDA kernel
+// as the kernel (what prepare runs on the recomputing training graphs by default), whose CUDA kernel
 // computes an attention with an additive mask in one fused pass (cutlass's memory-efficient
 // attention) where the opset-23 Attention kernel may not. Same pattern and check; rewrite:
 // q to [batch, seq, heads·head dim], k and v likewise with each kv head repeated for its

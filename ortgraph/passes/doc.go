@@ -23,11 +23,11 @@
 //	Backward     reverse-mode gradients of the loss sum w.r.t. the LoRA tensors [LoRA, Loss]
 //	AttentionGrad attention's softmax gradient from rowsum(dO⊙O), folded into the dP
 //	             product (no reduction or broadcast over the scores) [Backward]
-//	AttentionForward an attention whose scores and probabilities nothing else reads (eval;
-//	             the first forward of a recomputing training graph) → one opset-23 Attention
-//	             (prepare --attention-forward)
+//	AttentionForward an attention whose scores and probabilities nothing else reads (the
+//	             first forward of a recomputing training graph) → one opset-23 Attention
+//	             (prepare --attention-kernel attention)
 //	AttentionForwardMHA the same as one com.microsoft.MultiHeadAttention, kv heads repeated
-//	             per query head (prepare --attention-forward --attention-kernel mha)
+//	             per query head (prepare's default, --attention-forward)
 //	Recompute    per-layer recomputation of activations in the backward pass, by policy
 //	             (every activation, or all but the Linears' products; top layers kept)
 //	             [Backward, LoRA, FindLinears]
