@@ -12,20 +12,25 @@ import (
 )
 
 // TestRecomputeKeepsDropoutMasks: with LoRA dropout on, the recomputing training graph must
-// recompute the forward pass's masks, so its gradients equal the plain graph's for the same
-// dropout seed; dropout must change the gradients at all (the masks are real); a new
+// recompute the forward pass's masks (or keep them, --keep-dropout-masks), so its gradients
+// equal the plain graph's for the same dropout seed; dropout must change the gradients at all (the masks are real); a new
 // session with the same seed reproduces the gradients bit for bit (what exact resume needs),
 // and another seed draws other masks.
 func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 	ortruntest.Lib(t)
 	c := refCases(t)[0]
 	ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_all.safetensors"))
-	grads := func(dropout float64, rec bool, seed uint64) map[string][]float32 {
+	masks := map[bool]int{} // GreaterOrEqual nodes of the recomputing graph, by KeepDropoutMasks
+	grads := func(dropout float64, rec, keep bool, seed uint64) map[string][]float32 {
 		o := prepare.DefaultOptions()
+		o.KeepDropoutMasks = keep
 		o.Model, o.Out = filepath.Join(fixtures, c.variant, "model.onnx"), filepath.Join(t.TempDir(), "art")
 		o.Targets, o.Bits, o.Dropout, o.LossChunks = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, 16, dropout, 0
 		if _, err := prepare.Run(o, nil); err != nil {
 			t.Fatal(err)
+		}
+		if rec {
+			masks[keep] = countOps(t, filepath.Join(o.Out, "train_recompute.onnx"))["GreaterOrEqual"]
 		}
 		eng, err := train.OpenEngineWith(o.Out, ortrun.Options{IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: rec})
 		if err != nil {
@@ -43,17 +48,20 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 		}
 		return r.Grads
 	}
-	plain, rec, none := grads(0.3, false, 5), grads(0.3, true, 5), grads(0, false, 5)
-	again, other := grads(0.3, false, 5), grads(0.3, false, 6)
+	plain, rec, kept, none := grads(0.3, false, false, 5), grads(0.3, true, false, 5), grads(0.3, true, true, 5), grads(0, false, false, 5)
+	again, other := grads(0.3, false, false, 5), grads(0.3, false, false, 6)
 	worst, changed, reseeded, repeat := 0.0, 0.0, 0.0, 0.0
 	for name, g := range plain {
-		worst = math.Max(worst, relErr(rec[name], g))
+		worst = math.Max(worst, math.Max(relErr(rec[name], g), relErr(kept[name], g)))
 		changed = math.Max(changed, relErr(none[name], g))
 		reseeded = math.Max(reseeded, relErr(other[name], g))
 		repeat = math.Max(repeat, relErr(again[name], g))
 	}
-	t.Logf("dropout 0.3: recompute vs plain worst rel err %.2g; dropout vs none %.2g; seed 6 vs 5 %.2g; new session, same seed %.2g", worst, changed,
+	t.Logf("dropout 0.3: recompute (masks recomputed or kept) vs plain worst rel err %.2g; dropout vs none %.2g; seed 6 vs 5 %.2g; new session, same seed %.2g", worst, changed,
 		reseeded, repeat)
+	if masks[true] >= masks[false] {
+		t.Errorf("--keep-dropout-masks: the recomputing graph has %d mask comparisons, against %d without it", masks[true], masks[false])
+	}
 	if repeat != 0 {
 		t.Errorf("a new session with the same dropout seed changed the gradients by %.3g: masks are not a function of the seed", repeat)
 	}

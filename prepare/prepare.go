@@ -60,6 +60,11 @@ type Options struct {
 	// com.microsoft.MultiHeadAttention, passes.AttentionForwardMHA) or "attention" (the
 	// opset-23 Attention, passes.AttentionForward: 212.4 against 213.3 ms).
 	AttentionKernel string `json:"attention_kernel,omitempty"`
+	// KeepDropoutMasks makes the recomputing training graphs keep the LoRA dropout masks
+	// of the first forward (passes.RecomputeOptions.KeepMasks): one byte a LoRA input
+	// element (2·hidden a token and layer with LoRA on q and v) for two int32 kernels fewer
+	// a target in each layer's recomputation.
+	KeepDropoutMasks bool `json:"keep_dropout_masks,omitempty"`
 	// PlainMask skips passes.DocMask: attention_mask stays the model's 0/1 padding mask,
 	// the graphs lack the document-id comparison, and train packs by plain concatenation.
 	PlainMask bool `json:"plain_mask,omitempty"`
@@ -379,11 +384,12 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	// The recomputing training graph starts from the same base; ortq train picks one.
 	gs.rec = cloneModel(m)
 	trainOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{})
+	recOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{KeepMasks: o.KeepDropoutMasks})
 	trainCtx, err := runWithLinears(gs.train, trainOpts, gs.linears, gs.quant, logf, o.trainPasses()...)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
 	}
-	if _, err := runWithLinears(gs.rec, trainOpts, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
+	if _, err := runWithLinears(gs.rec, recOpts, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: recomputing train graph: %w", o.Model, err)
 	}
 	gs.params = ortgraph.ResultOf[[]manifest.LoRAParam](trainCtx, passes.LoRA)
@@ -391,7 +397,7 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	// flattened. Selective recomputation is one more recomputing graph; none is the
 	// training graph itself.
 	sel := cloneModel(m)
-	selOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{KeepProducts: true})
+	selOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{KeepProducts: true, KeepMasks: o.KeepDropoutMasks})
 	if _, err := runWithLinears(sel, selOpts, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: selectively recomputing train graph: %w", o.Model, err)
 	}

@@ -110,6 +110,8 @@ func asAttention(g *ortgraph.Graph, m *attentionMatch) string {
 
 // asMultiHeadAttention writes m as com.microsoft.MultiHeadAttention on [batch, seq,
 // heads·head dim] inputs, its output transposed back to O's [batch, heads, seq, head dim].
+// Where an input is already a transposed [batch, seq, heads, head dim] value (seqMajor) or
+// O's sole reader transposes it back, the pair of transposes is not written.
 func asMultiHeadAttention(g *ortgraph.Graph, m *attentionMatch) string {
 	qd, kd := g.Dims(m.q), g.Dims(m.k)
 	if len(qd) != 4 || len(kd) != 4 || qd[1] <= 0 || kd[1] <= 0 || qd[3] <= 0 || qd[1]%kd[1] != 0 {
@@ -118,27 +120,63 @@ func asMultiHeadAttention(g *ortgraph.Graph, m *attentionMatch) string {
 	if g.Rank(m.mask) != 4 {
 		return fmt.Sprintf("mask %q has rank %d; MultiHeadAttention's attention_bias is 4-D", m.mask, g.Rank(m.mask))
 	}
-	heads, group, hd := qd[1], qd[1]/kd[1], qd[3]
-	bsnh := func(x string) string { return g.Op("Transpose", []string{x}, ortgraph.AInts("perm", 0, 2, 1, 3)) }
+	heads, kvHeads, group, hd := qd[1], kd[1], qd[1]/kd[1], qd[3]
+	readers := g.Consumers()
 	flat := func(x string) string { return g.Op("Reshape", []string{x, g.ConstI64(0, 0, -1)}) }
 	kv := func(x string) string { // [batch, kv, seq, hd] → [batch, seq, heads·hd], kv head j serving heads j·group …
-		x = bsnh(x)
+		x = seqMajor(g, readers, x, kvHeads, hd)
 		if group > 1 {
 			x = g.Op("Expand", []string{g.Op("Unsqueeze", []string{x, g.ConstI64(3)}), g.ConstI64(1, 1, 1, group, 1)})
 		}
 		return flat(x)
 	}
 	o := g.Add(ortgraph.NodeSpec{Op: "MultiHeadAttention", Domain: "com.microsoft",
-		Inputs: []string{flat(bsnh(m.q)), kv(m.k), kv(m.v), "", "", m.mask},
+		Inputs: []string{flat(seqMajor(g, readers, m.q, heads, hd)), kv(m.k), kv(m.v), "", "", m.mask},
 		Attrs:  []ortgraph.Attr{ortgraph.AInt("num_heads", heads), ortgraph.AFloat("scale", m.scale)}})[0]
+	bsnh := g.Op("Reshape", []string{o, g.ConstI64(0, 0, heads, hd)})
 	last := m.nodes[len(m.nodes)-1]
+	if rs := readers[last.Output[0]]; len(rs) == 1 && isTranspose0213(rs[0]) {
+		g.ReplaceUses(rs[0].Output[0], bsnh) // O transposed back to [batch, seq, heads, hd] is bsnh itself
+	}
 	last.OpType, last.Domain = "Transpose", ""
-	last.Input = []string{g.Op("Reshape", []string{o, g.ConstI64(0, 0, heads, hd)})}
+	last.Input = []string{bsnh}
 	last.Attribute = []*onnxpb.AttributeProto{ortgraph.AInts("perm", 0, 2, 1, 3)}
 	if g.M.OpsetVersion("com.microsoft") < 1 {
 		g.M.SetOpset("com.microsoft", 1)
 	}
 	return ""
+}
+
+// seqMajor returns x [batch, heads, seq, hd] as [batch, seq, heads, hd]. Where x, read by the
+// attention alone, is Transpose(y, [0 2 1 3]) it is y; where it is a RotaryEmbedding (no
+// partial rotation) of such a transpose, it is the rotary on y as [batch, seq, heads·hd]
+// (the op's 3-D form, num_heads set), reshaped: no transpose either way. Otherwise a Transpose.
+func seqMajor(g *ortgraph.Graph, readers map[string][]*onnxpb.NodeProto, x string, heads, hd int64) string {
+	sole := func(v string) bool { return len(readers[v]) == 1 }
+	p := g.Producer(x)
+	switch {
+	case sole(x) && isTranspose0213(p):
+		return p.Input[0]
+	case sole(x) && isOp(p, "RotaryEmbedding") && p.Domain == "" && ortgraph.AttrInt(p, "rotary_embedding_dim", 0) == 0 &&
+		ortgraph.AttrInt(p, "num_heads", 0) == 0 && sole(p.Input[0]) && isTranspose0213(g.Producer(p.Input[0])):
+		y := g.Producer(p.Input[0]).Input[0]
+		ins := append([]string{g.Op("Reshape", []string{y, g.ConstI64(0, 0, -1)})}, p.Input[1:]...)
+		attrs := []ortgraph.Attr{ortgraph.AInt("num_heads", heads)}
+		for _, a := range p.Attribute {
+			attrs = append(attrs, a)
+		}
+		r := g.Add(ortgraph.NodeSpec{Op: "RotaryEmbedding", Inputs: ins, Attrs: attrs})[0]
+		return g.Op("Reshape", []string{r, g.ConstI64(0, 0, heads, hd)})
+	}
+	return g.Op("Transpose", []string{x}, ortgraph.AInts("perm", 0, 2, 1, 3))
+}
+
+func isTranspose0213(n *onnxpb.NodeProto) bool {
+	if !isOp(n, "Transpose") {
+		return false
+	}
+	perm, _ := ortgraph.AttrInts(n, "perm")
+	return slices.Equal(perm, []int64{0, 2, 1, 3})
 }
 
 // matchAttention matches the pattern around Softmax sm; nil and "" where sm is no attention

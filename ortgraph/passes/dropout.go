@@ -24,6 +24,10 @@ const DropoutRowsInput = "lora_dropout_rows"
 // manifest.DropoutSeedModulus (which says why this prime).
 const DropoutPrime = manifest.DropoutSeedModulus
 
+// DropoutMaskKey marks, in its metadata, the node that computes a LoRA dropout mask (the
+// bool keep mask), which RecomputeOptions.KeepMasks keeps from the forward pass.
+const DropoutMaskKey = "ortq.dropout_mask"
+
 // dropoutColStride separates the modules in the column hash's index: column c of module m
 // hashes index m·stride + c, so widths up to the stride and modules up to P/stride never
 // share an index.
@@ -196,6 +200,8 @@ func (h *dropoutHash) keep(x string, m int, p float64) (string, error) {
 	g.SetType(u, ortgraph.SymTensorType(ortgraph.Int32, g.SymDims(x)))
 	keep := g.Op("GreaterOrEqual", []string{u, h.threshold(p)})
 	g.SetType(keep, ortgraph.SymTensorType(ortgraph.Bool, g.SymDims(x)))
+	n := g.Producer(keep)
+	n.MetadataProps = append(n.MetadataProps, &onnxpb.StringStringEntryProto{Key: DropoutMaskKey, Value: "1"})
 	return keep, nil
 }
 

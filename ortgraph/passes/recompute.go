@@ -29,7 +29,7 @@ type RecomputeResult struct {
 // layers — and the values computed from LoRA parameters alone (the factors cast, transposed
 // and scaled, as small as the parameters: paramValues) survive the forward pass. LoRA
 // dropout masks are a deterministic hash of the seed input (dropout.go), so they are
-// recomputed like any other activation.
+// recomputed like any other activation, unless RecomputeOptions.KeepMasks keeps them.
 //
 // Pattern: forward nodes tagged with a layer (node name or the exporter's name_scopes
 // metadata contain "layers.N"); backward nodes reading values produced inside layer N.
@@ -151,6 +151,7 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	if pol.KeepProducts {
 		r.keep = keptProducts(g, ls)
 	}
+	r.keepMasks = pol.KeepMasks
 	layers, err := r.rewireBackward()
 	if err != nil {
 		return nil, err
@@ -210,9 +211,10 @@ type recomputer struct {
 
 	// below is the first layer not recomputed (RecomputeOptions.KeepLayers counts down from
 	// the top); keep holds the Linear products read from the forward pass (KeepProducts).
-	below int
-	keep  map[string]bool
-	kept  int
+	below     int
+	keep      map[string]bool
+	kept      int
+	keepMasks bool // RecomputeOptions.KeepMasks
 
 	clones map[string]string // forward value → its recomputed clone
 	gated  map[string]string // "layer|value" → the value gated on the layer's gradient
@@ -541,6 +543,10 @@ func (r *recomputer) clone(v string, l int) (string, error) {
 	}
 	if r.fromParams[v] {
 		return v, nil // the forward pass's value stays alive
+	}
+	if r.keepMasks && p != nil && ortgraph.MetaValue(p, DropoutMaskKey) != "" {
+		r.clones[v] = v // the forward mask stays alive
+		return v, nil
 	}
 	if r.keep[v] {
 		r.clones[v] = v // the forward product stays alive
