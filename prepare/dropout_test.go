@@ -48,7 +48,8 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 		}
 		return r.Grads
 	}
-	plain, rec, kept, none := grads(0.3, false, false, 5), grads(0.3, true, false, 5), grads(0.3, true, true, 5), grads(0, false, false, 5)
+	plain, rec, kept := grads(0.3, false, false, 5), grads(0.3, true, false, 5), grads(0.3, true, true, 5)
+	none := grads(0, false, false, 5)
 	again, other := grads(0.3, false, false, 5), grads(0.3, false, false, 6)
 	worst, changed, reseeded, repeat := 0.0, 0.0, 0.0, 0.0
 	for name, g := range plain {
@@ -57,8 +58,8 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 		reseeded = math.Max(reseeded, relErr(other[name], g))
 		repeat = math.Max(repeat, relErr(again[name], g))
 	}
-	t.Logf("dropout 0.3: recompute (masks recomputed or kept) vs plain worst rel err %.2g; dropout vs none %.2g; seed 6 vs 5 %.2g; new session, same seed %.2g", worst, changed,
-		reseeded, repeat)
+	t.Logf("dropout 0.3: recompute (masks recomputed or kept) vs plain worst rel err %.2g; dropout vs none %.2g; seed 6 vs 5 %.2g; "+
+		"new session, same seed %.2g", worst, changed, reseeded, repeat)
 	if masks[true] >= masks[false] {
 		t.Errorf("--keep-dropout-masks: the recomputing graph has %d mask comparisons, against %d without it", masks[true], masks[false])
 	}

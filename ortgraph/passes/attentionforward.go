@@ -161,10 +161,7 @@ func seqMajor(g *ortgraph.Graph, readers map[string][]*onnxpb.NodeProto, x strin
 		ortgraph.AttrInt(p, "num_heads", 0) == 0 && sole(p.Input[0]) && isTranspose0213(g.Producer(p.Input[0])):
 		y := g.Producer(p.Input[0]).Input[0]
 		ins := append([]string{g.Op("Reshape", []string{y, g.ConstI64(0, 0, -1)})}, p.Input[1:]...)
-		attrs := []ortgraph.Attr{ortgraph.AInt("num_heads", heads)}
-		for _, a := range p.Attribute {
-			attrs = append(attrs, a)
-		}
+		attrs := append([]ortgraph.Attr{ortgraph.AInt("num_heads", heads)}, p.Attribute...)
 		r := g.Add(ortgraph.NodeSpec{Op: "RotaryEmbedding", Inputs: ins, Attrs: attrs})[0]
 		return g.Op("Reshape", []string{r, g.ConstI64(0, 0, heads, hd)})
 	}

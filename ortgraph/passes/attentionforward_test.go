@@ -49,7 +49,9 @@ func groupedAttention(probsOut, seqMajor bool) *ortgraph.Graph {
 		t := func(x string) string {
 			return typed(g.Op("Transpose", []string{x}, ortgraph.AInts("perm", 0, 2, 1, 3)), g.Dims(x)[2])
 		}
-		rot := func(x string) string { return typed(g.Op("RotaryEmbedding", []string{t(x), cc, sc, pos}), g.Dims(x)[2]) }
+		rot := func(x string) string {
+			return typed(g.Op("RotaryEmbedding", []string{t(x), cc, sc, pos}), g.Dims(x)[2])
+		}
 		q, k, v = rot(q), rot(k), t(v)
 		g.M.SetOpset("", 23)
 	}
@@ -97,7 +99,7 @@ func TestAttentionForwardGolden(t *testing.T) {
 		}
 		b.WriteString(ortgraph.Dump(g))
 		out.WriteString(b.String())
-		sameOutputs(t, c.name, before, g, 1e-5, func(t *testing.T, m []byte) []float32 { return attentionOutputOf(t, m, c.seqMajor) })
+		sameOutputs(t, c.name, before, g, 1e-5, func(t *testing.T, m []byte) []float32 { return attentionOutput(t, m, c.seqMajor) })
 		if n := countOp(g, "Transpose"); c.seqMajor && n != 0 {
 			t.Errorf("%s: %d Transpose nodes left, want 0", c.name, n)
 		}
@@ -116,12 +118,9 @@ func countOp(g *ortgraph.Graph, op string) int {
 	return n
 }
 
-// attentionOutput runs groupedAttention's serialized graph on fixed random q, k, v and a
-// causal mask and returns o.
-func attentionOutput(t *testing.T, model []byte) []float32 { return attentionOutputOf(t, model, false) }
-
-// attentionOutputOf is attentionOutput, for groupedAttention's seq-major form too.
-func attentionOutputOf(t *testing.T, model []byte, seqMajor bool) []float32 {
+// attentionOutput runs groupedAttention's serialized graph (its seq-major form with
+// seqMajor) on fixed random q, k, v and a causal mask and returns o.
+func attentionOutput(t *testing.T, model []byte, seqMajor bool) []float32 {
 	t.Helper()
 	s, err := ortrun.NewSessionFromBytes(model, ortrun.Options{IntraOpThreads: 1})
 	if err != nil {
