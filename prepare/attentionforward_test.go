@@ -14,7 +14,8 @@ import (
 // MultiHeadAttention node (--attention-kernel mha, the default) or one opset-23 Attention
 // node, and give the decomposed graphs' (--attention-forward=false) loss, gradient norm and
 // LoRA weights after one AdamW step (float32, CPU; grouped-query attention, document-id
-// mask, dropout on); the eval graph stays decomposed either way (export reads it).
+// mask, dropout on); the eval graph stays decomposed either way (export reads it). So do
+// the graphs with --fuse-residual-norm.
 func TestAttentionForwardEqualsUnfused(t *testing.T) {
 	ortruntest.Lib(t)
 	dir, model, b := tinyStepFixture(t, 9)
@@ -38,6 +39,18 @@ func TestAttentionForwardEqualsUnfused(t *testing.T) {
 		for _, policy := range []string{manifest.RecomputeLayer, manifest.RecomputeSelective} {
 			sameStep(t, policy, "with "+kernel+" nodes", "without", art[kernel], art[""], policy, b)
 		}
+	}
+	// --fuse-residual-norm: the first forward's residual Adds and RMSNorms as one node each.
+	o := prepare.DefaultOptions()
+	o.Model, o.Out, o.FuseResidualNorm = model, filepath.Join(dir, "residual"), true
+	if _, err := prepare.Run(o, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := countOps(t, filepath.Join(o.Out, "train_step.onnx")); n["SkipSimplifiedLayerNormalization"] == 0 {
+		t.Errorf("--fuse-residual-norm: no SkipSimplifiedLayerNormalization node in train_step.onnx")
+	}
+	for _, policy := range []string{manifest.RecomputeLayer, manifest.RecomputeSelective} {
+		sameStep(t, policy, "with fused residual norms", "without", o.Out, art["mha"], policy, b)
 	}
 }
 

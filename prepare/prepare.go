@@ -65,6 +65,9 @@ type Options struct {
 	// element (2·hidden a token and layer with LoRA on q and v) for two int32 kernels fewer
 	// a target in each layer's recomputation.
 	KeepDropoutMasks bool `json:"keep_dropout_masks,omitempty"`
+	// FuseResidualNorm runs passes.ResidualNorm on the recomputing training graphs: each
+	// first-forward residual Add and the RMSNorm it feeds as one kernel.
+	FuseResidualNorm bool `json:"fuse_residual_norm,omitempty"`
 	// PlainMask skips passes.DocMask: attention_mask stays the model's 0/1 padding mask,
 	// the graphs lack the document-id comparison, and train packs by plain concatenation.
 	PlainMask bool `json:"plain_mask,omitempty"`
@@ -127,12 +130,21 @@ func (o *Options) Validate() error {
 	return nil
 }
 
-// attentionForward is the pass --attention-forward runs, by --attention-kernel.
-func (o *Options) attentionForward() *ortgraph.Pass {
-	if o.AttentionKernel == "attention" {
-		return passes.AttentionForward
+// firstForwardPasses are the rewrites of the recomputing training graphs' first forward,
+// whose internals the backward pass does not read (it reads their recomputation):
+// --attention-forward's fused attention (by --attention-kernel) and --fuse-residual-norm.
+func (o *Options) firstForwardPasses() []*ortgraph.Pass {
+	var ps []*ortgraph.Pass
+	switch {
+	case o.AttentionForward && o.AttentionKernel == "attention":
+		ps = append(ps, passes.AttentionForward)
+	case o.AttentionForward:
+		ps = append(ps, passes.AttentionForwardMHA)
 	}
-	return passes.AttentionForwardMHA
+	if o.FuseResidualNorm {
+		ps = append(ps, passes.ResidualNorm)
+	}
+	return ps
 }
 
 // quantOptions is the quantization the options ask for.
@@ -401,9 +413,9 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	if _, err := runWithLinears(sel, selOpts, gs.linears, gs.quant, logf, append(o.trainPasses(), passes.Recompute)...); err != nil {
 		return nil, fmt.Errorf("model %q: selectively recomputing train graph: %w", o.Model, err)
 	}
-	if o.AttentionForward {
+	if fwd := o.firstForwardPasses(); len(fwd) > 0 {
 		for _, g := range []*ortgraph.Model{gs.rec, sel} {
-			if _, err := ortgraph.RunPasses(ortgraph.NewGraph(g), nil, logf, o.attentionForward()); err != nil {
+			if _, err := ortgraph.RunPasses(ortgraph.NewGraph(g), nil, logf, fwd...); err != nil {
 				return nil, fmt.Errorf("model %q: %w", o.Model, err)
 			}
 		}

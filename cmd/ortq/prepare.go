@@ -66,6 +66,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		"the node --attention-forward writes: mha (com.microsoft.MultiHeadAttention, kv heads repeated per query head) or attention (opset-23 Attention)")
 	f.Bool("keep-dropout-masks", d.KeepDropoutMasks,
 		"the recomputing training graphs keep the LoRA dropout masks of the first forward (one byte a LoRA input element) instead of recomputing them")
+	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
+		"in the recomputing training graphs' first forward, each residual Add and the RMSNorm it feeds as one com.microsoft.SkipSimplifiedLayerNormalization")
 	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(
 		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: %d when "+
 			"vocab > %d)", passes.AutoLossChunks, passes.AutoLossChunksAbove))
@@ -99,6 +101,7 @@ func runPrepare(cmd *cobra.Command) error {
 		AttentionForward:   v.GetBool("attention-forward"),
 		AttentionKernel:    v.GetString("attention-kernel"),
 		KeepDropoutMasks:   v.GetBool("keep-dropout-masks"),
+		FuseResidualNorm:   v.GetBool("fuse-residual-norm"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

@@ -28,6 +28,9 @@
 //	             (prepare --attention-kernel attention)
 //	AttentionForwardMHA the same as one com.microsoft.MultiHeadAttention, kv heads repeated
 //	             per query head (prepare's default, --attention-forward)
+//	ResidualNorm a residual Add and the RMSNorm it feeds, whose inv_std_var nobody reads (the
+//	             first forward of a recomputing training graph) → one
+//	             com.microsoft.SkipSimplifiedLayerNormalization (prepare --fuse-residual-norm)
 //	Recompute    per-layer recomputation of activations in the backward pass, by policy
 //	             (every activation, or all but the Linears' products; top layers kept)
 //	             [Backward, LoRA, FindLinears]

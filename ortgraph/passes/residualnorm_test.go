@@ -1,0 +1,103 @@
+package passes_test
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/onnxpb"
+	"github.com/ortq/ortq/ortgraph/passes"
+	"github.com/ortq/ortq/ortrun"
+	"github.com/ortq/ortq/ortrun/ortruntest"
+)
+
+// residualStream is two residual steps as a decoder writes them: h1 = x + a, y1 = norm(h1),
+// h2 = h1 + b, y2 = norm(h2), all [2, 3, 8]; h2 and y1, y2 are outputs, and with
+// invStdRead the second norm's inv_std_var is an output too (as the backward pass reads it).
+func residualStream(invStdRead bool) *ortgraph.Graph {
+	m := &ortgraph.Model{P: &onnxpb.ModelProto{IrVersion: 10, OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}},
+		Graph: &onnxpb.GraphProto{Name: "residual"}}, Dir: "."}
+	g := ortgraph.NewGraph(m)
+	for _, in := range []string{"x", "a", "b"} {
+		g.P.Input = append(g.P.Input, &onnxpb.ValueInfoProto{Name: in, Type: ortgraph.TensorType(ortgraph.Float, []int64{2, 3, 8})})
+	}
+	g.Reindex()
+	w := make([]float32, 8)
+	for i := range w {
+		w[i] = 0.5 + float32(i)/8
+	}
+	wt := g.AddInitializer(ortgraph.FloatTensor("w", ortgraph.Float, []int64{8}, w))
+	typ := ortgraph.TensorType(ortgraph.Float, []int64{2, 3, 8})
+	norm := func(h string) []string {
+		g.SetType(h, typ)
+		return g.Add(ortgraph.NodeSpec{Op: "SimplifiedLayerNormalization", Inputs: []string{h, wt}, NOut: 2,
+			Attrs: []ortgraph.Attr{ortgraph.AInt("axis", -1), ortgraph.AFloat("epsilon", 1e-5)}})
+	}
+	h1 := g.Op("Add", []string{"x", "a"})
+	y1 := norm(h1)
+	h2 := g.Op("Add", []string{h1, "b"})
+	y2 := norm(h2)
+	for _, o := range []string{h2, y1[0], y2[0]} {
+		g.P.Output = append(g.P.Output, &onnxpb.ValueInfoProto{Name: o, Type: typ})
+	}
+	if invStdRead {
+		g.P.Output = append(g.P.Output, &onnxpb.ValueInfoProto{Name: y2[1], Type: ortgraph.TensorType(ortgraph.Float, []int64{2, 3, 1})})
+	}
+	return g
+}
+
+// TestResidualNormGolden: both residual norms become SkipSimplifiedLayerNormalization (the
+// first writing h1 for the second Add), or only the first where the second's inv_std_var is
+// read; ONNX Runtime's outputs of the rewritten graph equal the original's.
+func TestResidualNormGolden(t *testing.T) {
+	ortruntest.Lib(t)
+	var out strings.Builder
+	for _, c := range []struct {
+		name       string
+		invStdRead bool
+		fused      int
+	}{
+		{"two residual norms", false, 2},
+		{"the second norm's inv_std_var read", true, 1},
+	} {
+		g := residualStream(c.invStdRead)
+		ctx, b, before := passRunFrom(t, c.name, g, nil, passes.ResidualNorm)
+		if res := ortgraph.ResultOf[*passes.FusionResult](ctx, passes.ResidualNorm); res.Fused != c.fused {
+			t.Errorf("%s: %d norms fused, want %d", c.name, res.Fused, c.fused)
+		}
+		b.WriteString(ortgraph.Dump(g))
+		out.WriteString(b.String())
+		sameOutputs(t, c.name, before, g, 1e-5, residualOutputs)
+	}
+	golden(t, "residualnorm.txt", out.String())
+}
+
+// residualOutputs runs residualStream's serialized graph on fixed random x, a, b and returns
+// all its outputs, one after the other.
+func residualOutputs(t *testing.T, model []byte) []float32 {
+	t.Helper()
+	s, err := ortrun.NewSessionFromBytes(model, ortrun.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := rand.New(rand.NewPCG(6, 7))
+	feeds := map[string]*ortrun.Tensor{}
+	for _, in := range []string{"x", "a", "b"} {
+		v := make([]float32, 48)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		feeds[in] = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{2, 3, 8}, Data: v}
+	}
+	res, err := s.Run(feeds, s.OutputNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []float32
+	for _, o := range s.OutputNames() {
+		all = append(all, res[o].Data.([]float32)...)
+	}
+	return all
+}
