@@ -32,7 +32,9 @@ func runResidualNorm(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	res := &FusionResult{}
 	cons := g.Consumers()
-	output := func(v string) bool { return slices.ContainsFunc(g.P.Output, func(o *onnxpb.ValueInfoProto) bool { return o.Name == v }) }
+	output := func(v string) bool {
+		return slices.ContainsFunc(g.P.Output, func(o *onnxpb.ValueInfoProto) bool { return o.Name == v })
+	}
 	read := func(v string) bool { return v != "" && (len(cons[v]) > 0 || output(v)) } // by a node or the graph's caller
 	var gone []*onnxpb.NodeProto
 	for _, n := range g.P.Node {
