@@ -10,7 +10,8 @@
 # The two builds and the CUDA bundle do not fit one call's carry: PHASE=new (carry .ort-gpu
 # and bin/ortq.xz) synthesizes and prepares the new variants, then PHASE=old on the same
 # warm machine (carry bin/ortq-old.xz) prepares the old graphs and measures; default both.
-# Env: PRESET, MB, STEPS (17), VARIANTS, PEER, PHASE, W (work folder, /tmp/ab), OUT.
+# OLD=0 measures the new variants alone (one call, carry .ort-gpu and bin/ortq.xz).
+# Env: PRESET, MB, STEPS (17), VARIANTS, PEER, PHASE, OLD (1), W (work folder, /tmp/ab), OUT.
 set -u
 . "$(dirname "$0")/device-env.sh"
 PRESET=${PRESET:-llama-3.2-3b}; MB=${MB:-7}; STEPS=${STEPS:-17}; W=${W:-/tmp/ab}; PHASE=${PHASE:-both}
@@ -27,9 +28,13 @@ if [ "$PHASE" != old ]; then
   done
 fi
 [ "$PHASE" = new ] && exit 0
-xz -dc bin/ortq-old.xz > /tmp/ortq-old && chmod +x /tmp/ortq-old
-/tmp/ortq-old prepare --model "$W/m/model.onnx" --out "$W/old" --quiet --force; say "prepare old rc $?"
-names=(old); for i in "${!vs[@]}"; do names+=("new$i"); done
+names=()
+if [ "${OLD:-1}" = 1 ]; then
+  xz -dc bin/ortq-old.xz > /tmp/ortq-old && chmod +x /tmp/ortq-old
+  /tmp/ortq-old prepare --model "$W/m/model.onnx" --out "$W/old" --quiet --force; say "prepare old rc $?"
+  names=(old)
+fi
+for i in "${!vs[@]}"; do names+=("new$i"); done
 for round in 1 2; do
   for v in "${names[@]}"; do
     $Q bench --artifacts "$W/$v" --device cuda --micro-batch "$MB" --seq-len 512 --steps "$STEPS" --warmup 3 \
