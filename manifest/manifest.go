@@ -305,6 +305,10 @@ type Model struct {
 	// MaxPositions is max_position_embeddings from a config.json beside the source graph,
 	// else from its metadata (0 when neither has it): train refuses --max-seq-len beyond it.
 	MaxPositions int `json:"max_positions,omitempty"`
+	// KeptMaskBytes is what the recomputing training graphs keep from the first forward
+	// besides the layer inputs, in bytes a token: the LoRA dropout masks with prepare
+	// --keep-dropout-masks (one byte a LoRA input element of every layer), else 0.
+	KeptMaskBytes int64 `json:"kept_mask_bytes,omitempty"`
 }
 
 // Counts are parameter counts.

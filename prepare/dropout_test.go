@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"github.com/ortq/ortq/prepare"
@@ -31,6 +32,20 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 		}
 		if rec {
 			masks[keep] = countOps(t, filepath.Join(o.Out, "train_recompute.onnx"))["GreaterOrEqual"]
+			man, err := manifest.ReadManifest(o.Out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A byte per input element of each LoRA target: the in of its A factor [r, in].
+			want := int64(0)
+			for _, p := range man.Params {
+				if keep && p.Kind == "A" {
+					want += p.Shape[1]
+				}
+			}
+			if man.Model.KeptMaskBytes != want {
+				t.Errorf("keep %v: manifest kept_mask_bytes %d, want %d", keep, man.Model.KeptMaskBytes, want)
+			}
 		}
 		eng, err := train.OpenEngineWith(o.Out, ortrun.Options{IntraOpThreads: 1}, train.EngineOptions{Train: true, Recompute: rec})
 		if err != nil {

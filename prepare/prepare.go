@@ -480,6 +480,13 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 		man.AttentionMask = manifest.AttentionMaskDocumentIDs
 	}
 	man.Model.MaxPositions = maxPositions(filepath.Join(filepath.Dir(m.Path), "config.json"), m.P)
+	if o.KeepDropoutMasks && o.Dropout > 0 {
+		for _, l := range linears.All {
+			if l.Layer >= 0 && slices.Contains(o.Targets, l.Kind) {
+				man.Model.KeptMaskBytes += l.In
+			}
+		}
+	}
 	man.Counts.BaseParams = gs.baseParams
 	for _, q := range gs.quant {
 		man.Counts.QuantizedParams += int64(q.Shape[0]) * int64(q.Shape[1])
