@@ -156,12 +156,12 @@ func gradRMSNormalization(b *Builder, n *onnxpb.NodeProto, dy []string, need []b
 // r is the node's inv_std_var output (index 1) when present, else recomputed. Since
 // mean(g·x̂) = r·mean(g·x), x̂ is not needed for the mean in float/double. Full-size ops
 // (the rest are [.., 1]): float/double 6 — g, g·x, its mean, x·(r²·mean(g·x)), the Sub,
-// ·r. float16 5: g, then mean(g·x̂) = mean(dy·y) as one batched product of dy's and y's rows
-// (FusedMatMul with alpha 1/H: the products and their sum in float32, only the mean
-// rounded to half precision, so no sum over the hidden axis can overflow and no product is
-// rounded), x·(r·m) (= x̂·m: |x̂·m| ≤ |x̂|·rms(g), nothing grows past what dx holds), the
-// Sub and ·r in half precision. y is the node's output, which the forward pass (or the
-// layer's recomputation) has anyway; no float32 copy of x, g or their product is written.
+// ·r; float16 8 — g, x̂ = x·r (r rounded), the product g·x̂ in half precision (x̂ is
+// normalised, so g·x̂ grows no further past g than x̂'s few units; g·x with x unnormalised
+// could overflow), its Cast and mean in float32 (a sum over the hidden axis would overflow
+// half precision), then x̂·m, the Sub and ·r in half precision with m rounded (|x̂·m| ≤
+// |x̂|·rms(g), so nothing there grows past what dx holds anyway). No float32 copy of x or
+// g is written.
 func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 	g := grads(n)
 	if len(dy) > 1 && dy[1] != "" {
@@ -208,12 +208,12 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 	}
 	if need[0] {
 		gg := b.Op("Mul", []string{dy[0], w})
-		if d := b.Dims(x); half && len(d) > 0 && d[len(d)-1] > 0 {
-			rh := b.Op("Cast", []string{r}, ortgraph.AInt("to", int64(xdt)))
-			k := b.Op("Mul", []string{rh, b.rowDotMean(dy[0], n.Output[0], d[len(d)-1])}) // r·mean(dy·y) = r·mean(g·x̂)
-			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{x, k})}), rh})
-		} else if half {
-			return nil, fmt.Errorf("the last axis of %q has no static size (the half-precision rule needs it)", x)
+		if half {
+			to := ortgraph.AInt("to", int64(xdt))
+			rh := b.Op("Cast", []string{r}, to)
+			xh := b.Op("Mul", []string{x, rh})
+			m := b.Op("Cast", []string{b.meanLastAxis(b.Op("Cast", []string{b.Op("Mul", []string{gg, xh})}, f32), x)}, to) // mean(g·x̂)
+			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{xh, m})}), rh})
 		} else {
 			s := b.meanLastAxis(b.Op("Mul", []string{gg, x}), x)
 			k := b.Op("Mul", []string{b.Op("Mul", []string{r, r}), s}) // r·mean(g·x̂)
@@ -241,21 +241,6 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 		}
 	}
 	return g, nil
-}
-
-// rowDotMean is mean(a·c) over the last axis (size h) of two tensors of one shape, [.., 1]:
-// a batched product of a's rows [.., 1, h] by c's columns [.., h, 1], scaled by 1/h inside
-// the product (FusedMatMul's alpha), so it accumulates in the GEMM's float32 and only the
-// mean is rounded to a's type.
-func (b *Builder) rowDotMean(a, c string, h int64) string {
-	row := b.Op("Unsqueeze", []string{a, b.ConstI64(-2)})
-	col := b.Op("Unsqueeze", []string{c, b.ConstI64(-1)})
-	m := b.Add(ortgraph.NodeSpec{Op: "FusedMatMul", Domain: "com.microsoft", Inputs: []string{row, col},
-		Attrs: []ortgraph.Attr{ortgraph.AFloat("alpha", 1/float32(h))}})[0]
-	if b.M.OpsetVersion("com.microsoft") < 1 {
-		b.M.SetOpset("com.microsoft", 1)
-	}
-	return b.Op("Squeeze", []string{m, b.ConstI64(-1)})
 }
 
 // meanLastAxis is the mean of v over its last axis (keepdims), where x has v's shape. With a
