@@ -23,7 +23,7 @@ func TestAttentionForwardEqualsUnfused(t *testing.T) {
 	for _, kernel := range []string{"", "attention", "mha"} {
 		o := prepare.DefaultOptions()
 		o.Model, o.Out = model, filepath.Join(dir, "plain"+kernel)
-		o.AttentionForward, o.AttentionKernel = kernel != "", kernel
+		o.AttentionForward, o.AttentionKernel, o.FuseResidualNorm = kernel != "", kernel, false
 		if _, err := prepare.Run(o, nil); err != nil {
 			t.Fatal(err)
 		}
