@@ -26,7 +26,7 @@ import (
 //     gives 6.2);
 //   - layer and selective, with prepare --keep-dropout-masks: plus the kept masks,
 //     manifest.Model.KeptMaskBytes (2h a layer with LoRA on q and v: 0.57 GiB at the 3B
-//     shape, micro-batch 7 × 512; measured +0.60 GiB, H100).
+//     shape, micro-batch 7 × 512; measured +0.58 and +0.63 GiB on two H100s).
 const stepFixedBytes = 0.8 * (1 << 30)
 
 // StepActivationBytes estimates the activation bytes of one device step of a recomputation
