@@ -93,13 +93,7 @@ func TestAttentionForwardGolden(t *testing.T) {
 		{"seq-major inputs, rotary, MultiHeadAttention", passes.AttentionForwardMHA, false, true, 1},
 	} {
 		g := groupedAttention(c.probsOut, c.seqMajor)
-		ctx, b, before := passRunFrom(t, c.name, g, nil, c.pass)
-		if res := ortgraph.ResultOf[*passes.FusionResult](ctx, c.pass); res.Fused != c.fused {
-			t.Errorf("%s: %d attentions rewritten, want %d", c.name, res.Fused, c.fused)
-		}
-		b.WriteString(ortgraph.Dump(g))
-		out.WriteString(b.String())
-		sameOutputs(t, c.name, before, g, 1e-5, func(t *testing.T, m []byte) []float32 { return attentionOutput(t, m, c.seqMajor) })
+		out.WriteString(fusionGolden(t, c.name, g, c.pass, c.fused, 1e-5, func(t *testing.T, m []byte) []float32 { return attentionOutput(t, m, c.seqMajor) }))
 		if n := countOp(g, "Transpose"); c.seqMajor && n != 0 {
 			t.Errorf("%s: %d Transpose nodes left, want 0", c.name, n)
 		}

@@ -256,6 +256,21 @@ func sameOutputs(t *testing.T, name string, before []byte, g *ortgraph.Graph, to
 	}
 }
 
+// fusionGolden runs a fusing pass on g, checks how many patterns it fused and that ONNX
+// Runtime's outputs (run) are unchanged within tol, and returns the golden text: the pass's
+// log and g after it.
+func fusionGolden(t *testing.T, name string, g *ortgraph.Graph, pass *ortgraph.Pass, fused int, tol float64,
+	run func(*testing.T, []byte) []float32) string {
+	t.Helper()
+	ctx, b, before := passRunFrom(t, name, g, nil, pass)
+	if res := ortgraph.ResultOf[*passes.FusionResult](ctx, pass); res.Fused != fused {
+		t.Errorf("%s: %d patterns fused, want %d", name, res.Fused, fused)
+	}
+	b.WriteString(ortgraph.Dump(g))
+	sameOutputs(t, name, before, g, tol, run)
+	return b.String()
+}
+
 // TestBnb4ForwardGolden keeps the tiny decoder's NF4 Linears (block 16) after Bnb4Forward:
 // each MatMulBnb4 a FusedMatMul(transB) over its weight dequantized in the graph, gated on
 // its input, with the absmax as an initializer and double-quantized; ONNX Runtime's logits

@@ -61,14 +61,7 @@ func TestResidualNormGolden(t *testing.T) {
 		{"two residual norms", false, 2},
 		{"the second norm's inv_std_var read", true, 1},
 	} {
-		g := residualStream(c.invStdRead)
-		ctx, b, before := passRunFrom(t, c.name, g, nil, passes.ResidualNorm)
-		if res := ortgraph.ResultOf[*passes.FusionResult](ctx, passes.ResidualNorm); res.Fused != c.fused {
-			t.Errorf("%s: %d norms fused, want %d", c.name, res.Fused, c.fused)
-		}
-		b.WriteString(ortgraph.Dump(g))
-		out.WriteString(b.String())
-		sameOutputs(t, c.name, before, g, 1e-5, residualOutputs)
+		out.WriteString(fusionGolden(t, c.name, residualStream(c.invStdRead), passes.ResidualNorm, c.fused, 1e-5, residualOutputs))
 	}
 	golden(t, "residualnorm.txt", out.String())
 }
