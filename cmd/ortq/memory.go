@@ -25,9 +25,10 @@ var hostMemory = func() (uint64, error) {
 // holds per token of the micro-batch: the logits and their gradient (8 copies of the
 // vocabulary row, a block's share of it when the loss is chunked, which prepare does in
 // passes.AutoLossChunks blocks above passes.AutoLossChunksAbove entries), about 24
-// hidden-size vectors per layer, and attention's ~10 scores per layer and position. It is 0.6 times the formula's value because it only has to refuse
-// what cannot fit: measured on the default model (4 layers, hidden 128, vocab 3,072), the
-// formula gives 158/188 KB per token where a step took 115/148 KB at --max-seq-len 64/256.
+// hidden-size vectors per layer, and attention's ~10 scores per layer and position. It is
+// 0.6 times the formula's value because it only has to refuse what cannot fit: measured on
+// the default model (4 layers, hidden 128, vocab 3,072), the formula gives 158/188 KB per
+// token where a step took 115/148 KB at --max-seq-len 64/256.
 func stepBytesPerToken(m manifest.Model, seqLen int) float64 {
 	v := float64(m.Vocab)
 	if m.Vocab > passes.AutoLossChunksAbove {

@@ -69,7 +69,7 @@ func runDenseBase(ctx *ortgraph.Context) (any, error) {
 				continue
 			}
 			w := canonicalChain(g, src, chain, canon, res)
-			if isOp(n, "Transpose") && transposes2D(n) && allRightMatMuls(cons[n.Output[0]], n.Output[0]) {
+			if isTranspose(n, 1, 0) && allRightMatMuls(cons[n.Output[0]], n.Output[0]) {
 				for _, mm := range cons[n.Output[0]] {
 					toFusedTransB(mm, w)
 					res.Products++
@@ -133,12 +133,6 @@ func canonicalChain(g *ortgraph.Graph, src *onnxpb.NodeProto, chain []*onnxpb.No
 	canon[key] = w
 	res.Weights++
 	return w
-}
-
-// transposes2D reports whether n is Transpose(perm [1, 0]).
-func transposes2D(n *onnxpb.NodeProto) bool {
-	perm, ok := ortgraph.AttrInts(n, "perm")
-	return ok && len(perm) == 2 && perm[0] == 1 && perm[1] == 0
 }
 
 // allRightMatMuls reports whether every reader is a MatMul reading v as its right operand

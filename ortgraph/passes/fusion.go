@@ -1,6 +1,8 @@
 package passes
 
 import (
+	"slices"
+
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
@@ -19,6 +21,15 @@ func (r *FusionResult) report(ctx *ortgraph.Context, pass, what string) {
 	if r.Fused > 0 {
 		ctx.Logf("%s: %d %s", pass, r.Fused, what)
 	}
+}
+
+// isTranspose reports whether n is a Transpose whose perm attribute is exactly perm.
+func isTranspose(n *onnxpb.NodeProto, perm ...int64) bool {
+	if !isOp(n, "Transpose") {
+		return false
+	}
+	p, ok := ortgraph.AttrInts(n, "perm")
+	return ok && slices.Equal(p, perm)
 }
 
 // soleReaders answers the fusing passes' question whether a value inside a pattern is read

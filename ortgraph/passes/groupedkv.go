@@ -196,7 +196,7 @@ func matchRepeatKV(g *ortgraph.Graph, sole soleReaders, r *onnxpb.NodeProto) (*r
 		switch {
 		case isOp(c, "MatMul") && c.Input[1] == m.kr && c.Input[0] != m.kr:
 			m.direct = append(m.direct, c)
-		case isOp(c, "Transpose") && m.transposeOf == nil && isPerm0132(c) && !sole.outputs[c.Output[0]]:
+		case isTranspose(c, 0, 1, 3, 2) && m.transposeOf == nil && !sole.outputs[c.Output[0]]:
 			m.transposeOf = c
 			for _, t := range sole.cons[c.Output[0]] {
 				if !isOp(t, "MatMul") || t.Input[1] != c.Output[0] || t.Input[0] == c.Output[0] {
@@ -220,10 +220,4 @@ func matchRepeatKV(g *ortgraph.Graph, sole soleReaders, r *onnxpb.NodeProto) (*r
 		}
 	}
 	return m, ""
-}
-
-// isPerm0132 reports whether Transpose n swaps the last two of four axes.
-func isPerm0132(n *onnxpb.NodeProto) bool {
-	p, ok := ortgraph.AttrInts(n, "perm")
-	return ok && slices.Equal(p, []int64{0, 1, 3, 2})
 }

@@ -103,10 +103,7 @@ type nbitsMatch struct {
 // returns (nil, "") when n is no such product and (nil, reason) when it is one that stays.
 func matchNBitsForward(g *ortgraph.Graph, mm *onnxpb.NodeProto) (*nbitsMatch, string) {
 	t := g.Producer(mm.Input[1])
-	if !isOp(t, "Transpose") {
-		return nil, ""
-	}
-	if perm, ok := ortgraph.AttrInts(t, "perm"); !ok || len(perm) != 2 || perm[0] != 1 || perm[1] != 0 {
+	if !isTranspose(t, 1, 0) {
 		return nil, ""
 	}
 	var reshape, slice *onnxpb.NodeProto
