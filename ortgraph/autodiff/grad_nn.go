@@ -2,6 +2,9 @@ package autodiff
 
 import (
 	"fmt"
+	"math"
+	"slices"
+	"strings"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -156,12 +159,12 @@ func gradRMSNormalization(b *Builder, n *onnxpb.NodeProto, dy []string, need []b
 // r is the node's inv_std_var output (index 1) when present, else recomputed. Since
 // mean(g·x̂) = r·mean(g·x), x̂ is not needed for the mean in float/double. Full-size ops
 // (the rest are [.., 1]): float/double 6 — g, g·x, its mean, x·(r²·mean(g·x)), the Sub,
-// ·r; float16 8 — g, x̂ = x·r (r rounded), the product g·x̂ in half precision (x̂ is
+// ·r; float16 7 — g, x̂ = x·r (r rounded), the product g·x̂ in half precision (x̂ is
 // normalised, so g·x̂ grows no further past g than x̂'s few units; g·x with x unnormalised
-// could overflow), its Cast and mean in float32 (a sum over the hidden axis would overflow
-// half precision), then x̂·m, the Sub and ·r in half precision with m rounded (|x̂·m| ≤
-// |x̂|·rms(g), so nothing there grows past what dx holds anyway). No float32 copy of x or
-// g is written.
+// could overflow), its mean accumulated in float32 by one product with a constant column
+// (halfRowMean: a sum over the hidden axis would overflow half precision), then x̂·m, the
+// Sub and ·r in half precision with m rounded (|x̂·m| ≤ |x̂|·rms(g), so nothing there grows
+// past what dx holds anyway). No float32 copy of x or g is written.
 func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
 	g := grads(n)
 	if len(dy) > 1 && dy[1] != "" {
@@ -212,7 +215,7 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 			to := ortgraph.AInt("to", int64(xdt))
 			rh := b.Op("Cast", []string{r}, to)
 			xh := b.Op("Mul", []string{x, rh})
-			m := b.Op("Cast", []string{b.meanLastAxis(b.Op("Cast", []string{b.Op("Mul", []string{gg, xh})}, f32), x)}, to) // mean(g·x̂)
+			m := b.halfRowMean(b.Op("Mul", []string{gg, xh}), x, xdt, to) // mean(g·x̂)
 			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{xh, m})}), rh})
 		} else {
 			s := b.meanLastAxis(b.Op("Mul", []string{gg, x}), x)
@@ -247,6 +250,41 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 // static last dimension it is ReduceSum ÷ H: ONNX Runtime's CUDA provider runs ReduceSum
 // over the last axis as a fast matrix reduction but hands ReduceMean to cuDNN (measured on an
 // H200: 0.12 ms instead of ≈0.04 ms for a [3584, 3072] float32 tensor).
+// halfRowMean returns the mean over the last axis of v (half precision, x's shape) as
+// [.., 1] in v's type, accumulated in float32. With the hidden size H known it is one
+// product with a constant column, FusedMatMul(v, c, alpha = 2^k/H) with c = 2^-k and 2^k ≥ H:
+// cuBLAS accumulates in float32 and applies alpha in float32, and every partial sum it may
+// round to half precision (split-K) is at most max|v|, so nothing overflows that v does not.
+// One GEMV reading v once replaces a Cast to float32, a ReduceSum over a float32 copy, the
+// Div and the Cast back. Unknown H: the Cast, mean and Cast back.
+func (b *Builder) halfRowMean(v, x string, dt int32, to ortgraph.Attr) string {
+	d := b.Dims(x)
+	if len(d) == 0 || d[len(d)-1] <= 0 {
+		f32 := ortgraph.AInt("to", int64(ortgraph.Float))
+		return b.Op("Cast", []string{b.meanLastAxis(b.Op("Cast", []string{v}, f32), x)}, to)
+	}
+	h := d[len(d)-1]
+	k := 0
+	for int64(1)<<k < h {
+		k++
+	}
+	key := fmt.Sprintf("const_%s_rowmean_%d", strings.ToLower(ortgraph.DTypeName(dt)), h)
+	if b.Initializer(key) == nil {
+		col := make([]float32, h)
+		for i := range col {
+			col[i] = float32(math.Ldexp(1, -k))
+		}
+		b.AddInitializer(ortgraph.FloatTensor(key, dt, []int64{h, 1}, col))
+	}
+	m := b.Add(ortgraph.NodeSpec{Op: "FusedMatMul", Domain: "com.microsoft", Inputs: []string{v, key},
+		Attrs: []ortgraph.Attr{ortgraph.AFloat("alpha", float32(math.Ldexp(1, k)/float64(h)))}})[0]
+	if dims := slices.Clone(b.SymDims(x)); len(dims) == len(d) {
+		dims[len(d)-1] = "1"
+		b.SetType(m, ortgraph.SymTensorType(dt, dims))
+	}
+	return m
+}
+
 func (b *Builder) meanLastAxis(v, x string) string {
 	ax := b.ConstI64(-1)
 	keep := ortgraph.AInt("keepdims", 1)
