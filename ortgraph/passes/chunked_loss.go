@@ -245,11 +245,13 @@ func (b lossBlock) build(h, y, w string) (picked, dh string) {
 	// every block's logits until then (8 × 110 MB on the Llama-3.2-3B shape at micro-batch 7).
 	w = waitFor(g, picked, w)
 	// dh = w·(softmax − onehot)·W = w·(softmax·W − W[label]): the GEMM reads the softmax
-	// itself (in the activation type: Softmax accumulates in float32 inside the kernel, and
-	// the result feeds a half-precision GEMM anyway), and the label's row of W and the row
-	// weights apply to the [rows, H] product, so no pass over the [rows, vocab] block
-	// subtracts the one-hot (a ScatterElements copy) or scales it.
-	p := g.Op("Softmax", []string{lg}, ortgraph.AInt("axis", -1))
+	// itself, exp(log p) of the log-probabilities the loss read (one elementwise pass instead
+	// of a second softmax over the logits, which reads them three times; in half precision
+	// each p is within 2⁻⁸ relative of the softmax's, which feeds a half-precision GEMM
+	// anyway), and the label's row of W and the row weights apply to the [rows, H] product,
+	// so no pass over the [rows, vocab] block subtracts the one-hot (a ScatterElements
+	// copy) or scales it.
+	p := g.Op("Exp", []string{logp})
 	flat := g.Op("Reshape", []string{y, g.ConstI64(-1)}) // [B·c]
 	var pw, wl string
 	if b.head.WeightIsOutIn { // W [V, H]
