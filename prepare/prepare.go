@@ -66,6 +66,10 @@ type Options struct {
 	// shape, micro-batch 7 × 512) for two int32 kernels fewer a target in each layer's
 	// recomputation (H100: 183.2 against 186.9 ms a step, and 190.3 against 193.5).
 	KeepDropoutMasks bool `json:"keep_dropout_masks"`
+	// ShareDropoutMasks draws one LoRA dropout mask per input instead of one per target
+	// (passes.LoRAOptions.ShareDropoutMasks): q_proj and v_proj of a layer see the same
+	// dropped elements, and their A products run as one GEMM (without dropout they always do).
+	ShareDropoutMasks bool `json:"share_dropout_masks,omitempty"`
 	// FuseResidualNorm (on by default) runs passes.ResidualNorm on the recomputing training
 	// graphs: each first-forward residual Add and the RMSNorm it feeds as one kernel (H100:
 	// 189.55 against 190.3 ms a step).
@@ -192,7 +196,7 @@ func (o *Options) passOptions(dropout float64, train bool, vocab int64, rec pass
 			Quant:  o.quantOptions(),
 			LMHead: o.QuantizeLMHead,
 		},
-		passes.LoRA:      passes.LoRAOptions{Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout},
+		passes.LoRA:      passes.LoRAOptions{Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, ShareDropoutMasks: o.ShareDropoutMasks},
 		passes.Loss:      passes.LossOptions{Chunks: chunks, Train: train, LMHeadLoRA: slices.Contains(o.Targets, "lm_head")},
 		passes.Recompute: rec,
 	}
@@ -483,10 +487,13 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 	}
 	man.Model.MaxPositions = maxPositions(filepath.Join(filepath.Dir(m.Path), "config.json"), m.P)
 	if o.KeepDropoutMasks && o.Dropout > 0 {
+		masked := map[string]bool{} // inputs whose mask is counted, with --share-dropout-masks
 		for _, l := range linears.All {
-			if l.Layer >= 0 && slices.Contains(o.Targets, l.Kind) {
-				man.Model.KeptMaskBytes += l.In
+			if l.Layer < 0 || !slices.Contains(o.Targets, l.Kind) || masked[l.Node.Input[0]] {
+				continue
 			}
+			masked[l.Node.Input[0]] = o.ShareDropoutMasks
+			man.Model.KeptMaskBytes += l.In
 		}
 	}
 	man.Counts.BaseParams = gs.baseParams

@@ -66,6 +66,9 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		"the node --attention-forward writes: mha (com.microsoft.MultiHeadAttention, kv heads repeated per query head) or attention (opset-23 Attention)")
 	f.Bool("keep-dropout-masks", d.KeepDropoutMasks,
 		"the recomputing training graphs keep the LoRA dropout masks of the first forward (one byte a LoRA input element) instead of recomputing them")
+	f.Bool("share-dropout-masks", d.ShareDropoutMasks,
+		"one LoRA dropout mask per input instead of one per target (PEFT draws one per target): q_proj and v_proj of a layer see the same dropped "+
+			"elements and their A products run as one GEMM")
 	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
 		"in the recomputing training graphs' first forward, each residual Add and the RMSNorm it feeds as one com.microsoft.SkipSimplifiedLayerNormalization")
 	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(
@@ -102,6 +105,7 @@ func runPrepare(cmd *cobra.Command) error {
 		AttentionKernel:    v.GetString("attention-kernel"),
 		KeepDropoutMasks:   v.GetBool("keep-dropout-masks"),
 		FuseResidualNorm:   v.GetBool("fuse-residual-norm"),
+		ShareDropoutMasks:  v.GetBool("share-dropout-masks"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

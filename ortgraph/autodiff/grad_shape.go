@@ -82,6 +82,10 @@ func gradSplit(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]str
 	}
 	g := grads(n)
 	g[0] = b.Op("Concat", parts, ortgraph.AInt("axis", axis))
+	// dx has x's type: readers (a MatMul's Unbroadcast) then see static shapes.
+	if t := b.Type(n.Input[0]); t != nil {
+		b.SetType(g[0], t)
+	}
 	return g, nil
 }
 

@@ -57,11 +57,8 @@ func runLoRA(ctx *ortgraph.Context) (any, error) {
 		}
 	}
 	ad := adapter{g: g, rank: r, scale: scale, dropout: c.Dropout, hash: newDropoutHash(g, widths)}
-	for _, l := range ls.All {
-		if !want[l.Kind] {
-			continue
-		}
-		ps, err := ad.add(l, len(params)/2)
+	for _, group := range ad.groups(ls.All, want, c.ShareDropoutMasks) {
+		ps, err := ad.add(group, len(params)/2)
 		if err != nil {
 			return nil, err
 		}
@@ -86,16 +83,89 @@ type adapter struct {
 	hash    *dropoutHash
 }
 
-// add puts the adapter of the module-th LoRA module beside Linear l: its A and B inputs
-// (returned as manifest parameters) and y += x·Aᵀ·(Bᵀ·scale), x through the dropout mask.
-func (ad adapter) add(l *Linear, module int) ([]manifest.LoRAParam, error) {
+// groups lists the target Linears in graph order, one group per adapter product: the
+// targets that read one input share a group (q_proj and v_proj read the same normed
+// hidden state) when nothing tells their A products apart — no dropout, or one dropout
+// mask per input (shared) — so that one GEMM x·[A₁ᵀ | A₂ᵀ] computes them; else one
+// group per target.
+func (ad adapter) groups(all []*Linear, want map[string]bool, shared bool) [][]*Linear {
+	var out [][]*Linear
+	at := map[string]int{} // input → index of its group in out
+	for _, l := range all {
+		if !want[l.Kind] {
+			continue
+		}
+		x := l.Node.Input[0]
+		if i, ok := at[x]; ok && (ad.dropout == 0 || shared) {
+			out[i] = append(out[i], l)
+			continue
+		}
+		at[x] = len(out)
+		out = append(out, []*Linear{l})
+	}
+	return out
+}
+
+// add puts the adapters of a group of Linears that read one input x beside them, the
+// first being LoRA module number module: their A and B inputs (returned as manifest
+// parameters) and each y += x·Aᵀ·(Bᵀ·scale), x through the dropout mask of the group's
+// first module. Several Linears share one product x·[A₁ᵀ | A₂ᵀ | …], split by columns.
+func (ad adapter) add(group []*Linear, module int) ([]manifest.LoRAParam, error) {
 	g, r := ad.g, ad.rank
-	n := l.Node
-	x, y := n.Input[0], n.Output[0]
+	first := group[0]
+	x := first.Node.Input[0]
 	dt := g.ElemType(x)
 	if dt == 0 {
-		return nil, fmt.Errorf("node %q: the input type of %s is unknown", n.Name, l.Module())
+		return nil, fmt.Errorf("node %q: the input type of %s is unknown", first.Node.Name, first.Module())
 	}
+	var params []manifest.LoRAParam
+	ats, bts := make([]string, len(group)), make([]string, len(group))
+	for i, l := range group {
+		ps, err := ad.factors(l, dt, &ats[i], &bts[i])
+		if err != nil {
+			return nil, err
+		}
+		params = append(params, ps...)
+	}
+	saved := g.Scope
+	defer func() { g.Scope = saved }()
+	g.Scope = "lora/" + first.Module()
+	xin, err := ad.input(x, module, dt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", first.Module(), err)
+	}
+	hs := []string{}
+	if len(group) == 1 {
+		hs = append(hs, g.Op("MatMul", []string{xin, ats[0]}))
+	} else {
+		at := g.Op("Concat", ats, ortgraph.AInt("axis", 1))
+		g.SetType(at, ortgraph.TensorType(dt, []int64{first.In, r * int64(len(group))}))
+		h := g.Op("MatMul", []string{xin, at})
+		setLike(g, h, x, r*int64(len(group)))
+		sizes := make([]int64, len(group))
+		for i := range sizes {
+			sizes[i] = r
+		}
+		hs = g.Add(ortgraph.NodeSpec{Op: "Split", Inputs: []string{h, g.ConstI64(sizes...)}, NOut: len(group), Attrs: []ortgraph.Attr{ortgraph.AInt("axis", -1)}})
+	}
+	for i, l := range group {
+		g.Scope = "lora/" + l.Module()
+		setLike(g, hs[i], x, r)
+		y := l.Node.Output[0]
+		ds := g.Op("MatMul", []string{hs[i], bts[i]})
+		setLike(g, ds, x, l.Out)
+		sum := g.Op("Add", []string{y, ds})
+		setLike(g, sum, x, l.Out)
+		// Readers of the base output now read base + LoRA (the Add itself excepted).
+		g.ReplaceUses(y, sum, g.Producer(sum))
+	}
+	return params, nil
+}
+
+// factors declares Linear l's A [r, in] and B [out, r] graph inputs and sets *at and *bts
+// to Aᵀ [in, r] and the scaled Bᵀ [r, out] in the activation type dt.
+func (ad adapter) factors(l *Linear, dt int32, at, bts *string) ([]manifest.LoRAParam, error) {
+	g, r := ad.g, ad.rank
 	var params []manifest.LoRAParam
 	aName, bName := PEFTName(l.Module(), "A"), PEFTName(l.Module(), "B")
 	for _, p := range []struct {
@@ -111,6 +181,7 @@ func (ad adapter) add(l *Linear, module int) ([]manifest.LoRAParam, error) {
 	}
 	g.Reindex()
 	saved := g.Scope
+	defer func() { g.Scope = saved }()
 	g.Scope = "lora/" + l.Module()
 	a, b := aName, bName
 	if dt != ortgraph.Float {
@@ -119,39 +190,34 @@ func (ad adapter) add(l *Linear, module int) ([]manifest.LoRAParam, error) {
 		g.SetType(a, ortgraph.TensorType(dt, []int64{r, l.In}))
 		g.SetType(b, ortgraph.TensorType(dt, []int64{l.Out, r}))
 	}
-	xin := x
-	if ad.dropout > 0 {
-		// Dropout written out as keep ? x : 0 with a hashed mask (dropout.go; the
-		// 1/(1−p) is in scale): ONNX Runtime 1.29's CUDA provider does not take the
-		// Dropout op (measured: it ran on the CPU with casts to float32 around it), and
-		// its random ops keep their state in the session, which a resumed run cannot
-		// restore.
-		keep, err := ad.hash.keep(x, module, ad.dropout)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", l.Module(), err)
-		}
-		xin = g.Op("Where", []string{keep, x, g.ConstF(dt, 0)})
-		g.SetType(xin, g.Type(x))
-	}
-	at := g.Op("Transpose", []string{a}, ortgraph.AInts("perm", 1, 0))
+	*at = g.Op("Transpose", []string{a}, ortgraph.AInts("perm", 1, 0))
 	bt := g.Op("Transpose", []string{b}, ortgraph.AInts("perm", 1, 0))
-	g.SetType(at, ortgraph.TensorType(dt, []int64{l.In, r}))
+	g.SetType(*at, ortgraph.TensorType(dt, []int64{l.In, r}))
 	g.SetType(bt, ortgraph.TensorType(dt, []int64{r, l.Out}))
 	// The α/r (and 1/(1−p)) scale multiplies the [r, out] factor, not the [tokens, out]
 	// product: (h·Bᵀ)·s = h·(Bᵀ·s), one tiny Mul instead of a full-size one in the
 	// forward pass and another in the backward pass.
-	bts := g.Op("Mul", []string{bt, g.ConstF(dt, float32(ad.scale))})
-	g.SetType(bts, ortgraph.TensorType(dt, []int64{r, l.Out}))
-	h := g.Op("MatMul", []string{xin, at})
-	setLike(g, h, x, r)
-	ds := g.Op("MatMul", []string{h, bts})
-	setLike(g, ds, x, l.Out)
-	sum := g.Op("Add", []string{y, ds})
-	setLike(g, sum, x, l.Out)
-	g.Scope = saved
-	// Readers of the base output now read base + LoRA (the Add itself excepted).
-	g.ReplaceUses(y, sum, g.Producer(sum))
+	*bts = g.Op("Mul", []string{bt, g.ConstF(dt, float32(ad.scale))})
+	g.SetType(*bts, ortgraph.TensorType(dt, []int64{r, l.Out}))
 	return params, nil
+}
+
+// input returns x through LoRA module number module's dropout mask, or x without dropout.
+func (ad adapter) input(x string, module int, dt int32) (string, error) {
+	if ad.dropout == 0 {
+		return x, nil
+	}
+	// Dropout written out as keep ? x : 0 with a hashed mask (dropout.go; the 1/(1−p) is
+	// in scale): ONNX Runtime 1.29's CUDA provider does not take the Dropout op (measured:
+	// it ran on the CPU with casts to float32 around it), and its random ops keep their
+	// state in the session, which a resumed run cannot restore.
+	keep, err := ad.hash.keep(x, module, ad.dropout)
+	if err != nil {
+		return "", err
+	}
+	xin := ad.g.Op("Where", []string{keep, x, ad.g.ConstF(dt, 0)})
+	ad.g.SetType(xin, ad.g.Type(x))
+	return xin, nil
 }
 
 // setLike records v's type as x's with the last dim replaced.

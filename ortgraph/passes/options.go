@@ -39,6 +39,11 @@ type LoRAOptions struct {
 	Alpha   float64
 	// Dropout is the LoRA dropout probability; 0 omits the dropout (evaluation).
 	Dropout float64
+	// ShareDropoutMasks draws one dropout mask per input instead of one per target: the
+	// targets that read one input (q_proj and v_proj) then see the same dropped elements,
+	// and their A products run as one GEMM. PEFT draws one mask per target; without
+	// dropout the products are merged either way.
+	ShareDropoutMasks bool
 }
 
 // Validate checks the rank, the dropout probability and that every target is a Llama
