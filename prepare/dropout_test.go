@@ -3,6 +3,7 @@ package prepare_test
 import (
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/manifest"
@@ -36,10 +37,12 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// A byte per input element of each LoRA target: the in of its A factor [r, in].
-			want := int64(0)
+			// A byte per input element of each mask: the in of an A factor [r, in], once per
+			// input with shared masks (the default: q/k/v read one input, gate/up another).
+			want, counted := int64(0), map[string]bool{}
 			for _, p := range man.Params {
-				if keep && p.Kind == "A" {
+				if in := sharedInput(p.Module, o.ShareDropoutMasks); keep && p.Kind == "A" && !counted[in] {
+					counted[in] = true
 					want += p.Shape[1]
 				}
 			}
@@ -90,4 +93,18 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 	if changed < 1e-2 {
 		t.Errorf("dropout 0.3 changed the gradients by only %.3g: masks not applied", changed)
 	}
+}
+
+// sharedInput names the input a LoRA module reads, as far as dropout masks go: with shared
+// masks, a layer's q/k/v_proj share one and its gate/up_proj another; else each module its own.
+func sharedInput(module string, shared bool) string {
+	if !shared {
+		return module
+	}
+	for kind, in := range map[string]string{"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "gate_proj": "mlp_in", "up_proj": "mlp_in"} {
+		if strings.HasSuffix(module, "."+kind) {
+			return strings.TrimSuffix(module, kind) + in
+		}
+	}
+	return module
 }

@@ -66,10 +66,12 @@ type Options struct {
 	// shape, micro-batch 7 × 512) for two int32 kernels fewer a target in each layer's
 	// recomputation (H100: 183.2 against 186.9 ms a step, and 190.3 against 193.5).
 	KeepDropoutMasks bool `json:"keep_dropout_masks"`
-	// ShareDropoutMasks draws one LoRA dropout mask per input instead of one per target
-	// (passes.LoRAOptions.ShareDropoutMasks): q_proj and v_proj of a layer see the same
-	// dropped elements, and their A products run as one GEMM (without dropout they always do).
-	ShareDropoutMasks bool `json:"share_dropout_masks,omitempty"`
+	// ShareDropoutMasks (on by default) draws one LoRA dropout mask per input instead of one
+	// per target (passes.LoRAOptions.ShareDropoutMasks): q_proj and v_proj of a layer see the
+	// same dropped elements — each still a dropout of rate p, as PEFT's, but PEFT draws the
+	// two independently — and their A products run as one GEMM (without dropout they always
+	// do). H100, 3B shape, micro-batch 7: 174.6 against 178.65 ms a step, 0.42 GiB less.
+	ShareDropoutMasks bool `json:"share_dropout_masks"`
 	// FuseResidualNorm (on by default) runs passes.ResidualNorm on the recomputing training
 	// graphs: each first-forward residual Add and the RMSNorm it feeds as one kernel (H100:
 	// 189.55 against 190.3 ms a step).
@@ -98,7 +100,7 @@ func (o *Options) trainPasses() []*ortgraph.Pass {
 // DefaultOptions are the reference recipe's settings.
 func DefaultOptions() Options {
 	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42, LossChunks: -1,
-		AttentionForward: true, KeepDropoutMasks: true, FuseResidualNorm: true}
+		AttentionForward: true, KeepDropoutMasks: true, FuseResidualNorm: true, ShareDropoutMasks: true}
 }
 
 // Validate checks option ranges, naming the flag at fault.

@@ -175,10 +175,11 @@ func runRank(art string, coll memRank, cfg train.StepConfig, steps [][]data.Batc
 // TestRankStepperMatchesOneDevice: two (and three) in-process ranks, each accumulating its
 // share of the micro-batches on its own device step, summing through the collective and
 // applying the step with the optimizer graph, give one device step's losses (through all the
-// micro-batches, AdamW in its graph) within 1e-6 relative and its LoRA weights within 5e-5
+// micro-batches, AdamW in its graph) within 1e-6 relative and its LoRA weights within 1e-4
 // (float32 gradient sums added in another order, which AdamW's first steps magnify: each of
 // the two is within matchesHost's 2e-5 of the host stepper, measured 2.1e-5 apart with 2
-// ranks, bit for bit with 3 ranks of one micro-batch each), and the host stepper's within
+// ranks and one dropout mask per target, 5.4e-5 with the masks shared per input, bit for
+// bit with 3 ranks of one micro-batch each), and the host stepper's within
 // matchesHost's bounds; dropout and clipping on, one rank idle in the
 // steps of fewer micro-batches than ranks. Every rank's weights are identical; a run whose
 // ranks are all restored midway equals the uninterrupted one bit for bit.
@@ -197,7 +198,7 @@ func TestRankStepperMatchesOneDevice(t *testing.T) {
 				t.Fatal(err)
 			}
 			dev := runStepper(t, art, true, cfg, steps, rows, seq, 0)
-			dLoss, dParam := compareRuns(t, "ranks vs one device step", dev, ranks, 5e-5)
+			dLoss, dParam := compareRuns(t, "ranks vs one device step", dev, ranks, 1e-4)
 			if dLoss > 1e-6 {
 				t.Errorf("losses differ from one device step's by %.3g relative, want ≤ 1e-6", dLoss)
 			}

@@ -67,8 +67,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("keep-dropout-masks", d.KeepDropoutMasks,
 		"the recomputing training graphs keep the LoRA dropout masks of the first forward (one byte a LoRA input element) instead of recomputing them")
 	f.Bool("share-dropout-masks", d.ShareDropoutMasks,
-		"one LoRA dropout mask per input instead of one per target (PEFT draws one per target): q_proj and v_proj of a layer see the same dropped "+
-			"elements and their A products run as one GEMM")
+		"one LoRA dropout mask per input instead of one per target: q_proj and v_proj of a layer see the same dropped elements and their A "+
+			"products run as one GEMM; =false draws one mask per target, as PEFT does")
 	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
 		"in the recomputing training graphs' first forward, each residual Add and the RMSNorm it feeds as one com.microsoft.SkipSimplifiedLayerNormalization")
 	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(

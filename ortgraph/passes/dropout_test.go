@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -214,9 +215,24 @@ func itoa(v int64) string { return strconv.FormatInt(v, 10) }
 // module (layer 0's v_proj, module 1) computes PEFT's (α/r)·B·A·x̃ with x̃ = mask⊙x/(1−p)
 // and the mask of DropoutKeepRef at the element's (row, column) — although the graph
 // applies the mask as Where(keep, x, 0) and folds 1/(1−p) into the scale — and the
-// gradients of A and B are PEFT's for that mask: dB = s·dyᵀ(x̃Aᵀ), dA = s·(dy B)ᵀx̃.
+// gradients of A and B are PEFT's for that mask: dB = s·dyᵀ(x̃Aᵀ), dA = s·(dy B)ᵀx̃. With
+// ShareDropoutMasks the mask is that of module 0 (q_proj, which reads the same input) and
+// the A product is shared with q_proj's.
 func TestLoRADropoutIsPEFTs(t *testing.T) {
 	ortruntest.Lib(t)
+	for _, c := range []struct {
+		shared     bool
+		maskModule int    // the module number whose mask v_proj sees
+		maskScope  string // the module whose scope holds the Where
+	}{
+		{false, 1, "model.layers.0.self_attn.v_proj"},
+		{true, 0, "model.layers.0.self_attn.q_proj"},
+	} {
+		t.Run(fmt.Sprintf("shared=%v", c.shared), func(t *testing.T) { loraDropoutIsPEFTs(t, c.shared, c.maskModule, c.maskScope) })
+	}
+}
+
+func loraDropoutIsPEFTs(t *testing.T, shared bool, maskModule int, maskScope string) {
 	const p, rank, alpha, seed, module = 0.3, 4, 8.0, 99, "model.layers.0.self_attn.v_proj"
 	const batch, seq = 2, 5
 	md, err := ortgraph.Load("../../testdata/llama/gqa_tied_llama3/model.onnx")
@@ -226,14 +242,14 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 	g := ortgraph.NewGraph(md)
 	opts := RunOptions{
 		Quantize: QuantizeOptions{Bits: 16},
-		LoRA:     LoRAOptions{Targets: []string{"q_proj", "v_proj"}, Rank: rank, Alpha: alpha, Dropout: p},
+		LoRA:     LoRAOptions{Targets: []string{"q_proj", "v_proj"}, Rank: rank, Alpha: alpha, Dropout: p, ShareDropoutMasks: shared},
 		Loss:     LossOptions{Train: true},
 	}
 	ctx, err := ortgraph.RunPasses(g, opts.Options(), nil, LoRA, Loss, Backward)
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, ds, dds := loraBranch(t, g, ctx, module)
+	x, ds, dds := loraBranch(t, g, ctx, module, maskScope)
 	aName, bName := PEFTName(module, "A"), PEFTName(module, "B")
 	outs := []string{x, ds, dds, "grad." + aName, "grad." + bName}
 	got, params := runLoRABranch(t, g, seed, batch, seq, outs)
@@ -242,7 +258,7 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 	A, B := params[aName], params[bName]
 	nIn, nOut, rows := len(A)/rank, len(B)/rank, batch*seq
 	// PEFT in float64: x̃ = dropout(x), h = x̃Aᵀ, ds = s·hBᵀ.
-	ref := peftDropout(xv, A, rows, nIn, rank, seed, p)
+	ref := peftDropout(xv, A, rows, nIn, rank, seed, maskModule, p)
 	want, wantA, wantB := ref.lora(B, ddsv, nOut, alpha/rank)
 	worst := 0.0
 	check := func(what string, got []float32, want []float64) {
@@ -269,18 +285,16 @@ func TestLoRADropoutIsPEFTs(t *testing.T) {
 	}
 }
 
-// loraBranch finds module's LoRA branch: x is the Where's data input, ds = scale·B·A·x the
-// Add's second input, dds its gradient.
-func loraBranch(t *testing.T, g *ortgraph.Graph, ctx *ortgraph.Context, module string) (x, ds, dds string) {
+// loraBranch finds module's LoRA branch: x is the Where's data input (in maskScope's
+// scope, the first module of its group), ds = scale·B·A·x the Add's second input, dds its
+// gradient.
+func loraBranch(t *testing.T, g *ortgraph.Graph, ctx *ortgraph.Context, module, maskScope string) (x, ds, dds string) {
 	t.Helper()
 	for _, n := range g.P.Node {
-		if !strings.HasPrefix(n.Name, "lora/"+module+"/") {
-			continue
-		}
-		switch n.OpType {
-		case "Where":
+		switch {
+		case n.OpType == "Where" && strings.HasPrefix(n.Name, "lora/"+maskScope+"/"):
 			x = n.Input[1]
-		case "Add":
+		case n.OpType == "Add" && strings.HasPrefix(n.Name, "lora/"+module+"/"):
 			ds = n.Input[1]
 		}
 	}
@@ -343,18 +357,18 @@ func runLoRABranch(t *testing.T, g *ortgraph.Graph, seed int64, batch, seq int64
 }
 
 // peftRef is PEFT's LoRA dropout in float64: x̃ = mask⊙x/(1−p) with DropoutKeepRef's mask
-// (module 1), h = x̃Aᵀ.
+// of module m, h = x̃Aᵀ.
 type peftRef struct {
 	xt, h           []float64
 	rows, nIn, rank int
 	dropped         int
 }
 
-func peftDropout(xv, A []float32, rows, nIn, rank int, seed int64, p float64) *peftRef {
+func peftDropout(xv, A []float32, rows, nIn, rank int, seed int64, m int, p float64) *peftRef {
 	ref := &peftRef{xt: make([]float64, rows*nIn), h: make([]float64, rows*rank), rows: rows, nIn: nIn, rank: rank}
 	for r := 0; r < rows; r++ {
 		for i := 0; i < nIn; i++ {
-			if DropoutKeepRef(seed, 1, int64(r), int64(i), p) {
+			if DropoutKeepRef(seed, m, int64(r), int64(i), p) {
 				ref.xt[r*nIn+i] = float64(xv[r*nIn+i]) / (1 - p)
 			} else {
 				ref.dropped++
