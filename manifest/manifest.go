@@ -309,6 +309,10 @@ type Model struct {
 	// besides the layer inputs, in bytes a token: the LoRA dropout masks with prepare
 	// --keep-dropout-masks (one byte a LoRA input element of every layer), else 0.
 	KeptMaskBytes int64 `json:"kept_mask_bytes,omitempty"`
+	// KeptProductBytes is what the per-layer recomputing training graph keeps of the Linear
+	// products of the first forward, in bytes a token: the k_proj and v_proj outputs of
+	// every layer with prepare --keep-kv, else 0.
+	KeptProductBytes int64 `json:"kept_product_bytes,omitempty"`
 }
 
 // Counts are parameter counts.

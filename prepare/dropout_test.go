@@ -14,24 +14,33 @@ import (
 )
 
 // TestRecomputeKeepsDropoutMasks: with LoRA dropout on, the recomputing training graph must
-// recompute the forward pass's masks (or keep them, --keep-dropout-masks), so its gradients
-// equal the plain graph's for the same dropout seed; dropout must change the gradients at all (the masks are real); a new
-// session with the same seed reproduces the gradients bit for bit (what exact resume needs),
-// and another seed draws other masks.
+// recompute the forward pass's masks (or keep them, --keep-dropout-masks; and with --keep-kv
+// the k and v products), so its gradients equal the plain graph's for the same dropout
+// seed; dropout must change the gradients at all (the masks are real); a new session with
+// the same seed reproduces the gradients bit for bit (what exact resume needs), and another
+// seed draws other masks.
 func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 	ortruntest.Lib(t)
 	c := refCases(t)[0]
 	ref := loadRef(t, filepath.Join(fixtures, c.variant, "ref_all.safetensors"))
-	masks := map[bool]int{} // GreaterOrEqual nodes of the recomputing graph, by KeepDropoutMasks
-	grads := func(dropout float64, rec, keep bool, seed uint64) map[string][]float32 {
+	masks := map[bool]int{}    // GreaterOrEqual nodes of the recomputing graph, by KeepDropoutMasks
+	products := map[bool]int{} // MatMul nodes of the recomputing graph keeping masks, by KeepKV
+	grads := func(dropout float64, rec, keep bool, seed uint64, kv ...bool) map[string][]float32 {
 		o := prepare.DefaultOptions()
 		o.KeepDropoutMasks = keep
+		o.KeepKV = len(kv) > 0 && kv[0]
 		o.Model, o.Out = filepath.Join(fixtures, c.variant, "model.onnx"), filepath.Join(t.TempDir(), "art")
 		o.Targets, o.Bits, o.Dropout, o.LossChunks = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, 16, dropout, 0
 		if _, err := prepare.Run(o, nil); err != nil {
 			t.Fatal(err)
 		}
-		if rec {
+		if rec && o.KeepKV {
+			checkKeptKV(t, o.Out)
+		}
+		if rec && keep {
+			products[o.KeepKV] = countOps(t, filepath.Join(o.Out, "train_recompute.onnx"))["MatMul"]
+		}
+		if rec && !o.KeepKV {
 			masks[keep] = countOps(t, filepath.Join(o.Out, "train_recompute.onnx"))["GreaterOrEqual"]
 			man, err := manifest.ReadManifest(o.Out)
 			if err != nil {
@@ -67,19 +76,23 @@ func TestRecomputeKeepsDropoutMasks(t *testing.T) {
 		return r.Grads
 	}
 	plain, rec, kept := grads(0.3, false, false, 5), grads(0.3, true, false, 5), grads(0.3, true, true, 5)
+	kv := grads(0.3, true, true, 5, true)
 	none := grads(0, false, false, 5)
 	again, other := grads(0.3, false, false, 5), grads(0.3, false, false, 6)
 	worst, changed, reseeded, repeat := 0.0, 0.0, 0.0, 0.0
 	for name, g := range plain {
-		worst = math.Max(worst, math.Max(relErr(rec[name], g), relErr(kept[name], g)))
+		worst = math.Max(worst, math.Max(relErr(rec[name], g), math.Max(relErr(kept[name], g), relErr(kv[name], g))))
 		changed = math.Max(changed, relErr(none[name], g))
 		reseeded = math.Max(reseeded, relErr(other[name], g))
 		repeat = math.Max(repeat, relErr(again[name], g))
 	}
-	t.Logf("dropout 0.3: recompute (masks recomputed or kept) vs plain worst rel err %.2g; dropout vs none %.2g; seed 6 vs 5 %.2g; "+
+	t.Logf("dropout 0.3: recompute (masks recomputed or kept, k and v products kept) vs plain worst rel err %.2g; dropout vs none %.2g; seed 6 vs 5 %.2g; "+
 		"new session, same seed %.2g", worst, changed, reseeded, repeat)
 	if masks[true] >= masks[false] {
 		t.Errorf("--keep-dropout-masks: the recomputing graph has %d mask comparisons, against %d without it", masks[true], masks[false])
+	}
+	if products[true] >= products[false] {
+		t.Errorf("--keep-kv: the recomputing graph has %d MatMuls, against %d without it", products[true], products[false])
 	}
 	if repeat != 0 {
 		t.Errorf("a new session with the same dropout seed changed the gradients by %.3g: masks are not a function of the seed", repeat)
@@ -107,4 +120,27 @@ func sharedInput(module string, shared bool) string {
 		}
 	}
 	return module
+}
+
+// checkKeptKV: with --keep-kv the manifest counts the kept k and v products (the out of
+// their B factors [out, r], in the graph's float type).
+func checkKeptKV(t *testing.T, dir string) {
+	t.Helper()
+	man, err := manifest.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elem := int64(2)
+	if man.Model.Precision == "float" {
+		elem = 4
+	}
+	want := int64(0)
+	for _, p := range man.Params {
+		if p.Kind == "B" && (strings.HasSuffix(p.Module, ".k_proj") || strings.HasSuffix(p.Module, ".v_proj")) {
+			want += elem * p.Shape[0]
+		}
+	}
+	if man.Model.KeptProductBytes != want {
+		t.Errorf("--keep-kv: manifest kept_product_bytes %d, want %d", man.Model.KeptProductBytes, want)
+	}
 }

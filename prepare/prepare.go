@@ -72,6 +72,11 @@ type Options struct {
 	// two independently — and their A products run as one GEMM (without dropout they always
 	// do). H100, 3B shape, micro-batch 7: 174.6 against 178.65 ms a step, 0.42 GiB less.
 	ShareDropoutMasks bool `json:"share_dropout_masks"`
+	// KeepKV makes the per-layer recomputing training graph keep the k_proj and v_proj
+	// products of the first forward (passes.RecomputeOptions.KeepKinds): 2·(k and v widths)
+	// bytes a token and layer (0.41 GiB at the 3B shape, micro-batch 7 × 512) for two GEMMs
+	// and v's LoRA product fewer in each layer's recomputation. Not measured yet.
+	KeepKV bool `json:"keep_kv,omitempty"`
 	// FuseResidualNorm (on by default) runs passes.ResidualNorm on the recomputing training
 	// graphs: each first-forward residual Add and the RMSNorm it feeds as one kernel (H100:
 	// 189.55 against 190.3 ms a step).
@@ -95,6 +100,14 @@ func (o *Options) trainPasses() []*ortgraph.Pass {
 		ps = append(ps, passes.AttentionGrad)
 	}
 	return ps
+}
+
+// keptKinds are the Linear kinds whose products the per-layer recomputing graph keeps.
+func (o *Options) keptKinds() []string {
+	if o.KeepKV {
+		return []string{"k_proj", "v_proj"}
+	}
+	return nil
 }
 
 // DefaultOptions are the reference recipe's settings.
@@ -404,7 +417,7 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 	// The recomputing training graph starts from the same base; ortq train picks one.
 	gs.rec = cloneModel(m)
 	trainOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{})
-	recOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{KeepMasks: o.KeepDropoutMasks})
+	recOpts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{KeepMasks: o.KeepDropoutMasks, KeepKinds: o.keptKinds()})
 	trainCtx, err := runWithLinears(gs.train, trainOpts, gs.linears, gs.quant, logf, o.trainPasses()...)
 	if err != nil {
 		return nil, fmt.Errorf("model %q: train graph: %w", o.Model, err)
@@ -496,6 +509,15 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 			}
 			masked[l.Node.Input[0]] = o.ShareDropoutMasks
 			man.Model.KeptMaskBytes += l.In
+		}
+	}
+	elem := int64(2) // float16 or bfloat16 products
+	if man.Model.Precision == "float" || man.Model.Precision == "double" {
+		elem = map[string]int64{"float": 4, "double": 8}[man.Model.Precision]
+	}
+	for _, l := range linears.All {
+		if l.Layer >= 0 && slices.Contains(o.keptKinds(), l.Kind) {
+			man.Model.KeptProductBytes += elem * l.Out
 		}
 	}
 	man.Counts.BaseParams = gs.baseParams

@@ -25,8 +25,11 @@ import (
 //     layer (the 3B shape's 21,504 values are exactly 7h; measured 6.63 GiB, the formula
 //     gives 6.2);
 //   - layer and selective, with prepare --keep-dropout-masks: plus the kept masks,
-//     manifest.Model.KeptMaskBytes (2h a layer with LoRA on q and v: 0.57 GiB at the 3B
-//     shape, micro-batch 7 × 512; measured +0.58 and +0.63 GiB on two H100s).
+//     manifest.Model.KeptMaskBytes (h a layer with LoRA on q and v sharing one mask, 0.29
+//     GiB at the 3B shape, micro-batch 7 × 512; 2h with a mask per target: 0.57 GiB,
+//     measured +0.58 and +0.63 GiB on two H100s);
+//   - layer, with prepare --keep-kv: plus the kept k and v products,
+//     manifest.Model.KeptProductBytes.
 const stepFixedBytes = 0.8 * (1 << 30)
 
 // StepActivationBytes estimates the activation bytes of one device step of a recomputation
@@ -41,7 +44,7 @@ func StepActivationBytes(m manifest.Model, policy string, rows, seqLen int) floa
 	case manifest.RecomputeSelective:
 		perToken += l*2*7*h + float64(m.KeptMaskBytes)
 	default:
-		perToken += float64(m.KeptMaskBytes)
+		perToken += float64(m.KeptMaskBytes + m.KeptProductBytes)
 	}
 	return float64(rows) * s * perToken
 }

@@ -66,7 +66,8 @@ var deviceFree = gpumem.Free
 // recomputation), one layer's activations (≈24 hidden vectors, ≈10 score rows of ≈hidden/128
 // heads), the chunked loss's block (≈7 bytes a vocabulary entry — half-precision
 // logits, log-probabilities and probabilities — over passes.AutoLossChunks blocks) and,
-// with recomputation, the dropout masks it keeps (manifest.Model.KeptMaskBytes). It is
+// with recomputation, the dropout masks and products it keeps (manifest.Model.KeptMaskBytes,
+// KeptProductBytes). It is
 // 0.6 times the formula, so it refuses only what cannot fit: for the Llama-3.2-3B shape at
 // --max-seq-len 512 it gives 0.47 MB per token with recomputation, where the step measured
 // ≈1.4 MB per token beyond micro-batch 1 on an H200 (4.2 GiB at micro-batch 1, 8.3 GiB at 7).
@@ -77,7 +78,7 @@ func deviceBytesPerToken(m manifest.Model, seqLen int, recompute bool) float64 {
 	if !recompute {
 		perToken += (l - 1) * layer
 	} else {
-		perToken += float64(m.KeptMaskBytes)
+		perToken += float64(m.KeptMaskBytes + m.KeptProductBytes)
 	}
 	return 0.6 * perToken
 }

@@ -69,6 +69,9 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("share-dropout-masks", d.ShareDropoutMasks,
 		"one LoRA dropout mask per input instead of one per target: q_proj and v_proj of a layer see the same dropped elements and their A "+
 			"products run as one GEMM; =false draws one mask per target, as PEFT does")
+	f.Bool("keep-kv", d.KeepKV,
+		"the per-layer recomputing training graph keeps the first forward's k_proj and v_proj products (2·(k and v widths) bytes a token and layer) "+
+			"instead of recomputing their GEMMs")
 	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
 		"in the recomputing training graphs' first forward, each residual Add and the RMSNorm it feeds as one com.microsoft.SkipSimplifiedLayerNormalization")
 	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(
@@ -106,6 +109,7 @@ func runPrepare(cmd *cobra.Command) error {
 		KeepDropoutMasks:   v.GetBool("keep-dropout-masks"),
 		FuseResidualNorm:   v.GetBool("fuse-residual-norm"),
 		ShareDropoutMasks:  v.GetBool("share-dropout-masks"),
+		KeepKV:             v.GetBool("keep-kv"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

@@ -438,6 +438,34 @@ func TestRecomputeSelectiveGolden(t *testing.T) {
 	golden(t, "recompute_selective.txt", b.String())
 }
 
+// TestRecomputeKeepKindsGolden keeps the tiny decoder's 4-bit training graph (LoRA on q and
+// v) recomputed per layer with the k and v products kept (prepare --keep-kv): the
+// recomputation reads k_proj's product and v's LoRA sum from the forward pass and runs no k
+// or v GEMM.
+func TestRecomputeKeepKindsGolden(t *testing.T) {
+	g := tinyLlama(tinyLlamaOpts{})
+	opts := passes.RunOptions{
+		Quantize:  passes.QuantizeOptions{Bits: 4, Quant: quantize.Options{BlockSize: 16}},
+		LoRA:      passes.LoRAOptions{Targets: []string{"q_proj", "v_proj"}, Rank: 2, Alpha: 4},
+		Loss:      passes.LossOptions{Train: true},
+		Recompute: passes.RecomputeOptions{KeepKinds: []string{"k_proj", "v_proj"}},
+	}
+	ctx, b := passRun(t, "4bit_qv_keep_kv", g, opts.Options(), passes.DQForward, passes.LoRA, passes.Loss, passes.Backward, passes.Recompute)
+	r := ortgraph.ResultOf[*passes.RecomputeResult](ctx, passes.Recompute)
+	if r.Kept != 2*r.Layers {
+		t.Errorf("kept %d products in %d layers: want k and v of each", r.Kept, r.Layers)
+	}
+	for _, n := range g.P.Node {
+		if strings.HasPrefix(n.Name, "recompute/") && (strings.Contains(n.Name, "k_proj") || strings.Contains(n.Name, "v_proj")) &&
+			(n.OpType == "MatMulNBits" || n.OpType == "MatMul") {
+			t.Errorf("%s: a k or v product is recomputed", n.Name)
+		}
+	}
+	fmt.Fprintf(b, "# layers=%d kept=%d cloned=%d reused=%d\n", r.Layers, r.Kept, r.Cloned, r.Reused)
+	b.WriteString(ortgraph.Dump(g))
+	golden(t, "recompute_keep_kv.txt", b.String())
+}
+
 // TestORTCompatGolden keeps a RotaryEmbedding without position_ids (its batch-1 cos/sin
 // caches expanded to x's batch) and one with position_ids (left as it is).
 func TestORTCompatGolden(t *testing.T) {

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ortq/ortq/quantize"
@@ -105,6 +106,21 @@ type RecomputeOptions struct {
 	// recomputing them from their hash: the recomputation then skips the hash's two
 	// full-size int32 kernels a target.
 	KeepMasks bool
+	// KeepKinds keeps the products of the Linears of these kinds (as KeepProducts does for
+	// every kind) in the layers that are recomputed: with k_proj and v_proj (prepare
+	// --keep-kv), 2·(k and v widths) bytes a token and layer for two GEMMs fewer in each
+	// layer's recomputation (and v's LoRA product, when v has an adapter).
+	KeepKinds []string
+}
+
+// Validate checks that KeepKinds names Llama decoder Linear kinds.
+func (o RecomputeOptions) Validate() error {
+	for _, k := range o.KeepKinds {
+		if !slices.Contains(Kinds, k) {
+			return fmt.Errorf("recompute keeps the products of %q: not a Llama decoder Linear (use %s)", k, strings.Join(Kinds, ", "))
+		}
+	}
+	return nil
 }
 
 // Kinds lists the Linear kinds of a Llama decoder, in module order.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -148,8 +149,8 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 			pol.KeepLayers, ls.Layers, ls.Layers-1)
 	}
 	r.below = ls.Layers - pol.KeepLayers
-	if pol.KeepProducts {
-		r.keep = keptProducts(g, ls)
+	if pol.KeepProducts || len(pol.KeepKinds) > 0 {
+		r.keep = keptProducts(g, ls, pol.KeepProducts, pol.KeepKinds)
 	}
 	r.keepMasks = pol.KeepMasks
 	layers, err := r.rewireBackward()
@@ -170,14 +171,14 @@ func runRecompute(ctx *ortgraph.Context) (any, error) {
 	return &RecomputeResult{Layers: len(layers), Kept: r.kept, Cloned: r.cloned, Reused: reused}, nil
 }
 
-// keptProducts returns the values KeepProducts keeps: each Linear's output, or the LoRA sum
-// that replaced it in its readers (the LoRA pass's Add, which is then the value the layer
-// reads; its own inputs are needed by no gradient).
-func keptProducts(g *ortgraph.Graph, ls *Linears) map[string]bool {
+// keptProducts returns the values KeepProducts (all) or KeepKinds (kinds) keeps: each such
+// Linear's output, or the LoRA sum that replaced it in its readers (the LoRA pass's Add,
+// which is then the value the layer reads; its own inputs are needed by no gradient).
+func keptProducts(g *ortgraph.Graph, ls *Linears, all bool, kinds []string) map[string]bool {
 	keep := map[string]bool{}
 	readers := g.Consumers()
 	for _, l := range ls.All {
-		if l.Layer < 0 || l.Node == nil {
+		if l.Layer < 0 || l.Node == nil || !all && !slices.Contains(kinds, l.Kind) {
 			continue
 		}
 		y := l.Node.Output[0]
