@@ -307,7 +307,8 @@ type Model struct {
 	MaxPositions int `json:"max_positions,omitempty"`
 	// KeptMaskBytes is what the recomputing training graphs keep from the first forward
 	// besides the layer inputs, in bytes a token: the LoRA dropout masks with prepare
-	// --keep-dropout-masks (one byte a LoRA input element of every layer), else 0.
+	// --keep-dropout-masks (one byte a masked input element of every layer: an input
+	// shared by several targets once with --share-dropout-masks), else 0.
 	KeptMaskBytes int64 `json:"kept_mask_bytes,omitempty"`
 	// KeptProductBytes is what the per-layer recomputing training graph keeps of the Linear
 	// products of the first forward, in bytes a token: the k_proj and v_proj outputs of

@@ -62,9 +62,10 @@ type Options struct {
 	AttentionKernel string `json:"attention_kernel,omitempty"`
 	// KeepDropoutMasks (on by default) makes the recomputing training graphs keep the LoRA
 	// dropout masks of the first forward (passes.RecomputeOptions.KeepMasks): one byte a
-	// LoRA input element (2·hidden a token and layer with LoRA on q and v: 0.57 GiB at the 3B
-	// shape, micro-batch 7 × 512) for two int32 kernels fewer a target in each layer's
-	// recomputation (H100: 183.2 against 186.9 ms a step, and 190.3 against 193.5).
+	// masked input element (hidden a token and layer with LoRA on q and v sharing a mask,
+	// 0.29 GiB at the 3B shape, micro-batch 7 × 512; 2·hidden, 0.57 GiB, with a mask per
+	// target) for two int32 kernels fewer a mask in each layer's recomputation (H100, masks
+	// per target: 183.2 against 186.9 ms a step, and 190.3 against 193.5).
 	KeepDropoutMasks bool `json:"keep_dropout_masks"`
 	// ShareDropoutMasks (on by default) draws one LoRA dropout mask per input instead of one
 	// per target (passes.LoRAOptions.ShareDropoutMasks): q_proj and v_proj of a layer see the

@@ -101,10 +101,10 @@ type RecomputeOptions struct {
 	// in the layers that are recomputed: their recomputation then re-runs the norms,
 	// rotary, attention and activation functions but none of the Linears' GEMMs.
 	KeepProducts bool
-	// KeepMasks keeps the LoRA dropout masks (one bool a LoRA input element, e.g. 2·hidden
-	// bytes a token and layer with LoRA on q and v) from the forward pass instead of
-	// recomputing them from their hash: the recomputation then skips the hash's two
-	// full-size int32 kernels a target.
+	// KeepMasks keeps the LoRA dropout masks (one bool a masked input element, e.g. hidden
+	// bytes a token and layer with LoRA on q and v sharing one mask) from the forward pass
+	// instead of recomputing them from their hash: the recomputation then skips the hash's
+	// two full-size int32 kernels a mask.
 	KeepMasks bool
 	// KeepKinds keeps the products of the Linears of these kinds (as KeepProducts does for
 	// every kind) in the layers that are recomputed: with k_proj and v_proj (prepare
