@@ -193,6 +193,11 @@ func (r *runner) resolveBase() (Params, error) {
 	if err := json.Unmarshal(raw, &r.prep); err != nil {
 		return Params{}, fmt.Errorf("artifacts %q: manifest options: %w", c.Artifacts, err)
 	}
+	// The report records the options the artifacts were prepared with, not the defaults a
+	// run from a model would prepare with.
+	reported := c
+	reported.Prepare = r.prep
+	r.res.Config = reported
 	if rec == "layer" && (c.Recompute == "" || c.Recompute == "auto") && len(r.devs) == 1 {
 		if rec, err = r.chooseRecompute(man, "auto", resolveStep(c.Step, r.devs), c.MicroBatch); err != nil {
 			return Params{}, err

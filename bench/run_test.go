@@ -9,6 +9,8 @@ import (
 
 	"github.com/ortq/ortq/internal/defaultmodel"
 	"github.com/ortq/ortq/ortrun/ortruntest"
+	"github.com/ortq/ortq/prepare"
+	"github.com/ortq/ortq/prepare/preparetest"
 )
 
 // defaultModel extracts the embedded small Llama (4 layers, hidden 128, FFN 256, 4 heads /
@@ -166,5 +168,24 @@ func TestRunErrors(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestReportRecordsArtifactsOptions: with --artifacts the report's config records the
+// options the artifacts were prepared with (their manifest), not prepare's defaults.
+func TestReportRecordsArtifactsOptions(t *testing.T) {
+	ortruntest.Lib(t)
+	art := preparetest.Default(t, func(o *prepare.Options) { o.Rank, o.ShareDropoutMasks = 4, false })
+	cfg := DefaultConfig()
+	cfg.Artifacts, cfg.Recompute = art, "layer"
+	cfg.SeqLen, cfg.MicroBatch, cfg.Warmup, cfg.Steps = 16, 1, 0, 1
+	res, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := res.Config.(Config).Prepare
+	if got.Rank != 4 || got.ShareDropoutMasks {
+		t.Errorf("report's prepare options: rank %d, shared dropout masks %v; the artifacts were prepared with rank 4 and masks per target", got.Rank,
+			got.ShareDropoutMasks)
 	}
 }
