@@ -21,7 +21,9 @@ func PEFTName(module, ab string) string {
 // the module and the position (dropout.go), so forward, recomputation and a resumed run
 // all see the same masks. With dropout the graph computes ((α/r)/(1−p))·B·A·(mask⊙x):
 // dropout's 1/(1−p) rides on the scale, which multiplies B (a [r, out] factor) instead of
-// x or the [tokens, out] product.
+// x or the [tokens, out] product. Targets that read one input (q_proj and v_proj) share one
+// product x·[A₁ᵀ | A₂ᵀ] when their masks agree — without dropout, or with
+// LoRAOptions.ShareDropoutMasks (one mask per input, where PEFT draws one per target).
 var LoRA = &ortgraph.Pass{
 	Name:        "lora",
 	Doc:         "insert LoRA adapters (PEFT names, shapes, scaling α/r, dropout) on the target Linears",
