@@ -497,7 +497,7 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 	}
 	linears := gs.linears
 	man.Model = manifest.Model{Layers: linears.Layers, Hidden: linears.Hidden, Vocab: gs.vocab, Linears: len(linears.All), FoundBy: foundBy(linears),
-		Precision: precisionOf(gs.base, linears)}
+		Precision: strings.ToLower(ortgraph.DTypeName(activationType(gs.base, linears)))}
 	if gs.docIDs {
 		man.AttentionMask = manifest.AttentionMaskDocumentIDs
 	}
@@ -512,10 +512,7 @@ func buildManifest(o Options, m *ortgraph.Model, srcOpset int64, gs *graphs) *ma
 			man.Model.KeptMaskBytes += l.In
 		}
 	}
-	elem := int64(2) // float16 or bfloat16 products
-	if man.Model.Precision == "float" || man.Model.Precision == "double" {
-		elem = map[string]int64{"float": 4, "double": 8}[man.Model.Precision]
-	}
+	elem := int64(ortgraph.ElemSize(activationType(gs.base, linears))) // of a kept product
 	for _, l := range linears.All {
 		if l.Layer >= 0 && slices.Contains(o.keptKinds(), l.Kind) {
 			man.Model.KeptProductBytes += elem * l.Out
@@ -637,14 +634,14 @@ func foundBy(ls *passes.Linears) string {
 	return strings.Join(out, "+")
 }
 
-// precisionOf is the activation type the Linears compute in ("float", "float16").
-func precisionOf(g *ortgraph.Graph, ls *passes.Linears) string {
+// activationType is the element type the Linears compute in (float when not recorded).
+func activationType(g *ortgraph.Graph, ls *passes.Linears) int32 {
 	if len(ls.All) > 0 {
 		if dt := g.ElemType(ls.All[0].Node.Input[0]); dt != 0 {
-			return strings.ToLower(ortgraph.DTypeName(dt))
+			return dt
 		}
 	}
-	return "float"
+	return ortgraph.Float
 }
 
 // vocabSize reads the embedding table's row count (the Gather reading input_ids).

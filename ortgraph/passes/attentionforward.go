@@ -121,7 +121,7 @@ func asMultiHeadAttention(g *ortgraph.Graph, m *attentionMatch) string {
 		return fmt.Sprintf("mask %q has rank %d; MultiHeadAttention's attention_bias is 4-D", m.mask, g.Rank(m.mask))
 	}
 	heads, kvHeads, group, hd := qd[1], kd[1], qd[1]/kd[1], qd[3]
-	readers := g.Consumers()
+	readers := newSoleReaders(g, g.Consumers())
 	flat := func(x string) string { return g.Op("Reshape", []string{x, g.ConstI64(0, 0, -1)}) }
 	kv := func(x string) string { // [batch, kv, seq, hd] → [batch, seq, heads·hd], kv head j serving heads j·group …
 		x = seqMajor(g, readers, x, kvHeads, hd)
@@ -135,8 +135,8 @@ func asMultiHeadAttention(g *ortgraph.Graph, m *attentionMatch) string {
 		Attrs:  []ortgraph.Attr{ortgraph.AInt("num_heads", heads), ortgraph.AFloat("scale", m.scale)}})[0]
 	bsnh := g.Op("Reshape", []string{o, g.ConstI64(0, 0, heads, hd)})
 	last := m.nodes[len(m.nodes)-1]
-	if rs := readers[last.Output[0]]; len(rs) == 1 && isTranspose(rs[0], 0, 2, 1, 3) {
-		g.ReplaceUses(rs[0].Output[0], bsnh) // O transposed back to [batch, seq, heads, hd] is bsnh itself
+	if t, ok := readers.single(last.Output[0]); ok && isTranspose(t, 0, 2, 1, 3) {
+		g.ReplaceUses(t.Output[0], bsnh) // O transposed back to [batch, seq, heads, hd] is bsnh itself
 	}
 	last.OpType, last.Domain = "Transpose", ""
 	last.Input = []string{bsnh}
@@ -151,8 +151,8 @@ func asMultiHeadAttention(g *ortgraph.Graph, m *attentionMatch) string {
 // attention alone, is Transpose(y, [0 2 1 3]) it is y; where it is a RotaryEmbedding (no
 // partial rotation) of such a transpose, it is the rotary on y as [batch, seq, heads·hd]
 // (the op's 3-D form, num_heads set), reshaped: no transpose either way. Otherwise a Transpose.
-func seqMajor(g *ortgraph.Graph, readers map[string][]*onnxpb.NodeProto, x string, heads, hd int64) string {
-	sole := func(v string) bool { return len(readers[v]) == 1 }
+func seqMajor(g *ortgraph.Graph, readers soleReaders, x string, heads, hd int64) string {
+	sole := func(v string) bool { _, ok := readers.single(v); return ok }
 	p := g.Producer(x)
 	switch {
 	case sole(x) && isTranspose(p, 0, 2, 1, 3):

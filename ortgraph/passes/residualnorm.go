@@ -31,11 +31,8 @@ var ResidualNorm = &ortgraph.Pass{
 func runResidualNorm(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	res := &FusionResult{}
-	cons := g.Consumers()
-	output := func(v string) bool {
-		return slices.ContainsFunc(g.P.Output, func(o *onnxpb.ValueInfoProto) bool { return o.Name == v })
-	}
-	read := func(v string) bool { return v != "" && (len(cons[v]) > 0 || output(v)) } // by a node or the graph's caller
+	r := newSoleReaders(g, g.Consumers())
+	read := func(v string) bool { return v != "" && (len(r.cons[v]) > 0 || r.outputs[v]) } // by a node or the graph's caller
 	var gone []*onnxpb.NodeProto
 	for _, n := range g.P.Node {
 		if !isOp(n, "SimplifiedLayerNormalization") || n.Domain != "" {
@@ -50,7 +47,7 @@ func runResidualNorm(ctx *ortgraph.Context) (any, error) {
 			continue
 		}
 		sum := ""
-		if len(cons[add.Output[0]]) > 1 || output(add.Output[0]) {
+		if _, only := r.single(add.Output[0]); !only {
 			sum = add.Output[0] // the residual stream's other readers
 		}
 		n.OpType, n.Domain = "SkipSimplifiedLayerNormalization", "com.microsoft"
