@@ -35,11 +35,13 @@ type RecomputeResult struct {
 // Pattern: forward nodes tagged with a layer (node name or the exporter's name_scopes
 // metadata contain "layers.N"); backward nodes reading values produced inside layer N.
 // Rewrite: those reads go to clones of the producing forward nodes. Two measures keep ONNX
-// Runtime from undoing it: the clones read values from outside the layer through
-// Where(isnan(dy[0]), x, x), where dy is the gradient of the layer's output, so they
-// cannot run before the backward
-// pass reaches the layer (no early hoisting); and since their inputs differ from the
-// forward nodes' inputs, common-subexpression elimination cannot merge them back.
+// Runtime from undoing it: every clone that reads no other clone reads its smallest
+// floating-point input (a norm's weight, a weight's scales) through Where(isnan(dy[0]), x,
+// x), where dy is the gradient of the layer's output, and every other clone reads a clone,
+// so none can run before the backward pass reaches the layer (no early hoisting); and since
+// their inputs differ from the forward nodes' inputs, common-subexpression elimination
+// cannot merge them back. Values from outside the layer (its input, shared values) are read
+// as they are: they are alive anyway, and a gate on them would copy them.
 // Random draws in the source graph are not re-drawn: a Dropout node's clone reuses the
 // forward mask (x·mask/(1−p)), and values computed only from random ops keep their forward
 // values, so forward and backward see the same draw.
@@ -218,7 +220,6 @@ type recomputer struct {
 	keepMasks bool // RecomputeOptions.KeepMasks
 
 	clones map[string]string // forward value → its recomputed clone
-	gated  map[string]string // "layer|value" → the value gated on the layer's gradient
 	cond   map[int]string    // layer → its gate condition
 	cloned int
 }
@@ -226,7 +227,7 @@ type recomputer struct {
 // newRecomputer runs the analysis phases: layer tags, layer boundaries, the gradient
 // each layer's recomputation waits for, and the random values that are never recomputed.
 func newRecomputer(g *ortgraph.Graph, br *BackwardResult, params []manifest.LoRAParam) *recomputer {
-	r := &recomputer{g: g, isFwd: br.Forward, clones: map[string]string{}, gated: map[string]string{}, cond: map[int]string{}}
+	r := &recomputer{g: g, isFwd: br.Forward, clones: map[string]string{}, cond: map[int]string{}}
 	for _, n := range g.P.Node {
 		if br.Forward[n] {
 			r.fwd = append(r.fwd, n)
@@ -532,8 +533,7 @@ func firstOf(g *ortgraph.Graph, v string) string {
 
 // clone returns the value to read in place of forward value v in layer l's backward pass:
 // v itself (random draws, parameters and values computed from them alone, constants, shared
-// values), v gated on the layer's
-// gradient (the layer input), or a clone of v's producer, recursively.
+// values, the layer input), or a clone of v's producer, recursively.
 func (r *recomputer) clone(v string, l int) (string, error) {
 	if c, ok := r.clones[v]; ok {
 		return c, nil
@@ -555,7 +555,7 @@ func (r *recomputer) clone(v string, l int) (string, error) {
 		return v, nil
 	}
 	if p == nil || r.layerOf[v] != l || r.boundary[v] {
-		return r.outside(v, p, l), nil
+		return r.outside(v), nil
 	}
 	if p.OpType == "Dropout" && p.Domain == "" {
 		return r.cloneDropout(v, p, l)
@@ -563,23 +563,13 @@ func (r *recomputer) clone(v string, l int) (string, error) {
 	return r.cloneNode(v, p, l)
 }
 
-// outside handles a value from outside the layer: the layer input (gated so recomputation
-// waits for the backward pass), a shared value, a parameter or a constant.
-func (r *recomputer) outside(v string, p *onnxpb.NodeProto, l int) string {
-	g := r.g
-	if p == nil || r.layerOf[v] == l || r.dep[l] == "" || !isActivation(g, v) {
-		return v
-	}
-	key := strconv.Itoa(l) + "|" + v
-	if gv, ok := r.gated[key]; ok {
-		return gv
-	}
-	gv := g.Op("Where", []string{r.gateCond(l), v, v})
-	if t := g.Type(v); t != nil {
-		g.SetType(gv, t)
-	}
-	r.gated[key] = gv
-	return gv
+// outside handles a value from outside the layer — the layer input, a shared value, a
+// parameter or a constant — by reading it as it is: it was computed in the forward pass
+// and stays alive, so reading it costs nothing. What makes the recomputation wait for the
+// backward pass is the gate cloneNode gives every clone that reads no recomputed value
+// (gateConstantInputs): through one of its small inputs, not a copy of the layer input.
+func (r *recomputer) outside(v string) string {
+	return v
 }
 
 // cloneDropout recomputes a Dropout's output from the forward mask: y = x·mask/(1−p).
@@ -649,23 +639,54 @@ func (r *recomputer) cloneNode(v string, p *onnxpb.NodeProto, l int) (string, er
 	return r.clones[v], nil
 }
 
-// gateConstantInputs routes the first floating-point input of a clone whose inputs are all
-// constants (e.g. DequantizeLinear of a 4-bit weight) through the layer's gate: without a
-// dependency ONNX Runtime could run the clone at any time and keep its output (a whole fp16
-// weight) alive until the backward pass needs it.
+// gateConstantInputs routes one floating-point input of a clone that reads no recomputed
+// value through the layer's gate — its smallest of at most smallGate elements (a norm's
+// weight, a 4-bit weight's scales), else its first: without a dependency ONNX Runtime could
+// run the clone at any time and keep its output (a whole fp16 weight, a normalised
+// activation) alive until the backward pass needs it. A small one, because the gate is a
+// Where that copies its input: the first RMSNorm of a layer then reads the layer input as it
+// is and its weight through the gate.
 func (r *recomputer) gateConstantInputs(ins []string, l int) {
 	g := r.g
+	pick, size := -1, int64(smallGate+1)
 	for i, in := range ins {
 		if in == "" {
 			continue
 		}
 		switch g.ElemType(in) {
-		case ortgraph.Float, ortgraph.Float16, ortgraph.BF16:
-			ins[i] = g.Op("Where", []string{r.gateCond(l), in, in})
-			g.SetType(ins[i], g.Type(in))
-			return
+		case ortgraph.Float, ortgraph.Float16, ortgraph.BF16, ortgraph.Double:
+			if n := staticSize(g, in); n >= 0 && n < size {
+				pick, size = i, n
+			} else if pick < 0 && size > smallGate {
+				pick = i // the first, unless a small one turns up
+			}
 		}
 	}
+	if pick >= 0 {
+		in := ins[pick]
+		ins[pick] = g.Op("Where", []string{r.gateCond(l), in, in})
+		g.SetType(ins[pick], g.Type(in))
+	}
+}
+
+// smallGate is the most elements gateConstantInputs prefers to gate over a clone's first
+// floating-point input (a hidden-size norm weight, a weight's block scales are smaller).
+const smallGate = 1 << 20
+
+// staticSize is v's element count, or -1 when a dim is not known statically.
+func staticSize(g *ortgraph.Graph, v string) int64 {
+	d := g.Dims(v)
+	if d == nil {
+		return -1
+	}
+	n := int64(1)
+	for _, x := range d {
+		if x < 0 {
+			return -1
+		}
+		n *= x
+	}
+	return n
 }
 
 // reuseRecomputedWeights rewires the backward pass's own dequantization of a 4-bit weight
@@ -813,14 +834,4 @@ func sameAttrs(a, b *onnxpb.NodeProto) bool {
 		}
 	}
 	return true
-}
-
-// isActivation reports whether v is a floating-point tensor computed by the graph (worth
-// gating), as opposed to an integer shape or index value.
-func isActivation(g *ortgraph.Graph, v string) bool {
-	switch g.ElemType(v) {
-	case ortgraph.Float, ortgraph.Float16, ortgraph.BF16, ortgraph.Double:
-		return g.Initializer(v) == nil
-	}
-	return false
 }

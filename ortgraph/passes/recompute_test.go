@@ -72,6 +72,7 @@ func TestRecomputeLayerForward(t *testing.T) {
 				}
 				fwd := ortgraph.ResultOf[*passes.BackwardResult](ctx, passes.Backward).Forward
 				checkRecomputeLayers(t, g, fwd)
+				checkClonesWait(t, g)
 			})
 		}
 	}
@@ -202,4 +203,26 @@ func dqRoot(g *ortgraph.Graph, v string) *onnxpb.NodeProto {
 		}
 	}
 	return nil
+}
+
+// checkClonesWait: every recomputed clone depends on a gradient through a gate (an IsNaN
+// among its ancestors), so ONNX Runtime cannot run it in the forward pass and keep its
+// output alive until the backward pass (the gate may sit on any input: the layer input is
+// read as it is, a norm weight or a weight's scales through the gate).
+func checkClonesWait(t *testing.T, g *ortgraph.Graph) {
+	t.Helper()
+	waits := map[string]bool{}   // values that depend on an IsNaN
+	for _, n := range g.P.Node { // topological order
+		w := n.OpType == "IsNaN"
+		for _, in := range n.Input {
+			w = w || waits[in]
+		}
+		for _, o := range n.Output {
+			waits[o] = w
+		}
+		if strings.HasPrefix(n.Name, "recompute/") && !w {
+			t.Errorf("clone %s (%s) depends on no gradient: it could run in the forward pass", n.Name, n.OpType)
+			return
+		}
+	}
 }
