@@ -70,7 +70,7 @@ define verify
 	  echo "error: $(1) does not have the pinned SHA-256 $(2); delete it and run make again" >&2; exit 1; }
 endef
 
-.PHONY: ort ort-gpu ort-gpu-bundle build test vet generate demo demo-data tokenizer-fixtures bench-gate fuzz clean
+.PHONY: ort ort-gpu ort-gpu-bundle build test vet generate demo demo-data tokenizer-fixtures bench-gate fuzz clean kernels
 
 ## ort: ONNX Runtime $(ORT_VERSION) core library into .ort/ (skipped when already there)
 ort: $(ORT_LIB)
@@ -173,3 +173,9 @@ demo: ort build demo-data
 
 clean:
 	rm -rf bin $(DEMO_DIR)
+
+# The CUDA kernels' PTX from their LLVM IR (kernels/*.ll), with llc (LLVM's NVPTX backend,
+# Debian package llvm): needed only after editing a .ll file; the PTX is committed.
+kernels: kernels/swiglu.ptx
+kernels/%.ptx: kernels/%.ll
+	llc -march=nvptx64 -mcpu=sm_80 -mattr=+ptx70 -O3 $< -o $@

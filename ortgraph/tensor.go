@@ -185,3 +185,13 @@ var (
 	FloatToHalf = half.Float32ToFloat16
 	FloatToBF16 = half.Float32ToBFloat16
 )
+
+// ortq's own ops, which package kernels implements for ONNX Runtime (a CPU and a CUDA kernel
+// each) and gradient rules emit where autodiff.Options.FusedKernels allows.
+const (
+	// OrtqDomain is their ONNX domain.
+	OrtqDomain = "ai.ortq"
+	// OpSwiGLUGrad(g, u, dh) → (dg, du) is the gradient of h = silu(g)·u for float16 g, u and
+	// dh of one shape: with s = σ(g), du = dh·g·s and dg = dh·u·s·(1 + g·(1 − s)).
+	OpSwiGLUGrad = "SwiGLUGrad"
+)

@@ -2,6 +2,7 @@ package ortrun
 
 import (
 	"fmt"
+	"github.com/ortq/ortq/kernels"
 	"os"
 	"reflect"
 	"sort"
@@ -89,6 +90,9 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 	fail := func(what string, err error) (*ort.SessionOptions, error) {
 		so.Destroy()
 		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := kernels.Register(so); err != nil {
+		return fail("ortq's custom ops", err)
 	}
 	if o.IntraOpThreads < 0 {
 		return fail("options", fmt.Errorf("IntraOpThreads %d is negative", o.IntraOpThreads))

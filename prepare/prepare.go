@@ -79,6 +79,10 @@ type Options struct {
 	// layer's recomputation. H100, 3B shape, micro-batch 7: 171.0 against 172.35 ms a step,
 	// 0.34 GiB more at the peak.
 	KeepKV bool `json:"keep_kv"`
+	// FusedKernels (on by default) lets the training graphs' backward pass use ortq's own ops
+	// (package kernels: a CPU and a CUDA kernel each): the float16 SwiGLU gradient as one
+	// SwiGLUGrad node instead of eight elementwise ones a layer. Not measured on a GPU yet.
+	FusedKernels bool `json:"fused_kernels"`
 	// FuseResidualNorm (on by default) runs passes.ResidualNorm on the recomputing training
 	// graphs: each first-forward residual Add and the RMSNorm it feeds as one kernel (H100:
 	// 189.55 against 190.3 ms a step).
@@ -115,7 +119,7 @@ func (o *Options) keptKinds() []string {
 // DefaultOptions are the reference recipe's settings.
 func DefaultOptions() Options {
 	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42, LossChunks: -1,
-		AttentionForward: true, KeepDropoutMasks: true, FuseResidualNorm: true, ShareDropoutMasks: true, KeepKV: true}
+		AttentionForward: true, KeepDropoutMasks: true, FuseResidualNorm: true, ShareDropoutMasks: true, KeepKV: true, FusedKernels: true}
 }
 
 // Validate checks option ranges, naming the flag at fault.
@@ -215,6 +219,7 @@ func (o *Options) passOptions(dropout float64, train bool, vocab int64, rec pass
 		},
 		passes.LoRA:      passes.LoRAOptions{Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, ShareDropoutMasks: o.ShareDropoutMasks},
 		passes.Loss:      passes.LossOptions{Chunks: chunks, Train: train, LMHeadLoRA: slices.Contains(o.Targets, "lm_head")},
+		passes.Backward:  passes.BackwardOptions{FusedKernels: train && o.FusedKernels},
 		passes.Recompute: rec,
 	}
 }

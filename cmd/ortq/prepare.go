@@ -72,6 +72,9 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("keep-kv", d.KeepKV,
 		"the per-layer recomputing training graph keeps the first forward's k_proj and v_proj products (2·(k and v widths) bytes a token and layer) "+
 			"instead of recomputing their GEMMs")
+	f.Bool("fused-kernels", d.FusedKernels,
+		"the training graphs' backward pass uses ortq's own ops (domain ai.ortq, a CPU and a CUDA kernel each): the float16 SwiGLU gradient "+
+			"as one SwiGLUGrad node; =false keeps it as stock ONNX ops")
 	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
 		"in the recomputing training graphs' first forward, each residual Add and the RMSNorm it feeds as one com.microsoft.SkipSimplifiedLayerNormalization")
 	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(
@@ -110,6 +113,7 @@ func runPrepare(cmd *cobra.Command) error {
 		FuseResidualNorm:   v.GetBool("fuse-residual-norm"),
 		ShareDropoutMasks:  v.GetBool("share-dropout-masks"),
 		KeepKV:             v.GetBool("keep-kv"),
+		FusedKernels:       v.GetBool("fused-kernels"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

@@ -42,6 +42,14 @@ type Builder struct {
 	*ortgraph.Graph
 	opset      int64
 	valueGrads map[string]string
+	fused      bool
+	// folded holds gradient contributions a rule gives values other than its node's inputs
+	// (a fused rule folding the nodes that produce them: gradSwiGLU); backprop adds them to
+	// those values' totals after the rule.
+	folded map[string][]string
+	// readers counts the readers of each value in the forward graph (for fused rules, which
+	// may fold a node only when their node is its value's sole reader).
+	readers map[string]int
 }
 
 // Options for Backward.
@@ -49,6 +57,9 @@ type Options struct {
 	// Seed is the name of the tensor fed as the gradient of the loss (same shape as the
 	// loss). Empty means a constant 1.
 	Seed string
+	// FusedKernels lets rules emit ortq's own ops (domain kernels.Domain, which sessions
+	// run through kernels.Register): the float16 SwiGLU gradient as one SwiGLUGrad node.
+	FusedKernels bool
 }
 
 // Result of Backward.
@@ -66,7 +77,7 @@ type Result struct {
 // the gradient value names. Parameters the loss does not depend on get a zero gradient
 // of their shape (so callers always receive every gradient).
 func Backward(g *ortgraph.Graph, loss string, wrt []string, opt Options) (*Result, error) {
-	b := &Builder{Graph: g, opset: g.M.OpsetVersion("")}
+	b := &Builder{Graph: g, opset: g.M.OpsetVersion(""), fused: opt.FusedKernels, folded: map[string][]string{}, readers: map[string]int{}}
 	// Activity analysis walks the node list in order, so it must be topological.
 	if err := g.TopoSort(); err != nil {
 		return nil, err
@@ -77,6 +88,11 @@ func Backward(g *ortgraph.Graph, loss string, wrt []string, opt Options) (*Resul
 			ortgraph.ATensor("value", ortgraph.FloatTensor("one", g.ElemType(loss), []int64{1}, []float32{1})))
 	}
 	nodes := append([]*onnxpb.NodeProto(nil), g.P.Node...)
+	for _, n := range nodes {
+		for _, in := range n.Input {
+			b.readers[in]++
+		}
+	}
 	b.valueGrads = map[string]string{}
 	got, active, err := b.backprop(nodes, map[string]string{loss: seed}, wrt)
 	if err != nil {
@@ -139,6 +155,10 @@ func (b *Builder) backprop(nodes []*onnxpb.NodeProto, seeds map[string]string, w
 			if need[j] && dx[j] != Absorbed {
 				contrib[n.Input[j]] = append(contrib[n.Input[j]], dx[j])
 			}
+		}
+		for v, parts := range b.folded {
+			contrib[v] = append(contrib[v], parts...)
+			delete(b.folded, v)
 		}
 	}
 	out := map[string]string{}

@@ -2,6 +2,7 @@ package autodiff
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -33,6 +34,9 @@ func gradSub(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]strin
 // Mul: y = a·b ⇒ da = dy·b, db = dy·a (each unbroadcast). SiLU, y = x·σ(x), is one rule
 // (gradSiLU).
 func gradMul(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool) ([]string, error) {
+	if a, g := b.swiGLUOperands(n); a >= 0 && need[a] {
+		return gradSwiGLU(b, n, dy, need, a, g)
+	}
 	if x, s := b.siluOperands(n); x >= 0 && need[x] {
 		return gradSiLU(b, n, dy, x, s), nil
 	}
@@ -72,6 +76,58 @@ func gradSiLU(b *Builder, n *onnxpb.NodeProto, dy []string, x, s int) []string {
 	g[x] = b.Op("Add", []string{v, b.Op("Mul", []string{v, u})})
 	g[s] = Absorbed
 	return g
+}
+
+// swiGLUOperands returns, when Options.FusedKernels is on and n is h = Mul(silu(g), u) (in
+// either order) over float16 g and u of one known shape, with n the sole reader of silu(g)
+// and the SiLU Mul the sole reader of σ(g), the operand index of silu(g) and g (else -1, "").
+func (b *Builder) swiGLUOperands(n *onnxpb.NodeProto) (a int, g string) {
+	if !b.fused || len(n.Input) != 2 || b.ElemType(n.Output[0]) != ortgraph.Float16 {
+		return -1, ""
+	}
+	for a := range 2 {
+		p := b.Producer(n.Input[a])
+		if p == nil || p.OpType != "Mul" || p.Domain != "" || b.readers[n.Input[a]] != 1 {
+			continue
+		}
+		x, s := b.siluOperands(p)
+		if x < 0 || b.readers[p.Input[s]] != 1 {
+			continue
+		}
+		g, u := p.Input[x], n.Input[1-a]
+		if b.ElemType(g) == ortgraph.Float16 && b.ElemType(u) == ortgraph.Float16 && knownSame(b.SymDims(g), b.SymDims(u)) {
+			return a, g
+		}
+	}
+	return -1, ""
+}
+
+// knownSame reports whether two shapes are known, fully named and equal.
+func knownSame(x, y []string) bool {
+	return x != nil && !slices.Contains(x, "") && slices.Equal(x, y)
+}
+
+// SwiGLU: h = silu(g)·u ⇒ dg = dh·u·σ·(1 + g·(1−σ)), du = dh·silu(g) with σ = σ(g): one
+// SwiGLUGrad node of ortq's domain reading g, u and dh, where the Mul, SiLU and Sigmoid
+// rules took six float16 elementwise kernels and the recomputation two more (σ and
+// silu(g), which nothing reads then). The SiLU Mul and its Sigmoid are folded: g's
+// gradient goes to Builder.folded.
+func gradSwiGLU(b *Builder, n *onnxpb.NodeProto, dy []string, need []bool, a int, g string) ([]string, error) {
+	u := n.Input[1-a]
+	outs := b.Add(ortgraph.NodeSpec{Op: ortgraph.OpSwiGLUGrad, Domain: ortgraph.OrtqDomain, Inputs: []string{g, u, dy[0]}, NOut: 2})
+	b.SetType(outs[0], b.Type(g))
+	b.SetType(outs[1], b.Type(u))
+	b.M.SetOpset(ortgraph.OrtqDomain, 1)
+	if err := b.checkGradType(g, outs[0]); err != nil {
+		return nil, fmt.Errorf("gradient of %q: %w", g, err)
+	}
+	b.folded[g] = append(b.folded[g], outs[0])
+	dx := grads(n)
+	dx[a] = Absorbed
+	if need[1-a] {
+		dx[1-a] = outs[1]
+	}
+	return dx, nil
 }
 
 // Div: y = a/b ⇒ da = dy/b, db = −dy·a/b² = −dy·y/b.

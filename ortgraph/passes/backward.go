@@ -28,11 +28,12 @@ type BackwardResult struct {
 // Backward appends the gradients of loss_sum·loss_scale w.r.t. every LoRA tensor and
 // exposes them as outputs named grad.<PEFT name>.
 var Backward = &ortgraph.Pass{
-	Name:       "backward",
-	Doc:        "reverse-mode gradients of loss_sum·loss_scale w.r.t. the LoRA tensors (ortgraph/autodiff)",
-	Requires:   []*ortgraph.Pass{LoRA, Loss},
-	ResultType: reflect.TypeFor[*BackwardResult](),
-	Run:        runBackward,
+	Name:        "backward",
+	Doc:         "reverse-mode gradients of loss_sum·loss_scale w.r.t. the LoRA tensors (ortgraph/autodiff)",
+	Requires:    []*ortgraph.Pass{LoRA, Loss},
+	OptionsType: reflect.TypeFor[BackwardOptions](),
+	ResultType:  reflect.TypeFor[*BackwardResult](),
+	Run:         runBackward,
 }
 
 func runBackward(ctx *ortgraph.Context) (any, error) {
@@ -52,7 +53,8 @@ func runBackward(ctx *ortgraph.Context) (any, error) {
 	for _, n := range g.P.Node {
 		forward[n] = true
 	}
-	res, err := autodiff.Backward(g, from, wrt, autodiff.Options{Seed: seed})
+	opt := ortgraph.OptionsOf[BackwardOptions](ctx)
+	res, err := autodiff.Backward(g, from, wrt, autodiff.Options{Seed: seed, FusedKernels: opt.FusedKernels})
 	if err != nil {
 		return nil, err
 	}

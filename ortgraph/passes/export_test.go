@@ -21,10 +21,11 @@ type RunOptions struct {
 	Quantize  QuantizeOptions
 	LoRA      LoRAOptions
 	Loss      LossOptions
+	Backward  BackwardOptions
 	Recompute RecomputeOptions
 }
 
 // Options returns the options by pass, for ortgraph.RunPasses.
 func (o RunOptions) Options() ortgraph.Options {
-	return ortgraph.Options{Quantize: o.Quantize, LoRA: o.LoRA, Loss: o.Loss, Recompute: o.Recompute}
+	return ortgraph.Options{Quantize: o.Quantize, LoRA: o.LoRA, Loss: o.Loss, Backward: o.Backward, Recompute: o.Recompute}
 }

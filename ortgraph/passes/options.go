@@ -31,6 +31,14 @@ func (o QuantizeOptions) Validate() error {
 	return nil
 }
 
+// BackwardOptions are the Backward pass's options.
+type BackwardOptions struct {
+	// FusedKernels lets the gradient rules emit ortq's own ops (ortgraph.OrtqDomain), which
+	// only sessions that register package kernels run: the float16 SwiGLU gradient as one
+	// SwiGLUGrad node instead of eight elementwise ones.
+	FusedKernels bool
+}
+
 // LoRAOptions are the LoRA pass's options.
 type LoRAOptions struct {
 	// Targets are Linear kinds to adapt: q_proj, k_proj, v_proj, o_proj, gate_proj,

@@ -1651,6 +1651,8 @@ func (m ExecutionMode) String() string {
 // options are no longer needed (after NewAdvancedSession(...) has returned).
 type SessionOptions struct {
 	o *C.OrtSessionOptions
+	// domains are the custom op domains added to o (customop.go), released with it.
+	domains []*C.OrtCustomOpDomain
 }
 
 func (o *SessionOptions) Destroy() error {
@@ -1659,6 +1661,10 @@ func (o *SessionOptions) Destroy() error {
 	}
 	C.ReleaseSessionOptions(o.o)
 	o.o = nil
+	for _, d := range o.domains {
+		C.ReleaseCustomOpDomainWrapper(d)
+	}
+	o.domains = nil
 	return nil
 }
 

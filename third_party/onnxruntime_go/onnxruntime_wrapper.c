@@ -793,3 +793,25 @@ OrtStatus *AddSessionInitializer(OrtSessionOptions *o, char *name,
   const OrtValue *v) {
   return ort_api->AddInitializer(o, name, v);
 }
+
+const OrtApi *GetOrtApi(void) {
+  return ort_api;
+}
+
+OrtStatus *CreateCustomOpDomainWrapper(const char *domain,
+  OrtCustomOpDomain **out) {
+  return ort_api->CreateCustomOpDomain(domain, out);
+}
+
+OrtStatus *CustomOpDomainAddWrapper(OrtCustomOpDomain *d, OrtCustomOp *op) {
+  return ort_api->CustomOpDomain_Add(d, op);
+}
+
+OrtStatus *AddCustomOpDomainWrapper(OrtSessionOptions *o,
+  OrtCustomOpDomain *d) {
+  return ort_api->AddCustomOpDomain(o, d);
+}
+
+void ReleaseCustomOpDomainWrapper(OrtCustomOpDomain *d) {
+  ort_api->ReleaseCustomOpDomain(d);
+}

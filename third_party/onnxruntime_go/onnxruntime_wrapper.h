@@ -497,6 +497,19 @@ OrtStatus *CreateTensorView(OrtValue *base, size_t offset,
 OrtStatus *AddSessionInitializer(OrtSessionOptions *o, char *name,
   const OrtValue *v);
 
+// Returns the OrtApi the library was loaded with (NULL before SetAPIFromBase):
+// C code that implements custom ops calls the kernel context functions through it.
+const OrtApi *GetOrtApi(void);
+
+// Wrap ort_api->CreateCustomOpDomain, CustomOpDomain_Add, AddCustomOpDomain and
+// ReleaseCustomOpDomain.
+OrtStatus *CreateCustomOpDomainWrapper(const char *domain,
+  OrtCustomOpDomain **out);
+OrtStatus *CustomOpDomainAddWrapper(OrtCustomOpDomain *d, OrtCustomOp *op);
+OrtStatus *AddCustomOpDomainWrapper(OrtSessionOptions *o,
+  OrtCustomOpDomain *d);
+void ReleaseCustomOpDomainWrapper(OrtCustomOpDomain *d);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -1,0 +1,71 @@
+// Package kernels holds ortq's own ONNX Runtime custom ops (domain ai.ortq): fused kernels
+// for the backward pass that no stock ONNX Runtime op provides, each with a CPU kernel and a
+// CUDA kernel. The CUDA kernels are PTX (swiglu.ptx, from the hand-written LLVM IR in
+// swiglu.ll by `make kernels`), loaded with the CUDA driver at run time: building ortq needs
+// no CUDA toolkit.
+//
+// SwiGLUGrad(g, u, dh) → (dg, du): the gradient of h = silu(g)·u for float16 tensors of one
+// shape, with s = σ(g): du = dh·g·s, dg = dh·u·s·(1 + g·(1 − s)), in float32 and rounded once.
+// One kernel reads three tensors and writes two, where the decomposed gradient ran eight
+// elementwise kernels (two in the recomputation, six in the backward pass).
+package kernels
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../third_party/onnxruntime_go -O2
+#cgo LDFLAGS: -ldl -lm
+#include <stdlib.h>
+#include "ops.h"
+*/
+import "C"
+
+import (
+	_ "embed"
+	"errors"
+	"sync"
+	"unsafe"
+
+	"github.com/ortq/ortq/ortgraph"
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// Domain is the ONNX domain of ortq's ops; SwiGLUGrad names the op above (ops.c spells both
+// too: TestSwiGLUGradSession runs nodes named by these).
+const (
+	Domain     = ortgraph.OrtqDomain
+	SwiGLUGrad = ortgraph.OpSwiGLUGrad
+)
+
+//go:embed swiglu.ptx
+var swigluPTX string
+
+var (
+	once sync.Once
+	ops  []unsafe.Pointer
+)
+
+// Register adds the ai.ortq domain, with a CPU and a CUDA kernel for each op, to session
+// options; ONNX Runtime must be initialised.
+func Register(so *ort.SessionOptions) error {
+	api := ort.API()
+	if api == nil {
+		return errors.New("registering the ai.ortq ops: ONNX Runtime is not initialised")
+	}
+	C.ortq_set_api((*C.OrtApi)(api)) // each time: the library may have been loaded again
+	once.Do(func() {
+		n := int(C.ortq_ops_init(C.CString(swigluPTX))) // the ops and the PTX live as long as the process
+		for i := range n {
+			ops = append(ops, unsafe.Pointer(C.ortq_op(C.int(i))))
+		}
+	})
+	return so.AddCustomOps(Domain, ops)
+}
+
+// swigluGradCPU runs the CPU kernel of SwiGLUGrad on float16 bits (for the tests).
+func swigluGradCPU(g, u, dh []uint16) (dg, du []uint16) {
+	dg, du = make([]uint16, len(g)), make([]uint16, len(g))
+	if len(g) > 0 {
+		C.ortq_swiglu_grad_cpu((*C.uint16_t)(&g[0]), (*C.uint16_t)(&u[0]), (*C.uint16_t)(&dh[0]),
+			(*C.uint16_t)(&dg[0]), (*C.uint16_t)(&du[0]), C.int64_t(len(g)))
+	}
+	return dg, du
+}

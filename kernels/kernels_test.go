@@ -1,0 +1,77 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ortq/ortq/internal/half"
+)
+
+// swigluGradRef is SwiGLUGrad in float64 from float16 inputs.
+func swigluGradRef(g, u, dh uint16) (dg, du float64) {
+	x, y, d := float64(half.Float16ToFloat32(g)), float64(half.Float16ToFloat32(u)), float64(half.Float16ToFloat32(dh))
+	s := 1 / (1 + math.Exp(-x))
+	return d * y * s * (1 + x*(1-s)), d * x * s
+}
+
+// closeHalf reports whether a float16 result is the reference rounded, within one unit in
+// the last place (the kernels compute in float32 and round once).
+func closeHalf(got uint16, ref float64) bool {
+	r := half.Float32ToFloat16(float32(ref))
+	d := int(got) - int(r)
+	if (got^r)&0x8000 != 0 { // opposite signs: only ±0 or values a unit apart around zero
+		return math.Abs(float64(half.Float16ToFloat32(got))-ref) <= 6e-8
+	}
+	return d >= -1 && d <= 1
+}
+
+func randomHalves(rng *rand.Rand, n int, scale float64) []uint16 {
+	h := make([]uint16, n)
+	for i := range h {
+		h[i] = half.Float32ToFloat16(float32(rng.NormFloat64() * scale))
+	}
+	return h
+}
+
+// TestSwiGLUGradCPU checks the CPU kernel against float64 over random values and every
+// float16 g (with u and dh fixed), subnormals, infinities and the range edges included.
+func TestSwiGLUGradCPU(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	n := 1 << 16
+	g := make([]uint16, n)
+	for i := range g {
+		g[i] = uint16(i)
+	}
+	cases := []struct {
+		name     string
+		g, u, dh []uint16
+	}{
+		{"random", randomHalves(rng, 4096, 4), randomHalves(rng, 4096, 2), randomHalves(rng, 4096, 1e-3)},
+		{"every g", g, randomHalves(rng, n, 1), randomHalves(rng, n, 1e-2)},
+	}
+	for _, c := range cases {
+		dg, du := swigluGradCPU(c.g, c.u, c.dh)
+		bad := 0
+		for i := range c.g {
+			if isNaNOrInf(c.g[i]) {
+				continue
+			}
+			rdg, rdu := swigluGradRef(c.g[i], c.u[i], c.dh[i])
+			if !closeHalf(dg[i], rdg) || !closeHalf(du[i], rdu) {
+				if bad++; bad <= 5 {
+					t.Errorf("%s: g=%#04x u=%#04x dh=%#04x: dg %#04x du %#04x, want %v %v", c.name, c.g[i], c.u[i], c.dh[i], dg[i], du[i], rdg, rdu)
+				}
+			}
+		}
+	}
+}
+
+func isNaNOrInf(h uint16) bool { return h&0x7c00 == 0x7c00 }
+
+// For session_test.go (package kernels_test, which imports ortrun, which imports kernels).
+var (
+	SwiGLUGradRef = swigluGradRef
+	CloseHalf     = closeHalf
+	RandomHalves  = randomHalves
+)

@@ -1,0 +1,21 @@
+// ortq's own ONNX Runtime custom ops (domain ai.ortq), a CPU and a CUDA kernel each.
+#ifndef ORTQ_KERNELS_OPS_H
+#define ORTQ_KERNELS_OPS_H
+
+#include "onnxruntime_c_api.h"
+
+// ortq_ops_init defines the ops once, with the PTX text their CUDA kernels load (NUL
+// terminated, kept by the caller); it returns the number of ops ortq_op returns.
+int ortq_ops_init(const char *ptx);
+
+// ortq_set_api records the OrtApi of the loaded library, which the kernels call.
+void ortq_set_api(const OrtApi *api);
+
+// ortq_op returns op i (0 ≤ i < the count ortq_ops_init returned).
+OrtCustomOp *ortq_op(int i);
+
+// ortq_swiglu_grad_cpu computes SwiGLUGrad on float16 bits (see swiglu.ll).
+void ortq_swiglu_grad_cpu(const uint16_t *g, const uint16_t *u, const uint16_t *dh,
+  uint16_t *dg, uint16_t *du, int64_t n);
+
+#endif
