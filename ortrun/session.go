@@ -78,6 +78,22 @@ const MemPatternTokens = 1024
 // (devname.Parse).
 func ParseDevice(device string) (provider string, id int, err error) { return devname.Parse(device) }
 
+// optimizationLevel is ONNX Runtime's graph optimization level for OptLevel and
+// DisableOptimizations.
+func (o Options) optimizationLevel() (ort.GraphOptimizationLevel, error) {
+	switch {
+	case o.DisableOptimizations:
+		return ort.GraphOptimizationLevelDisableAll, nil
+	case o.OptLevel == 0 || o.OptLevel == 3:
+		return ort.GraphOptimizationLevelEnableAll, nil
+	case o.OptLevel == 1:
+		return ort.GraphOptimizationLevelEnableBasic, nil
+	case o.OptLevel == 2:
+		return ort.GraphOptimizationLevelEnableExtended, nil
+	}
+	return 0, fmt.Errorf("OptLevel %d: want 0 (default), 1 (basic), 2 (extended) or 3 (all)", o.OptLevel)
+}
+
 func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 	provider, devID, err := ParseDevice(o.Device)
 	if err != nil {
@@ -102,19 +118,11 @@ func (o Options) sessionOptions() (*ort.SessionOptions, error) {
 			return fail("setting intra-op threads", err)
 		}
 	}
-	level := ort.GraphOptimizationLevelEnableAll
-	switch {
-	case o.DisableOptimizations:
-		level = ort.GraphOptimizationLevelDisableAll
-	case o.OptLevel == 0 || o.OptLevel == 3:
-	case o.OptLevel == 1:
-		level = ort.GraphOptimizationLevelEnableBasic
-	case o.OptLevel == 2:
-		level = ort.GraphOptimizationLevelEnableExtended
-	default:
-		return fail("options", fmt.Errorf("OptLevel %d: want 0 (default), 1 (basic), 2 (extended) or 3 (all)", o.OptLevel))
+	level, err := o.optimizationLevel()
+	if err != nil {
+		return fail("options", err)
 	}
-	if err := so.SetGraphOptimizationLevel(ort.GraphOptimizationLevel(level)); err != nil {
+	if err := so.SetGraphOptimizationLevel(level); err != nil {
 		return fail("setting the graph optimization level", err)
 	}
 	if o.ProfilePrefix != "" {

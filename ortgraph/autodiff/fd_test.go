@@ -35,6 +35,7 @@ type gradCase struct {
 	build func(g *ortgraph.Graph) string
 	tol   float64 // max |fd − analytic| / max |analytic|
 	h     float64
+	fused bool // Options.FusedKernels
 }
 
 func newModel(opset int64) *ortgraph.Model {
@@ -73,7 +74,7 @@ func buildGradModel(t *testing.T, c gradCase) []byte {
 	l := g.Op("Add", []string{g.Op("Mul", []string{l1, g.ConstF(dt, 0.5)}), g.Op("Mul", []string{l2, g.ConstF(dt, 0.3)})})
 	loss := g.Op("Reshape", []string{l, g.ConstI64(1)})
 	g.SetType(loss, ortgraph.TensorType(dt, []int64{1}))
-	res, err := Backward(g, loss, wrt, Options{})
+	res, err := Backward(g, loss, wrt, Options{FusedKernels: c.fused})
 	if err != nil {
 		t.Fatalf("Backward: %v", err)
 	}
