@@ -4,10 +4,11 @@
 // swiglu.ll by `make kernels`), loaded with the CUDA driver at run time: building ortq needs
 // no CUDA toolkit.
 //
-// SwiGLUGrad(g, u, dh) → (dg, du): the gradient of h = silu(g)·u for float16 tensors of one
-// shape, with s = σ(g): du = dh·g·s, dg = dh·u·s·(1 + g·(1 − s)), in float32 and rounded once.
-// One kernel reads three tensors and writes two, where the decomposed gradient ran eight
-// elementwise kernels (two in the recomputation, six in the backward pass).
+// SwiGLU(g, u) → h = silu(g)·u, and its gradient SwiGLUGrad(g, u, dh) → (dg, du), for float16
+// tensors of one shape: with s = σ(g), du = dh·g·s, dg = dh·u·s·(1 + g·(1 − s)), in float32
+// and rounded once. SwiGLUGrad reads three tensors and writes two where the decomposed
+// gradient ran eight elementwise kernels (two in the recomputation, six in the backward
+// pass); SwiGLU is one kernel where the forward ran two.
 package kernels
 
 /*
@@ -28,10 +29,11 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 )
 
-// Domain is the ONNX domain of ortq's ops; SwiGLUGrad names the op above (ops.c spells both
-// too: TestSwiGLUGradSession runs nodes named by these).
+// Domain is the ONNX domain of ortq's ops; SwiGLU and SwiGLUGrad name the ops above (ops.c
+// spells them too: TestSessions runs nodes named by these).
 const (
 	Domain     = ortgraph.OrtqDomain
+	SwiGLU     = ortgraph.OpSwiGLU
 	SwiGLUGrad = ortgraph.OpSwiGLUGrad
 )
 
@@ -58,6 +60,15 @@ func Register(so *ort.SessionOptions) error {
 		}
 	})
 	return so.AddCustomOps(Domain, ops)
+}
+
+// swigluCPU runs the CPU kernel of SwiGLU on float16 bits (for the tests).
+func swigluCPU(g, u []uint16) []uint16 {
+	h := make([]uint16, len(g))
+	if len(g) > 0 {
+		C.ortq_swiglu_cpu((*C.uint16_t)(&g[0]), (*C.uint16_t)(&u[0]), (*C.uint16_t)(&h[0]), C.int64_t(len(g)))
+	}
+	return h
 }
 
 // swigluGradCPU runs the CPU kernel of SwiGLUGrad on float16 bits (for the tests).

@@ -8,6 +8,12 @@ import (
 	"github.com/ortq/ortq/internal/half"
 )
 
+// swigluRef is SwiGLU in float64 from float16 inputs.
+func swigluRef(g, u uint16) float64 {
+	x := float64(half.Float16ToFloat32(g))
+	return x / (1 + math.Exp(-x)) * float64(half.Float16ToFloat32(u))
+}
+
 // swigluGradRef is SwiGLUGrad in float64 from float16 inputs.
 func swigluGradRef(g, u, dh uint16) (dg, du float64) {
 	x, y, d := float64(half.Float16ToFloat32(g)), float64(half.Float16ToFloat32(u)), float64(half.Float16ToFloat32(dh))
@@ -34,9 +40,9 @@ func randomHalves(rng *rand.Rand, n int, scale float64) []uint16 {
 	return h
 }
 
-// TestSwiGLUGradCPU checks the CPU kernel against float64 over random values and every
+// TestSwiGLUCPU checks the CPU kernels of SwiGLU and SwiGLUGrad against float64 over random values and every
 // float16 g (with u and dh fixed), subnormals, infinities and the range edges included.
-func TestSwiGLUGradCPU(t *testing.T) {
+func TestSwiGLUCPU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	n := 1 << 16
 	g := make([]uint16, n)
@@ -51,6 +57,7 @@ func TestSwiGLUGradCPU(t *testing.T) {
 		{"every g", g, randomHalves(rng, n, 1), randomHalves(rng, n, 1e-2)},
 	}
 	for _, c := range cases {
+		h := swigluCPU(c.g, c.u)
 		dg, du := swigluGradCPU(c.g, c.u, c.dh)
 		bad := 0
 		for i := range c.g {
@@ -58,6 +65,11 @@ func TestSwiGLUGradCPU(t *testing.T) {
 				continue
 			}
 			rdg, rdu := swigluGradRef(c.g[i], c.u[i], c.dh[i])
+			if rh := swigluRef(c.g[i], c.u[i]); !closeHalf(h[i], rh) {
+				if bad++; bad <= 5 {
+					t.Errorf("%s: g=%#04x u=%#04x: h %#04x, want %v", c.name, c.g[i], c.u[i], h[i], rh)
+				}
+			}
 			if !closeHalf(dg[i], rdg) || !closeHalf(du[i], rdu) {
 				if bad++; bad <= 5 {
 					t.Errorf("%s: g=%#04x u=%#04x dh=%#04x: dg %#04x du %#04x, want %v %v", c.name, c.g[i], c.u[i], c.dh[i], dg[i], du[i], rdg, rdu)
@@ -71,6 +83,7 @@ func isNaNOrInf(h uint16) bool { return h&0x7c00 == 0x7c00 }
 
 // For session_test.go (package kernels_test, which imports ortrun, which imports kernels).
 var (
+	SwiGLURef     = swigluRef
 	SwiGLUGradRef = swigluGradRef
 	CloseHalf     = closeHalf
 	RandomHalves  = randomHalves

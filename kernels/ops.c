@@ -1,6 +1,6 @@
-// ortq's custom ops. SwiGLUGrad(g, u, dh) → (dg, du) is the gradient of
-// h = silu(g)·u for float16 tensors of one shape: a CPU kernel (the loop below)
-// and a CUDA kernel (swiglu.ll's PTX, loaded with the CUDA driver API through
+// ortq's custom ops over float16 tensors of one shape: SwiGLU(g, u) → h = silu(g)·u
+// and its gradient SwiGLUGrad(g, u, dh) → (dg, du). Each has a CPU kernel (the loops
+// below) and a CUDA kernel (swiglu.ll's PTX, loaded with the CUDA driver API through
 // dlopen, launched on ONNX Runtime's compute stream so that CUDA graphs capture it).
 #include <dlfcn.h>
 #include <math.h>
@@ -52,6 +52,13 @@ static uint16_t f2h(float f) {
   return sign | r;
 }
 
+void ortq_swiglu_cpu(const uint16_t *g, const uint16_t *u, uint16_t *h, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float x = h2f(g[i]);
+    h[i] = f2h(x / (1.0f + expf(-x)) * h2f(u[i]));
+  }
+}
+
 void ortq_swiglu_grad_cpu(const uint16_t *g, const uint16_t *u, const uint16_t *dh,
   uint16_t *dg, uint16_t *du, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
@@ -76,9 +83,23 @@ static struct {
 } cu;
 static pthread_mutex_t cu_mu = PTHREAD_MUTEX_INITIALIZER;
 
-// The functions of the PTX module, per CUDA context (one per device in use).
+// An op: its ONNX signature, its CPU loop and the names of its two CUDA kernels (one
+// element a thread, and 8 with 16-byte accesses). An op is an OrtCustomOp first (ONNX
+// Runtime passes it back as such) and the provider its kernel runs on; ONNX Runtime's
+// kernel object is the op itself.
+#define NOPS 2
+#define MAXIO 5
+typedef struct {
+  OrtCustomOp op;
+  int cuda, index;
+  const char *name, *scalar, *vec8;
+  size_t nin, nout;
+  void (*cpu)(const uint16_t **in, uint16_t **out, int64_t n);
+} ortq_op_t;
+
+// The functions of the PTX module, per CUDA context (one per device in use) and op.
 #define MAX_CONTEXTS 64
-static struct { CUcontext ctx; CUfunction scalar, vec8; } modules[MAX_CONTEXTS];
+static struct { CUcontext ctx; CUfunction scalar[NOPS], vec8[NOPS]; } modules[MAX_CONTEXTS];
 static int nmodules;
 
 static OrtStatus *fail(const char *what, CUresult rc) {
@@ -105,109 +126,119 @@ static OrtStatus *load_driver(void) {
   return NULL;
 }
 
-// functions returns (loading the PTX once per context) the kernels of the current context.
-static OrtStatus *functions(CUfunction *scalar, CUfunction *vec8) {
+static ortq_op_t ops[2 * NOPS];  // each op on the CPU, then on CUDA
+
+// functions returns (loading the PTX once per context) op's kernels in the current context.
+static OrtStatus *functions(const ortq_op_t *op, CUfunction *scalar, CUfunction *vec8) {
   OrtStatus *st = NULL;
   pthread_mutex_lock(&cu_mu);
   CUcontext ctx = NULL;
   CUresult rc;
+  int m = 0;
   if ((st = load_driver())) goto out;
   if ((rc = cu.ctxGetCurrent(&ctx)) || !ctx) { st = fail("no current CUDA context", rc); goto out; }
-  for (int i = 0; i < nmodules; i++) {
-    if (modules[i].ctx == ctx) { *scalar = modules[i].scalar; *vec8 = modules[i].vec8; goto out; }
+  for (; m < nmodules && modules[m].ctx != ctx; m++) {
   }
-  if (nmodules == MAX_CONTEXTS) { st = fail("too many CUDA contexts", 0); goto out; }
-  CUmodule m;
-  if ((rc = cu.moduleLoadData(&m, ptx_text))) { st = fail("loading the PTX", rc); goto out; }
-  if ((rc = cu.moduleGetFunction(scalar, m, "ortq_swiglu_grad_f16")) ||
-      (rc = cu.moduleGetFunction(vec8, m, "ortq_swiglu_grad_f16x8"))) { st = fail("finding the kernels", rc); goto out; }
-  modules[nmodules].ctx = ctx;
-  modules[nmodules].scalar = *scalar;
-  modules[nmodules].vec8 = *vec8;
-  nmodules++;
+  if (m == nmodules) {
+    if (nmodules == MAX_CONTEXTS) { st = fail("too many CUDA contexts", 0); goto out; }
+    CUmodule mod;
+    if ((rc = cu.moduleLoadData(&mod, ptx_text))) { st = fail("loading the PTX", rc); goto out; }
+    for (int i = 0; i < NOPS; i++) {
+      if ((rc = cu.moduleGetFunction(&modules[m].scalar[i], mod, ops[i].scalar)) ||
+          (rc = cu.moduleGetFunction(&modules[m].vec8[i], mod, ops[i].vec8))) { st = fail("finding the kernels", rc); goto out; }
+    }
+    modules[m].ctx = ctx;
+    nmodules++;
+  }
+  *scalar = modules[m].scalar[op->index];
+  *vec8 = modules[m].vec8[op->index];
 out:
   pthread_mutex_unlock(&cu_mu);
   return st;
 }
 
-// ---- SwiGLUGrad ----
-
-// An op is an OrtCustomOp first (ONNX Runtime passes it back as such) and the provider its
-// kernel runs on.
-typedef struct {
-  OrtCustomOp op;
-  int cuda;
-} ortq_op_t;
-
-typedef struct {
-  int cuda;
-} kernel_t;
+// ---- the ops ----
 
 #define RETURN_IF(expr) do { OrtStatus *st_ = (expr); if (st_) return st_; } while (0)
 
 static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *op, const OrtApi *api, const OrtKernelInfo *info,
                                              void **kernel) {
   (void)api, (void)info;
-  static kernel_t cpu = {0}, gpu = {1};
-  *kernel = ((const ortq_op_t *)op)->cuda ? &gpu : &cpu;
+  *kernel = (void *)op;
   return NULL;
 }
 
-// swiglu_grad_compute checks the three inputs are float16 of one element count, allocates the
-// two outputs in g's shape and runs the kernel of the op's provider.
-static OrtStatus *ORT_API_CALL swiglu_grad_compute(void *kernel, OrtKernelContext *ctx) {
-  const OrtValue *in[3];
-  const void *ip[3];
-  int64_t dims[16];
-  size_t rank = 0, n = 0;
-  for (int i = 0; i < 3; i++) {
+// inputs checks the op's inputs are float16 of one element count n, and returns their data and
+// the first one's shape.
+static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, const void **ip, int64_t *dims, size_t *rank, size_t *n) {
+  for (size_t i = 0; i < op->nin; i++) {
+    const OrtValue *in;
     OrtTensorTypeAndShapeInfo *info;
     ONNXTensorElementDataType dt;
     size_t ni, r;
-    RETURN_IF(ort->KernelContext_GetInput(ctx, i, &in[i]));
-    RETURN_IF(ort->GetTensorTypeAndShape(in[i], &info));
+    RETURN_IF(ort->KernelContext_GetInput(ctx, i, &in));
+    RETURN_IF(ort->GetTensorTypeAndShape(in, &info));
     OrtStatus *st = ort->GetTensorElementType(info, &dt);
     if (!st) st = ort->GetTensorShapeElementCount(info, &ni);
     if (!st) st = ort->GetDimensionsCount(info, &r);
     if (!st && i == 0 && r <= 16) st = ort->GetDimensions(info, dims, r);
     ort->ReleaseTensorTypeAndShapeInfo(info);
     if (st) return st;
-    if (dt != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) return ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq.SwiGLUGrad: inputs must be float16");
-    if (i == 0) {
-      if (r > 16) return ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq.SwiGLUGrad: rank above 16");
-      rank = r, n = ni;
-    } else if (ni != n) {
-      return ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq.SwiGLUGrad: g, u and dh differ in size");
+    char msg[128];
+    if (dt != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 || (i == 0 && r > 16) || (i > 0 && ni != *n)) {
+      snprintf(msg, sizeof msg, "ai.ortq.%s: inputs must be float16 of one size, of rank 16 at most", op->name);
+      return ort->CreateStatus(ORT_INVALID_ARGUMENT, msg);
     }
-    RETURN_IF(ort->GetTensorData(in[i], &ip[i]));
+    if (i == 0) *rank = r, *n = ni;
+    RETURN_IF(ort->GetTensorData(in, &ip[i]));
   }
-  OrtValue *out[2];
-  void *op[2];
-  for (int i = 0; i < 2; i++) {
-    RETURN_IF(ort->KernelContext_GetOutput(ctx, i, dims, rank, &out[i]));
-    RETURN_IF(ort->GetTensorMutableData(out[i], &op[i]));
+  return NULL;
+}
+
+// compute allocates the op's outputs in its first input's shape and runs the kernel of the
+// op's provider.
+static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
+  const ortq_op_t *op = kernel;
+  const void *ip[MAXIO];
+  void *op_out[MAXIO];
+  int64_t dims[16];
+  size_t rank = 0, n = 0;
+  RETURN_IF(inputs(op, ctx, ip, dims, &rank, &n));
+  for (size_t i = 0; i < op->nout; i++) {
+    OrtValue *out;
+    RETURN_IF(ort->KernelContext_GetOutput(ctx, i, dims, rank, &out));
+    RETURN_IF(ort->GetTensorMutableData(out, &op_out[i]));
   }
   if (n == 0) return NULL;
-  if (!((kernel_t *)kernel)->cuda) {
-    ortq_swiglu_grad_cpu(ip[0], ip[1], ip[2], op[0], op[1], (int64_t)n);
+  if (!op->cuda) {
+    op->cpu((const uint16_t **)ip, (uint16_t **)op_out, (int64_t)n);
     return NULL;
   }
   CUfunction scalar, vec8;
-  RETURN_IF(functions(&scalar, &vec8));
+  RETURN_IF(functions(op, &scalar, &vec8));
   void *stream;
   RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
-  uintptr_t align = (uintptr_t)ip[0] | (uintptr_t)ip[1] | (uintptr_t)ip[2] | (uintptr_t)op[0] | (uintptr_t)op[1];
-  int wide = (align & 15) == 0 && n % 8 == 0;
-  CUfunction f = wide ? vec8 : scalar;
-  size_t threads = wide ? n / 8 : n, block = 256;
+  uintptr_t align = 0;
+  void *args[2 * MAXIO + 1];
+  size_t na = 0;
+  for (size_t i = 0; i < op->nin; i++) align |= (uintptr_t)ip[i], args[na++] = &ip[i];
+  for (size_t i = 0; i < op->nout; i++) align |= (uintptr_t)op_out[i], args[na++] = &op_out[i];
   int64_t n64 = (int64_t)n;
-  void *args[] = {&ip[0], &ip[1], &ip[2], &op[0], &op[1], &n64};
-  CUresult rc = cu.launchKernel(f, (unsigned)((threads + block - 1) / block), 1, 1, (unsigned)block, 1, 1, 0, stream, args, NULL);
-  return rc ? fail("launching SwiGLUGrad", rc) : NULL;
+  args[na++] = &n64;
+  int wide = (align & 15) == 0 && n % 8 == 0;
+  size_t threads = wide ? n / 8 : n, block = 256;
+  CUresult rc = cu.launchKernel(wide ? vec8 : scalar, (unsigned)((threads + block - 1) / block), 1, 1, (unsigned)block, 1, 1, 0,
+                                stream, args, NULL);
+  return rc ? fail(op->name, rc) : NULL;
+}
+
+static void cpu_swiglu(const uint16_t **in, uint16_t **out, int64_t n) { ortq_swiglu_cpu(in[0], in[1], out[0], n); }
+static void cpu_swiglu_grad(const uint16_t **in, uint16_t **out, int64_t n) {
+  ortq_swiglu_grad_cpu(in[0], in[1], in[2], out[0], out[1], n);
 }
 
 static void ORT_API_CALL destroy_kernel(void *kernel) { (void)kernel; }
-static const char *ORT_API_CALL swiglu_grad_name(const OrtCustomOp *op) { (void)op; return "SwiGLUGrad"; }
+static const char *ORT_API_CALL name(const OrtCustomOp *op) { return ((const ortq_op_t *)op)->name; }
 static const char *ORT_API_CALL provider(const OrtCustomOp *op) {
   return ((const ortq_op_t *)op)->cuda ? "CUDAExecutionProvider" : "CPUExecutionProvider";
 }
@@ -215,8 +246,8 @@ static ONNXTensorElementDataType ORT_API_CALL half_type(const OrtCustomOp *op, s
   (void)op, (void)i;
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
 }
-static size_t ORT_API_CALL three(const OrtCustomOp *op) { (void)op; return 3; }
-static size_t ORT_API_CALL two(const OrtCustomOp *op) { (void)op; return 2; }
+static size_t ORT_API_CALL nin(const OrtCustomOp *op) { return ((const ortq_op_t *)op)->nin; }
+static size_t ORT_API_CALL nout(const OrtCustomOp *op) { return ((const ortq_op_t *)op)->nout; }
 static OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp *op, size_t i) {
   (void)op, (void)i;
   return INPUT_OUTPUT_REQUIRED;
@@ -224,7 +255,6 @@ static OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCusto
 static OrtMemType ORT_API_CALL default_mem(const OrtCustomOp *op, size_t i) { (void)op, (void)i; return OrtMemTypeDefault; }
 static int ORT_API_CALL since(const OrtCustomOp *op) { (void)op; return 1; }
 static int ORT_API_CALL until(const OrtCustomOp *op) { (void)op; return 2147483647; }
-
 static int ORT_API_CALL one(const OrtCustomOp *op) { (void)op; return 1; }
 static size_t ORT_API_CALL no_pairs(int **in, int **out) { *in = NULL, *out = NULL; return 0; }
 static void ORT_API_CALL release_pairs(int *in, int *out) { (void)in, (void)out; }
@@ -233,45 +263,43 @@ static void *ORT_API_CALL create_kernel_v1(const OrtCustomOp *op, const OrtApi *
   create_kernel(op, api, info, &k);
   return k;
 }
-
 // ONNX Runtime calls KernelComputeV2, which can fail with a status; this entry is there only
 // for completeness of the struct.
 static void ORT_API_CALL compute_v1(void *kernel, OrtKernelContext *ctx) {
-  OrtStatus *st = swiglu_grad_compute(kernel, ctx);
+  OrtStatus *st = compute(kernel, ctx);
   if (st) {
     fprintf(stderr, "%s\n", ort->GetErrorMessage(st));
     ort->ReleaseStatus(st);
   }
 }
 
-static ortq_op_t ops[2];
-
-static void define_swiglu_grad(ortq_op_t *o, int cuda) {
+static void define(ortq_op_t *o, int index, int cuda, const char *op_name, const char *scalar, const char *vec8, size_t ni, size_t no,
+                   void (*cpu)(const uint16_t **, uint16_t **, int64_t)) {
   memset(o, 0, sizeof *o);
-  o->cuda = cuda;
+  o->cuda = cuda, o->index = index, o->name = op_name, o->scalar = scalar, o->vec8 = vec8, o->nin = ni, o->nout = no, o->cpu = cpu;
   OrtCustomOp *c = &o->op;
   c->version = ORT_API_VERSION;
-  c->GetName = swiglu_grad_name;
+  // Every entry is set: ONNX Runtime reads those of ORT_API_VERSION without checking for NULL.
+  c->CreateKernel = create_kernel_v1;
+  c->GetName = name;
   c->GetExecutionProviderType = provider;
   c->GetInputType = half_type;
-  c->GetInputTypeCount = three;
+  c->GetInputTypeCount = nin;
   c->GetOutputType = half_type;
-  c->GetOutputTypeCount = two;
+  c->GetOutputTypeCount = nout;
+  c->KernelCompute = compute_v1;
   c->KernelDestroy = destroy_kernel;
   c->GetInputCharacteristic = required;
   c->GetOutputCharacteristic = required;
   c->GetInputMemoryType = default_mem;
-  c->CreateKernelV2 = create_kernel;
-  c->KernelComputeV2 = swiglu_grad_compute;
-  c->GetStartVersion = since;
-  c->GetEndVersion = until;
-  // Every entry is set: ONNX Runtime reads those of ORT_API_VERSION without checking for NULL.
-  c->CreateKernel = create_kernel_v1;
-  c->KernelCompute = compute_v1;
   c->GetVariadicInputMinArity = one;
   c->GetVariadicInputHomogeneity = one;
   c->GetVariadicOutputMinArity = one;
   c->GetVariadicOutputHomogeneity = one;
+  c->CreateKernelV2 = create_kernel;
+  c->KernelComputeV2 = compute;
+  c->GetStartVersion = since;
+  c->GetEndVersion = until;
   c->GetMayInplace = no_pairs;
   c->ReleaseMayInplace = release_pairs;
   c->GetAliasMap = no_pairs;
@@ -282,9 +310,11 @@ void ortq_set_api(const OrtApi *api) { ort = api; }
 
 int ortq_ops_init(const char *ptx) {
   ptx_text = ptx;
-  define_swiglu_grad(&ops[0], 0);
-  define_swiglu_grad(&ops[1], 1);
-  return 2;
+  for (int cuda = 0; cuda < 2; cuda++) {
+    define(&ops[cuda * NOPS + 0], 0, cuda, "SwiGLU", "ortq_swiglu_f16", "ortq_swiglu_f16x8", 2, 1, cpu_swiglu);
+    define(&ops[cuda * NOPS + 1], 1, cuda, "SwiGLUGrad", "ortq_swiglu_grad_f16", "ortq_swiglu_grad_f16x8", 3, 2, cpu_swiglu_grad);
+  }
+  return 2 * NOPS;
 }
 
 OrtCustomOp *ortq_op(int i) { return &ops[i].op; }

@@ -14,7 +14,9 @@ void ortq_set_api(const OrtApi *api);
 // ortq_op returns op i (0 ≤ i < the count ortq_ops_init returned).
 OrtCustomOp *ortq_op(int i);
 
-// ortq_swiglu_grad_cpu computes SwiGLUGrad on float16 bits (see swiglu.ll).
+// ortq_swiglu_cpu and ortq_swiglu_grad_cpu compute SwiGLU and SwiGLUGrad on float16 bits
+// (see swiglu.ll).
+void ortq_swiglu_cpu(const uint16_t *g, const uint16_t *u, uint16_t *h, int64_t n);
 void ortq_swiglu_grad_cpu(const uint16_t *g, const uint16_t *u, const uint16_t *dh,
   uint16_t *dg, uint16_t *du, int64_t n);
 

@@ -1,8 +1,8 @@
-; SwiGLUGrad: the gradient of h = silu(g)·u, silu(g) = g·σ(g), for float16 tensors.
+; SwiGLU, h = silu(g)·u with silu(g) = g·σ(g), and its gradient SwiGLUGrad, for float16 tensors.
 ; With s = σ(g): du = dh·g·s and dg = dh·u·s·(1 + g·(1 − s)), each element in float32
 ; (σ by ex2.approx: relative error ≈ 2^-22, far under float16's 2^-11) and rounded once.
-; ortq_swiglu_grad_f16x8 takes 8 elements a thread with 16-byte loads and stores (every
-; pointer 16-byte aligned, n a multiple of 8); ortq_swiglu_grad_f16 one element a thread.
+; The …_f16x8 kernels take 8 elements a thread with 16-byte loads and stores (every pointer
+; 16-byte aligned, n a multiple of 8); the …_f16 ones one element a thread.
 ; Hand-written LLVM IR, compiled to PTX by `make kernels` (llc, the NVPTX backend): the
 ; product loads the PTX with the CUDA driver and needs no CUDA compiler.
 target datalayout = "e-i64:64-i128:128-v16:16-v32:32-n16:32:64"
@@ -140,6 +140,105 @@ done:
   ret void
 }
 
-!nvvm.annotations = !{!0, !1}
+; SwiGLU: h = g·σ(g)·u, in float32, rounded once (the forward of SwiGLUGrad's function).
+define void @ortq_swiglu_f16(half addrspace(1)* %pg, half addrspace(1)* %pu, half addrspace(1)* %ph, i64 %n) {
+entry:
+  %tid = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()
+  %bid = call i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()
+  %bdim = call i32 @llvm.nvvm.read.ptx.sreg.ntid.x()
+  %b = zext i32 %bid to i64
+  %d = zext i32 %bdim to i64
+  %t = zext i32 %tid to i64
+  %bd = mul i64 %b, %d
+  %i = add i64 %bd, %t  ; blockIdx.x·blockDim.x + threadIdx.x
+  %in = icmp ult i64 %i, %n
+  br i1 %in, label %body, label %done
+body:
+  %ag = getelementptr half, half addrspace(1)* %pg, i64 %i
+  %au = getelementptr half, half addrspace(1)* %pu, i64 %i
+  %ah = getelementptr half, half addrspace(1)* %ph, i64 %i
+  %hg = load half, half addrspace(1)* %ag
+  %hu = load half, half addrspace(1)* %au
+  %g = fpext half %hg to float
+  %u = fpext half %hu to float
+  %ng = fmul float %g, 0xBFF7154760000000
+  %e = call float @llvm.nvvm.ex2.approx.f(float %ng)
+  %den = fadd float %e, 1.0
+  %s = fdiv float 1.0, %den
+  %gs = fmul float %g, %s
+  %h = fmul float %gs, %u
+  %hh = fptrunc float %h to half
+  store half %hh, half addrspace(1)* %ah
+  br label %done
+done:
+  ret void
+}
+
+define void @ortq_swiglu_f16x8(<8 x half> addrspace(1)* %pg, <8 x half> addrspace(1)* %pu, <8 x half> addrspace(1)* %ph, i64 %n) {
+entry:
+  %tid = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()
+  %bid = call i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()
+  %bdim = call i32 @llvm.nvvm.read.ptx.sreg.ntid.x()
+  %b = zext i32 %bid to i64
+  %d = zext i32 %bdim to i64
+  %t = zext i32 %tid to i64
+  %bd = mul i64 %b, %d
+  %i = add i64 %bd, %t  ; blockIdx.x·blockDim.x + threadIdx.x
+  %n8 = lshr i64 %n, 3
+  %in = icmp ult i64 %i, %n8
+  br i1 %in, label %body, label %done
+body:
+  %ag = getelementptr <8 x half>, <8 x half> addrspace(1)* %pg, i64 %i
+  %au = getelementptr <8 x half>, <8 x half> addrspace(1)* %pu, i64 %i
+  %ah = getelementptr <8 x half>, <8 x half> addrspace(1)* %ph, i64 %i
+  %wgp = bitcast <8 x half> addrspace(1)* %ag to <4 x i32> addrspace(1)*
+  %wg = call <4 x i32> @llvm.nvvm.ldg.global.i.v4i32.p1v4i32(<4 x i32> addrspace(1)* %wgp, i32 16)
+  %hg = bitcast <4 x i32> %wg to <8 x half>
+  %wup = bitcast <8 x half> addrspace(1)* %au to <4 x i32> addrspace(1)*
+  %wu = call <4 x i32> @llvm.nvvm.ldg.global.i.v4i32.p1v4i32(<4 x i32> addrspace(1)* %wup, i32 16)
+  %hu = bitcast <4 x i32> %wu to <8 x half>
+  %g = fpext <8 x half> %hg to <8 x float>
+  %u = fpext <8 x half> %hu to <8 x float>
+  %ng = fmul <8 x float> %g, <float 0xBFF7154760000000, float 0xBFF7154760000000, float 0xBFF7154760000000, float 0xBFF7154760000000, float 0xBFF7154760000000, float 0xBFF7154760000000, float 0xBFF7154760000000, float 0xBFF7154760000000>
+  %x0 = extractelement <8 x float> %ng, i32 0
+  %y0 = call float @llvm.nvvm.ex2.approx.f(float %x0)
+  %e0 = insertelement <8 x float> undef, float %y0, i32 0
+  %x1 = extractelement <8 x float> %ng, i32 1
+  %y1 = call float @llvm.nvvm.ex2.approx.f(float %x1)
+  %e1 = insertelement <8 x float> %e0, float %y1, i32 1
+  %x2 = extractelement <8 x float> %ng, i32 2
+  %y2 = call float @llvm.nvvm.ex2.approx.f(float %x2)
+  %e2 = insertelement <8 x float> %e1, float %y2, i32 2
+  %x3 = extractelement <8 x float> %ng, i32 3
+  %y3 = call float @llvm.nvvm.ex2.approx.f(float %x3)
+  %e3 = insertelement <8 x float> %e2, float %y3, i32 3
+  %x4 = extractelement <8 x float> %ng, i32 4
+  %y4 = call float @llvm.nvvm.ex2.approx.f(float %x4)
+  %e4 = insertelement <8 x float> %e3, float %y4, i32 4
+  %x5 = extractelement <8 x float> %ng, i32 5
+  %y5 = call float @llvm.nvvm.ex2.approx.f(float %x5)
+  %e5 = insertelement <8 x float> %e4, float %y5, i32 5
+  %x6 = extractelement <8 x float> %ng, i32 6
+  %y6 = call float @llvm.nvvm.ex2.approx.f(float %x6)
+  %e6 = insertelement <8 x float> %e5, float %y6, i32 6
+  %x7 = extractelement <8 x float> %ng, i32 7
+  %y7 = call float @llvm.nvvm.ex2.approx.f(float %x7)
+  %e = insertelement <8 x float> %e6, float %y7, i32 7
+  %den = fadd <8 x float> %e, <float 1.0, float 1.0, float 1.0, float 1.0, float 1.0, float 1.0, float 1.0, float 1.0>
+  %s = fdiv <8 x float> <float 1.0, float 1.0, float 1.0, float 1.0, float 1.0, float 1.0, float 1.0, float 1.0>, %den
+  %gs = fmul <8 x float> %g, %s
+  %h = fmul <8 x float> %gs, %u
+  %hh = fptrunc <8 x float> %h to <8 x half>
+  %wh = bitcast <8 x half> %hh to <4 x i32>
+  %whp = bitcast <8 x half> addrspace(1)* %ah to <4 x i32> addrspace(1)*
+  store <4 x i32> %wh, <4 x i32> addrspace(1)* %whp, align 16
+  br label %done
+done:
+  ret void
+}
+
+!nvvm.annotations = !{!0, !1, !2, !3}
 !0 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64)* @ortq_swiglu_grad_f16, !"kernel", i32 1}
 !1 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64)* @ortq_swiglu_grad_f16x8, !"kernel", i32 1}
+!2 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64)* @ortq_swiglu_f16, !"kernel", i32 1}
+!3 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64)* @ortq_swiglu_f16x8, !"kernel", i32 1}

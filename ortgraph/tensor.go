@@ -191,6 +191,8 @@ var (
 const (
 	// OrtqDomain is their ONNX domain.
 	OrtqDomain = "ai.ortq"
+	// OpSwiGLU(g, u) → h = silu(g)·u = g·σ(g)·u for float16 g and u of one shape.
+	OpSwiGLU = "SwiGLU"
 	// OpSwiGLUGrad(g, u, dh) → (dg, du) is the gradient of h = silu(g)·u for float16 g, u and
 	// dh of one shape: with s = σ(g), du = dh·g·s and dg = dh·u·s·(1 + g·(1 − s)).
 	OpSwiGLUGrad = "SwiGLUGrad"

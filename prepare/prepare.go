@@ -79,10 +79,16 @@ type Options struct {
 	// layer's recomputation. H100, 3B shape, micro-batch 7: 171.0 against 172.35 ms a step,
 	// 0.34 GiB more at the peak.
 	KeepKV bool `json:"keep_kv"`
-	// FusedKernels (on by default) lets the training graphs' backward pass use ortq's own ops
-	// (package kernels: a CPU and a CUDA kernel each): the float16 SwiGLU gradient as one
-	// SwiGLUGrad node instead of eight elementwise ones a layer. Not measured on a GPU yet.
+	// FusedKernels (on by default) lets the training graphs use ortq's own ops (package
+	// kernels: a CPU and a CUDA kernel each): the float16 SwiGLU gradient as one SwiGLUGrad
+	// node instead of eight elementwise ones a layer (H100, 3B shape, micro-batch 7: 159.35
+	// against 170.1 ms a step) and, in the device steps, the activation as one SwiGLU node
+	// (passes.SwiGLUForward).
 	FusedKernels bool `json:"fused_kernels"`
+	// FoldScales (on by default) runs passes.ScaleMatMul on the device steps: a scalar Mul
+	// read only by GEMMs (attention's scaled score gradient, read by the dQ and dK GEMMs)
+	// becomes their alpha. Not measured on a GPU yet.
+	FoldScales bool `json:"fold_scales"`
 	// FuseResidualNorm (on by default) runs passes.ResidualNorm on the recomputing training
 	// graphs: each first-forward residual Add and the RMSNorm it feeds as one kernel (H100:
 	// 189.55 against 190.3 ms a step).
@@ -119,7 +125,7 @@ func (o *Options) keptKinds() []string {
 // DefaultOptions are the reference recipe's settings.
 func DefaultOptions() Options {
 	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42, LossChunks: -1,
-		AttentionForward: true, KeepDropoutMasks: true, FuseResidualNorm: true, ShareDropoutMasks: true, KeepKV: true, FusedKernels: true}
+		AttentionForward: true, KeepDropoutMasks: true, FuseResidualNorm: true, ShareDropoutMasks: true, KeepKV: true, FusedKernels: true, FoldScales: true}
 }
 
 // Validate checks option ranges, naming the flag at fault.
@@ -170,6 +176,20 @@ func (o *Options) firstForwardPasses() []*ortgraph.Pass {
 	}
 	if o.FuseResidualNorm {
 		ps = append(ps, passes.ResidualNorm)
+	}
+	return ps
+}
+
+// lastPasses are the rewrites of every finished training graph, the host's and the device
+// steps' alike (so that the two compute the same): SwiGLUForward with --fused-kernels and
+// ScaleMatMul with --fold-scales.
+func (o *Options) lastPasses() []*ortgraph.Pass {
+	var ps []*ortgraph.Pass
+	if o.FusedKernels {
+		ps = append(ps, passes.SwiGLUForward)
+	}
+	if o.FoldScales {
+		ps = append(ps, passes.ScaleMatMul)
 	}
 	return ps
 }
@@ -352,7 +372,7 @@ type deviceStep struct {
 // on that step NBitsForward (unless --dequantize-forward; with it, an NF4/FP4 base's
 // MatMulBnb4 products go through Bnb4Forward) for the 4-bit step and, when dense,
 // DenseBase (after Bnb4Forward for an NF4/FP4 base) on a copy of it for the dense step (nil
-// otherwise).
+// otherwise); then, on each, lastPasses.
 func buildSteps(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func(string, ...any)) (four, denseStep *deviceStep, err error) {
 	opts := o.passOptions(o.Dropout, true, vocab, passes.RecomputeOptions{})
 	ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.DeviceStep)
@@ -372,6 +392,14 @@ func buildSteps(o Options, m *ortgraph.Model, vocab int64, dense bool, logf func
 		denseStep = &deviceStep{m: dm, layout: layout}
 	}
 	four = &deviceStep{m: m, layout: layout}
+	defer func() { // last: ScaleMatMul reads the GEMMs the passes below write
+		ps := o.lastPasses()
+		for _, st := range []*deviceStep{four, denseStep} {
+			if err == nil && st != nil && len(ps) > 0 {
+				_, err = ortgraph.RunPasses(ortgraph.NewGraph(st.m), opts, logf, ps...)
+			}
+		}
+	}()
 	switch {
 	case !o.DequantizeForward:
 		ctx, err := ortgraph.RunPasses(ortgraph.NewGraph(m), opts, logf, passes.NBitsForward)
@@ -460,6 +488,11 @@ func buildGraphs(o Options, m *ortgraph.Model, logf func(string, ...any)) (*grap
 		gs.steps[policy] = four
 		if d != nil {
 			gs.steps[manifest.DenseStep(policy)] = d
+		}
+	}
+	for _, h := range []*ortgraph.Model{gs.train, gs.rec} { // the host's graphs, after buildSteps cloned them
+		if _, err := ortgraph.RunPasses(ortgraph.NewGraph(h), nil, logf, o.lastPasses()...); err != nil {
+			return nil, fmt.Errorf("model %q: %w", o.Model, err)
 		}
 	}
 	gs.layout = gs.steps[manifest.RecomputeLayer].layout

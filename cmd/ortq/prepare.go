@@ -75,6 +75,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("fused-kernels", d.FusedKernels,
 		"the training graphs' backward pass uses ortq's own ops (domain ai.ortq, a CPU and a CUDA kernel each): the float16 SwiGLU gradient "+
 			"as one SwiGLUGrad node; =false keeps it as stock ONNX ops")
+	f.Bool("fold-scales", d.FoldScales,
+		"in the device steps, a multiplication by a scalar read only by GEMMs (attention's scaled score gradient) becomes their alpha")
 	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
 		"in the recomputing training graphs' first forward, each residual Add and the RMSNorm it feeds as one com.microsoft.SkipSimplifiedLayerNormalization")
 	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(
@@ -114,6 +116,7 @@ func runPrepare(cmd *cobra.Command) error {
 		ShareDropoutMasks:  v.GetBool("share-dropout-masks"),
 		KeepKV:             v.GetBool("keep-kv"),
 		FusedKernels:       v.GetBool("fused-kernels"),
+		FoldScales:         v.GetBool("fold-scales"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

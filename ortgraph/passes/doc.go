@@ -45,6 +45,10 @@
 //	DenseBase    every 4-bit weight read through one dequantization of its initializers,
 //	             which ONNX Runtime folds at load (a dense base), forward products as
 //	             FusedMatMul(transB) (the dense device steps)
+//	SwiGLUForward the float16 MLP activation silu(g)·u, where only it reads σ(g) and
+//	             silu(g) → one ai.ortq.SwiGLU (package kernels; prepare --fused-kernels)
+//	ScaleMatMul  a multiplication by a scalar read only by GEMMs, or of a GEMM's sole
+//	             product → the GEMMs' FusedMatMul alpha (prepare --fold-scales)
 //
 // prepare runs HalfSoftmax, Quantize, Rotary, DocMask (unless --plain-mask), GroupedKV,
 // ORTCompat and RMSNorm on the base graph (so every graph, device steps included, takes
@@ -54,14 +58,15 @@
 // (unless --dequantize-forward; with it and an NF4/FP4 base, Bnb4Forward) run on a copy
 // of each recomputation policy's training graph: the per-layer one, the selective one (Linear products kept) and the training graph
 // without recomputation; for a 4-bit base DeviceStep and DenseBase run on one more copy of
-// each (the dense steps).
+// each (the dense steps). SwiGLUForward and ScaleMatMul run last on every training graph,
+// the device steps and the host's alike.
 //
 // Passes are run by ortgraph.RunPasses (or a Context's Run), which validates the
 // declarations and the options first, orders the passes by Requires and wraps their errors
 // with the pass name. Each pass declares the type of its result (Pass.ResultType), which
-// later passes read with ortgraph.ResultOf, and the four that take options declare their
+// later passes read with ortgraph.ResultOf, and the five that take options declare their
 // own options type (options.go: QuantizeOptions, LoRAOptions, LossOptions,
-// RecomputeOptions), whose Validate method runs before any pass does; a pass reads its
+// BackwardOptions, RecomputeOptions), whose Validate method runs before any pass does; a pass reads its
 // options with ortgraph.OptionsOf. TestDocRequirements keeps the bracketed requirements
 // above equal to the passes' Requires. Each pass has
 // a golden of its own in testdata/ (goldens_test.go, rmsnorm_test.go, passes_test.go), most

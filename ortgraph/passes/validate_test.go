@@ -26,7 +26,7 @@ var allPasses = map[string]*ortgraph.Pass{
 	"Recompute": passes.Recompute, "DeviceStep": passes.DeviceStep, "NBitsForward": passes.NBitsForward,
 	"AttentionGrad": passes.AttentionGrad, "DenseBase": passes.DenseBase, "Bnb4Forward": passes.Bnb4Forward,
 	"AttentionForward": passes.AttentionForward, "AttentionForwardMHA": passes.AttentionForwardMHA,
-	"ResidualNorm": passes.ResidualNorm,
+	"ResidualNorm": passes.ResidualNorm, "ScaleMatMul": passes.ScaleMatMul, "SwiGLUForward": passes.SwiGLUForward,
 }
 
 // TestPassDeclarations: every pass has a name, a Doc and a Run, the names are unique and
