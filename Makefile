@@ -176,6 +176,6 @@ clean:
 
 # The CUDA kernels' PTX from their LLVM IR (kernels/*.ll), with llc (LLVM's NVPTX backend,
 # Debian package llvm): needed only after editing a .ll file; the PTX is committed.
-kernels: kernels/swiglu.ptx
+kernels: kernels/ops.ptx
 kernels/%.ptx: kernels/%.ll
 	llc -march=nvptx64 -mcpu=sm_80 -mattr=+ptx70 -O3 $< -o $@

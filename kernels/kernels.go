@@ -1,14 +1,16 @@
 // Package kernels holds ortq's own ONNX Runtime custom ops (domain ai.ortq): fused kernels
 // for the backward pass that no stock ONNX Runtime op provides, each with a CPU kernel and a
-// CUDA kernel. The CUDA kernels are PTX (swiglu.ptx, from the hand-written LLVM IR in
-// swiglu.ll by `make kernels`), loaded with the CUDA driver at run time: building ortq needs
+// CUDA kernel. The CUDA kernels are PTX (ops.ptx, from the hand-written LLVM IR in
+// ops.ll by `make kernels`), loaded with the CUDA driver at run time: building ortq needs
 // no CUDA toolkit.
 //
 // SwiGLU(g, u) → h = silu(g)·u, and its gradient SwiGLUGrad(g, u, dh) → (dg, du), for float16
 // tensors of one shape: with s = σ(g), du = dh·g·s, dg = dh·u·s·(1 + g·(1 − s)), in float32
 // and rounded once. SwiGLUGrad reads three tensors and writes two where the decomposed
 // gradient ran eight elementwise kernels (two in the recomputation, six in the backward
-// pass); SwiGLU is one kernel where the forward ran two.
+// pass); SwiGLU is one kernel where the forward ran two. RMSNormGrad(x, w, r, dy) → dx: the
+// RMSNorm gradient with respect to x (float32 r, one value a row), one block a row, where the
+// decomposed float16 rule ran six elementwise kernels and a GEMV.
 package kernels
 
 /*
@@ -32,13 +34,14 @@ import (
 // Domain is the ONNX domain of ortq's ops; SwiGLU and SwiGLUGrad name the ops above (ops.c
 // spells them too: TestSessions runs nodes named by these).
 const (
-	Domain     = ortgraph.OrtqDomain
-	SwiGLU     = ortgraph.OpSwiGLU
-	SwiGLUGrad = ortgraph.OpSwiGLUGrad
+	Domain      = ortgraph.OrtqDomain
+	SwiGLU      = ortgraph.OpSwiGLU
+	SwiGLUGrad  = ortgraph.OpSwiGLUGrad
+	RMSNormGrad = ortgraph.OpRMSNormGrad
 )
 
-//go:embed swiglu.ptx
-var swigluPTX string
+//go:embed ops.ptx
+var opsPTX string
 
 var (
 	once sync.Once
@@ -54,7 +57,7 @@ func Register(so *ort.SessionOptions) error {
 	}
 	C.ortq_set_api((*C.OrtApi)(api)) // each time: the library may have been loaded again
 	once.Do(func() {
-		n := int(C.ortq_ops_init(C.CString(swigluPTX))) // the ops and the PTX live as long as the process
+		n := int(C.ortq_ops_init(C.CString(opsPTX))) // the ops and the PTX live as long as the process
 		for i := range n {
 			ops = append(ops, unsafe.Pointer(C.ortq_op(C.int(i))))
 		}
@@ -69,6 +72,17 @@ func swigluCPU(g, u []uint16) []uint16 {
 		C.ortq_swiglu_cpu((*C.uint16_t)(&g[0]), (*C.uint16_t)(&u[0]), (*C.uint16_t)(&h[0]), C.int64_t(len(g)))
 	}
 	return h
+}
+
+// rmsNormGradCPU runs the CPU kernel of RMSNormGrad on rows of len(w) float16 elements (for
+// the tests).
+func rmsNormGradCPU(x, w []uint16, r []float32, dy []uint16) []uint16 {
+	dx := make([]uint16, len(x))
+	if len(r) > 0 {
+		C.ortq_rmsnorm_grad_cpu((*C.uint16_t)(&x[0]), (*C.uint16_t)(&w[0]), (*C.float)(&r[0]), (*C.uint16_t)(&dy[0]),
+			(*C.uint16_t)(&dx[0]), C.int64_t(len(r)), C.int64_t(len(w)))
+	}
+	return dx
 }
 
 // swigluGradCPU runs the CPU kernel of SwiGLUGrad on float16 bits (for the tests).

@@ -83,8 +83,72 @@ func isNaNOrInf(h uint16) bool { return h&0x7c00 == 0x7c00 }
 
 // For session_test.go (package kernels_test, which imports ortrun, which imports kernels).
 var (
-	SwiGLURef     = swigluRef
-	SwiGLUGradRef = swigluGradRef
-	CloseHalf     = closeHalf
-	RandomHalves  = randomHalves
+	RMSNormGradRef = rmsNormGradRef
+	RMSNormInputs  = rmsNormInputs
+	CloseTo        = closeTo
+	SwiGLURef      = swigluRef
+	SwiGLUGradRef  = swigluGradRef
+	CloseHalf      = closeHalf
+	RandomHalves   = randomHalves
 )
+
+// rmsNormGradRef is RMSNormGrad in float64 from float16 x, w, dy and float32 r.
+func rmsNormGradRef(x, w []uint16, r []float32, dy []uint16) []float64 {
+	h := len(w)
+	dx := make([]float64, len(x))
+	f := func(v uint16) float64 { return float64(half.Float16ToFloat32(v)) }
+	for row := range r {
+		rr, m := float64(r[row]), 0.0
+		for i := range h {
+			m += f(dy[row*h+i]) * f(w[i]) * f(x[row*h+i]) * rr
+		}
+		m /= float64(h)
+		for i := range h {
+			dx[row*h+i] = (f(dy[row*h+i])*f(w[i]) - f(x[row*h+i])*rr*m) * rr
+		}
+	}
+	return dx
+}
+
+// rmsNormInputs are random x [rows, h], w [h], dy [rows, h] and x's r = 1/rms.
+func rmsNormInputs(rng *rand.Rand, rows, h int) (x, w []uint16, r []float32, dy []uint16) {
+	x, w, dy = randomHalves(rng, rows*h, 2), randomHalves(rng, h, 1), randomHalves(rng, rows*h, 0.5)
+	r = make([]float32, rows)
+	for row := range r {
+		s := 0.0
+		for _, v := range x[row*h : (row+1)*h] {
+			s += float64(half.Float16ToFloat32(v)) * float64(half.Float16ToFloat32(v))
+		}
+		r[row] = float32(1 / math.Sqrt(s/float64(h)+1e-5))
+	}
+	return x, w, r, dy
+}
+
+// closeTo reports whether float16 results are within one float16 rounding (a subnormal step
+// at least) plus tol·max|ref| of the reference (the row mean's float32 sum differs from
+// float64's in its last bits); else the first element that is not.
+func closeTo(got []uint16, ref []float64, tol float64) (int, bool) {
+	scale := 0.0
+	for _, v := range ref {
+		scale = math.Max(scale, math.Abs(v))
+	}
+	for i, v := range ref {
+		if d := math.Abs(float64(half.Float16ToFloat32(got[i])) - v); d > math.Abs(v)/1024+tol*scale+6e-8 {
+			return i, false
+		}
+	}
+	return 0, true
+}
+
+// TestRMSNormGradCPU checks the CPU kernel against float64 for rows of 3072 (the 3B shape),
+// 5 and 1 elements.
+func TestRMSNormGradCPU(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, c := range []struct{ rows, h int }{{6, 3072}, {9, 5}, {4, 1}} {
+		x, w, r, dy := rmsNormInputs(rng, c.rows, c.h)
+		got, ref := rmsNormGradCPU(x, w, r, dy), rmsNormGradRef(x, w, r, dy)
+		if i, ok := closeTo(got, ref, 1e-5); !ok {
+			t.Errorf("[%d, %d] element %d: dx %v, want %v", c.rows, c.h, i, half.Float16ToFloat32(got[i]), ref[i])
+		}
+	}
+}

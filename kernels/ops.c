@@ -1,6 +1,6 @@
 // ortq's custom ops over float16 tensors of one shape: SwiGLU(g, u) → h = silu(g)·u
 // and its gradient SwiGLUGrad(g, u, dh) → (dg, du). Each has a CPU kernel (the loops
-// below) and a CUDA kernel (swiglu.ll's PTX, loaded with the CUDA driver API through
+// below) and a CUDA kernel (ops.ll's PTX, loaded with the CUDA driver API through
 // dlopen, launched on ONNX Runtime's compute stream so that CUDA graphs capture it).
 #include <dlfcn.h>
 #include <math.h>
@@ -69,6 +69,20 @@ void ortq_swiglu_grad_cpu(const uint16_t *g, const uint16_t *u, const uint16_t *
   }
 }
 
+void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r, const uint16_t *dy, uint16_t *dx,
+  int64_t rows, int64_t h) {
+  for (int64_t row = 0; row < rows; row++) {
+    const uint16_t *xr = x + row * h, *dyr = dy + row * h;
+    float rr = r[row], acc = 0;
+    for (int64_t i = 0; i < h; i++) acc += h2f(dyr[i]) * h2f(w[i]) * (h2f(xr[i]) * rr);
+    float m = acc / (float)h;
+    for (int64_t i = 0; i < h; i++) {
+      float g = h2f(dyr[i]) * h2f(w[i]), xh = h2f(xr[i]) * rr;
+      dx[row * h + i] = f2h((g - xh * m) * rr);
+    }
+  }
+}
+
 // ---- the CUDA driver API, resolved at run time (no CUDA at build time) ----
 
 typedef int CUresult;
@@ -87,14 +101,16 @@ static pthread_mutex_t cu_mu = PTHREAD_MUTEX_INITIALIZER;
 // element a thread, and 8 with 16-byte accesses). An op is an OrtCustomOp first (ONNX
 // Runtime passes it back as such) and the provider its kernel runs on; ONNX Runtime's
 // kernel object is the op itself.
-#define NOPS 2
+#define NOPS 3
 #define MAXIO 5
-typedef struct {
+typedef struct ortq_op {
   OrtCustomOp op;
   int cuda, index;
   const char *name, *scalar, *vec8;
   size_t nin, nout;
-  void (*cpu)(const uint16_t **in, uint16_t **out, int64_t n);
+  ONNXTensorElementDataType in_types[MAXIO];  // the outputs are float16
+  void (*cpu)(const uint16_t **in, uint16_t **out, int64_t n);  // elementwise ops
+  OrtStatus *(*compute)(const struct ortq_op *op, OrtKernelContext *ctx);
 } ortq_op_t;
 
 // The functions of the PTX module, per CUDA context (one per device in use) and op.
@@ -195,10 +211,9 @@ static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, const void 
   return NULL;
 }
 
-// compute allocates the op's outputs in its first input's shape and runs the kernel of the
-// op's provider.
-static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
-  const ortq_op_t *op = kernel;
+// elementwise allocates the op's outputs in its first input's shape and runs the kernel of
+// the op's provider over every element.
+static OrtStatus *elementwise(const ortq_op_t *op, OrtKernelContext *ctx) {
   const void *ip[MAXIO];
   void *op_out[MAXIO];
   int64_t dims[16];
@@ -232,6 +247,73 @@ static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
   return rc ? fail(op->name, rc) : NULL;
 }
 
+static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
+  const ortq_op_t *op = kernel;
+  return op->compute(op, ctx);
+}
+
+// tensor returns input i's data, element type, element count and last dimension.
+static OrtStatus *tensor(OrtKernelContext *ctx, size_t i, const void **data, ONNXTensorElementDataType *dt, size_t *n, int64_t *last) {
+  const OrtValue *v;
+  OrtTensorTypeAndShapeInfo *info;
+  size_t rank;
+  int64_t dims[16];
+  RETURN_IF(ort->KernelContext_GetInput(ctx, i, &v));
+  RETURN_IF(ort->GetTensorTypeAndShape(v, &info));
+  OrtStatus *st = ort->GetTensorElementType(info, dt);
+  if (!st) st = ort->GetTensorShapeElementCount(info, n);
+  if (!st) st = ort->GetDimensionsCount(info, &rank);
+  if (!st && rank > 16) st = ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq: rank above 16");
+  if (!st) st = ort->GetDimensions(info, dims, rank);
+  ort->ReleaseTensorTypeAndShapeInfo(info);
+  if (st) return st;
+  *last = rank ? dims[rank - 1] : 1;
+  return ort->GetTensorData(v, data);
+}
+
+// rmsnorm_grad computes dx of RMSNormGrad(x, w, r, dy): x and dy float16 [..., h], w float16
+// [h], r float32 with one value a row.
+static OrtStatus *rmsnorm_grad(const ortq_op_t *op, OrtKernelContext *ctx) {
+  const void *p[4];
+  ONNXTensorElementDataType dt[4];
+  size_t n[4];
+  int64_t last[4];
+  for (size_t i = 0; i < 4; i++) RETURN_IF(tensor(ctx, i, &p[i], &dt[i], &n[i], &last[i]));
+  int64_t h = last[0], rows = h > 0 ? (int64_t)n[0] / h : 0;
+  for (size_t i = 0; i < 4; i++) {
+    if (dt[i] != op->in_types[i]) return ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq.RMSNormGrad: x, w and dy must be float16, r float32");
+  }
+  if (n[3] != n[0] || (int64_t)n[1] != h || (int64_t)n[2] != rows) {
+    return ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq.RMSNormGrad: want x and dy [..., h], w [h] and r one value a row");
+  }
+  const OrtValue *x;
+  OrtTensorTypeAndShapeInfo *info;
+  size_t rank;
+  int64_t dims[16];
+  RETURN_IF(ort->KernelContext_GetInput(ctx, 0, &x));
+  RETURN_IF(ort->GetTensorTypeAndShape(x, &info));
+  OrtStatus *st = ort->GetDimensionsCount(info, &rank);
+  if (!st) st = ort->GetDimensions(info, dims, rank);
+  ort->ReleaseTensorTypeAndShapeInfo(info);
+  if (st) return st;
+  OrtValue *out;
+  void *dx;
+  RETURN_IF(ort->KernelContext_GetOutput(ctx, 0, dims, rank, &out));
+  RETURN_IF(ort->GetTensorMutableData(out, &dx));
+  if (rows == 0) return NULL;
+  if (!op->cuda) {
+    ortq_rmsnorm_grad_cpu(p[0], p[1], p[2], p[3], dx, rows, h);
+    return NULL;
+  }
+  CUfunction f, unused;
+  RETURN_IF(functions(op, &f, &unused));
+  void *stream;
+  RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
+  void *args[] = {&p[0], &p[1], &p[2], &p[3], &dx, &rows, &h};
+  CUresult rc = cu.launchKernel(f, (unsigned)rows, 1, 1, 256, 1, 1, 0, stream, args, NULL);
+  return rc ? fail(op->name, rc) : NULL;
+}
+
 static void cpu_swiglu(const uint16_t **in, uint16_t **out, int64_t n) { ortq_swiglu_cpu(in[0], in[1], out[0], n); }
 static void cpu_swiglu_grad(const uint16_t **in, uint16_t **out, int64_t n) {
   ortq_swiglu_grad_cpu(in[0], in[1], in[2], out[0], out[1], n);
@@ -241,6 +323,9 @@ static void ORT_API_CALL destroy_kernel(void *kernel) { (void)kernel; }
 static const char *ORT_API_CALL name(const OrtCustomOp *op) { return ((const ortq_op_t *)op)->name; }
 static const char *ORT_API_CALL provider(const OrtCustomOp *op) {
   return ((const ortq_op_t *)op)->cuda ? "CUDAExecutionProvider" : "CPUExecutionProvider";
+}
+static ONNXTensorElementDataType ORT_API_CALL in_type(const OrtCustomOp *op, size_t i) {
+  return ((const ortq_op_t *)op)->in_types[i];
 }
 static ONNXTensorElementDataType ORT_API_CALL half_type(const OrtCustomOp *op, size_t i) {
   (void)op, (void)i;
@@ -274,16 +359,18 @@ static void ORT_API_CALL compute_v1(void *kernel, OrtKernelContext *ctx) {
 }
 
 static void define(ortq_op_t *o, int index, int cuda, const char *op_name, const char *scalar, const char *vec8, size_t ni, size_t no,
-                   void (*cpu)(const uint16_t **, uint16_t **, int64_t)) {
+                   void (*cpu)(const uint16_t **, uint16_t **, int64_t), OrtStatus *(*run)(const ortq_op_t *, OrtKernelContext *)) {
   memset(o, 0, sizeof *o);
   o->cuda = cuda, o->index = index, o->name = op_name, o->scalar = scalar, o->vec8 = vec8, o->nin = ni, o->nout = no, o->cpu = cpu;
+  o->compute = run;
+  for (size_t i = 0; i < ni; i++) o->in_types[i] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
   OrtCustomOp *c = &o->op;
   c->version = ORT_API_VERSION;
   // Every entry is set: ONNX Runtime reads those of ORT_API_VERSION without checking for NULL.
   c->CreateKernel = create_kernel_v1;
   c->GetName = name;
   c->GetExecutionProviderType = provider;
-  c->GetInputType = half_type;
+  c->GetInputType = in_type;
   c->GetInputTypeCount = nin;
   c->GetOutputType = half_type;
   c->GetOutputTypeCount = nout;
@@ -311,8 +398,11 @@ void ortq_set_api(const OrtApi *api) { ort = api; }
 int ortq_ops_init(const char *ptx) {
   ptx_text = ptx;
   for (int cuda = 0; cuda < 2; cuda++) {
-    define(&ops[cuda * NOPS + 0], 0, cuda, "SwiGLU", "ortq_swiglu_f16", "ortq_swiglu_f16x8", 2, 1, cpu_swiglu);
-    define(&ops[cuda * NOPS + 1], 1, cuda, "SwiGLUGrad", "ortq_swiglu_grad_f16", "ortq_swiglu_grad_f16x8", 3, 2, cpu_swiglu_grad);
+    define(&ops[cuda * NOPS + 0], 0, cuda, "SwiGLU", "ortq_swiglu_f16", "ortq_swiglu_f16x8", 2, 1, cpu_swiglu, elementwise);
+    define(&ops[cuda * NOPS + 1], 1, cuda, "SwiGLUGrad", "ortq_swiglu_grad_f16", "ortq_swiglu_grad_f16x8", 3, 2, cpu_swiglu_grad, elementwise);
+    ortq_op_t *rn = &ops[cuda * NOPS + 2];
+    define(rn, 2, cuda, "RMSNormGrad", "ortq_rmsnorm_grad_f16", "ortq_rmsnorm_grad_f16", 4, 1, NULL, rmsnorm_grad);
+    rn->in_types[2] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
   return 2 * NOPS;
 }

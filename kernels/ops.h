@@ -15,9 +15,13 @@ void ortq_set_api(const OrtApi *api);
 OrtCustomOp *ortq_op(int i);
 
 // ortq_swiglu_cpu and ortq_swiglu_grad_cpu compute SwiGLU and SwiGLUGrad on float16 bits
-// (see swiglu.ll).
+// (see ops.ll).
 void ortq_swiglu_cpu(const uint16_t *g, const uint16_t *u, uint16_t *h, int64_t n);
 void ortq_swiglu_grad_cpu(const uint16_t *g, const uint16_t *u, const uint16_t *dh,
   uint16_t *dg, uint16_t *du, int64_t n);
+
+// ortq_rmsnorm_grad_cpu computes RMSNormGrad's dx for rows of h float16 elements (see ops.ll).
+void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r, const uint16_t *dy, uint16_t *dx,
+  int64_t rows, int64_t h);
 
 #endif

@@ -71,6 +71,54 @@ func TestSessions(t *testing.T) {
 	}
 }
 
+// TestRMSNormGradSession runs RMSNormGrad through ONNX Runtime on the CPU and, where the CUDA
+// provider and a GPU are there, on CUDA, over [2, 3, h] x for h of 3072 (the 3B shape), 5 and
+// 1; dx must be the float64 reference within float16 rounding.
+func TestRMSNormGradSession(t *testing.T) {
+	ortruntest.Lib(t)
+	rng := rand.New(rand.NewPCG(12, 13))
+	for _, device := range []string{"cpu", "cuda:0"} {
+		for _, h := range []int{3072, 5, 1} {
+			x, w, r, dy := RMSNormInputs(rng, 6, h)
+			shape := []int64{2, 3, int64(h)}
+			in := map[string]*ortrun.Tensor{
+				"x": {DType: ortrun.Float16, Shape: shape, Data: x}, "w": {DType: ortrun.Float16, Shape: []int64{int64(h)}, Data: w},
+				"r": {DType: ortrun.Float32, Shape: []int64{2, 3, 1}, Data: r}, "dy": {DType: ortrun.Float16, Shape: shape, Data: dy},
+			}
+			out := run(t, device, rmsNormGradModel(t, int64(h)), in)
+			if out == nil {
+				t.Skipf("%s: no CUDA provider or GPU", device)
+			}
+			ref := RMSNormGradRef(x, w, r, dy)
+			if i, ok := CloseTo(out["dx"].Data.([]uint16), ref, 1e-5); !ok {
+				t.Fatalf("%s, h %d: element %d: dx %v, want %v", device, h, i, half.Float16ToFloat32(out["dx"].Data.([]uint16)[i]), ref[i])
+			}
+		}
+	}
+}
+
+// rmsNormGradModel is one RMSNormGrad node over [2, 3, h] x and dy, [h] w and [2, 3, 1] r.
+func rmsNormGradModel(t *testing.T, h int64) []byte {
+	t.Helper()
+	vi := func(n string, dt int32, dims ...int64) *onnxpb.ValueInfoProto {
+		return &onnxpb.ValueInfoProto{Name: n, Type: ortgraph.TensorType(dt, dims)}
+	}
+	m := &onnxpb.ModelProto{
+		IrVersion:   10,
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}, {Domain: Domain, Version: 1}},
+		Graph: &onnxpb.GraphProto{Name: RMSNormGrad,
+			Node: []*onnxpb.NodeProto{{OpType: RMSNormGrad, Domain: Domain, Input: []string{"x", "w", "r", "dy"}, Output: []string{"dx"}}},
+			Input: []*onnxpb.ValueInfoProto{vi("x", ortgraph.Float16, 2, 3, h), vi("w", ortgraph.Float16, h), vi("r", ortgraph.Float, 2, 3, 1),
+				vi("dy", ortgraph.Float16, 2, 3, h)},
+			Output: []*onnxpb.ValueInfoProto{vi("dx", ortgraph.Float16, 2, 3, h)}},
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // run runs model's every output on device; nil where a CUDA session cannot be made and
 // ORTQ_REQUIRE_CUDA is not 1.
 func run(t *testing.T, device string, model []byte, in map[string]*ortrun.Tensor) map[string]*ortrun.Tensor {

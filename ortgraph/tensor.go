@@ -196,4 +196,8 @@ const (
 	// OpSwiGLUGrad(g, u, dh) → (dg, du) is the gradient of h = silu(g)·u for float16 g, u and
 	// dh of one shape: with s = σ(g), du = dh·g·s and dg = dh·u·s·(1 + g·(1 − s)).
 	OpSwiGLUGrad = "SwiGLUGrad"
+	// OpRMSNormGrad(x, w, r, dy) → dx is the gradient of y = x·r·w with respect to x for
+	// float16 x and dy of one shape [..., h], float16 w [h] and float32 r [..., 1] (the norm's
+	// inv_std_var): with g = dy·w and x̂ = x·r, dx = r·(g − x̂·mean(g·x̂)) over the last axis.
+	OpRMSNormGrad = "RMSNormGrad"
 )

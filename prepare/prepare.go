@@ -85,6 +85,10 @@ type Options struct {
 	// against 170.1 ms a step) and, in the device steps, the activation as one SwiGLU node
 	// (passes.SwiGLUForward).
 	FusedKernels bool `json:"fused_kernels"`
+	// FusedNormGrad (off by default: not measured on a GPU yet) makes the float16 RMSNorm
+	// gradient one RMSNormGrad node of ortq's domain (package kernels) where the norm's
+	// inv_std_var is saved, instead of six elementwise kernels and a GEMV a norm.
+	FusedNormGrad bool `json:"fused_norm_grad,omitempty"`
 	// FoldScales (on by default) runs passes.ScaleMatMul on the device steps: a scalar Mul
 	// read only by GEMMs (attention's scaled score gradient, read by the dQ and dK GEMMs)
 	// becomes their alpha. Not measured on a GPU yet.
@@ -239,7 +243,7 @@ func (o *Options) passOptions(dropout float64, train bool, vocab int64, rec pass
 		},
 		passes.LoRA:      passes.LoRAOptions{Targets: o.Targets, Rank: o.Rank, Alpha: o.Alpha, Dropout: dropout, ShareDropoutMasks: o.ShareDropoutMasks},
 		passes.Loss:      passes.LossOptions{Chunks: chunks, Train: train, LMHeadLoRA: slices.Contains(o.Targets, "lm_head")},
-		passes.Backward:  passes.BackwardOptions{FusedKernels: train && o.FusedKernels},
+		passes.Backward:  passes.BackwardOptions{FusedKernels: train && o.FusedKernels, FusedNormGrad: train && o.FusedNormGrad},
 		passes.Recompute: rec,
 	}
 }

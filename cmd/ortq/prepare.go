@@ -75,6 +75,8 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("fused-kernels", d.FusedKernels,
 		"the training graphs' backward pass uses ortq's own ops (domain ai.ortq, a CPU and a CUDA kernel each): the float16 SwiGLU gradient "+
 			"as one SwiGLUGrad node; =false keeps it as stock ONNX ops")
+	f.Bool("fused-norm-grad", d.FusedNormGrad,
+		"the float16 RMSNorm gradient as one ai.ortq RMSNormGrad node (a CPU and a CUDA kernel; not yet measured on a GPU, so off by default)")
 	f.Bool("fold-scales", d.FoldScales,
 		"in the device steps, a multiplication by a scalar read only by GEMMs (attention's scaled score gradient) becomes their alpha")
 	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
@@ -117,6 +119,7 @@ func runPrepare(cmd *cobra.Command) error {
 		KeepKV:             v.GetBool("keep-kv"),
 		FusedKernels:       v.GetBool("fused-kernels"),
 		FoldScales:         v.GetBool("fold-scales"),
+		FusedNormGrad:      v.GetBool("fused-norm-grad"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

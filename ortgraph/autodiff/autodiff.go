@@ -43,6 +43,7 @@ type Builder struct {
 	opset      int64
 	valueGrads map[string]string
 	fused      bool
+	fusedNorm  bool
 	// folded holds gradient contributions a rule gives values other than its node's inputs
 	// (a fused rule folding the nodes that produce them: gradSwiGLU); backprop adds them to
 	// those values' totals after the rule.
@@ -60,6 +61,9 @@ type Options struct {
 	// FusedKernels lets rules emit ortq's own ops (domain kernels.Domain, which sessions
 	// run through kernels.Register): the float16 SwiGLU gradient as one SwiGLUGrad node.
 	FusedKernels bool
+	// FusedNormGrad lets the float16 RMSNorm rule emit one RMSNormGrad node of ortq's domain
+	// where the norm's inv_std_var is saved (float32) and its weight needs no gradient.
+	FusedNormGrad bool
 }
 
 // Result of Backward.
@@ -77,7 +81,8 @@ type Result struct {
 // the gradient value names. Parameters the loss does not depend on get a zero gradient
 // of their shape (so callers always receive every gradient).
 func Backward(g *ortgraph.Graph, loss string, wrt []string, opt Options) (*Result, error) {
-	b := &Builder{Graph: g, opset: g.M.OpsetVersion(""), fused: opt.FusedKernels, folded: map[string][]string{}, readers: map[string]int{}}
+	b := &Builder{Graph: g, opset: g.M.OpsetVersion(""), fused: opt.FusedKernels, fusedNorm: opt.FusedNormGrad,
+		folded: map[string][]string{}, readers: map[string]int{}}
 	// Activity analysis walks the node list in order, so it must be topological.
 	if err := g.TopoSort(); err != nil {
 		return nil, err

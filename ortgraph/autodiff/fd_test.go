@@ -29,13 +29,14 @@ type tin struct {
 // gradCase builds one op (or a tiny subgraph) whose output y feeds
 // loss = Σ(y²)/2 + 0.3·Σy, so dL/dy = y + 0.3 is non-trivial everywhere.
 type gradCase struct {
-	name  string
-	opset int64
-	ins   []tin
-	build func(g *ortgraph.Graph) string
-	tol   float64 // max |fd − analytic| / max |analytic|
-	h     float64
-	fused bool // Options.FusedKernels
+	name      string
+	opset     int64
+	ins       []tin
+	build     func(g *ortgraph.Graph) string
+	tol       float64 // max |fd − analytic| / max |analytic|
+	h         float64
+	fused     bool // Options.FusedKernels
+	fusedNorm bool // Options.FusedNormGrad
 }
 
 func newModel(opset int64) *ortgraph.Model {
@@ -74,7 +75,7 @@ func buildGradModel(t *testing.T, c gradCase) []byte {
 	l := g.Op("Add", []string{g.Op("Mul", []string{l1, g.ConstF(dt, 0.5)}), g.Op("Mul", []string{l2, g.ConstF(dt, 0.3)})})
 	loss := g.Op("Reshape", []string{l, g.ConstI64(1)})
 	g.SetType(loss, ortgraph.TensorType(dt, []int64{1}))
-	res, err := Backward(g, loss, wrt, Options{FusedKernels: c.fused})
+	res, err := Backward(g, loss, wrt, Options{FusedKernels: c.fused, FusedNormGrad: c.fusedNorm})
 	if err != nil {
 		t.Fatalf("Backward: %v", err)
 	}
@@ -501,8 +502,9 @@ func simplifiedLayerNorm(dt int32, nout int) func(g *ortgraph.Graph) string {
 // TestSimplifiedLayerNormHalf: the float16 rule (the mean as a product with a constant
 // column, accumulated in float32; half-precision tail) gives the gradients of the float32
 // rule within half precision, with and without the saved inv_std_var, for a hidden size that
-// is a power of two (alpha 1) and one that is not (alpha 128/96). Finite differences of a
-// float16 forward are too noisy to test it directly.
+// is a power of two (alpha 1) and one that is not (alpha 128/96), and so does the fused
+// RMSNormGrad node (Options.FusedNormGrad, with the saved inv_std_var; one node, counted).
+// Finite differences of a float16 forward are too noisy to test it directly.
 func TestSimplifiedLayerNormHalf(t *testing.T) {
 	ortruntest.Lib(t)
 	run := func(c gradCase) map[string][]float64 {
@@ -523,8 +525,12 @@ func TestSimplifiedLayerNormHalf(t *testing.T) {
 			return []tin{{name: "x", dt: ortgraph.Float, dims: []int64{3, 5, h}, wrt: true}, {name: "w", dt: ortgraph.Float, dims: []int64{h}, wrt: true}}
 		}
 		ref := run(gradCase{name: "float", opset: 21, ins: ins(), build: simplifiedLayerNorm(ortgraph.Float, 2)})
-		for _, nout := range []int{1, 2} {
-			got := run(gradCase{name: "float16", opset: 21, ins: ins(), build: simplifiedLayerNorm(ortgraph.Float16, nout)})
+		for _, nout := range []int{1, 2, 3} { // 3: two outputs and the fused RMSNormGrad
+			c := gradCase{name: "float16", opset: 21, ins: ins(), build: simplifiedLayerNorm(ortgraph.Float16, min(nout, 2)), fusedNorm: nout == 3}
+			if n := countOp(buildGradModel(t, c), ortgraph.OpRMSNormGrad); n != map[bool]int{true: 1}[c.fusedNorm] {
+				t.Errorf("hidden %d, outputs %d: %d RMSNormGrad nodes", h, nout, n)
+			}
+			got := run(c)
 			for _, v := range []string{"x", "w"} {
 				maxAbs, maxErr := 1e-12, 0.0
 				for i := range ref[v] {

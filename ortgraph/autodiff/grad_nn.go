@@ -211,23 +211,8 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 		r = b.Op("Reciprocal", []string{b.Op("Sqrt", []string{b.Op("Add", []string{ms, b.ConstLike(eps, xf)})})})
 	}
 	if need[0] {
-		gg := b.Op("Mul", []string{dy[0], w})
-		if half {
-			to := ortgraph.AInt("to", int64(xdt))
-			rh := b.Op("Cast", []string{r}, to)
-			xh := b.Op("Mul", []string{x, rh})
-			m := b.halfRowMean(b.Op("Mul", []string{gg, xh}), x, xdt) // mean(g·x̂)
-			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{xh, m})}), rh})
-		} else {
-			s := b.meanLastAxis(b.Op("Mul", []string{gg, x}), x)
-			k := b.Op("Mul", []string{b.Op("Mul", []string{r, r}), s}) // r·mean(g·x̂)
-			g[0] = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{x, k})}), r})
-		}
-		// dx has x's type; inference through the [.., 1] statistics may not know it, and
-		// without it the readers' Unbroadcast falls back to run-time shape arithmetic.
-		if t := b.Type(x); t != nil {
-			b.SetType(g[0], t)
-		}
+		// A saved inv_std_var is float32 where stash_type is 1 (its type may not be recorded).
+		g[0] = b.rmsNormDX(x, w, r, dy[0], saved && ortgraph.AttrInt(n, "stash_type", 1) == 1)
 	}
 	if need[1] {
 		// Σ over B·S products: accumulated in float32 for half inputs.
@@ -245,6 +230,34 @@ func gradSimplifiedLayerNorm(b *Builder, n *onnxpb.NodeProto, dy []string, need 
 		}
 	}
 	return g, nil
+}
+
+// rmsNormDX is the RMSNorm gradient dx = r·(g − x̂·mean(g·x̂)) with g = dy·w and x̂ = x·r, r
+// the norm's inv_std_var (savedF32: its own float32 output): one RMSNormGrad node with
+// Options.FusedNormGrad for float16 x and w and a saved float32 r; else in float16 with the
+// mean as halfRowMean's GEMV, or in x's precision.
+func (b *Builder) rmsNormDX(x, w, r, dy string, savedF32 bool) string {
+	xdt := b.ElemType(x)
+	var dx string
+	if b.fusedNorm && savedF32 && xdt == ortgraph.Float16 && b.ElemType(w) == xdt {
+		dx = b.Add(ortgraph.NodeSpec{Op: ortgraph.OpRMSNormGrad, Domain: ortgraph.OrtqDomain, Inputs: []string{x, w, r, dy}})[0]
+		b.M.SetOpset(ortgraph.OrtqDomain, 1)
+	} else if gg := b.Op("Mul", []string{dy, w}); xdt == ortgraph.Float16 || xdt == ortgraph.BF16 {
+		rh := b.Op("Cast", []string{r}, ortgraph.AInt("to", int64(xdt)))
+		xh := b.Op("Mul", []string{x, rh})
+		m := b.halfRowMean(b.Op("Mul", []string{gg, xh}), x, xdt) // mean(g·x̂)
+		dx = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{xh, m})}), rh})
+	} else {
+		s := b.meanLastAxis(b.Op("Mul", []string{gg, x}), x)
+		k := b.Op("Mul", []string{b.Op("Mul", []string{r, r}), s}) // r·mean(g·x̂)
+		dx = b.Op("Mul", []string{b.Op("Sub", []string{gg, b.Op("Mul", []string{x, k})}), r})
+	}
+	// dx has x's type; inference through the [.., 1] statistics may not know it, and without
+	// it the readers' Unbroadcast falls back to run-time shape arithmetic.
+	if t := b.Type(x); t != nil {
+		b.SetType(dx, t)
+	}
+	return dx
 }
 
 // meanLastAxis is the mean of v over its last axis (keepdims), where x has v's shape. With a

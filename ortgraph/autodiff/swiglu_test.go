@@ -38,16 +38,7 @@ func TestSwiGLUGradFused(t *testing.T) {
 	}
 	run := func(c gradCase) (map[string][]float64, int) {
 		buf := buildGradModel(t, c)
-		var m onnxpb.ModelProto
-		if err := proto.Unmarshal(buf, &m); err != nil {
-			t.Fatal(err)
-		}
-		fused := 0
-		for _, n := range m.Graph.Node {
-			if n.Domain == ortgraph.OrtqDomain && n.OpType == ortgraph.OpSwiGLUGrad {
-				fused++
-			}
-		}
+		fused := countOp(buf, ortgraph.OpSwiGLUGrad)
 		s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})
 		if err != nil {
 			t.Fatalf("%s: session: %v", c.name, err)
@@ -78,4 +69,19 @@ func TestSwiGLUGradFused(t *testing.T) {
 			}
 		}
 	}
+}
+
+// countOp counts the nodes of ortq's op in a serialized model.
+func countOp(model []byte, op string) int {
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(model, &m); err != nil {
+		panic(err)
+	}
+	n := 0
+	for _, node := range m.Graph.Node {
+		if node.Domain == ortgraph.OrtqDomain && node.OpType == op {
+			n++
+		}
+	}
+	return n
 }

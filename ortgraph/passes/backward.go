@@ -54,7 +54,7 @@ func runBackward(ctx *ortgraph.Context) (any, error) {
 		forward[n] = true
 	}
 	opt := ortgraph.OptionsOf[BackwardOptions](ctx)
-	res, err := autodiff.Backward(g, from, wrt, autodiff.Options{Seed: seed, FusedKernels: opt.FusedKernels})
+	res, err := autodiff.Backward(g, from, wrt, autodiff.Options{Seed: seed, FusedKernels: opt.FusedKernels, FusedNormGrad: opt.FusedNormGrad})
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,9 @@ type BackwardOptions struct {
 	// only sessions that register package kernels run: the float16 SwiGLU gradient as one
 	// SwiGLUGrad node instead of eight elementwise ones.
 	FusedKernels bool
+	// FusedNormGrad lets the float16 RMSNorm rule emit one RMSNormGrad node of ortq's domain
+	// where the norm's inv_std_var is saved.
+	FusedNormGrad bool
 }
 
 // LoRAOptions are the LoRA pass's options.
