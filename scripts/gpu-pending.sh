@@ -24,6 +24,11 @@
 #   attnfwd      issue 22: prepare --attention-kernel attention and ORT_FPA_INTB_GEMM=1 against the
 #                default step, 3B micro-batch 7, with the peer (gpu-attnfwd.sh)
 #   trainprof    issue 22: one decoder layer by kernel family, dense base (gpu-profile.sh)
+#   kernels      issue 22: package kernels' tests on the GPU (each CUDA kernel against float64),
+#                from bin/kernels.test.xz: `go test -c -trimpath -ldflags="-s -w" -o
+#                /tmp/kernels.test ./kernels && xz -9 -c /tmp/kernels.test > bin/kernels.test.xz`
+#                here; it does not fit one call's carry beside .ort-gpu and bin/ortq.xz, so carry
+#                it alone in a call on a warm machine
 #   nccl         issue 28: one-rank NCCL vs the graph step on one GPU (gpu-nccl.sh, 1B shape)
 # Usage (here: bash scripts/gpu-travel.sh off first; carry .ort-gpu and bin/ortq.xz):
 #   PARTS="cvctiny race" BUDGET=560 bash scripts/gpu-pending.sh; then PARTS="race8b" or "nf4b" in a second call
@@ -62,6 +67,8 @@ for p in $PARTS; do
     attnfwd) part $p 500 bash scripts/gpu-attnfwd.sh ;;
     trainprof) part $p 240 env SKIP_FULL=1 SKIP_PEER=1 SKIP_WALL=1 BENCH_ARGS="--base dense" bash scripts/gpu-profile.sh ;;
     nccl) part $p 200 env PRESET=llama-3.2-1b STEPS=10 bash scripts/gpu-nccl.sh ;;
+    kernels) part $p 90 bash -c 'xz -dc bin/kernels.test.xz > /tmp/kernels.test && chmod +x /tmp/kernels.test &&
+      ORTQ_REQUIRE_CUDA=1 ORTQ_REQUIRE_ORT=1 /tmp/kernels.test -test.v' ;;
     *) echo "$p: unknown part" >> "$O/summary.txt" ;;
   esac
 done
