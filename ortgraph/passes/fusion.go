@@ -23,6 +23,21 @@ func (r *FusionResult) report(ctx *ortgraph.Context, pass, what string) {
 	}
 }
 
+// finish reports r (report) and, where any pattern was fused, removes the nodes the rewrites
+// replaced from ctx.G, reindexes it and imports domain, whose ops the rewrites wrote.
+func (r *FusionResult) finish(ctx *ortgraph.Context, pass, what string, gone []*onnxpb.NodeProto, domain string) {
+	r.report(ctx, pass, what)
+	if r.Fused == 0 {
+		return
+	}
+	g := ctx.G
+	g.P.Node = slices.DeleteFunc(g.P.Node, func(n *onnxpb.NodeProto) bool { return slices.Contains(gone, n) })
+	g.Reindex()
+	if g.M.OpsetVersion(domain) < 1 {
+		g.M.SetOpset(domain, 1)
+	}
+}
+
 // isTranspose reports whether n is a Transpose whose perm attribute is exactly perm.
 func isTranspose(n *onnxpb.NodeProto, perm ...int64) bool {
 	if !isOp(n, "Transpose") {

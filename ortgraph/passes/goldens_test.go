@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/ortq/ortq/internal/half"
 	"github.com/ortq/ortq/manifest"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -259,6 +261,47 @@ func sameOutputs(t *testing.T, name string, before []byte, g *ortgraph.Graph, to
 // fusionGolden runs a fusing pass on g, checks how many patterns it fused and that ONNX
 // Runtime's outputs (run) are unchanged within tol, and returns the golden text: the pass's
 // log and g after it.
+// allOutputs runs a serialized graph on feeds and returns every output, float16 ones widened,
+// one after the other (sameOutputs's run for the fusion goldens).
+func allOutputs(t *testing.T, model []byte, feeds map[string]*ortrun.Tensor) []float32 {
+	t.Helper()
+	s, err := ortrun.NewSessionFromBytes(model, ortrun.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	res, err := s.Run(feeds, s.OutputNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []float32
+	for _, o := range s.OutputNames() {
+		switch d := res[o].Data.(type) {
+		case []float32:
+			all = append(all, d...)
+		case []uint16:
+			for _, h := range d {
+				all = append(all, half.Float16ToFloat32(h))
+			}
+		default:
+			t.Fatalf("output %q: %T", o, d)
+		}
+	}
+	return all
+}
+
+// randomFeed is a float32 (or, with f16, float16) tensor of shape with normal values × scale.
+func randomFeed(r *rand.Rand, shape []int64, scale float64, f16 bool) *ortrun.Tensor {
+	v := make([]float32, ortgraph.NumElements(shape))
+	for i := range v {
+		v[i] = float32(scale * r.NormFloat64())
+	}
+	if f16 {
+		return &ortrun.Tensor{DType: ortrun.Float16, Shape: shape, Data: half.EncodeFloat16(v)}
+	}
+	return &ortrun.Tensor{DType: ortrun.Float32, Shape: shape, Data: v}
+}
+
 func fusionGolden(t *testing.T, name string, g *ortgraph.Graph, pass *ortgraph.Pass, fused int, tol float64,
 	run func(*testing.T, []byte) []float32) string {
 	t.Helper()

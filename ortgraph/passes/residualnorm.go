@@ -57,14 +57,9 @@ func runResidualNorm(ctx *ortgraph.Context) (any, error) {
 		gone = append(gone, add)
 		res.Fused++
 	}
-	res.report(ctx, "residual-norm", "residual Adds fused into their RMSNorm")
+	res.finish(ctx, "residual-norm", "residual Adds fused into their RMSNorm", gone, "com.microsoft")
 	if res.Fused == 0 {
 		return res, nil
-	}
-	g.P.Node = slices.DeleteFunc(g.P.Node, func(n *onnxpb.NodeProto) bool { return slices.Contains(gone, n) })
-	g.Reindex()
-	if g.M.OpsetVersion("com.microsoft") < 1 {
-		g.M.SetOpset("com.microsoft", 1)
 	}
 	if err := g.TopoSort(); err != nil {
 		return nil, err

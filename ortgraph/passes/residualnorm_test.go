@@ -69,28 +69,10 @@ func TestResidualNormGolden(t *testing.T) {
 // residualOutputs runs residualStream's serialized graph on fixed random x, a, b and returns
 // all its outputs, one after the other.
 func residualOutputs(t *testing.T, model []byte) []float32 {
-	t.Helper()
-	s, err := ortrun.NewSessionFromBytes(model, ortrun.Options{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	r := rand.New(rand.NewPCG(6, 7))
 	feeds := map[string]*ortrun.Tensor{}
 	for _, in := range []string{"x", "a", "b"} {
-		v := make([]float32, 48)
-		for i := range v {
-			v[i] = float32(r.NormFloat64())
-		}
-		feeds[in] = &ortrun.Tensor{DType: ortrun.Float32, Shape: []int64{2, 3, 8}, Data: v}
+		feeds[in] = randomFeed(r, []int64{2, 3, 8}, 1, false)
 	}
-	res, err := s.Run(feeds, s.OutputNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all []float32
-	for _, o := range s.OutputNames() {
-		all = append(all, res[o].Data.([]float32)...)
-	}
-	return all
+	return allOutputs(t, model, feeds)
 }

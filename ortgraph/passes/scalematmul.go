@@ -55,15 +55,7 @@ func runScaleMatMul(ctx *ortgraph.Context) (any, error) {
 		gone = append(gone, n)
 		res.Fused++
 	}
-	res.report(ctx, "scale-matmul", "scalar Muls folded into their GEMMs' alpha")
-	if res.Fused == 0 {
-		return res, nil
-	}
-	g.P.Node = slices.DeleteFunc(g.P.Node, func(n *onnxpb.NodeProto) bool { return slices.Contains(gone, n) })
-	g.Reindex()
-	if g.M.OpsetVersion("com.microsoft") < 1 {
-		g.M.SetOpset("com.microsoft", 1)
-	}
+	res.finish(ctx, "scale-matmul", "scalar Muls folded into their GEMMs' alpha", gone, "com.microsoft")
 	return res, nil
 }
 

@@ -82,29 +82,10 @@ func TestScaleMatMulGolden(t *testing.T) {
 
 // scaledOutputs runs the graph on fixed random inputs and returns its outputs one after the other.
 func scaledOutputs(t *testing.T, model []byte) []float32 {
-	t.Helper()
-	s, err := ortrun.NewSessionFromBytes(model, ortrun.Options{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	r := rand.New(rand.NewPCG(8, 9))
 	feeds := map[string]*ortrun.Tensor{}
 	for _, in := range []string{"k", "p", "s", "v"} {
-		shape := scaledInputs[in]
-		v := make([]float32, ortgraph.NumElements(shape))
-		for i := range v {
-			v[i] = float32(r.NormFloat64())
-		}
-		feeds[in] = &ortrun.Tensor{DType: ortrun.Float32, Shape: shape, Data: v}
+		feeds[in] = randomFeed(r, scaledInputs[in], 1, false)
 	}
-	res, err := s.Run(feeds, s.OutputNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all []float32
-	for _, o := range s.OutputNames() {
-		all = append(all, res[o].Data.([]float32)...)
-	}
-	return all
+	return allOutputs(t, model, feeds)
 }

@@ -44,13 +44,7 @@ func runSwiGLUForward(ctx *ortgraph.Context) (any, error) {
 		gone = append(gone, silu, sig)
 		res.Fused++
 	}
-	res.report(ctx, "swiglu-forward", "SwiGLU activations written as one node")
-	if res.Fused == 0 {
-		return res, nil
-	}
-	g.P.Node = slices.DeleteFunc(g.P.Node, func(n *onnxpb.NodeProto) bool { return slices.Contains(gone, n) })
-	g.Reindex()
-	g.M.SetOpset(ortgraph.OrtqDomain, 1)
+	res.finish(ctx, "swiglu-forward", "SwiGLU activations written as one node", gone, ortgraph.OrtqDomain)
 	return res, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ortq/ortq/internal/half"
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 	"github.com/ortq/ortq/ortgraph/passes"
@@ -59,30 +58,10 @@ func TestSwiGLUForwardGolden(t *testing.T) {
 // swiGLUOutputs runs swiGLUGraph's serialized graph on fixed random g and u and returns its
 // outputs as float32, one after the other.
 func swiGLUOutputs(t *testing.T, model []byte) []float32 {
-	t.Helper()
-	s, err := ortrun.NewSessionFromBytes(model, ortrun.Options{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	r := rand.New(rand.NewPCG(10, 11))
 	feeds := map[string]*ortrun.Tensor{}
 	for _, in := range []string{"g", "u"} {
-		v := make([]uint16, 48)
-		for i := range v {
-			v[i] = half.Float32ToFloat16(float32(3 * r.NormFloat64()))
-		}
-		feeds[in] = &ortrun.Tensor{DType: ortrun.Float16, Shape: []int64{2, 3, 8}, Data: v}
+		feeds[in] = randomFeed(r, []int64{2, 3, 8}, 3, true)
 	}
-	res, err := s.Run(feeds, s.OutputNames())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var all []float32
-	for _, o := range s.OutputNames() {
-		for _, h := range res[o].Data.([]uint16) {
-			all = append(all, half.Float16ToFloat32(h))
-		}
-	}
-	return all
+	return allOutputs(t, model, feeds)
 }
