@@ -184,29 +184,39 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *op, const OrtApi
   return NULL;
 }
 
-// inputs checks the op's inputs are float16 of one element count n, and returns their data and
-// the first one's shape.
-static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, const void **ip, int64_t *dims, size_t *rank, size_t *n) {
+// input_t is a kernel input as the kernels read it.
+typedef struct {
+  const void *data;
+  ONNXTensorElementDataType dt;
+  size_t n, rank;  // element count, rank (at most 16)
+  int64_t dims[16];
+} input_t;
+
+// input reads kernel input i.
+static OrtStatus *input(OrtKernelContext *ctx, size_t i, input_t *t) {
+  const OrtValue *v;
+  OrtTensorTypeAndShapeInfo *info;
+  RETURN_IF(ort->KernelContext_GetInput(ctx, i, &v));
+  RETURN_IF(ort->GetTensorTypeAndShape(v, &info));
+  OrtStatus *st = ort->GetTensorElementType(info, &t->dt);
+  if (!st) st = ort->GetTensorShapeElementCount(info, &t->n);
+  if (!st) st = ort->GetDimensionsCount(info, &t->rank);
+  if (!st && t->rank > 16) st = ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq: rank above 16");
+  if (!st) st = ort->GetDimensions(info, t->dims, t->rank);
+  ort->ReleaseTensorTypeAndShapeInfo(info);
+  if (st) return st;
+  return ort->GetTensorData(v, &t->data);
+}
+
+// inputs reads the op's inputs and checks their element types (op->in_types).
+static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, input_t *in) {
   for (size_t i = 0; i < op->nin; i++) {
-    const OrtValue *in;
-    OrtTensorTypeAndShapeInfo *info;
-    ONNXTensorElementDataType dt;
-    size_t ni, r;
-    RETURN_IF(ort->KernelContext_GetInput(ctx, i, &in));
-    RETURN_IF(ort->GetTensorTypeAndShape(in, &info));
-    OrtStatus *st = ort->GetTensorElementType(info, &dt);
-    if (!st) st = ort->GetTensorShapeElementCount(info, &ni);
-    if (!st) st = ort->GetDimensionsCount(info, &r);
-    if (!st && i == 0 && r <= 16) st = ort->GetDimensions(info, dims, r);
-    ort->ReleaseTensorTypeAndShapeInfo(info);
-    if (st) return st;
-    char msg[128];
-    if (dt != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 || (i == 0 && r > 16) || (i > 0 && ni != *n)) {
-      snprintf(msg, sizeof msg, "ai.ortq.%s: inputs must be float16 of one size, of rank 16 at most", op->name);
+    RETURN_IF(input(ctx, i, &in[i]));
+    if (in[i].dt != op->in_types[i]) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "ai.ortq.%s: input %zu has element type %d, want %d", op->name, i, (int)in[i].dt, (int)op->in_types[i]);
       return ort->CreateStatus(ORT_INVALID_ARGUMENT, msg);
     }
-    if (i == 0) *rank = r, *n = ni;
-    RETURN_IF(ort->GetTensorData(in, &ip[i]));
   }
   return NULL;
 }
@@ -214,14 +224,22 @@ static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, const void 
 // elementwise allocates the op's outputs in its first input's shape and runs the kernel of
 // the op's provider over every element.
 static OrtStatus *elementwise(const ortq_op_t *op, OrtKernelContext *ctx) {
+  input_t in[MAXIO];
   const void *ip[MAXIO];
   void *op_out[MAXIO];
-  int64_t dims[16];
-  size_t rank = 0, n = 0;
-  RETURN_IF(inputs(op, ctx, ip, dims, &rank, &n));
+  RETURN_IF(inputs(op, ctx, in));
+  size_t n = in[0].n;
+  for (size_t i = 0; i < op->nin; i++) {
+    if (in[i].n != n) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "ai.ortq.%s: input %zu has %zu elements, input 0 %zu", op->name, i, in[i].n, n);
+      return ort->CreateStatus(ORT_INVALID_ARGUMENT, msg);
+    }
+    ip[i] = in[i].data;
+  }
   for (size_t i = 0; i < op->nout; i++) {
     OrtValue *out;
-    RETURN_IF(ort->KernelContext_GetOutput(ctx, i, dims, rank, &out));
+    RETURN_IF(ort->KernelContext_GetOutput(ctx, i, in[0].dims, in[0].rank, &out));
     RETURN_IF(ort->GetTensorMutableData(out, &op_out[i]));
   }
   if (n == 0) return NULL;
@@ -252,53 +270,20 @@ static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
   return op->compute(op, ctx);
 }
 
-// tensor returns input i's data, element type, element count and last dimension.
-static OrtStatus *tensor(OrtKernelContext *ctx, size_t i, const void **data, ONNXTensorElementDataType *dt, size_t *n, int64_t *last) {
-  const OrtValue *v;
-  OrtTensorTypeAndShapeInfo *info;
-  size_t rank;
-  int64_t dims[16];
-  RETURN_IF(ort->KernelContext_GetInput(ctx, i, &v));
-  RETURN_IF(ort->GetTensorTypeAndShape(v, &info));
-  OrtStatus *st = ort->GetTensorElementType(info, dt);
-  if (!st) st = ort->GetTensorShapeElementCount(info, n);
-  if (!st) st = ort->GetDimensionsCount(info, &rank);
-  if (!st && rank > 16) st = ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq: rank above 16");
-  if (!st) st = ort->GetDimensions(info, dims, rank);
-  ort->ReleaseTensorTypeAndShapeInfo(info);
-  if (st) return st;
-  *last = rank ? dims[rank - 1] : 1;
-  return ort->GetTensorData(v, data);
-}
-
 // rmsnorm_grad computes dx of RMSNormGrad(x, w, r, dy): x and dy float16 [..., h], w float16
 // [h], r float32 with one value a row.
 static OrtStatus *rmsnorm_grad(const ortq_op_t *op, OrtKernelContext *ctx) {
-  const void *p[4];
-  ONNXTensorElementDataType dt[4];
-  size_t n[4];
-  int64_t last[4];
-  for (size_t i = 0; i < 4; i++) RETURN_IF(tensor(ctx, i, &p[i], &dt[i], &n[i], &last[i]));
-  int64_t h = last[0], rows = h > 0 ? (int64_t)n[0] / h : 0;
-  for (size_t i = 0; i < 4; i++) {
-    if (dt[i] != op->in_types[i]) return ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq.RMSNormGrad: x, w and dy must be float16, r float32");
-  }
-  if (n[3] != n[0] || (int64_t)n[1] != h || (int64_t)n[2] != rows) {
+  input_t in[4];
+  RETURN_IF(inputs(op, ctx, in));
+  const input_t *x = &in[0];
+  int64_t h = x->rank ? x->dims[x->rank - 1] : 1, rows = h > 0 ? (int64_t)x->n / h : 0;
+  if (in[3].n != x->n || (int64_t)in[1].n != h || (int64_t)in[2].n != rows) {
     return ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq.RMSNormGrad: want x and dy [..., h], w [h] and r one value a row");
   }
-  const OrtValue *x;
-  OrtTensorTypeAndShapeInfo *info;
-  size_t rank;
-  int64_t dims[16];
-  RETURN_IF(ort->KernelContext_GetInput(ctx, 0, &x));
-  RETURN_IF(ort->GetTensorTypeAndShape(x, &info));
-  OrtStatus *st = ort->GetDimensionsCount(info, &rank);
-  if (!st) st = ort->GetDimensions(info, dims, rank);
-  ort->ReleaseTensorTypeAndShapeInfo(info);
-  if (st) return st;
+  const void *p[4] = {in[0].data, in[1].data, in[2].data, in[3].data};
   OrtValue *out;
   void *dx;
-  RETURN_IF(ort->KernelContext_GetOutput(ctx, 0, dims, rank, &out));
+  RETURN_IF(ort->KernelContext_GetOutput(ctx, 0, x->dims, x->rank, &out));
   RETURN_IF(ort->GetTensorMutableData(out, &dx));
   if (rows == 0) return NULL;
   if (!op->cuda) {
