@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/ortgraph"
@@ -499,6 +500,43 @@ func simplifiedLayerNorm(dt int32, nout int) func(g *ortgraph.Graph) string {
 	}
 }
 
+// runGrads builds c's model, runs it on the CPU on inputs drawn from rng and returns the
+// gradient of every wrt input by name, with the serialized model.
+func runGrads(t *testing.T, c gradCase, rng *rand.Rand) (map[string][]float64, []byte) {
+	t.Helper()
+	buf := buildGradModel(t, c)
+	s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})
+	if err != nil {
+		t.Fatalf("%s: session: %v", c.name, err)
+	}
+	defer s.Close()
+	var outs []string
+	for _, in := range c.ins {
+		if in.wrt {
+			outs = append(outs, in.name+"_grad")
+		}
+	}
+	res, err := s.Run(makeInputs(c, rng), outs)
+	if err != nil {
+		t.Fatalf("%s: run: %v", c.name, err)
+	}
+	grads := map[string][]float64{}
+	for _, o := range outs {
+		grads[strings.TrimSuffix(o, "_grad")] = asF64(res[o])
+	}
+	return grads, buf
+}
+
+// maxRelErr is max|got − ref| / max|ref|.
+func maxRelErr(got, ref []float64) float64 {
+	maxAbs, maxErr := 1e-12, 0.0
+	for i := range ref {
+		maxAbs = math.Max(maxAbs, math.Abs(ref[i]))
+		maxErr = math.Max(maxErr, math.Abs(got[i]-ref[i]))
+	}
+	return maxErr / maxAbs
+}
+
 // TestSimplifiedLayerNormHalf: the float16 rule (the mean as a product with a constant
 // column, accumulated in float32; half-precision tail) gives the gradients of the float32
 // rule within half precision, with and without the saved inv_std_var, for a hidden size that
@@ -507,37 +545,20 @@ func simplifiedLayerNorm(dt int32, nout int) func(g *ortgraph.Graph) string {
 // Finite differences of a float16 forward are too noisy to test it directly.
 func TestSimplifiedLayerNormHalf(t *testing.T) {
 	ortruntest.Lib(t)
-	run := func(c gradCase) map[string][]float64 {
-		buf := buildGradModel(t, c)
-		s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})
-		if err != nil {
-			t.Fatalf("%s: session: %v", c.name, err)
-		}
-		defer s.Close()
-		res, err := s.Run(makeInputs(c, rand.New(rand.NewPCG(3, 4))), []string{"x_grad", "w_grad"})
-		if err != nil {
-			t.Fatalf("%s: run: %v", c.name, err)
-		}
-		return map[string][]float64{"x": asF64(res["x_grad"]), "w": asF64(res["w_grad"])}
-	}
+	run := func(c gradCase) (map[string][]float64, []byte) { return runGrads(t, c, rand.New(rand.NewPCG(3, 4))) }
 	for _, h := range []int64{64, 96} {
 		ins := func() []tin {
 			return []tin{{name: "x", dt: ortgraph.Float, dims: []int64{3, 5, h}, wrt: true}, {name: "w", dt: ortgraph.Float, dims: []int64{h}, wrt: true}}
 		}
-		ref := run(gradCase{name: "float", opset: 21, ins: ins(), build: simplifiedLayerNorm(ortgraph.Float, 2)})
+		ref, _ := run(gradCase{name: "float", opset: 21, ins: ins(), build: simplifiedLayerNorm(ortgraph.Float, 2)})
 		for _, nout := range []int{1, 2, 3} { // 3: two outputs and the fused RMSNormGrad
 			c := gradCase{name: "float16", opset: 21, ins: ins(), build: simplifiedLayerNorm(ortgraph.Float16, min(nout, 2)), fusedNorm: nout == 3}
-			if n := countOp(buildGradModel(t, c), ortgraph.OpRMSNormGrad); n != map[bool]int{true: 1}[c.fusedNorm] {
+			got, model := run(c)
+			if n := countOp(model, ortgraph.OpRMSNormGrad); n != map[bool]int{true: 1}[c.fusedNorm] {
 				t.Errorf("hidden %d, outputs %d: %d RMSNormGrad nodes", h, nout, n)
 			}
-			got := run(c)
 			for _, v := range []string{"x", "w"} {
-				maxAbs, maxErr := 1e-12, 0.0
-				for i := range ref[v] {
-					maxAbs = math.Max(maxAbs, math.Abs(ref[v][i]))
-					maxErr = math.Max(maxErr, math.Abs(got[v][i]-ref[v][i]))
-				}
-				if rel := maxErr / maxAbs; rel > 5e-3 {
+				if rel := maxRelErr(got[v], ref[v]); rel > 5e-3 {
 					t.Errorf("hidden %d, outputs %d: d/d%s float16 vs float32: max rel err %.3g > 5e-3", h, nout, v, rel)
 				} else {
 					t.Logf("hidden %d, outputs %d: d/d%s float16 vs float32: max rel err %.2g", h, nout, v, rel)

@@ -1,13 +1,11 @@
 package autodiff
 
 import (
-	"math"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
-	"github.com/ortq/ortq/ortrun"
 	"github.com/ortq/ortq/ortrun/ortruntest"
 	"google.golang.org/protobuf/proto"
 )
@@ -37,18 +35,8 @@ func TestSwiGLUGradFused(t *testing.T) {
 		return []tin{{name: "g", dt: ortgraph.Float, dims: []int64{4, 3, 40}, wrt: true}, {name: "u", dt: ortgraph.Float, dims: []int64{4, 3, 40}, wrt: true}}
 	}
 	run := func(c gradCase) (map[string][]float64, int) {
-		buf := buildGradModel(t, c)
-		fused := countOp(buf, ortgraph.OpSwiGLUGrad)
-		s, err := ortrun.NewSessionFromBytes(buf, ortrun.Options{Device: "cpu", IntraOpThreads: 1})
-		if err != nil {
-			t.Fatalf("%s: session: %v", c.name, err)
-		}
-		defer s.Close()
-		res, err := s.Run(makeInputs(c, rand.New(rand.NewPCG(5, 6))), []string{"g_grad", "u_grad"})
-		if err != nil {
-			t.Fatalf("%s: run: %v", c.name, err)
-		}
-		return map[string][]float64{"g": asF64(res["g_grad"]), "u": asF64(res["u_grad"])}, fused
+		grads, model := runGrads(t, c, rand.New(rand.NewPCG(5, 6)))
+		return grads, countOp(model, ortgraph.OpSwiGLUGrad)
 	}
 	for _, swap := range []bool{false, true} {
 		ref, _ := run(gradCase{name: "float", opset: 21, ins: ins(), build: swiGLU(ortgraph.Float, swap), fused: true})
@@ -58,12 +46,7 @@ func TestSwiGLUGradFused(t *testing.T) {
 				t.Errorf("swap %v, fused %v: %d SwiGLUGrad nodes, want %d", swap, fused, nodes, want)
 			}
 			for _, v := range []string{"g", "u"} {
-				maxAbs, maxErr := 1e-12, 0.0
-				for i := range ref[v] {
-					maxAbs = math.Max(maxAbs, math.Abs(ref[v][i]))
-					maxErr = math.Max(maxErr, math.Abs(got[v][i]-ref[v][i]))
-				}
-				if rel := maxErr / maxAbs; rel > 2e-3 {
+				if rel := maxRelErr(got[v], ref[v]); rel > 2e-3 {
 					t.Errorf("swap %v, fused %v: d/d%s float16 vs float32: max rel err %.3g > 2e-3", swap, fused, v, rel)
 				}
 			}
