@@ -73,12 +73,13 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		"the per-layer recomputing training graph keeps the first forward's k_proj and v_proj products (2·(k and v widths) bytes a token and layer) "+
 			"instead of recomputing their GEMMs")
 	f.Bool("fused-kernels", d.FusedKernels,
-		"the training graphs' backward pass uses ortq's own ops (domain ai.ortq, a CPU and a CUDA kernel each): the float16 SwiGLU gradient "+
-			"as one SwiGLUGrad node; =false keeps it as stock ONNX ops")
+		"the training graphs use ortq's own ops (domain ai.ortq, a CPU and a CUDA kernel each): the float16 SwiGLU gradient as one SwiGLUGrad "+
+			"node and the activation as one SwiGLU node; =false keeps stock ONNX ops")
 	f.Bool("fused-norm-grad", d.FusedNormGrad,
 		"the float16 RMSNorm gradient as one ai.ortq RMSNormGrad node (a CPU and a CUDA kernel; not yet measured on a GPU, so off by default)")
 	f.Bool("fold-scales", d.FoldScales,
-		"in the device steps, a multiplication by a scalar read only by GEMMs (attention's scaled score gradient) becomes their alpha")
+		"in the training graphs, a multiplication by a scalar read only by GEMMs (attention's scaled score gradient), "+
+			"or of a GEMM's sole product, becomes their FusedMatMul alpha")
 	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
 		"in the recomputing training graphs' first forward, each residual Add and the RMSNorm it feeds as one com.microsoft.SkipSimplifiedLayerNormalization")
 	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(

@@ -21,8 +21,8 @@ import (
 // it — or every reader of the Mul's product is a GEMM reading it once; neither x nor the
 // product is a graph output. Rewrite: that GEMM becomes com.microsoft.FusedMatMul with
 // alpha·c writing the product, or each reader does, reading x (FusedMatMul's other
-// attributes kept); the Mul goes. prepare runs it on the device steps,
-// after DenseBase and NBitsForward, whose patterns read plain MatMuls.
+// attributes kept); the Mul goes. prepare runs it last on every training graph (on the
+// device steps after DenseBase and NBitsForward, whose patterns read plain MatMuls).
 var ScaleMatMul = &ortgraph.Pass{
 	Name:       "scale-matmul",
 	Doc:        "Mul(x, scalar) read only by MatMuls → their FusedMatMul alpha",

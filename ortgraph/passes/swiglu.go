@@ -13,7 +13,8 @@ import (
 // domain (package kernels: one kernel reading g and u), where ONNX Runtime runs two (its
 // QuickGelu fusion of g·σ(g), then the Mul by u). It applies where nothing reads σ(g) or
 // silu(g) but the pattern itself: a backward pass with autodiff.Options.FusedKernels reads g
-// and u only (SwiGLUGrad). prepare runs it on the device steps with --fused-kernels.
+// and u only (SwiGLUGrad). prepare runs it last on every training graph with
+// --fused-kernels.
 //
 // Pattern: Mul(Mul(g, Sigmoid(g)), u), the operands of either Mul in either order. Check: g
 // and u are float16 of one known shape, and σ(g) and silu(g) have no reader but the
