@@ -174,8 +174,11 @@ demo: ort build demo-data
 clean:
 	rm -rf bin $(DEMO_DIR)
 
-# The CUDA kernels' PTX from their LLVM IR (kernels/*.ll), with llc (LLVM's NVPTX backend,
+# The CUDA kernels' PTX from their LLVM IR (kernels/*.ll), with opt and llc (LLVM's NVPTX backend,
 # Debian package llvm): needed only after editing a .ll file; the PTX is committed.
 kernels: kernels/ops.ptx
+# opt inlines the IR's alwaysinline helpers (llc does not inline).
 kernels/%.ptx: kernels/%.ll
-	llc -march=nvptx64 -mcpu=sm_80 -mattr=+ptx70 -O3 $< -o $@
+	opt -O3 -mtriple=nvptx64-nvidia-cuda $< -o $@.bc
+	llc -march=nvptx64 -mcpu=sm_80 -mattr=+ptx70 -O3 $@.bc -o $@
+	rm -f $@.bc

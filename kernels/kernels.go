@@ -10,7 +10,11 @@
 // gradient ran eight elementwise kernels (two in the recomputation, six in the backward
 // pass); SwiGLU is one kernel where the forward ran two. RMSNormGrad(x, w, r, dy) → dx: the
 // RMSNorm gradient with respect to x (float32 r, one value a row), one block a row, where the
-// decomposed float16 rule ran six elementwise kernels and a GEMV.
+// decomposed float16 rule ran six elementwise kernels and a GEMV. Rotary(x, cos, sin, pos) →
+// y: ONNX's RotaryEmbedding (halves, not interleaved; position ids) with 16-byte accesses,
+// where ONNX Runtime's kernel reads one element a thread. MaskedSoftmax(s, m) → softmax(s + m)
+// over the last axis, one warp a row: attention's additive mask and softmax in one kernel
+// where ONNX Runtime runs a broadcasting Add and a Softmax over [batch, heads, q, L].
 package kernels
 
 /*
@@ -31,13 +35,15 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 )
 
-// Domain is the ONNX domain of ortq's ops; SwiGLU and SwiGLUGrad name the ops above (ops.c
-// spells them too: TestSessions runs nodes named by these).
+// Domain is the ONNX domain of ortq's ops; the names below are the ops above (ops.c spells
+// them too: the session tests run nodes named by these).
 const (
-	Domain      = ortgraph.OrtqDomain
-	SwiGLU      = ortgraph.OpSwiGLU
-	SwiGLUGrad  = ortgraph.OpSwiGLUGrad
-	RMSNormGrad = ortgraph.OpRMSNormGrad
+	Domain        = ortgraph.OrtqDomain
+	SwiGLU        = ortgraph.OpSwiGLU
+	SwiGLUGrad    = ortgraph.OpSwiGLUGrad
+	RMSNormGrad   = ortgraph.OpRMSNormGrad
+	Rotary        = ortgraph.OpRotary
+	MaskedSoftmax = ortgraph.OpMaskedSoftmax
 )
 
 //go:embed ops.ptx

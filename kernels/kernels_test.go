@@ -83,19 +83,24 @@ func isNaNOrInf(h uint16) bool { return h&0x7c00 == 0x7c00 }
 
 // For session_test.go (package kernels_test, which imports ortrun, which imports kernels).
 var (
-	RMSNormGradRef = rmsNormGradRef
-	RMSNormInputs  = rmsNormInputs
-	CloseTo        = closeTo
-	SwiGLURef      = swigluRef
-	SwiGLUGradRef  = swigluGradRef
-	CloseHalf      = closeHalf
-	RandomHalves   = randomHalves
+	RMSNormGradRef   = rmsNormGradRef
+	RMSNormInputs    = rmsNormInputs
+	CloseTo          = closeTo
+	RotaryRef        = rotaryRef
+	RotaryRowOf      = rotaryRowOf
+	MaskedSoftmaxRef = maskedSoftmaxRef
+	SwiGLURef        = swigluRef
+	SwiGLUGradRef    = swigluGradRef
+	CloseHalf        = closeHalf
+	RandomHalves     = randomHalves
 )
 
-// rmsNormGradRef is RMSNormGrad in float64 from float16 x, w, dy and float32 r.
-func rmsNormGradRef(x, w []uint16, r []float32, dy []uint16) []float64 {
+// rmsNormGradRef is RMSNormGrad in float64 from float16 x, w, dy and float32 r, and for each
+// element the magnitude of the two terms whose difference dx is (|dy·w·r| + |x·r²·m|): a
+// float32 kernel's error is a few of their last bits, however small the difference.
+func rmsNormGradRef(x, w []uint16, r []float32, dy []uint16) (dx, mag []float64) {
 	h := len(w)
-	dx := make([]float64, len(x))
+	dx, mag = make([]float64, len(x)), make([]float64, len(x))
 	f := func(v uint16) float64 { return float64(half.Float16ToFloat32(v)) }
 	for row := range r {
 		rr, m := float64(r[row]), 0.0
@@ -104,10 +109,11 @@ func rmsNormGradRef(x, w []uint16, r []float32, dy []uint16) []float64 {
 		}
 		m /= float64(h)
 		for i := range h {
-			dx[row*h+i] = (f(dy[row*h+i])*f(w[i]) - f(x[row*h+i])*rr*m) * rr
+			a, b := f(dy[row*h+i])*f(w[i]), f(x[row*h+i])*rr*m
+			dx[row*h+i], mag[row*h+i] = (a-b)*rr, (math.Abs(a)+math.Abs(b))*rr
 		}
 	}
-	return dx
+	return dx, mag
 }
 
 // rmsNormInputs are random x [rows, h], w [h], dy [rows, h] and x's r = 1/rms.
@@ -125,15 +131,12 @@ func rmsNormInputs(rng *rand.Rand, rows, h int) (x, w []uint16, r []float32, dy 
 }
 
 // closeTo reports whether float16 results are within one float16 rounding (a subnormal step
-// at least) plus tol·max|ref| of the reference (the row mean's float32 sum differs from
-// float64's in its last bits); else the first element that is not.
-func closeTo(got []uint16, ref []float64, tol float64) (int, bool) {
-	scale := 0.0
-	for _, v := range ref {
-		scale = math.Max(scale, math.Abs(v))
-	}
+// at least) plus tol·mag[i] of the reference, mag being the size of the terms each result is
+// the difference of (the row mean's float32 sum differs from float64's in its last bits, and
+// a one-element row's dx is all cancellation); else the first element that is not.
+func closeTo(got []uint16, ref, mag []float64, tol float64) (int, bool) {
 	for i, v := range ref {
-		if d := math.Abs(float64(half.Float16ToFloat32(got[i])) - v); d > math.Abs(v)/1024+tol*scale+6e-8 {
+		if d := math.Abs(float64(half.Float16ToFloat32(got[i])) - v); d > math.Abs(v)/1024+tol*mag[i]+6e-8 {
 			return i, false
 		}
 	}
@@ -146,9 +149,58 @@ func TestRMSNormGradCPU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	for _, c := range []struct{ rows, h int }{{6, 3072}, {9, 5}, {4, 1}} {
 		x, w, r, dy := rmsNormInputs(rng, c.rows, c.h)
-		got, ref := rmsNormGradCPU(x, w, r, dy), rmsNormGradRef(x, w, r, dy)
-		if i, ok := closeTo(got, ref, 1e-5); !ok {
+		got := rmsNormGradCPU(x, w, r, dy)
+		ref, mag := rmsNormGradRef(x, w, r, dy)
+		if i, ok := closeTo(got, ref, mag, 1e-5); !ok {
 			t.Errorf("[%d, %d] element %d: dx %v, want %v", c.rows, c.h, i, half.Float16ToFloat32(got[i]), ref[i])
 		}
 	}
+}
+
+// rotaryRowOf is the first row of x that reads position index pi (batch·seq + token).
+func rotaryRowOf(pi, heads, seq int, bnsh bool) int {
+	if bnsh {
+		return pi/seq*heads*seq + pi%seq
+	}
+	return pi * heads
+}
+
+// rotaryRef is Rotary in float64: x [batch, heads, seq, d] (bnsh) or [batch, seq, heads·d].
+func rotaryRef(x, cs, sn []uint16, pos []int64, heads, seq, d int, bnsh bool) []float64 {
+	f := func(v uint16) float64 { return float64(half.Float16ToFloat32(v)) }
+	y, h := make([]float64, len(x)), d/2
+	for row := range len(x) / d {
+		pi := row / heads
+		if bnsh {
+			pi = row/(heads*seq)*seq + row%seq
+		}
+		p := int(pos[pi])
+		for i := range h {
+			x1, x2, c, s := f(x[row*d+i]), f(x[row*d+h+i]), f(cs[p*h+i]), f(sn[p*h+i])
+			y[row*d+i], y[row*d+h+i] = x1*c-x2*s, x2*c+x1*s
+		}
+	}
+	return y
+}
+
+// maskedSoftmaxRef is softmax(s + m) over the last axis in float64, m broadcast to s's shape.
+func maskedSoftmaxRef(s, m []uint16, shape, mshape []int64) []float64 {
+	f := func(v uint16) float64 { return float64(half.Float16ToFloat32(v)) }
+	l := int(shape[3])
+	p := make([]float64, len(s))
+	for row := range len(s) / l {
+		b, h, q := int64(row)/(shape[1]*shape[2]), int64(row)/shape[2]%shape[1], int64(row)%shape[2]
+		mrow := int((b%mshape[0])*mshape[1]*mshape[2]+(h%mshape[1])*mshape[2]+q%mshape[2]) * l
+		mx, sum := math.Inf(-1), 0.0
+		for j := range l {
+			mx = math.Max(mx, f(s[row*l+j])+f(m[mrow+j]))
+		}
+		for j := range l {
+			sum += math.Exp(f(s[row*l+j]) + f(m[mrow+j]) - mx)
+		}
+		for j := range l {
+			p[row*l+j] = math.Exp(f(s[row*l+j])+f(m[mrow+j])-mx) / sum
+		}
+	}
+	return p
 }

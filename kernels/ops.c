@@ -1,7 +1,8 @@
-// ortq's custom ops over float16 tensors of one shape: SwiGLU(g, u) → h = silu(g)·u
-// and its gradient SwiGLUGrad(g, u, dh) → (dg, du). Each has a CPU kernel (the loops
-// below) and a CUDA kernel (ops.ll's PTX, loaded with the CUDA driver API through
-// dlopen, launched on ONNX Runtime's compute stream so that CUDA graphs capture it).
+// ortq's custom ops over float16 tensors: SwiGLU(g, u) → h = silu(g)·u and its gradient
+// SwiGLUGrad(g, u, dh) → (dg, du), RMSNormGrad(x, w, r, dy) → dx, Rotary(x, cos, sin, pos)
+// → y and MaskedSoftmax(s, m) → p. Each has a CPU kernel (the loops below) and a CUDA
+// kernel (ops.ll's PTX, loaded with the CUDA driver API through dlopen, launched on ONNX
+// Runtime's compute stream so that CUDA graphs capture it).
 #include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
@@ -83,6 +84,33 @@ void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r,
   }
 }
 
+int ortq_rotary_cpu(const uint16_t *x, const uint16_t *cs, const uint16_t *sn, const int64_t *pos, uint16_t *y,
+  int64_t rows, int64_t half, int64_t div, int64_t seq, int bnsh, int64_t npos) {
+  for (int64_t row = 0; row < rows; row++) {
+    int64_t q = row / div, p = pos[bnsh ? q * seq + row % seq : q];
+    if (p < 0 || p >= npos) return -1;
+    const uint16_t *xr = x + row * 2 * half, *c = cs + p * half, *s = sn + p * half;
+    uint16_t *yr = y + row * 2 * half;
+    for (int64_t i = 0; i < half; i++) {
+      float x1 = h2f(xr[i]), x2 = h2f(xr[i + half]), cv = h2f(c[i]), sv = h2f(s[i]);
+      yr[i] = f2h(x1 * cv - x2 * sv);
+      yr[i + half] = f2h(x2 * cv + x1 * sv);
+    }
+  }
+  return 0;
+}
+
+void ortq_masked_softmax_cpu(const uint16_t *s, const uint16_t *m, uint16_t *p, int64_t rows, int64_t l, int64_t heads,
+  int64_t q, int64_t sb, int64_t sh, int64_t sq) {
+  for (int64_t row = 0; row < rows; row++) {
+    const uint16_t *sr = s + row * l, *mr = m + ((row / (heads * q)) * sb + (row / q % heads) * sh + (row % q) * sq) * l;
+    float mx = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < l; j++) mx = fmaxf(mx, h2f(sr[j]) + h2f(mr[j]));
+    for (int64_t j = 0; j < l; j++) sum += expf(h2f(sr[j]) + h2f(mr[j]) - mx);
+    for (int64_t j = 0; j < l; j++) p[row * l + j] = f2h(expf(h2f(sr[j]) + h2f(mr[j]) - mx) / sum);
+  }
+}
+
 // ---- the CUDA driver API, resolved at run time (no CUDA at build time) ----
 
 typedef int CUresult;
@@ -101,7 +129,7 @@ static pthread_mutex_t cu_mu = PTHREAD_MUTEX_INITIALIZER;
 // element a thread, and 8 with 16-byte accesses). An op is an OrtCustomOp first (ONNX
 // Runtime passes it back as such) and the provider its kernel runs on; ONNX Runtime's
 // kernel object is the op itself.
-#define NOPS 3
+#define NOPS 5
 #define MAXIO 5
 typedef struct ortq_op {
   OrtCustomOp op;
@@ -270,6 +298,23 @@ static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
   return op->compute(op, ctx);
 }
 
+// launch runs a kernel on the op's stream over n work items of 256-thread blocks.
+static OrtStatus *launch(const ortq_op_t *op, OrtKernelContext *ctx, CUfunction f, size_t n, void **args) {
+  void *stream;
+  RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
+  CUresult rc = cu.launchKernel(f, (unsigned)((n + 255) / 256), 1, 1, 256, 1, 1, 0, stream, args, NULL);
+  return rc ? fail(op->name, rc) : NULL;
+}
+
+static OrtStatus *invalid(const char *msg) { return ort->CreateStatus(ORT_INVALID_ARGUMENT, msg); }
+
+// output allocates output 0 in t's shape.
+static OrtStatus *output(OrtKernelContext *ctx, const input_t *t, void **data) {
+  OrtValue *out;
+  RETURN_IF(ort->KernelContext_GetOutput(ctx, 0, t->dims, t->rank, &out));
+  return ort->GetTensorMutableData(out, data);
+}
+
 // rmsnorm_grad computes dx of RMSNormGrad(x, w, r, dy): x and dy float16 [..., h], w float16
 // [h], r float32 with one value a row.
 static OrtStatus *rmsnorm_grad(const ortq_op_t *op, OrtKernelContext *ctx) {
@@ -278,13 +323,11 @@ static OrtStatus *rmsnorm_grad(const ortq_op_t *op, OrtKernelContext *ctx) {
   const input_t *x = &in[0];
   int64_t h = x->rank ? x->dims[x->rank - 1] : 1, rows = h > 0 ? (int64_t)x->n / h : 0;
   if (in[3].n != x->n || (int64_t)in[1].n != h || (int64_t)in[2].n != rows) {
-    return ort->CreateStatus(ORT_INVALID_ARGUMENT, "ai.ortq.RMSNormGrad: want x and dy [..., h], w [h] and r one value a row");
+    return invalid("ai.ortq.RMSNormGrad: want x and dy [..., h], w [h] and r one value a row");
   }
   const void *p[4] = {in[0].data, in[1].data, in[2].data, in[3].data};
-  OrtValue *out;
   void *dx;
-  RETURN_IF(ort->KernelContext_GetOutput(ctx, 0, x->dims, x->rank, &out));
-  RETURN_IF(ort->GetTensorMutableData(out, &dx));
+  RETURN_IF(output(ctx, x, &dx));
   if (rows == 0) return NULL;
   if (!op->cuda) {
     ortq_rmsnorm_grad_cpu(p[0], p[1], p[2], p[3], dx, rows, h);
@@ -297,6 +340,68 @@ static OrtStatus *rmsnorm_grad(const ortq_op_t *op, OrtKernelContext *ctx) {
   void *args[] = {&p[0], &p[1], &p[2], &p[3], &dx, &rows, &h};
   CUresult rc = cu.launchKernel(f, (unsigned)rows, 1, 1, 256, 1, 1, 0, stream, args, NULL);
   return rc ? fail(op->name, rc) : NULL;
+}
+
+// rotary computes Rotary(x, cos, sin, pos): x float16 [batch, heads, seq, D] or [batch, seq,
+// heads·D], cos and sin float16 [P, D/2], pos int64 [batch, seq].
+static OrtStatus *rotary(const ortq_op_t *op, OrtKernelContext *ctx) {
+  input_t in[4];
+  RETURN_IF(inputs(op, ctx, in));
+  const input_t *x = &in[0], *c = &in[1], *pos = &in[3];
+  if (c->rank != 2 || in[2].rank != 2 || in[2].dims[0] != c->dims[0] || in[2].dims[1] != c->dims[1] || c->dims[1] <= 0) {
+    return invalid("ai.ortq.Rotary: want cos and sin caches of one shape [positions, D/2]");
+  }
+  int64_t half = c->dims[1], d = 2 * half, bnsh = x->rank == 4;
+  if ((x->rank != 3 && x->rank != 4) || x->dims[x->rank - 1] % d != 0 || (bnsh && x->dims[3] != d) || pos->rank != 2 ||
+      pos->dims[0] != x->dims[0] || pos->dims[1] != x->dims[bnsh ? 2 : 1]) {
+    return invalid("ai.ortq.Rotary: want x [batch, heads, seq, D] or [batch, seq, heads·D] and positions [batch, seq]");
+  }
+  int64_t seq = pos->dims[1], heads = bnsh ? x->dims[1] : x->dims[2] / d, div = bnsh ? heads * seq : heads;
+  int64_t rows = (int64_t)x->n / d, npos = c->dims[0];
+  const void *p[4] = {in[0].data, in[1].data, in[2].data, in[3].data};
+  void *y;
+  RETURN_IF(output(ctx, x, &y));
+  if (rows == 0) return NULL;
+  if (!op->cuda) {
+    if (ortq_rotary_cpu(p[0], p[1], p[2], p[3], y, rows, half, div, seq, (int)bnsh, npos)) {
+      return invalid("ai.ortq.Rotary: a position is outside the cos/sin caches");
+    }
+    return NULL;
+  }
+  CUfunction scalar, vec8;
+  RETURN_IF(functions(op, &scalar, &vec8));
+  uintptr_t align = (uintptr_t)p[0] | (uintptr_t)p[1] | (uintptr_t)p[2] | (uintptr_t)y;
+  int wide = (align & 15) == 0 && half % 8 == 0;
+  int64_t u = wide ? half / 8 : half, n = rows * u;
+  void *args[] = {&p[0], &p[1], &p[2], &p[3], &y, &n, &u, &div, &seq, &bnsh, &npos};
+  return launch(op, ctx, wide ? vec8 : scalar, (size_t)n, args);
+}
+
+// masked_softmax computes MaskedSoftmax(s, m) = softmax(s + m) over the last axis: s float16
+// [batch, heads, q, L], m float16 [batch or 1, heads or 1, q or 1, L].
+static OrtStatus *masked_softmax(const ortq_op_t *op, OrtKernelContext *ctx) {
+  input_t in[2];
+  RETURN_IF(inputs(op, ctx, in));
+  const input_t *s = &in[0], *m = &in[1];
+  int ok = s->rank == 4 && m->rank == 4 && m->dims[3] == s->dims[3];
+  for (int k = 0; ok && k < 3; k++) ok = m->dims[k] == 1 || m->dims[k] == s->dims[k];
+  if (!ok) return invalid("ai.ortq.MaskedSoftmax: want s [batch, heads, q, L] and m broadcast to it over its first three axes");
+  int64_t l = s->dims[3], heads = s->dims[1], q = s->dims[2], rows = l > 0 ? (int64_t)s->n / l : 0;
+  int64_t sb = m->dims[0] > 1 ? m->dims[1] * m->dims[2] : 0, sh = m->dims[1] > 1 ? m->dims[2] : 0, sq = m->dims[2] > 1;
+  const void *p[2] = {in[0].data, in[1].data};
+  void *out;
+  RETURN_IF(output(ctx, s, &out));
+  if (rows == 0) return NULL;
+  if (!op->cuda) {
+    ortq_masked_softmax_cpu(p[0], p[1], out, rows, l, heads, q, sb, sh, sq);
+    return NULL;
+  }
+  CUfunction scalar, vec8;
+  RETURN_IF(functions(op, &scalar, &vec8));
+  int wide = (((uintptr_t)p[0] | (uintptr_t)p[1] | (uintptr_t)out) & 15) == 0 && l % 8 == 0;
+  int64_t lw = wide ? l / 8 : l;
+  void *args[] = {&p[0], &p[1], &out, &rows, &lw, &heads, &q, &sb, &sh, &sq};
+  return launch(op, ctx, wide ? vec8 : scalar, (size_t)rows * 32, args);
 }
 
 static void cpu_swiglu(const uint16_t **in, uint16_t **out, int64_t n) { ortq_swiglu_cpu(in[0], in[1], out[0], n); }
@@ -388,6 +493,11 @@ int ortq_ops_init(const char *ptx) {
     ortq_op_t *rn = &ops[cuda * NOPS + 2];
     define(rn, 2, cuda, "RMSNormGrad", "ortq_rmsnorm_grad_f16", "ortq_rmsnorm_grad_f16", 4, 1, NULL, rmsnorm_grad);
     rn->in_types[2] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    ortq_op_t *ro = &ops[cuda * NOPS + 3];
+    define(ro, 3, cuda, "Rotary", "ortq_rotary_f16", "ortq_rotary_f16x8", 4, 1, NULL, rotary);
+    ro->in_types[3] = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+    define(&ops[cuda * NOPS + 4], 4, cuda, "MaskedSoftmax", "ortq_masked_softmax_f16", "ortq_masked_softmax_f16x8", 2, 1, NULL,
+           masked_softmax);
   }
   return 2 * NOPS;
 }

@@ -24,4 +24,13 @@ void ortq_swiglu_grad_cpu(const uint16_t *g, const uint16_t *u, const uint16_t *
 void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r, const uint16_t *dy, uint16_t *dx,
   int64_t rows, int64_t h);
 
+// ortq_rotary_cpu computes Rotary's y over rows of 2·half float16 channels (see ops.ll); it
+// returns -1, and stops, at a position outside [0, npos).
+int ortq_rotary_cpu(const uint16_t *x, const uint16_t *cs, const uint16_t *sn, const int64_t *pos, uint16_t *y,
+  int64_t rows, int64_t half, int64_t div, int64_t seq, int bnsh, int64_t npos);
+
+// ortq_masked_softmax_cpu computes MaskedSoftmax's p over rows of l float16 elements (see ops.ll).
+void ortq_masked_softmax_cpu(const uint16_t *s, const uint16_t *m, uint16_t *p, int64_t rows, int64_t l, int64_t heads,
+  int64_t q, int64_t sb, int64_t sh, int64_t sq);
+
 #endif

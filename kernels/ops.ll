@@ -357,9 +357,441 @@ done:
   ret void
 }
 
-!nvvm.annotations = !{!0, !1, !2, !3, !4}
+; ---- Rotary: the rotary embedding of attention's q or k (non-interleaved halves) ----
+; For each row of D = 2·half channels at position p = pos[row's batch, row's token]:
+; y[i] = x[i]·cos[p, i] − x[i + half]·sin[p, i] and y[i + half] = x[i + half]·cos[p, i] +
+; x[i]·sin[p, i], in float32 and rounded once. Rows are [batch, heads, seq] (bnsh = 1: the
+; token index of row r is (r / (heads·seq))·seq + r mod seq, div = heads·seq) or [batch,
+; seq, heads] (bnsh = 0: r / heads, div = heads). A position outside [0, P) writes NaN.
+; One work item is 8 channel pairs (…_f16x8: half a multiple of 8, 16-byte aligned
+; pointers; n = rows·half/8, u = half/8) or one pair (…_f16: n = rows·half, u = half).
+
+; rotaryPos returns the position of work item i's row, clamped into [0, P), and whether it was
+; in range; row = i / u.
+define internal { i64, i1 } @rotary_pos(i64 %row, i64 addrspace(1)* %pos, i64 %div, i64 %seq, i64 %bnsh, i64 %P) alwaysinline {
+  %q = udiv i64 %row, %div
+  %qs = mul i64 %q, %seq
+  %rs = urem i64 %row, %seq
+  %p4 = add i64 %qs, %rs
+  %is4 = icmp ne i64 %bnsh, 0
+  %pi = select i1 %is4, i64 %p4, i64 %q
+  %pp = getelementptr i64, i64 addrspace(1)* %pos, i64 %pi
+  %p = load i64, i64 addrspace(1)* %pp
+  %ok = icmp ult i64 %p, %P  ; unsigned: negative positions fail too
+  %pc = select i1 %ok, i64 %p, i64 0
+  %r0 = insertvalue { i64, i1 } undef, i64 %pc, 0
+  %r1 = insertvalue { i64, i1 } %r0, i1 %ok, 1
+  ret { i64, i1 } %r1
+}
+
+define internal i64 @global_id() alwaysinline {
+  %tid = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()
+  %bid = call i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()
+  %bdim = call i32 @llvm.nvvm.read.ptx.sreg.ntid.x()
+  %b = zext i32 %bid to i64
+  %d = zext i32 %bdim to i64
+  %t = zext i32 %tid to i64
+  %bd = mul i64 %b, %d
+  %i = add i64 %bd, %t
+  ret i64 %i
+}
+
+define internal <8 x float> @load8(<8 x half> addrspace(1)* %base, i64 %i) alwaysinline {
+  %a = getelementptr <8 x half>, <8 x half> addrspace(1)* %base, i64 %i
+  %ap = bitcast <8 x half> addrspace(1)* %a to <4 x i32> addrspace(1)*
+  %w = call <4 x i32> @llvm.nvvm.ldg.global.i.v4i32.p1v4i32(<4 x i32> addrspace(1)* %ap, i32 16)
+  %h = bitcast <4 x i32> %w to <8 x half>
+  %f = fpext <8 x half> %h to <8 x float>
+  ret <8 x float> %f
+}
+
+define internal void @store8(<8 x half> addrspace(1)* %base, i64 %i, <8 x float> %v) alwaysinline {
+  %a = getelementptr <8 x half>, <8 x half> addrspace(1)* %base, i64 %i
+  %h = fptrunc <8 x float> %v to <8 x half>
+  %w = bitcast <8 x half> %h to <4 x i32>
+  %ap = bitcast <8 x half> addrspace(1)* %a to <4 x i32> addrspace(1)*
+  store <4 x i32> %w, <4 x i32> addrspace(1)* %ap, align 16
+  ret void
+}
+
+define void @ortq_rotary_f16x8(<8 x half> addrspace(1)* %x, <8 x half> addrspace(1)* %cos, <8 x half> addrspace(1)* %sin,
+                               i64 addrspace(1)* %pos, <8 x half> addrspace(1)* %y,
+                               i64 %n, i64 %u, i64 %div, i64 %seq, i64 %bnsh, i64 %P) {
+entry:
+  %i = call i64 @global_id()
+  %in = icmp ult i64 %i, %n
+  br i1 %in, label %body, label %done
+body:
+  %row = udiv i64 %i, %u
+  %c = urem i64 %i, %u
+  %pr = call { i64, i1 } @rotary_pos(i64 %row, i64 addrspace(1)* %pos, i64 %div, i64 %seq, i64 %bnsh, i64 %P)
+  %p = extractvalue { i64, i1 } %pr, 0
+  %ok = extractvalue { i64, i1 } %pr, 1
+  %r2 = shl i64 %row, 1
+  %rb = mul i64 %r2, %u
+  %i1 = add i64 %rb, %c
+  %i2 = add i64 %i1, %u
+  %pu = mul i64 %p, %u
+  %ic = add i64 %pu, %c
+  %x1 = call <8 x float> @load8(<8 x half> addrspace(1)* %x, i64 %i1)
+  %x2 = call <8 x float> @load8(<8 x half> addrspace(1)* %x, i64 %i2)
+  %cv = call <8 x float> @load8(<8 x half> addrspace(1)* %cos, i64 %ic)
+  %sv = call <8 x float> @load8(<8 x half> addrspace(1)* %sin, i64 %ic)
+  %a1 = fmul <8 x float> %x1, %cv
+  %b1 = fmul <8 x float> %x2, %sv
+  %y1 = fsub <8 x float> %a1, %b1
+  %a2 = fmul <8 x float> %x2, %cv
+  %b2 = fmul <8 x float> %x1, %sv
+  %y2 = fadd <8 x float> %a2, %b2
+  %nan = bitcast <8 x i32> <i32 2143289344, i32 2143289344, i32 2143289344, i32 2143289344, i32 2143289344, i32 2143289344, i32 2143289344, i32 2143289344> to <8 x float>
+  %o1 = select i1 %ok, <8 x float> %y1, <8 x float> %nan
+  %o2 = select i1 %ok, <8 x float> %y2, <8 x float> %nan
+  call void @store8(<8 x half> addrspace(1)* %y, i64 %i1, <8 x float> %o1)
+  call void @store8(<8 x half> addrspace(1)* %y, i64 %i2, <8 x float> %o2)
+  br label %done
+done:
+  ret void
+}
+
+define void @ortq_rotary_f16(half addrspace(1)* %x, half addrspace(1)* %cos, half addrspace(1)* %sin,
+                             i64 addrspace(1)* %pos, half addrspace(1)* %y,
+                             i64 %n, i64 %u, i64 %div, i64 %seq, i64 %bnsh, i64 %P) {
+entry:
+  %i = call i64 @global_id()
+  %in = icmp ult i64 %i, %n
+  br i1 %in, label %body, label %done
+body:
+  %row = udiv i64 %i, %u
+  %c = urem i64 %i, %u
+  %pr = call { i64, i1 } @rotary_pos(i64 %row, i64 addrspace(1)* %pos, i64 %div, i64 %seq, i64 %bnsh, i64 %P)
+  %p = extractvalue { i64, i1 } %pr, 0
+  %ok = extractvalue { i64, i1 } %pr, 1
+  %r2 = shl i64 %row, 1
+  %rb = mul i64 %r2, %u
+  %i1 = add i64 %rb, %c
+  %i2 = add i64 %i1, %u
+  %pu = mul i64 %p, %u
+  %ic = add i64 %pu, %c
+  %ax1 = getelementptr half, half addrspace(1)* %x, i64 %i1
+  %ax2 = getelementptr half, half addrspace(1)* %x, i64 %i2
+  %ac = getelementptr half, half addrspace(1)* %cos, i64 %ic
+  %as = getelementptr half, half addrspace(1)* %sin, i64 %ic
+  %hx1 = load half, half addrspace(1)* %ax1
+  %hx2 = load half, half addrspace(1)* %ax2
+  %hc = load half, half addrspace(1)* %ac
+  %hs = load half, half addrspace(1)* %as
+  %x1 = fpext half %hx1 to float
+  %x2 = fpext half %hx2 to float
+  %cv = fpext half %hc to float
+  %sv = fpext half %hs to float
+  %a1 = fmul float %x1, %cv
+  %b1 = fmul float %x2, %sv
+  %y1 = fsub float %a1, %b1
+  %a2 = fmul float %x2, %cv
+  %b2 = fmul float %x1, %sv
+  %y2 = fadd float %a2, %b2
+  %nan = bitcast i32 2143289344 to float
+  %o1 = select i1 %ok, float %y1, float %nan
+  %o2 = select i1 %ok, float %y2, float %nan
+  %h1 = fptrunc float %o1 to half
+  %h2 = fptrunc float %o2 to half
+  %ay1 = getelementptr half, half addrspace(1)* %y, i64 %i1
+  %ay2 = getelementptr half, half addrspace(1)* %y, i64 %i2
+  store half %h1, half addrspace(1)* %ay1
+  store half %h2, half addrspace(1)* %ay2
+  br label %done
+done:
+  ret void
+}
+
+; ---- MaskedSoftmax: P = softmax(S + M) over the last axis ----
+; S [batch, heads, q, L] float16, M (additive, float16) broadcast over any of its first three
+; axes: row r = (b, h, i) of S reads M's row b·sb + h·sh + i·sq (a stride 0 where M's axis
+; is 1). One warp a row: the lanes take the row's max of S + M, then the sum of exp(S + M −
+; max), then write exp(S + M − max)/sum — in float32 (exp by ex2.approx), rounded once.
+; …_f16x8 reads 8 elements a lane and step (L a multiple of 8, 16-byte aligned rows; l =
+; L/8), …_f16 one (l = L).
+
+declare float @llvm.maxnum.f32(float, float)
+
+define internal float @warp_max(float %v) alwaysinline {
+  %s1 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v, i32 16, i32 31)
+  %v1 = call float @llvm.maxnum.f32(float %v, float %s1)
+  %s2 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v1, i32 8, i32 31)
+  %v2 = call float @llvm.maxnum.f32(float %v1, float %s2)
+  %s3 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v2, i32 4, i32 31)
+  %v3 = call float @llvm.maxnum.f32(float %v2, float %s3)
+  %s4 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v3, i32 2, i32 31)
+  %v4 = call float @llvm.maxnum.f32(float %v3, float %s4)
+  %s5 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v4, i32 1, i32 31)
+  %v5 = call float @llvm.maxnum.f32(float %v4, float %s5)
+  ret float %v5
+}
+
+define internal float @warp_sum(float %v) alwaysinline {
+  %s1 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v, i32 16, i32 31)
+  %v1 = fadd float %v, %s1
+  %s2 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v1, i32 8, i32 31)
+  %v2 = fadd float %v1, %s2
+  %s3 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v2, i32 4, i32 31)
+  %v3 = fadd float %v2, %s3
+  %s4 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v3, i32 2, i32 31)
+  %v4 = fadd float %v3, %s4
+  %s5 = call float @llvm.nvvm.shfl.sync.bfly.f32(i32 -1, float %v4, i32 1, i32 31)
+  %v5 = fadd float %v4, %s5
+  ret float %v5
+}
+
+; softmax_row returns (the row of S, the row of M) in elements of the kernel's width, or
+; row = -1 past the last row; the warp's lane in %lane.
+define internal { i64, i64, i64 } @softmax_row(i64 %rows, i64 %heads, i64 %q, i64 %sb, i64 %sh, i64 %sq) alwaysinline {
+  %g = call i64 @global_id()
+  %row = lshr i64 %g, 5
+  %lane = and i64 %g, 31
+  %in = icmp ult i64 %row, %rows
+  %hq = mul i64 %heads, %q
+  %b = udiv i64 %row, %hq
+  %rq = udiv i64 %row, %q
+  %h = urem i64 %rq, %heads
+  %i = urem i64 %row, %q
+  %mb = mul i64 %b, %sb
+  %mh = mul i64 %h, %sh
+  %mi = mul i64 %i, %sq
+  %m1 = add i64 %mb, %mh
+  %m = add i64 %m1, %mi
+  %r = select i1 %in, i64 %row, i64 -1
+  %o0 = insertvalue { i64, i64, i64 } undef, i64 %r, 0
+  %o1 = insertvalue { i64, i64, i64 } %o0, i64 %m, 1
+  %o2 = insertvalue { i64, i64, i64 } %o1, i64 %lane, 2
+  ret { i64, i64, i64 } %o2
+}
+
+define internal <8 x float> @exp8(<8 x float> %v, float %mx) alwaysinline {
+  %mi = insertelement <8 x float> undef, float %mx, i32 0
+  %mv = shufflevector <8 x float> %mi, <8 x float> undef, <8 x i32> zeroinitializer
+  %d = fsub <8 x float> %v, %mv
+  %t = fmul <8 x float> %d, <float 0x3FF7154760000000, float 0x3FF7154760000000, float 0x3FF7154760000000, float 0x3FF7154760000000, float 0x3FF7154760000000, float 0x3FF7154760000000, float 0x3FF7154760000000, float 0x3FF7154760000000>
+  %t0 = extractelement <8 x float> %t, i32 0
+  %y0 = call float @llvm.nvvm.ex2.approx.f(float %t0)
+  %e0 = insertelement <8 x float> undef, float %y0, i32 0
+  %t1 = extractelement <8 x float> %t, i32 1
+  %y1 = call float @llvm.nvvm.ex2.approx.f(float %t1)
+  %e1 = insertelement <8 x float> %e0, float %y1, i32 1
+  %t2 = extractelement <8 x float> %t, i32 2
+  %y2 = call float @llvm.nvvm.ex2.approx.f(float %t2)
+  %e2 = insertelement <8 x float> %e1, float %y2, i32 2
+  %t3 = extractelement <8 x float> %t, i32 3
+  %y3 = call float @llvm.nvvm.ex2.approx.f(float %t3)
+  %e3 = insertelement <8 x float> %e2, float %y3, i32 3
+  %t4 = extractelement <8 x float> %t, i32 4
+  %y4 = call float @llvm.nvvm.ex2.approx.f(float %t4)
+  %e4 = insertelement <8 x float> %e3, float %y4, i32 4
+  %t5 = extractelement <8 x float> %t, i32 5
+  %y5 = call float @llvm.nvvm.ex2.approx.f(float %t5)
+  %e5 = insertelement <8 x float> %e4, float %y5, i32 5
+  %t6 = extractelement <8 x float> %t, i32 6
+  %y6 = call float @llvm.nvvm.ex2.approx.f(float %t6)
+  %e6 = insertelement <8 x float> %e5, float %y6, i32 6
+  %t7 = extractelement <8 x float> %t, i32 7
+  %y7 = call float @llvm.nvvm.ex2.approx.f(float %t7)
+  %e7 = insertelement <8 x float> %e6, float %y7, i32 7
+  ret <8 x float> %e7
+}
+
+define internal float @hmax8(<8 x float> %v) alwaysinline {
+  %a0 = extractelement <8 x float> %v, i32 0
+  %a1 = extractelement <8 x float> %v, i32 1
+  %a2 = extractelement <8 x float> %v, i32 2
+  %a3 = extractelement <8 x float> %v, i32 3
+  %a4 = extractelement <8 x float> %v, i32 4
+  %a5 = extractelement <8 x float> %v, i32 5
+  %a6 = extractelement <8 x float> %v, i32 6
+  %a7 = extractelement <8 x float> %v, i32 7
+  %b0 = call float @llvm.maxnum.f32(float %a0, float %a1)
+  %b1 = call float @llvm.maxnum.f32(float %a2, float %a3)
+  %b2 = call float @llvm.maxnum.f32(float %a4, float %a5)
+  %b3 = call float @llvm.maxnum.f32(float %a6, float %a7)
+  %c0 = call float @llvm.maxnum.f32(float %b0, float %b1)
+  %c1 = call float @llvm.maxnum.f32(float %b2, float %b3)
+  %d = call float @llvm.maxnum.f32(float %c0, float %c1)
+  ret float %d
+}
+
+define internal float @hsum8(<8 x float> %v) alwaysinline {
+  %a0 = extractelement <8 x float> %v, i32 0
+  %a1 = extractelement <8 x float> %v, i32 1
+  %a2 = extractelement <8 x float> %v, i32 2
+  %a3 = extractelement <8 x float> %v, i32 3
+  %a4 = extractelement <8 x float> %v, i32 4
+  %a5 = extractelement <8 x float> %v, i32 5
+  %a6 = extractelement <8 x float> %v, i32 6
+  %a7 = extractelement <8 x float> %v, i32 7
+  %b0 = fadd float %a0, %a1
+  %b1 = fadd float %a2, %a3
+  %b2 = fadd float %a4, %a5
+  %b3 = fadd float %a6, %a7
+  %c0 = fadd float %b0, %b1
+  %c1 = fadd float %b2, %b3
+  %d = fadd float %c0, %c1
+  ret float %d
+}
+
+define void @ortq_masked_softmax_f16x8(<8 x half> addrspace(1)* %s, <8 x half> addrspace(1)* %m, <8 x half> addrspace(1)* %p,
+                                       i64 %rows, i64 %l, i64 %heads, i64 %q, i64 %sb, i64 %sh, i64 %sq) {
+entry:
+  %rr = call { i64, i64, i64 } @softmax_row(i64 %rows, i64 %heads, i64 %q, i64 %sb, i64 %sh, i64 %sq)
+  %row = extractvalue { i64, i64, i64 } %rr, 0
+  %mrow = extractvalue { i64, i64, i64 } %rr, 1
+  %lane = extractvalue { i64, i64, i64 } %rr, 2
+  %in = icmp ne i64 %row, -1
+  br i1 %in, label %start, label %done
+start:
+  %sbase = mul i64 %row, %l
+  %mbase = mul i64 %mrow, %l
+  br label %loop1
+loop1:
+  %j1 = phi i64 [ %lane, %start ], [ %j1n, %body1 ]
+  %mx = phi float [ 0xFFF0000000000000, %start ], [ %mxn, %body1 ]
+  %more1 = icmp ult i64 %j1, %l
+  br i1 %more1, label %body1, label %red1
+body1:
+  %si1 = add i64 %sbase, %j1
+  %mi1 = add i64 %mbase, %j1
+  %sv1 = call <8 x float> @load8(<8 x half> addrspace(1)* %s, i64 %si1)
+  %mv1 = call <8 x float> @load8(<8 x half> addrspace(1)* %m, i64 %mi1)
+  %v1 = fadd <8 x float> %sv1, %mv1
+  %h1 = call float @hmax8(<8 x float> %v1)
+  %mxn = call float @llvm.maxnum.f32(float %mx, float %h1)
+  %j1n = add i64 %j1, 32
+  br label %loop1
+red1:
+  %rowmax = call float @warp_max(float %mx)
+  br label %loop2
+loop2:
+  %j2 = phi i64 [ %lane, %red1 ], [ %j2n, %body2 ]
+  %sum = phi float [ 0.0, %red1 ], [ %sumn, %body2 ]
+  %more2 = icmp ult i64 %j2, %l
+  br i1 %more2, label %body2, label %red2
+body2:
+  %si2 = add i64 %sbase, %j2
+  %mi2 = add i64 %mbase, %j2
+  %sv2 = call <8 x float> @load8(<8 x half> addrspace(1)* %s, i64 %si2)
+  %mv2 = call <8 x float> @load8(<8 x half> addrspace(1)* %m, i64 %mi2)
+  %v2 = fadd <8 x float> %sv2, %mv2
+  %e2 = call <8 x float> @exp8(<8 x float> %v2, float %rowmax)
+  %h2 = call float @hsum8(<8 x float> %e2)
+  %sumn = fadd float %sum, %h2
+  %j2n = add i64 %j2, 32
+  br label %loop2
+red2:
+  %rowsum = call float @warp_sum(float %sum)
+  %inv = fdiv float 1.0, %rowsum
+  %ii = insertelement <8 x float> undef, float %inv, i32 0
+  %iv = shufflevector <8 x float> %ii, <8 x float> undef, <8 x i32> zeroinitializer
+  br label %loop3
+loop3:
+  %j3 = phi i64 [ %lane, %red2 ], [ %j3n, %body3 ]
+  %more3 = icmp ult i64 %j3, %l
+  br i1 %more3, label %body3, label %done
+body3:
+  %si3 = add i64 %sbase, %j3
+  %mi3 = add i64 %mbase, %j3
+  %sv3 = call <8 x float> @load8(<8 x half> addrspace(1)* %s, i64 %si3)
+  %mv3 = call <8 x float> @load8(<8 x half> addrspace(1)* %m, i64 %mi3)
+  %v3 = fadd <8 x float> %sv3, %mv3
+  %e3 = call <8 x float> @exp8(<8 x float> %v3, float %rowmax)
+  %pv = fmul <8 x float> %e3, %iv
+  call void @store8(<8 x half> addrspace(1)* %p, i64 %si3, <8 x float> %pv)
+  %j3n = add i64 %j3, 32
+  br label %loop3
+done:
+  ret void
+}
+
+define void @ortq_masked_softmax_f16(half addrspace(1)* %s, half addrspace(1)* %m, half addrspace(1)* %p,
+                                     i64 %rows, i64 %l, i64 %heads, i64 %q, i64 %sb, i64 %sh, i64 %sq) {
+entry:
+  %rr = call { i64, i64, i64 } @softmax_row(i64 %rows, i64 %heads, i64 %q, i64 %sb, i64 %sh, i64 %sq)
+  %row = extractvalue { i64, i64, i64 } %rr, 0
+  %mrow = extractvalue { i64, i64, i64 } %rr, 1
+  %lane = extractvalue { i64, i64, i64 } %rr, 2
+  %in = icmp ne i64 %row, -1
+  br i1 %in, label %start, label %done
+start:
+  %sbase = mul i64 %row, %l
+  %mbase = mul i64 %mrow, %l
+  br label %loop1
+loop1:
+  %j1 = phi i64 [ %lane, %start ], [ %j1n, %body1 ]
+  %mx = phi float [ 0xFFF0000000000000, %start ], [ %mxn, %body1 ]
+  %more1 = icmp ult i64 %j1, %l
+  br i1 %more1, label %body1, label %red1
+body1:
+  %v1 = call float @masked_at(half addrspace(1)* %s, half addrspace(1)* %m, i64 %sbase, i64 %mbase, i64 %j1)
+  %mxn = call float @llvm.maxnum.f32(float %mx, float %v1)
+  %j1n = add i64 %j1, 32
+  br label %loop1
+red1:
+  %rowmax = call float @warp_max(float %mx)
+  br label %loop2
+loop2:
+  %j2 = phi i64 [ %lane, %red1 ], [ %j2n, %body2 ]
+  %sum = phi float [ 0.0, %red1 ], [ %sumn, %body2 ]
+  %more2 = icmp ult i64 %j2, %l
+  br i1 %more2, label %body2, label %red2
+body2:
+  %v2 = call float @masked_at(half addrspace(1)* %s, half addrspace(1)* %m, i64 %sbase, i64 %mbase, i64 %j2)
+  %d2 = fsub float %v2, %rowmax
+  %t2 = fmul float %d2, 0x3FF7154760000000
+  %e2 = call float @llvm.nvvm.ex2.approx.f(float %t2)
+  %sumn = fadd float %sum, %e2
+  %j2n = add i64 %j2, 32
+  br label %loop2
+red2:
+  %rowsum = call float @warp_sum(float %sum)
+  %inv = fdiv float 1.0, %rowsum
+  br label %loop3
+loop3:
+  %j3 = phi i64 [ %lane, %red2 ], [ %j3n, %body3 ]
+  %more3 = icmp ult i64 %j3, %l
+  br i1 %more3, label %body3, label %done
+body3:
+  %v3 = call float @masked_at(half addrspace(1)* %s, half addrspace(1)* %m, i64 %sbase, i64 %mbase, i64 %j3)
+  %d3 = fsub float %v3, %rowmax
+  %t3 = fmul float %d3, 0x3FF7154760000000
+  %e3 = call float @llvm.nvvm.ex2.approx.f(float %t3)
+  %pv = fmul float %e3, %inv
+  %ph = fptrunc float %pv to half
+  %si3 = add i64 %sbase, %j3
+  %ap = getelementptr half, half addrspace(1)* %p, i64 %si3
+  store half %ph, half addrspace(1)* %ap
+  %j3n = add i64 %j3, 32
+  br label %loop3
+done:
+  ret void
+}
+
+; masked_at returns S[sbase + j] + M[mbase + j] in float32.
+define internal float @masked_at(half addrspace(1)* %s, half addrspace(1)* %m, i64 %sbase, i64 %mbase, i64 %j) alwaysinline {
+  %si = add i64 %sbase, %j
+  %mi = add i64 %mbase, %j
+  %as = getelementptr half, half addrspace(1)* %s, i64 %si
+  %am = getelementptr half, half addrspace(1)* %m, i64 %mi
+  %hs = load half, half addrspace(1)* %as
+  %hm = load half, half addrspace(1)* %am
+  %fs = fpext half %hs to float
+  %fm = fpext half %hm to float
+  %v = fadd float %fs, %fm
+  ret float %v
+}
+
+!nvvm.annotations = !{!0, !1, !2, !3, !4, !5, !6, !7, !8}
 !0 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64)* @ortq_swiglu_grad_f16, !"kernel", i32 1}
 !1 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64)* @ortq_swiglu_grad_f16x8, !"kernel", i32 1}
 !2 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64)* @ortq_swiglu_f16, !"kernel", i32 1}
 !3 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64)* @ortq_swiglu_f16x8, !"kernel", i32 1}
 !4 = !{void (half addrspace(1)*, half addrspace(1)*, float addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64, i64)* @ortq_rmsnorm_grad_f16, !"kernel", i32 1}
+!5 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64 addrspace(1)*, <8 x half> addrspace(1)*, i64, i64, i64, i64, i64, i64)* @ortq_rotary_f16x8, !"kernel", i32 1}
+!6 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64 addrspace(1)*, half addrspace(1)*, i64, i64, i64, i64, i64, i64)* @ortq_rotary_f16, !"kernel", i32 1}
+!7 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64, i64, i64, i64, i64, i64, i64)* @ortq_masked_softmax_f16x8, !"kernel", i32 1}
+!8 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64, i64, i64, i64, i64, i64, i64)* @ortq_masked_softmax_f16, !"kernel", i32 1}

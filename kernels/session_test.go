@@ -1,8 +1,10 @@
 package kernels_test
 
 import (
+	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/ortq/ortq/internal/half"
@@ -89,8 +91,8 @@ func TestRMSNormGradSession(t *testing.T) {
 			if out == nil {
 				t.Skipf("%s: no CUDA provider or GPU", device)
 			}
-			ref := RMSNormGradRef(x, w, r, dy)
-			if i, ok := CloseTo(out["dx"].Data.([]uint16), ref, 1e-5); !ok {
+			ref, mag := RMSNormGradRef(x, w, r, dy)
+			if i, ok := CloseTo(out["dx"].Data.([]uint16), ref, mag, 1e-5); !ok {
 				t.Fatalf("%s, h %d: element %d: dx %v, want %v", device, h, i, half.Float16ToFloat32(out["dx"].Data.([]uint16)[i]), ref[i])
 			}
 		}
@@ -99,18 +101,26 @@ func TestRMSNormGradSession(t *testing.T) {
 
 // rmsNormGradModel is one RMSNormGrad node over [2, 3, h] x and dy, [h] w and [2, 3, 1] r.
 func rmsNormGradModel(t *testing.T, h int64) []byte {
+	return nodeModel(t, RMSNormGrad, []*onnxpb.ValueInfoProto{vi("x", ortgraph.Float16, 2, 3, h), vi("w", ortgraph.Float16, h),
+		vi("r", ortgraph.Float, 2, 3, 1), vi("dy", ortgraph.Float16, 2, 3, h)}, vi("dx", ortgraph.Float16, 2, 3, h))
+}
+
+func vi(n string, dt int32, dims ...int64) *onnxpb.ValueInfoProto {
+	return &onnxpb.ValueInfoProto{Name: n, Type: ortgraph.TensorType(dt, dims)}
+}
+
+// nodeModel is one node of ortq's op reading ins and writing out.
+func nodeModel(t *testing.T, op string, ins []*onnxpb.ValueInfoProto, out *onnxpb.ValueInfoProto) []byte {
 	t.Helper()
-	vi := func(n string, dt int32, dims ...int64) *onnxpb.ValueInfoProto {
-		return &onnxpb.ValueInfoProto{Name: n, Type: ortgraph.TensorType(dt, dims)}
+	var names []string
+	for _, in := range ins {
+		names = append(names, in.Name)
 	}
 	m := &onnxpb.ModelProto{
 		IrVersion:   10,
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}, {Domain: Domain, Version: 1}},
-		Graph: &onnxpb.GraphProto{Name: RMSNormGrad,
-			Node: []*onnxpb.NodeProto{{OpType: RMSNormGrad, Domain: Domain, Input: []string{"x", "w", "r", "dy"}, Output: []string{"dx"}}},
-			Input: []*onnxpb.ValueInfoProto{vi("x", ortgraph.Float16, 2, 3, h), vi("w", ortgraph.Float16, h), vi("r", ortgraph.Float, 2, 3, 1),
-				vi("dy", ortgraph.Float16, 2, 3, h)},
-			Output: []*onnxpb.ValueInfoProto{vi("dx", ortgraph.Float16, 2, 3, h)}},
+		Graph: &onnxpb.GraphProto{Name: op, Node: []*onnxpb.NodeProto{{OpType: op, Domain: Domain, Input: names, Output: []string{out.Name}}},
+			Input: ins, Output: []*onnxpb.ValueInfoProto{out}},
 	}
 	b, err := proto.Marshal(m)
 	if err != nil {
@@ -137,4 +147,98 @@ func run(t *testing.T, device string, model []byte, in map[string]*ortrun.Tensor
 		t.Fatalf("%s: %v", device, err)
 	}
 	return out
+}
+
+// runErr runs model's every output on device and returns the run's error.
+func runErr(device string, model []byte, in map[string]*ortrun.Tensor) (map[string]*ortrun.Tensor, error) {
+	s, err := ortrun.NewSessionFromBytes(model, ortrun.Options{Device: device})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Run(in, s.OutputNames())
+}
+
+// TestRotarySession runs Rotary on the CPU and, where there is a GPU, on CUDA, for x
+// [batch, heads, seq, D] and [batch, seq, heads·D] with D = 16 (the 8-wide CUDA kernel) and
+// D = 6 (one pair a thread): every y must be the float64 rotation within a unit in the last
+// place. A position outside the caches is an error on the CPU and NaN on CUDA.
+func TestRotarySession(t *testing.T) {
+	ortruntest.Lib(t)
+	rng := rand.New(rand.NewPCG(21, 22))
+	const b, heads, seq, npos = 2, 3, 5, 9
+	for _, device := range []string{"cpu", "cuda:0"} {
+		for _, c := range []struct {
+			d    int64
+			bnsh bool
+		}{{16, true}, {16, false}, {6, true}} {
+			shape := []int64{b, heads, seq, c.d}
+			if !c.bnsh {
+				shape = []int64{b, seq, heads * c.d}
+			}
+			x, cs, sn := RandomHalves(rng, b*heads*seq*int(c.d), 2), RandomHalves(rng, npos*int(c.d)/2, 0.7), RandomHalves(rng, npos*int(c.d)/2, 0.7)
+			pos := make([]int64, b*seq)
+			for i := range pos {
+				pos[i] = rng.Int64N(npos)
+			}
+			model := nodeModel(t, Rotary, []*onnxpb.ValueInfoProto{vi("x", ortgraph.Float16, shape...), vi("cos", ortgraph.Float16, npos, c.d/2),
+				vi("sin", ortgraph.Float16, npos, c.d/2), vi("pos", ortgraph.Int64, b, seq)}, vi("y", ortgraph.Float16, shape...))
+			in := map[string]*ortrun.Tensor{"x": {DType: ortrun.Float16, Shape: shape, Data: x},
+				"cos": {DType: ortrun.Float16, Shape: []int64{npos, c.d / 2}, Data: cs}, "sin": {DType: ortrun.Float16, Shape: []int64{npos, c.d / 2}, Data: sn},
+				"pos": {DType: ortrun.Int64, Shape: []int64{b, seq}, Data: pos}}
+			out := run(t, device, model, in)
+			if out == nil {
+				t.Skipf("%s: no CUDA provider or GPU", device)
+			}
+			ref := RotaryRef(x, cs, sn, pos, heads, seq, int(c.d), c.bnsh)
+			for i, v := range out["y"].Data.([]uint16) {
+				if !CloseHalf(v, ref[i]) {
+					t.Fatalf("%s %v: element %d: y %v, want %v", device, shape, i, half.Float16ToFloat32(v), ref[i])
+				}
+			}
+			pos[3] = npos
+			if device == "cpu" {
+				if _, err := runErr(device, model, in); err == nil || !strings.Contains(err.Error(), "outside the cos/sin caches") {
+					t.Errorf("cpu: position %d of %d: error %v, want one naming the caches", npos, npos, err)
+				}
+			} else if y := run(t, device, model, in)["y"].Data.([]uint16); !math.IsNaN(float64(half.Float16ToFloat32(y[RotaryRowOf(3, heads, seq, c.bnsh)*int(c.d)]))) {
+				t.Errorf("%s: a position outside the caches did not write NaN", device)
+			}
+		}
+	}
+}
+
+// TestMaskedSoftmaxSession runs MaskedSoftmax on the CPU and, where there is a GPU, on CUDA:
+// s [2, 3, 4, L] for L = 512 (the 8-wide kernel) and 13, masks broadcast over heads
+// ([2, 1, 4, L]: a causal mask of −65504) or over batch and queries ([1, 3, 1, L]); every p
+// must be the float64 softmax within a unit in the last place.
+func TestMaskedSoftmaxSession(t *testing.T) {
+	ortruntest.Lib(t)
+	rng := rand.New(rand.NewPCG(23, 24))
+	for _, device := range []string{"cpu", "cuda:0"} {
+		for _, c := range []struct{ l, mb, mh, mq int64 }{{512, 2, 1, 4}, {13, 2, 1, 4}, {512, 1, 3, 1}, {13, 1, 3, 1}} {
+			shape, mshape := []int64{2, 3, 4, c.l}, []int64{c.mb, c.mh, c.mq, c.l}
+			s, m := RandomHalves(rng, int(ortgraph.NumElements(shape)), 3), RandomHalves(rng, int(ortgraph.NumElements(mshape)), 1)
+			if c.mq > 1 { // causal: query i sees keys ≤ i + L − q
+				for i := range m {
+					if q, k := int64(i)/c.l%c.mq, int64(i)%c.l; k > q+c.l-c.mq {
+						m[i] = half.Float32ToFloat16(-65504)
+					}
+				}
+			}
+			model := nodeModel(t, MaskedSoftmax, []*onnxpb.ValueInfoProto{vi("s", ortgraph.Float16, shape...), vi("m", ortgraph.Float16, mshape...)},
+				vi("p", ortgraph.Float16, shape...))
+			out := run(t, device, model, map[string]*ortrun.Tensor{"s": {DType: ortrun.Float16, Shape: shape, Data: s},
+				"m": {DType: ortrun.Float16, Shape: mshape, Data: m}})
+			if out == nil {
+				t.Skipf("%s: no CUDA provider or GPU", device)
+			}
+			ref := MaskedSoftmaxRef(s, m, shape, mshape)
+			for i, v := range out["p"].Data.([]uint16) {
+				if !CloseHalf(v, ref[i]) {
+					t.Fatalf("%s s %v m %v: element %d: p %v, want %v", device, shape, mshape, i, half.Float16ToFloat32(v), ref[i])
+				}
+			}
+		}
+	}
 }

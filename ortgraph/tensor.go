@@ -200,4 +200,11 @@ const (
 	// float16 x and dy of one shape [..., h], float16 w [h] and float32 r [..., 1] (the norm's
 	// inv_std_var): with g = dy·w and x̂ = x·r, dx = r·(g − x̂·mean(g·x̂)) over the last axis.
 	OpRMSNormGrad = "RMSNormGrad"
+	// OpRotary(x, cos, sin, pos) → y is ONNX's RotaryEmbedding without interleaving over all
+	// D channels of a head, with position ids: float16 x [batch, heads, seq, D] or [batch,
+	// seq, heads·D], float16 cos and sin [positions, D/2], int64 pos [batch, seq].
+	OpRotary = "Rotary"
+	// OpMaskedSoftmax(s, m) → p = softmax(s + m) over the last axis, for float16 s [batch,
+	// heads, q, L] and an additive float16 mask m [batch or 1, heads or 1, q or 1, L].
+	OpMaskedSoftmax = "MaskedSoftmax"
 )

@@ -76,7 +76,11 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		"the training graphs use ortq's own ops (domain ai.ortq, a CPU and a CUDA kernel each): the float16 SwiGLU gradient as one SwiGLUGrad "+
 			"node and the activation as one SwiGLU node; =false keeps stock ONNX ops")
 	f.Bool("fused-norm-grad", d.FusedNormGrad,
-		"the float16 RMSNorm gradient as one ai.ortq RMSNormGrad node (a CPU and a CUDA kernel; not yet measured on a GPU, so off by default)")
+		"the float16 RMSNorm gradient as one ai.ortq RMSNormGrad node (a CPU and a CUDA kernel) instead of six elementwise kernels and a GEMV; "+
+			"=false keeps stock ONNX ops")
+	f.Bool("attention-kernels", d.AttentionKernels,
+		"the training graphs' float16 rotary embeddings as ortq's ai.ortq.Rotary kernel and the recomputed attention's mask Add + Softmax "+
+			"as one ai.ortq.MaskedSoftmax; =false keeps ONNX Runtime's RotaryEmbedding, Add and Softmax")
 	f.Bool("fold-scales", d.FoldScales,
 		"in the training graphs, a multiplication by a scalar read only by GEMMs (attention's scaled score gradient), "+
 			"or of a GEMM's sole product, becomes their FusedMatMul alpha")
@@ -121,6 +125,7 @@ func runPrepare(cmd *cobra.Command) error {
 		FusedKernels:       v.GetBool("fused-kernels"),
 		FoldScales:         v.GetBool("fold-scales"),
 		FusedNormGrad:      v.GetBool("fused-norm-grad"),
+		AttentionKernels:   v.GetBool("attention-kernels"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

@@ -27,6 +27,7 @@ var allPasses = map[string]*ortgraph.Pass{
 	"AttentionGrad": passes.AttentionGrad, "DenseBase": passes.DenseBase, "Bnb4Forward": passes.Bnb4Forward,
 	"AttentionForward": passes.AttentionForward, "AttentionForwardMHA": passes.AttentionForwardMHA,
 	"ResidualNorm": passes.ResidualNorm, "ScaleMatMul": passes.ScaleMatMul, "SwiGLUForward": passes.SwiGLUForward,
+	"RotaryKernel": passes.RotaryKernel, "MaskedSoftmax": passes.MaskedSoftmax,
 }
 
 // TestPassDeclarations: every pass has a name, a Doc and a Run, the names are unique and
