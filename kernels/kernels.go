@@ -42,6 +42,7 @@ const (
 	SwiGLU        = ortgraph.OpSwiGLU
 	SwiGLUGrad    = ortgraph.OpSwiGLUGrad
 	RMSNormGrad   = ortgraph.OpRMSNormGrad
+	RMSNorm       = ortgraph.OpRMSNorm
 	Rotary        = ortgraph.OpRotary
 	MaskedSoftmax = ortgraph.OpMaskedSoftmax
 )
@@ -85,7 +86,7 @@ func swigluCPU(g, u []uint16) []uint16 {
 func rmsNormGradCPU(x, w []uint16, r []float32, dy []uint16) []uint16 {
 	dx := make([]uint16, len(x))
 	if len(r) > 0 {
-		C.ortq_rmsnorm_grad_cpu((*C.uint16_t)(&x[0]), (*C.uint16_t)(&w[0]), (*C.float)(&r[0]), (*C.uint16_t)(&dy[0]),
+		C.ortq_rmsnorm_grad_cpu((*C.uint16_t)(&x[0]), (*C.uint16_t)(&w[0]), (*C.float)(&r[0]), (*C.uint16_t)(&dy[0]), nil,
 			(*C.uint16_t)(&dx[0]), C.int64_t(len(r)), C.int64_t(len(w)))
 	}
 	return dx

@@ -89,6 +89,7 @@ var (
 	RotaryRef        = rotaryRef
 	RotaryRowOf      = rotaryRowOf
 	MaskedSoftmaxRef = maskedSoftmaxRef
+	RMSNormRef       = rmsNormRef
 	SwiGLURef        = swigluRef
 	SwiGLUGradRef    = swigluGradRef
 	CloseHalf        = closeHalf
@@ -203,4 +204,22 @@ func maskedSoftmaxRef(s, m []uint16, shape, mshape []int64) []float64 {
 		}
 	}
 	return p
+}
+
+// rmsNormRef is RMSNorm in float64: y = x·r·w and r = 1/sqrt(mean(x²) + eps) per row of len(w).
+func rmsNormRef(x, w []uint16, eps float64) (y, r []float64) {
+	f := func(v uint16) float64 { return float64(half.Float16ToFloat32(v)) }
+	h := len(w)
+	y, r = make([]float64, len(x)), make([]float64, len(x)/h)
+	for row := range r {
+		s := 0.0
+		for i := range h {
+			s += f(x[row*h+i]) * f(x[row*h+i])
+		}
+		r[row] = 1 / math.Sqrt(s/float64(h)+eps)
+		for i := range h {
+			y[row*h+i] = f(x[row*h+i]) * r[row] * f(w[i])
+		}
+	}
+	return y, r
 }

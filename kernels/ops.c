@@ -1,6 +1,6 @@
 // ortq's custom ops over float16 tensors: SwiGLU(g, u) → h = silu(g)·u and its gradient
-// SwiGLUGrad(g, u, dh) → (dg, du), RMSNormGrad(x, w, r, dy) → dx, Rotary(x, cos, sin, pos)
-// → y and MaskedSoftmax(s, m) → p. Each has a CPU kernel (the loops below) and a CUDA
+// SwiGLUGrad(g, u, dh) → (dg, du), RMSNorm(x, w) → (y, r), RMSNormGrad(x, w, r, dy[, res]) →
+// dx, Rotary(x, cos, sin, pos) → y and MaskedSoftmax(s, m) → p. Each has a CPU kernel (the loops below) and a CUDA
 // kernel (ops.ll's PTX, loaded with the CUDA driver API through dlopen, launched on ONNX
 // Runtime's compute stream so that CUDA graphs capture it).
 #include <dlfcn.h>
@@ -70,8 +70,8 @@ void ortq_swiglu_grad_cpu(const uint16_t *g, const uint16_t *u, const uint16_t *
   }
 }
 
-void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r, const uint16_t *dy, uint16_t *dx,
-  int64_t rows, int64_t h) {
+void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r, const uint16_t *dy, const uint16_t *res,
+  uint16_t *dx, int64_t rows, int64_t h) {
   for (int64_t row = 0; row < rows; row++) {
     const uint16_t *xr = x + row * h, *dyr = dy + row * h;
     float rr = r[row], acc = 0;
@@ -79,8 +79,19 @@ void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r,
     float m = acc / (float)h;
     for (int64_t i = 0; i < h; i++) {
       float g = h2f(dyr[i]) * h2f(w[i]), xh = h2f(xr[i]) * rr;
-      dx[row * h + i] = f2h((g - xh * m) * rr);
+      dx[row * h + i] = f2h((g - xh * m) * rr + (res ? h2f(res[row * h + i]) : 0.0f));
     }
+  }
+}
+
+void ortq_rmsnorm_cpu(const uint16_t *x, const uint16_t *w, uint16_t *y, float *r, int64_t rows, int64_t h, float eps) {
+  for (int64_t row = 0; row < rows; row++) {
+    const uint16_t *xr = x + row * h;
+    float acc = 0;
+    for (int64_t i = 0; i < h; i++) acc += h2f(xr[i]) * h2f(xr[i]);
+    float rr = 1.0f / sqrtf(acc / (float)h + eps);
+    r[row] = rr;
+    for (int64_t i = 0; i < h; i++) y[row * h + i] = f2h(h2f(xr[i]) * rr * h2f(w[i]));
   }
 }
 
@@ -128,18 +139,24 @@ static pthread_mutex_t cu_mu = PTHREAD_MUTEX_INITIALIZER;
 // An op: its ONNX signature, its CPU loop and the names of its two CUDA kernels (one
 // element a thread, and 8 with 16-byte accesses). An op is an OrtCustomOp first (ONNX
 // Runtime passes it back as such) and the provider its kernel runs on; ONNX Runtime's
-// kernel object is the op itself.
-#define NOPS 5
+// kernel object (kernel_t) is a node's: the op and the node's epsilon attribute.
+#define NOPS 6
 #define MAXIO 5
+struct kernel;
 typedef struct ortq_op {
   OrtCustomOp op;
   int cuda, index;
   const char *name, *scalar, *vec8;
-  size_t nin, nout;
-  ONNXTensorElementDataType in_types[MAXIO];  // the outputs are float16
+  size_t nin, nout, nopt;  // inputs, outputs, optional inputs (the last nopt)
+  ONNXTensorElementDataType in_types[MAXIO], out_types[MAXIO];
   void (*cpu)(const uint16_t **in, uint16_t **out, int64_t n);  // elementwise ops
-  OrtStatus *(*compute)(const struct ortq_op *op, OrtKernelContext *ctx);
+  OrtStatus *(*compute)(const struct kernel *k, OrtKernelContext *ctx);
 } ortq_op_t;
+
+typedef struct kernel {
+  const ortq_op_t *op;
+  float eps;  // the node's epsilon attribute (RMSNorm), else 1e-5
+} kernel_t;
 
 // The functions of the PTX module, per CUDA context (one per device in use) and op.
 #define MAX_CONTEXTS 64
@@ -207,8 +224,13 @@ out:
 
 static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *op, const OrtApi *api, const OrtKernelInfo *info,
                                              void **kernel) {
-  (void)api, (void)info;
-  *kernel = (void *)op;
+  (void)api;
+  kernel_t *k = calloc(1, sizeof *k);
+  if (!k) return ort->CreateStatus(ORT_FAIL, "ai.ortq: out of memory");
+  k->op = (const ortq_op_t *)op, k->eps = 1e-5f;
+  OrtStatus *st = ort->KernelInfoGetAttribute_float(info, "epsilon", &k->eps);
+  if (st) ort->ReleaseStatus(st), k->eps = 1e-5f;  // no such attribute: the default
+  *kernel = k;
   return NULL;
 }
 
@@ -236,9 +258,18 @@ static OrtStatus *input(OrtKernelContext *ctx, size_t i, input_t *t) {
   return ort->GetTensorData(v, &t->data);
 }
 
-// inputs reads the op's inputs and checks their element types (op->in_types).
+// inputs reads the op's inputs and checks their element types (op->in_types); an optional
+// input the node does not give reads as data NULL, no elements.
 static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, input_t *in) {
+  size_t count;
+  RETURN_IF(ort->KernelContext_GetInputCount(ctx, &count));
   for (size_t i = 0; i < op->nin; i++) {
+    const OrtValue *v = NULL;
+    if (i < count) RETURN_IF(ort->KernelContext_GetInput(ctx, i, &v));
+    if (!v && i >= op->nin - op->nopt) {
+      memset(&in[i], 0, sizeof in[i]);
+      continue;
+    }
     RETURN_IF(input(ctx, i, &in[i]));
     if (in[i].dt != op->in_types[i]) {
       char msg[128];
@@ -251,7 +282,8 @@ static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, input_t *in
 
 // elementwise allocates the op's outputs in its first input's shape and runs the kernel of
 // the op's provider over every element.
-static OrtStatus *elementwise(const ortq_op_t *op, OrtKernelContext *ctx) {
+static OrtStatus *elementwise(const kernel_t *k, OrtKernelContext *ctx) {
+  const ortq_op_t *op = k->op;
   input_t in[MAXIO];
   const void *ip[MAXIO];
   void *op_out[MAXIO];
@@ -294,8 +326,8 @@ static OrtStatus *elementwise(const ortq_op_t *op, OrtKernelContext *ctx) {
 }
 
 static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
-  const ortq_op_t *op = kernel;
-  return op->compute(op, ctx);
+  const kernel_t *k = kernel;
+  return k->op->compute(k, ctx);
 }
 
 // launch runs a kernel on the op's stream over n work items of 256-thread blocks.
@@ -315,36 +347,89 @@ static OrtStatus *output(OrtKernelContext *ctx, const input_t *t, void **data) {
   return ort->GetTensorMutableData(out, data);
 }
 
-// rmsnorm_grad computes dx of RMSNormGrad(x, w, r, dy): x and dy float16 [..., h], w float16
-// [h], r float32 with one value a row.
-static OrtStatus *rmsnorm_grad(const ortq_op_t *op, OrtKernelContext *ctx) {
-  input_t in[4];
+// row_block is the block size of a kernel that gives one block to each row of u work items:
+// a thread an item where it fits, in whole warps.
+static unsigned row_block(int64_t u) {
+  int64_t b = (u + 31) / 32 * 32;
+  return (unsigned)(b < 32 ? 32 : b > 1024 ? 1024 : b);
+}
+
+// rows_wide reports whether the row kernels may take 8 elements a step: rows of h elements
+// (a multiple of 8) and every pointer 16-byte aligned (NULL ones aside).
+static int rows_wide(int64_t h, const void *const *p, size_t n) {
+  uintptr_t align = 0;
+  for (size_t i = 0; i < n; i++) align |= (uintptr_t)p[i];
+  return h % 8 == 0 && (align & 15) == 0;
+}
+
+// rmsnorm_grad computes dx of RMSNormGrad(x, w, r, dy[, res]): x, dy and res float16 [..., h],
+// w float16 [h], r float32 with one value a row; dx + res where res is given.
+static OrtStatus *rmsnorm_grad(const kernel_t *k, OrtKernelContext *ctx) {
+  const ortq_op_t *op = k->op;
+  input_t in[5];
   RETURN_IF(inputs(op, ctx, in));
   const input_t *x = &in[0];
   int64_t h = x->rank ? x->dims[x->rank - 1] : 1, rows = h > 0 ? (int64_t)x->n / h : 0;
-  if (in[3].n != x->n || (int64_t)in[1].n != h || (int64_t)in[2].n != rows) {
-    return invalid("ai.ortq.RMSNormGrad: want x and dy [..., h], w [h] and r one value a row");
+  if (in[3].n != x->n || (int64_t)in[1].n != h || (int64_t)in[2].n != rows || (in[4].data && in[4].n != x->n)) {
+    return invalid("ai.ortq.RMSNormGrad: want x, dy (and res) [..., h], w [h] and r one value a row");
   }
-  const void *p[4] = {in[0].data, in[1].data, in[2].data, in[3].data};
-  void *dx;
-  RETURN_IF(output(ctx, x, &dx));
+  const void *p[6] = {in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, NULL};
+  RETURN_IF(output(ctx, x, (void **)&p[5]));
   if (rows == 0) return NULL;
   if (!op->cuda) {
-    ortq_rmsnorm_grad_cpu(p[0], p[1], p[2], p[3], dx, rows, h);
+    ortq_rmsnorm_grad_cpu(p[0], p[1], p[2], p[3], p[4], (uint16_t *)p[5], rows, h);
     return NULL;
   }
-  CUfunction f, unused;
-  RETURN_IF(functions(op, &f, &unused));
+  CUfunction scalar, vec8;
+  RETURN_IF(functions(op, &scalar, &vec8));
   void *stream;
   RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
-  void *args[] = {&p[0], &p[1], &p[2], &p[3], &dx, &rows, &h};
-  CUresult rc = cu.launchKernel(f, (unsigned)rows, 1, 1, 256, 1, 1, 0, stream, args, NULL);
+  const void *vp[] = {p[0], p[1], p[3], p[4], p[5]};
+  int wide = rows_wide(h, vp, 5);
+  int64_t u = wide ? h / 8 : h;
+  void *args[] = {&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &rows, &u, &h};
+  void **a = wide ? args : (void *[]){&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &rows, &h};
+  CUresult rc = cu.launchKernel(wide ? vec8 : scalar, (unsigned)rows, 1, 1, wide ? row_block(u) : 256, 1, 1, 0, stream, a, NULL);
+  return rc ? fail(op->name, rc) : NULL;
+}
+
+// rmsnorm computes RMSNorm(x, w) → (y, r): x float16 [..., h], w float16 [h]; y = x·r·w in x's
+// shape, r = 1/sqrt(mean(x²) + epsilon) float32 [..., 1].
+static OrtStatus *rmsnorm(const kernel_t *k, OrtKernelContext *ctx) {
+  const ortq_op_t *op = k->op;
+  input_t in[2];
+  RETURN_IF(inputs(op, ctx, in));
+  const input_t *x = &in[0];
+  int64_t h = x->rank ? x->dims[x->rank - 1] : 0, rows = h > 0 ? (int64_t)x->n / h : 0;
+  if (x->rank == 0 || (int64_t)in[1].n != h) return invalid("ai.ortq.RMSNorm: want x [..., h] and w [h]");
+  const void *p[4] = {in[0].data, in[1].data, NULL, NULL};
+  RETURN_IF(output(ctx, x, (void **)&p[2]));
+  input_t rs = *x;
+  rs.dims[rs.rank - 1] = 1;
+  OrtValue *rv;
+  RETURN_IF(ort->KernelContext_GetOutput(ctx, 1, rs.dims, rs.rank, &rv));
+  RETURN_IF(ort->GetTensorMutableData(rv, (void **)&p[3]));
+  if (rows == 0) return NULL;
+  float eps = k->eps;
+  if (!op->cuda) {
+    ortq_rmsnorm_cpu(p[0], p[1], (uint16_t *)p[2], (float *)p[3], rows, h, eps);
+    return NULL;
+  }
+  CUfunction scalar, vec8;
+  RETURN_IF(functions(op, &scalar, &vec8));
+  void *stream;
+  RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
+  int wide = rows_wide(h, p, 3);
+  int64_t u = wide ? h / 8 : h;
+  void *args[] = {&p[0], &p[1], &p[2], &p[3], &rows, &u, &h, &eps};
+  CUresult rc = cu.launchKernel(wide ? vec8 : scalar, (unsigned)rows, 1, 1, wide ? row_block(u) : 256, 1, 1, 0, stream, args, NULL);
   return rc ? fail(op->name, rc) : NULL;
 }
 
 // rotary computes Rotary(x, cos, sin, pos): x float16 [batch, heads, seq, D] or [batch, seq,
 // heads·D], cos and sin float16 [P, D/2], pos int64 [batch, seq].
-static OrtStatus *rotary(const ortq_op_t *op, OrtKernelContext *ctx) {
+static OrtStatus *rotary(const kernel_t *k, OrtKernelContext *ctx) {
+  const ortq_op_t *op = k->op;
   input_t in[4];
   RETURN_IF(inputs(op, ctx, in));
   const input_t *x = &in[0], *c = &in[1], *pos = &in[3];
@@ -379,7 +464,8 @@ static OrtStatus *rotary(const ortq_op_t *op, OrtKernelContext *ctx) {
 
 // masked_softmax computes MaskedSoftmax(s, m) = softmax(s + m) over the last axis: s float16
 // [batch, heads, q, L], m float16 [batch or 1, heads or 1, q or 1, L].
-static OrtStatus *masked_softmax(const ortq_op_t *op, OrtKernelContext *ctx) {
+static OrtStatus *masked_softmax(const kernel_t *k, OrtKernelContext *ctx) {
+  const ortq_op_t *op = k->op;
   input_t in[2];
   RETURN_IF(inputs(op, ctx, in));
   const input_t *s = &in[0], *m = &in[1];
@@ -409,7 +495,7 @@ static void cpu_swiglu_grad(const uint16_t **in, uint16_t **out, int64_t n) {
   ortq_swiglu_grad_cpu(in[0], in[1], in[2], out[0], out[1], n);
 }
 
-static void ORT_API_CALL destroy_kernel(void *kernel) { (void)kernel; }
+static void ORT_API_CALL destroy_kernel(void *kernel) { free(kernel); }
 static const char *ORT_API_CALL name(const OrtCustomOp *op) { return ((const ortq_op_t *)op)->name; }
 static const char *ORT_API_CALL provider(const OrtCustomOp *op) {
   return ((const ortq_op_t *)op)->cuda ? "CUDAExecutionProvider" : "CPUExecutionProvider";
@@ -417,12 +503,15 @@ static const char *ORT_API_CALL provider(const OrtCustomOp *op) {
 static ONNXTensorElementDataType ORT_API_CALL in_type(const OrtCustomOp *op, size_t i) {
   return ((const ortq_op_t *)op)->in_types[i];
 }
-static ONNXTensorElementDataType ORT_API_CALL half_type(const OrtCustomOp *op, size_t i) {
-  (void)op, (void)i;
-  return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+static ONNXTensorElementDataType ORT_API_CALL out_type(const OrtCustomOp *op, size_t i) {
+  return ((const ortq_op_t *)op)->out_types[i];
 }
 static size_t ORT_API_CALL nin(const OrtCustomOp *op) { return ((const ortq_op_t *)op)->nin; }
 static size_t ORT_API_CALL nout(const OrtCustomOp *op) { return ((const ortq_op_t *)op)->nout; }
+static OrtCustomOpInputOutputCharacteristic ORT_API_CALL in_kind(const OrtCustomOp *op, size_t i) {
+  const ortq_op_t *o = (const ortq_op_t *)op;
+  return i >= o->nin - o->nopt ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+}
 static OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp *op, size_t i) {
   (void)op, (void)i;
   return INPUT_OUTPUT_REQUIRED;
@@ -449,11 +538,11 @@ static void ORT_API_CALL compute_v1(void *kernel, OrtKernelContext *ctx) {
 }
 
 static void define(ortq_op_t *o, int index, int cuda, const char *op_name, const char *scalar, const char *vec8, size_t ni, size_t no,
-                   void (*cpu)(const uint16_t **, uint16_t **, int64_t), OrtStatus *(*run)(const ortq_op_t *, OrtKernelContext *)) {
+                   void (*cpu)(const uint16_t **, uint16_t **, int64_t), OrtStatus *(*run)(const kernel_t *, OrtKernelContext *)) {
   memset(o, 0, sizeof *o);
   o->cuda = cuda, o->index = index, o->name = op_name, o->scalar = scalar, o->vec8 = vec8, o->nin = ni, o->nout = no, o->cpu = cpu;
   o->compute = run;
-  for (size_t i = 0; i < ni; i++) o->in_types[i] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+  for (size_t i = 0; i < MAXIO; i++) o->in_types[i] = o->out_types[i] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
   OrtCustomOp *c = &o->op;
   c->version = ORT_API_VERSION;
   // Every entry is set: ONNX Runtime reads those of ORT_API_VERSION without checking for NULL.
@@ -462,11 +551,11 @@ static void define(ortq_op_t *o, int index, int cuda, const char *op_name, const
   c->GetExecutionProviderType = provider;
   c->GetInputType = in_type;
   c->GetInputTypeCount = nin;
-  c->GetOutputType = half_type;
+  c->GetOutputType = out_type;
   c->GetOutputTypeCount = nout;
   c->KernelCompute = compute_v1;
   c->KernelDestroy = destroy_kernel;
-  c->GetInputCharacteristic = required;
+  c->GetInputCharacteristic = in_kind;
   c->GetOutputCharacteristic = required;
   c->GetInputMemoryType = default_mem;
   c->GetVariadicInputMinArity = one;
@@ -491,13 +580,16 @@ int ortq_ops_init(const char *ptx) {
     define(&ops[cuda * NOPS + 0], 0, cuda, "SwiGLU", "ortq_swiglu_f16", "ortq_swiglu_f16x8", 2, 1, cpu_swiglu, elementwise);
     define(&ops[cuda * NOPS + 1], 1, cuda, "SwiGLUGrad", "ortq_swiglu_grad_f16", "ortq_swiglu_grad_f16x8", 3, 2, cpu_swiglu_grad, elementwise);
     ortq_op_t *rn = &ops[cuda * NOPS + 2];
-    define(rn, 2, cuda, "RMSNormGrad", "ortq_rmsnorm_grad_f16", "ortq_rmsnorm_grad_f16", 4, 1, NULL, rmsnorm_grad);
-    rn->in_types[2] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    define(rn, 2, cuda, "RMSNormGrad", "ortq_rmsnorm_grad_f16", "ortq_rmsnorm_grad_f16x8", 5, 1, NULL, rmsnorm_grad);
+    rn->in_types[2] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, rn->nopt = 1;
     ortq_op_t *ro = &ops[cuda * NOPS + 3];
     define(ro, 3, cuda, "Rotary", "ortq_rotary_f16", "ortq_rotary_f16x8", 4, 1, NULL, rotary);
     ro->in_types[3] = ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
     define(&ops[cuda * NOPS + 4], 4, cuda, "MaskedSoftmax", "ortq_masked_softmax_f16", "ortq_masked_softmax_f16x8", 2, 1, NULL,
            masked_softmax);
+    ortq_op_t *no = &ops[cuda * NOPS + 5];
+    define(no, 5, cuda, "RMSNorm", "ortq_rmsnorm_f16", "ortq_rmsnorm_f16x8", 2, 2, NULL, rmsnorm);
+    no->out_types[1] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
   }
   return 2 * NOPS;
 }

@@ -20,9 +20,13 @@ void ortq_swiglu_cpu(const uint16_t *g, const uint16_t *u, uint16_t *h, int64_t 
 void ortq_swiglu_grad_cpu(const uint16_t *g, const uint16_t *u, const uint16_t *dh,
   uint16_t *dg, uint16_t *du, int64_t n);
 
-// ortq_rmsnorm_grad_cpu computes RMSNormGrad's dx for rows of h float16 elements (see ops.ll).
-void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r, const uint16_t *dy, uint16_t *dx,
-  int64_t rows, int64_t h);
+// ortq_rmsnorm_grad_cpu computes RMSNormGrad's dx (+ res where res is not NULL) for rows of h
+// float16 elements (see ops.ll).
+void ortq_rmsnorm_grad_cpu(const uint16_t *x, const uint16_t *w, const float *r, const uint16_t *dy, const uint16_t *res,
+  uint16_t *dx, int64_t rows, int64_t h);
+
+// ortq_rmsnorm_cpu computes RMSNorm's y and r for rows of h float16 elements (see ops.ll).
+void ortq_rmsnorm_cpu(const uint16_t *x, const uint16_t *w, uint16_t *y, float *r, int64_t rows, int64_t h, float eps);
 
 // ortq_rotary_cpu computes Rotary's y over rows of 2·half float16 channels (see ops.ll); it
 // returns -1, and stops, at a position outside [0, npos).

@@ -248,7 +248,7 @@ done:
 @partial = internal addrspace(3) global [32 x float] undef, align 4
 
 define void @ortq_rmsnorm_grad_f16(half addrspace(1)* %x, half addrspace(1)* %w, float addrspace(1)* %r,
-                                   half addrspace(1)* %dy, half addrspace(1)* %dx, i64 %rows, i64 %h) {
+                                   half addrspace(1)* %dy, half addrspace(1)* %res, half addrspace(1)* %dx, i64 %rows, i64 %h) {
 entry:
   %tid32 = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()
   %bid32 = call i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()
@@ -348,7 +348,8 @@ body2:
   %xh2 = fmul float %fx2, %rr
   %xm = fmul float %xh2, %m
   %d = fsub float %g2, %xm
-  %dxf = fmul float %d, %rr
+  %dxf0 = fmul float %d, %rr
+  %dxf = call float @plus_res(half addrspace(1)* %res, i64 %o2, float %dxf0)
   %dxh = fptrunc float %dxf to half
   store half %dxh, half addrspace(1)* %pdx
   %i2n = add i64 %i2, %nt
@@ -785,13 +786,275 @@ define internal float @masked_at(half addrspace(1)* %s, half addrspace(1)* %m, i
   ret float %v
 }
 
-!nvvm.annotations = !{!0, !1, !2, !3, !4, !5, !6, !7, !8}
+; plus_res returns v + res[i] (v where res is null).
+define internal float @plus_res(half addrspace(1)* %res, i64 %i, float %v) alwaysinline {
+entry:
+  %none = icmp eq half addrspace(1)* %res, null
+  br i1 %none, label %out, label %add
+add:
+  %a = getelementptr half, half addrspace(1)* %res, i64 %i
+  %h = load half, half addrspace(1)* %a
+  %f = fpext half %h to float
+  %s = fadd float %v, %f
+  br label %out
+out:
+  %o = phi float [ %v, %entry ], [ %s, %add ]
+  ret float %o
+}
+
+define internal <8 x float> @plus_res8(<8 x half> addrspace(1)* %res, i64 %i, <8 x float> %v) alwaysinline {
+entry:
+  %none = icmp eq <8 x half> addrspace(1)* %res, null
+  br i1 %none, label %out, label %add
+add:
+  %f = call <8 x float> @load8(<8 x half> addrspace(1)* %res, i64 %i)
+  %s = fadd <8 x float> %v, %f
+  br label %out
+out:
+  %o = phi <8 x float> [ %v, %entry ], [ %s, %add ]
+  ret <8 x float> %o
+}
+
+define internal <8 x float> @splat8(float %v) alwaysinline {
+  %i = insertelement <8 x float> undef, float %v, i32 0
+  %s = shufflevector <8 x float> %i, <8 x float> undef, <8 x i32> zeroinitializer
+  ret <8 x float> %s
+}
+
+; block_sum returns the sum of v over the block's threads (blockDim a multiple of 32, at
+; most 1024), through @partial; once a kernel (a second call would need a barrier first).
+define internal float @block_sum(float %v) alwaysinline {
+entry:
+  %tid = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()
+  %nt = call i32 @llvm.nvvm.read.ptx.sreg.ntid.x()
+  %ws = call float @warp_sum(float %v)
+  %lane = and i32 %tid, 31
+  %warp = lshr i32 %tid, 5
+  %lane0 = icmp eq i32 %lane, 0
+  br i1 %lane0, label %store, label %sync
+store:
+  %pp = getelementptr [32 x float], [32 x float] addrspace(3)* @partial, i32 0, i32 %warp
+  store float %ws, float addrspace(3)* %pp
+  br label %sync
+sync:
+  call void @llvm.nvvm.barrier0()
+  %nwarps = lshr i32 %nt, 5
+  %have = icmp ult i32 %lane, %nwarps
+  br i1 %have, label %read, label %total
+read:
+  %pl = getelementptr [32 x float], [32 x float] addrspace(3)* @partial, i32 0, i32 %lane
+  %pv = load float, float addrspace(3)* %pl
+  br label %total
+total:
+  %part = phi float [ 0.0, %sync ], [ %pv, %read ]
+  %sum = call float @warp_sum(float %part)
+  ret float %sum
+}
+
+; RMSNormGrad, 8 elements a thread and step (h a multiple of 8, 16-byte aligned rows; h8 =
+; h/8): the same as ortq_rmsnorm_grad_f16.
+define void @ortq_rmsnorm_grad_f16x8(<8 x half> addrspace(1)* %x, <8 x half> addrspace(1)* %w, float addrspace(1)* %r,
+                                     <8 x half> addrspace(1)* %dy, <8 x half> addrspace(1)* %res, <8 x half> addrspace(1)* %dx,
+                                     i64 %rows, i64 %h8, i64 %h) {
+entry:
+  %tid32 = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()
+  %bid32 = call i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()
+  %nt32 = call i32 @llvm.nvvm.read.ptx.sreg.ntid.x()
+  %row = zext i32 %bid32 to i64
+  %tid = zext i32 %tid32 to i64
+  %nt = zext i32 %nt32 to i64
+  %inrange = icmp ult i64 %row, %rows
+  br i1 %inrange, label %start, label %done
+start:
+  %base = mul i64 %row, %h8
+  %rp = getelementptr float, float addrspace(1)* %r, i64 %row
+  %rr = load float, float addrspace(1)* %rp
+  %rv = call <8 x float> @splat8(float %rr)
+  br label %loop1
+loop1:
+  %i1 = phi i64 [ %tid, %start ], [ %i1n, %body1 ]
+  %acc = phi float [ 0.0, %start ], [ %accn, %body1 ]
+  %more1 = icmp ult i64 %i1, %h8
+  br i1 %more1, label %body1, label %reduce
+body1:
+  %o1 = add i64 %base, %i1
+  %x1 = call <8 x float> @load8(<8 x half> addrspace(1)* %x, i64 %o1)
+  %d1 = call <8 x float> @load8(<8 x half> addrspace(1)* %dy, i64 %o1)
+  %w1 = call <8 x float> @load8(<8 x half> addrspace(1)* %w, i64 %i1)
+  %g1 = fmul <8 x float> %d1, %w1
+  %xh1 = fmul <8 x float> %x1, %rv
+  %gx1 = fmul <8 x float> %g1, %xh1
+  %s1 = call float @hsum8(<8 x float> %gx1)
+  %accn = fadd float %acc, %s1
+  %i1n = add i64 %i1, %nt
+  br label %loop1
+reduce:
+  %sum = call float @block_sum(float %acc)
+  %hf = uitofp i64 %h to float
+  %m = fdiv float %sum, %hf
+  %mv = call <8 x float> @splat8(float %m)
+  br label %loop2
+loop2:
+  %i2 = phi i64 [ %tid, %reduce ], [ %i2n, %body2 ]
+  %more2 = icmp ult i64 %i2, %h8
+  br i1 %more2, label %body2, label %done
+body2:
+  %o2 = add i64 %base, %i2
+  %x2 = call <8 x float> @load8(<8 x half> addrspace(1)* %x, i64 %o2)
+  %d2 = call <8 x float> @load8(<8 x half> addrspace(1)* %dy, i64 %o2)
+  %w2 = call <8 x float> @load8(<8 x half> addrspace(1)* %w, i64 %i2)
+  %g2 = fmul <8 x float> %d2, %w2
+  %xh2 = fmul <8 x float> %x2, %rv
+  %xm = fmul <8 x float> %xh2, %mv
+  %df = fsub <8 x float> %g2, %xm
+  %dx0 = fmul <8 x float> %df, %rv
+  %dxv = call <8 x float> @plus_res8(<8 x half> addrspace(1)* %res, i64 %o2, <8 x float> %dx0)
+  call void @store8(<8 x half> addrspace(1)* %dx, i64 %o2, <8 x float> %dxv)
+  %i2n = add i64 %i2, %nt
+  br label %loop2
+done:
+  ret void
+}
+
+; ---- RMSNorm: y = x·r·w with r = 1/sqrt(mean(x²) + eps) per row, and r (float32) ----
+; ONNX Runtime's SimplifiedLayerNormalization over the last axis with float32 statistics
+; (stash_type 1): float16 x [..., h] and w [h]. One block a row: the row's sum of squares
+; meets in @partial; a second pass writes y (in float32, rounded once). …_f16x8: h a multiple
+; of 8 and 16-byte aligned rows, h8 = h/8 vectors a row; …_f16: h8 = h.
+declare float @llvm.sqrt.f32(float)
+
+define void @ortq_rmsnorm_f16x8(<8 x half> addrspace(1)* %x, <8 x half> addrspace(1)* %w, <8 x half> addrspace(1)* %y,
+                                float addrspace(1)* %r, i64 %rows, i64 %h8, i64 %h, float %eps) {
+entry:
+  %tid32 = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()
+  %bid32 = call i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()
+  %nt32 = call i32 @llvm.nvvm.read.ptx.sreg.ntid.x()
+  %row = zext i32 %bid32 to i64
+  %tid = zext i32 %tid32 to i64
+  %nt = zext i32 %nt32 to i64
+  %inrange = icmp ult i64 %row, %rows
+  br i1 %inrange, label %start, label %done
+start:
+  %base = mul i64 %row, %h8
+  br label %loop1
+loop1:
+  %i1 = phi i64 [ %tid, %start ], [ %i1n, %body1 ]
+  %acc = phi float [ 0.0, %start ], [ %accn, %body1 ]
+  %more1 = icmp ult i64 %i1, %h8
+  br i1 %more1, label %body1, label %reduce
+body1:
+  %o1 = add i64 %base, %i1
+  %x1 = call <8 x float> @load8(<8 x half> addrspace(1)* %x, i64 %o1)
+  %sq = fmul <8 x float> %x1, %x1
+  %s1 = call float @hsum8(<8 x float> %sq)
+  %accn = fadd float %acc, %s1
+  %i1n = add i64 %i1, %nt
+  br label %loop1
+reduce:
+  %sum = call float @block_sum(float %acc)
+  %rr = call float @inv_rms(float %sum, i64 %h, float %eps, float addrspace(1)* %r, i64 %row, i64 %tid)
+  %rv = call <8 x float> @splat8(float %rr)
+  br label %loop2
+loop2:
+  %i2 = phi i64 [ %tid, %reduce ], [ %i2n, %body2 ]
+  %more2 = icmp ult i64 %i2, %h8
+  br i1 %more2, label %body2, label %done
+body2:
+  %o2 = add i64 %base, %i2
+  %x2 = call <8 x float> @load8(<8 x half> addrspace(1)* %x, i64 %o2)
+  %w2 = call <8 x float> @load8(<8 x half> addrspace(1)* %w, i64 %i2)
+  %xr = fmul <8 x float> %x2, %rv
+  %yv = fmul <8 x float> %xr, %w2
+  call void @store8(<8 x half> addrspace(1)* %y, i64 %o2, <8 x float> %yv)
+  %i2n = add i64 %i2, %nt
+  br label %loop2
+done:
+  ret void
+}
+
+; inv_rms returns 1/sqrt(sum/h + eps) (IEEE sqrt and division) and thread 0 stores it in r[row].
+define internal float @inv_rms(float %sum, i64 %h, float %eps, float addrspace(1)* %r, i64 %row, i64 %tid) alwaysinline {
+entry:
+  %hf = uitofp i64 %h to float
+  %ms = fdiv float %sum, %hf
+  %me = fadd float %ms, %eps
+  %sd = call float @llvm.sqrt.f32(float %me)
+  %rr = fdiv float 1.0, %sd
+  %first = icmp eq i64 %tid, 0
+  br i1 %first, label %store, label %out
+store:
+  %rp = getelementptr float, float addrspace(1)* %r, i64 %row
+  store float %rr, float addrspace(1)* %rp
+  br label %out
+out:
+  ret float %rr
+}
+
+define void @ortq_rmsnorm_f16(half addrspace(1)* %x, half addrspace(1)* %w, half addrspace(1)* %y,
+                              float addrspace(1)* %r, i64 %rows, i64 %h8, i64 %h, float %eps) {
+entry:
+  %tid32 = call i32 @llvm.nvvm.read.ptx.sreg.tid.x()
+  %bid32 = call i32 @llvm.nvvm.read.ptx.sreg.ctaid.x()
+  %nt32 = call i32 @llvm.nvvm.read.ptx.sreg.ntid.x()
+  %row = zext i32 %bid32 to i64
+  %tid = zext i32 %tid32 to i64
+  %nt = zext i32 %nt32 to i64
+  %inrange = icmp ult i64 %row, %rows
+  br i1 %inrange, label %start, label %done
+start:
+  %base = mul i64 %row, %h
+  br label %loop1
+loop1:
+  %i1 = phi i64 [ %tid, %start ], [ %i1n, %body1 ]
+  %acc = phi float [ 0.0, %start ], [ %accn, %body1 ]
+  %more1 = icmp ult i64 %i1, %h
+  br i1 %more1, label %body1, label %reduce
+body1:
+  %o1 = add i64 %base, %i1
+  %p1 = getelementptr half, half addrspace(1)* %x, i64 %o1
+  %hx1 = load half, half addrspace(1)* %p1
+  %x1 = fpext half %hx1 to float
+  %sq = fmul float %x1, %x1
+  %accn = fadd float %acc, %sq
+  %i1n = add i64 %i1, %nt
+  br label %loop1
+reduce:
+  %sum = call float @block_sum(float %acc)
+  %rr = call float @inv_rms(float %sum, i64 %h, float %eps, float addrspace(1)* %r, i64 %row, i64 %tid)
+  br label %loop2
+loop2:
+  %i2 = phi i64 [ %tid, %reduce ], [ %i2n, %body2 ]
+  %more2 = icmp ult i64 %i2, %h
+  br i1 %more2, label %body2, label %done
+body2:
+  %o2 = add i64 %base, %i2
+  %p2 = getelementptr half, half addrspace(1)* %x, i64 %o2
+  %pw = getelementptr half, half addrspace(1)* %w, i64 %i2
+  %py = getelementptr half, half addrspace(1)* %y, i64 %o2
+  %hx2 = load half, half addrspace(1)* %p2
+  %hw2 = load half, half addrspace(1)* %pw
+  %x2 = fpext half %hx2 to float
+  %w2 = fpext half %hw2 to float
+  %xr = fmul float %x2, %rr
+  %yv = fmul float %xr, %w2
+  %yh = fptrunc float %yv to half
+  store half %yh, half addrspace(1)* %py
+  %i2n = add i64 %i2, %nt
+  br label %loop2
+done:
+  ret void
+}
+
+!nvvm.annotations = !{!0, !1, !2, !3, !4, !5, !6, !7, !8, !9, !10, !11}
 !0 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64)* @ortq_swiglu_grad_f16, !"kernel", i32 1}
 !1 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64)* @ortq_swiglu_grad_f16x8, !"kernel", i32 1}
 !2 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64)* @ortq_swiglu_f16, !"kernel", i32 1}
 !3 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64)* @ortq_swiglu_f16x8, !"kernel", i32 1}
-!4 = !{void (half addrspace(1)*, half addrspace(1)*, float addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64, i64)* @ortq_rmsnorm_grad_f16, !"kernel", i32 1}
+!4 = !{void (half addrspace(1)*, half addrspace(1)*, float addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64, i64)* @ortq_rmsnorm_grad_f16, !"kernel", i32 1}
 !5 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64 addrspace(1)*, <8 x half> addrspace(1)*, i64, i64, i64, i64, i64, i64)* @ortq_rotary_f16x8, !"kernel", i32 1}
 !6 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64 addrspace(1)*, half addrspace(1)*, i64, i64, i64, i64, i64, i64)* @ortq_rotary_f16, !"kernel", i32 1}
 !7 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64, i64, i64, i64, i64, i64, i64)* @ortq_masked_softmax_f16x8, !"kernel", i32 1}
 !8 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64, i64, i64, i64, i64, i64, i64)* @ortq_masked_softmax_f16, !"kernel", i32 1}
+!9 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, float addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64, i64, i64)* @ortq_rmsnorm_grad_f16x8, !"kernel", i32 1}
+!10 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, float addrspace(1)*, i64, i64, i64, float)* @ortq_rmsnorm_f16x8, !"kernel", i32 1}
+!11 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, float addrspace(1)*, i64, i64, i64, float)* @ortq_rmsnorm_f16, !"kernel", i32 1}

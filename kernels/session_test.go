@@ -74,35 +74,94 @@ func TestSessions(t *testing.T) {
 }
 
 // TestRMSNormGradSession runs RMSNormGrad through ONNX Runtime on the CPU and, where the CUDA
-// provider and a GPU are there, on CUDA, over [2, 3, h] x for h of 3072 (the 3B shape), 5 and
-// 1; dx must be the float64 reference within float16 rounding.
+// provider and a GPU are there, on CUDA, over [2, 3, h] x for h of 3072 (the 3B shape: the
+// 8-wide kernel), 5 and 1, without and with the residual gradient res; dx (+ res) must be the
+// float64 reference within float16 rounding.
 func TestRMSNormGradSession(t *testing.T) {
 	ortruntest.Lib(t)
 	rng := rand.New(rand.NewPCG(12, 13))
 	for _, device := range []string{"cpu", "cuda:0"} {
-		for _, h := range []int{3072, 5, 1} {
-			x, w, r, dy := RMSNormInputs(rng, 6, h)
-			shape := []int64{2, 3, int64(h)}
+		for _, c := range []struct {
+			h   int
+			res bool
+		}{{3072, false}, {5, false}, {1, false}, {3072, true}, {5, true}} {
+			x, w, r, dy := RMSNormInputs(rng, 6, c.h)
+			shape := []int64{2, 3, int64(c.h)}
 			in := map[string]*ortrun.Tensor{
-				"x": {DType: ortrun.Float16, Shape: shape, Data: x}, "w": {DType: ortrun.Float16, Shape: []int64{int64(h)}, Data: w},
+				"x": {DType: ortrun.Float16, Shape: shape, Data: x}, "w": {DType: ortrun.Float16, Shape: []int64{int64(c.h)}, Data: w},
 				"r": {DType: ortrun.Float32, Shape: []int64{2, 3, 1}, Data: r}, "dy": {DType: ortrun.Float16, Shape: shape, Data: dy},
 			}
-			out := run(t, device, rmsNormGradModel(t, int64(h)), in)
+			res := []uint16(nil)
+			if c.res {
+				res = RandomHalves(rng, 6*c.h, 1)
+				in["res"] = &ortrun.Tensor{DType: ortrun.Float16, Shape: shape, Data: res}
+			}
+			out := run(t, device, rmsNormGradModel(t, int64(c.h), c.res), in)
 			if out == nil {
 				t.Skipf("%s: no CUDA provider or GPU", device)
 			}
 			ref, mag := RMSNormGradRef(x, w, r, dy)
+			for i := range res {
+				v := float64(half.Float16ToFloat32(res[i]))
+				ref[i] += v
+				mag[i] += math.Abs(v)
+			}
 			if i, ok := CloseTo(out["dx"].Data.([]uint16), ref, mag, 1e-5); !ok {
-				t.Fatalf("%s, h %d: element %d: dx %v, want %v", device, h, i, half.Float16ToFloat32(out["dx"].Data.([]uint16)[i]), ref[i])
+				t.Fatalf("%s, h %d, res %v: element %d: dx %v, want %v", device, c.h, c.res, i,
+					half.Float16ToFloat32(out["dx"].Data.([]uint16)[i]), ref[i])
 			}
 		}
 	}
 }
 
-// rmsNormGradModel is one RMSNormGrad node over [2, 3, h] x and dy, [h] w and [2, 3, 1] r.
-func rmsNormGradModel(t *testing.T, h int64) []byte {
-	return nodeModel(t, RMSNormGrad, []*onnxpb.ValueInfoProto{vi("x", ortgraph.Float16, 2, 3, h), vi("w", ortgraph.Float16, h),
-		vi("r", ortgraph.Float, 2, 3, 1), vi("dy", ortgraph.Float16, 2, 3, h)}, vi("dx", ortgraph.Float16, 2, 3, h))
+// TestRMSNormSession runs RMSNorm on the CPU and, where there is a GPU, on CUDA over [2, 3, h]
+// x for h of 3072 (the 8-wide kernel) and 5, epsilon 1e-5 (the default) and 0.5: y and r must
+// be the float64 reference within float16 rounding (y) and 1e-5 relative (r).
+func TestRMSNormSession(t *testing.T) {
+	ortruntest.Lib(t)
+	rng := rand.New(rand.NewPCG(14, 15))
+	for _, device := range []string{"cpu", "cuda:0"} {
+		for _, c := range []struct {
+			h   int64
+			eps float32
+		}{{3072, 0}, {5, 0.5}} {
+			shape := []int64{2, 3, c.h}
+			x, w := RandomHalves(rng, int(6*c.h), 2), RandomHalves(rng, int(c.h), 1)
+			model := nodeModelAttrs(t, RMSNorm, []*onnxpb.ValueInfoProto{vi("x", ortgraph.Float16, shape...), vi("w", ortgraph.Float16, c.h)},
+				[]*onnxpb.ValueInfoProto{vi("y", ortgraph.Float16, shape...), vi("r", ortgraph.Float, 2, 3, 1)}, c.eps)
+			out := run(t, device, model, map[string]*ortrun.Tensor{"x": {DType: ortrun.Float16, Shape: shape, Data: x},
+				"w": {DType: ortrun.Float16, Shape: []int64{c.h}, Data: w}})
+			if out == nil {
+				t.Skipf("%s: no CUDA provider or GPU", device)
+			}
+			eps := float64(c.eps)
+			if eps == 0 {
+				eps = 1e-5
+			}
+			y, r := RMSNormRef(x, w, eps)
+			for i, v := range out["y"].Data.([]uint16) {
+				if !CloseHalf(v, y[i]) {
+					t.Fatalf("%s, h %d: y[%d] %v, want %v", device, c.h, i, half.Float16ToFloat32(v), y[i])
+				}
+			}
+			for i, v := range out["r"].Data.([]float32) {
+				if math.Abs(float64(v)-r[i]) > 1e-5*r[i] { // a float32 sum of h squares
+					t.Fatalf("%s, h %d: r[%d] %v, want %v", device, c.h, i, v, r[i])
+				}
+			}
+		}
+	}
+}
+
+// rmsNormGradModel is one RMSNormGrad node over [2, 3, h] x and dy, [h] w and [2, 3, 1] r
+// (and, with res, a residual gradient [2, 3, h]).
+func rmsNormGradModel(t *testing.T, h int64, res bool) []byte {
+	ins := []*onnxpb.ValueInfoProto{vi("x", ortgraph.Float16, 2, 3, h), vi("w", ortgraph.Float16, h),
+		vi("r", ortgraph.Float, 2, 3, 1), vi("dy", ortgraph.Float16, 2, 3, h)}
+	if res {
+		ins = append(ins, vi("res", ortgraph.Float16, 2, 3, h))
+	}
+	return nodeModel(t, RMSNormGrad, ins, vi("dx", ortgraph.Float16, 2, 3, h))
 }
 
 func vi(n string, dt int32, dims ...int64) *onnxpb.ValueInfoProto {
@@ -111,16 +170,28 @@ func vi(n string, dt int32, dims ...int64) *onnxpb.ValueInfoProto {
 
 // nodeModel is one node of ortq's op reading ins and writing out.
 func nodeModel(t *testing.T, op string, ins []*onnxpb.ValueInfoProto, out *onnxpb.ValueInfoProto) []byte {
+	return nodeModelAttrs(t, op, ins, []*onnxpb.ValueInfoProto{out}, 0)
+}
+
+// nodeModelAttrs is one node of ortq's op reading ins and writing outs, with an epsilon
+// attribute where eps is not 0.
+func nodeModelAttrs(t *testing.T, op string, ins, outs []*onnxpb.ValueInfoProto, eps float32) []byte {
 	t.Helper()
-	var names []string
+	var names, onames []string
 	for _, in := range ins {
 		names = append(names, in.Name)
+	}
+	for _, o := range outs {
+		onames = append(onames, o.Name)
+	}
+	n := &onnxpb.NodeProto{OpType: op, Domain: Domain, Input: names, Output: onames}
+	if eps != 0 {
+		n.Attribute = append(n.Attribute, ortgraph.AFloat("epsilon", eps))
 	}
 	m := &onnxpb.ModelProto{
 		IrVersion:   10,
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}, {Domain: Domain, Version: 1}},
-		Graph: &onnxpb.GraphProto{Name: op, Node: []*onnxpb.NodeProto{{OpType: op, Domain: Domain, Input: names, Output: []string{out.Name}}},
-			Input: ins, Output: []*onnxpb.ValueInfoProto{out}},
+		Graph:       &onnxpb.GraphProto{Name: op, Node: []*onnxpb.NodeProto{n}, Input: ins, Output: outs},
 	}
 	b, err := proto.Marshal(m)
 	if err != nil {

@@ -196,10 +196,15 @@ const (
 	// OpSwiGLUGrad(g, u, dh) → (dg, du) is the gradient of h = silu(g)·u for float16 g, u and
 	// dh of one shape: with s = σ(g), du = dh·g·s and dg = dh·u·s·(1 + g·(1 − s)).
 	OpSwiGLUGrad = "SwiGLUGrad"
-	// OpRMSNormGrad(x, w, r, dy) → dx is the gradient of y = x·r·w with respect to x for
-	// float16 x and dy of one shape [..., h], float16 w [h] and float32 r [..., 1] (the norm's
-	// inv_std_var): with g = dy·w and x̂ = x·r, dx = r·(g − x̂·mean(g·x̂)) over the last axis.
+	// OpRMSNormGrad(x, w, r, dy[, res]) → dx is the gradient of y = x·r·w with respect to x
+	// for float16 x and dy of one shape [..., h], float16 w [h] and float32 r [..., 1] (the
+	// norm's inv_std_var): with g = dy·w and x̂ = x·r, dx = r·(g − x̂·mean(g·x̂)) over the last
+	// axis, plus res (another float16 gradient of x) where given.
 	OpRMSNormGrad = "RMSNormGrad"
+	// OpRMSNorm(x, w) → (y, r) is SimplifiedLayerNormalization over the last axis with float32
+	// statistics: y = x·r·w, r = 1/sqrt(mean(x²) + epsilon) (attribute, default 1e-5) as
+	// float32 [..., 1], for float16 x [..., h] and w [h].
+	OpRMSNorm = "RMSNorm"
 	// OpRotary(x, cos, sin, pos) → y is ONNX's RotaryEmbedding without interleaving over all
 	// D channels of a head, with position ids: float16 x [batch, heads, seq, D] or [batch,
 	// seq, heads·D], float16 cos and sin [positions, D/2], int64 pos [batch, seq].

@@ -89,6 +89,11 @@ type Options struct {
 	// on every training graph (lastPasses): the float16 rotary embeddings as ortq's Rotary
 	// kernel and the recomputed attention's mask Add + Softmax as one MaskedSoftmax.
 	AttentionKernels bool `json:"attention_kernels"`
+	// NormKernels (on by default) runs passes.RMSNormKernel and passes.NormGradSum last on
+	// every training graph (lastPasses): the recomputed float16 RMSNorms as ortq's RMSNorm
+	// kernel, and each RMSNormGrad (FusedNormGrad) adding the residual stream's other
+	// gradient itself instead of a separate Sum.
+	NormKernels bool `json:"norm_kernels"`
 	// FusedNormGrad (on by default) makes the float16 RMSNorm gradient one RMSNormGrad node
 	// of ortq's domain (package kernels) where the norm's inv_std_var is saved, instead of
 	// six elementwise kernels and a GEMV a norm (H100, 3B shape, micro-batch 7, one call:
@@ -136,7 +141,7 @@ func (o *Options) keptKinds() []string {
 func DefaultOptions() Options {
 	return Options{Targets: []string{"q_proj", "v_proj"}, Rank: 8, Alpha: 32, Dropout: 0.1, Bits: 4, BlockSize: 32, Seed: 42, LossChunks: -1,
 		AttentionForward: true, KeepDropoutMasks: true, FuseResidualNorm: true, ShareDropoutMasks: true, KeepKV: true,
-		FusedKernels: true, FusedNormGrad: true, AttentionKernels: true, FoldScales: true}
+		FusedKernels: true, FusedNormGrad: true, AttentionKernels: true, NormKernels: true, FoldScales: true}
 }
 
 // Validate checks option ranges, naming the flag at fault.
@@ -193,7 +198,8 @@ func (o *Options) firstForwardPasses() []*ortgraph.Pass {
 
 // lastPasses are the rewrites of every finished training graph, the host's and the device
 // steps' alike (so that the two compute the same): SwiGLUForward with --fused-kernels,
-// RotaryKernel and MaskedSoftmax with --attention-kernels, ScaleMatMul with --fold-scales.
+// RotaryKernel and MaskedSoftmax with --attention-kernels, RMSNormKernel and NormGradSum
+// with --norm-kernels, ScaleMatMul with --fold-scales.
 func (o *Options) lastPasses() []*ortgraph.Pass {
 	var ps []*ortgraph.Pass
 	if o.FusedKernels {
@@ -201,6 +207,9 @@ func (o *Options) lastPasses() []*ortgraph.Pass {
 	}
 	if o.AttentionKernels {
 		ps = append(ps, passes.RotaryKernel, passes.MaskedSoftmax)
+	}
+	if o.NormKernels {
+		ps = append(ps, passes.RMSNormKernel, passes.NormGradSum)
 	}
 	if o.FoldScales {
 		ps = append(ps, passes.ScaleMatMul)

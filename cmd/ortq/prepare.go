@@ -14,6 +14,7 @@ import (
 	"github.com/ortq/ortq/prepare"
 	"github.com/ortq/ortq/train"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func newPrepare() *cobra.Command {
@@ -59,6 +60,21 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 		"keep the device step's forward products of int4 Linears as DequantizeLinear + MatMul (default: MatMulNBits, whose dequantization is faster; train "+
 			"gives both forms of each 4-bit weight one buffer); nf4/fp4: the products as in-graph dequantization + FusedMatMul instead of MatMulBnb4, so "+
 			"that the step can be captured in CUDA graphs (MatMulBnb4 cannot)")
+	addStepFlags(f, d)
+	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(
+		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: %d when "+
+			"vocab > %d)", passes.AutoLossChunks, passes.AutoLossChunksAbove))
+	f.Bool("quiet", false, "no progress messages")
+	f.String("base-model-name", "", "base_model_name_or_path for the adapters trained on these artifacts (default: the --model path, made absolute)")
+	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")
+	f.String("device", "cuda", "execution provider for --check-placement: cuda or cuda:N")
+	return cmd
+}
+
+// addStepFlags adds prepare's switches of how the training graphs compute a step (fused
+// nodes, ortq's kernels, what the recomputation keeps): each on or off by default as d says,
+// and each an A/B switch for measurements.
+func addStepFlags(f *pflag.FlagSet, d prepare.Options) {
 	f.Bool("attention-forward", d.AttentionForward,
 		"write each attention of the recomputing training graphs' first forward (whose scores and probabilities the backward pass does not read) "+
 			"as one fused node (--attention-kernel); false keeps them decomposed")
@@ -81,19 +97,14 @@ shared by both graphs), lora_init.safetensors (PEFT names) and manifest.json.`,
 	f.Bool("attention-kernels", d.AttentionKernels,
 		"the training graphs' float16 rotary embeddings as ortq's ai.ortq.Rotary kernel and the recomputed attention's mask Add + Softmax "+
 			"as one ai.ortq.MaskedSoftmax; =false keeps ONNX Runtime's RotaryEmbedding, Add and Softmax")
+	f.Bool("norm-kernels", d.NormKernels,
+		"the training graphs' recomputed float16 RMSNorms as ortq's ai.ortq.RMSNorm kernel, and each RMSNormGrad (--fused-norm-grad) "+
+			"adding the residual stream's other gradient itself; =false keeps SimplifiedLayerNormalization and the Sum")
 	f.Bool("fold-scales", d.FoldScales,
 		"in the training graphs, a multiplication by a scalar read only by GEMMs (attention's scaled score gradient), "+
 			"or of a GEMM's sole product, becomes their FusedMatMul alpha")
 	f.Bool("fuse-residual-norm", d.FuseResidualNorm,
 		"in the recomputing training graphs' first forward, each residual Add and the RMSNorm it feeds as one com.microsoft.SkipSimplifiedLayerNormalization")
-	f.Int("loss-chunks", d.LossChunks, fmt.Sprintf(
-		"compute lm_head + loss in this many blocks of the sequence, one after the other, so the [tokens, vocab] logits never exist whole (0: off; -1: %d when "+
-			"vocab > %d)", passes.AutoLossChunks, passes.AutoLossChunksAbove))
-	f.Bool("quiet", false, "no progress messages")
-	f.String("base-model-name", "", "base_model_name_or_path for the adapters trained on these artifacts (default: the --model path, made absolute)")
-	f.Bool("check-placement", false, "open the graphs on --device and fail if ONNX Runtime puts a compute node on the CPU (shape-only nodes are listed)")
-	f.String("device", "cuda", "execution provider for --check-placement: cuda or cuda:N")
-	return cmd
 }
 
 // runPrepare is `ortq prepare`: options checked, the output locked, the model resolved
@@ -126,6 +137,7 @@ func runPrepare(cmd *cobra.Command) error {
 		FoldScales:         v.GetBool("fold-scales"),
 		FusedNormGrad:      v.GetBool("fused-norm-grad"),
 		AttentionKernels:   v.GetBool("attention-kernels"),
+		NormKernels:        v.GetBool("norm-kernels"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

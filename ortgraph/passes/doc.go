@@ -50,9 +50,13 @@
 //	ScaleMatMul  a multiplication by a scalar read only by GEMMs, or of a GEMM's sole
 //	             product → the GEMMs' FusedMatMul alpha (prepare --fold-scales)
 //	RotaryKernel float16 RotaryEmbedding with position ids → one ai.ortq.Rotary
-//	             (prepare --fused-kernels)
+//	             (prepare --attention-kernels)
 //	MaskedSoftmax float16 Softmax(Add(scores, mask)) over the last axis → one
-//	             ai.ortq.MaskedSoftmax (prepare --fused-kernels)
+//	             ai.ortq.MaskedSoftmax (prepare --attention-kernels)
+//	RMSNormKernel float16 SimplifiedLayerNormalization (last axis, float32 statistics) →
+//	             one ai.ortq.RMSNorm (prepare --norm-kernels)
+//	NormGradSum  Sum(res, RMSNormGrad(x, w, r, dy)) → RMSNormGrad(x, w, r, dy, res)
+//	             (prepare --norm-kernels)
 //
 // prepare runs HalfSoftmax, Quantize, Rotary, DocMask (unless --plain-mask), GroupedKV,
 // ORTCompat and RMSNorm on the base graph (so every graph, device steps included, takes
@@ -62,8 +66,9 @@
 // (unless --dequantize-forward; with it and an NF4/FP4 base, Bnb4Forward) run on a copy
 // of each recomputation policy's training graph: the per-layer one, the selective one (Linear products kept) and the training graph
 // without recomputation; for a 4-bit base DeviceStep and DenseBase run on one more copy of
-// each (the dense steps). SwiGLUForward, RotaryKernel, MaskedSoftmax and ScaleMatMul run
-// last on every training graph, the device steps and the host's alike.
+// each (the dense steps). SwiGLUForward, RotaryKernel, MaskedSoftmax, RMSNormKernel,
+// NormGradSum and ScaleMatMul run last on every training graph, the device steps and the
+// host's alike.
 //
 // Passes are run by ortgraph.RunPasses (or a Context's Run), which validates the
 // declarations and the options first, orders the passes by Requires and wraps their errors
