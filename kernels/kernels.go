@@ -8,9 +8,12 @@
 // tensors of one shape: with s = σ(g), du = dh·g·s, dg = dh·u·s·(1 + g·(1 − s)), in float32
 // and rounded once. SwiGLUGrad reads three tensors and writes two where the decomposed
 // gradient ran eight elementwise kernels (two in the recomputation, six in the backward
-// pass); SwiGLU is one kernel where the forward ran two. RMSNormGrad(x, w, r, dy) → dx: the
-// RMSNorm gradient with respect to x (float32 r, one value a row), one block a row, where the
-// decomposed float16 rule ran six elementwise kernels and a GEMV. Rotary(x, cos, sin, pos) →
+// pass); SwiGLU is one kernel where the forward ran two. RMSNormGrad(x, w, r, dy[, res]) →
+// dx (+ res): the RMSNorm gradient with respect to x (float32 r, one value a row), one block
+// a row, where the decomposed float16 rule ran six elementwise kernels and a GEMV; res, the
+// residual stream's other gradient, saves the Sum after it. RMSNorm(x, w) → (y, r): the
+// forward norm (SimplifiedLayerNormalization, float32 statistics, the epsilon attribute) with
+// 16-byte accesses, where ONNX Runtime's kernel reads one element a thread. Rotary(x, cos, sin, pos) →
 // y: ONNX's RotaryEmbedding (halves, not interleaved; position ids) with 16-byte accesses,
 // where ONNX Runtime's kernel reads one element a thread. MaskedSoftmax(s, m) → softmax(s + m)
 // over the last axis, one warp a row: attention's additive mask and softmax in one kernel
