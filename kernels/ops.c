@@ -280,6 +280,19 @@ static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, input_t *in
   return NULL;
 }
 
+// launch_grid runs a kernel of grid blocks of block threads on the op's stream.
+static OrtStatus *launch_grid(const ortq_op_t *op, OrtKernelContext *ctx, CUfunction f, size_t grid, unsigned block, void **args) {
+  void *stream;
+  RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
+  CUresult rc = cu.launchKernel(f, (unsigned)grid, 1, 1, block, 1, 1, 0, stream, args, NULL);
+  return rc ? fail(op->name, rc) : NULL;
+}
+
+// launch runs a kernel on the op's stream over n work items of 256-thread blocks.
+static OrtStatus *launch(const ortq_op_t *op, OrtKernelContext *ctx, CUfunction f, size_t n, void **args) {
+  return launch_grid(op, ctx, f, (n + 255) / 256, 256, args);
+}
+
 // elementwise allocates the op's outputs in its first input's shape and runs the kernel of
 // the op's provider over every element.
 static OrtStatus *elementwise(const kernel_t *k, OrtKernelContext *ctx) {
@@ -309,8 +322,6 @@ static OrtStatus *elementwise(const kernel_t *k, OrtKernelContext *ctx) {
   }
   CUfunction scalar, vec8;
   RETURN_IF(functions(op, &scalar, &vec8));
-  void *stream;
-  RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
   uintptr_t align = 0;
   void *args[2 * MAXIO + 1];
   size_t na = 0;
@@ -319,23 +330,12 @@ static OrtStatus *elementwise(const kernel_t *k, OrtKernelContext *ctx) {
   int64_t n64 = (int64_t)n;
   args[na++] = &n64;
   int wide = (align & 15) == 0 && n % 8 == 0;
-  size_t threads = wide ? n / 8 : n, block = 256;
-  CUresult rc = cu.launchKernel(wide ? vec8 : scalar, (unsigned)((threads + block - 1) / block), 1, 1, (unsigned)block, 1, 1, 0,
-                                stream, args, NULL);
-  return rc ? fail(op->name, rc) : NULL;
+  return launch(op, ctx, wide ? vec8 : scalar, wide ? n / 8 : n, args);
 }
 
 static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
   const kernel_t *k = kernel;
   return k->op->compute(k, ctx);
-}
-
-// launch runs a kernel on the op's stream over n work items of 256-thread blocks.
-static OrtStatus *launch(const ortq_op_t *op, OrtKernelContext *ctx, CUfunction f, size_t n, void **args) {
-  void *stream;
-  RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
-  CUresult rc = cu.launchKernel(f, (unsigned)((n + 255) / 256), 1, 1, 256, 1, 1, 0, stream, args, NULL);
-  return rc ? fail(op->name, rc) : NULL;
 }
 
 static OrtStatus *invalid(const char *msg) { return ort->CreateStatus(ORT_INVALID_ARGUMENT, msg); }
@@ -382,15 +382,12 @@ static OrtStatus *rmsnorm_grad(const kernel_t *k, OrtKernelContext *ctx) {
   }
   CUfunction scalar, vec8;
   RETURN_IF(functions(op, &scalar, &vec8));
-  void *stream;
-  RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
   const void *vp[] = {p[0], p[1], p[3], p[4], p[5]};
   int wide = rows_wide(h, vp, 5);
   int64_t u = wide ? h / 8 : h;
   void *args[] = {&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &rows, &u, &h};
   void **a = wide ? args : (void *[]){&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &rows, &h};
-  CUresult rc = cu.launchKernel(wide ? vec8 : scalar, (unsigned)rows, 1, 1, wide ? row_block(u) : 256, 1, 1, 0, stream, a, NULL);
-  return rc ? fail(op->name, rc) : NULL;
+  return launch_grid(op, ctx, wide ? vec8 : scalar, (size_t)rows, wide ? row_block(u) : 256, a);
 }
 
 // rmsnorm computes RMSNorm(x, w) → (y, r): x float16 [..., h], w float16 [h]; y = x·r·w in x's
@@ -417,13 +414,10 @@ static OrtStatus *rmsnorm(const kernel_t *k, OrtKernelContext *ctx) {
   }
   CUfunction scalar, vec8;
   RETURN_IF(functions(op, &scalar, &vec8));
-  void *stream;
-  RETURN_IF(ort->KernelContext_GetGPUComputeStream(ctx, &stream));
   int wide = rows_wide(h, p, 3);
   int64_t u = wide ? h / 8 : h;
   void *args[] = {&p[0], &p[1], &p[2], &p[3], &rows, &u, &h, &eps};
-  CUresult rc = cu.launchKernel(wide ? vec8 : scalar, (unsigned)rows, 1, 1, wide ? row_block(u) : 256, 1, 1, 0, stream, args, NULL);
-  return rc ? fail(op->name, rc) : NULL;
+  return launch_grid(op, ctx, wide ? vec8 : scalar, (size_t)rows, wide ? row_block(u) : 256, args);
 }
 
 // rotary computes Rotary(x, cos, sin, pos): x float16 [batch, heads, seq, D] or [batch, seq,
