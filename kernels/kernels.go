@@ -18,6 +18,9 @@
 // where ONNX Runtime's kernel reads one element a thread. MaskedSoftmax(s, m) → softmax(s + m)
 // over the last axis, one warp a row: attention's additive mask and softmax in one kernel
 // where ONNX Runtime runs a broadcasting Add and a Softmax over [batch, heads, q, L].
+// DequantBnb4(bytes, lut, absmax) → W: an NF4/FP4 weight to float16 in one kernel (a table
+// lookup a byte times its block's absmax), where the in-graph chain ran four (an int32 copy of
+// the bytes, a Gather, the absmax product, the gate's copy).
 package kernels
 
 /*
@@ -48,6 +51,7 @@ const (
 	RMSNorm       = ortgraph.OpRMSNorm
 	Rotary        = ortgraph.OpRotary
 	MaskedSoftmax = ortgraph.OpMaskedSoftmax
+	DequantBnb4   = ortgraph.OpDequantBnb4
 )
 
 //go:embed ops.ptx

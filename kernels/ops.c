@@ -1,6 +1,7 @@
 // ortq's custom ops over float16 tensors: SwiGLU(g, u) → h = silu(g)·u and its gradient
 // SwiGLUGrad(g, u, dh) → (dg, du), RMSNorm(x, w) → (y, r), RMSNormGrad(x, w, r, dy[, res]) →
-// dx, Rotary(x, cos, sin, pos) → y and MaskedSoftmax(s, m) → p. Each has a CPU kernel (the loops below) and a CUDA
+// dx, Rotary(x, cos, sin, pos) → y, MaskedSoftmax(s, m) → p and DequantBnb4(bytes, lut,
+// absmax) → W. Each has a CPU kernel (the loops below) and a CUDA
 // kernel (ops.ll's PTX, loaded with the CUDA driver API through dlopen, launched on ONNX
 // Runtime's compute stream so that CUDA graphs capture it).
 #include <dlfcn.h>
@@ -122,6 +123,14 @@ void ortq_masked_softmax_cpu(const uint16_t *s, const uint16_t *m, uint16_t *p, 
   }
 }
 
+void ortq_dequant_bnb4_cpu(const uint8_t *bytes, const uint16_t *lut, const uint16_t *absmax, uint16_t *w, int64_t m, int64_t bs) {
+  for (int64_t j = 0; j < m; j++) {
+    float a = h2f(absmax[2 * j / bs]);
+    w[2 * j] = f2h(h2f(lut[2 * bytes[j]]) * a);
+    w[2 * j + 1] = f2h(h2f(lut[2 * bytes[j] + 1]) * a);
+  }
+}
+
 // ---- the CUDA driver API, resolved at run time (no CUDA at build time) ----
 
 typedef int CUresult;
@@ -140,7 +149,7 @@ static pthread_mutex_t cu_mu = PTHREAD_MUTEX_INITIALIZER;
 // element a thread, and 8 with 16-byte accesses). An op is an OrtCustomOp first (ONNX
 // Runtime passes it back as such) and the provider its kernel runs on; ONNX Runtime's
 // kernel object (kernel_t) is a node's: the op and the node's epsilon attribute.
-#define NOPS 6
+#define NOPS 7
 #define MAXIO 5
 struct kernel;
 typedef struct ortq_op {
@@ -155,7 +164,8 @@ typedef struct ortq_op {
 
 typedef struct kernel {
   const ortq_op_t *op;
-  float eps;  // the node's epsilon attribute (RMSNorm), else 1e-5
+  float eps;        // the node's epsilon attribute (RMSNorm), else 1e-5
+  int64_t rows, cols;  // its N and K attributes (DequantBnb4), else 0
 } kernel_t;
 
 // The functions of the PTX module, per CUDA context (one per device in use) and op.
@@ -230,6 +240,8 @@ static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *op, const OrtApi
   k->op = (const ortq_op_t *)op, k->eps = 1e-5f;
   OrtStatus *st = ort->KernelInfoGetAttribute_float(info, "epsilon", &k->eps);
   if (st) ort->ReleaseStatus(st), k->eps = 1e-5f;  // no such attribute: the default
+  if ((st = ort->KernelInfoGetAttribute_int64(info, "N", &k->rows))) ort->ReleaseStatus(st), k->rows = 0;
+  if ((st = ort->KernelInfoGetAttribute_int64(info, "K", &k->cols))) ort->ReleaseStatus(st), k->cols = 0;
   *kernel = k;
   return NULL;
 }
@@ -484,6 +496,35 @@ static OrtStatus *masked_softmax(const kernel_t *k, OrtKernelContext *ctx) {
   return launch(op, ctx, wide ? vec8 : scalar, (size_t)rows * 32, args);
 }
 
+// dequant_bnb4 computes DequantBnb4(bytes, lut, absmax) → W: uint8 bytes [N·K/2] (two
+// elements a byte), float16 lut [256, 2], float16 absmax one value a block of N·K/blocks
+// elements; W float16 [N, K] (the node's attributes).
+static OrtStatus *dequant_bnb4(const kernel_t *k, OrtKernelContext *ctx) {
+  const ortq_op_t *op = k->op;
+  input_t in[3];
+  RETURN_IF(inputs(op, ctx, in));
+  int64_t m = (int64_t)in[0].n, blocks = (int64_t)in[2].n, nk = k->rows * k->cols;
+  if (k->rows <= 0 || k->cols <= 0 || 2 * m != nk || in[1].n != 512 || blocks == 0 || nk % blocks || (nk / blocks) % 2) {
+    return invalid("ai.ortq.DequantBnb4: want N·K/2 bytes, a [256, 2] table and absmax one value a block of an even size");
+  }
+  int64_t bs = nk / blocks, dims[2] = {k->rows, k->cols};
+  OrtValue *out;
+  void *w;
+  RETURN_IF(ort->KernelContext_GetOutput(ctx, 0, dims, 2, &out));
+  RETURN_IF(ort->GetTensorMutableData(out, &w));
+  const void *p[4] = {in[0].data, in[1].data, in[2].data, w};
+  if (!op->cuda) {
+    ortq_dequant_bnb4_cpu(p[0], p[1], p[2], w, m, bs);
+    return NULL;
+  }
+  CUfunction scalar, vec4;
+  RETURN_IF(functions(op, &scalar, &vec4));
+  int wide = m % 4 == 0 && bs % 8 == 0 && ((uintptr_t)p[0] & 3) == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)p[1] & 3) == 0;
+  int64_t n = wide ? m / 4 : m;
+  void *args[] = {&p[0], &p[1], &p[2], &p[3], &n, &bs};
+  return launch(op, ctx, wide ? vec4 : scalar, (size_t)n, args);
+}
+
 static void cpu_swiglu(const uint16_t **in, uint16_t **out, int64_t n) { ortq_swiglu_cpu(in[0], in[1], out[0], n); }
 static void cpu_swiglu_grad(const uint16_t **in, uint16_t **out, int64_t n) {
   ortq_swiglu_grad_cpu(in[0], in[1], in[2], out[0], out[1], n);
@@ -584,6 +625,9 @@ int ortq_ops_init(const char *ptx) {
     ortq_op_t *no = &ops[cuda * NOPS + 5];
     define(no, 5, cuda, "RMSNorm", "ortq_rmsnorm_f16", "ortq_rmsnorm_f16x8", 2, 2, NULL, rmsnorm);
     no->out_types[1] = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    ortq_op_t *dq = &ops[cuda * NOPS + 6];
+    define(dq, 6, cuda, "DequantBnb4", "ortq_dequant_bnb4_f16", "ortq_dequant_bnb4_f16x4", 3, 1, NULL, dequant_bnb4);
+    dq->in_types[0] = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
   }
   return 2 * NOPS;
 }

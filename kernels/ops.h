@@ -37,4 +37,7 @@ int ortq_rotary_cpu(const uint16_t *x, const uint16_t *cs, const uint16_t *sn, c
 void ortq_masked_softmax_cpu(const uint16_t *s, const uint16_t *m, uint16_t *p, int64_t rows, int64_t l, int64_t heads,
   int64_t q, int64_t sb, int64_t sh, int64_t sq);
 
+// ortq_dequant_bnb4_cpu computes DequantBnb4's W from m bytes, blocks of bs elements (see ops.ll).
+void ortq_dequant_bnb4_cpu(const uint8_t *bytes, const uint16_t *lut, const uint16_t *absmax, uint16_t *w, int64_t m, int64_t bs);
+
 #endif

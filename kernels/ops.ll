@@ -1045,7 +1045,83 @@ done:
   ret void
 }
 
-!nvvm.annotations = !{!0, !1, !2, !3, !4, !5, !6, !7, !8, !9, !10, !11}
+; ---- DequantBnb4: bitsandbytes' 4-bit weight (NF4/FP4) to float16 ----
+; Byte j of the packed weight holds elements 2j and 2j + 1: W[2j], W[2j + 1] = lut[byte j]
+; (a [256, 2] float16 table: the data type's code of each nibble) times absmax[2j / bs] (the
+; element's block), in float32 and rounded once. …_f16x4: 4 bytes a thread, one 16-byte
+; store of 8 elements (m a multiple of 4, bs of 8; bytes 4-byte and W 16-byte aligned; n =
+; m/4); …_f16: a byte a thread (n = m).
+
+; lut_pair returns lut[(word >> shift) & 255] as float32.
+define internal <2 x float> @lut_pair(<2 x half> addrspace(1)* %lut, i32 %word, i32 %shift) alwaysinline {
+  %sh = lshr i32 %word, %shift
+  %b = and i32 %sh, 255
+  %bi = zext i32 %b to i64
+  %p = getelementptr <2 x half>, <2 x half> addrspace(1)* %lut, i64 %bi
+  %h = load <2 x half>, <2 x half> addrspace(1)* %p, align 4
+  %f = fpext <2 x half> %h to <2 x float>
+  ret <2 x float> %f
+}
+
+define internal float @block_absmax(half addrspace(1)* %absmax, i64 %elem, i64 %bs) alwaysinline {
+  %blk = udiv i64 %elem, %bs
+  %pa = getelementptr half, half addrspace(1)* %absmax, i64 %blk
+  %ha = load half, half addrspace(1)* %pa
+  %a = fpext half %ha to float
+  ret float %a
+}
+
+define void @ortq_dequant_bnb4_f16x4(i32 addrspace(1)* %bytes, <2 x half> addrspace(1)* %lut, half addrspace(1)* %absmax,
+                                     <8 x half> addrspace(1)* %w, i64 %n, i64 %bs) {
+entry:
+  %i = call i64 @global_id()
+  %in = icmp ult i64 %i, %n
+  br i1 %in, label %body, label %done
+body:
+  %pb = getelementptr i32, i32 addrspace(1)* %bytes, i64 %i
+  %word = load i32, i32 addrspace(1)* %pb, align 4
+  %e = shl i64 %i, 3
+  %a = call float @block_absmax(half addrspace(1)* %absmax, i64 %e, i64 %bs)
+  %p0 = call <2 x float> @lut_pair(<2 x half> addrspace(1)* %lut, i32 %word, i32 0)
+  %p1 = call <2 x float> @lut_pair(<2 x half> addrspace(1)* %lut, i32 %word, i32 8)
+  %p2 = call <2 x float> @lut_pair(<2 x half> addrspace(1)* %lut, i32 %word, i32 16)
+  %p3 = call <2 x float> @lut_pair(<2 x half> addrspace(1)* %lut, i32 %word, i32 24)
+  %q01 = shufflevector <2 x float> %p0, <2 x float> %p1, <4 x i32> <i32 0, i32 1, i32 2, i32 3>
+  %q23 = shufflevector <2 x float> %p2, <2 x float> %p3, <4 x i32> <i32 0, i32 1, i32 2, i32 3>
+  %v = shufflevector <4 x float> %q01, <4 x float> %q23, <8 x i32> <i32 0, i32 1, i32 2, i32 3, i32 4, i32 5, i32 6, i32 7>
+  %av = call <8 x float> @splat8(float %a)
+  %wv = fmul <8 x float> %v, %av
+  call void @store8(<8 x half> addrspace(1)* %w, i64 %i, <8 x float> %wv)
+  br label %done
+done:
+  ret void
+}
+
+define void @ortq_dequant_bnb4_f16(i8 addrspace(1)* %bytes, <2 x half> addrspace(1)* %lut, half addrspace(1)* %absmax,
+                                   <2 x half> addrspace(1)* %w, i64 %n, i64 %bs) {
+entry:
+  %i = call i64 @global_id()
+  %in = icmp ult i64 %i, %n
+  br i1 %in, label %body, label %done
+body:
+  %pb = getelementptr i8, i8 addrspace(1)* %bytes, i64 %i
+  %byte = load i8, i8 addrspace(1)* %pb
+  %word = zext i8 %byte to i32
+  %e = shl i64 %i, 1
+  %a = call float @block_absmax(half addrspace(1)* %absmax, i64 %e, i64 %bs)
+  %p = call <2 x float> @lut_pair(<2 x half> addrspace(1)* %lut, i32 %word, i32 0)
+  %ai = insertelement <2 x float> undef, float %a, i32 0
+  %av = shufflevector <2 x float> %ai, <2 x float> undef, <2 x i32> zeroinitializer
+  %wv = fmul <2 x float> %p, %av
+  %wh = fptrunc <2 x float> %wv to <2 x half>
+  %pw = getelementptr <2 x half>, <2 x half> addrspace(1)* %w, i64 %i
+  store <2 x half> %wh, <2 x half> addrspace(1)* %pw, align 4
+  br label %done
+done:
+  ret void
+}
+
+!nvvm.annotations = !{!0, !1, !2, !3, !4, !5, !6, !7, !8, !9, !10, !11, !12, !13}
 !0 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64)* @ortq_swiglu_grad_f16, !"kernel", i32 1}
 !1 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64)* @ortq_swiglu_grad_f16x8, !"kernel", i32 1}
 !2 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, i64)* @ortq_swiglu_f16, !"kernel", i32 1}
@@ -1058,3 +1134,5 @@ done:
 !9 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, float addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, i64, i64, i64)* @ortq_rmsnorm_grad_f16x8, !"kernel", i32 1}
 !10 = !{void (<8 x half> addrspace(1)*, <8 x half> addrspace(1)*, <8 x half> addrspace(1)*, float addrspace(1)*, i64, i64, i64, float)* @ortq_rmsnorm_f16x8, !"kernel", i32 1}
 !11 = !{void (half addrspace(1)*, half addrspace(1)*, half addrspace(1)*, float addrspace(1)*, i64, i64, i64, float)* @ortq_rmsnorm_f16, !"kernel", i32 1}
+!12 = !{void (i32 addrspace(1)*, <2 x half> addrspace(1)*, half addrspace(1)*, <8 x half> addrspace(1)*, i64, i64)* @ortq_dequant_bnb4_f16x4, !"kernel", i32 1}
+!13 = !{void (i8 addrspace(1)*, <2 x half> addrspace(1)*, half addrspace(1)*, <2 x half> addrspace(1)*, i64, i64)* @ortq_dequant_bnb4_f16, !"kernel", i32 1}

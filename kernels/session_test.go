@@ -188,10 +188,16 @@ func nodeModelAttrs(t *testing.T, op string, ins, outs []*onnxpb.ValueInfoProto,
 	if eps != 0 {
 		n.Attribute = append(n.Attribute, ortgraph.AFloat("epsilon", eps))
 	}
+	return graphModel(t, n, ins, outs)
+}
+
+// graphModel is a model of node n alone, reading ins and writing outs.
+func graphModel(t *testing.T, n *onnxpb.NodeProto, ins, outs []*onnxpb.ValueInfoProto) []byte {
+	t.Helper()
 	m := &onnxpb.ModelProto{
 		IrVersion:   10,
 		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: "", Version: 21}, {Domain: Domain, Version: 1}},
-		Graph:       &onnxpb.GraphProto{Name: op, Node: []*onnxpb.NodeProto{n}, Input: ins, Output: outs},
+		Graph:       &onnxpb.GraphProto{Name: n.OpType, Node: []*onnxpb.NodeProto{n}, Input: ins, Output: outs},
 	}
 	b, err := proto.Marshal(m)
 	if err != nil {
@@ -308,6 +314,40 @@ func TestMaskedSoftmaxSession(t *testing.T) {
 			for i, v := range out["p"].Data.([]uint16) {
 				if !CloseHalf(v, ref[i]) {
 					t.Fatalf("%s s %v m %v: element %d: p %v, want %v", device, shape, mshape, i, half.Float16ToFloat32(v), ref[i])
+				}
+			}
+		}
+	}
+}
+
+// TestDequantBnb4Session runs DequantBnb4 on the CPU and, where there is a GPU, on CUDA for W
+// [8, 64] in blocks of 64 (the 4-byte CUDA kernel) and [3, 6] in blocks of 6 (a byte a
+// thread): every element must be the float64 product lut[byte][i]·absmax within a unit in
+// the last place.
+func TestDequantBnb4Session(t *testing.T) {
+	ortruntest.Lib(t)
+	rng := rand.New(rand.NewPCG(25, 26))
+	for _, device := range []string{"cpu", "cuda:0"} {
+		for _, c := range []struct{ n, k, bs int64 }{{8, 64, 64}, {3, 6, 6}} {
+			m, blocks := c.n*c.k/2, c.n*c.k/c.bs
+			bytes := make([]uint8, m)
+			for i := range bytes {
+				bytes[i] = uint8(rng.IntN(256))
+			}
+			lut, absmax := RandomHalves(rng, 512, 1), RandomHalves(rng, int(blocks), 0.1)
+			n := &onnxpb.NodeProto{OpType: DequantBnb4, Domain: Domain, Input: []string{"b", "lut", "absmax"}, Output: []string{"w"},
+				Attribute: []*onnxpb.AttributeProto{ortgraph.AInt("N", c.n), ortgraph.AInt("K", c.k)}}
+			model := graphModel(t, n, []*onnxpb.ValueInfoProto{vi("b", ortgraph.Uint8, m), vi("lut", ortgraph.Float16, 256, 2),
+				vi("absmax", ortgraph.Float16, blocks)}, []*onnxpb.ValueInfoProto{vi("w", ortgraph.Float16, c.n, c.k)})
+			out := run(t, device, model, map[string]*ortrun.Tensor{"b": {DType: ortrun.Uint8, Shape: []int64{m}, Data: bytes},
+				"lut": {DType: ortrun.Float16, Shape: []int64{256, 2}, Data: lut}, "absmax": {DType: ortrun.Float16, Shape: []int64{blocks}, Data: absmax}})
+			if out == nil {
+				t.Skipf("%s: no CUDA provider or GPU", device)
+			}
+			f := func(v uint16) float64 { return float64(half.Float16ToFloat32(v)) }
+			for e, v := range out["w"].Data.([]uint16) {
+				if want := f(lut[2*int(bytes[e/2])+e%2]) * f(absmax[int64(e)/c.bs]); !CloseHalf(v, want) {
+					t.Fatalf("%s W [%d, %d]: element %d: %v, want %v", device, c.n, c.k, e, f(v), want)
 				}
 			}
 		}

@@ -212,4 +212,9 @@ const (
 	// OpMaskedSoftmax(s, m) → p = softmax(s + m) over the last axis, for float16 s [batch,
 	// heads, q, L] and an additive float16 mask m [batch or 1, heads or 1, q or 1, L].
 	OpMaskedSoftmax = "MaskedSoftmax"
+	// OpDequantBnb4(bytes, lut, absmax) → W is bitsandbytes' 4-bit weight dequantized: uint8
+	// bytes [N·K/2] (byte j holds elements 2j, 2j + 1), a float16 [256, 2] table of each
+	// byte's two codes, float16 absmax one value a block; W float16 [N, K] (attributes N, K)
+	// with W[2j + i] = lut[byte j][i]·absmax[(2j + i)/block].
+	OpDequantBnb4 = "DequantBnb4"
 )

@@ -94,6 +94,11 @@ type Options struct {
 	// kernel, and each RMSNormGrad (FusedNormGrad) adding the residual stream's other
 	// gradient itself instead of a separate Sum.
 	NormKernels bool `json:"norm_kernels"`
+	// Bnb4Kernel (off by default: not measured on a GPU yet) runs passes.Bnb4Kernel last on
+	// every training graph: a float16 NF4/FP4 base's dequantization chains that the 4-bit
+	// steps run (dx's, and the forward products' with --dequantize-forward) as one
+	// DequantBnb4 kernel each.
+	Bnb4Kernel bool `json:"bnb4_kernel,omitempty"`
 	// FusedNormGrad (on by default) makes the float16 RMSNorm gradient one RMSNormGrad node
 	// of ortq's domain (package kernels) where the norm's inv_std_var is saved, instead of
 	// six elementwise kernels and a GEMV a norm (H100, 3B shape, micro-batch 7, one call:
@@ -199,7 +204,7 @@ func (o *Options) firstForwardPasses() []*ortgraph.Pass {
 // lastPasses are the rewrites of every finished training graph, the host's and the device
 // steps' alike (so that the two compute the same): SwiGLUForward with --fused-kernels,
 // RotaryKernel and MaskedSoftmax with --attention-kernels, RMSNormKernel and NormGradSum
-// with --norm-kernels, ScaleMatMul with --fold-scales.
+// with --norm-kernels, Bnb4Kernel with --bnb4-kernel, ScaleMatMul with --fold-scales.
 func (o *Options) lastPasses() []*ortgraph.Pass {
 	var ps []*ortgraph.Pass
 	if o.FusedKernels {
@@ -210,6 +215,9 @@ func (o *Options) lastPasses() []*ortgraph.Pass {
 	}
 	if o.NormKernels {
 		ps = append(ps, passes.RMSNormKernel, passes.NormGradSum)
+	}
+	if o.Bnb4Kernel {
+		ps = append(ps, passes.Bnb4Kernel)
 	}
 	if o.FoldScales {
 		ps = append(ps, passes.ScaleMatMul)

@@ -4,8 +4,10 @@
 # double-quantized base (block 64) against int4 (block 32), each read as 4-bit (--base 4bit;
 # NF4 with --dequantize-forward, so that its step is captured) and dense (--base dense: the
 # 4-bit weights dequantized once when the session is created, NF4 since passes.DenseBase
-# folds its chains), interleaved A B A B. Env: MB (7), STEPS (10), OUT, PHASE (prep: synth
-# and prepare only; measure: the benches only; default both).
+# folds its chains), interleaved A B A B. BNB4K=1 adds NF4 prepared with --bnb4-kernel too
+# (its dequantizations as ai.ortq.DequantBnb4), read as 4-bit in each round. Env: MB (7),
+# STEPS (10), OUT, BNB4K, PHASE (prep: synth and prepare only; measure: the benches only;
+# default both).
 set -u
 . "$(dirname "$0")/device-env.sh"
 MB=${MB:-7}; STEPS=${STEPS:-10}
@@ -18,7 +20,12 @@ if [ "${PHASE:-}" != measure ]; then
   # shellcheck disable=SC2086
   ( timeout 150 $Q synth --preset llama-3.2-3b --quantize $NF4 --out /tmp/g-nf4 --quiet --force > /dev/null 2>&1; log "synth nf4 rc $?"
     timeout 150 $Q prepare --model /tmp/g-nf4/model.onnx --out /tmp/g-a-nf4 --quiet --force $NF4 --dequantize-forward > "$OUT/prepare-nf4.txt" 2>&1
-    log "prepare nf4 --dequantize-forward rc $?" ) &
+    log "prepare nf4 --dequantize-forward rc $?"
+    if [ "${BNB4K:-0}" = 1 ]; then
+      timeout 150 $Q prepare --model /tmp/g-nf4/model.onnx --out /tmp/g-a-nf4k --quiet --force $NF4 --dequantize-forward --bnb4-kernel \
+        > "$OUT/prepare-nf4k.txt" 2>&1
+      log "prepare nf4 --dequantize-forward --bnb4-kernel rc $?"
+    fi ) &
   wait
 fi
 [ "${PHASE:-}" = prep ] && exit 0
@@ -30,9 +37,11 @@ point() { # name artifacts base
 }
 point int4-4bit /tmp/g-a-int4 4bit
 point nf4-4bit /tmp/g-a-nf4 4bit
+[ "${BNB4K:-0}" = 1 ] && point nf4k-4bit /tmp/g-a-nf4k 4bit
 point int4-dense /tmp/g-a-int4 dense
 point nf4-dense /tmp/g-a-nf4 dense
 point int4-4bit-2 /tmp/g-a-int4 4bit
 point nf4-4bit-2 /tmp/g-a-nf4 4bit
+[ "${BNB4K:-0}" = 1 ] && point nf4k-4bit-2 /tmp/g-a-nf4k 4bit
 point int4-dense-2 /tmp/g-a-int4 dense
 point nf4-dense-2 /tmp/g-a-nf4 dense

@@ -13,6 +13,7 @@
 #                NF4 step time against int4, CUDA graph vs uncaptured ids on a trained model
 #   decode8b     issue 24: the 8B shape's decode at batch 1 (gpu-decode8b.sh)
 #   nf4b         issue 25: NF4 + double quant against int4 at the 3B shape, 4-bit and dense bases (gpu-nf4b.sh)
+#   nf4k         issue 25: nf4b with NF4 prepared with --bnb4-kernel as well (BNB4K=1 gpu-nf4b.sh)
 #   nf4b-8b      nf4b and decode8b in one part, their synth/prepare side by side (gpu-nf4b-8b.sh)
 #   flagab       issue 22: prepare-flag A/Bs (--loss-chunks 2, --attention-forward=false) at 3B with the peer (gpu-flagab.sh)
 #   decode-prof  issue 24: ncu of `ortq generate` on a 4-layer 3B-shape fused shared export
@@ -58,6 +59,7 @@ for p in $PARTS; do
     decode3) part $p 480 env BUDGET=440 bash scripts/gpu-decode3.sh ;;
     decode8b) part $p 420 bash scripts/gpu-decode8b.sh ;;
     nf4b) part $p 330 bash scripts/gpu-nf4b.sh ;;
+    nf4k) part $p 420 env BNB4K=1 bash scripts/gpu-nf4b.sh ;;
     nf4b-8b) part $p 540 bash scripts/gpu-nf4b-8b.sh ;;
     flagab) part $p 520 bash scripts/gpu-flagab.sh ;;
     decode-prof) part $p 120 env LAYERS=4 NEW=4 bash scripts/gpu-profile-decode.sh ;;

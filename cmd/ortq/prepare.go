@@ -100,6 +100,9 @@ func addStepFlags(f *pflag.FlagSet, d prepare.Options) {
 	f.Bool("norm-kernels", d.NormKernels,
 		"the training graphs' recomputed float16 RMSNorms as ortq's ai.ortq.RMSNorm kernel, and each RMSNormGrad (--fused-norm-grad) "+
 			"adding the residual stream's other gradient itself; =false keeps SimplifiedLayerNormalization and the Sum")
+	f.Bool("bnb4-kernel", d.Bnb4Kernel,
+		"a float16 nf4/fp4 base's in-graph dequantizations (dx's, and the forward products' with --dequantize-forward) as one "+
+			"ai.ortq.DequantBnb4 kernel each instead of a Cast, a Gather and a Mul (not yet measured on a GPU, so off by default)")
 	f.Bool("fold-scales", d.FoldScales,
 		"in the training graphs, a multiplication by a scalar read only by GEMMs (attention's scaled score gradient), "+
 			"or of a GEMM's sole product, becomes their FusedMatMul alpha")
@@ -138,6 +141,7 @@ func runPrepare(cmd *cobra.Command) error {
 		FusedNormGrad:      v.GetBool("fused-norm-grad"),
 		AttentionKernels:   v.GetBool("attention-kernels"),
 		NormKernels:        v.GetBool("norm-kernels"),
+		Bnb4Kernel:         v.GetBool("bnb4-kernel"),
 		PlainMask:          v.GetBool("plain-mask"),
 		GenericSoftmaxGrad: v.GetBool("generic-softmax-grad"),
 		Quant:              v.GetString("quant"), DoubleQuant: v.GetBool("double-quant"),

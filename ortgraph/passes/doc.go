@@ -57,6 +57,8 @@
 //	             one ai.ortq.RMSNorm (prepare --norm-kernels)
 //	NormGradSum  Sum(res, RMSNormGrad(x, w, r, dy)) → RMSNormGrad(x, w, r, dy, res)
 //	             (prepare --norm-kernels)
+//	Bnb4Kernel   float16 NF4/FP4 dequantization chains a step runs → one
+//	             ai.ortq.DequantBnb4 (prepare --bnb4-kernel)
 //
 // prepare runs HalfSoftmax, Quantize, Rotary, DocMask (unless --plain-mask), GroupedKV,
 // ORTCompat and RMSNorm on the base graph (so every graph, device steps included, takes
@@ -67,8 +69,8 @@
 // of each recomputation policy's training graph: the per-layer one, the selective one (Linear products kept) and the training graph
 // without recomputation; for a 4-bit base DeviceStep and DenseBase run on one more copy of
 // each (the dense steps). SwiGLUForward, RotaryKernel, MaskedSoftmax, RMSNormKernel,
-// NormGradSum and ScaleMatMul run last on every training graph, the device steps and the
-// host's alike.
+// NormGradSum, Bnb4Kernel and ScaleMatMul run last on every training graph, the device steps
+// and the host's alike.
 //
 // Passes are run by ortgraph.RunPasses (or a Context's Run), which validates the
 // declarations and the options first, orders the passes by Requires and wraps their errors

@@ -28,7 +28,7 @@ var allPasses = map[string]*ortgraph.Pass{
 	"AttentionForward": passes.AttentionForward, "AttentionForwardMHA": passes.AttentionForwardMHA,
 	"ResidualNorm": passes.ResidualNorm, "ScaleMatMul": passes.ScaleMatMul, "SwiGLUForward": passes.SwiGLUForward,
 	"RotaryKernel": passes.RotaryKernel, "MaskedSoftmax": passes.MaskedSoftmax,
-	"RMSNormKernel": passes.RMSNormKernel, "NormGradSum": passes.NormGradSum,
+	"RMSNormKernel": passes.RMSNormKernel, "NormGradSum": passes.NormGradSum, "Bnb4Kernel": passes.Bnb4Kernel,
 }
 
 // TestPassDeclarations: every pass has a name, a Doc and a Run, the names are unique and
