@@ -1,11 +1,13 @@
 ; ortq's CUDA kernels. SwiGLU, h = silu(g)·u with silu(g) = g·σ(g), and its gradient
-; SwiGLUGrad, for float16 tensors (RMSNormGrad below).
+; SwiGLUGrad, for float16 tensors; below them RMSNormGrad, Rotary, MaskedSoftmax, RMSNorm and
+; DequantBnb4, each with its own comment.
 ; With s = σ(g): du = dh·g·s and dg = dh·u·s·(1 + g·(1 − s)), each element in float32
 ; (σ by ex2.approx: relative error ≈ 2^-22, far under float16's 2^-11) and rounded once.
 ; The …_f16x8 kernels take 8 elements a thread with 16-byte loads and stores (every pointer
 ; 16-byte aligned, n a multiple of 8); the …_f16 ones one element a thread.
-; Hand-written LLVM IR, compiled to PTX by `make kernels` (llc, the NVPTX backend): the
-; product loads the PTX with the CUDA driver and needs no CUDA compiler.
+; Hand-written LLVM IR, compiled to PTX by `make kernels` (opt, which inlines the
+; alwaysinline helpers, then llc, the NVPTX backend): the product loads the PTX with the CUDA
+; driver and needs no CUDA compiler.
 target datalayout = "e-i64:64-i128:128-v16:16-v32:32-n16:32:64"
 target triple = "nvptx64-nvidia-cuda"
 

@@ -87,12 +87,14 @@ type Options struct {
 	FusedKernels bool `json:"fused_kernels"`
 	// AttentionKernels (on by default) runs passes.RotaryKernel and passes.MaskedSoftmax last
 	// on every training graph (lastPasses): the float16 rotary embeddings as ortq's Rotary
-	// kernel and the recomputed attention's mask Add + Softmax as one MaskedSoftmax.
+	// kernel and the recomputed attention's mask Add + Softmax as one MaskedSoftmax (H100, 3B
+	// shape, micro-batch 7, one call: 153.3 → 145.4 ms a step).
 	AttentionKernels bool `json:"attention_kernels"`
 	// NormKernels (on by default) runs passes.RMSNormKernel and passes.NormGradSum last on
 	// every training graph (lastPasses): the recomputed float16 RMSNorms as ortq's RMSNorm
 	// kernel, and each RMSNormGrad (FusedNormGrad) adding the residual stream's other
-	// gradient itself instead of a separate Sum.
+	// gradient itself instead of a separate Sum (H100, 3B shape, micro-batch 7, one call:
+	// 141.2 → 139.0 ms a step).
 	NormKernels bool `json:"norm_kernels"`
 	// Bnb4Kernel (off by default: not measured on a GPU yet) runs passes.Bnb4Kernel last on
 	// every training graph: a float16 NF4/FP4 base's dequantization chains that the 4-bit
