@@ -134,28 +134,42 @@ func Bnb4Weight(g *ortgraph.Graph, n *onnxpb.NodeProto, gate string, dt int32) (
 	return w, nil
 }
 
-// Bnb4WeightBytes is Bnb4Weight read backwards: the 4-bit bytes initializer that w, the
-// output of a Bnb4Weight chain (Reshape ← Mul by the absmax ← Reshape ← Gather of the
-// [256, 2] byte table ← Cast ← Where(gate, bytes, bytes)), dequantizes; "" when w is no such
+// Bnb4Chain is a Bnb4Weight chain read backwards from its output, last node first: the
+// Reshape to [N, K], the Mul by the absmax, the Reshape to [blocks, block size], the Gather
+// of the [256, 2] byte table, the Cast of the bytes and the gate, Where(gate, bytes, bytes).
+type Bnb4Chain struct{ Out, Mul, Blocks, Gather, Cast, Gate *onnxpb.NodeProto }
+
+// MatchBnb4Chain returns the Bnb4Weight chain whose output is w, or nil when w is no such
 // output (a double-quantized absmax's chain, Bnb4Absmax, gathers a [256] table).
-func Bnb4WeightBytes(g *ortgraph.Graph, w string) string {
+func MatchBnb4Chain(g *ortgraph.Graph, w string) *Bnb4Chain {
 	n := g.Producer(w)
+	var nodes []*onnxpb.NodeProto
 	for _, step := range []struct {
 		op  string
 		arg int // the input the chain continues through
 	}{{"Reshape", 0}, {"Mul", 0}, {"Reshape", 0}, {"Gather", 1}, {"Cast", 0}} {
 		if n == nil || n.OpType != step.op || n.Domain != "" {
-			return ""
+			return nil
 		}
 		if lut := g.Initializer(n.Input[0]); step.op == "Gather" && (lut == nil || !slices.Equal(lut.Dims, []int64{256, 2})) {
-			return ""
+			return nil
 		}
+		nodes = append(nodes, n)
 		n = g.Producer(n.Input[step.arg])
 	}
 	if n == nil || n.OpType != "Where" || len(n.Input) != 3 || n.Input[1] != n.Input[2] || g.Initializer(n.Input[1]) == nil {
-		return ""
+		return nil
 	}
-	return n.Input[1]
+	return &Bnb4Chain{Out: nodes[0], Mul: nodes[1], Blocks: nodes[2], Gather: nodes[3], Cast: nodes[4], Gate: n}
+}
+
+// Bnb4WeightBytes is Bnb4Weight read backwards: the 4-bit bytes initializer that w, the
+// output of a Bnb4Weight chain (MatchBnb4Chain), dequantizes; "" when w is no such output.
+func Bnb4WeightBytes(g *ortgraph.Graph, w string) string {
+	if c := MatchBnb4Chain(g, w); c != nil {
+		return c.Gate.Input[1]
+	}
+	return ""
 }
 
 // MatMulBnb4: Y = A·Wᵀ with W [N, K] in bitsandbytes' 4-bit layout ⇒ dA = dY·W, W dequantized

@@ -3,9 +3,9 @@ package passes
 import (
 	"fmt"
 	"reflect"
-	"slices"
 
 	"github.com/ortq/ortq/ortgraph"
+	"github.com/ortq/ortq/ortgraph/autodiff"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
 )
 
@@ -17,9 +17,9 @@ import (
 // last on every training graph with --bnb4-kernel.
 //
 // Pattern: Reshape(Mul(Reshape(Gather(lut, Cast(Where(gate, B, B), to int32)), [blocks, bs]),
-// Reshape(absmax, [blocks, 1])), [N, K]). Checks: lut is a float16 [256, 2] initializer;
-// absmax and the result are float16; the result's shape [N, K] is known; every value inside
-// the chain is read only by it. The dense steps' chains (DenseBase: no gate, folded into an
+// Reshape(absmax, [blocks, 1])), [N, K]) (autodiff.MatchBnb4Chain, with lut a [256, 2] and B
+// an initializer). Checks: the Cast is to int32; lut, absmax and the result are float16; the
+// result's shape [N, K] is known; every value inside the chain is read only by it. The dense steps' chains (DenseBase: no gate, folded into an
 // initializer when ONNX Runtime loads the step) are not matched: a custom node would stop the
 // folding. Rewrite: the last Reshape becomes DequantBnb4(Where's output, lut, absmax) with
 // attributes N and K; the rest of the chain goes.
@@ -30,75 +30,53 @@ var Bnb4Kernel = &ortgraph.Pass{
 	Run:        runBnb4Kernel,
 }
 
-// bnb4Chain is one matched dequantization chain, last node first.
-type bnb4Chain struct {
-	out, mul, shape, gather, cast, absShape *onnxpb.NodeProto
-	bytes, lut, absmax                      string
-}
-
 func runBnb4Kernel(ctx *ortgraph.Context) (any, error) {
 	g := ctx.G
 	res := &FusionResult{}
 	r := newSoleReaders(g, g.Consumers())
 	var gone []*onnxpb.NodeProto
 	for _, n := range g.P.Node {
-		c := matchBnb4Chain(g, n)
+		if !isOp(n, "Reshape") {
+			continue
+		}
+		c := autodiff.MatchBnb4Chain(g, n.Output[0])
 		if c == nil {
 			continue
 		}
+		abs := g.Producer(c.Mul.Input[1]) // Reshape(absmax, [blocks, 1])
 		d := g.Dims(n.Output[0])
-		if why := c.check(g, r, d); why != "" {
+		if why := bnb4KernelCheck(g, r, c, abs, d); why != "" {
 			res.Skipped = append(res.Skipped, fmt.Sprintf("Reshape %q: %s", n.Name, why))
 			continue
 		}
-		n.OpType, n.Domain, n.Input = ortgraph.OpDequantBnb4, ortgraph.OrtqDomain, []string{c.bytes, c.lut, c.absmax}
+		n.OpType, n.Domain, n.Input = ortgraph.OpDequantBnb4, ortgraph.OrtqDomain, []string{c.Gate.Output[0], c.Gather.Input[0], abs.Input[0]}
 		n.Attribute = []*onnxpb.AttributeProto{ortgraph.AInt("N", d[0]), ortgraph.AInt("K", d[1])}
-		gone = append(gone, c.mul, c.shape, c.gather, c.cast, c.absShape)
+		gone = append(gone, c.Mul, c.Blocks, c.Gather, c.Cast, abs)
 		res.Fused++
 	}
 	res.finish(ctx, "bnb4-kernel", "4-bit dequantization chains written as ai.ortq.DequantBnb4", gone, ortgraph.OrtqDomain)
 	return res, nil
 }
 
-// matchBnb4Chain returns the chain ending in Reshape n, or nil.
-func matchBnb4Chain(g *ortgraph.Graph, n *onnxpb.NodeProto) *bnb4Chain {
-	c := &bnb4Chain{out: n}
-	if !isOp(n, "Reshape") {
-		return nil
+// bnb4KernelCheck is "" where chain c, its absmax Reshape abs and its result of shape d can
+// become one DequantBnb4 node writing [N, K], else why not.
+func bnb4KernelCheck(g *ortgraph.Graph, r soleReaders, c *autodiff.Bnb4Chain, abs *onnxpb.NodeProto, d []int64) string {
+	if !isOp(abs, "Reshape") {
+		return "the absmax is not reshaped to a column"
 	}
-	if c.mul = g.Producer(n.Input[0]); !isOp(c.mul, "Mul") {
-		return nil
+	if ortgraph.AttrInt(c.Cast, "to", 0) != int64(onnxpb.TensorProto_INT32) {
+		return "the bytes are not cast to int32"
 	}
-	c.shape, c.absShape = g.Producer(c.mul.Input[0]), g.Producer(c.mul.Input[1])
-	if !isOp(c.shape, "Reshape") || !isOp(c.absShape, "Reshape") {
-		return nil
+	if lut := g.Initializer(c.Gather.Input[0]); lut.DataType != ortgraph.Float16 {
+		return fmt.Sprintf("the table %q is not float16", c.Gather.Input[0])
 	}
-	if c.gather = g.Producer(c.shape.Input[0]); !isOp(c.gather, "Gather") {
-		return nil
-	}
-	if c.cast = g.Producer(c.gather.Input[1]); !isOp(c.cast, "Cast") || ortgraph.AttrInt(c.cast, "to", 0) != int64(onnxpb.TensorProto_INT32) {
-		return nil
-	}
-	where := g.Producer(c.cast.Input[0])
-	if !isOp(where, "Where") || len(where.Input) != 3 || where.Input[1] != where.Input[2] {
-		return nil
-	}
-	c.bytes, c.lut, c.absmax = c.cast.Input[0], c.gather.Input[0], c.absShape.Input[0]
-	return c
-}
-
-// check is "" where the chain can become one DequantBnb4 node writing [N, K] (d), else why not.
-func (c *bnb4Chain) check(g *ortgraph.Graph, r soleReaders, d []int64) string {
-	if lut := g.Initializer(c.lut); lut == nil || lut.DataType != ortgraph.Float16 || !slices.Equal(lut.Dims, []int64{256, 2}) {
-		return fmt.Sprintf("the table %q is not a float16 [256, 2] initializer", c.lut)
-	}
-	if g.ElemType(c.absmax) != ortgraph.Float16 || g.ElemType(c.out.Output[0]) != ortgraph.Float16 {
+	if g.ElemType(abs.Input[0]) != ortgraph.Float16 || g.ElemType(c.Out.Output[0]) != ortgraph.Float16 {
 		return "the absmax or the weight is not float16"
 	}
 	if len(d) != 2 || d[0] <= 0 || d[1] <= 0 {
 		return fmt.Sprintf("the weight's shape %v is not a known [N, K]", d)
 	}
-	for _, n := range []*onnxpb.NodeProto{c.mul, c.shape, c.gather, c.cast, c.absShape} {
+	for _, n := range []*onnxpb.NodeProto{c.Mul, c.Blocks, c.Gather, c.Cast, abs} {
 		if _, only := r.single(n.Output[0]); !only {
 			return fmt.Sprintf("%q is read outside the chain", n.Output[0])
 		}

@@ -93,3 +93,12 @@ func onlyReadBy(readers, nodes []*onnxpb.NodeProto) bool {
 	}
 	return true
 }
+
+// knownShape reports whether a and b are one shape (Graph.SymDims) whose every dim is known:
+// neither "?" (autodiff records rank-only types so) nor empty.
+func knownShape(a, b []string) bool {
+	return len(a) > 0 && slices.Equal(a, b) && !slices.ContainsFunc(a, func(d string) bool { return !knownDim(d) })
+}
+
+// knownDim reports whether d, a dim of Graph.SymDims, is a number or a name.
+func knownDim(d string) bool { return d != "" && d != "?" }

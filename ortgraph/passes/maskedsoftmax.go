@@ -82,8 +82,7 @@ func broadcastsTo(m, s []string) bool {
 		return false
 	}
 	for k := range 4 {
-		unknown := s[k] == "" || s[k] == "?" || m[k] == "" || m[k] == "?" // "?": a rank-only type autodiff records
-		if unknown || m[k] != s[k] && (k == 3 || m[k] != "1") {
+		if !knownDim(s[k]) || !knownDim(m[k]) || m[k] != s[k] && (k == 3 || m[k] != "1") {
 			return false
 		}
 	}

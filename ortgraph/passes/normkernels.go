@@ -126,14 +126,11 @@ func normGradSumCheck(g *ortgraph.Graph, r soleReaders, ng *onnxpb.NodeProto, ot
 	if _, only := r.single(dx); !only {
 		return fmt.Sprintf("%q has other readers", dx)
 	}
-	dd, od := g.SymDims(dx), g.SymDims(other)
-	if g.ElemType(other) != g.ElemType(dx) || len(dd) == 0 || len(dd) != len(od) {
-		return fmt.Sprintf("%q is not of dx's type and rank", other)
+	if g.ElemType(other) != g.ElemType(dx) {
+		return fmt.Sprintf("%q is not of dx's type", other)
 	}
-	for k := range dd {
-		if dd[k] == "" || dd[k] == "?" || dd[k] != od[k] {
-			return fmt.Sprintf("%q %v and dx %v are not of one known shape", other, od, dd)
-		}
+	if dd, od := g.SymDims(dx), g.SymDims(other); !knownShape(dd, od) {
+		return fmt.Sprintf("%q %v and dx %v are not of one known shape", other, od, dd)
 	}
 	return ""
 }

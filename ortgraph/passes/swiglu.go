@@ -3,7 +3,6 @@ package passes
 import (
 	"fmt"
 	"reflect"
-	"slices"
 
 	"github.com/ortq/ortq/ortgraph"
 	"github.com/ortq/ortq/ortgraph/onnxpb"
@@ -75,7 +74,7 @@ func swiGLUCheck(g *ortgraph.Graph, r soleReaders, silu, sig *onnxpb.NodeProto, 
 	if g.ElemType(gate) != ortgraph.Float16 || g.ElemType(up) != ortgraph.Float16 {
 		return "g and u are not float16"
 	}
-	if dg, du := g.SymDims(gate), g.SymDims(up); dg == nil || slices.Contains(dg, "") || !slices.Equal(dg, du) {
+	if dg, du := g.SymDims(gate), g.SymDims(up); !knownShape(dg, du) {
 		return fmt.Sprintf("g %v and u %v are not of one known shape", dg, du)
 	}
 	for _, v := range []string{sig.Output[0], silu.Output[0]} {
