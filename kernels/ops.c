@@ -148,7 +148,7 @@ static pthread_mutex_t cu_mu = PTHREAD_MUTEX_INITIALIZER;
 // An op: its ONNX signature, its CPU loop and the names of its two CUDA kernels (one
 // element a thread, and 8 with 16-byte accesses). An op is an OrtCustomOp first (ONNX
 // Runtime passes it back as such) and the provider its kernel runs on; ONNX Runtime's
-// kernel object (kernel_t) is a node's: the op and the node's epsilon attribute.
+// kernel object (kernel_t) is a node's: the op and the node's attributes.
 #define NOPS 7
 #define MAXIO 5
 struct kernel;
@@ -254,11 +254,9 @@ typedef struct {
   int64_t dims[16];
 } input_t;
 
-// input reads kernel input i.
-static OrtStatus *input(OrtKernelContext *ctx, size_t i, input_t *t) {
-  const OrtValue *v;
+// input reads kernel input v.
+static OrtStatus *input(const OrtValue *v, input_t *t) {
   OrtTensorTypeAndShapeInfo *info;
-  RETURN_IF(ort->KernelContext_GetInput(ctx, i, &v));
   RETURN_IF(ort->GetTensorTypeAndShape(v, &info));
   OrtStatus *st = ort->GetTensorElementType(info, &t->dt);
   if (!st) st = ort->GetTensorShapeElementCount(info, &t->n);
@@ -282,7 +280,7 @@ static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, input_t *in
       memset(&in[i], 0, sizeof in[i]);
       continue;
     }
-    RETURN_IF(input(ctx, i, &in[i]));
+    RETURN_IF(input(v, &in[i]));
     if (in[i].dt != op->in_types[i]) {
       char msg[128];
       snprintf(msg, sizeof msg, "ai.ortq.%s: input %zu has element type %d, want %d", op->name, i, (int)in[i].dt, (int)op->in_types[i]);
@@ -290,6 +288,20 @@ static OrtStatus *inputs(const ortq_op_t *op, OrtKernelContext *ctx, input_t *in
     }
   }
   return NULL;
+}
+
+// output allocates output i of shape dims[rank] and returns its data.
+static OrtStatus *output(OrtKernelContext *ctx, size_t i, const int64_t *dims, size_t rank, void **data) {
+  OrtValue *out;
+  RETURN_IF(ort->KernelContext_GetOutput(ctx, i, dims, rank, &out));
+  return ort->GetTensorMutableData(out, data);
+}
+
+// aligned16 reports whether every pointer of p[n] is 16-byte aligned (NULL ones are).
+static int aligned16(const void *const *p, size_t n) {
+  uintptr_t align = 0;
+  for (size_t i = 0; i < n; i++) align |= (uintptr_t)p[i];
+  return (align & 15) == 0;
 }
 
 // launch_grid runs a kernel of grid blocks of block threads on the op's stream.
@@ -322,11 +334,7 @@ static OrtStatus *elementwise(const kernel_t *k, OrtKernelContext *ctx) {
     }
     ip[i] = in[i].data;
   }
-  for (size_t i = 0; i < op->nout; i++) {
-    OrtValue *out;
-    RETURN_IF(ort->KernelContext_GetOutput(ctx, i, in[0].dims, in[0].rank, &out));
-    RETURN_IF(ort->GetTensorMutableData(out, &op_out[i]));
-  }
+  for (size_t i = 0; i < op->nout; i++) RETURN_IF(output(ctx, i, in[0].dims, in[0].rank, &op_out[i]));
   if (n == 0) return NULL;
   if (!op->cuda) {
     op->cpu((const uint16_t **)ip, (uint16_t **)op_out, (int64_t)n);
@@ -334,14 +342,13 @@ static OrtStatus *elementwise(const kernel_t *k, OrtKernelContext *ctx) {
   }
   CUfunction scalar, vec8;
   RETURN_IF(functions(op, &scalar, &vec8));
-  uintptr_t align = 0;
   void *args[2 * MAXIO + 1];
   size_t na = 0;
-  for (size_t i = 0; i < op->nin; i++) align |= (uintptr_t)ip[i], args[na++] = &ip[i];
-  for (size_t i = 0; i < op->nout; i++) align |= (uintptr_t)op_out[i], args[na++] = &op_out[i];
+  for (size_t i = 0; i < op->nin; i++) args[na++] = &ip[i];
+  for (size_t i = 0; i < op->nout; i++) args[na++] = &op_out[i];
   int64_t n64 = (int64_t)n;
   args[na++] = &n64;
-  int wide = (align & 15) == 0 && n % 8 == 0;
+  int wide = aligned16(ip, op->nin) && aligned16((const void *const *)op_out, op->nout) && n % 8 == 0;
   return launch(op, ctx, wide ? vec8 : scalar, wide ? n / 8 : n, args);
 }
 
@@ -352,26 +359,12 @@ static OrtStatus *ORT_API_CALL compute(void *kernel, OrtKernelContext *ctx) {
 
 static OrtStatus *invalid(const char *msg) { return ort->CreateStatus(ORT_INVALID_ARGUMENT, msg); }
 
-// output allocates output 0 in t's shape.
-static OrtStatus *output(OrtKernelContext *ctx, const input_t *t, void **data) {
-  OrtValue *out;
-  RETURN_IF(ort->KernelContext_GetOutput(ctx, 0, t->dims, t->rank, &out));
-  return ort->GetTensorMutableData(out, data);
-}
 
 // row_block is the block size of a kernel that gives one block to each row of u work items:
 // a thread an item where it fits, in whole warps.
 static unsigned row_block(int64_t u) {
   int64_t b = (u + 31) / 32 * 32;
   return (unsigned)(b < 32 ? 32 : b > 1024 ? 1024 : b);
-}
-
-// rows_wide reports whether the row kernels may take 8 elements a step: rows of h elements
-// (a multiple of 8) and every pointer 16-byte aligned (NULL ones aside).
-static int rows_wide(int64_t h, const void *const *p, size_t n) {
-  uintptr_t align = 0;
-  for (size_t i = 0; i < n; i++) align |= (uintptr_t)p[i];
-  return h % 8 == 0 && (align & 15) == 0;
 }
 
 // rmsnorm_grad computes dx of RMSNormGrad(x, w, r, dy[, res]): x, dy and res float16 [..., h],
@@ -386,7 +379,7 @@ static OrtStatus *rmsnorm_grad(const kernel_t *k, OrtKernelContext *ctx) {
     return invalid("ai.ortq.RMSNormGrad: want x, dy (and res) [..., h], w [h] and r one value a row");
   }
   const void *p[6] = {in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, NULL};
-  RETURN_IF(output(ctx, x, (void **)&p[5]));
+  RETURN_IF(output(ctx, 0, x->dims, x->rank, (void **)&p[5]));
   if (rows == 0) return NULL;
   if (!op->cuda) {
     ortq_rmsnorm_grad_cpu(p[0], p[1], p[2], p[3], p[4], (uint16_t *)p[5], rows, h);
@@ -395,7 +388,7 @@ static OrtStatus *rmsnorm_grad(const kernel_t *k, OrtKernelContext *ctx) {
   CUfunction scalar, vec8;
   RETURN_IF(functions(op, &scalar, &vec8));
   const void *vp[] = {p[0], p[1], p[3], p[4], p[5]};
-  int wide = rows_wide(h, vp, 5);
+  int wide = h % 8 == 0 && aligned16(vp, 5);
   int64_t u = wide ? h / 8 : h;
   void *args[] = {&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &rows, &u, &h};
   void **a = wide ? args : (void *[]){&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &rows, &h};
@@ -412,12 +405,11 @@ static OrtStatus *rmsnorm(const kernel_t *k, OrtKernelContext *ctx) {
   int64_t h = x->rank ? x->dims[x->rank - 1] : 0, rows = h > 0 ? (int64_t)x->n / h : 0;
   if (x->rank == 0 || (int64_t)in[1].n != h) return invalid("ai.ortq.RMSNorm: want x [..., h] and w [h]");
   const void *p[4] = {in[0].data, in[1].data, NULL, NULL};
-  RETURN_IF(output(ctx, x, (void **)&p[2]));
-  input_t rs = *x;
-  rs.dims[rs.rank - 1] = 1;
-  OrtValue *rv;
-  RETURN_IF(ort->KernelContext_GetOutput(ctx, 1, rs.dims, rs.rank, &rv));
-  RETURN_IF(ort->GetTensorMutableData(rv, (void **)&p[3]));
+  RETURN_IF(output(ctx, 0, x->dims, x->rank, (void **)&p[2]));
+  int64_t rdims[16];
+  memcpy(rdims, x->dims, x->rank * sizeof rdims[0]);
+  rdims[x->rank - 1] = 1;
+  RETURN_IF(output(ctx, 1, rdims, x->rank, (void **)&p[3]));
   if (rows == 0) return NULL;
   float eps = k->eps;
   if (!op->cuda) {
@@ -426,7 +418,7 @@ static OrtStatus *rmsnorm(const kernel_t *k, OrtKernelContext *ctx) {
   }
   CUfunction scalar, vec8;
   RETURN_IF(functions(op, &scalar, &vec8));
-  int wide = rows_wide(h, p, 3);
+  int wide = h % 8 == 0 && aligned16(p, 3);
   int64_t u = wide ? h / 8 : h;
   void *args[] = {&p[0], &p[1], &p[2], &p[3], &rows, &u, &h, &eps};
   return launch_grid(op, ctx, wide ? vec8 : scalar, (size_t)rows, wide ? row_block(u) : 256, args);
@@ -451,7 +443,7 @@ static OrtStatus *rotary(const kernel_t *k, OrtKernelContext *ctx) {
   int64_t rows = (int64_t)x->n / d, npos = c->dims[0];
   const void *p[4] = {in[0].data, in[1].data, in[2].data, in[3].data};
   void *y;
-  RETURN_IF(output(ctx, x, &y));
+  RETURN_IF(output(ctx, 0, x->dims, x->rank, &y));
   if (rows == 0) return NULL;
   if (!op->cuda) {
     if (ortq_rotary_cpu(p[0], p[1], p[2], p[3], y, rows, half, div, seq, (int)bnsh, npos)) {
@@ -461,8 +453,8 @@ static OrtStatus *rotary(const kernel_t *k, OrtKernelContext *ctx) {
   }
   CUfunction scalar, vec8;
   RETURN_IF(functions(op, &scalar, &vec8));
-  uintptr_t align = (uintptr_t)p[0] | (uintptr_t)p[1] | (uintptr_t)p[2] | (uintptr_t)y;
-  int wide = (align & 15) == 0 && half % 8 == 0;
+  const void *vp[] = {p[0], p[1], p[2], y};
+  int wide = half % 8 == 0 && aligned16(vp, 4);
   int64_t u = wide ? half / 8 : half, n = rows * u;
   void *args[] = {&p[0], &p[1], &p[2], &p[3], &y, &n, &u, &div, &seq, &bnsh, &npos};
   return launch(op, ctx, wide ? vec8 : scalar, (size_t)n, args);
@@ -482,7 +474,7 @@ static OrtStatus *masked_softmax(const kernel_t *k, OrtKernelContext *ctx) {
   int64_t sb = m->dims[0] > 1 ? m->dims[1] * m->dims[2] : 0, sh = m->dims[1] > 1 ? m->dims[2] : 0, sq = m->dims[2] > 1;
   const void *p[2] = {in[0].data, in[1].data};
   void *out;
-  RETURN_IF(output(ctx, s, &out));
+  RETURN_IF(output(ctx, 0, s->dims, s->rank, &out));
   if (rows == 0) return NULL;
   if (!op->cuda) {
     ortq_masked_softmax_cpu(p[0], p[1], out, rows, l, heads, q, sb, sh, sq);
@@ -490,7 +482,8 @@ static OrtStatus *masked_softmax(const kernel_t *k, OrtKernelContext *ctx) {
   }
   CUfunction scalar, vec8;
   RETURN_IF(functions(op, &scalar, &vec8));
-  int wide = (((uintptr_t)p[0] | (uintptr_t)p[1] | (uintptr_t)out) & 15) == 0 && l % 8 == 0;
+  const void *vp[] = {p[0], p[1], out};
+  int wide = l % 8 == 0 && aligned16(vp, 3);
   int64_t lw = wide ? l / 8 : l;
   void *args[] = {&p[0], &p[1], &out, &rows, &lw, &heads, &q, &sb, &sh, &sq};
   return launch(op, ctx, wide ? vec8 : scalar, (size_t)rows * 32, args);
@@ -508,10 +501,8 @@ static OrtStatus *dequant_bnb4(const kernel_t *k, OrtKernelContext *ctx) {
     return invalid("ai.ortq.DequantBnb4: want N·K/2 bytes, a [256, 2] table and absmax one value a block of an even size");
   }
   int64_t bs = nk / blocks, dims[2] = {k->rows, k->cols};
-  OrtValue *out;
   void *w;
-  RETURN_IF(ort->KernelContext_GetOutput(ctx, 0, dims, 2, &out));
-  RETURN_IF(ort->GetTensorMutableData(out, &w));
+  RETURN_IF(output(ctx, 0, dims, 2, &w));
   const void *p[4] = {in[0].data, in[1].data, in[2].data, w};
   if (!op->cuda) {
     ortq_dequant_bnb4_cpu(p[0], p[1], p[2], w, m, bs);
